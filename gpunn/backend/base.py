@@ -1,0 +1,112 @@
+"""``Backend``: what an array library must provide to run gpunn.
+
+A backend owns its array module ``xp``, its device, host/device copies, its random generator and the
+fused primitives (see ``gpunn.backend.reference`` for their contract). The methods here are written
+once over ``xp``; a backend overrides a primitive only where it has a faster kernel of its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpunn.backend import reference
+
+
+class Backend:
+    name: str = "base"
+    xp = np
+
+    def __init__(self) -> None:
+        self._seed: int | None = None
+        self._rng = None
+
+    # -- identity --------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return f"<gpunn backend {self.name!r} on {self.device}>"
+
+    def is_array(self, a) -> bool:
+        """True when ``a`` is an array of this backend's array module."""
+        return isinstance(a, self.xp.ndarray)
+
+    # -- copies ----------------------------------------------------------------------------------
+    def asarray(self, data, dtype=None):
+        """``data`` (nested lists, scalars, NumPy arrays) as an array of this backend."""
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        """A host (NumPy) copy or view of one of this backend's arrays."""
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on the CPU)."""
+
+    # -- randomness --------------------------------------------------------------------------------
+    def seed(self, seed: int) -> None:
+        self._seed = int(seed)
+        self._rng = self._make_rng(self._seed)
+
+    def _make_rng(self, seed):
+        return np.random.default_rng(seed)
+
+    @property
+    def rng(self):
+        if self._rng is None:
+            self._rng = self._make_rng(self._seed)
+        return self._rng
+
+    def get_rng_state(self) -> dict:
+        """The generator's state as a JSON-able dict (for checkpoints)."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def randn(self, shape, dtype=np.float32):
+        return self.rng.standard_normal(shape, dtype=np.dtype(dtype).type if np.dtype(dtype).kind == "f"
+                                        else np.float64)
+
+    def rand(self, shape, dtype=np.float32):
+        return self.rng.random(shape, dtype=np.dtype(dtype).type)
+
+    def uniform(self, shape, low, high, dtype=np.float32):
+        u = self.rand(shape, dtype)
+        return (u * (high - low) + low).astype(dtype, copy=False)
+
+    def normal(self, shape, mean, std, dtype=np.float32):
+        z = self.randn(shape, dtype)
+        return (z * std + mean).astype(dtype, copy=False)
+
+    def permutation(self, n: int):
+        return self.rng.permutation(n)
+
+    def randint(self, low, high, shape):
+        return self.rng.integers(low, high, size=shape, dtype=np.int64)
+
+    # -- scatter ----------------------------------------------------------------------------------
+    def index_add(self, target, index, values) -> None:
+        """target[index] += values, accumulating repeated indices (np.add.at)."""
+        self.xp.add.at(target, index, values)
+
+    # -- fused primitives (reference implementations; kernels override) ---------------------------
+    def linear_act(self, x, W, b, act="none", negative_slope=0.01):
+        return reference.linear_act(self.xp, x, W, b, act, negative_slope)
+
+    def linear_act_backward(self, dy, x, W, y, act="none", negative_slope=0.01,
+                            need_dx=True, need_dW=True, need_db=True):
+        return reference.linear_act_backward(self.xp, dy, x, W, y, act, negative_slope,
+                                             need_dx, need_dW, need_db)
+
+    def softmax_cross_entropy(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
+                              label_smoothing=0.0):
+        return reference.softmax_cross_entropy(self.xp, logits, target, weight, reduction, ignore_index,
+                                               label_smoothing)
+
+    def sgd_step(self, param, grad, momentum_buf, **hyper):
+        reference.sgd_step(self.xp, param, grad, momentum_buf, **hyper)
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, **hyper):
+        reference.adam_step(self.xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
