@@ -1,0 +1,636 @@
+"""Differentiable functions with the names and semantics of ``torch.nn.functional``.
+
+Each op computes its output from the backend arrays and defines its backward right below it.
+``linear`` and ``cross_entropy`` go through the backend's fused primitives (one call computes the
+output and what backward needs); see ``gpunn.backend.reference`` for their math.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
+from gpunn.tensor import Tensor, _check_same_backend, _is_float, _unbroadcast
+
+__all__ = [
+    "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout", "flatten",
+    "conv2d", "max_pool2d", "avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "multi_margin_loss", "kl_div", "entropy",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# argument checks
+# ------------------------------------------------------------------------------------------------
+def _tensor(x, fname: str, argname: str = "input") -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fname}(): argument '{argname}' must be a gpunn Tensor, got {type(x).__name__}")
+    return x
+
+
+def _float_tensor(x, fname: str, argname: str = "input") -> Tensor:
+    _tensor(x, fname, argname)
+    if not _is_float(x.dtype):
+        raise TypeError(f"{fname}(): argument '{argname}' must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def _check_reduction(reduction: str, fname: str, allowed=REDUCTIONS) -> None:
+    if reduction not in allowed:
+        raise ValueError(f"{fname}(): reduction must be one of {allowed}, got {reduction!r}")
+
+
+def _same_shape(input: Tensor, target: Tensor, fname: str) -> None:  # noqa: A002
+    if input.shape != target.shape:
+        raise ValueError(f"{fname}(): target shape {target.shape} must match input shape {input.shape}")
+
+
+def _target_like(input: Tensor, target, fname: str) -> Tensor:  # noqa: A002
+    """``target`` as a float tensor on input's backend (a Tensor, array or number)."""
+    if isinstance(target, Tensor):
+        _check_same_backend(input, target, fname)
+        if not _is_float(target.dtype):
+            target = target.astype(input.dtype)
+        return target
+    return Tensor._wrap(input._backend.asarray(target, dtype=input.dtype), input._backend)
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _pair(v, name: str, fname: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        v = (int(v), int(v))
+    v = tuple(int(a) for a in v)
+    if len(v) != 2:
+        raise ValueError(f"{fname}(): {name} must be an int or a pair of ints, got {v}")
+    return v
+
+
+def _implicit_dim(ndim: int, fname: str) -> int:
+    warnings.warn(f"Implicit dimension choice for {fname} has been deprecated. Change the call to "
+                  "include dim=X as an argument.", UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+# ------------------------------------------------------------------------------------------------
+# linear (+ fused activation)
+# ------------------------------------------------------------------------------------------------
+def linear(input, weight, bias=None, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
+    """y = act(x @ W.T + b).  x: (*, in), W: (out, in), b: (out,)  ->  (*, out).
+
+    ``activation`` in {None, 'relu', 'leaky_relu', 'sigmoid', 'tanh'} is applied inside the backend's
+    fused ``linear_act`` primitive (one call forward, one backward).
+    >>> F.linear(x, W, b, activation="relu")
+    """
+    _float_tensor(input, "linear")
+    _float_tensor(weight, "linear", "weight")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"linear(): activation must be one of {ACTIVATIONS} or None, got {activation!r}")
+    _check_same_backend(input, weight, "linear")
+    if weight.ndim != 2:
+        raise ValueError(f"linear(): weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+    if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear(): input's last dimension ({input.shape[-1] if input.ndim else 'none'}) "
+                         f"must equal in_features ({weight.shape[1]}); input shape {input.shape}, "
+                         f"weight shape {weight.shape}")
+    if bias is not None:
+        _float_tensor(bias, "linear", "bias")
+        _check_same_backend(input, bias, "linear")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear(): bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    if act == "leaky_relu" and negative_slope <= 0:
+        # the fused backward reads the derivative off the output, which needs a positive slope
+        return leaky_relu(linear(input, weight, bias), negative_slope)
+    if input.dtype != weight.dtype:
+        raise TypeError(f"linear(): input dtype {input.dtype} and weight dtype {weight.dtype} differ")
+
+    be = input._backend
+    lead = input.shape[:-1]
+    x2 = input.data.reshape(-1, weight.shape[1])  # (N, K)
+    W, b = weight.data, None if bias is None else bias.data
+    y = be.linear_act(x2, W, b, act, negative_slope)  # (N, M)
+
+    def backward(g):
+        dx, dW, db = be.linear_act_backward(
+            g.reshape(y.shape), x2, W, y, act, negative_slope,
+            need_dx=input.requires_grad, need_dW=weight.requires_grad,
+            need_db=bias is not None and bias.requires_grad,
+        )
+        dx = None if dx is None else dx.reshape(input.shape)
+        return (dx, dW) if bias is None else (dx, dW, db)
+
+    parents = (input, weight) if bias is None else (input, weight, bias)
+    return input._result(y.reshape(lead + (W.shape[0],)), parents, backward, "LinearActBackward")
+
+
+# ------------------------------------------------------------------------------------------------
+# activations
+# ------------------------------------------------------------------------------------------------
+def relu(input) -> Tensor:  # noqa: A002
+    """max(x, 0); gradient 1 where x > 0."""
+    return _tensor(input, "relu").relu()
+
+
+def leaky_relu(input, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
+    """x if x > 0 else negative_slope * x."""
+    _float_tensor(input, "leaky_relu")
+    x = input.data
+    xp = input._backend.xp
+    slope = x.dtype.type(negative_slope)
+    out = xp.where(x > 0, x, x * slope)
+    return input._result(out, (input,), lambda g: (xp.where(x > 0, g, g * slope),), "LeakyReluBackward")
+
+
+def sigmoid(input) -> Tensor:  # noqa: A002
+    """1 / (1 + exp(-x)), computed without overflow; gradient y (1 - y)."""
+    return _tensor(input, "sigmoid").sigmoid()
+
+
+def tanh(input) -> Tensor:  # noqa: A002
+    """tanh(x); gradient 1 - y^2."""
+    return _tensor(input, "tanh").tanh()
+
+
+def softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
+    """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
+    _float_tensor(input, "softmax")
+    dim = _implicit_dim(input.ndim, "softmax") if dim is None else dim
+    xp = input._backend.xp
+    x = input.data
+    e = xp.exp(x - x.max(axis=dim, keepdims=True))
+    y = e / e.sum(axis=dim, keepdims=True)
+    return input._result(y, (input,), lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
+                         "SoftmaxBackward")
+
+
+def log_softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
+    """x - logsumexp(x) along ``dim``; backward g - softmax(x) * sum(g)."""
+    _float_tensor(input, "log_softmax")
+    dim = _implicit_dim(input.ndim, "log_softmax") if dim is None else dim
+    xp = input._backend.xp
+    x = input.data
+    shifted = x - x.max(axis=dim, keepdims=True)
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    return input._result(y, (input,), lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
+                         "LogSoftmaxBackward")
+
+
+def entropy(input, dim: int = -1) -> Tensor:  # noqa: A002
+    """Shannon entropy H = -sum p log p (nats) of softmax(input) along ``dim``, from logits, stably."""
+    logp = log_softmax(_float_tensor(input, "entropy"), dim)
+    return -(logp.exp() * logp).sum(dim)
+
+
+def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
+    """Zero each element with probability ``p`` (the DROP probability) and scale the rest by 1/(1-p).
+
+    Identity when ``training`` is False (evaluation). The mask comes from the backend's seeded RNG."""
+    _float_tensor(input, "dropout")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout(): p (drop probability) must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    be = input._backend
+    if p == 1.0:
+        mask = be.xp.zeros(input.shape, dtype=input.dtype)
+    else:
+        keep = be.rand(input.shape, input.dtype) >= input.dtype.type(p)
+        mask = keep.astype(input.dtype) * input.dtype.type(1.0 / (1.0 - p))
+    return input._result(input.data * mask, (input,), lambda g: (g * mask,), "DropoutBackward")
+
+
+def flatten(input, start_dim: int = 0, end_dim: int = -1) -> Tensor:  # noqa: A002
+    """Merge dims start_dim..end_dim into one (``torch.flatten`` semantics)."""
+    return _tensor(input, "flatten").flatten(start_dim, end_dim)
+
+
+# ------------------------------------------------------------------------------------------------
+# convolution and pooling (NCHW), written over xp with strided slices: one slice per kernel tap
+# ------------------------------------------------------------------------------------------------
+def _as_batched_4d(input: Tensor, fname: str):
+    if input.ndim == 3:
+        return input.unsqueeze(0), True
+    if input.ndim != 4:
+        raise ValueError(f"{fname}(): expected a 4-D input (N, C, H, W) or 3-D (C, H, W), got shape {input.shape}")
+    return input, False
+
+
+def _pad_hw(xp, x, ph: int, pw: int, value=0.0):
+    if ph == 0 and pw == 0:
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=value)
+
+
+def _out_size(size: int, k: int, s: int, p: int, fname: str, what: str) -> int:
+    out = (size + 2 * p - k) // s + 1
+    if out < 1:
+        raise ValueError(f"{fname}(): kernel size {k} is larger than the padded input {what} ({size} + 2*{p})")
+    return out
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A002
+    """2-D cross-correlation.  x: (N, C, H, W), W: (OC, C, KH, KW), b: (OC,) -> (N, OC, OH, OW),
+    OH = (H + 2 ph - KH) // sh + 1.  Computed as im2col (one strided slice per tap) + one GEMM."""
+    _float_tensor(input, "conv2d")
+    _float_tensor(weight, "conv2d", "weight")
+    _check_same_backend(input, weight, "conv2d")
+    x_t, unbatched = _as_batched_4d(input, "conv2d")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d(): weight must be 4-D (out_channels, in_channels, kH, kW), got {weight.shape}")
+    n, c, h, w = x_t.shape
+    oc, wc, kh, kw = weight.shape
+    if wc != c:
+        raise ValueError(f"conv2d(): input has {c} channels but weight expects {wc} "
+                         f"(input shape {input.shape}, weight shape {weight.shape})")
+    if bias is not None:
+        _check_same_backend(input, bias, "conv2d")
+        if bias.shape != (oc,):
+            raise ValueError(f"conv2d(): bias must have shape ({oc},), got {bias.shape}")
+    sh, sw = _pair(stride, "stride", "conv2d")
+    ph, pw = _pair(padding, "padding", "conv2d")
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"conv2d(): stride must be >= 1 and padding >= 0, got stride {stride}, padding {padding}")
+    oh = _out_size(h, kh, sh, ph, "conv2d", "height")
+    ow = _out_size(w, kw, sw, pw, "conv2d", "width")
+
+    xp = input._backend.xp
+    xpad = _pad_hw(xp, x_t.data, ph, pw)
+    # cols[c, i, j, n, oh, ow] = xpad[n, c, oh*sh + i, ow*sw + j]; laid out so one GEMM does the conv
+    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=xpad.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw].transpose(1, 0, 2, 3)
+    cols2 = cols.reshape(c * kh * kw, n * oh * ow)  # (CKK, N*L)
+    W2 = weight.data.reshape(oc, c * kh * kw)  # (OC, CKK)
+    out = (W2 @ cols2).reshape(oc, n, oh, ow)
+    if bias is not None:
+        out += bias.data.reshape(oc, 1, 1, 1)
+    out = out.transpose(1, 0, 2, 3)  # (N, OC, OH, OW)
+    if unbatched:
+        out = out[0]
+
+    def backward(g):
+        g4 = g[None] if unbatched else g
+        g2 = g4.transpose(1, 0, 2, 3).reshape(oc, n * oh * ow)  # (OC, N*L)
+        dW = (g2 @ cols2.T).reshape(weight.shape) if weight.requires_grad else None
+        db = g4.sum(axis=(0, 2, 3)) if bias is not None and bias.requires_grad else None
+        dx = None
+        if input.requires_grad:
+            dcols = (W2.T @ g2).reshape(c, kh, kw, n, oh, ow)
+            dxpad = xp.zeros(xpad.shape, dtype=xpad.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += dcols[:, i, j].transpose(1, 0, 2, 3)
+            dx = dxpad[:, :, ph : ph + h, pw : pw + w]
+            dx = dx[0] if unbatched else dx
+        return (dx, dW) if bias is None else (dx, dW, db)
+
+    parents = (input, weight) if bias is None else (input, weight, bias)
+    return input._result(xp.ascontiguousarray(out), parents, backward, "ConvolutionBackward")
+
+
+def _pool_geometry(x_t, kernel_size, stride, padding, fname):
+    kh, kw = _pair(kernel_size, "kernel_size", fname)
+    sh, sw = _pair(stride if stride is not None and stride != [] else (kh, kw), "stride", fname)
+    ph, pw = _pair(padding, "padding", fname)
+    if kh < 1 or kw < 1 or sh < 1 or sw < 1:
+        raise ValueError(f"{fname}(): kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+    if ph < 0 or pw < 0 or ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"{fname}(): padding must be >= 0 and at most half the kernel size, got padding "
+                         f"{padding} for kernel_size {kernel_size}")
+    _, _, h, w = x_t.shape
+    oh = _out_size(h, kh, sh, ph, fname, "height")
+    ow = _out_size(w, kw, sw, pw, fname, "width")
+    return kh, kw, sh, sw, ph, pw, oh, ow
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A002
+    """Max over each window; the gradient goes to the (first) maximal element of each window."""
+    _float_tensor(input, "max_pool2d")
+    x_t, unbatched = _as_batched_4d(input, "max_pool2d")
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "max_pool2d")
+    xp = input._backend.xp
+    xpad = _pad_hw(xp, x_t.data, ph, pw, value=-np.inf)
+    taps = [xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)]
+    windows = xp.stack(taps)  # (KH*KW, N, C, OH, OW)
+    arg = windows.argmax(axis=0)  # first max, as PyTorch
+    out = xp.take_along_axis(windows, arg[None], axis=0)[0]
+    if unbatched:
+        out = out[0]
+
+    def backward(g):
+        g4 = g[None] if unbatched else g
+        dxpad = xp.zeros(xpad.shape, dtype=xpad.dtype)
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += g4 * (arg == k)
+        dx = dxpad[:, :, ph : ph + x_t.shape[2], pw : pw + x_t.shape[3]]
+        return (dx[0] if unbatched else dx,)
+
+    return input._result(out, (input,), backward, "MaxPool2DBackward")
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> Tensor:  # noqa: A002
+    """Mean over each window (zero padding counted in the divisor unless count_include_pad=False)."""
+    _float_tensor(input, "avg_pool2d")
+    x_t, unbatched = _as_batched_4d(input, "avg_pool2d")
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "avg_pool2d")
+    xp = input._backend.xp
+    xpad = _pad_hw(xp, x_t.data, ph, pw)
+    total = xp.zeros(xpad.shape[:2] + (oh, ow), dtype=xpad.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            total += xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+    if count_include_pad or (ph == 0 and pw == 0):
+        divisor = xpad.dtype.type(kh * kw)
+    else:  # count the real (unpadded) cells of each window
+        ones = _pad_hw(xp, xp.ones((1, 1) + x_t.shape[2:], dtype=xpad.dtype), ph, pw)
+        divisor = sum(ones[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw))
+    out = total / divisor
+    if unbatched:
+        out = out[0]
+
+    def backward(g):
+        g4 = (g[None] if unbatched else g) / divisor
+        dxpad = xp.zeros(xpad.shape, dtype=xpad.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += g4
+        dx = dxpad[:, :, ph : ph + x_t.shape[2], pw : pw + x_t.shape[3]]
+        return (dx[0] if unbatched else dx,)
+
+    return input._result(out, (input,), backward, "AvgPool2DBackward")
+
+
+# ------------------------------------------------------------------------------------------------
+# losses
+# ------------------------------------------------------------------------------------------------
+def _class_targets(input: Tensor, target, fname: str):
+    """Validate (input, class-index target) and return (logits2d array, target1d array, move-back info).
+
+    input: (N, C) or (N, C, d1, ...) or (C,);  target: (N,) or (N, d1, ...) or ()."""
+    _float_tensor(input, fname)
+    if not isinstance(target, Tensor):
+        target = Tensor._wrap(input._backend.asarray(target), input._backend)
+    _check_same_backend(input, target, fname)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{fname}(): target must be an integer tensor of class indices (int64), got dtype "
+                        f"{target.dtype}; convert labels with .long() (probability targets are not supported)")
+    if input.ndim == 0:
+        raise ValueError(f"{fname}(): input must have a class dimension, got a 0-d tensor")
+    if input.ndim == 1:
+        expected = ()
+    else:
+        expected = (input.shape[0],) + input.shape[2:]
+    if target.shape != expected:
+        raise ValueError(f"{fname}(): target shape {target.shape} does not match input shape {input.shape} "
+                         f"(expected target shape {expected})")
+    xp = input._backend.xp
+    c = input.shape[1] if input.ndim > 1 else input.shape[0]
+    if input.ndim == 1:
+        logits = input.data.reshape(1, c)
+    elif input.ndim == 2:
+        logits = input.data
+    else:
+        logits = xp.ascontiguousarray(xp.moveaxis(input.data, 1, -1)).reshape(-1, c)
+    return logits, target.data.reshape(-1).astype(xp.int64, copy=False), c
+
+
+def _restore_class_axis(xp, d2, input: Tensor):
+    if input.ndim == 1:
+        return d2.reshape(input.shape)
+    if input.ndim == 2:
+        return d2
+    moved = d2.reshape((input.shape[0],) + input.shape[2:] + (input.shape[1],))
+    return xp.moveaxis(moved, -1, 1)
+
+
+def _check_labels(xp, t, c: int, ignore_index: int, fname: str) -> None:
+    bad = (t != ignore_index) & ((t < 0) | (t >= c))
+    if bool(bad.any()):
+        first = int(t[bad][0])
+        raise ValueError(f"{fname}(): target label {first} is out of range for {c} classes "
+                         f"(labels must be in [0, {c - 1}] or equal ignore_index={ignore_index})")
+
+
+def _class_weight(input: Tensor, weight, c: int, fname: str):
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor):
+        weight = Tensor._wrap(input._backend.asarray(weight, dtype=input.dtype), input._backend)
+    _check_same_backend(input, weight, fname)
+    if weight.shape != (c,):
+        raise ValueError(f"{fname}(): weight must have shape ({c},) (one per class), got {weight.shape}")
+    return weight.data.astype(input.dtype, copy=False)
+
+
+def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",  # noqa: A002
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy on class indices, through the backend's fused primitive.
+
+    input: (N, C) logits (or (N, C, d1, ...), or (C,)); target: (N,) int64 class indices.
+    loss_i = -(1 - eps) w[y_i] log softmax(x_i)[y_i] - eps/C sum_c w[c] log softmax(x_i)[c].
+    Non-finite logits give a NaN loss (documented, as in PyTorch); out-of-range labels raise ValueError.
+    """
+    _check_reduction(reduction, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy(): label_smoothing must be in [0, 1], got {label_smoothing}")
+    logits, t, c = _class_targets(input, target, "cross_entropy")
+    be = input._backend
+    w = _class_weight(input, weight, c, "cross_entropy")
+    _check_labels(be.xp, t, c, ignore_index, "cross_entropy")
+    loss, dlogits = be.softmax_cross_entropy(logits, t, w, reduction, ignore_index, label_smoothing)
+    if reduction == "none":
+        loss = loss.reshape(target.shape if isinstance(target, Tensor) else t.shape) if input.ndim > 1 \
+            else loss.reshape(())
+
+    def backward(g):
+        if reduction == "none":
+            d = dlogits * g.reshape(-1, 1)
+        else:
+            d = dlogits * g
+        return (_restore_class_axis(be.xp, d, input),)
+
+    return input._result(loss, (input,), backward, "CrossEntropyBackward")
+
+
+def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """Negative log-likelihood: loss_i = -w[y_i] * input[i, y_i] (input holds log-probabilities);
+    'mean' divides by the sum of the weights of the non-ignored targets."""
+    _check_reduction(reduction, "nll_loss")
+    logp, t, c = _class_targets(input, target, "nll_loss")
+    be = input._backend
+    xp = be.xp
+    _check_labels(xp, t, c, ignore_index, "nll_loss")
+    w = _class_weight(input, weight, c, "nll_loss")
+    valid = t != ignore_index
+    safe = xp.where(valid, t, 0)
+    rows = xp.arange(t.shape[0])
+    w_row = (w[safe] if w is not None else xp.ones(t.shape[0], dtype=logp.dtype)) * valid
+    per_row = -w_row * logp[rows, safe]
+    if reduction == "none":
+        loss = per_row.reshape(target.shape if input.ndim > 1 else ())
+        scale = None
+    elif reduction == "sum":
+        loss, scale = per_row.sum(), 1.0
+    else:
+        denom = w_row.sum()
+        loss = per_row.sum() / denom
+        scale = 1.0 / denom if float(denom) != 0 else math.nan
+
+    def backward(g):
+        d = xp.zeros(logp.shape, dtype=logp.dtype)
+        coef = -w_row * (g.reshape(-1) if scale is None else g * logp.dtype.type(scale))
+        d[rows, safe] = coef.astype(logp.dtype, copy=False)
+        return (_restore_class_axis(xp, d, input),)
+
+    return input._result(xp.asarray(loss, dtype=logp.dtype), (input,), backward, "NllLossBackward")
+
+
+def mse_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """mean((input - target)^2)."""
+    _check_reduction(reduction, "mse_loss")
+    _float_tensor(input, "mse_loss")
+    target = _target_like(input, target, "mse_loss")
+    _same_shape(input, target, "mse_loss")
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """mean(|input - target|)."""
+    _check_reduction(reduction, "l1_loss")
+    _float_tensor(input, "l1_loss")
+    target = _target_like(input, target, "l1_loss")
+    _same_shape(input, target, "l1_loss")
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """-w [y log x + (1 - y) log(1 - x)], logs clamped at -100 as in PyTorch; input must be in [0, 1]."""
+    _check_reduction(reduction, "binary_cross_entropy")
+    _float_tensor(input, "binary_cross_entropy")
+    target = _target_like(input, target, "binary_cross_entropy")
+    _same_shape(input, target, "binary_cross_entropy")
+    xp = input._backend.xp
+    x, y = input.data, target.data
+    if bool(((x < 0) | (x > 1)).any()):
+        raise ValueError("binary_cross_entropy(): all elements of input must be probabilities in [0, 1] "
+                         "(use binary_cross_entropy_with_logits for raw scores)")
+    w = None if weight is None else _target_like(input, weight, "binary_cross_entropy").data
+    with np.errstate(divide="ignore"):
+        log_x = xp.maximum(xp.log(x), -100)
+        log_1mx = xp.maximum(xp.log1p(-x), -100)
+    loss = -(y * log_x + (1 - y) * log_1mx)
+    if w is not None:
+        loss = loss * w
+
+    def backward(g):
+        gx = gy = None
+        wg = g if w is None else g * w
+        if input.requires_grad:
+            gx = wg * (x - y) / xp.maximum((1 - x) * x, x.dtype.type(1e-12))
+        if target.requires_grad:
+            gy = wg * (log_1mx - log_x)
+        return gx, gy
+
+    out = input._result(loss.astype(x.dtype, copy=False), (input, target), backward, "BinaryCrossEntropyBackward")
+    return _reduce(out, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",  # noqa: A002
+                                     pos_weight=None) -> Tensor:
+    """BCE on logits, stably: (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), times weight."""
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    _float_tensor(input, "binary_cross_entropy_with_logits")
+    fname = "binary_cross_entropy_with_logits"
+    target = _target_like(input, target, fname)
+    _same_shape(input, target, fname)
+    xp = input._backend.xp
+    x, y = input.data, target.data
+    w = None if weight is None else _target_like(input, weight, fname).data
+    pw = None if pos_weight is None else _target_like(input, pos_weight, fname).data
+    softplus_neg = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)  # log(1 + exp(-x)), no overflow
+    coef = 1 + (pw - 1) * y if pw is not None else 1
+    loss = (1 - y) * x + coef * softplus_neg
+    if w is not None:
+        loss = loss * w
+
+    def backward(g):
+        wg = g if w is None else g * w
+        gx = gy = None
+        if input.requires_grad:
+            sig_neg = xp.exp(-softplus_neg)  # sigmoid(x) = exp(-log(1+exp(-x)))
+            gx = wg * ((1 - y) - coef * (1 - sig_neg))
+            gx = _unbroadcast(gx, x.shape)
+        if target.requires_grad:
+            gy = wg * (-x + ((pw - 1) * softplus_neg if pw is not None else 0))
+            gy = _unbroadcast(gy, y.shape)
+        return gx, gy
+
+    out = input._result(xp.asarray(loss, dtype=x.dtype), (input, target), backward, "BCEWithLogitsBackward")
+    return _reduce(out, reduction)
+
+
+def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=None,  # noqa: A002
+                      reduction: str = "mean") -> Tensor:
+    """Multiclass hinge (SVM) loss: loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C."""
+    _check_reduction(reduction, "multi_margin_loss")
+    if p not in (1, 2):
+        raise ValueError(f"multi_margin_loss(): only p == 1 and p == 2 are supported, got p={p}")
+    if input.ndim not in (1, 2):
+        raise ValueError(f"multi_margin_loss(): input must be (N, C) or (C,), got shape {input.shape}")
+    x2, t, c = _class_targets(input, target, "multi_margin_loss")
+    xp = input._backend.xp
+    _check_labels(xp, t, c, -(10**18), "multi_margin_loss")
+    w = _class_weight(input, weight, c, "multi_margin_loss")
+    rows = xp.arange(t.shape[0])
+    m = margin - x2[rows, t][:, None] + x2  # (N, C)
+    m[rows, t] = 0  # the true class does not count
+    h = xp.maximum(m, 0)
+    w_row = w[t] if w is not None else xp.ones(t.shape[0], dtype=x2.dtype)
+    per_row = (h**p).sum(axis=1) / c * w_row
+    if reduction == "none":
+        loss = per_row.reshape(input.shape[:-1])
+    else:
+        loss = per_row.sum() if reduction == "sum" else per_row.mean()
+
+    def backward(g):
+        gr = g.reshape(-1) if reduction == "none" else (g if reduction == "sum" else g / t.shape[0])
+        dh = (p * h ** (p - 1) if p > 1 else (m > 0).astype(x2.dtype)) * (m > 0)
+        d = dh * (w_row * gr / c)[:, None]
+        d[rows, t] = 0
+        d[rows, t] = -d.sum(axis=1)
+        return (d.reshape(input.shape).astype(x2.dtype, copy=False),)
+
+    return input._result(xp.asarray(loss, dtype=x2.dtype), (input,), backward, "MultiMarginLossBackward")
+
+
+def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> Tensor:  # noqa: A002
+    """KL(target || q) with input = log q: sum target * (log target - input).
+
+    reduction 'batchmean' divides by the batch size (the mathematical KL); 'mean' by the element count."""
+    _check_reduction(reduction, "kl_div", REDUCTIONS + ("batchmean",))
+    _float_tensor(input, "kl_div")
+    target = _target_like(input, target, "kl_div")
+    _same_shape(input, target, "kl_div")
+    if log_target:
+        pointwise = target.exp() * (target - input)
+    else:
+        from gpunn.factories import where
+
+        safe = where(target > 0, target, 1.0)  # xlogy: 0 * log 0 = 0
+        pointwise = target * safe.log() - target * input
+    if reduction == "batchmean":
+        return pointwise.sum() / (input.shape[0] if input.ndim else 1)
+    return _reduce(pointwise, reduction)
