@@ -1,0 +1,36 @@
+"""Data: ready-made data sets, ``DataLoader``, per-batch transforms, splits and k-fold indices.
+
+>>> from gpunn.data import load_mnist_sample, DataLoader, transforms
+>>> ds = load_mnist_sample(seed=0)
+>>> train = DataLoader(ds.train, batch_size=64, shuffle=True,
+...                    transform=transforms.RandomShift(2, image_shape=(28, 28)))
+>>> test = DataLoader(ds.test, batch_size=256)
+"""
+
+from gpunn.data import transforms
+from gpunn.data.datasets import (
+    DatasetSplit,
+    load_digits,
+    load_mnist,
+    load_mnist_sample,
+    read_idx,
+    write_idx,
+)
+from gpunn.data.loader import DataLoader, TensorDataset
+from gpunn.data.split import KFold, StratifiedKFold, train_test_split, train_val_test_split
+
+__all__ = [
+    "DatasetSplit",
+    "load_digits",
+    "load_mnist",
+    "load_mnist_sample",
+    "read_idx",
+    "write_idx",
+    "DataLoader",
+    "TensorDataset",
+    "transforms",
+    "train_test_split",
+    "train_val_test_split",
+    "KFold",
+    "StratifiedKFold",
+]

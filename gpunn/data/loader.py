@@ -1,0 +1,194 @@
+"""``DataLoader``: mini-batches from arrays held on the backend.
+
+The data set is moved to the backend once, when the loader is made; on the GPU it then stays on the
+device. A batch is a slice of the held arrays (no copy) or, when shuffling, one gather with an index
+array that lives on the device too. Nothing crosses to the host per batch.
+
+>>> loader = DataLoader((X_train, y_train), batch_size=64, shuffle=True, seed=0)
+>>> for xb, yb in loader:          # gpunn Tensors: xb float, yb int64
+...     loss = F.cross_entropy(model(xb), yb)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from gpunn.backend import backend_for, get_backend
+from gpunn.data.transforms import Transform
+from gpunn.tensor import Tensor
+
+__all__ = ["DataLoader", "TensorDataset"]
+
+
+def _length(a) -> int:
+    shape = getattr(a, "shape", None)
+    if shape is None:
+        raise TypeError(f"expected arrays or Tensors, got {type(a).__name__}")
+    if len(shape) == 0:
+        raise ValueError("expected arrays with a sample axis, got a 0-d array")
+    return int(shape[0])
+
+
+def _check_lengths(arrays, what: str) -> int:
+    lengths = [_length(a) for a in arrays]
+    if len(set(lengths)) > 1:
+        if len(lengths) == 2:
+            raise ValueError(f"{what}: X and y have different lengths: len(X)={lengths[0]}, "
+                             f"len(y)={lengths[1]}")
+        raise ValueError(f"{what}: arrays have different lengths {lengths}")
+    return lengths[0]
+
+
+class TensorDataset:
+    """Arrays (or Tensors) of equal length, indexed together: ``ds[i] == (X[i], y[i])``."""
+
+    def __init__(self, *tensors) -> None:
+        if not tensors:
+            raise ValueError("TensorDataset needs at least one array")
+        for t in tensors:
+            if isinstance(t, (list, tuple)):
+                raise TypeError("TensorDataset(*tensors): pass the arrays as separate arguments, "
+                                "TensorDataset(X, y), not one tuple")
+        self.tensors = tuple(np.asarray(t) if not hasattr(t, "shape") else t for t in tensors)
+        _check_lengths(self.tensors, "TensorDataset")
+
+    def __len__(self) -> int:
+        return _length(self.tensors[0])
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(t.shape)) for t in self.tensors)
+        return f"TensorDataset({shapes})"
+
+
+def _to_backend(a, be):
+    """``a`` as one of ``be``'s arrays; no copy when it already is one."""
+    if isinstance(a, Tensor):
+        if a._backend is be:
+            return a.data
+        return be.asarray(a._backend.to_numpy(a.data))
+    if be.is_array(a):
+        return a
+    if type(a).__module__.startswith("cupy"):  # a device array for a host backend
+        a = a.get()
+    return be.asarray(np.asarray(a))
+
+
+class DataLoader:
+    """Iterate over ``(X, y)`` (or any number of equal-length arrays) in mini-batches of gpunn Tensors.
+
+    Args:
+        dataset: a tuple/list of arrays (NumPy, backend arrays, or Tensors) with the same first length,
+            or a ``TensorDataset``. The first array is the input: converted to float32 unless it is
+            already floating point. Integer arrays after it (labels) become int64.
+        batch_size: samples per batch; the last batch is smaller unless ``drop_last``.
+        shuffle: a fresh permutation every epoch. Epoch ``e`` uses a generator seeded from
+            ``(seed, e)``, so the order is reproducible and a resumed run can ``set_epoch(e)``. With
+            ``seed=None`` the seed is drawn from the backend's generator when the loader is made
+            (reproducible under ``gpunn.manual_seed``).
+        transform: called on each input batch (a backend array) and must return a new array, e.g.
+            ``transforms.Compose([...])``. A gpunn ``Transform`` gets ``training=self.augment``; any
+            other callable always runs.
+        augment: whether random transforms run. Default: same as ``shuffle`` -- a training loader
+            augments, an evaluation loader (``shuffle=False``) only applies deterministic transforms
+            such as ``Normalize``. Can be changed later: ``loader.augment = False``.
+        backend: where the data lives (default: the current backend).
+
+    ``len(loader)`` is the number of batches; ``loader.num_samples`` the number of samples;
+    ``loader.dataset_arrays`` the arrays held on the backend.
+    """
+
+    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
+                 seed: int | None = None, transform=None, backend=None, augment: bool | None = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        bad_seed = isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+        if seed is not None and bad_seed:
+            raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"DataLoader: transform must be callable, got {type(transform).__name__}")
+        if isinstance(dataset, TensorDataset):
+            arrays = dataset.tensors
+        elif isinstance(dataset, (tuple, list)) and len(dataset) > 0:
+            arrays = tuple(dataset)
+        else:
+            hint = " (for a DatasetSplit pass ds.train or ds.test)" if hasattr(dataset, "X_train") else ""
+            raise TypeError("DataLoader: dataset must be a tuple of arrays (X, y) or a TensorDataset, got "
+                            f"{type(dataset).__name__}{hint}")
+        n = _check_lengths(arrays, "DataLoader")
+        if n == 0:
+            raise ValueError("DataLoader: the data set is empty (0 samples)")
+        if drop_last and batch_size > n:
+            raise ValueError(f"DataLoader: batch_size={batch_size} is larger than the {n} samples and "
+                             "drop_last=True, so no batch would ever be produced")
+        self.backend = get_backend() if backend is None else backend_for(backend)
+        be = self.backend
+        held = []
+        for i, a in enumerate(arrays):
+            a = _to_backend(a, be)
+            if i == 0 and a.dtype.kind != "f":
+                a = a.astype(np.float32)
+            elif i > 0 and a.dtype.kind in "biu" and a.dtype != np.int64:
+                a = a.astype(np.int64)
+            held.append(a)
+        self.dataset_arrays = tuple(held)
+        self.num_samples = n
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.transform = transform
+        self.augment = self.shuffle if augment is None else bool(augment)
+        if seed is None:
+            seed = int(be.randint(0, 2**31 - 1, (1,))[0])  # one small draw: fine on every backend
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter(loader)`` produce epoch ``epoch``'s order (to resume a run)."""
+        self.epoch = int(epoch)
+
+    def _permutation(self, epoch: int):
+        """A permutation of the sample indices, made on the backend, seeded from (seed, epoch)."""
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint32)
+        gen = self.backend._make_rng(int(state[0]))  # a 32-bit seed: every backend's generator takes it
+        if hasattr(gen, "permutation"):
+            return gen.permutation(self.num_samples)
+        # generators without permutation (CuPy's): sort random keys, on the device
+        return self.backend.xp.argsort(gen.random(self.num_samples))
+
+    def __iter__(self):
+        order = self._permutation(self.epoch) if self.shuffle else None
+        self.epoch += 1
+        return self._batches(order)
+
+    def _batches(self, order):
+        be, bs, n = self.backend, self.batch_size, self.num_samples
+        stop = n - n % bs if self.drop_last else n
+        for start in range(0, stop, bs):
+            end = min(start + bs, n)
+            if order is None:
+                parts = [a[start:end] for a in self.dataset_arrays]
+            else:
+                idx = order[start:end]
+                parts = [a[idx] for a in self.dataset_arrays]
+            if self.transform is not None:
+                if isinstance(self.transform, Transform):
+                    parts[0] = self.transform(parts[0], training=self.augment)
+                else:
+                    parts[0] = self.transform(parts[0])
+            yield tuple(Tensor._wrap(p, be) for p in parts)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(a.shape)) for a in self.dataset_arrays)
+        return (f"DataLoader(({shapes}), batch_size={self.batch_size}, shuffle={self.shuffle}, "
+                f"drop_last={self.drop_last}, augment={self.augment}, backend={self.backend.name!r})")
