@@ -1,0 +1,220 @@
+"""fit(): history, early stopping, restoring the best weights, checkpoint resume, NaN termination,
+Ctrl-C, schedulers, k-fold cross-validation, CSV and plots."""
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import nn, optim, train
+from gpunn.data import DataLoader
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from gpunn.data import load_digits
+
+    return load_digits(seed=0)
+
+
+def _mlp(seed=0, dropout=0.0, features=64):
+    gpunn.manual_seed(seed)
+    layers = [nn.Linear(features, 32), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers, nn.Linear(32, 10))
+
+
+def _weights(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_fit_learns_and_records_history(digits):
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = DataLoader((digits.X_train, digits.y_train), batch_size=64, shuffle=True, seed=0)
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), loader, (digits.X_test, digits.y_test), epochs=5, verbose=0)
+    assert len(hist) == 5 and hist.stop_reason is None
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"} <= set(hist.keys)
+    assert hist["loss"][-1] < hist["loss"][0] * 0.5
+    assert hist["val_accuracy"][-1] > 0.9
+    ev = train.evaluate(model, nn.CrossEntropyLoss(), (digits.X_test, digits.y_test))
+    assert ev["accuracy"] == pytest.approx(hist["val_accuracy"][-1])
+    pred = train.predict(model, digits.X_test, batch_size=100)
+    assert pred.shape == (len(digits.X_test), 10)
+    assert (pred.numpy().argmax(1) == digits.y_test).mean() == pytest.approx(ev["accuracy"])
+
+
+class Scripted:
+    """A metric whose value per epoch follows a script (to drive monitors deterministically)."""
+
+    def __init__(self, values):
+        self.values, self.epoch, self.__name__ = values, 0, "scripted"
+
+    def __call__(self, outputs, targets):
+        return self.values[min(self.epoch, len(self.values) - 1)]
+
+
+def _fit_scripted(digits, values, callbacks, epochs, extra=()):
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    script = Scripted(values)
+    snaps = {}
+
+    def on_epoch_end(epoch, logs):
+        snaps[epoch] = _weights(model)
+        script.epoch += 1
+
+    cbs = [train.LambdaCallback(on_epoch_end=on_epoch_end), *callbacks, *extra]
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:256], digits.y_train[:256]),
+                     epochs=epochs, metrics=("accuracy", script), callbacks=cbs, verbose=0, batch_size=64)
+    return model, hist, snaps
+
+
+def test_early_stopping_stops_after_patience(digits):
+    es = train.EarlyStopping(monitor="scripted", patience=2, mode="min")
+    _, hist, _ = _fit_scripted(digits, [5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 2.0], [es], epochs=7)
+    assert len(hist) == 4  # best at epoch 2, then patience=2 epochs without improvement
+    assert es.best_epoch == 2 and "early stopping" in hist.stop_reason
+
+
+def test_restore_best_weights_when_training_ends_normally(digits):
+    es = train.EarlyStopping(monitor="scripted", patience=100, mode="min", restore_best_weights=True)
+    model, hist, snaps = _fit_scripted(digits, [5.0, 1.0, 3.0, 4.0], [es], epochs=4)
+    assert len(hist) == 4 and hist.stop_reason is None
+    final = _weights(model)
+    assert all(np.array_equal(final[k], snaps[2][k]) for k in final)
+    assert not all(np.array_equal(final[k], snaps[4][k]) for k in final)
+
+
+def test_ctrl_c_stops_cleanly_and_restores_best(digits):
+    es = train.EarlyStopping(monitor="scripted", patience=100, mode="min", restore_best_weights=True)
+
+    def interrupt(batch, logs):
+        if len(hist_holder) and hist_holder[0] >= 3:
+            raise KeyboardInterrupt
+
+    hist_holder = []
+    counter = train.LambdaCallback(on_epoch_end=lambda e, logs: hist_holder.__setitem__(slice(None), [e]),
+                                   on_batch_end=interrupt)
+    model, hist, snaps = _fit_scripted(digits, [5.0, 1.0, 3.0, 4.0, 0.5], [es], epochs=5, extra=[counter])
+    assert "interrupted" in hist.stop_reason
+    assert len(hist) == 3
+    final = _weights(model)
+    assert all(np.array_equal(final[k], snaps[2][k]) for k in final)
+
+
+def test_resume_from_checkpoint_continues_exactly(digits, tmp_path):
+    def setup():
+        model = _mlp(seed=3, dropout=0.2)
+        opt = optim.Adam(model.parameters(), lr=3e-3)
+        sched = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
+        loader = DataLoader((digits.X_train, digits.y_train), batch_size=50, shuffle=True, seed=11)
+        return model, opt, sched, loader
+
+    loss_fn = nn.CrossEntropyLoss()
+    model, opt, sched, loader = setup()
+    straight = train.fit(model, opt, loss_fn, loader, epochs=4, scheduler=sched, verbose=0)
+
+    model, opt, sched, loader = setup()
+    first = train.fit(model, opt, loss_fn, loader, epochs=2, scheduler=sched, verbose=0)
+    path = tmp_path / "state.npz"
+    train.save_training_state(path, model, opt, sched, epoch=2, history=first, loaders=[loader])
+    gpunn.manual_seed(999)  # the checkpoint must restore the RNG, not rely on it
+    model, opt, sched, loader = setup()
+    hist = train.History()
+    state = train.load_training_state(path, model, opt, sched, hist, [loader])
+    resumed = train.fit(model, opt, loss_fn, loader, epochs=4, scheduler=sched, verbose=0,
+                        initial_epoch=state["epoch"], history=hist)
+    assert resumed["loss"] == straight["loss"]  # bit-identical on the numpy backend
+    assert resumed["lr"] == straight["lr"]
+
+
+def test_checkpoint_from_another_architecture_is_refused(digits, tmp_path):
+    model = _mlp()
+    path = tmp_path / "state.npz"
+    train.save_training_state(path, model)
+    other = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    with pytest.raises(ValueError, match="different architecture"):
+        train.load_training_state(path, other)
+
+
+def test_nan_loss_stops_and_keeps_last_good_weights_and_checkpoint(digits, tmp_path):
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    ckpt = train.ModelCheckpoint(tmp_path / "ckpt.npz", monitor="loss")
+    ce = nn.CrossEntropyLoss()
+    calls = []
+
+    def loss_fn(out, y):  # the 5th batch of epoch 2 produces a NaN loss
+        calls.append(1)
+        loss = ce(out, y)
+        return loss * float("nan") if len(calls) == len(loader) + 5 else loss
+
+    seen = []
+    loader = DataLoader((digits.X_train, digits.y_train), batch_size=64, shuffle=True, seed=0)
+    snap = train.LambdaCallback(on_batch_end=lambda b, logs: seen.append(_weights(model)))
+    hist = train.fit(model, opt, loss_fn, loader, epochs=5, callbacks=[ckpt, snap], verbose=0)
+    assert hist.stop_reason and "loss became nan" in hist.stop_reason
+    assert len(hist) == 1  # the epoch with the NaN never completes
+    final = _weights(model)
+    assert all(np.array_equal(final[k], seen[-1][k]) for k in final)  # the last good step's weights
+    assert len(seen) == len(loader) + 4
+    back = gpunn.load(tmp_path / "ckpt.npz")
+    assert back["epoch"] == 1 and all(np.isfinite(v.numpy()).all() for v in back["model"].values())
+
+
+def test_reduce_lr_on_plateau_gets_the_monitored_metric(digits):
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    sched = optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
+    script = Scripted([1.0, 1.0, 2.0, 2.0])
+    bump = train.LambdaCallback(on_epoch_end=lambda e, logs: setattr(script, "epoch", script.epoch + 1))
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:128], digits.y_train[:128]), epochs=4,
+                     scheduler=sched, metrics=(script,), monitor="scripted", callbacks=[bump], verbose=0)
+    # epoch 1 sets best=1; epoch 2 no improvement -> halve; epoch 3 improves; epoch 4 no improvement -> halve
+    assert hist["lr"] == [0.1, 0.1, 0.05, 0.05]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
+
+
+def test_csv_logger_and_plot(digits, tmp_path):
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:300], digits.y_train[:300]),
+                     (digits.X_test, digits.y_test), epochs=3, callbacks=[train.CSVLogger(tmp_path / "h.csv")],
+                     verbose=0)
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert lines[0].split(",")[:3] == ["epoch", "loss", "accuracy"] and len(lines) == 4
+    png = hist.plot(tmp_path / "h.png")
+    data = open(png, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_cross_validate_trains_a_fresh_model_per_fold(digits):
+    built = []
+
+    def build():
+        gpunn.manual_seed(len(built))
+        model = nn.Sequential(nn.Linear(64, 10))
+        built.append(model)
+        return model, optim.SGD(model.parameters(), lr=0.1, momentum=0.9), nn.CrossEntropyLoss()
+
+    X = np.concatenate([digits.X_train, digits.X_test])
+    y = np.concatenate([digits.y_train, digits.y_test])
+    res = train.cross_validate(build, (X, y), k=3, epochs=4, batch_size=64)
+    assert len(built) == 3 and len({id(m) for m in built}) == 3
+    assert [f["fold"] for f in res["folds"]] == [0, 1, 2]
+    assert sum(f["n_val"] for f in res["folds"]) == len(X)
+    assert res["mean"]["accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in res["folds"]]))
+    assert res["mean"]["accuracy"] > 0.9
+
+
+def test_fit_argument_errors(digits):
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="epochs must be"):
+        train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train, digits.y_train), epochs=-1)
+    with pytest.raises(TypeError, match="DataLoader or a tuple"):
+        train.fit(model, opt, nn.CrossEntropyLoss(), digits.X_train, epochs=1)
+    with pytest.raises(KeyError, match="not in the epoch logs"):
+        train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:64], digits.y_train[:64]), epochs=1,
+                  callbacks=[train.EarlyStopping("val_loss")], verbose=0)
