@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from gpunn.backend import Backend, backend_for, get_backend
-from gpunn.tensor import Tensor, _check_same_backend, _infer_dtype, _is_float, default_float
+from gpunn.tensor import (
+    Tensor,
+    _check_same_backend,
+    _coerce,
+    _infer_dtype,
+    _unbroadcast,
+    default_float,
+)
 
 __all__ = ["tensor", "from_numpy", "as_tensor", "zeros", "ones", "full", "empty", "randn", "rand",
            "randint", "arange", "eye", "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
@@ -45,17 +52,23 @@ def tensor(data, dtype=None, requires_grad: bool = False, backend=None) -> Tenso
         if dtype is None:
             dtype = _infer_dtype(data)
             if dtype is None and isinstance(data, (list, tuple)):
-                probe = np.asarray(data)
+                try:
+                    probe = np.asarray(data)
+                except ValueError as exc:
+                    raise ValueError(f"tensor(): nested lists must be rectangular (every row the same "
+                                     f"length), this one is ragged ({exc})") from None
                 if probe.dtype == np.float64:
                     dtype = default_float
-                elif probe.dtype.kind == "O":
+                elif probe.dtype.kind not in "biufc":
                     raise TypeError("tensor(): could not make a numeric array from the data (ragged "
-                                    "nested lists, or non-numeric items)")
+                                    f"nested lists, or non-numeric items; got dtype {probe.dtype})")
         src = data if be.is_array(data) else np.asarray(data) if be.name == "numpy" else data
         if type(data).__module__.startswith("cupy") and be.name == "numpy":
             raise RuntimeError("tensor(): got a CuPy array for the 'numpy' backend; call .get() on it first "
                                "or use backend='cupy'")
         arr = be.asarray(src, dtype=dtype)
+        if arr.dtype.kind not in "biufc":
+            raise TypeError(f"tensor(): data must be numeric or bool, got dtype {arr.dtype}")
         if arr is src or (isinstance(src, np.ndarray) and np.shares_memory(arr, src)):
             arr = arr.copy()
     return _finish(arr, be, requires_grad)
@@ -197,10 +210,7 @@ def where(condition, input, other) -> Tensor:  # noqa: A002
     a = base._operand(input, "where")
     b = base._operand(other, "where")
     xp = base._backend.xp
-    out = xp.where(cond, a.data, b.data)
-    if _is_float(a.dtype) and out.dtype != a.dtype and _is_float(out.dtype) is False:
-        out = out.astype(a.dtype)
-    from gpunn.tensor import _unbroadcast
+    out = xp.where(cond, *_coerce(a.data, b.data))  # where(c, int_tensor, 0.5) -> float32, as in PyTorch
 
     def backward(g):
         ga = _unbroadcast(xp.where(cond, g, 0), a.shape) if a.requires_grad else None

@@ -62,15 +62,30 @@ class set_grad_enabled:
         return wrapper
 
 
-class no_grad(set_grad_enabled):
-    """``with gpunn.no_grad():`` -- ops inside record no graph (evaluation, parameter updates)."""
+class _BareDecorator(set_grad_enabled):
+    """Lets a no-argument grad-mode class decorate with or without parentheses (``@no_grad``)."""
 
-    def __init__(self) -> None:
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        if fn is None:
+            return self
+        self.__init__()
+        return self(fn)  # bare ``@no_grad``: the decorated function, not a context manager
+
+
+class no_grad(_BareDecorator):
+    """``with gpunn.no_grad():`` -- ops inside record no graph (evaluation, parameter updates).
+
+    Also a decorator: ``@gpunn.no_grad()`` or ``@gpunn.no_grad``."""
+
+    def __init__(self, fn=None) -> None:
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):
-    def __init__(self) -> None:
+class enable_grad(_BareDecorator):
+    """``with gpunn.enable_grad():`` -- record the graph again inside a ``no_grad`` block."""
+
+    def __init__(self, fn=None) -> None:
         super().__init__(True)
 
 
@@ -125,6 +140,8 @@ def _add(a, b):
 
 def _infer_dtype(data):
     """PyTorch's inference: Python floats -> float32, Python ints -> int64, bools -> bool."""
+    if isinstance(data, np.generic):  # NumPy scalars keep their dtype (np.float64 is a float subclass)
+        return None
     if isinstance(data, bool):
         return bool_
     if isinstance(data, int):
@@ -152,7 +169,10 @@ class Tensor:
         if isinstance(data, Tensor):
             raise TypeError("Tensor(tensor): use tensor.clone() or tensor.detach() instead")
         if not backend.is_array(data):
-            data = backend.asarray(data)
+            dtype = _infer_dtype(data)
+            if dtype is None and isinstance(data, (list, tuple)) and np.asarray(data).dtype == float64:
+                dtype = default_float  # nested Python floats -> float32, as torch.Tensor([...]) does
+            data = backend.asarray(data, dtype=dtype)
         self.data = data
         self._backend = backend
         self.grad: Tensor | None = None
@@ -472,6 +492,9 @@ class Tensor:
                 for p, pg in zip(node._parents, parent_grads):
                     if pg is None or not p.requires_grad:
                         continue
+                    if tuple(pg.shape) != p.shape:  # a broken backward would otherwise broadcast silently
+                        raise RuntimeError(f"{node._op} returned a gradient of shape {tuple(pg.shape)} for "
+                                           f"an input of shape {p.shape}")
                     if pg.dtype != p.data.dtype:
                         pg = pg.astype(p.data.dtype)
                     key = id(p)
@@ -497,7 +520,8 @@ class Tensor:
         b = self._operand(other, "add")
         out = _add(*_coerce(self.data, b.data))
         sa, sb = self.shape, b.shape
-        return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)), "AddBackward")
+        return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)),
+                            "AddBackward")
 
     __radd__ = __add__
 
@@ -506,7 +530,8 @@ class Tensor:
         a_data, b_data = _coerce(self.data, b.data)
         out = a_data - b_data
         sa, sb = self.shape, b.shape
-        return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward")
+        return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)),
+                            "SubBackward")
 
     def __rsub__(self, other) -> Tensor:
         return self._operand(other, "sub").__sub__(self)
@@ -528,8 +553,8 @@ class Tensor:
     def __truediv__(self, other) -> Tensor:
         b = self._operand(other, "div")
         a_data, b_data = _coerce(self.data, b.data)
-        if not _is_float(a_data.dtype) and not _is_float(b_data.dtype):
-            a_data = a_data.astype(default_float)
+        if not _is_float(a_data.dtype) and not _is_float(b_data.dtype):  # int / int -> float32
+            a_data, b_data = a_data.astype(default_float), b_data.astype(default_float)
         out = a_data / b_data
 
         def backward(g):
@@ -552,13 +577,16 @@ class Tensor:
         x = self.data
         if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
             p = exponent
+            if isinstance(p, float) and not _is_float(x.dtype):  # int tensor ** 0.5 -> float32
+                x = x.astype(default_float)
             out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
             return self._result(out, (self,), lambda g: (g * p * x ** x.dtype.type(p - 1),), "PowBackward0")
         e = self._operand(exponent, "pow")
-        out = x**e.data
+        x, e_data = _coerce(x, e.data)  # 2.5 ** int_tensor -> float32, as in PyTorch
+        out = x**e_data
 
         def backward(g):
-            gx = _unbroadcast(g * e.data * x ** (e.data - 1), x.shape) if self.requires_grad else None
+            gx = _unbroadcast(g * e_data * x ** (e_data - 1), x.shape) if self.requires_grad else None
             ge = None
             if e.requires_grad:
                 xp = self._backend.xp
@@ -586,11 +614,11 @@ class Tensor:
         def backward(g):
             a2 = a_data[None, :] if a_data.ndim == 1 else a_data
             b2 = b_data[:, None] if b_data.ndim == 1 else b_data
-            g2 = g
-            if a_data.ndim == 1:
-                g2 = xp.expand_dims(g2, -2)
+            g2 = g  # restore the dims matmul dropped for 1-D operands (b's first: g is 0-d for 1-D @ 1-D)
             if b_data.ndim == 1:
                 g2 = xp.expand_dims(g2, -1)
+            if a_data.ndim == 1:
+                g2 = xp.expand_dims(g2, -2)
             ga = gb = None
             if self.requires_grad:
                 ga = g2 @ xp.swapaxes(b2, -1, -2)

@@ -1,0 +1,195 @@
+"""Gradient checking: compare the autograd gradients of a function with central finite differences.
+
+    >>> x = gpunn.randn(3, 4, dtype=gpunn.float64, requires_grad=True)
+    >>> gpunn.gradcheck(lambda t: (t * t).sum(dim=1), x)
+    True
+
+For an output ``y = f(x)`` the check compares, for every input element ``x[j]`` that requires grad,
+
+    numerical[j] = (f(x + eps e_j) - f(x - eps e_j)) / (2 eps)      (a column of the Jacobian)
+    analytic[j]  = what ``backward()`` puts into ``x.grad``
+
+and fails where ``|analytic - numerical| > atol + rtol * |numerical|``. Small outputs (at most
+``FULL_JACOBIAN_MAX`` elements) are compared as full Jacobians: one backward per output element. Larger
+outputs are compared through random projections: with a random float64 vector ``v`` of the output's
+shape, the analytic side is ``x.grad`` after ``y.backward(v)`` (= ``J^T v``) and the numerical side is
+``numerical[j] . v``; a wrong Jacobian column survives a random projection only with probability zero,
+and two independent projections are used so that a near-tolerance cancellation is not enough either.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpunn.tensor import Tensor, enable_grad, float64, no_grad
+
+__all__ = ["gradcheck", "GradcheckError", "FULL_JACOBIAN_MAX"]
+
+FULL_JACOBIAN_MAX = 16  # outputs with at most this many elements are checked as full Jacobians
+N_PROJECTIONS = 2  # random output directions per output in projected mode
+
+
+class GradcheckError(RuntimeError):
+    """Raised by ``gradcheck`` when analytic and numerical gradients disagree."""
+
+
+def _as_tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _outputs(result) -> tuple:
+    outs = _as_tuple(result)
+    for k, o in enumerate(outs):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"gradcheck: fn must return a Tensor or a tuple of Tensors; output {k} is a "
+                            f"{type(o).__name__}")
+    return outs
+
+
+def _host64(t: Tensor) -> np.ndarray:
+    """The tensor's values as a float64 NumPy array (a copy)."""
+    return np.array(t._backend.to_numpy(t.data), dtype=np.float64)
+
+
+def _fmt_index(idx: tuple) -> str:
+    return "(" + ", ".join(str(int(i)) for i in idx) + (",)" if len(idx) == 1 else ")")
+
+
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              raise_exception: bool = True, nondet_tol: float = 0.0, fast_mode: bool | None = None) -> bool:
+    """Check ``fn``'s autograd gradients against central differences; True when they agree.
+
+    ``inputs`` is a Tensor or a tuple of arguments; Tensors that require grad must be float64 and are
+    checked, every other argument is passed through unchanged. ``fn`` returns a Tensor or a tuple of
+    Tensors (non-floating outputs, e.g. indices, are ignored). ``fast_mode``: None (default) compares
+    full Jacobians for outputs of at most 16 elements and random projections for larger ones; True
+    always projects; False always builds full Jacobians (one backward per output element).
+    ``nondet_tol``: how much two backward passes with the same inputs may differ.
+    On a mismatch raises ``GradcheckError`` naming the output, the input, the element and both values
+    (or returns False when ``raise_exception`` is False).
+    """
+    args = _as_tuple(inputs)
+    diff = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
+    if not diff:
+        raise ValueError("gradcheck: no input requires grad; pass at least one Tensor created with "
+                         "requires_grad=True")
+    for i in diff:
+        if args[i].dtype != float64:
+            raise ValueError(f"gradcheck: input {i} has dtype {args[i].dtype}; inputs that require grad must "
+                             "be float64 (finite differences in float32 are too inexact to tell a wrong "
+                             "gradient from rounding). Use tensor.double().detach().requires_grad_()")
+    try:
+        _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode)
+    except GradcheckError:
+        if raise_exception:
+            raise
+        return False
+    return True
+
+
+def _leaf_args(args, diff) -> list:
+    """The arguments with each checked input replaced by a fresh leaf, so the caller's .grad stays put."""
+    out = list(args)
+    for i in diff:
+        a = args[i]
+        out[i] = Tensor._wrap(a.data.copy(), a._backend).requires_grad_(True)
+    return out
+
+
+def _analytic(fn, args, diff, k, v: np.ndarray) -> list[np.ndarray]:
+    """Gradients of ``(output_k * v).sum()`` with respect to each checked input, from one backward."""
+    leaves = _leaf_args(args, diff)
+    with enable_grad():  # gradcheck may be called inside a no_grad block
+        out = _outputs(fn(*leaves))[k]
+        if out.requires_grad:
+            out.backward(Tensor._wrap(out._backend.asarray(v.astype(out.dtype)), out._backend))
+    grads = []
+    for i in diff:
+        g = leaves[i].grad
+        if g is None:  # the output does not depend on this input
+            grads.append(np.zeros(args[i].shape))
+            continue
+        if g.shape != args[i].shape:
+            raise GradcheckError(f"gradcheck: the analytic gradient for input {i} has shape {g.shape}, "
+                                 f"expected the input's shape {args[i].shape}")
+        grads.append(_host64(g))
+    return grads
+
+
+def _numerical(fn, args, i, kept: list[int], eps: float) -> list[np.ndarray]:
+    """For each kept output k: an array (input elements, output elements) of central differences."""
+    x = args[i]
+    n_in = x.numel()
+    cols = None
+    base = x.data.copy()
+    with no_grad():
+        for j, idx in enumerate(np.ndindex(*x.shape)):
+            vals = []
+            for sign in (1.0, -1.0):
+                data = base.copy()
+                data[idx] += sign * eps
+                perturbed = list(args)
+                perturbed[i] = Tensor._wrap(data, x._backend)
+                outs = _outputs(fn(*perturbed))
+                vals.append([_host64(outs[k]).ravel() for k in kept])
+            if cols is None:
+                cols = [np.empty((n_in, p.size)) for p in vals[0]]
+            for c, plus, minus in zip(cols, vals[0], vals[1]):
+                c[j] = (plus - minus) / (2.0 * eps)
+    if cols is None:  # an empty input
+        cols = [np.empty((0, 0)) for _ in kept]
+    return cols
+
+
+def _compare(analytic, numerical, atol, rtol, where: str, i: int, shape: tuple) -> None:
+    """Raise GradcheckError at the worst element of input ``i`` where the two differ beyond tolerance."""
+    tol = atol + rtol * np.abs(numerical)
+    excess = np.abs(analytic - numerical) - tol
+    bad = ~(excess <= 0)  # NaN counts as a mismatch
+    if not bad.any():
+        return
+    order = np.where(np.isnan(excess), np.inf, excess)
+    j = int(np.argmax(order))
+    idx = np.unravel_index(j, shape) if shape else ()
+    raise GradcheckError(
+        f"gradcheck: Jacobian mismatch for input {i} at element {_fmt_index(idx)} ({where}): "
+        f"numerical {numerical.flat[j]:.10g}, analytic {analytic.flat[j]:.10g}, difference "
+        f"{abs(analytic.flat[j] - numerical.flat[j]):.3g} > tolerance {tol.flat[j]:.3g} "
+        f"(atol={atol:g} + rtol={rtol:g} * |numerical|); {int(bad.sum())} of input {i}'s {bad.size} "
+        "elements differ in this comparison"
+    )
+
+
+def _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode) -> None:
+    probe = _outputs(fn(*_leaf_args(args, diff)))
+    kept = [k for k, o in enumerate(probe) if o.dtype.kind == "f"]
+    if not kept:
+        raise ValueError("gradcheck: fn returned no floating-point output to check")
+    shapes = {k: probe[k].shape for k in kept}
+    full = {k: (fast_mode is False) or (fast_mode is None and probe[k].numel() <= FULL_JACOBIAN_MAX)
+            for k in kept}
+    rng = np.random.default_rng(0)  # local: never disturbs gpunn's seeded generators
+
+    # numerical Jacobians: numerical[i][slot] has shape (input elements, output elements)
+    numerical = {i: _numerical(fn, args, i, kept, eps) for i in diff}
+
+    for slot, k in enumerate(kept):
+        shape, n_out = shapes[k], int(np.prod(shapes[k], dtype=np.int64))
+        if full[k]:
+            directions = [(f"output {k} element {_fmt_index(np.unravel_index(o, shape) if shape else ())}",
+                           np.eye(n_out)[o].reshape(shape)) for o in range(n_out)]
+        else:
+            directions = [(f"output {k} projected on random direction {p}", rng.standard_normal(shape))
+                          for p in range(N_PROJECTIONS)]
+        for d, (where, v) in enumerate(directions):
+            analytic = _analytic(fn, args, diff, k, v)
+            if d == 0:  # backward must be deterministic: run it again and compare
+                again = _analytic(fn, args, diff, k, v)
+                for i, a, b in zip(diff, analytic, again):
+                    worst = float(np.max(np.abs(a - b), initial=0.0))
+                    if not worst <= nondet_tol:
+                        raise GradcheckError(f"gradcheck: backward is not deterministic for input {i}: two "
+                                             f"runs differ by {worst:.3g} > nondet_tol={nondet_tol:g}")
+            for i, a in zip(diff, analytic):
+                num = numerical[i][slot] @ v.ravel()
+                _compare(a.ravel(), num, atol, rtol, where, i, args[i].shape)
