@@ -112,6 +112,12 @@ def _unbroadcast(g, shape):
     return g.reshape(shape)
 
 
+def _quiet_div(a, b):
+    """a / b where b may be 0: inf/nan as in PyTorch, without NumPy's warning."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a / b
+
+
 def _is_float(dtype) -> bool:
     return np.dtype(dtype).kind == "f"
 
@@ -847,21 +853,20 @@ class Tensor:
         x = self._as_float()
         with np.errstate(divide="ignore", invalid="ignore"):
             out = self._backend.xp.log(x)
-        return self._unary(out, lambda g: g / x, "LogBackward")
+        return self._unary(out, lambda g: _quiet_div(g, x), "LogBackward")
 
     def log2(self) -> Tensor:
         x = self._as_float()
         with np.errstate(divide="ignore", invalid="ignore"):
             out = self._backend.xp.log2(x)
         ln2 = x.dtype.type(math.log(2.0))
-        return self._unary(out, lambda g: g / (x * ln2), "Log2Backward")
+        return self._unary(out, lambda g: _quiet_div(g, x * ln2), "Log2Backward")
 
     def sqrt(self) -> Tensor:
         x = self._as_float()
         with np.errstate(invalid="ignore"):
             out = self._backend.xp.sqrt(x)
-        with np.errstate(divide="ignore"):
-            return self._unary(out, lambda g: g / (2 * out), "SqrtBackward")
+        return self._unary(out, lambda g: _quiet_div(g, 2 * out), "SqrtBackward")
 
     def abs(self) -> Tensor:
         x = self.data

@@ -28,6 +28,18 @@ class Backend:
     def __repr__(self) -> str:
         return f"<gpunn backend {self.name!r} on {self.device}>"
 
+    # a backend is a per-process singleton: copies and pickles refer back to the same object
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __reduce__(self):
+        from gpunn.backend import backend_for
+
+        return (backend_for, (self.name,))
+
     def is_array(self, a) -> bool:
         """True when ``a`` is an array of this backend's array module."""
         return isinstance(a, self.xp.ndarray)

@@ -1,0 +1,172 @@
+"""Containers: ``Sequential`` (runs its modules in order, fusing Linear + activation) and ``ModuleList``."""
+
+from __future__ import annotations
+
+import operator
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from gpunn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from gpunn.nn.linear import Linear
+from gpunn.nn.module import Module
+
+__all__ = ["Sequential", "ModuleList"]
+
+# activations whose forward Sequential may replace by F.linear(..., activation=name); a subclass that
+# overrides forward is not fused
+_FUSABLE_FORWARDS = {cls.forward: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh)}
+
+
+def _fused_activation(module: Module):
+    """(activation name, negative_slope) if ``module`` can run inside F.linear, else None."""
+    cls = _FUSABLE_FORWARDS.get(type(module).forward)
+    if cls is None:
+        return None
+    return cls.fused_activation, getattr(module, "negative_slope", 0.01)
+
+
+def _index(idx, n: int, what: str) -> int:
+    idx = operator.index(idx)
+    if not -n <= idx < n:
+        raise IndexError(f"index {idx} is out of range for a {what} of length {n}")
+    return idx % n
+
+
+class Sequential(Module):
+    """Run modules in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``; also ``Sequential(OrderedDict)``.
+
+    A ``Linear`` immediately followed by ``ReLU``/``LeakyReLU``/``Sigmoid``/``Tanh`` runs as ONE fused
+    op, ``F.linear(x, W, b, activation=...)`` (the backend's ``linear_act`` primitive); the result
+    equals running the two modules one after the other.
+    >>> model = nn.Sequential(nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10))
+    """
+
+    def __init__(self, *args) -> None:
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            for name, module in args[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(args):
+                self.add_module(str(i), module)
+
+    def forward(self, input):  # noqa: A002
+        mods = [m for m in self._modules.values() if m is not None]
+        x, i = input, 0
+        while i < len(mods):
+            m = mods[i]
+            if type(m).forward is Linear.forward and i + 1 < len(mods):
+                fused = _fused_activation(mods[i + 1])
+                if fused is not None:
+                    x = m._forward_act(x, activation=fused[0], negative_slope=fused[1])
+                    i += 2
+                    continue
+            x = m(x)
+            i += 1
+        return x
+
+    # -- list-like access --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[idx]))
+        return list(self._modules.values())[_index(idx, len(self), "Sequential")]
+
+    def __setitem__(self, idx, module: Module) -> None:
+        key = list(self._modules)[_index(idx, len(self), "Sequential")]
+        self.add_module(key, module)
+
+    def __delitem__(self, idx) -> None:
+        keys = list(self._modules)
+        for key in (keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]):
+            del self._modules[key]
+        # renumber, as PyTorch does, so that indices stay 0..n-1
+        mods = list(self._modules.values())
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self._modules[str(i)] = m
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> Sequential:
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> Sequential:
+        if not isinstance(module, Module):
+            raise TypeError(f"module should be of type Module, got {type(module).__name__}")
+        n = len(self)
+        if not -n <= index <= n:
+            raise IndexError(f"Index out of range: {index}")
+        index = index + n if index < 0 else index
+        mods = list(self._modules.values())
+        mods.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self._modules[str(i)] = m
+        return self
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are registered (it has no forward of its own).
+    >>> self.layers = nn.ModuleList(nn.Linear(16, 16) for _ in range(3))
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self._modules.values())[idx])
+        return self._modules[str(_index(idx, len(self), "ModuleList"))]
+
+    def __setitem__(self, idx, module: Module) -> None:
+        self.add_module(str(_index(idx, len(self), "ModuleList")), module)
+
+    def __delitem__(self, idx) -> None:
+        mods = list(self._modules.values())
+        if isinstance(idx, slice):
+            del mods[idx]
+        else:
+            del mods[_index(idx, len(self), "ModuleList")]
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self._modules[str(i)] = m
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def append(self, module: Module) -> ModuleList:
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
+            raise TypeError("ModuleList.extend should be called with an iterable of modules, got a "
+                            f"{type(modules).__name__}")
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        mods = list(self._modules.values())
+        mods.insert(index, module)
+        self._modules.clear()
+        for i, m in enumerate(mods):
+            self.add_module(str(i), m)

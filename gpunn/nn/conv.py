@@ -1,0 +1,82 @@
+"""``Conv2d``: 2-D convolution (cross-correlation) over NCHW inputs."""
+
+from __future__ import annotations
+
+import math
+
+import gpunn.nn.functional as F
+from gpunn.nn import init
+from gpunn.nn.linear import _empty
+from gpunn.nn.module import Module
+from gpunn.nn.parameter import Parameter
+from gpunn.tensor import Tensor
+
+__all__ = ["Conv2d"]
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    v = tuple(v)
+    if len(v) != 2 or not all(isinstance(a, int) for a in v):
+        raise ValueError(f"Conv2d: {name} must be an int or a pair of ints, got {v}")
+    return v
+
+
+class Conv2d(Module):
+    """y[n, o] = b[o] + sum_c W[o, c] (*) x[n, c].  x: (N, C_in, H, W) -> (N, C_out, OH, OW),
+    OH = (H + 2 * padding - kH) // stride + 1; W: (C_out, C_in, kH, kW).
+
+    Initialised like PyTorch: W ~ kaiming_uniform_(a=sqrt(5)), b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    with fan_in = C_in * kH * kW.
+    >>> nn.Conv2d(1, 8, 3, padding=1)(gpunn.randn(4, 1, 28, 28)).shape
+    (4, 8, 28, 28)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = True, dtype=None) -> None:
+        super().__init__()
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f"Conv2d: in_channels and out_channels must be positive, got {in_channels}, "
+                             f"{out_channels}")
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"Conv2d: kernel_size and stride must be >= 1 and padding >= 0, got "
+                             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}")
+        self.weight = Parameter(_empty((self.out_channels, self.in_channels) + self.kernel_size, dtype))
+        if bias:
+            self.bias = Parameter(_empty((self.out_channels,), dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            if fan_in != 0:
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):  # noqa: A002
+        if not isinstance(input, Tensor):
+            raise TypeError(f"Conv2d: expected a gpunn Tensor, got {type(input).__name__}")
+        if input.ndim != 4:
+            raise ValueError(f"Conv2d: expected a 4-D input (N, C, H, W), got {input.ndim}-D input of shape "
+                             f"{input.shape}")
+        if input.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2d(in_channels={self.in_channels}): input has {input.shape[1]} channels, "
+                             f"expected {self.in_channels} (input shape {input.shape})")
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s

@@ -1,0 +1,40 @@
+"""``MaxPool2d`` and ``AvgPool2d`` over NCHW inputs."""
+
+from __future__ import annotations
+
+import gpunn.nn.functional as F
+from gpunn.nn.module import Module
+
+__all__ = ["MaxPool2d", "AvgPool2d"]
+
+
+class _Pool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size  # PyTorch: stride defaults to kernel_size
+        self.padding = padding
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max over each kH x kW window.  (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2p - kH) // stride + 1.
+    >>> nn.MaxPool2d(2)(gpunn.randn(1, 3, 8, 8)).shape
+    (1, 3, 4, 4)
+    """
+
+    def forward(self, input):  # noqa: A002
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each kH x kW window (padding zeros counted unless ``count_include_pad=False``)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = count_include_pad
+
+    def forward(self, input):  # noqa: A002
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.count_include_pad)
