@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05 for sgd, 1e-3 for adam)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    t.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay (default 1e-4 sgd/adam, 1e-2 adamw)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 weight decay (default 1e-4 sgd, 0 adam, 1e-2 adamw)")
     t.add_argument("--dropout", type=float, default=0.0, help="drop probability of the hidden layers (mlp, cnn)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="fraction of the training set held out for validation")
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random +-2 pixel shifts of training images (default: on for cnn, off otherwise)")
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of the training set held out for validation")
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 disables)")
     t.add_argument("--backend", default="auto", help="auto, numpy or cupy")
     t.add_argument("--seed", type=int, default=0)
@@ -167,6 +171,7 @@ def cmd_train(args) -> int:
     from gpunn import nn, train
     from gpunn.checkpoint import CheckpointError
     from gpunn.data import DataLoader, train_test_split
+    from gpunn.data.transforms import RandomShift
 
     try:
         backend = gpunn.set_backend(args.backend)
@@ -188,7 +193,9 @@ def cmd_train(args) -> int:
     loss_fn = nn.MultiMarginLoss() if args.model == "svm" else nn.CrossEntropyLoss()
     scheduler = gpunn.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2) \
         if X_val is not None else None
-    train_loader = DataLoader((X, y), batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    augment = args.model == "cnn" if args.augment is None else args.augment
+    transform = RandomShift(2, image_shape=ds.image_shape) if augment else None
+    train_loader = DataLoader((X, y), batch_size=args.batch_size, shuffle=True, seed=args.seed, transform=transform)
     val_loader = DataLoader((X_val, y_val), batch_size=512) if X_val is not None else None
     history = train.History()
     start_epoch = 0

@@ -12,10 +12,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
-from gpunn.train.history import atomic_write_text
-
 
 class Callback:
     def set_trainer(self, trainer) -> None:

@@ -89,8 +89,8 @@ def test_entropy_matches_definition(rng):
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), ((1, 2), (2, 0))])
 def test_conv2d(rng, dtype, stride, padding):
     x, w, b = rng.standard_normal((3, 2, 11, 9)), rng.standard_normal((4, 2, 3, 2)), rng.standard_normal(4)
-    parity(lambda x, w, b: F.conv2d(x, w, b, stride, padding), lambda x, w, b: TF.conv2d(x, w, b, stride, padding),
-           [x, w, b], dtype, rng)
+    parity(lambda x, w, b: F.conv2d(x, w, b, stride, padding),
+           lambda x, w, b: TF.conv2d(x, w, b, stride, padding), [x, w, b], dtype, rng)
 
 
 def test_conv2d_unbatched_and_no_bias(rng):
@@ -128,7 +128,8 @@ def test_cross_entropy_large_vocab_and_spatial(rng):
            [logits], np.float32, rng)
     l4, y4 = rng.standard_normal((3, 5, 4, 2)), rng.integers(0, 5, (3, 4, 2))
     parity(lambda l: F.cross_entropy(l, gpunn.tensor(y4), label_smoothing=0.1, reduction="none"),
-           lambda l: TF.cross_entropy(l, torch.tensor(y4), label_smoothing=0.1, reduction="none"), [l4], np.float64, rng)
+           lambda l: TF.cross_entropy(l, torch.tensor(y4), label_smoothing=0.1, reduction="none"),
+           [l4], np.float64, rng)
     parity(lambda l: F.cross_entropy(l, gpunn.tensor(2)), lambda l: TF.cross_entropy(l, torch.tensor(2)),
            [rng.standard_normal(5)], np.float64, rng)
 
@@ -159,7 +160,8 @@ def test_nll_loss(rng, reduction):
     y, w = rng.integers(0, 6, 13), rng.random(6) + 0.1
     y[4] = -100
     parity(lambda l: F.nll_loss(l, gpunn.tensor(y), weight=gpunn.tensor(w), reduction=reduction),
-           lambda l: TF.nll_loss(l, torch.tensor(y), weight=torch.tensor(w), reduction=reduction), [logp], np.float64, rng)
+           lambda l: TF.nll_loss(l, torch.tensor(y), weight=torch.tensor(w), reduction=reduction),
+           [logp], np.float64, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -177,8 +179,9 @@ def test_regression_and_binary_losses(rng, dtype, reduction):
                                                 reduction=reduction),
            [probs, t], dtype, rng)
     pw = rng.random(4) + 0.5
-    parity(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=gpunn.tensor(pw.astype(dtype))),
-           lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=torch.tensor(pw.astype(dtype))),
+    gpw, tpw = gpunn.tensor(pw.astype(dtype)), torch.tensor(pw.astype(dtype))
+    parity(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=gpw),
+           lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=tpw),
            [a * 4, t], dtype, rng)
 
 
@@ -199,6 +202,7 @@ def test_multi_margin_loss(rng, dtype, p, reduction):
            [x], dtype, rng)
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "mean", "none"])
 @pytest.mark.parametrize("log_target", [False, True])
 def test_kl_div(rng, reduction, log_target):
@@ -208,7 +212,8 @@ def test_kl_div(rng, reduction, log_target):
     target = np.log(p + 1e-3) if log_target else p
     with np.errstate(divide="ignore"):
         parity(lambda a, t: F.kl_div(a, t, reduction=reduction, log_target=log_target),
-               lambda a, t: TF.kl_div(a, t, reduction=reduction, log_target=log_target), [logq, target], np.float64, rng)
+               lambda a, t: TF.kl_div(a, t, reduction=reduction, log_target=log_target),
+               [logq, target], np.float64, rng)
 
 
 def test_dropout_semantics():
