@@ -1,0 +1,153 @@
+"""The `gpunn` command: accuracy of the default runs, the files it writes, and its user errors
+(one line, exit code 2, no traceback, nothing overwritten)."""
+
+import re
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def accuracy(out: str) -> float:
+    m = re.search(r"test accuracy (\d+\.\d+)%", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def test_default_train_reaches_93_percent_on_the_mnist_sample(capsys, tmp_path):
+    # what `make train` runs: the 784-200-200-10 ReLU MLP with Kaiming init, SGD, on the MNIST sample
+    code, out, err = run(capsys, "train", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert accuracy(out) >= 93.0
+    for name in ("checkpoint.npz", "history.csv", "history.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    assert (tmp_path / "run" / "history.png").read_bytes()[:4] == b"\x89PNG"
+    assert "epoch 1/" in out  # per-epoch progress lines
+    state = gpunn.load(tmp_path / "run" / "checkpoint.npz")
+    assert state["kind"] == "training_state" and state["epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_cnn_reaches_96_percent_on_the_mnist_sample(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--model", "cnn", "--out", str(tmp_path / "cnn"), "--quiet")
+    assert code == 0, err
+    assert accuracy(out) >= 96.0
+
+
+@pytest.mark.parametrize("model", ["softmax", "svm"])
+def test_linear_classifiers_reach_94_percent_on_digits(capsys, tmp_path, model):
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--model", model, "--out", str(tmp_path / model),
+                         "--quiet")
+    assert code == 0, err
+    assert accuracy(out) >= 94.0
+
+
+def test_adam_and_dropout_options(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--optimizer", "adamw", "--dropout", "0.2",
+                         "--epochs", "3", "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 0, err
+    assert accuracy(out) > 80.0
+
+
+def test_resume_continues_from_the_checkpoint(capsys, tmp_path):
+    out_dir = tmp_path / "r"
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--epochs", "2",
+                       "--out", str(out_dir), "--quiet", "--patience", "0")
+    assert code == 0, err
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--epochs", "4",
+                         "--out", str(out_dir), "--resume", str(out_dir / "checkpoint.npz"), "--patience", "0")
+    assert code == 0, err
+    assert "epoch 3/4" in out and "epoch 1/4" not in out
+    assert len((out_dir / "history.csv").read_text().splitlines()) == 1 + 4
+
+
+def one_line_error(code, err, pattern):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpunn: error: "), err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["--dataset", "cifar"], r"unknown data set 'cifar'"),
+    (["--model", "resnet"], r"unknown model 'resnet'"),
+    (["--optimizer", "lbfgs"], r"unknown optimizer 'lbfgs'"),
+    (["--dataset", "digits", "--batch-size", "5000"], r"--batch-size 5000 is larger than the training set"),
+    (["--batch-size", "0"], r"--batch-size must be >= 1"),
+    (["--epochs", "0"], r"--epochs must be >= 1"),
+    (["--dropout", "1.5"], r"--dropout is a drop probability"),
+    (["--backend", "tpu"], r"--backend tpu"),
+    (["--dataset", "idx:/nonexistent/folder"], r"is not a folder"),
+    (["--epochs", "many"], r"invalid int value"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, pattern):
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "o"), *argv)
+    one_line_error(code, err, pattern)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_out_parent(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "no" / "such" / "dir"))
+    one_line_error(code, err, r"the parent folder .* does not exist")
+
+
+def test_cupy_backend_without_gpu_is_a_user_error(capsys, tmp_path):
+    if gpunn.cupy_available()[0]:
+        pytest.skip("a GPU is usable here")
+    code, _, err = run(capsys, "train", "--backend", "cupy", "--out", str(tmp_path / "o"))
+    one_line_error(code, err, r"backend 'cupy' is not usable here")
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(capsys, tmp_path):
+    out_dir = tmp_path / "r"
+    run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--epochs", "1", "--out", str(out_dir), "--quiet")
+    ckpt = out_dir / "checkpoint.npz"
+    # a checkpoint of another architecture
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "mlp", "--resume", str(ckpt),
+                       "--out", str(tmp_path / "x"))
+    one_line_error(code, err, r"different architecture")
+    # a truncated checkpoint
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(ckpt.read_bytes()[:1000])
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--resume", str(bad),
+                       "--out", str(tmp_path / "x"))
+    one_line_error(code, err, r"truncated or corrupt")
+    code, _, err = run(capsys, "train", "--resume", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "x"))
+    one_line_error(code, err, r"--resume .*no such file")
+
+
+def test_a_failed_run_overwrites_nothing(capsys, tmp_path):
+    out_dir = tmp_path / "r"
+    out_dir.mkdir()
+    old = {name: f"from an earlier run: {name}".encode() for name in ("checkpoint.npz", "history.csv", "history.png")}
+    for name, data in old.items():
+        (out_dir / name).write_bytes(data)
+    with np.errstate(all="ignore"):
+        code, out, err = run(capsys, "train", "--dataset", "digits", "--lr", "1e20", "--out", str(out_dir))
+    assert code == 1
+    assert "loss became" in err and "nothing was written" in err
+    for name, data in old.items():
+        assert (out_dir / name).read_bytes() == data
+
+
+def test_bad_idx_data_is_a_user_error(capsys, tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    code, _, err = run(capsys, "train", "--dataset", f"idx:{folder}", "--out", str(tmp_path / "o"))
+    one_line_error(code, err, r"idx:")
+
+
+def test_info(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0
+    assert "backend: numpy" in out and "numpy " in out and "cupy:" in out
