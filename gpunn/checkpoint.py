@@ -14,10 +14,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from gpunn._io import atomic_path
 
 FORMAT = "gpunn-checkpoint"
 VERSION = 1
@@ -79,17 +80,8 @@ def save(obj, path) -> None:
     tree = _encode(obj, arrays, "obj")
     meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree}).encode()
     arrays["__gpunn__"] = np.frombuffer(meta, dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _decode(node, npz, path, backend):

@@ -6,22 +6,8 @@ import csv
 import io
 import math
 import os
-import tempfile
 
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file + os.replace (never half-written)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from gpunn._io import atomic_path, atomic_write_text
 
 
 class History:
@@ -117,16 +103,11 @@ class History:
             fig.suptitle(title)
         fig.tight_layout()
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=110, format="png")
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     def __repr__(self) -> str:

@@ -112,3 +112,12 @@ def test_unsupported_objects_are_refused(tmp_path):
         gpunn.save({"f": lambda x: x}, tmp_path / "x.npz")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gpunn.save({"a": 1}, tmp_path / "no" / "x.npz")
+
+
+def test_saved_files_get_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        gpunn.save({"a": 1}, tmp_path / "c.npz")
+        assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    finally:
+        os.umask(mask)
