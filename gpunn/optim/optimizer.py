@@ -211,9 +211,8 @@ class Optimizer:
             if not p.is_leaf:
                 raise ValueError(f"can't optimize a non-leaf Tensor: {where} was computed by {p.grad_fn}; "
                                  "optimize the leaf it comes from, or detach() it")
-            if not p.requires_grad:
-                raise ValueError(f"optimizer can only optimize tensors that require grad, but {where} (shape "
-                                 f"{p.shape}) has requires_grad=False")
+            # a frozen parameter (requires_grad=False) is accepted, as in PyTorch: it never gets a
+            # gradient, so step() skips it
             if seen[id(p)] != k:
                 raise ValueError(f"{where} is the same tensor as parameter {seen[id(p)]}: a parameter group "
                                  "can't list a parameter twice")

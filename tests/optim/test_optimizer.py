@@ -370,6 +370,21 @@ def test_empty_parameter_list():
         Adam(iter(()))
 
 
+def test_frozen_parameters_are_accepted_and_never_updated(rng):
+    # as in PyTorch: SGD(model.parameters()) works on a partly frozen model
+    a = gpunn.tensor(randn(rng, 3), requires_grad=True)
+    a_before = a.detach().numpy().copy()
+    frozen = gpunn.tensor(randn(rng, 4))
+    before = frozen.numpy().copy()
+    opt = SGD([a, frozen], lr=0.1, momentum=0.9, weight_decay=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        (a * a).sum().backward()
+        opt.step()
+    assert np.array_equal(frozen.numpy(), before)
+    assert not np.allclose(a.detach().numpy(), a_before)
+
+
 def test_bad_params(rng):
     a = gpunn.tensor(randn(rng, 3), requires_grad=True)
     with pytest.raises(TypeError, match="iterable of Tensors or dicts"):
@@ -378,9 +393,6 @@ def test_bad_params(rng):
         SGD({a}, lr=0.1)
     with pytest.raises(TypeError, match="parameter 1 of param group 0 is a ndarray"):
         SGD([a, np.zeros(3)], lr=0.1)
-    frozen = gpunn.tensor(randn(rng, 3))
-    with pytest.raises(ValueError, match="require grad.*parameter 0 of param group 0"):
-        SGD([frozen], lr=0.1)
     with pytest.raises(ValueError, match="non-leaf"):
         SGD([a * 2], lr=0.1)
     with pytest.raises(ValueError, match="more than one parameter group"):
