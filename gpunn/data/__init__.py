@@ -34,3 +34,12 @@ __all__ = [
     "KFold",
     "StratifiedKFold",
 ]
+
+
+def __getattr__(name):
+    # cross_validate trains models, so it lives in gpunn.train; it is offered here too, loaded on use
+    if name == "cross_validate":
+        from gpunn.train.crossval import cross_validate
+
+        return cross_validate
+    raise AttributeError(f"module 'gpunn.data' has no attribute {name!r}")
