@@ -22,6 +22,7 @@ from gpunn.factories import (
     cat,
     empty,
     eye,
+    from_dlpack,
     from_numpy,
     full,
     full_like,

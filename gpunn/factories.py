@@ -15,7 +15,7 @@ from gpunn.tensor import (
     default_float,
 )
 
-__all__ = ["tensor", "from_numpy", "as_tensor", "zeros", "ones", "full", "empty", "randn", "rand",
+__all__ = ["tensor", "from_numpy", "from_dlpack", "as_tensor", "zeros", "ones", "full", "empty", "randn", "rand",
            "randint", "arange", "eye", "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
            "cat", "stack", "where"]
 
@@ -88,6 +88,27 @@ def from_numpy(array: np.ndarray, backend=None) -> Tensor:
         raise TypeError(f"from_numpy(): expected a numpy.ndarray, got {type(array).__name__}")
     be = _backend_arg(backend)
     return Tensor._wrap(be.asarray(array), be)
+
+
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2
+
+
+def from_dlpack(obj, backend=None) -> Tensor:
+    """A tensor sharing memory with any DLPack producer (a torch tensor, CuPy or NumPy array...).
+
+    The backend follows the producer's device (CPU -> numpy, CUDA -> cupy) unless ``backend`` is given;
+    asking for a backend on another device raises instead of copying silently."""
+    if not hasattr(obj, "__dlpack__"):
+        raise TypeError(f"from_dlpack(): {type(obj).__name__} does not support the DLPack protocol")
+    device_type = obj.__dlpack_device__()[0] if hasattr(obj, "__dlpack_device__") else _DLPACK_CPU
+    natural = "numpy" if device_type == _DLPACK_CPU else "cupy" if device_type == _DLPACK_CUDA else None
+    if natural is None:
+        raise RuntimeError(f"from_dlpack(): unsupported DLPack device type {device_type}")
+    be = backend_for(natural) if backend is None else backend_for(backend)
+    if be.name != natural:
+        raise RuntimeError(f"from_dlpack(): the data lives on {'the CPU' if natural == 'numpy' else 'a GPU'} "
+                           f"but backend {be.name!r} was asked for; move it with .to('{be.name}') after import")
+    return Tensor._wrap(be.xp.from_dlpack(obj), be)
 
 
 def _float_dtype(dtype):

@@ -340,6 +340,14 @@ class Tensor:
         a = self._backend.to_numpy(self.data)
         return a.astype(dtype) if dtype is not None else a
 
+    # -- DLPack: zero-copy exchange with PyTorch, CuPy, NumPy, JAX ... --------------------------
+    def __dlpack__(self, *args, **kwargs):
+        """Export the data (no copy): ``torch.from_dlpack(t)``, ``cupy.from_dlpack(t)``."""
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def detach(self) -> Tensor:
         """A tensor sharing this one's data, cut from the graph."""
         return Tensor._wrap(self.data, self._backend)

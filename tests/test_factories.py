@@ -278,3 +278,17 @@ def test_where_shapes_and_errors(rng):
     assert gpunn.where(np.array([True, False, True]), a, gpunn.zeros(1)).shape == (2, 3)
     with pytest.raises(TypeError):
         gpunn.where(a.numpy() > 0, 1.0, 2.0)
+
+
+def test_dlpack_round_trip_with_torch_is_zero_copy():
+    torch = pytest.importorskip("torch")
+    src = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    t = gpunn.from_dlpack(src)
+    assert t.shape == (3, 4) and t.dtype == np.float32 and t.backend.name == "numpy"
+    src[0, 0] = 42.0  # shares memory
+    assert t.numpy()[0, 0] == 42.0
+    back = torch.from_dlpack(t)
+    t.data[1, 1] = -7.0
+    assert back[1, 1].item() == -7.0
+    with pytest.raises(TypeError, match="DLPack"):
+        gpunn.from_dlpack([1, 2, 3])
