@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # Set TORCH= (empty) to skip it: the tests that need it then skip.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test train lint clean
+.PHONY: venv test train lint clean gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,9 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# The GPU suite: on a machine with a GPU (CuPy, numba-cuda, pytest, pytest-benchmark already there) and no
+# network. Installs nothing; writes bench/results/gpu-<date>-<device>.json. GPUNN_COMMIT names the commit
+# when the checkout has no .git.
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) tools/gpu_check.py
