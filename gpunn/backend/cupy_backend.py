@@ -1,14 +1,54 @@
 """The CuPy backend: arrays on the GPU.
 
-Until the handwritten kernels land, every primitive runs the ``xp``-generic reference with
-``xp = cupy``. Imported only when the ``cupy`` backend is requested and a GPU is usable.
+The fused primitives run the handwritten kernels of ``kernels/*.cu`` (loaded by
+``gpunn.backend.kernels``) for float32 and float64; other dtypes, empty shapes and shapes past a
+kernel's grid limits fall back to the ``xp``-generic reference with ``xp = cupy``. Return conventions
+are those of ``gpunn.backend.reference``. Imported only when the ``cupy`` backend is requested and a GPU
+is usable.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from gpunn.backend import kernels as K
+from gpunn.backend import reference
 from gpunn.backend.base import Backend
+
+_GEMM_TILE = 64  # linear_act.cu: rows and columns of C per block
+_GEMM_THREADS = 256
+_DZ_COLS, _DZ_ROWS = 32, 256  # linear_act.cu: act_backward_bias block tile
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    """An int or a pair of ints as a pair of ints."""
+    t = (int(v), int(v)) if np.isscalar(v) else tuple(int(e) for e in v)
+    if len(t) != 2:
+        raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+    return t
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _geometry(x_shape, kernel_size, stride, padding, dilation, what: str) -> tuple[int, ...]:
+    """(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW), validated."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{what} expects an NCHW input, got shape {tuple(x_shape)}")
+    n, c, h, w = (int(e) for e in x_shape)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    dh, dw = _pair(dilation, "dilation")
+    if min(kh, kw, sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"{what}: kernel_size, stride, dilation must be >= 1 and padding >= 0")
+    oh, ow = _conv_out(h, kh, sh, ph, dh), _conv_out(w, kw, sw, pw, dw)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: input {h}x{w} is too small for kernel {kh}x{kw} (output {oh}x{ow})")
+    return n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow
 
 
 class CupyBackend(Backend):
@@ -61,3 +101,275 @@ class CupyBackend(Backend):
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+    # -- fused primitives on the handwritten kernels -------------------------------------------------
+    def linear_act(self, x, W, b, act="none", negative_slope=0.01):
+        """y = act(x @ W.T + b): one tiled GEMM launch with bias and activation in its epilogue.
+        x (..., K), W (M, K), b (M,) or None  ->  y (..., M)."""
+        if act not in K.ACT_CODES:
+            raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {act!r}")
+        bad_b = b is not None and b.shape != (W.shape[0],)
+        if W.ndim != 2 or x.ndim < 1 or x.shape[-1] != W.shape[1] or bad_b:
+            b_shape = None if b is None else b.shape
+            raise ValueError(f"linear_act: shapes x {x.shape}, W {W.shape}, b {b_shape} do not match "
+                             "x (..., K), W (M, K), b (M,)")
+        n, (m, k) = math.prod(x.shape[:-1]), W.shape
+        if (not K.supported(x, W, b) or 0 in (n, m, k)
+                or K.ceil_div(m, _GEMM_TILE) > K.GRID_Y_MAX):
+            return super().linear_act(x, W, b, act, negative_slope)
+        dt = x.dtype
+        x2 = K.as_contiguous(x).reshape(n, k)
+        W = K.as_contiguous(W)
+        b = K.as_contiguous(b)
+        y = self.xp.empty((n, m), dtype=dt)
+        grid = (K.ceil_div(n, _GEMM_TILE), K.ceil_div(m, _GEMM_TILE))
+        K.entry("linear_act", "linear_act_forward_v1", dt)(
+            grid, (_GEMM_THREADS,),
+            (x2, W, b, y, np.int64(n), np.int64(m), np.int64(k), np.int32(K.ACT_CODES[act]),
+             K.scalar(dt, negative_slope)))
+        return y.reshape(x.shape[:-1] + (m,))
+
+    def linear_act_backward(self, dy, x, W, y, act="none", negative_slope=0.01,
+                            need_dx=True, need_dW=True, need_db=True):
+        """dx, dW, db of y = act(x @ W.T + b) from dy and the saved output y: one fused
+        activation-backward + bias-gradient launch (plus a tiny column sum), then two tiled GEMMs.
+        dy, y (..., M), x (..., K), W (M, K)  ->  dx (..., K), dW (M, K), db (M,) (None when not needed)."""
+        if act not in K.ACT_CODES:
+            raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {act!r}")
+        m, k = W.shape
+        n = math.prod(dy.shape[:-1])
+        fits = (K.ceil_div(n, _DZ_ROWS) <= K.GRID_Y_MAX and K.ceil_div(k, _GEMM_TILE) <= K.GRID_Y_MAX)
+        if (not K.supported(dy, x, W, y if act != "none" else None) or 0 in (n, m, k) or not fits
+                or dy.shape[-1] != m or x.shape[-1] != k or math.prod(x.shape[:-1]) != n
+                or (act != "none" and (y is None or y.shape != dy.shape))):
+            return super().linear_act_backward(dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db)
+        xp, dt = self.xp, dy.dtype
+        code, slope = np.int32(K.ACT_CODES[act]), K.scalar(dt, negative_slope)
+        dy2 = K.as_contiguous(dy).reshape(n, m)
+        need_gemm = need_dx or need_dW
+
+        dz, db = (dy2 if act == "none" else None), None
+        if need_db or (act != "none" and need_gemm):
+            grid = (K.ceil_div(m, _DZ_COLS), K.ceil_div(n, _DZ_ROWS))
+            dz_out = xp.empty((n, m), dtype=dt) if (act != "none" and need_gemm) else None
+            partial = xp.empty((grid[1], m), dtype=dt) if need_db else None
+            y2 = K.as_contiguous(y).reshape(n, m) if act != "none" else None
+            K.entry("linear_act", "act_backward_bias_v1", dt)(
+                grid, (_DZ_COLS, 8), (dy2, y2, dz_out, partial, np.int64(n), np.int64(m), code, slope))
+            if dz_out is not None:
+                dz = dz_out
+            if need_db:
+                db = xp.empty((m,), dtype=dt)
+                K.entry("linear_act", "column_sum_v1", dt)(
+                    (K.ceil_div(m, 256),), (256,), (partial, db, np.int64(grid[1]), np.int64(m)))
+
+        dx = dW = None
+        if need_dx:  # dx (N, K) = dz (N, M) @ W (M, K)
+            W = K.as_contiguous(W)
+            dx = xp.empty((n, k), dtype=dt)
+            K.entry("linear_act", "gemm_nn_v1", dt)(
+                (K.ceil_div(n, _GEMM_TILE), K.ceil_div(k, _GEMM_TILE)), (_GEMM_THREADS,),
+                (dz, W, dx, np.int64(n), np.int64(k), np.int64(m)))
+            dx = dx.reshape(x.shape)
+        if need_dW:  # dW (M, K) = dz^T (M, N) @ x (N, K)
+            x2 = K.as_contiguous(x).reshape(n, k)
+            dW = xp.empty((m, k), dtype=dt)
+            K.entry("linear_act", "gemm_tn_v1", dt)(
+                (K.ceil_div(m, _GEMM_TILE), K.ceil_div(k, _GEMM_TILE)), (_GEMM_THREADS,),
+                (dz, x2, dW, np.int64(m), np.int64(k), np.int64(n)))
+        return dx, dW, db
+
+    def softmax_cross_entropy(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
+                              label_smoothing=0.0, check_labels=True):
+        """Loss and dlogits of cross-entropy on class indices, one fused launch over the rows (plus a
+        one-block denominator pass for 'mean'). logits (N, C), target (N,) int, weight (C,) or None.
+        Out-of-range labels raise ValueError (``check_labels`` reads the kernel's flag, which waits for
+        the GPU; pass False inside a CUDA graph capture)."""
+        if reduction not in reference.REDUCTIONS:
+            raise ValueError(f"reduction must be one of {reference.REDUCTIONS}, got {reduction!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        if logits.ndim != 2 or target.shape != (logits.shape[0],):
+            raise ValueError(f"softmax_cross_entropy expects logits (N, C) and target (N,), got "
+                             f"{logits.shape} and {target.shape}")
+        if target.dtype.kind not in "iu":
+            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+        n, c = logits.shape
+        if weight is not None and weight.shape != (c,):
+            raise ValueError(f"weight must have shape ({c},), got {weight.shape}")
+        if not K.supported(logits) or n == 0 or c == 0:
+            return super().softmax_cross_entropy(logits, target, weight, reduction, ignore_index,
+                                                 label_smoothing)
+        K.check_int32("number of classes", c)
+        K.check_int32("number of rows", n)  # grid.x
+        xp, dt = self.xp, logits.dtype
+        logits = K.as_contiguous(logits)
+        target = K.as_contiguous(target, dtype=np.int64)
+        weight = K.as_contiguous(weight, dtype=dt)
+        # sum(weight) stays on the device (a 0-d array the kernel reads): no host round trip
+        weight_total = weight.sum(keepdims=True) if (weight is not None and label_smoothing > 0) else None
+        ignore = np.int64(ignore_index)
+
+        scale = denom = None
+        if reduction == "mean":  # the denominator first, so the main kernel writes scaled dlogits
+            scale = xp.empty((1,), dtype=dt)
+            denom = xp.empty((1,), dtype=xp.float64)
+            K.entry("softmax_cross_entropy", "sce_weight_sum_v1", dt)(
+                (1,), (256,), (target, weight, scale, denom, np.int64(n), np.int32(c), ignore))
+
+        dlogits = xp.empty((n, c), dtype=dt)
+        loss_rows = xp.empty((n,), dtype=dt)
+        row_weight = xp.empty((n,), dtype=dt)
+        error = xp.zeros((2,), dtype=xp.int64)
+        args = (logits, target, weight, scale, dlogits, loss_rows, row_weight, error, np.int64(n),
+                np.int32(c), ignore, K.scalar(dt, label_smoothing), weight_total)
+        if c <= 1024:  # a warp per row, 8 rows per block
+            K.entry("softmax_cross_entropy", "sce_warp_v1", dt)((K.ceil_div(n, 8),), (32, 8), args)
+        else:  # a block per row
+            threads = 256 if c <= 4096 else 512 if c <= 16384 else 1024
+            K.entry("softmax_cross_entropy", "sce_block_v1", dt)((n,), (threads,), args)
+        if check_labels:
+            K.raise_if_flagged(error, c, ignore_index)
+
+        if reduction == "none":
+            return loss_rows, dlogits
+        total = loss_rows.sum(dtype=xp.float64)
+        if reduction == "sum":
+            return total.astype(dt), dlogits
+        return (total / denom[0]).astype(dt), dlogits  # 0 / 0 = NaN when every row is ignored
+
+    def sgd_step(self, param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False, first_step=False):
+        """PyTorch SGD over one flat buffer, in place, in one elementwise launch."""
+        bufs = (param, momentum_buf) if momentum != 0 else (param,)
+        if (not K.supported(param, grad, *bufs[1:]) or any(not a.flags.c_contiguous for a in bufs)
+                or any(a.size != param.size for a in (grad, *bufs))):
+            return reference.sgd_step(self.xp, param, grad, momentum_buf, lr=lr, momentum=momentum,
+                                      dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize, first_step=first_step)
+        if param.size == 0:
+            return None
+        dt = param.dtype
+        grad = K.as_contiguous(grad)
+        K.entry("optim", "sgd_step_v1", dt)(
+            K.elementwise_grid(param.size), (256,),
+            (param, grad, momentum_buf if momentum != 0 else None, np.int64(param.size),
+             K.scalar(dt, lr), K.scalar(dt, momentum), K.scalar(dt, 1 - dampening),
+             K.scalar(dt, weight_decay), np.int32(bool(nesterov)), np.int32(bool(maximize)),
+             np.int32(bool(first_step))))
+        return None
+
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, beta1=0.9,
+                  beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
+                  maximize=False):
+        """PyTorch Adam / AdamW over one flat buffer, in place, in one elementwise launch.
+        ``step`` is an int, or a one-element int64 device array the kernel reads (graph-capturable:
+        increment it on the device with ``step_increment``)."""
+        xp = self.xp
+        bufs = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
+        if amsgrad and max_exp_avg_sq is None:
+            raise ValueError("amsgrad=True needs max_exp_avg_sq")
+        if (not K.supported(grad, *bufs) or any(not a.flags.c_contiguous for a in bufs)
+                or any(a.size != param.size for a in (grad, *bufs))):
+            host_step = int(xp.asnumpy(step).reshape(-1)[0]) if isinstance(step, xp.ndarray) else int(step)
+            return reference.adam_step(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=host_step,
+                                       lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                       decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
+                                       maximize=maximize)
+        if param.size == 0:
+            return None
+        if isinstance(step, xp.ndarray):
+            if step.dtype != np.int64 or step.size != 1:
+                raise ValueError(f"a device step must be a one-element int64 array, got {step.dtype} "
+                                 f"of size {step.size}")
+            step_dev = step
+        else:
+            step_dev = self._step_scalar()
+            step_dev.fill(int(step))  # a fill kernel: no host synchronization
+        dt = param.dtype
+        grad = K.as_contiguous(grad)
+        K.entry("optim", "adam_step_v1", dt)(
+            K.elementwise_grid(param.size), (256,),
+            (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, step_dev,
+             np.int64(param.size), np.float64(lr), np.float64(beta1), np.float64(beta2), K.scalar(dt, eps),
+             np.float64(weight_decay), np.int32(bool(decoupled_weight_decay)), np.int32(bool(amsgrad)),
+             np.int32(bool(maximize))))
+        return None
+
+    def _step_scalar(self):
+        """A per-device one-element int64 buffer for an int ``step`` (reused: launches are stream-ordered)."""
+        dev = self.xp.cuda.Device().id
+        cache = self.__dict__.setdefault("_step_scalars", {})
+        if dev not in cache:
+            cache[dev] = self.xp.zeros((1,), dtype=self.xp.int64)
+        return cache[dev]
+
+    def step_increment(self, step) -> None:
+        """step[0] += 1 on the device (one thread), for a device-resident Adam step counter."""
+        K.get_function("optim", "step_increment_v1")((1,), (1,), (step,))
+
+    # -- convolution and pooling building blocks (CuPy backend only; the lead wires them in) -----------
+    def conv2d_im2col(self, x, kernel_size, stride=1, padding=0, dilation=1):
+        """col (N*OH*OW, C*KH*KW) of x (N, C, H, W): one row per output pixel, columns ordered (c, ki, kj)
+        like weight.reshape(OC, -1), so conv2d = linear_act(col, weight2d, b, act) then
+        reshape (N, OH, OW, OC) and transpose to (N, OC, OH, OW)."""
+        g = _geometry(x.shape, kernel_size, stride, padding, dilation, "conv2d_im2col")
+        self._require_float(x)
+        n, c, _, _, kh, kw, *_, oh, ow = g
+        col = self.xp.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+        if col.size:
+            K.entry("conv2d", "im2col_v1", x.dtype)(
+                K.elementwise_grid(col.size), (256,), (K.as_contiguous(x), col, *map(np.int64, g)))
+        return col
+
+    def conv2d_col2im(self, dcol, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+        """dx (N, C, H, W) from dcol (N*OH*OW, C*KH*KW): the adjoint of conv2d_im2col (overlapping
+        taps summed, gathered per input element: deterministic)."""
+        g = _geometry(x_shape, kernel_size, stride, padding, dilation, "conv2d_col2im")
+        self._require_float(dcol)
+        n, c, h, w, kh, kw, *_, oh, ow = g
+        if dcol.shape != (n * oh * ow, c * kh * kw):
+            raise ValueError(f"dcol must have shape {(n * oh * ow, c * kh * kw)}, got {dcol.shape}")
+        dx = self.xp.empty((n, c, h, w), dtype=dcol.dtype)
+        if dx.size:
+            K.entry("conv2d", "col2im_v1", dcol.dtype)(
+                K.elementwise_grid(dx.size), (256,), (K.as_contiguous(dcol), dx, *map(np.int64, g)))
+        return dx
+
+    def max_pool2d_fwd(self, x, kernel_size, stride=None, padding=0, dilation=1):
+        """(y (N, C, OH, OW), idx (N, C, OH, OW) int64): window maxima and the flat h * W + w index of each
+        winner within its (H, W) plane (PyTorch's convention). NaN propagates. stride defaults to
+        kernel_size; padding may be at most half the kernel."""
+        stride = kernel_size if stride is None else stride
+        g = _geometry(x.shape, kernel_size, stride, padding, dilation, "max_pool2d_fwd")
+        self._require_float(x)
+        n, c, _, _, kh, kw, _, _, ph, pw, *_, oh, ow = g
+        if 2 * ph > kh or 2 * pw > kw:
+            raise ValueError(f"max_pool2d: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
+        y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
+        idx = self.xp.empty((n, c, oh, ow), dtype=self.xp.int64)
+        if y.size:
+            K.entry("conv2d", "max_pool2d_fwd_v1", x.dtype)(
+                K.elementwise_grid(y.size), (256,), (K.as_contiguous(x), y, idx, *map(np.int64, g)))
+        return y, idx
+
+    def max_pool2d_bwd(self, dy, idx, x_shape):
+        """dx (N, C, H, W): dy scattered to the saved argmax positions (atomicAdd: overlapping windows
+        may send several gradients to one input)."""
+        if len(x_shape) != 4 or dy.shape != idx.shape or dy.ndim != 4 or dy.shape[:2] != tuple(x_shape[:2]):
+            raise ValueError(f"max_pool2d_bwd: dy {dy.shape}, idx {idx.shape} and x_shape {tuple(x_shape)} "
+                             "do not match")
+        self._require_float(dy)
+        n, c, h, w = (int(e) for e in x_shape)
+        dx = self.xp.zeros((n, c, h, w), dtype=dy.dtype)
+        if dy.size:
+            K.entry("conv2d", "max_pool2d_bwd_v1", dy.dtype)(
+                K.elementwise_grid(dy.size), (256,),
+                (K.as_contiguous(dy), K.as_contiguous(idx, dtype=np.int64), dx, np.int64(n * c),
+                 np.int64(dy.shape[2] * dy.shape[3]), np.int64(h * w)))
+        return dx
+
+    @staticmethod
+    def _require_float(a) -> None:
+        if np.dtype(a.dtype) not in K.DTYPE_SUFFIX:
+            raise TypeError(f"the CUDA kernels take float32 or float64 arrays, got {a.dtype}")

@@ -1,0 +1,257 @@
+// softmax_cross_entropy.cu -- fused softmax + cross-entropy: per-row loss and dlogits in one launch.
+//
+// Math (reference: gpunn/backend/reference.py, softmax_cross_entropy)
+//   logits (N, C) row-major, target (N,) int64, weight (C,) or NULL (all ones), eps = label_smoothing,
+//   W = sum_c weight[c] (read from *weight_total, a device scalar, so nothing waits on the host; C when
+//   NULL), lse = log sum_c exp(x_c) (max-subtracted), p_c = exp(x_c - lse)
+//   row i with label y (ignored when y == ignore_index):
+//     loss_i    = (1 - eps) * w[y] * (lse - x_y) + eps / C * sum_c w[c] * (lse - x_c)
+//     dlogits_c = scale * ((1 - eps) * w[y] * (p_c - [c == y]) + eps / C * (p_c * W - w[c]))
+//     row_w_i   = w[y]
+//   ignored rows: loss 0, row weight 0, dlogits 0 * scale (so NaN when 'mean' divides by zero, as in
+//   the reference). The smoothing sum is accumulated term by term as sum_c w[c] * (lse - x_c) (every
+//   term >= 0), not as W * lse - sum_c w[c] x_c, which cancels catastrophically for large logits.
+//
+//   Out-of-range labels (not ignore_index, < 0 or >= C) set error[0] = 1 and error[1] = the label
+//   (atomicExch, last writer wins) and the row is treated as ignored; Python reads the flag after the
+//   launch and raises ValueError. No device-side assert: the CUDA context stays usable.
+//
+// Reduction (the Python side drives it):
+//   'none': scale = NULL (1); loss = loss_rows.
+//   'sum' : scale = NULL (1); loss = sum(loss_rows)   (a CuPy float64 sum: 8 N bytes).
+//   'mean': sce_weight_sum_v1 first computes denom = sum_i row_w_i from the labels alone, one block,
+//           in double, and writes scale = 1 / denom (NaN when denom == 0) and denom to device memory;
+//           the main kernel reads *scale and writes already-scaled dlogits; loss = sum(loss_rows) / denom.
+//           The denominator pass reads N labels and N gathered weights: 8 N + 4 N bytes, negligible next
+//           to the 12 N C bytes below. Nothing goes to the host, so the launch sequence is capturable.
+//
+// Bytes per call (float32): read logits twice (pass 1: online max/sum; pass 2: p, dlogits and the
+//   smoothing sum; the second read of a row usually hits L2: a 32000-class row is 128 KB) and write
+//   dlogits once: 8 N C (DRAM, when the re-read hits L2) to 12 N C; plus 8 N labels, 8 N loss + row_w.
+//
+// Launch configuration
+//   sce_block_v1_<t>: one block per row, blockDim.x = 128..1024 (a power of two; Python picks it from C),
+//                     grid.x = N. For large C.
+//   sce_warp_v1_<t>:  one warp per row, blockDim = (32, 8): 8 rows per block, grid.x = ceil(N / 8).
+//                     For C <= 1024, where a 256-thread block per row would idle most threads.
+//   sce_weight_sum_v1_<t>: one block of 256 threads, grid-stride over N.
+//
+// Build:
+//   nvcc -std=c++17 -arch=sm_90 -cubin --resource-usage -o /dev/null kernels/softmax_cross_entropy.cu
+//
+// Versions
+//   v1  two passes over the row (online max/sum, then write); block-per-row and warp-per-row variants.
+//
+// Indexing: row offsets are 64-bit (long long); C itself must fit in 32 bits (checked in Python).
+
+__device__ __forceinline__ float gexp(float v) { return expf(v); }
+__device__ __forceinline__ double gexp(double v) { return exp(v); }
+__device__ __forceinline__ float glog(float v) { return logf(v); }
+__device__ __forceinline__ double glog(double v) { return log(v); }
+template <typename T> __device__ __forceinline__ T neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double neg_inf<double>() {
+    return __longlong_as_double(0xfff0000000000000ULL);
+}
+template <typename T> __device__ __forceinline__ T quiet_nan();
+template <> __device__ __forceinline__ float quiet_nan<float>() { return __int_as_float(0x7fffffff); }
+template <> __device__ __forceinline__ double quiet_nan<double>() {
+    return __longlong_as_double(0x7fffffffffffffffULL);
+}
+
+// Online softmax state: m = running max, s = sum exp(x - m). Empty: (-inf, 0).
+// NaN propagates through s: a NaN logit never wins the "x > m" test, so it lands in s += exp(NaN - m).
+template <typename T>
+__device__ __forceinline__ void online_add(T& m, T& s, T x) {
+    if (x == neg_inf<T>()) return;  // contributes exp(-inf) = 0; skipping avoids (-inf) - (-inf)
+    if (x > m) {
+        s = s * gexp(m - x) + T(1);  // m == -inf: exp(-inf) = 0, s becomes 1
+        m = x;
+    } else {
+        s += gexp(x - m);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void online_merge(T& m, T& s, T m2, T s2) {
+    const T mm = (m2 > m) ? m2 : m;
+    // an empty side (max -inf) contributes its s unchanged: 0, or NaN that must propagate
+    const T a = (m == neg_inf<T>()) ? s : s * gexp(m - mm);
+    const T b = (m2 == neg_inf<T>()) ? s2 : s2 * gexp(m2 - mm);
+    m = mm;
+    s = a + b;
+}
+
+template <typename T>
+__device__ __forceinline__ void warp_merge(T& m, T& s) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const T m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        const T s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        online_merge(m, s, m2, s2);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Row reduction over a group of threads: a warp (GROUP == 32) or the whole block (GROUP == 0, any
+// multiple of 32 up to 1024). Results are returned to every thread of the group.
+template <typename T, int GROUP>
+struct RowReduce {
+    __device__ __forceinline__ static void merge(T& m, T& s) {
+        warp_merge(m, s);
+        if (GROUP == 32) return;
+        __shared__ T sm[32], ss[32];
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+        __syncthreads();  // the shared slots may still be read by a previous reduction
+        if (lane == 0) {
+            sm[warp] = m;
+            ss[warp] = s;
+        }
+        __syncthreads();
+        m = (lane < nwarps) ? sm[lane] : neg_inf<T>();
+        s = (lane < nwarps) ? ss[lane] : T(0);
+        warp_merge(m, s);
+    }
+    __device__ __forceinline__ static T sum(T v) {
+        v = warp_sum(v);
+        if (GROUP == 32) return v;
+        __shared__ T sv[32];
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+        __syncthreads();
+        if (lane == 0) sv[warp] = v;
+        __syncthreads();
+        v = (lane < nwarps) ? sv[lane] : T(0);
+        return warp_sum(v);
+    }
+};
+
+// One row, processed by `nthreads` threads with index `t` (a warp or a block).
+template <typename T, int GROUP>
+__device__ __forceinline__ void sce_row_v1(const T* __restrict__ logits, const long long* __restrict__ target,
+                                           const T* __restrict__ weight, const T* __restrict__ scale_ptr,
+                                           T* __restrict__ dlogits, T* __restrict__ loss_rows,
+                                           T* __restrict__ row_weight, long long* __restrict__ error,
+                                           long long row, int C, long long ignore_index, T smoothing,
+                                           const T* __restrict__ weight_total, int t, int nthreads) {
+    const T* x = logits + row * (long long)C;
+    T* d = dlogits + row * (long long)C;
+    const T scale = scale_ptr ? *scale_ptr : T(1);
+    const long long y = target[row];
+    bool valid = (y != ignore_index);
+    if (valid && (y < 0 || y >= C)) {
+        if (t == 0) {
+            atomicExch(reinterpret_cast<unsigned long long*>(error + 1), (unsigned long long)y);
+            atomicExch(reinterpret_cast<unsigned long long*>(error), 1ULL);
+        }
+        valid = false;
+    }
+    if (!valid) {  // uniform within the group: every thread read the same label
+        const T z = T(0) * scale;
+        for (int c = t; c < C; c += nthreads) d[c] = z;
+        if (t == 0) {
+            loss_rows[row] = T(0);
+            row_weight[row] = T(0);
+        }
+        return;
+    }
+
+    // pass 1: online max and sum of exp over the row
+    T m = neg_inf<T>(), s = T(0);
+    for (int c = t; c < C; c += nthreads) online_add(m, s, x[c]);
+    RowReduce<T, GROUP>::merge(m, s);
+    const T lse = m + glog(s);
+
+    // pass 2: p, dlogits and the smoothing sum
+    const T wy = weight ? weight[y] : T(1);
+    const T one_minus_eps = T(1) - smoothing;
+    const T eps_c = smoothing / T(C);
+    const T hard = one_minus_eps * wy;  // coefficient of (p_c - [c == y])
+    const T wsum = (smoothing != T(0) && weight_total) ? *weight_total : T(C);
+    T smooth = T(0);
+    for (int c = t; c < C; c += nthreads) {
+        const T xc = x[c];
+        const T p = gexp(xc - lse);
+        T g = hard * (p - T(c == y));
+        if (smoothing != T(0)) {
+            const T wc = weight ? weight[c] : T(1);
+            g += eps_c * (p * wsum - wc);
+            smooth += wc * (lse - xc);
+        }
+        d[c] = g * scale;
+    }
+    if (smoothing != T(0)) smooth = RowReduce<T, GROUP>::sum(smooth);  // smoothing is uniform
+    if (t == 0) {
+        T loss = hard * (lse - x[y]);
+        if (smoothing != T(0)) loss += eps_c * smooth;
+        loss_rows[row] = loss;
+        row_weight[row] = wy;
+    }
+}
+
+#define SCE_ARGS(T)                                                                                 \
+    const T *__restrict__ logits, const long long *__restrict__ target, const T *__restrict__ weight, \
+        const T *__restrict__ scale, T *__restrict__ dlogits, T *__restrict__ loss_rows,            \
+        T *__restrict__ row_weight, long long *__restrict__ error, long long N, int C,               \
+        long long ignore_index, T smoothing, const T *__restrict__ weight_total
+
+#define DEFINE_SCE(SUFFIX, T)                                                                       \
+    extern "C" __global__ void __launch_bounds__(1024) sce_block_v1_##SUFFIX(SCE_ARGS(T)) {        \
+        const long long row = blockIdx.x;                                                           \
+        if (row >= N) return;                                                                       \
+        sce_row_v1<T, 0>(logits, target, weight, scale, dlogits, loss_rows, row_weight, error, row, \
+                         C, ignore_index, smoothing, weight_total, threadIdx.x, blockDim.x);        \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256) sce_warp_v1_##SUFFIX(SCE_ARGS(T)) {          \
+        const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;                     \
+        if (row >= N) return; /* whole warps leave together: the warp reduction stays full */      \
+        sce_row_v1<T, 32>(logits, target, weight, scale, dlogits, loss_rows, row_weight, error,     \
+                          row, C, ignore_index, smoothing, weight_total, threadIdx.x, 32);          \
+    }
+
+DEFINE_SCE(f32, float)
+DEFINE_SCE(f64, double)
+
+// ------------------------------------------------------------------------------------------------
+// 'mean' denominator: denom = sum over rows of w[y_i] (valid rows only), then scale = 1 / denom.
+// One block of 256 threads (grid-stride over N), accumulated in double; deterministic.
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void sce_weight_sum_v1(const long long* __restrict__ target,
+                                                  const T* __restrict__ weight, T* __restrict__ scale,
+                                                  double* __restrict__ denom, long long N, int C,
+                                                  long long ignore_index) {
+    double acc = 0.0;
+    for (long long i = threadIdx.x; i < N; i += blockDim.x) {
+        const long long y = target[i];
+        if (y == ignore_index || y < 0 || y >= C) continue;  // out-of-range rows count as ignored
+        acc += weight ? (double)weight[y] : 1.0;
+    }
+    __shared__ double part[32];
+    acc = warp_sum(acc);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        acc = (threadIdx.x < blockDim.x / 32) ? part[threadIdx.x] : 0.0;
+        acc = warp_sum(acc);
+        if (threadIdx.x == 0) {
+            denom[0] = acc;
+            scale[0] = (acc != 0.0) ? (T)(1.0 / acc) : quiet_nan<T>();
+        }
+    }
+}
+
+#define DEFINE_SCE_WEIGHT_SUM(SUFFIX, T)                                                            \
+    extern "C" __global__ void __launch_bounds__(1024) sce_weight_sum_v1_##SUFFIX(                 \
+        const long long* __restrict__ target, const T* __restrict__ weight, T* __restrict__ scale,  \
+        double* __restrict__ denom, long long N, int C, long long ignore_index) {                   \
+        sce_weight_sum_v1<T>(target, weight, scale, denom, N, C, ignore_index);                     \
+    }
+
+DEFINE_SCE_WEIGHT_SUM(f32, float)
+DEFINE_SCE_WEIGHT_SUM(f64, double)

@@ -1,0 +1,352 @@
+"""A CPU stand-in for the slice of CuPy that gpunn's kernels use, running kernels/*.cu as host C++.
+
+Not a CUDA implementation: enough to run the real kernel sources and the real CuPy-backend launch code
+on a machine without a GPU, so that index arithmetic, reductions, barriers, edge tiles and the Python
+side's argument passing are exercised before a GPU ever sees them.
+
+- Each ``.cu`` file is compiled by ``g++ -std=c++20`` with ``SHIM`` (below) force-included: ``__global__``
+  and friends become nothing, ``__shared__`` becomes ``static`` (blocks run one at a time, so a
+  function-local static is exactly one block's shared memory). CUDA threads are fibers (``ucontext``)
+  on one OS thread: ``__syncthreads`` and the two halves of a warp shuffle are barriers the scheduler
+  releases once every live thread of the block (warp) reached them.
+- For every ``extern "C"`` kernel a trampoline ``gpunn_launch_<name>(grid, block, void** args)`` is
+  generated from its preprocessed signature; it runs the grid block by block. ``args`` is the CUDA
+  launch ABI (``kernelParams``: one pointer per argument).
+- The Python side packs arguments with CuPy's rules (array -> its data pointer, ``None`` -> NULL, NumPy
+  scalar -> its bytes, Python int -> int64, float -> float64) and checks every argument's kind and size
+  against the C signature, so a wrong argument order or width fails loudly here.
+- ``install(path)`` writes an importable ``cupy`` package to ``path`` whose arrays are NumPy arrays and
+  whose ``RawModule`` is this emulator; run the ``gpu`` tests in a subprocess with it on PYTHONPATH.
+
+GPU behaviour it does NOT show: timing, memory-model races across blocks (blocks never overlap here),
+warp-divergence hazards, float atomics' ordering, NVRTC-specific compile errors (test_compile covers
+those with nvcc/NVRTC), fast-math differences, register pressure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SHIM = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <math.h>
+#include <ucontext.h>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+#define __shared__ static
+
+struct dim3 { unsigned int x = 1, y = 1, z = 1; };
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+// CUDA threads are fibers (ucontext) on one OS thread, resumed in thread order by a scheduler that
+// releases a barrier once every live thread of the block (or warp) waits at it. An exited thread
+// no longer counts, as in CUDA. Deterministic, and cheap enough for thousands of blocks.
+namespace gpunn_emu {
+enum State { RUN, BLOCK_WAIT, WARP_WAIT, DONE };
+struct Fiber { ucontext_t ctx; std::vector<char> stack; State state; };
+inline std::vector<Fiber> fibers;
+inline std::vector<uint64_t> exchange;  // one 8-byte slot per thread, for shuffles
+inline ucontext_t scheduler;
+inline unsigned current = 0;
+inline const std::function<void()>* body_ptr = nullptr;
+
+inline void entry() {
+    (*body_ptr)();
+    fibers[current].state = DONE;  // returning resumes the scheduler (uc_link)
+}
+
+inline void wait(State s) {
+    fibers[current].state = s;
+    swapcontext(&fibers[current].ctx, &scheduler);
+}
+
+inline void set_thread(unsigned t) {
+    current = t;
+    threadIdx = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+}
+
+inline void run_block(unsigned n) {
+    for (unsigned t = 0; t < n; ++t) {
+        Fiber& f = fibers[t];
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.data();
+        f.ctx.uc_stack.ss_size = f.stack.size();
+        f.ctx.uc_link = &scheduler;
+        makecontext(&f.ctx, entry, 0);
+        f.state = RUN;
+    }
+    for (;;) {
+        for (unsigned t = 0; t < n; ++t)
+            if (fibers[t].state == RUN) {
+                set_thread(t);
+                swapcontext(&scheduler, &fibers[t].ctx);
+            }
+        bool all_done = true, released = false;
+        for (unsigned w = 0; w * 32 < n; ++w) {  // warps whose live lanes all wait at a shuffle
+            bool any = false, all = true;
+            for (unsigned t = w * 32; t < n && t < w * 32 + 32; ++t) {
+                if (fibers[t].state == DONE) continue;
+                all_done = false;
+                any = true;
+                all &= fibers[t].state == WARP_WAIT;
+            }
+            if (any && all) {
+                released = true;
+                for (unsigned t = w * 32; t < n && t < w * 32 + 32; ++t)
+                    if (fibers[t].state == WARP_WAIT) fibers[t].state = RUN;
+            }
+        }
+        if (all_done) return;
+        if (released) continue;
+        bool all_block = true;
+        for (unsigned t = 0; t < n; ++t)
+            all_block &= fibers[t].state == DONE || fibers[t].state == BLOCK_WAIT;
+        if (!all_block) {
+            std::fprintf(stderr, "gpunn kernel emulator: deadlock (threads of a block or warp wait at different "
+                                 "barriers) in block (%u, %u, %u)\n", blockIdx.x, blockIdx.y, blockIdx.z);
+            std::abort();
+        }
+        for (unsigned t = 0; t < n; ++t)
+            if (fibers[t].state == BLOCK_WAIT) fibers[t].state = RUN;
+    }
+}
+
+inline void run_grid(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                     const std::function<void()>& body) {
+    gridDim = {gx, gy, gz};
+    blockDim = {bx, by, bz};
+    const unsigned n = bx * by * bz;
+    fibers.resize(n);
+    for (auto& f : fibers) f.stack.resize(64 * 1024);
+    exchange.assign(n, 0);
+    body_ptr = &body;
+    for (unsigned k = 0; k < gz; ++k)
+        for (unsigned j = 0; j < gy; ++j)
+            for (unsigned i = 0; i < gx; ++i) {
+                blockIdx = {i, j, k};
+                run_block(n);
+            }
+}
+}  // namespace gpunn_emu
+
+inline void __syncthreads() { gpunn_emu::wait(gpunn_emu::BLOCK_WAIT); }
+
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    static_assert(sizeof(T) <= 8, "shuffle of a value wider than 8 bytes");
+    const unsigned t = gpunn_emu::current, lane = t % 32;
+    uint64_t slot = 0;
+    std::memcpy(&slot, &v, sizeof(T));
+    gpunn_emu::exchange[t] = slot;
+    gpunn_emu::wait(gpunn_emu::WARP_WAIT);  // every lane has written
+    T out;
+    std::memcpy(&out, &gpunn_emu::exchange[t - lane + (lane ^ (unsigned)lane_mask)], sizeof(T));
+    gpunn_emu::wait(gpunn_emu::WARP_WAIT);  // every lane has read
+    return out;
+}
+
+// One OS thread runs everything: atomics are plain read-modify-writes.
+inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
+inline double atomicAdd(double* p, double v) { double o = *p; *p = o + v; return o; }
+inline int atomicAdd(int* p, int v) { int o = *p; *p = o + v; return o; }
+inline unsigned long long atomicExch(unsigned long long* p, unsigned long long v) { auto o = *p; *p = v; return o; }
+inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; }
+inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, 8); return d; }
+"""
+
+_SIG = re.compile(r'extern "C"\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{', re.S)
+_lib_cache: dict[str, tuple[ctypes.CDLL, dict]] = {}
+_NP_KINDS = {"float": ("f", 4), "double": ("f", 8), "int": ("i", 4), "long long": ("i", 8),
+             "unsigned int": ("u", 4), "unsigned long long": ("u", 8), "bool": ("b", 1)}
+
+
+def _param_type(param: str) -> str:
+    """The C type of one parameter declaration, without its name and qualifiers."""
+    t = re.sub(r"\b(const|__restrict)\b", " ", param).strip()
+    t = re.sub(r"\s*\*\s*", "*", t)
+    t = re.sub(r"\s+", " ", t).strip()
+    return re.sub(r"\s*\b\w+$", "", t) if not t.endswith("*") else t
+
+
+def _compile(source: str) -> tuple[ctypes.CDLL, dict[str, list[str]]]:
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    if key in _lib_cache:
+        return _lib_cache[key]
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None:
+        raise RuntimeError("the kernel emulator needs a C++20 compiler (g++)")
+    work = Path(tempfile.mkdtemp(prefix="gpunn_emu_"))
+    (work / "shim.h").write_text(SHIM)
+    (work / "kernel.cpp").write_text(source)
+    pre = subprocess.run([cxx, "-std=c++20", "-E", "-P", "-include", str(work / "shim.h"), str(work / "kernel.cpp")],
+                         capture_output=True, text=True)
+    if pre.returncode:
+        raise RuntimeError(pre.stderr)
+    sigs = {}
+    for name, params in _SIG.findall(pre.stdout.split("namespace gpunn_emu")[-1]):
+        plist = [p.strip() for p in params.split(",") if p.strip()]
+        sigs[name] = [_param_type(p) for p in plist]
+    lines = []
+    for name, types in sigs.items():
+        call = ", ".join(f"*reinterpret_cast<{t}*>(args[{i}])" for i, t in enumerate(types))
+        lines.append(f'extern "C" void gpunn_launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
+                     f' unsigned by, unsigned bz, void** args) {{\n'
+                     f"    gpunn_emu::run_grid(gx, gy, gz, bx, by, bz, [&] {{ {name}({call}); }});\n}}")
+    (work / "kernel.cpp").write_text(source + "\n\n" + "\n".join(lines) + "\n")
+    so = work / "kernel.so"
+    proc = subprocess.run([cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared",
+                           "-Wno-unknown-pragmas", "-include", str(work / "shim.h"), "-o", str(so),
+                           str(work / "kernel.cpp")], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"host compile of the kernel source failed:\n{proc.stderr}")
+    lib = ctypes.CDLL(str(so))
+    _lib_cache[key] = (lib, sigs)
+    return lib, sigs
+
+
+class EmulatedFunction:
+    """A kernel: ``fn(grid, block, args)``, CuPy's RawKernel calling convention."""
+
+    def __init__(self, lib, name: str, types: list[str]):
+        self.name, self.types = name, types
+        self._launch = getattr(lib, f"gpunn_launch_{name}")
+        self._launch.argtypes = [ctypes.c_uint] * 6 + [ctypes.POINTER(ctypes.c_void_p)]
+        self._launch.restype = None
+
+    def _pack(self, i: int, ctype: str, arg):
+        where = f"{self.name} argument {i} ({ctype})"
+        if ctype.endswith("*"):
+            if arg is None:
+                return ctypes.c_void_p(0)
+            if not isinstance(arg, np.ndarray):
+                raise TypeError(f"{where}: expected an array or None, got {type(arg).__name__}")
+            if not (arg.flags.c_contiguous or arg.size <= 1):
+                raise ValueError(f"{where}: a kernel got a non-contiguous array")
+            base = ctype.rstrip("*").strip()
+            want = {"float": np.float32, "double": np.float64, "long long": np.int64, "int": np.int32,
+                    "unsigned char": np.uint8}.get(base)
+            if want is not None and arg.dtype != want:
+                raise TypeError(f"{where}: got a {arg.dtype} array")
+            return ctypes.c_void_p(arg.ctypes.data)
+        if isinstance(arg, np.ndarray) or arg is None:
+            raise TypeError(f"{where}: expected a scalar, got {type(arg).__name__}")
+        if isinstance(arg, bool):
+            arg = np.bool_(arg)
+        elif isinstance(arg, int):
+            arg = np.int64(arg)  # what CuPy does with a Python int
+        elif isinstance(arg, float):
+            arg = np.float64(arg)
+        kind, size = _NP_KINDS[ctype]
+        got = np.asarray(arg)
+        if got.dtype.itemsize != size or (got.dtype.kind in "fb") != (kind in "fb"):
+            raise TypeError(f"{where}: CuPy would pass {got.dtype} ({got.dtype.itemsize} bytes)")
+        return ctypes.create_string_buffer(got.tobytes(), size)
+
+    def __call__(self, grid, block, args, **kwargs):
+        if len(args) != len(self.types):
+            raise TypeError(f"{self.name} takes {len(self.types)} arguments, got {len(args)}")
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        block = tuple(block) + (1,) * (3 - len(block))
+        if min(grid) < 1 or min(block) < 1 or np.prod(block) > 1024 or grid[1] > 65535 or grid[2] > 65535:
+            raise ValueError(f"{self.name}: invalid launch configuration grid={grid} block={block}")
+        holders = [self._pack(i, t, a) for i, (t, a) in enumerate(zip(self.types, args))]
+        ptrs = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+        self._launch(*grid, *block, ptrs)
+
+
+class RawModule:
+    def __init__(self, code: str, options=(), **kwargs):
+        self.code, self.options = code, tuple(options)
+        self._lib = None
+
+    def compile(self):
+        if self._lib is None:
+            self._lib, self._sigs = _compile(self.code)
+        return self
+
+    def get_function(self, name: str) -> EmulatedFunction:
+        self.compile()
+        if name not in self._sigs:
+            raise AttributeError(f"no kernel named {name!r} (have {sorted(self._sigs)})")
+        return EmulatedFunction(self._lib, name, self._sigs[name])
+
+
+FAKE_CUPY = '''"""A NumPy-backed stand-in for CuPy (tests/kernels/emulator.py): arrays are NumPy arrays, kernels
+run on the CPU. Installed only on PYTHONPATH of the emulated test subprocess."""
+import types as _types
+
+import numpy as _np
+
+from tests.kernels.emulator import RawModule  # noqa: F401
+
+ndarray = _np.ndarray
+__version__ = "0.0-emulated"
+
+
+def asnumpy(a, *args, **kwargs):
+    return _np.asarray(a)
+
+
+class _Device:
+    id = 0
+    attributes = {"MultiProcessorCount": 4}
+
+    def __init__(self, *args):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+class _Stream:
+    ptr = 0
+
+    def synchronize(self):
+        pass
+
+
+class _Runtime:
+    @staticmethod
+    def getDeviceCount():
+        return 1
+
+    @staticmethod
+    def getDeviceProperties(i):
+        return {"name": b"gpunn kernel emulator"}
+
+
+cuda = _types.SimpleNamespace(Device=_Device, runtime=_Runtime(), get_current_stream=lambda: _Stream())
+random = _np.random
+
+
+def __getattr__(name):
+    return getattr(_np, name)
+'''
+
+
+def install(directory) -> Path:
+    """Write the fake ``cupy`` package into ``directory`` (put it first on PYTHONPATH)."""
+    pkg = Path(directory) / "cupy"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text(FAKE_CUPY)
+    return Path(directory)

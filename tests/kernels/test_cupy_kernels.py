@@ -1,0 +1,530 @@
+"""The CUDA kernels through the CuPy backend, against the NumPy reference (float64 unless said).
+
+Tests marked ``gpu`` need CuPy and a CUDA device (skipped otherwise); run them on a GPU machine with
+``PYTHONPATH=. pytest tests/kernels -m gpu``. Irregular shapes on purpose (1x1x1, 7x13x5, 9x7x41,
+1823x781, 3 rows x 32000 classes): tiles and warps that do not divide the problem.
+
+The NumPy references for im2col / col2im / max_pool2d are defined here and checked against PyTorch on
+the CPU (not marked gpu), so the GPU comparisons rest on a verified oracle.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from gpunn.backend import reference
+from tests.helpers import randn, torch_or_skip
+
+gpu = pytest.mark.gpu
+# tests/kernels/test_emulated.py runs this file with a CPU stand-in for CuPy (tests/kernels/emulator.py)
+EMULATED = os.environ.get("GPUNN_KERNEL_EMULATOR") == "1"
+needs_real_gpu = pytest.mark.skipif(EMULATED, reason="Numba needs a real GPU (the simulator test covers it)")
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+def close(out, ref, tol):
+    """||out - ref|| / ||ref|| < tol (absolute when ref is all zeros); NaN never passes."""
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert out.shape == ref.shape, f"shape {out.shape} != {ref.shape}"
+    assert not np.isnan(out).any() and not np.isnan(ref).any(), "NaN in a comparison"
+    denom = np.linalg.norm(ref)
+    err = np.linalg.norm(out - ref) / (denom if denom > 0 else 1.0)
+    assert err < tol, f"relative error {err:.3e} >= {tol:.1e}"
+
+
+@pytest.fixture(scope="module")
+def cp():
+    return pytest.importorskip("cupy")
+
+
+@pytest.fixture(scope="module")
+def be(cp):
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    return CupyBackend()
+
+
+def host(a):
+    import cupy
+
+    return cupy.asnumpy(a)
+
+
+# ----------------------------------------------------------------------------------------------
+# NumPy references for the convolution building blocks (validated against torch below)
+# ----------------------------------------------------------------------------------------------
+def out_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def im2col_ref(x, k, s, p, d):
+    """col (N*OH*OW, C*KH*KW), rows (n, oh, ow), columns (c, ki, kj)."""
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, k, s, p, d), out_size(w, k, s, p, d)
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    cols = np.empty((n, oh, ow, c, k, k), dtype=x.dtype)
+    for ki in range(k):
+        for kj in range(k):
+            win = xp[:, :, ki * d: ki * d + s * (oh - 1) + 1: s, kj * d: kj * d + s * (ow - 1) + 1: s]
+            cols[..., ki, kj] = win.transpose(0, 2, 3, 1)
+    return cols.reshape(n * oh * ow, c * k * k)
+
+
+def col2im_ref(dcol, x_shape, k, s, p, d):
+    """The adjoint of im2col_ref: overlapping taps summed."""
+    n, c, h, w = x_shape
+    oh, ow = out_size(h, k, s, p, d), out_size(w, k, s, p, d)
+    cols = dcol.reshape(n, oh, ow, c, k, k)
+    dxp = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dcol.dtype)
+    for ki in range(k):
+        for kj in range(k):
+            dxp[:, :, ki * d: ki * d + s * (oh - 1) + 1: s, kj * d: kj * d + s * (ow - 1) + 1: s] += \
+                cols[..., ki, kj].transpose(0, 3, 1, 2)
+    return dxp[:, :, p: p + h, p: p + w]
+
+
+def max_pool_ref(x, k, s, p, d=1):
+    """(y, idx): window max (first on ties) and its flat h * W + w index within the plane."""
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, k, s, p, d), out_size(w, k, s, p, d)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    idx = np.empty((n, c, oh, ow), dtype=np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            hs = [i * s - p + ki * d for ki in range(k)]
+            ws = [j * s - p + kj * d for kj in range(k)]
+            cand = [(hh, ww) for hh in hs for ww in ws if 0 <= hh < h and 0 <= ww < w]
+            vals = np.stack([x[:, :, hh, ww] for hh, ww in cand], axis=-1)  # (n, c, taps)
+            best = np.argmax(vals, axis=-1)
+            y[:, :, i, j] = np.take_along_axis(vals, best[..., None], -1)[..., 0]
+            flat = np.array([hh * w + ww for hh, ww in cand])
+            idx[:, :, i, j] = flat[best]
+    return y, idx
+
+
+def max_pool_bwd_ref(dy, idx, x_shape):
+    n, c, h, w = x_shape
+    dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+    planes = np.repeat(np.arange(n * c), dy.shape[2] * dy.shape[3])
+    np.add.at(dx, (planes, idx.reshape(-1)), dy.reshape(-1))
+    return dx.reshape(x_shape)
+
+
+CONV_CASES = [  # (N, C, H, W, kernel, stride, padding, dilation)
+    (1, 1, 1, 1, 1, 1, 0, 1),
+    (2, 3, 7, 5, 3, 1, 1, 1),
+    (2, 3, 9, 7, 3, 2, 1, 1),
+    (1, 2, 8, 8, 2, 2, 0, 1),
+    (2, 2, 11, 9, 3, 2, 1, 2),
+]
+POOL_CASES = [  # (N, C, H, W, kernel, stride, padding)
+    (1, 1, 1, 1, 1, 1, 0),
+    (2, 3, 8, 8, 2, 2, 0),
+    (2, 3, 9, 7, 3, 2, 1),  # overlapping windows: the backward pass needs atomics
+    (1, 2, 13, 11, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_im2col_col2im_references_match_torch(case, rng):
+    torch = torch_or_skip()
+    n, c, h, w, k, s, p, d = case
+    x = rng.standard_normal((n, c, h, w))
+    unf = torch.nn.functional.unfold(torch.from_numpy(x), k, dilation=d, padding=p, stride=s).numpy()
+    col = im2col_ref(x, k, s, p, d)
+    np.testing.assert_allclose(col, unf.transpose(0, 2, 1).reshape(col.shape))
+    dcol = rng.standard_normal(col.shape)
+    folded = torch.nn.functional.fold(torch.from_numpy(dcol.reshape(n, -1, col.shape[1]).transpose(0, 2, 1)
+                                                       .copy()), (h, w), k, dilation=d, padding=p, stride=s)
+    np.testing.assert_allclose(col2im_ref(dcol, x.shape, k, s, p, d), folded.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_reference_matches_torch(case, rng):
+    torch = torch_or_skip()
+    n, c, h, w, k, s, p = case
+    x = rng.standard_normal((n, c, h, w))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ty, tidx = torch.nn.functional.max_pool2d(tx, k, s, p, return_indices=True)
+    y, idx = max_pool_ref(x, k, s, p)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(max_pool_bwd_ref(dy, idx, x.shape), tx.grad.numpy(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# loader
+# ----------------------------------------------------------------------------------------------
+@gpu
+def test_every_module_compiles_once_per_device(be):
+    from gpunn.backend import kernels as K
+
+    for name in K.KERNEL_FILES:
+        assert K.get_module(name) is K.get_module(name)
+    assert K.get_function("optim", "step_increment_v1") is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# linear_act
+# ----------------------------------------------------------------------------------------------
+LINEAR_SHAPES = [(1, 1, 1), (7, 13, 5), (9, 7, 41), (64, 64, 64), (65, 17, 130), (1823, 781, 67)]
+
+
+def linear_inputs(rng, n, k, m, dtype):
+    x = randn(rng, n, k, dtype=dtype)
+    W = (randn(rng, m, k) / np.sqrt(k)).astype(dtype)
+    b = randn(rng, m, dtype=dtype)
+    return x, W, b
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES)
+def test_linear_act_forward(be, cp, rng, shape, act, dtype):
+    x, W, b = linear_inputs(rng, *shape, dtype)
+    y = be.linear_act(cp.asarray(x), cp.asarray(W), cp.asarray(b), act, 0.1)
+    assert y.dtype == dtype and y.shape == (shape[0], shape[2])
+    ref = reference.linear_act(np, x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), act, 0.1)
+    close(host(y), ref, TOL[dtype])
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES)
+def test_linear_act_backward(be, cp, rng, shape, act, dtype):
+    n, k, m = shape
+    x, W, b = linear_inputs(rng, n, k, m, dtype)
+    y = reference.linear_act(np, x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), act, 0.1)
+    y = y.astype(dtype)  # both sides differentiate through the same saved output
+    dy = randn(rng, n, m, dtype=dtype)
+    got = be.linear_act_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(W), cp.asarray(y), act, 0.1)
+    want = reference.linear_act_backward(np, *(a.astype(np.float64) for a in (dy, x, W, y)), act, 0.1)
+    for name, g, r in zip(("dx", "dW", "db"), got, want):
+        assert g.dtype == dtype, name
+        close(host(g), r, TOL[dtype])
+
+
+@gpu
+@pytest.mark.parametrize("act", ["none", "relu"])
+def test_linear_act_backward_need_flags(be, cp, rng, act):
+    x, W, b = linear_inputs(rng, 300, 19, 37, np.float32)
+    y = reference.linear_act(np, x, W, b, act)
+    dy = randn(rng, 300, 37)
+    want = reference.linear_act_backward(np, *(a.astype(np.float64) for a in (dy, x, W, y)), act)
+    for flags in [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]:
+        got = be.linear_act_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(W), cp.asarray(y), act,
+                                     0.01, *flags)
+        for need, g, r in zip(flags, got, want):
+            if need:
+                close(host(g), r, 1e-5)
+            else:
+                assert g is None
+
+
+@gpu
+def test_linear_act_noncontiguous_batched_and_no_bias(be, cp, rng):
+    big = randn(rng, 3, 5, 26)
+    x = big[..., ::2]  # (3, 5, 13), non-contiguous
+    Wt = randn(rng, 13, 6)
+    W = Wt.T  # (6, 13), Fortran order
+    y = be.linear_act(cp.asarray(big)[..., ::2], cp.asarray(Wt).T, None, "tanh")
+    assert y.shape == (3, 5, 6)
+    close(host(y), reference.linear_act(np, x.astype(np.float64), W.astype(np.float64), None, "tanh"), 1e-5)
+    dy = randn(rng, 3, 5, 6)
+    dx, dW, db = be.linear_act_backward(cp.asarray(dy), cp.asarray(big)[..., ::2], cp.asarray(Wt).T, y,
+                                        "tanh")
+    z = host(y).astype(np.float64).reshape(15, 6)
+    want = reference.linear_act_backward(np, dy.reshape(15, 6).astype(np.float64),
+                                         x.reshape(15, 13).astype(np.float64), W.astype(np.float64), z,
+                                         "tanh")
+    close(host(dx).reshape(15, 13), want[0], 1e-5)
+    close(host(dW), want[1], 1e-5)
+    close(host(db), want[2], 1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("act", reference.ACTIVATIONS)
+def test_linear_act_nan_propagates(be, cp, rng, act):
+    x, W, b = linear_inputs(rng, 9, 7, 41, np.float32)
+    x[2, 3] = np.nan
+    y = host(be.linear_act(cp.asarray(x), cp.asarray(W), cp.asarray(b), act))
+    assert np.isnan(y[2]).all()
+    assert np.isfinite(np.delete(y, 2, axis=0)).all()
+
+
+@gpu
+def test_linear_act_other_dtypes_fall_back(be, cp, rng):
+    x, W, b = linear_inputs(rng, 7, 13, 5, np.float16)
+    y = be.linear_act(cp.asarray(x), cp.asarray(W), cp.asarray(b), "relu")
+    assert y.dtype == np.float16 and y.shape == (7, 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax_cross_entropy
+# ----------------------------------------------------------------------------------------------
+SCE_SHAPES = [(1, 1), (7, 13), (9, 41), (5, 1024), (5, 1025), (3, 32000), (1823, 781)]
+
+
+def sce_inputs(rng, n, c, dtype, ignore_index=-100):
+    logits = (rng.standard_normal((n, c)) * 3).astype(dtype)
+    target = rng.integers(0, c, n)
+    if n > 2:
+        target[1] = ignore_index
+    weight = rng.uniform(0.5, 2.0, c).astype(dtype)
+    return logits, target, weight
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", reference.REDUCTIONS)
+@pytest.mark.parametrize("shape", SCE_SHAPES)
+def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothing, dtype):
+    logits, target, weight = sce_inputs(rng, *shape, dtype)
+    w = weight if weighted else None
+    loss, dlogits = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target),
+                                             None if w is None else cp.asarray(w), reduction, -100, smoothing)
+    ref_loss, ref_d = reference.softmax_cross_entropy(np, logits.astype(np.float64), target,
+                                                      None if w is None else w.astype(np.float64),
+                                                      reduction, -100, smoothing)
+    assert loss.dtype == dtype and dlogits.dtype == dtype
+    assert loss.shape == np.shape(ref_loss)
+    close(host(loss), ref_loss, TOL[dtype])
+    close(host(dlogits), ref_d, TOL[dtype])
+
+
+@gpu
+@pytest.mark.parametrize("bad", [13, -5, 10**12])
+def test_out_of_range_label_raises_and_the_context_survives(be, cp, rng, bad):
+    logits, target, _ = sce_inputs(rng, 7, 13, np.float32)
+    target[4] = bad
+    with pytest.raises(ValueError, match=str(bad)):
+        be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    target[4] = 0
+    loss, _ = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    ref, _ = reference.softmax_cross_entropy(np, logits.astype(np.float64), target)
+    close(host(loss), ref, 1e-5)
+    assert int((cp.arange(5) + 1).sum()) == 15  # the CUDA context is still usable
+
+
+@gpu
+def test_unchecked_bad_label_is_ignored(be, cp, rng):
+    logits, target, _ = sce_inputs(rng, 7, 13, np.float32)
+    target[4] = 99
+    loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), reduction="none",
+                                       check_labels=False)
+    assert float(loss[4]) == 0.0 and not host(d)[4].any()
+
+
+@gpu
+def test_custom_ignore_index_and_int32_targets(be, cp, rng):
+    logits, target, weight = sce_inputs(rng, 50, 9, np.float32, ignore_index=3)
+    got = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target.astype(np.int32)), cp.asarray(weight),
+                                   "mean", 3, 0.05)
+    want = reference.softmax_cross_entropy(np, logits.astype(np.float64), target, weight.astype(np.float64),
+                                           "mean", 3, 0.05)
+    close(host(got[0]), want[0], 1e-5)
+    close(host(got[1]), want[1], 1e-5)
+
+
+@gpu
+def test_all_rows_ignored_mean_is_nan(be, cp, rng):
+    logits = rng.standard_normal((4, 6)).astype(np.float32)
+    target = np.full(4, -100)
+    loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    assert np.isnan(float(loss)) and np.isnan(host(d)).all()  # as the reference (0 / 0)
+    loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), reduction="sum")
+    assert float(loss) == 0.0 and not host(d).any()
+
+
+@gpu
+@pytest.mark.parametrize("c", [13, 5000])  # warp-per-row and block-per-row kernels
+def test_softmax_cross_entropy_nan_propagates(be, cp, rng, c):
+    logits, target, _ = sce_inputs(rng, 6, c, np.float32)
+    target[1] = 0
+    logits[2, c // 2] = np.nan
+    loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), reduction="none")
+    loss, d = host(loss), host(d)
+    assert np.isnan(loss[2]) and np.isnan(d[2]).all()
+    keep = [0, 1, 3, 4, 5]
+    ref_loss, ref_d = reference.softmax_cross_entropy(np, logits[keep].astype(np.float64), target[keep],
+                                                      reduction="none")
+    close(loss[keep], ref_loss, 1e-5)
+    close(d[keep], ref_d, 1e-5)
+
+
+@gpu
+def test_softmax_cross_entropy_noncontiguous(be, cp, rng):
+    big = (rng.standard_normal((11, 40)) * 2).astype(np.float32)
+    target = rng.integers(0, 20, 11)
+    got = be.softmax_cross_entropy(cp.asarray(big)[:, ::2], cp.asarray(target)[::1], label_smoothing=0.2)
+    want = reference.softmax_cross_entropy(np, big[:, ::2].astype(np.float64), target, label_smoothing=0.2)
+    close(host(got[0]), want[0], 1e-5)
+    close(host(got[1]), want[1], 1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizers: the same dtype on both sides (the kernel is built with --fmad=false to round like NumPy)
+# ----------------------------------------------------------------------------------------------
+OPT_SIZES = [1, 1000, 100_003]
+SGD_CASES = [
+    dict(lr=0.1),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    dict(lr=0.05, momentum=0.5, maximize=True),
+]
+ADAM_CASES = [
+    dict(lr=1e-3),
+    dict(lr=1e-2, weight_decay=1e-2),
+    dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+    dict(lr=1e-3, amsgrad=True, maximize=True),
+    dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-6, amsgrad=True, weight_decay=0.1,
+         decoupled_weight_decay=True),
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hyper", SGD_CASES)
+@pytest.mark.parametrize("size", OPT_SIZES)
+def test_sgd_step(be, cp, rng, size, hyper, dtype):
+    p = rng.standard_normal(size).astype(dtype)
+    buf = np.zeros(size, dtype)
+    gp, gbuf = cp.asarray(p), cp.asarray(buf)
+    for step in range(3):
+        g = rng.standard_normal(size).astype(dtype)
+        be.sgd_step(gp, cp.asarray(g), gbuf, first_step=step == 0, **hyper)
+        reference.sgd_step(np, p, g, buf, first_step=step == 0, **hyper)
+    np.testing.assert_allclose(host(gp), p, rtol=1e-6, atol=1e-7)
+    if hyper.get("momentum"):
+        np.testing.assert_allclose(host(gbuf), buf, rtol=1e-6, atol=1e-7)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device_step", [False, True])
+@pytest.mark.parametrize("hyper", ADAM_CASES)
+@pytest.mark.parametrize("size", OPT_SIZES)
+def test_adam_step(be, cp, rng, size, hyper, device_step, dtype):
+    p = rng.standard_normal(size).astype(dtype)
+    m, v, vmax = (np.zeros(size, dtype) for _ in range(3))
+    gp, gm, gv, gvmax = (cp.asarray(a) for a in (p, m, v, vmax))
+    step_dev = cp.zeros((1,), dtype=cp.int64)
+    for step in range(1, 5):
+        g = rng.standard_normal(size).astype(dtype)
+        if device_step:
+            be.step_increment(step_dev)
+        be.adam_step(gp, cp.asarray(g), gm, gv, gvmax, step=step_dev if device_step else step, **hyper)
+        reference.adam_step(np, p, g, m, v, vmax, step=step, **hyper)
+    if device_step:
+        assert int(step_dev[0]) == 4
+    for got, want in ((gp, p), (gm, m), (gv, v), (gvmax, vmax)):
+        np.testing.assert_allclose(host(got), want, rtol=1e-6, atol=1e-7)
+
+
+@gpu
+def test_optimizer_noncontiguous_param_falls_back(be, cp, rng):
+    p = rng.standard_normal(20).astype(np.float32)
+    g = rng.standard_normal(10).astype(np.float32)
+    gp = cp.asarray(p)
+    be.sgd_step(gp[::2], cp.asarray(g), None, lr=0.1)
+    p[::2] -= np.float32(0.1) * g
+    np.testing.assert_allclose(host(gp), p, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# convolution building blocks
+# ----------------------------------------------------------------------------------------------
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_im2col_col2im(be, cp, rng, case, dtype):
+    n, c, h, w, k, s, p, d = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    col = be.conv2d_im2col(cp.asarray(x), k, s, p, d)
+    np.testing.assert_array_equal(host(col), im2col_ref(x, k, s, p, d))
+    dcol = rng.standard_normal(col.shape).astype(dtype)
+    dx = be.conv2d_col2im(cp.asarray(dcol), x.shape, k, s, p, d)
+    close(host(dx), col2im_ref(dcol.astype(np.float64), x.shape, k, s, p, d), TOL[dtype])
+
+
+@gpu
+def test_conv2d_as_im2col_plus_linear(be, cp, rng):
+    n, c, h, w, k, s, p, d = 2, 3, 9, 7, 3, 2, 1, 1
+    oc = 5
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((oc, c, k, k)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    col = be.conv2d_im2col(cp.asarray(x), k, s, p, d)
+    rows = be.linear_act(col, cp.asarray(weight).reshape(oc, -1), cp.asarray(bias), "relu")
+    oh, ow = out_size(h, k, s, p, d), out_size(w, k, s, p, d)
+    out = host(rows.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+    col64 = im2col_ref(x.astype(np.float64), k, s, p, d)
+    ref = np.maximum(col64 @ weight.reshape(oc, -1).T.astype(np.float64) + bias, 0)
+    close(out, ref.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2), 1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool2d(be, cp, rng, case, dtype):
+    n, c, h, w, k, s, p = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    y, idx = be.max_pool2d_fwd(cp.asarray(x), k, s, p)
+    y_ref, idx_ref = max_pool_ref(x, k, s, p)
+    np.testing.assert_array_equal(host(y), y_ref)
+    np.testing.assert_array_equal(host(idx), idx_ref)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    dx = be.max_pool2d_bwd(cp.asarray(dy), idx, x.shape)
+    close(host(dx), max_pool_bwd_ref(dy.astype(np.float64), idx_ref, x.shape), TOL[dtype])
+
+
+@gpu
+def test_max_pool2d_nan_propagates(be, cp, rng):
+    x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 1, 2] = np.nan
+    y, idx = be.max_pool2d_fwd(cp.asarray(x), 2, 2)
+    y, idx = host(y), host(idx)
+    assert np.isnan(y[0, 0, 0, 1]) and idx[0, 0, 0, 1] == 1 * 4 + 2
+    assert np.isfinite(np.delete(y.reshape(-1), 1)).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels on the device
+# ----------------------------------------------------------------------------------------------
+@gpu
+@needs_real_gpu
+def test_numba_dropout_on_device(cp, rng):
+    pytest.importorskip("numba")
+    from gpunn.backend import numba_kernels as nk
+
+    x = rng.standard_normal((37, 29)).astype(np.float32)
+    y, mask = nk.dropout(cp.asarray(x), 0.3, seed=11, offset=7, return_mask=True)
+    keep = nk.dropout_mask_reference(x.size, 0.3, 11, 7).reshape(x.shape)
+    np.testing.assert_array_equal(host(mask).astype(bool), keep)
+    np.testing.assert_array_equal(host(y), np.where(keep, x * np.float32(1 / 0.7), 0))
+    y2 = nk.dropout(cp.asarray(x), 0.3, seed=11, offset=7, threads=64, max_blocks=3)
+    np.testing.assert_array_equal(host(y2), host(y))
+
+
+@gpu
+@needs_real_gpu
+def test_numba_accuracy_count_on_device(cp, rng):
+    pytest.importorskip("numba")
+    from gpunn.backend import numba_kernels as nk
+
+    logits = rng.standard_normal((1000, 10)).astype(np.float32)
+    target = rng.integers(0, 10, 1000)
+    count = nk.accuracy_count(cp.asarray(logits), cp.asarray(target))
+    assert int(count[0]) == int((logits.argmax(1) == target).sum())
