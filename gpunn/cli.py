@@ -257,9 +257,9 @@ def cmd_info(_args) -> int:
         except Exception:
             print(f"{mod}: not installed")
     try:
-        from gpunn.backend.kernels import kernel_sources
+        from gpunn.backend.kernels import KERNEL_FILES, kernel_path
 
-        names = sorted(kernel_sources())
+        names = [f"{n}.cu" for n in KERNEL_FILES if kernel_path(n)]
         print(f"kernels: {', '.join(names) if names else 'none found'}"
               f"{'' if ok else ' (sources only: no GPU to run them)'}")
     except Exception as exc:  # the kernel loader is optional here

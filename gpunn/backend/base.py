@@ -103,6 +103,18 @@ class Backend:
         """target[index] += values, accumulating repeated indices (np.add.at)."""
         self.xp.add.at(target, index, values)
 
+    # -- dropout and accuracy (the cupy backend runs them as Numba kernels) ------------------------
+    def dropout(self, x, p: float):
+        """y = x * keep / (1 - p) with keep ~ Bernoulli(1 - p); returns (y, backward) where backward(dy)
+        applies the same mask. Here the mask is drawn from the seeded generator and kept."""
+        keep = self.rand(x.shape, x.dtype) >= x.dtype.type(p)
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+        return x * mask, lambda g: g * mask
+
+    def accuracy_count(self, logits, target):
+        """How many rows of logits (N, C) have their argmax equal to target (N,); a 0-d device array."""
+        return (logits.argmax(axis=1) == target).sum()
+
     # -- fused primitives (reference implementations; kernels override) ---------------------------
     def linear_act(self, x, W, b, act="none", negative_slope=0.01):
         return reference.linear_act(self.xp, x, W, b, act, negative_slope)

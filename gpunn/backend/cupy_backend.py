@@ -77,7 +77,12 @@ class CupyBackend(Backend):
         self.xp.cuda.get_current_stream().synchronize()
 
     def _make_rng(self, seed):
-        return self.xp.random.default_rng(seed)
+        # RandomState: CuPy's generator with permutation/randint and dtype-aware normal/uniform draws
+        return self.xp.random.RandomState(seed)
+
+    def seed(self, seed: int) -> None:
+        super().seed(seed)
+        self._dropout_offset = 0
 
     def get_rng_state(self) -> dict:
         raise NotImplementedError("saving the cupy backend's RNG state is not supported yet")
@@ -89,13 +94,34 @@ class CupyBackend(Backend):
         return self.rng.standard_normal(shape, dtype=dtype)
 
     def rand(self, shape, dtype=np.float32):
-        return self.rng.random(shape, dtype=dtype)
+        return self.rng.random_sample(shape, dtype=dtype)
 
     def permutation(self, n: int):
         return self.rng.permutation(n)
 
     def randint(self, low, high, shape):
-        return self.rng.integers(low, high, size=shape).astype(self.xp.int64)
+        return self.rng.randint(low, high, size=shape, dtype=np.int64)
+
+    # -- Numba kernels -------------------------------------------------------------------------------
+    def dropout(self, x, p: float):
+        """Philox dropout (gpunn.backend.numba_kernels): the mask is a function of (seed, offset, index),
+        so backward regenerates it instead of storing it; the offset advances by x.size per call, on
+        the host, so no device sync is needed."""
+        from gpunn.backend import numba_kernels
+
+        x = self.xp.ascontiguousarray(x)
+        seed = 0 if self._seed is None else self._seed
+        offset = getattr(self, "_dropout_offset", 0)
+        self._dropout_offset = offset + x.size
+        y = numba_kernels.dropout(x, p, seed, offset)
+        return y, lambda g: numba_kernels.dropout(self.xp.ascontiguousarray(g), p, seed, offset)
+
+    def accuracy_count(self, logits, target):
+        from gpunn.backend import numba_kernels
+
+        if logits.dtype.kind != "f" or not logits.flags.c_contiguous:
+            return super().accuracy_count(logits, target)
+        return numba_kernels.accuracy_count(logits, self.xp.ascontiguousarray(target))[0]
 
     def index_add(self, target, index, values) -> None:
         import cupyx

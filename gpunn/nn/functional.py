@@ -202,11 +202,10 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
         return input
     be = input._backend
     if p == 1.0:
-        mask = be.xp.zeros(input.shape, dtype=input.dtype)
-    else:
-        keep = be.rand(input.shape, input.dtype) >= input.dtype.type(p)
-        mask = keep.astype(input.dtype) * input.dtype.type(1.0 / (1.0 - p))
-    return input._result(input.data * mask, (input,), lambda g: (g * mask,), "DropoutBackward")
+        zeros = be.xp.zeros(input.shape, dtype=input.dtype)
+        return input._result(zeros, (input,), lambda g: (g * 0,), "DropoutBackward")
+    out, apply_mask = be.dropout(input.data, p)
+    return input._result(out, (input,), lambda g: (apply_mask(g),), "DropoutBackward")
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1) -> Tensor:  # noqa: A002

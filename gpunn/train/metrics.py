@@ -26,11 +26,12 @@ class Accuracy(Metric):
 
     def update(self, outputs, targets) -> None:
         out, y = outputs.data, targets.data
-        if out.ndim >= 2 and out.shape[1] > 1:
-            pred = out.argmax(axis=1)
+        if out.ndim == 2 and out.shape[1] > 1:
+            correct = outputs._backend.accuracy_count(out, y)
         else:
-            pred = (out.reshape(y.shape) > 0).astype(y.dtype)
-        self.num = self.num + (pred == y).sum()  # stays on the device until value()
+            pred = out.argmax(axis=1) if out.ndim > 2 else (out.reshape(y.shape) > 0).astype(y.dtype)
+            correct = (pred == y).sum()
+        self.num = self.num + correct  # stays on the device until value()
         self.den += int(y.size)
 
 
