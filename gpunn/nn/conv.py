@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import gpunn.nn.functional as F
 from gpunn.nn import init
 from gpunn.nn.linear import _empty
@@ -55,12 +53,8 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        """PyTorch's default init."""
+        init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, input):  # noqa: A002
         if not isinstance(input, Tensor):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import gpunn.nn.functional as F
 from gpunn.backend import get_backend
 from gpunn.nn import init
@@ -54,11 +52,7 @@ class Linear(Module):
 
     def reset_parameters(self) -> None:
         """PyTorch's default init (see the class docstring)."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def _check_input(self, input) -> None:  # noqa: A002
         if not isinstance(input, Tensor):
