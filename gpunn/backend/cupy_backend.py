@@ -124,9 +124,13 @@ class CupyBackend(Backend):
         return numba_kernels.accuracy_count(logits, self.xp.ascontiguousarray(target))[0]
 
     def index_add(self, target, index, values) -> None:
-        import cupyx
+        at = getattr(self.xp.add, "at", None)  # ufunc.at exists in recent CuPy; older ones have cupyx's
+        if at is not None:
+            at(target, index, values)
+        else:
+            import cupyx
 
-        cupyx.scatter_add(target, index, values)
+            cupyx.scatter_add(target, index, values)
 
     # -- fused primitives on the handwritten kernels -------------------------------------------------
     def linear_act(self, x, W, b, act="none", negative_slope=0.01):

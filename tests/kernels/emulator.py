@@ -336,7 +336,28 @@ class _Runtime:
 
 
 cuda = _types.SimpleNamespace(Device=_Device, runtime=_Runtime(), get_current_stream=lambda: _Stream())
-random = _np.random
+
+
+class _RandomState:
+    """CuPy's RandomState signatures (dtype= on the float draws), on NumPy's generator."""
+
+    def __init__(self, seed=None):
+        self._rs = _np.random.RandomState(seed)
+
+    def random_sample(self, size=None, dtype=float):
+        return self._rs.random_sample(size).astype(dtype)
+
+    def standard_normal(self, size=None, dtype=float):
+        return self._rs.standard_normal(size).astype(dtype)
+
+    def randint(self, low, high=None, size=None, dtype="l"):
+        return self._rs.randint(low, high, size=size).astype(dtype)
+
+    def __getattr__(self, name):
+        return getattr(self._rs, name)
+
+
+random = _types.SimpleNamespace(RandomState=_RandomState, default_rng=_np.random.default_rng)
 
 
 def __getattr__(name):
