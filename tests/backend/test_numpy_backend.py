@@ -1,0 +1,82 @@
+"""The numpy backend's fast primitives (in place, cache-blocked, multi-threaded) must equal the plain
+reference in gpunn.backend.reference bit for bit, for every option, dtype and thread count."""
+
+import numpy as np
+import pytest
+
+from gpunn.backend import numpy_backend, reference
+from gpunn.backend.numpy_backend import NumpyBackend
+
+# large enough for several cache blocks and for the work to be split across threads
+SIZES = [7, 13 * 4099, (1 << 18) + 77]
+
+
+@pytest.fixture(params=["1", "2"], ids=["1-thread", "2-threads"])
+def threads(request, monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", request.param)
+    return int(request.param)
+
+
+def _bufs(rng, n, dtype, k):
+    return [rng.standard_normal(n).astype(dtype) for _ in range(k)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("opts", [
+    dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, first_step=True), dict(momentum=0.8, weight_decay=0.01),
+    dict(momentum=0.9, maximize=True), dict(weight_decay=0.1, maximize=True), dict(momentum=0.9, nesterov=True),
+    dict(momentum=0.9, dampening=0.3),
+])
+def test_sgd_step_equals_reference(rng, threads, dtype, n, opts):
+    p, g, buf = _bufs(rng, n, dtype, 3)
+    p2, g2, buf2 = p.copy(), g.copy(), buf.copy()
+    NumpyBackend().sgd_step(p, g, buf, lr=0.03, **opts)
+    reference.sgd_step(np, p2, g2, buf2, lr=0.03, **opts)
+    assert np.array_equal(p, p2) and np.array_equal(buf, buf2) and np.array_equal(g, g2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("opts", [
+    dict(), dict(weight_decay=0.01), dict(weight_decay=0.01, decoupled_weight_decay=True), dict(amsgrad=True),
+    dict(maximize=True, weight_decay=0.02),
+])
+def test_adam_step_equals_reference(rng, threads, dtype, n, opts):
+    p, g, m = _bufs(rng, n, dtype, 3)
+    v = np.abs(rng.standard_normal(n)).astype(dtype)
+    vmax = v + np.abs(rng.standard_normal(n)).astype(dtype) * 0.1
+    ours = [a.copy() for a in (p, g, m, v, vmax)]
+    ref = [a.copy() for a in (p, g, m, v, vmax)]
+    for step in (1, 7):
+        NumpyBackend().adam_step(*ours, step=step, lr=1e-3, **opts)
+        reference.adam_step(np, *ref, step=step, lr=1e-3, **opts)
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(13, 7), (3, 4230), (700, 1000)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.0), (True, 0.2), (False, 0.1)])
+def test_softmax_cross_entropy_equals_reference(rng, threads, dtype, shape, reduction, weighted, smoothing):
+    n, c = shape
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = rng.integers(0, c, n)
+    target[::5] = -100
+    weight = (rng.random(c) + 0.1).astype(dtype) if weighted else None
+    ours = NumpyBackend().softmax_cross_entropy(logits.copy(), target, weight, reduction, -100, smoothing)
+    ref = reference.softmax_cross_entropy(np, logits.copy(), target, weight, reduction, -100, smoothing)
+    for a, b in zip(ours, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.array_equal(a, b)
+
+
+def test_small_work_stays_on_the_calling_thread(monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    seen = []
+    numpy_backend.parallel_for(lambda lo, hi: seen.append((lo, hi)), 10, work=10)
+    assert seen == [(0, 10)]
+    seen.clear()
+    numpy_backend.parallel_for(lambda lo, hi: seen.append((lo, hi)), 10, work=1 << 20)
+    assert sorted(seen) == [(0, 5), (5, 10)]
