@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # Set TORCH= (empty) to skip it: the tests that need it then skip.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test train lint clean gpu-check
+.PHONY: venv test train lint clean gpu-check bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,24 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# The benchmark suite (bench/): gpunn against PyTorch and the measured ceilings, validated before timed.
+# Writes bench/results/<cpu|gpu>-<date>.json and, next to it, the report (.md) and plot (.png).
+# BENCH_BACKEND=cupy runs the GPU suite (PyTorch on CUDA as the peer); BENCH_ARGS adds pytest options
+# (e.g. BENCH_ARGS="-k mlp"). OPENBLAS_THREAD_TIMEOUT: see bench/conftest.py.
+BENCH_BACKEND ?= numpy
+BENCH_KIND    := $(if $(filter cupy,$(BENCH_BACKEND)),gpu,cpu)
+BENCH_JSON    ?= bench/results/$(BENCH_KIND)-$(shell date -u +%Y%m%d).json
+BENCH_ARGS    ?=
+
+bench: venv
+	mkdir -p $(dir $(BENCH_JSON))
+	OPENBLAS_THREAD_TIMEOUT=4 GPUNN_BENCH_BACKEND=$(BENCH_BACKEND) \
+	GPUNN_BENCH_COMMAND="make bench$(if $(filter-out numpy,$(BENCH_BACKEND)), BENCH_BACKEND=$(BENCH_BACKEND))$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" \
+	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-json=$(BENCH_JSON) \
+		--benchmark-max-time=1.0 --benchmark-min-rounds=5 --benchmark-columns=min,median,rounds $(BENCH_ARGS)
+	$(PY) -m bench.report $(BENCH_JSON) --quiet
+	@echo "report: $(BENCH_JSON:.json=.md)"
 
 # The GPU suite: on a machine with a GPU (CuPy, numba-cuda, pytest, pytest-benchmark already there) and no
 # network. Installs nothing; writes bench/results/gpu-<date>-<device>.json. GPUNN_COMMIT names the commit
