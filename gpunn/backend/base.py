@@ -15,6 +15,7 @@ from gpunn.backend import reference
 class Backend:
     name: str = "base"
     xp = np
+    conv_kernels = False  # True where conv2d/max_pool2d have im2col/col2im/pool kernels (cupy)
 
     def __init__(self) -> None:
         self._seed: int | None = None

@@ -53,6 +53,7 @@ def _geometry(x_shape, kernel_size, stride, padding, dilation, what: str) -> tup
 
 class CupyBackend(Backend):
     name = "cupy"
+    conv_kernels = True  # F.conv2d / F.max_pool2d use conv2d_im2col/col2im and max_pool2d_fwd/bwd below
 
     def __init__(self) -> None:
         import cupy
@@ -338,7 +339,7 @@ class CupyBackend(Backend):
         """step[0] += 1 on the device (one thread), for a device-resident Adam step counter."""
         K.get_function("optim", "step_increment_v1")((1,), (1,), (step,))
 
-    # -- convolution and pooling building blocks (CuPy backend only; the lead wires them in) -----------
+    # -- convolution and pooling building blocks (F.conv2d / F.max_pool2d call them on this backend) ----
     def conv2d_im2col(self, x, kernel_size, stride=1, padding=0, dilation=1):
         """col (N*OH*OW, C*KH*KW) of x (N, C, H, W): one row per output pixel, columns ordered (c, ki, kj)
         like weight.reshape(OC, -1), so conv2d = linear_act(col, weight2d, b, act) then

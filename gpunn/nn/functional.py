@@ -284,6 +284,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
         raise ValueError(f"conv2d(): stride must be >= 1 and padding >= 0, got stride {stride}, padding {padding}")
     oh = _out_size(h, kh, sh, ph, "conv2d", "height")
     ow = _out_size(w, kw, sw, pw, "conv2d", "width")
+    if input._backend.conv_kernels:
+        return _conv2d_kernels(input, x_t, unbatched, weight, bias, (sh, sw), (ph, pw))
 
     xp = input._backend.xp
     x = x_t.data
@@ -365,6 +367,40 @@ def _col2im_stride1(xp, W2T, g4, ckk, pad):
     return dxc.transpose(1, 0, 2, 3)
 
 
+def _conv2d_kernels(input, x_t, unbatched, weight, bias, stride, padding) -> Tensor:  # noqa: A002
+    """conv2d on a backend with im2col/col2im kernels (cupy): col (N*OH*OW, C*KH*KW) from one launch, then
+    the fused linear_act GEMM (bias in its epilogue); backward is linear_act_backward + col2im."""
+    be = input._backend
+    xp = be.xp
+    oc, _, kh, kw = weight.shape
+    col = be.conv2d_im2col(x_t.data, (kh, kw), stride, padding)
+    W2 = weight.data.reshape(oc, -1)
+    y2 = be.linear_act(col, W2, None if bias is None else bias.data, "none")  # (N*OH*OW, OC)
+    n = x_t.shape[0]
+    oh_ow = y2.shape[0] // n if n else 0
+    oh = _out_size(x_t.shape[2], kh, stride[0], padding[0], "conv2d", "height")
+    ow = oh_ow // oh if oh else 0
+    out = xp.ascontiguousarray(y2.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+    if unbatched:
+        out = out[0]
+
+    def backward(g):
+        g4 = g[None] if unbatched else g
+        g2 = xp.ascontiguousarray(g4.transpose(0, 2, 3, 1)).reshape(-1, oc)
+        dcol, dW2, db = be.linear_act_backward(g2, col, W2, y2, "none", need_dx=input.requires_grad,
+                                               need_dW=weight.requires_grad,
+                                               need_db=bias is not None and bias.requires_grad)
+        dx = None
+        if dcol is not None:
+            dx = be.conv2d_col2im(dcol, x_t.shape, (kh, kw), stride, padding)
+            dx = dx[0] if unbatched else dx
+        dW = None if dW2 is None else dW2.reshape(weight.shape)
+        return (dx, dW) if bias is None else (dx, dW, db)
+
+    parents = (input, weight) if bias is None else (input, weight, bias)
+    return input._result(out, parents, backward, "ConvolutionBackward")
+
+
 def _pool_geometry(x_t, kernel_size, stride, padding, fname):
     kh, kw = _pair(kernel_size, "kernel_size", fname)
     sh, sw = _pair(stride if stride is not None and stride != [] else (kh, kw), "stride", fname)
@@ -389,6 +425,15 @@ def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A
     _float_tensor(input, "max_pool2d")
     x_t, unbatched = _as_batched_4d(input, "max_pool2d")
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "max_pool2d")
+    be = input._backend
+    if be.conv_kernels:  # one launch each way; the winner's index is kept for backward
+        y, idx = be.max_pool2d_fwd(x_t.data, (kh, kw), (sh, sw), (ph, pw))
+
+        def kernel_backward(g):
+            dx = be.max_pool2d_bwd(g[None] if unbatched else g, idx, x_t.shape)
+            return (dx[0] if unbatched else dx,)
+
+        return input._result(y[0] if unbatched else y, (input,), kernel_backward, "MaxPool2DBackward")
     xp = input._backend.xp
     h, w = x_t.shape[2:]
     xpad = _pad_hw(xp, x_t.data, ph, pw, value=-np.inf)
