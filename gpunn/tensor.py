@@ -169,6 +169,7 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
+    _grad_owner = None  # the optimizer flat buffer holding this parameter's gradient storage, if any
 
     def __init__(self, data, requires_grad: bool = False, *, _backend: Backend | None = None) -> None:
         backend = _backend if _backend is not None else get_backend()

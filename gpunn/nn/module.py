@@ -284,13 +284,18 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's ``.grad``: to None (default), or zero it in place."""
+        owners = {}
         for p in self.parameters():
             if p.grad is None:
                 continue
             if set_to_none:
                 p.grad = None
+                if p._grad_owner is not None:
+                    owners[id(p._grad_owner)] = p._grad_owner
             else:
                 p.grad.data[...] = 0  # in place: a grad living in an optimizer's flat buffer stays there
+        for owner in owners.values():
+            owner.renew_grad()  # the next backward gets fresh storage: grads the caller kept stay intact
 
     # -- state_dict -------------------------------------------------------------------------------
     def _state_items(self, prefix: str = "", keep_vars: bool = False):

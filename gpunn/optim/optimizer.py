@@ -46,8 +46,18 @@ class _FlatBuffer:
         for i, p in enumerate(params):
             p.data = self.data_views[i]
             p._grad_view = self.grad_views[i]
+            p._grad_owner = self  # lets Module.zero_grad renew the gradient storage too
             if p.grad is not None:
                 self._adopt_grad(i)
+
+    def renew_grad(self) -> None:
+        """New storage for the next gradients, so a ``.grad`` handed out earlier (and perhaps kept by the
+        caller) is never overwritten by a later backward, as in PyTorch. No zeroing: the next backward
+        overwrites a parameter's slice whole, and a slice nobody writes belongs to a grad that stays None."""
+        self.grad = self.backend.xp.empty_like(self.data)
+        self.grad_views = [self.view(self.grad, i) for i in range(len(self.params))]
+        for i, p in enumerate(self.params):
+            p._grad_view = self.grad_views[i]
 
     def view(self, flat, i: int):
         return flat[self.bounds[i] : self.bounds[i + 1]].reshape(self.shapes[i])
@@ -247,6 +257,8 @@ class Optimizer:
         for buffers in self._buffers:
             for buf in buffers:
                 if set_to_none:
+                    if any(p.grad is not None for p in buf.params):
+                        buf.renew_grad()
                     for p in buf.params:
                         p.grad = None
                     continue

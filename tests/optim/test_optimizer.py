@@ -432,3 +432,35 @@ def test_bad_hyperparameter_in_a_group_names_the_group(rng):
         SGD([{"params": [a]}, {"params": [b], "lr": -1}], lr=0.1)
     with pytest.raises(ValueError, match=r"param_groups\[0\].*betas\[0\]=2"):
         Adam([{"params": [a], "betas": (2, 0.9)}])
+
+
+def test_a_kept_grad_is_not_overwritten_by_the_next_backward(rng):
+    # PyTorch gives each backward after zero_grad() fresh gradient storage; so must the flat buffer
+    w = gpunn.tensor(randn(rng, 3, 2), requires_grad=True)
+    x = gpunn.tensor(randn(rng, 4, 3))
+    opt = SGD([w], lr=0.1)
+    kept = []
+    for _ in range(3):
+        opt.zero_grad()
+        ((x @ w) ** 2).sum().backward()
+        kept.append((w.grad, w.grad.numpy().copy()))
+        opt.step()
+    for grad, snapshot in kept:
+        assert np.array_equal(grad.numpy(), snapshot)
+    assert not np.array_equal(kept[0][1], kept[2][1])
+
+
+def test_a_kept_grad_survives_module_zero_grad_too(rng):
+    from gpunn import nn
+
+    model = nn.Linear(3, 2)
+    opt = SGD(model.parameters(), lr=0.1)
+    x = gpunn.tensor(randn(rng, 4, 3))
+    kept = []
+    for _ in range(3):
+        model.zero_grad()
+        (model(x) ** 2).sum().backward()
+        kept.append((model.weight.grad, model.weight.grad.numpy().copy()))
+        opt.step()
+    for grad, snapshot in kept:
+        assert np.array_equal(grad.numpy(), snapshot)
