@@ -196,7 +196,8 @@ def cmd_train(args) -> int:
     augment = args.model == "cnn" if args.augment is None else args.augment
     transform = RandomShift(2, image_shape=ds.image_shape) if augment else None
     train_loader = DataLoader((X, y), batch_size=args.batch_size, shuffle=True, seed=args.seed, transform=transform)
-    val_loader = DataLoader((X_val, y_val), batch_size=512) if X_val is not None else None
+    # evaluation loaders get a fixed seed so that making them never draws from the generator
+    val_loader = DataLoader((X_val, y_val), batch_size=512, seed=0) if X_val is not None else None
     history = train.History()
     start_epoch = 0
     if args.resume:
@@ -205,7 +206,19 @@ def cmd_train(args) -> int:
         except (CheckpointError, ValueError, RuntimeError) as exc:
             raise UserError(f"--resume {args.resume}: {exc}") from None
         start_epoch = int(state["epoch"])
-    callbacks = []
+    class LastEpochState(train.Callback):
+        """A host copy of the whole training state after each finished epoch (what checkpoint.npz holds)."""
+
+        state = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            t = self.trainer
+            state = train.training_state(t.model, t.optimizer, t.scheduler, epoch, t.history, [train_loader])
+            state["model"] = {k: v.numpy().copy() for k, v in state["model"].items()}  # not live views
+            self.state = state
+
+    last = LastEpochState()
+    callbacks = [last]
     if X_val is not None and args.patience > 0:
         callbacks.append(train.EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True))
     verbose = 0 if args.quiet else 1
@@ -219,14 +232,20 @@ def cmd_train(args) -> int:
         print(f"gpunn: training failed: {hist.stop_reason}", file=sys.stderr)
         print("gpunn: nothing was written to --out (files from earlier runs are unchanged)", file=sys.stderr)
         return 1
-    test = train.evaluate(model, loss_fn, DataLoader((ds.X_test, ds.y_test), batch_size=512))
     os.makedirs(args.out, exist_ok=True)
+    # checkpoint.npz: the state after the last finished epoch (before EarlyStopping put the best weights
+    # back), so --resume continues exactly; model.npz: the weights evaluated below
     ckpt = os.path.join(args.out, "checkpoint.npz")
-    last_epoch = int(hist.last("epoch", start_epoch)) if len(hist) else start_epoch
-    train.save_training_state(ckpt, model, optimizer, scheduler, epoch=last_epoch, history=hist,
-                              loaders=[train_loader])
+    if last.state is not None:
+        gpunn.save(last.state, ckpt)
+    else:  # stopped (Ctrl-C) before the first epoch of this run finished
+        train.save_training_state(ckpt, model, optimizer, scheduler, epoch=start_epoch, history=hist,
+                                  loaders=[train_loader])
+    weights = os.path.join(args.out, "model.npz")
+    gpunn.save(model.state_dict(), weights)
+    test = train.evaluate(model, loss_fn, DataLoader((ds.X_test, ds.y_test), batch_size=512, seed=0))
     hist.to_csv(os.path.join(args.out, "history.csv"))
-    wrote = [ckpt, os.path.join(args.out, "history.csv")]
+    wrote = [ckpt, weights, os.path.join(args.out, "history.csv")]
     if len(hist):
         try:
             wrote.append(hist.plot(os.path.join(args.out, "history.png"),

@@ -28,7 +28,7 @@ def test_default_train_reaches_93_percent_on_the_mnist_sample(capsys, tmp_path):
     code, out, err = run(capsys, "train", "--out", str(tmp_path / "run"))
     assert code == 0, err
     assert accuracy(out) >= 93.0
-    for name in ("checkpoint.npz", "history.csv", "history.png"):
+    for name in ("checkpoint.npz", "model.npz", "history.csv", "history.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
     assert (tmp_path / "run" / "history.png").read_bytes()[:4] == b"\x89PNG"
     assert "epoch 1/" in out  # per-epoch progress lines
@@ -69,6 +69,24 @@ def test_resume_continues_from_the_checkpoint(capsys, tmp_path):
     assert code == 0, err
     assert "epoch 3/4" in out and "epoch 1/4" not in out
     assert len((out_dir / "history.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_resume_is_exact_with_dropout_and_early_stopping(capsys, tmp_path):
+    # dropout draws from the generator every step: the resumed run must restore it, and the loader's epoch
+    common = ["train", "--dataset", "digits", "--optimizer", "adam", "--dropout", "0.2", "--quiet"]
+    code, _, err = run(capsys, *common, "--epochs", "4", "--out", str(tmp_path / "full"))
+    assert code == 0, err
+    code, _, err = run(capsys, *common, "--epochs", "2", "--out", str(tmp_path / "half"))
+    assert code == 0, err
+    code, _, err = run(capsys, *common, "--epochs", "4", "--out", str(tmp_path / "half"),
+                       "--resume", str(tmp_path / "half" / "checkpoint.npz"))
+    assert code == 0, err
+
+    def losses(folder):
+        rows = (folder / "history.csv").read_text().splitlines()[1:]
+        return [row.split(",")[:3] for row in rows]  # epoch, loss, accuracy
+
+    assert losses(tmp_path / "half") == losses(tmp_path / "full")
 
 
 def one_line_error(code, err, pattern):
@@ -130,7 +148,8 @@ def test_corrupt_or_foreign_checkpoints_are_refused(capsys, tmp_path):
 def test_a_failed_run_overwrites_nothing(capsys, tmp_path):
     out_dir = tmp_path / "r"
     out_dir.mkdir()
-    old = {name: f"from an earlier run: {name}".encode() for name in ("checkpoint.npz", "history.csv", "history.png")}
+    old = {name: f"from an earlier run: {name}".encode()
+           for name in ("checkpoint.npz", "model.npz", "history.csv", "history.png")}
     for name, data in old.items():
         (out_dir / name).write_bytes(data)
     with np.errstate(all="ignore"):
