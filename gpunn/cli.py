@@ -152,6 +152,18 @@ def _check_args(args) -> None:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr must be > 0, got {args.lr}")
+    import math
+
+    if not (args.momentum >= 0 and math.isfinite(args.momentum)):
+        raise UserError(f"--momentum must be a finite number >= 0, got {args.momentum}")
+    if args.weight_decay is not None and not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
+        raise UserError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.lr is not None and not math.isfinite(args.lr):
+        raise UserError(f"--lr must be finite, got {args.lr}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.patience < 0:
+        raise UserError(f"--patience must be >= 0 (0 turns early stopping off), got {args.patience}")
     if not 0.0 <= args.dropout < 1.0:
         raise UserError(f"--dropout is a drop probability in [0, 1), got {args.dropout}")
     if not 0.0 <= args.val_fraction < 0.5:

@@ -108,6 +108,11 @@ def one_line_error(code, err, pattern):
     (["--backend", "tpu"], r"--backend tpu"),
     (["--dataset", "idx:/nonexistent/folder"], r"is not a folder"),
     (["--epochs", "many"], r"invalid int value"),
+    (["--momentum", "-1"], r"--momentum must be"),
+    (["--weight-decay", "nan"], r"--weight-decay must be"),
+    (["--lr", "inf"], r"--lr must be finite"),
+    (["--seed", "-1"], r"--seed must be >= 0"),
+    (["--patience", "-3"], r"--patience must be >= 0"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, pattern):
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "o"), *argv)

@@ -218,3 +218,32 @@ def test_fit_argument_errors(digits):
     with pytest.raises(KeyError, match="not in the epoch logs"):
         train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:64], digits.y_train[:64]), epochs=1,
                   callbacks=[train.EarlyStopping("val_loss")], verbose=0)
+
+
+def test_loading_a_state_that_does_not_fit_changes_nothing(digits, tmp_path):
+    model = _mlp(seed=1)
+    sgd = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train.fit(model, sgd, nn.CrossEntropyLoss(), (digits.X_train[:128], digits.y_train[:128]), epochs=1, verbose=0)
+    path = tmp_path / "sgd.npz"
+    train.save_training_state(path, model, sgd, epoch=1)
+
+    other = _mlp(seed=2)
+    adam = optim.Adam(other.parameters(), lr=1e-3)
+    train.fit(other, adam, nn.CrossEntropyLoss(), (digits.X_train[:128], digits.y_train[:128]), epochs=1, verbose=0)
+    before_w, before_opt = _weights(other), adam.state_dict()
+    with pytest.raises(ValueError, match="nothing was changed"):
+        train.load_training_state(path, other, adam)
+    after = _weights(other)
+    assert all(np.array_equal(before_w[k], after[k]) for k in before_w)  # the model was rolled back
+    assert adam.state_dict()["state"].keys() == before_opt["state"].keys()
+
+
+def test_malformed_training_state_is_a_checkpoint_error(tmp_path):
+    from gpunn.checkpoint import CheckpointError
+
+    model = _mlp()
+    for bad in ({"kind": "training_state"}, {"kind": "training_state", "architecture": 5},
+                {"kind": "training_state", "architecture": [], "model": {}, "epoch": "x"}):
+        gpunn.save(bad, tmp_path / "bad.npz")
+        with pytest.raises(CheckpointError, match="malformed"):
+            train.load_training_state(tmp_path / "bad.npz", model)
