@@ -92,6 +92,9 @@ def _decode(node, npz, path, backend):
                 a = npz[key]
             except KeyError as exc:
                 raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} is missing") from exc
+            if a.dtype.kind not in "biuf":
+                raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} has dtype {a.dtype}, "
+                                      "but checkpoints hold numeric arrays only")
             if _digest(a) != node.get("sha256"):
                 raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} does not match its "
                                       "checksum (the file was modified or damaged)")
@@ -122,6 +125,12 @@ def load(path, backend=None):
     try:
         with open(path, "rb") as f:
             raw = f.read()
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            # gpunn.save never compresses: refusing compressed entries rules out decompression bombs,
+            # since every array is then no larger than the file itself
+            if any(info.compress_type != zipfile.ZIP_STORED for info in z.infolist()):
+                raise CheckpointError(f"checkpoint {path!r} has compressed entries; gpunn checkpoints are "
+                                      "stored uncompressed (was it written by another tool?)")
         npz = np.load(io.BytesIO(raw), allow_pickle=False)
         files = set(npz.files)
         if "__gpunn__" not in files:
@@ -135,6 +144,8 @@ def load(path, backend=None):
         return _decode(meta["tree"], npz, path, backend)
     except CheckpointError:
         raise
+    except RecursionError as exc:
+        raise CheckpointError(f"checkpoint {path!r} is malformed: its structure is nested too deeply") from exc
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt "
                               f"({type(exc).__name__}: {exc})") from exc

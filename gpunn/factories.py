@@ -211,8 +211,11 @@ def cat(tensors, dim: int = 0) -> Tensor:
     """Concatenate along ``dim``; the gradient is split back into the pieces."""
     ts = _tensors(tensors, "cat")
     xp = ts[0]._backend.xp
-    dim = dim % ts[0].ndim
-    out = xp.concatenate([t.data for t in ts], axis=dim)
+    dim = ts[0]._dim(dim, "cat")
+    # PyTorch's promotion: floats win over integers without widening (float32 + int64 -> float32)
+    floats = [t.dtype for t in ts if t.dtype.kind == "f"]
+    dtype = np.result_type(*floats) if floats else np.result_type(*[t.dtype for t in ts])
+    out = xp.concatenate([t.data.astype(dtype, copy=False) for t in ts], axis=dim)
     bounds = np.cumsum([t.shape[dim] for t in ts])[:-1]
     return ts[0]._result(out, tuple(ts), lambda g: tuple(xp.split(g, bounds, axis=dim)), "CatBackward")
 

@@ -595,13 +595,19 @@ class Tensor:
             if isinstance(p, float) and not _is_float(x.dtype):  # int tensor ** 0.5 -> float32
                 x = x.astype(default_float)
             out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
+            if p == 0:  # d/dx x^0 = 0 everywhere, including x = 0 (not 0 * inf), as in PyTorch
+                return self._result(out, (self,), lambda g: (g * 0,), "PowBackward0")
             return self._result(out, (self,), lambda g: (g * p * x ** x.dtype.type(p - 1),), "PowBackward0")
         e = self._operand(exponent, "pow")
         x, e_data = _coerce(x, e.data)  # 2.5 ** int_tensor -> float32, as in PyTorch
         out = x**e_data
 
         def backward(g):
-            gx = _unbroadcast(g * e_data * x ** (e_data - 1), x.shape) if self.requires_grad else None
+            gx = None
+            if self.requires_grad:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    gx = g * e_data * x ** (e_data - 1)
+                gx = _unbroadcast(self._backend.xp.where(e_data == 0, 0, gx), x.shape)  # torch: 0 where e == 0
             ge = None
             if e.requires_grad:
                 xp = self._backend.xp
@@ -724,7 +730,8 @@ class Tensor:
             out = x.max() if find_max else x.min()
 
             def backward(g):  # split evenly between ties, as PyTorch does for the full reduction
-                mask = (x == out).astype(x.dtype)
+                xp = self._backend.xp
+                mask = ((x == out) | (xp.isnan(x) & xp.isnan(out))).astype(x.dtype)  # a NaN max is NaN's
                 return (g * mask / mask.sum(),)
 
             return self._result(out, (self,), backward, f"{name.capitalize()}Backward")
@@ -778,7 +785,7 @@ class Tensor:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = start_dim % self.ndim, end_dim % self.ndim
+        s, e = self._dim(start_dim, "flatten"), self._dim(end_dim, "flatten")
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         shape = self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
@@ -808,14 +815,22 @@ class Tensor:
             raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
         return self.T
 
+    def _dim(self, dim: int, op: str, extra: int = 0) -> int:
+        """``dim`` in [-(ndim + extra), ndim + extra) as a non-negative index, or IndexError (as PyTorch)."""
+        n = max(self.ndim + extra, 1)
+        if not -n <= dim < n:
+            raise IndexError(f"{op}: dimension {dim} is out of range for a tensor of {self.ndim} dimensions "
+                             f"(expected one in [{-n}, {n - 1}])")
+        return dim % n
+
     def unsqueeze(self, dim: int) -> Tensor:
-        dim = dim % (self.ndim + 1)
+        dim = self._dim(dim, "unsqueeze", extra=1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def squeeze(self, dim=None) -> Tensor:
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        dim = dim % max(self.ndim, 1)
+        dim = self._dim(dim, "squeeze")
         if self.ndim == 0 or self.shape[dim] != 1:
             return self
         return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
@@ -823,8 +838,16 @@ class Tensor:
     def expand(self, *shape) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        shape = tuple(self.shape[i - (len(shape) - self.ndim)] if n == -1 else n for i, n in enumerate(shape))
-        out = self._backend.xp.broadcast_to(self.data, shape)
+        lead = len(shape) - self.ndim
+        if lead < 0:
+            raise RuntimeError(f"expand: the new shape {shape} has fewer dimensions than the tensor {self.shape}")
+        if any(n == -1 for n in shape[:lead]):
+            raise RuntimeError(f"expand: -1 is not allowed for the new leading dimensions in {shape}")
+        shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+        try:
+            out = self._backend.xp.broadcast_to(self.data, shape)
+        except ValueError as exc:
+            raise RuntimeError(f"expand: can't expand shape {self.shape} to {shape}") from exc
         src = self.shape
         return self._result(out, (self,), lambda g: (_unbroadcast(g, src),), "ExpandBackward")
 

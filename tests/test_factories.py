@@ -292,3 +292,8 @@ def test_dlpack_round_trip_with_torch_is_zero_copy():
     assert back[1, 1].item() == -7.0
     with pytest.raises(TypeError, match="DLPack"):
         gpunn.from_dlpack([1, 2, 3])
+
+
+def test_cat_promotes_like_torch():
+    out = gpunn.cat([gpunn.ones(2), gpunn.tensor([1, 2])])
+    assert out.dtype == np.float32 and out.tolist() == [1.0, 1.0, 1.0, 2.0]

@@ -734,3 +734,39 @@ def test_repr_and_properties(rng):
         len(gpunn.tensor(1.0))
     with pytest.raises(RuntimeError, match="ambiguous"):
         bool(gpunn.ones(2))
+
+
+def test_pow_gradient_at_zero_exponent_is_zero_like_torch():
+    torch = pytest.importorskip("torch")
+    x = gpunn.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    (x**0).sum().backward()
+    assert np.array_equal(x.grad.numpy(), [0.0, 0.0, 0.0])
+    x = gpunn.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    e = gpunn.tensor([0.0, 0.0, 1.0], requires_grad=True)
+    (x**e).sum().backward()
+    tx = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
+    te = torch.tensor([0.0, 0.0, 1.0], requires_grad=True)
+    (tx**te).sum().backward()
+    assert np.allclose(x.grad.numpy(), tx.grad.numpy()) and np.allclose(e.grad.numpy(), te.grad.numpy())
+
+
+def test_full_max_with_nan_sends_the_gradient_to_the_nan():
+    x = gpunn.tensor([1.0, float("nan"), 3.0], requires_grad=True)
+    x.max().backward()
+    assert np.array_equal(x.grad.numpy(), [0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("call", [
+    lambda: gpunn.randn(3, 1).squeeze(5), lambda: gpunn.randn(3, 1).unsqueeze(7),
+    lambda: gpunn.randn(2, 3, 4).flatten(0, 9), lambda: gpunn.cat([gpunn.randn(2), gpunn.randn(2)], dim=3),
+])
+def test_out_of_range_dims_raise_index_error(call):
+    with pytest.raises(IndexError, match="out of range"):
+        call()
+
+
+def test_expand_rejects_minus_one_in_new_dims_and_bad_shapes():
+    with pytest.raises(RuntimeError, match="-1 is not allowed"):
+        gpunn.randn(3).expand(-1, 3)
+    with pytest.raises(RuntimeError, match="can't expand"):
+        gpunn.randn(3).expand(2, 4)

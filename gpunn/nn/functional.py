@@ -111,8 +111,9 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
     if act == "leaky_relu" and negative_slope <= 0:
         # the fused backward reads the derivative off the output, which needs a positive slope
         return leaky_relu(linear(input, weight, bias), negative_slope)
-    if input.dtype != weight.dtype:
-        raise TypeError(f"linear(): input dtype {input.dtype} and weight dtype {weight.dtype} differ")
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        raise TypeError(f"linear(): input, weight and bias dtypes differ ({input.dtype}, {weight.dtype}"
+                        f"{'' if bias is None else ', ' + str(bias.dtype)})")
 
     be = input._backend
     lead = input.shape[:-1]
@@ -187,8 +188,11 @@ def log_softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
 
 def entropy(input, dim: int = -1) -> Tensor:  # noqa: A002
     """Shannon entropy H = -sum p log p (nats) of softmax(input) along ``dim``, from logits, stably."""
+    from gpunn.factories import where
+
     logp = log_softmax(_float_tensor(input, "entropy"), dim)
-    return -(logp.exp() * logp).sum(dim)
+    p = logp.exp()
+    return -where(p > 0, p * where(p > 0, logp, 0.0), 0.0).sum(dim)  # 0 log 0 = 0: -inf logits are fine
 
 
 def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
@@ -274,8 +278,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
     if wc != c:
         raise ValueError(f"conv2d(): input has {c} channels but weight expects {wc} "
                          f"(input shape {input.shape}, weight shape {weight.shape})")
+    if input.dtype != weight.dtype:
+        raise TypeError(f"conv2d(): input dtype {input.dtype} and weight dtype {weight.dtype} differ")
     if bias is not None:
+        _float_tensor(bias, "conv2d", "bias")
         _check_same_backend(input, bias, "conv2d")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"conv2d(): bias dtype {bias.dtype} and weight dtype {weight.dtype} differ")
         if bias.shape != (oc,):
             raise ValueError(f"conv2d(): bias must have shape ({oc},), got {bias.shape}")
     sh, sw = _pair(stride, "stride", "conv2d")

@@ -285,3 +285,20 @@ def test_shape_and_argument_errors(rng):
         F.max_pool2d(img, 2, padding=2)
     with pytest.raises(ValueError, match="only p == 1 and p == 2"):
         F.multi_margin_loss(x, gpunn.tensor([0, 1, 2, 3]), p=3)
+
+
+def test_entropy_with_masked_classes_is_finite():
+    out = F.entropy(gpunn.tensor([[0.0, -np.inf, 1.0]]))
+    p = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    assert np.isclose(out.item(), -(p * np.log(p)).sum())
+
+
+def test_conv2d_and_linear_reject_mixed_dtypes(rng):
+    x32 = gpunn.tensor(rng.standard_normal((1, 2, 5, 5)).astype(np.float32))
+    w64 = gpunn.tensor(rng.standard_normal((3, 2, 3, 3)))
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d(x32, w64)
+    with pytest.raises(TypeError, match="bias"):
+        F.conv2d(x32, w64.float(), gpunn.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="dtypes differ"):
+        F.linear(gpunn.ones(2, 3), gpunn.ones(4, 3), gpunn.ones(4, dtype=np.float64))

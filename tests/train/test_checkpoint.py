@@ -121,3 +121,23 @@ def test_saved_files_get_normal_permissions(tmp_path):
         assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
     finally:
         os.umask(mask)
+
+
+def test_compressed_nested_and_non_numeric_files_are_refused(tmp_path):
+    meta = b'{"format": "gpunn-checkpoint", "version": 1, "tree": {"__array__": "a0", "kind": "ndarray"}}'
+    np.savez_compressed(tmp_path / "bomb.npz", __gpunn__=np.frombuffer(meta, np.uint8), a0=np.zeros(10**6))
+    with pytest.raises(CheckpointError, match="compressed entries"):
+        gpunn.load(tmp_path / "bomb.npz")
+    deep = b'{"format": "gpunn-checkpoint", "version": 1, "tree": ' + b'{"__list__": [' * 5000 + b"1" + \
+        b"]}" * 5000 + b"}"
+    np.savez(tmp_path / "deep.npz", __gpunn__=np.frombuffer(deep, np.uint8))
+    with pytest.raises(CheckpointError):
+        gpunn.load(tmp_path / "deep.npz")
+    strings = np.array(["ab", "cd"])
+    import hashlib
+    digest = hashlib.sha256(strings.view(np.uint8).reshape(-1).data).hexdigest()
+    meta = ('{"format": "gpunn-checkpoint", "version": 1, "tree": {"__array__": "a0", "kind": "tensor", '
+            f'"sha256": "{digest}"}}}}').encode()
+    np.savez(tmp_path / "str.npz", __gpunn__=np.frombuffer(meta, np.uint8), a0=strings)
+    with pytest.raises(CheckpointError, match="numeric arrays only"):
+        gpunn.load(tmp_path / "str.npz")
