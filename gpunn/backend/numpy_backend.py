@@ -206,6 +206,7 @@ class NumpyBackend(Backend):
                                                    label_smoothing)
         dt = logits.dtype
         c = logits.shape[1]
+        reference.check_labels(np, target, c, ignore_index)
         grad = np.empty(logits.shape, dtype=dt)
         nll = np.empty(n, dtype=dt)
         block = max(1, _CHUNK // max(c, 1))  # rows per block

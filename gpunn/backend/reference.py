@@ -86,6 +86,14 @@ def linear_act_backward(
 # ----------------------------------------------------------------------------------------------
 # fused softmax + cross-entropy: loss and dlogits in one pass
 # ----------------------------------------------------------------------------------------------
+def check_labels(xp, target, num_classes: int, ignore_index: int) -> None:
+    """Raise ValueError naming the first label outside [0, num_classes) that is not ignore_index."""
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(f"target label {int(target[bad][0])} is out of range for {num_classes} classes "
+                         f"(labels must be in [0, {num_classes - 1}] or equal ignore_index={ignore_index})")
+
+
 def softmax_cross_entropy(
     xp, logits, target, weight=None, reduction: str = "mean", ignore_index: int = -100,
     label_smoothing: float = 0.0,
@@ -100,6 +108,7 @@ def softmax_cross_entropy(
     """
     n, c = logits.shape
     dt = logits.dtype
+    check_labels(xp, target, c, ignore_index)
     valid = target != ignore_index  # (N,)
     safe_target = xp.where(valid, target, 0)  # ignored rows read class 0, then get zero weight
 

@@ -587,8 +587,10 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     logits, t, c = _class_targets(input, target, "cross_entropy")
     be = input._backend
     w = _class_weight(input, weight, c, "cross_entropy")
-    _check_labels(be.xp, t, c, ignore_index, "cross_entropy")
-    loss, dlogits = be.softmax_cross_entropy(logits, t, w, reduction, ignore_index, label_smoothing)
+    try:  # the primitive checks the labels (on the GPU, through the kernel's error flag: one sync)
+        loss, dlogits = be.softmax_cross_entropy(logits, t, w, reduction, ignore_index, label_smoothing)
+    except ValueError as exc:
+        raise ValueError(f"cross_entropy(): {exc}") from None
     if reduction == "none":
         loss = loss.reshape(target.shape if isinstance(target, Tensor) else t.shape) if input.ndim > 1 \
             else loss.reshape(())

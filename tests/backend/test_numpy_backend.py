@@ -80,3 +80,14 @@ def test_small_work_stays_on_the_calling_thread(monkeypatch):
     seen.clear()
     numpy_backend.parallel_for(lambda lo, hi: seen.append((lo, hi)), 10, work=1 << 20)
     assert sorted(seen) == [(0, 5), (5, 10)]
+
+
+@pytest.mark.parametrize("primitive", ["reference", "numpy"])
+@pytest.mark.parametrize("bad", [5, -1])
+def test_softmax_cross_entropy_checks_its_labels(rng, primitive, bad):
+    logits = rng.standard_normal((4, 5)).astype(np.float32)
+    target = np.array([0, bad, 2, 3])
+    fn = (lambda *a: reference.softmax_cross_entropy(np, *a)) if primitive == "reference" \
+        else NumpyBackend().softmax_cross_entropy
+    with pytest.raises(ValueError, match=f"target label {bad} is out of range for 5 classes"):
+        fn(logits, target, None, "mean", -100, 0.0)
