@@ -23,6 +23,7 @@ test: venv
 	$(PY) -m pytest -q
 
 train: venv
+	mkdir -p runs
 	$(VENV)/bin/gpunn train --dataset mnist-sample --model mlp --out runs/default
 
 lint: venv
