@@ -10,6 +10,7 @@ is usable.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -20,6 +21,23 @@ from gpunn.backend.base import Backend
 _GEMM_TILE = 64  # linear_act.cu: rows and columns of C per block
 _GEMM_THREADS = 256
 _DZ_COLS, _DZ_ROWS = 32, 256  # linear_act.cu: act_backward_bias block tile
+
+
+# linear_act's GEMM: the fused tiled kernel, or cuBLAS (cupy.matmul) followed by a separate
+# bias+activation pass. GPUNN_LINEAR_IMPL=kernel|cublas forces one; "auto" sends GEMMs of at least
+# _CUBLAS_MIN_FLOPS to cuBLAS (the v1 kernel cannot match it on large shapes; on small ones fusing the
+# epilogue saves launches). The threshold is a placeholder until a GPU bench run calibrates it.
+_CUBLAS_MIN_FLOPS = 2 * 512**3
+
+
+def linear_impl(n: int, m: int, k: int) -> str:
+    """'kernel' or 'cublas' for an (N, K) x (K, M) linear_act GEMM."""
+    mode = os.environ.get("GPUNN_LINEAR_IMPL", "auto").strip().lower()
+    if mode not in ("auto", "kernel", "cublas"):
+        raise ValueError(f"GPUNN_LINEAR_IMPL must be auto, kernel or cublas, got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "cublas" if 2 * n * m * k >= _CUBLAS_MIN_FLOPS else "kernel"
 
 
 def _pair(v, what: str) -> tuple[int, int]:
@@ -146,8 +164,8 @@ class CupyBackend(Backend):
                              "x (..., K), W (M, K), b (M,)")
         n, (m, k) = math.prod(x.shape[:-1]), W.shape
         if (not K.supported(x, W, b) or 0 in (n, m, k)
-                or K.ceil_div(m, _GEMM_TILE) > K.GRID_Y_MAX):
-            return super().linear_act(x, W, b, act, negative_slope)
+                or K.ceil_div(m, _GEMM_TILE) > K.GRID_Y_MAX or linear_impl(n, m, k) == "cublas"):
+            return super().linear_act(x, W, b, act, negative_slope)  # the reference: cupy.matmul = cuBLAS
         dt = x.dtype
         x2 = K.as_contiguous(x).reshape(n, k)
         W = K.as_contiguous(W)
@@ -171,6 +189,7 @@ class CupyBackend(Backend):
         n = math.prod(dy.shape[:-1])
         fits = (K.ceil_div(n, _DZ_ROWS) <= K.GRID_Y_MAX and K.ceil_div(k, _GEMM_TILE) <= K.GRID_Y_MAX)
         if (not K.supported(dy, x, W, y if act != "none" else None) or 0 in (n, m, k) or not fits
+                or linear_impl(n, m, k) == "cublas"
                 or dy.shape[-1] != m or x.shape[-1] != k or math.prod(x.shape[:-1]) != n
                 or (act != "none" and (y is None or y.shape != dy.shape))):
             return super().linear_act_backward(dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db)
