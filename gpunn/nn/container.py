@@ -32,6 +32,13 @@ def _index(idx, n: int, what: str) -> int:
     return idx % n
 
 
+def _renumber(container: Module, mods: list) -> None:
+    """Re-register ``mods`` under the keys 0..n-1 (as PyTorch does after a delete or an insert)."""
+    container._modules.clear()
+    for i, m in enumerate(mods):
+        container.add_module(str(i), m)
+
+
 class Sequential(Module):
     """Run modules in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``; also ``Sequential(OrderedDict)``.
 
@@ -85,11 +92,7 @@ class Sequential(Module):
         keys = list(self._modules)
         for key in (keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]):
             del self._modules[key]
-        # renumber, as PyTorch does, so that indices stay 0..n-1
-        mods = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
+        _renumber(self, list(self._modules.values()))
 
     def append(self, module: Module) -> Sequential:
         self.add_module(str(len(self)), module)
@@ -109,9 +112,7 @@ class Sequential(Module):
         index = index + n if index < 0 else index
         mods = list(self._modules.values())
         mods.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
+        _renumber(self, mods)
         return self
 
 
@@ -145,9 +146,7 @@ class ModuleList(Module):
             del mods[idx]
         else:
             del mods[_index(idx, len(self), "ModuleList")]
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
+        _renumber(self, mods)
 
     def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
         return self.extend(modules)
@@ -167,6 +166,4 @@ class ModuleList(Module):
     def insert(self, index: int, module: Module) -> None:
         mods = list(self._modules.values())
         mods.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self.add_module(str(i), m)
+        _renumber(self, mods)
