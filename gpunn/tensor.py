@@ -247,6 +247,16 @@ class Tensor:
             raise TypeError(f"{op}: unsupported operand of type {type(other).__name__}") from exc
 
     # -- basic properties -------------------------------------------------------------------------
+    # ``_data`` is the internal accessor of the backend array; new internal code uses it, because
+    # ``.data`` is becoming PyTorch's detached Tensor view (issue 9).
+    @property
+    def _data(self):
+        return self.data
+
+    @_data.setter
+    def _data(self, value) -> None:
+        self.data = value
+
     @property
     def shape(self) -> tuple:
         return tuple(self.data.shape)
