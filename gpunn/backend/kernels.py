@@ -17,6 +17,7 @@ happens on the first compile.
 from __future__ import annotations
 
 import importlib.resources
+import os
 import re
 from pathlib import Path
 
@@ -26,6 +27,9 @@ KERNEL_FILES = ("linear_act", "softmax_cross_entropy", "optim", "conv2d")
 # Options given to NVRTC at run time and to nvcc by the compile check, so both build the same thing.
 BASE_OPTIONS = ("-std=c++17",)
 EXTRA_OPTIONS = {"optim": ("--fmad=false",)}  # bit-for-bit the NumPy reference's rounding
+# GPUNN_KERNEL_LINEINFO=1 adds -lineinfo (source lines in the cubin, so compute-sanitizer and ncu name the
+# .cu line); tools/gpu_check.py sets it for its sanitizer steps. Read at each compile.
+LINEINFO_ENV = "GPUNN_KERNEL_LINEINFO"
 # Activation codes shared with linear_act.cu (GPUNN_ACT_*).
 ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}
 # Entry-point suffix per dtype; other dtypes fall back to the reference implementation.
@@ -72,7 +76,8 @@ def kernel_source(name: str) -> str:
 def compile_options(name: str) -> tuple[str, ...]:
     """Compiler options for ``<name>.cu`` (valid for both NVRTC and nvcc)."""
     _check_name(name)
-    return BASE_OPTIONS + EXTRA_OPTIONS.get(name, ())
+    lineinfo = ("-lineinfo",) if os.environ.get(LINEINFO_ENV, "0") not in ("", "0") else ()
+    return BASE_OPTIONS + EXTRA_OPTIONS.get(name, ()) + lineinfo
 
 
 # ----------------------------------------------------------------------------------------------
