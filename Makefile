@@ -50,8 +50,10 @@ bench: venv
 	$(PY) -m bench.report $(BENCH_JSON) --quiet
 	@echo "report: $(BENCH_JSON:.json=.md)"
 
-# The GPU suite: on a machine with a GPU (CuPy, numba-cuda, pytest, pytest-benchmark already there) and no
-# network. Installs nothing; writes bench/results/gpu-<date>-<device>.json. GPUNN_COMMIT names the commit
-# when the checkout has no .git.
+# The GPU suite: on a machine with a GPU (CuPy, pytest; compute-sanitizer, PyTorch, pytest-benchmark where
+# there) and no network. Installs nothing. The quick profile takes at most 8 minutes (README, "GPU"); each step
+# appends to bench/results/gpu-<date>-<device>.json as it ends. GPU_CHECK_ARGS=--full runs everything.
+# GPUNN_COMMIT names the commit when the checkout has no .git.
+GPU_CHECK_ARGS ?= --quick
 gpu-check:
-	PYTHONPATH=$(CURDIR) $(PYTHON) tools/gpu_check.py
+	PYTHONPATH=$(CURDIR) $(PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)

@@ -12,6 +12,15 @@ on CUDA is the peer). Every benchmark
    session ends, its time ratio to the peer (``ratio_to_peer``; < 1 means faster than the peer).
 
 Timings are never asserted: targets are judged in the report (``python -m bench.report``).
+
+The PyTorch peers compute in plain float32: TF32 is turned off for matmul and cuDNN (PyTorch's CUDA
+default for cuDNN is TF32, about 3e-4 relative error: it would fail the 1e-4 checks and be an unfair
+comparison). ``GPUNN_BENCH_QUICK=1`` selects the quick subset (``QUICK_SUBSET``: the fused primitives at
+the MNIST models' size and one large size, and the MLP and CNN training steps), what
+``tools/gpu_check.py --quick`` times. On the GPU suite, an op with several kernel versions in
+``gpunn.backend.kernel_table`` is timed once per version (ids ``gpunn`` for the default, ``gpunn-v<N>``
+for the others; ``extra_info.kernel_version``). ``GPUNN_KERNEL_EMULATOR=1`` (the CPU stand-in for CuPy,
+tests/kernels/emulator.py) replaces the GPU ceilings by a stub: the harness's dry run, nothing to read.
 """
 
 from __future__ import annotations
@@ -45,10 +54,45 @@ ON_GPU = BACKEND == "cupy"
 GPUNN_IMPL = f"gpunn-{BACKEND}"
 PEER_IMPL = "torch-cuda" if ON_GPU else "torch-cpu"
 
+EMULATED = os.environ.get("GPUNN_KERNEL_EMULATOR") == "1"
+QUICK = os.environ.get("GPUNN_BENCH_QUICK", "0") not in ("", "0")
+
 try:
     import torch  # noqa: E402
 except ImportError:  # the peers skip; gpunn still runs and validates against NumPy float64
     torch = None
+
+
+def _plain_float32_peer() -> dict:
+    """Turn TF32 off in PyTorch (matmul and cuDNN), so the peer computes what gpunn computes: float32."""
+    if torch is None:
+        return {}
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+TORCH_FLOAT32 = _plain_float32_peer()
+
+try:
+    from gpunn.backend import kernel_table  # noqa: E402
+except ImportError:  # no versioned kernels: only the default is timed
+    kernel_table = None
+
+# Benchmark op (extra_info.op) -> the kernel_table op behind it.
+BENCH_OP_KERNEL = {"linear_relu_fwd": "linear_act", "linear_relu_fwdbwd": "linear_act",
+                   "cross_entropy": "softmax_cross_entropy", "sgd_step": "sgd_step", "adam_step": "adam_step"}
+# The quick subset (GPUNN_BENCH_QUICK=1): test function -> the size ids it runs (None: every size).
+QUICK_SUBSET = {
+    "test_linear_relu_fwdbwd": ("mlp-l1 200x784->200", "2048x2048->2048"),
+    "test_cross_entropy": ("mlp 200x10", "8192x1000"),
+    "test_sgd_momentum_step": ("mlp 199k", "16.8M (4096x4096)"),
+    "test_adam_step": ("mlp 199k", "16.8M (4096x4096)"),
+    "test_step": None,
+}
 
 _SESSION: dict = {"loadavg_start": None, "started": None, "waited": 0.0}
 
@@ -58,11 +102,26 @@ _SESSION: dict = {"loadavg_start": None, "started": None, "waited": 0.0}
 # ------------------------------------------------------------------------------------------------
 def pytest_configure(config):
     config.addinivalue_line("markers", "peer: a PyTorch peer benchmark (skipped when torch is missing)")
+    config.addinivalue_line("markers", "kernel_version(op, v): time gpunn with version v of kernel op")
     _SESSION["started"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     _SESSION["loadavg_start"] = _loadavg()
 
 
+def in_quick_subset(item) -> bool:
+    name = getattr(item, "originalname", None) or item.name.split("[")[0]
+    if name not in QUICK_SUBSET:
+        return False
+    sizes = QUICK_SUBSET[name]
+    size = getattr(item, "callspec", None) and item.callspec.params.get("size")
+    return sizes is None or size is None or size[0] in sizes
+
+
 def pytest_collection_modifyitems(config, items):
+    if QUICK:
+        deselected = [item for item in items if not in_quick_subset(item)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if in_quick_subset(item)]
     gpu_ok, why = gpunn.cupy_available() if ON_GPU else (True, "")
     torch_ok = torch is not None and (not ON_GPU or torch.cuda.is_available())
     for item in items:
@@ -202,6 +261,11 @@ def run_metadata() -> dict:
         "quiet_waited_s": round(_SESSION["waited"], 1),
         "quiet_fraction": QUIET_FRACTION,
         "ratio_definition": "time / peer time, from each benchmark's minimum (< 1: faster than the peer)",
+        "torch_float32": TORCH_FLOAT32,
+        "quick_subset": QUICK,
+        "kernel_versions": ({"versions": {k: list(v) for k, v in kernel_table.VERSIONS.items()},
+                             "defaults": dict(kernel_table.DEFAULTS)} if kernel_table is not None else None),
+        "emulated": EMULATED,
     }
     if ON_GPU:
         try:
@@ -225,7 +289,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     run's metadata."""
     first = _SESSION.get("ceilings")
     if first:
-        again = _ceilings.measure(BACKEND)
+        again = measure_ceilings()
         best = dict(first)
         for key in ("copy_gbps", "matmul_gflops"):
             best[key] = max(first.get(key) or 0.0, again.get(key) or 0.0)
@@ -263,6 +327,46 @@ def fill_ratios(entries: list) -> None:
                 info["ratio"] = max(ratios.values()) if role == "gpunn" else min(ratios.values())
 
 
+def measure_ceilings() -> dict:
+    """The ceilings of this run's device; under the kernel emulator a stub (nothing to measure there; a
+    1 MiB 'L2' keeps the input rotation at one or two copies)."""
+    if ON_GPU and EMULATED:
+        return {"device": "gpunn kernel emulator", "emulated": True, "l2_cache_bytes": 1 << 20,
+                "copy_gbps": None, "matmul_gflops": None}
+    return _ceilings.measure(BACKEND)
+
+
+# ------------------------------------------------------------------------------------------------
+# kernel versions (gpunn.backend.kernel_table)
+# ------------------------------------------------------------------------------------------------
+def impls(op: str | None = None) -> list:
+    """The ``impl`` parameters of a benchmark of kernel ``op`` (a kernel_table op name): ``gpunn`` (the
+    default version), on the GPU suite one ``gpunn-v<N>`` per other version in the table, and ``torch``."""
+    out = [pytest.param("gpunn", id="gpunn")]
+    versions = kernel_table.VERSIONS.get(op, ()) if (ON_GPU and kernel_table is not None and op) else ()
+    default = kernel_table.DEFAULTS.get(op) if versions else None
+    out += [pytest.param(f"gpunn-v{v}", id=f"gpunn-v{v}", marks=pytest.mark.kernel_version(op, v))
+            for v in versions if v != default]
+    out.append(pytest.param("torch", id="torch", marks=pytest.mark.peer))
+    return out
+
+
+def _version_of(request) -> tuple[str, int] | None:
+    mark = request.node.get_closest_marker("kernel_version")
+    return tuple(mark.args) if mark else None
+
+
+@pytest.fixture(autouse=True)
+def _selected_kernel_version(request):
+    """Runs a ``gpunn-v<N>`` benchmark (validation and timing) with that kernel version selected."""
+    chosen = _version_of(request)
+    if chosen is None:
+        yield
+        return
+    with kernel_table.use_version(*chosen):
+        yield
+
+
 # ------------------------------------------------------------------------------------------------
 # fixtures
 # ------------------------------------------------------------------------------------------------
@@ -279,7 +383,7 @@ def ceilings():
     """The copy-bandwidth and matmul ceilings of the device under test, measured once, first."""
     if ON_GPU and not gpunn.cupy_available()[0]:
         return {}
-    c = _ceilings.measure(BACKEND)
+    c = measure_ceilings()
     _SESSION["ceilings"] = c
     return c
 
@@ -304,7 +408,7 @@ def sync_torch() -> None:
 def to_host(a) -> np.ndarray:
     """A float64 NumPy copy of a gpunn Tensor, a backend array, or a torch tensor."""
     if isinstance(a, gpunn.Tensor):
-        a = a._backend.to_numpy(a.data)
+        a = a._backend.to_numpy(a._data)
     elif torch is not None and isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     elif type(a).__module__.startswith("cupy"):
@@ -353,6 +457,17 @@ class Measure:
         self.max_time = float(cfg.getoption("benchmark_max_time", 1.0) or 1.0)
         self.min_rounds = int(cfg.getoption("benchmark_min_rounds", 5) or 5)
 
+    def _version_label(self, op: str, impl: str) -> tuple[str, int | None, bool]:
+        """(impl name, kernel version, whether it is the default) of a gpunn benchmark: a non-default
+        version's name gets ``-v<N>``."""
+        chosen = _version_of(self.request)
+        if chosen is not None:
+            return f"{impl}-v{chosen[1]}", chosen[1], False
+        table_op = BENCH_OP_KERNEL.get(op)
+        if ON_GPU and kernel_table is not None and table_op in kernel_table.DEFAULTS:
+            return impl, kernel_table.DEFAULTS[table_op], True
+        return impl, None, True
+
     def __call__(self, fn, inputs: list, *, op: str, size: str, impl: str, bytes_moved: int, flops: int,
                  sync, bound: str, max_rel_err: float, rounds: int | None = None, max_rounds: int = 200,
                  warmup: int = 2, bytes_formula: str = "", flops_formula: str = "", extra: dict | None = None):
@@ -387,6 +502,8 @@ class Measure:
             self.benchmark.pedantic(timed, setup=setup, rounds=rounds, warmup_rounds=0, iterations=1)
         t_min = self.benchmark.stats.stats.min
         info = self.benchmark.extra_info
+        if not impl.startswith("torch"):
+            impl, info["kernel_version"], info["kernel_default"] = self._version_label(op, impl)
         info.update({
             "op": op, "size": size, "impl": impl, "role": "peer" if impl.startswith("torch") else "gpunn",
             "bytes": int(bytes_moved), "flops": int(flops), "bytes_formula": bytes_formula,

@@ -62,7 +62,7 @@ WHY = {
         "blocked, threaded step is faster."),
 }
 QUIET = 0.1  # the share of the CPUs other processes may use before a row is flagged (bench/conftest.py)
-OP_ORDER = ["mlp_epoch", "cnn_epoch", "mlp_step", "linear_relu_fwd", "linear_relu_fwdbwd", "cross_entropy",
+OP_ORDER = ["mlp_epoch", "cnn_epoch", "mlp_step", "cnn_step", "linear_relu_fwd", "linear_relu_fwdbwd", "cross_entropy",
             "sgd_step", "adam_step", "conv2d_fwdbwd", "max_pool2d_fwdbwd"]
 
 
@@ -89,8 +89,9 @@ def load(path: str) -> dict:
     """A pytest-benchmark JSON written by the suite, or a ``make gpu-check`` result that embeds one."""
     with open(path) as f:
         data = json.load(f)
-    if "benchmarks" not in data and isinstance(data.get("steps"), dict):  # tools/gpu_check.py's file
-        for step in data["steps"].values():
+    steps = data.get("steps")
+    if "benchmarks" not in data and isinstance(steps, (dict, list)):  # tools/gpu_check.py's file
+        for step in steps.values() if isinstance(steps, dict) else steps:
             if isinstance(step, dict) and isinstance(step.get("raw"), dict) and "benchmarks" in step["raw"]:
                 return step["raw"]
         raise SystemExit(f"{path}: a gpu-check result without benchmark data (was the bench step skipped?)")
@@ -124,15 +125,22 @@ def pairs(rows: list) -> list:
         group = by_key[key]
         mine = [r for r in group if r["role"] == "gpunn"]
         peers = [r for r in group if r["role"] != "gpunn"]
-        g = mine[0] if mine else None
-        for p in peers or [None]:
-            out.append((key[0], key[1], g, p))
+        for g in mine or [None]:  # one gpunn entry per kernel version
+            for p in peers or [None]:
+                out.append((key[0], key[1], g, p))
     return out
 
 
 def contended(*entries) -> bool:
     """Whether other processes used more than the quiet share of the CPUs while any of these ran."""
     return any(e and (e.get("other_load") or 0) > QUIET for e in entries)
+
+
+def version_note(entry: dict) -> str:
+    """' (v2)' after a time measured with a kernel version other than the default, else ''."""
+    if entry.get("kernel_default", True) or entry.get("kernel_version") is None:
+        return ""
+    return f" (v{entry['kernel_version']})"
 
 
 def table(rows: list) -> str:
@@ -144,7 +152,8 @@ def table(rows: list) -> str:
             ratio += " †"
         median_ratio = f"{g['median'] / p['median']:.2f}x" if g and p else "-"
         lines.append("| " + " | ".join([
-            op, size, fmt_time(g["t"]) if g else "-", p["impl"] if p else "-", fmt_time(p["t"]) if p else "-",
+            op, size, (fmt_time(g["t"]) + version_note(g)) if g else "-", p["impl"] if p else "-",
+            fmt_time(p["t"]) if p else "-",
             ratio, median_ratio, fmt_rate(g) if g else "-", fmt_frac(g) if g else "-", fmt_frac(p) if p else "-",
         ]) + " |")
     return "\n".join(lines)
@@ -154,7 +163,9 @@ def judge_targets(rows: list, platform_kind: str) -> list:
     """(description, met?, detail) for each target of this platform that has results."""
     out = []
     for op, limit, desc in TARGETS.get(platform_kind, []):
-        found = [(size, g, p) for o, size, g, p in pairs(rows) if o == op and g and p]
+        # judged on the version the backend uses (the default), not on the alternatives timed beside it
+        found = [(size, g, p) for o, size, g, p in pairs(rows)
+                 if o == op and g and p and g.get("kernel_default", True)]
         if not found:
             continue
         worst = max(found, key=lambda f: f[1]["t"] / f[2]["t"])
@@ -226,7 +237,7 @@ def plot(results: dict, path: str) -> None:
 
     rows = entries(results)
     ceil = (results.get("gpunn_bench") or {}).get("ceilings") or {}
-    training = ("mlp_epoch", "cnn_epoch", "mlp_step")
+    training = ("mlp_epoch", "cnn_epoch", "mlp_step", "cnn_step")
     fig, axes = plt.subplots(1, 3, figsize=(19, 5.8))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, bound, xkey, ykey, ckey, label in (

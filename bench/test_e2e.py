@@ -1,4 +1,4 @@
-"""End-to-end benchmarks: one training epoch of the MNIST MLP and CNN, and one MLP training step.
+"""End-to-end benchmarks: one training epoch of the MNIST MLP and CNN, and one training step of each.
 
 The models come from ``gpunn.cli.build_model`` (what ``gpunn train`` trains): the MLP 784-200-200-10
 (Kaiming normal, zero biases) and the CNN Conv(1,16,3,p1)-ReLU-MaxPool(2)-Conv(16,32,3,p1)-ReLU-
@@ -272,52 +272,46 @@ def test_epoch(benchmark, measure, backend, torch_device, mnist60k, initial_weig
 
 
 # ------------------------------------------------------------------------------------------------
-# one MLP training step at batch 200 (data already on the device)
+# one training step at batch 200 (data already on the device): the MLP and the CNN
 # ------------------------------------------------------------------------------------------------
 STEP_IMPLS = [pytest.param("gpunn", id="gpunn"), pytest.param("torch", id="torch", marks=pytest.mark.peer)]
 
 
 @pytest.mark.parametrize("impl", STEP_IMPLS)
-def test_mlp_step(benchmark, measure, backend, torch_device, mnist60k, initial_weights, impl):
-    benchmark.group = "mlp_step"
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_step(benchmark, measure, backend, torch_device, mnist60k, initial_weights, kind, impl):
+    benchmark.group = f"{kind}_step"
     X, y, _ = mnist60k
-    X = _inputs("mlp", X)
-    init = initial_weights["mlp"]
+    X = _inputs(kind, X)
+    init = initial_weights[kind]
     if torch is None:
         pytest.skip("the float64 reference step needs PyTorch")
-    ref = _reference_update("mlp", init, X[:BATCH], y[:BATCH])
+    ref = _reference_update(kind, init, X[:BATCH], y[:BATCH])
     n_batches = 16  # rotate over 16 preloaded batches
     if impl == "gpunn":
-        model = _gpunn_model("mlp", init)
+        model = _gpunn_model(kind, init)
         opt = optim.SGD(model.parameters(), **SGD_HYPER)
         loss_fn = nn.CrossEntropyLoss()
         sets = [(gpunn.tensor(X[i * BATCH : (i + 1) * BATCH]), gpunn.tensor(y[i * BATCH : (i + 1) * BATCH]))
                 for i in range(n_batches)]
-
-        def step(xb, yb):
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-
         sync, name = (lambda: sync_gpunn(backend)), GPUNN_IMPL
     else:
-        model = _torch_model("mlp", init, torch_device)
+        model = _torch_model(kind, init, torch_device)
         opt = torch.optim.SGD(model.parameters(), **SGD_HYPER)
         loss_fn = torch.nn.CrossEntropyLoss()
         sets = [(torch.from_numpy(X[i * BATCH : (i + 1) * BATCH]).to(torch_device),
                  torch.from_numpy(y[i * BATCH : (i + 1) * BATCH]).to(torch_device)) for i in range(n_batches)]
-
-        def step(xb, yb):
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-
         sync, name = sync_torch, PEER_IMPL
+
+    def step(xb, yb):  # the same four calls on both sides
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+
     step(*sets[0])
     err = _check_step(model.state_dict(), init, ref)
-    nbytes, flops, bytes_formula, flops_formula = _napkin("mlp", BATCH)
-    measure(step, sets, op="mlp_step", size=f"batch {BATCH}", impl=name, bytes_moved=nbytes, flops=flops,
+    nbytes, flops, bytes_formula, flops_formula = _napkin(kind, BATCH)
+    measure(step, sets, op=f"{kind}_step", size=f"batch {BATCH}", impl=name, bytes_moved=nbytes, flops=flops,
             sync=sync, bound="compute", max_rel_err=err, warmup=WARMUP_STEPS, max_rounds=2000,
             bytes_formula=bytes_formula, flops_formula=flops_formula)

@@ -30,6 +30,7 @@ from bench.conftest import (
     ON_GPU,
     PEER_IMPL,
     check,
+    impls,
     rotation_count,
     sync_gpunn,
     sync_torch,
@@ -38,7 +39,7 @@ from bench.conftest import (
 )
 from gpunn import nn, optim
 
-IMPLS = [pytest.param("gpunn", id="gpunn"), pytest.param("torch", id="torch", marks=pytest.mark.peer)]
+IMPLS = impls()  # gpunn and the peer; impls(op) adds one gpunn-v<N> per other version of kernel op
 F32 = 4  # bytes per float32
 
 
@@ -103,7 +104,7 @@ def _linear_ref(backend, x, W, b, dy, y_mask=None):
     return {k: to_host(v) for k, v in out.items()}
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", impls("linear_act"))
 @pytest.mark.parametrize("size", LINEAR_SIZES)
 def test_linear_relu_fwd(benchmark, measure, backend, ceilings, torch_device, size, impl):
     label, n, k, m = size
@@ -114,7 +115,7 @@ def test_linear_relu_fwd(benchmark, measure, backend, ceilings, torch_device, si
     # flops = 2 N K M (the GEMM) + 2 N M (bias add, ReLU)
     flops = 2 * n * k * m + 2 * n * m
     copies = rotation_count(nbytes, ceilings)
-    if impl == "gpunn":
+    if impl.startswith("gpunn"):
         sets = [(_gt(x), _gt(W), _gt(b)) for _ in range(copies)]
 
         def fn(xt, Wt, bt):
@@ -137,7 +138,7 @@ def test_linear_relu_fwd(benchmark, measure, backend, ceilings, torch_device, si
             flops_formula="2NKM + 2NM")
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", impls("linear_act"))
 @pytest.mark.parametrize("size", LINEAR_SIZES)
 def test_linear_relu_fwdbwd(benchmark, measure, backend, ceilings, torch_device, size, impl):
     label, n, k, m = size
@@ -150,7 +151,7 @@ def test_linear_relu_fwdbwd(benchmark, measure, backend, ceilings, torch_device,
     # flops = 2NKM (forward) + 2NKM (dx) + 2NKM (dW) + 4NM (bias, ReLU, mask, db)
     flops = 6 * n * k * m + 4 * n * m
     copies = rotation_count(nbytes, ceilings)
-    if impl == "gpunn":
+    if impl.startswith("gpunn"):
         sets = [(_gt(x, True), _gt(W, True), _gt(b, True), _gt(dy)) for _ in range(copies)]
 
         def fn(xt, Wt, bt, dyt):
@@ -205,7 +206,7 @@ def _ce_ref(backend, logits, target):
     return {"loss": to_host(loss), "dlogits": to_host(d / n)}
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", impls("softmax_cross_entropy"))
 @pytest.mark.parametrize("size", CE_SIZES)
 def test_cross_entropy(benchmark, measure, backend, ceilings, torch_device, size, impl):
     label, n, c = size
@@ -219,7 +220,7 @@ def test_cross_entropy(benchmark, measure, backend, ceilings, torch_device, size
     # flops ~ 6 NC: max, subtract, exp, sum, scale, subtract-onehot per logit (exp counted as one)
     flops = 6 * n * c
     copies = rotation_count(nbytes, ceilings)
-    if impl == "gpunn":
+    if impl.startswith("gpunn"):
         sets = [(_gt(logits, True), _gt(target)) for _ in range(copies)]
 
         def fn(z, t):
@@ -297,7 +298,7 @@ def _adam_ref(params, grads, steps, lr, betas, eps):
 
 def _make_opt(impl, kind, params, grads, device):
     """An optimizer over fresh copies of ``params`` with ``grads`` attached, and the parameter list."""
-    if impl == "gpunn":
+    if impl.startswith("gpunn"):
         ps = [nn.Parameter(_gt(p)) for p in params]
         for p, g in zip(ps, grads):
             p.grad = _gt(g)
@@ -336,19 +337,19 @@ def _bench_optimizer(kind, benchmark, measure, backend, ceilings, torch_device, 
     err = check({f"p{i}": p for i, p in enumerate(ps)}, {f"p{i}": r for i, r in enumerate(ref)}, tol=1e-5)
     copies = rotation_count(nbytes, ceilings, limit=16)
     sets = [(_make_opt(impl, kind, params, grads, torch_device)[0],) for _ in range(copies)]
-    sync = (lambda: sync_gpunn(backend)) if impl == "gpunn" else sync_torch
-    measure(lambda o: o.step(), sets, op=f"{kind}_step", size=label, impl=GPUNN_IMPL if impl == "gpunn"
+    sync = (lambda: sync_gpunn(backend)) if impl.startswith("gpunn") else sync_torch
+    measure(lambda o: o.step(), sets, op=f"{kind}_step", size=label, impl=GPUNN_IMPL if impl.startswith("gpunn")
             else PEER_IMPL, bytes_moved=nbytes, flops=flops, sync=sync, bound="memory", max_rel_err=err,
             bytes_formula=bytes_formula, flops_formula=flops_formula, extra={"params": int(total)})
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", impls("sgd_step"))
 @pytest.mark.parametrize("size", OPT_SIZES)
 def test_sgd_momentum_step(benchmark, measure, backend, ceilings, torch_device, size, impl):
     _bench_optimizer("sgd", benchmark, measure, backend, ceilings, torch_device, size, impl)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", impls("adam_step"))
 @pytest.mark.parametrize("size", OPT_SIZES)
 def test_adam_step(benchmark, measure, backend, ceilings, torch_device, size, impl):
     _bench_optimizer("adam", benchmark, measure, backend, ceilings, torch_device, size, impl)
@@ -401,7 +402,7 @@ def test_conv2d_fwdbwd(benchmark, measure, backend, ceilings, torch_device, size
     # flops = 3 * 2 N OC H W C 9: the forward GEMM, dx and dW each (bias and db not counted)
     flops = 3 * 2 * n * oc * h * h * c * 9
     copies = rotation_count(nbytes, ceilings, limit=8)
-    if impl == "gpunn":
+    if impl.startswith("gpunn"):
         sets = [(_gt(x, True), _gt(W, True), _gt(b, True), _gt(dy)) for _ in range(copies)]
 
         def fn(xt, Wt, bt, dyt):
@@ -466,7 +467,7 @@ def test_max_pool2d_fwdbwd(benchmark, measure, backend, ceilings, torch_device, 
     # flops = x: one comparison per input element
     flops = sx
     copies = rotation_count(nbytes, ceilings, limit=16)
-    if impl == "gpunn":
+    if impl.startswith("gpunn"):
         sets = [(_gt(x, True), _gt(dy)) for _ in range(copies)]
 
         def fn(xt, dyt):
