@@ -116,6 +116,17 @@ def test_quick_budgets_fit_the_window(gc):
     assert {s.name for s in gc.full_steps()} >= {"tests-numpy", "tests-cupy", "memcheck", "racecheck", "bench"}
 
 
+def test_readme_states_the_quick_budgets(gc):
+    """The README's table for the 15-minute window gives each step's budget as the script has it."""
+    readme = (ROOT / "README.md").read_text()
+    for step in gc.quick_steps():
+        row = next((ln for ln in readme.splitlines() if ln.startswith(f"| `{step.name}` |")), None)
+        assert row is not None, f"README has no row for step {step.name}"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == f"{step.budget:.0f} s" and cells[3] == step.estimate, (step.name, cells)
+    assert f"| all | | {gc.QUICK_BUDGET_S:.0f} s |" in readme
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the emulator uses ucontext (Linux)")
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="no C++20 compiler (g++)")
