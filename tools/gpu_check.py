@@ -399,16 +399,25 @@ def summarize_tests(log: list[dict]) -> dict:
             "benchmarks": benches, "events": events}
 
 
-SAN_ERROR_SUMMARY = re.compile(r"(?:ERROR|RACECHECK) SUMMARY: (\d+) (?:error|hazard)")
+SAN_ERRORS = re.compile(r"ERROR SUMMARY: (\d+) errors?")
+SAN_RACES = re.compile(r"RACECHECK SUMMARY: (\d+) hazards? displayed \((\d+) errors?, (\d+) warnings?\)")
 
 
 def sanitizer_findings(text: str) -> dict:
-    counts = [int(m) for m in SAN_ERROR_SUMMARY.findall(text)]
+    """Error count and report lines of compute-sanitizer's output (one summary per process it watched).
+    Errors come from the ``ERROR SUMMARY`` lines, or, where a tool prints none, from racecheck's
+    ``RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)``."""
+    errors = [int(n) for n in SAN_ERRORS.findall(text)]
+    races = [tuple(int(v) for v in m) for m in SAN_RACES.findall(text)]
+    total = sum(errors) if errors else sum(r[1] for r in races) if races else None
     lines = [ln.rstrip() for ln in text.splitlines()
              if ln.startswith("=========") and "SUMMARY" not in ln and ln.strip("= ")]
-    # the first lines of each report: what, where (kernel, .cu line with -lineinfo), by which thread
-    return {"errors": sum(counts) if counts else None, "summaries": counts, "findings": lines[:150],
-            "findings_total": len(lines)}
+    # each report's first lines say what, in which kernel (and .cu line, with -lineinfo), by which thread
+    out = {"errors": total, "error_summaries": errors, "findings": lines[:150], "findings_total": len(lines)}
+    if races:
+        out["racecheck"] = {"hazards": sum(r[0] for r in races), "errors": sum(r[1] for r in races),
+                            "warnings": sum(r[2] for r in races)}
+    return out
 
 
 class Suite:
@@ -760,7 +769,7 @@ def main(argv=None) -> int:
         device = "gpunn-kernel-emulator" if args.emulator else slug(gpu.get("device") or "no-gpu") if gpu.get(
             "usable") else "no-gpu"
         out_dir = Path(args.out)
-        path = out_dir / f"gpu-{started:%Y-%m-%d}-{device}.json"
+        path = out_dir / f"gpu-{started:%Y%m%d}-{device}.json"
         result = {
             "suite": "gpunn gpu-check", "format": 2, "profile": profile, "emulator": args.emulator,
             "command": " ".join([Path(sys.executable).name, "tools/gpu_check.py", *(argv or sys.argv[1:])]),

@@ -273,8 +273,43 @@ def test_a_pytest_step_records_counts_failures_and_skips(gc, tmp_path):
     assert len(rec["skip_reasons"]) == 1 and "not today" in rec["skip_reasons"][0]
 
 
+def test_a_sanitizer_step_wraps_pytest_and_records_the_findings(gc, tmp_path, monkeypatch):
+    """The non-emulated sanitizer path, with a stand-in for compute-sanitizer that runs the program it is
+    given and reports one memcheck error in the --log-file it is given."""
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import subprocess, sys
+        args, opts = sys.argv[1:], {{}}
+        while args[0].startswith("--"):
+            opts[args[0]], args = args[1], args[2:]
+        rc = subprocess.call(args)
+        with open(opts["--log-file"], "w") as f:
+            f.write("========= COMPUTE-SANITIZER\\n========= Invalid __global__ read of size 4 bytes\\n"
+                    "=========     at sce_warp_v1_f32+0x40 in kernels/softmax_cross_entropy.cu:120\\n"
+                    "========= ERROR SUMMARY: 1 error\\n")
+            f.write(f"tool={{opts['--tool']}} pytest_exit={{rc}}\\n")
+        sys.exit(int(opts["--error-exitcode"]))
+    """))
+    fake.chmod(0o755)
+    monkeypatch.setattr(gc, "find_tool", lambda name: str(fake) if name == "compute-sanitizer" else None)
+    test_file = tmp_path / "t" / "test_one.py"
+    test_file.parent.mkdir()
+    test_file.write_text("def test_ok():\n    assert True\n")
+    suite, result = make_suite(gc, tmp_path)
+    suite.run([gc.Step("memcheck", "memcheck", "sanitizer", 120, tool="memcheck", args=[str(test_file)])])
+    (rec,) = result["steps"]
+    assert rec["command"].startswith(f"{fake} --tool memcheck --error-exitcode 99")
+    assert rec["status"] == "failed" and rec["exit_code"] == 99
+    assert rec["counts"]["passed"] == 1
+    san = rec["sanitizer"]
+    assert san["tool"] == "memcheck" and san["errors"] == 1
+    assert any("softmax_cross_entropy.cu:120" in line for line in san["findings"])
+    assert "tool=memcheck pytest_exit=0" in san["log_tail"]
+
+
 def test_sanitizer_reports_are_parsed(gc):
-    text = textwrap.dedent("""\
+    memcheck = textwrap.dedent("""\
         ========= COMPUTE-SANITIZER
         ========= Invalid __global__ write of size 4 bytes
         =========     at sgd_step_v1_f32+0x1a0 in /work/kernels/optim.cu:57
@@ -282,13 +317,19 @@ def test_sanitizer_reports_are_parsed(gc):
         =========     Address 0x7f0000000400 is out of bounds
         ========= ERROR SUMMARY: 1 error
         ========= COMPUTE-SANITIZER
-        ========= RACECHECK SUMMARY: 2 hazards displayed (2 errors, 0 warnings)
+        ========= ERROR SUMMARY: 2 errors
     """)
-    got = gc.sanitizer_findings(text)
-    assert got["errors"] == 3 and got["summaries"] == [1, 2]
+    got = gc.sanitizer_findings(memcheck)
+    assert got["errors"] == 3 and got["error_summaries"] == [1, 2]  # one summary per watched process
     assert any("optim.cu:57" in line for line in got["findings"])
-    assert not any("SUMMARY" in line for line in got["findings"])
+    assert not any("SUMMARY" in line or line.strip("= ") == "" for line in got["findings"])
     assert gc.sanitizer_findings("========= ERROR SUMMARY: 0 errors\n")["errors"] == 0
+    assert gc.sanitizer_findings("no sanitizer output at all\n")["errors"] is None
+    race = "========= RACECHECK SUMMARY: 3 hazards displayed (2 errors, 1 warning)\n"
+    got = gc.sanitizer_findings(race)
+    assert got["errors"] == 2 and got["racecheck"] == {"hazards": 3, "errors": 2, "warnings": 1}
+    # a tool that prints both lines is not counted twice
+    assert gc.sanitizer_findings(race + "========= ERROR SUMMARY: 2 errors\n")["errors"] == 2
 
 
 def test_lineinfo_switch_reaches_the_kernel_compile_options(monkeypatch):
