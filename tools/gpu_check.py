@@ -367,8 +367,11 @@ def read_log(path: Path) -> list[dict]:
 def summarize_tests(log: list[dict]) -> dict:
     """Counts, failures (with messages), the slowest tests and the benchmark timings from the plugin log."""
     outcome: dict[str, str] = {}
-    failures, durations, benches, events = [], {}, [], []
+    failures, durations, benches, events, started = [], {}, [], [], {}
     for rec in log:
+        if "start" in rec:
+            started[rec["start"]] = True
+            continue
         if "event" in rec:
             events.append(rec)
             continue
@@ -387,6 +390,8 @@ def summarize_tests(log: list[dict]) -> dict:
             outcome[node] = "skipped"
         if res == "failed":
             failures.append({"test": node, "when": when, "message": rec.get("message", "")[:2000]})
+        if when == "call" or (when == "setup" and res != "passed"):
+            started.pop(node, None)
     counts = {k: 0 for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
     for v in outcome.values():
         counts[v] += 1
@@ -396,7 +401,7 @@ def summarize_tests(log: list[dict]) -> dict:
     return {"counts": counts, "failures": failures[:100], "failures_total": len(failures),
             "skip_reasons": sorted(set(skips))[:10], "slowest": [{"test": k, "seconds": round(v, 2)}
                                                                  for k, v in slowest],
-            "benchmarks": benches, "events": events}
+            "benchmarks": benches, "events": events, "unfinished": list(started)[:20]}
 
 
 SAN_ERRORS = re.compile(r"ERROR SUMMARY: (\d+) errors?")
@@ -590,6 +595,11 @@ def pytest_configure(config):
     _plugin_log({"event": "cupy memory pools disabled"})
 
 
+def pytest_runtest_logstart(nodeid, location):
+    if os.environ.get(LOG_ENV) is not None:
+        _plugin_log({"start": nodeid})  # a test that starts and never ends is what a killed step was running
+
+
 def pytest_runtest_logreport(report):
     if os.environ.get(LOG_ENV) is None:
         return
@@ -642,6 +652,8 @@ def step_line(rec: dict) -> str:
         res += f"; sanitizer errors {san['errors'] if san['errors'] is not None else '?'}"
     if rec.get("benchmarks"):
         res += f"; {len(rec['benchmarks'])} timed"
+    if rec.get("unfinished") and status in ("timed_out", "interrupted"):
+        res += f"; running at the kill: {rec['unfinished'][0]}"
     note = rec.get("note") or ""
     return f"  {rec['name']:<13} {shown:<11} {took:>11}  {res}{'  (' + note + ')' if note else ''}"
 

@@ -270,7 +270,35 @@ def test_a_pytest_step_records_counts_failures_and_skips(gc, tmp_path):
                              "total": 4}
     messages = {f["test"].split("::")[-1]: f["message"] for f in rec["failures"]}
     assert "arithmetic is broken" in messages["test_bad"] and "fixture broke" in messages["test_error"]
+    assert rec["unfinished"] == []
     assert len(rec["skip_reasons"]) == 1 and "not today" in rec["skip_reasons"][0]
+
+
+def test_a_killed_pytest_step_keeps_the_tests_that_finished(gc, tmp_path):
+    test_file = tmp_path / "t" / "test_hang.py"
+    test_file.parent.mkdir()
+    test_file.write_text(textwrap.dedent("""
+        import time
+
+        def test_a_first():
+            pass
+
+        def test_b_fails():
+            assert False, "seen before the kill"
+
+        def test_c_hangs():
+            time.sleep(120)
+
+        def test_d_never_runs():
+            pass
+    """))
+    suite, result = make_suite(gc, tmp_path)
+    suite.run([gc.Step("hang", "hangs in its third test", "pytest", 15, args=[str(test_file)])])
+    (rec,) = result["steps"]
+    assert rec["status"] == "timed_out"
+    assert rec["counts"]["passed"] == 1 and rec["counts"]["failed"] == 1 and rec["counts"]["total"] == 2
+    assert "seen before the kill" in rec["failures"][0]["message"]
+    assert [n.split("::")[-1] for n in rec["unfinished"]] == ["test_c_hangs"]
 
 
 def test_a_sanitizer_step_wraps_pytest_and_records_the_findings(gc, tmp_path, monkeypatch):
