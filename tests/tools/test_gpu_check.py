@@ -144,6 +144,8 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
     assert res["status"] == "passed" and res["emulator"] is True
     assert res["machine"]["gpu"]["device"] == "gpunn kernel emulator"
     assert list(steps) == ["kernel-tests", "cupy-suites", "memcheck", "racecheck", "bench"]
+    if importlib.util.find_spec("pytest_benchmark") is None:  # recorded as missing, not fatal
+        assert steps.pop("bench")["status"] == "missing"
     for name, s in steps.items():
         assert s["status"] == "passed", (name, s.get("tail"))
         assert s["counts"]["passed"] > 0 and s["counts"]["failed"] == 0, (name, s["counts"])
@@ -153,9 +155,13 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
         assert steps[name]["env"]["GPUNN_KERNEL_LINEINFO"] == "1"
         assert any("emulator" in n for n in steps[name]["notes"])
         assert steps[name]["events"], "the plugin's pool switch did not run"
+    if "bench" not in steps:
+        return
     bench = steps["bench"]
     ops = {b["op"] for b in bench["benchmarks"]}
-    assert {"mlp_step", "linear_relu_fwdbwd", "cross_entropy", "sgd_step", "adam_step"} <= ops, ops
+    assert {"linear_relu_fwdbwd", "cross_entropy", "sgd_step", "adam_step"} <= ops, ops
+    if importlib.util.find_spec("torch") is not None:  # the training step is validated against torch
+        assert "mlp_step" in ops
     for b in bench["benchmarks"]:
         assert b["rounds"] == len(b["data"]) >= 1 and b["min"] > 0
     assert bench["raw"]["gpunn_bench"]["quick_subset"] is True
