@@ -500,6 +500,41 @@ def test_max_pool2d_nan_propagates(be, cp, rng):
     assert np.isfinite(np.delete(y.reshape(-1), 1)).all()
 
 
+NAN_POOL_CASES = [  # (N, C, H, W, kernel, stride, padding)
+    (1, 1, 4, 4, 2, 2, 0),
+    (2, 3, 9, 7, 3, 2, 1),
+    (1, 2, 7, 6, 3, 1, 1),  # overlapping windows: several windows route gradient to one NaN
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NAN_POOL_CASES)
+def test_max_pool2d_with_nans_matches_torch(be, cp, rng, case, dtype):
+    """NaNs (several per window), +-inf and ties: PyTorch's values, indices (the LAST NaN of a window in
+    row-major order wins) and gradient routing, checked against torch.nn.functional.max_pool2d."""
+    torch = torch_or_skip()
+    n, c, h, w, k, s, p = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    flat = x.reshape(-1)
+    hit = rng.choice(flat.size, size=max(3, flat.size // 5), replace=False)
+    flat[hit[: len(hit) // 2]] = np.nan
+    flat[hit[len(hit) // 2:][:2]] = [np.inf, -np.inf]
+    x[0, 0, 0, :2] = np.nan  # two NaNs side by side in the first window
+    x[-1, -1, -1, -1] = x[-1, -1, -1, -2] = 7.0  # a tie
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    ty, tidx = torch.nn.functional.max_pool2d(tx, k, s, p, return_indices=True)
+    dy = rng.standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.from_numpy(dy))
+
+    y, idx = be.max_pool2d_fwd(cp.asarray(x), k, s, p)
+    np.testing.assert_array_equal(host(y), ty.detach().numpy())  # NaN == NaN here
+    np.testing.assert_array_equal(host(idx), tidx.numpy())
+    assert np.isnan(host(y)).any()
+    dx = host(be.max_pool2d_bwd(cp.asarray(dy), idx, x.shape))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Numba kernels on the device
 # ----------------------------------------------------------------------------------------------
