@@ -103,9 +103,11 @@ __device__ __forceinline__ void max_pool2d_fwd_v1(const T* __restrict__ x, T* __
         const T* xp = x + plane * g.H * g.W;
         T best = T(0);
         long long best_i = -1;
+#pragma unroll 1
         for (long long ki = 0; ki < g.KH; ++ki) {
             const long long h = oh * g.SH - g.PH + ki * g.DH;
             if (h < 0 || h >= g.H) continue;
+#pragma unroll 1
             for (long long kj = 0; kj < g.KW; ++kj) {
                 const long long w = ow * g.SW - g.PW + kj * g.DW;
                 if (w < 0 || w >= g.W) continue;
