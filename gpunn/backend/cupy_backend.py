@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
+from gpunn.backend import kernel_table, reference
 from gpunn.backend import kernels as K
-from gpunn.backend import reference
 from gpunn.backend.base import Backend
 
 _GEMM_TILE = 64  # linear_act.cu: rows and columns of C per block
@@ -301,8 +301,8 @@ class CupyBackend(Backend):
             return None
         dt = param.dtype
         grad = K.as_contiguous(grad)
-        K.entry("optim", "sgd_step_v1", dt)(
-            K.elementwise_grid(param.size), (256,),
+        fn, grid = self._optim_kernel("sgd_step", param)
+        fn(grid, (256,),
             (param, grad, momentum_buf if momentum != 0 else None, np.int64(param.size),
              K.scalar(dt, lr), K.scalar(dt, momentum), K.scalar(dt, 1 - dampening),
              K.scalar(dt, weight_decay), np.int32(bool(nesterov)), np.int32(bool(maximize)),
@@ -338,13 +338,25 @@ class CupyBackend(Backend):
             step_dev.fill(int(step))  # a fill kernel: no host synchronization
         dt = param.dtype
         grad = K.as_contiguous(grad)
-        K.entry("optim", "adam_step_v1", dt)(
-            K.elementwise_grid(param.size), (256,),
+        fn, grid = self._optim_kernel("adam_step", param)
+        fn(grid, (256,),
             (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, step_dev,
              np.int64(param.size), np.float64(lr), np.float64(beta1), np.float64(beta2), K.scalar(dt, eps),
              np.float64(weight_decay), np.int32(bool(decoupled_weight_decay)), np.int32(bool(amsgrad)),
              np.int32(bool(maximize))))
         return None
+
+    @staticmethod
+    def _optim_kernel(op: str, param):
+        """(kernel, grid) of the selected version of ``op`` (kernel_table) for ``param``'s dtype and size:
+        v1 takes one element per thread and iteration, v2 a 16-byte vector (4 floats / 2 doubles)."""
+        v, dt = kernel_table.version(op), param.dtype
+        if op == "sgd_step":
+            fn = K.entry("optim", "sgd_step_v2", dt) if v == 2 else K.entry("optim", "sgd_step_v1", dt)
+        else:
+            fn = K.entry("optim", "adam_step_v2", dt) if v == 2 else K.entry("optim", "adam_step_v1", dt)
+        per_thread = 16 // dt.itemsize if v == 2 else 1
+        return fn, K.elementwise_grid(K.ceil_div(param.size, per_thread))
 
     def _step_scalar(self):
         """A per-device one-element int64 buffer for an int ``step`` (reused: launches are stream-ordered)."""
