@@ -26,7 +26,7 @@ import os
 
 # op -> available versions (what kernels/*.cu defines and the cupy backend can launch)
 VERSIONS: dict[str, tuple[int, ...]] = {
-    "softmax_cross_entropy": (1,),
+    "softmax_cross_entropy": (1, 2),  # v2: pass 1 with 4 independent loads in flight per thread
     "sgd_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail
     "adam_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail (Adam and AdamW)
     "linear_act": (1,),

@@ -284,16 +284,18 @@ def sce_inputs(rng, n, c, dtype, ignore_index=-100):
 
 
 @gpu
+@pytest.mark.parametrize("version", kernel_table.VERSIONS["softmax_cross_entropy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", reference.REDUCTIONS)
 @pytest.mark.parametrize("shape", SCE_SHAPES)
-def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothing, dtype):
+def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothing, dtype, version):
     logits, target, weight = sce_inputs(rng, *shape, dtype)
     w = weight if weighted else None
-    loss, dlogits = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target),
-                                             None if w is None else cp.asarray(w), reduction, -100, smoothing)
+    with kernel_table.use_version("softmax_cross_entropy", version):
+        loss, dlogits = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target),
+                                                 None if w is None else cp.asarray(w), reduction, -100, smoothing)
     ref_loss, ref_d = reference.softmax_cross_entropy(np, logits.astype(np.float64), target,
                                                       None if w is None else w.astype(np.float64),
                                                       reduction, -100, smoothing)
@@ -304,17 +306,58 @@ def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothin
 
 
 @gpu
+@pytest.mark.parametrize("entry", ["fused", "fwd"])
 @pytest.mark.parametrize("bad", [13, -5, 10**12])
-def test_out_of_range_label_raises_and_the_context_survives(be, cp, rng, bad):
+def test_out_of_range_label_raises_at_the_next_read_and_the_context_survives(be, cp, rng, bad, entry):
+    """No sync at the call: the kernel sets a device flag that the next host read (the loss) brings back in
+    the same transfer and raises on, naming the label and the class range; the flag is then reset."""
     logits, target, _ = sce_inputs(rng, 7, 13, np.float32)
     target[4] = bad
-    with pytest.raises(ValueError, match=str(bad)):
-        be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    call = be.softmax_cross_entropy if entry == "fused" else be.softmax_cross_entropy_fwd
+    loss, _ = call(cp.asarray(logits), cp.asarray(target))
+    with pytest.raises(ValueError, match=rf"target label {bad} is out of range for 13 classes \(valid: 0..12"):
+        be.to_numpy(loss)
     target[4] = 0
-    loss, _ = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    loss, _ = call(cp.asarray(logits), cp.asarray(target))
     ref, _ = reference.softmax_cross_entropy(np, logits.astype(np.float64), target)
-    close(host(loss), ref, 1e-5)
+    close(be.to_numpy(loss), ref, 1e-5)  # no stale flag
     assert int((cp.arange(5) + 1).sum()) == 15  # the CUDA context is still usable
+    target[4] = bad
+    call(cp.asarray(logits), cp.asarray(target))
+    with pytest.raises(ValueError, match=str(bad)):
+        be.synchronize()  # a sync reads the flag too
+    be.synchronize()
+
+
+@gpu
+def test_bad_label_message_names_the_launch_that_flagged(be, cp, rng):
+    a, ta, _ = sce_inputs(rng, 5, 7, np.float32)
+    b, tb, _ = sce_inputs(rng, 5, 9, np.float32, ignore_index=-1)
+    tb[0] = 9
+    be.softmax_cross_entropy(cp.asarray(a), cp.asarray(ta))
+    loss, _ = be.softmax_cross_entropy(cp.asarray(b), cp.asarray(tb), ignore_index=-1)
+    with pytest.raises(ValueError, match=r"label 9 is out of range for 9 classes \(valid: 0..8, or ignore_index=-1\)"):
+        be.to_numpy(loss)
+
+
+@gpu
+@pytest.mark.parametrize("version", kernel_table.VERSIONS["softmax_cross_entropy"])
+@pytest.mark.parametrize("reduction", reference.REDUCTIONS)
+@pytest.mark.parametrize("shape", [(9, 41), (5, 1025), (3, 5000)])
+def test_softmax_cross_entropy_fwd_folds_the_upstream_gradient(be, cp, rng, shape, reduction, version):
+    """backward(g) of the split forward/backward launches = g * dlogits of the reference, with g a scalar
+    (or one per row for 'none'); every kernel version."""
+    logits, target, weight = sce_inputs(rng, *shape, np.float64)
+    g = rng.standard_normal(shape[0]) if reduction == "none" else np.float64(rng.standard_normal())
+    with kernel_table.use_version("softmax_cross_entropy", version):
+        loss, backward = be.softmax_cross_entropy_fwd(cp.asarray(logits), cp.asarray(target), cp.asarray(weight),
+                                                      reduction, -100, 0.1)
+        d = backward(cp.asarray(g))
+    ref_loss, ref_d = reference.softmax_cross_entropy(np, logits, target, weight, reduction, -100, 0.1)
+    close(be.to_numpy(loss), ref_loss, 1e-12)
+    close(host(d), ref_d * (g[:, None] if reduction == "none" else g), 1e-12)
+    with pytest.raises(ValueError, match="upstream gradient has 2 elements"):
+        backward(cp.asarray(np.ones(2)))
 
 
 @gpu
