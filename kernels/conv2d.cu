@@ -16,7 +16,10 @@
 //            written as a GATHER (one thread per dx element, looping over the KH x KW taps), so it is
 //            deterministic and needs no atomics.
 //   max_pool2d_fwd  y[n, c, oh, ow] = max over the window (padding never wins); idx = h * W + w of the
-//            winner, flat within the (H, W) plane (PyTorch's convention); NaN wins (propagates).
+//            winner, flat within the (H, W) plane (PyTorch's convention). Ties: the first in row-major
+//            scan order wins. NaN wins and propagates; with several NaNs in a window the LAST one in
+//            scan order is the winner (PyTorch 2.13's CPU kernel updates on `v > best || isnan(v)`),
+//            so values and the gradient routing of max_pool2d_bwd match PyTorch.
 //   max_pool2d_bwd  dx[n, c].flat[idx] += dy[n, c, oh, ow]; windows overlap when stride < kernel, so
 //            the scatter uses atomicAdd (dx must be zeroed first). Float atomics make the summation
 //            order, and so the last bits of dx where windows overlap, run-dependent.
@@ -100,22 +103,22 @@ __device__ __forceinline__ void max_pool2d_fwd_v1(const T* __restrict__ x, T* __
         const T* xp = x + plane * g.H * g.W;
         T best = T(0);
         long long best_i = -1;
+#pragma unroll 1
         for (long long ki = 0; ki < g.KH; ++ki) {
             const long long h = oh * g.SH - g.PH + ki * g.DH;
             if (h < 0 || h >= g.H) continue;
+#pragma unroll 1
             for (long long kj = 0; kj < g.KW; ++kj) {
                 const long long w = ow * g.SW - g.PW + kj * g.DW;
                 if (w < 0 || w >= g.W) continue;
                 const T v = xp[h * g.W + w];
-                // first in-window element, a larger one, or a NaN (NaN then sticks: v > NaN is false
-                // and a later NaN replaces it, as in PyTorch)
+                // first in-window element, a larger one, or a NaN. A NaN sticks (v > NaN is false) but
+                // a LATER NaN replaces it: the winner is the last NaN in scan order, as in PyTorch.
                 if (best_i < 0 || v > best || v != v) {
                     best = v;
                     best_i = h * g.W + w;
                 }
-                if (best != best) break;
             }
-            if (best != best) break;
         }
         y[e] = best;  // a window wholly inside the padding is rejected in Python (padding <= kernel/2)
         idx[e] = best_i;

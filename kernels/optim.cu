@@ -25,42 +25,28 @@
 //   Adam reads p, g, m, v and writes p, m, v: 28 P bytes (36 P with amsgrad). P = 25M on an H100
 //   (~3 TB/s): 0.17 ms / 0.23 ms.
 //
-// Launch configuration: 256 threads per block, grid = min(ceil(P / 256), 32 * SM count), grid-stride
-//   loop with 64-bit indices (so any P works with any grid).
+// Launch configuration: 256 threads per block, grid-stride loop with 64-bit indices (so any P works
+//   with any grid). v1: grid = min(ceil(P / 256), 32 * SM count). v2: grid = min(ceil(P / (256 V)),
+//   32 * SM count) with V = 16 / sizeof(T) elements per vector (4 floats, 2 doubles).
 //
 // Build:
 //   nvcc -std=c++17 --fmad=false -arch=sm_90 -cubin --resource-usage -o /dev/null kernels/optim.cu
 //
-// Versions
-//   v1  one element per thread per iteration, scalar loads.
+// Versions (gpunn/backend/kernel_table.py picks one per op; every version uses the same per-element
+// update functions below, so all round identically)
+//   v1  one element per thread per iteration, scalar 4/8-byte loads: a thread has one load per buffer
+//       in flight (4 for Adam), and the grid-stride loop issues P / (256 * grid) such rounds.
+//   v2  16-byte vector loads and stores (Pack16: LDG.128 / STG.128): 4 floats (2 doubles) per thread
+//       per iteration, 4x fewer load instructions and 4x more bytes in flight per thread. Vectors need
+//       16-byte aligned addresses: the elements before the first 16-byte boundary (the "head", at most
+//       3 floats) and after the last whole vector (the tail) take the scalar path; if the buffers do not
+//       share one misalignment (views at different offsets) the whole call takes the scalar path.
+//       Napkin math: both are bandwidth-bound (28 P bytes for Adam); v1 on an H100/H200 is expected to
+//       reach ~70-85% of DRAM bandwidth at P = 25M, v2 ~85-90% (fewer instructions per byte, more
+//       bytes in flight per SM). Unmeasured: the quick GPU bench times both.
 
 __device__ __forceinline__ float gsqrt(float v) { return sqrtf(v); }  // correctly rounded (-prec-sqrt)
 __device__ __forceinline__ double gsqrt(double v) { return sqrt(v); }
-
-template <typename T>
-__device__ __forceinline__ void sgd_step_v1(T* __restrict__ param, const T* __restrict__ grad,
-                                            T* __restrict__ buf, long long n, T lr, T momentum,
-                                            T one_minus_dampening, T weight_decay, int nesterov,
-                                            int maximize, int first_step) {
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        T p = param[i];
-        T g = maximize ? -grad[i] : grad[i];
-        if (weight_decay != T(0)) g = g + weight_decay * p;
-        if (momentum != T(0)) {
-            T b;
-            if (first_step) {
-                b = g;
-            } else {
-                b = buf[i] * momentum;
-                b = b + one_minus_dampening * g;
-            }
-            buf[i] = b;
-            g = nesterov ? g + momentum * b : b;
-        }
-        param[i] = p - lr * g;
-    }
-}
 
 // numpy.maximum semantics: NaN in either argument gives NaN
 template <typename T>
@@ -68,60 +54,264 @@ __device__ __forceinline__ T nan_maximum(T a, T b) {
     return (a != a || a > b) ? a : b;
 }
 
+// ------------------------------------------------------------------------------------------------
+// The per-element updates, shared by every version (so v1 and v2 round identically).
+// ------------------------------------------------------------------------------------------------
 template <typename T>
-__device__ __forceinline__ void adam_step_v1(T* __restrict__ param, const T* __restrict__ grad,
-                                             T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq,
-                                             T* __restrict__ max_exp_avg_sq,
-                                             const long long* __restrict__ step, long long n,
-                                             double lr, double beta1, double beta2, T eps,
-                                             double weight_decay, int decoupled, int amsgrad,
-                                             int maximize) {
-    const double t = (double)step[0];
-    const T step_size = (T)(lr / (1.0 - pow(beta1, t)));
-    const T bias_correction2_sqrt = (T)sqrt(1.0 - pow(beta2, t));
-    const T b1 = (T)beta1, one_minus_b1 = (T)(1.0 - beta1);
-    const T b2 = (T)beta2, one_minus_b2 = (T)(1.0 - beta2);
-    const T wd = (T)weight_decay, decay = (T)(1.0 - lr * weight_decay);
-    const bool has_wd = weight_decay != 0.0;
+struct SgdHyper {
+    T lr, momentum, one_minus_dampening, weight_decay;
+    int nesterov, maximize, first_step;
+};
 
+// p, g, b: the element's parameter, gradient and momentum buffer; b is read only when needed.
+template <typename T>
+__device__ __forceinline__ void sgd_update(T& p, T g, T& b, const SgdHyper<T>& h) {
+    if (h.maximize) g = -g;
+    if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+    if (h.momentum != T(0)) {
+        if (h.first_step) {
+            b = g;
+        } else {
+            b = b * h.momentum;
+            b = b + h.one_minus_dampening * g;
+        }
+        g = h.nesterov ? g + h.momentum * b : b;
+    }
+    p = p - h.lr * g;
+}
+
+template <typename T>
+struct AdamHyper {
+    T step_size, bias_correction2_sqrt, b1, one_minus_b1, b2, one_minus_b2, wd, decay, eps;
+    bool has_wd;
+    int decoupled, amsgrad, maximize;
+};
+
+// The bias corrections in double from the double hyper-parameters, then cast (as the reference).
+template <typename T>
+__device__ __forceinline__ AdamHyper<T> adam_hyper(const long long* __restrict__ step, double lr, double beta1,
+                                                   double beta2, T eps, double weight_decay, int decoupled,
+                                                   int amsgrad, int maximize) {
+    const double t = (double)step[0];
+    AdamHyper<T> h;
+    h.step_size = (T)(lr / (1.0 - pow(beta1, t)));
+    h.bias_correction2_sqrt = (T)sqrt(1.0 - pow(beta2, t));
+    h.b1 = (T)beta1;
+    h.one_minus_b1 = (T)(1.0 - beta1);
+    h.b2 = (T)beta2;
+    h.one_minus_b2 = (T)(1.0 - beta2);
+    h.wd = (T)weight_decay;
+    h.decay = (T)(1.0 - lr * weight_decay);
+    h.eps = eps;
+    h.has_wd = weight_decay != 0.0;
+    h.decoupled = decoupled;
+    h.amsgrad = amsgrad;
+    h.maximize = maximize;
+    return h;
+}
+
+// vmax is read and written only with amsgrad.
+template <typename T>
+__device__ __forceinline__ void adam_update(T& p, T g, T& m, T& v, T& vmax, const AdamHyper<T>& h) {
+    if (h.maximize) g = -g;
+    if (h.has_wd) {
+        if (h.decoupled) p = p * h.decay;
+        else g = g + h.wd * p;
+    }
+    m = m * h.b1;
+    m = m + h.one_minus_b1 * g;
+    v = v * h.b2;
+    v = v + h.one_minus_b2 * (g * g);
+    T vv = v;
+    if (h.amsgrad) {
+        vmax = nan_maximum(vmax, v);
+        vv = vmax;
+    }
+    const T denom = gsqrt(vv) / h.bias_correction2_sqrt + h.eps;
+    p = p - h.step_size * (m / denom);
+}
+
+// ------------------------------------------------------------------------------------------------
+// v1: one element per thread per iteration, scalar loads
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void sgd_step_v1(T* __restrict__ param, const T* __restrict__ grad,
+                                            T* __restrict__ buf, long long n, const SgdHyper<T>& h) {
     const long long stride = (long long)gridDim.x * blockDim.x;
+    const bool use_buf = h.momentum != T(0);
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         T p = param[i];
-        T g = maximize ? -grad[i] : grad[i];
-        if (has_wd) {
-            if (decoupled) p = p * decay;
-            else g = g + wd * p;
-        }
-        T m = exp_avg[i] * b1;
-        m = m + one_minus_b1 * g;
-        T v = exp_avg_sq[i] * b2;
-        v = v + one_minus_b2 * (g * g);
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        if (amsgrad) {
-            v = nan_maximum(max_exp_avg_sq[i], v);
-            max_exp_avg_sq[i] = v;
-        }
-        const T denom = gsqrt(v) / bias_correction2_sqrt + eps;
-        param[i] = p - step_size * (m / denom);
+        T b = (use_buf && !h.first_step) ? buf[i] : T(0);
+        sgd_update(p, grad[i], b, h);
+        if (use_buf) buf[i] = b;
+        param[i] = p;
     }
 }
 
+template <typename T>
+__device__ __forceinline__ void adam_step_v1(T* __restrict__ param, const T* __restrict__ grad,
+                                             T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq,
+                                             T* __restrict__ max_exp_avg_sq, long long n,
+                                             const AdamHyper<T>& h) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        T p = param[i], m = exp_avg[i], v = exp_avg_sq[i];
+        T vmax = h.amsgrad ? max_exp_avg_sq[i] : T(0);
+        adam_update(p, grad[i], m, v, vmax, h);
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        if (h.amsgrad) max_exp_avg_sq[i] = vmax;
+        param[i] = p;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// v2: 16-byte vector loads and stores (4 floats / 2 doubles per thread per iteration)
+// ------------------------------------------------------------------------------------------------
+// A 16-byte aligned pack of T (plain alignas: no CUDA vector-type headers needed, and one LDG.128 /
+// STG.128 per access once the pointer is aligned).
+template <typename T>
+struct alignas(16) Pack16 {
+    static constexpr int N = 16 / sizeof(T);
+    T v[N];
+};
+
+// Elements before the first 16-byte boundary: the head every pointer must share to vectorize.
+template <typename T>
+__device__ __forceinline__ long long head_of(const T* p) {
+    const unsigned long long a = (unsigned long long)p;
+    return (long long)(((16 - a % 16) % 16) / sizeof(T));
+}
+
+// True when p is unused (nullptr) or starts `head` elements before a 16-byte boundary, like the others.
+template <typename T>
+__device__ __forceinline__ bool agrees(const T* p, long long head) {
+    return p == nullptr || (((unsigned long long)p % sizeof(T)) == 0 && head_of(p) == head);
+}
+
+// Split [0, n) into a scalar head [0, head), vectors [head, head + nvec * N) and a scalar tail. The
+// pointers vectorize together only when they share one misalignment (a flat buffer's views usually
+// do); otherwise everything takes the scalar path. nullptr pointers (unused buffers) do not count.
+// (Plain arguments, not an array: an indexed local array would live on the stack.)
+template <typename T>
+__device__ __forceinline__ void vector_split(long long n, const T* p0, const T* p1, const T* p2, const T* p3,
+                                             const T* p4, long long& head, long long& nvec) {
+    head = head_of(p0);
+    const bool same = agrees(p0, head) && agrees(p1, head) && agrees(p2, head) && agrees(p3, head) &&
+                      agrees(p4, head);
+    if (!same || head >= n) {
+        head = n;
+        nvec = 0;
+        return;
+    }
+    nvec = (n - head) / Pack16<T>::N;
+}
+
+template <typename T>
+__device__ __forceinline__ void sgd_step_v2(T* __restrict__ param, const T* __restrict__ grad,
+                                            T* __restrict__ buf, long long n, const SgdHyper<T>& h) {
+    constexpr int N = Pack16<T>::N;
+    const bool use_buf = h.momentum != T(0);
+    long long head, nvec;
+    vector_split<T>(n, param, grad, use_buf ? buf : nullptr, nullptr, nullptr, head, nvec);
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    // vector body
+    for (long long j = tid; j < nvec; j += stride) {
+        const long long i = head + j * N;
+        Pack16<T> p = *reinterpret_cast<const Pack16<T>*>(param + i);
+        const Pack16<T> g = *reinterpret_cast<const Pack16<T>*>(grad + i);
+        Pack16<T> b = {};
+        // loaded on the first step too (then unused): a conditional on first_step spills on sm_80
+        if (use_buf) b = *reinterpret_cast<const Pack16<T>*>(buf + i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            T bk = (use_buf && !h.first_step) ? b.v[k] : T(0);
+            sgd_update(p.v[k], g.v[k], bk, h);
+            b.v[k] = bk;
+        }
+        if (use_buf) *reinterpret_cast<Pack16<T>*>(buf + i) = b;
+        *reinterpret_cast<Pack16<T>*>(param + i) = p;
+    }
+    // scalar head and tail (fewer than 2 N elements, or all n when the pointers disagree)
+    const long long tail = head + nvec * N;
+    const long long rest = head + (n - tail);
+    for (long long r = tid; r < rest; r += stride) {
+        const long long i = r < head ? r : tail + (r - head);
+        T p = param[i];
+        T b = (use_buf && !h.first_step) ? buf[i] : T(0);
+        sgd_update(p, grad[i], b, h);
+        if (use_buf) buf[i] = b;
+        param[i] = p;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void adam_step_v2(T* __restrict__ param, const T* __restrict__ grad,
+                                             T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq,
+                                             T* __restrict__ max_exp_avg_sq, long long n,
+                                             const AdamHyper<T>& h) {
+    constexpr int N = Pack16<T>::N;
+    long long head, nvec;
+    vector_split<T>(n, param, grad, exp_avg, exp_avg_sq, h.amsgrad ? max_exp_avg_sq : nullptr, head, nvec);
+    const long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long j = tid; j < nvec; j += stride) {
+        const long long i = head + j * N;
+        Pack16<T> p = *reinterpret_cast<const Pack16<T>*>(param + i);
+        const Pack16<T> g = *reinterpret_cast<const Pack16<T>*>(grad + i);
+        Pack16<T> m = *reinterpret_cast<const Pack16<T>*>(exp_avg + i);
+        Pack16<T> v = *reinterpret_cast<const Pack16<T>*>(exp_avg_sq + i);
+        Pack16<T> vmax = {};
+        if (h.amsgrad) vmax = *reinterpret_cast<const Pack16<T>*>(max_exp_avg_sq + i);
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            T vm = h.amsgrad ? vmax.v[k] : T(0);
+            adam_update(p.v[k], g.v[k], m.v[k], v.v[k], vm, h);
+            vmax.v[k] = vm;
+        }
+        *reinterpret_cast<Pack16<T>*>(exp_avg + i) = m;
+        *reinterpret_cast<Pack16<T>*>(exp_avg_sq + i) = v;
+        if (h.amsgrad) *reinterpret_cast<Pack16<T>*>(max_exp_avg_sq + i) = vmax;
+        *reinterpret_cast<Pack16<T>*>(param + i) = p;
+    }
+    const long long tail = head + nvec * N;
+    const long long rest = head + (n - tail);
+    for (long long r = tid; r < rest; r += stride) {
+        const long long i = r < head ? r : tail + (r - head);
+        T p = param[i], m = exp_avg[i], v = exp_avg_sq[i];
+        T vmax = h.amsgrad ? max_exp_avg_sq[i] : T(0);
+        adam_update(p, grad[i], m, v, vmax, h);
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        if (h.amsgrad) max_exp_avg_sq[i] = vmax;
+        param[i] = p;
+    }
+}
+
+#define SGD_PARAMS(T)                                                                               \
+    T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ buf, long long n, T lr,       \
+        T momentum, T one_minus_dampening, T weight_decay, int nesterov, int maximize, int first_step
+#define SGD_HYPER {lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, first_step}
+#define ADAM_PARAMS(T)                                                                              \
+    T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ exp_avg,                     \
+        T *__restrict__ exp_avg_sq, T *__restrict__ max_exp_avg_sq,                                  \
+        const long long *__restrict__ step, long long n, double lr, double beta1, double beta2, T eps, \
+        double weight_decay, int decoupled, int amsgrad, int maximize
+#define ADAM_HYPER(T) adam_hyper<T>(step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize)
+
 #define DEFINE_OPTIM(SUFFIX, T)                                                                     \
-    extern "C" __global__ void __launch_bounds__(256) sgd_step_v1_##SUFFIX(                        \
-        T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ buf, long long n, T lr,  \
-        T momentum, T one_minus_dampening, T weight_decay, int nesterov, int maximize,              \
-        int first_step) {                                                                           \
-        sgd_step_v1<T>(param, grad, buf, n, lr, momentum, one_minus_dampening, weight_decay,        \
-                       nesterov, maximize, first_step);                                             \
+    extern "C" __global__ void __launch_bounds__(256) sgd_step_v1_##SUFFIX(SGD_PARAMS(T)) {        \
+        sgd_step_v1<T>(param, grad, buf, n, SgdHyper<T> SGD_HYPER);                                 \
     }                                                                                               \
-    extern "C" __global__ void __launch_bounds__(256) adam_step_v1_##SUFFIX(                       \
-        T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ exp_avg,                 \
-        T* __restrict__ exp_avg_sq, T* __restrict__ max_exp_avg_sq,                                 \
-        const long long* __restrict__ step, long long n, double lr, double beta1, double beta2,     \
-        T eps, double weight_decay, int decoupled, int amsgrad, int maximize) {                     \
-        adam_step_v1<T>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, n, lr, beta1,       \
-                        beta2, eps, weight_decay, decoupled, amsgrad, maximize);                    \
+    extern "C" __global__ void __launch_bounds__(256) sgd_step_v2_##SUFFIX(SGD_PARAMS(T)) {        \
+        sgd_step_v2<T>(param, grad, buf, n, SgdHyper<T> SGD_HYPER);                                 \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256) adam_step_v1_##SUFFIX(ADAM_PARAMS(T)) {      \
+        adam_step_v1<T>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, ADAM_HYPER(T));        \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256) adam_step_v2_##SUFFIX(ADAM_PARAMS(T)) {      \
+        adam_step_v2<T>(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, ADAM_HYPER(T));        \
     }
 
 DEFINE_OPTIM(f32, float)

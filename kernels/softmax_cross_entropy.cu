@@ -12,9 +12,11 @@
 //   the reference). The smoothing sum is accumulated term by term as sum_c w[c] * (lse - x_c) (every
 //   term >= 0), not as W * lse - sum_c w[c] x_c, which cancels catastrophically for large logits.
 //
-//   Out-of-range labels (not ignore_index, < 0 or >= C) set error[0] = 1 and error[1] = the label
-//   (atomicExch, last writer wins) and the row is treated as ignored; Python reads the flag after the
-//   launch and raises ValueError. No device-side assert: the CUDA context stays usable.
+//   Out-of-range labels (not ignore_index, < 0 or >= C) set error = (1, label, C, ignore_index)
+//   (atomicExch, last writer wins; error is 4 int64) and the row is treated as ignored. The flag buffer
+//   persists across launches: Python reads it with the next host read (the loss), in the same transfer,
+//   and raises ValueError naming the label and the range. No device-side assert: the CUDA context stays
+//   usable, and nothing waits for the GPU at the launch.
 //
 // Reduction (the Python side drives it):
 //   'none': scale = NULL (1); loss = loss_rows.
@@ -39,8 +41,24 @@
 // Build:
 //   nvcc -std=c++17 -arch=sm_90 -cubin --resource-usage -o /dev/null kernels/softmax_cross_entropy.cu
 //
-// Versions
+// Modes (one kernel per version serves all three; see SCE_FUSED below):
+//   fused     loss and dlogits in one launch (softmax_cross_entropy): 12 N C bytes as above.
+//   forward   loss, row weight and lse per row (autograd's forward: softmax_cross_entropy_fwd): 4 N C
+//             bytes (8 N C with label smoothing, whose sum needs a second, read-only pass).
+//   backward  dlogits = g * d loss / d logits from the saved lse (no pass 1): 8 N C bytes. The upstream
+//             gradient g (a device scalar, or one per row for 'none') is folded in here, so autograd
+//             needs no `dlogits * g` pass (8 N C more) nor a copy of the gradient.
+//
+// Versions (gpunn/backend/kernel_table.py picks one)
 //   v1  two passes over the row (online max/sum, then write); block-per-row and warp-per-row variants.
+//       Pass 1 has one dependent 4-byte load in flight per thread: the online update needs the value
+//       before the loop moves on.
+//   v2  pass 1 loads 4 elements (t, t + n, t + 2n, t + 3n) into registers before adding any, so a
+//       thread keeps 4 independent loads in flight; they are then added in v1's order, so (m, s) and
+//       every output are bit-for-bit v1's. Pass 2 is unrolled 4 ways too. Napkin math: a 32000-class row
+//       read by 1024 threads is ~31 loads per thread; with ~1 us DRAM latency and one load in flight, a
+//       block streams ~4 KB/us, so 132 SMs x 2 blocks need ~4 loads in flight per thread to approach
+//       the ~4 TB/s of an H200. Unmeasured: the quick GPU bench times both.
 //
 // Indexing: row offsets are 64-bit (long long); C itself must fit in 32 bits (checked in Python).
 
@@ -131,66 +149,130 @@ struct RowReduce {
     }
 };
 
+// What a launch computes (the same kernels serve all three; mode is uniform over the grid):
+//   SCE_FUSED     loss_rows, row_weight and dlogits = g * d loss / d logits in one launch (two passes)
+//   SCE_FORWARD   loss_rows, row_weight and lse_rows (pass 1, plus a read-only pass 2 for smoothing)
+//   SCE_BACKWARD  dlogits from the saved lse_rows (pass 2 only); no loss, no error flag
+// g (the upstream gradient, folded into dlogits): *gscale for a scalar (g_stride 0), gscale[row] for
+// 'none' (g_stride 1), 1 when gscale is NULL.
+#define SCE_FUSED 0
+#define SCE_FORWARD 1
+#define SCE_BACKWARD 2
+
+template <typename T>
+struct SceArgs {
+    const T* __restrict__ logits;
+    const long long* __restrict__ target;
+    const T* __restrict__ weight;
+    const T* __restrict__ scale;
+    T* __restrict__ dlogits;
+    T* __restrict__ loss_rows;
+    T* __restrict__ row_weight;
+    long long* __restrict__ error;
+    long long N;
+    int C;
+    long long ignore_index;
+    T smoothing;
+    const T* __restrict__ weight_total;
+    T* __restrict__ lse_rows;
+    const T* __restrict__ gscale;
+    long long g_stride;
+    int mode;
+};
+
+// Pass 1 (online max and sum of exp) over this thread's share of a row: elements t, t + n, t + 2n, ...
+// v1: one element per iteration, so one dependent 4-byte load in flight per thread.
+// v2: UNROLL = 4 independent loads issued before any is used (4 loads in flight per thread), then added
+//     in the same order as v1: bit-for-bit the same (m, s) as v1.
+template <typename T, int UNROLL>
+__device__ __forceinline__ void pass1(const T* __restrict__ x, int C, int t, int nthreads, T& m, T& s) {
+    int c = t;
+    if (UNROLL > 1) {
+        for (; c + (UNROLL - 1) * nthreads < C; c += UNROLL * nthreads) {
+            T v[UNROLL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) v[u] = x[c + u * nthreads];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) online_add(m, s, v[u]);
+        }
+    }
+    for (; c < C; c += nthreads) online_add(m, s, x[c]);
+}
+
 // One row, processed by `nthreads` threads with index `t` (a warp or a block).
-template <typename T, int GROUP>
-__device__ __forceinline__ void sce_row_v1(const T* __restrict__ logits, const long long* __restrict__ target,
-                                           const T* __restrict__ weight, const T* __restrict__ scale_ptr,
-                                           T* __restrict__ dlogits, T* __restrict__ loss_rows,
-                                           T* __restrict__ row_weight, long long* __restrict__ error,
-                                           long long row, int C, long long ignore_index, T smoothing,
-                                           const T* __restrict__ weight_total, int t, int nthreads) {
-    const T* x = logits + row * (long long)C;
-    T* d = dlogits + row * (long long)C;
-    const T scale = scale_ptr ? *scale_ptr : T(1);
-    const long long y = target[row];
-    bool valid = (y != ignore_index);
+template <typename T, int GROUP, int UNROLL>
+__device__ __forceinline__ void sce_row(const SceArgs<T>& a, long long row, int t, int nthreads) {
+    const int C = a.C;
+    const T* x = a.logits + row * (long long)C;
+    T* d = a.dlogits ? a.dlogits + row * (long long)C : nullptr;
+    const bool want_d = a.mode != SCE_FORWARD, want_loss = a.mode != SCE_BACKWARD;
+    const T scale = a.scale ? *a.scale : T(1);
+    const T gval = a.gscale ? a.gscale[row * a.g_stride] : T(1);
+    const long long y = a.target[row];
+    bool valid = (y != a.ignore_index);
     if (valid && (y < 0 || y >= C)) {
-        if (t == 0) {
-            atomicExch(reinterpret_cast<unsigned long long*>(error + 1), (unsigned long long)y);
-            atomicExch(reinterpret_cast<unsigned long long*>(error), 1ULL);
+        if (t == 0 && want_loss) {  // the forward (or fused) launch reports it; the backward just skips
+            atomicExch(reinterpret_cast<unsigned long long*>(a.error + 1), (unsigned long long)y);
+            atomicExch(reinterpret_cast<unsigned long long*>(a.error + 2), (unsigned long long)C);
+            atomicExch(reinterpret_cast<unsigned long long*>(a.error + 3), (unsigned long long)a.ignore_index);
+            atomicExch(reinterpret_cast<unsigned long long*>(a.error), 1ULL);
         }
         valid = false;
     }
     if (!valid) {  // uniform within the group: every thread read the same label
-        const T z = T(0) * scale;
-        for (int c = t; c < C; c += nthreads) d[c] = z;
-        if (t == 0) {
-            loss_rows[row] = T(0);
-            row_weight[row] = T(0);
+        if (want_d) {
+            const T z = (T(0) * scale) * gval;
+            for (int c = t; c < C; c += nthreads) d[c] = z;
+        }
+        if (t == 0 && want_loss) {
+            a.loss_rows[row] = T(0);
+            a.row_weight[row] = T(0);
+            if (a.lse_rows) a.lse_rows[row] = T(0);
         }
         return;
     }
 
-    // pass 1: online max and sum of exp over the row
-    T m = neg_inf<T>(), s = T(0);
-    for (int c = t; c < C; c += nthreads) online_add(m, s, x[c]);
-    RowReduce<T, GROUP>::merge(m, s);
-    const T lse = m + glog(s);
+    T lse;
+    if (a.mode == SCE_BACKWARD) {
+        lse = a.lse_rows[row];
+    } else {  // pass 1: online max and sum of exp over the row
+        T m = neg_inf<T>(), s = T(0);
+        pass1<T, UNROLL>(x, C, t, nthreads, m, s);
+        RowReduce<T, GROUP>::merge(m, s);
+        lse = m + glog(s);
+    }
 
-    // pass 2: p, dlogits and the smoothing sum
-    const T wy = weight ? weight[y] : T(1);
+    // pass 2: p, dlogits and the smoothing sum (the forward launch only needs the sum)
+    const T wy = a.weight ? a.weight[y] : T(1);
+    const T smoothing = a.smoothing;
     const T one_minus_eps = T(1) - smoothing;
     const T eps_c = smoothing / T(C);
     const T hard = one_minus_eps * wy;  // coefficient of (p_c - [c == y])
-    const T wsum = (smoothing != T(0) && weight_total) ? *weight_total : T(C);
+    const T wsum = (smoothing != T(0) && a.weight_total) ? *a.weight_total : T(C);
     T smooth = T(0);
-    for (int c = t; c < C; c += nthreads) {
-        const T xc = x[c];
-        const T p = gexp(xc - lse);
-        T g = hard * (p - T(c == y));
-        if (smoothing != T(0)) {
-            const T wc = weight ? weight[c] : T(1);
-            g += eps_c * (p * wsum - wc);
-            smooth += wc * (lse - xc);
+    if (want_d || smoothing != T(0)) {
+#pragma unroll(UNROLL)
+        for (int c = t; c < C; c += nthreads) {
+            const T xc = x[c];
+            if (smoothing != T(0) && want_loss) smooth += (a.weight ? a.weight[c] : T(1)) * (lse - xc);
+            if (!want_d) continue;
+            const T p = gexp(xc - lse);
+            T g = hard * (p - T(c == y));
+            if (smoothing != T(0)) {
+                const T wc = a.weight ? a.weight[c] : T(1);
+                g += eps_c * (p * wsum - wc);
+            }
+            d[c] = (g * scale) * gval;
         }
-        d[c] = g * scale;
     }
+    if (!want_loss) return;
     if (smoothing != T(0)) smooth = RowReduce<T, GROUP>::sum(smooth);  // smoothing is uniform
     if (t == 0) {
         T loss = hard * (lse - x[y]);
         if (smoothing != T(0)) loss += eps_c * smooth;
-        loss_rows[row] = loss;
-        row_weight[row] = wy;
+        a.loss_rows[row] = loss;
+        a.row_weight[row] = wy;
+        if (a.lse_rows) a.lse_rows[row] = lse;
     }
 }
 
@@ -198,20 +280,32 @@ __device__ __forceinline__ void sce_row_v1(const T* __restrict__ logits, const l
     const T *__restrict__ logits, const long long *__restrict__ target, const T *__restrict__ weight, \
         const T *__restrict__ scale, T *__restrict__ dlogits, T *__restrict__ loss_rows,            \
         T *__restrict__ row_weight, long long *__restrict__ error, long long N, int C,               \
-        long long ignore_index, T smoothing, const T *__restrict__ weight_total
+        long long ignore_index, T smoothing, const T *__restrict__ weight_total,                    \
+        T *__restrict__ lse_rows, const T *__restrict__ gscale, long long g_stride, int mode
+#define SCE_PACK(T)                                                                                 \
+    SceArgs<T> {logits, target, weight, scale, dlogits, loss_rows, row_weight, error, N, C,          \
+                ignore_index, smoothing, weight_total, lse_rows, gscale, g_stride, mode}
 
 #define DEFINE_SCE(SUFFIX, T)                                                                       \
     extern "C" __global__ void __launch_bounds__(1024) sce_block_v1_##SUFFIX(SCE_ARGS(T)) {        \
         const long long row = blockIdx.x;                                                           \
         if (row >= N) return;                                                                       \
-        sce_row_v1<T, 0>(logits, target, weight, scale, dlogits, loss_rows, row_weight, error, row, \
-                         C, ignore_index, smoothing, weight_total, threadIdx.x, blockDim.x);        \
+        sce_row<T, 0, 1>(SCE_PACK(T), row, threadIdx.x, blockDim.x);                                \
     }                                                                                               \
     extern "C" __global__ void __launch_bounds__(256) sce_warp_v1_##SUFFIX(SCE_ARGS(T)) {          \
         const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;                     \
         if (row >= N) return; /* whole warps leave together: the warp reduction stays full */      \
-        sce_row_v1<T, 32>(logits, target, weight, scale, dlogits, loss_rows, row_weight, error,     \
-                          row, C, ignore_index, smoothing, weight_total, threadIdx.x, 32);          \
+        sce_row<T, 32, 1>(SCE_PACK(T), row, threadIdx.x, 32);                                       \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(1024) sce_block_v2_##SUFFIX(SCE_ARGS(T)) {        \
+        const long long row = blockIdx.x;                                                           \
+        if (row >= N) return;                                                                       \
+        sce_row<T, 0, 4>(SCE_PACK(T), row, threadIdx.x, blockDim.x);                                \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256) sce_warp_v2_##SUFFIX(SCE_ARGS(T)) {          \
+        const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;                     \
+        if (row >= N) return;                                                                       \
+        sce_row<T, 32, 4>(SCE_PACK(T), row, threadIdx.x, 32);                                       \
     }
 
 DEFINE_SCE(f32, float)

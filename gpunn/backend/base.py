@@ -130,6 +130,17 @@ class Backend:
         return reference.softmax_cross_entropy(self.xp, logits, target, weight, reduction, ignore_index,
                                                label_smoothing)
 
+    def softmax_cross_entropy_fwd(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
+                                  label_smoothing=0.0):
+        """(loss, backward) where backward(g) = dlogits scaled by the upstream gradient g (a scalar, or one
+        value per row for 'none'). Here: the eager primitive, then ``dlogits * g``; the cupy backend folds
+        g into its gradient kernel instead."""
+        loss, dlogits = self.softmax_cross_entropy(logits, target, weight, reduction, ignore_index,
+                                                   label_smoothing)
+        if reduction == "none":
+            return loss, lambda g: dlogits * g.reshape(-1, 1)
+        return loss, lambda g: dlogits * g
+
     def sgd_step(self, param, grad, momentum_buf, **hyper):
         reference.sgd_step(self.xp, param, grad, momentum_buf, **hyper)
 

@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
+from gpunn.backend import kernel_table, reference
 from gpunn.backend import kernels as K
-from gpunn.backend import reference
 from gpunn.backend.base import Backend
 
 _GEMM_TILE = 64  # linear_act.cu: rows and columns of C per block
@@ -88,12 +88,6 @@ class CupyBackend(Backend):
 
     def asarray(self, data, dtype=None):
         return self.xp.asarray(data, dtype=dtype)
-
-    def to_numpy(self, a) -> np.ndarray:
-        return self.xp.asnumpy(a)
-
-    def synchronize(self) -> None:
-        self.xp.cuda.get_current_stream().synchronize()
 
     def _make_rng(self, seed):
         # RandomState: CuPy's generator with permutation/randint and dtype-aware normal/uniform draws
@@ -233,8 +227,46 @@ class CupyBackend(Backend):
                               label_smoothing=0.0, check_labels=True):
         """Loss and dlogits of cross-entropy on class indices, one fused launch over the rows (plus a
         one-block denominator pass for 'mean'). logits (N, C), target (N,) int, weight (C,) or None.
-        Out-of-range labels raise ValueError (``check_labels`` reads the kernel's flag, which waits for
-        the GPU; pass False inside a CUDA graph capture)."""
+
+        Out-of-range labels raise ValueError at the next host read (``to_numpy``, ``synchronize``: where
+        the loss is read), not here: the kernel raises a device-side flag, so nothing waits for the GPU.
+        ``check_labels=False`` drops the flag (such rows count as ignored)."""
+        run = self._sce_setup(logits, target, weight, reduction, ignore_index, label_smoothing)
+        if run is None:
+            return super().softmax_cross_entropy(logits, target, weight, reduction, ignore_index,
+                                                 label_smoothing)
+        n, c = run["n"], run["c"]
+        dlogits = self.xp.empty((n, c), dtype=run["dt"])
+        loss = self._sce_launch(run, 0, dlogits=dlogits, check_labels=check_labels)  # SCE_FUSED
+        return loss, dlogits
+
+    def softmax_cross_entropy_fwd(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
+                                  label_smoothing=0.0):
+        """(loss, backward): the forward launch writes the loss and each row's log-sum-exp; backward(g)
+        launches the gradient pass with the upstream gradient g (a scalar, or (N,) for 'none') folded
+        into the kernel: dlogits = g * d loss / d logits in one read of the logits and one write, no
+        separate ``dlogits * g`` pass. Labels are checked as in ``softmax_cross_entropy``."""
+        run = self._sce_setup(logits, target, weight, reduction, ignore_index, label_smoothing)
+        if run is None:
+            return super().softmax_cross_entropy_fwd(logits, target, weight, reduction, ignore_index,
+                                                     label_smoothing)
+        xp, n, c, dt = self.xp, run["n"], run["c"], run["dt"]
+        lse = xp.empty((n,), dtype=dt)
+        loss = self._sce_launch(run, 1, lse=lse)  # SCE_FORWARD
+
+        def backward(g):
+            g = K.as_contiguous(xp.asarray(g), dtype=dt).reshape(-1)
+            if g.size not in (1, n):
+                raise ValueError(f"softmax_cross_entropy backward: upstream gradient has {g.size} elements, "
+                                 f"expected 1 or {n}")
+            dlogits = xp.empty((n, c), dtype=dt)
+            self._sce_launch(run, 2, dlogits=dlogits, lse=lse, gscale=g)  # SCE_BACKWARD
+            return dlogits
+
+        return loss, backward
+
+    def _sce_setup(self, logits, target, weight, reduction, ignore_index, label_smoothing):
+        """Validate, make contiguous, launch the 'mean' denominator pass; None when the kernels do not apply."""
         if reduction not in reference.REDUCTIONS:
             raise ValueError(f"reduction must be one of {reference.REDUCTIONS}, got {reduction!r}")
         if not 0.0 <= label_smoothing <= 1.0:
@@ -248,45 +280,102 @@ class CupyBackend(Backend):
         if weight is not None and weight.shape != (c,):
             raise ValueError(f"weight must have shape ({c},), got {weight.shape}")
         if not K.supported(logits) or n == 0 or c == 0:
-            return super().softmax_cross_entropy(logits, target, weight, reduction, ignore_index,
-                                                 label_smoothing)
+            return None
         K.check_int32("number of classes", c)
         K.check_int32("number of rows", n)  # grid.x
         xp, dt = self.xp, logits.dtype
-        logits = K.as_contiguous(logits)
         target = K.as_contiguous(target, dtype=np.int64)
         weight = K.as_contiguous(weight, dtype=dt)
-        # sum(weight) stays on the device (a 0-d array the kernel reads): no host round trip
-        weight_total = weight.sum(keepdims=True) if (weight is not None and label_smoothing > 0) else None
-        ignore = np.int64(ignore_index)
-
-        scale = denom = None
+        run = dict(n=n, c=c, dt=dt, reduction=reduction, ignore=np.int64(ignore_index),
+                   smoothing=K.scalar(dt, label_smoothing), logits=K.as_contiguous(logits), target=target,
+                   weight=weight, scale=None, denom=None,
+                   # sum(weight) stays on the device (a 0-d array the kernel reads): no host round trip
+                   weight_total=weight.sum(keepdims=True) if (weight is not None and label_smoothing > 0) else None)
         if reduction == "mean":  # the denominator first, so the main kernel writes scaled dlogits
-            scale = xp.empty((1,), dtype=dt)
-            denom = xp.empty((1,), dtype=xp.float64)
+            run["scale"] = xp.empty((1,), dtype=dt)
+            run["denom"] = xp.empty((1,), dtype=xp.float64)
             K.entry("softmax_cross_entropy", "sce_weight_sum_v1", dt)(
-                (1,), (256,), (target, weight, scale, denom, np.int64(n), np.int32(c), ignore))
+                (1,), (256,), (target, weight, run["scale"], run["denom"], np.int64(n), np.int32(c), run["ignore"]))
+        return run
 
-        dlogits = xp.empty((n, c), dtype=dt)
-        loss_rows = xp.empty((n,), dtype=dt)
-        row_weight = xp.empty((n,), dtype=dt)
-        error = xp.zeros((2,), dtype=xp.int64)
-        args = (logits, target, weight, scale, dlogits, loss_rows, row_weight, error, np.int64(n),
-                np.int32(c), ignore, K.scalar(dt, label_smoothing), weight_total)
+    def _sce_launch(self, run, mode, dlogits=None, lse=None, gscale=None, check_labels=True):
+        """One launch of the selected softmax_cross_entropy version (kernel_table) in ``mode`` (0 fused,
+        1 forward, 2 backward; see the .cu header). Returns the reduced loss for modes 0 and 1."""
+        xp, n, c, dt = self.xp, run["n"], run["c"], run["dt"]
+        want_loss = mode != 2
+        loss_rows = xp.empty((n,), dtype=dt) if want_loss else None
+        row_weight = xp.empty((n,), dtype=dt) if want_loss else None
+        if not want_loss:
+            error = None
+        elif check_labels:
+            error = self._label_flag()
+        else:
+            error = xp.zeros((4,), dtype=xp.int64)  # written, never read
+        g_stride = np.int64(0 if gscale is None or gscale.size == 1 else 1)
+        args = (run["logits"], run["target"], run["weight"], run["scale"], dlogits, loss_rows, row_weight, error,
+                np.int64(n), np.int32(c), run["ignore"], run["smoothing"], run["weight_total"], lse, gscale,
+                g_stride, np.int32(mode))
+        v2 = kernel_table.version("softmax_cross_entropy") == 2
         if c <= 1024:  # a warp per row, 8 rows per block
-            K.entry("softmax_cross_entropy", "sce_warp_v1", dt)((K.ceil_div(n, 8),), (32, 8), args)
+            fn = K.entry("softmax_cross_entropy", "sce_warp_v2", dt) if v2 else \
+                K.entry("softmax_cross_entropy", "sce_warp_v1", dt)
+            fn((K.ceil_div(n, 8),), (32, 8), args)
         else:  # a block per row
             threads = 256 if c <= 4096 else 512 if c <= 16384 else 1024
-            K.entry("softmax_cross_entropy", "sce_block_v1", dt)((n,), (threads,), args)
-        if check_labels:
-            K.raise_if_flagged(error, c, ignore_index)
-
-        if reduction == "none":
-            return loss_rows, dlogits
+            fn = K.entry("softmax_cross_entropy", "sce_block_v2", dt) if v2 else \
+                K.entry("softmax_cross_entropy", "sce_block_v1", dt)
+            fn((n,), (threads,), args)
+        if not want_loss:
+            return None
+        if run["reduction"] == "none":
+            return loss_rows
         total = loss_rows.sum(dtype=xp.float64)
-        if reduction == "sum":
-            return total.astype(dt), dlogits
-        return (total / denom[0]).astype(dt), dlogits  # 0 / 0 = NaN when every row is ignored
+        if run["reduction"] == "sum":
+            return total.astype(dt)
+        return (total / run["denom"][0]).astype(dt)  # 0 / 0 = NaN when every row is ignored
+
+    # -- the deferred label check: a device flag read with the next host read ---------------------------
+    def _label_flag(self):
+        """The per-device (flag, label, classes, ignore_index) int64 buffer the cross-entropy kernels set on
+        an out-of-range label. Allocated once, reset only after a read that found it set; a launch that may
+        set it marks it pending, so the next host read brings it back."""
+        dev = self.xp.cuda.Device().id
+        flags = self.__dict__.setdefault("_label_flags", {})
+        if dev not in flags:
+            flags[dev] = self.xp.zeros((4,), dtype=self.xp.int64)
+        self._label_pending = True
+        return flags[dev]
+
+    def _check_label_flag(self, host_flag) -> None:
+        """Raise the out-of-range-label error if ``host_flag`` (a host copy of the flag buffer) is set."""
+        self._label_pending = False
+        flag, label, n_classes, ignore_index = (int(v) for v in host_flag)
+        if not flag:
+            return
+        self._label_flags[self.xp.cuda.Device().id].fill(0)  # a fill kernel: the next steps start clean
+        raise ValueError(K.label_error_message(label, n_classes, ignore_index))
+
+    def to_numpy(self, a) -> np.ndarray:
+        """A host copy of ``a``. If a cross-entropy launch since the last read may have flagged a bad label,
+        the flag comes back in the same transfer (one device-to-host copy) and raises ValueError."""
+        if not getattr(self, "_label_pending", None):
+            return self.xp.asnumpy(a)
+        xp = self.xp
+        flag = self._label_flags[xp.cuda.Device().id]
+        arr = xp.ascontiguousarray(xp.asarray(a))
+        shape, dt = tuple(np.shape(a)), arr.dtype
+        if arr.nbytes > 1 << 20:  # a big array: two copies rather than a device-side concatenation
+            out = xp.asnumpy(arr).reshape(shape)
+            self._check_label_flag(xp.asnumpy(flag))
+            return out
+        packed = xp.asnumpy(xp.concatenate((flag.view(xp.uint8), arr.reshape(-1).view(xp.uint8))))
+        self._check_label_flag(packed[:32].view(np.int64))
+        return packed[32:].view(dt).reshape(shape)
+
+    def synchronize(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+        if getattr(self, "_label_pending", None):
+            self._check_label_flag(self.xp.asnumpy(self._label_flags[self.xp.cuda.Device().id]))
 
     def sgd_step(self, param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, maximize=False, first_step=False):
@@ -301,8 +390,8 @@ class CupyBackend(Backend):
             return None
         dt = param.dtype
         grad = K.as_contiguous(grad)
-        K.entry("optim", "sgd_step_v1", dt)(
-            K.elementwise_grid(param.size), (256,),
+        fn, grid = self._optim_kernel("sgd_step", param)
+        fn(grid, (256,),
             (param, grad, momentum_buf if momentum != 0 else None, np.int64(param.size),
              K.scalar(dt, lr), K.scalar(dt, momentum), K.scalar(dt, 1 - dampening),
              K.scalar(dt, weight_decay), np.int32(bool(nesterov)), np.int32(bool(maximize)),
@@ -338,13 +427,25 @@ class CupyBackend(Backend):
             step_dev.fill(int(step))  # a fill kernel: no host synchronization
         dt = param.dtype
         grad = K.as_contiguous(grad)
-        K.entry("optim", "adam_step_v1", dt)(
-            K.elementwise_grid(param.size), (256,),
+        fn, grid = self._optim_kernel("adam_step", param)
+        fn(grid, (256,),
             (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, step_dev,
              np.int64(param.size), np.float64(lr), np.float64(beta1), np.float64(beta2), K.scalar(dt, eps),
              np.float64(weight_decay), np.int32(bool(decoupled_weight_decay)), np.int32(bool(amsgrad)),
              np.int32(bool(maximize))))
         return None
+
+    @staticmethod
+    def _optim_kernel(op: str, param):
+        """(kernel, grid) of the selected version of ``op`` (kernel_table) for ``param``'s dtype and size:
+        v1 takes one element per thread and iteration, v2 a 16-byte vector (4 floats / 2 doubles)."""
+        v, dt = kernel_table.version(op), param.dtype
+        if op == "sgd_step":
+            fn = K.entry("optim", "sgd_step_v2", dt) if v == 2 else K.entry("optim", "sgd_step_v1", dt)
+        else:
+            fn = K.entry("optim", "adam_step_v2", dt) if v == 2 else K.entry("optim", "adam_step_v1", dt)
+        per_thread = 16 // dt.itemsize if v == 2 else 1
+        return fn, K.elementwise_grid(K.ceil_div(param.size, per_thread))
 
     def _step_scalar(self):
         """A per-device one-element int64 buffer for an int ``step`` (reused: launches are stream-ordered)."""

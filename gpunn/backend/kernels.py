@@ -225,13 +225,7 @@ def scalar(dtype, value):
     return np.dtype(dtype).type(value)
 
 
-def raise_if_flagged(error, n_classes: int, ignore_index: int) -> None:
-    """Read a kernel's ``(flag, label)`` error pair (waits for the GPU) and raise ``ValueError`` if set."""
-    import cupy
-
-    flag, label = (int(v) for v in cupy.asnumpy(error))
-    if flag:
-        raise ValueError(
-            f"target label {label} is out of range for {n_classes} classes "
-            f"(valid: 0..{n_classes - 1}, or ignore_index={ignore_index})"
-        )
+def label_error_message(label: int, n_classes: int, ignore_index: int) -> str:
+    """The message for an out-of-range label flagged by a cross-entropy kernel."""
+    return (f"target label {label} is out of range for {n_classes} classes "
+            f"(valid: 0..{n_classes - 1}, or ignore_index={ignore_index})")

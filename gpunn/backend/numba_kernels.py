@@ -164,9 +164,22 @@ def _stream_for(*arrays):
     return 0
 
 
+def _device_args(args) -> tuple:
+    """CuPy (any ``__cuda_array_interface__``) arrays as Numba device arrays WITHOUT the stream sync that
+    Numba otherwise does for each such argument at every launch (it waits for the stream the interface
+    names). The kernel runs on CuPy's current stream (``_stream_for``), so stream order alone keeps it
+    after the work that produced its inputs: no host stall. Host (simulator) arrays pass through."""
+    if not any(hasattr(a, "__cuda_array_interface__") for a in args):
+        return tuple(args)
+    from numba import cuda
+
+    return tuple(cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a
+                 for a in args)
+
+
 def _launch(name: str, blocks: int, threads: int, args, arrays):
     kernel = kernels()[name]
-    kernel[blocks, threads, _stream_for(*arrays)](*args)
+    kernel[blocks, threads, _stream_for(*arrays)](*_device_args(args))
 
 
 def _array_module(a):

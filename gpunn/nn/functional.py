@@ -587,8 +587,10 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     logits, t, c = _class_targets(input, target, "cross_entropy")
     be = input._backend
     w = _class_weight(input, weight, c, "cross_entropy")
-    try:  # the primitive checks the labels (on the GPU, through the kernel's error flag: one sync)
-        loss, dlogits = be.softmax_cross_entropy(logits, t, w, reduction, ignore_index, label_smoothing)
+    # The primitive checks the labels: here on the CPU; on the GPU through the kernel's error flag, which
+    # raises at the next host read of the loss (no sync here). backward(g) folds g into dlogits.
+    try:
+        loss, dlogits_times = be.softmax_cross_entropy_fwd(logits, t, w, reduction, ignore_index, label_smoothing)
     except ValueError as exc:
         raise ValueError(f"cross_entropy(): {exc}") from None
     if reduction == "none":
@@ -596,11 +598,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
             else loss.reshape(())
 
     def backward(g):
-        if reduction == "none":
-            d = dlogits * g.reshape(-1, 1)
-        else:
-            d = dlogits * g
-        return (_restore_class_axis(be.xp, d, input),)
+        return (_restore_class_axis(be.xp, dlogits_times(g), input),)
 
     return input._result(loss, (input,), backward, "CrossEntropyBackward")
 

@@ -91,17 +91,27 @@ def predict(model, X, batch_size: int = 256) -> Tensor:
 
 def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=None, metrics=("accuracy",),
         callbacks=(), batch_size: int = 32, verbose: int = 1, initial_epoch: int = 0, history: History | None = None,
-        terminate_on_nan: bool = True, monitor: str | None = None) -> History:
+        terminate_on_nan: bool = True, monitor: str | None = None, sync_every: int = 1) -> History:
     """Train ``model`` for ``epochs`` epochs and return the ``History``.
 
     ``train``/``val``: DataLoaders or (X, y) tuples. ``scheduler`` is stepped once per epoch after
     validation; a ``ReduceLROnPlateau`` gets ``monitor`` (default ``val_loss`` with validation data, else
     ``loss``). ``initial_epoch`` (with ``history``) continues a resumed run. ``Ctrl-C`` stops cleanly:
     the epoch in progress is dropped, callbacks' ``on_train_end`` still run, the history is returned.
+
+    ``sync_every=k`` reads the batch losses back from the device once every ``k`` steps (and the last,
+    partial group at the end of the epoch) instead of after every step: on a GPU the steps in between
+    never wait for the host. The callbacks' ``on_batch_loss`` / ``on_batch_end`` then run for each of the
+    ``k`` batches when the group is read. The price: with ``k > 1`` a NaN or infinite loss (and a
+    bad-label error) is seen up to ``k - 1`` steps late, after those steps AND the bad batch's own step
+    have updated the weights; TerminateOnNaN still stops training there, but cannot keep the weights of
+    the last good step as it does with the default ``k = 1``.
     >>> hist = fit(model, opt, nn.CrossEntropyLoss(), train_loader, val_loader, epochs=10)
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit(): epochs must be a non-negative int, got {epochs!r}")
+    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"fit(): sync_every must be a positive int (steps between loss reads), got {sync_every!r}")
     train_loader = _as_loader(train, batch_size, True, "train")
     val_loader = _as_loader(val, batch_size, False, "val")
     history = history if history is not None else History()
@@ -121,7 +131,7 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
     try:
         for epoch in range(initial_epoch + 1, epochs + 1):
             trainer.epoch = epoch
-            _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch)
+            _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch, sync_every)
             if trainer.stop_training:
                 break
     except KeyboardInterrupt:
@@ -136,7 +146,20 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
     return history
 
 
-def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch) -> None:
+def _read_losses(pending) -> list[float]:
+    """The values of ``pending`` [(batch, loss Tensor, n)] in ONE device-to-host read."""
+    from gpunn.factories import cat
+
+    for _, loss, _ in pending:
+        if loss.numel() != 1:
+            raise ValueError(f"fit(): the loss must be a single value, got shape {tuple(loss.shape)}")
+    if len(pending) == 1:
+        return [float(pending[0][1].item())]
+    return [float(v) for v in cat([loss.reshape(-1) for _, loss, _ in pending]).tolist()]
+
+
+def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch,
+                     sync_every: int = 1) -> None:
     model, optimizer, scheduler = trainer.model, trainer.optimizer, trainer.scheduler
     t0 = time.perf_counter()
     for c in cbs:
@@ -145,10 +168,38 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
     ms = make_metrics(metrics)
     total, count = 0.0, 0
     lr = optimizer.param_groups[0]["lr"]
+    pending = []  # (batch, detached loss, batch size) not read yet (sync_every > 1)
+
+    def flush() -> bool:
+        """Read the pending losses, run the batch callbacks; False when a callback stopped training."""
+        nonlocal total, count
+        values = _read_losses(pending)
+        group = list(pending)
+        pending.clear()
+        for (b, _, n), value in zip(group, values):
+            for c in cbs:
+                c.on_batch_loss(b, value)
+            if trainer.stop_training:
+                return False
+            total += value * n
+            count += n
+            for c in cbs:
+                c.on_batch_end(b, {"loss": value})
+        return True
+
     for b, (xb, yb) in enumerate(train_loader):
         optimizer.zero_grad()
         out = model(xb)
         loss = loss_fn(out, yb)
+        n = int(yb.shape[0]) if yb.ndim else 1
+        if sync_every > 1:  # read later, k at a time (see fit's docstring for what that costs)
+            loss.backward()
+            optimizer.step()
+            _run_metrics(ms, out.detach(), yb)
+            pending.append((b, loss.detach(), n))
+            if len(pending) == sync_every and not flush():
+                return
+            continue
         value = float(loss.item())
         for c in cbs:
             c.on_batch_loss(b, value)
@@ -156,12 +207,13 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
             return
         loss.backward()
         optimizer.step()
-        n = int(yb.shape[0]) if yb.ndim else 1
         total += value * n
         count += n
         _run_metrics(ms, out.detach(), yb)
         for c in cbs:
             c.on_batch_end(b, {"loss": value})
+    if pending and not flush():  # the last, partial group
+        return
     logs = {"epoch": epoch, "loss": total / max(count, 1)}
     logs.update({m.name: m.value() for m in ms})
     if val_loader is not None:

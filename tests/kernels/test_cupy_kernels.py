@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 
-from gpunn.backend import reference
+from gpunn.backend import kernel_table, reference
 from tests.helpers import randn, torch_or_skip
 
 gpu = pytest.mark.gpu
@@ -284,16 +284,18 @@ def sce_inputs(rng, n, c, dtype, ignore_index=-100):
 
 
 @gpu
+@pytest.mark.parametrize("version", kernel_table.VERSIONS["softmax_cross_entropy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", reference.REDUCTIONS)
 @pytest.mark.parametrize("shape", SCE_SHAPES)
-def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothing, dtype):
+def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothing, dtype, version):
     logits, target, weight = sce_inputs(rng, *shape, dtype)
     w = weight if weighted else None
-    loss, dlogits = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target),
-                                             None if w is None else cp.asarray(w), reduction, -100, smoothing)
+    with kernel_table.use_version("softmax_cross_entropy", version):
+        loss, dlogits = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target),
+                                                 None if w is None else cp.asarray(w), reduction, -100, smoothing)
     ref_loss, ref_d = reference.softmax_cross_entropy(np, logits.astype(np.float64), target,
                                                       None if w is None else w.astype(np.float64),
                                                       reduction, -100, smoothing)
@@ -304,17 +306,58 @@ def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothin
 
 
 @gpu
+@pytest.mark.parametrize("entry", ["fused", "fwd"])
 @pytest.mark.parametrize("bad", [13, -5, 10**12])
-def test_out_of_range_label_raises_and_the_context_survives(be, cp, rng, bad):
+def test_out_of_range_label_raises_at_the_next_read_and_the_context_survives(be, cp, rng, bad, entry):
+    """No sync at the call: the kernel sets a device flag that the next host read (the loss) brings back in
+    the same transfer and raises on, naming the label and the class range; the flag is then reset."""
     logits, target, _ = sce_inputs(rng, 7, 13, np.float32)
     target[4] = bad
-    with pytest.raises(ValueError, match=str(bad)):
-        be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    call = be.softmax_cross_entropy if entry == "fused" else be.softmax_cross_entropy_fwd
+    loss, _ = call(cp.asarray(logits), cp.asarray(target))
+    with pytest.raises(ValueError, match=rf"target label {bad} is out of range for 13 classes \(valid: 0..12"):
+        be.to_numpy(loss)
     target[4] = 0
-    loss, _ = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target))
+    loss, _ = call(cp.asarray(logits), cp.asarray(target))
     ref, _ = reference.softmax_cross_entropy(np, logits.astype(np.float64), target)
-    close(host(loss), ref, 1e-5)
+    close(be.to_numpy(loss), ref, 1e-5)  # no stale flag
     assert int((cp.arange(5) + 1).sum()) == 15  # the CUDA context is still usable
+    target[4] = bad
+    call(cp.asarray(logits), cp.asarray(target))
+    with pytest.raises(ValueError, match=str(bad)):
+        be.synchronize()  # a sync reads the flag too
+    be.synchronize()
+
+
+@gpu
+def test_bad_label_message_names_the_launch_that_flagged(be, cp, rng):
+    a, ta, _ = sce_inputs(rng, 5, 7, np.float32)
+    b, tb, _ = sce_inputs(rng, 5, 9, np.float32, ignore_index=-1)
+    tb[0] = 9
+    be.softmax_cross_entropy(cp.asarray(a), cp.asarray(ta))
+    loss, _ = be.softmax_cross_entropy(cp.asarray(b), cp.asarray(tb), ignore_index=-1)
+    with pytest.raises(ValueError, match=r"label 9 is out of range for 9 classes \(valid: 0..8, or ignore_index=-1\)"):
+        be.to_numpy(loss)
+
+
+@gpu
+@pytest.mark.parametrize("version", kernel_table.VERSIONS["softmax_cross_entropy"])
+@pytest.mark.parametrize("reduction", reference.REDUCTIONS)
+@pytest.mark.parametrize("shape", [(9, 41), (5, 1025), (3, 5000)])
+def test_softmax_cross_entropy_fwd_folds_the_upstream_gradient(be, cp, rng, shape, reduction, version):
+    """backward(g) of the split forward/backward launches = g * dlogits of the reference, with g a scalar
+    (or one per row for 'none'); every kernel version."""
+    logits, target, weight = sce_inputs(rng, *shape, np.float64)
+    g = rng.standard_normal(shape[0]) if reduction == "none" else np.float64(rng.standard_normal())
+    with kernel_table.use_version("softmax_cross_entropy", version):
+        loss, backward = be.softmax_cross_entropy_fwd(cp.asarray(logits), cp.asarray(target), cp.asarray(weight),
+                                                      reduction, -100, 0.1)
+        d = backward(cp.asarray(g))
+    ref_loss, ref_d = reference.softmax_cross_entropy(np, logits, target, weight, reduction, -100, 0.1)
+    close(be.to_numpy(loss), ref_loss, 1e-12)
+    close(host(d), ref_d * (g[:, None] if reduction == "none" else g), 1e-12)
+    with pytest.raises(ValueError, match="upstream gradient has 2 elements"):
+        backward(cp.asarray(np.ones(2)))
 
 
 @gpu
@@ -395,16 +438,18 @@ ADAM_CASES = [
 
 
 @gpu
+@pytest.mark.parametrize("version", kernel_table.VERSIONS["sgd_step"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hyper", SGD_CASES)
 @pytest.mark.parametrize("size", OPT_SIZES)
-def test_sgd_step(be, cp, rng, size, hyper, dtype):
+def test_sgd_step(be, cp, rng, size, hyper, dtype, version):
     p = rng.standard_normal(size).astype(dtype)
     buf = np.zeros(size, dtype)
     gp, gbuf = cp.asarray(p), cp.asarray(buf)
     for step in range(3):
         g = rng.standard_normal(size).astype(dtype)
-        be.sgd_step(gp, cp.asarray(g), gbuf, first_step=step == 0, **hyper)
+        with kernel_table.use_version("sgd_step", version):
+            be.sgd_step(gp, cp.asarray(g), gbuf, first_step=step == 0, **hyper)
         reference.sgd_step(np, p, g, buf, first_step=step == 0, **hyper)
     np.testing.assert_allclose(host(gp), p, rtol=1e-6, atol=1e-7)
     if hyper.get("momentum"):
@@ -412,11 +457,12 @@ def test_sgd_step(be, cp, rng, size, hyper, dtype):
 
 
 @gpu
+@pytest.mark.parametrize("version", kernel_table.VERSIONS["adam_step"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("device_step", [False, True])
 @pytest.mark.parametrize("hyper", ADAM_CASES)
 @pytest.mark.parametrize("size", OPT_SIZES)
-def test_adam_step(be, cp, rng, size, hyper, device_step, dtype):
+def test_adam_step(be, cp, rng, size, hyper, device_step, dtype, version):
     p = rng.standard_normal(size).astype(dtype)
     m, v, vmax = (np.zeros(size, dtype) for _ in range(3))
     gp, gm, gv, gvmax = (cp.asarray(a) for a in (p, m, v, vmax))
@@ -425,12 +471,53 @@ def test_adam_step(be, cp, rng, size, hyper, device_step, dtype):
         g = rng.standard_normal(size).astype(dtype)
         if device_step:
             be.step_increment(step_dev)
-        be.adam_step(gp, cp.asarray(g), gm, gv, gvmax, step=step_dev if device_step else step, **hyper)
+        with kernel_table.use_version("adam_step", version):
+            be.adam_step(gp, cp.asarray(g), gm, gv, gvmax, step=step_dev if device_step else step, **hyper)
         reference.adam_step(np, p, g, m, v, vmax, step=step, **hyper)
     if device_step:
         assert int(step_dev[0]) == 4
     for got, want in ((gp, p), (gm, m), (gv, v), (gvmax, vmax)):
         np.testing.assert_allclose(host(got), want, rtol=1e-6, atol=1e-7)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offsets", [(0, 0), (1, 1), (3, 3), (2, 2), (1, 0), (0, 3)])
+@pytest.mark.parametrize("size", [1, 3, 37, 1001])
+def test_vectorized_optimizers_at_unaligned_offsets(be, cp, rng, size, offsets, dtype):
+    """v2 over views at element offsets into flat buffers: a scalar head up to the 16-byte boundary, vectors,
+    a scalar tail; views that disagree on alignment take the scalar path. Same result as v1 and the reference."""
+    po, go = offsets
+    results = {}
+    for version in kernel_table.VERSIONS["adam_step"]:
+        r = np.random.default_rng(7)
+        flat = [cp.asarray(r.standard_normal(size + 4).astype(dtype)) for _ in range(4)]
+        flat[2][:] = 0
+        flat[3][:] = 0
+        before = host(flat[0]).copy()
+        p, m, v = (a[po:po + size] for a in (flat[0], flat[2], flat[3]))
+        g = flat[1][go:go + size]
+        sbuf = cp.zeros(size + 4, dtype=dtype)[po:po + size]
+        with kernel_table.use_version("adam_step", version), kernel_table.use_version("sgd_step", version):
+            for step in (1, 2):
+                be.adam_step(p, g, m, v, None, step=step, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
+                be.sgd_step(p, g, sbuf, lr=0.1, momentum=0.9, first_step=step == 1)
+        results[version] = [host(a).copy() for a in (p, m, v, sbuf)]
+        after = host(flat[0])
+        outside = np.r_[0:po, po + size:size + 4]
+        np.testing.assert_array_equal(after[outside], before[outside])  # no write past the view
+    # the reference on host copies of the same inputs
+    r = np.random.default_rng(7)
+    flat = [r.standard_normal(size + 4).astype(dtype) for _ in range(4)]
+    p, g = flat[0][po:po + size].copy(), flat[1][go:go + size].copy()
+    m, v, sbuf = (np.zeros(size, dtype) for _ in range(3))
+    for step in (1, 2):
+        reference.adam_step(np, p, g, m, v, None, step=step, lr=1e-2, weight_decay=0.1,
+                            decoupled_weight_decay=True)
+        reference.sgd_step(np, p, g, sbuf, lr=0.1, momentum=0.9, first_step=step == 1)
+    for version, got in results.items():
+        for a, want in zip(got, (p, m, v, sbuf)):
+            np.testing.assert_allclose(a, want, rtol=1e-6, atol=1e-7, err_msg=f"v{version}")
 
 
 @gpu
@@ -498,6 +585,41 @@ def test_max_pool2d_nan_propagates(be, cp, rng):
     y, idx = host(y), host(idx)
     assert np.isnan(y[0, 0, 0, 1]) and idx[0, 0, 0, 1] == 1 * 4 + 2
     assert np.isfinite(np.delete(y.reshape(-1), 1)).all()
+
+
+NAN_POOL_CASES = [  # (N, C, H, W, kernel, stride, padding)
+    (1, 1, 4, 4, 2, 2, 0),
+    (2, 3, 9, 7, 3, 2, 1),
+    (1, 2, 7, 6, 3, 1, 1),  # overlapping windows: several windows route gradient to one NaN
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NAN_POOL_CASES)
+def test_max_pool2d_with_nans_matches_torch(be, cp, rng, case, dtype):
+    """NaNs (several per window), +-inf and ties: PyTorch's values, indices (the LAST NaN of a window in
+    row-major order wins) and gradient routing, checked against torch.nn.functional.max_pool2d."""
+    torch = torch_or_skip()
+    n, c, h, w, k, s, p = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    flat = x.reshape(-1)
+    hit = rng.choice(flat.size, size=max(3, flat.size // 5), replace=False)
+    flat[hit[: len(hit) // 2]] = np.nan
+    flat[hit[len(hit) // 2:][:2]] = [np.inf, -np.inf]
+    x[0, 0, 0, :2] = np.nan  # two NaNs side by side in the first window
+    x[-1, -1, -1, -1] = x[-1, -1, -1, -2] = 7.0  # a tie
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    ty, tidx = torch.nn.functional.max_pool2d(tx, k, s, p, return_indices=True)
+    dy = rng.standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.from_numpy(dy))
+
+    y, idx = be.max_pool2d_fwd(cp.asarray(x), k, s, p)
+    np.testing.assert_array_equal(host(y), ty.detach().numpy())  # NaN == NaN here
+    np.testing.assert_array_equal(host(idx), tidx.numpy())
+    assert np.isnan(host(y)).any()
+    dx = host(be.max_pool2d_bwd(cp.asarray(dy), idx, x.shape))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-6 if dtype == np.float32 else 1e-12, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -201,3 +201,20 @@ def test_compiles_to_ptx_with_numba():
     if out["status"] == "skip":
         pytest.skip(f"Numba cannot find NVVM here: {out['detail'].splitlines()[-1]}")
     assert out["status"] == "ok", out.get("detail")
+
+
+@needs_numba
+def test_device_arrays_are_wrapped_without_a_stream_sync(monkeypatch):
+    """Numba syncs on every __cuda_array_interface__ argument unless it gets as_cuda_array(a, sync=False)."""
+    from numba import cuda
+
+    seen = []
+    monkeypatch.setattr(cuda, "as_cuda_array", lambda a, sync=True: seen.append(sync) or ("wrapped", a))
+
+    class DeviceArray:
+        __cuda_array_interface__ = {"shape": (1,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+    dev, host = DeviceArray(), np.zeros(1)
+    out = nk._device_args((dev, host, np.uint64(3)))
+    assert out[0] == ("wrapped", dev) and out[1] is host and seen == [False]
+    assert nk._device_args((host,)) == (host,)

@@ -1,0 +1,104 @@
+"""Which numbered version of each handwritten CUDA kernel the cupy backend launches.
+
+Every op below has numbered versions beside each other in its ``kernels/<file>.cu`` (llm.c style: v1
+the first, later ones the candidates a GPU run may promote); each file's header describes them. This
+is the one committed table of the default per op: a GPU bench result that shows a later version
+faster (and equally correct) updates ``DEFAULTS`` here, nowhere else.
+
+    >>> from gpunn.backend import kernel_table
+    >>> kernel_table.version("sgd_step")
+    1
+    >>> with kernel_table.use_version("sgd_step", 2):
+    ...     kernel_table.version("sgd_step")
+    2
+
+Selection, strongest first: ``use_version`` (innermost wins; process-wide, not per thread), then the
+environment variable ``GPUNN_KERNEL_VERSIONS`` (``"sgd_step=2,linear_act=2"``, read at each launch),
+then ``DEFAULTS``. The backend reads ``version(op)`` at every launch, so a change applies to the next
+launch. Versions compute the same function: tests/kernels/test_cupy_kernels.py runs every version
+against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+# op -> available versions (what kernels/*.cu defines and the cupy backend can launch)
+VERSIONS: dict[str, tuple[int, ...]] = {
+    "softmax_cross_entropy": (1, 2),  # v2: pass 1 with 4 independent loads in flight per thread
+    "sgd_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail
+    "adam_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail (Adam and AdamW)
+    "linear_act": (1,),
+}
+# op -> the version launched unless told otherwise. The current (v1) kernels stay the defaults until a
+# GPU bench result (bench/results/gpu-*.json) shows a later version faster.
+DEFAULTS: dict[str, int] = {
+    "softmax_cross_entropy": 1,
+    "sgd_step": 1,
+    "adam_step": 1,
+    "linear_act": 1,
+}
+ENV_VAR = "GPUNN_KERNEL_VERSIONS"
+
+_overrides: list[tuple[str, int]] = []  # the use_version stack
+
+
+def _check(op: str, v) -> int:
+    if op not in VERSIONS:
+        raise ValueError(f"unknown kernel op {op!r}; expected one of {sorted(VERSIONS)}")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"kernel version for {op!r} must be an int, got {type(v).__name__} {v!r}")
+    if v not in VERSIONS[op]:
+        raise ValueError(f"{op!r} has no kernel version {v}; available: {VERSIONS[op]}")
+    return v
+
+
+def _from_env() -> dict[str, int]:
+    """{op: version} from GPUNN_KERNEL_VERSIONS ("op=v,op=v"); malformed entries raise ValueError."""
+    text = os.environ.get(ENV_VAR, "").strip()
+    out: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        op, sep, v = item.partition("=")
+        op, v = op.strip(), v.strip()
+        if not sep or not v.lstrip("-").isdigit():
+            raise ValueError(f"{ENV_VAR}: expected entries like 'sgd_step=2', got {item!r}")
+        out[op] = _check(op, int(v))
+    return out
+
+
+def version(op: str) -> int:
+    """The version of ``op`` the next launch uses."""
+    if op not in VERSIONS:
+        raise ValueError(f"unknown kernel op {op!r}; expected one of {sorted(VERSIONS)}")
+    for o, v in reversed(_overrides):
+        if o == op:
+            return v
+    return _from_env().get(op, DEFAULTS[op])
+
+
+def selected() -> dict[str, int]:
+    """{op: version} as the next launches would use them (for bench records)."""
+    return {op: version(op) for op in VERSIONS}
+
+
+@contextlib.contextmanager
+def use_version(op: str, v: int):
+    """Launch version ``v`` of ``op`` inside the ``with`` block (for this process)."""
+    entry = (op, _check(op, v))
+    _overrides.append(entry)
+    try:
+        yield v
+    finally:
+        # remove this very entry (blocks normally nest; tolerate out-of-order exits of generators)
+        for i in range(len(_overrides) - 1, -1, -1):
+            if _overrides[i] is entry:
+                del _overrides[i]
+                break
+
+
+# the defaults must name existing versions (a bad edit of the table fails at import)
+if set(DEFAULTS) != set(VERSIONS):
+    raise RuntimeError("kernel_table: DEFAULTS and VERSIONS must list the same ops")
+for _op, _v in DEFAULTS.items():
+    _check(_op, _v)

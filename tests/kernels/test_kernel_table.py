@@ -1,0 +1,63 @@
+"""gpunn.backend.kernel_table: the committed default per op, use_version and the environment override."""
+
+import pytest
+
+from gpunn.backend import kernel_table as KT
+from gpunn.backend import kernels as K
+
+OPS = ("softmax_cross_entropy", "sgd_step", "adam_step", "linear_act")
+
+
+def test_table_shape_and_defaults_are_the_current_kernels():
+    assert set(KT.VERSIONS) == set(OPS) == set(KT.DEFAULTS)
+    for op in OPS:
+        assert KT.VERSIONS[op] == tuple(sorted(KT.VERSIONS[op])) and 1 in KT.VERSIONS[op]
+        assert KT.DEFAULTS[op] == 1  # v1 stays the default until a GPU result promotes another
+        assert KT.version(op) == 1
+
+
+def test_every_listed_version_exists_in_the_sources():
+    files = {"softmax_cross_entropy": ("softmax_cross_entropy", "sce_block_v{}_f32"),
+             "sgd_step": ("optim", "sgd_step_v{}_f32"), "adam_step": ("optim", "adam_step_v{}_f32"),
+             "linear_act": ("linear_act", "linear_act_forward_v{}_f32")}
+    for op, (name, pattern) in files.items():
+        declared = K.declared_entry_points(K.kernel_source(name))
+        for v in KT.VERSIONS[op]:
+            assert pattern.format(v) in declared, f"{op} v{v}: {pattern.format(v)} missing from {name}.cu"
+
+
+def test_use_version_nests_and_restores():
+    with KT.use_version("sgd_step", 2) as v:
+        assert v == 2 and KT.version("sgd_step") == 2 and KT.version("adam_step") == 1
+        with KT.use_version("sgd_step", 1):
+            assert KT.version("sgd_step") == 1
+        assert KT.version("sgd_step") == 2
+    assert KT.version("sgd_step") == 1
+    with pytest.raises(RuntimeError), KT.use_version("adam_step", 2):
+        raise RuntimeError("boom")
+    assert KT.version("adam_step") == 1
+
+
+@pytest.mark.parametrize("op,v,err,match", [
+    ("nope", 1, ValueError, "unknown kernel op 'nope'"),
+    ("sgd_step", 9, ValueError, r"no kernel version 9; available: \(1, 2\)"),
+    ("sgd_step", "2", TypeError, "must be an int"),
+    ("sgd_step", True, TypeError, "must be an int"),
+])
+def test_use_version_validates(op, v, err, match):
+    with pytest.raises(err, match=match), KT.use_version(op, v):
+        pass
+    assert KT.version("sgd_step") == 1
+
+
+def test_environment_override(monkeypatch):
+    monkeypatch.setenv(KT.ENV_VAR, "sgd_step=2, adam_step=2")
+    assert KT.version("sgd_step") == 2 and KT.version("adam_step") == 2 and KT.version("linear_act") == 1
+    with KT.use_version("sgd_step", 1):  # use_version beats the environment
+        assert KT.version("sgd_step") == 1
+    assert KT.selected() == {"softmax_cross_entropy": 1, "sgd_step": 2, "adam_step": 2, "linear_act": 1}
+    for bad, match in (("sgd_step", "expected entries like"), ("sgd_step=x", "expected entries like"),
+                       ("sgd_step=7", "no kernel version 7"), ("foo=1", "unknown kernel op")):
+        monkeypatch.setenv(KT.ENV_VAR, bad)
+        with pytest.raises(ValueError, match=match):
+            KT.version("adam_step")
