@@ -629,7 +629,7 @@ def pytest_runtest_makereport(item, call):
     _plugin_log({"bench": item.nodeid, "op": info.get("op"), "size": info.get("size"), "impl": info.get("impl"),
                  "kernel_version": info.get("kernel_version"), "min": stats.min, "median": stats.median,
                  "mean": stats.mean, "stddev": stats.stddev if len(stats.data) > 1 else 0.0,
-                 "rounds": len(stats.data), "max_rel_err": info.get("max_rel_err"),
+                 "rounds": len(stats.data), "max_rel_err": info.get("max_rel_err"), "extra_info": info,
                  "data": [round(v, 9) for v in stats.data[:2000]]})
 
 

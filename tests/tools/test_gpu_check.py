@@ -388,3 +388,20 @@ def test_bench_peers_compute_in_plain_float32():
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "highest", "False"]
+
+
+def test_the_report_reads_a_result_whose_bench_step_was_killed(tmp_path):
+    """bench.report takes pytest-benchmark's JSON from the result file, or, when the bench step was killed
+    before pytest-benchmark wrote it, the per-benchmark records the plugin wrote as each one ended."""
+    from bench import report
+
+    info = {"op": "cross_entropy", "size": "mlp 200x10", "impl": "gpunn-cupy", "role": "gpunn"}
+    res = {"suite": "gpunn gpu-check", "command": "python3 tools/gpu_check.py --quick", "commit": {"commit": "abc"},
+           "steps": [{"name": "kernel-tests", "status": "passed"},
+                     {"name": "bench", "status": "timed_out", "benchmarks": [
+                         {"bench": "bench/test_ops.py::test_cross_entropy[mlp 200x10-gpunn]", "min": 2e-5,
+                          "median": 3e-5, "rounds": 7, "extra_info": info, "data": [2e-5] * 7}]}]}
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(res))
+    (entry,) = report.entries(report.load(str(path)))
+    assert entry["op"] == "cross_entropy" and entry["t"] == 2e-5 and entry["rounds"] == 7
