@@ -405,3 +405,34 @@ def test_the_report_reads_a_result_whose_bench_step_was_killed(tmp_path):
     path.write_text(json.dumps(res))
     (entry,) = report.entries(report.load(str(path)))
     assert entry["op"] == "cross_entropy" and entry["t"] == 2e-5 and entry["rounds"] == 7
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the emulator uses ucontext (Linux)")
+def test_sigterm_to_the_harness_still_leaves_a_complete_file(tmp_path):
+    """What a command limit's `timeout -s TERM` does: the running step is killed, the file is written, and
+    the harness exits non-zero on its own."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--emulator", "--steps", "cupy-suites,bench",
+                             "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        for _ in range(600):  # wait until the first step runs (the file says so), at most 60 s
+            files = list(out.glob("gpu-*.json"))
+            if files and '"running": {' in files[0].read_text():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the harness never started its first step")
+        proc.send_signal(15)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stdout
+    res = only_result(out)
+    assert res["status"] == "interrupted (SIGTERM)"
+    got = {s["name"]: s["status"] for s in res["steps"]}
+    assert got == {"kernel-tests": "skipped", "cupy-suites": "interrupted", "memcheck": "skipped",
+                   "racecheck": "skipped", "bench": "not_run"}, got
+    assert "wrote " in stdout
