@@ -33,7 +33,7 @@ messages, sanitizer findings, per-test durations and the raw benchmark timings.
 
 Without a usable GPU it writes the file saying so and exits 2 within seconds. ``--emulator`` runs the
 same steps, each narrowed to a small subset, on the CPU stand-in for CuPy (tests/kernels/emulator.py),
-without compute-sanitizer: the harness's own dry run (tests/tools/test_gpu_check.py).
+without compute-sanitizer and with 4x the budgets: the harness's own dry run (tests/tools/test_gpu_check.py).
 
 Exit status: 0 every step passed (or is ``missing`` an optional tool), 1 a step failed, timed out or
 broke, 2 no usable GPU.
@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = Path(__file__).resolve().parent
 QUICK_BUDGET_S = 480.0  # the whole --quick run: 8 minutes, well inside a 10-minute command limit
 WRITE_RESERVE_S = 10.0  # kept back from the overall budget: a kill takes up to 8 s (SIGTERM, grace, SIGKILL)
+EMULATOR_BUDGET_FACTOR = 4  # --emulator: every budget (step and overall) times this
 PROBE_TIMEOUT_S = 45.0
 KILL_GRACE_S = 3.0  # SIGTERM, then SIGKILL this long after
 LOG_ENV = "GPUNN_GPU_CHECK_LOG"  # the plugin's per-test log (JSON lines)
@@ -729,6 +730,9 @@ def parse_args(argv):
 
 def select_steps(args) -> list[Step]:
     steps = full_steps() if args.full else quick_steps()
+    if args.emulator:  # the budgets are for a GPU; the emulator runs kernels as CPU fibers, on a shared CI box
+        for s in steps:
+            s.budget *= EMULATOR_BUDGET_FACTOR
     for item in args.step_budget:
         name, _, secs = item.partition("=")
         match = [s for s in steps if s.name == name]
@@ -754,6 +758,8 @@ def main(argv=None) -> int:
         if unknown:
             raise SystemExit(f"--steps: unknown step(s) {sorted(unknown)}; have {[s.name for s in steps]}")
     budget = args.budget if args.budget is not None else (QUICK_BUDGET_S if profile == "quick" else None)
+    if args.emulator and args.budget is None and budget:
+        budget *= EMULATOR_BUDGET_FACTOR
     t0 = time.monotonic()
     deadline = t0 + budget if budget else None
     started = dt.datetime.now(dt.timezone.utc)

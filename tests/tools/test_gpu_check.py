@@ -135,13 +135,13 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GPUNN_TEST_BACKEND", None)
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--emulator", "--out", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=env, capture_output=True, text=True, timeout=1800)
     res = only_result(out)
     steps = {s["name"]: s for s in res["steps"]}
     report = proc.stdout[-3000:] + json.dumps({k: (v.get("status"), v.get("tail", "")[-1500:])
                                                for k, v in steps.items()}, indent=1)
     assert proc.returncode == 0, report
-    assert res["status"] == "passed" and res["emulator"] is True
+    assert res["status"] == "passed" and res["emulator"] is True and res["budget_s"] == 4 * 480
     assert res["machine"]["gpu"]["device"] == "gpunn kernel emulator"
     assert list(steps) == ["kernel-tests", "cupy-suites", "memcheck", "racecheck", "bench"]
     if importlib.util.find_spec("pytest_benchmark") is None:  # recorded as missing, not fatal
