@@ -788,6 +788,10 @@ def main(argv=None) -> int:
             "usable") else "no-gpu"
         out_dir = Path(args.out)
         path = out_dir / f"gpu-{started:%Y%m%d}-{device}.json"
+        for n in range(2, 1000):  # a second run the same day keeps the first one's file
+            if not path.exists():
+                break
+            path = out_dir / f"gpu-{started:%Y%m%d}-{device}-{n}.json"
         result = {
             "suite": "gpunn gpu-check", "format": 2, "profile": profile, "emulator": args.emulator,
             "command": " ".join([Path(sys.executable).name, "tools/gpu_check.py", *(argv or sys.argv[1:])]),

@@ -95,6 +95,13 @@ def test_quick_without_a_gpu_writes_a_result_and_exits_nonzero(tmp_path):
     assert res["commit"]["commit"]  # git's, or GPUNN_COMMIT's when there is no .git
     assert res["profile"] == "quick" and res["budget_s"] == 480
     assert "no usable GPU" in proc.stdout and "wrote " in proc.stdout
+    # a second run the same day writes beside the first, never over it
+    first = sorted(out.glob("gpu-*.json"))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    both = sorted(out.glob("gpu-*.json"))
+    assert len(both) == 2 and first[0] in both and any(p.stem.endswith("-no-gpu-2") for p in both), both
 
 
 def test_list_and_bad_arguments():
