@@ -561,6 +561,7 @@ class Suite:
             rec["finished"] = now_iso()
             self.result["steps"].append(rec)
             self.save()
+            print(step_line(rec), flush=True)  # progress; the summary at the end repeats it
 
     def interrupt(self, signum, frame) -> None:
         """SIGTERM/SIGINT: the running step is killed (by the runner's loop), the rest are not run."""
@@ -810,6 +811,7 @@ def main(argv=None) -> int:
             finish(result, suite, t0)
             print(summary(result, path))
             return 2
+        print(f"gpu-check --{profile}: {gpu.get('device')}; writing {path} after every step", flush=True)
         old = {sig: signal.signal(sig, suite.interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             chosen = [s for s in steps if wanted is None or s.name in wanted]
