@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -561,7 +562,12 @@ class Suite:
             if self.interrupted:
                 rec = {"name": step.name, "status": "not_run", "note": f"run interrupted ({self.interrupted})"}
             else:
-                rec = self.run_step(step)
+                try:
+                    rec = self.run_step(step)
+                except Exception as exc:  # a harness bug or an unlaunchable tool: recorded, the next step runs
+                    self.result.pop("running", None)
+                    rec = {"name": step.name, "status": "error", "note": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc()[-3000:]}
             rec["finished"] = now_iso()
             self.result["steps"].append(rec)
             self.save()

@@ -242,6 +242,14 @@ def test_a_signal_ends_the_running_step_and_skips_the_rest(gc, tmp_path):
     assert suite.interrupted == "SIGTERM"
 
 
+def test_a_step_that_cannot_start_is_an_error_and_the_suite_goes_on(gc, tmp_path):
+    suite, result = make_suite(gc, tmp_path)
+    suite.run([gc.Step("broken", "no such program", "command", 10, command=[str(tmp_path / "no-such-program")]),
+               gc.Step("ok", "runs", "command", 30, command=py("pass"))])
+    assert [s["status"] for s in result["steps"]] == ["error", "passed"]
+    assert "no-such-program" in result["steps"][0]["note"]
+
+
 def test_missing_optional_tools_are_recorded_not_fatal(gc, tmp_path, monkeypatch):
     monkeypatch.setattr(gc, "find_tool", lambda name: None)
     suite, result = make_suite(gc, tmp_path)
