@@ -465,7 +465,9 @@ class Measure:
             return f"{impl}-v{chosen[1]}", chosen[1], False
         table_op = BENCH_OP_KERNEL.get(op)
         if ON_GPU and kernel_table is not None and table_op in kernel_table.DEFAULTS:
-            return impl, kernel_table.DEFAULTS[table_op], True
+            current = getattr(kernel_table, "version", None)  # DEFAULTS unless GPUNN_KERNEL_VERSIONS says
+            v = current(table_op) if current else kernel_table.DEFAULTS[table_op]
+            return impl, v, v == kernel_table.DEFAULTS[table_op]
         return impl, None, True
 
     def __call__(self, fn, inputs: list, *, op: str, size: str, impl: str, bytes_moved: int, flops: int,

@@ -95,6 +95,13 @@ def test_quick_without_a_gpu_writes_a_result_and_exits_nonzero(tmp_path):
     assert res["commit"]["commit"]  # git's, or GPUNN_COMMIT's when there is no .git
     assert res["profile"] == "quick" and res["budget_s"] == 480
     assert "no usable GPU" in proc.stdout and "wrote " in proc.stdout
+    # a second run the same day writes beside the first, never over it
+    first = sorted(out.glob("gpu-*.json"))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    both = sorted(out.glob("gpu-*.json"))
+    assert len(both) == 2 and first[0] in both and any(p.stem.endswith("-no-gpu-2") for p in both), both
 
 
 def test_list_and_bad_arguments():
@@ -135,13 +142,13 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GPUNN_TEST_BACKEND", None)
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--emulator", "--out", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=env, capture_output=True, text=True, timeout=1800)
     res = only_result(out)
     steps = {s["name"]: s for s in res["steps"]}
     report = proc.stdout[-3000:] + json.dumps({k: (v.get("status"), v.get("tail", "")[-1500:])
                                                for k, v in steps.items()}, indent=1)
     assert proc.returncode == 0, report
-    assert res["status"] == "passed" and res["emulator"] is True
+    assert res["status"] == "passed" and res["emulator"] is True and res["budget_s"] == 4 * 480
     assert res["machine"]["gpu"]["device"] == "gpunn kernel emulator"
     assert list(steps) == ["kernel-tests", "cupy-suites", "memcheck", "racecheck", "bench"]
     if importlib.util.find_spec("pytest_benchmark") is None:  # recorded as missing, not fatal
@@ -233,6 +240,14 @@ def test_a_signal_ends_the_running_step_and_skips_the_rest(gc, tmp_path):
         timer.cancel()
     assert [s["status"] for s in result["steps"]] == ["interrupted", "not_run"]
     assert suite.interrupted == "SIGTERM"
+
+
+def test_a_step_that_cannot_start_is_an_error_and_the_suite_goes_on(gc, tmp_path):
+    suite, result = make_suite(gc, tmp_path)
+    suite.run([gc.Step("broken", "no such program", "command", 10, command=[str(tmp_path / "no-such-program")]),
+               gc.Step("ok", "runs", "command", 30, command=py("pass"))])
+    assert [s["status"] for s in result["steps"]] == ["error", "passed"]
+    assert "no-such-program" in result["steps"][0]["note"]
 
 
 def test_missing_optional_tools_are_recorded_not_fatal(gc, tmp_path, monkeypatch):
@@ -388,3 +403,51 @@ def test_bench_peers_compute_in_plain_float32():
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "highest", "False"]
+
+
+def test_the_report_reads_a_result_whose_bench_step_was_killed(tmp_path):
+    """bench.report takes pytest-benchmark's JSON from the result file, or, when the bench step was killed
+    before pytest-benchmark wrote it, the per-benchmark records the plugin wrote as each one ended."""
+    from bench import report
+
+    info = {"op": "cross_entropy", "size": "mlp 200x10", "impl": "gpunn-cupy", "role": "gpunn"}
+    res = {"suite": "gpunn gpu-check", "command": "python3 tools/gpu_check.py --quick", "commit": {"commit": "abc"},
+           "steps": [{"name": "kernel-tests", "status": "passed"},
+                     {"name": "bench", "status": "timed_out", "benchmarks": [
+                         {"bench": "bench/test_ops.py::test_cross_entropy[mlp 200x10-gpunn]", "min": 2e-5,
+                          "median": 3e-5, "rounds": 7, "extra_info": info, "data": [2e-5] * 7}]}]}
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(res))
+    (entry,) = report.entries(report.load(str(path)))
+    assert entry["op"] == "cross_entropy" and entry["t"] == 2e-5 and entry["rounds"] == 7
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the emulator uses ucontext (Linux)")
+def test_sigterm_to_the_harness_still_leaves_a_complete_file(tmp_path):
+    """What a command limit's `timeout -s TERM` does: the running step is killed, the file is written, and
+    the harness exits non-zero on its own."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--emulator", "--steps", "cupy-suites,bench",
+                             "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        for _ in range(600):  # wait until the first step runs (the file says so), at most 60 s
+            files = list(out.glob("gpu-*.json"))
+            if files and '"running": {' in files[0].read_text():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the harness never started its first step")
+        proc.send_signal(15)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stdout
+    res = only_result(out)
+    assert res["status"] == "interrupted (SIGTERM)"
+    got = {s["name"]: s["status"] for s in res["steps"]}
+    assert got == {"kernel-tests": "skipped", "cupy-suites": "interrupted", "memcheck": "skipped",
+                   "racecheck": "skipped", "bench": "not_run"}, got
+    assert "wrote " in stdout
