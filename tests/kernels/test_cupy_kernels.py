@@ -383,6 +383,25 @@ def test_out_of_range_label_raises_at_the_next_read_and_the_context_survives(be,
 
 
 @gpu
+@pytest.mark.parametrize("shape", [(7, 13), (9, 41), (5, 1025), (3, 32000), (6, 4099)])
+def test_softmax_cross_entropy_v2_adds_in_v1_order(be, cp, rng, shape):
+    """v2 only issues pass 1's loads earlier: the same additions in the same order as v1. Bit-for-bit on the
+    emulator (no FMA contraction); on a GPU nvcc may contract the unrolled copies differently: 1e-6."""
+    logits, target, weight = sce_inputs(rng, *shape, np.float32)
+    out = {}
+    for v in (1, 2):
+        with kernel_table.use_version("softmax_cross_entropy", v):
+            loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), cp.asarray(weight), "none",
+                                               -100, 0.1)
+        out[v] = host(loss), host(d)
+    for a, b in zip(out[1], out[2]):
+        if EMULATED:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@gpu
 def test_bad_label_message_names_the_launch_that_flagged(be, cp, rng):
     a, ta, _ = sce_inputs(rng, 5, 7, np.float32)
     b, tb, _ = sce_inputs(rng, 5, 9, np.float32, ignore_index=-1)
