@@ -17,7 +17,7 @@
 //   dx:      A = dz, B = W                  ->  gemm_nn_v1_<t>
 //   dW:      A = dz (transposed), B = x     ->  gemm_tn_v1_<t>
 //
-// Launch configuration
+// Launch configuration (v2's split-K kernels: the same blocks, grid.z = K slices; see Versions)
 //   GEMM: 256 threads (16 x 16) per block; one block computes a 64 x 64 tile of C, each thread a 4 x 4
 //         register block at rows ty + 16 i and columns tx + 16 j (strided, so shared-memory reads are
 //         bank-conflict-free and C stores coalesce). K advances 16 at a time through shared memory.
@@ -42,6 +42,17 @@
 //       Known slack, left for a v2 with a bench to justify it: no double buffering (a barrier pair per
 //       K step), scalar 4-byte loads, 2-way bank conflicts on the transposing shared stores, no tensor
 //       cores (TF32 would change the numerics the 1e-5 tests hold). Entry points carry "_v1".
+//   v2  split-K for GEMMs whose output has too few 64 x 64 tiles to fill the GPU (chosen per call in
+//       Python, gpunn/backend/kernel_table.py selects the version; larger GEMMs run v1's kernels):
+//       gemm_splitk_{nt,nn,tn}_v2_<t> run v1's tile code over K slice blockIdx.z (grid.z = S slices of
+//       k_chunk, a multiple of 16) into partial (S, R, Q); splitk_reduce_v2_<t> (256 threads, grid-stride)
+//       adds the S slices IN ORDER, then bias and activation: deterministic, no atomics.
+//       S = min(ceil(2 SMs / tiles), K / 64, 16). Napkin math, 200x784x200 float32 on an H200 (132 SMs):
+//       2 N M K = 63 MFLOP; v1 runs 16 blocks (one per SM on 16 of 132 SMs), each doing 64x64x784
+//       FMAs = 3.2 M FMA at roughly 1/4 of an SM's 128 FMA/clk (one 256-thread block, barrier-bound)
+//       -> ~100 K cycles ~ 50 us. v2: S = 10 -> 160 blocks over all SMs, ~5-6 us, plus the reduce
+//       (10 x 200 x 200 x 4 B = 1.6 MB read, < 2 us) and one more launch. Unmeasured: the quick GPU
+//       bench times both, against cuBLAS.
 //
 // Indexing: every global offset is computed in 64-bit (long long).
 
@@ -129,11 +140,13 @@ __device__ __forceinline__ void store_tile(T (&acc)[4][4], const T* __restrict__
     }
 }
 
+// The K range [k_begin, k_end) is a parameter so split-K (v2) runs the same tile code over one slice of
+// K per blockIdx.z; v1 passes the whole range [0, Kd).
 template <typename T, bool TRANS_A, bool TRANS_B>
 __device__ __forceinline__ void gemm_bias_act_v1(const T* __restrict__ A, const T* __restrict__ B,
                                                  const T* __restrict__ bias, T* __restrict__ C,
                                                  long long R, long long Q, long long Kd, int act,
-                                                 T slope) {
+                                                 T slope, long long k_begin, long long k_end) {
     __shared__ T As[GEMM_BK][GEMM_BM + GEMM_PAD];  // As[k][r]
     __shared__ T Bs[GEMM_BK][GEMM_BN + GEMM_PAD];  // Bs[k][q]
 
@@ -153,8 +166,8 @@ __device__ __forceinline__ void gemm_bias_act_v1(const T* __restrict__ A, const 
     for (int l = 0; l < LOADS; ++l) {
         const int e = tid + l * GEMM_THREADS;
         const int ak = A_K(e), ar = A_R(e), bk = B_K(e), bq = B_Q(e);
-        a_off[l] = TRANS_A ? (long long)ak * R + (r0 + ar) : (r0 + ar) * Kd + ak;
-        b_off[l] = TRANS_B ? (q0 + bq) * Kd + bk : (long long)bk * Q + (q0 + bq);
+        a_off[l] = TRANS_A ? (k_begin + ak) * R + (r0 + ar) : (r0 + ar) * Kd + (k_begin + ak);
+        b_off[l] = TRANS_B ? (q0 + bq) * Kd + (k_begin + bk) : (k_begin + bk) * Q + (q0 + bq);
     }
     const long long a_step = TRANS_A ? GEMM_BK * R : GEMM_BK;  // offset advance per K step
     const long long b_step = TRANS_B ? GEMM_BK : GEMM_BK * Q;
@@ -165,13 +178,13 @@ __device__ __forceinline__ void gemm_bias_act_v1(const T* __restrict__ A, const 
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = T(0);
 
-    for (long long k0 = 0; k0 < Kd; k0 += GEMM_BK) {
+    for (long long k0 = k_begin; k0 < k_end; k0 += GEMM_BK) {
 #pragma unroll
         for (int l = 0; l < LOADS; ++l) {
             const int e = tid + l * GEMM_THREADS;
             const int ak = A_K(e), ar = A_R(e), bk = B_K(e), bq = B_Q(e);
-            As[ak][ar] = (r0 + ar < R && k0 + ak < Kd) ? A[a_off[l]] : T(0);
-            Bs[bk][bq] = (q0 + bq < Q && k0 + bk < Kd) ? B[b_off[l]] : T(0);
+            As[ak][ar] = (r0 + ar < R && k0 + ak < k_end) ? A[a_off[l]] : T(0);
+            Bs[bk][bq] = (q0 + bq < Q && k0 + bk < k_end) ? B[b_off[l]] : T(0);
             a_off[l] += a_step;
             b_off[l] += b_step;
         }
@@ -212,21 +225,21 @@ __device__ __forceinline__ void gemm_bias_act_v1(const T* __restrict__ A, const 
         linear_act_forward_v1_##SUFFIX(const T* __restrict__ x, const T* __restrict__ W,            \
                                        const T* __restrict__ b, T* __restrict__ y, long long N,     \
                                        long long M, long long K, int act, T slope) {                \
-        gemm_bias_act_v1<T, false, true>(x, W, b, y, N, M, K, act, slope);                          \
+        gemm_bias_act_v1<T, false, true>(x, W, b, y, N, M, K, act, slope, 0, K);                    \
     }
 // C (R, Q) = A (R, Kd) @ B (Kd, Q)           (dx = dz @ W)
 #define DEFINE_GEMM_NN(SUFFIX, T)                                                                   \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                      \
         gemm_nn_v1_##SUFFIX(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,    \
                             long long R, long long Q, long long Kd) {                               \
-        gemm_bias_act_v1<T, false, false>(A, B, nullptr, C, R, Q, Kd, GPUNN_ACT_NONE, T(0));        \
+        gemm_bias_act_v1<T, false, false>(A, B, nullptr, C, R, Q, Kd, GPUNN_ACT_NONE, T(0), 0, Kd);  \
     }
 // C (R, Q) = A^T @ B with A stored (Kd, R), B (Kd, Q)   (dW = dz^T @ x)
 #define DEFINE_GEMM_TN(SUFFIX, T)                                                                   \
     extern "C" __global__ void __launch_bounds__(GEMM_THREADS)                                      \
         gemm_tn_v1_##SUFFIX(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,    \
                             long long R, long long Q, long long Kd) {                               \
-        gemm_bias_act_v1<T, true, false>(A, B, nullptr, C, R, Q, Kd, GPUNN_ACT_NONE, T(0));         \
+        gemm_bias_act_v1<T, true, false>(A, B, nullptr, C, R, Q, Kd, GPUNN_ACT_NONE, T(0), 0, Kd);   \
     }
 
 DEFINE_LINEAR_ACT_FORWARD(f32, float)
@@ -235,6 +248,69 @@ DEFINE_GEMM_NN(f32, float)
 DEFINE_GEMM_NN(f64, double)
 DEFINE_GEMM_TN(f32, float)
 DEFINE_GEMM_TN(f64, double)
+
+// ------------------------------------------------------------------------------------------------
+// v2 split-K: for GEMMs whose output has too few 64 x 64 tiles to fill the GPU
+// ------------------------------------------------------------------------------------------------
+// Partial products: blockIdx.z = s computes the tile over K slice [s * k_chunk, min((s + 1) k_chunk, Kd))
+// (k_chunk a multiple of GEMM_BK) into partial[s] (R, Q), raw (no bias, no activation). The same tile code
+// as v1, so each slice rounds like v1 over that slice. __launch_bounds__(256, 2): at most 128 registers,
+// which also keeps sm_80's ptxas from spilling the float kernel (it did at its own choice of 64).
+template <typename T, bool TRANS_A, bool TRANS_B>
+__device__ __forceinline__ void gemm_splitk_partial_v2(const T* __restrict__ A, const T* __restrict__ B,
+                                                       T* __restrict__ partial, long long R, long long Q,
+                                                       long long Kd, long long k_chunk) {
+    const long long k_begin = (long long)blockIdx.z * k_chunk;
+    long long k_end = k_begin + k_chunk;
+    if (k_end > Kd) k_end = Kd;
+    gemm_bias_act_v1<T, TRANS_A, TRANS_B>(A, B, nullptr, partial + (long long)blockIdx.z * R * Q, R, Q, Kd,
+                                          GPUNN_ACT_NONE, T(0), k_begin, k_end);
+}
+
+// C[r, q] = act(sum_{s < S} partial[s, r, q] + bias[q]): the slices added in order s = 0, 1, ...
+// (deterministic; no atomics). Grid-stride over the R * Q outputs, 256 threads.
+template <typename T>
+__device__ __forceinline__ void splitk_reduce_v2(const T* __restrict__ partial, const T* __restrict__ bias,
+                                                 T* __restrict__ C, long long S, long long R, long long Q,
+                                                 int act, T slope) {
+    const long long total = R * Q;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
+        T acc = T(0);
+        for (long long s = 0; s < S; ++s) acc += partial[s * total + e];
+        if (bias) acc += bias[e % Q];
+        C[e] = act_forward(acc, act, slope);
+    }
+}
+
+#define DEFINE_SPLITK(SUFFIX, T)                                                                    \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2)                                   \
+        gemm_splitk_nt_v2_##SUFFIX(const T* __restrict__ A, const T* __restrict__ B,                \
+                                   T* __restrict__ partial, long long R, long long Q, long long Kd,  \
+                                   long long k_chunk) {                                             \
+        gemm_splitk_partial_v2<T, false, true>(A, B, partial, R, Q, Kd, k_chunk);                   \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2)                                   \
+        gemm_splitk_nn_v2_##SUFFIX(const T* __restrict__ A, const T* __restrict__ B,                \
+                                   T* __restrict__ partial, long long R, long long Q, long long Kd,  \
+                                   long long k_chunk) {                                             \
+        gemm_splitk_partial_v2<T, false, false>(A, B, partial, R, Q, Kd, k_chunk);                  \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 2)                                   \
+        gemm_splitk_tn_v2_##SUFFIX(const T* __restrict__ A, const T* __restrict__ B,                \
+                                   T* __restrict__ partial, long long R, long long Q, long long Kd,  \
+                                   long long k_chunk) {                                             \
+        gemm_splitk_partial_v2<T, true, false>(A, B, partial, R, Q, Kd, k_chunk);                   \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256)                                               \
+        splitk_reduce_v2_##SUFFIX(const T* __restrict__ partial, const T* __restrict__ bias,        \
+                                  T* __restrict__ C, long long S, long long R, long long Q, int act, \
+                                  T slope) {                                                        \
+        splitk_reduce_v2<T>(partial, bias, C, S, R, Q, act, slope);                                 \
+    }
+
+DEFINE_SPLITK(f32, float)
+DEFINE_SPLITK(f64, double)
 
 // ------------------------------------------------------------------------------------------------
 // v1 activation backward fused with the bias-gradient column reduction

@@ -55,7 +55,8 @@
 //       before the loop moves on.
 //   v2  pass 1 loads 4 elements (t, t + n, t + 2n, t + 3n) into registers before adding any, so a
 //       thread keeps 4 independent loads in flight; they are then added in v1's order, so (m, s) and
-//       every output are bit-for-bit v1's. Pass 2 is unrolled 4 ways too. Napkin math: a 32000-class row
+//       every output are v1's (bit-for-bit where no FMA contraction differs between the unrolled copies;
+//       the emulator test checks exact equality). Pass 2 is unrolled 4 ways too. Napkin math: a 32000-class row
 //       read by 1024 threads is ~31 loads per thread; with ~1 us DRAM latency and one load in flight, a
 //       block streams ~4 KB/us, so 132 SMs x 2 blocks need ~4 loads in flight per thread to approach
 //       the ~4 TB/s of an H200. Unmeasured: the quick GPU bench times both.

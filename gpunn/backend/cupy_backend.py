@@ -165,12 +165,53 @@ class CupyBackend(Backend):
         W = K.as_contiguous(W)
         b = K.as_contiguous(b)
         y = self.xp.empty((n, m), dtype=dt)
-        grid = (K.ceil_div(n, _GEMM_TILE), K.ceil_div(m, _GEMM_TILE))
-        K.entry("linear_act", "linear_act_forward_v1", dt)(
-            grid, (_GEMM_THREADS,),
-            (x2, W, b, y, np.int64(n), np.int64(m), np.int64(k), np.int32(K.ACT_CODES[act]),
-             K.scalar(dt, negative_slope)))
+        self._gemm("nt", x2, W, y, n, m, k, b, K.ACT_CODES[act], negative_slope)
         return y.reshape(x.shape[:-1] + (m,))
+
+    def _gemm(self, layout: str, A, B, C, R: int, Q: int, Kd: int, bias=None, act: int = 0, slope=0.0) -> None:
+        """C (R, Q) = act(op(A) @ op(B) + bias) on linear_act.cu's tiled kernels. layout "nt": A (R, Kd) @
+        B (Q, Kd)^T (the forward), "nn": A (R, Kd) @ B (Kd, Q) (dx), "tn": A (Kd, R)^T @ B (Kd, Q) (dW).
+        Version 2 (kernel_table) splits K over blockIdx.z when the output has too few tiles to fill the GPU
+        (200x784x200: 16 tiles on 132 SMs), then adds the slices in order with bias and activation."""
+        dt = C.dtype
+        grid = (K.ceil_div(R, _GEMM_TILE), K.ceil_div(Q, _GEMM_TILE))
+        splits, chunk = self._k_splits(grid[0] * grid[1], Kd)
+        dims = (np.int64(R), np.int64(Q), np.int64(Kd))
+        if splits > 1:
+            partial = self.xp.empty((splits, R, Q), dtype=dt)
+            if layout == "nt":
+                fn = K.entry("linear_act", "gemm_splitk_nt_v2", dt)
+            elif layout == "nn":
+                fn = K.entry("linear_act", "gemm_splitk_nn_v2", dt)
+            else:
+                fn = K.entry("linear_act", "gemm_splitk_tn_v2", dt)
+            fn(grid + (splits,), (_GEMM_THREADS,), (A, B, partial, *dims, np.int64(chunk)))
+            K.entry("linear_act", "splitk_reduce_v2", dt)(
+                K.elementwise_grid(R * Q), (256,),
+                (partial, bias, C, np.int64(splits), np.int64(R), np.int64(Q), np.int32(act), K.scalar(dt, slope)))
+        elif layout == "nt":
+            K.entry("linear_act", "linear_act_forward_v1", dt)(
+                grid, (_GEMM_THREADS,), (A, B, bias, C, *dims, np.int32(act), K.scalar(dt, slope)))
+        elif layout == "nn":
+            K.entry("linear_act", "gemm_nn_v1", dt)(grid, (_GEMM_THREADS,), (A, B, C, *dims))
+        else:
+            K.entry("linear_act", "gemm_tn_v1", dt)(grid, (_GEMM_THREADS,), (A, B, C, *dims))
+
+    @staticmethod
+    def _k_splits(tiles: int, kd: int) -> tuple[int, int]:
+        """(slices of K, K per slice) for a GEMM of ``tiles`` output tiles: 1 unless linear_act v2 is selected
+        and the tiles cannot fill the GPU; then enough slices for ~2 blocks per SM, each at least 4 K steps
+        (64) long, at most 16 (the partial buffer holds slices x R x Q values)."""
+        if kernel_table.version("linear_act") != 2:
+            return 1, kd
+        sms = K.sm_count()
+        if tiles >= sms:
+            return 1, kd
+        want = min(K.ceil_div(2 * sms, tiles), kd // 64, 16)
+        if want < 2:
+            return 1, kd
+        chunk = K.ceil_div(K.ceil_div(kd, want), 16) * 16  # whole K steps of linear_act.cu's GEMM_BK = 16
+        return K.ceil_div(kd, chunk), chunk
 
     def linear_act_backward(self, dy, x, W, y, act="none", negative_slope=0.01,
                             need_dx=True, need_dW=True, need_db=True):
@@ -211,16 +252,12 @@ class CupyBackend(Backend):
         if need_dx:  # dx (N, K) = dz (N, M) @ W (M, K)
             W = K.as_contiguous(W)
             dx = xp.empty((n, k), dtype=dt)
-            K.entry("linear_act", "gemm_nn_v1", dt)(
-                (K.ceil_div(n, _GEMM_TILE), K.ceil_div(k, _GEMM_TILE)), (_GEMM_THREADS,),
-                (dz, W, dx, np.int64(n), np.int64(k), np.int64(m)))
+            self._gemm("nn", dz, W, dx, n, k, m)
             dx = dx.reshape(x.shape)
         if need_dW:  # dW (M, K) = dz^T (M, N) @ x (N, K)
             x2 = K.as_contiguous(x).reshape(n, k)
             dW = xp.empty((m, k), dtype=dt)
-            K.entry("linear_act", "gemm_tn_v1", dt)(
-                (K.ceil_div(m, _GEMM_TILE), K.ceil_div(k, _GEMM_TILE)), (_GEMM_THREADS,),
-                (dz, x2, dW, np.int64(m), np.int64(k), np.int64(n)))
+            self._gemm("tn", dz, x2, dW, m, k, n)
         return dx, dW, db
 
     def softmax_cross_entropy(self, logits, target, weight=None, reduction="mean", ignore_index=-100,

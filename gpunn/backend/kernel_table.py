@@ -29,7 +29,7 @@ VERSIONS: dict[str, tuple[int, ...]] = {
     "softmax_cross_entropy": (1, 2),  # v2: pass 1 with 4 independent loads in flight per thread
     "sgd_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail
     "adam_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail (Adam and AdamW)
-    "linear_act": (1,),
+    "linear_act": (1, 2),  # v2: split-K for small GEMMs (too few output tiles to fill the GPU)
 }
 # op -> the version launched unless told otherwise. The current (v1) kernels stay the defaults until a
 # GPU bench result (bench/results/gpu-*.json) shows a later version faster.

@@ -579,7 +579,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
 
     input: (N, C) logits (or (N, C, d1, ...), or (C,)); target: (N,) int64 class indices.
     loss_i = -(1 - eps) w[y_i] log softmax(x_i)[y_i] - eps/C sum_c w[c] log softmax(x_i)[c].
-    Non-finite logits give a NaN loss (documented, as in PyTorch); out-of-range labels raise ValueError.
+    Non-finite logits give a NaN loss (documented, as in PyTorch); out-of-range labels raise ValueError
+    (on the cupy backend at the next host read, e.g. ``loss.item()``, as PyTorch's CUDA errors surface).
     """
     _check_reduction(reduction, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:

@@ -2,7 +2,8 @@
 
 One epoch: for each batch, ``zero_grad -> forward -> loss -> (callbacks see the loss) -> backward ->
 step``; then validation, the scheduler, the history record and the epoch callbacks. The loss is read
-back once per batch (for NaN checks and the progress bar); metrics accumulate on the device.
+back once per batch (for NaN checks and the progress bar), or once per ``sync_every`` batches; metrics
+accumulate on the device.
 """
 
 from __future__ import annotations

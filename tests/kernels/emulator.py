@@ -292,19 +292,102 @@ class RawModule:
 
 
 FAKE_CUPY = '''"""A NumPy-backed stand-in for CuPy (tests/kernels/emulator.py): arrays are NumPy arrays, kernels
-run on the CPU. Installed only on PYTHONPATH of the emulated test subprocess."""
+run on the CPU. Installed only on PYTHONPATH of the emulated test subprocess.
+
+Arrays are ``cupy.ndarray``, a NumPy subclass that behaves like CuPy where the host is concerned: full
+reductions and integer indexing give 0-d arrays (not host scalars), and every way a real CuPy program
+waits for the GPU is COUNTED in ``counters``: ``d2h`` (device-to-host reads: ``asnumpy``, ``get``,
+``float()``, ``int()``, ``bool()``, ``item()``, ``tolist()``), ``sync`` (stream / device
+``synchronize``) and ``alloc`` (arrays that own fresh memory, views excluded). ``reset_counters()``
+zeroes them. tests/kernels/test_host_syncs.py pins them per training step.
+"""
 import types as _types
 
 import numpy as _np
 
 from tests.kernels.emulator import RawModule  # noqa: F401
 
-ndarray = _np.ndarray
 __version__ = "0.0-emulated"
+counters = {"d2h": 0, "sync": 0, "alloc": 0}
+
+
+def reset_counters():
+    for k in counters:
+        counters[k] = 0
+
+
+class ndarray(_np.ndarray):
+    """A device array: NumPy memory, CuPy's host-visible behaviour, host reads counted."""
+
+    def __array_finalize__(self, obj):
+        b = self.base
+        # fresh memory: nothing underneath, or a plain NumPy buffer just wrapped (not a view of a device array)
+        if b is None or (type(b) is _np.ndarray and b.flags.owndata):
+            counters["alloc"] += 1
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        return _np.ndarray.__array_wrap__(self, arr, context, False)  # 0-d arrays, as CuPy
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, _np.integer)) or (
+                isinstance(key, tuple) and key and all(isinstance(k, (int, _np.integer)) for k in key)):
+            key = (key if isinstance(key, tuple) else (key,)) + (Ellipsis,)  # a 0-d view, not a host scalar
+        return super().__getitem__(key)
+
+    def _read(self):
+        counters["d2h"] += 1
+        return _np.asarray(self)
+
+    def get(self, *args, **kwargs):
+        return self._read().copy()
+
+    def item(self, *args):
+        return self._read().item(*args)
+
+    def tolist(self):
+        return self._read().tolist()
+
+    def __float__(self):
+        return float(self._read())
+
+    def __int__(self):
+        return int(self._read())
+
+    def __index__(self):
+        return self._read().__index__()
+
+    def __bool__(self):
+        return bool(self._read())
+
+    def __reduce__(self):  # pickles as a host array
+        return _np.asarray(self).__reduce__()
+
+
+def _device(r):
+    if type(r) is _np.ndarray:
+        return r.view(ndarray)
+    if isinstance(r, _np.generic):
+        return _np.asarray(r).view(ndarray)
+    if isinstance(r, tuple):
+        return tuple(_device(e) for e in r)
+    if isinstance(r, list):
+        return [_device(e) for e in r]
+    return r
+
+
+def _on_device(fn):
+    def wrapper(*args, **kwargs):
+        return _device(fn(*args, **kwargs))
+
+    wrapper.__name__ = getattr(fn, "__name__", "function")
+    wrapper.__doc__ = getattr(fn, "__doc__", None)
+    return wrapper
 
 
 def asnumpy(a, *args, **kwargs):
-    return _np.asarray(a)
+    if isinstance(a, ndarray):
+        counters["d2h"] += 1
+    return _np.array(a) if isinstance(a, ndarray) else _np.asarray(a)
 
 
 class _Device:
@@ -315,14 +398,14 @@ class _Device:
         pass
 
     def synchronize(self):
-        pass
+        counters["sync"] += 1
 
 
 class _Stream:
     ptr = 0
 
     def synchronize(self):
-        pass
+        counters["sync"] += 1
 
 
 class _Runtime:
@@ -345,23 +428,27 @@ class _RandomState:
         self._rs = _np.random.RandomState(seed)
 
     def random_sample(self, size=None, dtype=float):
-        return self._rs.random_sample(size).astype(dtype)
+        return _device(self._rs.random_sample(size).astype(dtype))
 
     def standard_normal(self, size=None, dtype=float):
-        return self._rs.standard_normal(size).astype(dtype)
+        return _device(self._rs.standard_normal(size).astype(dtype))
 
     def randint(self, low, high=None, size=None, dtype="l"):
-        return self._rs.randint(low, high, size=size).astype(dtype)
+        return _device(self._rs.randint(low, high, size=size).astype(dtype))
 
     def __getattr__(self, name):
-        return getattr(self._rs, name)
+        attr = getattr(self._rs, name)
+        return _on_device(attr) if callable(attr) else attr
 
 
 random = _types.SimpleNamespace(RandomState=_RandomState, default_rng=_np.random.default_rng)
 
 
 def __getattr__(name):
-    return getattr(_np, name)
+    obj = getattr(_np, name)
+    if isinstance(obj, (type, _np.ufunc)) or not callable(obj):
+        return obj  # dtypes, ufuncs (keep .at / .reduce; they return ndarray for ndarray inputs), constants
+    return _on_device(obj)
 '''
 
 

@@ -213,6 +213,59 @@ def test_linear_act_backward(be, cp, rng, shape, act, dtype):
         close(host(g), r, TOL[dtype])
 
 
+SPLITK_SHAPES = [(200, 784, 200), (37, 300, 20), (5, 1000, 3), (70, 129, 65)]  # (N, K, M)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["none", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("shape", SPLITK_SHAPES)
+def test_linear_act_v2_split_k(be, cp, rng, monkeypatch, shape, act, dtype):
+    """linear_act v2 on an H200-sized device (132 SMs): small outputs split K over blockIdx.z, the slices
+    are added in order with bias and activation; forward and both backward GEMMs against the reference."""
+    from gpunn.backend import kernels as K
+
+    monkeypatch.setattr(K, "sm_count", lambda: 132)
+    n, k, m = shape
+    launched = []
+    entry = K.entry
+    monkeypatch.setattr(K, "entry", lambda f, base, dt: launched.append(base) or entry(f, base, dt))
+    x, W, b = linear_inputs(rng, n, k, m, dtype)
+    with kernel_table.use_version("linear_act", 2):
+        y = be.linear_act(cp.asarray(x), cp.asarray(W), cp.asarray(b), act, 0.1)
+        ref = reference.linear_act(np, x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), act, 0.1)
+        close(host(y), ref, TOL[dtype])
+        assert "gemm_splitk_nt_v2" in launched and "splitk_reduce_v2" in launched
+        y = ref.astype(dtype)
+        dy = randn(rng, n, m, dtype=dtype)
+        got = be.linear_act_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(W), cp.asarray(y), act, 0.1)
+    want = reference.linear_act_backward(np, *(a.astype(np.float64) for a in (dy, x, W, y)), act, 0.1)
+    for name, g, r in zip(("dx", "dW", "db"), got, want):
+        assert g.dtype == dtype, name
+        close(host(g), r, TOL[dtype])
+    if shape == (200, 784, 200):
+        assert {"gemm_splitk_nn_v2", "gemm_splitk_tn_v2"} <= set(launched)
+
+
+def test_split_k_plan():
+    """How v2 splits K: whole 16-wide K steps, at least 64 per slice, ~2 blocks per SM, never with v1."""
+    from gpunn.backend import kernels as K
+    from gpunn.backend.cupy_backend import CupyBackend
+
+    orig = K.sm_count
+    K.sm_count = lambda: 132
+    try:
+        assert CupyBackend._k_splits(16, 784) == (1, 784)  # v1 selected: never split
+        with kernel_table.use_version("linear_act", 2):
+            # 200x784x200: 16 tiles; min(ceil(2 * 132 / 16), 784 // 64, 16) = 12 slices wanted, 784 / 12 ->
+            # 66 -> 80 (whole K steps of 16), so ceil(784 / 80) = 10 slices, the last 64 long
+            assert CupyBackend._k_splits(16, 784) == (10, 80)
+            assert CupyBackend._k_splits(200, 4096) == (1, 4096)  # enough tiles already
+            assert CupyBackend._k_splits(4, 100) == (1, 100)  # too little K to split
+    finally:
+        K.sm_count = orig
+
+
 @gpu
 @pytest.mark.parametrize("act", ["none", "relu"])
 def test_linear_act_backward_need_flags(be, cp, rng, act):
@@ -327,6 +380,25 @@ def test_out_of_range_label_raises_at_the_next_read_and_the_context_survives(be,
     with pytest.raises(ValueError, match=str(bad)):
         be.synchronize()  # a sync reads the flag too
     be.synchronize()
+
+
+@gpu
+@pytest.mark.parametrize("shape", [(7, 13), (9, 41), (5, 1025), (3, 32000), (6, 4099)])
+def test_softmax_cross_entropy_v2_adds_in_v1_order(be, cp, rng, shape):
+    """v2 only issues pass 1's loads earlier: the same additions in the same order as v1. Bit-for-bit on the
+    emulator (no FMA contraction); on a GPU nvcc may contract the unrolled copies differently: 1e-6."""
+    logits, target, weight = sce_inputs(rng, *shape, np.float32)
+    out = {}
+    for v in (1, 2):
+        with kernel_table.use_version("softmax_cross_entropy", v):
+            loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), cp.asarray(weight), "none",
+                                               -100, 0.1)
+        out[v] = host(loss), host(d)
+    for a, b in zip(out[1], out[2]):
+        if EMULATED:
+            np.testing.assert_array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 @gpu
