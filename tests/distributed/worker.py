@@ -58,8 +58,8 @@ def params_of(m) -> dict:
 # ------------------------------------------------------------------------------------------------
 def equivalence(out: str) -> None:
     import gpunn.distributed as dist
-    from gpunn.distributed import DistributedDataParallel as DDP
     from gpunn.data import DistributedSampler
+    from gpunn.distributed import DistributedDataParallel as DDP
 
     rank, world = dist.get_rank(), dist.get_world_size()
     results = {}

@@ -1,0 +1,113 @@
+"""Multi-process tests: real ranks under ``mpiexec -n 2`` (the mpich wheel from ``gpunn[mpi]``), each run
+as a subprocess with a timeout, so a broken collective fails the test instead of hanging CI.
+
+N ranks with batch B/N must end where one process with batch B ends (float64 within 1e-12 relative,
+float32 within 1e-5) after 20 SGD and 20 Adam steps; failures must end every rank quickly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.data import DataLoader
+from tests.distributed import worker
+
+pytest.importorskip("mpi4py", reason="needs the mpi extra: pip install 'gpunn[mpi]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'gpunn[mpi]' brings mpich's)")
+
+
+def mpirun(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``mpiexec -n n python ...`` with this worktree's gpunn; the timeout keeps a hang from stalling CI."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", GPUNN_NUM_THREADS="1")
+    for key in [k for k in env if k.startswith(("PMI_", "OMPI_", "MPI_LOCAL"))]:
+        del env[key]  # a test run inside an MPI job must not leak its rank into the children
+    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def equivalence_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("equivalence")
+    proc = mpirun(2, "tests/distributed/worker.py", "equivalence", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("kind, cap", [("sgd", 25), ("adam", 25), ("sgd", 1e-4), ("adam-reversed", 25)])
+def test_two_ranks_with_half_batches_match_one_process(equivalence_run, dtype, tol, kind, cap):
+    # the single-process reference: rank 0's initial weights, batch 8, the same shuffled order
+    X, y = worker.data(dtype)
+    net = worker.model(dtype, seed=100)
+    opt = worker.make_optimizer(kind, net.parameters())
+    worker.training(net, opt, DataLoader((X, y), batch_size=worker.GLOBAL_BATCH, shuffle=True, seed=3))
+    ref = worker.params_of(net)
+    start = worker.params_of(worker.model(dtype, seed=100))
+    tag = f"{np.dtype(dtype).name}/{kind}/{cap:g}"
+    rank0, rank1 = equivalence_run
+    for k, want in ref.items():
+        got = rank0[f"{tag}/{k}"]
+        assert got.dtype == dtype
+        assert rel(got, want) < tol, (k, rel(got, want))
+        assert np.array_equal(got, rank1[f"{tag}/{k}"]), f"ranks disagree on {k}"
+        assert rel(want, start[k]) > 1e-3  # the steps moved the weights: the comparison can fail
+
+
+def test_no_sync_accumulation_matches_the_large_batch(equivalence_run):
+    X, y = worker.data(np.float64)
+    net = worker.model(np.float64, seed=100)
+    opt = worker.make_optimizer("sgd", net.parameters())
+    big = 2 * worker.GLOBAL_BATCH
+    for step in range(3):
+        opt.zero_grad()
+        xb, yb = gpunn.tensor(X[step * big : (step + 1) * big]), gpunn.tensor(y[step * big : (step + 1) * big])
+        gpunn.nn.functional.cross_entropy(net(xb), yb).backward()
+        opt.step()
+    for k, want in worker.params_of(net).items():
+        got = equivalence_run[0][f"no_sync/{k}"]
+        assert rel(got, want) < 1e-12, k
+        assert np.array_equal(got, equivalence_run[1][f"no_sync/{k}"])
+
+
+def test_collectives_on_tensors(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "collectives", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "collectives ok" in proc.stdout
+
+
+def test_different_models_stop_every_rank_with_one_clear_error(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "mismatch", str(tmp_path), timeout=60)
+    assert proc.returncode != 0
+    assert "UNREACHABLE" not in proc.stdout
+    msg = "the ranks were given different models; rank 1 differs from rank 0: parameter '0.weight': shape (10, 6)"
+    assert proc.stderr.count(msg) == 2, proc.stderr  # printed by both ranks
+
+
+@pytest.mark.parametrize("scenario, expect", [("dies", "uncaught ValueError"), ("killed", "")])
+def test_a_dying_rank_ends_the_others(tmp_path, scenario, expect):
+    t0 = time.monotonic()
+    proc = mpirun(2, "tests/distributed/worker.py", scenario, str(tmp_path), timeout=60)
+    assert proc.returncode != 0 and "UNREACHABLE" not in proc.stdout
+    assert expect in proc.stderr
+    assert time.monotonic() - t0 < 60  # (the subprocess timeout would have raised first)
+
+
+def test_a_collective_waiting_past_the_timeout_aborts_the_job(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "hangs", str(tmp_path), "2", timeout=50)
+    assert proc.returncode != 0 and "UNREACHABLE" not in proc.stdout
+    assert "rank 0: barrier did not complete within 2 s" in proc.stderr
