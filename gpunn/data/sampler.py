@@ -5,7 +5,7 @@ with ``set_epoch``), pad it by repeating its start to a multiple of the world si
 ``drop_last``, cut the tail), and rank r takes positions r, r+N, r+2N, ... So with a per-rank batch of
 B/N, the k-th batches of the N ranks together are exactly positions [kB, (k+1)B) of the order: the
 global batches one process with batch B and the same order would see (``DataLoader(shuffle=True,
-seed=s)`` on the numpy backend draws that same order for epoch e).
+seed=s)`` on the current backend draws that same order for epoch e).
 """
 
 from __future__ import annotations
@@ -81,12 +81,14 @@ class DistributedSampler:
         self.epoch = int(epoch)
 
     def indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch, as an int64 NumPy array."""
-        from gpunn.backend import backend_for
+        """This rank's indices for the current epoch, as an int64 NumPy array (the order is drawn on the
+        current backend, as ``DataLoader(shuffle=True)`` draws it there)."""
+        from gpunn.backend import get_backend
 
         n = self.dataset_length
         if self.shuffle:
-            order = np.asarray(shuffle_order(self.seed, self.epoch, n, backend_for("numpy")), dtype=np.int64)
+            be = get_backend()
+            order = np.asarray(be.to_numpy(shuffle_order(self.seed, self.epoch, n, be)), dtype=np.int64)
         else:
             order = np.arange(n, dtype=np.int64)
         if self.drop_last:

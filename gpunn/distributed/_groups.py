@@ -304,12 +304,17 @@ class NCCLGroup(ProcessGroup):
         else:
             raise RuntimeError(f"backend 'nccl': {local_size} ranks on this node but only {count} GPU(s); NCCL "
                                "needs one GPU per rank (launch at most that many ranks per node)")
-        self.device = cupy.cuda.Device(device)
-        self.device.use()
         self.cupy, self.nccl = cupy, nccl
-        uid = nccl.get_unique_id() if self.rank == 0 else None
-        uid = self.host.broadcast_object(uid, 0)
-        self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        try:
+            self.device = cupy.cuda.Device(device)
+            self.device.use()
+            uid = nccl.get_unique_id() if self.rank == 0 else None
+            uid = self.host.broadcast_object(uid, 0)
+            self.comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+        except Exception as exc:
+            if isinstance(self.host, MPIGroup):  # the other ranks may be waiting in NCCL's setup
+                abort_job(f"NCCL setup failed on GPU {device}: {type(exc).__name__}: {exc}", self.host)
+            raise
 
     def _device_array(self, arr, what: str):
         if not isinstance(arr, self.cupy.ndarray):

@@ -4,7 +4,7 @@ DataLoader(sampler=) gathering a rank's shard on the backend."""
 import numpy as np
 import pytest
 
-from gpunn.backend import backend_for
+from gpunn.backend import get_backend
 from gpunn.data import DataLoader, DistributedSampler, TensorDataset
 from gpunn.data.loader import shuffle_order
 
@@ -33,7 +33,7 @@ def test_shuffled_shards_partition_one_seeded_order(n, replicas, drop_last):
         s.set_epoch(3)
         shards.append(np.array(list(s)))
         assert len(shards[-1]) == len(s)
-    order = shuffle_order(5, 3, n, backend_for("numpy"))
+    order = get_backend().to_numpy(shuffle_order(5, 3, n, get_backend()))
     total = len(shards[0]) * replicas
     expected = np.resize(order, total) if not drop_last else order[:total]
     interleaved = np.stack(shards, axis=1).reshape(-1)  # rank r holds positions r, r+N, ...
