@@ -5,13 +5,20 @@
 - epoch metrics (``loss``, ``accuracy``, ``val_*``) are the mean over ranks;
 - only rank 0 prints, shows progress and runs the callbacks that write files (``rank_zero_only``);
 - a ``DistributedSampler`` in a loader gets ``set_epoch`` at every epoch, so a resumed run replays the
-  same order.
+  same order;
+- Ctrl-C (SIGINT, which mpiexec sends to every rank) only raises a flag; the ranks agree on it with the
+  next batch's loss and all stop at the same batch (a second Ctrl-C interrupts at once).
 In a world of one (no process group) everything here is the identity.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import numpy as np
+
+from gpunn.train.callbacks import Callback
 
 # logged values that are not averaged across ranks
 _LOCAL_KEYS = ("epoch", "lr", "time")
@@ -54,19 +61,50 @@ class _Ranks(FitSync):
 
     def __init__(self, group) -> None:
         self.group, self.rank, self.size = group, group.rank, group.size
+        self.interrupted = False
+        self._previous_handler = None
+
+    # -- Ctrl-C: every rank stops at the same batch --------------------------------------------
+    def callbacks(self, callbacks: list) -> list:
+        sync = self
+
+        class _RestoreSignal(Callback):
+            def on_train_end(self, logs=None) -> None:
+                sync._restore()
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        return [*super().callbacks(callbacks), _RestoreSignal()]
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted:  # the second Ctrl-C: now
+            self._restore()
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def _restore(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _agree(self, values: list) -> np.ndarray:
+        """Sum ``values`` and the interrupt flags over ranks; raise KeyboardInterrupt on every rank alike."""
+        buf = np.array([*values, float(self.interrupted)], dtype=np.float64)
+        self.group.all_reduce(buf, "sum")
+        if buf[-1] > 0:
+            self.interrupted = False
+            raise KeyboardInterrupt
+        return buf[:-1]
 
     def batch_loss(self, value: float) -> float:
-        buf = np.array([value], dtype=np.float64)
-        self.group.all_reduce(buf, "avg")
-        return float(buf[0])
+        return float(self._agree([value])[0]) / self.size
 
     def epoch_logs(self, logs: dict) -> dict:
         keys = sorted(k for k, v in logs.items() if k not in _LOCAL_KEYS and isinstance(v, (int, float)))
         if self.group.all_gather_object(keys) != [keys] * self.size:
             raise RuntimeError(f"fit(): the ranks logged different metrics (rank {self.rank}: {keys})")
-        buf = np.array([float(logs[k]) for k in keys], dtype=np.float64)
-        self.group.all_reduce(buf, "avg")
-        return {**logs, **dict(zip(keys, buf.tolist()))}
+        means = self._agree([float(logs[k]) for k in keys]) / self.size
+        return {**logs, **dict(zip(keys, means.tolist()))}
 
 
 def fit_sync() -> FitSync:

@@ -153,3 +153,26 @@ def test_cli_global_batch_must_split_over_the_ranks(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("gpunn: error: --batch-size 63 is the global batch: it must be divisible by the 2 "
                              "ranks") == 2
+
+
+def test_fit_on_two_ranks_averages_metrics_and_stops_every_rank_at_the_same_batch(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "fit", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("epoch 1/3") == 1  # rank 0 alone prints
+    assert (tmp_path / "log0.csv").exists() and not (tmp_path / "log1.csv").exists()  # and writes
+    ranks = [dict(np.load(tmp_path / f"fit{r}.npz")) for r in range(2)]
+    for r in ranks:  # the Ctrl-C reached rank 0 only, in epoch 2: both dropped that epoch, both stopped
+        assert str(r["stop"]).startswith("interrupted by the user (Ctrl-C) during epoch 2"), r["stop"]
+        assert r["rows"].shape == (1, 4)
+    for k in worker.params_of(worker.model(np.float64, 0)):
+        assert np.array_equal(ranks[0][k], ranks[1][k]), k
+
+    # epoch 1's logged loss and accuracy are those of one process fitting with the global batch
+    X, y = worker.data(np.float64)
+    net = worker.model(np.float64, seed=100)
+    opt = worker.make_optimizer("sgd", net.parameters())
+    hist = gpunn.train.fit(net, opt, gpunn.nn.CrossEntropyLoss(),
+                           DataLoader((X, y), batch_size=worker.GLOBAL_BATCH, shuffle=True, seed=3),
+                           val=(X[:40], y[:40]), epochs=1, verbose=0)
+    want = [hist.epochs[0][k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+    np.testing.assert_allclose(ranks[0]["rows"][0], want, rtol=1e-12)

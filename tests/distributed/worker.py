@@ -171,7 +171,34 @@ def hangs(out: str) -> None:
     print("UNREACHABLE: barrier returned", flush=True)
 
 
-SCENARIOS = {"equivalence": equivalence, "collectives": collectives, "mismatch": mismatch, "dies": dies,
+def fitting(out: str) -> None:
+    """fit() on two ranks; rank 0 alone gets a Ctrl-C in epoch 2: both ranks must stop at the same batch."""
+    import signal
+
+    import gpunn.distributed as dist
+    from gpunn import train
+    from gpunn.data import DistributedSampler
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    X, y = data(np.float64)
+    net = dist.DistributedDataParallel(model(np.float64, seed=100 + rank))
+    opt = make_optimizer("sgd", net.parameters())
+    loader = DataLoader((X, y), batch_size=GLOBAL_BATCH // world,
+                        sampler=DistributedSampler((X, y), shuffle=True, seed=3))
+    val = DataLoader((X[:40], y[:40]), batch_size=16, sampler=DistributedSampler((X[:40], y[:40]), shuffle=False))
+
+    class CtrlCOnRankZero(train.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if self.trainer.epoch == 2 and batch == 3 and rank == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    hist = train.fit(net, opt, nn.CrossEntropyLoss(), loader, val=val, epochs=3,
+                     callbacks=[CtrlCOnRankZero(), train.CSVLogger(os.path.join(out, f"log{rank}.csv"))])
+    rows = np.array([[r["loss"], r["accuracy"], r["val_loss"], r["val_accuracy"]] for r in hist.epochs])
+    np.savez(os.path.join(out, f"fit{rank}.npz"), rows=rows, stop=str(hist.stop_reason), **params_of(net.module))
+
+
+SCENARIOS = {"equivalence": equivalence, "fit": fitting, "collectives": collectives, "mismatch": mismatch, "dies": dies,
              "killed": killed, "hangs": hangs}
 
 if __name__ == "__main__":
