@@ -197,3 +197,12 @@ def test_flat_gradient_region_is_the_optimizers_buffer():
     assert buf.grad_region([params[0], params[2]]) is None  # not consecutive
     opt.zero_grad()
     assert buf.grad_region(params) is None  # no grads
+
+
+def test_pytorch_import_paths():
+    from gpunn.nn.parallel import DistributedDataParallel
+
+    assert DistributedDataParallel is DDP and gpunn.distributed.DistributedDataParallel is DDP
+    from gpunn.data import DistributedSampler
+
+    assert dist.DistributedSampler is DistributedSampler
