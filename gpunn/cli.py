@@ -192,12 +192,9 @@ def cmd_train(args) -> int:
     from gpunn.distributed.training import cli_world
 
     try:
-        world = cli_world(backend)  # under mpiexec -n N: data parallel, --batch-size is the global batch
+        world = cli_world(backend, args.batch_size)  # under mpiexec -n N: data parallel over N ranks
     except (RuntimeError, ValueError) as exc:
-        raise UserError(f"mpiexec: {exc}") from None
-    if args.batch_size % world.size:
-        raise UserError(f"--batch-size {args.batch_size} is the global batch: it must be divisible by the "
-                        f"{world.size} ranks")
+        raise UserError(str(exc)) from None
     gpunn.manual_seed(args.seed)
     image = args.model == "cnn"
     ds = load_dataset(args.dataset, args.seed, image)
@@ -325,6 +322,9 @@ def main(argv=None) -> int:
         return cmd_info(args)
     except UserError as exc:
         print(f"gpunn: error: {exc}", file=sys.stderr)
+        from gpunn.distributed.training import abort_other_ranks
+
+        abort_other_ranks()  # under mpiexec, after the ranks joined: end them all, none waits forever
         return 2
     except KeyboardInterrupt:
         print("gpunn: interrupted", file=sys.stderr)

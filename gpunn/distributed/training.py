@@ -157,12 +157,29 @@ class World:
                           transform=transform)
 
 
-def cli_world(array_backend) -> World:
-    """Join the other ranks when started by ``mpiexec -n N`` (nccl on the cupy backend, else mpi)."""
-    if launched_ranks() == 1:
+def cli_world(array_backend, global_batch: int) -> World:
+    """Join the other ranks when started by ``mpiexec -n N`` (nccl on the cupy backend, else mpi);
+    ``global_batch`` must split evenly (checked before joining: every rank says so and exits)."""
+    n = launched_ranks()
+    if n == 1:
         return World()
+    if global_batch % n:
+        raise ValueError(f"--batch-size {global_batch} is the global batch: it must be divisible by the {n} ranks")
     from gpunn import distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if array_backend.name == "cupy" else "mpi")
     return World(dist.get_rank(), dist.get_world_size(), dist.get_backend())
+
+
+def abort_other_ranks() -> None:
+    """After an error was reported on this rank: end the whole job if ranks had joined (the others may
+    wait in a collective for this one); nothing without a process group of N > 1."""
+    from gpunn import distributed as dist
+    from gpunn.distributed._groups import MPIGroup, abort_job
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        group = dist._default()
+        host = getattr(group, "host", group)
+        if isinstance(host, MPIGroup):
+            abort_job("stopped by the error above", host)

@@ -176,3 +176,13 @@ def test_fit_on_two_ranks_averages_metrics_and_stops_every_rank_at_the_same_batc
                            val=(X[:40], y[:40]), epochs=1, verbose=0)
     want = [hist.epochs[0][k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")]
     np.testing.assert_allclose(ranks[0]["rows"][0], want, rtol=1e-12)
+
+
+def test_cli_error_after_the_ranks_joined_ends_the_job(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a checkpoint")
+    proc = mpirun(2, "-m", "gpunn.cli", "train", "--dataset", "digits", "--resume", str(bad), "--out",
+                  str(tmp_path / "r"), timeout=60)
+    assert proc.returncode != 0
+    assert f"gpunn: error: --resume {bad}" in proc.stderr
+    assert not (tmp_path / "r").exists()
