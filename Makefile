@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e ".[test,dev]"
+	$(PIP) install --quiet -e ".[test,dev,mpi]"
 	if [ -n "$(TORCH)" ]; then $(PIP) install --quiet "$(TORCH)" || echo "torch not installed: torch tests will skip"; fi
 	touch $@
 

@@ -61,7 +61,7 @@ def __getattr__(name):
     # heavier submodules load on first use, so `import gpunn` stays light
     import importlib
 
-    if name in ("nn", "optim", "data", "train", "autograd"):
+    if name in ("nn", "optim", "data", "train", "autograd", "distributed"):
         return importlib.import_module(f"gpunn.{name}")
     if name == "gradcheck":
         from gpunn.autograd import gradcheck

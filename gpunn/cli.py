@@ -189,6 +189,12 @@ def cmd_train(args) -> int:
         backend = gpunn.set_backend(args.backend)
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"--backend {args.backend}: {exc}") from None
+    from gpunn.distributed.training import cli_world
+
+    try:
+        world = cli_world(backend, args.batch_size)  # under mpiexec -n N: data parallel over N ranks
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
     gpunn.manual_seed(args.seed)
     image = args.model == "cnn"
     ds = load_dataset(args.dataset, args.seed, image)
@@ -201,13 +207,14 @@ def cmd_train(args) -> int:
         raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(X)} samples)")
     num_classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1
     model = build_model(args.model, tuple(X.shape[1:]), num_classes, args.dropout)
-    optimizer = build_optimizer(args, model.parameters())
+    net = world.wrap(model)  # DistributedDataParallel on N ranks (rank 0's weights everywhere)
+    optimizer = build_optimizer(args, net.parameters())
     loss_fn = nn.MultiMarginLoss() if args.model == "svm" else nn.CrossEntropyLoss()
     scheduler = gpunn.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2) \
         if X_val is not None else None
     augment = args.model == "cnn" if args.augment is None else args.augment
     transform = RandomShift(2, image_shape=ds.image_shape) if augment else None
-    train_loader = DataLoader((X, y), batch_size=args.batch_size, shuffle=True, seed=args.seed, transform=transform)
+    train_loader = world.loader((X, y), args.batch_size, seed=args.seed, transform=transform)
     # evaluation loaders get a fixed seed so that making them never draws from the generator
     val_loader = DataLoader((X_val, y_val), batch_size=512, seed=0) if X_val is not None else None
     history = train.History()
@@ -218,6 +225,9 @@ def cmd_train(args) -> int:
         except (CheckpointError, ValueError, RuntimeError) as exc:
             raise UserError(f"--resume {args.resume}: {exc}") from None
         start_epoch = int(state["epoch"])
+        if state.get("world_size", 1) != world.size and world.is_main:
+            print(f"gpunn: note: --resume {args.resume} was trained on {state.get('world_size', 1)} rank(s), this "
+                  f"run has {world.size}: it continues, but not bit for bit", file=sys.stderr)
     class LastEpochState(train.Callback):
         """A host copy of the whole training state after each finished epoch (what checkpoint.npz holds)."""
 
@@ -225,8 +235,9 @@ def cmd_train(args) -> int:
 
         def on_epoch_end(self, epoch, logs=None):
             t = self.trainer
-            state = train.training_state(t.model, t.optimizer, t.scheduler, epoch, t.history, [train_loader])
+            state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader])
             state["model"] = {k: v.numpy().copy() for k, v in state["model"].items()}  # not live views
+            state["world_size"] = world.size
             self.state = state
 
     last = LastEpochState()
@@ -234,12 +245,16 @@ def cmd_train(args) -> int:
     if X_val is not None and args.patience > 0:
         callbacks.append(train.EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True))
     verbose = 0 if args.quiet else 1
-    if verbose:
+    if verbose and world.is_main:
+        ranks = f" | {world.size} ranks ({world.backend})" if world.size > 1 else ""
         print(f"gpunn train: {args.model} on {args.dataset} ({len(X)} train, "
-              f"{0 if X_val is None else len(X_val)} val, {len(ds.X_test)} test) | backend {backend.name} | "
+              f"{0 if X_val is None else len(X_val)} val, {len(ds.X_test)} test) | backend {backend.name}{ranks} | "
               f"{model.num_parameters():,} parameters", flush=True)
-    hist = train.fit(model, optimizer, loss_fn, train_loader, val_loader, epochs=args.epochs, scheduler=scheduler,
+    hist = train.fit(net, optimizer, loss_fn, train_loader, val_loader, epochs=args.epochs, scheduler=scheduler,
                      callbacks=callbacks, verbose=verbose, initial_epoch=start_epoch, history=history)
+    if not world.is_main:  # rank 0 writes and reports; every rank stopped alike
+        failed = hist.stop_reason and hist.stop_reason.startswith("loss became")
+        return 1 if failed else 130 if hist.stop_reason and hist.stop_reason.startswith("interrupted") else 0
     if hist.stop_reason and hist.stop_reason.startswith("loss became"):
         print(f"gpunn: training failed: {hist.stop_reason}", file=sys.stderr)
         print("gpunn: nothing was written to --out (files from earlier runs are unchanged)", file=sys.stderr)
@@ -307,6 +322,9 @@ def main(argv=None) -> int:
         return cmd_info(args)
     except UserError as exc:
         print(f"gpunn: error: {exc}", file=sys.stderr)
+        from gpunn.distributed.training import abort_other_ranks
+
+        abort_other_ranks()  # under mpiexec, after the ranks joined: end them all, none waits forever
         return 2
     except KeyboardInterrupt:
         print("gpunn: interrupted", file=sys.stderr)

@@ -157,6 +157,20 @@ def _infer_dtype(data):
     return None
 
 
+class _HookHandle:
+    """What a ``register_*_hook`` returns: ``remove()`` takes the hook out of its table again."""
+
+    _next_id = 0
+
+    def __init__(self, table: dict, hook) -> None:
+        _HookHandle._next_id += 1
+        self.id, self._table = _HookHandle._next_id, table
+        table[self.id] = hook
+
+    def remove(self) -> None:
+        self._table.pop(self.id, None)
+
+
 # ------------------------------------------------------------------------------------------------
 # Tensor
 # ------------------------------------------------------------------------------------------------
@@ -170,6 +184,7 @@ class Tensor:
 
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
     _grad_owner = None  # the optimizer flat buffer holding this parameter's gradient storage, if any
+    _post_accumulate_hooks = None  # {handle id: hook(tensor)}, set by register_post_accumulate_grad_hook
 
     def __init__(self, data, requires_grad: bool = False, *, _backend: Backend | None = None) -> None:
         backend = _backend if _backend is not None else get_backend()
@@ -381,6 +396,21 @@ class Tensor:
             raise RuntimeError("retain_grad() on a tensor that does not require grad")
         self._retains_grad = True
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` each time backward() has accumulated a gradient into this leaf's ``.grad``
+        (DistributedDataParallel starts its gradient all-reduce from here). Returns a handle whose
+        ``remove()`` unregisters it.
+
+        >>> h = w.register_post_accumulate_grad_hook(lambda p: print(p.grad)); h.remove()
+        """
+        if not self.is_leaf:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        if self._post_accumulate_hooks is None:
+            self._post_accumulate_hooks = {}
+        return _HookHandle(self._post_accumulate_hooks, hook)
+
     def astype(self, dtype) -> Tensor:
         dtype = np.dtype(dtype)
         if dtype == self.dtype:
@@ -539,6 +569,9 @@ class Tensor:
                 self.grad = Tensor._wrap(g.copy(), self._backend)
         else:
             self.grad.data += g
+        if self._post_accumulate_hooks:
+            for hook in list(self._post_accumulate_hooks.values()):
+                hook(self)
 
     # -- arithmetic ---------------------------------------------------------------------------------
     def __add__(self, other) -> Tensor:

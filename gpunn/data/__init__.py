@@ -17,6 +17,7 @@ from gpunn.data.datasets import (
     write_idx,
 )
 from gpunn.data.loader import DataLoader, TensorDataset
+from gpunn.data.sampler import DistributedSampler
 from gpunn.data.split import KFold, StratifiedKFold, train_test_split, train_val_test_split
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "write_idx",
     "DataLoader",
     "TensorDataset",
+    "DistributedSampler",
     "transforms",
     "train_test_split",
     "train_val_test_split",

@@ -79,6 +79,17 @@ def _to_backend(a, be):
     return be.asarray(np.asarray(a))
 
 
+def shuffle_order(seed: int, epoch: int, n: int, backend):
+    """A permutation of ``range(n)`` made on ``backend``, a function of ``(seed, epoch)`` only (the
+    shuffle of ``DataLoader`` and ``DistributedSampler``)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint32)
+    gen = backend._make_rng(int(state[0]))  # a 32-bit seed: every backend's generator takes it
+    if hasattr(gen, "permutation"):
+        return gen.permutation(n)
+    # generators without permutation (CuPy's): sort random keys, on the device
+    return backend.xp.argsort(gen.random(n))
+
+
 class DataLoader:
     """Iterate over ``(X, y)`` (or any number of equal-length arrays) in mini-batches of gpunn Tensors.
 
@@ -98,18 +109,25 @@ class DataLoader:
             augments, an evaluation loader (``shuffle=False``) only applies deterministic transforms
             such as ``Normalize``. Can be changed later: ``loader.augment = False``.
         backend: where the data lives (default: the current backend).
+        sampler: the sample indices of an epoch, in order, instead of ``shuffle`` (e.g. a
+            ``DistributedSampler``: this rank's shard); taken once per epoch and gathered on the device.
 
     ``len(loader)`` is the number of batches; ``loader.num_samples`` the number of samples;
     ``loader.dataset_arrays`` the arrays held on the backend.
     """
 
     def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
-                 seed: int | None = None, transform=None, backend=None, augment: bool | None = None) -> None:
+                 seed: int | None = None, transform=None, backend=None, augment: bool | None = None,
+                 sampler=None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
         bad_seed = isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
         if seed is not None and bad_seed:
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
+        if sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+            raise TypeError(f"DataLoader: sampler must be iterable with a length, got {type(sampler).__name__}")
         if transform is not None and not callable(transform):
             raise TypeError(f"DataLoader: transform must be callable, got {type(transform).__name__}")
         if isinstance(dataset, TensorDataset):
@@ -123,7 +141,7 @@ class DataLoader:
         n = _check_lengths(arrays, "DataLoader")
         if n == 0:
             raise ValueError("DataLoader: the data set is empty (0 samples)")
-        if drop_last and batch_size > n:
+        if drop_last and batch_size > (n if sampler is None else len(sampler)):
             raise ValueError(f"DataLoader: batch_size={batch_size} is larger than the {n} samples and "
                              "drop_last=True, so no batch would ever be produced")
         self.backend = get_backend() if backend is None else backend_for(backend)
@@ -142,16 +160,20 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.transform = transform
-        self.augment = self.shuffle if augment is None else bool(augment)
+        self.sampler = sampler
+        if augment is None:
+            augment = self.shuffle or bool(getattr(sampler, "shuffle", False))
+        self.augment = bool(augment)
         if seed is None:
             seed = int(be.randint(0, 2**31 - 1, (1,))[0])  # one small draw: fine on every backend
         self.seed = int(seed)
         self.epoch = 0
 
     def __len__(self) -> int:
+        n = self.num_samples if self.sampler is None else len(self.sampler)
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter(loader)`` produce epoch ``epoch``'s order (to resume a run)."""
@@ -159,20 +181,28 @@ class DataLoader:
 
     def _permutation(self, epoch: int):
         """A permutation of the sample indices, made on the backend, seeded from (seed, epoch)."""
-        state = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint32)
-        gen = self.backend._make_rng(int(state[0]))  # a 32-bit seed: every backend's generator takes it
-        if hasattr(gen, "permutation"):
-            return gen.permutation(self.num_samples)
-        # generators without permutation (CuPy's): sort random keys, on the device
-        return self.backend.xp.argsort(gen.random(self.num_samples))
+        return shuffle_order(self.seed, epoch, self.num_samples, self.backend)
+
+    def _sampled(self):
+        """The sampler's indices for this epoch, checked, as one index array on the backend."""
+        idx = np.fromiter(iter(self.sampler), dtype=np.int64, count=len(self.sampler))
+        bad = idx[(idx < 0) | (idx >= self.num_samples)]
+        if bad.size:
+            raise IndexError(f"DataLoader: the sampler gave index {int(bad[0])} for a data set of "
+                             f"{self.num_samples} samples")
+        return self.backend.asarray(idx)
 
     def __iter__(self):
-        order = self._permutation(self.epoch) if self.shuffle else None
+        if self.sampler is not None:
+            order = self._sampled()
+        else:
+            order = self._permutation(self.epoch) if self.shuffle else None
         self.epoch += 1
         return self._batches(order)
 
     def _batches(self, order):
-        be, bs, n = self.backend, self.batch_size, self.num_samples
+        be, bs = self.backend, self.batch_size
+        n = self.num_samples if order is None else int(order.shape[0])
         stop = n - n % bs if self.drop_last else n
         for start in range(0, stop, bs):
             end = min(start + bs, n)

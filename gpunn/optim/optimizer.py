@@ -115,6 +115,21 @@ class _FlatBuffer:
             has_grad.append(True)
         return has_grad
 
+    def grad_region(self, params: list):
+        """The slice of the flat gradient array that holds exactly these parameters' current ``.grad``, in
+        this order (so a collective can run on it in place), or None when they are not consecutive here in
+        this order, or a ``.grad`` is not this buffer's view. The one hook gpunn.distributed uses into the
+        flat buffers."""
+        where = {id(p): i for i, p in enumerate(self.params)}
+        slots = [where.get(id(p), -1) for p in params]
+        if not slots or slots[0] < 0 or slots != list(range(slots[0], slots[0] + len(slots))):
+            return None
+        for i in slots:
+            g = self.params[i].grad
+            if g is None or g._data is not self.grad_views[i]:
+                return None
+        return self.grad[self.bounds[slots[0]] : self.bounds[slots[-1] + 1]]
+
     def runs(self, keys: list) -> list:
         """Maximal runs of consecutive parameters with the same non-None key, as (lo, hi, key) element
         ranges of the flat buffer; a key of None (no grad) breaks a run."""

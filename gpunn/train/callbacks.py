@@ -14,6 +14,8 @@ import time
 
 
 class Callback:
+    rank_zero_only = False  # True: under N ranks only rank 0 runs it (it writes files or prints)
+
     def set_trainer(self, trainer) -> None:
         self.trainer = trainer
 
@@ -102,6 +104,8 @@ class ModelCheckpoint(Callback):
     full training state (model, optimizer, scheduler, epoch, RNG, history) unless ``save_weights_only``.
     Files are written atomically; a run stopped by a NaN loss never overwrites the last good one."""
 
+    rank_zero_only = True
+
     def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
                  save_weights_only: bool = False) -> None:
         self.filepath = os.fspath(filepath)
@@ -132,6 +136,8 @@ class ModelCheckpoint(Callback):
 class CSVLogger(Callback):
     """Write the history as CSV after every epoch (the whole file, atomically)."""
 
+    rank_zero_only = True
+
     def __init__(self, filename) -> None:
         self.filename = os.fspath(filename)
 
@@ -151,6 +157,8 @@ class TerminateOnNaN(Callback):
 
 class ProgressBar(Callback):
     """A tqdm bar over the batches when stderr is a terminal; one summary line per epoch on stdout."""
+
+    rank_zero_only = True
 
     def __init__(self, verbose: int = 1, stream=None) -> None:
         self.verbose = verbose

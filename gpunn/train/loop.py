@@ -117,7 +117,11 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
     val_loader = _as_loader(val, batch_size, False, "val")
     history = history if history is not None else History()
     monitor = monitor or ("val_loss" if val_loader is not None else "loss")
-    cbs: list[Callback] = list(callbacks)
+    from gpunn.distributed.training import fit_sync
+
+    sync = fit_sync()  # on N ranks: losses/metrics averaged over ranks, output from rank 0 only
+    verbose = sync.verbose(verbose)
+    cbs: list[Callback] = sync.callbacks(callbacks)
     if terminate_on_nan and not any(isinstance(c, TerminateOnNaN) for c in cbs):
         cbs.insert(0, TerminateOnNaN())
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
@@ -125,6 +129,7 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
     log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
     loaders = [ld for ld in (train_loader, val_loader) if ld is not None]
     trainer = Trainer(model, optimizer, scheduler, history, epochs, loaders, log)
+    trainer.sync = sync
     for c in cbs:
         c.set_trainer(trainer)
     for c in cbs:
@@ -163,6 +168,7 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
                      sync_every: int = 1) -> None:
     model, optimizer, scheduler = trainer.model, trainer.optimizer, trainer.scheduler
     t0 = time.perf_counter()
+    trainer.sync.epoch_begin(trainer.loaders, epoch)
     for c in cbs:
         c.on_epoch_begin(epoch)
     model.train()
@@ -174,7 +180,7 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
     def flush() -> bool:
         """Read the pending losses, run the batch callbacks; False when a callback stopped training."""
         nonlocal total, count
-        values = _read_losses(pending)
+        values = [trainer.sync.batch_loss(v) for v in _read_losses(pending)]
         group = list(pending)
         pending.clear()
         for (b, _, n), value in zip(group, values):
@@ -201,7 +207,7 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
             if len(pending) == sync_every and not flush():
                 return
             continue
-        value = float(loss.item())
+        value = trainer.sync.batch_loss(float(loss.item()))
         for c in cbs:
             c.on_batch_loss(b, value)
         if trainer.stop_training:  # e.g. a NaN loss: leave the weights as the last good step made them
@@ -220,6 +226,7 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
     if val_loader is not None:
         v = evaluate(model, loss_fn, val_loader, metrics)
         logs.update({f"val_{k}": val for k, val in v.items()})
+    logs = trainer.sync.epoch_logs(logs)
     logs["lr"] = lr
     logs["time"] = time.perf_counter() - t0
     trainer.history.append(logs)
