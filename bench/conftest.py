@@ -304,7 +304,7 @@ def sync_torch() -> None:
 def to_host(a) -> np.ndarray:
     """A float64 NumPy copy of a gpunn Tensor, a backend array, or a torch tensor."""
     if isinstance(a, gpunn.Tensor):
-        a = a._backend.to_numpy(a.data)
+        a = a._backend.to_numpy(a._data)
     elif torch is not None and isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
     elif type(a).__module__.startswith("cupy"):

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpunn.tensor import Tensor, enable_grad, float64, no_grad
+from gpunn.dtypes import float64
+from gpunn.grad_mode import enable_grad, no_grad
+from gpunn.tensor import Tensor
 
 __all__ = ["gradcheck", "GradcheckError", "FULL_JACOBIAN_MAX"]
 
@@ -48,7 +50,7 @@ def _outputs(result) -> tuple:
 
 def _host64(t: Tensor) -> np.ndarray:
     """The tensor's values as a float64 NumPy array (a copy)."""
-    return np.array(t._backend.to_numpy(t.data), dtype=np.float64)
+    return np.array(t._backend.to_numpy(t._data), dtype=np.float64)
 
 
 def _fmt_index(idx: tuple) -> str:
@@ -92,7 +94,7 @@ def _leaf_args(args, diff) -> list:
     out = list(args)
     for i in diff:
         a = args[i]
-        out[i] = Tensor._wrap(a.data.copy(), a._backend).requires_grad_(True)
+        out[i] = Tensor._wrap(a._data.copy(), a._backend).requires_grad_(True)
     return out
 
 
@@ -121,7 +123,7 @@ def _numerical(fn, args, i, kept: list[int], eps: float) -> list[np.ndarray]:
     x = args[i]
     n_in = x.numel()
     cols = None
-    base = x.data.copy()
+    base = x._data.copy()
     with no_grad():
         for j, idx in enumerate(np.ndindex(*x.shape)):
             vals = []
