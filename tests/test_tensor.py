@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from tests.helpers import assert_close, randn, to_torch
+from tests.helpers import assert_close, parity, randn, to_torch
 
 torch = pytest.importorskip("torch")
 
@@ -37,29 +37,7 @@ def _make(rng, shape, kind):
 
 
 def _parity(rng, fn, arrays, dtype, torch_fn=None, grad=True):
-    tfn = torch_fn or fn
-    arrays = [np.asarray(a).astype(dtype) for a in arrays]
-    xs = [gpunn.tensor(a, requires_grad=grad) for a in arrays]
-    out = fn(gpunn, *xs)
-    ts = [to_torch(a.astype(np.float64), requires_grad=grad) for a in arrays]
-    ref = tfn(torch, *ts)
-    with torch.no_grad():
-        ref_dtype = tfn(torch, *[to_torch(a) for a in arrays]).dtype
-    assert isinstance(out, gpunn.Tensor)
-    assert out.dtype == _np_dtype(ref_dtype), f"dtype {out.dtype}, torch gives {ref_dtype}"
-    assert out.shape == tuple(ref.shape)
-    assert_close(out.detach(), ref.detach().numpy(), dtype)
-    if not grad:
-        return out
-    assert out.requires_grad and out.grad_fn is not None
-    w = randn(rng, *out.shape, dtype=np.float64).astype(out.dtype)
-    out.backward(gpunn.tensor(w))
-    ref.backward(torch.from_numpy(w.astype(np.float64)))
-    for i, (x, t) in enumerate(zip(xs, ts)):
-        assert x.grad is not None, f"input {i} got no gradient"
-        assert x.grad.shape == x.shape and x.grad.dtype == x.dtype
-        assert_close(x.grad, t.grad.numpy(), dtype)
-    return out
+    return parity(rng, fn, arrays, dtype, torch_fn, grad)
 
 
 def _case(fn, *shapes, kinds=None, torch_fn=None, id=None):  # noqa: A002
