@@ -131,6 +131,15 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
     """min(max(x, min), max); gradient 1 inside [min, max], 0 outside. ``min``/``max`` may be tensors."""
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):  # tensor bounds get gradients too
+        from gpunn.ops.shape import where
+
+        out = self
+        if min is not None:
+            out = where((out >= min) | isnan(out), out, min)  # NaN stays NaN, as in PyTorch
+        if max is not None:
+            out = where((out <= max) | isnan(out), out, max)
+        return out
     xp = self._backend.xp
     x = self._data
     lo = min._data if isinstance(min, Tensor) else min
