@@ -506,10 +506,11 @@ class Tensor:
                                    "not supported by gpunn's autograd; use the out-of-place op (e.g. "
                                    "y = y.clone(); y[...] = ...) or modify it under gpunn.no_grad()")
 
-    def _write(self, data, op: str) -> None:
-        """Write ``data`` (an array, broadcast to this shape, cast to this dtype) into the storage."""
+    def _write(self, data, op: str, cast: bool = False) -> None:
+        """Write ``data`` (an array, broadcast to this shape) into the storage. An op's float result can't
+        go into an integer tensor (PyTorch's rule) unless ``cast`` (fill_, copy_: values are converted)."""
         src = getattr(data, "dtype", None)
-        if src is not None and _is_float(src) and not _is_float(self.dtype):
+        if not cast and src is not None and _is_float(src) and not _is_float(self.dtype):
             raise RuntimeError(f"{op}: result type {dtype_name(src)} can't be cast to the desired output type "
                                f"{dtype_name(self.dtype)}")
         if hasattr(data, "shape") and tuple(data.shape) != self.shape:

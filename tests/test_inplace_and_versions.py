@@ -283,3 +283,18 @@ def test_retain_graph_backward_twice_then_inplace_raises():
         y.mul_(2)
     with pytest.raises(RuntimeError, match=MODIFIED):
         z.backward()
+
+
+@pytest.mark.parametrize("write", [
+    lambda L, t: t.__setitem__(0, 1.7), lambda L, t: t.__setitem__(0, L.tensor(1.7)),
+    lambda L, t: t.fill_(2.7), lambda L, t: t.copy_(L.tensor([1.5, 2.5])), lambda L, t: t.__iadd__(L.tensor(2)),
+    lambda L, t: t.__setitem__(slice(0, 1), L.tensor([3.9])),
+])
+def test_writes_into_integer_tensors_convert_like_torch(write):
+    torch = torch_or_skip()
+    got, expected = gpunn.tensor([1, 2]), torch.tensor([1, 2])
+    write(gpunn, got)
+    write(torch, expected)
+    assert got.dtype == np.int64 and got.tolist() == expected.tolist()
+    with pytest.raises(RuntimeError, match="dtypes match"):
+        gpunn.tensor([1, 2])[[0]] = gpunn.tensor([1.7])

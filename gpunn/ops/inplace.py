@@ -58,7 +58,7 @@ def fill_(self, value) -> Tensor:
         value = value._data
     if _needs_graph(self, None):
         return self._inplace("fill_", lambda t: _filled(t, value))
-    self._write(value, "fill_")
+    self._write(value, "fill_", cast=True)
     return self
 
 
@@ -107,10 +107,10 @@ def setitem(self, index, value) -> None:
         v = value._data
     else:
         v = value
-    vdtype = getattr(v, "dtype", None)
-    if (vdtype is not None and vdtype.kind == "f" or isinstance(v, float)) and self.dtype.kind in "iub":
+    if (isinstance(value, Tensor) and value.ndim > 0 and value.dtype != self.dtype and not
+            shape._is_basic_index(idx)):  # numbers and 0-d tensors are converted, as in PyTorch
         raise RuntimeError(f"Index put requires the source and destination dtypes match, got {self.dtype} for "
-                           "the destination and a float source.")
+                           f"the destination and {value.dtype} for the source.")
     try:
         self._data[idx] = v
     except IndexError as exc:
