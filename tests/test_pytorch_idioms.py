@@ -184,7 +184,89 @@ def inplace_relu_and_residual(torch, nn, F, optim):
     return out.detach().numpy(), x.grad.numpy()
 
 
-IDIOMS = [course_evaluation_loop, hand_written_sgd, training_loop_with_optimizer, param_data_normal_init,
+def tutorial_polynomial_autograd(torch, nn, F, optim):
+    """PyTorch's "Learning PyTorch with Examples", the autograd version (fewer steps)."""
+    import math
+
+    dtype = torch.float
+    device = torch.device("cpu")
+    x = torch.linspace(-math.pi, math.pi, 200, device=device, dtype=dtype)
+    y = torch.sin(x)
+    torch.manual_seed(0)
+    a, b, c, d = (torch.tensor(v, device=device, dtype=dtype, requires_grad=True) for v in (0.1, -0.2, 0.3, 0.05))
+    learning_rate = 1e-5
+    losses = []
+    for t in range(60):
+        y_pred = a + b * x + c * x ** 2 + d * x ** 3
+        loss = (y_pred - y).pow(2).sum()
+        if t % 20 == 19:
+            losses.append(loss.item())
+        loss.backward()
+        with torch.no_grad():
+            a -= learning_rate * a.grad
+            b -= learning_rate * b.grad
+            c -= learning_rate * c.grad
+            d -= learning_rate * d.grad
+            a.grad = None
+            b.grad = None
+            c.grad = None
+            d.grad = None
+    return losses, f'Result: y = {a.item():.5f} + {b.item():.5f} x + {c.item():.5f} x^2 + {d.item():.5f} x^3'
+
+
+def tutorial_two_layer_tensors(torch, nn, F, optim):
+    """The same tutorial's manual-backward two-layer net on tensors (mm, clamp, t(), masked assignment)."""
+    device, dtype = torch.device("cpu"), torch.float
+    x = torch.from_numpy(X).to(device)
+    y = torch.from_numpy(X[:, :4] * 2).to(device=device, dtype=dtype)
+    w1, w2 = torch.from_numpy(W1.T.copy()), torch.from_numpy(W2.T.copy())
+    for _ in range(5):
+        h = x.mm(w1)
+        h_relu = h.clamp(min=0)
+        y_pred = h_relu.mm(w2)
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h_relu.t().mm(grad_y_pred)
+        grad_h_relu = grad_y_pred.mm(w2.t())
+        grad_h = grad_h_relu.clone()
+        grad_h[h < 0] = 0
+        grad_w1 = x.t().mm(grad_h)
+        w1 -= 1e-3 * grad_w1
+        w2 -= 1e-3 * grad_w2
+    return w1.numpy(), w2.numpy()
+
+
+def mnist_example_test_loop(torch, nn, F, optim):
+    """pytorch/examples mnist: argmax(keepdim=True), eq(view_as), sum(reduction='sum').item()."""
+    model = _model(torch, nn)
+    model.eval()
+    test_loss, correct = 0, 0
+    with torch.no_grad():
+        for i in range(0, 12, 6):
+            data, target = torch.from_numpy(X[i:i + 6]), torch.from_numpy(Y[i:i + 6])
+            output = F.log_softmax(model(data), dim=1)
+            test_loss += F.nll_loss(output, target, reduction='sum').item()
+            pred = output.argmax(dim=1, keepdim=True)
+            correct += pred.eq(target.view_as(pred)).sum().item()
+    test_loss /= 12
+    return '\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n'.format(  # noqa: UP032
+        test_loss, correct, 12, 100. * correct / 12)
+
+
+def cifar_tutorial_accuracy(torch, nn, F, optim):
+    """The CIFAR-10 tutorial's accuracy loop: torch.max(outputs.data, 1) unpacked."""
+    net = _model(torch, nn)
+    correct, total = 0, 0
+    with torch.no_grad():
+        images, labels = torch.from_numpy(X), torch.from_numpy(Y)
+        outputs = net(images)
+        _, predicted = torch.max(outputs.data, 1)
+        total += labels.size(0)
+        correct += (predicted == labels).sum().item()
+    return f'Accuracy of the network: {100 * correct // total} %', total
+
+
+IDIOMS = [tutorial_polynomial_autograd, tutorial_two_layer_tensors, mnist_example_test_loop, cifar_tutorial_accuracy,
+          course_evaluation_loop, hand_written_sgd, training_loop_with_optimizer, param_data_normal_init,
           model_to_device, accelerator_device, relu_by_max, accuracy_idioms, tensor_basics, typed_constructors,
           autograd_idioms, inplace_relu_and_residual]
 
