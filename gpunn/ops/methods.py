@@ -19,6 +19,33 @@ def _rmod(self, other):
     return arith.remainder(self._operand(other, "remainder"), self)
 
 
+def _new(fill):
+    def op(self, *size, dtype=None, device=None, requires_grad=False, **kwargs):
+        from gpunn import factories
+
+        if len(size) == 1 and isinstance(size[0], (tuple, list)):
+            size = tuple(size[0])
+        be = self._backend if device is None else None
+        dtype = self.dtype if dtype is None else dtype
+        if fill == "full":
+            size, value = size[0], size[1] if len(size) > 1 else kwargs.pop("fill_value")
+            t = factories.full(size, value, dtype=dtype, backend=be, device=device)
+        else:
+            t = getattr(factories, fill)(*size, dtype=dtype, backend=be, device=device)
+        return t.requires_grad_(requires_grad) if requires_grad else t
+
+    op.__name__ = f"new_{fill}"
+    op.__doc__ = f"A new {fill} tensor with this tensor's dtype and device (``t.new_{fill}(size)``)."
+    return op
+
+
+def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+    from gpunn.factories import tensor
+
+    return tensor(data, dtype=self.dtype if dtype is None else dtype, requires_grad=requires_grad,
+                  backend=self._backend if device is None else None, device=device)
+
+
 def _not_supported(name: str):
     def op(self, *args, **kwargs):
         raise NotImplementedError(f"Tensor.{name}() is not supported by gpunn (see docs/pytorch-compat.md)")
@@ -73,6 +100,11 @@ METHODS = {
     "index_put": shape.index_put, "masked_fill": shape.masked_fill, "gather": shape.gather,
     "scatter": shape.scatter, "scatter_add": shape.scatter_add, "narrow": shape.narrow, "split": shape.split,
     "chunk": shape.chunk, "unbind": shape.unbind, "nonzero": shape.nonzero, "where": _where_method,
+    # construction and queries
+    "new_zeros": _new("zeros"), "new_ones": _new("ones"), "new_empty": _new("empty"), "new_full": _new("full"),
+    "new_tensor": _new_tensor, "is_floating_point": lambda self: self.dtype.kind == "f",
+    "is_contiguous": lambda self, memory_format=None: True,
+    "get_device": lambda self: -1 if self._backend.name == "numpy" else self.device.index,
     # in-place
     **INPLACE,
 }
