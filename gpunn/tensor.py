@@ -223,6 +223,8 @@ class Tensor:
         if not isinstance(value, Tensor):
             raise TypeError(f"Tensor.data must be assigned a Tensor, got {type(value).__name__}; wrap it with "
                             "gpunn.tensor(...) or use t.copy_(...)")
+        if self._grad_owner is not None:  # the optimizer will copy the new values over the old storage
+            self._bump_version("data assignment")
         self._data = value._data
         self._backend = value._backend
         self._vc = value._vc

@@ -35,7 +35,7 @@ def test_writing_a_saved_input_between_forward_and_backward_raises():
 
 
 @pytest.mark.parametrize("how", ["setitem", "copy_no_grad", "detach_alias", "data_alias", "iadd_no_grad",
-                                 "view_alias", "load_state_dict", "optimizer_step", "normal_"])
+                                 "view_alias", "load_state_dict", "optimizer_step", "normal_", "data_assignment"])
 def test_every_write_path_to_a_saved_tensor_is_caught(rng, how):
     lin = nn.Linear(4, 3)
     opt = optim.SGD(lin.parameters(), lr=0.1)
@@ -66,6 +66,11 @@ def test_every_write_path_to_a_saved_tensor_is_caught(rng, how):
         opt.step()
     elif how == "normal_":
         w.data.normal_(0, 0.01)
+    elif how == "data_assignment":  # the optimizer copies the new values into the storage the graph saved
+        w.data = gpunn.zeros(3, 4)
+        for p in lin.parameters():
+            p.grad = gpunn.zeros_like(p)
+        opt.step()
     with pytest.raises(RuntimeError, match=MODIFIED):
         loss.backward()
 
