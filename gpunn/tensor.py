@@ -328,6 +328,13 @@ class Tensor:
     def __hash__(self) -> int:
         return id(self)
 
+    def __getattr__(self, name: str):
+        # only reached when normal lookup failed: name the unsupported PyTorch method plainly
+        if name.startswith("_"):
+            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}: Tensor.{name} is not supported by gpunn "
+                             "(docs/pytorch-compat.md lists what is)")
+
     # -- conversions ------------------------------------------------------------------------------
     def numpy(self, force: bool = False) -> np.ndarray:
         """The data as a NumPy array (a view on the numpy backend; a copy from the GPU, where PyTorch
@@ -526,7 +533,7 @@ class Tensor:
         try:
             self._data[...] = data
         except ValueError as exc:
-            if not getattr(self._data, "flags", None) or self._data.flags.writeable:
+            if getattr(getattr(self._data, "flags", None), "writeable", True):
                 raise
             raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
                                "refers to a single memory location (an expand()ed tensor); clone() it "

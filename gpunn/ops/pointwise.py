@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from gpunn.backend.reference import activation_forward
 from gpunn.dtypes import _is_float, default_float
 from gpunn.tensor import Tensor, _quiet_div
 
@@ -214,8 +215,6 @@ def leaky_relu(self, negative_slope: float = 0.01, inplace: bool = False) -> Ten
 def sigmoid(self) -> Tensor:
     """1 / (1 + exp(-x)), computed without overflow; gradient y (1 - y)."""
     _tensor(self, "sigmoid")
-    from gpunn.backend.reference import activation_forward
-
     out = activation_forward(self._backend.xp, _as_float(self).copy(), "sigmoid")
     return self._result(out, (self,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", saved=(),
                         saves_output=True)

@@ -99,12 +99,12 @@ def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     def backward(g):
         # d prod / d x_i = prod of the others = (exclusive cumprod from the left) * (from the right)
         n = x.shape[axis]
-        ones = xp.ones_like(xp.take(x, [0], axis=axis))
-        left = xp.concatenate([ones, xp.cumprod(xp.take(x, range(n - 1), axis=axis), axis=axis)], axis=axis) \
-            if n > 1 else ones
+        head = (slice(None),) * axis + (slice(0, n - 1),)  # all but the last along axis
+        ones = xp.ones_like(x[(slice(None),) * axis + (slice(0, 1),)])
+        left = xp.concatenate([ones, xp.cumprod(x[head], axis=axis)], axis=axis) if n > 1 else ones
         rev = xp.flip(x, axis=axis)
-        right = xp.flip(xp.concatenate([ones, xp.cumprod(xp.take(rev, range(n - 1), axis=axis), axis=axis)],
-                                       axis=axis), axis=axis) if n > 1 else ones
+        right = xp.flip(xp.concatenate([ones, xp.cumprod(rev[head], axis=axis)], axis=axis), axis=axis) \
+            if n > 1 else ones
         gk = g if (keepdim and dim is not None) else xp.expand_dims(g, axis)
         return ((gk * left * right).reshape(self.shape),)
 
@@ -336,6 +336,6 @@ def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True)
         raise RuntimeError(f"topk(): k ({k}) is out of range for dimension {dim} of size {n}")
     xp = self._backend.xp
     idx = _argsort(xp, self._data, axis, largest)
-    idx = xp.take(idx, range(k), axis=axis)
+    idx = idx[(slice(None),) * axis + (slice(0, k),)]
     values = _take_along(self, idx, axis, True, "TopkBackward0")
     return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))

@@ -177,3 +177,5 @@ def test_unsupported_ops_say_so_by_name(name):
     x = gpunn.ones(2)
     with pytest.raises(NotImplementedError, match="register_hook"):
         x.register_hook(lambda g: g)
+    with pytest.raises(AttributeError, match="Tensor.stft is not supported by gpunn"):
+        x.stft(4)
