@@ -110,6 +110,7 @@ class Tensor:
     _saved: tuple = ()  # ((version counter, version at save time, tensor or None for the output), ...)
     _uses = 0  # how many recorded ops take this tensor as an input
     _is_view = False  # a view (reshape, index, ...) recorded in the graph of a tensor that requires grad
+    _view_of = None  # (base, rebase) for a view aliasing base: rebase(base, view) writes the view back
     _retains_grad = False
     _grad_view = None  # set by an optimizer: where this leaf's grad lives in a flat buffer
 
@@ -161,6 +162,7 @@ class Tensor:
         out = Tensor._wrap(data, self._backend)
         if view and _may_alias(self, out._data):
             out._vc = self._vc
+            out._view_of = (self, None)
         if is_grad_enabled():
             for p in parents:
                 if p.requires_grad:
@@ -168,7 +170,9 @@ class Tensor:
             else:
                 return out
             out.requires_grad = True
-            out._parents = parents
+            # an edge only to the parents that require grad now (a parent made to require grad later, by
+            # an in-place op, must not receive this op's gradient)
+            out._parents = tuple(p if p.requires_grad else None for p in parents)
             out._backward = backward
             out._op = op
             if saved is None:
@@ -178,7 +182,8 @@ class Tensor:
                 rec.append((out._vc, out._vc.value, None))
             out._saved = tuple(rec)
             for p in parents:
-                p._uses += 1
+                if p.requires_grad:
+                    p._uses += 1
             if view:
                 out._is_view = True
         return out
@@ -555,10 +560,18 @@ class Tensor:
                 res = fn(self, *args)
             self._write(res._data, op)
             return self
-        if self.requires_grad and self._uses:
+        if self._uses:
             raise RuntimeError(f"{op}: this tensor was already used by another operation of the graph, which "
                                "gpunn's autograd can't rewrite in place; use the out-of-place op (x = x + y) "
                                "instead")
+        view_of = self._view_of
+        if view_of is not None:  # the base must see the new graph too: only through a basic index, once
+            base, rebase = view_of
+            if rebase is None or base._view_of is not None or base._uses or base.requires_grad:
+                raise RuntimeError(f"{op}: an in-place op whose result requires grad on a view (reshape, "
+                                   "permute, expand, a view of a view) is not supported by gpunn's autograd; "
+                                   "write through indexing of the base tensor (base[idx] = ...) or use the "
+                                   "out-of-place op")
         old = Tensor._wrap(self._data.copy(), self._backend)
         old.requires_grad, old._parents, old._backward = self.requires_grad, self._parents, self._backward
         old._op, old._saved = self._op, self._saved
@@ -569,6 +582,10 @@ class Tensor:
         now = self._vc.value
         self._saved = tuple((self._vc, now, None) if c is res._vc else (c, v, t)
                             for c, v, t in res._saved)
+        if view_of is not None:
+            base._inplace("index_put_", rebase, self)  # base = index_put(old base, idx, this view)
+            # that write put back the values this node just produced: what it saved of them is current
+            self._saved = tuple((c, c.value if c is self._vc else v, t) for c, v, t in self._saved)
         return self
 
     # -- backward -----------------------------------------------------------------------------------
@@ -610,7 +627,7 @@ class Tensor:
             seen.add(id(node))
             stack.append((node, True))
             for p in node._parents:
-                if p.requires_grad and id(p) not in seen:
+                if p is not None and p.requires_grad and id(p) not in seen:
                     stack.append((p, False))
 
         grads = {id(self): g}
@@ -629,7 +646,7 @@ class Tensor:
                         raise RuntimeError(_modified_message(node, counter, version, t))
                 parent_grads = node._backward(g)
                 for p, pg in zip(node._parents, parent_grads):
-                    if pg is None or not p.requires_grad:
+                    if pg is None or p is None or not p.requires_grad:
                         continue
                     if tuple(pg.shape) != p.shape:  # a broken backward would otherwise broadcast silently
                         raise RuntimeError(f"{node._op} returned a gradient of shape {tuple(pg.shape)} for "
@@ -640,7 +657,8 @@ class Tensor:
                     grads[key] = grads[key] + pg if key in grads else pg
                 if not retain_graph:
                     for p in node._parents:
-                        p._uses -= 1
+                        if p is not None:
+                            p._uses -= 1
                     node._backward = _freed_backward
                     node._parents = ()
                     node._saved = ()

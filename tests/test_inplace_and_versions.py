@@ -303,3 +303,47 @@ def test_writes_into_integer_tensors_convert_like_torch(write):
     assert got.dtype == np.int64 and got.tolist() == expected.tolist()
     with pytest.raises(RuntimeError, match="dtypes match"):
         gpunn.tensor([1, 2])[[0]] = gpunn.tensor([1.7])
+
+
+def test_a_tensor_made_to_require_grad_later_gets_no_gradient_from_earlier_ops():
+    """z = buf + x was recorded while buf needed no gradient; buf.add_(w) must not route z's gradient to w."""
+    torch = torch_or_skip()
+    out = {}
+    for L in (gpunn, torch):
+        x, w = L.ones(3, requires_grad=True), L.full((3,), 2.0, requires_grad=True)
+        buf = L.zeros(3)
+        z = buf + x
+        buf.add_(w)
+        (z.sum() + (buf * 3).sum()).backward()
+        out[L.__name__] = (x.grad.numpy().copy(), w.grad.numpy().copy())
+    for a, b in zip(out["gpunn"], out["torch"]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["iadd_index", "view_add_", "slice_mul_", "row_copy_", "div_saves_output"])
+def test_inplace_through_an_index_view_reaches_the_base_like_torch(rng, case):
+    torch = torch_or_skip()
+    x0, w0 = randn(rng, 4, 3), randn(rng, 3)
+    out = {}
+    for L in (gpunn, torch):
+        x, w = L.tensor(x0), L.tensor(w0, requires_grad=True)
+        if case == "iadd_index":
+            x[1] += w * 2  # tmp = x[1]; tmp += ...; x[1] = tmp
+        elif case == "view_add_":
+            x[2].add_(w)
+        elif case == "slice_mul_":
+            x[1:3].mul_(w)
+        elif case == "row_copy_":
+            x[0].copy_(w.exp())
+        else:
+            x[3].div_(w)
+        (x * L.tensor(np.arange(12.0, dtype=np.float32).reshape(4, 3))).sum().backward()
+        out[L.__name__] = (x.detach().numpy().copy(), w.grad.numpy().copy())
+    for a, b in zip(out["gpunn"], out["torch"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_inplace_with_grad_through_a_reshape_view_raises():
+    x, w = gpunn.zeros(2, 3), gpunn.ones(6, requires_grad=True)
+    with pytest.raises(RuntimeError, match="on a view"):
+        x.view(-1).add_(w)

@@ -194,7 +194,10 @@ def getitem(self, index) -> Tensor:
             be.index_add(gx, index, g)
         return (gx,)
 
-    return self._result(out, (self,), backward, "IndexBackward0", saved=(), view=basic)
+    result = self._result(out, (self,), backward, "IndexBackward0", saved=(), view=basic)
+    if result._view_of is not None:  # an in-place op on this view writes back through the same index
+        result._view_of = (self, lambda base, view: index_put(base, index, view))
+    return result
 
 
 def index_put(self, index, values) -> Tensor:
