@@ -33,7 +33,7 @@ from gpunn.dtypes import (  # noqa: F401  (re-exported: older imports name them 
     legacy_type_name,
     uint8,
 )
-from gpunn.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
+from gpunn.grad_mode import _grad_state, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------
@@ -42,11 +42,8 @@ from gpunn.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enab
 class _Version:
     """The in-place write count of one storage, shared by every tensor aliasing it."""
 
-    __slots__ = ("value", "last_op")
-
-    def __init__(self) -> None:
-        self.value = 0
-        self.last_op = ""
+    value = 0  # class defaults: creating a counter (once per tensor) costs one object allocation
+    last_op = ""
 
 
 def _freed_backward(_g):
@@ -163,29 +160,32 @@ class Tensor:
         if view and _may_alias(self, out._data):
             out._vc = self._vc
             out._view_of = (self, None)
-        if is_grad_enabled():
-            for p in parents:
-                if p.requires_grad:
-                    break
+        if not getattr(_grad_state, "enabled", True):
+            return out
+        needed = every = False
+        for p in parents:
+            if p.requires_grad:
+                needed = True
+                p._uses += 1
             else:
-                return out
-            out.requires_grad = True
-            # an edge only to the parents that require grad now (a parent made to require grad later, by
-            # an in-place op, must not receive this op's gradient)
-            out._parents = tuple(p if p.requires_grad else None for p in parents)
-            out._backward = backward
-            out._op = op
-            if saved is None:
-                saved = parents
+                every = True  # some parent needs no gradient
+        if not needed:
+            return out
+        out.requires_grad = True
+        # an edge only to the parents that require grad now (a parent made to require grad later, by an
+        # in-place op, must not receive this op's gradient)
+        out._parents = tuple(p if p.requires_grad else None for p in parents) if every else parents
+        out._backward = backward
+        out._op = op
+        if saved is None:
+            saved = parents
+        if saved or saves_output:
             rec = [(t._vc, t._vc.value, t) for t in saved if t is not None]
             if saves_output:
                 rec.append((out._vc, out._vc.value, None))
             out._saved = tuple(rec)
-            for p in parents:
-                if p.requires_grad:
-                    p._uses += 1
-            if view:
-                out._is_view = True
+        if view:
+            out._is_view = True
         return out
 
     def _operand(self, other, op: str) -> Tensor:
