@@ -28,7 +28,10 @@ def array_body(a: np.ndarray, prefix: str = "tensor(") -> str:
         strs = np.where(a, "True", "False").astype(object)
     else:
         strs = a.astype(object).astype(str).astype(object)
-    width = max((len(s) for s in strs.ravel()), default=0)
+    if a.dtype.kind == "f" and np.isfinite(a).any():  # the column width comes from the finite values
+        width = max(len(s) for s, ok in zip(strs.ravel(), np.isfinite(a).ravel()) if ok)
+    else:
+        width = max((len(s) for s in strs.ravel()), default=0)
     return np.array2string(strs, separator=", ", prefix=prefix, threshold=1000, edgeitems=3,
                            formatter={"all": lambda s: str(s).rjust(width)}, max_line_width=80)
 

@@ -127,6 +127,7 @@ def test_formatting_matches_torch():
     lambda L: L.tensor(3.25), lambda L: L.tensor([1.5, 2.0], dtype=L.float64), lambda L: L.tensor([True, False]),
     lambda L: L.tensor([[0.001, 2000.5]]), lambda L: L.arange(6.0).reshape(2, 3) / 3,
     lambda L: L.tensor([1.0, -2.5], requires_grad=True), lambda L: L.tensor([1e-5, 1.0]),
+    lambda L: L.tensor([float("nan"), 2.0]), lambda L: L.tensor([1.5, float("inf")]),
 ])
 def test_repr_matches_torch(make):
     g, t = repr(make(gpunn)), repr(make(torch))

@@ -99,10 +99,14 @@ def floor_divide(self, other) -> Tensor:
 
 
 def remainder(self, other) -> Tensor:
-    """self - floor(self / other) * other (Python's sign convention, as PyTorch); no gradient."""
+    """self - floor(self / other) * other (Python's sign convention, as PyTorch)."""
     b = self._operand(other, "remainder")
     a_data, b_data = _coerce(self._data, b._data)
-    return Tensor._wrap(a_data % b_data, self._backend)
+    if not _is_float(a_data.dtype):
+        return Tensor._wrap(a_data % b_data, self._backend)
+    from gpunn.ops.pointwise import floor
+
+    return sub(self, mul(floor(div(self, b)).detach(), b))  # d/dself 1, d/dother -floor(self / other)
 
 
 def neg(self) -> Tensor:

@@ -152,6 +152,8 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
         out = xp.minimum(out, hi)
     if _is_float(x.dtype) or not any(isinstance(v, float) for v in (lo, hi)):
         out = out.astype(x.dtype, copy=False)
+    else:  # an integer tensor clamped to a float bound is float32, as in PyTorch
+        out = out.astype(default_float, copy=False)
     inside = xp.ones(x.shape, dtype=bool)
     if lo is not None:
         inside = inside & (x >= lo)
@@ -170,23 +172,35 @@ def clamp_max(self, max) -> Tensor:  # noqa: A002
     return clamp(self, None, max)
 
 
-def maximum(self, other) -> Tensor:
-    """Elementwise max of two tensors; the gradient goes to the larger (split evenly on ties, as PyTorch)."""
-    from gpunn.ops.shape import where
+def _pick(self, other, op: str, larger: bool) -> Tensor:
+    """Elementwise max/min of two tensors (NaN propagates); the gradient goes to the chosen side and is
+    split evenly on ties, as in PyTorch."""
+    from gpunn.dtypes import _coerce
+    from gpunn.tensor import _unbroadcast
 
-    other = self._operand(other, "maximum")
-    tie = (self == other).astype(self.dtype if _is_float(self.dtype) else default_float)
-    half = tie * 0.5
-    return where(self > other, self, other) * (1 - tie) + (self * half + other * half)
+    b = self._operand(other, op)
+    xp = self._backend.xp
+    a_data, b_data = _coerce(self._data, b._data)
+    out = xp.maximum(a_data, b_data) if larger else xp.minimum(a_data, b_data)
+    if not _is_float(out.dtype):
+        return Tensor._wrap(out, self._backend)
+
+    def backward(g):
+        tie = (a_data == b_data) * out.dtype.type(0.5)
+        first = (a_data > b_data) if larger else (a_data < b_data)
+        ga = _unbroadcast(g * (first + tie), a_data.shape) if self.requires_grad else None
+        gb = _unbroadcast(g * ((~first & (a_data != b_data)) + tie), b_data.shape) if b.requires_grad else None
+        return ga, gb
+
+    return self._result(out, (self, b), backward, "MaximumBackward0" if larger else "MinimumBackward0")
+
+
+def maximum(self, other) -> Tensor:
+    return _pick(self, other, "maximum", True)
 
 
 def minimum(self, other) -> Tensor:
-    from gpunn.ops.shape import where
-
-    other = self._operand(other, "minimum")
-    tie = (self == other).astype(self.dtype if _is_float(self.dtype) else default_float)
-    half = tie * 0.5
-    return where(self < other, self, other) * (1 - tie) + (self * half + other * half)
+    return _pick(self, other, "minimum", False)
 
 
 # -- activations ------------------------------------------------------------------------------------

@@ -81,6 +81,9 @@ CASES = {
     "clamp_tensor_bounds": (lambda L, x, lo: x.clamp(min=lo), [(S, "n"), ((5,), "n")]),
     "softmax_method": (lambda L, x: x.softmax(dim=1), [(S, "n")]),
     "functions": (lambda L, x: L.sum(L.flatten(L.relu(x)), 0) + L.mean(L.sigmoid(x)) + L.tanh(x).sum(), [(S, "n")]),
+    "remainder": (lambda L, x, y: x % y + L.remainder(x, 0.7), [(S, "n"), (S, "p")]),
+    "maximum_ties": (lambda L, x: L.maximum(x, x.round()) + L.minimum(x.clamp(max=0.5), x.clamp(min=-0.5)),
+                     [(S, "n")]),
     "where_cond": (lambda L, x, y: L.where(x > y, x, y), [(S, "n"), (S, "n")]),
     "matmul_fn": (lambda L, a, b: L.matmul(a, b), [((4, 9, 7), "n"), ((7, 3), "n")]),
 }
