@@ -474,7 +474,7 @@ class Tensor:
     def to(self, *args, **kwargs) -> Tensor:
         """``.to(device)``, ``.to(dtype)``, ``.to(device, dtype)``, ``.to(other_tensor)``, keywords
         ``device=``/``dtype=``/``copy=``; devices are 'cpu', 'cuda', 'cuda:0', gpunn.device or a backend
-        name. A dtype change keeps the graph; a device move returns a new tensor that is a leaf."""
+        name. Both a dtype change and a device move keep the graph (the result is not a leaf), as in PyTorch."""
         target, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
         copy = kwargs.pop("copy", False)
         kwargs.pop("non_blocking", None)
@@ -493,13 +493,23 @@ class Tensor:
         if target is not None:
             be = _backend_of(target)
             if be is not self._backend:
-                host = self._backend.to_numpy(self._data)
-                out = Tensor._wrap(be.asarray(host), be)
-                out.requires_grad = self.requires_grad and self.is_leaf
+                out = self._moved_to(be)
         if dtype is not None:
             out = out.astype(dtype)
         if copy and out is self:
             out = self.clone()
+        return out
+
+    def _moved_to(self, be: Backend) -> Tensor:
+        """A copy on another backend; differentiable (ToCopyBackward0), as PyTorch's device moves are."""
+        src = self._backend
+        out = Tensor._wrap(be.asarray(src.to_numpy(self._data)), be)
+        if is_grad_enabled() and self.requires_grad:
+            out.requires_grad = True
+            out._parents = (self,)
+            out._backward = lambda g: (src.asarray(be.to_numpy(g)),)
+            out._op = "ToCopyBackward0"
+            self._uses += 1
         return out
 
     def cpu(self) -> Tensor:

@@ -251,6 +251,20 @@ def test_copy_between_backends_copies(rng):
     np.testing.assert_array_equal(a.numpy(), src)
 
 
+def test_moving_between_backends_is_differentiable(rng):
+    """As PyTorch's .to(device): the copy is a non-leaf and the gradient comes back to the source."""
+    other = OtherBackend()
+    x0 = rng.standard_normal((3, 4))
+    x = gpunn.tensor(x0, requires_grad=True)
+    y = x.to(other)
+    assert y.backend is other and y.requires_grad and not y.is_leaf and y.grad_fn == "ToCopyBackward0"
+    (y * y).sum().backward()
+    assert x.grad.backend is x.backend
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x0)
+    with gpunn.no_grad():
+        assert not x.to(other).requires_grad
+
+
 def test_same_backend_ops_on_a_second_backend_work(rng):
     other = OtherBackend()
     x = rng.standard_normal((3, 3))
