@@ -4,11 +4,13 @@
     from gpunn import nn, optim
     import gpunn.nn.functional as F
 
-Arrays live on a backend: ``numpy`` (always there) or ``cupy`` (GPU); see ``gpunn.set_backend``.
-Importing gpunn needs NumPy only.
+Arrays live on a backend: ``numpy`` (always there; PyTorch's device ``cpu``) or ``cupy`` (GPU, ``cuda``);
+see ``gpunn.set_backend`` and ``gpunn.device``. Importing gpunn needs NumPy only.
+docs/pytorch-compat.md lists what of PyTorch's API is here and how it differs.
 """
 
 from gpunn import backend  # noqa: F401  (also callable: ``with gpunn.backend("numpy"):``)
+from gpunn import ops as _ops  # noqa: F401
 from gpunn.backend import (
     cupy_available,
     get_backend,
@@ -16,53 +18,196 @@ from gpunn.backend import (
     set_backend,
     use_backend,
 )
+from gpunn.device import device
+from gpunn.dtypes import (
+    bool_,
+    double,
+    float16,
+    float32,
+    float64,
+    half,
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    short,
+    uint8,
+)
 from gpunn.factories import (
     arange,
     as_tensor,
-    cat,
     empty,
+    empty_like,
     eye,
     from_dlpack,
     from_numpy,
     full,
     full_like,
+    linspace,
+    logspace,
+    normal,
     ones,
     ones_like,
     rand,
     rand_like,
     randint,
+    randint_like,
     randn,
     randn_like,
-    stack,
     tensor,
-    where,
     zeros,
     zeros_like,
 )
-from gpunn.tensor import (
-    Tensor,
-    bool_,
-    enable_grad,
-    float16,
-    float32,
-    float64,
-    int32,
-    int64,
-    is_grad_enabled,
-    no_grad,
-    set_grad_enabled,
-    uint8,
+from gpunn.grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from gpunn.legacy import (
+    BoolTensor,
+    ByteTensor,
+    DoubleTensor,
+    FloatTensor,
+    IntTensor,
+    LongTensor,
+    get_default_dtype,
+    is_floating_point,
+    is_tensor,
+    numel,
+    set_default_dtype,
 )
+from gpunn.ops import methods as _methods  # noqa: F401  (binds the ops as Tensor methods)
+from gpunn.ops.arith import (
+    add,
+    allclose,
+    bmm,
+    div,
+    divide,
+    dot,
+    eq,
+    equal,
+    floor_divide,
+    ge,
+    gt,
+    isclose,
+    le,
+    logical_and,
+    logical_not,
+    logical_or,
+    lt,
+    matmul,
+    mm,
+    mul,
+    multiply,
+    ne,
+    neg,
+    pow,
+    remainder,
+    sub,
+    subtract,
+)
+from gpunn.ops.pointwise import (
+    abs,
+    ceil,
+    clamp,
+    clamp_max,
+    clamp_min,
+    clip,
+    cos,
+    exp,
+    expm1,
+    floor,
+    isfinite,
+    isinf,
+    isnan,
+    log,
+    log1p,
+    log2,
+    log10,
+    log_softmax,
+    logsumexp,
+    maximum,
+    minimum,
+    reciprocal,
+    relu,
+    round,
+    rsqrt,
+    sigmoid,
+    sign,
+    sin,
+    softmax,
+    sqrt,
+    square,
+    tan,
+    tanh,
+    trunc,
+)
+from gpunn.ops.reduce import (
+    all,
+    amax,
+    amin,
+    any,
+    argmax,
+    argmin,
+    argsort,
+    count_nonzero,
+    cumsum,
+    max,
+    mean,
+    min,
+    norm,
+    prod,
+    sort,
+    std,
+    sum,
+    topk,
+    var,
+)
+from gpunn.ops.shape import (
+    cat,
+    chunk,
+    clone,
+    concat,
+    expand_as,
+    flatten,
+    flip,
+    gather,
+    masked_fill,
+    narrow,
+    nonzero,
+    permute,
+    reshape,
+    scatter,
+    scatter_add,
+    split,
+    squeeze,
+    stack,
+    swapaxes,
+    t,
+    transpose,
+    unbind,
+    unflatten,
+    unsqueeze,
+    where,
+)
+from gpunn.tensor import Tensor
+
+float = float32  # noqa: A001  (torch.float, torch.int, torch.bool: dtype names, as in PyTorch)
+int = int32  # noqa: A001
+bool = bool_  # noqa: A001
 
 __version__ = "0.1.0"
+
+_LAZY = ("nn", "optim", "data", "train", "autograd", "cuda", "accelerator", "utils", "distributed")
 
 
 def __getattr__(name):
     # heavier submodules load on first use, so `import gpunn` stays light
     import importlib
 
-    if name in ("nn", "optim", "data", "train", "autograd", "distributed"):
-        return importlib.import_module(f"gpunn.{name}")
+    if name in _LAZY:
+        try:
+            return importlib.import_module(f"gpunn.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"gpunn.{name}":
+                raise
     if name == "gradcheck":
         from gpunn.autograd import gradcheck
 
@@ -71,84 +216,5 @@ def __getattr__(name):
         from gpunn import checkpoint
 
         return getattr(checkpoint, name)
-    raise AttributeError(f"module 'gpunn' has no attribute {name!r}")
-
-
-def exp(x):
-    return x.exp()
-
-
-def log(x):
-    return x.log()
-
-
-def log2(x):
-    return x.log2()
-
-
-def sqrt(x):
-    return x.sqrt()
-
-
-def abs(x):  # noqa: A001
-    return x.abs()
-
-
-def clamp(x, min=None, max=None):  # noqa: A002
-    return x.clamp(min, max)
-
-
-def sum(x, dim=None, keepdim=False):  # noqa: A001
-    return x.sum(dim, keepdim)
-
-
-def mean(x, dim=None, keepdim=False):
-    return x.mean(dim, keepdim)
-
-
-def max(x, dim=None, keepdim=False):  # noqa: A001
-    return x.max(dim, keepdim)
-
-
-def min(x, dim=None, keepdim=False):  # noqa: A001
-    return x.min(dim, keepdim)
-
-
-def argmax(x, dim=None, keepdim=False):
-    return x.argmax(dim, keepdim)
-
-
-def matmul(a, b):
-    return a @ b
-
-
-def reshape(x, *shape):
-    return x.reshape(*shape)
-
-
-def flatten(x, start_dim=0, end_dim=-1):
-    return x.flatten(start_dim, end_dim)
-
-
-def transpose(x, dim0, dim1):
-    return x.transpose(dim0, dim1)
-
-
-def sigmoid(x):
-    return x.sigmoid()
-
-
-def tanh(x):
-    return x.tanh()
-
-
-def relu(x):
-    return x.relu()
-
-
-def softmax(x, dim):
-    return x.softmax(dim)
-
-
-def log_softmax(x, dim):
-    return x.log_softmax(dim)
+    raise AttributeError(f"module 'gpunn' has no attribute {name!r} (docs/pytorch-compat.md lists what gpunn "
+                         "supports)")

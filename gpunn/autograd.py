@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpunn.tensor import Tensor, enable_grad, float64, no_grad
+from gpunn.dtypes import float64
+from gpunn.grad_mode import enable_grad, is_grad_enabled, no_grad
+from gpunn.tensor import Tensor
 
-__all__ = ["gradcheck", "GradcheckError", "FULL_JACOBIAN_MAX"]
+__all__ = ["gradcheck", "GradcheckError", "FULL_JACOBIAN_MAX", "Function", "FunctionCtx"]
 
 FULL_JACOBIAN_MAX = 16  # outputs with at most this many elements are checked as full Jacobians
 N_PROJECTIONS = 2  # random output directions per output in projected mode
@@ -48,7 +50,7 @@ def _outputs(result) -> tuple:
 
 def _host64(t: Tensor) -> np.ndarray:
     """The tensor's values as a float64 NumPy array (a copy)."""
-    return np.array(t._backend.to_numpy(t.data), dtype=np.float64)
+    return np.array(t._backend.to_numpy(t._data), dtype=np.float64)
 
 
 def _fmt_index(idx: tuple) -> str:
@@ -92,7 +94,7 @@ def _leaf_args(args, diff) -> list:
     out = list(args)
     for i in diff:
         a = args[i]
-        out[i] = Tensor._wrap(a.data.copy(), a._backend).requires_grad_(True)
+        out[i] = Tensor._wrap(a._data.copy(), a._backend).requires_grad_(True)
     return out
 
 
@@ -121,7 +123,7 @@ def _numerical(fn, args, i, kept: list[int], eps: float) -> list[np.ndarray]:
     x = args[i]
     n_in = x.numel()
     cols = None
-    base = x.data.copy()
+    base = x._data.copy()
     with no_grad():
         for j, idx in enumerate(np.ndindex(*x.shape)):
             vals = []
@@ -193,3 +195,103 @@ def _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode) -> None:
             for i, a in zip(diff, analytic):
                 num = numerical[i][slot] @ v.ravel()
                 _compare(a.ravel(), num, atol, rtol, where, i, args[i].shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# custom differentiable functions (torch.autograd.Function)
+# ------------------------------------------------------------------------------------------------
+class FunctionCtx:
+    """What ``forward`` hands to ``backward``: ``save_for_backward(*tensors)`` / ``saved_tensors`` (checked
+    against in-place changes like every saved tensor), ``needs_input_grad``, and any attribute."""
+
+    def __init__(self, needs_input_grad: tuple) -> None:
+        self.needs_input_grad = needs_input_grad
+        self.to_save: tuple = ()
+
+    def save_for_backward(self, *tensors) -> None:
+        for t in tensors:
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"save_for_backward can only save tensors, but got {type(t).__name__}")
+        self.to_save = tensors
+
+    @property
+    def saved_tensors(self) -> tuple:
+        return self.to_save
+
+    def mark_non_differentiable(self, *tensors) -> None:
+        pass  # outputs of a gpunn Function carry one graph node; an integer output never requires grad
+
+    def set_materialize_grads(self, value: bool) -> None:
+        pass  # the gradient handed to backward is always a tensor
+
+    def mark_dirty(self, *tensors) -> None:
+        raise NotImplementedError("ctx.mark_dirty (an in-place custom Function) is not supported by gpunn")
+
+
+class Function:
+    """A differentiable op written as two static methods, as ``torch.autograd.Function``::
+
+        class Cube(gpunn.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x ** 3
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                (x,) = ctx.saved_tensors
+                return grad_output * 3 * x ** 2
+
+        y = Cube.apply(x)
+
+    ``forward`` runs without recording a graph and returns one tensor; ``backward`` returns one gradient
+    (or None) per argument of ``forward``."""
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("a Function subclass must define forward(ctx, ...)")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("a Function subclass must define backward(ctx, grad_output)")
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError("Function instances are not used: call the class's static apply(): "
+                           f"{type(self).__name__}.apply(...)")
+
+    @classmethod
+    def apply(cls, *args):
+        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        ctx = FunctionCtx(needs)
+        with no_grad():
+            out = cls.forward(ctx, *args)
+        if isinstance(out, (tuple, list)):
+            raise NotImplementedError(f"{cls.__name__}.forward returned {len(out)} outputs; gpunn's custom "
+                                      "Functions support one output tensor")
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{cls.__name__}.forward must return a Tensor, got {type(out).__name__}")
+        parents = tuple(a for a in args if isinstance(a, Tensor))
+        if not (is_grad_enabled() and any(needs)):
+            return out
+        be = out._backend
+        name = cls.__name__
+
+        def backward(g):
+            grads = cls.backward(ctx, Tensor._wrap(g, be))
+            grads = grads if isinstance(grads, tuple) else (grads,)
+            if len(grads) != len(args):
+                raise RuntimeError(f"function {name}Backward returned an incorrect number of gradients "
+                                   f"(expected {len(args)}, got {len(grads)})")
+            result = []
+            for a, gr in zip(args, grads):
+                if isinstance(a, Tensor):
+                    if gr is not None and not isinstance(gr, Tensor):
+                        raise TypeError(f"function {name}Backward returned a {type(gr).__name__} as a "
+                                        "gradient; return a Tensor or None")
+                    result.append(None if gr is None else gr._data)
+            return tuple(result)
+
+        saved = tuple(t for t in ctx.to_save if t is not None)
+        res = parents[0]._result(out._data, parents, backward, f"{name}Backward", saved=saved)
+        res._vc = out._vc  # the tensor forward returned and the result are one storage
+        return res

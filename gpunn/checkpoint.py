@@ -36,7 +36,7 @@ def _encode(obj, arrays: dict, where: str):
     from gpunn.tensor import Tensor
 
     if isinstance(obj, Tensor):
-        host = obj._backend.to_numpy(obj.data)
+        host = obj._backend.to_numpy(obj._data)
         kind = "tensor"
     elif isinstance(obj, np.ndarray):
         host, kind = obj, "ndarray"

@@ -6,21 +6,24 @@ from __future__ import annotations
 import numpy as np
 
 from gpunn.backend import Backend, backend_for, get_backend
-from gpunn.tensor import (
-    Tensor,
-    _check_same_backend,
-    _coerce,
-    _infer_dtype,
-    _unbroadcast,
-    default_float,
-)
+from gpunn.dtypes import _infer_dtype, as_dtype, default_float
+from gpunn.ops.shape import cat, concat, stack, where  # noqa: F401  (joining ops live with the shape ops)
+from gpunn.tensor import Tensor
 
 __all__ = ["tensor", "from_numpy", "from_dlpack", "as_tensor", "zeros", "ones", "full", "empty", "randn", "rand",
-           "randint", "arange", "eye", "zeros_like", "ones_like", "full_like", "randn_like", "rand_like",
-           "cat", "stack", "where"]
+           "randint", "arange", "linspace", "logspace", "normal", "eye", "zeros_like", "ones_like", "full_like",
+           "empty_like", "randn_like", "rand_like", "randint_like", "cat", "concat", "stack", "where"]
 
 
-def _backend_arg(backend) -> Backend:
+def _backend_arg(backend=None, device=None) -> Backend:
+    """The backend of ``device=`` ('cpu', 'cuda', gpunn.device) or ``backend=`` (a backend name), else the
+    current default."""
+    if device is not None:
+        if backend is not None:
+            raise TypeError("give device= or backend=, not both")
+        from gpunn.device import backend_of
+
+        return backend_of(device)
     return get_backend() if backend is None else backend_for(backend)
 
 
@@ -34,21 +37,26 @@ def _shape(size) -> tuple:
 
 
 def _finish(data, be, requires_grad):
+    if requires_grad and data.dtype.kind != "f":
+        raise RuntimeError(f"Only Tensors of floating point dtype can require gradients, got {data.dtype}")
     t = Tensor._wrap(data, be)
     if requires_grad:
         t.requires_grad_(True)
     return t
 
 
-def tensor(data, dtype=None, requires_grad: bool = False, backend=None) -> Tensor:
+def tensor(data, dtype=None, requires_grad: bool = False, backend=None, device=None, pin_memory=False) -> Tensor:
     """A new tensor holding a copy of ``data`` (lists, scalars, NumPy arrays, tensors).
 
     Python floats become float32 and ints int64, as in PyTorch; arrays keep their dtype."""
-    be = _backend_arg(backend)
+    be = _backend_arg(backend, device)
+    dtype = None if dtype is None else as_dtype(dtype)
     if isinstance(data, Tensor):
-        src = data._backend.to_numpy(data.data) if data._backend is not be else data.data
+        src = data._backend.to_numpy(data._data) if data._backend is not be else data._data
         arr = be.asarray(src, dtype=dtype).copy()
     else:
+        if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in data):
+            data = [d.tolist() if isinstance(d, Tensor) else d for d in data]  # [t1, t2] of 0-d tensors
         if dtype is None:
             dtype = _infer_dtype(data)
             if dtype is None and isinstance(data, (list, tuple)):
@@ -74,11 +82,14 @@ def tensor(data, dtype=None, requires_grad: bool = False, backend=None) -> Tenso
     return _finish(arr, be, requires_grad)
 
 
-def as_tensor(data, dtype=None, backend=None) -> Tensor:
-    """Like ``tensor`` but shares memory with a NumPy array when it can."""
-    be = _backend_arg(backend)
+def as_tensor(data, dtype=None, backend=None, device=None) -> Tensor:
+    """Like ``tensor`` but shares memory with a NumPy array (or tensor) when it can."""
+    be = _backend_arg(backend, device)
+    dtype = None if dtype is None else as_dtype(dtype)
     if isinstance(data, Tensor):
         return data.to(be, dtype=dtype)
+    if isinstance(data, (list, tuple, int, float, bool)):
+        return tensor(data, dtype=dtype, backend=be)
     return Tensor._wrap(be.asarray(data, dtype=dtype), be)
 
 
@@ -112,133 +123,155 @@ def from_dlpack(obj, backend=None) -> Tensor:
 
 
 def _float_dtype(dtype):
-    return default_float if dtype is None else np.dtype(dtype)
+    return default_float if dtype is None else as_dtype(dtype)
 
 
-def zeros(*size, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    be = _backend_arg(backend)
+def zeros(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
+    _no_out(out, generator)
+    be = _backend_arg(backend, device)
     return _finish(be.xp.zeros(_shape(size), dtype=_float_dtype(dtype)), be, requires_grad)
 
 
-def ones(*size, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    be = _backend_arg(backend)
+def ones(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
+    _no_out(out, generator)
+    be = _backend_arg(backend, device)
     return _finish(be.xp.ones(_shape(size), dtype=_float_dtype(dtype)), be, requires_grad)
 
 
-def empty(*size, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    return zeros(*size, dtype=dtype, requires_grad=requires_grad, backend=backend)
+def empty(*size, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+    """Zeros (gpunn never hands out uninitialised memory)."""
+    return zeros(*size, dtype=dtype, requires_grad=requires_grad, backend=backend, device=device)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False, backend=None) -> Tensor:
-    be = _backend_arg(backend)
+def full(size, fill_value, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+    be = _backend_arg(backend, device)
+    if isinstance(fill_value, Tensor):
+        fill_value = fill_value.item()
     if dtype is None:
         dtype = _infer_dtype(fill_value) or default_float
+    dtype = as_dtype(dtype)
     return _finish(be.xp.full(_shape((size,)), fill_value, dtype=dtype), be, requires_grad)
 
 
-def randn(*size, dtype=None, requires_grad=False, backend=None) -> Tensor:
+def randn(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
     """Standard normal samples from the backend's seeded generator."""
-    be = _backend_arg(backend)
+    _no_out(out, generator)
+    be = _backend_arg(backend, device)
     return _finish(be.randn(_shape(size), _float_dtype(dtype)), be, requires_grad)
 
 
-def rand(*size, dtype=None, requires_grad=False, backend=None) -> Tensor:
+def rand(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
     """Uniform samples on [0, 1) from the backend's seeded generator."""
-    be = _backend_arg(backend)
+    _no_out(out, generator)
+    be = _backend_arg(backend, device)
     return _finish(be.rand(_shape(size), _float_dtype(dtype)), be, requires_grad)
 
 
-def randint(low, high=None, size=(), backend=None) -> Tensor:
+def randint(low, high=None, size=(), dtype=None, backend=None, device=None, generator=None,
+            requires_grad=False) -> Tensor:
+    """Integers uniform on [low, high) (int64 unless ``dtype``): ``randint(10, (3,))``, ``randint(2, 5, (3,))``."""
+    _no_out(None, generator)
     if high is None:
         low, high = 0, low
-    be = _backend_arg(backend)
-    return Tensor._wrap(be.randint(low, high, _shape((size,)) if size != () else ()), be)
+    elif isinstance(high, (tuple, list)) and size == ():  # randint(high, size)
+        low, high, size = 0, low, high
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    be = _backend_arg(backend, device)
+    data = be.randint(low, high, _shape((size,)) if size != () else ())
+    if dtype is not None:
+        data = data.astype(as_dtype(dtype))
+    return _finish(data, be, requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False, backend=None) -> Tensor:
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
     if end is None:
         start, end = 0, start
     if step == 0:
         raise ValueError("arange: step must be non-zero")
     if dtype is None:
         dtype = default_float if any(isinstance(v, float) for v in (start, end, step)) else np.int64
-    be = _backend_arg(backend)
+    dtype = as_dtype(dtype)
+    be = _backend_arg(backend, device)
     return _finish(be.xp.arange(start, end, step, dtype=dtype), be, requires_grad)
 
 
-def eye(n, m=None, dtype=None, backend=None) -> Tensor:
-    be = _backend_arg(backend)
-    return Tensor._wrap(be.xp.eye(n, m, dtype=_float_dtype(dtype)), be)
+def eye(n, m=None, dtype=None, backend=None, device=None, requires_grad=False) -> Tensor:
+    be = _backend_arg(backend, device)
+    return _finish(be.xp.eye(n, m, dtype=_float_dtype(dtype)), be, requires_grad)
 
 
-def _like(t: Tensor, fn, dtype, requires_grad):
-    dtype = t.dtype if dtype is None else np.dtype(dtype)
-    return _finish(fn(t._backend, t.shape, dtype), t._backend, requires_grad)
+def linspace(start, end, steps: int, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+    """``steps`` evenly spaced values from start to end inclusive (float32 by default)."""
+    if steps < 0:
+        raise RuntimeError("linspace(): number of steps must be non-negative")
+    be = _backend_arg(backend, device)
+    data = np.linspace(float(start), float(end), int(steps), dtype=np.float64).astype(_float_dtype(dtype))
+    return _finish(be.asarray(data), be, requires_grad)
 
 
-def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return _like(t, lambda be, s, d: be.xp.zeros(s, dtype=d), dtype, requires_grad)
+def logspace(start, end, steps: int, base: float = 10.0, dtype=None, requires_grad=False, backend=None,
+             device=None) -> Tensor:
+    """``base ** linspace(start, end, steps)``."""
+    be = _backend_arg(backend, device)
+    data = np.logspace(float(start), float(end), int(steps), base=base, dtype=np.float64).astype(_float_dtype(dtype))
+    return _finish(be.asarray(data), be, requires_grad)
 
 
-def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return _like(t, lambda be, s, d: be.xp.ones(s, dtype=d), dtype, requires_grad)
+def normal(mean=0.0, std=1.0, size=None, *, dtype=None, backend=None, device=None, generator=None) -> Tensor:
+    """Samples of N(mean, std^2): numbers with ``size``, or tensors of means/stds (broadcast)."""
+    _no_out(None, generator)
+    if isinstance(mean, Tensor) or isinstance(std, Tensor):
+        ref = mean if isinstance(mean, Tensor) else std
+        shape = np.broadcast_shapes(getattr(mean, "shape", ()), getattr(std, "shape", ()))
+        z = randn(*shape, dtype=ref.dtype if ref.dtype.kind == "f" else dtype, backend=ref._backend)
+        return (z * std + mean).detach()
+    if size is None:
+        raise TypeError("normal(): with number mean and std, give size=")
+    be = _backend_arg(backend, device)
+    return Tensor._wrap(be.normal(_shape((size,)) if not isinstance(size, int) else (size,), mean, std,
+                                  _float_dtype(dtype)), be)
 
 
-def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False) -> Tensor:
-    return _like(t, lambda be, s, d: be.xp.full(s, fill_value, dtype=d), dtype, requires_grad)
+def _no_out(out, generator) -> None:
+    if out is not None:
+        raise NotImplementedError("the out= argument is not supported by gpunn factories")
+    if generator is not None:
+        raise NotImplementedError("generator= is not supported by gpunn; seed with gpunn.manual_seed")
 
 
-def randn_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return _like(t, lambda be, s, d: be.randn(s, d), dtype, requires_grad)
+def _like(t: Tensor, fn, dtype, requires_grad, device=None):
+    dtype = t.dtype if dtype is None else as_dtype(dtype)
+    be = t._backend if device is None else _backend_arg(None, device)
+    return _finish(fn(be, t.shape, dtype), be, requires_grad)
 
 
-def rand_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return _like(t, lambda be, s, d: be.rand(s, d), dtype, requires_grad)
+def zeros_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
+    return _like(t, lambda be, s, d: be.xp.zeros(s, dtype=d), dtype, requires_grad, device)
 
 
-def _tensors(seq, op):
-    ts = list(seq)
-    if not ts:
-        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
-    for t in ts:
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: expected tensors, got {type(t).__name__}")
-        _check_same_backend(ts[0], t, op)
-    return ts
+def ones_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
+    return _like(t, lambda be, s, d: be.xp.ones(s, dtype=d), dtype, requires_grad, device)
 
 
-def cat(tensors, dim: int = 0) -> Tensor:
-    """Concatenate along ``dim``; the gradient is split back into the pieces."""
-    ts = _tensors(tensors, "cat")
-    xp = ts[0]._backend.xp
-    dim = ts[0]._dim(dim, "cat")
-    # PyTorch's promotion: floats win over integers without widening (float32 + int64 -> float32)
-    floats = [t.dtype for t in ts if t.dtype.kind == "f"]
-    dtype = np.result_type(*floats) if floats else np.result_type(*[t.dtype for t in ts])
-    out = xp.concatenate([t.data.astype(dtype, copy=False) for t in ts], axis=dim)
-    bounds = np.cumsum([t.shape[dim] for t in ts])[:-1]
-    return ts[0]._result(out, tuple(ts), lambda g: tuple(xp.split(g, bounds, axis=dim)), "CatBackward")
+def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
+    return _like(t, lambda be, s, d: be.xp.full(s, fill_value, dtype=d), dtype, requires_grad, device)
 
 
-def stack(tensors, dim: int = 0) -> Tensor:
-    ts = _tensors(tensors, "stack")
-    return cat([t.unsqueeze(dim) for t in ts], dim)
+def randn_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
+    return _like(t, lambda be, s, d: be.randn(s, d), dtype, requires_grad, device)
 
 
-def where(condition, input, other) -> Tensor:  # noqa: A002
-    """Elementwise ``input if condition else other``; gradients flow to the chosen side."""
-    base = input if isinstance(input, Tensor) else other
-    if not isinstance(base, Tensor):
-        raise TypeError("where: input or other must be a tensor")
-    cond = condition.data if isinstance(condition, Tensor) else base._backend.asarray(condition)
-    a = base._operand(input, "where")
-    b = base._operand(other, "where")
-    xp = base._backend.xp
-    out = xp.where(cond, *_coerce(a.data, b.data))  # where(c, int_tensor, 0.5) -> float32, as in PyTorch
+def rand_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
+    return _like(t, lambda be, s, d: be.rand(s, d), dtype, requires_grad, device)
 
-    def backward(g):
-        ga = _unbroadcast(xp.where(cond, g, 0), a.shape) if a.requires_grad else None
-        gb = _unbroadcast(xp.where(cond, 0, g), b.shape) if b.requires_grad else None
-        return ga, gb
 
-    return base._result(out, (a, b), backward, "WhereBackward")
+def empty_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
+    return zeros_like(t, dtype, requires_grad, device)
+
+
+def randint_like(t: Tensor, low, high=None, dtype=None, device=None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    be = t._backend if device is None else _backend_arg(None, device)
+    return Tensor._wrap(be.randint(low, high, t.shape).astype(t.dtype if dtype is None else as_dtype(dtype)), be)

@@ -1,97 +1,51 @@
-"""``Tensor`` and reverse-mode autograd.
+"""``Tensor``: storage, version counters, the autograd graph and ``backward()``.
 
-A Tensor holds one backend's array (``.data``), the backend it lives on, and -- when it was produced by
-a differentiable op on inputs that require grad -- its parents and a ``_backward`` closure mapping the
-gradient of the output to the gradients of each parent. ``backward()`` sorts the graph topologically,
-runs the closures in reverse, reduces broadcast gradients back to each input's shape, and accumulates
-into ``.grad`` of the leaves. Each op's forward and backward are written next to each other.
+A Tensor holds one backend's array (``_data``, the internal accessor), the backend it lives on, and a
+version counter shared by every tensor that aliases the same memory (views, ``detach()``, ``.data``, an
+optimizer's flat-buffer slices). When a differentiable op produces it from inputs that require grad it
+also records its parents, a ``_backward`` closure (gradient of the output -> gradients of the parents)
+and ``_saved``: the (counter, version) of every tensor whose values that closure reads. Every in-place
+write bumps the counter, and ``backward()`` refuses to run a closure whose saved tensors changed, with
+PyTorch's "modified by an inplace operation" error, instead of returning wrong gradients.
+
+The ops themselves live in ``gpunn.ops`` (one definition each, bound here as methods and exported as
+``gpunn.*`` and ``F.*`` functions); this module is the core they build on.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import threading
-from collections import namedtuple
-
 import numpy as np
 
 from gpunn.backend import Backend, get_backend
-
-float16 = np.dtype(np.float16)
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-int32 = np.dtype(np.int32)
-int64 = np.dtype(np.int64)
-uint8 = np.dtype(np.uint8)
-bool_ = np.dtype(np.bool_)
-default_float = float32
-
-MaxMin = namedtuple("MaxMin", ["values", "indices"])
-
-# ------------------------------------------------------------------------------------------------
-# grad mode
-# ------------------------------------------------------------------------------------------------
-_grad_state = threading.local()
-
-
-def is_grad_enabled() -> bool:
-    return getattr(_grad_state, "enabled", True)
-
-
-class set_grad_enabled:
-    """Context manager (and decorator) that turns graph recording on or off."""
-
-    def __init__(self, mode: bool) -> None:
-        self.mode = bool(mode)
-
-    def __enter__(self):
-        self.prev = is_grad_enabled()
-        _grad_state.enabled = self.mode
-
-    def __exit__(self, *exc):
-        _grad_state.enabled = self.prev
-        return False
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with type(self)(self.mode) if type(self) is set_grad_enabled else type(self)():
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-
-class _BareDecorator(set_grad_enabled):
-    """Lets a no-argument grad-mode class decorate with or without parentheses (``@no_grad``)."""
-
-    def __new__(cls, fn=None):
-        self = super().__new__(cls)
-        if fn is None:
-            return self
-        self.__init__()
-        return self(fn)  # bare ``@no_grad``: the decorated function, not a context manager
-
-
-class no_grad(_BareDecorator):
-    """``with gpunn.no_grad():`` -- ops inside record no graph (evaluation, parameter updates).
-
-    Also a decorator: ``@gpunn.no_grad()`` or ``@gpunn.no_grad``."""
-
-    def __init__(self, fn=None) -> None:
-        super().__init__(False)
-
-
-class enable_grad(_BareDecorator):
-    """``with gpunn.enable_grad():`` -- record the graph again inside a ``no_grad`` block."""
-
-    def __init__(self, fn=None) -> None:
-        super().__init__(True)
+from gpunn.dtypes import (  # noqa: F401  (re-exported: older imports name them from here)
+    _coerce,
+    _infer_dtype,
+    _is_float,
+    as_dtype,
+    bool_,
+    default_float,
+    dtype_name,
+    float16,
+    float32,
+    float64,
+    int32,
+    int64,
+    legacy_type_name,
+    uint8,
+)
+from gpunn.grad_mode import _grad_state, enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+class _Version:
+    """The in-place write count of one storage, shared by every tensor aliasing it."""
+
+    value = 0  # class defaults: creating a counter (once per tensor) costs one object allocation
+    last_op = ""
+
+
 def _freed_backward(_g):
     raise RuntimeError(
         "Trying to backward through the graph a second time: its intermediate results were freed by "
@@ -118,43 +72,16 @@ def _quiet_div(a, b):
         return a / b
 
 
-def _is_float(dtype) -> bool:
-    return np.dtype(dtype).kind == "f"
-
-
 def _check_same_backend(a: Tensor, b: Tensor, op: str) -> None:
     if a._backend is not b._backend:
         raise RuntimeError(
-            f"{op}: expected all tensors on the same backend, got '{a._backend.name}' and "
-            f"'{b._backend.name}'; move one with .to('{a._backend.name}')"
+            f"{op}: expected all tensors on the same device, got '{a._backend.name}' ({a.device}) and "
+            f"'{b._backend.name}' ({b.device}); move one with .to('{a.device}')"
         )
 
 
-def _coerce(a, b):
-    """PyTorch's promotion for two arrays: integer/bool with float takes the float's dtype."""
-    fa, fb = _is_float(a.dtype), _is_float(b.dtype)
-    if fa and not fb:
-        b = b.astype(a.dtype)
-    elif fb and not fa:
-        a = a.astype(b.dtype)
-    return a, b
-
-
-def _add(a, b):
-    return a + b
-
-
-def _infer_dtype(data):
-    """PyTorch's inference: Python floats -> float32, Python ints -> int64, bools -> bool."""
-    if isinstance(data, np.generic):  # NumPy scalars keep their dtype (np.float64 is a float subclass)
-        return None
-    if isinstance(data, bool):
-        return bool_
-    if isinstance(data, int):
-        return int64
-    if isinstance(data, float):
-        return default_float
-    return None
+def _describe(t) -> str:
+    return f"[{legacy_type_name(t.dtype)} {list(t.shape)}]"
 
 
 class _HookHandle:
@@ -177,61 +104,103 @@ class _HookHandle:
 class Tensor:
     """An n-dimensional array on one backend, with optional gradient tracking.
 
+    ``gpunn.Tensor([1, 2])`` is float32 (as ``torch.Tensor``); ``gpunn.Tensor(2, 3)`` has shape (2, 3).
     >>> x = gpunn.tensor([[1.0, 2.0]], requires_grad=True)
     >>> (x * x).sum().backward(); x.grad
     tensor([[2., 4.]])
     """
 
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
-    _grad_owner = None  # the optimizer flat buffer holding this parameter's gradient storage, if any
+    # defaults shared by every instance (an op's output sets only what differs)
+    _grad_owner = None  # the optimizer flat buffer holding this parameter's storage, if any
     _post_accumulate_hooks = None  # {handle id: hook(tensor)}, set by register_post_accumulate_grad_hook
+    grad = None
+    requires_grad = False
+    _parents: tuple = ()
+    _backward = None
+    _op = ""
+    _saved: tuple = ()  # ((version counter, version at save time, tensor or None for the output), ...)
+    _uses = 0  # how many recorded ops take this tensor as an input
+    _is_view = False  # a view (reshape, index, ...) recorded in the graph of a tensor that requires grad
+    _view_of = None  # (base, rebase) for a view aliasing base: rebase(base, view) writes the view back
+    _retains_grad = False
+    _grad_view = None  # set by an optimizer: where this leaf's grad lives in a flat buffer
 
-    def __init__(self, data, requires_grad: bool = False, *, _backend: Backend | None = None) -> None:
-        backend = _backend if _backend is not None else get_backend()
-        if isinstance(data, Tensor):
+    def __init__(self, *data, requires_grad: bool = False, device=None, dtype=None) -> None:
+        be = get_backend() if device is None else _backend_of(device)
+        dtype = float32 if dtype is None else as_dtype(dtype)
+        if len(data) == 1 and isinstance(data[0], Tensor):
             raise TypeError("Tensor(tensor): use tensor.clone() or tensor.detach() instead")
-        if not backend.is_array(data):
-            dtype = _infer_dtype(data)
-            if dtype is None and isinstance(data, (list, tuple)) and np.asarray(data).dtype == float64:
-                dtype = default_float  # nested Python floats -> float32, as torch.Tensor([...]) does
-            data = backend.asarray(data, dtype=dtype)
-        self.data = data
-        self._backend = backend
-        self.grad: Tensor | None = None
-        self._parents: tuple = ()
-        self._backward = None
-        self._op = ""
-        self._retains_grad = False
-        self._grad_view = None  # set by an optimizer: where this leaf's grad lives in a flat buffer
-        self.requires_grad = False
+        if all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in data):
+            array = be.xp.zeros(tuple(int(n) for n in data), dtype=dtype)  # Tensor(2, 3): a (2, 3) tensor
+        elif len(data) == 1:
+            src = data[0]
+            if not be.is_array(src):
+                src = np.asarray(src)
+                if src.dtype.kind not in "biuf":
+                    raise TypeError(f"Tensor(): data must be numeric, got dtype {src.dtype}")
+            array = be.asarray(src, dtype=dtype)
+            if array is data[0] or (isinstance(data[0], np.ndarray) and np.shares_memory(array, data[0])):
+                array = array.copy()
+        else:
+            raise TypeError(f"Tensor(): expected a sequence of data or a size, got {data!r}")
+        self._init(array, be)
         if requires_grad:
             self.requires_grad_(True)
+
+    def _init(self, array, backend: Backend) -> None:
+        self._data = array
+        self._backend = backend
+        self._vc = _Version()
 
     # -- construction from an op ------------------------------------------------------------------
     @classmethod
     def _wrap(cls, data, backend: Backend) -> Tensor:
-        t = cls.__new__(Tensor)
+        """A new leaf Tensor owning ``data`` (an array of ``backend``; converted if it is not one)."""
+        t = object.__new__(Tensor)
         if not isinstance(data, backend.xp.ndarray):
             data = backend.xp.asarray(data)
-        t.data = data
+        t._data = data
         t._backend = backend
-        t.grad = None
-        t._parents = ()
-        t._backward = None
-        t._op = ""
-        t._retains_grad = False
-        t._grad_view = None
-        t.requires_grad = False
+        t._vc = _Version()
         return t
 
-    def _result(self, data, parents: tuple, backward, op: str) -> Tensor:
-        """Wrap an op's output; record the graph edge when grad mode is on and a parent needs grad."""
+    def _result(self, data, parents: tuple, backward, op: str, saved=None, saves_output: bool = False,
+                view: bool = False) -> Tensor:
+        """Wrap an op's output; record the graph edge when grad mode is on and a parent needs grad.
+
+        ``saved``: the tensors whose values ``backward`` reads (default: every parent); ``saves_output``:
+        it reads the output too; ``view``: the output aliases ``self``'s memory (shares its counter)."""
         out = Tensor._wrap(data, self._backend)
-        if is_grad_enabled() and any(p.requires_grad for p in parents):
-            out.requires_grad = True
-            out._parents = parents
-            out._backward = backward
-            out._op = op
+        if view and _may_alias(self, out._data):
+            out._vc = self._vc
+            out._view_of = (self, None)
+        if not getattr(_grad_state, "enabled", True):
+            return out
+        needed = every = False
+        for p in parents:
+            if p.requires_grad:
+                needed = True
+                p._uses += 1
+            else:
+                every = True  # some parent needs no gradient
+        if not needed:
+            return out
+        out.requires_grad = True
+        # an edge only to the parents that require grad now (a parent made to require grad later, by an
+        # in-place op, must not receive this op's gradient)
+        out._parents = tuple(p if p.requires_grad else None for p in parents) if every else parents
+        out._backward = backward
+        out._op = op
+        if saved is None:
+            saved = parents
+        if saved or saves_output:
+            rec = [(t._vc, t._vc.value, t) for t in saved if t is not None]
+            if saves_output:
+                rec.append((out._vc, out._vc.value, None))
+            out._saved = tuple(rec)
+        if view:
+            out._is_view = True
         return out
 
     def _operand(self, other, op: str) -> Tensor:
@@ -261,36 +230,61 @@ class Tensor:
         except Exception as exc:
             raise TypeError(f"{op}: unsupported operand of type {type(other).__name__}") from exc
 
-    # -- basic properties -------------------------------------------------------------------------
-    # ``_data`` is the internal accessor of the backend array; new internal code uses it, because
-    # ``.data`` is becoming PyTorch's detached Tensor view (issue 9).
+    # -- storage: .data (PyTorch's detached alias) ---------------------------------------------------
     @property
-    def _data(self):
-        return self.data
+    def data(self) -> Tensor:
+        """A tensor sharing this one's storage (and version counter), detached, not requiring grad."""
+        return self.detach()
 
-    @_data.setter
-    def _data(self, value) -> None:
-        self.data = value
+    @data.setter
+    def data(self, value) -> None:
+        """``t.data = other``: ``t`` now uses ``other``'s storage (shape and dtype may change). An
+        optimizer holding ``t`` copies the new values into its flat buffer at its next step."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"Tensor.data must be assigned a Tensor, got {type(value).__name__}; wrap it with "
+                            "gpunn.tensor(...) or use t.copy_(...)")
+        if self._grad_owner is not None:  # the optimizer will copy the new values over the old storage
+            self._bump_version("data assignment")
+        self._data = value._data
+        self._backend = value._backend
+        self._vc = value._vc
 
+    def _bump_version(self, op: str) -> None:
+        """Record an in-place write to this tensor's storage (done by every in-place op)."""
+        v = self._vc
+        v.value += 1
+        v.last_op = op
+
+    @property
+    def _version(self) -> int:
+        return self._vc.value
+
+    # -- basic properties -------------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        return tuple(self.data.shape)
+        return tuple(self._data.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def backend(self) -> Backend:
         return self._backend
 
     @property
-    def device(self) -> str:
-        return self._backend.device
+    def device(self):
+        from gpunn.device import device_of
+
+        return device_of(self._backend)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._backend.name != "numpy"
 
     @property
     def is_leaf(self) -> bool:
@@ -300,51 +294,84 @@ class Tensor:
     def grad_fn(self):
         return self._op or None
 
+    @property
+    def itemsize(self) -> int:
+        return int(self._data.dtype.itemsize)
+
+    def element_size(self) -> int:
+        return self.itemsize
+
     def dim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
+
+    ndimension = dim
 
     def size(self, dim: int | None = None):
-        return self.shape if dim is None else self.shape[dim]
+        return self.shape if dim is None else self.shape[self._dim(dim, "size")]
 
     def numel(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
+
+    nelement = numel
+
+    def _dim(self, dim: int, op: str, extra: int = 0) -> int:
+        """``dim`` in [-(ndim + extra), ndim + extra) as a non-negative index, or IndexError (as PyTorch)."""
+        n = max(self.ndim + extra, 1)
+        if not -n <= dim < n:
+            raise IndexError(f"{op}: dimension {dim} is out of range for a tensor of {self.ndim} dimensions "
+                             f"(expected one in [{-n}, {n - 1}])")
+        return dim % n
 
     def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
     def __repr__(self) -> str:
-        body = np.array2string(self._backend.to_numpy(self.data), separator=", ", precision=4,
-                               prefix="tensor(")
-        extra = ""
-        if self.dtype not in (float32, int64, bool_):
-            extra += f", dtype={self.dtype}"
-        if self._backend.name != "numpy":
-            extra += f", backend='{self._backend.name}'"
-        if self.requires_grad:
-            extra += f", grad_fn={self._op}" if self._op else ", requires_grad=True"
-        return f"tensor({body}{extra})"
+        from gpunn._format import tensor_repr
+
+        return tensor_repr(self)
+
+    def __format__(self, spec: str) -> str:
+        if self.ndim == 0:  # '{:.0f}'.format(t) formats the number, as in PyTorch
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"unsupported format string {spec!r} passed to Tensor.__format__ (only 0-d "
+                            "tensors format as numbers; use t.item() or t.tolist())")
+        return repr(self)
 
     def __hash__(self) -> int:
         return id(self)
 
+    def __getattr__(self, name: str):
+        # only reached when normal lookup failed: name the unsupported PyTorch method plainly
+        if name.startswith("_"):
+            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}: Tensor.{name} is not supported by gpunn "
+                             "(docs/pytorch-compat.md lists what is)")
+
     # -- conversions ------------------------------------------------------------------------------
-    def numpy(self) -> np.ndarray:
-        """The data as a NumPy array (a view on the numpy backend, a copy from the GPU)."""
-        if self.requires_grad:
-            raise RuntimeError("Can't call numpy() on a tensor that requires grad; use "
-                               "tensor.detach().numpy() instead")
-        return self._backend.to_numpy(self.data)
+    def numpy(self, force: bool = False) -> np.ndarray:
+        """The data as a NumPy array (a view on the numpy backend; a copy from the GPU, where PyTorch
+        would ask for ``.cpu()`` first)."""
+        if self.requires_grad and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
+                               "instead.")
+        return self._backend.to_numpy(self._data)
 
     def item(self):
-        if self.data.size != 1:
-            raise ValueError(f"item(): only a tensor with one element can be converted to a Python "
-                             f"scalar, this one has {self.data.size} (shape {self.shape})")
-        return self._backend.to_numpy(self.data).reshape(()).item()
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar "
+                               f"(item() needs exactly one element; shape {self.shape})")
+        return self._backend.to_numpy(self._data).reshape(()).item()
 
     def tolist(self):
-        return self._backend.to_numpy(self.data).tolist()
+        return self._backend.to_numpy(self._data).tolist()
 
     def __float__(self) -> float:
         return float(self.item())
@@ -354,47 +381,58 @@ class Tensor:
 
     def __index__(self) -> int:
         if self.dtype.kind not in "iu":
-            raise TypeError("only integer tensors of a single element can be used as an index")
+            raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __bool__(self) -> bool:
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is ambiguous")
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous "
+                               f"({self._data.size} elements)")
         return bool(self.item())
 
     def __array__(self, dtype=None, copy=None):
-        a = self._backend.to_numpy(self.data)
+        a = self._backend.to_numpy(self._data)
         return a.astype(dtype) if dtype is not None else a
 
     # -- DLPack: zero-copy exchange with PyTorch, CuPy, NumPy, JAX ... --------------------------
     def __dlpack__(self, *args, **kwargs):
         """Export the data (no copy): ``torch.from_dlpack(t)``, ``cupy.from_dlpack(t)``."""
-        return self.data.__dlpack__(*args, **kwargs)
+        return self._data.__dlpack__(*args, **kwargs)
 
     def __dlpack_device__(self):
-        return self.data.__dlpack_device__()
+        return self._data.__dlpack_device__()
 
+    # -- graph ---------------------------------------------------------------------------------------
     def detach(self) -> Tensor:
-        """A tensor sharing this one's data, cut from the graph."""
-        return Tensor._wrap(self.data, self._backend)
+        """A tensor sharing this one's storage and version counter, cut from the graph."""
+        t = Tensor._wrap(self._data, self._backend)
+        t._vc = self._vc
+        return t
 
-    def clone(self) -> Tensor:
-        data = self.data.copy()
-        return self._result(data, (self,), lambda g: (g,), "CloneBackward")
+    def detach_(self) -> Tensor:
+        if self._is_view:
+            raise RuntimeError("detach_(): can't detach a view in place; use detach()")
+        self._parents, self._backward, self._op, self._saved = (), None, "", ()
+        self.requires_grad = False
+        return self
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and not _is_float(self.dtype):
-            raise RuntimeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got dtype "
+                               f"{dtype_name(self.dtype)}")
         if not self.is_leaf and not requires_grad:
-            raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use detach() instead")
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. If you want to use "
+                               "a computed variable in a subgraph that doesn't require differentiation use "
+                               "var_no_grad = var.detach().")
         self.requires_grad = bool(requires_grad)
         return self
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor after backward()."""
         if not self.requires_grad:
-            raise RuntimeError("retain_grad() on a tensor that does not require grad")
-        self._retains_grad = True
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if not self.is_leaf:
+            self._retains_grad = True
 
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` each time backward() has accumulated a gradient into this leaf's ``.grad``
@@ -411,14 +449,20 @@ class Tensor:
             self._post_accumulate_hooks = {}
         return _HookHandle(self._post_accumulate_hooks, hook)
 
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    # -- devices and dtypes -------------------------------------------------------------------------
     def astype(self, dtype) -> Tensor:
-        dtype = np.dtype(dtype)
+        """This tensor in ``dtype`` (itself when it already is); float -> float keeps the graph."""
+        dtype = as_dtype(dtype)
         if dtype == self.dtype:
             return self
         src = self.dtype
-        data = self.data.astype(dtype)
+        data = self._data.astype(dtype)
         if _is_float(dtype) and _is_float(src):
-            return self._result(data, (self,), lambda g: (g.astype(src),), "ToCopyBackward")
+            return self._result(data, (self,), lambda g: (g.astype(src),), "ToCopyBackward", saved=())
         return Tensor._wrap(data, self._backend)
 
     def float(self) -> Tensor:
@@ -426,6 +470,9 @@ class Tensor:
 
     def double(self) -> Tensor:
         return self.astype(float64)
+
+    def half(self) -> Tensor:
+        return self.astype(float16)
 
     def long(self) -> Tensor:
         return self.astype(int64)
@@ -436,83 +483,174 @@ class Tensor:
     def bool(self) -> Tensor:
         return self.astype(bool_)
 
-    def to(self, target=None, dtype=None) -> Tensor:
-        """``.to(dtype)``, ``.to("numpy" | "cupy")`` or both: a copy on that backend/dtype (graph kept
-        for dtype changes; a backend move returns a new leaf)."""
-        out = self
-        if target is not None and not isinstance(target, (str, Backend)):
-            dtype, target = target, None
-        if target is not None:
-            from gpunn.backend import backend_for
+    def type(self, dtype=None, non_blocking: bool = False):
+        """``t.type()`` -> ``'gpunn.FloatTensor'``; ``t.type(gpunn.float64)`` / ``t.type('gpunn.LongTensor')``
+        -> a converted tensor."""
+        if dtype is None:
+            name = legacy_type_name(self.dtype)
+            return name if self._backend.name == "numpy" else name.replace("gpunn.", "gpunn.cuda.")
+        if isinstance(dtype, str) and dtype.split(".")[-1].endswith("Tensor"):
+            from gpunn.dtypes import _LEGACY_NAMES
 
-            be = backend_for(target)
+            by_name = {v: k for k, v in _LEGACY_NAMES.items()}
+            if dtype.split(".")[-1] not in by_name:
+                raise TypeError(f"type(): unknown tensor type {dtype!r}")
+            dtype = by_name[dtype.split(".")[-1]]
+        return self.astype(dtype)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other)
+
+    def to(self, *args, **kwargs) -> Tensor:
+        """``.to(device)``, ``.to(dtype)``, ``.to(device, dtype)``, ``.to(other_tensor)``, keywords
+        ``device=``/``dtype=``/``copy=``; devices are 'cpu', 'cuda', 'cuda:0', gpunn.device or a backend
+        name. Both a dtype change and a device move keep the graph (the result is not a leaf), as in PyTorch."""
+        target, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        copy = kwargs.pop("copy", False)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"to(): unexpected keyword arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, Tensor):
+                target, dtype = a._backend, a.dtype
+            elif a is None:
+                continue
+            elif _is_device_like(a):
+                target = a
+            else:
+                dtype = a
+        out = self
+        if target is not None:
+            be = _backend_of(target)
             if be is not self._backend:
-                host = self._backend.to_numpy(self.data)
-                out = Tensor._wrap(be.asarray(host), be)
-                out.requires_grad = self.requires_grad and self.is_leaf
+                out = self._moved_to(be)
         if dtype is not None:
             out = out.astype(dtype)
+        if copy and out is self:
+            out = self.clone()
         return out
 
-    # -- in-place helpers (no graph) --------------------------------------------------------------
+    def _moved_to(self, be: Backend) -> Tensor:
+        """A copy on another backend; differentiable (ToCopyBackward0), as PyTorch's device moves are."""
+        src = self._backend
+        out = Tensor._wrap(be.asarray(src.to_numpy(self._data)), be)
+        if is_grad_enabled() and self.requires_grad:
+            out.requires_grad = True
+            out._parents = (self,)
+            out._backward = lambda g: (src.asarray(be.to_numpy(g)),)
+            out._op = "ToCopyBackward0"
+            self._uses += 1
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self, device=None, non_blocking: bool = False) -> Tensor:
+        return self.to("cuda" if device is None else device if not isinstance(device, int) else f"cuda:{device}")
+
+    # -- in-place machinery ----------------------------------------------------------------------------
     def _check_inplace(self, op: str) -> None:
-        if self.requires_grad and is_grad_enabled():
-            raise RuntimeError(f"{op}: a tensor that requires grad can't be modified in place while grad "
-                               "is recorded; wrap the update in gpunn.no_grad()")
+        if is_grad_enabled() and self.requires_grad:
+            if self._backward is None:
+                raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "
+                                   "operation. Wrap the update in `with gpunn.no_grad():` (a parameter update) "
+                                   "or use the out-of-place op")
+            if self._is_view:
+                raise RuntimeError(f"{op}: in-place modification of a view of a tensor that requires grad is "
+                                   "not supported by gpunn's autograd; use the out-of-place op (e.g. "
+                                   "y = y.clone(); y[...] = ...) or modify it under gpunn.no_grad()")
 
-    def zero_(self) -> Tensor:
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
-
-    def fill_(self, value) -> Tensor:
-        self._check_inplace("fill_")
-        self.data[...] = value
-        return self
-
-    def copy_(self, src) -> Tensor:
-        self._check_inplace("copy_")
-        src_data = src.data if isinstance(src, Tensor) else self._backend.asarray(src)
-        if isinstance(src, Tensor):
-            _check_same_backend(self, src, "copy_")
+    def _write(self, data, op: str, cast: bool = False) -> None:
+        """Write ``data`` (an array, broadcast to this shape) into the storage. An op's float result can't
+        go into an integer tensor (PyTorch's rule) unless ``cast`` (fill_, copy_: values are converted)."""
+        src = getattr(data, "dtype", None)
+        if not cast and src is not None and _is_float(src) and not _is_float(self.dtype):
+            raise RuntimeError(f"{op}: result type {dtype_name(src)} can't be cast to the desired output type "
+                               f"{dtype_name(self.dtype)}")
+        if hasattr(data, "shape") and tuple(data.shape) != self.shape:
+            try:
+                shape = np.broadcast_shapes(tuple(data.shape), self.shape)
+            except ValueError:
+                shape = None
+            if shape != self.shape:
+                raise RuntimeError(f"{op}: output with shape {list(self.shape)} doesn't match the broadcast "
+                                   f"shape {list(shape) if shape else list(data.shape)}")
         try:
-            self.data[...] = src_data
+            self._data[...] = data
         except ValueError as exc:
-            raise RuntimeError(f"copy_: can't copy shape {tuple(src_data.shape)} into shape {self.shape}") \
-                from exc
-        return self
+            if getattr(getattr(self._data, "flags", None), "writeable", True):
+                raise
+            raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location (an expand()ed tensor); clone() it "
+                               "first") from exc
+        self._bump_version(op)
 
-    def uniform_(self, a: float = 0.0, b: float = 1.0) -> Tensor:
-        self._check_inplace("uniform_")
-        self.data[...] = self._backend.uniform(self.shape, a, b, self.dtype)
-        return self
+    def _inplace(self, op: str, fn, *args) -> Tensor:
+        """``self <- fn(self, *args)`` in place, with PyTorch's rules; ``fn`` is the out-of-place op.
 
-    def normal_(self, mean: float = 0.0, std: float = 1.0) -> Tensor:
-        self._check_inplace("normal_")
-        self.data[...] = self._backend.normal(self.shape, mean, std, self.dtype)
+        Outside the graph (no grad needed, or ``no_grad``) the result is written into the storage. When
+        the result needs a gradient, this tensor takes over the op's node: the old value becomes a
+        private snapshot that the op consumed, so every alias sees the new values and backward
+        differentiates through both."""
+        self._check_inplace(op)
+        record = is_grad_enabled() and (self.requires_grad
+                                        or any(isinstance(a, Tensor) and a.requires_grad for a in args))
+        if not record:
+            with no_grad():
+                res = fn(self, *args)
+            self._write(res._data, op)
+            return self
+        if self._uses:
+            raise RuntimeError(f"{op}: this tensor was already used by another operation of the graph, which "
+                               "gpunn's autograd can't rewrite in place; use the out-of-place op (x = x + y) "
+                               "instead")
+        view_of = self._view_of
+        if view_of is not None:  # the base must see the new graph too: only through a basic index, once
+            base, rebase = view_of
+            if rebase is None or base._view_of is not None or base._uses or base.requires_grad:
+                raise RuntimeError(f"{op}: an in-place op whose result requires grad on a view (reshape, "
+                                   "permute, expand, a view of a view) is not supported by gpunn's autograd; "
+                                   "write through indexing of the base tensor (base[idx] = ...) or use the "
+                                   "out-of-place op")
+        old = Tensor._wrap(self._data.copy(), self._backend)
+        old.requires_grad, old._parents, old._backward = self.requires_grad, self._parents, self._backward
+        old._op, old._saved = self._op, self._saved
+        res = fn(old, *args)
+        self._write(res._data, op)
+        self.requires_grad = True
+        self._parents, self._backward, self._op = res._parents, res._backward, res._op
+        now = self._vc.value
+        self._saved = tuple((self._vc, now, None) if c is res._vc else (c, v, t)
+                            for c, v, t in res._saved)
+        if view_of is not None:
+            base._inplace("index_put_", rebase, self)  # base = index_put(old base, idx, this view)
+            # that write put back the values this node just produced: what it saved of them is current
+            self._saved = tuple((c, c.value if c is self._vc else v, t) for c, v, t in self._saved)
         return self
-
-    def __setitem__(self, index, value) -> None:
-        self._check_inplace("__setitem__")
-        index = _index_data(index)
-        self.data[index] = value.data if isinstance(value, Tensor) else value
 
     # -- backward -----------------------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph: bool = False) -> None:
+    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
+                 inputs=None) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``gradient`` is required when self is not a scalar (it is d(loss)/d(self), same shape)."""
+        if create_graph:
+            raise NotImplementedError("backward(create_graph=True): higher-order gradients are not supported "
+                                      "by gpunn")
+        if inputs is not None:
+            raise NotImplementedError("backward(inputs=...) is not supported by gpunn")
         if not self.requires_grad:
-            raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn "
-                               "(did you call it inside no_grad(), or forget requires_grad=True?)")
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn "
+                               "(did you call backward() on a result computed inside no_grad(), or forget "
+                               "requires_grad=True?)")
         xp = self._backend.xp
         if gradient is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward(): grad can be implicitly created only for scalar outputs; "
-                                   f"this tensor has shape {self.shape}, pass gradient= of that shape")
-            g = xp.ones_like(self.data)
+            if self._data.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs; this tensor has "
+                                   f"shape {self.shape}, pass gradient= of that shape")
+            g = xp.ones_like(self._data)
         else:
-            g = gradient.data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
+            g = gradient._data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
             if tuple(g.shape) != self.shape:
                 raise RuntimeError(f"backward(): gradient has shape {tuple(g.shape)}, expected {self.shape}")
             g = g.astype(self.dtype, copy=False)
@@ -529,7 +667,7 @@ class Tensor:
             seen.add(id(node))
             stack.append((node, True))
             for p in node._parents:
-                if p.requires_grad and id(p) not in seen:
+                if p is not None and p.requires_grad and id(p) not in seen:
                     stack.append((p, False))
 
         grads = {id(self): g}
@@ -543,20 +681,27 @@ class Tensor:
                     continue
                 if node._retains_grad:
                     node._accumulate_grad(g)
+                for counter, version, t in node._saved:
+                    if counter.value != version:
+                        raise RuntimeError(_modified_message(node, counter, version, t))
                 parent_grads = node._backward(g)
                 for p, pg in zip(node._parents, parent_grads):
-                    if pg is None or not p.requires_grad:
+                    if pg is None or p is None or not p.requires_grad:
                         continue
                     if tuple(pg.shape) != p.shape:  # a broken backward would otherwise broadcast silently
                         raise RuntimeError(f"{node._op} returned a gradient of shape {tuple(pg.shape)} for "
                                            f"an input of shape {p.shape}")
-                    if pg.dtype != p.data.dtype:
-                        pg = pg.astype(p.data.dtype)
+                    if pg.dtype != p._data.dtype:
+                        pg = pg.astype(p._data.dtype)
                     key = id(p)
                     grads[key] = grads[key] + pg if key in grads else pg
                 if not retain_graph:
+                    for p in node._parents:
+                        if p is not None:
+                            p._uses -= 1
                     node._backward = _freed_backward
                     node._parents = ()
+                    node._saved = ()
 
     def _accumulate_grad(self, g) -> None:
         if g.dtype != self.dtype:
@@ -568,449 +713,44 @@ class Tensor:
             else:
                 self.grad = Tensor._wrap(g.copy(), self._backend)
         else:
-            self.grad.data += g
+            self.grad._data += g
+            self.grad._bump_version("backward")
         if self._post_accumulate_hooks:
             for hook in list(self._post_accumulate_hooks.values()):
                 hook(self)
 
-    # -- arithmetic ---------------------------------------------------------------------------------
-    def __add__(self, other) -> Tensor:
-        b = self._operand(other, "add")
-        out = _add(*_coerce(self.data, b.data))
-        sa, sb = self.shape, b.shape
-        return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)),
-                            "AddBackward")
 
-    __radd__ = __add__
+def _modified_message(node, counter, version, t) -> str:
+    what = f"output 0 of {node._op}" if t is None else (f"output 0 of {t._op}" if t._op else "a leaf tensor"
+                                                          if t.is_leaf else "an input")
+    desc = _describe(node) if t is None else _describe(t)
+    by = f" (last modified by {counter.last_op})" if counter.last_op else ""
+    return (f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+            f"{desc}, which is {what} and saved by {node._op}, is at version {counter.value}; expected "
+            f"version {version} instead{by}. Compute the backward before modifying it (e.g. call "
+            "optimizer.step() after loss.backward()), or modify a clone().")
 
-    def __sub__(self, other) -> Tensor:
-        b = self._operand(other, "sub")
-        a_data, b_data = _coerce(self.data, b.data)
-        out = a_data - b_data
-        sa, sb = self.shape, b.shape
-        return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)),
-                            "SubBackward")
 
-    def __rsub__(self, other) -> Tensor:
-        return self._operand(other, "sub").__sub__(self)
+def _may_alias(t: Tensor, out) -> bool:
+    """Whether a view op's output array may share memory with ``t``'s (NumPy's reshape sometimes copies)."""
+    if out is t._data:
+        return True
+    check = getattr(t._backend.xp, "may_share_memory", None)
+    return True if check is None else bool(check(t._data, out))
 
-    def __mul__(self, other) -> Tensor:
-        b = self._operand(other, "mul")
-        a_data, b_data = _coerce(self.data, b.data)
-        out = a_data * b_data
 
-        def backward(g):
-            ga = _unbroadcast(g * b_data, a_data.shape) if self.requires_grad else None
-            gb = _unbroadcast(g * a_data, b_data.shape) if b.requires_grad else None
-            return ga, gb
+def _is_device_like(a) -> bool:
+    from gpunn.device import device
 
-        return self._result(out, (self, b), backward, "MulBackward")
+    if isinstance(a, (device, Backend)):
+        return True
+    if isinstance(a, str):
+        name = a.split(":")[0].strip().lower()
+        return name in ("cpu", "cuda", "numpy", "cupy", "auto")
+    return isinstance(a, int) and not isinstance(a, bool)
 
-    __rmul__ = __mul__
 
-    def __truediv__(self, other) -> Tensor:
-        b = self._operand(other, "div")
-        a_data, b_data = _coerce(self.data, b.data)
-        if not _is_float(a_data.dtype) and not _is_float(b_data.dtype):  # int / int -> float32
-            a_data, b_data = a_data.astype(default_float), b_data.astype(default_float)
-        out = a_data / b_data
+def _backend_of(target) -> Backend:
+    from gpunn.device import backend_of
 
-        def backward(g):
-            ga = _unbroadcast(g / b_data, a_data.shape) if self.requires_grad else None
-            gb = _unbroadcast(-g * out / b_data, b_data.shape) if b.requires_grad else None
-            return ga, gb
-
-        return self._result(out, (self, b), backward, "DivBackward")
-
-    def __rtruediv__(self, other) -> Tensor:
-        return self._operand(other, "div").__truediv__(self)
-
-    def __neg__(self) -> Tensor:
-        return self._result(-self.data, (self,), lambda g: (-g,), "NegBackward")
-
-    def __pos__(self) -> Tensor:
-        return self
-
-    def __pow__(self, exponent) -> Tensor:
-        x = self.data
-        if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
-            p = exponent
-            if isinstance(p, float) and not _is_float(x.dtype):  # int tensor ** 0.5 -> float32
-                x = x.astype(default_float)
-            out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
-            if p == 0:  # d/dx x^0 = 0 everywhere, including x = 0 (not 0 * inf), as in PyTorch
-                return self._result(out, (self,), lambda g: (g * 0,), "PowBackward0")
-            return self._result(out, (self,), lambda g: (g * p * x ** x.dtype.type(p - 1),), "PowBackward0")
-        e = self._operand(exponent, "pow")
-        x, e_data = _coerce(x, e.data)  # 2.5 ** int_tensor -> float32, as in PyTorch
-        out = x**e_data
-
-        def backward(g):
-            gx = None
-            if self.requires_grad:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gx = g * e_data * x ** (e_data - 1)
-                gx = _unbroadcast(self._backend.xp.where(e_data == 0, 0, gx), x.shape)  # torch: 0 where e == 0
-            ge = None
-            if e.requires_grad:
-                xp = self._backend.xp
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    logx = xp.where(x > 0, xp.log(xp.where(x > 0, x, 1)), 0)
-                ge = _unbroadcast(g * out * logx, e.shape)
-            return gx, ge
-
-        return self._result(out, (self, e), backward, "PowBackward1")
-
-    def __rpow__(self, base) -> Tensor:
-        return self._operand(base, "pow").__pow__(self)
-
-    def __matmul__(self, other) -> Tensor:
-        b = self._operand(other, "matmul")
-        a_data, b_data = _coerce(self.data, b.data)
-        if a_data.ndim == 0 or b_data.ndim == 0:
-            raise RuntimeError("matmul: both arguments need at least 1 dimension, got a 0-d tensor")
-        if a_data.shape[-1] != b_data.shape[-2 if b_data.ndim > 1 else 0]:
-            raise ValueError(f"matmul: shapes {self.shape} and {b.shape} can't be multiplied "
-                             f"({a_data.shape[-1]} != {b_data.shape[-2 if b_data.ndim > 1 else 0]})")
-        out = a_data @ b_data
-        xp = self._backend.xp
-
-        def backward(g):
-            a2 = a_data[None, :] if a_data.ndim == 1 else a_data
-            b2 = b_data[:, None] if b_data.ndim == 1 else b_data
-            g2 = g  # restore the dims matmul dropped for 1-D operands (b's first: g is 0-d for 1-D @ 1-D)
-            if b_data.ndim == 1:
-                g2 = xp.expand_dims(g2, -1)
-            if a_data.ndim == 1:
-                g2 = xp.expand_dims(g2, -2)
-            ga = gb = None
-            if self.requires_grad:
-                ga = g2 @ xp.swapaxes(b2, -1, -2)
-                ga = _unbroadcast(ga, a2.shape).reshape(a_data.shape)
-            if b.requires_grad:
-                gb = xp.swapaxes(a2, -1, -2) @ g2
-                gb = _unbroadcast(gb, b2.shape).reshape(b_data.shape)
-            return ga, gb
-
-        return self._result(out, (self, b), backward, "MmBackward")
-
-    def __rmatmul__(self, other) -> Tensor:
-        return self._operand(other, "matmul").__matmul__(self)
-
-    # -- comparisons (no gradient) ----------------------------------------------------------------
-    def _compare(self, other, fn, op):
-        b = self._operand(other, op)
-        return Tensor._wrap(fn(*_coerce(self.data, b.data)), self._backend)
-
-    def __eq__(self, other):  # noqa: D105
-        return self._compare(other, lambda a, b: a == b, "eq")
-
-    def __ne__(self, other):
-        return self._compare(other, lambda a, b: a != b, "ne")
-
-    def __lt__(self, other):
-        return self._compare(other, lambda a, b: a < b, "lt")
-
-    def __le__(self, other):
-        return self._compare(other, lambda a, b: a <= b, "le")
-
-    def __gt__(self, other):
-        return self._compare(other, lambda a, b: a > b, "gt")
-
-    def __ge__(self, other):
-        return self._compare(other, lambda a, b: a >= b, "ge")
-
-    def eq(self, other):
-        return self == other
-
-    def __invert__(self):
-        return Tensor._wrap(~self.data, self._backend)
-
-    def __and__(self, other):
-        return self._compare(other, lambda a, b: a & b, "and")
-
-    def __or__(self, other):
-        return self._compare(other, lambda a, b: a | b, "or")
-
-    # -- reductions ---------------------------------------------------------------------------------
-    def _axes(self, dim):
-        if dim is None:
-            return None
-        dims = (dim,) if isinstance(dim, int) else tuple(dim)
-        nd = max(self.ndim, 1)
-        for d in dims:
-            if not -nd <= d < nd:
-                raise IndexError(f"dim {d} is out of range for a tensor of {self.ndim} dimensions")
-        return tuple(d % nd for d in dims)
-
-    def sum(self, dim=None, keepdim: bool = False) -> Tensor:
-        axes = self._axes(dim)
-        out = self.data.sum(axis=axes, keepdims=keepdim)
-        shape = self.shape
-        xp = self._backend.xp
-
-        def backward(g):
-            if not keepdim and axes is not None:
-                g = xp.expand_dims(g, axes)
-            return (xp.broadcast_to(g, shape),)
-
-        return self._result(out, (self,), backward, "SumBackward")
-
-    def mean(self, dim=None, keepdim: bool = False) -> Tensor:
-        if not _is_float(self.dtype):
-            raise RuntimeError(f"mean(): needs a floating-point tensor, got dtype {self.dtype}")
-        axes = self._axes(dim)
-        count = self.data.size if axes is None else math.prod(self.shape[a] for a in axes)
-        return self.sum(dim, keepdim) / float(count) if count else self.sum(dim, keepdim) * math.nan
-
-    def _extremum(self, dim, keepdim, find_max: bool):
-        xp = self._backend.xp
-        name = "max" if find_max else "min"
-        if self.data.size == 0:
-            raise RuntimeError(f"{name}(): the tensor is empty")
-        x = self.data
-        if dim is None:
-            out = x.max() if find_max else x.min()
-
-            def backward(g):  # split evenly between ties, as PyTorch does for the full reduction
-                xp = self._backend.xp
-                mask = ((x == out) | (xp.isnan(x) & xp.isnan(out))).astype(x.dtype)  # a NaN max is NaN's
-                return (g * mask / mask.sum(),)
-
-            return self._result(out, (self,), backward, f"{name.capitalize()}Backward")
-        (axis,) = self._axes(dim)
-        idx = x.argmax(axis=axis) if find_max else x.argmin(axis=axis)
-        vals = xp.take_along_axis(x, xp.expand_dims(idx, axis), axis=axis)
-        if not keepdim:
-            vals = vals.squeeze(axis)
-
-        def backward(g):
-            gx = xp.zeros_like(x)
-            g_k = g if keepdim else xp.expand_dims(g, axis)
-            xp.put_along_axis(gx, xp.expand_dims(idx, axis), g_k, axis=axis)
-            return (gx,)
-
-        values = self._result(vals, (self,), backward, f"{name.capitalize()}Backward")
-        indices = Tensor._wrap(idx if not keepdim else xp.expand_dims(idx, axis), self._backend)
-        return MaxMin(values, indices.astype(int64))
-
-    def max(self, dim=None, keepdim: bool = False):
-        """Largest element, or ``(values, indices)`` along ``dim``."""
-        return self._extremum(dim, keepdim, True)
-
-    def min(self, dim=None, keepdim: bool = False):
-        return self._extremum(dim, keepdim, False)
-
-    def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
-        if dim is None:
-            return Tensor._wrap(self.data.argmax().astype(int64), self._backend)
-        return self.max(dim, keepdim).indices
-
-    def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
-        if dim is None:
-            return Tensor._wrap(self.data.argmin().astype(int64), self._backend)
-        return self.min(dim, keepdim).indices
-
-    # -- shape --------------------------------------------------------------------------------------
-    def reshape(self, *shape) -> Tensor:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        try:
-            out = self.data.reshape(shape)
-        except ValueError as exc:
-            raise RuntimeError(f"reshape: shape {tuple(shape)} is invalid for a tensor of shape "
-                               f"{self.shape} ({self.numel()} elements)") from exc
-        src = self.shape
-        return self._result(out, (self,), lambda g: (g.reshape(src),), "ViewBackward")
-
-    view = reshape
-
-    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-        if self.ndim == 0:
-            return self.reshape(1)
-        s, e = self._dim(start_dim, "flatten"), self._dim(end_dim, "flatten")
-        if s > e:
-            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
-        shape = self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
-        return self.reshape(shape)
-
-    def permute(self, *dims) -> Tensor:
-        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-            dims = tuple(dims[0])
-        if sorted(d % self.ndim for d in dims) != list(range(self.ndim)):
-            raise ValueError(f"permute: dims {dims} are not a permutation of {self.ndim} dimensions")
-        xp = self._backend.xp
-        out = xp.transpose(self.data, dims)
-        inverse = tuple(np.argsort([d % self.ndim for d in dims]))
-        return self._result(out, (self,), lambda g: (xp.transpose(g, inverse),), "PermuteBackward")
-
-    def transpose(self, dim0: int, dim1: int) -> Tensor:
-        dims = list(range(self.ndim))
-        dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-        return self.permute(dims)
-
-    @property
-    def T(self) -> Tensor:
-        return self.permute(tuple(reversed(range(self.ndim))))
-
-    def t(self) -> Tensor:
-        if self.ndim > 2:
-            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
-        return self.T
-
-    def _dim(self, dim: int, op: str, extra: int = 0) -> int:
-        """``dim`` in [-(ndim + extra), ndim + extra) as a non-negative index, or IndexError (as PyTorch)."""
-        n = max(self.ndim + extra, 1)
-        if not -n <= dim < n:
-            raise IndexError(f"{op}: dimension {dim} is out of range for a tensor of {self.ndim} dimensions "
-                             f"(expected one in [{-n}, {n - 1}])")
-        return dim % n
-
-    def unsqueeze(self, dim: int) -> Tensor:
-        dim = self._dim(dim, "unsqueeze", extra=1)
-        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
-
-    def squeeze(self, dim=None) -> Tensor:
-        if dim is None:
-            return self.reshape(tuple(n for n in self.shape if n != 1))
-        dim = self._dim(dim, "squeeze")
-        if self.ndim == 0 or self.shape[dim] != 1:
-            return self
-        return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
-
-    def expand(self, *shape) -> Tensor:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        lead = len(shape) - self.ndim
-        if lead < 0:
-            raise RuntimeError(f"expand: the new shape {shape} has fewer dimensions than the tensor {self.shape}")
-        if any(n == -1 for n in shape[:lead]):
-            raise RuntimeError(f"expand: -1 is not allowed for the new leading dimensions in {shape}")
-        shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
-        try:
-            out = self._backend.xp.broadcast_to(self.data, shape)
-        except ValueError as exc:
-            raise RuntimeError(f"expand: can't expand shape {self.shape} to {shape}") from exc
-        src = self.shape
-        return self._result(out, (self,), lambda g: (_unbroadcast(g, src),), "ExpandBackward")
-
-    def contiguous(self) -> Tensor:
-        return self
-
-    def __getitem__(self, index) -> Tensor:
-        index = _index_data(index)
-        try:
-            out = self.data[index]
-        except IndexError as exc:
-            raise IndexError(f"index {index!r} is out of range for a tensor of shape {self.shape}") from exc
-        x_data = self.data
-        be = self._backend
-
-        def backward(g):
-            gx = be.xp.zeros_like(x_data)
-            if _is_basic_index(index):
-                gx[index] = g
-            else:
-                be.index_add(gx, index, g)
-            return (gx,)
-
-        return self._result(out, (self,), backward, "IndexBackward")
-
-    # -- elementwise math -----------------------------------------------------------------------------
-    def _unary(self, out, dfn, op):
-        return self._result(out, (self,), lambda g: (dfn(g),), op)
-
-    def exp(self) -> Tensor:
-        out = self._backend.xp.exp(self._as_float())
-        return self._unary(out, lambda g: g * out, "ExpBackward")
-
-    def log(self) -> Tensor:
-        x = self._as_float()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = self._backend.xp.log(x)
-        return self._unary(out, lambda g: _quiet_div(g, x), "LogBackward")
-
-    def log2(self) -> Tensor:
-        x = self._as_float()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = self._backend.xp.log2(x)
-        ln2 = x.dtype.type(math.log(2.0))
-        return self._unary(out, lambda g: _quiet_div(g, x * ln2), "Log2Backward")
-
-    def sqrt(self) -> Tensor:
-        x = self._as_float()
-        with np.errstate(invalid="ignore"):
-            out = self._backend.xp.sqrt(x)
-        return self._unary(out, lambda g: _quiet_div(g, 2 * out), "SqrtBackward")
-
-    def abs(self) -> Tensor:
-        x = self.data
-        return self._unary(self._backend.xp.abs(x), lambda g: g * self._backend.xp.sign(x), "AbsBackward")
-
-    __abs__ = abs
-
-    def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
-        if min is None and max is None:
-            raise ValueError("clamp: at least one of min and max must be given")
-        xp = self._backend.xp
-        x = self.data
-        out = x
-        if min is not None:
-            out = xp.maximum(out, min)
-        if max is not None:
-            out = xp.minimum(out, max)
-        out = out.astype(x.dtype, copy=False)
-        inside = xp.ones(x.shape, dtype=bool)
-        if min is not None:
-            inside &= x >= min
-        if max is not None:
-            inside &= x <= max
-        return self._unary(out, lambda g: g * inside, "ClampBackward")
-
-    clip = clamp
-
-    def relu(self) -> Tensor:
-        x = self.data
-        out = self._backend.xp.maximum(x, 0)
-        return self._unary(out, lambda g: g * (x > 0), "ReluBackward")
-
-    def sigmoid(self) -> Tensor:
-        from gpunn.backend.reference import activation_forward
-
-        out = activation_forward(self._backend.xp, self._as_float().copy(), "sigmoid")
-        return self._unary(out, lambda g: g * out * (1 - out), "SigmoidBackward")
-
-    def tanh(self) -> Tensor:
-        out = self._backend.xp.tanh(self._as_float())
-        return self._unary(out, lambda g: g * (1 - out * out), "TanhBackward")
-
-    def _as_float(self):
-        return self.data if _is_float(self.dtype) else self.data.astype(default_float)
-
-    def softmax(self, dim: int) -> Tensor:
-        from gpunn.nn import functional as F
-
-        return F.softmax(self, dim)
-
-    def log_softmax(self, dim: int) -> Tensor:
-        from gpunn.nn import functional as F
-
-        return F.log_softmax(self, dim)
-
-
-# ------------------------------------------------------------------------------------------------
-# indexing helpers
-# ------------------------------------------------------------------------------------------------
-def _index_data(index):
-    """Replace Tensors in an index by their arrays."""
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
-
-
-def _is_basic_index(index) -> bool:
-    items = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) and not isinstance(i, bool)
-               for i in items)
+    return backend_of(target)

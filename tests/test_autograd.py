@@ -155,18 +155,18 @@ def test_gradcheck_is_exposed_at_top_level():
 # ------------------------------------------------------------------------------------------------
 def _wrong_op(x, factor=3.0):
     """y = 2 x, whose backward claims dy/dx = 2 * factor."""
-    return x._result(x.data * 2.0, (x,), lambda g: (g * 2.0 * factor,), "Wrong")
+    return x._result(x._data * 2.0, (x,), lambda g: (g * 2.0 * factor,), "Wrong")
 
 
 def _wrong_at(x, idx, delta=1e-2):
     """y = x ** 2 with a backward that is wrong at one element ``idx`` of x only."""
 
     def backward(g):
-        gx = g * 2.0 * x.data
+        gx = g * 2.0 * x._data
         gx[idx] += delta
         return (gx,)
 
-    return x._result(x.data**2, (x,), backward, "WrongAtOneElement")
+    return x._result(x._data**2, (x,), backward, "WrongAtOneElement")
 
 
 @pytest.mark.parametrize("fast_mode", [None, True, False])
@@ -214,7 +214,7 @@ def test_gradcheck_nondeterministic_backward(rng):
     noise = np.random.default_rng(5)
 
     def jittery(t):
-        return t._result(t.data * 2.0, (t,), lambda g: (g * 2.0 + noise.normal(0, 1e-9, g.shape),), "Jitter")
+        return t._result(t._data * 2.0, (t,), lambda g: (g * 2.0 + noise.normal(0, 1e-9, g.shape),), "Jitter")
 
     with pytest.raises(GradcheckError, match="deterministic"):
         gradcheck(jittery, x)

@@ -227,7 +227,6 @@ MIXED_OPS = {
     "cat": lambda a, b: gpunn.cat([a, b]),
     "stack": lambda a, b: gpunn.stack([a, b]),
     "where": lambda a, b: gpunn.where(a > 0, a, b),
-    "copy_": lambda a, b: a.copy_(b),
 }
 
 
@@ -240,6 +239,30 @@ def test_mixing_backends_raises(rng, op):
     with pytest.raises(RuntimeError) as info:
         MIXED_OPS[op](a, b)
     assert f"'{a.backend.name}'" in str(info.value) and "'other'" in str(info.value)
+
+
+def test_copy_between_backends_copies(rng):
+    """copy_ is the one op that crosses devices, as in PyTorch (cpu_t.copy_(cuda_t))."""
+    other = OtherBackend()
+    a = gpunn.tensor(rng.standard_normal((3, 3)))
+    src = rng.standard_normal((3, 3))
+    a.copy_(gpunn.Tensor._wrap(src.copy(), other))
+    assert a.backend is not other
+    np.testing.assert_array_equal(a.numpy(), src)
+
+
+def test_moving_between_backends_is_differentiable(rng):
+    """As PyTorch's .to(device): the copy is a non-leaf and the gradient comes back to the source."""
+    other = OtherBackend()
+    x0 = rng.standard_normal((3, 4))
+    x = gpunn.tensor(x0, requires_grad=True)
+    y = x.to(other)
+    assert y.backend is other and y.requires_grad and not y.is_leaf and y.grad_fn == "ToCopyBackward0"
+    (y * y).sum().backward()
+    assert x.grad.backend is x.backend
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x0)
+    with gpunn.no_grad():
+        assert not x.to(other).requires_grad
 
 
 def test_same_backend_ops_on_a_second_backend_work(rng):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from tests.helpers import assert_close, randn, to_torch
+from tests.helpers import assert_close, parity, randn, to_torch
 
 torch = pytest.importorskip("torch")
 
@@ -37,29 +37,7 @@ def _make(rng, shape, kind):
 
 
 def _parity(rng, fn, arrays, dtype, torch_fn=None, grad=True):
-    tfn = torch_fn or fn
-    arrays = [np.asarray(a).astype(dtype) for a in arrays]
-    xs = [gpunn.tensor(a, requires_grad=grad) for a in arrays]
-    out = fn(gpunn, *xs)
-    ts = [to_torch(a.astype(np.float64), requires_grad=grad) for a in arrays]
-    ref = tfn(torch, *ts)
-    with torch.no_grad():
-        ref_dtype = tfn(torch, *[to_torch(a) for a in arrays]).dtype
-    assert isinstance(out, gpunn.Tensor)
-    assert out.dtype == _np_dtype(ref_dtype), f"dtype {out.dtype}, torch gives {ref_dtype}"
-    assert out.shape == tuple(ref.shape)
-    assert_close(out.detach(), ref.detach().numpy(), dtype)
-    if not grad:
-        return out
-    assert out.requires_grad and out.grad_fn is not None
-    w = randn(rng, *out.shape, dtype=np.float64).astype(out.dtype)
-    out.backward(gpunn.tensor(w))
-    ref.backward(torch.from_numpy(w.astype(np.float64)))
-    for i, (x, t) in enumerate(zip(xs, ts)):
-        assert x.grad is not None, f"input {i} got no gradient"
-        assert x.grad.shape == x.shape and x.grad.dtype == x.dtype
-        assert_close(x.grad, t.grad.numpy(), dtype)
-    return out
+    return parity(rng, fn, arrays, dtype, torch_fn, grad)
 
 
 def _case(fn, *shapes, kinds=None, torch_fn=None, id=None):  # noqa: A002
@@ -294,7 +272,7 @@ def test_shape_op_errors(rng):
     x = gpunn.tensor(randn(rng, 3, 4))
     with pytest.raises(RuntimeError, match="reshape"):
         x.reshape(5, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError, match="permutation"):
         x.permute(0, 0)
     with pytest.raises(RuntimeError):
         gpunn.tensor(randn(rng, 2, 3, 4)).t()
@@ -391,7 +369,7 @@ def test_clamp_gradient_at_boundaries(dtype):
 
 
 def test_clamp_needs_a_bound():
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError, match="min.*max"):
         gpunn.ones(3).clamp()
 
 
@@ -537,7 +515,7 @@ def test_backward_without_grad_raises():
 
 def test_wrong_gradient_shape_from_an_op_raises(rng):
     x = gpunn.tensor(randn(rng, 3, 2), requires_grad=True)
-    bad = x._result(x.data * 2, (x,), lambda g: (g.sum(axis=0),), "BadShapeBackward")
+    bad = x._result(x._data * 2, (x,), lambda g: (g.sum(axis=0),), "BadShapeBackward")
     with pytest.raises(RuntimeError, match="BadShapeBackward"):
         bad.sum().backward()
 
@@ -604,7 +582,7 @@ def test_detach(rng):
     a = randn(rng, 3, dtype=np.float64)
     x = gpunn.tensor(a, requires_grad=True)
     d = x.detach()
-    assert not d.requires_grad and d.is_leaf and d.data is x.data
+    assert not d.requires_grad and d.is_leaf and d._data is x._data
     (d * x).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), a)
 
@@ -627,7 +605,7 @@ def test_requires_grad_on_int_tensor_raises():
 def test_in_place_on_tensor_requiring_grad(rng, op):
     x = gpunn.tensor(randn(rng, 3), requires_grad=True)
     before = x.detach().numpy().copy()
-    with pytest.raises(RuntimeError, match="in place"):
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad .*in-place operation"):
         op(x)
     np.testing.assert_array_equal(x.detach().numpy(), before)
     with gpunn.no_grad():
@@ -647,7 +625,7 @@ def test_item_tolist_numpy(rng):
     n = x.numpy()
     assert isinstance(n, np.ndarray)
     if x.backend.name == "numpy":
-        assert np.shares_memory(n, x.data)  # a view, not a copy
+        assert np.shares_memory(n, x._data)  # a view, not a copy
     y = gpunn.tensor(a, requires_grad=True)
     with pytest.raises(RuntimeError, match="detach"):
         y.numpy()
@@ -692,8 +670,9 @@ def test_dtype_inference_matches_torch():
 
 def test_tensor_constructor_infers_float32():
     assert gpunn.Tensor([1.5, 2.0]).dtype == np.float32
-    assert gpunn.Tensor([1, 2]).dtype == np.int64
-    assert gpunn.Tensor(np.ones(2)).dtype == np.float64
+    assert gpunn.Tensor([1, 2]).dtype == np.float32  # torch.Tensor is always float32
+    assert gpunn.Tensor(np.ones(2)).dtype == np.float32
+    assert gpunn.Tensor(2, 3).shape == (2, 3)
 
 
 def test_numpy_array_operands(rng):
@@ -726,10 +705,11 @@ def test_very_deep_graph_backward():
 def test_repr_and_properties(rng):
     x = gpunn.tensor(randn(rng, 2, 3), requires_grad=True)
     assert "requires_grad=True" in repr(x)
-    assert "grad_fn=MulBackward" in repr(x * 2)
+    assert "grad_fn=<MulBackward0>" in repr(x * 2)
     assert "float64" in repr(gpunn.ones(2, dtype=np.float64))
     assert x.ndim == x.dim() == 2 and x.size() == (2, 3) and x.size(1) == 3 and x.numel() == 6
-    assert len(x) == 2 and x.backend is gpunn.get_backend() and x.device == x.backend.device
+    assert len(x) == 2 and x.backend is gpunn.get_backend()
+    assert x.device.type == ("cpu" if x.backend.name == "numpy" else "cuda")
     with pytest.raises(TypeError):
         len(gpunn.tensor(1.0))
     with pytest.raises(RuntimeError, match="ambiguous"):

@@ -70,8 +70,8 @@ def _to_backend(a, be):
     """``a`` as one of ``be``'s arrays; no copy when it already is one."""
     if isinstance(a, Tensor):
         if a._backend is be:
-            return a.data
-        return be.asarray(a._backend.to_numpy(a.data))
+            return a._data
+        return be.asarray(a._backend.to_numpy(a._data))
     if be.is_array(a):
         return a
     if type(a).__module__.startswith("cupy"):  # a device array for a host backend

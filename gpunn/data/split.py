@@ -48,7 +48,7 @@ def _take(a, idx: np.ndarray):
     from gpunn.tensor import Tensor
 
     if isinstance(a, Tensor):
-        return Tensor._wrap(a.data[a._backend.asarray(idx)], a._backend)
+        return Tensor._wrap(a._data[a._backend.asarray(idx)], a._backend)
     if isinstance(a, np.ndarray):
         return a[idx]
     if type(a).__module__.startswith("cupy"):

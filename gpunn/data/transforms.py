@@ -99,7 +99,7 @@ def shift(x, dy, dx, image_shape=None):
     from gpunn.tensor import Tensor
 
     if isinstance(x, Tensor):
-        return Tensor._wrap(shift(x.data, dy, dx, image_shape), x._backend)
+        return Tensor._wrap(shift(x._data, dy, dx, image_shape), x._backend)
     xp = _backend_of(x).xp
     imgs, restore = _as_images(x, image_shape)
     n = imgs.shape[0]
@@ -123,7 +123,7 @@ class Transform:
         from gpunn.tensor import Tensor
 
         if isinstance(x, Tensor):
-            return Tensor._wrap(self(x.data, training), x._backend)
+            return Tensor._wrap(self(x._data, training), x._backend)
         training = self.training if training is None else bool(training)
         if self.random and not training:
             return x

@@ -8,12 +8,15 @@ output and what backward needs); see ``gpunn.backend.reference`` for their math.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
 from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
-from gpunn.tensor import Tensor, _check_same_backend, _is_float, _unbroadcast, is_grad_enabled
+from gpunn.dtypes import _is_float
+from gpunn.grad_mode import is_grad_enabled
+from gpunn.ops.pointwise import _implicit_dim, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
+from gpunn.ops.shape import flatten, where
+from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 __all__ = [
     "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout", "flatten",
@@ -75,12 +78,6 @@ def _pair(v, name: str, fname: str) -> tuple[int, int]:
     return v
 
 
-def _implicit_dim(ndim: int, fname: str) -> int:
-    warnings.warn(f"Implicit dimension choice for {fname} has been deprecated. Change the call to "
-                  "include dim=X as an argument.", UserWarning, stacklevel=3)
-    return 0 if ndim in (0, 1, 3) else 1
-
-
 # ------------------------------------------------------------------------------------------------
 # linear (+ fused activation)
 # ------------------------------------------------------------------------------------------------
@@ -117,8 +114,8 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
 
     be = input._backend
     lead = input.shape[:-1]
-    x2 = input.data.reshape(-1, weight.shape[1])  # (N, K)
-    W, b = weight.data, None if bias is None else bias.data
+    x2 = input._data.reshape(-1, weight.shape[1])  # (N, K)
+    W, b = weight._data, None if bias is None else bias._data
     y = be.linear_act(x2, W, b, act, negative_slope)  # (N, M)
 
     def backward(g):
@@ -131,65 +128,17 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
         return (dx, dW) if bias is None else (dx, dW, db)
 
     parents = (input, weight) if bias is None else (input, weight, bias)
-    return input._result(y.reshape(lead + (W.shape[0],)), parents, backward, "LinearActBackward")
+    saved = (input if weight.requires_grad else None, weight if input.requires_grad else None)
+    return input._result(y.reshape(lead + (W.shape[0],)), parents, backward, "LinearActBackward", saved=saved,
+                         saves_output=act != "none")
 
 
 # ------------------------------------------------------------------------------------------------
-# activations
+# activations: relu, leaky_relu, sigmoid, tanh, softmax, log_softmax are gpunn.ops.pointwise's (one
+# definition for F.*, Tensor methods and gpunn.*)
 # ------------------------------------------------------------------------------------------------
-def relu(input) -> Tensor:  # noqa: A002
-    """max(x, 0); gradient 1 where x > 0."""
-    return _tensor(input, "relu").relu()
-
-
-def leaky_relu(input, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
-    """x if x > 0 else negative_slope * x."""
-    _float_tensor(input, "leaky_relu")
-    x = input.data
-    xp = input._backend.xp
-    slope = x.dtype.type(negative_slope)
-    out = xp.where(x > 0, x, x * slope)
-    return input._result(out, (input,), lambda g: (xp.where(x > 0, g, g * slope),), "LeakyReluBackward")
-
-
-def sigmoid(input) -> Tensor:  # noqa: A002
-    """1 / (1 + exp(-x)), computed without overflow; gradient y (1 - y)."""
-    return _tensor(input, "sigmoid").sigmoid()
-
-
-def tanh(input) -> Tensor:  # noqa: A002
-    """tanh(x); gradient 1 - y^2."""
-    return _tensor(input, "tanh").tanh()
-
-
-def softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
-    """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
-    _float_tensor(input, "softmax")
-    dim = _implicit_dim(input.ndim, "softmax") if dim is None else dim
-    xp = input._backend.xp
-    x = input.data
-    e = xp.exp(x - x.max(axis=dim, keepdims=True))
-    y = e / e.sum(axis=dim, keepdims=True)
-    return input._result(y, (input,), lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
-                         "SoftmaxBackward")
-
-
-def log_softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
-    """x - logsumexp(x) along ``dim``; backward g - softmax(x) * sum(g)."""
-    _float_tensor(input, "log_softmax")
-    dim = _implicit_dim(input.ndim, "log_softmax") if dim is None else dim
-    xp = input._backend.xp
-    x = input.data
-    shifted = x - x.max(axis=dim, keepdims=True)
-    y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-    return input._result(y, (input,), lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
-                         "LogSoftmaxBackward")
-
-
 def entropy(input, dim: int = -1) -> Tensor:  # noqa: A002
     """Shannon entropy H = -sum p log p (nats) of softmax(input) along ``dim``, from logits, stably."""
-    from gpunn.factories import where
-
     logp = log_softmax(_float_tensor(input, "entropy"), dim)
     p = logp.exp()
     return -where(p > 0, p * where(p > 0, logp, 0.0), 0.0).sum(dim)  # 0 log 0 = 0: -inf logits are fine
@@ -207,14 +156,9 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     be = input._backend
     if p == 1.0:
         zeros = be.xp.zeros(input.shape, dtype=input.dtype)
-        return input._result(zeros, (input,), lambda g: (g * 0,), "DropoutBackward")
-    out, apply_mask = be.dropout(input.data, p)
-    return input._result(out, (input,), lambda g: (apply_mask(g),), "DropoutBackward")
-
-
-def flatten(input, start_dim: int = 0, end_dim: int = -1) -> Tensor:  # noqa: A002
-    """Merge dims start_dim..end_dim into one (``torch.flatten`` semantics)."""
-    return _tensor(input, "flatten").flatten(start_dim, end_dim)
+        return input._result(zeros, (input,), lambda g: (g * 0,), "DropoutBackward", saved=())
+    out, apply_mask = be.dropout(input._data, p)
+    return input._result(out, (input,), lambda g: (apply_mask(g),), "DropoutBackward", saved=())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,7 +241,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
         return _conv2d_kernels(input, x_t, unbatched, weight, bias, (sh, sw), (ph, pw))
 
     xp = input._backend.xp
-    x = x_t.data
+    x = x_t._data
     row_spans = [_tap_span(i, sh, ph, h, oh) for i in range(kh)]  # (output rows, input rows) per tap row
     col_spans = [_tap_span(j, sw, pw, w, ow) for j in range(kw)]
     cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
@@ -310,11 +254,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
             tap[:, :, out_r, out_c.stop :] = 0
             tap[:, :, out_r, out_c] = x[:, :, in_r, in_c].transpose(1, 0, 2, 3)
     cols2 = cols.reshape(c * kh * kw, n * oh * ow)  # (CKK, N*L)
-    W2 = weight.data.reshape(oc, c * kh * kw)  # (OC, CKK)
+    W2 = weight._data.reshape(oc, c * kh * kw)  # (OC, CKK)
     out_cm = (W2 @ cols2).reshape(oc, n, oh, ow)
     out = xp.empty((n, oc, oh, ow), dtype=out_cm.dtype)
     if bias is not None:  # to (N, OC, OH, OW) and the bias added in the same pass
-        xp.add(out_cm.transpose(1, 0, 2, 3), bias.data.reshape(1, oc, 1, 1), out=out)
+        xp.add(out_cm.transpose(1, 0, 2, 3), bias._data.reshape(1, oc, 1, 1), out=out)
     else:
         out[...] = out_cm.transpose(1, 0, 2, 3)
     if unbatched:
@@ -382,9 +326,9 @@ def _conv2d_kernels(input, x_t, unbatched, weight, bias, stride, padding) -> Ten
     be = input._backend
     xp = be.xp
     oc, _, kh, kw = weight.shape
-    col = be.conv2d_im2col(x_t.data, (kh, kw), stride, padding)
-    W2 = weight.data.reshape(oc, -1)
-    y2 = be.linear_act(col, W2, None if bias is None else bias.data, "none")  # (N*OH*OW, OC)
+    col = be.conv2d_im2col(x_t._data, (kh, kw), stride, padding)
+    W2 = weight._data.reshape(oc, -1)
+    y2 = be.linear_act(col, W2, None if bias is None else bias._data, "none")  # (N*OH*OW, OC)
     n = x_t.shape[0]
     oh_ow = y2.shape[0] // n if n else 0
     oh = _out_size(x_t.shape[2], kh, stride[0], padding[0], "conv2d", "height")
@@ -436,7 +380,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "max_pool2d")
     be = input._backend
     if be.conv_kernels:  # one launch each way; the winner's index is kept for backward
-        y, idx = be.max_pool2d_fwd(x_t.data, (kh, kw), (sh, sw), (ph, pw))
+        y, idx = be.max_pool2d_fwd(x_t._data, (kh, kw), (sh, sw), (ph, pw))
 
         def kernel_backward(g):
             dx = be.max_pool2d_bwd(g[None] if unbatched else g, idx, x_t.shape)
@@ -445,7 +389,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A
         return input._result(y[0] if unbatched else y, (input,), kernel_backward, "MaxPool2DBackward")
     xp = input._backend.xp
     h, w = x_t.shape[2:]
-    xpad = _pad_hw(xp, x_t.data, ph, pw, value=-np.inf)
+    xpad = _pad_hw(xp, x_t._data, ph, pw, value=-np.inf)
     taps = [xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)]
     need_arg = is_grad_enabled() and input.requires_grad
     out = taps[0].copy()  # (N, C, OH, OW)
@@ -485,7 +429,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad: bo
     x_t, unbatched = _as_batched_4d(input, "avg_pool2d")
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "avg_pool2d")
     xp = input._backend.xp
-    xpad = _pad_hw(xp, x_t.data, ph, pw)
+    xpad = _pad_hw(xp, x_t._data, ph, pw)
     total = xp.zeros(xpad.shape[:2] + (oh, ow), dtype=xpad.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -537,12 +481,12 @@ def _class_targets(input: Tensor, target, fname: str):
     xp = input._backend.xp
     c = input.shape[1] if input.ndim > 1 else input.shape[0]
     if input.ndim == 1:
-        logits = input.data.reshape(1, c)
+        logits = input._data.reshape(1, c)
     elif input.ndim == 2:
-        logits = input.data
+        logits = input._data
     else:
-        logits = xp.ascontiguousarray(xp.moveaxis(input.data, 1, -1)).reshape(-1, c)
-    return logits, target.data.reshape(-1).astype(xp.int64, copy=False), c
+        logits = xp.ascontiguousarray(xp.moveaxis(input._data, 1, -1)).reshape(-1, c)
+    return logits, target._data.reshape(-1).astype(xp.int64, copy=False), c
 
 
 def _restore_class_axis(xp, d2, input: Tensor):
@@ -570,7 +514,7 @@ def _class_weight(input: Tensor, weight, c: int, fname: str):
     _check_same_backend(input, weight, fname)
     if weight.shape != (c,):
         raise ValueError(f"{fname}(): weight must have shape ({c},) (one per class), got {weight.shape}")
-    return weight.data.astype(input.dtype, copy=False)
+    return weight._data.astype(input.dtype, copy=False)
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",  # noqa: A002
@@ -601,7 +545,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     def backward(g):
         return (_restore_class_axis(be.xp, dlogits_times(g), input),)
 
-    return input._result(loss, (input,), backward, "CrossEntropyBackward")
+    return input._result(loss, (input,), backward, "CrossEntropyBackward", saved=())
 
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -634,7 +578,7 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
         d[rows, safe] = coef.astype(logp.dtype, copy=False)
         return (_restore_class_axis(xp, d, input),)
 
-    return input._result(xp.asarray(loss, dtype=logp.dtype), (input,), backward, "NllLossBackward")
+    return input._result(xp.asarray(loss, dtype=logp.dtype), (input,), backward, "NllLossBackward", saved=())
 
 
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
@@ -663,11 +607,11 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") ->
     target = _target_like(input, target, "binary_cross_entropy")
     _same_shape(input, target, "binary_cross_entropy")
     xp = input._backend.xp
-    x, y = input.data, target.data
+    x, y = input._data, target._data
     if bool(((x < 0) | (x > 1)).any()):
         raise ValueError("binary_cross_entropy(): all elements of input must be probabilities in [0, 1] "
                          "(use binary_cross_entropy_with_logits for raw scores)")
-    w = None if weight is None else _target_like(input, weight, "binary_cross_entropy").data
+    w = None if weight is None else _target_like(input, weight, "binary_cross_entropy")._data
     with np.errstate(divide="ignore"):
         log_x = xp.maximum(xp.log(x), -100)
         log_1mx = xp.maximum(xp.log1p(-x), -100)
@@ -697,9 +641,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
     target = _target_like(input, target, fname)
     _same_shape(input, target, fname)
     xp = input._backend.xp
-    x, y = input.data, target.data
-    w = None if weight is None else _target_like(input, weight, fname).data
-    pw = None if pos_weight is None else _target_like(input, pos_weight, fname).data
+    x, y = input._data, target._data
+    w = None if weight is None else _target_like(input, weight, fname)._data
+    pw = None if pos_weight is None else _target_like(input, pos_weight, fname)._data
     softplus_neg = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)  # log(1 + exp(-x)), no overflow
     coef = 1 + (pw - 1) * y if pw is not None else 1
     loss = (1 - y) * x + coef * softplus_neg
@@ -753,7 +697,7 @@ def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=Non
         d[rows, t] = -d.sum(axis=1)
         return (d.reshape(input.shape).astype(x2.dtype, copy=False),)
 
-    return input._result(xp.asarray(loss, dtype=x2.dtype), (input,), backward, "MultiMarginLossBackward")
+    return input._result(xp.asarray(loss, dtype=x2.dtype), (input,), backward, "MultiMarginLossBackward", saved=())
 
 
 def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> Tensor:  # noqa: A002
@@ -767,8 +711,6 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> 
     if log_target:
         pointwise = target.exp() * (target - input)
     else:
-        from gpunn.factories import where
-
         safe = where(target > 0, target, 1.0)  # xlogy: 0 * log 0 = 0
         pointwise = target * safe.log() - target * input
     if reduction == "batchmean":

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpunn.backend import Backend, backend_for
+from gpunn.backend import Backend
 from gpunn.nn.parameter import Parameter
 from gpunn.tensor import Tensor, no_grad
 
@@ -293,7 +293,7 @@ class Module:
                 if p._grad_owner is not None:
                     owners[id(p._grad_owner)] = p._grad_owner
             else:
-                p.grad.data[...] = 0  # in place: a grad living in an optimizer's flat buffer stays there
+                p.grad._data[...] = 0  # in place: a grad living in an optimizer's flat buffer stays there
         for owner in owners.values():
             owner.renew_grad()  # the next backward gets fresh storage: grads the caller kept stay intact
 
@@ -325,7 +325,7 @@ class Module:
         """Copy ``state_dict`` (values: Tensors or NumPy arrays) into this module's parameters and
         buffers, in place.
 
-        Values are written into the existing arrays (``p.data[...] = value``), so an optimizer that
+        Values are written into the existing arrays (``p._data[...] = value``), so an optimizer that
         holds views of them keeps working. Nothing is copied unless every entry is valid. Raises
         RuntimeError listing missing/unexpected keys (``strict=True``) and any size mismatch (always).
         Returns ``(missing_keys, unexpected_keys)``."""
@@ -357,17 +357,19 @@ class Module:
                 type(self).__name__, "\n\t".join(errors)))
         with no_grad():
             for target, value in pending:
-                target.data[...] = value  # in place (casts to the parameter's dtype); never rebinds
+                target._data[...] = value  # in place (casts to the parameter's dtype); never rebinds
+                target._bump_version("load_state_dict")  # a graph that saved the old values must not use them
         return _IncompatibleKeys(missing, unexpected)
 
     # -- moving between backends / dtypes ---------------------------------------------------------
-    def to(self, target=None, dtype=None) -> Module:
-        """Move every parameter, gradient and buffer to a backend (``"numpy"``, ``"cupy"``) and/or cast
-        the floating-point ones to ``dtype``; returns self.
+    def to(self, *args, **kwargs) -> Module:
+        """Move every parameter, gradient and buffer to a device (``"cpu"``, ``"cuda"``, ``gpunn.device``,
+        a backend name, or another tensor's) and/or cast the floating-point ones to ``dtype``; returns self.
+        ``model.to(device)``, ``model.to(gpunn.float64)``, ``model.to(device, dtype)``, ``model.to(tensor)``.
 
         Parameters keep their identity but get new arrays: build the optimizer AFTER moving the model
         (an optimizer created before holds views of the old arrays)."""
-        be, dt = _parse_to_args(target, dtype)
+        be, dt = _parse_to_args(*args, **kwargs)
         for m in self.modules():
             for p in m._parameters.values():
                 if p is not None:
@@ -376,6 +378,12 @@ class Module:
                 if b is not None:
                     m._buffers[name] = _moved(b, be, dt)
         return self
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
+
+    def cuda(self, device=None) -> Module:
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def double(self) -> Module:
         """Cast floating-point parameters and buffers to float64."""
@@ -425,7 +433,7 @@ def _as_backend_array(value, target: Tensor, name: str):
     """``value`` (Tensor, NumPy/CuPy array, nested list) as an array on ``target``'s backend."""
     be = target._backend
     if isinstance(value, Tensor):
-        arr = value.data if value._backend is be else be.asarray(value._backend.to_numpy(value.data))
+        arr = value._data if value._backend is be else be.asarray(value._backend.to_numpy(value._data))
     elif be.is_array(value):
         arr = value
     else:
@@ -439,22 +447,32 @@ def _as_backend_array(value, target: Tensor, name: str):
     return arr
 
 
-def _parse_to_args(target, dtype) -> tuple[Backend | None, np.dtype | None]:
-    be = None
-    if target is not None:
-        if isinstance(target, Backend):
-            be = target
-        elif isinstance(target, str) and target.strip().lower() in ("auto", "numpy", "cupy"):
-            be = backend_for(target)
-        elif dtype is None:
-            dtype = target  # .to(gpunn.float64)
+def _parse_to_args(*args, **kwargs) -> tuple[Backend | None, np.dtype | None]:
+    from gpunn.device import backend_of
+    from gpunn.dtypes import as_dtype
+    from gpunn.tensor import _is_device_like
+
+    target, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    kwargs.pop("non_blocking", None)
+    if kwargs:
+        raise TypeError(f"Module.to: unexpected keyword arguments {sorted(kwargs)}")
+    if len(args) > 2:
+        raise TypeError(f"Module.to: expected at most (device, dtype), got {len(args)} arguments")
+    for a in args:
+        if isinstance(a, Tensor):
+            target, dtype = a._backend, a.dtype
+        elif a is None:
+            continue
+        elif _is_device_like(a):
+            target = a
         else:
-            raise TypeError(f"Module.to: can't interpret {target!r} as a backend")
+            dtype = a
+    be = None if target is None else backend_of(target)
     if dtype is not None:
         try:
-            dtype = np.dtype(dtype)
+            dtype = as_dtype(dtype)
         except TypeError as exc:
-            raise TypeError(f"Module.to: {dtype!r} is neither a backend name nor a dtype") from exc
+            raise TypeError(f"Module.to: {dtype!r} is neither a device nor a dtype") from exc
         if dtype.kind != "f":
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dtype}")
     return be, dtype
@@ -471,20 +489,21 @@ def _convert(data, src: Backend, be: Backend | None, dt):
 
 
 def _move_tensor_inplace(p: Tensor, be: Backend | None, dt) -> None:
-    data, new_be = _convert(p.data, p._backend, be, dt)
-    if data is p.data:
+    data, new_be = _convert(p._data, p._backend, be, dt)
+    if data is p._data:
         return
-    p.data, old_be = data, p._backend
+    p._data, old_be = data, p._backend
     p._backend = new_be
+    p._vc = type(p._vc)()  # new storage, new counter
     p._grad_view = None  # any optimizer's flat buffer no longer backs this parameter
     if p.grad is not None:
-        g, g_be = _convert(p.grad.data, old_be, be, dt)
+        g, g_be = _convert(p.grad._data, old_be, be, dt)
         p.grad = Tensor._wrap(g, g_be)
 
 
 def _moved(t: Tensor, be: Backend | None, dt) -> Tensor:
-    data, new_be = _convert(t.data, t._backend, be, dt)
-    if data is t.data:
+    data, new_be = _convert(t._data, t._backend, be, dt)
+    if data is t._data:
         return t
     out = Tensor._wrap(data, new_be)
     out.requires_grad = t.requires_grad and t.is_leaf

@@ -1,12 +1,12 @@
 """``Optimizer``: parameter groups, per-parameter state, state dicts -- over flat buffers.
 
 At construction each parameter group's parameters are packed, per (backend, dtype), into ONE contiguous
-1-D array; every parameter's ``.data`` becomes a view of its slice (modules keep seeing the same values)
+1-D array; every parameter's ``._data`` becomes a view of its slice (modules keep seeing the same values)
 and its ``._grad_view`` a view of the same slice of a flat gradient array, so ``backward()`` writes the
 gradients straight into it. Optimizer state (momentum, Adam moments) is flat too, so ``step()`` calls a
 backend primitive once per flat buffer::
 
-    flat  = [ W1.ravel() | b1 | W2.ravel() | ... ]      p.data = flat[o:o+n].reshape(p.shape)
+    flat  = [ W1.ravel() | b1 | W2.ravel() | ... ]      p._data = flat[o:o+n].reshape(p.shape)
     grad  = [ dW1        | db1| dW2        | ... ]      p._grad_view = grad[o:o+n].reshape(p.shape)
 
 PyTorch's semantics hold in the uncommon cases: a parameter whose ``.grad`` is None is skipped entirely,
@@ -35,16 +35,16 @@ class _FlatBuffer:
         self.backend = params[0]._backend
         self.dtype = params[0].dtype
         self.shapes = [p.shape for p in params]
-        self.bounds = [0, *itertools.accumulate(int(p.data.size) for p in params)]
+        self.bounds = [0, *itertools.accumulate(int(p._data.size) for p in params)]
         xp = self.backend.xp
         # concatenate copies, so the flat array owns its memory and no caller's array is aliased
-        self.data = xp.concatenate([p.data.reshape(-1) for p in params])
+        self.data = xp.concatenate([p._data.reshape(-1) for p in params])
         self.grad = xp.zeros_like(self.data)
         self.state: dict = {}  # name -> flat array, allocated (zeroed) on first use
         self.data_views = [self.view(self.data, i) for i in range(len(params))]
         self.grad_views = [self.view(self.grad, i) for i in range(len(params))]
         for i, p in enumerate(params):
-            p.data = self.data_views[i]
+            p._data = self.data_views[i]
             p._grad_view = self.grad_views[i]
             p._grad_owner = self  # lets Module.zero_grad renew the gradient storage too
             if p.grad is not None:
@@ -74,8 +74,8 @@ class _FlatBuffer:
         return f"parameter {self.indices[i]} (shape {self.shapes[i]}, dtype {self.dtype})"
 
     def _adopt_data(self, i: int) -> None:
-        """``p.data`` was rebound to a new array: copy it into the flat buffer and re-point ``p.data``."""
-        p, new = self.params[i], self.params[i].data
+        """``p._data`` was rebound to a new array: copy it into the flat buffer and re-point ``p._data``."""
+        p, new = self.params[i], self.params[i]._data
         if p._backend is not self.backend or not self.backend.is_array(new):
             raise RuntimeError(f"{self._where(i)} moved from backend '{self.backend.name}' after the "
                                "optimizer was created; create the optimizer after moving the model")
@@ -84,12 +84,12 @@ class _FlatBuffer:
                                f"dtype {new.dtype}; the optimizer's flat buffer can't hold it, so create a "
                                "new optimizer after changing a parameter's shape or dtype")
         self.data_views[i][...] = new
-        p.data = self.data_views[i]
+        p._data = self.data_views[i]
 
     def _adopt_grad(self, i: int) -> None:
         """``p.grad`` was assigned from outside: copy it into the flat gradient buffer and re-point it."""
         p, g = self.params[i], self.params[i].grad
-        g_data = g.data if isinstance(g, Tensor) else g
+        g_data = g._data if isinstance(g, Tensor) else g
         if tuple(g_data.shape) != self.shapes[i]:
             raise RuntimeError(f"{self._where(i)} has a .grad of shape {tuple(g_data.shape)}")
         if not self.backend.is_array(g_data):
@@ -99,10 +99,10 @@ class _FlatBuffer:
         p.grad = Tensor._wrap(self.grad_views[i], self.backend)
 
     def sync(self) -> list:
-        """Re-point rebound ``.data``/``.grad`` into the flat buffers; per parameter: does it have a grad?"""
+        """Re-point rebound ``._data``/``.grad`` into the flat buffers; per parameter: does it have a grad?"""
         has_grad = []
         for i, p in enumerate(self.params):
-            if p.data is not self.data_views[i]:
+            if p._data is not self.data_views[i]:
                 self._adopt_data(i)
             if p._grad_view is not self.grad_views[i]:
                 p._grad_view = self.grad_views[i]
@@ -110,7 +110,7 @@ class _FlatBuffer:
             if g is None:
                 has_grad.append(False)
                 continue
-            if g.data is not self.grad_views[i]:
+            if g._data is not self.grad_views[i]:
                 self._adopt_grad(i)
             has_grad.append(True)
         return has_grad
@@ -155,7 +155,7 @@ def _to_host(value, backend):
 def _as_scalar(value, what: str):
     """A saved scalar (Python number, 0-d/1-element array, tensor) as a Python int or float."""
     if isinstance(value, Tensor):
-        value = value._backend.to_numpy(value.data)
+        value = value._backend.to_numpy(value._data)
     if hasattr(value, "shape") and hasattr(value, "item"):
         if int(np.prod(value.shape)) != 1:
             raise ValueError(f"{what} must be a scalar, got an array of shape {tuple(value.shape)}")
@@ -278,7 +278,7 @@ class Optimizer:
                         p.grad = None
                     continue
                 for i, p in enumerate(buf.params):
-                    if p.grad is not None and p.grad.data is not buf.grad_views[i]:
+                    if p.grad is not None and p.grad._data is not buf.grad_views[i]:
                         p.grad = Tensor._wrap(buf.grad_views[i], buf.backend)
                 buf.grad[...] = 0
 
@@ -295,6 +295,9 @@ class Optimizer:
                 has_grad = buf.sync()
                 if any(has_grad):
                     self._step_buffer(group, buf, has_grad)
+                    for p, updated in zip(buf.params, has_grad):  # a graph that saved them must not use them
+                        if updated:
+                            p._bump_version("optimizer.step")
         return loss
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
@@ -392,7 +395,7 @@ class Optimizer:
         if backend.is_array(value):
             return value
         if isinstance(value, Tensor):
-            return backend.asarray(value._backend.to_numpy(value.data))
+            return backend.asarray(value._backend.to_numpy(value._data))
         return backend.asarray(np.asarray(value))
 
     def __repr__(self) -> str:

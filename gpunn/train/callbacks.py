@@ -52,7 +52,7 @@ def _monitored(logs: dict, monitor: str, who: str) -> float:
 
 def _snapshot(model) -> dict:
     """A host copy of the model's state (so later in-place updates don't change it)."""
-    return {k: v._backend.to_numpy(v.data).copy() for k, v in model.state_dict().items()}
+    return {k: v._backend.to_numpy(v._data).copy() for k, v in model.state_dict().items()}
 
 
 class EarlyStopping(Callback):

@@ -25,7 +25,7 @@ class Accuracy(Metric):
     name = "accuracy"
 
     def update(self, outputs, targets) -> None:
-        out, y = outputs.data, targets.data
+        out, y = outputs._data, targets._data
         if out.ndim == 2 and out.shape[1] > 1:
             correct = outputs._backend.accuracy_count(out, y)
         else:

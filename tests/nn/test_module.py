@@ -39,12 +39,12 @@ def test_parameter_is_a_leaf_requiring_grad_and_shares_data():
     t = gpunn.randn(3, 2)
     p = nn.Parameter(t)
     assert isinstance(p, gpunn.Tensor) and p.requires_grad and p.is_leaf
-    assert p.data is t.data
+    assert p._data is t._data
     assert not nn.Parameter(t, requires_grad=False).requires_grad
     a = np.zeros((2, 2), dtype=np.float32)
-    assert np.shares_memory(nn.Parameter(a).data, a)
+    assert np.shares_memory(nn.Parameter(a)._data, a)
     assert repr(p).startswith("Parameter containing:\ntensor(")
-    with pytest.raises(RuntimeError, match="floating-point"):
+    with pytest.raises(RuntimeError, match="floating point"):
         nn.Parameter(gpunn.tensor([1, 2]))
 
 
@@ -156,7 +156,7 @@ def test_state_dict_keys_values_share_data_and_are_detached():
     assert isinstance(sd, OrderedDict)
     assert list(sd) == ["block.scale", "block.running", "block.fc.weight", "block.fc.bias", "head.weight"]
     assert all(not v.requires_grad and type(v) is gpunn.Tensor for v in sd.values())
-    assert sd["head.weight"].data is net.head.weight.data
+    assert sd["head.weight"]._data is net.head.weight._data
     assert net.state_dict(prefix="model.").keys() == {"model." + k for k in sd}
     assert net.state_dict(keep_vars=True)["head.weight"] is net.head.weight
 
@@ -167,13 +167,13 @@ def test_state_dict_round_trip_copies_in_place():
         src.block.running.fill_(2.5)
     x = gpunn.randn(7, 5)
     src.eval(), dst.eval()
-    arrays_before = [p.data for p in dst.parameters()]
+    arrays_before = [p._data for p in dst.parameters()]
     snapshot = {k: v.numpy().copy() for k, v in src.state_dict().items()}  # NumPy arrays work too
     result = dst.load_state_dict(snapshot)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert repr(result) == "<All keys matched successfully>"
     # the parameter arrays are the same objects (an optimizer's views stay valid)
-    assert all(a is p.data for a, p in zip(arrays_before, dst.parameters()))
+    assert all(a is p._data for a, p in zip(arrays_before, dst.parameters()))
     with gpunn.no_grad():
         np.testing.assert_array_equal(dst(x).numpy(), src(x).numpy())
     np.testing.assert_array_equal(dst.block.running.numpy(), np.full(4, 2.5, np.float32))
@@ -187,9 +187,9 @@ def test_load_state_dict_writes_into_a_view_of_a_flat_buffer():
     m = nn.Linear(3, 2)
     flat = np.zeros(8, dtype=np.float32)
     w_view, b_view = flat[:6].reshape(2, 3), flat[6:]
-    w_view[...] = m.weight.data
-    b_view[...] = m.bias.data
-    m.weight.data, m.bias.data = w_view, b_view  # what a packing optimizer does
+    w_view[...] = m.weight._data
+    b_view[...] = m.bias._data
+    m.weight._data, m.bias._data = w_view, b_view  # what a packing optimizer does
     new = {"weight": np.arange(6, dtype=np.float64).reshape(2, 3), "bias": gpunn.tensor([7.0, 8.0])}
     m.load_state_dict(new)
     np.testing.assert_array_equal(flat, np.arange(9, dtype=np.float32)[[0, 1, 2, 3, 4, 5, 7, 8]])
@@ -296,9 +296,9 @@ def test_load_state_dict_after_building_the_optimizer_reaches_its_flat_buffer():
 
     model, source = nn.Linear(4, 3), nn.Linear(4, 3)
     opt = optim.SGD(model.parameters(), lr=0.1)
-    arrays = [p.data for p in model.parameters()]  # views of the optimizer's flat buffer
+    arrays = [p._data for p in model.parameters()]  # views of the optimizer's flat buffer
     model.load_state_dict(source.state_dict())
-    assert all(a is p.data for a, p in zip(arrays, model.parameters()))
+    assert all(a is p._data for a, p in zip(arrays, model.parameters()))
     x = gpunn.randn(5, 4)
     opt.zero_grad()
     model(x).sum().backward()

@@ -127,22 +127,22 @@ def test_params_become_views_of_one_flat_buffer(rng, cls):
     inits, _ = make_problem(rng, np.float32)
     params = gpunn_params(inits)
     cls(params, lr=0.1)
-    flat = params[0].data.base
+    flat = params[0]._data.base
     assert flat is not None and flat.ndim == 1 and flat.size == sum(a.size for a in inits)
     xp = gpunn.get_backend().xp
     offset = 0
     for p, a in zip(params, inits):
-        assert p.data.base is flat and xp.shares_memory(p.data, flat)
+        assert p._data.base is flat and xp.shares_memory(p._data, flat)
         assert p.shape == a.shape
         np.testing.assert_array_equal(to_np(p), a)  # same values, now a view
         if isinstance(flat, np.ndarray):  # laid out back to back, in group order
-            assert p.data.__array_interface__["data"][0] == flat.__array_interface__["data"][0] + offset
+            assert p._data.__array_interface__["data"][0] == flat.__array_interface__["data"][0] + offset
         offset += a.nbytes
     # the gradient lands in one flat buffer too
     gpunn_loss(params, [(np.ones_like(a), np.ones_like(a)) for a in inits], range(3)).backward()
-    gbase = params[0].grad.data.base
+    gbase = params[0].grad._data.base
     assert gbase is not None and gbase is not flat and gbase.size == flat.size
-    assert all(p.grad.data.base is gbase for p in params)
+    assert all(p.grad._data.base is gbase for p in params)
 
 
 def test_one_primitive_call_per_step_in_the_common_case(rng, monkeypatch):
@@ -174,8 +174,8 @@ def test_mixed_dtypes_in_a_group_pack_one_buffer_per_dtype(rng, monkeypatch):
     a32, b64, c32 = (randn(rng, 4, 3), randn(rng, 5, dtype=np.float64), randn(rng, 2, 2))
     params = gpunn_params([a32, b64, c32])
     opt = SGD(params, lr=0.1)
-    assert params[0].data.base is params[2].data.base
-    assert params[1].data.base is not params[0].data.base
+    assert params[0]._data.base is params[2]._data.base
+    assert params[1]._data.base is not params[0]._data.base
     assert params[1].dtype == np.float64 and params[0].dtype == np.float32
     calls = counting(monkeypatch, "sgd_step")
     for p in params:
@@ -197,11 +197,11 @@ def test_rebound_data_and_assigned_grad_are_copied_into_the_buffers(rng):
         p.grad = gpunn.tensor(gk)  # someone assigns .grad
     opt.step()
     expected = [inits[0] - 0.5 * g[0], new - 0.5 * g[1], inits[2] - 0.5 * g[2]]
-    flat = params[0].data.base
+    flat = params[0]._data.base
     for p, e in zip(params, expected):
         np.testing.assert_allclose(to_np(p), e, rtol=1e-12)
-        assert p.data.base is flat  # re-pointed to the flat buffer
-        assert p.grad.data.base is params[0].grad.data.base
+        assert p._data.base is flat  # re-pointed to the flat buffer
+        assert p.grad._data.base is params[0].grad._data.base
     # a grad that existed before the optimizer was created is adopted too
     q = gpunn.tensor(inits[0], requires_grad=True)
     q.grad = gpunn.tensor(g[0])

@@ -1,0 +1,85 @@
+"""Dtypes (NumPy dtype objects under PyTorch's names) and PyTorch's promotion rules.
+
+``gpunn.float32 == numpy.float32``; ``gpunn.float``/``double``/``long``/``int``/``half``/``bool`` are the
+PyTorch aliases. Python floats become float32 and ints int64, as in PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_", "half",
+           "double", "long", "short", "default_float", "as_dtype", "dtype_name"]
+
+float16 = np.dtype(np.float16)
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int8 = np.dtype(np.int8)
+int16 = np.dtype(np.int16)
+int32 = np.dtype(np.int32)
+int64 = np.dtype(np.int64)
+uint8 = np.dtype(np.uint8)
+bool_ = np.dtype(np.bool_)
+half, double, long, short = float16, float64, int64, int16
+default_float = float32
+
+_TORCH_NAMES = {float16: "float16", float32: "float32", float64: "float64", int8: "int8", int16: "int16",
+                int32: "int32", int64: "int64", uint8: "uint8", bool_: "bool"}
+_LEGACY_NAMES = {float16: "HalfTensor", float32: "FloatTensor", float64: "DoubleTensor", int8: "CharTensor",
+                 int16: "ShortTensor", int32: "IntTensor", int64: "LongTensor", uint8: "ByteTensor",
+                 bool_: "BoolTensor"}
+
+
+def as_dtype(dtype) -> np.dtype:
+    """A dtype from a gpunn/NumPy dtype, a Python type (float -> float32, int -> int64, bool) or a name."""
+    if dtype is float:
+        return float32
+    if dtype is int:
+        return int64
+    if dtype is bool:
+        return bool_
+    if isinstance(dtype, str) and dtype.startswith(("torch.", "gpunn.")):
+        dtype = dtype.split(".", 1)[1]
+    legacy = getattr(dtype, "_gpunn_dtype", None)  # gpunn.FloatTensor & co.
+    if legacy is not None:
+        return legacy
+    try:
+        return np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"not a dtype: {dtype!r} (use gpunn.float32, gpunn.int64, ...)") from exc
+
+
+def dtype_name(dtype) -> str:
+    """``'gpunn.float32'``: how repr and error messages name a dtype."""
+    return "gpunn." + _TORCH_NAMES.get(np.dtype(dtype), str(dtype))
+
+
+def legacy_type_name(dtype) -> str:
+    """``'gpunn.FloatTensor'`` (what ``Tensor.type()`` returns; torch.FloatTensor in PyTorch)."""
+    return "gpunn." + _LEGACY_NAMES.get(np.dtype(dtype), f"Tensor[{dtype}]")
+
+
+def _is_float(dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+def _coerce(a, b):
+    """PyTorch's promotion for two arrays: integer/bool with float takes the float's dtype."""
+    fa, fb = _is_float(a.dtype), _is_float(b.dtype)
+    if fa and not fb:
+        b = b.astype(a.dtype)
+    elif fb and not fa:
+        a = a.astype(b.dtype)
+    return a, b
+
+
+def _infer_dtype(data):
+    """PyTorch's inference: Python floats -> float32, Python ints -> int64, bools -> bool."""
+    if isinstance(data, np.generic):  # NumPy scalars keep their dtype (np.float64 is a float subclass)
+        return None
+    if isinstance(data, bool):
+        return bool_
+    if isinstance(data, int):
+        return int64
+    if isinstance(data, float):
+        return default_float
+    return None

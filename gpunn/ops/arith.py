@@ -1,0 +1,307 @@
+"""Arithmetic (+ - * / ** @ and their broadcasting gradients) and comparisons (no gradient)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpunn.dtypes import _coerce, _is_float, default_float
+from gpunn.tensor import Tensor, _unbroadcast
+
+
+def add(self, other, alpha=1) -> Tensor:
+    """self + alpha * other (broadcasting)."""
+    b = self._operand(other, "add")
+    if alpha != 1:
+        b = mul(b, alpha)
+    a_data, b_data = _coerce(self._data, b._data)
+    out = a_data + b_data
+    sa, sb = self.shape, b.shape
+    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)), "AddBackward0",
+                        saved=())
+
+
+def sub(self, other, alpha=1) -> Tensor:
+    """self - alpha * other (broadcasting)."""
+    b = self._operand(other, "sub")
+    if alpha != 1:
+        b = mul(b, alpha)
+    a_data, b_data = _coerce(self._data, b._data)
+    if a_data.dtype == np.bool_ and b_data.dtype == np.bool_:
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported; use `^` or "
+                           "logical_xor() instead")
+    out = a_data - b_data
+    sa, sb = self.shape, b.shape
+    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward0",
+                        saved=())
+
+
+def rsub(self, other) -> Tensor:
+    return sub(self._operand(other, "sub"), self)
+
+
+def mul(self, other) -> Tensor:
+    """self * other (broadcasting); d/dself = other, d/dother = self."""
+    b = self._operand(other, "mul")
+    a_data, b_data = _coerce(self._data, b._data)
+    out = a_data * b_data
+
+    def backward(g):
+        ga = _unbroadcast(g * b_data, a_data.shape) if self.requires_grad else None
+        gb = _unbroadcast(g * a_data, b_data.shape) if b.requires_grad else None
+        return ga, gb
+
+    saved = (b if self.requires_grad else None, self if b.requires_grad else None)
+    return self._result(out, (self, b), backward, "MulBackward0", saved=saved)
+
+
+def div(self, other, rounding_mode=None) -> Tensor:
+    """self / other (true division: integers give float32); ``rounding_mode`` 'floor' or 'trunc'."""
+    b = self._operand(other, "div")
+    if rounding_mode is not None:
+        if rounding_mode not in ("floor", "trunc"):
+            raise ValueError(f"div(): rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+        from gpunn.ops.pointwise import floor, trunc
+
+        if not _is_float(self.dtype) and not _is_float(b.dtype):  # integer division stays integer
+            q = _int_divide(self._data, b._data, rounding_mode)
+            return Tensor._wrap(q, self._backend)
+        return (floor if rounding_mode == "floor" else trunc)(div(self, b))
+    a_data, b_data = _coerce(self._data, b._data)
+    if not _is_float(a_data.dtype) and not _is_float(b_data.dtype):  # int / int -> float32
+        a_data, b_data = a_data.astype(default_float), b_data.astype(default_float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = a_data / b_data
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = _unbroadcast(g / b_data, a_data.shape) if self.requires_grad else None
+            gb = _unbroadcast(-g * out / b_data, b_data.shape) if b.requires_grad else None
+        return ga, gb
+
+    return self._result(out, (self, b), backward, "DivBackward0", saved=(b,), saves_output=b.requires_grad)
+
+
+def _int_divide(a, b, mode):
+    if bool((b == 0).any()):
+        raise RuntimeError("ZeroDivisionError: integer division by zero")
+    q = a // b
+    if mode == "trunc":
+        q = q + ((q < 0) & (q * b != a))
+    return q
+
+
+def rdiv(self, other) -> Tensor:
+    return div(self._operand(other, "div"), self)
+
+
+def floor_divide(self, other) -> Tensor:
+    return div(self, other, rounding_mode="floor")
+
+
+def remainder(self, other) -> Tensor:
+    """self - floor(self / other) * other (Python's sign convention, as PyTorch)."""
+    b = self._operand(other, "remainder")
+    a_data, b_data = _coerce(self._data, b._data)
+    if not _is_float(a_data.dtype):
+        return Tensor._wrap(a_data % b_data, self._backend)
+    from gpunn.ops.pointwise import floor
+
+    return sub(self, mul(floor(div(self, b)).detach(), b))  # d/dself 1, d/dother -floor(self / other)
+
+
+def neg(self) -> Tensor:
+    if self.dtype == np.bool_:
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported; use `~` instead")
+    return self._result(-self._data, (self,), lambda g: (-g,), "NegBackward0", saved=())
+
+
+def pos(self) -> Tensor:
+    return self
+
+
+def pow(self, exponent) -> Tensor:  # noqa: A001
+    """self ** exponent (a number or a tensor; both broadcast)."""
+    if isinstance(self, (int, float)):  # gpunn.pow(2, t)
+        return pow(exponent._operand(self, "pow"), exponent)
+    x = self._data
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        p = exponent
+        if isinstance(p, float) and not _is_float(x.dtype):  # int tensor ** 0.5 -> float32
+            x = x.astype(default_float)
+        if not _is_float(x.dtype) and p < 0:
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
+        if p == 0:  # d/dx x^0 = 0 everywhere, including x = 0 (not 0 * inf), as in PyTorch
+            return self._result(out, (self,), lambda g: (g * 0,), "PowBackward0", saved=())
+
+        def backward_scalar(g):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (g * p * x ** x.dtype.type(p - 1),)
+
+        return self._result(out, (self,), backward_scalar, "PowBackward0")
+    e = self._operand(exponent, "pow")
+    x, e_data = _coerce(x, e._data)  # 2.5 ** int_tensor -> float32, as in PyTorch
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = x**e_data
+    xp = self._backend.xp
+
+    def backward(g):
+        gx = ge = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.requires_grad:
+                gx = g * e_data * x ** (e_data - 1)
+                gx = _unbroadcast(xp.where(e_data == 0, 0, gx), x.shape)  # torch: 0 where e == 0
+            if e.requires_grad:
+                logx = xp.where(x > 0, xp.log(xp.where(x > 0, x, 1)), 0)
+                ge = _unbroadcast(g * out * logx, e.shape)
+        return gx, ge
+
+    return self._result(out, (self, e), backward, "PowBackward1", saves_output=e.requires_grad)
+
+
+def rpow(self, base) -> Tensor:
+    return pow(self._operand(base, "pow"), self)
+
+
+def matmul(self, other) -> Tensor:
+    """Matrix product with NumPy/PyTorch broadcasting of batch dims; 1-D operands are vectors."""
+    b = self._operand(other, "matmul")
+    a_data, b_data = _coerce(self._data, b._data)
+    if a_data.ndim == 0 or b_data.ndim == 0:
+        raise RuntimeError("matmul: both arguments need at least 1 dimension, got a 0-d tensor")
+    if a_data.shape[-1] != b_data.shape[-2 if b_data.ndim > 1 else 0]:
+        raise RuntimeError(f"matmul: shapes {self.shape} and {b.shape} can't be multiplied "
+                           f"({a_data.shape[-1]} != {b_data.shape[-2 if b_data.ndim > 1 else 0]})")
+    out = a_data @ b_data
+    xp = self._backend.xp
+
+    def backward(g):
+        a2 = a_data[None, :] if a_data.ndim == 1 else a_data
+        b2 = b_data[:, None] if b_data.ndim == 1 else b_data
+        g2 = g  # restore the dims matmul dropped for 1-D operands (b's first: g is 0-d for 1-D @ 1-D)
+        if b_data.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        if a_data.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        ga = gb = None
+        if self.requires_grad:
+            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = _unbroadcast(ga, a2.shape).reshape(a_data.shape)
+        if b.requires_grad:
+            gb = xp.swapaxes(a2, -1, -2) @ g2
+            gb = _unbroadcast(gb, b2.shape).reshape(b_data.shape)
+        return ga, gb
+
+    saved = (b if self.requires_grad else None, self if b.requires_grad else None)
+    return self._result(out, (self, b), backward, "MmBackward0", saved=saved)
+
+
+def rmatmul(self, other) -> Tensor:
+    return matmul(self._operand(other, "matmul"), self)
+
+
+def mm(self, other) -> Tensor:
+    if self.ndim != 2 or getattr(other, "ndim", 0) != 2:
+        raise RuntimeError(f"mm(): both arguments must be 2-D, got {self.ndim}-D and {getattr(other, 'ndim', 0)}-D")
+    return matmul(self, other)
+
+
+def bmm(self, other) -> Tensor:
+    if self.ndim != 3 or getattr(other, "ndim", 0) != 3:
+        raise RuntimeError("bmm(): both arguments must be 3-D (batch, n, m)")
+    return matmul(self, other)
+
+
+def dot(self, other) -> Tensor:
+    if self.ndim != 1 or getattr(other, "ndim", 0) != 1:
+        raise RuntimeError("dot(): 1D tensors expected")
+    return matmul(self, other)
+
+
+# -- comparisons and logic (no gradient) --------------------------------------------------------------
+def _compare(self, other, fn, op):
+    b = self._operand(other, op)
+    return Tensor._wrap(fn(*_coerce(self._data, b._data)), self._backend)
+
+
+def eq(self, other):
+    return _compare(self, other, lambda a, b: a == b, "eq")
+
+
+def ne(self, other):
+    return _compare(self, other, lambda a, b: a != b, "ne")
+
+
+def lt(self, other):
+    return _compare(self, other, lambda a, b: a < b, "lt")
+
+
+def le(self, other):
+    return _compare(self, other, lambda a, b: a <= b, "le")
+
+
+def gt(self, other):
+    return _compare(self, other, lambda a, b: a > b, "gt")
+
+
+def ge(self, other):
+    return _compare(self, other, lambda a, b: a >= b, "ge")
+
+
+def equal(self, other) -> bool:
+    """True when both have the same shape and elements (``torch.equal``)."""
+    return self.shape == other.shape and bool((self._data == other._data).all())
+
+
+def isclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+    b = self._operand(other, "isclose")
+    return Tensor._wrap(self._backend.xp.isclose(self._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan),
+                        self._backend)
+
+
+def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
+    return bool(isclose(self, other, rtol, atol, equal_nan)._data.all())
+
+
+def _logic(self, other, fn, op):
+    b = self._operand(other, op)
+    if _is_float(self.dtype) or _is_float(b.dtype):
+        raise RuntimeError(f"{op}: bitwise/logical operators need integer or bool tensors, got "
+                           f"{self.dtype} and {b.dtype}")
+    return Tensor._wrap(fn(self._data, b._data), self._backend)
+
+
+def bitwise_and(self, other):
+    return _logic(self, other, lambda a, b: a & b, "and")
+
+
+def bitwise_or(self, other):
+    return _logic(self, other, lambda a, b: a | b, "or")
+
+
+def bitwise_xor(self, other):
+    return _logic(self, other, lambda a, b: a ^ b, "xor")
+
+
+def bitwise_not(self):
+    if _is_float(self.dtype):
+        raise RuntimeError("~ (bitwise_not) needs an integer or bool tensor")
+    return Tensor._wrap(~self._data, self._backend)
+
+
+def logical_not(self):
+    return Tensor._wrap(self._backend.xp.logical_not(self._data), self._backend)
+
+
+def logical_and(self, other):
+    return Tensor._wrap(self._backend.xp.logical_and(self._data, self._operand(other, "logical_and")._data),
+                        self._backend)
+
+
+def logical_or(self, other):
+    return Tensor._wrap(self._backend.xp.logical_or(self._data, self._operand(other, "logical_or")._data),
+                        self._backend)
+
+
+subtract, multiply, divide, true_divide = sub, mul, div, div

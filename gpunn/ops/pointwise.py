@@ -1,0 +1,314 @@
+"""Elementwise math and activations: exp, log, sqrt, abs, clamp, trig, rounding, relu, sigmoid, tanh,
+leaky_relu, softmax, log_softmax. Each op's derivative is written next to its forward; ops whose
+derivative is read off the output save the output, the others their input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gpunn.backend.reference import activation_forward
+from gpunn.dtypes import _is_float, default_float
+from gpunn.tensor import Tensor, _quiet_div
+
+
+def _as_float(t: Tensor):
+    return t._data if _is_float(t.dtype) else t._data.astype(default_float)
+
+
+def _unary(t: Tensor, fn, dfn, op: str, saves: str = "input"):
+    """out = fn(x); backward g -> dfn(g, x, out). ``saves``: which values dfn reads: 'input', 'output',
+    'both' or 'none'."""
+    x = _as_float(t)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = fn(t._backend.xp, x)
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return (dfn(g, x, out),)
+
+    saved = (t,) if saves in ("input", "both") else ()
+    return t._result(out, (t,), backward, op, saved=saved, saves_output=saves in ("output", "both"))
+
+
+def exp(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.exp(x), lambda g, x, y: g * y, "ExpBackward0", "output")
+
+
+def expm1(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.expm1(x), lambda g, x, y: g * (y + 1), "Expm1Backward0", "output")
+
+
+def log(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.log(x), lambda g, x, y: _quiet_div(g, x), "LogBackward0")
+
+
+def log2(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))),
+                  "Log2Backward0")
+
+
+def log10(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.log10(x),
+                  lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(10.0))), "Log10Backward0")
+
+
+def log1p(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.log1p(x), lambda g, x, y: _quiet_div(g, 1 + x), "Log1PBackward0")
+
+
+def sqrt(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.sqrt(x), lambda g, x, y: _quiet_div(g, 2 * y), "SqrtBackward0", "output")
+
+
+def rsqrt(self) -> Tensor:
+    return _unary(self, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0",
+                  "output")
+
+
+def square(self) -> Tensor:
+    return self * self
+
+
+def reciprocal(self) -> Tensor:
+    return _unary(self, lambda xp, x: 1 / x, lambda g, x, y: -g * y * y, "ReciprocalBackward0", "output")
+
+
+def sin(self) -> Tensor:
+    xp = self._backend.xp
+    return _unary(self, lambda xp_, x: xp_.sin(x), lambda g, x, y: g * xp.cos(x), "SinBackward0")
+
+
+def cos(self) -> Tensor:
+    xp = self._backend.xp
+    return _unary(self, lambda xp_, x: xp_.cos(x), lambda g, x, y: -g * xp.sin(x), "CosBackward0")
+
+
+def tan(self) -> Tensor:
+    return _unary(self, lambda xp, x: xp.tan(x), lambda g, x, y: g * (1 + y * y), "TanBackward0", "output")
+
+
+def abs(self) -> Tensor:  # noqa: A001
+    xp = self._backend.xp
+    if not _is_float(self.dtype):
+        return Tensor._wrap(xp.abs(self._data), self._backend)
+    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * xp.sign(x), "AbsBackward0")
+
+
+def sign(self) -> Tensor:
+    """-1, 0 or 1 (gradient 0 everywhere, as in PyTorch)."""
+    xp = self._backend.xp
+    if not _is_float(self.dtype):
+        return Tensor._wrap(xp.sign(self._data), self._backend)
+    return _unary(self, lambda xp_, x: xp_.sign(x), lambda g, x, y: g * 0, "SignBackward0", "none")
+
+
+def _rounding(name):
+    def op(self) -> Tensor:
+        if not _is_float(self.dtype):
+            return self.clone()
+        return _unary(self, lambda xp, x: getattr(xp, name)(x), lambda g, x, y: g * 0,
+                      f"{name.capitalize()}Backward0", "none")
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} (gradient 0, as in PyTorch)."
+    return op
+
+
+floor = _rounding("floor")
+ceil = _rounding("ceil")
+trunc = _rounding("trunc")
+
+
+def round(self, decimals: int = 0) -> Tensor:  # noqa: A001
+    """Round half to even (as PyTorch); gradient 0."""
+    if not _is_float(self.dtype):
+        return self.clone()
+    return _unary(self, lambda xp, x: xp.round(x, decimals), lambda g, x, y: g * 0, "RoundBackward0", "none")
+
+
+def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
+    """min(max(x, min), max); gradient 1 inside [min, max], 0 outside. ``min``/``max`` may be tensors."""
+    if min is None and max is None:
+        raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):  # tensor bounds get gradients too
+        from gpunn.ops.shape import where
+
+        out = self
+        if min is not None:
+            out = where((out >= min) | isnan(out), out, min)  # NaN stays NaN, as in PyTorch
+        if max is not None:
+            out = where((out <= max) | isnan(out), out, max)
+        return out
+    xp = self._backend.xp
+    x = self._data
+    lo = min._data if isinstance(min, Tensor) else min
+    hi = max._data if isinstance(max, Tensor) else max
+    out = x
+    if lo is not None:
+        out = xp.maximum(out, lo)
+    if hi is not None:
+        out = xp.minimum(out, hi)
+    if _is_float(x.dtype) or not any(isinstance(v, float) for v in (lo, hi)):
+        out = out.astype(x.dtype, copy=False)
+    else:  # an integer tensor clamped to a float bound is float32, as in PyTorch
+        out = out.astype(default_float, copy=False)
+    inside = xp.ones(x.shape, dtype=bool)
+    if lo is not None:
+        inside = inside & (x >= lo)
+    if hi is not None:
+        inside = inside & (x <= hi)
+    if inside.shape != out.shape:
+        inside = xp.broadcast_to(inside, out.shape)
+    return self._result(out, (self,), lambda g: (g * inside,), "ClampBackward1", saved=())
+
+
+def clamp_min(self, min) -> Tensor:  # noqa: A002
+    return clamp(self, min, None)
+
+
+def clamp_max(self, max) -> Tensor:  # noqa: A002
+    return clamp(self, None, max)
+
+
+def _pick(self, other, op: str, larger: bool) -> Tensor:
+    """Elementwise max/min of two tensors (NaN propagates); the gradient goes to the chosen side and is
+    split evenly on ties, as in PyTorch."""
+    from gpunn.dtypes import _coerce
+    from gpunn.tensor import _unbroadcast
+
+    b = self._operand(other, op)
+    xp = self._backend.xp
+    a_data, b_data = _coerce(self._data, b._data)
+    out = xp.maximum(a_data, b_data) if larger else xp.minimum(a_data, b_data)
+    if not _is_float(out.dtype):
+        return Tensor._wrap(out, self._backend)
+
+    def backward(g):
+        tie = (a_data == b_data) * out.dtype.type(0.5)
+        first = (a_data > b_data) if larger else (a_data < b_data)
+        ga = _unbroadcast(g * (first + tie), a_data.shape) if self.requires_grad else None
+        gb = _unbroadcast(g * ((~first & (a_data != b_data)) + tie), b_data.shape) if b.requires_grad else None
+        return ga, gb
+
+    return self._result(out, (self, b), backward, "MaximumBackward0" if larger else "MinimumBackward0")
+
+
+def maximum(self, other) -> Tensor:
+    return _pick(self, other, "maximum", True)
+
+
+def minimum(self, other) -> Tensor:
+    return _pick(self, other, "minimum", False)
+
+
+# -- activations ------------------------------------------------------------------------------------
+def relu(self, inplace: bool = False) -> Tensor:
+    """max(x, 0); gradient 1 where x > 0."""
+    _tensor(self, "relu")
+    if inplace:
+        return self.relu_()
+    xp = self._backend.xp
+    out = xp.maximum(self._data, 0).astype(self.dtype, copy=False)
+    return self._result(out, (self,), lambda g: (g * (out > 0),), "ReluBackward0", saved=(), saves_output=True)
+
+
+def leaky_relu(self, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x if x > 0 else negative_slope * x."""
+    _float(self, "leaky_relu")
+    if inplace:
+        return self._inplace("leaky_relu_", lambda t: leaky_relu(t, negative_slope))
+    x = self._data
+    xp = self._backend.xp
+    slope = x.dtype.type(negative_slope)
+    out = xp.where(x > 0, x, x * slope)
+    return self._result(out, (self,), lambda g: (xp.where(x > 0, g, g * slope),), "LeakyReluBackward0")
+
+
+def sigmoid(self) -> Tensor:
+    """1 / (1 + exp(-x)), computed without overflow; gradient y (1 - y)."""
+    _tensor(self, "sigmoid")
+    out = activation_forward(self._backend.xp, _as_float(self).copy(), "sigmoid")
+    return self._result(out, (self,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", saved=(),
+                        saves_output=True)
+
+
+def tanh(self) -> Tensor:
+    """tanh(x); gradient 1 - y^2."""
+    _tensor(self, "tanh")
+    return _unary(self, lambda xp, x: xp.tanh(x), lambda g, x, y: g * (1 - y * y), "TanhBackward0", "output")
+
+
+def _tensor(t, fname: str):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{fname}(): argument 'input' must be a gpunn Tensor, got {type(t).__name__}")
+    return t
+
+
+def _float(t, fname: str):
+    _tensor(t, fname)
+    if not _is_float(t.dtype):
+        raise TypeError(f"{fname}(): argument 'input' must be a floating-point tensor, got dtype {t.dtype}")
+    return t
+
+
+def _implicit_dim(ndim: int, fname: str) -> int:
+    import warnings
+
+    warnings.warn(f"Implicit dimension choice for {fname} has been deprecated. Change the call to "
+                  "include dim=X as an argument.", UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(self, dim: int | None = None, dtype=None) -> Tensor:
+    """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
+    if dtype is not None:
+        self = self.astype(dtype)
+    _float(self, "softmax")
+    dim = _implicit_dim(self.ndim, "softmax") if dim is None else self._dim(dim, "softmax")
+    xp = self._backend.xp
+    x = self._data
+    e = xp.exp(x - x.max(axis=dim, keepdims=True))
+    y = e / e.sum(axis=dim, keepdims=True)
+    return self._result(y, (self,), lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
+                        "SoftmaxBackward0", saved=(), saves_output=True)
+
+
+def log_softmax(self, dim: int | None = None, dtype=None) -> Tensor:
+    """x - logsumexp(x) along ``dim``; backward g - softmax(x) * sum(g)."""
+    if dtype is not None:
+        self = self.astype(dtype)
+    _float(self, "log_softmax")
+    dim = _implicit_dim(self.ndim, "log_softmax") if dim is None else self._dim(dim, "log_softmax")
+    xp = self._backend.xp
+    x = self._data
+    shifted = x - x.max(axis=dim, keepdims=True)
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    return self._result(y, (self,), lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
+                        "LogSoftmaxBackward0", saved=(), saves_output=True)
+
+
+def logsumexp(self, dim, keepdim: bool = False) -> Tensor:
+    """log(sum(exp(x))) along ``dim``, stably."""
+    _float(self, "logsumexp")
+    m = self.detach().amax(dim, keepdim=True)
+    m = m.masked_fill(~m.isfinite(), 0.0)
+    out = (self - m).exp().sum(dim, keepdim=True).log() + m
+    return out if keepdim else out.squeeze(dim) if isinstance(dim, int) else out.reshape(
+        tuple(n for i, n in enumerate(out.shape) if i not in {d % self.ndim for d in dim}))
+
+
+def isfinite(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isfinite(self._data), self._backend)
+
+
+def isnan(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isnan(self._data), self._backend)
+
+
+def isinf(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isinf(self._data), self._backend)
+
+
+clip = clamp

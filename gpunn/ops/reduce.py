@@ -1,0 +1,341 @@
+"""Reductions and orderings: sum, mean, prod, std, var, norm, max/min (with ``dim``: (values, indices)),
+argmax, cumsum, any, all, sort, argsort, topk. ``axis=`` and ``keepdims=`` are accepted as aliases of
+``dim=`` and ``keepdim=`` (NumPy spelling, accepted by PyTorch too)."""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from gpunn.dtypes import _is_float, as_dtype, int64
+from gpunn.tensor import Tensor
+
+MaxMin = namedtuple("MaxMin", ["values", "indices"])  # torch.return_types.max / min / sort / topk
+ValuesIndices = MaxMin
+
+
+def numpy_aliases(fn):
+    """Accept ``axis=`` for ``dim=`` and ``keepdims=`` for ``keepdim=``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if "axis" in kwargs:
+            if "dim" in kwargs:
+                raise TypeError(f"{fn.__name__}(): got both 'dim' and its alias 'axis'")
+            kwargs["dim"] = kwargs.pop("axis")
+        if "keepdims" in kwargs:
+            kwargs["keepdim"] = kwargs.pop("keepdims")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _axes(t: Tensor, dim):
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    nd = builtins.max(t.ndim, 1)
+    for d in dims:
+        if not -nd <= d < nd:
+            raise IndexError(f"dim {d} is out of range for a tensor of {t.ndim} dimensions")
+    return tuple(int(d) % nd for d in dims)
+
+
+def _expand_back(xp, g, axes, keepdim):
+    if not keepdim and axes is not None and g.ndim >= 0:
+        g = xp.expand_dims(g, axes)
+    return g
+
+
+@numpy_aliases
+def sum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:  # noqa: A001
+    """Sum over ``dim`` (all elements when None); bool/int tensors sum to int64, as in PyTorch."""
+    axes = _axes(self, dim)
+    x = self._data
+    if dtype is not None:
+        x = x.astype(as_dtype(dtype))
+    elif not _is_float(x.dtype):
+        x = x.astype(int64)
+    if self.ndim == 0:
+        axes = None
+    out = x.sum(axis=axes, keepdims=keepdim)
+    shape = self.shape
+    xp = self._backend.xp
+
+    def backward(g):
+        return (xp.broadcast_to(_expand_back(xp, g, axes, keepdim), shape),)
+
+    return self._result(out, (self,), backward, "SumBackward0", saved=())
+
+
+@numpy_aliases
+def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    if dtype is not None:
+        self = self.astype(dtype)
+    if not _is_float(self.dtype):
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
+                           f"or complex dtype. Got: {self.dtype}")
+    axes = _axes(self, dim)
+    count = self._data.size if axes is None else math.prod(self.shape[a] for a in axes)
+    return sum(self, dim, keepdim) / float(count) if count else sum(self, dim, keepdim) * math.nan
+
+
+@numpy_aliases
+def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    """Product over ``dim`` (or all); the gradient is the product of the other elements (exact with zeros)."""
+    if dtype is not None:
+        self = self.astype(dtype)
+    xp = self._backend.xp
+    x = self._data if dim is not None else self._data.reshape(-1)
+    axis = 0 if dim is None else self._dim(dim, "prod")
+    out = x.prod(axis=axis, keepdims=keepdim and dim is not None)
+    if not _is_float(x.dtype):
+        return Tensor._wrap(out.astype(int64), self._backend)
+
+    def backward(g):
+        # d prod / d x_i = prod of the others = (exclusive cumprod from the left) * (from the right)
+        n = x.shape[axis]
+        head = (slice(None),) * axis + (slice(0, n - 1),)  # all but the last along axis
+        ones = xp.ones_like(x[(slice(None),) * axis + (slice(0, 1),)])
+        left = xp.concatenate([ones, xp.cumprod(x[head], axis=axis)], axis=axis) if n > 1 else ones
+        rev = xp.flip(x, axis=axis)
+        right = xp.flip(xp.concatenate([ones, xp.cumprod(rev[head], axis=axis)], axis=axis), axis=axis) \
+            if n > 1 else ones
+        gk = g if (keepdim and dim is not None) else xp.expand_dims(g, axis)
+        return ((gk * left * right).reshape(self.shape),)
+
+    return self._result(out, (self,), backward, "ProdBackward0")
+
+
+@numpy_aliases
+def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    """Variance with Bessel's correction by default (``correction=1``; ``unbiased=False`` is 0)."""
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    if isinstance(dim, bool):  # var(True): the old positional 'unbiased'
+        dim, correction = None, 1 if dim else 0
+    _need_float(self, "var")
+    axes = _axes(self, dim)
+    n = self.numel() if axes is None else math.prod(self.shape[a] for a in axes)
+    centered = self - mean(self, dim, keepdim=True)
+    return sum(centered * centered, dim, keepdim) / float(n - correction) if n - correction > 0 else \
+        sum(centered * centered, dim, keepdim) * math.nan
+
+
+@numpy_aliases
+def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    return var(self, dim, unbiased, keepdim, correction=correction).sqrt()
+
+
+def _need_float(t, op):
+    if not _is_float(t.dtype):
+        raise RuntimeError(f"{op}(): needs a floating-point tensor, got dtype {t.dtype}")
+
+
+@numpy_aliases
+def norm(self, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    """Vector p-norm over ``dim`` (all elements by default): p in {'fro', 2, 1, inf, -inf, other > 0}."""
+    if dtype is not None:
+        self = self.astype(dtype)
+    _need_float(self, "norm")
+    if p in ("fro", 2, 2.0):
+        axes = _axes(self, dim)
+        xp = self._backend.xp
+        x = self._data
+        out = xp.sqrt((x * x).sum(axis=axes, keepdims=keepdim))
+
+        def backward(g):
+            o = _expand_back(xp, out, axes, keepdim)
+            gk = _expand_back(xp, g, axes, keepdim)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (xp.where(o == 0, 0, gk * x / o),)  # 0 at the zero vector, as PyTorch
+
+        return self._result(out, (self,), backward, "NormBackward1", saves_output=True)
+    if p in (1, 1.0):
+        return sum(self.abs(), dim, keepdim)
+    if p in (math.inf, "inf"):
+        return amax(self.abs(), dim, keepdim)
+    if p in (-math.inf, "-inf"):
+        return amin(self.abs(), dim, keepdim)
+    if isinstance(p, str):
+        raise NotImplementedError(f"norm(p={p!r}): only vector norms ('fro', 1, 2, inf, numbers) are supported")
+    return sum(self.abs() ** p, dim, keepdim) ** (1.0 / p)
+
+
+def _take_along(self: Tensor, idx, axis: int, keepdim: bool, op: str) -> Tensor:
+    """values = x[..., idx, ...] along ``axis`` (idx has x's ndim); the gradient is scattered back."""
+    xp = self._backend.xp
+    x = self._data
+    vals = xp.take_along_axis(x, idx, axis=axis)
+    if not keepdim:
+        vals = vals.squeeze(axis)
+    be = self._backend
+
+    def backward(g):
+        gx = xp.zeros(x.shape, dtype=g.dtype)
+        gk = g if keepdim else xp.expand_dims(g, axis)
+        be.index_add(gx, _along_index(xp, idx, axis), gk)
+        return (gx,)
+
+    return self._result(vals, (self,), backward, op, saved=())
+
+
+def _along_index(xp, idx, axis: int) -> tuple:
+    """The full advanced index selecting ``idx`` along ``axis`` (the others broadcast from aranges)."""
+    out = []
+    for d in range(idx.ndim):
+        if d == axis:
+            out.append(idx)
+        else:
+            shape = [1] * idx.ndim
+            shape[d] = idx.shape[d]
+            out.append(xp.arange(idx.shape[d]).reshape(shape))
+    return tuple(out)
+
+
+def _extremum(self, dim, keepdim, find_max: bool):
+    name = "max" if find_max else "min"
+    if self._data.size == 0:
+        raise RuntimeError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
+    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum
+        from gpunn.ops.pointwise import maximum, minimum
+
+        return (maximum if find_max else minimum)(self, dim)
+    x = self._data
+    if dim is None:
+        xp = self._backend.xp
+        out = x.max() if find_max else x.min()
+
+        def backward(g):  # split evenly between ties, as PyTorch does for the full reduction
+            mask = ((x == out) | (xp.isnan(x) & xp.isnan(out))).astype(x.dtype)  # a NaN max is NaN's
+            return (g * mask / mask.sum(),)
+
+        return self._result(out, (self,), backward, f"{name.capitalize()}Backward1", saves_output=True)
+    xp = self._backend.xp
+    axis = self._dim(dim, name)
+    if self.ndim == 0:
+        return MaxMin(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+    idx = xp.expand_dims(x.argmax(axis=axis) if find_max else x.argmin(axis=axis), axis)
+    values = _take_along(self, idx, axis, keepdim, f"{name.capitalize()}Backward0")
+    indices = Tensor._wrap((idx if keepdim else idx.squeeze(axis)).astype(np.int64), self._backend)
+    return MaxMin(values, indices)
+
+
+def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+    """Largest element; with ``dim``: a named tuple ``(values, indices)``; with a tensor: elementwise max."""
+    dim = axis if dim is None else dim
+    return _extremum(self, dim, keepdim if keepdims is None else keepdims, True)
+
+
+def min(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+    dim = axis if dim is None else dim
+    return _extremum(self, dim, keepdim if keepdims is None else keepdims, False)
+
+
+@numpy_aliases
+def amax(self, dim=None, keepdim: bool = False) -> Tensor:
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        return max(self)
+    if isinstance(dim, (tuple, list)):
+        out = self
+        for d in sorted((self._dim(d, "amax") for d in dim), reverse=True):
+            out = max(out, d, keepdim).values
+        return out
+    return max(self, dim, keepdim).values
+
+
+@numpy_aliases
+def amin(self, dim=None, keepdim: bool = False) -> Tensor:
+    if dim is None:
+        return min(self)
+    if isinstance(dim, (tuple, list)):
+        out = self
+        for d in sorted((self._dim(d, "amin") for d in dim), reverse=True):
+            out = min(out, d, keepdim).values
+        return out
+    return min(self, dim, keepdim).values
+
+
+@numpy_aliases
+def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
+    if dim is None:
+        return Tensor._wrap(self._data.argmax().astype(int64), self._backend)
+    return max(self, dim, keepdim).indices
+
+
+@numpy_aliases
+def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
+    if dim is None:
+        return Tensor._wrap(self._data.argmin().astype(int64), self._backend)
+    return min(self, dim, keepdim).indices
+
+
+@numpy_aliases
+def cumsum(self, dim, dtype=None) -> Tensor:
+    """Running sum along ``dim``; the gradient is the reversed running sum of the output gradient."""
+    xp = self._backend.xp
+    axis = self._dim(dim, "cumsum")
+    x = self._data.astype(as_dtype(dtype)) if dtype is not None else self._data
+    if not _is_float(x.dtype):
+        x = x.astype(int64)
+    out = xp.cumsum(x, axis=axis) if self.ndim else x.copy()
+
+    def backward(g):
+        return (xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis) if g.ndim else g,)
+
+    return self._result(out, (self,), backward, "CumsumBackward0", saved=())
+
+
+@numpy_aliases
+def any(self, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
+    return Tensor._wrap(self._data.astype(bool).any(axis=_axes(self, dim) if self.ndim else None,
+                                                    keepdims=keepdim), self._backend)
+
+
+@numpy_aliases
+def all(self, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
+    return Tensor._wrap(self._data.astype(bool).all(axis=_axes(self, dim) if self.ndim else None,
+                                                    keepdims=keepdim), self._backend)
+
+
+def count_nonzero(self, dim=None) -> Tensor:
+    return sum(self != 0, dim)
+
+
+def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
+    """Sorted values and their indices along ``dim`` (a named tuple); NaN sorts last, as in PyTorch."""
+    xp = self._backend.xp
+    if self.ndim == 0:
+        return MaxMin(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+    axis = self._dim(dim, "sort")
+    idx = _argsort(xp, self._data, axis, descending)
+    values = _take_along(self, idx, axis, True, "SortBackward0")
+    return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+
+
+def _argsort(xp, x, axis, descending):
+    if not descending:
+        return xp.argsort(x, axis=axis, kind="stable")
+    key = ~x if x.dtype == np.bool_ else -(x.astype(np.int64) if x.dtype.kind == "u" else x)
+    return xp.argsort(key, axis=axis, kind="stable")
+
+
+def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+    return sort(self, dim, descending, stable).indices
+
+
+def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):  # noqa: A002
+    """The ``k`` largest (or smallest) elements along ``dim`` and their indices, sorted."""
+    axis = self._dim(dim, "topk")
+    n = self.shape[axis] if self.ndim else 1
+    if not 0 <= k <= n:
+        raise RuntimeError(f"topk(): k ({k}) is out of range for dimension {dim} of size {n}")
+    xp = self._backend.xp
+    idx = _argsort(xp, self._data, axis, largest)
+    idx = idx[(slice(None),) * axis + (slice(0, k),)]
+    values = _take_along(self, idx, axis, True, "TopkBackward0")
+    return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))

@@ -1,0 +1,454 @@
+"""Shape and indexing: views (reshape, permute, expand, basic indexing share the input's storage and its
+version counter), copies (advanced indexing, cat, stack), index assignment, gather/scatter, where,
+masked_fill, chunk/split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gpunn.dtypes import _coerce, _is_float
+from gpunn.ops.reduce import _along_index
+from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
+
+
+def _shape_args(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(n) for n in shape)
+
+
+def reshape(self, *shape) -> Tensor:
+    """The same elements in ``shape`` (one dim may be -1); a view whenever the layout allows."""
+    shape = _shape_args(shape)
+    try:
+        out = self._data.reshape(shape)
+    except ValueError as exc:
+        raise RuntimeError(f"reshape: shape '{list(shape)}' is invalid for input of size {self.numel()} "
+                           f"(tensor of shape {self.shape})") from exc
+    src = self.shape
+    return self._result(out, (self,), lambda g: (g.reshape(src),), "ViewBackward0", saved=(), view=True)
+
+
+view = reshape
+
+
+def view_as(self, other: Tensor) -> Tensor:
+    return reshape(self, other.shape)
+
+
+reshape_as = view_as
+
+
+def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if self.ndim == 0:
+        return reshape(self, 1)
+    s, e = self._dim(start_dim, "flatten"), self._dim(end_dim, "flatten")
+    if s > e:
+        raise RuntimeError(f"flatten() has invalid args: start_dim {start_dim} cannot come after end_dim {end_dim}")
+    shape = self.shape[:s] + (math.prod(self.shape[s : e + 1]),) + self.shape[e + 1 :]
+    return reshape(self, shape)
+
+
+def unflatten(self, dim: int, sizes) -> Tensor:
+    d = self._dim(dim, "unflatten")
+    return reshape(self, self.shape[:d] + tuple(sizes) + self.shape[d + 1 :])
+
+
+def permute(self, *dims) -> Tensor:
+    dims = _shape_args(dims)
+    if len(dims) != self.ndim or sorted(d % max(self.ndim, 1) for d in dims) != list(range(self.ndim)):
+        raise RuntimeError(f"permute(): dims {dims} are not a permutation of {self.ndim} dimensions")
+    xp = self._backend.xp
+    dims = tuple(d % self.ndim for d in dims)
+    out = xp.transpose(self._data, dims)
+    inverse = tuple(int(i) for i in np.argsort(dims))
+    return self._result(out, (self,), lambda g: (xp.transpose(g, inverse),), "PermuteBackward0", saved=(),
+                        view=True)
+
+
+def transpose(self, dim0: int, dim1: int) -> Tensor:
+    if self.ndim < 2 and self.ndim == 0:
+        return self
+    dims = list(range(self.ndim))
+    d0, d1 = self._dim(dim0, "transpose"), self._dim(dim1, "transpose")
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return permute(self, dims)
+
+
+swapaxes = transpose
+
+
+def T(self) -> Tensor:  # noqa: N802  (bound as a property)
+    return permute(self, tuple(reversed(range(self.ndim))))
+
+
+def t(self) -> Tensor:
+    if self.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {self.ndim}D")
+    return T(self)
+
+
+def unsqueeze(self, dim: int) -> Tensor:
+    dim = self._dim(dim, "unsqueeze", extra=1)
+    return reshape(self, self.shape[:dim] + (1,) + self.shape[dim:])
+
+
+def squeeze(self, dim=None) -> Tensor:
+    if dim is None:
+        return reshape(self, tuple(n for n in self.shape if n != 1))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    drop = {self._dim(d, "squeeze") for d in dims if self.ndim}
+    if self.ndim == 0:
+        return self
+    return reshape(self, tuple(n for i, n in enumerate(self.shape) if not (i in drop and n == 1)))
+
+
+def expand(self, *shape) -> Tensor:
+    """A broadcast view (no copy; read-only: an in-place write to it raises, as in PyTorch)."""
+    shape = _shape_args(shape)
+    lead = len(shape) - self.ndim
+    if lead < 0:
+        raise RuntimeError(f"expand: the number of sizes provided ({len(shape)}) must be greater or equal to "
+                           f"the number of dimensions in the tensor ({self.ndim})")
+    if any(n == -1 for n in shape[:lead]):
+        raise RuntimeError(f"expand: -1 is not allowed for the new leading dimensions in {shape}")
+    shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
+    try:
+        out = self._backend.xp.broadcast_to(self._data, shape)
+    except ValueError as exc:
+        raise RuntimeError(f"expand: can't expand shape {self.shape} to {shape}: the expanded size must match "
+                           "the existing size at each non-singleton dimension") from exc
+    src = self.shape
+    return self._result(out, (self,), lambda g: (_unbroadcast(g, src),), "ExpandBackward0", saved=(), view=True)
+
+
+def expand_as(self, other: Tensor) -> Tensor:
+    return expand(self, other.shape)
+
+
+def repeat(self, *sizes) -> Tensor:
+    sizes = _shape_args(sizes)
+    if len(sizes) < self.ndim:
+        raise RuntimeError("repeat(): number of repeat dims can not be smaller than number of tensor dims")
+    x = reshape(self, (1,) * (len(sizes) - self.ndim) + self.shape)
+    out = x
+    for d, r in enumerate(sizes):
+        if r != 1:
+            out = cat([out] * r, d) if r > 0 else narrow(out, d, 0, 0)
+    return out
+
+
+def flip(self, dims) -> Tensor:
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = tuple(self._dim(d, "flip") for d in dims)
+    xp = self._backend.xp
+    out = xp.flip(self._data, axes).copy()
+    return self._result(out, (self,), lambda g: (xp.flip(g, axes),), "FlipBackward0", saved=())
+
+
+def contiguous(self, memory_format=None) -> Tensor:
+    return self
+
+
+def clone(self, memory_format=None) -> Tensor:
+    """A copy with its own storage; gradients flow back to the original."""
+    return self._result(self._data.copy(), (self,), lambda g: (g,), "CloneBackward0", saved=())
+
+
+# -- indexing -----------------------------------------------------------------------------------------
+def _index_data(index):
+    """Replace Tensors in an index by their arrays."""
+    if isinstance(index, Tensor):
+        return index._data
+    if isinstance(index, tuple):
+        return tuple(i._data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list) and any(isinstance(i, Tensor) for i in index):
+        return tuple(i._data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+def _is_basic_index(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) and not isinstance(i, bool)
+               for i in items)
+
+
+def getitem(self, index) -> Tensor:
+    """``t[index]``: basic indexing (ints, slices, None, ...) is a view; tensors/lists/masks copy."""
+    index = _index_data(index)
+    try:
+        out = self._data[index]
+    except IndexError as exc:
+        raise IndexError(f"index {index!r} is out of range for a tensor of shape {self.shape} ({exc})") from exc
+    basic = _is_basic_index(index)
+    be = self._backend
+    shape, dtype = self.shape, self.dtype
+
+    def backward(g):
+        gx = be.xp.zeros(shape, dtype=dtype)
+        if basic:
+            gx[index] = g
+        else:
+            be.index_add(gx, index, g)
+        return (gx,)
+
+    result = self._result(out, (self,), backward, "IndexBackward0", saved=(), view=basic)
+    if result._view_of is not None:  # an in-place op on this view writes back through the same index
+        result._view_of = (self, lambda base, view: index_put(base, index, view))
+    return result
+
+
+def index_put(self, index, values) -> Tensor:
+    """Out-of-place ``t[index] = values``: a copy with the slots replaced; the gradient of the replaced
+    slots goes to ``values``, the rest to ``t``. (``t[index] = v`` is this op applied in place.)"""
+    index = _index_data(index)
+    v = self._operand(values, "index_put")
+    if _is_float(v.dtype) and not _is_float(self.dtype):
+        raise RuntimeError(f"Index put requires the source and destination dtypes match, got {self.dtype} for "
+                           f"the destination and {v.dtype} for the source.")
+    out = self._data.copy()
+    try:
+        out[index] = v._data
+    except (ValueError, IndexError) as exc:
+        raise RuntimeError(f"index assignment: can't put values of shape {v.shape} at index {index!r} of a "
+                           f"tensor of shape {self.shape} ({exc})") from exc
+    vshape = v.shape
+
+    def backward(g):
+        gs = g.copy()
+        gs[index] = 0
+        gv = None
+        if v.requires_grad:
+            gv = g[index]
+            gv = _unbroadcast(gv, vshape) if gv.ndim >= len(vshape) else gv
+            if tuple(gv.shape) != vshape:
+                gv = gv.reshape(vshape)
+        return gs, gv
+
+    return self._result(out, (self, v), backward, "IndexPutBackward0", saved=())
+
+
+def masked_fill(self, mask, value) -> Tensor:
+    """``value`` where ``mask`` (a bool tensor broadcast to this shape) is True, else this tensor."""
+    m = mask._data if isinstance(mask, Tensor) else self._backend.asarray(mask)
+    if m.dtype != np.bool_:
+        raise RuntimeError(f"masked_fill only supports boolean masks, but got mask with dtype {m.dtype}")
+    if isinstance(value, Tensor) and value.ndim != 0:
+        raise RuntimeError(f"masked_fill only supports a 0-dimensional value tensor, but got tensor with "
+                           f"{value.ndim} dimension(s)")
+    if isinstance(value, (int, float, bool)):
+        value = Tensor._wrap(self._backend.xp.asarray(value, dtype=self.dtype), self._backend)
+    out = where(Tensor._wrap(m, self._backend), value, self)
+    if out.shape != self.shape:
+        raise RuntimeError(f"masked_fill: mask of shape {tuple(m.shape)} can't be broadcast to {self.shape}")
+    return out if out.dtype == self.dtype else out.astype(self.dtype)
+
+
+def gather(self, dim: int, index) -> Tensor:
+    """out[i][j][k] = self[index[i][j][k]][j][k] for dim 0 (and so on); index is an int64 tensor with the
+    same number of dims (and sizes no larger than self's off ``dim``)."""
+    axis = self._dim(dim, "gather")
+    idx = index._data if isinstance(index, Tensor) else self._backend.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError(f"gather(): Expected dtype int64 for index, got {idx.dtype}")
+    if idx.ndim != self.ndim:
+        raise RuntimeError(f"gather(): Index tensor must have the same number of dimensions as input tensor "
+                           f"({idx.ndim} vs {self.ndim})")
+    for d in range(self.ndim):
+        if d != axis and idx.shape[d] > self.shape[d]:
+            raise RuntimeError(f"gather(): Size does not match at dimension {d}: index {tuple(idx.shape)} vs "
+                               f"input {self.shape}")
+    if idx.size and (int(idx.min()) < -self.shape[axis] or int(idx.max()) >= self.shape[axis]):
+        raise RuntimeError(f"gather(): index out of range for dimension {dim} of size {self.shape[axis]}")
+    xp = self._backend.xp
+    full = _along_index(xp, idx, axis)
+    out = self._data[full]
+    be = self._backend
+    shape, dtype = self.shape, self.dtype
+
+    def backward(g):
+        gx = xp.zeros(shape, dtype=dtype)
+        be.index_add(gx, full, g)
+        return (gx,)
+
+    return self._result(out, (self,), backward, "GatherBackward0", saved=())
+
+
+def scatter(self, dim: int, index, src=None, value=None, *, reduce=None) -> Tensor:
+    """Out-of-place scatter: a copy with ``out[index[i][j]][j] = src[i][j]`` (dim 0; likewise others)."""
+    if reduce is not None:
+        raise NotImplementedError("scatter(reduce=...) is not supported by gpunn; use scatter_add")
+    if src is None:
+        src = value
+    if src is None:
+        raise TypeError("scatter(): needs src (a tensor) or value (a number)")
+    axis = self._dim(dim, "scatter")
+    idx = index._data if isinstance(index, Tensor) else self._backend.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError(f"scatter(): Expected dtype int64 for index, got {idx.dtype}")
+    if idx.ndim != self.ndim:
+        raise RuntimeError("scatter(): Index tensor must have the same number of dimensions as self tensor")
+    if idx.size and (int(idx.min()) < -self.shape[axis] or int(idx.max()) >= self.shape[axis]):
+        raise RuntimeError(f"scatter(): index out of range for dimension {dim} of size {self.shape[axis]}")
+    xp = self._backend.xp
+    full = _along_index(xp, idx, axis)
+    s = self._operand(src, "scatter")
+    region = tuple(slice(0, n) for n in idx.shape)
+    s_vals = s._data[region] if s.ndim else s._data
+    out = self._data.copy()
+    out[full] = s_vals
+    sshape = s.shape
+
+    def backward(g):
+        gs = g.copy()
+        gs[full] = 0
+        gsrc = None
+        if s.requires_grad:
+            gsrc = xp.zeros(sshape, dtype=g.dtype)
+            gsrc[region] = g[full]
+        return gs, gsrc
+
+    return self._result(out, (self, s), backward, "ScatterBackward0", saved=())
+
+
+def scatter_add(self, dim: int, index, src) -> Tensor:
+    """A copy with ``out[index[i][j]][j] += src[i][j]`` (dim 0; likewise others), duplicates accumulate."""
+    axis = self._dim(dim, "scatter_add")
+    idx = index._data if isinstance(index, Tensor) else self._backend.asarray(index)
+    xp = self._backend.xp
+    full = _along_index(xp, idx, axis)
+    s = self._operand(src, "scatter_add")
+    region = tuple(slice(0, n) for n in idx.shape)
+    out = self._data.copy()
+    self._backend.index_add(out, full, s._data[region])
+    sshape = s.shape
+
+    def backward(g):
+        gsrc = None
+        if s.requires_grad:
+            gsrc = xp.zeros(sshape, dtype=g.dtype)
+            gsrc[region] = g[full]
+        return g, gsrc
+
+    return self._result(out, (self, s), backward, "ScatterAddBackward0", saved=())
+
+
+def narrow(self, dim: int, start: int, length: int) -> Tensor:
+    d = self._dim(dim, "narrow")
+    index = (slice(None),) * d + (slice(start, start + length),)
+    return getitem(self, index)
+
+
+def split(self, split_size_or_sections, dim: int = 0) -> tuple:
+    """Views of consecutive pieces along ``dim``: each of size ``split_size`` (the last may be smaller),
+    or of the listed sizes."""
+    d = self._dim(dim, "split")
+    n = self.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        if step <= 0:
+            raise RuntimeError(f"split(): split_size must be positive, got {step}")
+        sizes = [min(step, n - s) for s in range(0, n, step)] or [0]
+    else:
+        sizes = [int(s) for s in split_size_or_sections]
+        if sum(sizes) != n:
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size "
+                               f"at dimension {dim}), but got split_sizes={sizes}")
+    out, start = [], 0
+    for s in sizes:
+        out.append(narrow(self, d, start, s))
+        start += s
+    return tuple(out)
+
+
+def chunk(self, chunks: int, dim: int = 0) -> tuple:
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    n = self.shape[self._dim(dim, "chunk")]
+    return split(self, max(1, -(-n // chunks)), dim)
+
+
+def unbind(self, dim: int = 0) -> tuple:
+    d = self._dim(dim, "unbind")
+    return tuple(getitem(self, (slice(None),) * d + (i,)) for i in range(self.shape[d]))
+
+
+# -- joining and selecting ------------------------------------------------------------------------------
+def _tensors(seq, op):
+    if isinstance(seq, Tensor):
+        raise TypeError(f"{op}(): expected a sequence of tensors, got a single Tensor")
+    ts = list(seq)
+    if not ts:
+        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
+    for t in ts:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: expected tensors, got {type(t).__name__}")
+        _check_same_backend(ts[0], t, op)
+    return ts
+
+
+def cat(tensors, dim: int = 0) -> Tensor:
+    """Concatenate along ``dim``; the gradient is split back into the pieces."""
+    ts = _tensors(tensors, "cat")
+    xp = ts[0]._backend.xp
+    dim = ts[0]._dim(dim, "cat")
+    # PyTorch's promotion: floats win over integers without widening (float32 + int64 -> float32)
+    floats = [t.dtype for t in ts if t.dtype.kind == "f"]
+    dtype = np.result_type(*floats) if floats else np.result_type(*[t.dtype for t in ts])
+    try:
+        out = xp.concatenate([t._data.astype(dtype, copy=False) for t in ts], axis=dim)
+    except ValueError as exc:
+        raise RuntimeError(f"cat(): sizes of tensors must match except in dimension {dim}; got shapes "
+                           f"{[t.shape for t in ts]}") from exc
+    bounds = np.cumsum([t.shape[dim] for t in ts])[:-1]
+    return ts[0]._result(out, tuple(ts), lambda g: tuple(xp.split(g, bounds, axis=dim)), "CatBackward0",
+                         saved=())
+
+
+concat = cat
+
+
+def stack(tensors, dim: int = 0) -> Tensor:
+    ts = _tensors(tensors, "stack")
+    if len({t.shape for t in ts}) != 1:
+        raise RuntimeError(f"stack expects each tensor to be equal size, but got {[t.shape for t in ts]}")
+    return cat([unsqueeze(t, dim) for t in ts], dim)
+
+
+def where(condition, input=None, other=None) -> Tensor:  # noqa: A002
+    """Elementwise ``input if condition else other``; gradients flow to the chosen side.
+    ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``."""
+    if input is None and other is None:
+        return nonzero(condition, as_tuple=True)
+    base = input if isinstance(input, Tensor) else other
+    if not isinstance(base, Tensor):
+        base = condition if isinstance(condition, Tensor) else None
+        if base is None:
+            raise TypeError("where: condition, input or other must be a tensor")
+        base = Tensor._wrap(base._backend.xp.asarray(input), base._backend)
+    cond = condition._data if isinstance(condition, Tensor) else base._backend.asarray(condition)
+    if cond.dtype != np.bool_:
+        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype "
+                           f"{cond.dtype}")
+    a = base._operand(input, "where")
+    b = base._operand(other, "where")
+    xp = base._backend.xp
+    out = xp.where(cond, *_coerce(a._data, b._data))  # where(c, int_tensor, 0.5) -> float32, as in PyTorch
+
+    def backward(g):
+        ga = _unbroadcast(xp.where(cond, g, 0), a.shape) if a.requires_grad else None
+        gb = _unbroadcast(xp.where(cond, 0, g), b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return base._result(out, (a, b), backward, "WhereBackward0", saved=())
+
+
+def nonzero(self, as_tuple: bool = False):
+    xp = self._backend.xp
+    idx = xp.nonzero(self._data)
+    if as_tuple:
+        return tuple(Tensor._wrap(i.astype(np.int64), self._backend) for i in idx)
+    return Tensor._wrap(xp.stack(idx, axis=1).astype(np.int64) if idx else xp.zeros((0, 0), dtype=np.int64),
+                        self._backend)

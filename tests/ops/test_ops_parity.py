@@ -1,0 +1,184 @@
+"""The ops PyTorch users reach for (issue 9, item 6), each written once as ``fn(L, *tensors)`` and run under
+gpunn and PyTorch by ``tests.helpers.parity``: values, output dtypes and gradients, float32 and float64,
+odd shapes. Plus the names, aliases and errors around them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn
+from tests.helpers import parity, randn, torch_or_skip
+
+torch = torch_or_skip()
+
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+S = (9, 7, 5)
+
+
+def _arr(rng, shape, kind="n"):
+    if kind == "p":  # positive, for logs and roots
+        return rng.uniform(0.5, 2.0, size=shape)
+    if kind == "u":  # distinct values (no ties for sort/max)
+        return rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0 - 3.0
+    return randn(rng, *shape, dtype=np.float64, low_abs=0.05)
+
+
+CASES = {
+    # reductions with dim / keepdim and their numpy aliases
+    "max_dim": (lambda L, x: x.max(1), [(S, "u")]),
+    "min_dim_keepdim": (lambda L, x: x.min(dim=-1, keepdim=True), [(S, "u")]),
+    "max_fn_dim": (lambda L, x: L.max(x, 0), [(S, "u")]),
+    "max_two_tensors": (lambda L, x, y: L.max(x, y), [(S, "u"), (S, "n")]),
+    "maximum": (lambda L, x, y: L.maximum(x, y), [(S, "u"), ((7, 5), "n")]),
+    "minimum": (lambda L, x, y: x.minimum(y), [(S, "u"), (S, "n")]),
+    "sum_axis_keepdims": (lambda L, x: x.sum(axis=1, keepdims=True), [(S, "n")]),
+    "mean_axis_tuple": (lambda L, x: x.mean(axis=(0, 2)), [(S, "n")]),
+    "pow_scalar": (lambda L, x: x.pow(3), [(S, "n")]),
+    "pow_tensor": (lambda L, x, y: L.pow(x, y), [(S, "p"), (S, "n")]),
+    "norm": (lambda L, x: x.norm(), [(S, "n")]),
+    "norm_dim": (lambda L, x: x.norm(dim=1), [(S, "n")]),
+    "norm_p1": (lambda L, x: x.norm(p=1, dim=2), [(S, "n")]),
+    "std": (lambda L, x: x.std(), [(S, "n")]),
+    "std_dim": (lambda L, x: x.std(dim=0, keepdim=True), [(S, "n")]),
+    "var_unbiased_false": (lambda L, x: x.var(1, unbiased=False), [(S, "n")]),
+    "prod": (lambda L, x: x.prod(), [((3, 4), "p")]),
+    "prod_dim": (lambda L, x: x.prod(1), [(S, "n")]),
+    "cumsum": (lambda L, x: x.cumsum(dim=1), [(S, "n")]),
+    "cumsum_fn": (lambda L, x: L.cumsum(x, -1), [(S, "n")]),
+    "sort": (lambda L, x: x.sort(dim=1), [(S, "u")]),
+    "sort_descending": (lambda L, x: L.sort(x, descending=True), [(S, "u")]),
+    "topk": (lambda L, x: x.topk(3, dim=1), [(S, "u")]),
+    "topk_smallest": (lambda L, x: x.topk(2, largest=False), [(S, "u")]),
+    "amax": (lambda L, x: x.amax(dim=(0, 2)), [(S, "u")]),
+    "logsumexp": (lambda L, x: x.logsumexp(dim=1), [(S, "n")]),
+    # shape helpers
+    "view_as": (lambda L, x, y: x.view_as(y), [((5, 7), "n"), ((35,), "n")]),
+    "reshape_as": (lambda L, x, y: x.reshape_as(y), [(S, "n"), ((63, 5), "n")]),
+    "expand_as": (lambda L, x, y: x.expand_as(y) * y, [((7, 1), "n"), (S, "n")]),
+    "clone": (lambda L, x: x.clone() * 2, [(S, "n")]),
+    "masked_fill": (lambda L, x: x.masked_fill(x > 0.5, -1.0), [(S, "n")]),
+    "chunk": (lambda L, x: x.chunk(3, dim=1), [(S, "n")]),
+    "split_size": (lambda L, x: x.split(2, dim=2), [(S, "n")]),
+    "split_sections": (lambda L, x: L.split(x, [3, 6]), [(S, "n")]),
+    "flip": (lambda L, x: x.flip(0), [(S, "n")]),
+    "repeat": (lambda L, x: x.repeat(2, 1, 3), [(S, "n")]),
+    "unbind": (lambda L, x: x.unbind(1), [((3, 4), "n")]),
+    "narrow": (lambda L, x: x.narrow(1, 2, 3), [(S, "n")]),
+    # unary math
+    "sin": (lambda L, x: x.sin(), [(S, "n")]),
+    "cos": (lambda L, x: L.cos(x), [(S, "n")]),
+    "tan": (lambda L, x: x.tan(), [(S, "n")]),
+    "exp": (lambda L, x: L.exp(x), [(S, "n")]),
+    "log1p": (lambda L, x: x.log1p(), [(S, "p")]),
+    "expm1": (lambda L, x: x.expm1(), [(S, "n")]),
+    "rsqrt": (lambda L, x: x.rsqrt(), [(S, "p")]),
+    "log10": (lambda L, x: x.log10(), [(S, "p")]),
+    "reciprocal": (lambda L, x: x.reciprocal(), [(S, "p")]),
+    "square": (lambda L, x: x.square(), [(S, "n")]),
+    "sign_times": (lambda L, x: x.sign() * x, [(S, "n")]),
+    "floor_ceil_round": (lambda L, x: (x * 3).floor() + (x * 3).ceil() + (x * 3).round() + x, [(S, "n")]),
+    "clamp_tensor_bounds": (lambda L, x, lo: x.clamp(min=lo), [(S, "n"), ((5,), "n")]),
+    "softmax_method": (lambda L, x: x.softmax(dim=1), [(S, "n")]),
+    "functions": (lambda L, x: L.sum(L.flatten(L.relu(x)), 0) + L.mean(L.sigmoid(x)) + L.tanh(x).sum(), [(S, "n")]),
+    "remainder": (lambda L, x, y: x % y + L.remainder(x, 0.7), [(S, "n"), (S, "p")]),
+    "maximum_ties": (lambda L, x: L.maximum(x, x.round()) + L.minimum(x.clamp(max=0.5), x.clamp(min=-0.5)),
+                     [(S, "n")]),
+    "where_cond": (lambda L, x, y: L.where(x > y, x, y), [(S, "n"), (S, "n")]),
+    "matmul_fn": (lambda L, a, b: L.matmul(a, b), [((4, 9, 7), "n"), ((7, 3), "n")]),
+}
+
+
+def _gather_case(L, x):
+    idx = L.tensor(np.array([[0, 2, 1], [4, 4, 0], [1, 3, 3]], dtype=np.int64))
+    return x.gather(1, idx)
+
+
+def _scatter_case(L, x, src):
+    idx = L.tensor(np.array([[0, 2, 1, 4], [3, 1, 0, 2]], dtype=np.int64))
+    return x.scatter(1, idx, src)
+
+
+CASES["gather"] = (_gather_case, [((3, 5), "n")])
+CASES["scatter"] = (_scatter_case, [((2, 5), "n"), ((2, 4), "n")])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_op_matches_torch(rng, case, dtype):
+    fn, specs = CASES[case]
+    parity(rng, fn, [_arr(rng, s, k) for s, k in specs], dtype)
+
+
+NO_GRAD_CASES = {
+    "argmax_fn": lambda L, x: L.argmax(x, dim=1),
+    "argmax_keepdim": lambda L, x: x.argmax(axis=0, keepdims=True),
+    "argsort": lambda L, x: x.argsort(dim=-1, descending=True),
+    "any": lambda L, x: (x > 1).any(dim=0),
+    "all": lambda L, x: (x > -3).all(),
+    "comparisons": lambda L, x: L.stack([x.eq(x.round()), x.ne(0.5), x.lt(0.1), x.le(0), x.gt(0.2), x.ge(-0.3)]),
+    "isclose": lambda L, x: L.isclose(x, x + 1e-9),
+    "isfinite": lambda L, x: (x / (x > 0).float()).isfinite(),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_GRAD_CASES))
+def test_no_grad_op_matches_torch(rng, case):
+    parity(rng, NO_GRAD_CASES[case], [_arr(rng, S, "u")], np.float64, grad=False)
+
+
+def test_max_with_dim_returns_named_values_and_indices(rng):
+    x = gpunn.tensor(_arr(rng, S, "u"))
+    out = x.max(dim=2)
+    assert out.values.shape == (9, 7) and out.indices.dtype == np.int64
+    values, indices = gpunn.max(x, 2)
+    np.testing.assert_array_equal(values.numpy(), out[0].numpy())
+    np.testing.assert_array_equal(indices.numpy(), x.numpy().argmax(2))
+
+
+def test_factories_match_torch():
+    for args in [(0, 1, 5), (-2.0, 3.5, 7), (1, 1, 1)]:
+        np.testing.assert_allclose(gpunn.linspace(*args).numpy(), torch.linspace(*args).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(gpunn.logspace(*args).numpy(), torch.logspace(*args).numpy(), rtol=1e-5)
+        assert gpunn.linspace(*args).dtype == np.float32
+    gpunn.manual_seed(3)
+    z = gpunn.normal(2.0, 3.0, size=(4000,))
+    assert z.dtype == np.float32 and abs(z.mean().item() - 2.0) < 0.3 and abs(z.std().item() - 3.0) < 0.3
+    m = gpunn.normal(gpunn.zeros(3, 4), gpunn.full((3, 4), 0.5))
+    assert m.shape == (3, 4)
+    assert gpunn.randint(0, 10, (5,), dtype=gpunn.int32).dtype == np.int32
+    assert gpunn.randint(5, (2, 3)).shape == (2, 3)
+
+
+def test_properties_and_grad_mode_decorator(rng):
+    x = gpunn.tensor(_arr(rng, S), requires_grad=True)
+    t = torch.tensor(_arr(rng, S), requires_grad=True)
+    for a in (x, t):
+        y = a * 2
+        y.retain_grad()
+        y.sum().backward()
+        assert (a.numel(), a.size(), a.size(1), a.dim(), a.ndim, a.is_leaf, y.is_leaf) == \
+            (315, S, 7, 3, 3, True, False)
+        assert y.grad_fn is not None and a.grad_fn is None and y.grad is not None
+    for L in (gpunn, torch):
+        @L.no_grad()
+        def f(a):
+            return a * 2
+
+        @L.no_grad
+        def g(a):
+            return a * 2
+
+        a = L.ones(2, requires_grad=True)
+        assert not f(a).requires_grad and not g(a).requires_grad and (a * 2).requires_grad
+
+
+@pytest.mark.parametrize("name", ["svd", "fft", "einsum", "kron", "cholesky"])
+def test_unsupported_ops_say_so_by_name(name):
+    with pytest.raises(AttributeError, match=name):
+        getattr(gpunn, name)
+    x = gpunn.ones(2)
+    with pytest.raises(NotImplementedError, match="register_hook"):
+        x.register_hook(lambda g: g)
+    with pytest.raises(AttributeError, match="Tensor.stft is not supported by gpunn"):
+        x.stft(4)
