@@ -15,11 +15,13 @@ class History:
 
     ``history.epochs`` is a list of dicts ({"epoch": 1, "loss": ..., "accuracy": ..., "val_loss": ...,
     "lr": ..., "time": ...}); ``history["val_loss"]`` is one column; ``history.history`` all columns
-    (Keras-style); ``stop_reason`` says why training ended early (None when it ran all epochs)."""
+    (Keras-style); ``stop_reason`` says why training ended early (None when it ran all epochs);
+    ``stop_signal`` is the number of the signal (SIGINT, SIGTERM) that stopped it, else None."""
 
     def __init__(self, epochs=None) -> None:
         self.epochs: list[dict] = list(epochs or [])
         self.stop_reason: str | None = None
+        self.stop_signal: int | None = None
         self.best_epoch: int | None = None
 
     def append(self, record: dict) -> None:
