@@ -147,7 +147,7 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
 
     loaders = [ld for ld in (train_loader, val_loader) if ld is not None]
     trainer = Trainer(model, optimizer, scheduler, history, epochs, loaders, log, cbs, initial_epoch)
-    history.stop_reason = history.stop_signal = None
+    history.stop_reason = history.stop_signal = history.best_epoch = None
     for c in cbs:
         c.set_trainer(trainer)
     with trainer.requests:
