@@ -322,3 +322,26 @@ def test_no_restore_line_when_the_best_epoch_is_the_last(digits, capsys):
     train.fit(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
               (digits.X_train, digits.y_train), epochs=3, callbacks=[es], verbose=1)
     assert es.best_epoch == 3 and "restored" not in capsys.readouterr().out
+
+
+def test_plot_marks_the_best_epoch_and_lr_changes_and_labels_both_axes(tmp_path):
+    hist = train.History([{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + e / 20, "val_loss": 1.5 / e,
+                           "val_accuracy": 0.5 + e / 25, "lr": 0.1 if e < 3 else (0.05 if e < 5 else 0.025)}
+                          for e in range(1, 7)])
+    hist.best_epoch = 4
+    assert hist.lr_changes() == [(3, 0.05), (5, 0.025)]
+    fig = hist.figure("t")
+    try:
+        for ax in fig.axes:
+            assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
+            vertical = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()
+                        if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2}
+            assert vertical.get("best epoch 4 (restored)") == 4
+            xs = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":")
+            assert xs == [3, 5]
+        assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert open(hist.plot(tmp_path / "h.png"), "rb").read()[:4] == b"\x89PNG"
