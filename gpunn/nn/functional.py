@@ -168,6 +168,8 @@ def softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
     dim = _implicit_dim(input.ndim, "softmax") if dim is None else dim
     xp = input._backend.xp
     x = input.data
+    if x.size == 0 and -x.ndim <= dim < x.ndim:  # as PyTorch: an empty result (a max over nothing fails)
+        return input._result(x.copy(), (input,), lambda g: (g * 0,), "SoftmaxBackward")
     e = xp.exp(x - x.max(axis=dim, keepdims=True))
     y = e / e.sum(axis=dim, keepdims=True)
     return input._result(y, (input,), lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
@@ -180,6 +182,8 @@ def log_softmax(input, dim: int | None = None) -> Tensor:  # noqa: A002
     dim = _implicit_dim(input.ndim, "log_softmax") if dim is None else dim
     xp = input._backend.xp
     x = input.data
+    if x.size == 0 and -x.ndim <= dim < x.ndim:  # as PyTorch: an empty result
+        return input._result(x.copy(), (input,), lambda g: (g * 0,), "LogSoftmaxBackward")
     shifted = x - x.max(axis=dim, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
     return input._result(y, (input,), lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
