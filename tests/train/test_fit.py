@@ -345,3 +345,39 @@ def test_plot_marks_the_best_epoch_and_lr_changes_and_labels_both_axes(tmp_path)
 
         plt.close(fig)
     assert open(hist.plot(tmp_path / "h.png"), "rb").read()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model", {"0.weight": 5}),                                     # not an array (AttributeError before)
+    ("loaders", [{"seed": 2**80, "epoch": 0}]),                     # OverflowError before
+    ("loaders", [{"seed": 1, "epoch": "x"}]),
+    ("epoch", 10**30),
+    ("epoch", True),
+    ("history", {"epochs": [["not", "a dict"]]}),
+    ("history", {"epochs": [], "best_epoch": "x"}),
+    ("optimizer", {"state": {}, "param_groups": [{"params": ["a"]}]}),
+    ("optimizer", {"state": 3, "param_groups": []}),
+    ("callbacks", [["EarlyStopping"]]),
+    ("rng", {"backend": "tpu", "state": 1}),
+    ("rng", {"backend": "numpy", "state": {"bit_generator": "nope"}}),
+])
+def test_every_field_of_a_crafted_training_state_is_a_checkpoint_error(digits, tmp_path, field, value):
+    from gpunn.checkpoint import CheckpointError
+
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "state.npz"
+    train.save_training_state(path, model, opt, epoch=1, history=train.History(),
+                              loaders=[DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)])
+    state = gpunn.load(path)
+    state[field] = value
+    gpunn.save(state, path)
+    before = _weights(model)
+    with pytest.raises(CheckpointError):
+        train.load_training_state(path, model, opt, None, train.History(),
+                                  [DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)])
+    assert _same_weights(before, _weights(model))
+
+
+def _same_weights(a, b):
+    return all(np.array_equal(a[k], b[k]) for k in a)
