@@ -413,12 +413,11 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"gpunn: error: {exc}", file=sys.stderr)
         return exc.code
-    except KeyboardInterrupt:
-        print("gpunn: interrupted by SIGINT (Ctrl-C) before training began; nothing was written", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("gpunn: stopped by SIGTERM outside training; nothing more was written", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:  # outside the training loop, which handles both itself
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT (Ctrl-C)", 130)
+        print(f"gpunn: stopped by {name} outside training; every file already written is complete (each is "
+              "written atomically), nothing more was written", file=sys.stderr)
+        return code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -148,3 +148,24 @@ def test_rewritten_outputs_keep_their_permission_bits(capsys, tmp_path):
     assert main([*COMMON, "--epochs", "1", "--out", str(out)]) == 0
     for name in ("checkpoint.npz", "history.csv", "model.npz"):
         assert (out / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_sigterm_before_training_is_one_line_and_exit_143(tmp_path, monkeypatch):
+    # SIGTERM while the data set loads: the CLI's own handler, not Python's silent death
+    import gpunn.cli as cli
+
+    def load_and_get_killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    def guard(signum, frame):  # without the CLI's handler, fail instead of killing pytest
+        raise RuntimeError("SIGTERM reached the test: the CLI did not handle it")
+
+    monkeypatch.setattr(cli, "load_dataset", load_and_get_killed)
+    previous = signal.signal(signal.SIGTERM, guard)
+    try:
+        code = main([*COMMON, "--out", str(tmp_path / "r")])
+        assert signal.getsignal(signal.SIGTERM) is guard  # put back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and not (tmp_path / "r").exists()
