@@ -1,5 +1,6 @@
 # The two commands of the quick start: `make train` and `make test`.
-# Everything they need is installed here, into .venv, by the project's own files.
+# Everything they need is installed here, into .venv, by the project's own files. `make train` installs
+# only what training needs (the `train` extra); `make test` adds the test and lint tools and PyTorch.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,24 +11,32 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: venv test train lint clean gpu-check bench
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+# "pip>=23": editable installs from pyproject.toml alone; a no-op (no download) when pip is recent
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "pip>=23"
+
+$(VENV)/.installed-train: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[train]"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.installed-train
 	$(PIP) install --quiet -e ".[test,dev,mpi]"
 	if [ -n "$(TORCH)" ]; then $(PIP) install --quiet "$(TORCH)" || echo "torch not installed: torch tests will skip"; fi
 	touch $@
 
+# the full development environment (training, tests, lint, bench)
 venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q
 
-train: venv
+train: $(VENV)/.installed-train
 	mkdir -p runs
 	$(VENV)/bin/gpunn train --dataset mnist-sample --model mlp --out runs/default
 
 lint: venv
-	$(VENV)/bin/ruff check gpunn tests bench
+	$(VENV)/bin/ruff check gpunn tests bench tools
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -84,68 +84,135 @@ def save(obj, path) -> None:
         np.savez(f, **arrays)
 
 
-def _decode(node, npz, path, backend):
+class _Entries:
+    """The arrays of a checkpoint's zip, each read at most once and checked before it is allocated."""
+
+    def __init__(self, raw: bytes, path: str) -> None:
+        self.path, self.size = path, len(raw)
+        self.zip = zipfile.ZipFile(io.BytesIO(raw))
+        self.infos = {}
+        for info in self.zip.infolist():
+            if info.flag_bits & 0x1:
+                raise CheckpointError(f"checkpoint {path!r} has encrypted entries; gpunn checkpoints are never "
+                                      "encrypted (was it written by another tool?)")
+            # gpunn.save never compresses: refusing compressed entries rules out decompression bombs,
+            # since every array is then no larger than the file itself
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise CheckpointError(f"checkpoint {path!r} has compressed entries; gpunn checkpoints are "
+                                      "stored uncompressed (was it written by another tool?)")
+            if info.filename.endswith(".npy"):
+                self.infos[info.filename[:-4]] = info
+        self.decoded: dict[str, np.ndarray] = {}
+        self.decoded_bytes = 0
+
+    def array(self, key) -> np.ndarray:
+        """Entry ``key`` as an array; its declared size is checked against the entry before allocating."""
+        if not isinstance(key, str) or key not in self.infos:
+            raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key!r} is missing")
+        if key in self.decoded:  # the tree may name one array many times: decode it once
+            return self.decoded[key]
+        info = self.infos[key]
+        with self.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key} has .npy version "
+                                      f"{version}, gpunn writes 1.0")
+            if dtype.hasobject or dtype.kind not in "biuf":
+                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key} has dtype {dtype}, "
+                                      "but checkpoints hold numeric arrays only")
+            declared = dtype.itemsize
+            for n in shape:
+                declared *= n
+            stored = info.file_size - f.tell()
+            if declared != stored:
+                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key} declares shape "
+                                      f"{shape} ({declared} bytes) but its entry holds {stored} bytes")
+            if self.decoded_bytes + declared > self.size:
+                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: its arrays would decode to more "
+                                      f"bytes than the {self.size}-byte file holds")
+            data = f.read()  # reading to the end also checks the entry's CRC
+        if len(data) != declared:
+            raise CheckpointError(f"checkpoint {self.path!r} is truncated: array {key} has {len(data)} of "
+                                  f"{declared} bytes")
+        a = np.frombuffer(bytearray(data), dtype=dtype)
+        a = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+        self.decoded[key] = a
+        self.decoded_bytes += declared
+        return a
+
+
+def _decode(node, entries: _Entries, backend, memo: dict):
+    path = entries.path
     if isinstance(node, dict):
         if "__array__" in node:
-            key = node["__array__"]
-            try:
-                a = npz[key]
-            except KeyError as exc:
-                raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} is missing") from exc
-            if a.dtype.kind not in "biuf":
-                raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} has dtype {a.dtype}, "
-                                      "but checkpoints hold numeric arrays only")
+            key, kind = node["__array__"], node.get("kind")
+            if kind not in ("tensor", "ndarray"):
+                raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key!r} has kind {kind!r}")
+            if (key, kind) in memo:
+                return memo[key, kind]
+            a = entries.array(key)
             if _digest(a) != node.get("sha256"):
                 raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} does not match its "
                                       "checksum (the file was modified or damaged)")
-            if node.get("kind") == "tensor":
+            if kind == "tensor":
                 from gpunn.factories import as_tensor
 
-                return as_tensor(a, backend=backend)
+                a = as_tensor(a, backend=backend)
+            memo[key, kind] = a
             return a
         if "__dict__" in node:
-            return {k: _decode(v, npz, path, backend) for k, v in node["__dict__"]}
+            items = node["__dict__"]
+            if not isinstance(items, list) or not all(
+                    isinstance(e, list) and len(e) == 2 and isinstance(e[0], (str, int)) for e in items):
+                raise CheckpointError(f"checkpoint {path!r} is corrupt: a dict node is not a list of [key, value]")
+            return {k: _decode(v, entries, backend, memo) for k, v in items}
         if "__list__" in node:
-            items = [_decode(v, npz, path, backend) for v in node["__list__"]]
+            if not isinstance(node["__list__"], list):
+                raise CheckpointError(f"checkpoint {path!r} is corrupt: a list node does not hold a list")
+            items = [_decode(v, entries, backend, memo) for v in node["__list__"]]
             return tuple(items) if node.get("tuple") else items
         if "__float__" in node:
-            return float(node["__float__"])
+            text = node["__float__"]
+            if text not in ("nan", "inf", "-inf"):
+                raise CheckpointError(f"checkpoint {path!r} is corrupt: bad float {text!r}")
+            return float(text)
         raise CheckpointError(f"checkpoint {path!r} is corrupt: unknown node {sorted(node)}")
-    return node
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    raise CheckpointError(f"checkpoint {path!r} is corrupt: a bare {type(node).__name__} in its tree")
 
 
 def load(path, backend=None):
     """Read a checkpoint written by ``gpunn.save``; tensors come back on ``backend`` (default: current).
 
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` (a ValueError) for a file that
-    is truncated, tampered with, or not a gpunn checkpoint. Never unpickles anything."""
+    is truncated, tampered with, crafted, or not a gpunn checkpoint. Never unpickles anything; every
+    array's declared size is checked against the file before it is allocated, and the arrays together
+    never decode to more bytes than the file holds."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load(): no checkpoint file at {path!r}")
+    with open(path, "rb") as f:
+        raw = f.read()
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        with zipfile.ZipFile(io.BytesIO(raw)) as z:
-            # gpunn.save never compresses: refusing compressed entries rules out decompression bombs,
-            # since every array is then no larger than the file itself
-            if any(info.compress_type != zipfile.ZIP_STORED for info in z.infolist()):
-                raise CheckpointError(f"checkpoint {path!r} has compressed entries; gpunn checkpoints are "
-                                      "stored uncompressed (was it written by another tool?)")
-        npz = np.load(io.BytesIO(raw), allow_pickle=False)
-        files = set(npz.files)
-        if "__gpunn__" not in files:
+        entries = _Entries(raw, path)
+        if "__gpunn__" not in entries.infos:
             raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (no __gpunn__ header)")
-        meta = json.loads(bytes(npz["__gpunn__"]).decode())
+        meta = json.loads(entries.array("__gpunn__").tobytes().decode())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (bad header)")
         if meta.get("version") != VERSION:
             raise CheckpointError(f"checkpoint {path!r} has format version {meta.get('version')}, "
                                   f"this gpunn reads version {VERSION}")
-        return _decode(meta["tree"], npz, path, backend)
+        return _decode(meta.get("tree"), entries, backend, {})
     except CheckpointError:
         raise
     except RecursionError as exc:
         raise CheckpointError(f"checkpoint {path!r} is malformed: its structure is nested too deeply") from exc
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError, TypeError) as exc:
+    except Exception as exc:  # anything else a damaged or crafted zip/.npy/JSON raises: say so, one type
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt "
                               f"({type(exc).__name__}: {exc})") from exc

@@ -1,8 +1,13 @@
 """The ``gpunn`` command: ``gpunn train ...`` and ``gpunn info``.
 
 User errors (bad names, sizes, paths, checkpoints) print one line ``gpunn: error: ...`` and exit 2,
-with no traceback. Outputs are written only when training ends (finished, stopped early, or Ctrl-C),
-each atomically, so a failed run never replaces files an earlier run left in ``--out``.
+with no traceback; a failed write (a full disk) prints one such line and exits 1.
+
+Never losing work: ``checkpoint.npz`` (the whole training state) and ``history.csv`` are written
+atomically at the end of every completed epoch, so they always describe a finished epoch; ``model.npz``
+and ``history.png`` are written when training ends. A run that completes no epoch writes nothing, so
+it never replaces what an earlier run left in ``--out``. SIGINT (Ctrl-C) and SIGTERM stop at a step
+boundary; the exit code is then 130 or 143, after one line saying what was kept and how to resume.
 """
 
 from __future__ import annotations
@@ -10,16 +15,41 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
+import signal
 import sys
+import threading
 
 
 class UserError(Exception):
     """A mistake in the command line or its inputs: reported in one line, exit code 2."""
 
+    code = 2
+
+
+class WriteError(UserError):
+    """An output could not be written (a full disk, no permission): one line, exit code 1."""
+
+    code = 1
+
+
+class Terminated(Exception):
+    """SIGTERM outside the training loop (which handles it itself)."""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's default prints the usage too)
         raise UserError(message)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (options whose default depends on others say so)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
 DATASETS = ("mnist-sample", "digits", "idx:DIR")
@@ -28,18 +58,24 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gpunn import __version__
+
     p = _Parser(prog="gpunn", description="Train small neural networks with gpunn.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    t = sub.add_parser("train", help="train a model and write checkpoint, history.csv and history.png")
+    p.add_argument("--version", action="version", version=f"gpunn {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,info}")
+    t = sub.add_parser("train", help="train a model and write checkpoint.npz, model.npz, history.csv and history.png",
+                       formatter_class=_HelpFormatter)
     t.add_argument("--dataset", default="mnist-sample", help="mnist-sample, digits, or idx:DIR (MNIST IDX files)")
     t.add_argument("--model", default="mlp", help=f"one of {', '.join(MODELS)}")
     t.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZERS)}")
-    t.add_argument("--epochs", type=int, default=15)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05 for sgd, 1e-3 for adam)")
+    t.add_argument("--epochs", type=int, default=15, help="epochs to train (with --resume: the total, counting "
+                   "the checkpoint's)")
+    t.add_argument("--batch-size", type=int, default=64, help="samples per training step")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05 for sgd, 1e-3 for adam "
+                   "and adamw)")
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     t.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 weight decay (default 1e-4 sgd, 0 adam, 1e-2 adamw)")
+                   help="L2 weight decay (default: 1e-4 for sgd, 0 for adam, 1e-2 for adamw)")
     t.add_argument("--dropout", type=float, default=0.0, help="drop probability of the hidden layers (mlp, cnn)")
     t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random +-2 pixel shifts of training images (default: on for cnn, off otherwise)")
@@ -47,11 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the training set held out for validation")
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 disables)")
     t.add_argument("--backend", default="auto", help="auto, numpy or cupy")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the weights, the split and the shuffling")
     t.add_argument("--out", default="runs/latest", help="output folder (created if its parent exists)")
-    t.add_argument("--resume", default=None, help="continue from a training-state checkpoint")
-    t.add_argument("--quiet", action="store_true", help="print only the final result")
-    sub.add_parser("info", help="print the backend, device, versions and available kernels")
+    t.add_argument("--resume", default=None, help="continue from a training-state checkpoint "
+                   "(default: none, a fresh run)")
+    t.add_argument("--quiet", action="store_true", help="print only the final result (default: off)")
+    sub.add_parser("info", help="print the version, each backend's status, the optional packages and kernels")
     return p
 
 
@@ -177,13 +214,36 @@ def _check_args(args) -> None:
         raise UserError(f"--resume {args.resume}: no such file")
 
 
-def cmd_train(args) -> int:
+def _write(what: str, fn, *args):
+    """Run one output write; a failure (full disk, no permission) becomes one ``gpunn: error:`` line."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        raise WriteError(f"could not write {what}: {exc.strerror or exc} (files from finished epochs are "
+                         "kept)") from None
+
+
+def _resume_command(argv, ckpt: str) -> str:
+    """The command line that continues this run from ``ckpt``: the same options, ``--resume`` replaced."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--resume":
+            skip = True
+        elif not a.startswith("--resume="):
+            kept.append(a)
+    return shlex.join(["gpunn", *kept, "--resume", ckpt])
+
+
+def cmd_train(args, argv=()) -> int:
     _check_args(args)
     import gpunn
     from gpunn import nn, train
     from gpunn.checkpoint import CheckpointError
     from gpunn.data import DataLoader, train_test_split
     from gpunn.data.transforms import RandomShift
+    from gpunn.train.signals import exit_code, signal_name
 
     try:
         backend = gpunn.set_backend(args.backend)
@@ -217,33 +277,48 @@ def cmd_train(args) -> int:
     train_loader = world.loader((X, y), args.batch_size, seed=args.seed, transform=transform)
     # evaluation loaders get a fixed seed so that making them never draws from the generator
     val_loader = DataLoader((X_val, y_val), batch_size=512, seed=0) if X_val is not None else None
+
+    ckpt = os.path.join(args.out, "checkpoint.npz")
+    csv_path = os.path.join(args.out, "history.csv")
+
+    class EpochOutputs(train.Callback):
+        """checkpoint.npz and history.csv after every completed epoch, each atomically; nothing before
+        the first one (so a run that finishes no epoch leaves --out as it was)."""
+
+        rank_zero_only = True  # on N ranks only rank 0 writes
+        epochs_done = 0
+        weights = None  # a host copy of the last completed epoch's weights
+
+        def on_checkpoint(self, epoch, logs=None):
+            t = self.trainer  # t.model may be the DistributedDataParallel wrapper: save the model itself
+            state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader],
+                                         t.callbacks)
+            state["world_size"] = world.size
+            _write(args.out, os.makedirs, args.out, 0o777, True)
+            _write(ckpt, gpunn.save, state, ckpt)
+            _write(csv_path, t.history.to_csv, csv_path)
+            self.weights = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+            self.epochs_done += 1
+
+    outputs = EpochOutputs()
+    callbacks = [outputs]
+    if X_val is not None and args.patience > 0:
+        callbacks.append(train.EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True))
     history = train.History()
     start_epoch = 0
     if args.resume:
         try:
-            state = train.load_training_state(args.resume, model, optimizer, scheduler, history, [train_loader])
+            state = train.load_training_state(args.resume, model, optimizer, scheduler, history, [train_loader],
+                                              callbacks)
         except (CheckpointError, ValueError, RuntimeError) as exc:
             raise UserError(f"--resume {args.resume}: {exc}") from None
         start_epoch = int(state["epoch"])
         if state.get("world_size", 1) != world.size and world.is_main:
             print(f"gpunn: note: --resume {args.resume} was trained on {state.get('world_size', 1)} rank(s), this "
                   f"run has {world.size}: it continues, but not bit for bit", file=sys.stderr)
-    class LastEpochState(train.Callback):
-        """A host copy of the whole training state after each finished epoch (what checkpoint.npz holds)."""
-
-        state = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            t = self.trainer
-            state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader])
-            state["model"] = {k: v.numpy().copy() for k, v in state["model"].items()}  # not live views
-            state["world_size"] = world.size
-            self.state = state
-
-    last = LastEpochState()
-    callbacks = [last]
-    if X_val is not None and args.patience > 0:
-        callbacks.append(train.EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True))
+        if args.epochs <= start_epoch:
+            raise UserError(f"--resume {args.resume}: the checkpoint has finished epoch {start_epoch} and --epochs "
+                            f"is {args.epochs}: nothing left to train (give --epochs above {start_epoch})")
     verbose = 0 if args.quiet else 1
     if verbose and world.is_main:
         ranks = f" | {world.size} ranks ({world.backend})" if world.size > 1 else ""
@@ -253,82 +328,120 @@ def cmd_train(args) -> int:
     hist = train.fit(net, optimizer, loss_fn, train_loader, val_loader, epochs=args.epochs, scheduler=scheduler,
                      callbacks=callbacks, verbose=verbose, initial_epoch=start_epoch, history=history)
     if not world.is_main:  # rank 0 writes and reports; every rank stopped alike
-        failed = hist.stop_reason and hist.stop_reason.startswith("loss became")
-        return 1 if failed else 130 if hist.stop_reason and hist.stop_reason.startswith("interrupted") else 0
+        if hist.stop_signal is not None:
+            return exit_code(hist.stop_signal)
+        return 1 if hist.stop_reason and hist.stop_reason.startswith("loss became") else 0
+    resume = _resume_command(argv, ckpt)
     if hist.stop_reason and hist.stop_reason.startswith("loss became"):
         print(f"gpunn: training failed: {hist.stop_reason}", file=sys.stderr)
-        print("gpunn: nothing was written to --out (files from earlier runs are unchanged)", file=sys.stderr)
+        if outputs.epochs_done:
+            print(f"gpunn: kept {ckpt} and {csv_path} of epoch {start_epoch + outputs.epochs_done}, the last good "
+                  "one", file=sys.stderr)
+        else:
+            print("gpunn: nothing was written to --out (files from earlier runs are unchanged)", file=sys.stderr)
         return 1
-    os.makedirs(args.out, exist_ok=True)
-    # checkpoint.npz: the state after the last finished epoch (before EarlyStopping put the best weights
-    # back), so --resume continues exactly; model.npz: the weights evaluated below
-    ckpt = os.path.join(args.out, "checkpoint.npz")
-    if last.state is not None:
-        gpunn.save(last.state, ckpt)
-    else:  # stopped (Ctrl-C) before the first epoch of this run finished
-        train.save_training_state(ckpt, model, optimizer, scheduler, epoch=start_epoch, history=hist,
-                                  loaders=[train_loader])
+    if hist.stop_signal is not None:
+        how = f"gpunn: stopped by {signal_name(hist.stop_signal)}"
+        if not outputs.epochs_done:
+            kept = f"no epoch finished, nothing was written to {args.out}"
+            if args.resume:
+                kept += f"; {args.resume} is unchanged; resume with: {resume}"
+            print(f"{how}: {kept}", file=sys.stderr, flush=True)
+            return exit_code(hist.stop_signal)
+        if hist.best_epoch is None:  # else EarlyStopping put the best epoch's weights back
+            model.load_state_dict(outputs.weights)  # the last finished epoch's, not a step of the unfinished one
+        weights = os.path.join(args.out, "model.npz")
+        _write(weights, gpunn.save, model.state_dict(), weights)
+        last = start_epoch + outputs.epochs_done
+        print(f"{how}: kept {ckpt} (epoch {last}), {csv_path} and {weights}; resume with: {resume}",
+              file=sys.stderr, flush=True)
+        return exit_code(hist.stop_signal)
+    # checkpoint.npz holds the state after the last finished epoch (before EarlyStopping put the best
+    # weights back), so --resume continues exactly; model.npz: the weights evaluated below
     weights = os.path.join(args.out, "model.npz")
-    gpunn.save(model.state_dict(), weights)
+    _write(args.out, os.makedirs, args.out, 0o777, True)
+    _write(weights, gpunn.save, model.state_dict(), weights)
     test = train.evaluate(model, loss_fn, DataLoader((ds.X_test, ds.y_test), batch_size=512, seed=0))
-    hist.to_csv(os.path.join(args.out, "history.csv"))
-    wrote = [ckpt, weights, os.path.join(args.out, "history.csv")]
+    wrote = [ckpt, weights, csv_path]
     if len(hist):
         try:
-            wrote.append(hist.plot(os.path.join(args.out, "history.png"),
-                                   title=f"gpunn {args.model} on {args.dataset}"))
+            wrote.append(_write("history.png", hist.plot, os.path.join(args.out, "history.png"),
+                                f"gpunn {args.model} on {args.dataset}"))
         except ImportError as exc:
             print(f"gpunn: no plot: {exc}", file=sys.stderr)
     print(f"test accuracy {test['accuracy'] * 100:.2f}%  test loss {test['loss']:.4f}  "
           f"({len(ds.X_test)} images)", flush=True)
     print("wrote " + ", ".join(wrote), flush=True)
-    return 130 if hist.stop_reason and hist.stop_reason.startswith("interrupted") else 0
+    return 0
 
 
 def cmd_info(_args) -> int:
+    """The version line, then one line per backend (usable or why not), the optional packages, the kernels."""
     import numpy as np
 
     import gpunn
-    from gpunn.backend import cupy_available
+    from gpunn.backend import BACKEND_NAMES, backend_for, cupy_available
 
-    be = gpunn.get_backend()
+    default = gpunn.get_backend().name
     print(f"gpunn {gpunn.__version__}  python {platform.python_version()}  numpy {np.__version__}")
-    print(f"backend: {be.name} on {be.device}")
-    ok, why = cupy_available()
-    print(f"cupy: {'usable' if ok else 'not usable: ' + why}")
-    for mod in ("cupy", "numba", "numba_cuda", "torch"):
+    for name in (n for n in BACKEND_NAMES if n != "auto"):
+        try:
+            be = backend_for(name)
+        except (RuntimeError, ValueError) as exc:
+            print(f"backend {name}: not usable: {cupy_available()[1] if name == 'cupy' else exc}")
+            continue
+        print(f"backend {name}: usable on {be.device}{' (the default here)' if name == default else ''}")
+    versions = []
+    for mod in ("numba", "numba_cuda", "cupy", "torch"):
         try:
             m = __import__(mod)
-            print(f"{mod}: {getattr(m, '__version__', 'installed')}")
+            versions.append(f"{mod} {getattr(m, '__version__', 'installed')}")
         except Exception:
-            print(f"{mod}: not installed")
+            versions.append(f"{mod} not installed")
+    print("optional: " + ", ".join(versions))
     try:
         from gpunn.backend.kernels import KERNEL_FILES, kernel_path
 
         names = [f"{n}.cu" for n in KERNEL_FILES if kernel_path(n)]
         print(f"kernels: {', '.join(names) if names else 'none found'}"
-              f"{'' if ok else ' (sources only: no GPU to run them)'}")
+              f"{'' if cupy_available()[0] else ' (sources only: no GPU to run them)'}")
     except Exception as exc:  # the kernel loader is optional here
         print(f"kernels: unavailable ({exc})")
     return 0
 
 
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # fit() handles it itself while training
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
         if args.command == "train":
-            return cmd_train(args)
+            return cmd_train(args, argv)
         return cmd_info(args)
     except UserError as exc:
         print(f"gpunn: error: {exc}", file=sys.stderr)
         from gpunn.distributed.training import abort_other_ranks
 
         abort_other_ranks()  # under mpiexec, after the ranks joined: end them all, none waits forever
-        return 2
-    except KeyboardInterrupt:
-        print("gpunn: interrupted", file=sys.stderr)
-        return 130
+        return exc.code
+    except (KeyboardInterrupt, Terminated) as exc:  # outside the training loop, which handles both itself
+        name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT (Ctrl-C)", 130)
+        print(f"gpunn: stopped by {name} outside training; every file already written is complete (each is "
+              "written atomically), nothing more was written", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ def test_default_train_reaches_93_percent_on_the_mnist_sample(capsys, tmp_path):
     for name in ("checkpoint.npz", "model.npz", "history.csv", "history.png"):
         assert (tmp_path / "run" / name).stat().st_size > 0
     assert (tmp_path / "run" / "history.png").read_bytes()[:4] == b"\x89PNG"
-    assert "epoch 1/" in out  # per-epoch progress lines
+    assert "epoch  1/15" in out and "epoch 10/15" in out  # per-epoch progress lines, aligned
     state = gpunn.load(tmp_path / "run" / "checkpoint.npz")
     assert state["kind"] == "training_state" and state["epoch"] >= 1
 
@@ -173,7 +173,35 @@ def test_bad_idx_data_is_a_user_error(capsys, tmp_path):
     one_line_error(code, err, r"idx:")
 
 
-def test_info(capsys):
+def test_info_prints_one_line_per_backend(capsys):
+    from gpunn.backend import BACKEND_NAMES
+
     code, out, _ = run(capsys, "info")
     assert code == 0
-    assert "backend: numpy" in out and "numpy " in out and "cupy:" in out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"gpunn {gpunn.__version__}")
+    for name in (n for n in BACKEND_NAMES if n != "auto"):
+        assert len([ln for ln in lines if ln.startswith(f"backend {name}: ")]) == 1, out
+    assert "backend numpy: usable on cpu" in out
+
+
+def test_gpunn_alone_prints_help_and_version_works(capsys):
+    code, out, err = run(capsys)
+    assert code == 0 and "usage: gpunn" in out and "train" in out and "info" in out and not err
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"gpunn {gpunn.__version__}"
+
+
+def test_every_train_option_has_help_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    parser = __import__("gpunn.cli", fromlist=["build_parser"]).build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    for action in train_parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, action.dest
+        assert "default" in train_parser.formatter_class("gpunn")._get_help_string(action), action.dest
+    assert "(default: 15)" in out and "(default: mnist-sample)" in out

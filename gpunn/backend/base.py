@@ -108,7 +108,9 @@ class Backend:
     def dropout(self, x, p: float):
         """y = x * keep / (1 - p) with keep ~ Bernoulli(1 - p); returns (y, backward) where backward(dy)
         applies the same mask. Here the mask is drawn from the seeded generator and kept."""
-        keep = self.rand(x.shape, x.dtype) >= x.dtype.type(p)
+        # half precision draws in float32 (the generators have no float16; the mask is cast below)
+        u = self.rand(x.shape, np.float32 if x.dtype.itemsize < 4 else x.dtype)
+        keep = u >= u.dtype.type(p)
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
         return x * mask, lambda g: g * mask
 

@@ -5,6 +5,8 @@
 >>> train = DataLoader(ds.train, batch_size=64, shuffle=True,
 ...                    transform=transforms.RandomShift(2, image_shape=(28, 28)))
 >>> test = DataLoader(ds.test, batch_size=256)
+
+gpunn.data sits below gpunn.train and never imports it (k-fold training is ``gpunn.train.cross_validate``).
 """
 
 from gpunn.data import transforms
@@ -37,11 +39,3 @@ __all__ = [
     "StratifiedKFold",
 ]
 
-
-def __getattr__(name):
-    # cross_validate trains models, so it lives in gpunn.train; it is offered here too, loaded on use
-    if name == "cross_validate":
-        from gpunn.train.crossval import cross_validate
-
-        return cross_validate
-    raise AttributeError(f"module 'gpunn.data' has no attribute {name!r}")

@@ -32,6 +32,33 @@ def _length(a) -> int:
     return int(shape[0])
 
 
+def _numeric(a, what: str, index: int):
+    """``a`` (array-like, not a Tensor) as a numeric NumPy array. Object arrays are refused where they hold
+    ``None`` or non-numbers: converting them would turn a ``None`` into a silent NaN."""
+    a = np.asarray(a)
+    if a.dtype == object:
+        missing = [i for i, v in enumerate(a.flat) if v is None]
+        if missing:
+            where = np.unravel_index(missing[0], a.shape) if a.ndim else ()
+            raise ValueError(f"{what}: array {index} holds None at index {tuple(int(i) for i in where)} "
+                             f"({len(missing)} missing value{'s' if len(missing) > 1 else ''}); fill or drop them "
+                             "first (None would silently become NaN)")
+        try:
+            a = np.array(a.tolist())
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{what}: array {index} is an object array that is not numeric ({exc})") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: array {index} must be numeric (bool, int or float), got dtype {a.dtype}")
+    return a
+
+
+def _host_or_device(a, what: str, index: int):
+    """Tensors and device arrays pass as they are; anything else is checked by ``_numeric``."""
+    if isinstance(a, Tensor) or type(a).__module__.startswith("cupy"):
+        return a
+    return _numeric(a, what, index)
+
+
 def _check_lengths(arrays, what: str) -> int:
     lengths = [_length(a) for a in arrays]
     if len(set(lengths)) > 1:
@@ -52,7 +79,7 @@ class TensorDataset:
             if isinstance(t, (list, tuple)):
                 raise TypeError("TensorDataset(*tensors): pass the arrays as separate arguments, "
                                 "TensorDataset(X, y), not one tuple")
-        self.tensors = tuple(np.asarray(t) if not hasattr(t, "shape") else t for t in tensors)
+        self.tensors = tuple(_host_or_device(t, "TensorDataset", i) for i, t in enumerate(tensors))
         _check_lengths(self.tensors, "TensorDataset")
 
     def __len__(self) -> int:
@@ -133,7 +160,7 @@ class DataLoader:
         if isinstance(dataset, TensorDataset):
             arrays = dataset.tensors
         elif isinstance(dataset, (tuple, list)) and len(dataset) > 0:
-            arrays = tuple(dataset)
+            arrays = tuple(_host_or_device(a, "DataLoader", i) for i, a in enumerate(dataset))
         else:
             hint = " (for a DatasetSplit pass ds.train or ds.test)" if hasattr(dataset, "X_train") else ""
             raise TypeError("DataLoader: dataset must be a tuple of arrays (X, y) or a TensorDataset, got "

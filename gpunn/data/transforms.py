@@ -186,8 +186,16 @@ class Normalize(Transform):
         self.std = np.asarray(std, dtype=np.float64)
         if self.mean.ndim > 1 or self.std.ndim > 1:
             raise ValueError("Normalize: mean and std must be scalars or 1-D sequences")
-        if np.any(self.std <= 0):
-            raise ValueError(f"Normalize: std must be positive, got {self.std.tolist()}")
+        if not np.all(np.isfinite(self.mean)):
+            raise ValueError(f"Normalize: mean must be finite, got {self.mean.tolist()}")
+        with np.errstate(over="ignore", under="ignore"):
+            std32 = self.std.astype(np.float32)
+        # the division runs in float32: a std that underflows there (0 or subnormal) or overflows would
+        # turn every value into inf or NaN
+        usable = np.isfinite(self.std) & np.isfinite(std32) & (std32 >= np.finfo(np.float32).tiny)
+        if not np.all(usable):
+            raise ValueError(f"Normalize: std must be finite, positive and at least float32's smallest normal "
+                             f"number ({np.finfo(np.float32).tiny:.3g}), got {self.std.tolist()}")
         self.image_shape = image_shape
 
     def _stat(self, xp, v, x):

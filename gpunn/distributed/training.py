@@ -6,19 +6,17 @@
 - only rank 0 prints, shows progress and runs the callbacks that write files (``rank_zero_only``);
 - a ``DistributedSampler`` in a loader gets ``set_epoch`` at every epoch, so a resumed run replays the
   same order;
-- Ctrl-C (SIGINT, which mpiexec sends to every rank) only raises a flag; the ranks agree on it with the
-  next batch's loss and all stop at the same batch (a second Ctrl-C interrupts at once).
+- SIGINT/SIGTERM (which mpiexec forwards to every rank) only raise a flag (fit's ``StopRequests``); the
+  ranks agree on it with the next loss they average and all stop at the same batch (a second signal
+  interrupts at once).
 In a world of one (no process group) everything here is the identity.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 
 import numpy as np
-
-from gpunn.train.callbacks import Callback
 
 # logged values that are not averaged across ranks
 _LOCAL_KEYS = ("epoch", "lr", "time")
@@ -28,6 +26,11 @@ class FitSync:
     """The identity: a world of one."""
 
     rank, size = 0, 1
+    agrees_on_stop = False  # True: a stop request is acted on only once every rank knows of it
+    requests = None  # fit's StopRequests (set by bind)
+
+    def bind(self, requests) -> None:
+        self.requests = requests
 
     @property
     def is_main(self) -> bool:
@@ -59,40 +62,19 @@ class FitSync:
 class _Ranks(FitSync):
     """N > 1 ranks: host-side scalars averaged over the process group."""
 
+    agrees_on_stop = True
+
     def __init__(self, group) -> None:
         self.group, self.rank, self.size = group, group.rank, group.size
-        self.interrupted = False
-        self._previous_handler = None
-
-    # -- Ctrl-C: every rank stops at the same batch --------------------------------------------
-    def callbacks(self, callbacks: list) -> list:
-        sync = self
-
-        class _RestoreSignal(Callback):
-            def on_train_end(self, logs=None) -> None:
-                sync._restore()
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        return [*super().callbacks(callbacks), _RestoreSignal()]
-
-    def _on_sigint(self, signum, frame) -> None:
-        if self.interrupted:  # the second Ctrl-C: now
-            self._restore()
-            raise KeyboardInterrupt
-        self.interrupted = True
-
-    def _restore(self) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
 
     def _agree(self, values: list) -> np.ndarray:
-        """Sum ``values`` and the interrupt flags over ranks; raise KeyboardInterrupt on every rank alike."""
-        buf = np.array([*values, float(self.interrupted)], dtype=np.float64)
+        """Sum ``values`` and the stop requests over ranks; raise KeyboardInterrupt on every rank alike."""
+        requested = self.requests is not None and self.requests.signum is not None
+        buf = np.array([*values, float(requested)], dtype=np.float64)
         self.group.all_reduce(buf, "sum")
         if buf[-1] > 0:
-            self.interrupted = False
+            if self.requests is not None and self.requests.signum is None:
+                self.requests.signum = signal.SIGINT  # another rank was asked to stop
             raise KeyboardInterrupt
         return buf[:-1]
 

@@ -2,7 +2,11 @@
 
 A callback sees the running ``Trainer`` (``trainer.model``, ``.optimizer``, ``.history``,
 ``.stop_training``, ``.stop_reason``) and is called at the points below. ``on_train_end`` runs however
-training ends: all epochs done, stopped early, a NaN loss, or Ctrl-C.
+training ends: all epochs done, stopped early, a NaN loss, Ctrl-C or SIGTERM.
+
+A callback that carries state from epoch to epoch (a best value, a patience counter) returns it from
+``state_dict()``; training-state checkpoints store it and ``load_training_state`` puts it back, so a
+resumed run continues exactly as the straight one would have.
 """
 
 from __future__ import annotations
@@ -30,7 +34,18 @@ class Callback:
 
     def on_epoch_end(self, epoch: int, logs=None) -> None: ...
 
+    def on_checkpoint(self, epoch: int, logs=None) -> None:
+        """Called after every callback's ``on_epoch_end``, when the epoch's whole state is final: the
+        place to write checkpoints (they then hold every callback's end-of-epoch state)."""
+
     def on_train_end(self, logs=None) -> None: ...
+
+    def state_dict(self) -> dict | None:
+        """What a resumed run needs of this callback (numbers, strings, arrays); None: nothing."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; the next ``on_train_begin`` then continues from it."""
 
 
 def _better_fn(mode: str, monitor: str, min_delta: float):
@@ -55,6 +70,15 @@ def _snapshot(model) -> dict:
     return {k: v._backend.to_numpy(v._data).copy() for k, v in model.state_dict().items()}
 
 
+def _number(state: dict, key: str, who: str, kind=(int, float), optional: bool = False):
+    v = state.get(key)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, kind):
+        raise ValueError(f"{who} state: {key!r} must be a number, got {v!r}")
+    return v
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
@@ -68,13 +92,39 @@ class EarlyStopping(Callback):
         self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
         self.mode, self._better, self._init_best = _better_fn(mode, monitor, self.min_delta)
         self.restore_best_weights, self.baseline = restore_best_weights, baseline
+        self._reset()
+        self._resumed = False
 
-    def on_train_begin(self, logs=None) -> None:
+    def _reset(self) -> None:
         self.wait = 0
         self.best = self._init_best if self.baseline is None else self.baseline
         self.best_epoch = None
         self.best_weights = None
         self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None) -> None:
+        if not self._resumed:  # a fresh run starts over; a resumed one continues from load_state_dict
+            self._reset()
+        self._resumed = False
+
+    def state_dict(self) -> dict:
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        who = "EarlyStopping"
+        wait, best = _number(state, "wait", who, int), float(_number(state, "best", who))
+        best_epoch = _number(state, "best_epoch", who, int, optional=True)
+        stopped = _number(state, "stopped_epoch", who, int, optional=True)
+        weights = state.get("best_weights")
+        if weights is not None and not (isinstance(weights, dict) and all(
+                isinstance(k, str) and hasattr(v, "shape") for k, v in weights.items())):
+            raise ValueError(f"{who} state: 'best_weights' must be a dict of arrays")
+        if weights is not None:
+            weights = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in weights.items()}
+        self.wait, self.best, self.best_epoch, self.stopped_epoch = wait, best, best_epoch, stopped
+        self.best_weights = weights
+        self._resumed = True
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         current = _monitored(logs, self.monitor, "EarlyStopping")
@@ -90,11 +140,15 @@ class EarlyStopping(Callback):
                               f"(best {self.best:.6g} at epoch {self.best_epoch})")
 
     def on_train_end(self, logs=None) -> None:
-        if self.restore_best_weights and self.best_weights is not None:
-            self.trainer.model.load_state_dict(self.best_weights)
-            self.trainer.history.best_epoch = self.best_epoch
-            self.trainer.log(f"restored the weights of epoch {self.best_epoch} "
-                             f"({self.monitor} = {self.best:.6g})")
+        if not (self.restore_best_weights and self.best_weights is not None):
+            return
+        t = self.trainer
+        t.history.best_epoch = self.best_epoch
+        if t.weights_epoch == self.best_epoch:  # the model already holds them: nothing to restore
+            return
+        t.model.load_state_dict(self.best_weights)
+        t.weights_epoch = self.best_epoch
+        t.log(f"restored the weights of epoch {self.best_epoch} ({self.monitor} = {self.best:.6g})")
 
 
 class ModelCheckpoint(Callback):
@@ -113,24 +167,49 @@ class ModelCheckpoint(Callback):
         self.mode, self._better, self._init_best = _better_fn(mode, monitor, 0.0)
         self.best = self._init_best
         self.last_saved: str | None = None
+        self._due: str | None = None
+
+    def _path(self, epoch, logs) -> str:
+        try:
+            return self.filepath.format(**{**logs, "epoch": epoch})
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(f"ModelCheckpoint: the file name {self.filepath!r} cannot be filled from this "
+                             f"epoch's logs ({type(exc).__name__}: {exc}); the keys that exist are "
+                             f"{sorted({**logs, 'epoch': epoch})} (val_* keys need validation data)") from None
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        from gpunn.checkpoint import save
-        from gpunn.train.state import save_training_state
-
+        self._due = None
         if self.save_best_only:
             current = _monitored(logs, self.monitor, "ModelCheckpoint")
             if not (math.isfinite(current) and self._better(current, self.best)):
                 return
             self.best = current
-        path = self.filepath.format(**{**logs, "epoch": epoch})
+        self._due = self._path(epoch, logs)
+
+    def on_checkpoint(self, epoch, logs=None) -> None:
+        from gpunn.checkpoint import save
+        from gpunn.train.state import save_training_state
+
+        path, self._due = self._due, None
+        if path is None:
+            return
         t = self.trainer
         if self.save_weights_only:
             save(t.model.state_dict(), path)
         else:
             save_training_state(path, t.model, t.optimizer, t.scheduler, epoch=epoch, history=t.history,
-                                loaders=t.loaders)
+                                loaders=t.loaders, callbacks=t.callbacks)
         self.last_saved = path
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "last_saved": self.last_saved}
+
+    def load_state_dict(self, state: dict) -> None:
+        best = float(_number(state, "best", "ModelCheckpoint"))
+        last = state.get("last_saved")
+        if last is not None and not isinstance(last, str):
+            raise ValueError("ModelCheckpoint state: 'last_saved' must be a path or None")
+        self.best, self.last_saved = best, last
 
 
 class CSVLogger(Callback):
@@ -151,8 +230,15 @@ class TerminateOnNaN(Callback):
     def on_batch_loss(self, batch, loss) -> None:
         if not math.isfinite(loss):
             t = self.trainer
-            t.stop(f"loss became {loss} at epoch {t.epoch}, batch {batch + 1}; training stopped, the weights "
-                   "are those of the last good step (lower the learning rate?)")
+            bad = [name for name, p in t.model.named_parameters()
+                   if not bool(p._backend.xp.isfinite(p._data).all())]
+            if bad:  # the previous step already broke them (e.g. Adam at a huge learning rate)
+                kept = (f"the weights are NOT finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} "
+                        "hold inf or NaN): the last step before it broke them")
+            else:
+                kept = "the weights are those of the last good step"
+            t.stop(f"loss became {loss} at epoch {t.epoch}, batch {batch + 1}; training stopped, {kept} "
+                   "(lower the learning rate?)")
 
 
 class ProgressBar(Callback):
@@ -186,26 +272,33 @@ class ProgressBar(Callback):
                 self.bar.set_postfix(loss=f"{logs['loss']:.4f}")
 
     def on_epoch_end(self, epoch, logs=None) -> None:
+        self.close()
+        if self.verbose:
+            print(self.line(epoch, self.trainer.epochs, logs), file=self.stream or sys.stdout, flush=True)
+
+    @staticmethod
+    def line(epoch: int, epochs: int, logs: dict) -> str:
+        """One epoch's summary, in fixed-width columns (``epoch  9/12`` lines up with ``epoch 10/12``)."""
+        width = len(str(epochs))
+        parts = [f"epoch {epoch:>{width}}/{epochs}"]
+        for k, v in logs.items():
+            if k == "epoch":
+                continue
+            if k == "time":
+                parts.append(f"{v:6.2f}s")
+            elif k == "lr":
+                parts.append(f"lr {v:<8.3g}")
+            else:
+                parts.append(f"{k} {v:7.4f}")
+        return "  ".join(parts).rstrip()
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.verbose:
-            parts = [f"epoch {epoch}/{self.trainer.epochs}"]
-            for k, v in logs.items():
-                if k in ("epoch",):
-                    continue
-                if k == "time":
-                    parts.append(f"{v:.2f}s")
-                elif k == "lr":
-                    parts.append(f"lr {v:.3g}")
-                else:
-                    parts.append(f"{k} {v:.4f}")
-            print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
 
     def on_train_end(self, logs=None) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        self.close()
 
 
 class LambdaCallback(Callback):

@@ -15,11 +15,13 @@ class History:
 
     ``history.epochs`` is a list of dicts ({"epoch": 1, "loss": ..., "accuracy": ..., "val_loss": ...,
     "lr": ..., "time": ...}); ``history["val_loss"]`` is one column; ``history.history`` all columns
-    (Keras-style); ``stop_reason`` says why training ended early (None when it ran all epochs)."""
+    (Keras-style); ``stop_reason`` says why training ended early (None when it ran all epochs);
+    ``stop_signal`` is the number of the signal (SIGINT, SIGTERM) that stopped it, else None."""
 
     def __init__(self, epochs=None) -> None:
         self.epochs: list[dict] = list(epochs or [])
         self.stop_reason: str | None = None
+        self.stop_signal: int | None = None
         self.best_epoch: int | None = None
 
     def append(self, record: dict) -> None:
@@ -67,8 +69,19 @@ class History:
         self.stop_reason = state.get("stop_reason")
         self.best_epoch = state.get("best_epoch")
 
-    def plot(self, path, title: str | None = None) -> str:
-        """Write a PNG of train/val loss (left) and accuracy (right) per epoch; returns the path."""
+    def lr_changes(self) -> list[tuple[int, float]]:
+        """(epoch, new lr) for every epoch whose learning rate differs from the epoch before."""
+        out, prev = [], None
+        for e in self.epochs:
+            lr = e.get("lr")
+            if lr is not None and prev is not None and lr != prev:
+                out.append((e.get("epoch"), lr))
+            prev = lr if lr is not None else prev
+        return out
+
+    def figure(self, title: str | None = None):
+        """A matplotlib Figure: train/val loss (left) and metrics (right) per epoch, with the best (restored)
+        epoch and every learning-rate change marked by vertical lines."""
         try:
             import matplotlib
 
@@ -88,20 +101,34 @@ class History:
         if "val_loss" in self.keys:
             ax.plot(epochs, self["val_loss"], "s-", label="validation")
         ax.set(xlabel="epoch", ylabel="loss", title="loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
         if metric_keys:
             ax = axes[0][1]
             for k in metric_keys:
                 ax.plot(epochs, self[k], "o-", label=f"train {k}")
                 if f"val_{k}" in self.keys:
                     ax.plot(epochs, self[f"val_{k}"], "s-", label=f"validation {k}")
-            ax.set(xlabel="epoch", title=", ".join(metric_keys))
+            ax.set(xlabel="epoch", ylabel=", ".join(metric_keys), title=", ".join(metric_keys))
+        for ax in axes[0]:
+            for i, (epoch, lr) in enumerate(self.lr_changes()):
+                ax.axvline(epoch, color="0.5", linestyle=":", linewidth=1,
+                           label="learning rate changed" if i == 0 else None)
+                ax.annotate(f"lr {lr:.2g}", (epoch, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                            color="0.4", rotation=90, ha="right", va="top")
+            if self.best_epoch is not None:
+                ax.axvline(self.best_epoch, color="tab:green", linestyle="--", linewidth=1.2,
+                           label=f"best epoch {self.best_epoch} (restored)")
             ax.grid(alpha=0.3)
-            ax.legend()
+            ax.legend(fontsize=8)
         if title:
             fig.suptitle(title)
         fig.tight_layout()
+        return fig
+
+    def plot(self, path, title: str | None = None) -> str:
+        """Write ``figure(title)`` as a PNG (atomically); returns the path."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure(title)
         path = os.fspath(path)
         try:
             with atomic_path(path, suffix=".png") as tmp:

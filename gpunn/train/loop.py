@@ -9,12 +9,14 @@ accumulate on the device.
 from __future__ import annotations
 
 import math
+import signal
 import time
 
 from gpunn.tensor import Tensor, no_grad
 from gpunn.train.callbacks import Callback, ProgressBar, TerminateOnNaN
 from gpunn.train.history import History
 from gpunn.train.metrics import make_metrics
+from gpunn.train.signals import StopRequests, signal_name
 
 
 def _as_loader(data, batch_size: int, shuffle: bool, what: str):
@@ -25,20 +27,34 @@ def _as_loader(data, batch_size: int, shuffle: bool, what: str):
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return DataLoader(tuple(data), batch_size=batch_size, shuffle=shuffle)
+        # an unshuffled loader gets a fixed seed: making it then draws nothing from the generator, so a
+        # resumed run's random stream (dropout) stays the straight run's
+        return DataLoader(tuple(data), batch_size=batch_size, shuffle=shuffle, seed=None if shuffle else 0)
     raise TypeError(f"fit(): {what} must be a DataLoader or a tuple (X, y), got {type(data).__name__}")
 
 
 class Trainer:
     """The state ``fit`` shares with callbacks."""
 
-    def __init__(self, model, optimizer, scheduler, history, epochs, loaders, log) -> None:
+    def __init__(self, model, optimizer, scheduler, history, epochs, loaders, log, callbacks=(),
+                 initial_epoch: int = 0) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.history, self.epochs, self.loaders, self.log = history, epochs, loaders, log
+        self.callbacks = list(callbacks)  # their state goes into training-state checkpoints
         self.stop_training = False
         self.stop_reason: str | None = None
-        self.epoch = 0
+        self.epoch = initial_epoch
         self.batches_per_epoch = len(loaders[0]) if loaders else 0
+        # the finished epoch whose end-of-epoch weights the model holds; None once a step moved past it
+        self.weights_epoch: int | None = initial_epoch
+        self.requests = StopRequests()  # SIGINT/SIGTERM received while training
+        self.in_step = False  # inside optimizer.step(): an interrupt there leaves a part-done update
+        self.sync = None  # the FitSync of gpunn.distributed.training (identity in a world of one)
+
+    def local_stop_request(self) -> bool:
+        """A signal arrived and this process may act on it alone (on N ranks they agree on it instead,
+        with the next averaged loss: see ``gpunn.distributed.training``)."""
+        return self.requests.signum is not None and not self.sync.agrees_on_stop
 
     def stop(self, reason: str) -> None:
         self.stop_training = True
@@ -73,6 +89,16 @@ def evaluate(model, loss_fn, data, metrics=("accuracy",), batch_size: int = 256)
     return logs
 
 
+def _check_optimizer_trains(model, optimizer) -> None:
+    """An optimizer made for another model (or before the model was rebuilt) would train nothing."""
+    params = [p for g in getattr(optimizer, "param_groups", ()) for p in g["params"]]
+    own = {id(p) for p in model.parameters()}
+    if params and own and not any(id(p) in own for p in params):
+        raise ValueError(f"fit(): none of the optimizer's {len(params)} parameters belong to the model, so "
+                         "training would change nothing; make the optimizer from this model's "
+                         "parameters: optim.SGD(model.parameters(), ...)")
+
+
 def predict(model, X, batch_size: int = 256) -> Tensor:
     """Model outputs for every row of ``X`` (array or Tensor), batched, in eval mode, no grad."""
     from gpunn.factories import cat, tensor
@@ -97,8 +123,14 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
 
     ``train``/``val``: DataLoaders or (X, y) tuples. ``scheduler`` is stepped once per epoch after
     validation; a ``ReduceLROnPlateau`` gets ``monitor`` (default ``val_loss`` with validation data, else
-    ``loss``). ``initial_epoch`` (with ``history``) continues a resumed run. ``Ctrl-C`` stops cleanly:
-    the epoch in progress is dropped, callbacks' ``on_train_end`` still run, the history is returned.
+    ``loss``). ``initial_epoch`` (with ``history``) continues a resumed run.
+
+    Stopping: Ctrl-C (SIGINT) or SIGTERM stops at the next step boundary (see ``gpunn.train.signals``):
+    the unfinished epoch is dropped from the history, the model keeps the weights of the last completed
+    step, callbacks' ``on_train_end`` still run, and the history is returned with ``stop_reason`` and
+    ``stop_signal`` (the signal's number) set. A ``KeyboardInterrupt`` raised inside the loop is handled
+    the same way. On N ranks the ranks agree on a stop request with the next loss they average, so all
+    of them stop at the same batch.
 
     ``sync_every=k`` reads the batch losses back from the device once every ``k`` steps (and the last,
     partial group at the end of the epoch) instead of after every step: on a GPU the steps in between
@@ -113,6 +145,7 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
         raise ValueError(f"fit(): epochs must be a non-negative int, got {epochs!r}")
     if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"fit(): sync_every must be a positive int (steps between loss reads), got {sync_every!r}")
+    _check_optimizer_trains(model, optimizer)
     train_loader = _as_loader(train, batch_size, True, "train")
     val_loader = _as_loader(val, batch_size, False, "val")
     history = history if history is not None else History()
@@ -126,29 +159,47 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
         cbs.insert(0, TerminateOnNaN())
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
         cbs.append(ProgressBar(verbose))
-    log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+    bars = [c for c in cbs if isinstance(c, ProgressBar)]
+
+    def log(msg: str) -> None:
+        if verbose:
+            for bar in bars:  # a message never lands inside a progress bar's line
+                bar.close()
+            print(msg, flush=True)
+
     loaders = [ld for ld in (train_loader, val_loader) if ld is not None]
-    trainer = Trainer(model, optimizer, scheduler, history, epochs, loaders, log)
+    trainer = Trainer(model, optimizer, scheduler, history, epochs, loaders, log, cbs, initial_epoch)
     trainer.sync = sync
+    sync.bind(trainer.requests)
+    history.stop_reason = history.stop_signal = history.best_epoch = None
     for c in cbs:
         c.set_trainer(trainer)
-    for c in cbs:
-        c.on_train_begin()
-    try:
-        for epoch in range(initial_epoch + 1, epochs + 1):
-            trainer.epoch = epoch
-            _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch, sync_every)
-            if trainer.stop_training:
-                break
-    except KeyboardInterrupt:
-        trainer.stop(f"interrupted by the user (Ctrl-C) during epoch {trainer.epoch}; the weights of the "
-                     "last finished step are kept")
-    finally:
-        history.stop_reason = trainer.stop_reason
-        for c in cbs:
-            c.on_train_end()
-    if trainer.stop_reason:
-        log(trainer.stop_reason)
+    with trainer.requests:
+        try:
+            for c in cbs:
+                c.on_train_begin()
+            for epoch in range(initial_epoch + 1, epochs + 1):
+                trainer.epoch = epoch
+                _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch,
+                                 sync_every)
+                if trainer.local_stop_request() and trainer.weights_epoch == epoch:
+                    trainer.stop(f"stopped by {signal_name(trainer.requests.signum)} after epoch {epoch}")
+                if trainer.stop_training:
+                    break
+        except KeyboardInterrupt:
+            if trainer.requests.signum is None:
+                trainer.requests.signum = signal.SIGINT
+            held = ("a part-done optimizer step (interrupted inside it)" if trainer.in_step
+                    else "the weights of its last completed step")
+            trainer.stop(f"interrupted by {signal_name(trainer.requests.signum)} during epoch {trainer.epoch}: "
+                         f"that epoch is dropped, the model holds {held}")
+        finally:
+            history.stop_reason = trainer.stop_reason
+            history.stop_signal = trainer.requests.signum
+            if trainer.stop_reason:
+                log(trainer.stop_reason)
+            for c in cbs:
+                c.on_train_end()
     return history
 
 
@@ -194,14 +245,27 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
                 c.on_batch_end(b, {"loss": value})
         return True
 
+    def take_step(loss) -> None:
+        loss.backward()
+        trainer.in_step = True
+        optimizer.step()
+        trainer.in_step = False
+        trainer.weights_epoch = None
+
     for b, (xb, yb) in enumerate(train_loader):
+        if trainer.local_stop_request():  # a stop was asked for: before the next step begins
+            if pending:
+                flush()  # the finished steps' losses still reach the callbacks
+            trainer.stop(f"stopped by {signal_name(trainer.requests.signum)} during epoch {epoch} after "
+                         f"{b} of {trainer.batches_per_epoch} batches: that epoch is dropped, the model holds "
+                         "the weights of its last completed step")
+            return
         optimizer.zero_grad()
         out = model(xb)
         loss = loss_fn(out, yb)
         n = int(yb.shape[0]) if yb.ndim else 1
         if sync_every > 1:  # read later, k at a time (see fit's docstring for what that costs)
-            loss.backward()
-            optimizer.step()
+            take_step(loss)
             _run_metrics(ms, out.detach(), yb)
             pending.append((b, loss.detach(), n))
             if len(pending) == sync_every and not flush():
@@ -212,8 +276,7 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
             c.on_batch_loss(b, value)
         if trainer.stop_training:  # e.g. a NaN loss: leave the weights as the last good step made them
             return
-        loss.backward()
-        optimizer.step()
+        take_step(loss)
         total += value * n
         count += n
         _run_metrics(ms, out.detach(), yb)
@@ -239,3 +302,6 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
             scheduler.step()
     for c in cbs:
         c.on_epoch_end(epoch, logs)
+    trainer.weights_epoch = epoch
+    for c in cbs:
+        c.on_checkpoint(epoch, logs)

@@ -20,19 +20,31 @@ class Metric:
 
 
 class Accuracy(Metric):
-    """Fraction of correct predictions: argmax over classes for (N, C) outputs, ``> 0`` for (N,) logits."""
+    """Fraction of correct predictions: argmax over classes for (N, C) outputs, ``> 0`` for (N,) logits.
+
+    NaN when any output was NaN: a NaN row has no argmax (NumPy would call it class 0), so no accuracy
+    can honestly be reported for it."""
 
     name = "accuracy"
 
+    def reset(self) -> None:
+        super().reset()
+        self.nan = False
+
     def update(self, outputs, targets) -> None:
         out, y = outputs._data, targets._data
+        xp = outputs._backend.xp
         if out.ndim == 2 and out.shape[1] > 1:
             correct = outputs._backend.accuracy_count(out, y)
         else:
             pred = out.argmax(axis=1) if out.ndim > 2 else (out.reshape(y.shape) > 0).astype(y.dtype)
             correct = (pred == y).sum()
         self.num = self.num + correct  # stays on the device until value()
+        self.nan = self.nan | xp.isnan(out).any()  # likewise: one flag, read in value()
         self.den += int(y.size)
+
+    def value(self) -> float:
+        return float("nan") if bool(self.nan) else super().value()
 
 
 class FunctionMetric(Metric):

@@ -171,3 +171,25 @@ def test_bad_inputs():
         DataLoader(X, batch_size=2)
     with pytest.raises(TypeError, match="callable"):
         DataLoader((X, y), transform=3)
+
+
+def test_none_inside_an_object_array_is_refused_not_made_nan():
+    X = np.array([[0.5, 1.0], [None, 2.0], [3.0, 4.0]], dtype=object)
+    y = np.array([0, 1, 0])
+    with pytest.raises(ValueError, match=r"holds None at index \(1, 0\)"):
+        TensorDataset(X, y)
+    with pytest.raises(ValueError, match=r"DataLoader: array 0 holds None"):
+        DataLoader((X, y), batch_size=2)
+    labels = np.array([0, None, 1], dtype=object)
+    with pytest.raises(ValueError, match=r"array 1 holds None at index \(1,\)"):
+        DataLoader((np.ones((3, 2)), labels), batch_size=2)
+    with pytest.raises(TypeError, match="must be numeric"):
+        DataLoader((np.array([["1.5", "2"], ["3", "4"]]), np.array([0, 1])), batch_size=2)
+
+
+def test_numeric_object_arrays_still_work():
+    X = np.array([[0.5, 1.0], [2.0, 3.0]], dtype=object)
+    y = np.array([0, 1], dtype=object)
+    (xb, yb), = list(DataLoader((X, y), batch_size=2))
+    assert xb.dtype == np.float64 and yb.dtype == np.int64  # as NumPy infers them
+    assert np.array_equal(xb.numpy(), [[0.5, 1.0], [2.0, 3.0]]) and yb.numpy().tolist() == [0, 1]

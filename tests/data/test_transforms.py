@@ -108,7 +108,7 @@ def test_normalize_math(images):
     flat = images.reshape(6, -1)
     out = Normalize(mean, std, image_shape=(2, 7, 5))(flat)
     np.testing.assert_allclose(out, ref.reshape(6, -1), rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="std must be positive"):
+    with pytest.raises(ValueError, match="std must be finite, positive"):
         Normalize(0.0, 0.0)
     with pytest.raises(ValueError, match="do not match"):
         Normalize([0.1, 0.2, 0.3], [1, 1, 1])(images)
@@ -171,3 +171,16 @@ def test_bad_arguments():
         RandomShift(1, image_shape=(3, 3))(np.zeros((2, 10), dtype=np.float32))
     with pytest.raises(TypeError, match="not callable"):
         Compose([1])
+
+
+@pytest.mark.parametrize("std", [0.0, -1.0, float("nan"), float("inf"), 1e-45, 1e-50, [0.5, 0.0], [0.5, float("nan")],
+                                 1e39])
+def test_normalize_refuses_a_std_that_would_make_nan_or_inf(std):
+    with pytest.raises(ValueError, match="Normalize: std must be finite, positive"):
+        Normalize(0.5, std)
+
+
+@pytest.mark.parametrize("mean", [float("nan"), float("inf"), [0.1, float("-inf")]])
+def test_normalize_refuses_a_non_finite_mean(mean):
+    with pytest.raises(ValueError, match="Normalize: mean must be finite"):
+        Normalize(mean, 0.5)

@@ -231,11 +231,23 @@ def test_loading_a_state_that_does_not_fit_changes_nothing(digits, tmp_path):
     adam = optim.Adam(other.parameters(), lr=1e-3)
     train.fit(other, adam, nn.CrossEntropyLoss(), (digits.X_train[:128], digits.y_train[:128]), epochs=1, verbose=0)
     before_w, before_opt = _weights(other), adam.state_dict()
-    with pytest.raises(ValueError, match="nothing was changed"):
+    with pytest.raises(ValueError, match="optimizer SGD, but it is being loaded into optimizer Adam"):
         train.load_training_state(path, other, adam)
     after = _weights(other)
-    assert all(np.array_equal(before_w[k], after[k]) for k in before_w)  # the model was rolled back
+    assert all(np.array_equal(before_w[k], after[k]) for k in before_w)
     assert adam.state_dict()["state"].keys() == before_opt["state"].keys()
+
+    # a field that fails late (a callback's state, after the model loaded): everything is rolled back
+    state = gpunn.load(path)
+    state["callbacks"] = [["EarlyStopping", {"wait": "x", "best": 1.0}]]
+    gpunn.save(state, path)
+    es = train.EarlyStopping("loss", patience=2)
+    sgd2 = optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    from gpunn.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="nothing was changed"):
+        train.load_training_state(path, other, sgd2, callbacks=[es])
+    after = _weights(other)
+    assert all(np.array_equal(before_w[k], after[k]) for k in before_w)  # the model was rolled back
 
 
 def test_malformed_training_state_is_a_checkpoint_error(tmp_path):
@@ -247,3 +259,125 @@ def test_malformed_training_state_is_a_checkpoint_error(tmp_path):
         gpunn.save(bad, tmp_path / "bad.npz")
         with pytest.raises(CheckpointError, match="malformed"):
             train.load_training_state(tmp_path / "bad.npz", model)
+
+
+def test_an_optimizer_of_another_model_is_refused(digits):
+    model, other = _mlp(seed=1), _mlp(seed=2)
+    opt = optim.SGD(other.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="none of the optimizer's 4 parameters belong to the model"):
+        train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train, digits.y_train), epochs=1, verbose=0)
+
+
+def test_evaluate_reports_nan_accuracy_for_nan_outputs(digits):
+    model = _mlp()
+    model.load_state_dict({**_weights(model), "2.bias": np.full(10, np.nan, np.float32)})
+    with np.errstate(all="ignore"):
+        ev = train.evaluate(model, nn.CrossEntropyLoss(), (digits.X_test, digits.y_test))
+    assert np.isnan(ev["loss"]) and np.isnan(ev["accuracy"])  # not the share of class 0
+
+
+def test_terminate_on_nan_says_when_the_weights_are_not_finite(digits):
+    model = _mlp()
+    opt = optim.Adam(model.parameters(), lr=1e39)  # one step overflows the weights to inf
+    with np.errstate(all="ignore"):
+        hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train, digits.y_train), epochs=2, verbose=0)
+    assert "loss became nan" in hist.stop_reason
+    assert not all(np.isfinite(w).all() for w in _weights(model).values())
+    assert "NOT finite" in hist.stop_reason and "last good step" not in hist.stop_reason
+    model = _mlp()  # a NaN loss with finite weights keeps the honest "last good step" wording
+    ce = nn.CrossEntropyLoss()
+    hist = train.fit(model, optim.SGD(model.parameters(), lr=0.1), lambda o, y: ce(o, y) * float("nan"),
+                     (digits.X_train, digits.y_train), epochs=1, verbose=0)
+    assert "the weights are those of the last good step" in hist.stop_reason
+
+
+def test_model_checkpoint_template_with_a_missing_key_names_the_keys(digits, tmp_path):
+    model = _mlp()
+    ckpt = train.ModelCheckpoint(tmp_path / "ck-{val_loss:.3f}.npz", monitor="loss")
+    with pytest.raises(ValueError, match=r"val_loss.*the keys that exist are \['accuracy', 'epoch', 'loss'"):
+        train.fit(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                  (digits.X_train[:128], digits.y_train[:128]), epochs=1, callbacks=[ckpt], verbose=0)
+
+
+def test_epoch_lines_align_and_restore_line_follows_the_stop_line(digits, capsys):
+    model = _mlp()
+    script = Scripted([9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 2.0, 3.0, 4.0])
+    bump = train.LambdaCallback(on_epoch_end=lambda e, logs: setattr(script, "epoch", script.epoch + 1))
+    es = train.EarlyStopping(monitor="scripted", patience=2, mode="min", restore_best_weights=True)
+    capsys.readouterr()
+    train.fit(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
+              (digits.X_train[:256], digits.y_train[:256]), epochs=14, metrics=("accuracy", script),
+              callbacks=[bump, es], verbose=1, batch_size=64)
+    lines = capsys.readouterr().out.splitlines()
+    epoch_lines = [ln for ln in lines if ln.startswith("epoch")]
+    assert epoch_lines[0].startswith("epoch  1/14") and epoch_lines[9].startswith("epoch 10/14")
+    assert len(epoch_lines) == 12
+    assert len({ln.index("loss") for ln in epoch_lines}) == 1  # columns line up past epoch 9
+    assert lines[-2].startswith("early stopping") and lines[-1].startswith("restored the weights of epoch 10")
+
+
+def test_no_restore_line_when_the_best_epoch_is_the_last(digits, capsys):
+    es = train.EarlyStopping(monitor="loss", patience=5, restore_best_weights=True)
+    model = _mlp()
+    train.fit(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
+              (digits.X_train, digits.y_train), epochs=3, callbacks=[es], verbose=1)
+    assert es.best_epoch == 3 and "restored" not in capsys.readouterr().out
+
+
+def test_plot_marks_the_best_epoch_and_lr_changes_and_labels_both_axes(tmp_path):
+    hist = train.History([{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + e / 20, "val_loss": 1.5 / e,
+                           "val_accuracy": 0.5 + e / 25, "lr": 0.1 if e < 3 else (0.05 if e < 5 else 0.025)}
+                          for e in range(1, 7)])
+    hist.best_epoch = 4
+    assert hist.lr_changes() == [(3, 0.05), (5, 0.025)]
+    fig = hist.figure("t")
+    try:
+        for ax in fig.axes:
+            assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
+            vertical = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()
+                        if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2}
+            assert vertical.get("best epoch 4 (restored)") == 4
+            xs = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":")
+            assert xs == [3, 5]
+        assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert open(hist.plot(tmp_path / "h.png"), "rb").read()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model", {"0.weight": 5}),                                     # not an array (AttributeError before)
+    ("loaders", [{"seed": 2**80, "epoch": 0}]),                     # OverflowError before
+    ("loaders", [{"seed": 1, "epoch": "x"}]),
+    ("epoch", 10**30),
+    ("epoch", True),
+    ("history", {"epochs": [["not", "a dict"]]}),
+    ("history", {"epochs": [], "best_epoch": "x"}),
+    ("optimizer", {"state": {}, "param_groups": [{"params": ["a"]}]}),
+    ("optimizer", {"state": 3, "param_groups": []}),
+    ("callbacks", [["EarlyStopping"]]),
+    ("rng", {"backend": "tpu", "state": 1}),
+    ("rng", {"backend": "numpy", "state": {"bit_generator": "nope"}}),
+])
+def test_every_field_of_a_crafted_training_state_is_a_checkpoint_error(digits, tmp_path, field, value):
+    from gpunn.checkpoint import CheckpointError
+
+    model = _mlp()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "state.npz"
+    train.save_training_state(path, model, opt, epoch=1, history=train.History(),
+                              loaders=[DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)])
+    state = gpunn.load(path)
+    state[field] = value
+    gpunn.save(state, path)
+    before = _weights(model)
+    with pytest.raises(CheckpointError):
+        train.load_training_state(path, model, opt, None, train.History(),
+                                  [DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)])
+    assert _same_weights(before, _weights(model))
+
+
+def _same_weights(a, b):
+    return all(np.array_equal(a[k], b[k]) for k in a)
