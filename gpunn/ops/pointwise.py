@@ -269,6 +269,8 @@ def softmax(self, dim: int | None = None, dtype=None) -> Tensor:
     dim = _implicit_dim(self.ndim, "softmax") if dim is None else self._dim(dim, "softmax")
     xp = self._backend.xp
     x = self._data
+    if x.size == 0:  # as PyTorch: an empty result (a max over nothing would fail)
+        return self._result(x.copy(), (self,), lambda g: (g * 0,), "SoftmaxBackward0", saved=())
     e = xp.exp(x - x.max(axis=dim, keepdims=True))
     y = e / e.sum(axis=dim, keepdims=True)
     return self._result(y, (self,), lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
@@ -283,6 +285,8 @@ def log_softmax(self, dim: int | None = None, dtype=None) -> Tensor:
     dim = _implicit_dim(self.ndim, "log_softmax") if dim is None else self._dim(dim, "log_softmax")
     xp = self._backend.xp
     x = self._data
+    if x.size == 0:  # as PyTorch: an empty result (a max over nothing would fail)
+        return self._result(x.copy(), (self,), lambda g: (g * 0,), "LogSoftmaxBackward0", saved=())
     shifted = x - x.max(axis=dim, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
     return self._result(y, (self,), lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),

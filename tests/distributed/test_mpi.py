@@ -162,7 +162,7 @@ def test_fit_on_two_ranks_averages_metrics_and_stops_every_rank_at_the_same_batc
     assert (tmp_path / "log0.csv").exists() and not (tmp_path / "log1.csv").exists()  # and writes
     ranks = [dict(np.load(tmp_path / f"fit{r}.npz")) for r in range(2)]
     for r in ranks:  # the Ctrl-C reached rank 0 only, in epoch 2: both dropped that epoch, both stopped
-        assert str(r["stop"]).startswith("interrupted by the user (Ctrl-C) during epoch 2"), r["stop"]
+        assert str(r["stop"]).startswith("interrupted by SIGINT (Ctrl-C) during epoch 2"), r["stop"]
         assert r["rows"].shape == (1, 4)
     for k in worker.params_of(worker.model(np.float64, 0)):
         assert np.array_equal(ranks[0][k], ranks[1][k]), k
