@@ -1,0 +1,100 @@
+"""conv2d and pool2d as backend primitives on the CPU backends: F.conv2d / F.max_pool2d / F.avg_pool2d
+against PyTorch 2.13 CPU, including max pooling's NaN rule (value and gradient routing), and the
+numpy backend against the plain reference."""
+
+import numpy as np
+import pytest
+
+import gpunn
+import gpunn.nn.functional as F
+from gpunn.backend import backend_for, reference
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+
+@pytest.fixture(autouse=True)
+def _numpy_backend():
+    """These pin the CPU behaviour, whatever GPUNN_TEST_BACKEND says."""
+    with gpunn.use_backend("numpy"):
+        yield
+
+
+def _max_pool_both(x, dy, k, s, p):
+    """(gpunn y, gpunn dx, torch y, torch dx) of max_pool2d on x with upstream gradient dy."""
+    gx = gpunn.tensor(x, requires_grad=True)
+    gy = F.max_pool2d(gx, k, s, p)
+    (gy * gpunn.tensor(dy)).sum().backward()
+    tx = torch.tensor(x, requires_grad=True)
+    ty = TF.max_pool2d(tx, k, s, p)
+    ty.backward(torch.tensor(dy))
+    return gy.detach().numpy(), gx.grad.numpy(), ty.detach().numpy(), tx.grad.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), ((3, 2), (1, 2), (1, 0)), ((2, 3), 3, (1, 1))])
+@pytest.mark.parametrize("nan_fraction", [0.0, 0.15, 0.6])
+def test_max_pool2d_nan_values_and_gradient_routing_match_torch(rng, dtype, k, s, p, nan_fraction):
+    x = rng.standard_normal((3, 4, 9, 7)).astype(dtype)
+    x[rng.random(x.shape) < nan_fraction] = np.nan
+    x[0, 0, :2] = -np.inf  # windows of -inf: the gradient goes to the first in-bounds element
+    x[1, 1, 3:6] = 1.5  # ties: the first maximum wins
+    gy_sh = TF.max_pool2d(torch.tensor(x), k, s, p).shape
+    dy = rng.standard_normal(tuple(gy_sh)).astype(dtype) + 3  # never zero: every routed gradient shows
+    y, dx, ty, tdx = _max_pool_both(x, dy, k, s, p)
+    np.testing.assert_array_equal(y, ty)  # NaN in the same places, the same maxima
+    if nan_fraction:
+        assert np.isnan(y).any()
+    np.testing.assert_allclose(dx, tdx, rtol=1e-6, atol=0)  # overlapping windows may sum in another order
+
+
+@pytest.mark.parametrize("row,expect_idx", [
+    ([1, np.nan, 3, np.nan], 3),  # the last NaN of the window
+    ([np.nan, 5, np.nan, 2], 2),
+    ([1, 2, np.nan, 2], 2),
+    ([7, 2, 7, 1], 0),  # the first maximum
+])
+def test_max_pool2d_nan_window_single(row, expect_idx):
+    x = np.array(row, dtype=np.float32).reshape(1, 1, 1, 4)
+    y, dx, ty, tdx = _max_pool_both(x, np.ones((1, 1, 1, 1), np.float32), (1, 4), None, 0)
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(dx, tdx)
+    assert dx.ravel().tolist() == [float(i == expect_idx) for i in range(4)]
+
+
+def test_max_pool2d_all_minus_inf_window_with_padding():
+    x = np.full((1, 1, 1, 3), -np.inf, np.float32)
+    y, dx, ty, tdx = _max_pool_both(x, np.array([[[[1, 2, 4]]]], np.float32), (1, 3), 1, (0, 1))
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(dx, tdx)  # [3, 4, 0]: windows 0 and 1 pick element 0, window 2 element 1
+
+
+def test_primitives_match_the_reference(rng):
+    """The numpy backend's primitives equal the plain reference (whatever kernels it runs) -- conv within
+    float32 rounding of a different summation order, pools bit for bit."""
+    be = backend_for("numpy")
+    x = rng.standard_normal((5, 3, 13, 11)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    for mode, cip in [("max", True), ("avg", True), ("avg", False)]:
+        geo = ((3, 3), (2, 2), (1, 1))
+        y, saved = be.pool2d_forward(x, mode, *geo, count_include_pad=cip)
+        ry, rsaved = reference.pool2d_forward(np, x, mode, *geo, count_include_pad=cip)
+        np.testing.assert_array_equal(y, ry)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        np.testing.assert_allclose(be.pool2d_backward(dy, saved), reference.pool2d_backward(np, dy, rsaved),
+                                   rtol=1e-6, atol=1e-6)
+    x = rng.standard_normal((5, 3, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    for stride, pad in [((1, 1), (0, 0)), ((1, 1), (1, 1)), ((2, 1), (1, 0))]:
+        y, saved = be.conv2d_forward(x, w, b, stride, pad)
+        ry, rsaved = reference.conv2d_forward(np, x.astype(np.float64), w.astype(np.float64),
+                                              b.astype(np.float64), stride, pad)
+        assert y.dtype == np.float32
+        np.testing.assert_allclose(y, ry, rtol=1e-4, atol=1e-4)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        grads = be.conv2d_backward(dy, saved)
+        rgrads = reference.conv2d_backward(np, dy.astype(np.float64), rsaved)
+        for g, r in zip(grads, rgrads):
+            assert g.dtype == np.float32
+            assert np.linalg.norm(g - r) / np.linalg.norm(r) < 1e-5
