@@ -416,7 +416,7 @@ def pool2d_backward(xp, dy, saved):
     for k in range(kh * kw):
         i, j = divmod(k, kw)
         window_cells = dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-        part = g * (extra == k) if mode == "max" else g
+        part = xp.where(extra == k, g, g.dtype.type(0)) if mode == "max" else g  # (not g * mask: inf * 0)
         if disjoint:
             window_cells[...] = part
         else:

@@ -13,9 +13,11 @@ torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
 
-@pytest.fixture(autouse=True)
-def _numpy_backend():
-    """These pin the CPU behaviour, whatever GPUNN_TEST_BACKEND says."""
+@pytest.fixture(autouse=True, params=["numba", "numpy"], ids=["numba-kernels", "numpy-code"])
+def _cpu_backend(request, monkeypatch):
+    """These pin the CPU behaviour, whatever GPUNN_TEST_BACKEND says: the numpy backend with its Numba
+    kernels (GPUNN_NUMBA=1) and without (the reference code)."""
+    monkeypatch.setenv("GPUNN_NUMBA", "1" if request.param == "numba" else "0")
     with gpunn.use_backend("numpy"):
         yield
 

@@ -1,5 +1,6 @@
-"""The numpy backend's fast primitives (in place, cache-blocked, multi-threaded) must equal the plain
-reference in gpunn.backend.reference bit for bit, for every option, dtype and thread count."""
+"""The numpy backend's fast primitives (in place, cache-blocked, multi-threaded; Numba kernels or NumPy)
+must equal the plain reference in gpunn.backend.reference bit for bit, for every option, dtype and
+thread count."""
 
 import numpy as np
 import pytest
@@ -15,6 +16,13 @@ SIZES = [7, 13 * 4099, (1 << 18) + 77]
 def threads(request, monkeypatch):
     monkeypatch.setenv("GPUNN_NUM_THREADS", request.param)
     return int(request.param)
+
+
+@pytest.fixture(autouse=True, params=["numba", "numpy"], ids=["numba-kernels", "numpy-code"])
+def kernels(request, monkeypatch):
+    """Each test runs with the Numba kernels on (GPUNN_NUMBA=1) and off."""
+    monkeypatch.setenv("GPUNN_NUMBA", "1" if request.param == "numba" else "0")
+    return request.param
 
 
 def _bufs(rng, n, dtype, k):

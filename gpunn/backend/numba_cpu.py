@@ -1,0 +1,233 @@
+"""Numba CPU kernels of the numpy backend: the passes NumPy cannot fuse, compiled to machine code.
+
+Imported by ``NumpyBackend`` on first use of a kernel (never by ``import gpunn``); importing this module
+imports Numba. Each kernel is ``@njit(parallel=True, cache=True)``: compiled once per signature, cached
+on disk next to this file (or in Numba's user cache directory), run over ``GPUNN_NUM_THREADS`` threads.
+
+Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
+order, element by element, so its results equal the reference's bit for bit -- except
+``softmax_cross_entropy_rows``, whose row sums are accumulated in float64 (the reference sums float32
+pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
+The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
+
+Layouts: pools and conv take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole
+output planes, so no two threads write one element and the result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_BLOCK = 1 << 14  # elements per parallel task of the flat optimizer kernels
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer steps over flat buffers, in place
+# ----------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def sgd_step(param, grad, buf, lr, momentum, weight_decay, use_momentum, use_wd, maximize, first_step):
+    """reference.sgd_step with dampening 0 and no nesterov: g = (-)grad + wd p; buf = g or mu buf + g;
+    p -= lr * (buf or g)."""
+    n = param.size
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+            g = grad[i]
+            if maximize:
+                g = -g
+            if use_wd:
+                g = g + weight_decay * param[i]
+            if use_momentum:
+                if first_step:
+                    b = g
+                else:
+                    b = buf[i] * momentum
+                    b = b + g
+                buf[i] = b
+                g = b
+            param[i] = param[i] - lr * g
+
+
+@njit(parallel=True, cache=True)
+def adam_step(param, grad, m, v, vmax, step_size, beta1, one_beta1, beta2, one_beta2, bc2_sqrt, eps,
+              weight_decay, decay_factor, use_wd, decoupled, amsgrad, maximize):
+    """reference.adam_step: g = (-)grad (+ wd p, or p *= 1 - lr wd for AdamW); m = b1 m + (1 - b1) g;
+    v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v)); p -= lr / (1 - b1^t) * m / (sqrt(v) / bc2 + eps)."""
+    n = param.size
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
+            g = grad[i]
+            p = param[i]
+            if maximize:
+                g = -g
+            if use_wd:
+                if decoupled:
+                    p = p * decay_factor
+                else:
+                    g = g + weight_decay * p
+            mi = m[i] * beta1
+            mi = mi + one_beta1 * g
+            m[i] = mi
+            vi = v[i] * beta2
+            vi = vi + one_beta2 * (g * g)
+            v[i] = vi
+            if amsgrad:
+                vm = vmax[i]
+                if vi > vm or vi != vi:  # np.maximum: the larger, NaN if either is NaN
+                    vm = vi
+                vmax[i] = vm
+                vi = vm
+            denom = np.sqrt(vi) / bc2_sqrt + eps
+            param[i] = p - step_size * (mi / denom)
+
+
+# ----------------------------------------------------------------------------------------------
+# pooling over planes (P, H, W) -> (P, OH, OW)
+# ----------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
+    """y = max over each window; arg = the winning tap (i * kw + j) under PyTorch's CPU rule: start at the
+    window's first in-bounds element, replace when greater or NaN."""
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            i0 = max(0, ph - r * sh)
+            i1 = min(kh, h + ph - r * sh)
+            for c in range(ow):
+                j0 = max(0, pw - c * sw)
+                j1 = min(kw, w + pw - c * sw)
+                best = x[p, r * sh + i0 - ph, c * sw + j0 - pw]
+                k_best = i0 * kw + j0
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        v = x[p, r * sh + i - ph, c * sw + j - pw]
+                        if v > best or v != v:
+                            best = v
+                            k_best = i * kw + j
+                y[p, r, c] = best
+                if need_arg:
+                    arg[p, r, c] = k_best
+
+
+@njit(parallel=True, cache=True)
+def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
+    """dx = dy routed to each window's winning tap; dx must be zeroed. Outputs are visited in reverse
+    raster order, so each input cell sums its gradients in the reference's (tap) order."""
+    planes, oh, ow = dy.shape
+    for p in prange(planes):
+        for r in range(oh - 1, -1, -1):
+            for c in range(ow - 1, -1, -1):
+                k = arg[p, r, c]
+                i = k // kw
+                j = k - i * kw
+                dx[p, r * sh + i - ph, c * sw + j - pw] += dy[p, r, c]
+
+
+@njit(parallel=True, cache=True)
+def avg_pool_forward(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
+    """y = (sum over the window's in-bounds cells, taps in order) / divisor[r, c]."""
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            i0 = max(0, ph - r * sh)
+            i1 = min(kh, h + ph - r * sh)
+            for c in range(ow):
+                j0 = max(0, pw - c * sw)
+                j1 = min(kw, w + pw - c * sw)
+                acc = zero  # of x's dtype
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        acc += x[p, r * sh + i - ph, c * sw + j - pw]
+                y[p, r, c] = acc / divisor[r, c]
+
+
+@njit(parallel=True, cache=True)
+def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
+    """dx += dy / divisor over each window (dx zeroed), outputs in reverse raster order (tap order per cell)."""
+    planes, oh, ow = dy.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for p in prange(planes):
+        for r in range(oh - 1, -1, -1):
+            i0 = max(0, ph - r * sh)
+            i1 = min(kh, h + ph - r * sh)
+            for c in range(ow - 1, -1, -1):
+                j0 = max(0, pw - c * sw)
+                j1 = min(kw, w + pw - c * sw)
+                g = dy[p, r, c] / divisor[r, c]
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        dx[p, r * sh + i - ph, c * sw + j - pw] += g
+
+
+def set_threads(n: int) -> None:
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+# ----------------------------------------------------------------------------------------------
+# convolution: im2col, the layout pass (+ bias), col2im
+# ----------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def im2col(x, cols, sh, sw, ph, pw):
+    """cols[c, i, j, n, r, q] = x[n, c, r sh + i - ph, q sw + j - pw] (0 in the padding).
+    x (N, C, H, W), cols (C, KH, KW, N, OH, OW)."""
+    n_img, ch, h, w = x.shape
+    kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    zero = 0.0  # stored into cols' dtype exactly
+    for t in prange(ch * kh):
+        c = t // kh
+        i = t - c * kh
+        for j in range(kw):
+            for n in range(n_img):
+                for r in range(oh):
+                    hh = r * sh + i - ph
+                    if hh < 0 or hh >= h:
+                        for q in range(ow):
+                            cols[c, i, j, n, r, q] = zero
+                    else:
+                        for q in range(ow):
+                            ww = q * sw + j - pw
+                            cols[c, i, j, n, r, q] = x[n, c, hh, ww] if 0 <= ww < w else zero
+
+
+@njit(parallel=True, cache=True)
+def swap01(src, dst, bias, has_bias):
+    """dst[b, a, l] = src[a, b, l] (+ bias[a]): the GEMM output (OC, N, L) laid out as (N, OC, L) with the
+    bias added in the same pass, or an output gradient (N, OC, L) as (OC, N, L)."""
+    na, nb, nl = src.shape
+    for t in prange(na * nb):
+        a = t // nb
+        b = t - a * nb
+        if has_bias:
+            ba = bias[a]
+            for q in range(nl):
+                dst[b, a, q] = src[a, b, q] + ba
+        else:
+            for q in range(nl):
+                dst[b, a, q] = src[a, b, q]
+
+
+@njit(parallel=True, cache=True)
+def col2im(dcols, dx, sh, sw, ph, pw):
+    """dx[n, c, y, x] = sum over the taps (i, j) in order that read (y, x) of dcols[c, i, j, n, r, q]:
+    the adjoint of im2col, gathered per input cell (deterministic, no write conflicts)."""
+    ch, kh, kw, n_img, oh, ow = dcols.shape
+    h, w = dx.shape[2], dx.shape[3]
+    for t in prange(n_img * ch):
+        n = t // ch
+        c = t - n * ch
+        for y in range(h):
+            for xx in range(w):
+                acc = dx[n, c, y, xx]  # zeroed by the caller
+                for i in range(kh):
+                    rr = y + ph - i
+                    if rr < 0 or rr % sh != 0 or rr // sh >= oh:
+                        continue
+                    r = rr // sh
+                    for j in range(kw):
+                        qq = xx + pw - j
+                        if qq < 0 or qq % sw != 0 or qq // sw >= ow:
+                            continue
+                        acc += dcols[c, i, j, n, r, qq // sw]
+                dx[n, c, y, xx] = acc
