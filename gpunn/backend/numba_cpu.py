@@ -222,42 +222,52 @@ def im2col(x, cols, sh, sw, ph, pw):
 
 
 @njit(parallel=True, cache=True)
-def swap01(src, dst, bias, has_bias):
-    """dst[b, a, l] = src[a, b, l] (+ bias[a]): the GEMM output (OC, N, L) laid out as (N, OC, L) with the
-    bias added in the same pass, or an output gradient (N, OC, L) as (OC, N, L)."""
+def swap01(src, dst, bias, has_bias, relu):
+    """dst[b, a, l] = src[a, b, l] (+ bias[a]) (then max(., 0), NaN kept, as np.maximum): the GEMM output
+    (OC, N, L) laid out as (N, OC, L) with the bias and ReLU in the same pass, or a gradient (N, OC, L) as
+    (OC, N, L)."""
     na, nb, nl = src.shape
     for t in prange(na * nb):
         a = t // nb
         b = t - a * nb
-        if has_bias:
-            ba = bias[a]
-            for q in range(nl):
-                dst[b, a, q] = src[a, b, q] + ba
-        else:
-            for q in range(nl):
-                dst[b, a, q] = src[a, b, q]
+        ba = bias[a] if has_bias else bias[0]
+        for q in range(nl):
+            v = src[a, b, q] + ba if has_bias else src[a, b, q]
+            if relu and not (v > 0 or v != v):
+                v = 0.0
+            dst[b, a, q] = v
+
+
+@njit(parallel=True, cache=True)
+def swap01_relu_mask(dy, y, dst):
+    """dst[b, a, l] = dy[a, b, l] * (y[a, b, l] > 0): ReLU's derivative applied in the transpose of the
+    output gradient (N, OC, L) to (OC, N, L), as reference.activation_backward computes it."""
+    na, nb, nl = dy.shape
+    for t in prange(na * nb):
+        a = t // nb
+        b = t - a * nb
+        for q in range(nl):
+            dst[b, a, q] = dy[a, b, q] * (1.0 if y[a, b, q] > 0 else 0.0)
 
 
 @njit(parallel=True, cache=True)
 def col2im(dcols, dx, sh, sw, ph, pw):
-    """dx[n, c, y, x] = sum over the taps (i, j) in order that read (y, x) of dcols[c, i, j, n, r, q]:
-    the adjoint of im2col, gathered per input cell (deterministic, no write conflicts)."""
+    """dx[n, c, r sh + i - ph, q sw + j - pw] += dcols[c, i, j, n, r, q] for the taps (i, j) in order: the
+    adjoint of im2col, each (image, channel) plane owned by one task (no write conflicts), each cell
+    summing its taps in the reference's order. dx (N, C, H, W) must be zeroed."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
     h, w = dx.shape[2], dx.shape[3]
     for t in prange(n_img * ch):
         n = t // ch
         c = t - n * ch
-        for y in range(h):
-            for xx in range(w):
-                acc = dx[n, c, y, xx]  # zeroed by the caller
-                for i in range(kh):
-                    rr = y + ph - i
-                    if rr < 0 or rr % sh != 0 or rr // sh >= oh:
-                        continue
-                    r = rr // sh
-                    for j in range(kw):
-                        qq = xx + pw - j
-                        if qq < 0 or qq % sw != 0 or qq // sw >= ow:
-                            continue
-                        acc += dcols[c, i, j, n, r, qq // sw]
-                dx[n, c, y, xx] = acc
+        for i in range(kh):
+            r0 = max(0, (ph - i + sh - 1) // sh)  # output rows whose tap row i lands inside [0, h)
+            r1 = min(oh, (h - 1 + ph - i) // sh + 1)
+            for j in range(kw):
+                q0 = max(0, (pw - j + sw - 1) // sw)
+                q1 = min(ow, (w - 1 + pw - j) // sw + 1)
+                for r in range(r0, r1):
+                    src = dcols[c, i, j, n, r]
+                    dst = dx[n, c, r * sh + i - ph]
+                    for q in range(q0, q1):
+                        dst[q * sw + j - pw] += src[q]

@@ -306,8 +306,9 @@ class NumpyBackend(Backend):
         y = np.empty((n, oc, oh, ow), dtype=x.dtype)
         has_bias = bias is not None
         _run_kernel("swap01", out_cm, y.reshape(n, oc, oh * ow),
-                    np.ascontiguousarray(bias) if has_bias else np.zeros(1, x.dtype), has_bias)
-        y = reference.activation_forward(np, y, act, negative_slope)
+                    np.ascontiguousarray(bias) if has_bias else np.zeros(1, x.dtype), has_bias, act == "relu")
+        if act != "relu":
+            y = reference.activation_forward(np, y, act, negative_slope)
         return y, (("numba", x.shape, (kh, kw), W2, cols2, y, stride, padding, act, negative_slope)
                    if need_grad else None)
 
@@ -316,17 +317,21 @@ class NumpyBackend(Backend):
             return super().conv2d_backward(dy, saved, need_dx, need_dW, need_db)
         _, (n, c, h, w), (kh, kw), W2, cols2, y, (sh, sw), (ph, pw), act, negative_slope = saved
         nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
-        dz = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
-        _, oc, oh, ow = dz.shape
-        g2 = np.empty((oc, n, oh * ow), dtype=dz.dtype)
-        nk.swap01(dz.reshape(n, oc, oh * ow), g2, np.zeros(1, dz.dtype), False)
+        _, oc, oh, ow = y.shape
+        g2 = np.empty((oc, n, oh * ow), dtype=y.dtype)
+        dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        if act == "relu":  # the activation's derivative applied in the layout pass
+            nk.swap01_relu_mask(dy.reshape(n, oc, oh * ow), y.reshape(n, oc, oh * ow), g2)
+        else:
+            dz = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
+            nk.swap01(dz.reshape(n, oc, oh * ow), g2, np.zeros(1, dz.dtype), False, False)
         g2 = g2.reshape(oc, n * oh * ow)
         dW = (g2 @ cols2.T).reshape(oc, c, kh, kw) if need_dW else None
         db = g2.sum(axis=1) if need_db else None
         dx = None
         if need_dx:
             dcols = (W2.T @ g2).reshape(c, kh, kw, n, oh, ow)
-            dx = np.zeros((n, c, h, w), dtype=dz.dtype)
+            dx = np.zeros((n, c, h, w), dtype=y.dtype)
             nk.col2im(dcols, dx, sh, sw, ph, pw)
         return dx, dW, db
 

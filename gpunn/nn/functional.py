@@ -236,11 +236,20 @@ def _out_size(size: int, k: int, s: int, p: int, fname: str, what: str) -> int:
     return out
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A002
+def conv2d(input, weight, bias=None, stride=1, padding=0, *, activation: str | None = None,  # noqa: A002
+           negative_slope: float = 0.01) -> Tensor:
     """2-D cross-correlation.  x: (N, C, H, W), W: (OC, C, KH, KW), b: (OC,) -> (N, OC, OH, OW),
-    OH = (H + 2 ph - KH) // sh + 1.  One call of the backend's ``conv2d_forward`` (im2col + one GEMM)."""
+    OH = (H + 2 ph - KH) // sh + 1.  One call of the backend's ``conv2d_forward`` (im2col + one GEMM);
+    ``activation`` (keyword only, as in ``linear``) is applied in the pass that lays out the GEMM output.
+    >>> F.conv2d(x, W, b, padding=1, activation="relu")
+    """
     _float_tensor(input, "conv2d")
     _float_tensor(weight, "conv2d", "weight")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS} or None, got {activation!r}")
+    if act == "leaky_relu" and negative_slope <= 0:  # the backward reads the derivative off the output
+        return leaky_relu(conv2d(input, weight, bias, stride, padding), negative_slope)
     _check_same_backend(input, weight, "conv2d")
     x_t, unbatched = _as_batched_4d(input, "conv2d")
     if weight.ndim != 4:
@@ -269,7 +278,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
     be = input._backend
     need_grad = is_grad_enabled() and any(t.requires_grad for t in parents)
     out, saved = be.conv2d_forward(x_t._data, weight._data, None if bias is None else bias._data, (sh, sw),
-                                   (ph, pw), need_grad=need_grad)
+                                   (ph, pw), act, negative_slope, need_grad=need_grad)
 
     def backward(g):
         dx, dW, db = be.conv2d_backward(g[None] if unbatched else g, saved, need_dx=input.requires_grad,

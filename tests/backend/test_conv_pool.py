@@ -100,3 +100,53 @@ def test_primitives_match_the_reference(rng):
         for g, r in zip(grads, rgrads):
             assert g.dtype == np.float32
             assert np.linalg.norm(g - r) / np.linalg.norm(r) < 1e-5
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_conv2d_activation_matches_torch(rng, act):
+    x, w, b = rng.standard_normal((3, 2, 9, 7)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    tact = {"relu": TF.relu, "leaky_relu": lambda z: TF.leaky_relu(z, 0.1), "sigmoid": torch.sigmoid,
+            "tanh": torch.tanh}[act]
+    gx, gw, gb = (gpunn.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    gy = F.conv2d(gx, gw, gb, 1, 1, activation=act, negative_slope=0.1)
+    ty = tact(TF.conv2d(tx, tw, tb, 1, 1))
+    np.testing.assert_allclose(gy.detach().numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(gy.shape)
+    (gy * gpunn.tensor(dy)).sum().backward()
+    ty.backward(torch.tensor(dy))
+    for g, t in ((gx, tx), (gw, tw), (gb, tb)):
+        np.testing.assert_allclose(g.grad.numpy(), t.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_conv2d_activation_is_keyword_only_and_checked(rng):
+    x, w = gpunn.randn(1, 2, 5, 5), gpunn.randn(3, 2, 3, 3)
+    with pytest.raises(TypeError):
+        F.conv2d(x, w, None, 1, 0, 1)  # PyTorch's 6th positional is dilation: not silently an activation
+    with pytest.raises(ValueError, match="activation must be one of"):
+        F.conv2d(x, w, activation="gelu")
+
+
+def test_sequential_fuses_conv2d_and_relu_with_the_same_result(rng, monkeypatch):
+    from gpunn import nn
+
+    be = backend_for("numpy")
+    acts = []
+    forward = type(be).conv2d_forward
+    monkeypatch.setattr(type(be), "conv2d_forward", lambda self, *a, **k: acts.append(a[5]) or forward(self, *a, **k))
+    gpunn.manual_seed(3)
+    fused = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    x = rng.standard_normal((3, 2, 8, 6)).astype(np.float32)
+    gx = gpunn.tensor(x, requires_grad=True)
+    y = fused(gx)
+    assert acts == ["relu"]  # one op: the ReLU ran in the conv's layout pass
+    conv, relu, pool = list(fused)
+    gx2 = gpunn.tensor(x, requires_grad=True)
+    y2 = pool(relu(conv(gx2)))  # the same modules, unfused
+    np.testing.assert_array_equal(y.detach().numpy(), y2.detach().numpy())
+    y.sum().backward()
+    g_fused = (gx.grad.numpy().copy(), conv.weight.grad.numpy().copy())
+    conv.weight.grad = None
+    y2.sum().backward()
+    np.testing.assert_array_equal(g_fused[0], gx2.grad.numpy())
+    np.testing.assert_array_equal(g_fused[1], conv.weight.grad.numpy())
