@@ -122,22 +122,25 @@ def _numba_failed(exc: BaseException) -> None:
                   "path runs instead", UserWarning, stacklevel=3)
 
 
-def _run_kernel(name: str, *args) -> bool:
-    """Run numba_cpu.<name>(*args); False (and the NumPy path is the caller's) when the kernels are off or
-    the kernel fails to compile. Compilation precedes execution, so a failed kernel has written nothing."""
+_FAILED = object()
+
+
+def _run_kernel(name: str, *args):
+    """numba_cpu.<name>(*args) -> its result (None for most), or _FAILED when the kernels are off or this one
+    fails to compile (the caller then runs its NumPy code). Compilation precedes execution, so a failed
+    kernel has written nothing."""
     nk = numba_kernels()
     if nk is None:
-        return False
+        return _FAILED
     try:
-        getattr(nk, name)(*args)
+        return getattr(nk, name)(*args)
     except Exception as exc:
         from numba.core.errors import NumbaError
 
         if not isinstance(exc, NumbaError):
             raise
         _numba_failed(exc)
-        return False
-    return True
+        return _FAILED
 
 
 class NumpyBackend(Backend):
@@ -167,8 +170,9 @@ class NumpyBackend(Backend):
                                       maximize=maximize, first_step=first_step)
         dt = param.dtype.type
         wd, mu, step = dt(weight_decay), dt(momentum), dt(lr)
-        if _run_kernel("sgd_step", param, grad, param if momentum_buf is None else momentum_buf, step, mu, wd,
-                       momentum != 0, weight_decay != 0, bool(maximize), bool(first_step)):
+        buf = param if momentum_buf is None else momentum_buf  # (unused without momentum)
+        if _FAILED is not _run_kernel("sgd_step", param, grad, buf, step, mu, wd, momentum != 0, weight_decay != 0,
+                                      bool(maximize), bool(first_step)):
             return
 
         def run(start, stop):
@@ -212,9 +216,10 @@ class NumpyBackend(Backend):
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
         b1, one_b1, b2, one_b2 = dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2)
         bc2, eps_, step_size = dt(bias_correction2_sqrt), dt(eps), dt(lr / bias_correction1)
-        if _run_kernel("adam_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else exp_avg_sq,
-                       step_size, b1, one_b1, b2, one_b2, bc2, eps_, dt(weight_decay), dt(1 - lr * weight_decay),
-                       weight_decay != 0, bool(decoupled_weight_decay), bool(amsgrad), bool(maximize)):
+        vmax = max_exp_avg_sq if amsgrad else exp_avg_sq  # (unused without amsgrad)
+        if _FAILED is not _run_kernel("adam_step", param, grad, exp_avg, exp_avg_sq, vmax, step_size, b1, one_b1, b2,
+                                      one_b2, bc2, eps_, dt(weight_decay), dt(1 - lr * weight_decay), weight_decay != 0,
+                                      bool(decoupled_weight_decay), bool(amsgrad), bool(maximize)):
             return
 
         def run(start, stop):
@@ -264,6 +269,19 @@ class NumpyBackend(Backend):
         reference.check_labels(np, target, c, ignore_index)
         grad = np.empty(logits.shape, dtype=dt)
         nll = np.empty(n, dtype=dt)
+        if dt == np.float32 and c > 0:
+            # one pass per row (its own vectorized exp, float32 sums): within a few float32 ulps of the
+            # reference, not bit for bit (see numba_cpu); rows with a NaN or inf take the reference path
+            z = np.ascontiguousarray(logits)
+            bad = _run_kernel("softmax_cross_entropy_rows", z, np.ascontiguousarray(target), grad, nll,
+                              self._scratch(z.size, np.float32, 2).reshape(z.shape),
+                              np.float32(1.0 / n if reduction == "mean" else 1.0))
+            if bad is not _FAILED:
+                if bad:
+                    return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index,
+                                                           label_smoothing)
+                total = nll.sum(dtype=np.float64)
+                return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
         block = max(1, _CHUNK // max(c, 1))  # rows per block
         inv_n = dt.type(1.0 / n)
 
@@ -298,7 +316,7 @@ class NumpyBackend(Backend):
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-        if not _run_kernel("im2col", x, cols, sh, sw, ph, pw):
+        if _run_kernel("im2col", x, cols, sh, sw, ph, pw) is _FAILED:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
         cols2 = cols.reshape(c * kh * kw, n * oh * ow)
         W2 = weight.reshape(oc, c * kh * kw)
@@ -347,11 +365,11 @@ class NumpyBackend(Backend):
         geometry = (kh, kw, sh, sw, ph, pw)
         if mode == "max":
             arg = np.empty((n * c, oh, ow) if need_grad else (1, 1, 1), dtype=np.int32)
-            ok = _run_kernel("max_pool_forward", planes, y, arg, *geometry, bool(need_grad))
+            ok = _run_kernel("max_pool_forward", planes, y, arg, *geometry, bool(need_grad)) is not _FAILED
             extra = arg
         else:
             extra = _avg_divisor(x.dtype, h, w, oh, ow, geometry, count_include_pad)
-            ok = _run_kernel("avg_pool_forward", planes, y, extra, x.dtype.type(0), *geometry)
+            ok = _run_kernel("avg_pool_forward", planes, y, extra, x.dtype.type(0), *geometry) is not _FAILED
         if not ok:
             return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
         saved = ("numba-" + mode, x.shape, extra, geometry) if need_grad else None
