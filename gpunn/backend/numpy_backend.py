@@ -99,8 +99,9 @@ def parallel_for(fn, n: int, work: int) -> None:
             f.result()
 
 
-def numba_kernels():
-    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed."""
+def numba_kernels(work: int | None = None):
+    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
+    Its kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
     global _numba_module
     if os.environ.get("GPUNN_NUMBA", "1").strip() == "0" or _numba_module is False:
         return None
@@ -111,7 +112,7 @@ def numba_kernels():
             _numba_failed(exc)
             return None
         _numba_module = numba_cpu
-    _numba_module.set_threads(num_threads())
+    _numba_module.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
     return _numba_module
 
 
@@ -125,11 +126,11 @@ def _numba_failed(exc: BaseException) -> None:
 _FAILED = object()
 
 
-def _run_kernel(name: str, *args):
+def _run_kernel(name: str, *args, work: int | None = None):
     """numba_cpu.<name>(*args) -> its result (None for most), or _FAILED when the kernels are off or this one
     fails to compile (the caller then runs its NumPy code). Compilation precedes execution, so a failed
     kernel has written nothing."""
-    nk = numba_kernels()
+    nk = numba_kernels(work)
     if nk is None:
         return _FAILED
     try:
@@ -172,7 +173,7 @@ class NumpyBackend(Backend):
         wd, mu, step = dt(weight_decay), dt(momentum), dt(lr)
         buf = param if momentum_buf is None else momentum_buf  # (unused without momentum)
         if _FAILED is not _run_kernel("sgd_step", param, grad, buf, step, mu, wd, momentum != 0, weight_decay != 0,
-                                      bool(maximize), bool(first_step)):
+                                      bool(maximize), bool(first_step), work=param.size):
             return
 
         def run(start, stop):
@@ -219,7 +220,7 @@ class NumpyBackend(Backend):
         vmax = max_exp_avg_sq if amsgrad else exp_avg_sq  # (unused without amsgrad)
         if _FAILED is not _run_kernel("adam_step", param, grad, exp_avg, exp_avg_sq, vmax, step_size, b1, one_b1, b2,
                                       one_b2, bc2, eps_, dt(weight_decay), dt(1 - lr * weight_decay), weight_decay != 0,
-                                      bool(decoupled_weight_decay), bool(amsgrad), bool(maximize)):
+                                      bool(decoupled_weight_decay), bool(amsgrad), bool(maximize), work=param.size):
             return
 
         def run(start, stop):
@@ -275,7 +276,7 @@ class NumpyBackend(Backend):
             z = np.ascontiguousarray(logits)
             bad = _run_kernel("softmax_cross_entropy_rows", z, np.ascontiguousarray(target), grad, nll,
                               self._scratch(z.size, np.float32, 2).reshape(z.shape),
-                              np.float32(1.0 / n if reduction == "mean" else 1.0))
+                              np.float32(1.0 / n if reduction == "mean" else 1.0), work=z.size)
             if bad is not _FAILED:
                 if bad:
                     return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index,
