@@ -303,11 +303,13 @@ def _make_opt(impl, kind, params, grads, device):
         for p, g in zip(ps, grads):
             p.grad = _gt(g)
         opt = optim.SGD(ps, **SGD_HYPER) if kind == "sgd" else optim.Adam(ps, **ADAM_HYPER)
-    else:
+    else:  # torch (its default: a for-loop on the CPU), torch-foreach, torch-fused
         ps = [_tt(p, device, True) for p in params]
         for p, g in zip(ps, grads):
             p.grad = _tt(g, device)
-        opt = torch.optim.SGD(ps, **SGD_HYPER) if kind == "sgd" else torch.optim.Adam(ps, **ADAM_HYPER)
+        flags = {"torch": {}, "torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}[impl]
+        opt = (torch.optim.SGD(ps, **SGD_HYPER, **flags) if kind == "sgd"
+               else torch.optim.Adam(ps, **ADAM_HYPER, **flags))
     return opt, ps
 
 
@@ -338,18 +340,26 @@ def _bench_optimizer(kind, benchmark, measure, backend, ceilings, torch_device, 
     copies = rotation_count(nbytes, ceilings, limit=16)
     sets = [(_make_opt(impl, kind, params, grads, torch_device)[0],) for _ in range(copies)]
     sync = (lambda: sync_gpunn(backend)) if impl.startswith("gpunn") else sync_torch
-    measure(lambda o: o.step(), sets, op=f"{kind}_step", size=label, impl=GPUNN_IMPL if impl.startswith("gpunn")
-            else PEER_IMPL, bytes_moved=nbytes, flops=flops, sync=sync, bound="memory", max_rel_err=err,
+    name = GPUNN_IMPL if impl.startswith("gpunn") else PEER_IMPL + impl[len("torch"):]  # torch-cpu(-foreach|-fused)
+    measure(lambda o: o.step(), sets, op=f"{kind}_step", size=label, impl=name, bytes_moved=nbytes, flops=flops,
+            sync=sync, bound="memory", max_rel_err=err,
             bytes_formula=bytes_formula, flops_formula=flops_formula, extra={"params": int(total)})
 
 
-@pytest.mark.parametrize("impl", impls("sgd_step"))
+def opt_impls(op: str) -> list:
+    """Each peer at its best: gpunn's kernel versions, and PyTorch's default (a for-loop on the CPU),
+    foreach=True and fused=True."""
+    return impls(op) + [pytest.param(f"torch-{v}", id=f"torch-{v}", marks=pytest.mark.peer)
+                        for v in ("foreach", "fused")]
+
+
+@pytest.mark.parametrize("impl", opt_impls("sgd_step"))
 @pytest.mark.parametrize("size", OPT_SIZES)
 def test_sgd_momentum_step(benchmark, measure, backend, ceilings, torch_device, size, impl):
     _bench_optimizer("sgd", benchmark, measure, backend, ceilings, torch_device, size, impl)
 
 
-@pytest.mark.parametrize("impl", impls("adam_step"))
+@pytest.mark.parametrize("impl", opt_impls("adam_step"))
 @pytest.mark.parametrize("size", OPT_SIZES)
 def test_adam_step(benchmark, measure, backend, ceilings, torch_device, size, impl):
     _bench_optimizer("adam", benchmark, measure, backend, ceilings, torch_device, size, impl)

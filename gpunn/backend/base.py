@@ -15,7 +15,6 @@ from gpunn.backend import reference
 class Backend:
     name: str = "base"
     xp = np
-    conv_kernels = False  # True where conv2d/max_pool2d have im2col/col2im/pool kernels (cupy)
 
     def __init__(self) -> None:
         self._seed: int | None = None
@@ -148,3 +147,17 @@ class Backend:
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, **hyper):
         reference.adam_step(self.xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
+
+    def conv2d_forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01,
+                       need_grad=True):
+        return reference.conv2d_forward(self.xp, x, weight, bias, stride, padding, act, negative_slope, need_grad)
+
+    def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
+        return reference.conv2d_backward(self.xp, dy, saved, need_dx, need_dW, need_db)
+
+    def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
+        return reference.pool2d_forward(self.xp, x, mode, kernel_size, stride, padding, count_include_pad,
+                                        need_grad)
+
+    def pool2d_backward(self, dy, saved):
+        return reference.pool2d_backward(self.xp, dy, saved)

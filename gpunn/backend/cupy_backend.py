@@ -71,7 +71,6 @@ def _geometry(x_shape, kernel_size, stride, padding, dilation, what: str) -> tup
 
 class CupyBackend(Backend):
     name = "cupy"
-    conv_kernels = True  # F.conv2d / F.max_pool2d use conv2d_im2col/col2im and max_pool2d_fwd/bwd below
 
     def __init__(self) -> None:
         import cupy
@@ -496,7 +495,43 @@ class CupyBackend(Backend):
         """step[0] += 1 on the device (one thread), for a device-resident Adam step counter."""
         K.get_function("optim", "step_increment_v1")((1,), (1,), (step,))
 
-    # -- convolution and pooling building blocks (F.conv2d / F.max_pool2d call them on this backend) ----
+    # -- convolution and pooling primitives: im2col/col2im and max-pool kernels, GEMM by linear_act ------
+    def conv2d_forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01,
+                       need_grad=True):
+        """col (N*OH*OW, C*KH*KW) from one launch, then the fused linear_act GEMM (bias and activation in
+        its epilogue), laid out as (N, OC, OH, OW); backward is linear_act_backward + col2im."""
+        oc, _, kh, kw = weight.shape
+        col = self.conv2d_im2col(x, (kh, kw), stride, padding)
+        W2 = weight.reshape(oc, -1)
+        y2 = self.linear_act(col, W2, bias, act, negative_slope)  # (N*OH*OW, OC)
+        n = x.shape[0]
+        oh = _conv_out(x.shape[2], kh, stride[0], padding[0], 1)
+        ow = _conv_out(x.shape[3], kw, stride[1], padding[1], 1)
+        out = self.xp.ascontiguousarray(y2.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+        saved = (x.shape, weight.shape, col, W2, y2, stride, padding, act, negative_slope) if need_grad else None
+        return out, saved
+
+    def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
+        x_shape, w_shape, col, W2, y2, stride, padding, act, negative_slope = saved
+        g2 = self.xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, w_shape[0])
+        dcol, dW2, db = self.linear_act_backward(g2, col, W2, y2, act, negative_slope, need_dx=need_dx,
+                                                 need_dW=need_dW, need_db=need_db)
+        dx = None if dcol is None else self.conv2d_col2im(dcol, x_shape, w_shape[2:], stride, padding)
+        return dx, None if dW2 is None else dW2.reshape(w_shape), db
+
+    def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
+        """max: one kernel launch each way, keeping each winner's index; avg: the xp reference."""
+        if mode != "max":
+            return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
+        y, idx = self.max_pool2d_fwd(x, kernel_size, stride, padding)
+        return y, (("max-kernel", x.shape, idx) if need_grad else None)
+
+    def pool2d_backward(self, dy, saved):
+        if saved[0] != "max-kernel":
+            return super().pool2d_backward(dy, saved)
+        return self.max_pool2d_bwd(dy, saved[2], saved[1])
+
+    # -- convolution and pooling building blocks (the primitives above call them) --------------------------
     def conv2d_im2col(self, x, kernel_size, stride=1, padding=0, dilation=1):
         """col (N*OH*OW, C*KH*KW) of x (N, C, H, W): one row per output pixel, columns ordered (c, ki, kj)
         like weight.reshape(OC, -1), so conv2d = linear_act(col, weight2d, b, act) then

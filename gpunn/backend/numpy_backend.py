@@ -13,6 +13,11 @@ run the same math faster, and falls back to the reference for the options it doe
 Every override performs the reference's operations in the reference's order, element by element, so
 its results equal the reference's bit for bit (float32 and float64, any number of threads).
 
+Numba kernels (``gpunn.backend.numba_cpu``) run the optimizer steps, pooling and the im2col/col2im and
+layout passes of conv2d in one compiled pass each. Numba is imported on the first call that can use a
+kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the kernels off, and where Numba is missing
+or fails to compile, a warning says so once and the NumPy code below runs instead.
+
 Allocation: glibc's malloc hands large blocks (>= 128 KiB, adjusted upwards as they are freed) back to
 the OS when they are freed, so a training step that allocates its activations and temporaries fresh
 page-faults them in again every step -- on a virtual machine about 1.5 us per 4 KiB page, more than
@@ -29,6 +34,7 @@ import math
 import os
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -43,6 +49,7 @@ _malloc_tuned: bool | None = None
 _pool: ThreadPoolExecutor | None = None  # the worker threads of parallel_for, made on first use
 _pool_workers = 0
 _pool_lock = threading.Lock()
+_numba_module = None  # gpunn.backend.numba_cpu once imported; False after it failed
 
 
 def tune_malloc() -> bool:
@@ -92,6 +99,51 @@ def parallel_for(fn, n: int, work: int) -> None:
             f.result()
 
 
+def numba_kernels(work: int | None = None):
+    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
+    Its kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
+    global _numba_module
+    if os.environ.get("GPUNN_NUMBA", "1").strip() == "0" or _numba_module is False:
+        return None
+    if _numba_module is None:
+        try:
+            from gpunn.backend import numba_cpu
+        except Exception as exc:  # not installed, or a broken install raising at import
+            _numba_failed(exc)
+            return None
+        _numba_module = numba_cpu
+    _numba_module.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
+    return _numba_module
+
+
+def _numba_failed(exc: BaseException) -> None:
+    global _numba_module
+    _numba_module = False
+    warnings.warn(f"gpunn: the Numba CPU kernels are unavailable ({type(exc).__name__}: {exc}); the NumPy "
+                  "path runs instead", UserWarning, stacklevel=3)
+
+
+_FAILED = object()
+
+
+def _run_kernel(name: str, *args, work: int | None = None):
+    """numba_cpu.<name>(*args) -> its result (None for most), or _FAILED when the kernels are off or this one
+    fails to compile (the caller then runs its NumPy code). Compilation precedes execution, so a failed
+    kernel has written nothing."""
+    nk = numba_kernels(work)
+    if nk is None:
+        return _FAILED
+    try:
+        return getattr(nk, name)(*args)
+    except Exception as exc:
+        from numba.core.errors import NumbaError
+
+        if not isinstance(exc, NumbaError):
+            raise
+        _numba_failed(exc)
+        return _FAILED
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
@@ -119,6 +171,10 @@ class NumpyBackend(Backend):
                                       maximize=maximize, first_step=first_step)
         dt = param.dtype.type
         wd, mu, step = dt(weight_decay), dt(momentum), dt(lr)
+        buf = param if momentum_buf is None else momentum_buf  # (unused without momentum)
+        if _FAILED is not _run_kernel("sgd_step", param, grad, buf, step, mu, wd, momentum != 0, weight_decay != 0,
+                                      bool(maximize), bool(first_step), work=param.size):
+            return
 
         def run(start, stop):
             for lo in range(start, stop, _CHUNK):
@@ -161,6 +217,11 @@ class NumpyBackend(Backend):
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
         b1, one_b1, b2, one_b2 = dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2)
         bc2, eps_, step_size = dt(bias_correction2_sqrt), dt(eps), dt(lr / bias_correction1)
+        vmax = max_exp_avg_sq if amsgrad else exp_avg_sq  # (unused without amsgrad)
+        if _FAILED is not _run_kernel("adam_step", param, grad, exp_avg, exp_avg_sq, vmax, step_size, b1, one_b1, b2,
+                                      one_b2, bc2, eps_, dt(weight_decay), dt(1 - lr * weight_decay), weight_decay != 0,
+                                      bool(decoupled_weight_decay), bool(amsgrad), bool(maximize), work=param.size):
+            return
 
         def run(start, stop):
             for lo in range(start, stop, _CHUNK):
@@ -209,6 +270,19 @@ class NumpyBackend(Backend):
         reference.check_labels(np, target, c, ignore_index)
         grad = np.empty(logits.shape, dtype=dt)
         nll = np.empty(n, dtype=dt)
+        if dt == np.float32 and c > 0:
+            # one pass per row (its own vectorized exp, float32 sums): within a few float32 ulps of the
+            # reference, not bit for bit (see numba_cpu); rows with a NaN or inf take the reference path
+            z = np.ascontiguousarray(logits)
+            bad = _run_kernel("softmax_cross_entropy_rows", z, np.ascontiguousarray(target), grad, nll,
+                              self._scratch(z.size, np.float32, 2).reshape(z.shape),
+                              np.float32(1.0 / n if reduction == "mean" else 1.0), work=z.size)
+            if bad is not _FAILED:
+                if bad:
+                    return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index,
+                                                           label_smoothing)
+                total = nll.sum(dtype=np.float64)
+                return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
         block = max(1, _CHUNK // max(c, 1))  # rows per block
         inv_n = dt.type(1.0 / n)
 
@@ -230,6 +304,106 @@ class NumpyBackend(Backend):
         parallel_for(run, n, n * c)
         total = nll.sum(dtype=np.float64)
         return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
+
+
+    # -- conv2d: Numba im2col, one BLAS GEMM, the layout pass with the bias; col2im gathered per cell ---------
+    def conv2d_forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01,
+                       need_grad=True):
+        if not _kernel_dtype(x, weight, bias) or numba_kernels() is None:
+            return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
+        x = np.ascontiguousarray(x)
+        n, c, h, w = x.shape
+        oc, _, kh, kw = weight.shape
+        (sh, sw), (ph, pw) = stride, padding
+        oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
+        cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+        if _run_kernel("im2col", x, cols, sh, sw, ph, pw) is _FAILED:
+            return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
+        cols2 = cols.reshape(c * kh * kw, n * oh * ow)
+        W2 = weight.reshape(oc, c * kh * kw)
+        out_cm = (W2 @ cols2).reshape(oc, n, oh * ow)
+        y = np.empty((n, oc, oh, ow), dtype=x.dtype)
+        has_bias = bias is not None
+        _run_kernel("swap01", out_cm, y.reshape(n, oc, oh * ow),
+                    np.ascontiguousarray(bias) if has_bias else np.zeros(1, x.dtype), has_bias, act == "relu")
+        if act != "relu":
+            y = reference.activation_forward(np, y, act, negative_slope)
+        return y, (("numba", x.shape, (kh, kw), W2, cols2, y, stride, padding, act, negative_slope)
+                   if need_grad else None)
+
+    def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
+        if saved[0] != "numba":
+            return super().conv2d_backward(dy, saved, need_dx, need_dW, need_db)
+        _, (n, c, h, w), (kh, kw), W2, cols2, y, (sh, sw), (ph, pw), act, negative_slope = saved
+        nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
+        _, oc, oh, ow = y.shape
+        g2 = np.empty((oc, n, oh * ow), dtype=y.dtype)
+        dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        if act == "relu":  # the activation's derivative applied in the layout pass
+            nk.swap01_relu_mask(dy.reshape(n, oc, oh * ow), y.reshape(n, oc, oh * ow), g2)
+        else:
+            dz = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
+            nk.swap01(dz.reshape(n, oc, oh * ow), g2, np.zeros(1, dz.dtype), False, False)
+        g2 = g2.reshape(oc, n * oh * ow)
+        dW = (g2 @ cols2.T).reshape(oc, c, kh, kw) if need_dW else None
+        db = g2.sum(axis=1) if need_db else None
+        dx = None
+        if need_dx:
+            dcols = (W2.T @ g2).reshape(c, kh, kw, n, oh, ow)
+            dx = np.zeros((n, c, h, w), dtype=y.dtype)
+            nk.col2im(dcols, dx, sh, sw, ph, pw)
+        return dx, dW, db
+
+    # -- pooling: one Numba pass over each plane, each way -----------------------------------------------------
+    def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
+        if mode not in reference.POOL_MODES or not _kernel_dtype(x) or numba_kernels() is None:
+            return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
+        (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+        n, c, h, w = x.shape
+        oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
+        planes = np.ascontiguousarray(x).reshape(n * c, h, w)
+        y = np.empty((n * c, oh, ow), dtype=x.dtype)
+        geometry = (kh, kw, sh, sw, ph, pw)
+        if mode == "max":
+            arg = np.empty((n * c, oh, ow) if need_grad else (1, 1, 1), dtype=np.int32)
+            ok = _run_kernel("max_pool_forward", planes, y, arg, *geometry, bool(need_grad)) is not _FAILED
+            extra = arg
+        else:
+            extra = _avg_divisor(x.dtype, h, w, oh, ow, geometry, count_include_pad)
+            ok = _run_kernel("avg_pool_forward", planes, y, extra, x.dtype.type(0), *geometry) is not _FAILED
+        if not ok:
+            return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
+        saved = ("numba-" + mode, x.shape, extra, geometry) if need_grad else None
+        return y.reshape(n, c, oh, ow), saved
+
+    def pool2d_backward(self, dy, saved):
+        if not saved[0].startswith("numba-"):
+            return super().pool2d_backward(dy, saved)
+        tag, (n, c, h, w), extra, geometry = saved
+        nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
+        dy = np.ascontiguousarray(dy, dtype=extra.dtype if tag == "numba-avg" else dy.dtype)
+        dy3 = dy.reshape(n * c, dy.shape[2], dy.shape[3])
+        dx = np.zeros((n * c, h, w), dtype=dy.dtype)
+        if tag == "numba-max":
+            nk.max_pool_backward(dy3, extra, dx, *geometry)
+        else:
+            nk.avg_pool_backward(dy3, dx, extra, *geometry)
+        return dx.reshape(n, c, h, w)
+
+
+def _kernel_dtype(*arrays) -> bool:
+    """True when every given array (None skipped) is float32 or float64 (the dtypes the kernels compile for)."""
+    return all(a is None or a.dtype in (np.float32, np.float64) for a in arrays)
+
+
+def _avg_divisor(dtype, h, w, oh, ow, geometry, count_include_pad):
+    """(OH, OW) divisor of each window: KH*KW, or its in-bounds cell count (reference.pool2d_forward's)."""
+    kh, kw, sh, sw, ph, pw = geometry
+    if count_include_pad or (ph == 0 and pw == 0):
+        return np.full((oh, ow), kh * kw, dtype=dtype)
+    rows = np.minimum(np.arange(oh) * sh - ph + kh, h) - np.maximum(np.arange(oh) * sh - ph, 0)
+    cols = np.minimum(np.arange(ow) * sw - pw + kw, w) - np.maximum(np.arange(ow) * sw - pw, 0)
+    return (rows[:, None] * cols[None, :]).astype(dtype)
 
 
 def _flat_contiguous(*arrays) -> bool:

@@ -15,6 +15,16 @@ The contract (same on every backend):
   (none); ``dlogits (N, C)`` is d(loss)/d(logits) for an upstream gradient of one (per row for none).
 - ``sgd_step(param, grad, momentum_buf, ...)`` and ``adam_step(param, grad, exp_avg, exp_avg_sq,
   max_exp_avg_sq, ...)`` update flat 1-D buffers in place, with PyTorch's formulas.
+- ``conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad) -> (y, saved)``
+  ``x (N, C, H, W)``, ``weight (OC, C, KH, KW)``, ``bias (OC,)`` or None, ``stride``/``padding`` pairs,
+  ``y = act(conv(x, weight) + bias) (N, OC, OH, OW)``; ``saved`` is whatever this backend's backward needs
+  (opaque to callers; None when ``need_grad`` is False).
+  ``conv2d_backward(dy, saved, need_dx, need_dW, need_db) -> (dx, dW, db)``.
+- ``pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad) -> (y, saved)``,
+  ``mode`` 'max' or 'avg', pairs for the geometry (padding at most half the kernel);
+  ``pool2d_backward(dy, saved) -> dx``. Max pooling follows PyTorch's CPU loop: a window's value and
+  gradient go to its first maximal element, or to its LAST NaN when it holds NaNs, and a window of -inf
+  sends its gradient to its first in-bounds element.
 """
 
 from __future__ import annotations
@@ -209,3 +219,206 @@ def adam_step(
     bias_correction2_sqrt = math.sqrt(1 - beta2**step)
     denom = xp.sqrt(v) / dt(bias_correction2_sqrt) + dt(eps)
     param -= dt(lr / bias_correction1) * (exp_avg / denom)
+
+
+# ----------------------------------------------------------------------------------------------
+# convolution (NCHW): im2col with one strided slice per kernel tap, one GEMM, the layout pass
+# ----------------------------------------------------------------------------------------------
+def conv_out_size(size: int, k: int, s: int, p: int) -> int:
+    """Output length of a window of ``k`` cells moved by ``s`` over ``size`` cells padded by ``p``."""
+    return (size + 2 * p - k) // s + 1
+
+
+def tap_span(k: int, stride: int, pad: int, size: int, out: int) -> tuple[slice, slice]:
+    """Kernel offset ``k`` reads input index ``o * stride + k - pad`` for output index ``o``: the slice of
+    outputs whose input lies inside ``[0, size)`` (the others read the zero padding) and the slice of
+    inputs they read."""
+    lo = min(out, max(0, -((k - pad) // stride)))  # first o with o * stride + k - pad >= 0
+    hi = max(lo, min(out, (size - 1 + pad - k) // stride + 1))  # one past the last o inside the input
+    start = lo * stride + k - pad
+    return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1 if hi > lo else start, stride)
+
+
+def conv2d_forward(xp, x, weight, bias, stride=(1, 1), padding=(0, 0), act: str = "none",
+                   negative_slope: float = 0.01, need_grad: bool = True):
+    """y = act(conv2d(x, weight) + bias).  x (N, C, H, W), weight (OC, C, KH, KW), bias (OC,) or None
+    -> (y (N, OC, OH, OW), saved), OH = (H + 2 ph - KH) // sh + 1.
+
+    The columns are channel-major, ``cols[c, i, j, n, oh, ow] = x[n, c, oh sh + i - ph, ow sw + j - pw]``
+    (0 in the padding), so the whole batch is one GEMM ``W (OC, C KH KW) @ cols (C KH KW, N OH OW)``; the
+    padding is never materialised: each tap copies only the part of the input it sees."""
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
+    row_spans = [tap_span(i, sh, ph, h, oh) for i in range(kh)]  # (output rows, input rows) per tap row
+    col_spans = [tap_span(j, sw, pw, w, ow) for j in range(kw)]
+    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for i, (out_r, in_r) in enumerate(row_spans):
+        for j, (out_c, in_c) in enumerate(col_spans):
+            tap = cols[:, i, j]  # (C, N, OH, OW)
+            tap[:, :, : out_r.start] = 0  # the outputs that read padding
+            tap[:, :, out_r.stop :] = 0
+            tap[:, :, out_r, : out_c.start] = 0
+            tap[:, :, out_r, out_c.stop :] = 0
+            tap[:, :, out_r, out_c] = x[:, :, in_r, in_c].transpose(1, 0, 2, 3)
+    cols2 = cols.reshape(c * kh * kw, n * oh * ow)  # (CKK, N*L)
+    W2 = weight.reshape(oc, c * kh * kw)  # (OC, CKK)
+    out_cm = (W2 @ cols2).reshape(oc, n, oh, ow)
+    y = xp.empty((n, oc, oh, ow), dtype=out_cm.dtype)
+    if bias is not None:  # to (N, OC, OH, OW) and the bias added in the same pass
+        xp.add(out_cm.transpose(1, 0, 2, 3), bias.reshape(1, oc, 1, 1), out=y)
+    else:
+        y[...] = out_cm.transpose(1, 0, 2, 3)
+    y = activation_forward(xp, y, act, negative_slope)
+    saved = (x.shape, (kh, kw), W2, cols2, y, stride, padding, act, negative_slope) if need_grad else None
+    return y, saved
+
+
+def conv2d_backward(xp, dy, saved, need_dx: bool = True, need_dW: bool = True, need_db: bool = True):
+    """Gradients of conv2d_forward from dy (N, OC, OH, OW) -> (dx (N, C, H, W), dW (OC, C, KH, KW), db (OC,))."""
+    x_shape, (kh, kw), W2, cols2, y, (sh, sw), (ph, pw), act, negative_slope = saved
+    n, c, h, w = x_shape
+    _, oc, oh, ow = dy.shape
+    dz = activation_backward(xp, dy, y, act, negative_slope)  # (N, OC, OH, OW)
+    g2 = xp.empty((oc, n, oh, ow), dtype=dz.dtype)
+    g2[...] = dz.transpose(1, 0, 2, 3)
+    g2 = g2.reshape(oc, n * oh * ow)  # (OC, N*L)
+    dW = (g2 @ cols2.T).reshape(oc, c, kh, kw) if need_dW else None
+    db = g2.sum(axis=1) if need_db else None
+    dx = None
+    if need_dx:
+        if (sh, sw) == (1, 1):
+            dx = _col2im_stride1(xp, W2.T, dz, (c, kh, kw), (ph, pw))
+        else:
+            row_spans = [tap_span(i, sh, ph, h, oh) for i in range(kh)]
+            col_spans = [tap_span(j, sw, pw, w, ow) for j in range(kw)]
+            dx = _col2im(xp, (W2.T @ g2).reshape(c, kh, kw, n, oh, ow), (h, w), row_spans, col_spans)
+    return dx, dW, db
+
+
+def _col2im(xp, dcols, hw, row_spans, col_spans):
+    """dx (N, C, H, W) from dcols (C, KH, KW, N, OH, OW): the adjoint of conv2d's im2col, each tap's
+    block added where it was read from (accumulated channel-major, the layout dcols has)."""
+    c, kh, kw, n = dcols.shape[:4]
+    dxc = xp.zeros((c, n) + tuple(hw), dtype=dcols.dtype)
+    for i, (out_r, in_r) in enumerate(row_spans):
+        for j, (out_c, in_c) in enumerate(col_spans):
+            if out_r.stop > out_r.start and out_c.stop > out_c.start:
+                dxc[:, :, in_r, in_c] += dcols[:, i, j, :, out_r, out_c]
+    return dxc.transpose(1, 0, 2, 3)
+
+
+def _col2im_stride1(xp, W2T, g4, ckk, pad):
+    """dx (N, C, H, W) of a stride-1 convolution from W2T (C KH KW, OC) and the output gradient g4.
+
+    In the padded input flattened per channel, ``flat[c, n*Hp*Wp + y*Wp + x]``, tap (i, j) of output
+    (y, x) reads position ``q + i*Wp + j`` with ``q = n*Hp*Wp + y*Wp + x``: a constant shift. So with
+    the output gradient laid out on that padded grid (zeros outside the OH x OW outputs), every tap's
+    contribution is ONE contiguous shifted add, instead of a strided add per (channel, image, row)."""
+    c, kh, kw = ckk
+    ph, pw = pad
+    n, oc, oh, ow = g4.shape
+    hp, wp = oh + kh - 1, ow + kw - 1  # the padded input size
+    grid = n * hp * wp
+    g_pad = xp.empty((oc, n, hp, wp), dtype=g4.dtype)
+    g_pad[:, :, oh:] = 0
+    g_pad[:, :, :oh, ow:] = 0
+    g_pad[:, :, :oh, :ow] = g4.transpose(1, 0, 2, 3)
+    dcols = (W2T @ g_pad.reshape(oc, grid)).reshape(c, kh, kw, grid)  # 0 at the padding positions
+    flat = xp.zeros((c, grid + (kh - 1) * wp + kw - 1), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            shift = i * wp + j
+            flat[:, shift : shift + grid] += dcols[:, i, j]
+    dxc = flat[:, :grid].reshape(c, n, hp, wp)[:, :, ph : hp - ph, pw : wp - pw]
+    return dxc.transpose(1, 0, 2, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# pooling (NCHW): one strided view of the padded input per window tap
+# ----------------------------------------------------------------------------------------------
+POOL_MODES = ("max", "avg")
+
+
+def pad_hw(xp, x, ph: int, pw: int, value=0.0):
+    """x (N, C, H, W) with ``ph`` rows and ``pw`` columns of ``value`` on each side (x itself when both are 0):
+    one copy into a new array whose border strips are filled (xp.pad costs about twice that)."""
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, w = x.shape
+    out = xp.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    out[:, :, :ph] = value
+    out[:, :, ph + h :] = value
+    out[:, :, ph : ph + h, :pw] = value
+    out[:, :, ph : ph + h, pw + w :] = value
+    out[:, :, ph : ph + h, pw : pw + w] = x
+    return out
+
+
+def pool2d_forward(xp, x, mode: str, kernel_size, stride, padding, count_include_pad: bool = True,
+                   need_grad: bool = True):
+    """Max or mean over each window.  x (N, C, H, W) -> (y (N, C, OH, OW), saved).
+
+    max: a running maximum over the KH*KW taps (NaN propagates); with ``need_grad``, ``arg`` records the
+    tap whose element wins each window under PyTorch's CPU rule -- the element replaces the running
+    winner when it is greater or NaN, starting from the window's first in-bounds element -- so ties go
+    to the first maximum, NaNs to the last NaN. avg: the sum over the taps divided by KH*KW (or by the
+    count of in-bounds cells when ``count_include_pad`` is False)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x.shape
+    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
+    if mode == "max":
+        xpad = pad_hw(xp, x, ph, pw, value=-math.inf)
+        taps = [xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)]
+        y = taps[0].copy()  # (N, C, OH, OW)
+        arg = None
+        if need_grad:  # start at each window's first in-bounds tap: row i0 = max(0, ph - o sh), likewise j0
+            i0 = xp.maximum(ph - xp.arange(oh) * sh, 0)
+            j0 = xp.maximum(pw - xp.arange(ow) * sw, 0)
+            first = (i0[:, None] * kw + j0[None, :]).astype(xp.int8 if kh * kw <= 127 else xp.int32)
+            arg = xp.empty(y.shape, dtype=first.dtype)
+            arg[...] = first
+        for k in range(1, len(taps)):
+            if arg is not None:
+                # arg = k where this tap replaces the winner; k exceeds every earlier arg that a tap at or
+                # after the window's first in-bounds one can hold, so that is max(arg, k * replaces)
+                replaces = (taps[k] > y) | xp.isnan(taps[k])
+                xp.maximum(arg, replaces.astype(arg.dtype) * arg.dtype.type(k), out=arg)
+            xp.maximum(y, taps[k], out=y)  # NaN propagates
+        saved = (mode, x.shape, xpad.shape, kernel_size, stride, padding, arg) if need_grad else None
+        return y, saved
+    if mode != "avg":
+        raise ValueError(f"pool2d mode must be one of {POOL_MODES}, got {mode!r}")
+    xpad = pad_hw(xp, x, ph, pw)
+    total = xp.zeros((n, c, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            total += xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+    if count_include_pad or (ph == 0 and pw == 0):
+        divisor = x.dtype.type(kh * kw)
+    else:  # count the real (unpadded) cells of each window
+        ones = pad_hw(xp, xp.ones((1, 1, h, w), dtype=x.dtype), ph, pw)
+        divisor = sum(ones[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw))
+    y = total / divisor
+    saved = (mode, x.shape, xpad.shape, kernel_size, stride, padding, divisor) if need_grad else None
+    return y, saved
+
+
+def pool2d_backward(xp, dy, saved):
+    """dx (N, C, H, W) of pool2d_forward from dy (N, C, OH, OW)."""
+    mode, (n, c, h, w), pad_shape, (kh, kw), (sh, sw), (ph, pw), extra = saved
+    oh, ow = dy.shape[2:]
+    disjoint = sh >= kh and sw >= kw  # each input cell is in at most one window
+    covered = disjoint and (sh, sw) == (kh, kw) and ph == pw == 0 and (oh * kh, ow * kw) == (h, w)
+    dxpad = (xp.empty if covered else xp.zeros)(pad_shape, dtype=dy.dtype)
+    g = dy / extra if mode == "avg" else dy
+    for k in range(kh * kw):
+        i, j = divmod(k, kw)
+        window_cells = dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+        part = xp.where(extra == k, g, g.dtype.type(0)) if mode == "max" else g  # (not g * mask: inf * 0)
+        if disjoint:
+            window_cells[...] = part
+        else:
+            window_cells += part
+    return dxpad[:, :, ph : ph + h, pw : pw + w]

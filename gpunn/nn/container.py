@@ -1,4 +1,4 @@
-"""Containers: ``Sequential`` (runs its modules in order, fusing Linear + activation) and ``ModuleList``."""
+"""Containers: ``Sequential`` (runs its modules in order, fusing Linear/Conv2d + activation) and ``ModuleList``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from gpunn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
+from gpunn.nn.conv import Conv2d
 from gpunn.nn.linear import Linear
 from gpunn.nn.module import Module
 
 __all__ = ["Sequential", "ModuleList"]
 
-# activations whose forward Sequential may replace by F.linear(..., activation=name); a subclass that
-# overrides forward is not fused
+# layers that take the activation that follows them into their own op (F.linear / F.conv2d(activation=)),
+# and the activations they take; a subclass that overrides forward is not fused
+_FUSING_LAYER_FORWARDS = (Linear.forward, Conv2d.forward)
 _FUSABLE_FORWARDS = {cls.forward: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh)}
 
 
@@ -42,7 +44,7 @@ def _renumber(container: Module, mods: list) -> None:
 class Sequential(Module):
     """Run modules in order: ``Sequential(a, b, c)(x) == c(b(a(x)))``; also ``Sequential(OrderedDict)``.
 
-    A ``Linear`` immediately followed by ``ReLU``/``LeakyReLU``/``Sigmoid``/``Tanh`` runs as ONE fused
+    A ``Linear`` (or ``Conv2d``) immediately followed by ``ReLU``/``LeakyReLU``/``Sigmoid``/``Tanh`` runs as ONE fused
     op, ``F.linear(x, W, b, activation=...)`` (the backend's ``linear_act`` primitive); the result
     equals running the two modules one after the other.
     >>> model = nn.Sequential(nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10))
@@ -62,7 +64,7 @@ class Sequential(Module):
         x, i = input, 0
         while i < len(mods):
             m = mods[i]
-            if type(m).forward is Linear.forward and i + 1 < len(mods):
+            if type(m).forward in _FUSING_LAYER_FORWARDS and i + 1 < len(mods):
                 fused = _fused_activation(mods[i + 1])
                 if fused is not None:
                     x = m._forward_act(x, activation=fused[0], negative_slope=fused[1])

@@ -57,6 +57,10 @@ class Conv2d(Module):
         init.default_layer_init_(self.weight, self.bias)
 
     def forward(self, input):  # noqa: A002
+        return self._forward_act(input)
+
+    def _forward_act(self, input, activation=None, negative_slope: float = 0.01):  # noqa: A002
+        """act(conv2d(x) + b) in one op (Sequential fuses Conv2d + activation through it)."""
         if not isinstance(input, Tensor):
             raise TypeError(f"Conv2d: expected a gpunn Tensor, got {type(input).__name__}")
         if input.ndim != 4:
@@ -65,7 +69,8 @@ class Conv2d(Module):
         if input.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d(in_channels={self.in_channels}): input has {input.shape[1]} channels, "
                              f"expected {self.in_channels} (input shape {input.shape})")
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding)
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, activation=activation,
+                        negative_slope=negative_slope)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -162,7 +162,8 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
 
 
 # ------------------------------------------------------------------------------------------------
-# convolution and pooling (NCHW), written over xp with strided slices: one slice per kernel tap
+# convolution and pooling (NCHW): argument checks here, the arithmetic in the backend's primitives
+# (conv2d_forward/backward, pool2d_forward/backward; the math is in gpunn.backend.reference)
 # ------------------------------------------------------------------------------------------------
 def _as_batched_4d(input: Tensor, fname: str):
     if input.ndim == 3:
@@ -172,21 +173,6 @@ def _as_batched_4d(input: Tensor, fname: str):
     return input, False
 
 
-def _pad_hw(xp, x, ph: int, pw: int, value=0.0):
-    """x (N, C, H, W) with ``ph`` rows and ``pw`` columns of ``value`` on each side (x itself when both are 0):
-    one copy into a new array whose border strips are filled (xp.pad costs about twice that)."""
-    if ph == 0 and pw == 0:
-        return x
-    n, c, h, w = x.shape
-    out = xp.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    out[:, :, :ph] = value
-    out[:, :, ph + h :] = value
-    out[:, :, ph : ph + h, :pw] = value
-    out[:, :, ph : ph + h, pw + w :] = value
-    out[:, :, ph : ph + h, pw : pw + w] = x
-    return out
-
-
 def _out_size(size: int, k: int, s: int, p: int, fname: str, what: str) -> int:
     out = (size + 2 * p - k) // s + 1
     if out < 1:
@@ -194,25 +180,20 @@ def _out_size(size: int, k: int, s: int, p: int, fname: str, what: str) -> int:
     return out
 
 
-def _tap_span(k: int, stride: int, pad: int, size: int, out: int) -> tuple[slice, slice]:
-    """Kernel offset ``k`` reads input index ``o * stride + k - pad`` for output index ``o``: the slice of
-    outputs whose input lies inside ``[0, size)`` (the others read the zero padding) and the slice of
-    inputs they read."""
-    lo = min(out, max(0, -((k - pad) // stride)))  # first o with o * stride + k - pad >= 0
-    hi = max(lo, min(out, (size - 1 + pad - k) // stride + 1))  # one past the last o inside the input
-    start = lo * stride + k - pad
-    return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1 if hi > lo else start, stride)
-
-
-def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A002
+def conv2d(input, weight, bias=None, stride=1, padding=0, *, activation: str | None = None,  # noqa: A002
+           negative_slope: float = 0.01) -> Tensor:
     """2-D cross-correlation.  x: (N, C, H, W), W: (OC, C, KH, KW), b: (OC,) -> (N, OC, OH, OW),
-    OH = (H + 2 ph - KH) // sh + 1.  Computed as im2col (one strided slice per tap) + one GEMM.
-
-    The columns are channel-major, ``cols[c, i, j, n, oh, ow] = x[n, c, oh sh + i - ph, ow sw + j - pw]``
-    (0 in the padding), so the whole batch is one GEMM ``W (OC, C KH KW) @ cols (C KH KW, N OH OW)``; the
-    padding is never materialised: each tap copies only the part of the input it sees."""
+    OH = (H + 2 ph - KH) // sh + 1.  One call of the backend's ``conv2d_forward`` (im2col + one GEMM);
+    ``activation`` (keyword only, as in ``linear``) is applied in the pass that lays out the GEMM output.
+    >>> F.conv2d(x, W, b, padding=1, activation="relu")
+    """
     _float_tensor(input, "conv2d")
     _float_tensor(weight, "conv2d", "weight")
+    act = "none" if activation is None else activation
+    if act not in ACTIVATIONS:
+        raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS} or None, got {activation!r}")
+    if act == "leaky_relu" and negative_slope <= 0:  # the backward reads the derivative off the output
+        return leaky_relu(conv2d(input, weight, bias, stride, padding), negative_slope)
     _check_same_backend(input, weight, "conv2d")
     x_t, unbatched = _as_batched_4d(input, "conv2d")
     if weight.ndim != 4:
@@ -235,126 +216,29 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
     ph, pw = _pair(padding, "padding", "conv2d")
     if sh < 1 or sw < 1 or ph < 0 or pw < 0:
         raise ValueError(f"conv2d(): stride must be >= 1 and padding >= 0, got stride {stride}, padding {padding}")
-    oh = _out_size(h, kh, sh, ph, "conv2d", "height")
-    ow = _out_size(w, kw, sw, pw, "conv2d", "width")
-    if input._backend.conv_kernels:
-        return _conv2d_kernels(input, x_t, unbatched, weight, bias, (sh, sw), (ph, pw))
-
-    xp = input._backend.xp
-    x = x_t._data
-    row_spans = [_tap_span(i, sh, ph, h, oh) for i in range(kh)]  # (output rows, input rows) per tap row
-    col_spans = [_tap_span(j, sw, pw, w, ow) for j in range(kw)]
-    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-    for i, (out_r, in_r) in enumerate(row_spans):
-        for j, (out_c, in_c) in enumerate(col_spans):
-            tap = cols[:, i, j]  # (C, N, OH, OW)
-            tap[:, :, : out_r.start] = 0  # the outputs that read padding
-            tap[:, :, out_r.stop :] = 0
-            tap[:, :, out_r, : out_c.start] = 0
-            tap[:, :, out_r, out_c.stop :] = 0
-            tap[:, :, out_r, out_c] = x[:, :, in_r, in_c].transpose(1, 0, 2, 3)
-    cols2 = cols.reshape(c * kh * kw, n * oh * ow)  # (CKK, N*L)
-    W2 = weight._data.reshape(oc, c * kh * kw)  # (OC, CKK)
-    out_cm = (W2 @ cols2).reshape(oc, n, oh, ow)
-    out = xp.empty((n, oc, oh, ow), dtype=out_cm.dtype)
-    if bias is not None:  # to (N, OC, OH, OW) and the bias added in the same pass
-        xp.add(out_cm.transpose(1, 0, 2, 3), bias._data.reshape(1, oc, 1, 1), out=out)
-    else:
-        out[...] = out_cm.transpose(1, 0, 2, 3)
-    if unbatched:
-        out = out[0]
-
-    def backward(g):
-        g4 = g[None] if unbatched else g
-        g2 = xp.empty((oc, n, oh, ow), dtype=g4.dtype)
-        g2[...] = g4.transpose(1, 0, 2, 3)
-        g2 = g2.reshape(oc, n * oh * ow)  # (OC, N*L)
-        dW = (g2 @ cols2.T).reshape(weight.shape) if weight.requires_grad else None
-        db = g2.sum(axis=1) if bias is not None and bias.requires_grad else None
-        dx = None
-        if input.requires_grad:
-            dx = (_col2im_stride1(xp, W2.T, g4, (c, kh, kw), (ph, pw)) if (sh, sw) == (1, 1)
-                  else _col2im(xp, (W2.T @ g2).reshape(c, kh, kw, n, oh, ow), (h, w), row_spans, col_spans))
-            dx = dx[0] if unbatched else dx
-        return (dx, dW) if bias is None else (dx, dW, db)
-
+    _out_size(h, kh, sh, ph, "conv2d", "height")
+    _out_size(w, kw, sw, pw, "conv2d", "width")
     parents = (input, weight) if bias is None else (input, weight, bias)
-    return input._result(out, parents, backward, "ConvolutionBackward")
-
-
-def _col2im(xp, dcols, hw, row_spans, col_spans):
-    """dx (N, C, H, W) from dcols (C, KH, KW, N, OH, OW): the adjoint of conv2d's im2col, each tap's
-    block added where it was read from (accumulated channel-major, the layout dcols has)."""
-    c, kh, kw, n = dcols.shape[:4]
-    dxc = xp.zeros((c, n) + tuple(hw), dtype=dcols.dtype)
-    for i, (out_r, in_r) in enumerate(row_spans):
-        for j, (out_c, in_c) in enumerate(col_spans):
-            if out_r.stop > out_r.start and out_c.stop > out_c.start:
-                dxc[:, :, in_r, in_c] += dcols[:, i, j, :, out_r, out_c]
-    return dxc.transpose(1, 0, 2, 3)
-
-
-def _col2im_stride1(xp, W2T, g4, ckk, pad):
-    """dx (N, C, H, W) of a stride-1 convolution from W2T (C KH KW, OC) and the output gradient g4.
-
-    In the padded input flattened per channel, ``flat[c, n*Hp*Wp + y*Wp + x]``, tap (i, j) of output
-    (y, x) reads position ``q + i*Wp + j`` with ``q = n*Hp*Wp + y*Wp + x``: a constant shift. So with
-    the output gradient laid out on that padded grid (zeros outside the OH x OW outputs), every tap's
-    contribution is ONE contiguous shifted add, instead of a strided add per (channel, image, row)."""
-    c, kh, kw = ckk
-    ph, pw = pad
-    n, oc, oh, ow = g4.shape
-    hp, wp = oh + kh - 1, ow + kw - 1  # the padded input size
-    grid = n * hp * wp
-    g_pad = xp.empty((oc, n, hp, wp), dtype=g4.dtype)
-    g_pad[:, :, oh:] = 0
-    g_pad[:, :, :oh, ow:] = 0
-    g_pad[:, :, :oh, :ow] = g4.transpose(1, 0, 2, 3)
-    dcols = (W2T @ g_pad.reshape(oc, grid)).reshape(c, kh, kw, grid)  # 0 at the padding positions
-    flat = xp.zeros((c, grid + (kh - 1) * wp + kw - 1), dtype=dcols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            shift = i * wp + j
-            flat[:, shift : shift + grid] += dcols[:, i, j]
-    dxc = flat[:, :grid].reshape(c, n, hp, wp)[:, :, ph : hp - ph, pw : wp - pw]
-    return dxc.transpose(1, 0, 2, 3)
-
-
-def _conv2d_kernels(input, x_t, unbatched, weight, bias, stride, padding) -> Tensor:  # noqa: A002
-    """conv2d on a backend with im2col/col2im kernels (cupy): col (N*OH*OW, C*KH*KW) from one launch, then
-    the fused linear_act GEMM (bias in its epilogue); backward is linear_act_backward + col2im."""
     be = input._backend
-    xp = be.xp
-    oc, _, kh, kw = weight.shape
-    col = be.conv2d_im2col(x_t._data, (kh, kw), stride, padding)
-    W2 = weight._data.reshape(oc, -1)
-    y2 = be.linear_act(col, W2, None if bias is None else bias._data, "none")  # (N*OH*OW, OC)
-    n = x_t.shape[0]
-    oh_ow = y2.shape[0] // n if n else 0
-    oh = _out_size(x_t.shape[2], kh, stride[0], padding[0], "conv2d", "height")
-    ow = oh_ow // oh if oh else 0
-    out = xp.ascontiguousarray(y2.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
-    if unbatched:
-        out = out[0]
+    need_grad = is_grad_enabled() and any(t.requires_grad for t in parents)
+    out, saved = be.conv2d_forward(x_t._data, weight._data, None if bias is None else bias._data, (sh, sw),
+                                   (ph, pw), act, negative_slope, need_grad=need_grad)
 
     def backward(g):
-        g4 = g[None] if unbatched else g
-        g2 = xp.ascontiguousarray(g4.transpose(0, 2, 3, 1)).reshape(-1, oc)
-        dcol, dW2, db = be.linear_act_backward(g2, col, W2, y2, "none", need_dx=input.requires_grad,
-                                               need_dW=weight.requires_grad,
-                                               need_db=bias is not None and bias.requires_grad)
-        dx = None
-        if dcol is not None:
-            dx = be.conv2d_col2im(dcol, x_t.shape, (kh, kw), stride, padding)
-            dx = dx[0] if unbatched else dx
-        dW = None if dW2 is None else dW2.reshape(weight.shape)
+        dx, dW, db = be.conv2d_backward(g[None] if unbatched else g, saved, need_dx=input.requires_grad,
+                                        need_dW=weight.requires_grad,
+                                        need_db=bias is not None and bias.requires_grad)
+        if dx is not None and unbatched:
+            dx = dx[0]
         return (dx, dW) if bias is None else (dx, dW, db)
 
-    parents = (input, weight) if bias is None else (input, weight, bias)
-    return input._result(out, parents, backward, "ConvolutionBackward")
+    return input._result(out[0] if unbatched else out, parents, backward, "ConvolutionBackward")
 
 
-def _pool_geometry(x_t, kernel_size, stride, padding, fname):
+def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: bool, fname: str,  # noqa: A002
+            node: str) -> Tensor:
+    _float_tensor(input, fname)
+    x_t, unbatched = _as_batched_4d(input, fname)
     kh, kw = _pair(kernel_size, "kernel_size", fname)
     sh, sw = _pair(stride if stride is not None and stride != [] else (kh, kw), "stride", fname)
     ph, pw = _pair(padding, "padding", fname)
@@ -364,95 +248,31 @@ def _pool_geometry(x_t, kernel_size, stride, padding, fname):
         raise ValueError(f"{fname}(): padding must be >= 0 and at most half the kernel size, got padding "
                          f"{padding} for kernel_size {kernel_size}")
     _, _, h, w = x_t.shape
-    oh = _out_size(h, kh, sh, ph, fname, "height")
-    ow = _out_size(w, kw, sw, pw, fname, "width")
-    return kh, kw, sh, sw, ph, pw, oh, ow
+    _out_size(h, kh, sh, ph, fname, "height")
+    _out_size(w, kw, sw, pw, fname, "width")
+    be = input._backend
+    out, saved = be.pool2d_forward(x_t._data, mode, (kh, kw), (sh, sw), (ph, pw), count_include_pad,
+                                   need_grad=is_grad_enabled() and input.requires_grad)
+
+    def backward(g):
+        dx = be.pool2d_backward(g[None] if unbatched else g, saved)
+        return (dx[0] if unbatched else dx,)
+
+    return input._result(out[0] if unbatched else out, (input,), backward, node)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A002
-    """Max over each window; the gradient goes to the (first) maximal element of each window.
+    """Max over each window (stride defaults to kernel_size; padding at most half the kernel).
 
-    A running maximum over the KH*KW taps (strided views of the padded input); when a gradient will be
-    needed, ``arg`` (int8) records which tap won each window -- the first maximal one, as np.argmax and
-    PyTorch choose -- and backward routes the gradient through it."""
-    _float_tensor(input, "max_pool2d")
-    x_t, unbatched = _as_batched_4d(input, "max_pool2d")
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "max_pool2d")
-    be = input._backend
-    if be.conv_kernels:  # one launch each way; the winner's index is kept for backward
-        y, idx = be.max_pool2d_fwd(x_t._data, (kh, kw), (sh, sw), (ph, pw))
-
-        def kernel_backward(g):
-            dx = be.max_pool2d_bwd(g[None] if unbatched else g, idx, x_t.shape)
-            return (dx[0] if unbatched else dx,)
-
-        return input._result(y[0] if unbatched else y, (input,), kernel_backward, "MaxPool2DBackward")
-    xp = input._backend.xp
-    h, w = x_t.shape[2:]
-    xpad = _pad_hw(xp, x_t._data, ph, pw, value=-np.inf)
-    taps = [xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)]
-    need_arg = is_grad_enabled() and input.requires_grad
-    out = taps[0].copy()  # (N, C, OH, OW)
-    arg = xp.zeros(out.shape, dtype=xp.int8 if kh * kw <= 127 else xp.int32) if need_arg else None
-    for k in range(1, len(taps)):
-        if need_arg:  # arg = k where this tap is strictly greater (ties keep the first); k > every earlier
-            # arg, so that is max(arg, k * greater) -- two passes over small ints (copyto(where=) is slow)
-            greater = (taps[k] > out).view(arg.dtype) if arg.dtype == xp.int8 else (taps[k] > out).astype(arg.dtype)
-            xp.maximum(arg, greater * arg.dtype.type(k), out=arg)
-        xp.maximum(out, taps[k], out=out)  # NaN propagates
-    if need_arg and bool(xp.isnan(out).any()):  # a NaN wins its window: the first NaN, as np.argmax picks
-        arg = xp.stack(taps).argmax(axis=0)
-    if unbatched:
-        out = out[0]
-
-    def backward(g):
-        g4 = g[None] if unbatched else g
-        disjoint = sh >= kh and sw >= kw  # each input cell is in at most one window
-        covered = disjoint and (sh, sw) == (kh, kw) and ph == pw == 0 and (oh * kh, ow * kw) == (h, w)
-        dxpad = (xp.empty if covered else xp.zeros)(xpad.shape, dtype=xpad.dtype)
-        for k in range(kh * kw):
-            i, j = divmod(k, kw)
-            window_cells = dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-            if disjoint:
-                xp.multiply(g4, arg == k, out=window_cells)
-            else:
-                window_cells += g4 * (arg == k)
-        dx = dxpad[:, :, ph : ph + h, pw : pw + w]
-        return (dx[0] if unbatched else dx,)
-
-    return input._result(out, (input,), backward, "MaxPool2DBackward")
+    As PyTorch on the CPU: the value and gradient of a window go to its first maximal element, or to its
+    last NaN when it holds NaNs (the output is then NaN)."""
+    return _pool2d(input, "max", kernel_size, stride, padding, True, "max_pool2d", "MaxPool2DBackward")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> Tensor:  # noqa: A002
     """Mean over each window (zero padding counted in the divisor unless count_include_pad=False)."""
-    _float_tensor(input, "avg_pool2d")
-    x_t, unbatched = _as_batched_4d(input, "avg_pool2d")
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "avg_pool2d")
-    xp = input._backend.xp
-    xpad = _pad_hw(xp, x_t._data, ph, pw)
-    total = xp.zeros(xpad.shape[:2] + (oh, ow), dtype=xpad.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            total += xpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-    if count_include_pad or (ph == 0 and pw == 0):
-        divisor = xpad.dtype.type(kh * kw)
-    else:  # count the real (unpadded) cells of each window
-        ones = _pad_hw(xp, xp.ones((1, 1) + x_t.shape[2:], dtype=xpad.dtype), ph, pw)
-        divisor = sum(ones[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw))
-    out = total / divisor
-    if unbatched:
-        out = out[0]
-
-    def backward(g):
-        g4 = (g[None] if unbatched else g) / divisor
-        dxpad = xp.zeros(xpad.shape, dtype=xpad.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dxpad[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += g4
-        dx = dxpad[:, :, ph : ph + x_t.shape[2], pw : pw + x_t.shape[3]]
-        return (dx[0] if unbatched else dx,)
-
-    return input._result(out, (input,), backward, "AvgPool2DBackward")
+    return _pool2d(input, "avg", kernel_size, stride, padding, count_include_pad, "avg_pool2d",
+                   "AvgPool2DBackward")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,0 +1,357 @@
+"""Numba CPU kernels of the numpy backend: the passes NumPy cannot fuse, compiled to machine code.
+
+Imported by ``NumpyBackend`` on first use of a kernel (never by ``import gpunn``); importing this module
+imports Numba. Each kernel is ``@njit(parallel=True, cache=True)``: compiled once per signature, cached
+on disk next to this file (or in Numba's user cache directory), run over ``GPUNN_NUM_THREADS`` threads.
+
+Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
+order, element by element, so its results equal the reference's bit for bit -- except
+``softmax_cross_entropy_rows``, whose row sums are accumulated in float64 (the reference sums float32
+pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
+The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
+
+Layouts: pools and conv take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole
+output planes, so no two threads write one element and the result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_BLOCK = 1 << 12  # elements per parallel task of the flat optimizer kernels (4 arrays of it stay in L2)
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer steps over flat buffers, in place
+# ----------------------------------------------------------------------------------------------
+# LLVM vectorizes a loop only when it is branch-free and its arrays are the kernel's own arguments (or
+# slices of them: Numba marks a parallel kernel's arrays as not aliasing each other) -- not a loop that
+# tests a flag per element or reads an array chosen at run time (measured: 4-10x slower). So the options
+# are tested once per block, each choosing between whole loops.
+@njit(parallel=True, cache=True)
+def sgd_step(param, grad, buf, lr, momentum, weight_decay, use_momentum, use_wd, maximize, first_step):
+    """reference.sgd_step with dampening 0 and no nesterov: g = (-)grad + wd p; buf = g or mu buf + g;
+    p -= lr * (buf or g)."""
+    n = param.size
+    plain = not use_wd and not maximize
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        lo = blk * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        p = param[lo:hi]
+        g = grad[lo:hi]
+        b = buf[lo:hi]
+        if use_momentum and not first_step and plain:
+            for i in range(hi - lo):
+                b[i] = b[i] * momentum + g[i]
+            for i in range(hi - lo):
+                p[i] = p[i] - lr * b[i]
+        elif use_momentum and not first_step and use_wd and not maximize:  # gpunn train's default
+            for i in range(hi - lo):
+                b[i] = b[i] * momentum + (weight_decay * p[i] + g[i])
+            for i in range(hi - lo):
+                p[i] = p[i] - lr * b[i]
+        elif not use_momentum and plain:
+            for i in range(hi - lo):
+                p[i] = p[i] - lr * g[i]
+        else:
+            for i in range(hi - lo):
+                gi = g[i]
+                if maximize:
+                    gi = -gi
+                if use_wd:
+                    gi = weight_decay * p[i] + gi
+                if use_momentum:
+                    if not first_step:
+                        gi = b[i] * momentum + gi
+                    b[i] = gi
+                p[i] = p[i] - lr * gi
+
+
+@njit(parallel=True, cache=True)
+def adam_step(param, grad, m, v, vmax, step_size, beta1, one_beta1, beta2, one_beta2, bc2_sqrt, eps,
+              weight_decay, decay_factor, use_wd, decoupled, amsgrad, maximize):
+    """reference.adam_step: g = (-)grad (+ wd p, or p *= 1 - lr wd for AdamW); m = b1 m + (1 - b1) g;
+    v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v), used as v); p -= lr / (1 - b1^t) * m / (sqrt(v) /
+    bc2 + eps). The moments and the update are separate loops (each vectorizes, their fusion does not)."""
+    n = param.size
+    grad_as_is = not maximize and not (use_wd and not decoupled)
+    for blk in prange((n + _BLOCK - 1) // _BLOCK):
+        lo = blk * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        p = param[lo:hi]
+        g = grad[lo:hi]
+        mm = m[lo:hi]
+        vv = v[lo:hi]
+        if grad_as_is:
+            for i in range(hi - lo):
+                mm[i] = mm[i] * beta1 + one_beta1 * g[i]
+                vv[i] = vv[i] * beta2 + one_beta2 * (g[i] * g[i])
+        else:
+            for i in range(hi - lo):
+                gi = g[i]
+                if maximize:
+                    gi = -gi
+                if use_wd and not decoupled:
+                    gi = gi + weight_decay * p[i]
+                mm[i] = mm[i] * beta1 + one_beta1 * gi
+                vv[i] = vv[i] * beta2 + one_beta2 * (gi * gi)
+        if use_wd and decoupled:
+            for i in range(hi - lo):
+                p[i] = p[i] * decay_factor
+        if amsgrad:
+            vm = vmax[lo:hi]
+            for i in range(hi - lo):
+                if vv[i] > vm[i] or vv[i] != vv[i]:  # np.maximum: the larger, NaN if either is NaN
+                    vm[i] = vv[i]
+            for i in range(hi - lo):
+                p[i] = p[i] - step_size * (mm[i] / (np.sqrt(vm[i]) / bc2_sqrt + eps))
+        else:
+            for i in range(hi - lo):
+                p[i] = p[i] - step_size * (mm[i] / (np.sqrt(vv[i]) / bc2_sqrt + eps))
+
+
+# ----------------------------------------------------------------------------------------------
+# pooling over planes (P, H, W) -> (P, OH, OW)
+# ----------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
+    """y = max over each window; arg = the winning tap (i * kw + j) under PyTorch's CPU rule: start at the
+    window's first in-bounds element, replace when greater or NaN."""
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            i0 = max(0, ph - r * sh)
+            i1 = min(kh, h + ph - r * sh)
+            for c in range(ow):
+                j0 = max(0, pw - c * sw)
+                j1 = min(kw, w + pw - c * sw)
+                best = x[p, r * sh + i0 - ph, c * sw + j0 - pw]
+                k_best = i0 * kw + j0
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        v = x[p, r * sh + i - ph, c * sw + j - pw]
+                        if v > best or v != v:
+                            best = v
+                            k_best = i * kw + j
+                y[p, r, c] = best
+                if need_arg:
+                    arg[p, r, c] = k_best
+
+
+@njit(parallel=True, cache=True)
+def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
+    """dx = dy routed to each window's winning tap; dx must be zeroed. Outputs are visited in reverse
+    raster order, so each input cell sums its gradients in the reference's (tap) order."""
+    planes, oh, ow = dy.shape
+    for p in prange(planes):
+        for r in range(oh - 1, -1, -1):
+            for c in range(ow - 1, -1, -1):
+                k = arg[p, r, c]
+                i = k // kw
+                j = k - i * kw
+                dx[p, r * sh + i - ph, c * sw + j - pw] += dy[p, r, c]
+
+
+@njit(parallel=True, cache=True)
+def avg_pool_forward(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
+    """y = (sum over the window's in-bounds cells, taps in order) / divisor[r, c]."""
+    planes, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for r in range(oh):
+            i0 = max(0, ph - r * sh)
+            i1 = min(kh, h + ph - r * sh)
+            for c in range(ow):
+                j0 = max(0, pw - c * sw)
+                j1 = min(kw, w + pw - c * sw)
+                acc = zero  # of x's dtype
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        acc += x[p, r * sh + i - ph, c * sw + j - pw]
+                y[p, r, c] = acc / divisor[r, c]
+
+
+@njit(parallel=True, cache=True)
+def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
+    """dx += dy / divisor over each window (dx zeroed), outputs in reverse raster order (tap order per cell)."""
+    planes, oh, ow = dy.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for p in prange(planes):
+        for r in range(oh - 1, -1, -1):
+            i0 = max(0, ph - r * sh)
+            i1 = min(kh, h + ph - r * sh)
+            for c in range(ow - 1, -1, -1):
+                j0 = max(0, pw - c * sw)
+                j1 = min(kw, w + pw - c * sw)
+                g = dy[p, r, c] / divisor[r, c]
+                for i in range(i0, i1):
+                    for j in range(j0, j1):
+                        dx[p, r * sh + i - ph, c * sw + j - pw] += g
+
+
+def set_threads(n: int) -> None:
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+# ----------------------------------------------------------------------------------------------
+# convolution: im2col, the layout pass (+ bias), col2im
+# ----------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def im2col(x, cols, sh, sw, ph, pw):
+    """cols[c, i, j, n, r, q] = x[n, c, r sh + i - ph, q sw + j - pw] (0 in the padding).
+    x (N, C, H, W), cols (C, KH, KW, N, OH, OW)."""
+    n_img, ch, h, w = x.shape
+    kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    zero = 0.0  # stored into cols' dtype exactly
+    for t in prange(ch * kh):
+        c = t // kh
+        i = t - c * kh
+        for j in range(kw):
+            for n in range(n_img):
+                for r in range(oh):
+                    hh = r * sh + i - ph
+                    if hh < 0 or hh >= h:
+                        for q in range(ow):
+                            cols[c, i, j, n, r, q] = zero
+                    else:
+                        for q in range(ow):
+                            ww = q * sw + j - pw
+                            cols[c, i, j, n, r, q] = x[n, c, hh, ww] if 0 <= ww < w else zero
+
+
+@njit(parallel=True, cache=True)
+def swap01(src, dst, bias, has_bias, relu):
+    """dst[b, a, l] = src[a, b, l] (+ bias[a]) (then max(., 0), NaN kept, as np.maximum): the GEMM output
+    (OC, N, L) laid out as (N, OC, L) with the bias and ReLU in the same pass, or a gradient (N, OC, L) as
+    (OC, N, L)."""
+    na, nb, nl = src.shape
+    for t in prange(na * nb):
+        a = t // nb
+        b = t - a * nb
+        ba = bias[a] if has_bias else bias[0]
+        for q in range(nl):
+            v = src[a, b, q] + ba if has_bias else src[a, b, q]
+            if relu and not (v > 0 or v != v):
+                v = 0.0
+            dst[b, a, q] = v
+
+
+@njit(parallel=True, cache=True)
+def swap01_relu_mask(dy, y, dst):
+    """dst[b, a, l] = dy[a, b, l] * (y[a, b, l] > 0): ReLU's derivative applied in the transpose of the
+    output gradient (N, OC, L) to (OC, N, L), as reference.activation_backward computes it."""
+    na, nb, nl = dy.shape
+    for t in prange(na * nb):
+        a = t // nb
+        b = t - a * nb
+        for q in range(nl):
+            dst[b, a, q] = dy[a, b, q] * (1.0 if y[a, b, q] > 0 else 0.0)
+
+
+@njit(parallel=True, cache=True)
+def col2im(dcols, dx, sh, sw, ph, pw):
+    """dx[n, c, r sh + i - ph, q sw + j - pw] += dcols[c, i, j, n, r, q] for the taps (i, j) in order: the
+    adjoint of im2col, each (image, channel) plane owned by one task (no write conflicts), each cell
+    summing its taps in the reference's order. dx (N, C, H, W) must be zeroed."""
+    ch, kh, kw, n_img, oh, ow = dcols.shape
+    h, w = dx.shape[2], dx.shape[3]
+    for t in prange(n_img * ch):
+        n = t // ch
+        c = t - n * ch
+        for i in range(kh):
+            r0 = max(0, (ph - i + sh - 1) // sh)  # output rows whose tap row i lands inside [0, h)
+            r1 = min(oh, (h - 1 + ph - i) // sh + 1)
+            for j in range(kw):
+                q0 = max(0, (pw - j + sw - 1) // sw)
+                q1 = min(ow, (w - 1 + pw - j) // sw + 1)
+                for r in range(r0, r1):
+                    src = dcols[c, i, j, n, r]
+                    dst = dx[n, c, r * sh + i - ph]
+                    for q in range(q0, q1):
+                        dst[q * sw + j - pw] += src[q]
+
+
+# ----------------------------------------------------------------------------------------------
+# softmax cross-entropy, float32, one row per task: loss and dlogits in one pass over each row
+# ----------------------------------------------------------------------------------------------
+# exp(x) for x <= 0 as 2^k * e^r, k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in a
+# high part exact in float32 and a low part), e^r by its Taylor polynomial of degree 7 (truncation error
+# r^8/8! < 6e-9 relative, under float32's half ulp). Written as plain arithmetic plus an int32 store of the
+# exponent bits, so LLVM vectorizes it (NumPy's exp is SIMD; a libm call per element is 5x slower).
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_EXP_MIN = np.float32(-87.0)  # below this e^x is under float32's normal range: computed as 0
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _row_max_and_check(row):
+    """(max, finite): the row's maximum (order-free, so reassociation is exact) and whether every value is
+    finite (a sum of v * 0 is NaN exactly when some v is NaN or infinite)."""
+    m = row[0]
+    check = np.float32(0)
+    for j in range(row.size):
+        v = row[j]
+        m = v if v > m else m
+        check += v * np.float32(0)
+    return m, check == 0
+
+
+@njit(cache=True)
+def _exp_shifted(row, m, out, scale_bits):
+    """out * 2^(scale_bits exponent) = exp(row - m): the polynomial part into out, 2^k as float32 bits."""
+    for j in range(row.size):
+        x = row[j] - m
+        x = x if x > _EXP_MIN else _EXP_MIN
+        k = np.floor(x * _LOG2E + np.float32(0.5))
+        r = x - k * _LN2_HI
+        r = r - k * _LN2_LO
+        p = np.float32(1.0 / 5040)
+        p = p * r + np.float32(1.0 / 720)
+        p = p * r + np.float32(1.0 / 120)
+        p = p * r + np.float32(1.0 / 24)
+        p = p * r + np.float32(1.0 / 6)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        out[j] = p if row[j] - m > _EXP_MIN else np.float32(0)
+        scale_bits[j] = (np.int32(k) + 127) << 23
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _scale_and_sum(out, scale):
+    """out *= scale, returning the sum (reassociated: vectorized partial sums)."""
+    s = np.float32(0)
+    for j in range(out.size):
+        v = out[j] * scale[j]
+        out[j] = v
+        s += v
+    return s
+
+
+@njit(parallel=True, cache=True)
+def softmax_cross_entropy_rows(logits, target, grad, nll, scratch, row_scale):
+    """For each row i of logits (N, C) float32: nll[i] = log(sum exp(z - max)) - (z[t] - max) and
+    grad[i] = (softmax(z) - onehot(t)) * row_scale. Returns the number of rows holding a NaN or an
+    infinity (their outputs are not computed: the caller takes the reference path)."""
+    n, c = logits.shape
+    bad = 0
+    for i in prange(n):
+        row = logits[i]
+        g = grad[i]
+        m, finite = _row_max_and_check(row)
+        if not finite:
+            bad += 1
+            continue
+        sc = scratch[i]
+        _exp_shifted(row, m, g, sc.view(np.int32))
+        s = _scale_and_sum(g, sc)
+        t = target[i]
+        nll[i] = np.log(s) - (row[t] - m)
+        e_t = g[t]
+        for j in range(c):
+            g[j] = g[j] / s * row_scale
+        g[t] = (e_t / s - np.float32(1)) * row_scale
+    return bad
