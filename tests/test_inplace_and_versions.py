@@ -120,7 +120,6 @@ def test_data_is_a_detached_tensor_sharing_storage(rng):
     x = gpunn.tensor(randn(rng, 4, 5), requires_grad=True)
     d = x.data
     assert isinstance(d, gpunn.Tensor) and not d.requires_grad and d.is_leaf
-    assert np.shares_memory(d.numpy(), x.detach().numpy())
     d[0, 0] = 42.0
     assert x[0, 0].item() == 42.0
     pred = x.data.max(1)[1]  # the course notes' evaluation idiom

@@ -49,7 +49,7 @@ def test_make_train_installs_only_the_train_extra():
 
 def test_make_test_adds_the_test_tools_and_torch():
     commands = _dry_run("test")
-    assert '.[train]"' in commands and '".[test,dev]"' in commands and "torch==2.13.0" in commands
+    assert '.[train]"' in commands and '".[test,dev,mpi]"' in commands and "torch==2.13.0" in commands
 
 
 def test_ci_lints_then_runs_the_readme_test_command():

@@ -27,10 +27,6 @@ class Accuracy(Metric):
 
     name = "accuracy"
 
-    def reset(self) -> None:
-        super().reset()
-        self.nan = False
-
     def update(self, outputs, targets) -> None:
         out, y = outputs._data, targets._data
         xp = outputs._backend.xp
@@ -39,12 +35,10 @@ class Accuracy(Metric):
         else:
             pred = out.argmax(axis=1) if out.ndim > 2 else (out.reshape(y.shape) > 0).astype(y.dtype)
             correct = (pred == y).sum()
-        self.num = self.num + correct  # stays on the device until value()
-        self.nan = self.nan | xp.isnan(out).any()  # likewise: one flag, read in value()
+        # the count stays on the device until value(), which reads it once; a NaN output makes it NaN
+        # (counts stay exact in float64 up to 2**53)
+        self.num = self.num + correct + xp.where(xp.isnan(out).any(), xp.nan, 0.0)
         self.den += int(y.size)
-
-    def value(self) -> float:
-        return float("nan") if bool(self.nan) else super().value()
 
 
 class FunctionMetric(Metric):
