@@ -520,6 +520,10 @@ class Tensor:
 
     # -- in-place machinery ----------------------------------------------------------------------------
     def _check_inplace(self, op: str) -> None:
+        data = self._data
+        if data.size > 1 and 0 in data.strides and any(st == 0 and n > 1 for st, n in zip(data.strides, data.shape)):
+            raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location (an expand()ed tensor); clone() it first")
         if is_grad_enabled() and self.requires_grad:
             if self._backward is None:
                 raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "
