@@ -116,7 +116,9 @@ class Tensor:
         dtype = float32 if dtype is None else as_dtype(dtype)
         if len(data) == 1 and isinstance(data[0], Tensor):
             raise TypeError("Tensor(tensor): use tensor.clone() or tensor.detach() instead")
-        if all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in data):
+        if not data:
+            array = be.xp.zeros((0,), dtype=dtype)  # Tensor(): empty, as torch.Tensor()
+        elif all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in data):
             array = be.xp.zeros(tuple(int(n) for n in data), dtype=dtype)  # Tensor(2, 3): a (2, 3) tensor
         elif len(data) == 1:
             src = data[0]
