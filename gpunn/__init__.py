@@ -67,6 +67,7 @@ from gpunn.legacy import (
     FloatTensor,
     IntTensor,
     LongTensor,
+    Size,
     get_default_dtype,
     is_floating_point,
     is_tensor,

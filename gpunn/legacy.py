@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import math
+
 from gpunn import dtypes
 from gpunn.tensor import Tensor
 
-__all__ = ["FloatTensor", "DoubleTensor", "LongTensor", "IntTensor", "BoolTensor", "ByteTensor", "is_tensor",
+__all__ = ["Size", "FloatTensor", "DoubleTensor", "LongTensor", "IntTensor", "BoolTensor", "ByteTensor", "is_tensor",
            "is_floating_point", "numel", "get_default_dtype", "set_default_dtype"]
 
 
@@ -34,6 +36,16 @@ LongTensor = _typed("LongTensor", dtypes.int64)
 IntTensor = _typed("IntTensor", dtypes.int32)
 BoolTensor = _typed("BoolTensor", dtypes.bool_)
 ByteTensor = _typed("ByteTensor", dtypes.uint8)
+
+
+class Size(tuple):
+    """``gpunn.Size([2, 3])``: a tuple of dimensions (``t.shape`` is a plain tuple and compares equal)."""
+
+    def numel(self) -> int:
+        return math.prod(self)
+
+    def __repr__(self) -> str:
+        return f"gpunn.Size({list(self)})"
 
 
 def is_tensor(obj) -> bool:

@@ -131,7 +131,9 @@ class Tensor:
         dtype = float32 if dtype is None else as_dtype(dtype)
         if len(data) == 1 and isinstance(data[0], Tensor):
             raise TypeError("Tensor(tensor): use tensor.clone() or tensor.detach() instead")
-        if all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in data):
+        if not data:
+            array = be.xp.zeros((0,), dtype=dtype)  # Tensor(): empty, as torch.Tensor()
+        elif all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in data):
             array = be.xp.zeros(tuple(int(n) for n in data), dtype=dtype)  # Tensor(2, 3): a (2, 3) tensor
         elif len(data) == 1:
             src = data[0]
@@ -550,6 +552,10 @@ class Tensor:
 
     # -- in-place machinery ----------------------------------------------------------------------------
     def _check_inplace(self, op: str) -> None:
+        data = self._data
+        if data.size > 1 and 0 in data.strides and any(st == 0 and n > 1 for st, n in zip(data.strides, data.shape)):
+            raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location (an expand()ed tensor); clone() it first")
         if is_grad_enabled() and self.requires_grad:
             if self._backward is None:
                 raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "

@@ -97,7 +97,7 @@ def test_constructors_match_torch():
     cases = [lambda L: L.Tensor([1, 2, 3]), lambda L: L.Tensor([[1.5], [2.0]]), lambda L: L.Tensor(2, 3),
              lambda L: L.FloatTensor([1, 2]), lambda L: L.LongTensor([1, 2]), lambda L: L.DoubleTensor(3),
              lambda L: L.tensor([1, 2]), lambda L: L.tensor(3.5), lambda L: L.tensor([True, False]),
-             lambda L: L.tensor([[1, 2]], dtype=L.float64), lambda L: L.as_tensor([1.0, 2.0]),
+             lambda L: L.tensor([[1, 2]], dtype=L.float64), lambda L: L.as_tensor([1.0, 2.0]), lambda L: L.Tensor(),
              lambda L: L.tensor([L.tensor(1.0), L.tensor(2.0)])]
     for make in cases:
         g, t = make(gpunn), make(torch)

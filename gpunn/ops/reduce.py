@@ -318,10 +318,12 @@ def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
 
 
 def _argsort(xp, x, axis, descending):
+    """Stable argsort (CuPy's is always stable and accepts no ``kind``); descending keeps ties in order."""
+    stable = {"kind": "stable"} if xp is np else {}
     if not descending:
-        return xp.argsort(x, axis=axis, kind="stable")
+        return xp.argsort(x, axis=axis, **stable)
     key = ~x if x.dtype == np.bool_ else -(x.astype(np.int64) if x.dtype.kind == "u" else x)
-    return xp.argsort(key, axis=axis, kind="stable")
+    return xp.argsort(key, axis=axis, **stable)
 
 
 def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
