@@ -140,3 +140,22 @@ def test_stopped_and_resumed_equals_straight_with_every_callback(digits, tmp_pat
     a, b = gpunn.load(tmp_path / "a" / "best.npz"), gpunn.load(tmp_path / "b" / "best.npz")
     assert a["epoch"] == b["epoch"] == straight.best_epoch  # a worse epoch never replaced the best file
     assert _same({k: v.numpy() for k, v in a["model"].items()}, {k: v.numpy() for k, v in b["model"].items()})
+
+
+def test_a_second_signal_stops_at_once(digits, no_sigterm_death):
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 10))
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    seen = []
+
+    def on_batch_end(batch, logs):
+        seen.append(_weights(model))
+        if len(seen) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)  # asked twice: KeyboardInterrupt right here
+            raise AssertionError("the second signal did not interrupt")
+
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train, digits.y_train), epochs=2,
+                     batch_size=64, callbacks=[train.LambdaCallback(on_batch_end=on_batch_end)], verbose=0)
+    assert hist.stop_signal == signal.SIGTERM and hist.stop_reason.startswith("interrupted by SIGTERM")
+    assert len(hist) == 0 and _same(_weights(model), seen[-1])
