@@ -271,9 +271,9 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
 
 _COLD_SCRIPT = """
 import time, sys
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import gpunn
-t_import = time.perf_counter() - t0
+t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
 from gpunn import nn, optim
 from gpunn.cli import build_model
 import numpy as np
@@ -285,12 +285,14 @@ rng = np.random.default_rng(0)
 x, y = gpunn.tensor(rng.random((200, 1, 28, 28), dtype=np.float32)), gpunn.tensor(rng.integers(0, 10, 200))
 def step():
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step(); return loss.item()
-t0 = time.perf_counter(); step(); t_first = time.perf_counter() - t0
-ts = []
+t0, c0 = time.perf_counter(), time.process_time(); step()
+t_first, c_first = time.perf_counter() - t0, time.process_time() - c0
+ts, cs = [], []
 for _ in range(10):
-    t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-ts.sort()
-print(t_import, t_first, ts[len(ts) // 2])
+    t0, c0 = time.perf_counter(), time.process_time(); step()
+    ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
+ts.sort(); cs.sort()
+print(t_import, t_first, ts[len(ts) // 2], c_import, c_first, cs[len(cs) // 2])
 """
 
 
@@ -320,6 +322,13 @@ def cold_start(rounds: int) -> dict:
     result["kernel_compile_s (cold first step - steady)"] = cold[1] - cold[2]
     result["kernel_load_s (warm first step - steady)"] = statistics.median(firsts) - statistics.median(
         [w[2] for w in warm])
+    # the same in CPU seconds of the process (all its threads): robust to other processes' load
+    result["cpu_import_gpunn_s"] = statistics.median(w[3] for w in warm + nonumba)
+    result["cpu_kernel_compile_s"] = cold[4] - cold[5]
+    result["cpu_kernel_load_s"] = statistics.median(w[4] - w[5] for w in warm)
+    result["cpu_first_step_numba_off_s"] = statistics.median(w[4] for w in nonumba)
+    result["cpu_steady_step_s"] = {"numba": statistics.median(w[5] for w in warm),
+                                   "numba_off": statistics.median(w[5] for w in nonumba)}
     return result
 
 
