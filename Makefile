@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # Set TORCH= (empty) to skip it: the tests that need it then skip.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test train lint clean gpu-check bench
+.PHONY: venv test train lint clean gpu-check bench bench-targets
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: venv
 		--benchmark-max-time=1.0 --benchmark-min-rounds=5 --benchmark-columns=min,median,rounds $(BENCH_ARGS)
 	$(PY) -m bench.report $(BENCH_JSON) --quiet
 	@echo "report: $(BENCH_JSON:.json=.md)"
+
+# issue 12's target table: gpunn and PyTorch interleaved in one process (bench/targets.py, bench/README.md)
+bench-targets: venv
+	OPENBLAS_THREAD_TIMEOUT=4 $(PY) -m bench.targets --out bench/results $(BENCH_ARGS)
 
 # The GPU suite: on a machine with a GPU (CuPy, numba-cuda, pytest, pytest-benchmark already there) and no
 # network. Installs nothing; writes bench/results/gpu-<date>-<device>.json. GPUNN_COMMIT names the commit

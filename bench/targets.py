@@ -371,11 +371,15 @@ def markdown(results: list, meta: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS) + [[]])
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD", help=f"any of {', '.join(WORKLOADS)} (default: all)")
     ap.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     rounds = max(MIN_ROUNDS, args.rounds)
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    args.workloads = args.workloads or list(WORKLOADS)
     gpunn.set_backend("numpy")
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python -m bench.targets " + " ".join(argv if argv is not None else sys.argv[1:]),
