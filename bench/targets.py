@@ -218,8 +218,9 @@ class _MnistNet:
 
 
 def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
-    """One training step of pytorch/examples' MNIST CNN at batch 64 with Adam (gpunn has no Adadelta);
-    validated in eval mode (no dropout) against float64 PyTorch, timed in training mode."""
+    """One training step of pytorch/examples' MNIST CNN at batch 64 with Adam (gpunn has no Adadelta).
+    Validated by its gradients in eval mode (no dropout) against float64 PyTorch (Adam's first update,
+    lr * g / (|g| + eps), is too sensitive to tiny gradients to compare); timed in training mode."""
     rng = np.random.default_rng(2)
     init = {k: (rng.standard_normal(s) * (2.0 / np.prod(s[1:])) ** 0.5 if len(s) > 1 else
                 rng.standard_normal(s) * 0.01).astype(np.float32) for k, s in _MnistNet.shapes.items()}
@@ -232,40 +233,43 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
         data = [(torch.tensor(X[i], dtype=dtype), torch.tensor(Y[i])) for i in range(len(X))]
         return p, opt, data
 
-    def torch_step(p, opt, xb, yb, training=True):
+    def torch_grads(p, opt, xb, yb, training=True):
         opt.zero_grad()
         loss = torch.nn.functional.nll_loss(_MnistNet.forward(torch, torch.nn.functional, p, xb, training), yb)
         loss.backward()
-        opt.step()
 
     gp = {k: nn.Parameter(gpunn.tensor(v)) for k, v in init.items()}
     gopt = optim.Adam(list(gp.values()), **ADAM)
     gdata = [(gpunn.tensor(X[i]), gpunn.tensor(Y[i])) for i in range(len(X))]
 
-    def gpunn_step(xb, yb, training=True):
+    def gpunn_grads(xb, yb, training=True):
         gopt.zero_grad()
         loss = F.nll_loss(_MnistNet.forward(gpunn, F, gp, xb, training), yb)
         loss.backward()
+
+    def gpunn_step():
+        gpunn_grads(*gdata[next(git) % len(gdata)])
         gopt.step()
 
-    # validate one eval-mode step from the shared weights: the update of every parameter
     rp, ropt, rdata = torch_setup(torch.float64)
-    torch_step(rp, ropt, *rdata[0], training=False)
-    ref_update = {k: rp[k].detach().numpy() - init[k] for k in init}
+    torch_grads(rp, ropt, *rdata[0], training=False)
+    ref = {k: rp[k].grad.numpy() for k in init}
     errors = {}
-    gpunn_step(*gdata[0], training=False)
-    errors["gpunn"] = validated("mnist_cnn gpunn", max(rel_err(gp[k].detach().numpy() - init[k], ref_update[k])
-                                                        for k in init), 1e-3)
-    impls = {}
+    gpunn_grads(*gdata[0], training=False)
+    errors["gpunn"] = validated("mnist_cnn gpunn", max(rel_err(gp[k].grad.numpy(), ref[k]) for k in init), 1e-4)
+    git = iter(range(10**9))
+    impls = {"gpunn": gpunn_step}
     for name, flags in (("torch-foreach", {"foreach": True}), ("torch-fused", {"fused": True})):
         p, opt, data = torch_setup(**flags)
-        torch_step(p, opt, *data[0], training=False)
-        errors[name] = validated(f"mnist_cnn {name}", max(rel_err(p[k].detach().numpy() - init[k], ref_update[k])
-                                                           for k in init), 1e-3)
+        torch_grads(p, opt, *data[0], training=False)
+        errors[name] = validated(f"mnist_cnn {name}", max(rel_err(p[k].grad.numpy(), ref[k]) for k in init), 1e-4)
         it = iter(range(10**9))
-        impls[name] = (lambda p=p, opt=opt, data=data, it=it: torch_step(p, opt, *data[next(it) % len(data)]))
-    git = iter(range(10**9))
-    impls = {"gpunn": lambda: gpunn_step(*gdata[next(git) % len(gdata)]), **impls}
+
+        def step(p=p, opt=opt, data=data, it=it):
+            torch_grads(p, opt, *data[next(it) % len(data)])
+            opt.step()
+
+        impls[name] = step
     return summarize("mnist_cnn_step", interleave(impls, rounds, reps=10, warmup=5), errors)
 
 
