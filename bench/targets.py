@@ -3,6 +3,7 @@
     python -m bench.targets                    # everything (about 5 minutes on the 2-core machine)
     python -m bench.targets adam_step ce       # a subset, by workload name (see WORKLOADS)
     python -m bench.targets --out DIR          # also write DIR/targets-<date>.{json,md}
+    GPUNN_BENCH_SAMPLES=12000 python -m bench.targets cnn_epoch   # epochs of fewer samples (busy machine)
 
 Each workload builds every implementation, VALIDATES each against a float64 reference (a wrong answer
 stops the run before anything is timed), then times them interleaved: round r runs every implementation
@@ -38,6 +39,7 @@ import torch  # noqa: E402
 import gpunn  # noqa: E402
 import gpunn.nn.functional as F  # noqa: E402
 from gpunn import nn, optim  # noqa: E402
+from gpunn.backend import backend_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_ROUNDS = 5
@@ -188,14 +190,17 @@ def _epoch(kind: str, rounds: int) -> dict:
         X, y, _ = e2e.mnist60k.__wrapped__()
         init = e2e.initial_weights.__wrapped__()
 
-    X = e2e._inputs(kind, _Data.X)
-    be = gpunn.backend_for("numpy")
-    err_g, g_epoch, g_warm = e2e._gpunn_epoch(kind, X, _Data.y, _Data.init[kind], be)
-    err_t, t_epoch, t_warm = e2e._torch_epoch(kind, X, _Data.y, _Data.init[kind], "cpu", preloaded=True)
+    samples = int(os.environ.get("GPUNN_BENCH_SAMPLES", e2e.SAMPLES))  # a shorter "epoch" on a busy machine
+    X, y = e2e._inputs(kind, _Data.X)[:samples], _Data.y[:samples]
+    be = backend_for("numpy")
+    err_g, g_epoch, g_warm = e2e._gpunn_epoch(kind, X, y, _Data.init[kind], be)
+    err_t, t_epoch, t_warm = e2e._torch_epoch(kind, X, y, _Data.init[kind], "cpu", preloaded=True)
     g_warm()
     t_warm()
     times = interleave({"gpunn": g_epoch, "torch-preloaded": t_epoch}, rounds, warmup=0)
-    return summarize(f"{kind}_epoch", times, {"gpunn": err_g, "torch-preloaded": err_t})
+    out = summarize(f"{kind}_epoch", times, {"gpunn": err_g, "torch-preloaded": err_t})
+    out["samples"] = samples
+    return out
 
 
 class _MnistNet:
