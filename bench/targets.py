@@ -3,6 +3,7 @@
     python -m bench.targets                    # everything (about 5 minutes on the 2-core machine)
     python -m bench.targets adam_step ce       # a subset, by workload name (see WORKLOADS)
     python -m bench.targets --out DIR          # also write DIR/targets-<date>.{json,md}
+    python -m bench.targets --threads 1        # every library on one thread (per-core comparison)
     GPUNN_BENCH_SAMPLES=12000 python -m bench.targets cnn_epoch   # epochs of fewer samples (busy machine)
 
 Each workload builds every implementation, VALIDATES each against a float64 reference (a wrong answer
@@ -32,6 +33,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see bench/conftest.py: spinning BLAS workers
+# --threads N (before NumPy and PyTorch load their thread pools): every library on N threads
+_THREADS = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--threads"), None)
+if _THREADS:
+    for var in ("GPUNN_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = _THREADS
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,7 +59,9 @@ TARGETS = {  # workload -> target ratio gpunn / best PyTorch (issue 12)
 # timing and validation
 # ------------------------------------------------------------------------------------------------
 def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict:
-    """impl name -> seconds per call of each round; ``impls`` maps name -> zero-argument callable."""
+    """impl name -> [(wall seconds, CPU seconds of this process) per call, one pair per round];
+    ``impls`` maps name -> zero-argument callable. The CPU time (all threads, spinning included) is the
+    measure that other processes' load disturbs least."""
     names = list(impls)
     for name in names:
         for _ in range(warmup):
@@ -63,23 +71,28 @@ def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             fn = impls[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(reps):
                 fn()
-            times[name].append((time.perf_counter() - t0) / reps)
+            times[name].append(((time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps))
     return times
 
 
 def summarize(work: str, times: dict, errors: dict) -> dict:
-    stats = {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "rounds": len(t),
-                    "max_rel_err": errors.get(name)} for name, t in times.items()}
+    stats = {}
+    for name, pairs in times.items():
+        t, c = [p[0] for p in pairs], [p[1] for p in pairs]
+        stats[name] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "rounds": len(t),
+                       "cpu_median_s": statistics.median(c), "max_rel_err": errors.get(name)}
     g = stats["gpunn"]["median_s"]
     peers = {n: s["median_s"] for n, s in stats.items() if n.startswith("torch")}
     best = min(peers, key=peers.get)
+    best_cpu = min(s["cpu_median_s"] for n, s in stats.items() if n.startswith("torch"))
     for s in stats.values():
         s["ratio_to_best_peer"] = s["median_s"] / peers[best]
+        s["cpu_ratio_to_best_peer"] = s["cpu_median_s"] / best_cpu
     return {"work": work, "impls": stats, "best_peer": best, "ratio": g / peers[best],
-            "target": TARGETS.get(work)}
+            "cpu_ratio": stats["gpunn"]["cpu_median_s"] / best_cpu, "target": TARGETS.get(work)}
 
 
 def rel_err(got, ref) -> float:
@@ -351,6 +364,13 @@ WORKLOADS = {
 }
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def _git(*args) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -360,7 +380,10 @@ def markdown(results: list, meta: dict) -> str:
              f"`{meta['command']}` at commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}; "
              f"{meta['machine']}; PyTorch {meta['torch']}, NumPy {meta['numpy']}; {meta['threads']} threads. "
              "Interleaved in one process; seconds per call; ratio = gpunn median / best PyTorch median.", "",
-             "| work | impl | median | min | max | rounds | ratio | target |", "|---|---|---|---|---|---|---|---|"]
+             f"Load average at the start {meta['loadavg_start']}, at the end {meta['loadavg_end']} "
+             "(a busy machine: read the CPU-time ratio too).", "",
+             "| work | impl | median | min | max | rounds | ratio | CPU median | CPU ratio | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "impls" not in r:
             continue
@@ -370,7 +393,8 @@ def markdown(results: list, meta: dict) -> str:
             if name == "gpunn" and r["target"] is not None:
                 tgt = f"<= {r['target']:.2f}: {'met' if r['ratio'] <= r['target'] else 'MISSED'}"
             lines.append(f"| {r['work']} | {name} | {s['median_s'] * 1e3:.3f} ms | {s['min_s'] * 1e3:.3f} | "
-                         f"{s['max_s'] * 1e3:.3f} | {s['rounds']} | {ratio} | {tgt} |")
+                         f"{s['max_s'] * 1e3:.3f} | {s['rounds']} | {ratio} | {s['cpu_median_s'] * 1e3:.3f} ms | "
+                         f"{s['cpu_ratio_to_best_peer']:.2f} | {tgt} |")
     for r in results:
         if r["work"] == "cold_start":
             lines += ["", "Cold start (fresh processes):", ""]
@@ -383,6 +407,7 @@ def main(argv=None) -> None:
     ap.add_argument("workloads", nargs="*", metavar="WORKLOAD", help=f"any of {', '.join(WORKLOADS)} (default: all)")
     ap.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="every library on this many threads")
     args = ap.parse_args(argv)
     rounds = max(MIN_ROUNDS, args.rounds)
     unknown = [w for w in args.workloads if w not in WORKLOADS]
@@ -394,12 +419,13 @@ def main(argv=None) -> None:
             "command": "python -m bench.targets " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
             "machine": f"{os.cpu_count()} CPUs", "torch": torch.__version__, "numpy": np.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "loadavg_start": _loadavg()}
     results = []
     for w in args.workloads:
         for r in WORKLOADS[w](rounds):
             results.append(r)
             print(json.dumps(r), flush=True)
+    meta["loadavg_end"] = _loadavg()
     md = markdown(results, meta)
     print(md)
     if args.out:
