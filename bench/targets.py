@@ -430,7 +430,8 @@ def main(argv=None) -> None:
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / f"targets-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}"
+        stem = args.out / (f"targets-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}"
+                           + (f"-threads{_THREADS}" if _THREADS else ""))
         stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
         stem.with_suffix(".md").write_text(md)
 
