@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 # Set TORCH= (empty) to skip it: the tests that need it then skip.
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv test train lint clean gpu-check bench
+.PHONY: venv test train lint clean gpu-check bench bench-targets
 
 # "pip>=23": editable installs from pyproject.toml alone; a no-op (no download) when pip is recent
 $(PY):
@@ -58,6 +58,10 @@ bench: venv
 		--benchmark-max-time=1.0 --benchmark-min-rounds=5 --benchmark-columns=min,median,rounds $(BENCH_ARGS)
 	$(PY) -m bench.report $(BENCH_JSON) --quiet
 	@echo "report: $(BENCH_JSON:.json=.md)"
+
+# issue 12's target table: gpunn and PyTorch interleaved in one process (bench/targets.py, bench/README.md)
+bench-targets: venv
+	OPENBLAS_THREAD_TIMEOUT=4 $(PY) -m bench.targets --out bench/results $(BENCH_ARGS)
 
 # The GPU suite: on a machine with a GPU (CuPy, pytest; compute-sanitizer, PyTorch, pytest-benchmark where
 # there) and no network. Installs nothing. The quick profile takes at most 8 minutes (README, "GPU"); each step

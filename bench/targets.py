@@ -3,6 +3,8 @@
     python -m bench.targets                    # everything (about 5 minutes on the 2-core machine)
     python -m bench.targets adam_step ce       # a subset, by workload name (see WORKLOADS)
     python -m bench.targets --out DIR          # also write DIR/targets-<date>.{json,md}
+    python -m bench.targets --threads 1        # every library on one thread (per-core comparison)
+    GPUNN_BENCH_SAMPLES=12000 python -m bench.targets cnn_epoch   # epochs of fewer samples (busy machine)
 
 Each workload builds every implementation, VALIDATES each against a float64 reference (a wrong answer
 stops the run before anything is timed), then times them interleaved: round r runs every implementation
@@ -31,6 +33,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see bench/conftest.py: spinning BLAS workers
+# --threads N (before NumPy and PyTorch load their thread pools): every library on N threads
+_THREADS = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--threads"), None)
+if _THREADS:
+    for var in ("GPUNN_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = _THREADS
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -38,6 +45,7 @@ import torch  # noqa: E402
 import gpunn  # noqa: E402
 import gpunn.nn.functional as F  # noqa: E402
 from gpunn import nn, optim  # noqa: E402
+from gpunn.backend import backend_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_ROUNDS = 5
@@ -51,7 +59,9 @@ TARGETS = {  # workload -> target ratio gpunn / best PyTorch (issue 12)
 # timing and validation
 # ------------------------------------------------------------------------------------------------
 def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict:
-    """impl name -> seconds per call of each round; ``impls`` maps name -> zero-argument callable."""
+    """impl name -> [(wall seconds, CPU seconds of this process) per call, one pair per round];
+    ``impls`` maps name -> zero-argument callable. The CPU time (all threads, spinning included) is the
+    measure that other processes' load disturbs least."""
     names = list(impls)
     for name in names:
         for _ in range(warmup):
@@ -61,23 +71,28 @@ def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             fn = impls[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(reps):
                 fn()
-            times[name].append((time.perf_counter() - t0) / reps)
+            times[name].append(((time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps))
     return times
 
 
 def summarize(work: str, times: dict, errors: dict) -> dict:
-    stats = {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "rounds": len(t),
-                    "max_rel_err": errors.get(name)} for name, t in times.items()}
+    stats = {}
+    for name, pairs in times.items():
+        t, c = [p[0] for p in pairs], [p[1] for p in pairs]
+        stats[name] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "rounds": len(t),
+                       "cpu_median_s": statistics.median(c), "max_rel_err": errors.get(name)}
     g = stats["gpunn"]["median_s"]
     peers = {n: s["median_s"] for n, s in stats.items() if n.startswith("torch")}
     best = min(peers, key=peers.get)
+    best_cpu = min(s["cpu_median_s"] for n, s in stats.items() if n.startswith("torch"))
     for s in stats.values():
         s["ratio_to_best_peer"] = s["median_s"] / peers[best]
+        s["cpu_ratio_to_best_peer"] = s["cpu_median_s"] / best_cpu
     return {"work": work, "impls": stats, "best_peer": best, "ratio": g / peers[best],
-            "target": TARGETS.get(work)}
+            "cpu_ratio": stats["gpunn"]["cpu_median_s"] / best_cpu, "target": TARGETS.get(work)}
 
 
 def rel_err(got, ref) -> float:
@@ -188,14 +203,17 @@ def _epoch(kind: str, rounds: int) -> dict:
         X, y, _ = e2e.mnist60k.__wrapped__()
         init = e2e.initial_weights.__wrapped__()
 
-    X = e2e._inputs(kind, _Data.X)
-    be = gpunn.backend_for("numpy")
-    err_g, g_epoch, g_warm = e2e._gpunn_epoch(kind, X, _Data.y, _Data.init[kind], be)
-    err_t, t_epoch, t_warm = e2e._torch_epoch(kind, X, _Data.y, _Data.init[kind], "cpu", preloaded=True)
+    samples = int(os.environ.get("GPUNN_BENCH_SAMPLES", e2e.SAMPLES))  # a shorter "epoch" on a busy machine
+    X, y = e2e._inputs(kind, _Data.X)[:samples], _Data.y[:samples]
+    be = backend_for("numpy")
+    err_g, g_epoch, g_warm = e2e._gpunn_epoch(kind, X, y, _Data.init[kind], be)
+    err_t, t_epoch, t_warm = e2e._torch_epoch(kind, X, y, _Data.init[kind], "cpu", preloaded=True)
     g_warm()
     t_warm()
     times = interleave({"gpunn": g_epoch, "torch-preloaded": t_epoch}, rounds, warmup=0)
-    return summarize(f"{kind}_epoch", times, {"gpunn": err_g, "torch-preloaded": err_t})
+    out = summarize(f"{kind}_epoch", times, {"gpunn": err_g, "torch-preloaded": err_t})
+    out["samples"] = samples
+    return out
 
 
 class _MnistNet:
@@ -218,8 +236,9 @@ class _MnistNet:
 
 
 def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
-    """One training step of pytorch/examples' MNIST CNN at batch 64 with Adam (gpunn has no Adadelta);
-    validated in eval mode (no dropout) against float64 PyTorch, timed in training mode."""
+    """One training step of pytorch/examples' MNIST CNN at batch 64 with Adam (gpunn has no Adadelta).
+    Validated by its gradients in eval mode (no dropout) against float64 PyTorch (Adam's first update,
+    lr * g / (|g| + eps), is too sensitive to tiny gradients to compare); timed in training mode."""
     rng = np.random.default_rng(2)
     init = {k: (rng.standard_normal(s) * (2.0 / np.prod(s[1:])) ** 0.5 if len(s) > 1 else
                 rng.standard_normal(s) * 0.01).astype(np.float32) for k, s in _MnistNet.shapes.items()}
@@ -232,48 +251,51 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
         data = [(torch.tensor(X[i], dtype=dtype), torch.tensor(Y[i])) for i in range(len(X))]
         return p, opt, data
 
-    def torch_step(p, opt, xb, yb, training=True):
+    def torch_grads(p, opt, xb, yb, training=True):
         opt.zero_grad()
         loss = torch.nn.functional.nll_loss(_MnistNet.forward(torch, torch.nn.functional, p, xb, training), yb)
         loss.backward()
-        opt.step()
 
     gp = {k: nn.Parameter(gpunn.tensor(v)) for k, v in init.items()}
     gopt = optim.Adam(list(gp.values()), **ADAM)
     gdata = [(gpunn.tensor(X[i]), gpunn.tensor(Y[i])) for i in range(len(X))]
 
-    def gpunn_step(xb, yb, training=True):
+    def gpunn_grads(xb, yb, training=True):
         gopt.zero_grad()
         loss = F.nll_loss(_MnistNet.forward(gpunn, F, gp, xb, training), yb)
         loss.backward()
+
+    def gpunn_step():
+        gpunn_grads(*gdata[next(git) % len(gdata)])
         gopt.step()
 
-    # validate one eval-mode step from the shared weights: the update of every parameter
     rp, ropt, rdata = torch_setup(torch.float64)
-    torch_step(rp, ropt, *rdata[0], training=False)
-    ref_update = {k: rp[k].detach().numpy() - init[k] for k in init}
+    torch_grads(rp, ropt, *rdata[0], training=False)
+    ref = {k: rp[k].grad.numpy() for k in init}
     errors = {}
-    gpunn_step(*gdata[0], training=False)
-    errors["gpunn"] = validated("mnist_cnn gpunn", max(rel_err(gp[k].detach().numpy() - init[k], ref_update[k])
-                                                        for k in init), 1e-3)
-    impls = {}
+    gpunn_grads(*gdata[0], training=False)
+    errors["gpunn"] = validated("mnist_cnn gpunn", max(rel_err(gp[k].grad.numpy(), ref[k]) for k in init), 1e-4)
+    git = iter(range(10**9))
+    impls = {"gpunn": gpunn_step}
     for name, flags in (("torch-foreach", {"foreach": True}), ("torch-fused", {"fused": True})):
         p, opt, data = torch_setup(**flags)
-        torch_step(p, opt, *data[0], training=False)
-        errors[name] = validated(f"mnist_cnn {name}", max(rel_err(p[k].detach().numpy() - init[k], ref_update[k])
-                                                           for k in init), 1e-3)
+        torch_grads(p, opt, *data[0], training=False)
+        errors[name] = validated(f"mnist_cnn {name}", max(rel_err(p[k].grad.numpy(), ref[k]) for k in init), 1e-4)
         it = iter(range(10**9))
-        impls[name] = (lambda p=p, opt=opt, data=data, it=it: torch_step(p, opt, *data[next(it) % len(data)]))
-    git = iter(range(10**9))
-    impls = {"gpunn": lambda: gpunn_step(*gdata[next(git) % len(gdata)]), **impls}
+
+        def step(p=p, opt=opt, data=data, it=it):
+            torch_grads(p, opt, *data[next(it) % len(data)])
+            opt.step()
+
+        impls[name] = step
     return summarize("mnist_cnn_step", interleave(impls, rounds, reps=10, warmup=5), errors)
 
 
 _COLD_SCRIPT = """
 import time, sys
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import gpunn
-t_import = time.perf_counter() - t0
+t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
 from gpunn import nn, optim
 from gpunn.cli import build_model
 import numpy as np
@@ -285,12 +307,14 @@ rng = np.random.default_rng(0)
 x, y = gpunn.tensor(rng.random((200, 1, 28, 28), dtype=np.float32)), gpunn.tensor(rng.integers(0, 10, 200))
 def step():
     opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward(); opt.step(); return loss.item()
-t0 = time.perf_counter(); step(); t_first = time.perf_counter() - t0
-ts = []
+t0, c0 = time.perf_counter(), time.process_time(); step()
+t_first, c_first = time.perf_counter() - t0, time.process_time() - c0
+ts, cs = [], []
 for _ in range(10):
-    t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
-ts.sort()
-print(t_import, t_first, ts[len(ts) // 2])
+    t0, c0 = time.perf_counter(), time.process_time(); step()
+    ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
+ts.sort(); cs.sort()
+print(t_import, t_first, ts[len(ts) // 2], c_import, c_first, cs[len(cs) // 2])
 """
 
 
@@ -320,6 +344,13 @@ def cold_start(rounds: int) -> dict:
     result["kernel_compile_s (cold first step - steady)"] = cold[1] - cold[2]
     result["kernel_load_s (warm first step - steady)"] = statistics.median(firsts) - statistics.median(
         [w[2] for w in warm])
+    # the same in CPU seconds of the process (all its threads): robust to other processes' load
+    result["cpu_import_gpunn_s"] = statistics.median(w[3] for w in warm + nonumba)
+    result["cpu_kernel_compile_s"] = cold[4] - cold[5]
+    result["cpu_kernel_load_s"] = statistics.median(w[4] - w[5] for w in warm)
+    result["cpu_first_step_numba_off_s"] = statistics.median(w[4] for w in nonumba)
+    result["cpu_steady_step_s"] = {"numba": statistics.median(w[5] for w in warm),
+                                   "numba_off": statistics.median(w[5] for w in nonumba)}
     return result
 
 
@@ -333,6 +364,13 @@ WORKLOADS = {
 }
 
 
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def _git(*args) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -342,7 +380,10 @@ def markdown(results: list, meta: dict) -> str:
              f"`{meta['command']}` at commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}; "
              f"{meta['machine']}; PyTorch {meta['torch']}, NumPy {meta['numpy']}; {meta['threads']} threads. "
              "Interleaved in one process; seconds per call; ratio = gpunn median / best PyTorch median.", "",
-             "| work | impl | median | min | max | rounds | ratio | target |", "|---|---|---|---|---|---|---|---|"]
+             f"Load average at the start {meta['loadavg_start']}, at the end {meta['loadavg_end']} "
+             "(a busy machine: read the CPU-time ratio too).", "",
+             "| work | impl | median | min | max | rounds | ratio | CPU median | CPU ratio | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "impls" not in r:
             continue
@@ -352,7 +393,8 @@ def markdown(results: list, meta: dict) -> str:
             if name == "gpunn" and r["target"] is not None:
                 tgt = f"<= {r['target']:.2f}: {'met' if r['ratio'] <= r['target'] else 'MISSED'}"
             lines.append(f"| {r['work']} | {name} | {s['median_s'] * 1e3:.3f} ms | {s['min_s'] * 1e3:.3f} | "
-                         f"{s['max_s'] * 1e3:.3f} | {s['rounds']} | {ratio} | {tgt} |")
+                         f"{s['max_s'] * 1e3:.3f} | {s['rounds']} | {ratio} | {s['cpu_median_s'] * 1e3:.3f} ms | "
+                         f"{s['cpu_ratio_to_best_peer']:.2f} | {tgt} |")
     for r in results:
         if r["work"] == "cold_start":
             lines += ["", "Cold start (fresh processes):", ""]
@@ -362,27 +404,34 @@ def markdown(results: list, meta: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS) + [[]])
+    ap.add_argument("workloads", nargs="*", metavar="WORKLOAD", help=f"any of {', '.join(WORKLOADS)} (default: all)")
     ap.add_argument("--rounds", type=int, default=MIN_ROUNDS)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="every library on this many threads")
     args = ap.parse_args(argv)
     rounds = max(MIN_ROUNDS, args.rounds)
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    args.workloads = args.workloads or list(WORKLOADS)
     gpunn.set_backend("numpy")
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python -m bench.targets " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
             "machine": f"{os.cpu_count()} CPUs", "torch": torch.__version__, "numpy": np.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "loadavg_start": _loadavg()}
     results = []
     for w in args.workloads:
         for r in WORKLOADS[w](rounds):
             results.append(r)
             print(json.dumps(r), flush=True)
+    meta["loadavg_end"] = _loadavg()
     md = markdown(results, meta)
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / f"targets-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}"
+        stem = args.out / (f"targets-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}"
+                           + (f"-threads{_THREADS}" if _THREADS else ""))
         stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
         stem.with_suffix(".md").write_text(md)
 

@@ -16,9 +16,27 @@ output planes, so no two threads write one element and the result does not depen
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numba
 import numpy as np
 from numba import njit, prange
+
+# Numba's threading layer, unless the user chose one (NUMBA_THREADING_LAYER): 'workqueue'. Its workers
+# sleep between kernels, where GNU OpenMP's (the default 'omp' layer here) spin for a while -- on a
+# 2-core machine that spinning takes the core OpenBLAS's next GEMM needs; measured on a CNN step: 4-5x the
+# wall time under load. It is also safe across fork() (a DataLoader's worker processes), which GNU OpenMP
+# is not. It may not be entered by two threads at once: every launch below holds _launch_lock.
+if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+_launch_lock = threading.Lock()
+
+
+def launch(kernel, *args):
+    """kernel(*args), one launch at a time in this process."""
+    with _launch_lock:
+        return kernel(*args)
 
 _BLOCK = 1 << 12  # elements per parallel task of the flat optimizer kernels (4 arrays of it stay in L2)
 
@@ -266,11 +284,18 @@ def col2im(dcols, dx, sh, sw, ph, pw):
             for j in range(kw):
                 q0 = max(0, (pw - j + sw - 1) // sw)
                 q1 = min(ow, (w - 1 + pw - j) // sw + 1)
+                shift = j - pw
                 for r in range(r0, r1):
                     src = dcols[c, i, j, n, r]
                     dst = dx[n, c, r * sh + i - ph]
-                    for q in range(q0, q1):
-                        dst[q * sw + j - pw] += src[q]
+                    if sw == 1:  # contiguous on both sides: slices from 0, a loop LLVM vectorizes
+                        d = dst[q0 + shift : q1 + shift]
+                        a = src[q0:q1]
+                        for q in range(q1 - q0):
+                            d[q] += a[q]
+                    else:
+                        for q in range(q0, q1):
+                            dst[q * sw + shift] += src[q]
 
 
 # ----------------------------------------------------------------------------------------------

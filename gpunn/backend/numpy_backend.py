@@ -134,7 +134,7 @@ def _run_kernel(name: str, *args, work: int | None = None):
     if nk is None:
         return _FAILED
     try:
-        return getattr(nk, name)(*args)
+        return nk.launch(getattr(nk, name), *args)
     except Exception as exc:
         from numba.core.errors import NumbaError
 
@@ -340,10 +340,10 @@ class NumpyBackend(Backend):
         g2 = np.empty((oc, n, oh * ow), dtype=y.dtype)
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
         if act == "relu":  # the activation's derivative applied in the layout pass
-            nk.swap01_relu_mask(dy.reshape(n, oc, oh * ow), y.reshape(n, oc, oh * ow), g2)
+            nk.launch(nk.swap01_relu_mask, dy.reshape(n, oc, oh * ow), y.reshape(n, oc, oh * ow), g2)
         else:
             dz = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
-            nk.swap01(dz.reshape(n, oc, oh * ow), g2, np.zeros(1, dz.dtype), False, False)
+            nk.launch(nk.swap01, dz.reshape(n, oc, oh * ow), g2, np.zeros(1, dz.dtype), False, False)
         g2 = g2.reshape(oc, n * oh * ow)
         dW = (g2 @ cols2.T).reshape(oc, c, kh, kw) if need_dW else None
         db = g2.sum(axis=1) if need_db else None
@@ -351,7 +351,7 @@ class NumpyBackend(Backend):
         if need_dx:
             dcols = (W2.T @ g2).reshape(c, kh, kw, n, oh, ow)
             dx = np.zeros((n, c, h, w), dtype=y.dtype)
-            nk.col2im(dcols, dx, sh, sw, ph, pw)
+            nk.launch(nk.col2im, dcols, dx, sh, sw, ph, pw)
         return dx, dW, db
 
     # -- pooling: one Numba pass over each plane, each way -----------------------------------------------------
@@ -385,9 +385,9 @@ class NumpyBackend(Backend):
         dy3 = dy.reshape(n * c, dy.shape[2], dy.shape[3])
         dx = np.zeros((n * c, h, w), dtype=dy.dtype)
         if tag == "numba-max":
-            nk.max_pool_backward(dy3, extra, dx, *geometry)
+            nk.launch(nk.max_pool_backward, dy3, extra, dx, *geometry)
         else:
-            nk.avg_pool_backward(dy3, dx, extra, *geometry)
+            nk.launch(nk.avg_pool_backward, dy3, dx, extra, *geometry)
         return dx.reshape(n, c, h, w)
 
 

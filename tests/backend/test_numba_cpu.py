@@ -146,3 +146,26 @@ def test_a_kernel_that_fails_to_compile_falls_back(rng, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip((p, g, m, v), ref))
     assert numpy_backend.numba_kernels() is None  # off for the rest of the process...
     monkeypatch.setattr(numpy_backend, "_numba_module", None)  # ...which this test restores
+
+
+def test_kernels_called_from_several_threads_at_once():
+    """Numba's workqueue layer aborts the process on concurrent launches: gpunn serialises its own."""
+    code = (
+        "import threading, numpy as np, gpunn\n"
+        "from gpunn.backend.numpy_backend import NumpyBackend\n"
+        "be = NumpyBackend()\n"
+        "x = np.random.default_rng(0).standard_normal((64, 16, 28, 28)).astype(np.float32)\n"
+        "ref = be.pool2d_forward(x, 'max', (2, 2), (2, 2))[0]\n"
+        "ok = []\n"
+        "def work():\n"
+        "    for _ in range(20):\n"
+        "        y, s = be.pool2d_forward(x, 'max', (2, 2), (2, 2))\n"
+        "        be.pool2d_backward(np.ones_like(y), s)\n"
+        "        ok.append(np.array_equal(y, ref))\n"
+        "ts = [threading.Thread(target=work) for _ in range(4)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "import numba; print(len(ok), all(ok), numba.threading_layer())\n"
+    )
+    r = _python(code, GPUNN_BACKEND="numpy", GPUNN_NUMBA="1", GPUNN_NUM_THREADS="2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["80", "True", "workqueue"]
