@@ -234,3 +234,48 @@ def test_bad_labels_and_bad_arguments_raise():
         step(np.zeros((4, 784), np.float32), y)
     with pytest.raises(ValueError, match="new_shape must be one of"):
         compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), new_shape="pad")
+
+
+def _fit(make, capture, sync_every=1, epochs=2):
+    from gpunn import train
+
+    gpunn.manual_seed(0)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((70, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 70)
+    model = make()
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    from gpunn.data import DataLoader
+
+    loader = DataLoader((X, y), batch_size=16, shuffle=True, seed=2)  # 4 batches of 16 and one of 6
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), loader, val=(X[:20], y[:20]), epochs=epochs, verbose=0,
+                     sync_every=sync_every, capture=capture,
+                     scheduler=optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    return hist, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_fit_capture_gives_the_eager_history_and_weights(sync_every):
+    h0, p0 = _fit(mlp, False, sync_every)
+    h1, p1 = _fit(mlp, True, sync_every)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert h0[key] == h1[key], key
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_capture_auto_falls_back_with_one_warning_and_true_raises():
+    def make():
+        return nn.Sequential(nn.Linear(784, 16), Branchy(16))
+
+    h0, p0 = _fit(make, False)
+    with pytest.warns(RuntimeWarning, match="Branchy.*training eagerly instead") as rec:
+        h1, p1 = _fit(make, "auto")
+    assert len([w for w in rec if "compile_step" in str(w.message)]) == 1
+    assert h0["loss"] == h1["loss"]
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CaptureError, match="Branchy"):
+        _fit(make, True)
+    with pytest.raises(ValueError, match="capture must be"):
+        _fit(mlp, "yes")
