@@ -92,6 +92,7 @@ QUICK_SUBSET = {
     "test_sgd_momentum_step": ("mlp 199k", "16.8M (4096x4096)"),
     "test_adam_step": ("mlp 199k", "16.8M (4096x4096)"),
     "test_step": None,
+    "test_captured_step": None,  # bench/test_capture.py: the captured MLP step, SGD and Adam, batch 200
 }
 
 _SESSION: dict = {"loadavg_start": None, "started": None, "waited": 0.0}
