@@ -431,6 +431,10 @@ class CompiledStep:
     def _check_structure(self) -> None:
         for layer in self.layers:
             layer.check()
+        for p in self.params:
+            if p._post_accumulate_hooks:
+                raise CaptureError("compile_step: a parameter got a post-accumulate-grad hook after the step was "
+                                   "recorded; hooks do not run in a captured step")
         if len(self.optimizer._buffers) != len(self.opt_buffers) or any(
                 a != b for a, b in zip(self.optimizer._buffers, self.opt_buffers)):
             raise CaptureError("compile_step: the optimizer's parameter groups changed after the step was recorded; "
@@ -472,7 +476,7 @@ class CompiledStep:
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
             raise TypeError(f"compiled step: x and y must be gpunn Tensors, got {type(x).__name__} and "
                             f"{type(y).__name__}")
-        if self.eager_only:
+        if self.eager_only or x.requires_grad:  # x.grad wanted: the plan computes no input gradient
             return self._eager(x, y, check=False)
         self._check_structure()
         key = self._signature(x, y)

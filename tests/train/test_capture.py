@@ -279,3 +279,42 @@ def test_fit_capture_auto_falls_back_with_one_warning_and_true_raises():
         _fit(make, True)
     with pytest.raises(ValueError, match="capture must be"):
         _fit(mlp, "yes")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Linear(784, 10),  # one module, no Sequential
+    lambda: nn.Sequential(nn.Linear(784, 30, bias=False), nn.ReLU(), nn.Sequential(nn.Linear(30, 10))),
+])
+def test_single_layers_nested_sequentials_and_no_bias(make):
+    data = batches([(5, 784)] * 5)
+    assert_same(train_run(make, "adam", data, False), train_run(make, "adam", data, True))
+
+
+def test_float64_models_and_zero_grad_between_steps():
+    def make():
+        return mlp(h=9).to(dtype=gpunn.float64)
+
+    rng = np.random.default_rng(5)
+    data = [(gpunn.tensor(rng.standard_normal((6, 784))), gpunn.tensor(rng.integers(0, 10, 6))) for _ in range(5)]
+
+    def before(i, model, opt):
+        opt.zero_grad()  # a habit from the eager loop: the plan then writes into the renewed buffers
+
+    eager = train_run(make, "sgd", data, False, before_step=before)
+    cap = train_run(make, "sgd", data, True, before_step=before)
+    assert cap[0][0].dtype == np.float64
+    assert_same(eager, cap)
+
+
+def test_an_input_that_requires_grad_runs_eagerly_and_a_late_hook_is_refused():
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    step(x, y)
+    xg = x.detach().requires_grad_()
+    step(xg, y)
+    assert xg.grad is not None and xg.grad.shape == x.shape
+    model[0].weight.register_post_accumulate_grad_hook(lambda p: None)
+    with pytest.raises(CaptureError, match="post-accumulate-grad hook"):
+        step(x, y)
