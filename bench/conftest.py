@@ -123,6 +123,9 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if in_quick_subset(item)]
+    # the captured-step bench last: its torch.compile peer compiles for tens of seconds on a fresh machine,
+    # and a bench step killed at its budget keeps what finished before
+    items.sort(key=lambda item: (getattr(item, "originalname", "") == "test_captured_step"))
     gpu_ok, why = gpunn.cupy_available() if ON_GPU else (True, "")
     torch_ok = torch is not None and (not ON_GPU or torch.cuda.is_available())
     for item in items:
