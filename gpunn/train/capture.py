@@ -290,10 +290,13 @@ def _module_forward_is(m, cls) -> bool:
     return type(m).forward is cls.forward
 
 
-def _layers(model, prefix: str = "") -> list:
-    """The chain of layers ``model`` runs, or CaptureError naming the first module that has no plan."""
+def _layers(model, prefix: str = "", seqs: list | None = None) -> list:
+    """The chain of layers ``model`` runs, or CaptureError naming the first module that has no plan.
+    ``seqs`` collects (Sequential, its modules), so a module added or replaced later is noticed."""
     name = prefix or type(model).__name__
     if _module_forward_is(model, Sequential):
+        if seqs is not None:
+            seqs.append((model, tuple(model._modules.values())))
         mods = [(k, m) for k, m in model._modules.items() if m is not None]
         out, i = [], 0
         while i < len(mods):
@@ -301,11 +304,12 @@ def _layers(model, prefix: str = "") -> list:
             path = f"{prefix}.{key}" if prefix else key
             if _module_forward_is(m, Linear) and i + 1 < len(mods):
                 fused = _fused_activation(mods[i + 1][1])
-                if fused is not None:
+                # F.linear runs a leaky_relu of slope <= 0 as a separate op: so does the plan (no fusion)
+                if fused is not None and not (fused[0] == "leaky_relu" and fused[1] <= 0):
                     out.append(_LinearAct(path, m, fused[0], fused[1]))
                     i += 2
                     continue
-            out.extend(_layers(m, path))
+            out.extend(_layers(m, path, seqs))
             i += 1
         return out
     if _module_forward_is(model, Linear):
@@ -404,7 +408,8 @@ class CompiledStep:
         self.eager_only = True
 
     def _record_structure(self) -> None:
-        self.layers = _layers(self.model)
+        self.sequentials: list = []
+        self.layers = _layers(self.model, seqs=self.sequentials)
         for k, layer in enumerate(self.layers):
             layer.index = k
         slots = getattr(self.optimizer, "_slot", None)
@@ -429,6 +434,11 @@ class CompiledStep:
         self.opt_buffers = [list(bufs) for bufs in self.optimizer._buffers]
 
     def _check_structure(self) -> None:
+        for seq, mods in self.sequentials:
+            now = tuple(seq._modules.values())
+            if len(now) != len(mods) or any(a is not b for a, b in zip(now, mods)):
+                raise CaptureError(f"compile_step: the modules of {type(seq).__name__} changed after the step was "
+                                   "recorded (a changed parameter set); call compile_step again")
         for layer in self.layers:
             layer.check()
         for p in self.params:

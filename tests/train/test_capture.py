@@ -318,3 +318,23 @@ def test_an_input_that_requires_grad_runs_eagerly_and_a_late_hook_is_refused():
     model[0].weight.register_post_accumulate_grad_hook(lambda p: None)
     with pytest.raises(CaptureError, match="post-accumulate-grad hook"):
         step(x, y)
+
+
+def test_a_leaky_relu_of_non_positive_slope_stays_unfused_as_in_f_linear():
+    def make():
+        return nn.Sequential(nn.Linear(784, 12), nn.LeakyReLU(-0.5), nn.Linear(12, 10), nn.LeakyReLU(0.0))
+
+    data = batches([(6, 784)] * 6)
+    assert_same(train_run(make, "sgd", data, False), train_run(make, "sgd", data, True))
+
+
+def test_a_module_added_to_the_model_after_recording_is_refused():
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    step(x, y)
+    step(x, y)
+    model.append(nn.ReLU())
+    with pytest.raises(CaptureError, match="modules of Sequential changed"):
+        step(x, y)
