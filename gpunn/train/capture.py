@@ -16,19 +16,23 @@ What a plan can hold (and why):
   fixed by its structure. A module with its own ``forward`` (which may branch on the data) has no plan:
   ``CaptureError`` names it. Linear + activation pairs fuse exactly as ``Sequential.forward`` fuses them.
 - ``loss_fn(output, target)`` is called every step (on the plan's output buffer) and must be ONE op on
-  the output (``nn.CrossEntropyLoss``, ``F.cross_entropy``, ``nn.NLLLoss`` after ``LogSoftmax`` is not);
-  its backward is that op's backward.
+  the output, such as ``nn.CrossEntropyLoss`` or ``F.cross_entropy`` (a loss built from several ops, or
+  one applied to a view of the output, is refused); its backward is that op's backward.
 - every parameter that requires grad is in ``optimizer`` and used by one layer only; nothing hooks its
   gradient (DDP's hooks, ``register_post_accumulate_grad_hook``).
 - the parameter set stays: a module or parameter replaced after the plan was recorded raises
-  ``CaptureError`` (make a new ``compile_step``). ``p.data = t`` is fine (read each step, as eagerly).
+  ``CaptureError`` (make a new ``compile_step``), as does a module added to a Sequential. ``p.data = t``
+  is fine (read each step, as eagerly). An input that requires grad runs the eager loop (x.grad is set).
 
 Results equal the eager loop's bit for bit: where the backend runs ``gpunn.backend.reference``'s
 formula (``Backend.linear_act``, ``Backend.dropout``), the plan performs the same operations in the same
 order with ``out=`` buffers; elsewhere it calls the backend's primitive or the functional op itself
 (on the cupy backend: every kernel). Differences from the eager loop: the gradients live in one
-buffer per optimizer buffer that every step overwrites (a ``.grad`` kept from an earlier step changes);
-on the cupy backend the replay launches the same kernels as eagerly, not a CUDA graph (not built yet).
+buffer per optimizer buffer that every step overwrites (a ``.grad`` kept from an earlier step changes),
+and ``step.output`` is a buffer the next step overwrites. On the cupy backend the replay launches the
+same kernels as eagerly, with no host read or sync, but they still allocate their outputs from CuPy's
+pool, and the step is not a CUDA graph (not built yet: it needs out= forms of the kernels, and the
+learning rate, Adam's step and the dropout counter read from device memory).
 """
 
 from __future__ import annotations
