@@ -92,6 +92,7 @@ QUICK_SUBSET = {
     "test_sgd_momentum_step": ("mlp 199k", "16.8M (4096x4096)"),
     "test_adam_step": ("mlp 199k", "16.8M (4096x4096)"),
     "test_step": None,
+    "test_captured_step": None,  # bench/test_capture.py: the captured MLP step, SGD and Adam, batch 200
 }
 
 _SESSION: dict = {"loadavg_start": None, "started": None, "waited": 0.0}
@@ -122,6 +123,9 @@ def pytest_collection_modifyitems(config, items):
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if in_quick_subset(item)]
+    # the captured-step bench last: its torch.compile peer compiles for tens of seconds on a fresh machine,
+    # and a bench step killed at its budget keeps what finished before
+    items.sort(key=lambda item: (getattr(item, "originalname", "") == "test_captured_step"))
     gpu_ok, why = gpunn.cupy_available() if ON_GPU else (True, "")
     torch_ok = torch is not None and (not ON_GPU or torch.cuda.is_available())
     for item in items:

@@ -145,10 +145,12 @@ def contended(*entries) -> bool:
 
 
 def version_note(entry: dict) -> str:
-    """' (v2)' after a time measured with a kernel version other than the default, else ''."""
+    """' (v2)' after a time measured with a kernel version other than the default, ' (captured)' after a
+    compile_step time (bench/test_capture.py), else ''."""
+    note = " (captured)" if str(entry.get("impl", "")).endswith("-captured") else ""
     if entry.get("kernel_default", True) or entry.get("kernel_version") is None:
-        return ""
-    return f" (v{entry['kernel_version']})"
+        return note
+    return f" (v{entry['kernel_version']})" + note
 
 
 def table(rows: list) -> str:

@@ -118,7 +118,8 @@ def predict(model, X, batch_size: int = 256) -> Tensor:
 
 def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=None, metrics=("accuracy",),
         callbacks=(), batch_size: int = 32, verbose: int = 1, initial_epoch: int = 0, history: History | None = None,
-        terminate_on_nan: bool = True, monitor: str | None = None, sync_every: int = 1) -> History:
+        terminate_on_nan: bool = True, monitor: str | None = None, sync_every: int = 1,
+        capture: bool | str = False) -> History:
     """Train ``model`` for ``epochs`` epochs and return the ``History``.
 
     ``train``/``val``: DataLoaders or (X, y) tuples. ``scheduler`` is stepped once per epoch after
@@ -139,13 +140,26 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
     bad-label error) is seen up to ``k - 1`` steps late, after those steps AND the bad batch's own step
     have updated the weights; TerminateOnNaN still stops training there, but cannot keep the weights of
     the last good step as it does with the default ``k = 1``.
+
+    ``capture=True`` trains with ``gpunn.train.compile_step`` (each batch shape recorded once, then
+    replayed without autograd; the same numbers as the eager loop); ``CaptureError`` names what the model
+    or loss has that a plan cannot hold. ``capture="auto"`` warns once and trains eagerly instead. A
+    captured step does forward, backward and update in one call, so its loss is read after the update, as
+    with ``sync_every > 1`` (TerminateOnNaN stops after the bad step, not before it).
     >>> hist = fit(model, opt, nn.CrossEntropyLoss(), train_loader, val_loader, epochs=10)
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit(): epochs must be a non-negative int, got {epochs!r}")
     if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"fit(): sync_every must be a positive int (steps between loss reads), got {sync_every!r}")
+    if capture not in (False, True, "auto"):
+        raise ValueError(f"fit(): capture must be False, True or 'auto', got {capture!r}")
     _check_optimizer_trains(model, optimizer)
+    stepper = None
+    if capture:
+        from gpunn.train.capture import compile_step
+
+        stepper = compile_step(model, loss_fn, optimizer, on_error="eager" if capture == "auto" else "raise")
     train_loader = _as_loader(train, batch_size, True, "train")
     val_loader = _as_loader(val, batch_size, False, "val")
     history = history if history is not None else History()
@@ -181,7 +195,7 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
             for epoch in range(initial_epoch + 1, epochs + 1):
                 trainer.epoch = epoch
                 _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch,
-                                 sync_every)
+                                 sync_every, stepper)
                 if trainer.local_stop_request() and trainer.weights_epoch == epoch:
                     trainer.stop(f"stopped by {signal_name(trainer.requests.signum)} after epoch {epoch}")
                 if trainer.stop_training:
@@ -216,7 +230,7 @@ def _read_losses(pending) -> list[float]:
 
 
 def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch,
-                     sync_every: int = 1) -> None:
+                     sync_every: int = 1, stepper=None) -> None:
     model, optimizer, scheduler = trainer.model, trainer.optimizer, trainer.scheduler
     t0 = time.perf_counter()
     trainer.sync.epoch_begin(trainer.loaders, epoch)
@@ -260,10 +274,20 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
                          f"{b} of {trainer.batches_per_epoch} batches: that epoch is dropped, the model holds "
                          "the weights of its last completed step")
             return
+        n = int(yb.shape[0]) if yb.ndim else 1
+        if stepper is not None:  # forward, backward and update in one call; the loss is read afterwards
+            trainer.in_step = True
+            loss = stepper(xb, yb)
+            trainer.in_step = False
+            trainer.weights_epoch = None
+            _run_metrics(ms, stepper.output.detach(), yb)
+            pending.append((b, loss, n))
+            if len(pending) == sync_every and not flush():
+                return
+            continue
         optimizer.zero_grad()
         out = model(xb)
         loss = loss_fn(out, yb)
-        n = int(yb.shape[0]) if yb.ndim else 1
         if sync_every > 1:  # read later, k at a time (see fit's docstring for what that costs)
             take_step(loss)
             _run_metrics(ms, out.detach(), yb)

@@ -33,7 +33,8 @@ def test_gpu_suite_under_the_kernel_emulator(tmp_path):
     # CuPy never warns on 0 / 0 ('mean' over all-ignored rows); NumPy does, and the project turns
     # RuntimeWarnings from gpunn into errors.
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "kernels" / "test_cupy_kernels.py"),
-           str(ROOT / "tests" / "kernels" / "test_host_syncs.py"), "-m", "gpu",
+           str(ROOT / "tests" / "kernels" / "test_host_syncs.py"),
+           str(ROOT / "tests" / "kernels" / "test_capture_emulated.py"), "-m", "gpu",
            "-q", "-p", "no:cacheprovider", "-W", "ignore:invalid value encountered:RuntimeWarning"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     tail = proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -1,0 +1,340 @@
+"""compile_step: a captured step gives the eager loop's parameters bit for bit, and refuses what it cannot hold.
+
+Runs on the backend GPUNN_TEST_BACKEND names (numpy by default); tests/kernels/test_capture_emulated.py runs
+the MLP/CNN equality and counts host reads on the emulated cupy backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import gpunn
+import gpunn.nn.functional as F
+from gpunn import nn, optim
+from gpunn.train import CaptureError, compile_step
+
+
+def mlp(dropout=0.2, k=784, h=64):
+    return nn.Sequential(nn.Linear(k, h), nn.ReLU(), nn.Dropout(dropout), nn.Linear(h, h), nn.Tanh(),
+                         nn.Linear(h, 10))
+
+
+def cnn(dropout=0.1):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
+                         nn.Conv2d(4, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, 10))
+
+
+OPTIMIZERS = {
+    "sgd": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-4),
+    "nesterov": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda ps: optim.Adam(ps, lr=1e-3),
+    "adamw": lambda ps: optim.AdamW(ps, lr=1e-3, weight_decay=0.05),
+}
+
+
+def batches(shapes, rng_seed=1):
+    rng = np.random.default_rng(rng_seed)
+    return [(gpunn.tensor(rng.standard_normal(s).astype(np.float32)), gpunn.tensor(rng.integers(0, 10, s[0])))
+            for s in shapes]
+
+
+def train_run(make, opt_name, data, captured, loss_fn=None, before_step=None, **step_kw):
+    gpunn.manual_seed(0)
+    model = make()
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    step = compile_step(model, loss_fn, opt, **step_kw) if captured else None
+    losses = []
+    for i, (x, y) in enumerate(data):
+        if before_step is not None:
+            before_step(i, model, opt)
+        if captured:
+            loss = step(x, y)
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        losses.append(None if loss is None else float(loss.item()))
+    params = [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+    grads = [None if p.grad is None else p._backend.to_numpy(p.grad._data).copy() for p in model.parameters()]
+    return params, losses, grads, step
+
+
+def assert_same(a, b):
+    pa, la, ga, _ = a
+    pb, lb, gb, _ = b
+    assert la == lb
+    assert len(pa) == len(pb)
+    for x, y in zip(pa, pb):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(ga, gb):
+        assert (x is None) == (y is None)
+        if x is not None:
+            np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
+def test_mlp_50_steps_equal_eager_bit_for_bit(opt_name):
+    data = batches([(24, 784)] * 50)
+    eager = train_run(mlp, opt_name, data, False)
+    cap = train_run(mlp, opt_name, data, True)
+    assert_same(eager, cap)
+    step = cap[3]
+    assert len(step.plans) == 1 and next(iter(step.plans.values())).replays == 49
+    assert np.isfinite(eager[1]).all() and eager[1][-1] != eager[1][0]
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_cnn_50_steps_equal_eager_bit_for_bit(opt_name):
+    data = batches([(9, 1, 12, 12)] * 50)
+    assert_same(train_run(cnn, opt_name, data, False), train_run(cnn, opt_name, data, True))
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.Sigmoid, nn.Tanh, lambda: nn.LeakyReLU(0.1)])
+def test_every_fused_activation_and_an_unfused_one(act):
+    def make():
+        return nn.Sequential(nn.Linear(13, 11), act(), nn.Linear(11, 7), nn.Dropout(0.3), act(), nn.Linear(7, 10))
+
+    data = batches([(5, 13)] * 6)
+    assert_same(train_run(make, "adam", data, False), train_run(make, "adam", data, True))
+
+
+def test_a_partial_batch_gets_its_own_plan_and_the_results_stay_eager():
+    data = batches([(16, 784), (16, 784), (7, 784), (16, 784), (7, 784), (7, 784)])
+    eager = train_run(mlp, "sgd", data, False)
+    cap = train_run(mlp, "sgd", data, True)
+    assert_same(eager, cap)
+    assert len(cap[3].plans) == 2
+    assert_same(eager, train_run(mlp, "sgd", data, True, new_shape="eager"))
+
+
+def test_new_shape_drop_skips_the_batch():
+    data = batches([(16, 784), (16, 784), (7, 784), (16, 784)])
+    cap = train_run(mlp, "sgd", data, True, new_shape="drop")
+    assert cap[1][2] is None
+    eager = train_run(mlp, "sgd", [d for i, d in enumerate(data) if i != 2], False)
+    assert cap[1][:2] + cap[1][3:] == eager[1]
+    for x, y in zip(eager[0], cap[0]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_eval_mode_frozen_layers_and_lr_changes_follow_the_eager_loop():
+    def before(i, model, opt):
+        if i == 3:
+            model.eval()  # dropout off: a new plan
+        if i == 5:
+            model.train()
+            model[0].weight.requires_grad_(False)  # frozen first layer
+        if i == 7:
+            opt.param_groups[0]["lr"] = 0.01  # what a scheduler does
+
+    data = batches([(12, 784)] * 10)
+    eager = train_run(mlp, "sgd", data, False, before_step=before)
+    cap = train_run(mlp, "sgd", data, True, before_step=before)
+    assert_same(eager, cap)
+    assert len(cap[3].plans) == 3
+
+
+def test_a_rebound_parameter_value_is_read_each_step():
+    def before(i, model, opt):
+        if i == 4:
+            model[3].weight.data = gpunn.zeros(model[3].weight.shape) + 0.01
+
+    data = batches([(8, 784)] * 7)
+    assert_same(train_run(mlp, "adam", data, False, before_step=before),
+                train_run(mlp, "adam", data, True, before_step=before))
+
+
+class Branchy(nn.Module):
+    def __init__(self, k=784):
+        super().__init__()
+        self.fc = nn.Linear(k, 10)
+
+    def forward(self, x):
+        return self.fc(x) if float(x.sum().item()) > 0 else -self.fc(x)
+
+
+def test_a_module_with_its_own_forward_is_refused_by_name():
+    model = nn.Sequential(nn.Linear(784, 784), Branchy())
+    with pytest.raises(CaptureError, match=r"module 1 \(Branchy\).*own forward"):
+        compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(CaptureError, match=r"Branchy"):
+        compile_step(Branchy(), nn.CrossEntropyLoss(), optim.SGD(Branchy().parameters(), lr=0.1))
+
+
+def test_on_error_eager_warns_once_and_trains_as_eager():
+    def make():
+        return nn.Sequential(nn.Linear(784, 16), Branchy(16))
+
+    data = batches([(6, 784)] * 4)
+    eager = train_run(make, "sgd", data, False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cap = train_run(make, "sgd", data, True, on_error="eager")
+    assert [str(w.message) for w in caught if "compile_step" in str(w.message)] == \
+        [str(caught[0].message)]
+    assert "Branchy" in str(caught[0].message)
+    assert_same(eager, cap)
+
+
+def test_a_loss_of_several_ops_is_refused_before_the_step():
+    def loss_fn(out, y):
+        return F.cross_entropy(out, y) * 2
+
+    gpunn.manual_seed(0)
+    model = mlp()
+    before = [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+    step = compile_step(model, loss_fn, optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    with pytest.raises(CaptureError, match="not one op on the model's output"):
+        step(x, y)
+    for b, p in zip(before, model.parameters()):  # nothing was stepped
+        np.testing.assert_array_equal(b, p._backend.to_numpy(p._data))
+    data = batches([(4, 784)] * 3)
+    with pytest.warns(RuntimeWarning, match="not one op"):
+        cap = train_run(mlp, "sgd", data, True, loss_fn=loss_fn, on_error="eager")
+    assert_same(train_run(mlp, "sgd", data, False, loss_fn=loss_fn), cap)
+
+
+def test_replaced_modules_shared_weights_and_missing_parameters_are_refused():
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    step(x, y)
+    model[3].weight = nn.Parameter(gpunn.zeros(64, 64))
+    with pytest.raises(CaptureError, match=r"parameter 3\.weight was replaced"):
+        step(x, y)
+
+    lin = nn.Linear(10, 10)
+    shared = nn.Sequential(lin, nn.ReLU(), lin)
+    with pytest.raises(CaptureError, match="used by two layers"):
+        compile_step(shared, nn.CrossEntropyLoss(), optim.SGD(shared.parameters(), lr=0.1))
+
+    model = mlp()
+    with pytest.raises(CaptureError, match=r"parameter 5\.weight requires grad but is not in the optimizer"):
+        compile_step(model, nn.CrossEntropyLoss(), optim.SGD(list(model.parameters())[:4], lr=0.1))
+
+
+def test_bad_labels_and_bad_arguments_raise():
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    step(x, y)
+    step(x, y)
+    if gpunn.get_backend().name == "numpy":  # the cupy backend raises at the next host read
+        with pytest.raises(ValueError, match="out of range"):
+            step(x, gpunn.tensor([0, 1, 2, 10]))
+    with pytest.raises(TypeError, match="must be gpunn Tensors"):
+        step(np.zeros((4, 784), np.float32), y)
+    with pytest.raises(ValueError, match="new_shape must be one of"):
+        compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), new_shape="pad")
+
+
+def _fit(make, capture, sync_every=1, epochs=2):
+    from gpunn import train
+
+    gpunn.manual_seed(0)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((70, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 70)
+    model = make()
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    from gpunn.data import DataLoader
+
+    loader = DataLoader((X, y), batch_size=16, shuffle=True, seed=2)  # 4 batches of 16 and one of 6
+    hist = train.fit(model, opt, nn.CrossEntropyLoss(), loader, val=(X[:20], y[:20]), epochs=epochs, verbose=0,
+                     sync_every=sync_every, capture=capture,
+                     scheduler=optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    return hist, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_fit_capture_gives_the_eager_history_and_weights(sync_every):
+    h0, p0 = _fit(mlp, False, sync_every)
+    h1, p1 = _fit(mlp, True, sync_every)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        assert h0[key] == h1[key], key
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_capture_auto_falls_back_with_one_warning_and_true_raises():
+    def make():
+        return nn.Sequential(nn.Linear(784, 16), Branchy(16))
+
+    h0, p0 = _fit(make, False)
+    with pytest.warns(RuntimeWarning, match="Branchy.*training eagerly instead") as rec:
+        h1, p1 = _fit(make, "auto")
+    assert len([w for w in rec if "compile_step" in str(w.message)]) == 1
+    assert h0["loss"] == h1["loss"]
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CaptureError, match="Branchy"):
+        _fit(make, True)
+    with pytest.raises(ValueError, match="capture must be"):
+        _fit(mlp, "yes")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Linear(784, 10),  # one module, no Sequential
+    lambda: nn.Sequential(nn.Linear(784, 30, bias=False), nn.ReLU(), nn.Sequential(nn.Linear(30, 10))),
+])
+def test_single_layers_nested_sequentials_and_no_bias(make):
+    data = batches([(5, 784)] * 5)
+    assert_same(train_run(make, "adam", data, False), train_run(make, "adam", data, True))
+
+
+def test_float64_models_and_zero_grad_between_steps():
+    def make():
+        return mlp(h=9).to(dtype=gpunn.float64)
+
+    rng = np.random.default_rng(5)
+    data = [(gpunn.tensor(rng.standard_normal((6, 784))), gpunn.tensor(rng.integers(0, 10, 6))) for _ in range(5)]
+
+    def before(i, model, opt):
+        opt.zero_grad()  # a habit from the eager loop: the plan then writes into the renewed buffers
+
+    eager = train_run(make, "sgd", data, False, before_step=before)
+    cap = train_run(make, "sgd", data, True, before_step=before)
+    assert cap[0][0].dtype == np.float64
+    assert_same(eager, cap)
+
+
+def test_an_input_that_requires_grad_runs_eagerly_and_a_late_hook_is_refused():
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    step(x, y)
+    xg = x.detach().requires_grad_()
+    step(xg, y)
+    assert xg.grad is not None and xg.grad.shape == x.shape
+    model[0].weight.register_post_accumulate_grad_hook(lambda p: None)
+    with pytest.raises(CaptureError, match="post-accumulate-grad hook"):
+        step(x, y)
+
+
+def test_a_leaky_relu_of_non_positive_slope_stays_unfused_as_in_f_linear():
+    def make():
+        return nn.Sequential(nn.Linear(784, 12), nn.LeakyReLU(-0.5), nn.Linear(12, 10), nn.LeakyReLU(0.0))
+
+    data = batches([(6, 784)] * 6)
+    assert_same(train_run(make, "sgd", data, False), train_run(make, "sgd", data, True))
+
+
+def test_a_module_added_to_the_model_after_recording_is_refused():
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    (x, y), = batches([(4, 784)])
+    step(x, y)
+    step(x, y)
+    model.append(nn.ReLU())
+    with pytest.raises(CaptureError, match="modules of Sequential changed"):
+        step(x, y)
