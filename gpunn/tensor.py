@@ -507,20 +507,8 @@ class Tensor:
         """``.to(device)``, ``.to(dtype)``, ``.to(device, dtype)``, ``.to(other_tensor)``, keywords
         ``device=``/``dtype=``/``copy=``; devices are 'cpu', 'cuda', 'cuda:0', gpunn.device or a backend
         name. Both a dtype change and a device move keep the graph (the result is not a leaf), as in PyTorch."""
-        target, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
         copy = kwargs.pop("copy", False)
-        kwargs.pop("non_blocking", None)
-        if kwargs:
-            raise TypeError(f"to(): unexpected keyword arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, Tensor):
-                target, dtype = a._backend, a.dtype
-            elif a is None:
-                continue
-            elif _is_device_like(a):
-                target = a
-            else:
-                dtype = a
+        target, dtype = parse_to_args(args, kwargs, "to()")
         out = self
         if target is not None:
             be = _backend_of(target)
@@ -724,6 +712,28 @@ class Tensor:
         if self._post_accumulate_hooks:
             for hook in list(self._post_accumulate_hooks.values()):
                 hook(self)
+
+
+def parse_to_args(args: tuple, kwargs: dict, who: str) -> tuple:
+    """(device-like or None, dtype-like or None) from the arguments of ``Tensor.to`` / ``Module.to``:
+    ``(device)``, ``(dtype)``, ``(device, dtype)``, ``(tensor)``, keywords ``device=``/``dtype=``
+    (``non_blocking=`` is accepted and ignored)."""
+    target, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    kwargs.pop("non_blocking", None)
+    if kwargs:
+        raise TypeError(f"{who}: unexpected keyword arguments {sorted(kwargs)}")
+    if len(args) > 2:
+        raise TypeError(f"{who}: expected at most (device, dtype), got {len(args)} arguments")
+    for a in args:
+        if isinstance(a, Tensor):
+            target, dtype = a._backend, a.dtype
+        elif a is None:
+            continue
+        elif _is_device_like(a):
+            target = a
+        else:
+            dtype = a
+    return target, dtype
 
 
 def _modified_message(node, counter, version, t) -> str:

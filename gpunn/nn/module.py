@@ -450,23 +450,9 @@ def _as_backend_array(value, target: Tensor, name: str):
 def _parse_to_args(*args, **kwargs) -> tuple[Backend | None, np.dtype | None]:
     from gpunn.device import backend_of
     from gpunn.dtypes import as_dtype
-    from gpunn.tensor import _is_device_like
+    from gpunn.tensor import parse_to_args
 
-    target, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-    kwargs.pop("non_blocking", None)
-    if kwargs:
-        raise TypeError(f"Module.to: unexpected keyword arguments {sorted(kwargs)}")
-    if len(args) > 2:
-        raise TypeError(f"Module.to: expected at most (device, dtype), got {len(args)} arguments")
-    for a in args:
-        if isinstance(a, Tensor):
-            target, dtype = a._backend, a.dtype
-        elif a is None:
-            continue
-        elif _is_device_like(a):
-            target = a
-        else:
-            dtype = a
+    target, dtype = parse_to_args(args, kwargs, "Module.to")
     be = None if target is None else backend_of(target)
     if dtype is not None:
         try:
