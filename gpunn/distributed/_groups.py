@@ -235,6 +235,7 @@ def abort_job(message: str, group: MPIGroup) -> None:
     try:
         sys.stderr.write(f"gpunn.distributed: rank {group.rank}: {message}; aborting all {group.size} ranks\n")
         sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward what this rank printed before MPI_Abort ends the job
     finally:
         try:
             group.comm.Abort(1)

@@ -22,8 +22,9 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(os.environ.get("GPUNN_KERNEL_EMULATOR") != "1",
                                  reason="counts come from the kernel emulator's CuPy stand-in")]
 # fresh device arrays per MLP step (forward, loss, backward, SGD step), as measured on the emulator when
-# pinned; a change that adds allocations to the step must raise this knowingly
-ALLOC_BUDGET = {"sgd": 28, "adam": 28}
+# pinned; a change that adds allocations to the step must raise this knowingly (28 -> 33: the accuracy
+# metric's NaN flag, so that a NaN output reports a NaN accuracy, accumulated on the device)
+ALLOC_BUDGET = {"sgd": 33, "adam": 33}
 
 
 @pytest.fixture
