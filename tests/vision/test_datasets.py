@@ -209,3 +209,15 @@ def test_download_fetches_only_the_missing_files(server, served, monkeypatch):
     monkeypatch.setattr(datasets.MNIST, "mirrors", [f"{server}/good/"])
     datasets.MNIST(root, download=True)
     assert not (raw / (STEMS[0] + ".gz")).exists() and (raw / (STEMS[1] + ".gz")).exists()
+
+
+def test_cli_trains_on_mnist_from_data_folder(root, tmp_path, capsys):
+    from gpunn import cli
+
+    path, _ = root
+    code = cli.main(["train", "--dataset", "mnist", "--data", str(path), "--model", "softmax", "--epochs", "1",
+                     "--batch-size", "8", "--out", str(tmp_path / "run"), "--quiet", "--backend", "numpy"])
+    assert code == 0, capsys.readouterr().err
+    code = cli.main(["train", "--dataset", "fashion-mnist", "--data", str(path), "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Dataset not found" in err and "--download" in err
