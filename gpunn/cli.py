@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,info}")
     t = sub.add_parser("train", help="train a model and write checkpoint.npz, model.npz, history.csv and history.png",
                        formatter_class=_HelpFormatter)
-    t.add_argument("--dataset", default="mnist-sample", help="mnist-sample, digits, mnist or fashion-mnist (in --data), "
-                   "or idx:DIR")
+    t.add_argument("--dataset", default="mnist-sample",
+                   help="mnist-sample, digits, mnist or fashion-mnist (in --data), or idx:DIR")
     t.add_argument("--data", default="data", help="root folder of --dataset mnist / fashion-mnist (files in "
                    "DATA/MNIST/raw or DATA/FashionMNIST/raw)")
     t.add_argument("--download", action="store_true", help="fetch missing mnist / fashion-mnist files from the "
