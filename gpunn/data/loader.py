@@ -30,7 +30,7 @@ import numpy as np
 
 from gpunn.backend import backend_for, get_backend
 from gpunn.data.collate import default_collate, default_convert
-from gpunn.data.dataset import IterableDataset, TensorDataset, _check_lengths, _host_or_device
+from gpunn.data.dataset import IterableDataset, Subset, TensorDataset, _check_lengths, _host_or_device
 from gpunn.data.sampler import BatchSampler, RandomSampler, SequentialSampler, shuffle_order
 from gpunn.data.transforms import Transform
 from gpunn.tensor import Tensor
@@ -66,6 +66,13 @@ def _array_source(dataset):
         return arrays, None, True, tuple
     if isinstance(dataset, (Tensor, np.ndarray)) or type(dataset).__module__.startswith("cupy"):
         return (_host_or_device(dataset, "DataLoader", 0),), None, False, None
+    if isinstance(dataset, Subset):  # e.g. from random_split: the inner arrays, gathered once
+        inner = _array_source(dataset.dataset)
+        if inner is None or inner[3] is not list:
+            return None
+        arrays, transform, convert, container = inner
+        idx = np.asarray(dataset.indices, dtype=np.int64).reshape(-1)
+        return tuple(_take(a, idx) for a in arrays), transform, convert, container
     offer = getattr(dataset, "_batch_source", None)
     if callable(offer):
         found = offer()
@@ -73,6 +80,17 @@ def _array_source(dataset):
             arrays, transform = found
             return tuple(arrays), transform, False, list
     return None
+
+
+def _take(a, idx: np.ndarray):
+    """Rows ``idx`` of an array or Tensor, on its own backend (a Tensor stays a Tensor)."""
+    if isinstance(a, Tensor):
+        return Tensor._wrap(a._data[a._backend.asarray(idx)], a._backend)
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+
+        return a[cupy.asarray(idx)]
+    return a[idx]
 
 
 def _check_flag(value, name: str) -> None:
@@ -194,7 +212,7 @@ class DataLoader:
             raise ValueError("DataLoader: the data set is empty (0 samples)")
         if self.generator is not None and self.shuffle and sampler is None:
             sampler, self.shuffle = RandomSampler(range(n), generator=self.generator), False
-        if self.drop_last and self.batch_size > (n if sampler is None else len(sampler)):
+        if self.drop_last and self.batch_size > (n if sampler is None else getattr(sampler, "__len__", lambda: n)()):
             raise ValueError(f"DataLoader: batch_size={self.batch_size} is larger than the {n} samples and "
                              "drop_last=True, so no batch would ever be produced")
         be = self.backend

@@ -244,3 +244,20 @@ def test_pytorch_import_paths():
     assert dist_mod.DistributedSampler is gpunn.data.DistributedSampler
     s = dist_mod.DistributedSampler(range(10), num_replicas=2, rank=1, shuffle=False)
     assert list(s) == [1, 3, 5, 7, 9] and isinstance(s, gdata.Sampler)
+
+
+def test_random_split_subsets_take_the_fast_path_with_the_same_batches():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((30, 4)).astype(np.float32)
+    y = rng.integers(0, 5, 30)
+    train, val = gdata.random_split(gdata.TensorDataset(gpunn.tensor(X), gpunn.tensor(y)), [0.7, 0.3],
+                                    generator=gpunn.Generator().manual_seed(0))
+    fast = gdata.DataLoader(val, batch_size=4)
+    items = gdata.DataLoader(val, batch_size=4, collate_fn=gdata.default_collate)
+    assert fast._fast and len(fast) == len(items) == 3 and len(fast.dataset) == 9
+    for (xa, ya), (xb, yb) in zip(fast, items):
+        np.testing.assert_array_equal(xa.numpy(), xb.numpy())
+        np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in fast]), y[val.indices])
+    with pytest.raises(IndexError):
+        gdata.DataLoader(gdata.Subset(gdata.TensorDataset(gpunn.tensor(X)), [0, 99]), batch_size=2)
