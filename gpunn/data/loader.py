@@ -135,7 +135,8 @@ class DataLoader:
         self._check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
                                        or batch_size < 1):
-            raise ValueError(f"DataLoader: batch_size must be a positive int or None, got {batch_size!r}")
+            raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size!r} "
+                             "(DataLoader: batch_size must be a positive int or None)")
         bad_seed = isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
         if seed is not None and bad_seed:
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")

@@ -213,6 +213,7 @@ class _TorchStream(tdata.IterableDataset):
     (dict(prefetch_factor=2), "prefetch_factor option could only be specified"),
     (dict(persistent_workers=True), "persistent_workers option needs num_workers > 0"),
     (dict(timeout=-1), "timeout option should be non-negative"),
+    (dict(batch_size=0), "batch_size should be a positive integer value, but got batch_size=0"),
 ])
 def test_argument_errors_match_pytorch(kwargs, message):
     ds = Items(gpunn, 4)
