@@ -51,7 +51,6 @@ def _to_backend(a, be):
     return be.asarray(np.asarray(a))
 
 
-
 def _array_source(dataset):
     """``(arrays, transform, convert, container)`` when ``dataset`` can be batched by slicing, else None.
 
