@@ -34,9 +34,11 @@ class Generator:
     """A random-number generator object (``torch.Generator``): ``Generator().manual_seed(42)``. Samplers
     and ``random_split`` draw from it instead of the global generator. Only host (CPU) generation."""
 
+    DEFAULT_SEED = 67280421310721  # a new generator's seed, fixed as in PyTorch (call seed() for a fresh one)
+
     def __init__(self, device="cpu") -> None:
         self.device = device
-        self.manual_seed(int(np.random.SeedSequence().entropy % (2**63)))
+        self.manual_seed(self.DEFAULT_SEED)
 
     def manual_seed(self, seed) -> Generator:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):

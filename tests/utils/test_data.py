@@ -262,3 +262,20 @@ def test_random_split_subsets_take_the_fast_path_with_the_same_batches():
     np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in fast]), y[val.indices])
     with pytest.raises(IndexError):
         gdata.DataLoader(gdata.Subset(gdata.TensorDataset(gpunn.tensor(X)), [0, 99]), batch_size=2)
+
+
+def test_generator_is_deterministic_like_pytorchs():
+    assert gpunn.Generator().initial_seed() == torch.Generator().initial_seed()
+    a = gdata.random_split(range(20), [10, 10], generator=gpunn.Generator())
+    b = gdata.random_split(range(20), [10, 10], generator=gpunn.Generator())
+    assert list(a[0]) == list(b[0])
+    g = gpunn.Generator()
+    assert g.manual_seed(3) is g and g.initial_seed() == 3
+    state = g.get_state()
+    first = list(gdata.RandomSampler(range(8), generator=g))
+    g.set_state(state)
+    assert list(gdata.RandomSampler(range(8), generator=g)) == first
+    with pytest.raises(TypeError, match="seed must be an int"):
+        g.manual_seed(1.5)
+    with pytest.raises(TypeError, match="generator must be a gpunn.Generator"):
+        list(gdata.RandomSampler(range(3), generator=torch.Generator()))
