@@ -187,7 +187,7 @@ class DataLoader:
         else:
             self._init_items(dataset, sampler, batch_sampler, transform)
         if augment is None:
-            augment = self.shuffle or bool(getattr(sampler, "shuffle", False))
+            augment = bool(shuffle) or bool(getattr(sampler, "shuffle", False))
         self.augment = bool(augment)
 
     @staticmethod

@@ -279,3 +279,14 @@ def test_generator_is_deterministic_like_pytorchs():
         g.manual_seed(1.5)
     with pytest.raises(TypeError, match="generator must be a gpunn.Generator"):
         list(gdata.RandomSampler(range(3), generator=torch.Generator()))
+
+
+def test_a_generator_keeps_augmentation_on():
+    from gpunn.data import transforms as batch_transforms
+
+    X = np.arange(32, dtype=np.float32).reshape(2, 16)
+    loader = gdata.DataLoader((X, np.arange(2)), batch_size=2, shuffle=True, generator=gpunn.Generator(),
+                              transform=batch_transforms.GaussianNoise(1.0))
+    assert loader.augment
+    xb, _ = next(iter(loader))
+    assert not np.array_equal(np.sort(xb.numpy().ravel()), X.ravel())  # noise was added
