@@ -213,6 +213,10 @@ def __getattr__(name):
         from gpunn.autograd import gradcheck
 
         return gradcheck
+    if name == "Generator":
+        from gpunn.data.sampler import Generator
+
+        return Generator
     if name in ("save", "load"):
         from gpunn import checkpoint
 

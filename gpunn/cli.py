@@ -52,7 +52,8 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-DATASETS = ("mnist-sample", "digits", "idx:DIR")
+DATASETS = ("mnist-sample", "digits", "mnist", "fashion-mnist", "idx:DIR")
+VISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # --dataset -> gpunn.vision.datasets class
 MODELS = ("mlp", "cnn", "softmax", "svm")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -65,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,info}")
     t = sub.add_parser("train", help="train a model and write checkpoint.npz, model.npz, history.csv and history.png",
                        formatter_class=_HelpFormatter)
-    t.add_argument("--dataset", default="mnist-sample", help="mnist-sample, digits, or idx:DIR (MNIST IDX files)")
+    t.add_argument("--dataset", default="mnist-sample",
+                   help="mnist-sample, digits, mnist or fashion-mnist (in --data), or idx:DIR")
+    t.add_argument("--data", default="data", help="root folder of --dataset mnist / fashion-mnist (files in "
+                   "DATA/MNIST/raw or DATA/FashionMNIST/raw)")
+    t.add_argument("--download", action="store_true", help="fetch missing mnist / fashion-mnist files from the "
+                   "standard mirrors (default: off, nothing touches the network)")
     t.add_argument("--model", default="mlp", help=f"one of {', '.join(MODELS)}")
     t.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZERS)}")
     t.add_argument("--epochs", type=int, default=15, help="epochs to train (with --resume: the total, counting "
@@ -95,9 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------
 # data and models
 # ------------------------------------------------------------------------------------------------
-def load_dataset(name: str, seed: int, image: bool):
+def _load_vision(name: str, root: str, download: bool, image: bool):
+    """The full MNIST / Fashion-MNIST through gpunn.vision (torchvision's layout under ``root``)."""
+    import numpy as np
+
+    from gpunn import data
+    from gpunn.vision import datasets
+
+    cls = getattr(datasets, VISION[name])
+    try:
+        train, test = cls(root, train=True, download=download), cls(root, train=False, download=download)
+    except RuntimeError as exc:
+        hint = "" if download else " (or pass --download)"
+        raise UserError(f"--dataset {name}: {exc}{hint}") from None
+
+    def images(ds):
+        X = ds.data.numpy().astype(np.float32) / np.float32(255.0)
+        return X.reshape(len(X), 1, *X.shape[1:]) if image else X.reshape(len(X), -1)
+
+    return data.DatasetSplit(images(train), train.targets.numpy(), images(test), test.targets.numpy(),
+                             num_classes=len(train.classes), image_shape=(1, *train.data.shape[1:]), name=name)
+
+
+def load_dataset(name: str, seed: int, image: bool, root: str = "data", download: bool = False):
     from gpunn import data
 
+    if name in VISION:
+        return _load_vision(name, root, download, image)
     try:
         if name == "mnist-sample":
             return data.load_mnist_sample(flatten=not image, seed=seed)
@@ -181,7 +211,7 @@ def _check_args(args) -> None:
         raise UserError(f"--model: unknown model {args.model!r}; choose from {', '.join(MODELS)}")
     if args.optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer: unknown optimizer {args.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if not (args.dataset in ("mnist-sample", "digits") or args.dataset.startswith("idx:")):
+    if not (args.dataset in ("mnist-sample", "digits", *VISION) or args.dataset.startswith("idx:")):
         raise UserError(f"--dataset: unknown data set {args.dataset!r}; choose from {', '.join(DATASETS)}")
     if args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
@@ -257,7 +287,7 @@ def cmd_train(args, argv=()) -> int:
         raise UserError(str(exc)) from None
     gpunn.manual_seed(args.seed)
     image = args.model == "cnn"
-    ds = load_dataset(args.dataset, args.seed, image)
+    ds = load_dataset(args.dataset, args.seed, image, args.data, args.download)
     X, y = ds.X_train, ds.y_train
     if args.val_fraction > 0:
         X, X_val, y, y_val = train_test_split(X, y, test_size=args.val_fraction, seed=args.seed, stratify=True)

@@ -10,6 +10,8 @@ gpunn.data sits below gpunn.train and never imports it (k-fold training is ``gpu
 """
 
 from gpunn.data import transforms
+from gpunn.data.collate import default_collate
+from gpunn.data.dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
 from gpunn.data.datasets import (
     DatasetSplit,
     load_digits,
@@ -18,8 +20,16 @@ from gpunn.data.datasets import (
     read_idx,
     write_idx,
 )
-from gpunn.data.loader import DataLoader, TensorDataset
-from gpunn.data.sampler import DistributedSampler
+from gpunn.data.loader import DataLoader
+from gpunn.data.sampler import (
+    BatchSampler,
+    DistributedSampler,
+    Generator,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 from gpunn.data.split import KFold, StratifiedKFold, train_test_split, train_val_test_split
 
 __all__ = [
@@ -32,6 +42,18 @@ __all__ = [
     "DataLoader",
     "TensorDataset",
     "DistributedSampler",
+    "Dataset",
+    "IterableDataset",
+    "Subset",
+    "ConcatDataset",
+    "random_split",
+    "default_collate",
+    "Generator",
+    "SequentialSampler",
+    "RandomSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+    "BatchSampler",
     "transforms",
     "train_test_split",
     "train_val_test_split",

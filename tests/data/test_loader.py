@@ -168,7 +168,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="larger than the 10 samples and drop_last=True"):
         DataLoader((X, y), batch_size=11, drop_last=True)
     with pytest.raises(TypeError, match="tuple of arrays"):
-        DataLoader(X, batch_size=2)
+        DataLoader(3, batch_size=2)
     with pytest.raises(TypeError, match="callable"):
         DataLoader((X, y), transform=3)
 

@@ -97,7 +97,7 @@ def test_loader_sampler_errors():
     X = np.zeros((5, 2), np.float32)
     with pytest.raises(ValueError, match="mutually exclusive with shuffle"):
         DataLoader((X,), batch_size=2, shuffle=True, sampler=[0, 1])
-    with pytest.raises(TypeError, match="iterable with a length"):
+    with pytest.raises(TypeError, match="sampler must be iterable"):
         DataLoader((X,), batch_size=2, sampler=3)
     with pytest.raises(IndexError, match="index 7 for a data set of 5"):
         list(DataLoader((X,), batch_size=2, sampler=[0, 7]))
