@@ -148,3 +148,12 @@ class Backend:
 
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, **hyper):
         reference.adam_step(self.xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
+
+    def adagrad_step(self, param, grad, state_sum, **hyper):
+        reference.adagrad_step(self.xp, param, grad, state_sum, **hyper)
+
+    def adadelta_step(self, param, grad, square_avg, acc_delta, **hyper):
+        reference.adadelta_step(self.xp, param, grad, square_avg, acc_delta, **hyper)
+
+    def rmsprop_step(self, param, grad, square_avg, momentum_buf=None, grad_avg=None, **hyper):
+        reference.rmsprop_step(self.xp, param, grad, square_avg, momentum_buf, grad_avg, **hyper)
