@@ -14,7 +14,18 @@ import numpy as np
 from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
 from gpunn.dtypes import _is_float
 from gpunn.grad_mode import is_grad_enabled
-from gpunn.ops.pointwise import _implicit_dim, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
+from gpunn.ops.pointwise import (  # noqa: F401
+    _implicit_dim,
+    elu,
+    gelu,
+    leaky_relu,
+    log_softmax,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    tanh,
+)
 from gpunn.ops.shape import flatten, where
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
@@ -716,3 +727,140 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> 
     if reduction == "batchmean":
         return pointwise.sum() / (input.shape[0] if input.ndim else 1)
     return _reduce(pointwise, reduction)
+
+
+# ------------------------------------------------------------------------------------------------
+# batch normalization, channel dropout, adaptive average pooling (issue 10)
+# ------------------------------------------------------------------------------------------------
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,  # noqa: A002
+               momentum: float | None = 0.1, eps: float = 1e-5) -> Tensor:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel (axis 1) of x (N, C, *).
+
+    ``training``: mean and biased var of this batch (over every axis but 1), and the running stats (if
+    given) move toward them in place: ``r = (1 - momentum) r + momentum * batch`` with the unbiased var
+    (``nn.BatchNorm*`` with ``momentum=None`` passes 1 / num_batches_tracked: a cumulative average).
+    Otherwise the running stats normalize. Backward: dx = inv_std / M * (M dxhat - sum dxhat - xhat sum(dxhat xhat))."""
+    x_t = _float_tensor(input, "batch_norm")
+    if x_t.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of at least 2 dimensions (N, C, ...), got shape {x_t.shape}")
+    c = x_t.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None:
+            _check_same_backend(x_t, _tensor(t, "batch_norm", name), "batch_norm")
+            if t.shape != (c,):
+                raise ValueError(f"batch_norm: {name} must have shape ({c},) for an input with {c} channels, "
+                                 f"got {t.shape}")
+    xp = x_t._backend.xp
+    x = x_t._data
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, c) + (1,) * (x.ndim - 2)
+    m = x.size // c if c else 0
+    if training:
+        if m <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x_t.shape}")
+        mean = x.mean(axis=axes, dtype=xp.float64 if x.dtype == np.float16 else None)
+        var = ((x - mean.reshape(bshape).astype(x.dtype)) ** 2).mean(axis=axes)
+        if running_mean is not None and running_var is not None:
+            if momentum is None:
+                raise ValueError("batch_norm: momentum must be a number (nn.BatchNorm's momentum=None passes "
+                                 "the cumulative-average factor 1 / num_batches_tracked)")
+            f = float(momentum)
+            rm, rv = running_mean._data, running_var._data
+            rm[...] = (1 - f) * rm + f * mean.astype(rm.dtype)
+            rv[...] = (1 - f) * rv + f * (var * (m / (m - 1))).astype(rv.dtype)
+            running_mean._bump_version("batch_norm")
+            running_var._bump_version("batch_norm")
+        mean, var = mean.astype(x.dtype, copy=False), var.astype(x.dtype, copy=False)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
+        mean, var = running_mean._data.astype(x.dtype), running_var._data.astype(x.dtype)
+    inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
+    xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
+    out = xhat
+    if weight is not None:
+        out = out * weight._data.reshape(bshape)
+    if bias is not None:
+        out = out + bias._data.reshape(bshape)
+    parents = tuple(t for t in (x_t, weight, bias) if t is not None)
+
+    def backward(g):
+        dxhat = g * weight._data.reshape(bshape) if weight is not None else g
+        if training:
+            s1 = dxhat.sum(axis=axes).reshape(bshape)
+            s2 = (dxhat * xhat).sum(axis=axes).reshape(bshape)
+            dx = inv_std.reshape(bshape) / m * (m * dxhat - s1 - xhat * s2)
+        else:
+            dx = dxhat * inv_std.reshape(bshape)
+        grads = [dx]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=axes))
+        if bias is not None:
+            grads.append(g.sum(axis=axes))
+        return tuple(grads)
+
+    return x_t._result(out.astype(x.dtype, copy=False), parents, backward, "NativeBatchNormBackward0",
+                       saved=tuple(t for t in (x_t, weight) if t is not None))
+
+
+def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
+    """Zero whole channels with probability ``p`` and scale the rest by 1/(1-p): x (N, C, H, W) times a
+    mask (N, C, 1, 1); a 3-D input is one unbatched (C, H, W) sample, as in PyTorch. Identity in eval."""
+    x_t = _float_tensor(input, "dropout2d")
+    if isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout2d(): p (drop probability) must be in [0, 1], got {p}")
+    if x_t.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape {x_t.shape}")
+    if not training or p == 0.0:
+        return x_t
+    be = x_t._backend
+    mshape = x_t.shape[:-2] + (1, 1)
+    if p == 1.0:
+        mask = be.xp.zeros(mshape, dtype=x_t.dtype)
+    else:
+        u = be.rand(mshape, np.float32 if x_t.dtype.itemsize < 4 else x_t.dtype)
+        mask = (u >= u.dtype.type(p)).astype(x_t.dtype) * x_t.dtype.type(1.0 / (1.0 - p))
+    out = x_t._data * mask
+    return x_t._result(out, (x_t,), lambda g: (g * mask,), "MulBackward0", saved=())
+
+
+def _adaptive_matrix(xp, size: int, out: int, dtype):
+    """(out, size) averaging matrix: row i averages x[floor(i size / out) : ceil((i + 1) size / out)]."""
+    a = np.zeros((out, size), dtype=np.float64)
+    for i in range(out):
+        lo, hi = (i * size) // out, -((-(i + 1) * size) // out)
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return xp.asarray(a.astype(dtype))
+
+
+def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
+    """Average over PyTorch's adaptive windows: output cell (i, j) averages rows floor(i H / OH) to
+    ceil((i + 1) H / OH) and the same for columns. x (N, C, H, W) or (C, H, W) -> (..., OH, OW);
+    ``output_size`` an int or a pair, None keeping that input size. Computed as A_h @ x @ A_w^T."""
+    x_t = _float_tensor(input, "adaptive_avg_pool2d")
+    if x_t.ndim not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d: expected a 3-D or 4-D input, got shape {x_t.shape}")
+    h, w = x_t.shape[-2:]
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
+        output_size = (output_size, output_size)
+    output_size = tuple(output_size)
+    if len(output_size) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size}")
+    oh, ow = (size if o is None else o for o, size in zip(output_size, (h, w)))
+    if isinstance(oh, bool) or isinstance(ow, bool) or not isinstance(oh, int) or not isinstance(ow, int) \
+            or oh < 1 or ow < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive ints (or None), got {output_size}")
+    if h == 0 or w == 0:
+        raise ValueError(f"adaptive_avg_pool2d: the input's spatial size must be non-empty, got shape {x_t.shape}")
+    xp = x_t._backend.xp
+    ah, aw = _adaptive_matrix(xp, h, oh, x_t.dtype), _adaptive_matrix(xp, w, ow, x_t.dtype)
+    out = ah @ x_t._data @ aw.T
+
+    def backward(g):
+        return (ah.T @ g @ aw,)
+
+    return x_t._result(out, (x_t,), backward, "AdaptiveAvgPool2DBackward0", saved=())
+
+
+__all__ += ["batch_norm", "dropout2d", "adaptive_avg_pool2d", "elu", "gelu", "softplus"]

@@ -1,11 +1,11 @@
-"""``MaxPool2d`` and ``AvgPool2d`` over NCHW inputs."""
+"""``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` over NCHW inputs."""
 
 from __future__ import annotations
 
 import gpunn.nn.functional as F
 from gpunn.nn.module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 
 
 class _Pool2d(Module):
@@ -38,3 +38,21 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, input):  # noqa: A002
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size (an int, or a pair whose None entries keep the input's size):
+    (N, C, H, W) -> (N, C, OH, OW) over PyTorch's adaptive windows.
+    >>> nn.AdaptiveAvgPool2d((1, 1))(gpunn.randn(2, 8, 7, 5)).shape
+    (2, 8, 1, 1)
+    """
+
+    def __init__(self, output_size) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):  # noqa: A002
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
