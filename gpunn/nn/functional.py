@@ -26,7 +26,7 @@ from gpunn.ops.pointwise import (  # noqa: F401
     softplus,
     tanh,
 )
-from gpunn.ops.shape import flatten, where
+from gpunn.ops.shape import cat, flatten, where
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 __all__ = [
@@ -215,9 +215,10 @@ def _tap_span(k: int, stride: int, pad: int, size: int, out: int) -> tuple[slice
     return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1 if hi > lo else start, stride)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A002
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:  # noqa: A002
     """2-D cross-correlation.  x: (N, C, H, W), W: (OC, C, KH, KW), b: (OC,) -> (N, OC, OH, OW),
     OH = (H + 2 ph - KH) // sh + 1.  Computed as im2col (one strided slice per tap) + one GEMM.
+    ``dilation`` and ``groups`` are composed from this plain convolution (see _conv2d_dilated_grouped).
 
     The columns are channel-major, ``cols[c, i, j, n, oh, ow] = x[n, c, oh sh + i - ph, ow sw + j - pw]``
     (0 in the padding), so the whole batch is one GEMM ``W (OC, C KH KW) @ cols (C KH KW, N OH OW)``; the
@@ -225,6 +226,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0) -> Tensor:  # noqa: A0
     _float_tensor(input, "conv2d")
     _float_tensor(weight, "conv2d", "weight")
     _check_same_backend(input, weight, "conv2d")
+    if groups != 1 or _pair(dilation, "dilation", "conv2d") != (1, 1):
+        return _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, groups)
     x_t, unbatched = _as_batched_4d(input, "conv2d")
     if weight.ndim != 4:
         raise ValueError(f"conv2d(): weight must be 4-D (out_channels, in_channels, kH, kW), got {weight.shape}")
@@ -380,13 +383,18 @@ def _pool_geometry(x_t, kernel_size, stride, padding, fname):
     return kh, kw, sh, sw, ph, pw, oh, ow
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A002
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,  # noqa: A002
+               return_indices: bool = False) -> Tensor:
     """Max over each window; the gradient goes to the (first) maximal element of each window.
+    ``ceil_mode`` (PyTorch's last partial windows) is composed from this plain pooling (_pool_ceil_mode).
 
     A running maximum over the KH*KW taps (strided views of the padded input); when a gradient will be
     needed, ``arg`` (int8) records which tap won each window -- the first maximal one, as np.argmax and
     PyTorch choose -- and backward routes the gradient through it."""
     _float_tensor(input, "max_pool2d")
+    _pool_unsupported("max_pool2d", dilation, return_indices)
+    if ceil_mode:
+        return _pool_ceil_mode(max_pool2d, input, kernel_size, stride, padding, "max_pool2d")
     x_t, unbatched = _as_batched_4d(input, "max_pool2d")
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "max_pool2d")
     be = input._backend
@@ -434,9 +442,15 @@ def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A
     return input._result(out, (input,), backward, "MaxPool2DBackward")
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> Tensor:  # noqa: A002
-    """Mean over each window (zero padding counted in the divisor unless count_include_pad=False)."""
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,  # noqa: A002
+               count_include_pad: bool = True, divisor_override=None) -> Tensor:
+    """Mean over each window (zero padding counted in the divisor unless count_include_pad=False).
+    ``ceil_mode`` (PyTorch's last partial windows) is composed from this plain pooling (_pool_ceil_mode)."""
     _float_tensor(input, "avg_pool2d")
+    if divisor_override is not None:
+        raise NotImplementedError("avg_pool2d(): divisor_override is not supported")
+    if ceil_mode:
+        return _pool_ceil_mode(avg_pool2d, input, kernel_size, stride, padding, "avg_pool2d", count_include_pad)
     x_t, unbatched = _as_batched_4d(input, "avg_pool2d")
     kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, "avg_pool2d")
     xp = input._backend.xp
@@ -464,6 +478,102 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad: bo
         return (dx[0] if unbatched else dx,)
 
     return input._result(out, (input,), backward, "AvgPool2DBackward")
+
+
+# ------------------------------------------------------------------------------------------------
+# conv dilation/groups and pool ceil_mode, composed from the plain ops above (so they work on every
+# backend, kernels or not): a dilated kernel is the kernel with zeros between its taps; a grouped conv
+# is one conv per group of channels; ceil_mode pads the bottom/right edge so the last partial window exists
+# ------------------------------------------------------------------------------------------------
+def _dilate_kernel(weight: Tensor, dh: int, dw: int) -> Tensor:
+    """(OC, C, KH, KW) -> (OC, C, (KH-1) dh + 1, (KW-1) dw + 1) with the taps at multiples of the dilation
+    and zeros between; backward reads the gradient back at the taps."""
+    xp = weight._backend.xp
+    oc, c, kh, kw = weight.shape
+    out = xp.zeros((oc, c, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=weight.dtype)
+    out[:, :, ::dh, ::dw] = weight._data
+    return weight._result(out, (weight,), lambda g: (xp.ascontiguousarray(g[:, :, ::dh, ::dw]),), "DilateBackward",
+                          saved=())
+
+
+def _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, groups) -> Tensor:  # noqa: A002
+    """conv2d with ``dilation`` (h, w) >= 1 and ``groups`` dividing both channel counts: input channels
+    [g C/G, (g+1) C/G) meet weight rows [g OC/G, (g+1) OC/G), whose second axis is C/G."""
+    dh, dw = _pair(dilation, "dilation", "conv2d")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"conv2d(): dilation must be >= 1, got {dilation}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d(): groups must be a positive int, got {groups!r}")
+    if weight.ndim != 4 or input.ndim not in (3, 4):
+        raise ValueError(f"conv2d(): expected a 3-D or 4-D input and a 4-D weight, got {input.shape} and "
+                         f"{weight.shape}")
+    c, oc, wc = input.shape[-3], weight.shape[0], weight.shape[1]
+    if c % groups or oc % groups:
+        raise ValueError(f"conv2d(): groups={groups} must divide the input channels ({c}) and the output channels "
+                         f"({oc})")
+    if wc * groups != c:
+        raise ValueError(f"conv2d(): input has {c} channels but weight {weight.shape} with groups={groups} expects "
+                         f"{wc * groups}")
+    w_eff = _dilate_kernel(weight, dh, dw) if (dh, dw) != (1, 1) else weight
+    if groups == 1:
+        return conv2d(input, w_eff, bias, stride, padding)
+    og = oc // groups
+    outs = [conv2d(input[..., g * wc:(g + 1) * wc, :, :], w_eff[g * og:(g + 1) * og],
+                   None if bias is None else bias[g * og:(g + 1) * og], stride, padding) for g in range(groups)]
+    return cat(outs, dim=-3)
+
+
+def _pad_bottom_right(x: Tensor, eh: int, ew: int, value: float) -> Tensor:
+    """x (..., H, W) with ``eh`` rows and ``ew`` columns of ``value`` added at the bottom and right."""
+    xp = x._backend.xp
+    h, w = x.shape[-2:]
+    out = xp.full(x.shape[:-2] + (h + eh, w + ew), value, dtype=x.dtype)
+    out[..., :h, :w] = x._data
+    return x._result(out, (x,), lambda g: (xp.ascontiguousarray(g[..., :h, :w]),), "ConstantPadNdBackward0",
+                     saved=())
+
+
+def _ceil_out(size: int, k: int, s: int, p: int) -> int:
+    """PyTorch's ceil_mode output size: ceil((size + 2p - k) / s) + 1, less one if the last window would
+    start in the right padding."""
+    out = -(-(size + 2 * p - k) // s) + 1
+    if (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool_unsupported(fname: str, dilation, return_indices) -> None:
+    if _pair(dilation, "dilation", fname) != (1, 1):
+        raise NotImplementedError(f"{fname}(): dilation other than 1 is not supported")
+    if return_indices:
+        raise NotImplementedError(f"{fname}(): return_indices=True is not supported")
+
+
+def _pool_ceil_mode(pool, input, kernel_size, stride, padding, fname, count_include_pad=True) -> Tensor:  # noqa: A002
+    """``pool`` (max_pool2d or avg_pool2d) with ceil_mode: the input padded at the bottom/right (-inf for max,
+    0 for avg) until the last partial window fits, then the plain pool; avg's divisor counts, as PyTorch's
+    does, the window's cells inside the padded input (count_include_pad) or inside the input."""
+    x_t, _ = _as_batched_4d(input, fname)
+    kh, kw, sh, sw, ph, pw, _, _ = _pool_geometry(x_t, kernel_size, stride, padding, fname)
+    h, w = x_t.shape[2:]
+    oh, ow = _ceil_out(h, kh, sh, ph), _ceil_out(w, kw, sw, pw)
+    eh, ew = max(0, (oh - 1) * sh + kh - (h + 2 * ph)), max(0, (ow - 1) * sw + kw - (w + 2 * pw))
+    is_max = pool is max_pool2d
+    x_ext = _pad_bottom_right(input, eh, ew, -math.inf if is_max else 0.0)
+    if is_max:
+        return pool(x_ext, (kh, kw), (sh, sw), (ph, pw))
+    out = pool(x_ext, (kh, kw), (sh, sw), (ph, pw), count_include_pad=True)  # sum / (kh kw)
+
+    def counts(size, k, s, p, n_out, include_pad):  # per output index: the cells PyTorch divides by
+        start = np.arange(n_out) * s - p
+        end = np.minimum(start + k, size + p)
+        if include_pad:
+            return end - start
+        return np.minimum(end, size) - np.maximum(start, 0)
+
+    div = np.outer(counts(h, kh, sh, ph, oh, count_include_pad), counts(w, kw, sw, pw, ow, count_include_pad))
+    scale = Tensor._wrap(x_t._backend.asarray((kh * kw / div).astype(x_t.dtype)), x_t._backend)
+    return out * scale
 
 
 # ------------------------------------------------------------------------------------------------

@@ -198,3 +198,73 @@ def test_module_dict():
         d.update([("a",)])
     del d["conv"]
     assert list(d) == ["head", "bn"]
+
+
+# ------------------------------------------------------------------------------------------------
+# conv dilation / groups, pool ceil_mode
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", [
+    dict(dilation=2), dict(dilation=(2, 3), padding=2, stride=2), dict(groups=3), dict(groups=6, stride=(2, 1)),
+    dict(groups=3, dilation=2, padding=1), dict(groups=2, bias=False, padding=(0, 2)),
+], ids=str)
+def test_conv2d_dilation_groups_parity(rng, dtype, cfg):
+    cfg = dict(cfg)
+    use_bias = cfg.pop("bias", True)
+    groups = cfg.get("groups", 1)
+    x, w, b = randn(rng, 2, 6, 11, 9), randn(rng, 12, 6 // groups, 3, 2), randn(rng, 12)
+    if use_bias:
+        parity(rng, lambda L, x, w, b: L.nn.functional.conv2d(x, w, b, **cfg), [x, w, b], dtype)
+    else:
+        parity(rng, lambda L, x, w: L.nn.functional.conv2d(x, w, **cfg), [x, w], dtype)
+
+
+def test_conv2d_module_groups_dilation_state_dict_matches_torch(rng):
+    ours = nn.Conv2d(4, 8, 3, stride=1, padding=2, dilation=2, groups=2)
+    theirs = torch.nn.Conv2d(4, 8, 3, stride=1, padding=2, dilation=2, groups=2)
+    assert ours.weight.shape == tuple(theirs.weight.shape) == (8, 2, 3, 3)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = randn(rng, 2, 4, 9, 9)
+    np.testing.assert_allclose(ours(gpunn.tensor(x)).detach().numpy(), theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert repr(ours) == repr(theirs)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv2d(4, 6, 3, groups=4)
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        F.conv2d(gpunn.tensor(randn(rng, 1, 4, 5, 5)), gpunn.tensor(randn(rng, 6, 2, 3, 3)), groups=3)
+    with pytest.raises(ValueError, match="expects 9"):
+        F.conv2d(gpunn.tensor(randn(rng, 1, 6, 5, 5)), gpunn.tensor(randn(rng, 6, 3, 3, 3)), groups=3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op,cfg", [
+    ("max", dict(kernel_size=2)), ("max", dict(kernel_size=3, stride=2)),
+    ("max", dict(kernel_size=3, stride=2, padding=1)), ("max", dict(kernel_size=(2, 3), stride=(3, 2))),
+    ("avg", dict(kernel_size=2)), ("avg", dict(kernel_size=3, stride=2, padding=1)),
+    ("avg", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ("avg", dict(kernel_size=(2, 3), stride=(3, 2))),
+], ids=str)
+def test_pool_ceil_mode_parity(rng, dtype, op, cfg):
+    fn = "max_pool2d" if op == "max" else "avg_pool2d"
+    grew = False
+    for shape in [(2, 3, 9, 7), (3, 10, 11)]:
+        out = parity(rng, lambda L, x: getattr(L.nn.functional, fn)(x, ceil_mode=True, **cfg), [randn(rng, *shape)],
+                     dtype)
+        grew |= out.shape[-2:] != getattr(torch.nn.functional, fn)(torch.zeros(shape), **cfg).shape[-2:]
+    assert grew  # the cases really have a last partial window
+
+
+def test_pool_modules_ceil_mode_and_unsupported_options(rng):
+    x = randn(rng, 1, 2, 7, 7)
+    for ours, theirs in [(nn.MaxPool2d(2, ceil_mode=True), torch.nn.MaxPool2d(2, ceil_mode=True)),
+                         (nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+                          torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False))]:
+        got, want = ours(gpunn.tensor(x)).numpy(), theirs(torch.from_numpy(x)).numpy()
+        assert got.shape == want.shape == (1, 2, 4, 4)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="return_indices"):
+        nn.MaxPool2d(2, return_indices=True)
+    with pytest.raises(NotImplementedError, match="dilation"):
+        F.max_pool2d(gpunn.tensor(x), 2, dilation=2)
+    with pytest.raises(NotImplementedError, match="divisor_override"):
+        nn.AvgPool2d(2, divisor_override=3)
