@@ -299,3 +299,62 @@ def test_pickle_module_alone_would_have_run_the_payload(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "system", lambda cmd: calls.append(cmd))
     pickle.loads(MALICIOUS["reduce_os_system"])
     assert calls == ["touch PWNED"]
+
+
+MNIST_NET = '''
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.max_pool2d(x, 2)
+        x = self.dropout1(x)
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = self.dropout2(x)
+        x = self.fc2(x)
+        return F.log_softmax(x, dim=1)
+'''
+
+
+def _net(lib):
+    ns = {"nn": lib.nn, "F": lib.nn.functional, "torch": lib}
+    exec(MNIST_NET, ns)
+    return ns["Net"]()
+
+
+def test_mnist_example_model_trains_saves_and_loads_in_torch(tmp_path, rng, monkeypatch):
+    """pytorch/examples mnist/main.py's model, optimizer and schedule (Adadelta lr=1, StepLR gamma=0.7),
+    a few steps on random 28x28 images, then torch.save's call shape: the file loads in PyTorch."""
+    monkeypatch.chdir(tmp_path)
+    torch_ = gpunn
+    model = _net(gpunn)
+    optimizer = gpunn.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = gpunn.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    x, y = gpunn.tensor(randn(rng, 8, 1, 28, 28)), gpunn.tensor(rng.integers(0, 10, 8))
+    losses = []
+    for _ in range(2):
+        model.train()
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = gpunn.nn.functional.nll_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        scheduler.step()
+    assert losses[-1] < losses[0] and optimizer.param_groups[0]["lr"] == pytest.approx(0.49)
+    torch_.save(model.state_dict(), "mnist_cnn.pt")
+    tmodel = _net(torch)
+    tmodel.load_state_dict(torch.load("mnist_cnn.pt", weights_only=True))
+    model.eval()
+    tmodel.eval()
+    np.testing.assert_allclose(model(x).detach().numpy(), tmodel(torch.from_numpy(x.numpy())).detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
