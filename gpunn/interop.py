@@ -71,28 +71,39 @@ def _host(value, where: str):
     return None
 
 
-def _to_tensors(obj, convert, depth: int = 0):
-    """Replace every loaded array in a tree of dicts/lists/tuples by ``convert(array)``; refuse anything else."""
+def _to_tensors(obj, convert, depth: int = 0, memo: dict | None = None):
+    """Replace every loaded array in a tree of dicts/lists/tuples by ``convert(array)``; refuse anything else.
+    Shared objects (a pickle may reference one object many times) are converted once, so a crafted
+    "billion laughs" structure costs time linear in the file, and stay shared, as in PyTorch."""
     if depth > 200:
         raise CheckpointError("the checkpoint's structure is nested too deeply")
+    memo = {} if memo is None else memo
+    key = id(obj)
+    if key in memo:
+        return memo[key][1]
     if isinstance(obj, _Loaded):
         a = obj.array
         if type(a) is not np.ndarray or a.dtype.kind not in "biuf":
             raise CheckpointError("the checkpoint's pickle altered a tensor into something else")
-        return convert(a)
-    if isinstance(obj, dict):
-        items = [(k, _to_tensors(v, convert, depth + 1)) for k, v in obj.items()]
-        for k, _ in items:
-            if not isinstance(k, (str, int, float, bool, type(None), tuple)):
+        out = convert(a)
+    elif isinstance(obj, dict):
+        items = []
+        for k, v in obj.items():
+            if not isinstance(k, (str, int, float, type(None))):
                 raise CheckpointError(f"the checkpoint has a dict key of type {type(k).__name__}")
-        return OrderedDict(items) if isinstance(obj, OrderedDict) else dict(items)
-    if isinstance(obj, list):
-        return [_to_tensors(v, convert, depth + 1) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_to_tensors(v, convert, depth + 1) for v in obj)
-    if obj is None or isinstance(obj, (str, int, float, bool, bytes)):
+            items.append((k, _to_tensors(v, convert, depth + 1, memo)))
+        out = OrderedDict(items) if isinstance(obj, OrderedDict) else dict(items)
+    elif isinstance(obj, list):
+        out = [_to_tensors(v, convert, depth + 1, memo) for v in obj]
+    elif isinstance(obj, tuple):
+        out = tuple(_to_tensors(v, convert, depth + 1, memo) for v in obj)
+    elif obj is None or isinstance(obj, (str, int, float, bool, bytes)):
         return obj
-    raise CheckpointError(f"the checkpoint holds an object of type {type(obj).__name__}, which gpunn does not load")
+    else:
+        raise CheckpointError(f"the checkpoint holds an object of type {type(obj).__name__}, which gpunn does not "
+                              "load")
+    memo[key] = (obj, out)  # obj kept alive so its id is not reused while converting
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,8 +138,9 @@ def _int(v, what: str) -> int:
     return v
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> _Loaded:
-    """torch._utils._rebuild_tensor(_v2): a view (offset, size, stride) of a storage, copied out."""
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored, reserve=None) -> _Loaded:
+    """torch._utils._rebuild_tensor(_v2): a view (offset, size, stride) of a storage, copied out;
+    ``reserve(nbytes)`` is told the copy's size before it is made (and may refuse it)."""
     if not isinstance(storage, _Storage):
         raise CheckpointError("the checkpoint rebuilds a tensor from something that is not a storage")
     if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride) or len(size) > 64:
@@ -137,6 +149,11 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> _Loaded
     size = tuple(_int(s, "tensor size") for s in size)
     stride = tuple(_int(s, "tensor stride") for s in stride)
     n = storage.data.size
+    if reserve is not None:
+        count = 1
+        for d in size:
+            count *= max(d, 0)
+        reserve(count * storage.data.itemsize)
     if offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise CheckpointError("the checkpoint has a tensor with a negative size, stride or offset")
     if 0 not in size:
@@ -173,6 +190,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.archive, self.prefix, self.byteorder, self.path = archive, prefix, byteorder, path
         self.storages: dict = {}
         self.loaded_bytes = 0
+        self.tensor_bytes = 0
+        self.tensor_budget = 8 * archive.fp.getbuffer().nbytes + (1 << 20)  # shared storages: a few x at most
 
     def find_class(self, module, name):
         if module == "torch" and name in _STORAGES:
@@ -182,7 +201,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise CheckpointError(f"checkpoint {self.path!r} refers to {module}.{name}, which the restricted "
                                   "reader does not allow (it loads tensors and plain containers only, and never "
                                   "runs code from a file)")
+        if fn is _rebuild_tensor:
+            return self._counted_rebuild
         return fn
+
+    def _counted_rebuild(self, *args) -> _Loaded:
+        """_rebuild_tensor, with the tensors' total size capped: many tensors viewing one storage (or a
+        stride-0 view) could otherwise decode a small file into far more memory than it holds."""
+        return _rebuild_tensor(*args, reserve=self._reserve)
+
+    def _reserve(self, nbytes: int) -> None:
+        self.tensor_bytes += nbytes
+        if self.tensor_bytes > self.tensor_budget:
+            raise CheckpointError(f"checkpoint {self.path!r} decodes to more than {self.tensor_budget} bytes of "
+                                  "tensors, far more than the file holds (overlapping views): refused")
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage" or not isinstance(pid[1], _StorageType):

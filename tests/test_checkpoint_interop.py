@@ -234,6 +234,7 @@ def _tensor_pickle(numel: int, key="0", size=(2, 3), stride=(3, 1), offset=0, st
     (dict(numel=6, data=b"\x00" * 24, key="../x"), "storage key"),
     (dict(numel=6, data=None), "missing"),
     (dict(numel=6, data=b"\x00" * 24, storage="ComplexFloatStorage"), "does not allow"),
+    (dict(numel=6, data=b"\x00" * 24, size=(10**5, 10**4), stride=(0, 0)), "more than"),  # a stride-0 bomb
 ])
 def test_lying_sizes_are_refused(tmp_path, case, match):
     case = dict(case)
@@ -358,3 +359,24 @@ def test_mnist_example_model_trains_saves_and_loads_in_torch(tmp_path, rng, monk
     tmodel.eval()
     np.testing.assert_allclose(model(x).detach().numpy(), tmodel(torch.from_numpy(x.numpy())).detach().numpy(),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_shared_references_cost_linear_time(tmp_path):
+    """l0 = [t]; l_k = [l_{k-1}, l_{k-1}] for 80 levels: 2^80 leaves if walked naively, a few bytes of pickle."""
+    from gpunn.interop import _PickleWriter
+
+    w = _PickleWriter()
+    w.out.write(b"\x80\x02")
+    w._tensor(np.arange(3, dtype=np.float32), "t")
+    w.out.write(b"\x85q\x00")  # (t,) memoised as 0
+    for k in range(80):
+        w.out.write(b"h" + bytes([k]) + b"h" + bytes([k]) + b"\x86q" + bytes([k + 1]))
+    w.out.write(b".")
+    path = tmp_path / "laughs.pt"
+    torch_zip(path, w.out.getvalue(), {"data/0": np.arange(3, dtype=np.float32).tobytes()})
+    got = gpunn.load(path)
+    leaf = got
+    for _ in range(80):
+        assert leaf[0] is leaf[1]
+        leaf = leaf[0]
+    np.testing.assert_array_equal(leaf[0].numpy(), [0, 1, 2])
