@@ -1,5 +1,10 @@
 """``gpunn.save`` / ``gpunn.load``: nested dicts of tensors and arrays in one ``.npz``, without pickle.
 
+``load`` also reads PyTorch's ``torch.save`` files (``.pt``/``.pth``, the zip format) through a
+restricted reader, and safetensors files; ``save`` writes those formats too (``format=``, or from the
+suffix: ``.pt``/``.pth`` -> PyTorch's, ``.safetensors`` -> safetensors, anything else -> gpunn's).
+See ``gpunn.interop``.
+
 Format (version 1): a NumPy ``.npz`` (zip) holding one entry per array (``a0``, ``a1``, ...) and
 ``__gpunn__``, a UTF-8 JSON document stored as a uint8 array. The JSON mirrors the saved object, with
 arrays replaced by ``{"__array__": "a0", "kind": "tensor"|"ndarray", "sha256": ...}``. Loading uses
@@ -48,7 +53,7 @@ def _encode(obj, arrays: dict, where: str):
         if host.dtype.kind not in "biuf":
             raise TypeError(f"save(): {where}: arrays of dtype {host.dtype} can't be saved (numeric only)")
         key = f"a{len(arrays)}"
-        arrays[key] = np.ascontiguousarray(host)
+        arrays[key] = np.asarray(host, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         return {"__array__": key, "kind": kind, "sha256": _digest(arrays[key])}
     if isinstance(obj, dict):
         for k in obj:
@@ -68,20 +73,47 @@ def _encode(obj, arrays: dict, where: str):
     raise TypeError(f"save(): {where}: objects of type {type(obj).__name__} can't be saved without pickle")
 
 
-def save(obj, path) -> None:
+FORMATS = ("gpunn", "torch", "safetensors")
+_SUFFIX_FORMATS = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
+
+
+def save(obj, path, format: str | None = None, *, metadata: dict | None = None) -> None:  # noqa: A002
     """Write ``obj`` (nested dicts/lists of Tensors, NumPy arrays, numbers, strings) to ``path``, atomically.
 
-    >>> gpunn.save({"model": model.state_dict(), "epoch": 3}, "ckpt.npz")"""
+    ``format``: 'gpunn' (an .npz, no pickle), 'torch' (PyTorch's zip format: ``torch.load`` reads it) or
+    'safetensors' (a flat dict of tensors; ``metadata`` a str -> str dict). Default: from the suffix
+    (.pt/.pth -> torch, .safetensors -> safetensors), else gpunn.
+
+    >>> gpunn.save({"model": model.state_dict(), "epoch": 3}, "ckpt.npz")
+    >>> gpunn.save(model.state_dict(), "mnist_cnn.pt")             # torch.load("mnist_cnn.pt") reads it"""
+    if hasattr(path, "write"):
+        raise TypeError("save(): pass a file path (gpunn writes checkpoints atomically: a temporary file, then "
+                        "a rename), not a file object")
     path = os.fspath(path)
+    if format is None:
+        format = _SUFFIX_FORMATS.get(os.path.splitext(path)[1].lower(), "gpunn")  # noqa: A001
+    if format not in FORMATS:
+        raise ValueError(f"save(): format must be one of {FORMATS}, got {format!r}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"save(): the folder {folder!r} for {path!r} does not exist")
+    if metadata is not None and format != "safetensors":
+        raise ValueError("save(): metadata= is for format='safetensors'")
+    if format == "torch":
+        from gpunn.interop import write_torch
+
+        return write_torch(obj, path)
+    if format == "safetensors":
+        from gpunn.interop import write_safetensors
+
+        return write_safetensors(obj, path, metadata)
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(obj, arrays, "obj")
     meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree}).encode()
     arrays["__gpunn__"] = np.frombuffer(meta, dtype=np.uint8)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
+    return None
 
 
 class _Entries:
@@ -186,33 +218,81 @@ def _decode(node, entries: _Entries, backend, memo: dict):
     raise CheckpointError(f"checkpoint {path!r} is corrupt: a bare {type(node).__name__} in its tree")
 
 
-def load(path, backend=None):
-    """Read a checkpoint written by ``gpunn.save``; tensors come back on ``backend`` (default: current).
+def _load_gpunn(raw: bytes, path: str, backend):
+    entries = _Entries(raw, path)
+    if "__gpunn__" not in entries.infos:
+        raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (no __gpunn__ header)")
+    meta = json.loads(entries.array("__gpunn__").tobytes().decode())
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (bad header)")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path!r} has format version {meta.get('version')}, "
+                              f"this gpunn reads version {VERSION}")
+    return _decode(meta.get("tree"), entries, backend, {})
 
-    Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` (a ValueError) for a file that
-    is truncated, tampered with, crafted, or not a gpunn checkpoint. Never unpickles anything; every
-    array's declared size is checked against the file before it is allocated, and the arrays together
-    never decode to more bytes than the file holds."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"load(): no checkpoint file at {path!r}")
-    with open(path, "rb") as f:
-        raw = f.read()
+
+def _detect(raw: bytes, path: str) -> str:
+    """'gpunn', 'torch' or 'safetensors' from the file's first bytes (and a zip's entry names)."""
+    if raw[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            names = z.namelist()
+        if "__gpunn__.npy" not in names and any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        return "gpunn"  # which says what is wrong with a zip that is neither
+    if len(raw) >= 9 and raw[8:9] == b"{":
+        return "safetensors"
+    if raw[:1] == b"\x80" or raw[:2] == b"\x8a\x0a":
+        raise CheckpointError(f"checkpoint {path!r} is in PyTorch's legacy (pre-1.6, non-zip) pickle format, "
+                              "which gpunn does not read; re-save it with a current torch.save")
+    raise CheckpointError(f"checkpoint {path!r} is not a gpunn, PyTorch or safetensors checkpoint")
+
+
+def load(path, backend=None, *, map_location=None, weights_only=None, mmap=None):
+    """Read a checkpoint written by ``gpunn.save``, by ``torch.save`` (the zip format), or a safetensors
+    file; tensors come back on ``backend`` (or ``map_location``: 'cpu', 'cuda', a device; default: current).
+
+    PyTorch files go through a restricted unpickler: tensors, storages of known dtypes and plain
+    containers only, never code (so ``weights_only`` is always in effect). Raises ``FileNotFoundError``
+    for a missing file and ``CheckpointError`` (a ValueError) for a file that is truncated, tampered with,
+    crafted, or not a checkpoint. Every array's declared size is checked against the file before it is
+    allocated, and the arrays together never decode to more bytes than the file holds."""
+    if weights_only is False:
+        raise ValueError("load(): weights_only=False (arbitrary unpickling) is not supported: gpunn never runs "
+                         "code from a checkpoint file")
+    if map_location is not None and not isinstance(map_location, str) and type(map_location).__name__ != "device":
+        raise TypeError(f"load(): map_location must be a device or a device string such as 'cpu', got "
+                        f"{type(map_location).__name__}")
+    if map_location is not None and backend is None:
+        from gpunn.device import backend_of
+
+        backend = backend_of(map_location)  # an unavailable device raises here, before reading anything
+    if hasattr(path, "read"):
+        raw, path = path.read(), getattr(path, "name", "<file object>")
+        if not isinstance(raw, bytes):
+            raise TypeError("load(): the file object must be opened in binary mode")
+    else:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load(): no checkpoint file at {path!r}")
+        with open(path, "rb") as f:
+            raw = f.read()
     try:
-        entries = _Entries(raw, path)
-        if "__gpunn__" not in entries.infos:
-            raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (no __gpunn__ header)")
-        meta = json.loads(entries.array("__gpunn__").tobytes().decode())
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (bad header)")
-        if meta.get("version") != VERSION:
-            raise CheckpointError(f"checkpoint {path!r} has format version {meta.get('version')}, "
-                                  f"this gpunn reads version {VERSION}")
-        return _decode(meta.get("tree"), entries, backend, {})
+        kind = _detect(raw, path)
+        if kind == "gpunn":
+            return _load_gpunn(raw, path, backend)
+        from gpunn import interop
+        from gpunn.factories import as_tensor
+
+        def convert(a):
+            return as_tensor(a, backend=backend)
+
+        if kind == "torch":
+            return interop.read_torch(raw, path, convert)
+        return interop.read_safetensors(raw, path, convert)
     except CheckpointError:
         raise
     except RecursionError as exc:
         raise CheckpointError(f"checkpoint {path!r} is malformed: its structure is nested too deeply") from exc
-    except Exception as exc:  # anything else a damaged or crafted zip/.npy/JSON raises: say so, one type
+    except Exception as exc:  # anything else a damaged or crafted file raises: say so, one type
         raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt "
                               f"({type(exc).__name__}: {exc})") from exc

@@ -9,6 +9,13 @@
 //         AdamW (decoupled): p *= 1 - lr * wd         Adam: g += wd * p   (wd != 0)
 //         m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  amsgrad: vmax = max(vmax, v), used for v
 //         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//   Adagrad   g = (maximize ? -grad : grad) + wd * p;  sum += g^2;  p -= clr * g / (sqrt(sum) + eps)
+//             (clr = lr / (1 + (t - 1) lr_decay), computed on the host in double)
+//   Adadelta  g as Adagrad;  v = rho v + (1 - rho) g^2;  d = sqrt(u + eps) / sqrt(v + eps) * g
+//             u = rho u + (1 - rho) d^2;  p -= lr d
+//   RMSprop   g as Adagrad;  v = alpha v + (1 - alpha) g^2
+//             centered: m += (1 - alpha) (g - m);  avg = sqrt(v - m^2) + eps    else avg = sqrt(v) + eps
+//             momentum: b = momentum b + g / avg;  p -= lr b                    else p -= lr g / avg
 //   Shapes: param, grad, buffers are flat (P,) arrays of one dtype, contiguous.
 //   The step t (after incrementing: 1 on the first step) is READ FROM DEVICE MEMORY (*step, int64), so
 //   the launch has no per-step host argument and a whole training step can be captured in a CUDA graph;
@@ -22,7 +29,8 @@
 //   bandwidth-bound; FMA contraction would buy nothing.
 //
 // Napkin math (float32, P parameters): SGD with momentum reads p, g, buf and writes p, buf: 20 P bytes;
-//   Adam reads p, g, m, v and writes p, m, v: 28 P bytes (36 P with amsgrad). P = 25M on an H100
+//   Adam reads p, g, m, v and writes p, m, v: 28 P bytes (36 P with amsgrad); Adagrad 20 P, Adadelta
+//   28 P, RMSprop 20 P (28 P with momentum or centered, 36 P with both). P = 25M on an H100
 //   (~3 TB/s): 0.17 ms / 0.23 ms.
 //
 // Launch configuration: 256 threads per block, grid-stride loop with 64-bit indices (so any P works
@@ -31,6 +39,8 @@
 //
 // Build:
 //   nvcc -std=c++17 --fmad=false -arch=sm_90 -cubin --resource-usage -o /dev/null kernels/optim.cu
+//
+// Adagrad, Adadelta and RMSprop have v1 only (not in kernel_table: nothing to choose between yet).
 //
 // Versions (gpunn/backend/kernel_table.py picks one per op; every version uses the same per-element
 // update functions below, so all round identically)
@@ -321,3 +331,109 @@ DEFINE_OPTIM(f64, double)
 extern "C" __global__ void step_increment_v1(long long* step) {
     if (blockIdx.x == 0 && threadIdx.x == 0) step[0] += 1;
 }
+
+// ------------------------------------------------------------------------------------------------
+// Adagrad, Adadelta, RMSprop: v1 (one element per thread per iteration, scalar loads), the same
+// operation order as the reference so float32 rounds like NumPy's float32.
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ T decayed_grad(T g, T p, T weight_decay, int maximize) {
+    if (maximize) g = -g;
+    if (weight_decay != T(0)) g = g + weight_decay * p;
+    return g;
+}
+
+template <typename T>
+__device__ __forceinline__ void adagrad_step_v1(T* __restrict__ param, const T* __restrict__ grad,
+                                                T* __restrict__ state_sum, long long n, T clr, T weight_decay,
+                                                T eps, int maximize) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const T p = param[i];
+        const T g = decayed_grad(grad[i], p, weight_decay, maximize);
+        const T s = state_sum[i] + g * g;
+        state_sum[i] = s;
+        param[i] = p - (clr * g) / (gsqrt(s) + eps);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void adadelta_step_v1(T* __restrict__ param, const T* __restrict__ grad,
+                                                 T* __restrict__ square_avg, T* __restrict__ acc_delta, long long n,
+                                                 T lr, T rho, T one_minus_rho, T eps, T weight_decay, int maximize) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const T p = param[i];
+        const T g = decayed_grad(grad[i], p, weight_decay, maximize);
+        T v = square_avg[i] * rho;
+        v = v + one_minus_rho * (g * g);
+        const T std = gsqrt(v + eps);
+        const T delta = gsqrt(acc_delta[i] + eps) / std * g;
+        T u = acc_delta[i] * rho;
+        u = u + one_minus_rho * (delta * delta);
+        square_avg[i] = v;
+        acc_delta[i] = u;
+        param[i] = p - lr * delta;
+    }
+}
+
+// momentum_buf is touched only when momentum > 0, grad_avg only when centered (either may be nullptr).
+template <typename T>
+__device__ __forceinline__ void rmsprop_step_v1(T* __restrict__ param, const T* __restrict__ grad,
+                                                T* __restrict__ square_avg, T* __restrict__ momentum_buf,
+                                                T* __restrict__ grad_avg, long long n, T lr, T alpha,
+                                                T one_minus_alpha, T eps, T weight_decay, T momentum, int centered,
+                                                int maximize) {
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const T p = param[i];
+        const T g = decayed_grad(grad[i], p, weight_decay, maximize);
+        T v = square_avg[i] * alpha;
+        v = v + one_minus_alpha * (g * g);
+        square_avg[i] = v;
+        T avg;
+        if (centered) {
+            T m = grad_avg[i];
+            m = m + one_minus_alpha * (g - m);
+            grad_avg[i] = m;
+            avg = gsqrt(v - m * m) + eps;
+        } else {
+            avg = gsqrt(v) + eps;
+        }
+        // one division for both cases (two division slow paths spill on sm_80 in double)
+        const bool use_buf = momentum > T(0);
+        const T q = (use_buf ? g : lr * g) / avg;
+        if (use_buf) {
+            T b = momentum_buf[i] * momentum;
+            b = b + q;
+            momentum_buf[i] = b;
+            param[i] = p - lr * b;
+        } else {
+            param[i] = p - q;
+        }
+    }
+}
+
+#define DEFINE_ADAPTIVE(SUFFIX, T)                                                                  \
+    extern "C" __global__ void __launch_bounds__(256) adagrad_step_v1_##SUFFIX(                    \
+        T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ state_sum, long long n,    \
+        T clr, T weight_decay, T eps, int maximize) {                                               \
+        adagrad_step_v1<T>(param, grad, state_sum, n, clr, weight_decay, eps, maximize);            \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256) adadelta_step_v1_##SUFFIX(                   \
+        T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ square_avg,              \
+        T *__restrict__ acc_delta, long long n, T lr, T rho, T one_minus_rho, T eps, T weight_decay, \
+        int maximize) {                                                                             \
+        adadelta_step_v1<T>(param, grad, square_avg, acc_delta, n, lr, rho, one_minus_rho, eps,      \
+                            weight_decay, maximize);                                                \
+    }                                                                                               \
+    extern "C" __global__ void __launch_bounds__(256) rmsprop_step_v1_##SUFFIX(                    \
+        T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ square_avg,              \
+        T *__restrict__ momentum_buf, T *__restrict__ grad_avg, long long n, T lr, T alpha,         \
+        T one_minus_alpha, T eps, T weight_decay, T momentum, int centered, int maximize) {         \
+        rmsprop_step_v1<T>(param, grad, square_avg, momentum_buf, grad_avg, n, lr, alpha,           \
+                           one_minus_alpha, eps, weight_decay, momentum, centered, maximize);       \
+    }
+
+DEFINE_ADAPTIVE(f32, float)
+DEFINE_ADAPTIVE(f64, double)

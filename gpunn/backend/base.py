@@ -161,3 +161,12 @@ class Backend:
 
     def pool2d_backward(self, dy, saved):
         return reference.pool2d_backward(self.xp, dy, saved)
+
+    def adagrad_step(self, param, grad, state_sum, **hyper):
+        reference.adagrad_step(self.xp, param, grad, state_sum, **hyper)
+
+    def adadelta_step(self, param, grad, square_avg, acc_delta, **hyper):
+        reference.adadelta_step(self.xp, param, grad, square_avg, acc_delta, **hyper)
+
+    def rmsprop_step(self, param, grad, square_avg, momentum_buf=None, grad_avg=None, **hyper):
+        reference.rmsprop_step(self.xp, param, grad, square_avg, momentum_buf, grad_avg, **hyper)

@@ -471,6 +471,58 @@ class CupyBackend(Backend):
              np.int32(bool(maximize))))
         return None
 
+    def _adaptive_launch(self, name, arrays, scalars, fallback) -> None:
+        """Launch ``<name>_v1`` over flat buffers ``arrays`` (param first; None = unused) with trailing
+        ``scalars``, or run ``fallback`` (the reference) when a dtype, size or layout does not fit."""
+        used = [a for a in arrays if a is not None]
+        param = arrays[0]
+        if (not K.supported(*used) or any(not a.flags.c_contiguous for a in used[:1] + used[2:])
+                or any(a.size != param.size for a in used)):
+            return fallback()
+        if param.size == 0:
+            return None
+        grad = K.as_contiguous(arrays[1])
+        fn = K.entry("optim", f"{name}_v1", param.dtype)
+        fn(K.elementwise_grid(param.size), (256,), (param, grad, *arrays[2:], np.int64(param.size), *scalars))
+        return None
+
+    def adagrad_step(self, param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                     maximize=False):
+        """PyTorch Adagrad over one flat buffer, in place, in one elementwise launch."""
+        dt = param.dtype
+        clr = lr / (1 + (int(step) - 1) * lr_decay)
+        return self._adaptive_launch(
+            "adagrad_step", (param, grad, state_sum),
+            (K.scalar(dt, clr), K.scalar(dt, weight_decay), K.scalar(dt, eps), np.int32(bool(maximize))),
+            lambda: reference.adagrad_step(self.xp, param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
+                                           weight_decay=weight_decay, eps=eps, maximize=maximize))
+
+    def adadelta_step(self, param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
+                      maximize=False):
+        """PyTorch Adadelta over one flat buffer, in place, in one elementwise launch."""
+        dt = param.dtype
+        return self._adaptive_launch(
+            "adadelta_step", (param, grad, square_avg, acc_delta),
+            (K.scalar(dt, lr), K.scalar(dt, rho), K.scalar(dt, 1 - rho), K.scalar(dt, eps),
+             K.scalar(dt, weight_decay), np.int32(bool(maximize))),
+            lambda: reference.adadelta_step(self.xp, param, grad, square_avg, acc_delta, lr=lr, rho=rho, eps=eps,
+                                            weight_decay=weight_decay, maximize=maximize))
+
+    def rmsprop_step(self, param, grad, square_avg, momentum_buf=None, grad_avg=None, *, lr=1e-2, alpha=0.99,
+                     eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False):
+        """PyTorch RMSprop (momentum, centered) over one flat buffer, in place, in one elementwise launch."""
+        if momentum > 0 and momentum_buf is None or centered and grad_avg is None:
+            raise ValueError("rmsprop_step needs momentum_buf when momentum > 0 and grad_avg when centered")
+        dt = param.dtype
+        return self._adaptive_launch(
+            "rmsprop_step",
+            (param, grad, square_avg, momentum_buf if momentum > 0 else None, grad_avg if centered else None),
+            (K.scalar(dt, lr), K.scalar(dt, alpha), K.scalar(dt, 1 - alpha), K.scalar(dt, eps),
+             K.scalar(dt, weight_decay), K.scalar(dt, momentum), np.int32(bool(centered)), np.int32(bool(maximize))),
+            lambda: reference.rmsprop_step(self.xp, param, grad, square_avg, momentum_buf, grad_avg, lr=lr,
+                                           alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                           centered=centered, maximize=maximize))
+
     @staticmethod
     def _optim_kernel(op: str, param):
         """(kernel, grid) of the selected version of ``op`` (kernel_table) for ``param``'s dtype and size:

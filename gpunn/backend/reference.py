@@ -14,7 +14,9 @@ The contract (same on every backend):
   -> (loss, dlogits)``: ``logits (N, C)``, ``target (N,)`` int; ``loss`` is 0-d (mean/sum) or ``(N,)``
   (none); ``dlogits (N, C)`` is d(loss)/d(logits) for an upstream gradient of one (per row for none).
 - ``sgd_step(param, grad, momentum_buf, ...)`` and ``adam_step(param, grad, exp_avg, exp_avg_sq,
-  max_exp_avg_sq, ...)`` update flat 1-D buffers in place, with PyTorch's formulas.
+  max_exp_avg_sq, ...)``, ``adagrad_step(param, grad, state_sum, ...)``, ``adadelta_step(param, grad,
+  square_avg, acc_delta, ...)`` and ``rmsprop_step(param, grad, square_avg, momentum_buf, grad_avg, ...)``
+  update flat 1-D buffers in place, with PyTorch's formulas.
 - ``conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad) -> (y, saved)``
   ``x (N, C, H, W)``, ``weight (OC, C, KH, KW)``, ``bias (OC,)`` or None, ``stride``/``padding`` pairs,
   ``y = act(conv(x, weight) + bias) (N, OC, OH, OW)``; ``saved`` is whatever this backend's backward needs
@@ -422,3 +424,78 @@ def pool2d_backward(xp, dy, saved):
         else:
             window_cells += part
     return dxpad[:, :, ph : ph + h, pw : pw + w]
+def _decayed_grad(param, grad, weight_decay: float, maximize: bool):
+    """g = (-grad if maximize else grad) + weight_decay * param: the start of every update below."""
+    g = -grad if maximize else grad
+    if weight_decay != 0:
+        g = g + param.dtype.type(weight_decay) * param
+    return g
+
+
+def adagrad_step(
+    xp, param, grad, state_sum, *, step: int, lr: float = 1e-2, lr_decay: float = 0.0,
+    weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False,
+):
+    """PyTorch Adagrad on one flat buffer, in place; ``step`` counts this update (1 on the first call).
+
+        g = ±grad + wd * param;   clr = lr / (1 + (step - 1) * lr_decay)
+        sum += g * g;   param -= clr * g / (sqrt(sum) + eps)
+    """
+    dt = param.dtype.type
+    g = _decayed_grad(param, grad, weight_decay, maximize)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    state_sum += g * g
+    std = xp.sqrt(state_sum) + dt(eps)
+    param -= dt(clr) * g / std
+
+
+def adadelta_step(
+    xp, param, grad, square_avg, acc_delta, *, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+    weight_decay: float = 0.0, maximize: bool = False,
+):
+    """PyTorch Adadelta on one flat buffer, in place.
+
+        g = ±grad + wd * param
+        square_avg = rho * square_avg + (1 - rho) * g^2
+        delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+        acc_delta = rho * acc_delta + (1 - rho) * delta^2;   param -= lr * delta
+    """
+    dt = param.dtype.type
+    g = _decayed_grad(param, grad, weight_decay, maximize)
+    square_avg *= dt(rho)
+    square_avg += dt(1 - rho) * (g * g)
+    std = xp.sqrt(square_avg + dt(eps))
+    delta = xp.sqrt(acc_delta + dt(eps)) / std * g
+    acc_delta *= dt(rho)
+    acc_delta += dt(1 - rho) * (delta * delta)
+    param -= dt(lr) * delta
+
+
+def rmsprop_step(
+    xp, param, grad, square_avg, momentum_buf=None, grad_avg=None, *, lr: float = 1e-2, alpha: float = 0.99,
+    eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+    maximize: bool = False,
+):
+    """PyTorch RMSprop on one flat buffer, in place (momentum_buf used when momentum > 0, grad_avg when
+    centered; otherwise they may be None).
+
+        g = ±grad + wd * param;   square_avg = alpha * square_avg + (1 - alpha) * g^2
+        centered: grad_avg = lerp(grad_avg, g, 1 - alpha);  avg = sqrt(square_avg - grad_avg^2) + eps
+        else:     avg = sqrt(square_avg) + eps
+        momentum: buf = momentum * buf + g / avg;  param -= lr * buf      else: param -= lr * g / avg
+    """
+    dt = param.dtype.type
+    g = _decayed_grad(param, grad, weight_decay, maximize)
+    square_avg *= dt(alpha)
+    square_avg += dt(1 - alpha) * (g * g)
+    if centered:
+        grad_avg += dt(1 - alpha) * (g - grad_avg)  # torch's lerp for a weight below 0.5
+        avg = xp.sqrt(square_avg - grad_avg * grad_avg) + dt(eps)
+    else:
+        avg = xp.sqrt(square_avg) + dt(eps)
+    if momentum > 0:
+        momentum_buf *= dt(momentum)
+        momentum_buf += g / avg
+        param -= dt(lr) * momentum_buf
+    else:
+        param -= dt(lr) * g / avg

@@ -8,10 +8,11 @@
 """
 
 from gpunn.nn import functional, init, regularization  # noqa: F401
-from gpunn.nn.activation import LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
-from gpunn.nn.container import ModuleList, Sequential
+from gpunn.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from gpunn.nn.container import ModuleDict, ModuleList, Sequential
 from gpunn.nn.conv import Conv2d
-from gpunn.nn.dropout import Dropout
+from gpunn.nn.dropout import Dropout, Dropout2d
 from gpunn.nn.flatten import Flatten
 from gpunn.nn.linear import Identity, Linear
 from gpunn.nn.loss import (
@@ -26,13 +27,14 @@ from gpunn.nn.loss import (
 )
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
-from gpunn.nn.pooling import AvgPool2d, MaxPool2d
+from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
     "functional", "init", "regularization",
-    "Module", "Parameter", "Sequential", "ModuleList",
-    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Dropout",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+    "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout2d",
+    "BatchNorm1d", "BatchNorm2d",
+    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "GELU", "Softplus", "Softmax", "LogSoftmax",
     "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss",
     "MultiMarginLoss", "KLDivLoss",
 ]

@@ -1,4 +1,5 @@
-"""Containers: ``Sequential`` (runs its modules in order, fusing Linear/Conv2d + activation) and ``ModuleList``."""
+"""Containers: ``Sequential`` (runs its modules in order, fusing Linear/Conv2d + activation), ``ModuleList``
+and ``ModuleDict``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from gpunn.nn.conv import Conv2d
 from gpunn.nn.linear import Linear
 from gpunn.nn.module import Module
 
-__all__ = ["Sequential", "ModuleList"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 # layers that take the activation that follows them into their own op (F.linear / F.conv2d(activation=)),
 # and the activations they take; a subclass that overrides forward is not fused
@@ -169,3 +170,64 @@ class ModuleList(Module):
         mods = list(self._modules.values())
         mods.insert(index, module)
         _renumber(self, mods)
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules whose parameters are registered (it has no forward of its own).
+    >>> self.heads = nn.ModuleDict({"cls": nn.Linear(16, 10), "box": nn.Linear(16, 4)})
+    """
+
+    def __init__(self, modules=None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key) -> bool:
+        return key in self._modules
+
+    def clear(self) -> None:
+        self._modules.clear()
+
+    def pop(self, key: str) -> Module:
+        m = self[key]
+        del self[key]
+        return m
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def update(self, modules) -> None:
+        """Add (or replace) modules from a mapping or an iterable of (key, module) pairs."""
+        if isinstance(modules, Module) and not isinstance(modules, ModuleDict):
+            raise TypeError(f"ModuleDict.update should be called with a mapping or key/module pairs, got a "
+                            f"{type(modules).__name__}")
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for j, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"ModuleDict update sequence element #{j} should be a (key, module) pair, got "
+                                 f"{pair!r}")
+            key, module = pair
+            if not isinstance(module, Module):
+                raise TypeError(f"ModuleDict[{key!r}] must be a Module, got {type(module).__name__}")
+            self[key] = module

@@ -1,11 +1,11 @@
-"""``Dropout``: zero elements with probability p during training."""
+"""``Dropout`` and ``Dropout2d``: zero elements (whole channels) with probability p during training."""
 
 from __future__ import annotations
 
 import gpunn.nn.functional as F
 from gpunn.nn.module import Module
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "Dropout2d"]
 
 
 class Dropout(Module):
@@ -27,3 +27,14 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout2d(Dropout):
+    """In training mode, zero each whole channel (a (H, W) plane of an (N, C, H, W) input) with probability
+    ``p`` and scale the rest by 1 / (1 - p); in eval mode, the identity.
+    >>> nn.Dropout2d(0.25)(gpunn.randn(2, 8, 5, 5)).shape
+    (2, 8, 5, 5)
+    """
+
+    def forward(self, input):  # noqa: A002
+        return F.dropout2d(input, self.p, self.training)

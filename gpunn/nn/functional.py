@@ -14,8 +14,19 @@ import numpy as np
 from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
 from gpunn.dtypes import _is_float
 from gpunn.grad_mode import is_grad_enabled
-from gpunn.ops.pointwise import _implicit_dim, leaky_relu, log_softmax, relu, sigmoid, softmax, tanh  # noqa: F401
-from gpunn.ops.shape import flatten, where
+from gpunn.ops.pointwise import (  # noqa: F401
+    _implicit_dim,
+    elu,
+    gelu,
+    leaky_relu,
+    log_softmax,
+    relu,
+    sigmoid,
+    softmax,
+    softplus,
+    tanh,
+)
+from gpunn.ops.shape import cat, flatten, where
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 __all__ = [
@@ -180,11 +191,12 @@ def _out_size(size: int, k: int, s: int, p: int, fname: str, what: str) -> int:
     return out
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, *, activation: str | None = None,  # noqa: A002
-           negative_slope: float = 0.01) -> Tensor:
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,  # noqa: A002
+           activation: str | None = None, negative_slope: float = 0.01) -> Tensor:
     """2-D cross-correlation.  x: (N, C, H, W), W: (OC, C, KH, KW), b: (OC,) -> (N, OC, OH, OW),
     OH = (H + 2 ph - KH) // sh + 1.  One call of the backend's ``conv2d_forward`` (im2col + one GEMM);
     ``activation`` (keyword only, as in ``linear``) is applied in the pass that lays out the GEMM output.
+    ``dilation`` and ``groups`` are composed from this plain convolution (see _conv2d_dilated_grouped).
     >>> F.conv2d(x, W, b, padding=1, activation="relu")
     """
     _float_tensor(input, "conv2d")
@@ -193,8 +205,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, activation: str | N
     if act not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS} or None, got {activation!r}")
     if act == "leaky_relu" and negative_slope <= 0:  # the backward reads the derivative off the output
-        return leaky_relu(conv2d(input, weight, bias, stride, padding), negative_slope)
+        return leaky_relu(conv2d(input, weight, bias, stride, padding, dilation, groups), negative_slope)
     _check_same_backend(input, weight, "conv2d")
+    if groups != 1 or _pair(dilation, "dilation", "conv2d") != (1, 1):
+        out = _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, groups)
+        return out if act == "none" else {"relu": relu, "sigmoid": sigmoid, "tanh": tanh,
+                                          "leaky_relu": lambda t: leaky_relu(t, negative_slope)}[act](out)
     x_t, unbatched = _as_batched_4d(input, "conv2d")
     if weight.ndim != 4:
         raise ValueError(f"conv2d(): weight must be 4-D (out_channels, in_channels, kH, kW), got {weight.shape}")
@@ -235,10 +251,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, activation: str | N
     return input._result(out[0] if unbatched else out, parents, backward, "ConvolutionBackward")
 
 
-def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: bool, fname: str,  # noqa: A002
-            node: str) -> Tensor:
-    _float_tensor(input, fname)
-    x_t, unbatched = _as_batched_4d(input, fname)
+def _pool_geometry(x_t, kernel_size, stride, padding, fname: str) -> tuple:
+    """(kh, kw, sh, sw, ph, pw, oh, ow) of a pooling over the batched input ``x_t``, checked."""
     kh, kw = _pair(kernel_size, "kernel_size", fname)
     sh, sw = _pair(stride if stride is not None and stride != [] else (kh, kw), "stride", fname)
     ph, pw = _pair(padding, "padding", fname)
@@ -248,8 +262,14 @@ def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: b
         raise ValueError(f"{fname}(): padding must be >= 0 and at most half the kernel size, got padding "
                          f"{padding} for kernel_size {kernel_size}")
     _, _, h, w = x_t.shape
-    _out_size(h, kh, sh, ph, fname, "height")
-    _out_size(w, kw, sw, pw, fname, "width")
+    return kh, kw, sh, sw, ph, pw, _out_size(h, kh, sh, ph, fname, "height"), _out_size(w, kw, sw, pw, fname, "width")
+
+
+def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: bool, fname: str,  # noqa: A002
+            node: str) -> Tensor:
+    _float_tensor(input, fname)
+    x_t, unbatched = _as_batched_4d(input, fname)
+    kh, kw, sh, sw, ph, pw, _, _ = _pool_geometry(x_t, kernel_size, stride, padding, fname)
     be = input._backend
     out, saved = be.pool2d_forward(x_t._data, mode, (kh, kw), (sh, sw), (ph, pw), count_include_pad,
                                    need_grad=is_grad_enabled() and input.requires_grad)
@@ -261,18 +281,127 @@ def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: b
     return input._result(out[0] if unbatched else out, (input,), backward, node)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0) -> Tensor:  # noqa: A002
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,  # noqa: A002
+               return_indices: bool = False) -> Tensor:
     """Max over each window (stride defaults to kernel_size; padding at most half the kernel).
+    ``ceil_mode`` (PyTorch's last partial windows) is composed from this plain pooling (_pool_ceil_mode).
 
     As PyTorch on the CPU: the value and gradient of a window go to its first maximal element, or to its
     last NaN when it holds NaNs (the output is then NaN)."""
+    _float_tensor(input, "max_pool2d")
+    _pool_unsupported("max_pool2d", dilation, return_indices)
+    if ceil_mode:
+        return _pool_ceil_mode(max_pool2d, input, kernel_size, stride, padding, "max_pool2d")
     return _pool2d(input, "max", kernel_size, stride, padding, True, "max_pool2d", "MaxPool2DBackward")
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> Tensor:  # noqa: A002
-    """Mean over each window (zero padding counted in the divisor unless count_include_pad=False)."""
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,  # noqa: A002
+               count_include_pad: bool = True, divisor_override=None) -> Tensor:
+    """Mean over each window (zero padding counted in the divisor unless count_include_pad=False).
+    ``ceil_mode`` (PyTorch's last partial windows) is composed from this plain pooling (_pool_ceil_mode)."""
+    _float_tensor(input, "avg_pool2d")
+    if divisor_override is not None:
+        raise NotImplementedError("avg_pool2d(): divisor_override is not supported")
+    if ceil_mode:
+        return _pool_ceil_mode(avg_pool2d, input, kernel_size, stride, padding, "avg_pool2d", count_include_pad)
     return _pool2d(input, "avg", kernel_size, stride, padding, count_include_pad, "avg_pool2d",
                    "AvgPool2DBackward")
+
+
+# ------------------------------------------------------------------------------------------------
+# conv dilation/groups and pool ceil_mode, composed from the plain ops above (so they work on every
+# backend, kernels or not): a dilated kernel is the kernel with zeros between its taps; a grouped conv
+# is one conv per group of channels; ceil_mode pads the bottom/right edge so the last partial window exists
+# ------------------------------------------------------------------------------------------------
+def _dilate_kernel(weight: Tensor, dh: int, dw: int) -> Tensor:
+    """(OC, C, KH, KW) -> (OC, C, (KH-1) dh + 1, (KW-1) dw + 1) with the taps at multiples of the dilation
+    and zeros between; backward reads the gradient back at the taps."""
+    xp = weight._backend.xp
+    oc, c, kh, kw = weight.shape
+    out = xp.zeros((oc, c, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=weight.dtype)
+    out[:, :, ::dh, ::dw] = weight._data
+    return weight._result(out, (weight,), lambda g: (xp.ascontiguousarray(g[:, :, ::dh, ::dw]),), "DilateBackward",
+                          saved=())
+
+
+def _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, groups) -> Tensor:  # noqa: A002
+    """conv2d with ``dilation`` (h, w) >= 1 and ``groups`` dividing both channel counts: input channels
+    [g C/G, (g+1) C/G) meet weight rows [g OC/G, (g+1) OC/G), whose second axis is C/G."""
+    dh, dw = _pair(dilation, "dilation", "conv2d")
+    if dh < 1 or dw < 1:
+        raise ValueError(f"conv2d(): dilation must be >= 1, got {dilation}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"conv2d(): groups must be a positive int, got {groups!r}")
+    if weight.ndim != 4 or input.ndim not in (3, 4):
+        raise ValueError(f"conv2d(): expected a 3-D or 4-D input and a 4-D weight, got {input.shape} and "
+                         f"{weight.shape}")
+    c, oc, wc = input.shape[-3], weight.shape[0], weight.shape[1]
+    if c % groups or oc % groups:
+        raise ValueError(f"conv2d(): groups={groups} must divide the input channels ({c}) and the output channels "
+                         f"({oc})")
+    if wc * groups != c:
+        raise ValueError(f"conv2d(): input has {c} channels but weight {weight.shape} with groups={groups} expects "
+                         f"{wc * groups}")
+    w_eff = _dilate_kernel(weight, dh, dw) if (dh, dw) != (1, 1) else weight
+    if groups == 1:
+        return conv2d(input, w_eff, bias, stride, padding)
+    og = oc // groups
+    outs = [conv2d(input[..., g * wc:(g + 1) * wc, :, :], w_eff[g * og:(g + 1) * og],
+                   None if bias is None else bias[g * og:(g + 1) * og], stride, padding) for g in range(groups)]
+    return cat(outs, dim=-3)
+
+
+def _pad_bottom_right(x: Tensor, eh: int, ew: int, value: float) -> Tensor:
+    """x (..., H, W) with ``eh`` rows and ``ew`` columns of ``value`` added at the bottom and right."""
+    xp = x._backend.xp
+    h, w = x.shape[-2:]
+    out = xp.full(x.shape[:-2] + (h + eh, w + ew), value, dtype=x.dtype)
+    out[..., :h, :w] = x._data
+    return x._result(out, (x,), lambda g: (xp.ascontiguousarray(g[..., :h, :w]),), "ConstantPadNdBackward0",
+                     saved=())
+
+
+def _ceil_out(size: int, k: int, s: int, p: int) -> int:
+    """PyTorch's ceil_mode output size: ceil((size + 2p - k) / s) + 1, less one if the last window would
+    start in the right padding."""
+    out = -(-(size + 2 * p - k) // s) + 1
+    if (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool_unsupported(fname: str, dilation, return_indices) -> None:
+    if _pair(dilation, "dilation", fname) != (1, 1):
+        raise NotImplementedError(f"{fname}(): dilation other than 1 is not supported")
+    if return_indices:
+        raise NotImplementedError(f"{fname}(): return_indices=True is not supported")
+
+
+def _pool_ceil_mode(pool, input, kernel_size, stride, padding, fname, count_include_pad=True) -> Tensor:  # noqa: A002
+    """``pool`` (max_pool2d or avg_pool2d) with ceil_mode: the input padded at the bottom/right (-inf for max,
+    0 for avg) until the last partial window fits, then the plain pool; avg's divisor counts, as PyTorch's
+    does, the window's cells inside the padded input (count_include_pad) or inside the input."""
+    x_t, _ = _as_batched_4d(input, fname)
+    kh, kw, sh, sw, ph, pw, _, _ = _pool_geometry(x_t, kernel_size, stride, padding, fname)
+    h, w = x_t.shape[2:]
+    oh, ow = _ceil_out(h, kh, sh, ph), _ceil_out(w, kw, sw, pw)
+    eh, ew = max(0, (oh - 1) * sh + kh - (h + 2 * ph)), max(0, (ow - 1) * sw + kw - (w + 2 * pw))
+    is_max = pool is max_pool2d
+    x_ext = _pad_bottom_right(input, eh, ew, -math.inf if is_max else 0.0)
+    if is_max:
+        return pool(x_ext, (kh, kw), (sh, sw), (ph, pw))
+    out = pool(x_ext, (kh, kw), (sh, sw), (ph, pw), count_include_pad=True)  # sum / (kh kw)
+
+    def counts(size, k, s, p, n_out, include_pad):  # per output index: the cells PyTorch divides by
+        start = np.arange(n_out) * s - p
+        end = np.minimum(start + k, size + p)
+        if include_pad:
+            return end - start
+        return np.minimum(end, size) - np.maximum(start, 0)
+
+    div = np.outer(counts(h, kh, sh, ph, oh, count_include_pad), counts(w, kw, sw, pw, ow, count_include_pad))
+    scale = Tensor._wrap(x_t._backend.asarray((kh * kw / div).astype(x_t.dtype)), x_t._backend)
+    return out * scale
 
 
 # ------------------------------------------------------------------------------------------------
@@ -536,3 +665,140 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> 
     if reduction == "batchmean":
         return pointwise.sum() / (input.shape[0] if input.ndim else 1)
     return _reduce(pointwise, reduction)
+
+
+# ------------------------------------------------------------------------------------------------
+# batch normalization, channel dropout, adaptive average pooling (issue 10)
+# ------------------------------------------------------------------------------------------------
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,  # noqa: A002
+               momentum: float | None = 0.1, eps: float = 1e-5) -> Tensor:
+    """y = (x - mean) / sqrt(var + eps) * weight + bias per channel (axis 1) of x (N, C, *).
+
+    ``training``: mean and biased var of this batch (over every axis but 1), and the running stats (if
+    given) move toward them in place: ``r = (1 - momentum) r + momentum * batch`` with the unbiased var
+    (``nn.BatchNorm*`` with ``momentum=None`` passes 1 / num_batches_tracked: a cumulative average).
+    Otherwise the running stats normalize. Backward: dx = inv_std / M * (M dxhat - sum dxhat - xhat sum(dxhat xhat))."""
+    x_t = _float_tensor(input, "batch_norm")
+    if x_t.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of at least 2 dimensions (N, C, ...), got shape {x_t.shape}")
+    c = x_t.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None:
+            _check_same_backend(x_t, _tensor(t, "batch_norm", name), "batch_norm")
+            if t.shape != (c,):
+                raise ValueError(f"batch_norm: {name} must have shape ({c},) for an input with {c} channels, "
+                                 f"got {t.shape}")
+    xp = x_t._backend.xp
+    x = x_t._data
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, c) + (1,) * (x.ndim - 2)
+    m = x.size // c if c else 0
+    if training:
+        if m <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x_t.shape}")
+        mean = x.mean(axis=axes, dtype=xp.float64 if x.dtype == np.float16 else None)
+        var = ((x - mean.reshape(bshape).astype(x.dtype)) ** 2).mean(axis=axes)
+        if running_mean is not None and running_var is not None:
+            if momentum is None:
+                raise ValueError("batch_norm: momentum must be a number (nn.BatchNorm's momentum=None passes "
+                                 "the cumulative-average factor 1 / num_batches_tracked)")
+            f = float(momentum)
+            rm, rv = running_mean._data, running_var._data
+            rm[...] = (1 - f) * rm + f * mean.astype(rm.dtype)
+            rv[...] = (1 - f) * rv + f * (var * (m / (m - 1))).astype(rv.dtype)
+            running_mean._bump_version("batch_norm")
+            running_var._bump_version("batch_norm")
+        mean, var = mean.astype(x.dtype, copy=False), var.astype(x.dtype, copy=False)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
+        mean, var = running_mean._data.astype(x.dtype), running_var._data.astype(x.dtype)
+    inv_std = 1 / xp.sqrt(var + x.dtype.type(eps))
+    xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
+    out = xhat
+    if weight is not None:
+        out = out * weight._data.reshape(bshape)
+    if bias is not None:
+        out = out + bias._data.reshape(bshape)
+    parents = tuple(t for t in (x_t, weight, bias) if t is not None)
+
+    def backward(g):
+        dxhat = g * weight._data.reshape(bshape) if weight is not None else g
+        if training:
+            s1 = dxhat.sum(axis=axes).reshape(bshape)
+            s2 = (dxhat * xhat).sum(axis=axes).reshape(bshape)
+            dx = inv_std.reshape(bshape) / m * (m * dxhat - s1 - xhat * s2)
+        else:
+            dx = dxhat * inv_std.reshape(bshape)
+        grads = [dx]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=axes))
+        if bias is not None:
+            grads.append(g.sum(axis=axes))
+        return tuple(grads)
+
+    return x_t._result(out.astype(x.dtype, copy=False), parents, backward, "NativeBatchNormBackward0",
+                       saved=tuple(t for t in (x_t, weight) if t is not None))
+
+
+def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
+    """Zero whole channels with probability ``p`` and scale the rest by 1/(1-p): x (N, C, H, W) times a
+    mask (N, C, 1, 1); a 3-D input is one unbatched (C, H, W) sample, as in PyTorch. Identity in eval."""
+    x_t = _float_tensor(input, "dropout2d")
+    if isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout2d(): p (drop probability) must be in [0, 1], got {p}")
+    if x_t.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape {x_t.shape}")
+    if not training or p == 0.0:
+        return x_t
+    be = x_t._backend
+    mshape = x_t.shape[:-2] + (1, 1)
+    if p == 1.0:
+        mask = be.xp.zeros(mshape, dtype=x_t.dtype)
+    else:
+        u = be.rand(mshape, np.float32 if x_t.dtype.itemsize < 4 else x_t.dtype)
+        mask = (u >= u.dtype.type(p)).astype(x_t.dtype) * x_t.dtype.type(1.0 / (1.0 - p))
+    out = x_t._data * mask
+    return x_t._result(out, (x_t,), lambda g: (g * mask,), "MulBackward0", saved=())
+
+
+def _adaptive_matrix(xp, size: int, out: int, dtype):
+    """(out, size) averaging matrix: row i averages x[floor(i size / out) : ceil((i + 1) size / out)]."""
+    a = np.zeros((out, size), dtype=np.float64)
+    for i in range(out):
+        lo, hi = (i * size) // out, -((-(i + 1) * size) // out)
+        a[i, lo:hi] = 1.0 / (hi - lo)
+    return xp.asarray(a.astype(dtype))
+
+
+def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
+    """Average over PyTorch's adaptive windows: output cell (i, j) averages rows floor(i H / OH) to
+    ceil((i + 1) H / OH) and the same for columns. x (N, C, H, W) or (C, H, W) -> (..., OH, OW);
+    ``output_size`` an int or a pair, None keeping that input size. Computed as A_h @ x @ A_w^T."""
+    x_t = _float_tensor(input, "adaptive_avg_pool2d")
+    if x_t.ndim not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d: expected a 3-D or 4-D input, got shape {x_t.shape}")
+    h, w = x_t.shape[-2:]
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
+        output_size = (output_size, output_size)
+    output_size = tuple(output_size)
+    if len(output_size) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size}")
+    oh, ow = (size if o is None else o for o, size in zip(output_size, (h, w)))
+    if isinstance(oh, bool) or isinstance(ow, bool) or not isinstance(oh, int) or not isinstance(ow, int) \
+            or oh < 1 or ow < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive ints (or None), got {output_size}")
+    if h == 0 or w == 0:
+        raise ValueError(f"adaptive_avg_pool2d: the input's spatial size must be non-empty, got shape {x_t.shape}")
+    xp = x_t._backend.xp
+    ah, aw = _adaptive_matrix(xp, h, oh, x_t.dtype), _adaptive_matrix(xp, w, ow, x_t.dtype)
+    out = ah @ x_t._data @ aw.T
+
+    def backward(g):
+        return (ah.T @ g @ aw,)
+
+    return x_t._result(out, (x_t,), backward, "AdaptiveAvgPool2DBackward0", saved=())
+
+
+__all__ += ["batch_norm", "dropout2d", "adaptive_avg_pool2d", "elu", "gelu", "softplus"]

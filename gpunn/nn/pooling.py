@@ -1,19 +1,20 @@
-"""``MaxPool2d`` and ``AvgPool2d`` over NCHW inputs."""
+"""``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` over NCHW inputs."""
 
 from __future__ import annotations
 
 import gpunn.nn.functional as F
 from gpunn.nn.module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 
 
 class _Pool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size  # PyTorch: stride defaults to kernel_size
         self.padding = padding
+        self.ceil_mode = ceil_mode
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -25,16 +26,49 @@ class MaxPool2d(_Pool2d):
     (1, 3, 4, 4)
     """
 
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        F._pool_unsupported("MaxPool2d", dilation, return_indices)
+        self.dilation = dilation
+        self.return_indices = return_indices
+
     def forward(self, input):  # noqa: A002
-        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"
 
 
 class AvgPool2d(_Pool2d):
     """Mean over each kH x kW window (padding zeros counted unless ``count_include_pad=False``)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding)
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override=None) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        if divisor_override is not None:
+            raise NotImplementedError("AvgPool2d: divisor_override is not supported")
         self.count_include_pad = count_include_pad
+        self.divisor_override = divisor_override
 
     def forward(self, input):  # noqa: A002
-        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                            count_include_pad=self.count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size (an int, or a pair whose None entries keep the input's size):
+    (N, C, H, W) -> (N, C, OH, OW) over PyTorch's adaptive windows.
+    >>> nn.AdaptiveAvgPool2d((1, 1))(gpunn.randn(2, 8, 7, 5)).shape
+    (2, 8, 1, 1)
+    """
+
+    def __init__(self, output_size) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):  # noqa: A002
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"

@@ -1,5 +1,5 @@
 """Elementwise math and activations: exp, log, sqrt, abs, clamp, trig, rounding, relu, sigmoid, tanh,
-leaky_relu, softmax, log_softmax. Each op's derivative is written next to its forward; ops whose
+leaky_relu, elu, gelu, softplus, softmax, log_softmax. Each op's derivative is written next to its forward; ops whose
 derivative is read off the output save the output, the others their input."""
 
 from __future__ import annotations
@@ -238,6 +238,88 @@ def tanh(self) -> Tensor:
     """tanh(x); gradient 1 - y^2."""
     _tensor(self, "tanh")
     return _unary(self, lambda xp, x: xp.tanh(x), lambda g, x, y: g * (1 - y * y), "TanhBackward0", "output")
+
+
+def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x if x > 0 else alpha * (exp(x) - 1); gradient 1 or alpha * exp(x)."""
+    _float(self, "elu")
+    if inplace:
+        return self._inplace("elu_", lambda t: elu(t, alpha))
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        return xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(x))
+
+    def bwd(g, x, y):
+        return g * xp.where(x > 0, x.dtype.type(1), x.dtype.type(alpha) * xp.exp(x))
+
+    return _unary(self, fwd, bwd, "EluBackward0")
+
+
+def _erf(xp, x):
+    """The error function elementwise: SciPy's (CuPy's on the GPU) when present, else math.erf per element."""
+    if isinstance(x, np.ndarray):
+        try:
+            from scipy.special import erf
+        except ImportError:  # SciPy is optional: exact, slower
+            return np.vectorize(math.erf, otypes=[x.dtype])(x)
+        return erf(x).astype(x.dtype, copy=False)
+    from cupyx.scipy.special import erf
+
+    return erf(x)
+
+
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu(self, approximate: str = "none") -> Tensor:
+    """x * Phi(x) (``approximate='none'``, Phi the standard normal CDF: (1 + erf(x / sqrt 2)) / 2) or
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (``'tanh'``); gradients written out below."""
+    _float(self, "gelu")
+    xp = self._backend.xp
+    if approximate == "none":
+        def fwd(xp_, x):
+            return x * (x.dtype.type(0.5) * (1 + _erf(xp, x / x.dtype.type(_SQRT_2))))
+
+        def bwd(g, x, y):
+            cdf = x.dtype.type(0.5) * (1 + _erf(xp, x / x.dtype.type(_SQRT_2)))
+            pdf = xp.exp(x * x * x.dtype.type(-0.5)) * x.dtype.type(_INV_SQRT_2PI)
+            return g * (cdf + x * pdf)
+
+        return _unary(self, fwd, bwd, "GeluBackward0")
+    if approximate == "tanh":
+        def inner_tanh(x):
+            k, c = x.dtype.type(_SQRT_2_OVER_PI), x.dtype.type(0.044715)
+            return xp.tanh(k * (x + c * x * x * x))
+
+        def bwd_tanh(g, x, y):
+            k, c = x.dtype.type(_SQRT_2_OVER_PI), x.dtype.type(0.044715)
+            t = inner_tanh(x)
+            half = x.dtype.type(0.5)
+            return g * (half * (1 + t) + half * x * (1 - t * t) * k * (1 + 3 * c * x * x))
+
+        return _unary(self, lambda xp_, x: x.dtype.type(0.5) * x * (1 + inner_tanh(x)), bwd_tanh, "GeluBackward0")
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (linear there, as in PyTorch);
+    gradient sigmoid(beta x) (1 above the threshold)."""
+    _float(self, "softplus")
+    b, th = float(beta), float(threshold)
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        bx = x * x.dtype.type(b)
+        return xp.where(bx > th, x, xp.log1p(xp.exp(bx)) / x.dtype.type(b))
+
+    def bwd(g, x, y):
+        bx = x * x.dtype.type(b)
+        return g * xp.where(bx > th, x.dtype.type(1), activation_forward(xp, bx, "sigmoid"))
+
+    return _unary(self, fwd, bwd, "SoftplusBackward0")
 
 
 def _tensor(t, fname: str):

@@ -592,6 +592,47 @@ def test_vectorized_optimizers_at_unaligned_offsets(be, cp, rng, size, offsets, 
             np.testing.assert_allclose(a, want, rtol=1e-6, atol=1e-7, err_msg=f"v{version}")
 
 
+ADAPTIVE_CASES = [
+    ("adagrad_step", 1, dict(lr=0.1)),
+    ("adagrad_step", 1, dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, eps=1e-6, maximize=True)),
+    ("adadelta_step", 2, dict()),
+    ("adadelta_step", 2, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1, maximize=True)),
+    ("rmsprop_step", 3, dict()),
+    ("rmsprop_step", 3, dict(lr=0.01, momentum=0.9, weight_decay=0.05)),
+    ("rmsprop_step", 3, dict(lr=0.01, alpha=0.9, centered=True, eps=1e-5)),
+    ("rmsprop_step", 3, dict(lr=0.005, momentum=0.5, centered=True, weight_decay=0.1, maximize=True)),
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ADAPTIVE_CASES, ids=lambda c: f"{c[0]}-{sorted(c[2])}")
+@pytest.mark.parametrize("size", [1, 2873, 100_003])
+def test_adaptive_optimizer_steps(be, cp, rng, size, case, dtype, monkeypatch):
+    """Adagrad / Adadelta / RMSprop kernels, 4 steps, against the reference on host copies (state included)."""
+    name, n_state, hyper = case
+    ref_step = getattr(reference, name)
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError(f"{name} fell back to the reference instead of launching its kernel")
+    p = rng.standard_normal(size).astype(dtype)
+    state = [np.zeros(size, dtype) for _ in range(n_state)]
+    if name == "adagrad_step":
+        state[0][:] = 0.1  # initial_accumulator_value
+    gp, gstate = cp.asarray(p), [cp.asarray(a) for a in state]
+    for step in range(1, 5):
+        g = rng.standard_normal(size).astype(dtype)
+        extra = {"step": step} if name == "adagrad_step" else {}
+        with monkeypatch.context() as m:
+            m.setattr(reference, name, no_fallback)
+            getattr(be, name)(gp, cp.asarray(g), *gstate, **extra, **hyper)
+        ref_step(np, p, g, *state, **extra, **hyper)
+    np.testing.assert_allclose(host(gp), p, rtol=1e-6, atol=1e-7)
+    for got, want in zip(gstate, state):
+        np.testing.assert_allclose(host(got), want, rtol=1e-6, atol=1e-7)
+    assert np.linalg.norm(p) > 0
+
+
 @gpu
 def test_optimizer_noncontiguous_param_falls_back(be, cp, rng):
     p = rng.standard_normal(20).astype(np.float32)
@@ -599,6 +640,11 @@ def test_optimizer_noncontiguous_param_falls_back(be, cp, rng):
     gp = cp.asarray(p)
     be.sgd_step(gp[::2], cp.asarray(g), None, lr=0.1)
     p[::2] -= np.float32(0.1) * g
+    np.testing.assert_allclose(host(gp), p, rtol=1e-6)
+    # the adaptive steps too: a strided param takes the reference path, with the same result
+    s, s_ref = cp.zeros(10, dtype=cp.float32), np.zeros(10, np.float32)
+    be.adagrad_step(gp[::2], cp.asarray(g), s, step=1, lr=0.1)
+    reference.adagrad_step(np, p[::2], g, s_ref, step=1, lr=0.1)
     np.testing.assert_allclose(host(gp), p, rtol=1e-6)
 
 

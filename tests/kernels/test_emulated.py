@@ -58,7 +58,8 @@ def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
     suites = ["tests/test_tensor.py", "tests/test_autograd.py", "tests/test_inplace_and_versions.py",
               "tests/ops/test_ops_parity.py", "tests/test_autograd_function.py",
               "tests/nn/test_functional.py",
-              "tests/nn/test_functional_gradcheck.py", "tests/nn/test_layers.py", "tests/optim",
+              "tests/nn/test_functional_gradcheck.py", "tests/nn/test_layers.py", "tests/nn/test_cnn_layers.py",
+              "tests/optim",
               "tests/kernels/test_cupy_linear_choice.py"]
     cmd = [sys.executable, "-m", "pytest", *suites, "-q", "-p", "no:cacheprovider", "-k", "not dropout",
            "-W", "ignore:invalid value encountered:RuntimeWarning"]

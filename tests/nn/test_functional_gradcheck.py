@@ -64,6 +64,22 @@ CASES = {
     "kl_div": lambda r: (lambda x, y: F.kl_div(x, y, reduction="batchmean"), (t(r, 4, 5), probs(r, 4, 5))),
     "kl_div_log_target": lambda r: (lambda x, y: F.kl_div(x, y, reduction="sum", log_target=True),
                                     (t(r, 4, 5), t(r, 4, 5))),
+    "elu": lambda r: (lambda x: F.elu(x, 0.7), (t(r, 4, 6, scale=2),)),
+    "gelu": lambda r: (F.gelu, (t(r, 4, 6, scale=2),)),
+    "gelu_tanh": lambda r: (lambda x: F.gelu(x, approximate="tanh"), (t(r, 4, 6, scale=2),)),
+    "softplus": lambda r: (lambda x: F.softplus(x, beta=2.0, threshold=3.0), (t(r, 4, 6, scale=2),)),
+    "batch_norm_train": lambda r: (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+                                   (t(r, 5, 3, 4, 2), t(r, 3), t(r, 3))),
+    "batch_norm_eval": lambda r: (
+        lambda x, w, b, m=gpunn.tensor(r.standard_normal(3)), v=gpunn.tensor(r.random(3) + 0.5):
+        F.batch_norm(x, m, v, w, b, training=False, eps=1e-3), (t(r, 5, 3, 7), t(r, 3), t(r, 3))),
+    "dropout2d": lambda r: (lambda x: (gpunn.manual_seed(5), F.dropout2d(x, 0.4))[1], (t(r, 3, 4, 5, 2),)),
+    "adaptive_avg_pool2d": lambda r: (lambda x: F.adaptive_avg_pool2d(x, (3, 4)), (t(r, 2, 3, 7, 6),)),
+    "conv2d_dilated_grouped": lambda r: (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2),
+                                         (t(r, 2, 4, 7, 6), t(r, 4, 2, 2, 3), t(r, 4))),
+    "max_pool2d_ceil_mode": lambda r: (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), (t(r, 2, 3, 8, 6),)),
+    "avg_pool2d_ceil_mode": lambda r: (lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+                                       (t(r, 2, 3, 8, 6),)),
 }
 
 

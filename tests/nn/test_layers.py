@@ -293,7 +293,7 @@ def test_layer_reprs():
     assert repr(nn.Linear(784, 200)) == "Linear(in_features=784, out_features=200, bias=True)"
     assert repr(nn.Conv2d(1, 8, 3, padding=1)) == \
         "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))"
-    assert repr(nn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
+    assert repr(nn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)"
     assert repr(nn.LeakyReLU()) == "LeakyReLU(negative_slope=0.01)"
     assert repr(nn.Flatten()) == "Flatten(start_dim=1, end_dim=-1)"
     assert repr(nn.Softmax(dim=1)) == "Softmax(dim=1)"
