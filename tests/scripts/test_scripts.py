@@ -106,9 +106,7 @@ def test_mnist_main_runs_to_the_end(mnist_main_run):
 
 
 def test_mnist_main_uses_gpunn_adadelta():
-    if not HAVE_ADADELTA:
-        pytest.skip("gpunn.optim.Adadelta is not in this branch yet (issue 10 item 3); the other mnist_main "
-                    "tests run with tests/scripts/adadelta_standin.py")
+    assert HAVE_ADADELTA  # so the stand-in (tests/scripts/adadelta_standin.py) is never what runs
     assert gpunn.optim.Adadelta.__module__.startswith("gpunn.optim")
 
 
@@ -131,10 +129,7 @@ def test_mnist_main_accuracy_matches_pytorch(mnist_main_run, workdir, tmp_path):
 def test_mnist_main_model_loads_in_pytorch(mnist_main_run):
     torch = pytest.importorskip("torch")
     _, saved = mnist_main_run
-    try:
-        sd = torch.load(saved, weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (the format is issue 10 item 5, built in parallel)
-        pytest.skip(f"gpunn.save does not write PyTorch's .pt format in this branch yet: {exc}")
+    sd = torch.load(saved, weights_only=True)
     ours = gpunn.load(str(saved))
     for k, v in ours.items():
         np.testing.assert_array_equal(sd[k].numpy(), v.numpy())
