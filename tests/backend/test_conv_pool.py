@@ -121,8 +121,11 @@ def test_conv2d_activation_matches_torch(rng, act):
 
 def test_conv2d_activation_is_keyword_only_and_checked(rng):
     x, w = gpunn.randn(1, 2, 5, 5), gpunn.randn(3, 2, 3, 3)
+    # PyTorch's 6th and 7th positionals are dilation and groups; an 8th is never silently an activation
+    ref = F.conv2d(x, w, None, 1, 0, 1, 1)
+    np.testing.assert_array_equal(ref.numpy(), F.conv2d(x, w).numpy())
     with pytest.raises(TypeError):
-        F.conv2d(x, w, None, 1, 0, 1)  # PyTorch's 6th positional is dilation: not silently an activation
+        F.conv2d(x, w, None, 1, 0, 1, 1, "relu")
     with pytest.raises(ValueError, match="activation must be one of"):
         F.conv2d(x, w, activation="gelu")
 
