@@ -46,6 +46,7 @@ def cpu_copy_bandwidth(nbytes: int = 256 << 20, threads: int | None = None, repe
     parts = [(dst[lo:hi], src[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
     results = {}
     with ThreadPoolExecutor(threads) as pool:
+
         def parallel():
             list(pool.map(lambda p: np.copyto(*p), parts))
 
@@ -104,8 +105,7 @@ def gpu_matmul_gflops(n: int = 8192, repeats: int = 10) -> dict:
         end.record()
         end.synchronize()
         best = min(best, cp.cuda.get_elapsed_time(start, end) / 1e3)
-    return {"matmul_gflops": 2 * n**3 / best / 1e9, "matmul_n": n,
-            "tf32": os.environ.get("CUPY_TF32", "0")}
+    return {"matmul_gflops": 2 * n**3 / best / 1e9, "matmul_n": n, "tf32": os.environ.get("CUPY_TF32", "0")}
 
 
 def measure(backend: str = "numpy") -> dict:
@@ -114,8 +114,10 @@ def measure(backend: str = "numpy") -> dict:
         import cupy as cp
 
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-        out = {"device": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
-               "l2_cache_bytes": int(props.get("l2CacheSize", 0))}
+        out = {
+            "device": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+            "l2_cache_bytes": int(props.get("l2CacheSize", 0)),
+        }
         out.update(gpu_copy_bandwidth())
         out.update(gpu_matmul_gflops())
         return out

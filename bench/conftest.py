@@ -70,9 +70,11 @@ def _plain_float32_peer() -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    return {
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
 
 
 TORCH_FLOAT32 = _plain_float32_peer()
@@ -83,8 +85,13 @@ except ImportError:  # no versioned kernels: only the default is timed
     kernel_table = None
 
 # Benchmark op (extra_info.op) -> the kernel_table op behind it.
-BENCH_OP_KERNEL = {"linear_relu_fwd": "linear_act", "linear_relu_fwdbwd": "linear_act",
-                   "cross_entropy": "softmax_cross_entropy", "sgd_step": "sgd_step", "adam_step": "adam_step"}
+BENCH_OP_KERNEL = {
+    "linear_relu_fwd": "linear_act",
+    "linear_relu_fwdbwd": "linear_act",
+    "cross_entropy": "softmax_cross_entropy",
+    "sgd_step": "sgd_step",
+    "adam_step": "adam_step",
+}
 # The quick subset (GPUNN_BENCH_QUICK=1): test function -> the size ids it runs (None: every size).
 QUICK_SUBSET = {
     "test_linear_relu_fwdbwd": ("mlp-l1 200x784->200", "2048x2048->2048"),
@@ -125,7 +132,7 @@ def pytest_collection_modifyitems(config, items):
             items[:] = [item for item in items if in_quick_subset(item)]
     # the captured-step bench last: its torch.compile peer compiles for tens of seconds on a fresh machine,
     # and a bench step killed at its budget keeps what finished before
-    items.sort(key=lambda item: (getattr(item, "originalname", "") == "test_captured_step"))
+    items.sort(key=lambda item: getattr(item, "originalname", "") == "test_captured_step")
     gpu_ok, why = gpunn.cupy_available() if ON_GPU else (True, "")
     torch_ok = torch is not None and (not ON_GPU or torch.cuda.is_available())
     for item in items:
@@ -199,8 +206,13 @@ def wait_for_quiet(max_wait: float = 10.0) -> float | None:
 
 def _git(*args) -> str:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()
+        return subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ).stdout.strip()
     except Exception:
         return ""
 
@@ -267,8 +279,14 @@ def run_metadata() -> dict:
         "ratio_definition": "time / peer time, from each benchmark's minimum (< 1: faster than the peer)",
         "torch_float32": TORCH_FLOAT32,
         "quick_subset": QUICK,
-        "kernel_versions": ({"versions": {k: list(v) for k, v in kernel_table.VERSIONS.items()},
-                             "defaults": dict(kernel_table.DEFAULTS)} if kernel_table is not None else None),
+        "kernel_versions": (
+            {
+                "versions": {k: list(v) for k, v in kernel_table.VERSIONS.items()},
+                "defaults": dict(kernel_table.DEFAULTS),
+            }
+            if kernel_table is not None
+            else None
+        ),
         "emulated": EMULATED,
     }
     if ON_GPU:
@@ -335,8 +353,13 @@ def measure_ceilings() -> dict:
     """The ceilings of this run's device; under the kernel emulator a stub (nothing to measure there; a
     1 MiB 'L2' keeps the input rotation at one or two copies)."""
     if ON_GPU and EMULATED:
-        return {"device": "gpunn kernel emulator", "emulated": True, "l2_cache_bytes": 1 << 20,
-                "copy_gbps": None, "matmul_gflops": None}
+        return {
+            "device": "gpunn kernel emulator",
+            "emulated": True,
+            "l2_cache_bytes": 1 << 20,
+            "copy_gbps": None,
+            "matmul_gflops": None,
+        }
     return _ceilings.measure(BACKEND)
 
 
@@ -349,8 +372,11 @@ def impls(op: str | None = None) -> list:
     out = [pytest.param("gpunn", id="gpunn")]
     versions = kernel_table.VERSIONS.get(op, ()) if (ON_GPU and kernel_table is not None and op) else ()
     default = kernel_table.DEFAULTS.get(op) if versions else None
-    out += [pytest.param(f"gpunn-v{v}", id=f"gpunn-v{v}", marks=pytest.mark.kernel_version(op, v))
-            for v in versions if v != default]
+    out += [
+        pytest.param(f"gpunn-v{v}", id=f"gpunn-v{v}", marks=pytest.mark.kernel_version(op, v))
+        for v in versions
+        if v != default
+    ]
     out.append(pytest.param("torch", id="torch", marks=pytest.mark.peer))
     return out
 
@@ -474,9 +500,26 @@ class Measure:
             return impl, v, v == kernel_table.DEFAULTS[table_op]
         return impl, None, True
 
-    def __call__(self, fn, inputs: list, *, op: str, size: str, impl: str, bytes_moved: int, flops: int,
-                 sync, bound: str, max_rel_err: float, rounds: int | None = None, max_rounds: int = 200,
-                 warmup: int = 2, bytes_formula: str = "", flops_formula: str = "", extra: dict | None = None):
+    def __call__(
+        self,
+        fn,
+        inputs: list,
+        *,
+        op: str,
+        size: str,
+        impl: str,
+        bytes_moved: int,
+        flops: int,
+        sync,
+        bound: str,
+        max_rel_err: float,
+        rounds: int | None = None,
+        max_rounds: int = 200,
+        warmup: int = 2,
+        bytes_formula: str = "",
+        flops_formula: str = "",
+        extra: dict | None = None,
+    ):
         """Time ``fn(*inputs[k])`` over rotating input sets ``inputs``; ``bound`` is 'memory' or 'compute'
         (which ceiling the achieved rate is compared with)."""
         state = {"k": 0}
@@ -510,14 +553,27 @@ class Measure:
         info = self.benchmark.extra_info
         if not impl.startswith("torch"):
             impl, info["kernel_version"], info["kernel_default"] = self._version_label(op, impl)
-        info.update({
-            "op": op, "size": size, "impl": impl, "role": "peer" if impl.startswith("torch") else "gpunn",
-            "bytes": int(bytes_moved), "flops": int(flops), "bytes_formula": bytes_formula,
-            "flops_formula": flops_formula, "bound": bound, "rotating_inputs": len(inputs),
-            "gbps": bytes_moved / t_min / 1e9, "gflops": flops / t_min / 1e9, "max_rel_err": max_rel_err,
-            "loadavg_before": load_before, "loadavg_after": _loadavg(),
-            "other_load_before": quiet_before, "other_load": probe.fraction,
-        })
+        info.update(
+            {
+                "op": op,
+                "size": size,
+                "impl": impl,
+                "role": "peer" if impl.startswith("torch") else "gpunn",
+                "bytes": int(bytes_moved),
+                "flops": int(flops),
+                "bytes_formula": bytes_formula,
+                "flops_formula": flops_formula,
+                "bound": bound,
+                "rotating_inputs": len(inputs),
+                "gbps": bytes_moved / t_min / 1e9,
+                "gflops": flops / t_min / 1e9,
+                "max_rel_err": max_rel_err,
+                "loadavg_before": load_before,
+                "loadavg_after": _loadavg(),
+                "other_load_before": quiet_before,
+                "other_load": probe.fraction,
+            }
+        )
         if bound == "memory":
             ceiling = self.ceilings.get("copy_gbps")
             info["ceiling"] = ceiling

@@ -70,8 +70,16 @@ def bench_allreduce(group, max_mb: int) -> list:
             best = min(best, _slowest(group, time.perf_counter() - t0))
         nbytes = n * 4
         algbw = nbytes / best / 1e9
-        rows.append({"mb": mb, "bytes": nbytes, "seconds": best, "rounds": rounds, "algbw_gbps": algbw,
-                     "busbw_gbps": algbw * 2 * (n_ranks - 1) / n_ranks})
+        rows.append(
+            {
+                "mb": mb,
+                "bytes": nbytes,
+                "seconds": best,
+                "rounds": rounds,
+                "algbw_gbps": algbw,
+                "busbw_gbps": algbw * 2 * (n_ranks - 1) / n_ranks,
+            }
+        )
         mb *= 2
     return rows
 
@@ -144,9 +152,16 @@ def bench_mlp_epoch(group, epochs: int) -> dict:
         t = _slowest(group, time.perf_counter() - t0)
         if e:
             times.append(t)
-    return {"ranks": group.size, "per_rank_batch": per_rank, "steps": len(loader), "seconds": min(times),
-            "epochs_timed": epochs, "validation_rel_err": err, "data": source,
-            "grad_bytes": int(sum(p._data.nbytes for p in model.parameters()))}
+    return {
+        "ranks": group.size,
+        "per_rank_batch": per_rank,
+        "steps": len(loader),
+        "seconds": min(times),
+        "epochs_timed": epochs,
+        "validation_rel_err": err,
+        "data": source,
+        "grad_bytes": int(sum(p._data.nbytes for p in model.parameters())),
+    }
 
 
 def worker(args) -> None:
@@ -173,12 +188,31 @@ def launch(n: int, args) -> dict:
         raise SystemExit("bench.distributed: no mpiexec; pip install 'gpunn[mpi]'")
     threads = str(args.threads or max(1, (os.cpu_count() or 1) // n))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
-               GPUNN_NUM_THREADS=threads, OPENBLAS_THREAD_TIMEOUT="4")
+    env = dict(
+        os.environ,
+        PYTHONPATH=root,
+        OMP_NUM_THREADS=threads,
+        OPENBLAS_NUM_THREADS=threads,
+        GPUNN_NUM_THREADS=threads,
+        OPENBLAS_THREAD_TIMEOUT="4",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out.json")
-        cmd = [mpiexec, "-n", str(n), sys.executable, "-m", "bench.distributed", "--worker", "--json", path,
-               "--max-mb", str(args.max_mb), "--epochs", str(args.epochs)]
+        cmd = [
+            mpiexec,
+            "-n",
+            str(n),
+            sys.executable,
+            "-m",
+            "bench.distributed",
+            "--worker",
+            "--json",
+            path,
+            "--max-mb",
+            str(args.max_mb),
+            "--epochs",
+            str(args.epochs),
+        ]
         subprocess.run(cmd, env=env, cwd=root, check=True, timeout=1800)
         with open(path) as f:
             result = json.load(f)
@@ -187,23 +221,39 @@ def launch(n: int, args) -> dict:
 
 
 def report(results: list, meta: dict) -> str:
-    lines = [f"# Data parallel on {meta['machine']} ({meta['cpus']} CPUs), {meta['date']}", "",
-             f"`{meta['command']}` at commit {meta['commit']}; MPI: {meta['mpi']}; load average (1 min) "
-             f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after.", ""]
+    lines = [
+        f"# Data parallel on {meta['machine']} ({meta['cpus']} CPUs), {meta['date']}",
+        "",
+        f"`{meta['command']}` at commit {meta['commit']}; MPI: {meta['mpi']}; load average (1 min) "
+        f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after.",
+        "",
+    ]
     for r in results:
         if "allreduce" not in r:
             continue
-        lines += [f"## All-reduce (AVG, float32, in place), {r['ranks']} ranks", "",
-                  "| size | time | algbw | busbw = algbw * 2(N-1)/N |", "|---|---|---|---|"]
-        lines += [f"| {a['mb']} MB | {a['seconds'] * 1e3:.3f} ms | {a['algbw_gbps']:.2f} GB/s | "
-                  f"{a['busbw_gbps']:.2f} GB/s |" for a in r["allreduce"]]
+        lines += [
+            f"## All-reduce (AVG, float32, in place), {r['ranks']} ranks",
+            "",
+            "| size | time | algbw | busbw = algbw * 2(N-1)/N |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {a['mb']} MB | {a['seconds'] * 1e3:.3f} ms | {a['algbw_gbps']:.2f} GB/s | {a['busbw_gbps']:.2f} GB/s |"
+            for a in r["allreduce"]
+        ]
         lines.append("")
-    lines += ["## MLP epoch (784-200-200-10, SGD, 60,000 samples, global batch 200)", "",
-              "| ranks | batch per rank | threads per rank | epoch | per step |", "|---|---|---|---|---|"]
+    lines += [
+        "## MLP epoch (784-200-200-10, SGD, 60,000 samples, global batch 200)",
+        "",
+        "| ranks | batch per rank | threads per rank | epoch | per step |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         m = r["mlp_epoch"]
-        lines.append(f"| {m['ranks']} | {m['per_rank_batch']} | {r['threads_per_rank']} | {m['seconds']:.3f} s | "
-                     f"{m['seconds'] / m['steps'] * 1e3:.2f} ms |")
+        lines.append(
+            f"| {m['ranks']} | {m['per_rank_batch']} | {r['threads_per_rank']} | {m['seconds']:.3f} s | "
+            f"{m['seconds'] / m['steps'] * 1e3:.2f} ms |"
+        )
     lines.append("")
     one = next((r for r in results if r["ranks"] == 1), None)
     for r in results:
@@ -215,10 +265,13 @@ def report(results: list, meta: dict) -> str:
         comm = 2 * (n - 1) / n * g / (small["busbw_gbps"] * 1e9)
         compute = one["mlp_epoch"]["seconds"] / one["mlp_epoch"]["steps"] / n
         measured = m["seconds"] / m["steps"]
-        lines += [f"Cost model, {n} ranks, per step: compute(B/N) + 2(N-1)/N * G / busbw = "
-                  f"{compute * 1e3:.2f} ms (1-rank step / N, ideal) + {comm * 1e3:.3f} ms "
-                  f"(G = {g / 1e6:.2f} MB at {small['busbw_gbps']:.2f} GB/s, measured at {small['mb']} MB) = "
-                  f"{(compute + comm) * 1e3:.2f} ms predicted; measured {measured * 1e3:.2f} ms.", ""]
+        lines += [
+            f"Cost model, {n} ranks, per step: compute(B/N) + 2(N-1)/N * G / busbw = "
+            f"{compute * 1e3:.2f} ms (1-rank step / N, ideal) + {comm * 1e3:.3f} ms "
+            f"(G = {g / 1e6:.2f} MB at {small['busbw_gbps']:.2f} GB/s, measured at {small['mb']} MB) = "
+            f"{(compute + comm) * 1e3:.2f} ms predicted; measured {measured * 1e3:.2f} ms.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -238,8 +291,9 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     results = [launch(int(n), args) for n in args.ranks.split(",")]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except Exception:
         commit = "unknown"
     try:
@@ -249,9 +303,16 @@ def main(argv=None) -> None:
     except Exception as exc:
         mpi = f"unknown ({exc})"
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    meta = {"command": "python -m bench.distributed " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": commit, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "date": date, "mpi": mpi, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    meta = {
+        "command": "python -m bench.distributed " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "date": date,
+        "mpi": mpi,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"distributed-{date}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

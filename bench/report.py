@@ -40,30 +40,45 @@ WHY = {
         "into the flat buffer, the SGD step; ~0.45 ms of a ~1.3 ms step) to be about half of PyTorch's. "
         "Page faults (fixed: malloc tuning) and the optimizer (fixed: in-place, blocked) are gone; what "
         "is left is spread over many small pieces, most outside the numpy backend (tensor.py, "
-        "functional.linear, data.loader)."),
+        "functional.linear, data.loader)."
+    ),
     ("cpu", "cnn_epoch"): (
         "PyTorch runs the convolutions through oneDNN's direct/Winograd kernels on both cores (conv2 "
         "forward+backward ~3 ms, faster than NumPy's own matmul ceiling allows for its FLOPs); gpunn's "
         "im2col + OpenBLAS GEMM does 3 GEMMs at ~150-220 GFLOP/s plus im2col/col2im copies on one core "
         "(~14 ms). The pools are now faster than PyTorch's; the ReLU (Tensor.relu, 3 single-threaded "
-        "passes of 10 MB) is ~5x slower than PyTorch's."),
+        "passes of 10 MB) is ~5x slower than PyTorch's."
+    ),
     ("cpu", "cross_entropy"): (
         "PyTorch's log_softmax/nll kernels make about two fused passes over the logits on both cores; "
         "gpunn's fused primitive (blocked, both cores) makes five NumPy passes (max, subtract, exp, sum, "
         "divide) and takes ~1.7 ms at 2048x1000, and the autograd around it adds two full-size passes "
         "PyTorch does not make: F.cross_entropy's backward multiplies dlogits by the upstream gradient "
         "even when it is 1, and a leaf's gradient is copied (Tensor._accumulate_grad). At the MLP's "
-        "200x10 both are dominated by per-call overhead (~40 us); at 4096x8192 gpunn is faster."),
+        "200x10 both are dominated by per-call overhead (~40 us); at 4096x8192 gpunn is faster."
+    ),
     ("cpu", "adam_step"): (
         "the step is memory-bound: each side reads and writes the 28 bytes per parameter it needs, and "
         "below ~2M parameters both reach about the same bandwidth (gpunn: 13 NumPy passes per cache-sized "
         "block, one thread under 262k parameters; PyTorch: 7 ops per tensor on two threads), so the "
         "ratio there sits at 1.0 +- run-to-run noise (compare the median ratio); from 2M up gpunn's "
-        "blocked, threaded step is faster."),
+        "blocked, threaded step is faster."
+    ),
 }
 QUIET = 0.1  # the share of the CPUs other processes may use before a row is flagged (bench/conftest.py)
-OP_ORDER = ["mlp_epoch", "cnn_epoch", "mlp_step", "cnn_step", "linear_relu_fwd", "linear_relu_fwdbwd", "cross_entropy",
-            "sgd_step", "adam_step", "conv2d_fwdbwd", "max_pool2d_fwdbwd"]
+OP_ORDER = [
+    "mlp_epoch",
+    "cnn_epoch",
+    "mlp_step",
+    "cnn_step",
+    "linear_relu_fwd",
+    "linear_relu_fwdbwd",
+    "cross_entropy",
+    "sgd_step",
+    "adam_step",
+    "conv2d_fwdbwd",
+    "max_pool2d_fwdbwd",
+]
 
 
 def fmt_time(s: float) -> str:
@@ -97,11 +112,21 @@ def load(path: str) -> dict:
                 return step["raw"]
         for step in steps:  # a bench step killed before pytest-benchmark wrote its JSON: the per-test records
             if isinstance(step, dict) and step.get("benchmarks"):
-                return {"benchmarks": [{"name": b["bench"], "extra_info": b.get("extra_info") or {},
-                                        "stats": {k: b[k] for k in ("min", "median", "rounds")}}
-                                       for b in step["benchmarks"]],
-                        "gpunn_bench": {"backend": "cupy", "command": data.get("command"),
-                                        "commit_short": str((data.get("commit") or {}).get("commit", "?"))[:7]}}
+                return {
+                    "benchmarks": [
+                        {
+                            "name": b["bench"],
+                            "extra_info": b.get("extra_info") or {},
+                            "stats": {k: b[k] for k in ("min", "median", "rounds")},
+                        }
+                        for b in step["benchmarks"]
+                    ],
+                    "gpunn_bench": {
+                        "backend": "cupy",
+                        "command": data.get("command"),
+                        "commit_short": str((data.get("commit") or {}).get("commit", "?"))[:7],
+                    },
+                }
         raise SystemExit(f"{path}: a gpu-check result without benchmark data (was the bench step skipped?)")
     return data
 
@@ -112,8 +137,15 @@ def entries(results: dict) -> list:
     for b in results.get("benchmarks", []):
         info = b.get("extra_info") or {}
         if "op" in info:
-            out.append({**info, "t": b["stats"]["min"], "median": b["stats"]["median"],
-                        "rounds": b["stats"]["rounds"], "name": b["name"]})
+            out.append(
+                {
+                    **info,
+                    "t": b["stats"]["min"],
+                    "median": b["stats"]["median"],
+                    "rounds": b["stats"]["rounds"],
+                    "name": b["name"],
+                }
+            )
     return out
 
 
@@ -154,18 +186,34 @@ def version_note(entry: dict) -> str:
 
 
 def table(rows: list) -> str:
-    lines = ["| op | size | gpunn | peer | peer time | ratio | ratio of medians | gpunn achieved "
-             "| gpunn % of ceiling | peer % of ceiling |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| op | size | gpunn | peer | peer time | ratio | ratio of medians | gpunn achieved "
+        "| gpunn % of ceiling | peer % of ceiling |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for op, size, g, p in pairs(rows):
         ratio = f"{g['t'] / p['t']:.2f}x" if g and p else "-"
         if contended(g, p):
             ratio += " †"
         median_ratio = f"{g['median'] / p['median']:.2f}x" if g and p else "-"
-        lines.append("| " + " | ".join([
-            op, size, (fmt_time(g["t"]) + version_note(g)) if g else "-", p["impl"] if p else "-",
-            fmt_time(p["t"]) if p else "-",
-            ratio, median_ratio, fmt_rate(g) if g else "-", fmt_frac(g) if g else "-", fmt_frac(p) if p else "-",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    op,
+                    size,
+                    (fmt_time(g["t"]) + version_note(g)) if g else "-",
+                    p["impl"] if p else "-",
+                    fmt_time(p["t"]) if p else "-",
+                    ratio,
+                    median_ratio,
+                    fmt_rate(g) if g else "-",
+                    fmt_frac(g) if g else "-",
+                    fmt_frac(p) if p else "-",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -174,8 +222,7 @@ def judge_targets(rows: list, platform_kind: str) -> list:
     out = []
     for op, limit, desc in TARGETS.get(platform_kind, []):
         # judged on the version the backend uses (the default), not on the alternatives timed beside it
-        found = [(size, g, p) for o, size, g, p in pairs(rows)
-                 if o == op and g and p and g.get("kernel_default", True)]
+        found = [(size, g, p) for o, size, g, p in pairs(rows) if o == op and g and p and g.get("kernel_default", True)]
         if not found:
             continue
         worst = max(found, key=lambda f: f[1]["t"] / f[2]["t"])
@@ -187,8 +234,10 @@ def judge_targets(rows: list, platform_kind: str) -> list:
             detail = f"met: worst ratio {ratio:.2f}x (limit {limit:.2f}x) [{details}]"
         else:
             over = ratio / limit - 1
-            detail = (f"MISSED by {100 * over:.0f}%: gpunn takes {ratio:.2f}x the time of {p['impl']} at {size} "
-                      f"(limit {limit:.2f}x; gpunn {fmt_time(g['t'])}, peer {fmt_time(p['t'])}) [{details}]")
+            detail = (
+                f"MISSED by {100 * over:.0f}%: gpunn takes {ratio:.2f}x the time of {p['impl']} at {size} "
+                f"(limit {limit:.2f}x; gpunn {fmt_time(g['t'])}, peer {fmt_time(p['t'])}) [{details}]"
+            )
             why = WHY.get((platform_kind, op))
             if why:
                 detail += f"\n  - why: {why}"
@@ -200,20 +249,22 @@ def header(results: dict) -> str:
     meta = results.get("gpunn_bench") or results.get("machine_info", {}).get("gpunn_bench") or {}
     mach = meta.get("machine", {})
     ceil = meta.get("ceilings") or {}
-    lines = [f"- command: `{meta.get('command', '?')}`",
-             f"- backend: {meta.get('gpunn_impl', '?')} vs {meta.get('peer_impl', '?')}"
-             f" (torch {mach.get('torch')}, {mach.get('torch_threads')} threads)",
-             f"- machine: {mach.get('cpu', '?')}, {mach.get('cpu_count', '?')} cores, {mach.get('platform', '')}; "
-             f"numpy {mach.get('numpy')} ({mach.get('blas')}), python {mach.get('python')}"
-             + (f"; GPU {mach.get('gpu')}, cupy {mach.get('cupy')}" if mach.get("gpu") else ""),
-             f"- commit: {meta.get('commit_short', '?')}{' (with uncommitted changes)' if meta.get('dirty') else ''}; "
-             f"run {meta.get('started', '?')} to {meta.get('finished', '?')} (UTC)",
-             f"- ceilings measured in this run: copy {ceil.get('copy_gbps', float('nan')):.1f} GB/s, "
-             f"float32 matmul {ceil.get('matmul_gflops', float('nan')):.1f} GFLOP/s "
-             f"(n={ceil.get('matmul_n')})",
-             f"- load average (1, 5, 15 min) at start {meta.get('loadavg_start')}, at end {meta.get('loadavg_end')}",
-             "- times are each benchmark's minimum over its rounds; ratio = gpunn / peer (below 1: gpunn faster); "
-             "the ratio of the medians shows how much of a ratio is run-to-run noise"]
+    lines = [
+        f"- command: `{meta.get('command', '?')}`",
+        f"- backend: {meta.get('gpunn_impl', '?')} vs {meta.get('peer_impl', '?')}"
+        f" (torch {mach.get('torch')}, {mach.get('torch_threads')} threads)",
+        f"- machine: {mach.get('cpu', '?')}, {mach.get('cpu_count', '?')} cores, {mach.get('platform', '')}; "
+        f"numpy {mach.get('numpy')} ({mach.get('blas')}), python {mach.get('python')}"
+        + (f"; GPU {mach.get('gpu')}, cupy {mach.get('cupy')}" if mach.get("gpu") else ""),
+        f"- commit: {meta.get('commit_short', '?')}{' (with uncommitted changes)' if meta.get('dirty') else ''}; "
+        f"run {meta.get('started', '?')} to {meta.get('finished', '?')} (UTC)",
+        f"- ceilings measured in this run: copy {ceil.get('copy_gbps', float('nan')):.1f} GB/s, "
+        f"float32 matmul {ceil.get('matmul_gflops', float('nan')):.1f} GFLOP/s "
+        f"(n={ceil.get('matmul_n')})",
+        f"- load average (1, 5, 15 min) at start {meta.get('loadavg_start')}, at end {meta.get('loadavg_end')}",
+        "- times are each benchmark's minimum over its rounds; ratio = gpunn / peer (below 1: gpunn faster); "
+        "the ratio of the medians shows how much of a ratio is run-to-run noise",
+    ]
     return "\n".join(lines)
 
 
@@ -223,9 +274,12 @@ def markdown(results: dict, png_name: str | None = None) -> str:
     kind = "gpu" if meta.get("backend") == "cupy" else "cpu"
     parts = [f"# gpunn benchmark report ({kind.upper()})", "", header(results), "", table(rows), ""]
     if any(contended(g, p) for _, _, g, p in pairs(rows)):
-        parts += [f"† other processes used more than {100 * QUIET:.0f}% of the CPUs while gpunn or the peer "
-                  "was timed (extra_info.other_load): that ratio is less trustworthy. PyTorch's 2-thread ops "
-                  "lose most when a core is taken, NumPy's 1-thread ops least.", ""]
+        parts += [
+            f"† other processes used more than {100 * QUIET:.0f}% of the CPUs while gpunn or the peer "
+            "was timed (extra_info.other_load): that ratio is less trustworthy. PyTorch's 2-thread ops "
+            "lose most when a core is taken, NumPy's 1-thread ops least.",
+            "",
+        ]
     judged = judge_targets(rows, kind)
     if judged:
         parts += ["## Targets", ""]
@@ -262,8 +316,15 @@ def plot(results: dict, path: str) -> None:
         for (op, impl), pts in sorted(series.items()):
             pts.sort()
             mine = impl.startswith("gpunn")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o" if mine else "--s", markersize=4,
-                    color=palette[ops.index(op) % len(palette)], label=f"{op} ({impl})", alpha=1 if mine else 0.7)
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "-o" if mine else "--s",
+                markersize=4,
+                color=palette[ops.index(op) % len(palette)],
+                label=f"{op} ({impl})",
+                alpha=1 if mine else 0.7,
+            )
         if ceil.get(ckey):
             ax.axhline(ceil[ckey], color="black", linestyle=":", label=f"ceiling {ceil[ckey]:.0f} {label}")
         ax.set_xscale("log")
@@ -283,11 +344,11 @@ def plot(results: dict, path: str) -> None:
         start = x
         for r in group:
             mine = r["role"] == "gpunn"
-            ax.bar(x, r["t"] / base, 0.8, color=palette[0] if mine else "lightgray",
-                   edgecolor="black" if mine else "gray")
+            ax.bar(
+                x, r["t"] / base, 0.8, color=palette[0] if mine else "lightgray", edgecolor="black" if mine else "gray"
+            )
             name = r["impl"].split("-", 2)[-1] if r["impl"].count("-") >= 2 else r["impl"]  # "preloaded"
-            ax.annotate(f"{name}\n{fmt_time(r['t'])}", (x, r["t"] / base), ha="center", va="bottom",
-                        fontsize=7)
+            ax.annotate(f"{name}\n{fmt_time(r['t'])}", (x, r["t"] / base), ha="center", va="bottom", fontsize=7)
             x += 1
         ticks.append(((start + x - 1) / 2, op))
         x += 0.8
@@ -297,8 +358,11 @@ def plot(results: dict, path: str) -> None:
     ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
     ax.set_title("training: gpunn (blue) vs the PyTorch peers")
     meta = results.get("gpunn_bench") or {}
-    fig.suptitle(f"gpunn bench: {meta.get('gpunn_impl', '?')} vs {meta.get('peer_impl', '?')}, "
-                 f"commit {meta.get('commit_short', '?')}, {meta.get('started', '')}", fontsize=10)
+    fig.suptitle(
+        f"gpunn bench: {meta.get('gpunn_impl', '?')} vs {meta.get('peer_impl', '?')}, "
+        f"commit {meta.get('commit_short', '?')}, {meta.get('started', '')}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -50,8 +50,13 @@ from gpunn.backend import backend_for  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 MIN_ROUNDS = 5
 TARGETS = {  # workload -> target ratio gpunn / best PyTorch (issue 12)
-    "mlp_epoch": 0.80, "cnn_epoch": 0.90, "mnist_cnn_step": 1.00, "adam_step 200k": 1.00, "adam_step 2M": 1.00,
-    "adam_step 17M": 1.00, "softmax_ce 2048x1000": 1.00,
+    "mlp_epoch": 0.80,
+    "cnn_epoch": 0.90,
+    "mnist_cnn_step": 1.00,
+    "adam_step 200k": 1.00,
+    "adam_step 2M": 1.00,
+    "adam_step 17M": 1.00,
+    "softmax_ce 2048x1000": 1.00,
 }
 
 
@@ -68,7 +73,7 @@ def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict
             impls[name]()
     times = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn = impls[name]
             t0, c0 = time.perf_counter(), time.process_time()
@@ -82,8 +87,14 @@ def summarize(work: str, times: dict, errors: dict) -> dict:
     stats = {}
     for name, pairs in times.items():
         t, c = [p[0] for p in pairs], [p[1] for p in pairs]
-        stats[name] = {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "rounds": len(t),
-                       "cpu_median_s": statistics.median(c), "max_rel_err": errors.get(name)}
+        stats[name] = {
+            "median_s": statistics.median(t),
+            "min_s": min(t),
+            "max_s": max(t),
+            "rounds": len(t),
+            "cpu_median_s": statistics.median(c),
+            "max_rel_err": errors.get(name),
+        }
     g = stats["gpunn"]["median_s"]
     peers = {n: s["median_s"] for n, s in stats.items() if n.startswith("torch")}
     best = min(peers, key=peers.get)
@@ -91,8 +102,14 @@ def summarize(work: str, times: dict, errors: dict) -> dict:
     for s in stats.values():
         s["ratio_to_best_peer"] = s["median_s"] / peers[best]
         s["cpu_ratio_to_best_peer"] = s["cpu_median_s"] / best_cpu
-    return {"work": work, "impls": stats, "best_peer": best, "ratio": g / peers[best],
-            "cpu_ratio": stats["gpunn"]["cpu_median_s"] / best_cpu, "target": TARGETS.get(work)}
+    return {
+        "work": work,
+        "impls": stats,
+        "best_peer": best,
+        "ratio": g / peers[best],
+        "cpu_ratio": stats["gpunn"]["cpu_median_s"] / best_cpu,
+        "target": TARGETS.get(work),
+    }
 
 
 def rel_err(got, ref) -> float:
@@ -111,8 +128,11 @@ def validated(name: str, err: float, tol: float) -> float:
 # workloads
 # ------------------------------------------------------------------------------------------------
 ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
-ADAM_SIZES = {"200k": [(200, 784), (200,), (200, 200), (200,), (10, 200), (10,)],
-              "2M": [(1024, 2048), (1024,)], "17M": [(4096, 4096), (4096,)]}
+ADAM_SIZES = {
+    "200k": [(200, 784), (200,), (200, 200), (200,), (10, 200), (10,)],
+    "2M": [(1024, 2048), (1024,)],
+    "17M": [(4096, 4096), (4096,)],
+}
 
 
 def adam_step(label: str, rounds: int) -> dict:
@@ -154,8 +174,9 @@ def adam_step(label: str, rounds: int) -> dict:
         opt.step()
         opt.step()
         got = [p.detach().numpy() for p in ps]
-        errors[impl] = validated(f"adam {label} {impl}", max(rel_err(a - p0, b - p0) for a, b, p0 in
-                                                            zip(got, r2, params)), 1e-4)
+        errors[impl] = validated(
+            f"adam {label} {impl}", max(rel_err(a - p0, b - p0) for a, b, p0 in zip(got, r2, params)), 1e-4
+        )
         impls[impl] = opt.step
     n = sum(int(np.prod(s)) for s in shapes)
     reps = max(3, int(2e7 // n))
@@ -191,8 +212,9 @@ def softmax_ce(rounds: int, n: int = 2048, c: int = 1000) -> dict:
     for name, call, z in (("gpunn", g_call, gz), ("torch", t_call, tz)):
         loss = call()
         grad = z.grad.numpy() if name == "gpunn" else z.grad.numpy()
-        errors[name] = validated(f"softmax_ce {name}", max(rel_err(float(loss.item()), ref_loss),
-                                                           rel_err(grad, ref_grad)), 1e-5)
+        errors[name] = validated(
+            f"softmax_ce {name}", max(rel_err(float(loss.item()), ref_loss), rel_err(grad, ref_grad)), 1e-5
+        )
     return summarize(f"softmax_ce {n}x{c}", interleave({"gpunn": g_call, "torch": t_call}, rounds, reps=50), errors)
 
 
@@ -219,9 +241,16 @@ def _epoch(kind: str, rounds: int) -> dict:
 class _MnistNet:
     """pytorch/examples mnist/main.py's Net, as a function of a dict of parameters, for both libraries."""
 
-    shapes = {"conv1.weight": (32, 1, 3, 3), "conv1.bias": (32,), "conv2.weight": (64, 32, 3, 3),
-              "conv2.bias": (64,), "fc1.weight": (128, 9216), "fc1.bias": (128,), "fc2.weight": (10, 128),
-              "fc2.bias": (10,)}
+    shapes = {
+        "conv1.weight": (32, 1, 3, 3),
+        "conv1.bias": (32,),
+        "conv2.weight": (64, 32, 3, 3),
+        "conv2.bias": (64,),
+        "fc1.weight": (128, 9216),
+        "fc1.bias": (128,),
+        "fc2.weight": (10, 128),
+        "fc2.bias": (10,),
+    }
 
     @staticmethod
     def forward(lib, Fn, p, x, training):
@@ -240,8 +269,12 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
     Validated by its gradients in eval mode (no dropout) against float64 PyTorch (Adam's first update,
     lr * g / (|g| + eps), is too sensitive to tiny gradients to compare); timed in training mode."""
     rng = np.random.default_rng(2)
-    init = {k: (rng.standard_normal(s) * (2.0 / np.prod(s[1:])) ** 0.5 if len(s) > 1 else
-                rng.standard_normal(s) * 0.01).astype(np.float32) for k, s in _MnistNet.shapes.items()}
+    init = {
+        k: (
+            rng.standard_normal(s) * (2.0 / np.prod(s[1:])) ** 0.5 if len(s) > 1 else rng.standard_normal(s) * 0.01
+        ).astype(np.float32)
+        for k, s in _MnistNet.shapes.items()
+    }
     X = rng.random((16, batch, 1, 28, 28), dtype=np.float32)
     Y = rng.integers(0, 10, (16, batch))
 
@@ -323,8 +356,14 @@ def cold_start(rounds: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), GPUNN_BACKEND="numpy")
 
     def run(extra):
-        out = subprocess.run([sys.executable, "-c", _COLD_SCRIPT], env={**env, **extra}, capture_output=True,
-                             text=True, check=True, timeout=600).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", _COLD_SCRIPT],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout.split()
         return [float(v) for v in out]
 
     result = {"work": "cold_start"}
@@ -333,24 +372,29 @@ def cold_start(rounds: int) -> dict:
         warm = [run({"NUMBA_CACHE_DIR": cache}) for _ in range(rounds)]
     nonumba = [run({"GPUNN_NUMBA": "0"}) for _ in range(rounds)]
     imports = [w[0] for w in warm + nonumba]
-    result["import_gpunn_s"] = {"median_s": statistics.median(imports), "min_s": min(imports),
-                                "max_s": max(imports)}
+    result["import_gpunn_s"] = {"median_s": statistics.median(imports), "min_s": min(imports), "max_s": max(imports)}
     result["cnn_first_step_cold_cache_s"] = cold[1]
     result["cnn_steady_step_s"] = cold[2]
     firsts = [w[1] for w in warm]
-    result["cnn_first_step_warm_cache_s"] = {"median_s": statistics.median(firsts), "min_s": min(firsts),
-                                             "max_s": max(firsts)}
+    result["cnn_first_step_warm_cache_s"] = {
+        "median_s": statistics.median(firsts),
+        "min_s": min(firsts),
+        "max_s": max(firsts),
+    }
     result["cnn_first_step_numba_off_s"] = statistics.median([w[1] for w in nonumba])
     result["kernel_compile_s (cold first step - steady)"] = cold[1] - cold[2]
     result["kernel_load_s (warm first step - steady)"] = statistics.median(firsts) - statistics.median(
-        [w[2] for w in warm])
+        [w[2] for w in warm]
+    )
     # the same in CPU seconds of the process (all its threads): robust to other processes' load
     result["cpu_import_gpunn_s"] = statistics.median(w[3] for w in warm + nonumba)
     result["cpu_kernel_compile_s"] = cold[4] - cold[5]
     result["cpu_kernel_load_s"] = statistics.median(w[4] - w[5] for w in warm)
     result["cpu_first_step_numba_off_s"] = statistics.median(w[4] for w in nonumba)
-    result["cpu_steady_step_s"] = {"numba": statistics.median(w[5] for w in warm),
-                                   "numba_off": statistics.median(w[5] for w in nonumba)}
+    result["cpu_steady_step_s"] = {
+        "numba": statistics.median(w[5] for w in warm),
+        "numba_off": statistics.median(w[5] for w in nonumba),
+    }
     return result
 
 
@@ -376,14 +420,19 @@ def _git(*args) -> str:
 
 
 def markdown(results: list, meta: dict) -> str:
-    lines = [f"# issue-12 targets, {meta['date']}", "",
-             f"`{meta['command']}` at commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}; "
-             f"{meta['machine']}; PyTorch {meta['torch']}, NumPy {meta['numpy']}; {meta['threads']} threads. "
-             "Interleaved in one process; seconds per call; ratio = gpunn median / best PyTorch median.", "",
-             f"Load average at the start {meta['loadavg_start']}, at the end {meta['loadavg_end']} "
-             "(a busy machine: read the CPU-time ratio too).", "",
-             "| work | impl | median | min | max | rounds | ratio | CPU median | CPU ratio | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# issue-12 targets, {meta['date']}",
+        "",
+        f"`{meta['command']}` at commit {meta['commit']}{' (DIRTY TREE)' if meta['dirty'] else ''}; "
+        f"{meta['machine']}; PyTorch {meta['torch']}, NumPy {meta['numpy']}; {meta['threads']} threads. "
+        "Interleaved in one process; seconds per call; ratio = gpunn median / best PyTorch median.",
+        "",
+        f"Load average at the start {meta['loadavg_start']}, at the end {meta['loadavg_end']} "
+        "(a busy machine: read the CPU-time ratio too).",
+        "",
+        "| work | impl | median | min | max | rounds | ratio | CPU median | CPU ratio | target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "impls" not in r:
             continue
@@ -392,9 +441,11 @@ def markdown(results: list, meta: dict) -> str:
             tgt = ""
             if name == "gpunn" and r["target"] is not None:
                 tgt = f"<= {r['target']:.2f}: {'met' if r['ratio'] <= r['target'] else 'MISSED'}"
-            lines.append(f"| {r['work']} | {name} | {s['median_s'] * 1e3:.3f} ms | {s['min_s'] * 1e3:.3f} | "
-                         f"{s['max_s'] * 1e3:.3f} | {s['rounds']} | {ratio} | {s['cpu_median_s'] * 1e3:.3f} ms | "
-                         f"{s['cpu_ratio_to_best_peer']:.2f} | {tgt} |")
+            lines.append(
+                f"| {r['work']} | {name} | {s['median_s'] * 1e3:.3f} ms | {s['min_s'] * 1e3:.3f} | "
+                f"{s['max_s'] * 1e3:.3f} | {s['rounds']} | {ratio} | {s['cpu_median_s'] * 1e3:.3f} ms | "
+                f"{s['cpu_ratio_to_best_peer']:.2f} | {tgt} |"
+            )
     for r in results:
         if r["work"] == "cold_start":
             lines += ["", "Cold start (fresh processes):", ""]
@@ -415,11 +466,17 @@ def main(argv=None) -> None:
         ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
     args.workloads = args.workloads or list(WORKLOADS)
     gpunn.set_backend("numpy")
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "python -m bench.targets " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
-            "machine": f"{os.cpu_count()} CPUs", "torch": torch.__version__, "numpy": np.__version__,
-            "threads": torch.get_num_threads(), "loadavg_start": _loadavg()}
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m bench.targets " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain")),
+        "machine": f"{os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "threads": torch.get_num_threads(),
+        "loadavg_start": _loadavg(),
+    }
     results = []
     for w in args.workloads:
         for r in WORKLOADS[w](rounds):
@@ -430,8 +487,10 @@ def main(argv=None) -> None:
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / (f"targets-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}"
-                           + (f"-threads{_THREADS}" if _THREADS else ""))
+        stem = args.out / (
+            f"targets-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}"
+            + (f"-threads{_THREADS}" if _THREADS else "")
+        )
         stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
         stem.with_suffix(".md").write_text(md)
 

@@ -27,13 +27,16 @@ __all__ = ["initial_weights", "mnist60k"]  # the fixtures, re-exported for this 
 ADAM_HYPER = {"lr": 1e-3}
 OPTIMIZERS = {"sgd": (optim.SGD, SGD_HYPER), "adam": (optim.Adam, ADAM_HYPER)}
 BATCHES = [200] if ON_GPU else [200, 32]
-IMPLS = [pytest.param("gpunn", id="gpunn"), pytest.param("gpunn-captured", id="gpunn-captured"),
-         pytest.param("torch", id="torch", marks=pytest.mark.peer),
-         pytest.param("torch-compile", id="torch-compile", marks=pytest.mark.peer)]
+IMPLS = [
+    pytest.param("gpunn", id="gpunn"),
+    pytest.param("gpunn-captured", id="gpunn-captured"),
+    pytest.param("torch", id="torch", marks=pytest.mark.peer),
+    pytest.param("torch-compile", id="torch-compile", marks=pytest.mark.peer),
+]
 
 
 def _torch_opt(name, params):
-    return (torch.optim.SGD(params, **SGD_HYPER) if name == "sgd" else torch.optim.Adam(params, **ADAM_HYPER))
+    return torch.optim.SGD(params, **SGD_HYPER) if name == "sgd" else torch.optim.Adam(params, **ADAM_HYPER)
 
 
 def _reference_two_steps(init: dict, batches: list, opt_name: str) -> dict:
@@ -71,13 +74,15 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
         if impl == "gpunn-captured":
             step = compile_step(model, loss_fn, opt)
         else:
+
             def step(xb, yb):
                 opt.zero_grad()
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
                 opt.step()
                 return loss
-        sync, name = (lambda: sync_gpunn(backend)), GPUNN_IMPL + impl[len("gpunn"):]
+
+        sync, name = (lambda: sync_gpunn(backend)), GPUNN_IMPL + impl[len("gpunn") :]
         state = model.state_dict
     else:
         model = _torch_model("mlp", init, torch_device)
@@ -97,7 +102,7 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
                 step = torch.compile(step, mode="reduce-overhead")
             except Exception as exc:  # a peer that cannot compile here is recorded as skipped, not fatal
                 pytest.skip(f"torch.compile failed: {type(exc).__name__}: {exc}")
-        sync, name = sync_torch, PEER_IMPL + impl[len("torch"):]
+        sync, name = sync_torch, PEER_IMPL + impl[len("torch") :]
         state = model.state_dict
     for xb, yb in sets[:2]:
         step(xb, yb)
@@ -106,7 +111,20 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
     # float32 Adam lands near 2e-3 of the float64 update on the first layer): a looser bound there
     err = check({k: to_host(v) - init[k] for k, v in state().items()}, ref, tol=1e-3 if opt_name == "sgd" else 1e-2)
     nbytes, flops, bytes_formula, flops_formula = _napkin("mlp", batch)
-    measure(step, sets, op=f"mlp_step_{opt_name}", size=f"batch {batch}", impl=name, bytes_moved=nbytes,
-            flops=flops, sync=sync, bound="compute", max_rel_err=err, warmup=WARMUP_STEPS, max_rounds=2000,
-            bytes_formula=bytes_formula, flops_formula=flops_formula,
-            extra={"optimizer": f"{opt_name} {OPTIMIZERS[opt_name][1]}", "batch": batch})
+    measure(
+        step,
+        sets,
+        op=f"mlp_step_{opt_name}",
+        size=f"batch {batch}",
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="compute",
+        max_rel_err=err,
+        warmup=WARMUP_STEPS,
+        max_rounds=2000,
+        bytes_formula=bytes_formula,
+        flops_formula=flops_formula,
+        extra={"optimizer": f"{opt_name} {OPTIMIZERS[opt_name][1]}", "batch": batch},
+    )

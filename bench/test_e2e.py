@@ -102,12 +102,18 @@ def _gpunn_model(kind: str, init: dict):
 def _torch_model(kind: str, init: dict, device, dtype=None):
     tnn = torch.nn
     if kind == "mlp":
-        model = tnn.Sequential(tnn.Linear(784, 200), tnn.ReLU(), tnn.Linear(200, 200), tnn.ReLU(),
-                               tnn.Linear(200, 10))
+        model = tnn.Sequential(tnn.Linear(784, 200), tnn.ReLU(), tnn.Linear(200, 200), tnn.ReLU(), tnn.Linear(200, 10))
     else:
-        model = tnn.Sequential(tnn.Conv2d(1, 16, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2),
-                               tnn.Conv2d(16, 32, 3, padding=1), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-                               tnn.Linear(32 * 7 * 7, 10))
+        model = tnn.Sequential(
+            tnn.Conv2d(1, 16, 3, padding=1),
+            tnn.ReLU(),
+            tnn.MaxPool2d(2),
+            tnn.Conv2d(16, 32, 3, padding=1),
+            tnn.ReLU(),
+            tnn.MaxPool2d(2),
+            tnn.Flatten(),
+            tnn.Linear(32 * 7 * 7, 10),
+        )
     model.load_state_dict({k: torch.from_numpy(v) for k, v in init.items()})  # same names: "0.weight", ...
     return model.to(device=device, dtype=dtype or torch.float32)
 
@@ -222,9 +228,9 @@ def _torch_epoch(kind, X, y, init, device, preloaded: bool):
                 idx = perm[i : i + BATCH]
                 yield Xd[idx], yd[idx]
     else:
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(X),
-                                                                            torch.from_numpy(y)),
-                                             batch_size=BATCH, shuffle=True)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=BATCH, shuffle=True
+        )
 
         def batches():
             for xb, yb in loader:
@@ -264,10 +270,23 @@ def test_epoch(benchmark, measure, backend, torch_device, mnist60k, initial_weig
         sync = sync_torch
     warmup()
     nbytes, flops, bytes_formula, flops_formula = _napkin(kind, len(X))
-    t = measure(lambda: epoch(), [()], op=f"{kind}_epoch", size=f"{len(X)} samples, batch {BATCH}", impl=name,
-                bytes_moved=nbytes, flops=flops, sync=sync, bound="compute", max_rel_err=err,
-                rounds=_epoch_rounds(kind), warmup=0, bytes_formula=bytes_formula, flops_formula=flops_formula,
-                extra={"data": source, "samples": len(X), "batch": BATCH, "optimizer": f"SGD {SGD_HYPER}"})
+    t = measure(
+        lambda: epoch(),
+        [()],
+        op=f"{kind}_epoch",
+        size=f"{len(X)} samples, batch {BATCH}",
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="compute",
+        max_rel_err=err,
+        rounds=_epoch_rounds(kind),
+        warmup=0,
+        bytes_formula=bytes_formula,
+        flops_formula=flops_formula,
+        extra={"data": source, "samples": len(X), "batch": BATCH, "optimizer": f"SGD {SGD_HYPER}"},
+    )
     benchmark.extra_info["samples_per_s"] = len(X) / t
 
 
@@ -292,15 +311,22 @@ def test_step(benchmark, measure, backend, torch_device, mnist60k, initial_weigh
         model = _gpunn_model(kind, init)
         opt = optim.SGD(model.parameters(), **SGD_HYPER)
         loss_fn = nn.CrossEntropyLoss()
-        sets = [(gpunn.tensor(X[i * BATCH : (i + 1) * BATCH]), gpunn.tensor(y[i * BATCH : (i + 1) * BATCH]))
-                for i in range(n_batches)]
+        sets = [
+            (gpunn.tensor(X[i * BATCH : (i + 1) * BATCH]), gpunn.tensor(y[i * BATCH : (i + 1) * BATCH]))
+            for i in range(n_batches)
+        ]
         sync, name = (lambda: sync_gpunn(backend)), GPUNN_IMPL
     else:
         model = _torch_model(kind, init, torch_device)
         opt = torch.optim.SGD(model.parameters(), **SGD_HYPER)
         loss_fn = torch.nn.CrossEntropyLoss()
-        sets = [(torch.from_numpy(X[i * BATCH : (i + 1) * BATCH]).to(torch_device),
-                 torch.from_numpy(y[i * BATCH : (i + 1) * BATCH]).to(torch_device)) for i in range(n_batches)]
+        sets = [
+            (
+                torch.from_numpy(X[i * BATCH : (i + 1) * BATCH]).to(torch_device),
+                torch.from_numpy(y[i * BATCH : (i + 1) * BATCH]).to(torch_device),
+            )
+            for i in range(n_batches)
+        ]
         sync, name = sync_torch, PEER_IMPL
 
     def step(xb, yb):  # the same four calls on both sides
@@ -312,6 +338,19 @@ def test_step(benchmark, measure, backend, torch_device, mnist60k, initial_weigh
     step(*sets[0])
     err = _check_step(model.state_dict(), init, ref)
     nbytes, flops, bytes_formula, flops_formula = _napkin(kind, BATCH)
-    measure(step, sets, op=f"{kind}_step", size=f"batch {BATCH}", impl=name, bytes_moved=nbytes, flops=flops,
-            sync=sync, bound="compute", max_rel_err=err, warmup=WARMUP_STEPS, max_rounds=2000,
-            bytes_formula=bytes_formula, flops_formula=flops_formula)
+    measure(
+        step,
+        sets,
+        op=f"{kind}_step",
+        size=f"batch {BATCH}",
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="compute",
+        max_rel_err=err,
+        warmup=WARMUP_STEPS,
+        max_rounds=2000,
+        bytes_formula=bytes_formula,
+        flops_formula=flops_formula,
+    )

@@ -43,8 +43,12 @@ def mnist_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist")
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name, a in (("train-images-idx3-ubyte", X), ("train-labels-idx1-ubyte", y),
-                    ("t10k-images-idx3-ubyte", X[:10]), ("t10k-labels-idx1-ubyte", y[:10])):
+    for name, a in (
+        ("train-images-idx3-ubyte", X),
+        ("train-labels-idx1-ubyte", y),
+        ("t10k-images-idx3-ubyte", X[:10]),
+        ("t10k-labels-idx1-ubyte", y[:10]),
+    ):
         write_idx(raw / name, a)
     return root, X, y
 
@@ -64,8 +68,9 @@ def test_loader_epoch(benchmark, measure, backend, mnist_root, impl):
         if torch is None:
             pytest.skip("needs PyTorch")
         images = torch.from_numpy(((X[:, None].astype(np.float32) / 255.0 - MEAN) / STD).astype(np.float32))
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.from_numpy(y)),
-                                             batch_size=BATCH)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(images, torch.from_numpy(y)), batch_size=BATCH
+        )
         name, sync = f"{PEER_IMPL}-items", sync_torch
     else:
         ds = datasets.MNIST(root, train=True, transform=transform)
@@ -83,8 +88,20 @@ def test_loader_epoch(benchmark, measure, backend, mnist_root, impl):
             pass
 
     nbytes = SAMPLES * 784 * (1 + 4) + SAMPLES * 8  # read uint8 pixels, write float32, labels
-    t = measure(epoch, [()], op="loader_epoch", size=f"{SAMPLES} MNIST images, batch {BATCH}", impl=name,
-                bytes_moved=nbytes, flops=2 * SAMPLES * 784, sync=sync, bound="memory", max_rel_err=err,
-                rounds=3 if impl == "items" else None, bytes_formula="N*784*(1+4) + N*8",
-                flops_formula="2*N*784 (scale and normalize)", extra={"samples": SAMPLES, "batch": BATCH})
+    t = measure(
+        epoch,
+        [()],
+        op="loader_epoch",
+        size=f"{SAMPLES} MNIST images, batch {BATCH}",
+        impl=name,
+        bytes_moved=nbytes,
+        flops=2 * SAMPLES * 784,
+        sync=sync,
+        bound="memory",
+        max_rel_err=err,
+        rounds=3 if impl == "items" else None,
+        bytes_formula="N*784*(1+4) + N*8",
+        flops_formula="2*N*784 (scale and normalize)",
+        extra={"samples": SAMPLES, "batch": BATCH},
+    )
     benchmark.extra_info["samples_per_s"] = SAMPLES / t

@@ -74,8 +74,12 @@ def _xp64(backend, a):
 # ------------------------------------------------------------------------------------------------
 # (label, N, K, M): x (N, K), W (M, K) -> y (N, M)
 LINEAR_SIZES = _sizes(
-    [("mlp-l1 200x784->200", 200, 784, 200), ("mlp-l2 200x200->200", 200, 200, 200),
-     ("1024x1024->1024", 1024, 1024, 1024), ("2048x2048->2048", 2048, 2048, 2048)],
+    [
+        ("mlp-l1 200x784->200", 200, 784, 200),
+        ("mlp-l2 200x200->200", 200, 200, 200),
+        ("1024x1024->1024", 1024, 1024, 1024),
+        ("2048x2048->2048", 2048, 2048, 2048),
+    ],
     [("4096x4096->4096", 4096, 4096, 4096)],
 )
 
@@ -84,7 +88,7 @@ def _linear_data(size):
     _, n, k, m = size
     rng = _rng("linear", n, k, m)
     x = rng.standard_normal((n, k), dtype=np.float32)
-    W = (rng.standard_normal((m, k), dtype=np.float32) / np.float32(np.sqrt(k)))
+    W = rng.standard_normal((m, k), dtype=np.float32) / np.float32(np.sqrt(k))
     b = rng.standard_normal(m, dtype=np.float32) * np.float32(0.1)
     dy = rng.standard_normal((n, m), dtype=np.float32)
     return x, W, b, dy
@@ -133,9 +137,20 @@ def test_linear_relu_fwd(benchmark, measure, backend, ceilings, torch_device, si
 
         sync, name = sync_torch, PEER_IMPL
     err = check({"y": fn(*sets[0])}, _linear_ref(backend, x, W, b, None), tol=1e-4)
-    measure(fn, sets, op="linear_relu_fwd", size=label, impl=name, bytes_moved=nbytes, flops=flops,
-            sync=sync, bound="compute", max_rel_err=err, bytes_formula="4(NK + MK + M + NM)",
-            flops_formula="2NKM + 2NM")
+    measure(
+        fn,
+        sets,
+        op="linear_relu_fwd",
+        size=label,
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="compute",
+        max_rel_err=err,
+        bytes_formula="4(NK + MK + M + NM)",
+        flops_formula="2NKM + 2NM",
+    )
 
 
 @pytest.mark.parametrize("impl", impls("linear_act"))
@@ -162,8 +177,10 @@ def test_linear_relu_fwdbwd(benchmark, measure, backend, ceilings, torch_device,
 
         sync, name = (lambda: sync_gpunn(backend)), GPUNN_IMPL
     else:
-        sets = [(_tt(x, torch_device, True), _tt(W, torch_device, True), _tt(b, torch_device, True),
-                 _tt(dy, torch_device)) for _ in range(copies)]
+        sets = [
+            (_tt(x, torch_device, True), _tt(W, torch_device, True), _tt(b, torch_device, True), _tt(dy, torch_device))
+            for _ in range(copies)
+        ]
 
         def fn(xt, Wt, bt, dyt):
             xt.grad = Wt.grad = bt.grad = None
@@ -176,9 +193,20 @@ def test_linear_relu_fwdbwd(benchmark, measure, backend, ceilings, torch_device,
     y = fn(*sets[0])
     got = {"y": y, "dx": xt.grad, "dW": Wt.grad, "db": bt.grad}
     err = check(got, _linear_ref(backend, x, W, b, dy, y_mask=to_host(y) > 0), tol=1e-4)
-    measure(fn, sets, op="linear_relu_fwdbwd", size=label, impl=name, bytes_moved=nbytes, flops=flops,
-            sync=sync, bound="compute", max_rel_err=err,
-            bytes_formula="4(NK+MK+M+NM) + 4(2NM+MK+NK) + 4(NK+MK+M)", flops_formula="6NKM + 4NM")
+    measure(
+        fn,
+        sets,
+        op="linear_relu_fwdbwd",
+        size=label,
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="compute",
+        max_rel_err=err,
+        bytes_formula="4(NK+MK+M+NM) + 4(2NM+MK+NK) + 4(NK+MK+M)",
+        flops_formula="6NKM + 4NM",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,8 +214,7 @@ def test_linear_relu_fwdbwd(benchmark, measure, backend, ceilings, torch_device,
 # ------------------------------------------------------------------------------------------------
 # (label, N, C): logits (N, C), targets (N,)
 CE_SIZES = _sizes(
-    [("mlp 200x10", 200, 10), ("2048x1000", 2048, 1000), ("8192x1000", 8192, 1000),
-     ("4096x8192", 4096, 8192)],
+    [("mlp 200x10", 200, 10), ("2048x1000", 2048, 1000), ("8192x1000", 8192, 1000), ("4096x8192", 4096, 8192)],
     [("65536x1000", 65536, 1000), ("8192x32768", 8192, 32768)],
 )
 
@@ -242,8 +269,20 @@ def test_cross_entropy(benchmark, measure, backend, ceilings, torch_device, size
         sync, name = sync_torch, PEER_IMPL
     loss = fn(*sets[0])
     err = check({"loss": loss, "dlogits": sets[0][0].grad}, _ce_ref(backend, logits, target), tol=1e-5)
-    measure(fn, sets, op="cross_entropy", size=label, impl=name, bytes_moved=nbytes, flops=flops, sync=sync,
-            bound="memory", max_rel_err=err, bytes_formula="4NC + 8N + 4NC", flops_formula="6NC")
+    measure(
+        fn,
+        sets,
+        op="cross_entropy",
+        size=label,
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="memory",
+        max_rel_err=err,
+        bytes_formula="4NC + 8N + 4NC",
+        flops_formula="6NC",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,8 +291,11 @@ def test_cross_entropy(benchmark, measure, backend, ceilings, torch_device, size
 MLP_SHAPES = [(200, 784), (200,), (200, 200), (200,), (10, 200), (10,)]  # 199,210 parameters
 # (label, parameter shapes)
 OPT_SIZES = _sizes(
-    [("mlp 199k", MLP_SHAPES), ("2.1M (2x 1024x1024)", [(1024, 1024), (1024,)] * 2),
-     ("16.8M (4096x4096)", [(4096, 4096), (4096,)])],
+    [
+        ("mlp 199k", MLP_SHAPES),
+        ("2.1M (2x 1024x1024)", [(1024, 1024), (1024,)] * 2),
+        ("16.8M (4096x4096)", [(4096, 4096), (4096,)]),
+    ],
     [("67M (4x 4096x4096)", [(4096, 4096), (4096,)] * 4)],
 )
 SGD_HYPER = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}  # gpunn train's SGD defaults
@@ -308,8 +350,9 @@ def _make_opt(impl, kind, params, grads, device):
         for p, g in zip(ps, grads):
             p.grad = _tt(g, device)
         flags = {"torch": {}, "torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}[impl]
-        opt = (torch.optim.SGD(ps, **SGD_HYPER, **flags) if kind == "sgd"
-               else torch.optim.Adam(ps, **ADAM_HYPER, **flags))
+        opt = (
+            torch.optim.SGD(ps, **SGD_HYPER, **flags) if kind == "sgd" else torch.optim.Adam(ps, **ADAM_HYPER, **flags)
+        )
     return opt, ps
 
 
@@ -340,17 +383,30 @@ def _bench_optimizer(kind, benchmark, measure, backend, ceilings, torch_device, 
     copies = rotation_count(nbytes, ceilings, limit=16)
     sets = [(_make_opt(impl, kind, params, grads, torch_device)[0],) for _ in range(copies)]
     sync = (lambda: sync_gpunn(backend)) if impl.startswith("gpunn") else sync_torch
-    name = GPUNN_IMPL if impl.startswith("gpunn") else PEER_IMPL + impl[len("torch"):]  # torch-cpu(-foreach|-fused)
-    measure(lambda o: o.step(), sets, op=f"{kind}_step", size=label, impl=name, bytes_moved=nbytes, flops=flops,
-            sync=sync, bound="memory", max_rel_err=err,
-            bytes_formula=bytes_formula, flops_formula=flops_formula, extra={"params": int(total)})
+    name = GPUNN_IMPL if impl.startswith("gpunn") else PEER_IMPL + impl[len("torch") :]  # torch-cpu(-foreach|-fused)
+    measure(
+        lambda o: o.step(),
+        sets,
+        op=f"{kind}_step",
+        size=label,
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="memory",
+        max_rel_err=err,
+        bytes_formula=bytes_formula,
+        flops_formula=flops_formula,
+        extra={"params": int(total)},
+    )
 
 
 def opt_impls(op: str) -> list:
     """Each peer at its best: gpunn's kernel versions, and PyTorch's default (a for-loop on the CPU),
     foreach=True and fused=True."""
-    return impls(op) + [pytest.param(f"torch-{v}", id=f"torch-{v}", marks=pytest.mark.peer)
-                        for v in ("foreach", "fused")]
+    return impls(op) + [
+        pytest.param(f"torch-{v}", id=f"torch-{v}", marks=pytest.mark.peer) for v in ("foreach", "fused")
+    ]
 
 
 @pytest.mark.parametrize("impl", opt_impls("sgd_step"))
@@ -370,8 +426,11 @@ def test_adam_step(benchmark, measure, backend, ceilings, torch_device, size, im
 # ------------------------------------------------------------------------------------------------
 # (label, N, C, H, OC): x (N, C, H, H), W (OC, C, 3, 3), stride 1, padding 1 -> y (N, OC, H, H)
 CONV_SIZES = _sizes(
-    [("cnn-conv1 200x1x28x28->16", 200, 1, 28, 16), ("cnn-conv2 200x16x14x14->32", 200, 16, 14, 32),
-     ("32x64x32x32->64", 32, 64, 32, 64)],
+    [
+        ("cnn-conv1 200x1x28x28->16", 200, 1, 28, 16),
+        ("cnn-conv2 200x16x14x14->32", 200, 16, 14, 32),
+        ("32x64x32x32->64", 32, 64, 32, 64),
+    ],
     [("64x128x56x56->128", 64, 128, 56, 128)],
 )
 
@@ -423,8 +482,10 @@ def test_conv2d_fwdbwd(benchmark, measure, backend, ceilings, torch_device, size
 
         sync, name = (lambda: sync_gpunn(backend)), GPUNN_IMPL
     else:
-        sets = [(_tt(x, torch_device, True), _tt(W, torch_device, True), _tt(b, torch_device, True),
-                 _tt(dy, torch_device)) for _ in range(copies)]
+        sets = [
+            (_tt(x, torch_device, True), _tt(W, torch_device, True), _tt(b, torch_device, True), _tt(dy, torch_device))
+            for _ in range(copies)
+        ]
 
         def fn(xt, Wt, bt, dyt):
             xt.grad = Wt.grad = bt.grad = None
@@ -436,15 +497,25 @@ def test_conv2d_fwdbwd(benchmark, measure, backend, ceilings, torch_device, size
     xt, Wt, bt, _ = sets[0]
     y = fn(*sets[0])
     err = check({"y": y, "dx": xt.grad, "dW": Wt.grad, "db": bt.grad}, _conv_ref(backend, x, W, b, dy), tol=1e-4)
-    measure(fn, sets, op="conv2d_fwdbwd", size=label, impl=name, bytes_moved=nbytes, flops=flops, sync=sync,
-            bound="compute", max_rel_err=err, bytes_formula="4(x+W+b+y) + 4(dy+x+W+dx+dW+db)",
-            flops_formula="3 * 2 N OC H W C KH KW")
+    measure(
+        fn,
+        sets,
+        op="conv2d_fwdbwd",
+        size=label,
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="compute",
+        max_rel_err=err,
+        bytes_formula="4(x+W+b+y) + 4(dy+x+W+dx+dW+db)",
+        flops_formula="3 * 2 N OC H W C KH KW",
+    )
 
 
 # (label, N, C, H): x (N, C, H, H) -> y (N, C, H/2, H/2), kernel 2, stride 2
 POOL_SIZES = _sizes(
-    [("cnn-pool1 200x16x28x28", 200, 16, 28), ("cnn-pool2 200x32x14x14", 200, 32, 14),
-     ("32x64x112x112", 32, 64, 112)],
+    [("cnn-pool1 200x16x28x28", 200, 16, 28), ("cnn-pool2 200x32x14x14", 200, 32, 14), ("32x64x112x112", 32, 64, 112)],
     [("128x64x112x112", 128, 64, 112)],
 )
 
@@ -499,5 +570,17 @@ def test_max_pool2d_fwdbwd(benchmark, measure, backend, ceilings, torch_device, 
         sync, name = sync_torch, PEER_IMPL
     y = fn(*sets[0])
     err = check({"y": y, "dx": sets[0][0].grad}, _pool_ref(backend, x, dy), tol=1e-6)
-    measure(fn, sets, op="max_pool2d_fwdbwd", size=label, impl=name, bytes_moved=nbytes, flops=flops,
-            sync=sync, bound="memory", max_rel_err=err, bytes_formula="4(x + y) + 4(y + x)", flops_formula="x")
+    measure(
+        fn,
+        sets,
+        op="max_pool2d_fwdbwd",
+        size=label,
+        impl=name,
+        bytes_moved=nbytes,
+        flops=flops,
+        sync=sync,
+        bound="memory",
+        max_rel_err=err,
+        bytes_formula="4(x + y) + 4(y + x)",
+        flops_formula="x",
+    )

@@ -221,5 +221,4 @@ def __getattr__(name):
         from gpunn import checkpoint
 
         return getattr(checkpoint, name)
-    raise AttributeError(f"module 'gpunn' has no attribute {name!r} (docs/pytorch-compat.md lists what gpunn "
-                         "supports)")
+    raise AttributeError(f"module 'gpunn' has no attribute {name!r} (docs/pytorch-compat.md lists what gpunn supports)")

@@ -32,8 +32,15 @@ def array_body(a: np.ndarray, prefix: str = "tensor(") -> str:
         width = max(len(s) for s, ok in zip(strs.ravel(), np.isfinite(a).ravel()) if ok)
     else:
         width = max((len(s) for s in strs.ravel()), default=0)
-    return np.array2string(strs, separator=", ", prefix=prefix, threshold=1000, edgeitems=3,
-                           formatter={"all": lambda s: str(s).rjust(width)}, max_line_width=80)
+    return np.array2string(
+        strs,
+        separator=", ",
+        prefix=prefix,
+        threshold=1000,
+        edgeitems=3,
+        formatter={"all": lambda s: str(s).rjust(width)},
+        max_line_width=80,
+    )
 
 
 def tensor_repr(t) -> str:

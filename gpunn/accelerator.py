@@ -1,6 +1,6 @@
 """``gpunn.accelerator`` (``torch.accelerator``): the current accelerator, if any.
 
-    >>> device = gpunn.accelerator.current_accelerator() if gpunn.accelerator.is_available() else "cpu"
+>>> device = gpunn.accelerator.current_accelerator() if gpunn.accelerator.is_available() else "cpu"
 """
 
 from __future__ import annotations

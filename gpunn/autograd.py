@@ -43,8 +43,9 @@ def _outputs(result) -> tuple:
     outs = _as_tuple(result)
     for k, o in enumerate(outs):
         if not isinstance(o, Tensor):
-            raise TypeError(f"gradcheck: fn must return a Tensor or a tuple of Tensors; output {k} is a "
-                            f"{type(o).__name__}")
+            raise TypeError(
+                f"gradcheck: fn must return a Tensor or a tuple of Tensors; output {k} is a {type(o).__name__}"
+            )
     return outs
 
 
@@ -57,8 +58,16 @@ def _fmt_index(idx: tuple) -> str:
     return "(" + ", ".join(str(int(i)) for i in idx) + (",)" if len(idx) == 1 else ")")
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              raise_exception: bool = True, nondet_tol: float = 0.0, fast_mode: bool | None = None) -> bool:
+def gradcheck(
+    fn,
+    inputs,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+    nondet_tol: float = 0.0,
+    fast_mode: bool | None = None,
+) -> bool:
     """Check ``fn``'s autograd gradients against central differences; True when they agree.
 
     ``inputs`` is a Tensor or a tuple of arguments; Tensors that require grad must be float64 and are
@@ -73,13 +82,14 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     args = _as_tuple(inputs)
     diff = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
     if not diff:
-        raise ValueError("gradcheck: no input requires grad; pass at least one Tensor created with "
-                         "requires_grad=True")
+        raise ValueError("gradcheck: no input requires grad; pass at least one Tensor created with requires_grad=True")
     for i in diff:
         if args[i].dtype != float64:
-            raise ValueError(f"gradcheck: input {i} has dtype {args[i].dtype}; inputs that require grad must "
-                             "be float64 (finite differences in float32 are too inexact to tell a wrong "
-                             "gradient from rounding). Use tensor.double().detach().requires_grad_()")
+            raise ValueError(
+                f"gradcheck: input {i} has dtype {args[i].dtype}; inputs that require grad must "
+                "be float64 (finite differences in float32 are too inexact to tell a wrong "
+                "gradient from rounding). Use tensor.double().detach().requires_grad_()"
+            )
     try:
         _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode)
     except GradcheckError:
@@ -112,8 +122,10 @@ def _analytic(fn, args, diff, k, v: np.ndarray) -> list[np.ndarray]:
             grads.append(np.zeros(args[i].shape))
             continue
         if g.shape != args[i].shape:
-            raise GradcheckError(f"gradcheck: the analytic gradient for input {i} has shape {g.shape}, "
-                                 f"expected the input's shape {args[i].shape}")
+            raise GradcheckError(
+                f"gradcheck: the analytic gradient for input {i} has shape {g.shape}, "
+                f"expected the input's shape {args[i].shape}"
+            )
         grads.append(_host64(g))
     return grads
 
@@ -168,8 +180,7 @@ def _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode) -> None:
     if not kept:
         raise ValueError("gradcheck: fn returned no floating-point output to check")
     shapes = {k: probe[k].shape for k in kept}
-    full = {k: (fast_mode is False) or (fast_mode is None and probe[k].numel() <= FULL_JACOBIAN_MAX)
-            for k in kept}
+    full = {k: (fast_mode is False) or (fast_mode is None and probe[k].numel() <= FULL_JACOBIAN_MAX) for k in kept}
     rng = np.random.default_rng(0)  # local: never disturbs gpunn's seeded generators
 
     # numerical Jacobians: numerical[i][slot] has shape (input elements, output elements)
@@ -178,11 +189,18 @@ def _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode) -> None:
     for slot, k in enumerate(kept):
         shape, n_out = shapes[k], int(np.prod(shapes[k], dtype=np.int64))
         if full[k]:
-            directions = [(f"output {k} element {_fmt_index(np.unravel_index(o, shape) if shape else ())}",
-                           np.eye(n_out)[o].reshape(shape)) for o in range(n_out)]
+            directions = [
+                (
+                    f"output {k} element {_fmt_index(np.unravel_index(o, shape) if shape else ())}",
+                    np.eye(n_out)[o].reshape(shape),
+                )
+                for o in range(n_out)
+            ]
         else:
-            directions = [(f"output {k} projected on random direction {p}", rng.standard_normal(shape))
-                          for p in range(N_PROJECTIONS)]
+            directions = [
+                (f"output {k} projected on random direction {p}", rng.standard_normal(shape))
+                for p in range(N_PROJECTIONS)
+            ]
         for d, (where, v) in enumerate(directions):
             analytic = _analytic(fn, args, diff, k, v)
             if d == 0:  # backward must be deterministic: run it again and compare
@@ -190,8 +208,10 @@ def _check(fn, args, diff, eps, atol, rtol, nondet_tol, fast_mode) -> None:
                 for i, a, b in zip(diff, analytic, again):
                     worst = float(np.max(np.abs(a - b), initial=0.0))
                     if not worst <= nondet_tol:
-                        raise GradcheckError(f"gradcheck: backward is not deterministic for input {i}: two "
-                                             f"runs differ by {worst:.3g} > nondet_tol={nondet_tol:g}")
+                        raise GradcheckError(
+                            f"gradcheck: backward is not deterministic for input {i}: two "
+                            f"runs differ by {worst:.3g} > nondet_tol={nondet_tol:g}"
+                        )
             for i, a in zip(diff, analytic):
                 num = numerical[i][slot] @ v.ravel()
                 _compare(a.ravel(), num, atol, rtol, where, i, args[i].shape)
@@ -256,8 +276,9 @@ class Function:
         raise NotImplementedError("a Function subclass must define backward(ctx, grad_output)")
 
     def __init__(self, *args, **kwargs) -> None:
-        raise RuntimeError("Function instances are not used: call the class's static apply(): "
-                           f"{type(self).__name__}.apply(...)")
+        raise RuntimeError(
+            f"Function instances are not used: call the class's static apply(): {type(self).__name__}.apply(...)"
+        )
 
     @classmethod
     def apply(cls, *args):
@@ -266,8 +287,10 @@ class Function:
         with no_grad():
             out = cls.forward(ctx, *args)
         if isinstance(out, (tuple, list)):
-            raise NotImplementedError(f"{cls.__name__}.forward returned {len(out)} outputs; gpunn's custom "
-                                      "Functions support one output tensor")
+            raise NotImplementedError(
+                f"{cls.__name__}.forward returned {len(out)} outputs; gpunn's custom "
+                "Functions support one output tensor"
+            )
         if not isinstance(out, Tensor):
             raise TypeError(f"{cls.__name__}.forward must return a Tensor, got {type(out).__name__}")
         parents = tuple(a for a in args if isinstance(a, Tensor))
@@ -280,14 +303,18 @@ class Function:
             grads = cls.backward(ctx, Tensor._wrap(g, be))
             grads = grads if isinstance(grads, tuple) else (grads,)
             if len(grads) != len(args):
-                raise RuntimeError(f"function {name}Backward returned an incorrect number of gradients "
-                                   f"(expected {len(args)}, got {len(grads)})")
+                raise RuntimeError(
+                    f"function {name}Backward returned an incorrect number of gradients "
+                    f"(expected {len(args)}, got {len(grads)})"
+                )
             result = []
             for a, gr in zip(args, grads):
                 if isinstance(a, Tensor):
                     if gr is not None and not isinstance(gr, Tensor):
-                        raise TypeError(f"function {name}Backward returned a {type(gr).__name__} as a "
-                                        "gradient; return a Tensor or None")
+                        raise TypeError(
+                            f"function {name}Backward returned a {type(gr).__name__} as a "
+                            "gradient; return a Tensor or None"
+                        )
                     result.append(None if gr is None else gr._data)
             return tuple(result)
 

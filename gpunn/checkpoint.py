@@ -62,8 +62,10 @@ def _encode(obj, arrays: dict, where: str):
         # int keys (optimizer state) survive the JSON round trip through this tagged list
         return {"__dict__": [[k, _encode(v, arrays, f"{where}.{k}")] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        return {"__list__": [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(obj)],
-                "tuple": isinstance(obj, tuple)}
+        return {
+            "__list__": [_encode(v, arrays, f"{where}[{i}]") for i, v in enumerate(obj)],
+            "tuple": isinstance(obj, tuple),
+        }
     if isinstance(obj, (np.integer, np.floating, np.bool_)):
         return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -87,8 +89,10 @@ def save(obj, path, format: str | None = None, *, metadata: dict | None = None) 
     >>> gpunn.save({"model": model.state_dict(), "epoch": 3}, "ckpt.npz")
     >>> gpunn.save(model.state_dict(), "mnist_cnn.pt")             # torch.load("mnist_cnn.pt") reads it"""
     if hasattr(path, "write"):
-        raise TypeError("save(): pass a file path (gpunn writes checkpoints atomically: a temporary file, then "
-                        "a rename), not a file object")
+        raise TypeError(
+            "save(): pass a file path (gpunn writes checkpoints atomically: a temporary file, then "
+            "a rename), not a file object"
+        )
     path = os.fspath(path)
     if format is None:
         format = _SUFFIX_FORMATS.get(os.path.splitext(path)[1].lower(), "gpunn")  # noqa: A001
@@ -125,13 +129,17 @@ class _Entries:
         self.infos = {}
         for info in self.zip.infolist():
             if info.flag_bits & 0x1:
-                raise CheckpointError(f"checkpoint {path!r} has encrypted entries; gpunn checkpoints are never "
-                                      "encrypted (was it written by another tool?)")
+                raise CheckpointError(
+                    f"checkpoint {path!r} has encrypted entries; gpunn checkpoints are never "
+                    "encrypted (was it written by another tool?)"
+                )
             # gpunn.save never compresses: refusing compressed entries rules out decompression bombs,
             # since every array is then no larger than the file itself
             if info.compress_type != zipfile.ZIP_STORED:
-                raise CheckpointError(f"checkpoint {path!r} has compressed entries; gpunn checkpoints are "
-                                      "stored uncompressed (was it written by another tool?)")
+                raise CheckpointError(
+                    f"checkpoint {path!r} has compressed entries; gpunn checkpoints are "
+                    "stored uncompressed (was it written by another tool?)"
+                )
             if info.filename.endswith(".npy"):
                 self.infos[info.filename[:-4]] = info
         self.decoded: dict[str, np.ndarray] = {}
@@ -151,25 +159,33 @@ class _Entries:
             elif version == (2, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
-                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key} has .npy version "
-                                      f"{version}, gpunn writes 1.0")
+                raise CheckpointError(
+                    f"checkpoint {self.path!r} is corrupt: array {key} has .npy version {version}, gpunn writes 1.0"
+                )
             if dtype.hasobject or dtype.kind not in "biuf":
-                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key} has dtype {dtype}, "
-                                      "but checkpoints hold numeric arrays only")
+                raise CheckpointError(
+                    f"checkpoint {self.path!r} is corrupt: array {key} has dtype {dtype}, "
+                    "but checkpoints hold numeric arrays only"
+                )
             declared = dtype.itemsize
             for n in shape:
                 declared *= n
             stored = info.file_size - f.tell()
             if declared != stored:
-                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: array {key} declares shape "
-                                      f"{shape} ({declared} bytes) but its entry holds {stored} bytes")
+                raise CheckpointError(
+                    f"checkpoint {self.path!r} is corrupt: array {key} declares shape "
+                    f"{shape} ({declared} bytes) but its entry holds {stored} bytes"
+                )
             if self.decoded_bytes + declared > self.size:
-                raise CheckpointError(f"checkpoint {self.path!r} is corrupt: its arrays would decode to more "
-                                      f"bytes than the {self.size}-byte file holds")
+                raise CheckpointError(
+                    f"checkpoint {self.path!r} is corrupt: its arrays would decode to more "
+                    f"bytes than the {self.size}-byte file holds"
+                )
             data = f.read()  # reading to the end also checks the entry's CRC
         if len(data) != declared:
-            raise CheckpointError(f"checkpoint {self.path!r} is truncated: array {key} has {len(data)} of "
-                                  f"{declared} bytes")
+            raise CheckpointError(
+                f"checkpoint {self.path!r} is truncated: array {key} has {len(data)} of {declared} bytes"
+            )
         a = np.frombuffer(bytearray(data), dtype=dtype)
         a = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
         self.decoded[key] = a
@@ -188,8 +204,10 @@ def _decode(node, entries: _Entries, backend, memo: dict):
                 return memo[key, kind]
             a = entries.array(key)
             if _digest(a) != node.get("sha256"):
-                raise CheckpointError(f"checkpoint {path!r} is corrupt: array {key} does not match its "
-                                      "checksum (the file was modified or damaged)")
+                raise CheckpointError(
+                    f"checkpoint {path!r} is corrupt: array {key} does not match its "
+                    "checksum (the file was modified or damaged)"
+                )
             if kind == "tensor":
                 from gpunn.factories import as_tensor
 
@@ -199,7 +217,8 @@ def _decode(node, entries: _Entries, backend, memo: dict):
         if "__dict__" in node:
             items = node["__dict__"]
             if not isinstance(items, list) or not all(
-                    isinstance(e, list) and len(e) == 2 and isinstance(e[0], (str, int)) for e in items):
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], (str, int)) for e in items
+            ):
                 raise CheckpointError(f"checkpoint {path!r} is corrupt: a dict node is not a list of [key, value]")
             return {k: _decode(v, entries, backend, memo) for k, v in items}
         if "__list__" in node:
@@ -226,8 +245,9 @@ def _load_gpunn(raw: bytes, path: str, backend):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path!r} is not a gpunn checkpoint (bad header)")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has format version {meta.get('version')}, "
-                              f"this gpunn reads version {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has format version {meta.get('version')}, this gpunn reads version {VERSION}"
+        )
     return _decode(meta.get("tree"), entries, backend, {})
 
 
@@ -242,8 +262,10 @@ def _detect(raw: bytes, path: str) -> str:
     if len(raw) >= 9 and raw[8:9] == b"{":
         return "safetensors"
     if raw[:1] == b"\x80" or raw[:2] == b"\x8a\x0a":
-        raise CheckpointError(f"checkpoint {path!r} is in PyTorch's legacy (pre-1.6, non-zip) pickle format, "
-                              "which gpunn does not read; re-save it with a current torch.save")
+        raise CheckpointError(
+            f"checkpoint {path!r} is in PyTorch's legacy (pre-1.6, non-zip) pickle format, "
+            "which gpunn does not read; re-save it with a current torch.save"
+        )
     raise CheckpointError(f"checkpoint {path!r} is not a gpunn, PyTorch or safetensors checkpoint")
 
 
@@ -257,11 +279,14 @@ def load(path, backend=None, *, map_location=None, weights_only=None, mmap=None)
     crafted, or not a checkpoint. Every array's declared size is checked against the file before it is
     allocated, and the arrays together never decode to more bytes than the file holds."""
     if weights_only is False:
-        raise ValueError("load(): weights_only=False (arbitrary unpickling) is not supported: gpunn never runs "
-                         "code from a checkpoint file")
+        raise ValueError(
+            "load(): weights_only=False (arbitrary unpickling) is not supported: gpunn never runs "
+            "code from a checkpoint file"
+        )
     if map_location is not None and not isinstance(map_location, str) and type(map_location).__name__ != "device":
-        raise TypeError(f"load(): map_location must be a device or a device string such as 'cpu', got "
-                        f"{type(map_location).__name__}")
+        raise TypeError(
+            f"load(): map_location must be a device or a device string such as 'cpu', got {type(map_location).__name__}"
+        )
     if map_location is not None and backend is None:
         from gpunn.device import backend_of
 
@@ -294,5 +319,4 @@ def load(path, backend=None, *, map_location=None, weights_only=None, mmap=None)
     except RecursionError as exc:
         raise CheckpointError(f"checkpoint {path!r} is malformed: its structure is nested too deeply") from exc
     except Exception as exc:  # anything else a damaged or crafted file raises: say so, one type
-        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt "
-                              f"({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc

@@ -64,35 +64,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="gpunn", description="Train small neural networks with gpunn.")
     p.add_argument("--version", action="version", version=f"gpunn {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="{train,info}")
-    t = sub.add_parser("train", help="train a model and write checkpoint.npz, model.npz, history.csv and history.png",
-                       formatter_class=_HelpFormatter)
-    t.add_argument("--dataset", default="mnist-sample",
-                   help="mnist-sample, digits, mnist or fashion-mnist (in --data), or idx:DIR")
-    t.add_argument("--data", default="data", help="root folder of --dataset mnist / fashion-mnist (files in "
-                   "DATA/MNIST/raw or DATA/FashionMNIST/raw)")
-    t.add_argument("--download", action="store_true", help="fetch missing mnist / fashion-mnist files from the "
-                   "standard mirrors (default: off, nothing touches the network)")
+    t = sub.add_parser(
+        "train",
+        help="train a model and write checkpoint.npz, model.npz, history.csv and history.png",
+        formatter_class=_HelpFormatter,
+    )
+    t.add_argument(
+        "--dataset", default="mnist-sample", help="mnist-sample, digits, mnist or fashion-mnist (in --data), or idx:DIR"
+    )
+    t.add_argument(
+        "--data",
+        default="data",
+        help="root folder of --dataset mnist / fashion-mnist (files in DATA/MNIST/raw or DATA/FashionMNIST/raw)",
+    )
+    t.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch missing mnist / fashion-mnist files from the "
+        "standard mirrors (default: off, nothing touches the network)",
+    )
     t.add_argument("--model", default="mlp", help=f"one of {', '.join(MODELS)}")
     t.add_argument("--optimizer", default="sgd", help=f"one of {', '.join(OPTIMIZERS)}")
-    t.add_argument("--epochs", type=int, default=15, help="epochs to train (with --resume: the total, counting "
-                   "the checkpoint's)")
+    t.add_argument(
+        "--epochs", type=int, default=15, help="epochs to train (with --resume: the total, counting the checkpoint's)"
+    )
     t.add_argument("--batch-size", type=int, default=64, help="samples per training step")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05 for sgd, 1e-3 for adam "
-                   "and adamw)")
+    t.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: 0.05 for sgd, 1e-3 for adam and adamw)"
+    )
     t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    t.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 weight decay (default: 1e-4 for sgd, 0 for adam, 1e-2 for adamw)")
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="L2 weight decay (default: 1e-4 for sgd, 0 for adam, 1e-2 for adamw)",
+    )
     t.add_argument("--dropout", type=float, default=0.0, help="drop probability of the hidden layers (mlp, cnn)")
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random +-2 pixel shifts of training images (default: on for cnn, off otherwise)")
-    t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of the training set held out for validation")
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random +-2 pixel shifts of training images (default: on for cnn, off otherwise)",
+    )
+    t.add_argument(
+        "--val-fraction", type=float, default=0.1, help="fraction of the training set held out for validation"
+    )
     t.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0 disables)")
     t.add_argument("--backend", default="auto", help="auto, numpy or cupy")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, the split and the shuffling")
     t.add_argument("--out", default="runs/latest", help="output folder (created if its parent exists)")
-    t.add_argument("--resume", default=None, help="continue from a training-state checkpoint "
-                   "(default: none, a fresh run)")
+    t.add_argument(
+        "--resume", default=None, help="continue from a training-state checkpoint (default: none, a fresh run)"
+    )
     t.add_argument("--quiet", action="store_true", help="print only the final result (default: off)")
     sub.add_parser("info", help="print the version, each backend's status, the optional packages and kernels")
     return p
@@ -119,8 +142,15 @@ def _load_vision(name: str, root: str, download: bool, image: bool):
         X = ds.data.numpy().astype(np.float32) / np.float32(255.0)
         return X.reshape(len(X), 1, *X.shape[1:]) if image else X.reshape(len(X), -1)
 
-    return data.DatasetSplit(images(train), train.targets.numpy(), images(test), test.targets.numpy(),
-                             num_classes=len(train.classes), image_shape=(1, *train.data.shape[1:]), name=name)
+    return data.DatasetSplit(
+        images(train),
+        train.targets.numpy(),
+        images(test),
+        test.targets.numpy(),
+        num_classes=len(train.classes),
+        image_shape=(1, *train.data.shape[1:]),
+        name=name,
+    )
 
 
 def load_dataset(name: str, seed: int, image: bool, root: str = "data", download: bool = False):
@@ -169,8 +199,15 @@ def build_model(kind: str, in_shape: tuple, num_classes: int, dropout: float):
     if kind == "cnn":
         c, h, w = in_shape
         flat = 32 * (h // 4) * (w // 4)
-        layers = [nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                  nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()]
+        layers = [
+            nn.Conv2d(c, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        ]
         if dropout:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(flat, num_classes))
@@ -249,8 +286,9 @@ def _write(what: str, fn, *args):
     try:
         return fn(*args)
     except OSError as exc:
-        raise WriteError(f"could not write {what}: {exc.strerror or exc} (files from finished epochs are "
-                         "kept)") from None
+        raise WriteError(
+            f"could not write {what}: {exc.strerror or exc} (files from finished epochs are kept)"
+        ) from None
 
 
 def _resume_command(argv, ckpt: str) -> str:
@@ -300,8 +338,9 @@ def cmd_train(args, argv=()) -> int:
     net = world.wrap(model)  # DistributedDataParallel on N ranks (rank 0's weights everywhere)
     optimizer = build_optimizer(args, net.parameters())
     loss_fn = nn.MultiMarginLoss() if args.model == "svm" else nn.CrossEntropyLoss()
-    scheduler = gpunn.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2) \
-        if X_val is not None else None
+    scheduler = (
+        gpunn.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2) if X_val is not None else None
+    )
     augment = args.model == "cnn" if args.augment is None else args.augment
     transform = RandomShift(2, image_shape=ds.image_shape) if augment else None
     train_loader = world.loader((X, y), args.batch_size, seed=args.seed, transform=transform)
@@ -321,8 +360,7 @@ def cmd_train(args, argv=()) -> int:
 
         def on_checkpoint(self, epoch, logs=None):
             t = self.trainer  # t.model may be the DistributedDataParallel wrapper: save the model itself
-            state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader],
-                                         t.callbacks)
+            state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader], t.callbacks)
             state["world_size"] = world.size
             _write(args.out, os.makedirs, args.out, 0o777, True)
             _write(ckpt, gpunn.save, state, ckpt)
@@ -338,25 +376,45 @@ def cmd_train(args, argv=()) -> int:
     start_epoch = 0
     if args.resume:
         try:
-            state = train.load_training_state(args.resume, model, optimizer, scheduler, history, [train_loader],
-                                              callbacks)
+            state = train.load_training_state(
+                args.resume, model, optimizer, scheduler, history, [train_loader], callbacks
+            )
         except (CheckpointError, ValueError, RuntimeError) as exc:
             raise UserError(f"--resume {args.resume}: {exc}") from None
         start_epoch = int(state["epoch"])
         if state.get("world_size", 1) != world.size and world.is_main:
-            print(f"gpunn: note: --resume {args.resume} was trained on {state.get('world_size', 1)} rank(s), this "
-                  f"run has {world.size}: it continues, but not bit for bit", file=sys.stderr)
+            print(
+                f"gpunn: note: --resume {args.resume} was trained on {state.get('world_size', 1)} rank(s), this "
+                f"run has {world.size}: it continues, but not bit for bit",
+                file=sys.stderr,
+            )
         if args.epochs <= start_epoch:
-            raise UserError(f"--resume {args.resume}: the checkpoint has finished epoch {start_epoch} and --epochs "
-                            f"is {args.epochs}: nothing left to train (give --epochs above {start_epoch})")
+            raise UserError(
+                f"--resume {args.resume}: the checkpoint has finished epoch {start_epoch} and --epochs "
+                f"is {args.epochs}: nothing left to train (give --epochs above {start_epoch})"
+            )
     verbose = 0 if args.quiet else 1
     if verbose and world.is_main:
         ranks = f" | {world.size} ranks ({world.backend})" if world.size > 1 else ""
-        print(f"gpunn train: {args.model} on {args.dataset} ({len(X)} train, "
-              f"{0 if X_val is None else len(X_val)} val, {len(ds.X_test)} test) | backend {backend.name}{ranks} | "
-              f"{model.num_parameters():,} parameters", flush=True)
-    hist = train.fit(net, optimizer, loss_fn, train_loader, val_loader, epochs=args.epochs, scheduler=scheduler,
-                     callbacks=callbacks, verbose=verbose, initial_epoch=start_epoch, history=history)
+        print(
+            f"gpunn train: {args.model} on {args.dataset} ({len(X)} train, "
+            f"{0 if X_val is None else len(X_val)} val, {len(ds.X_test)} test) | backend {backend.name}{ranks} | "
+            f"{model.num_parameters():,} parameters",
+            flush=True,
+        )
+    hist = train.fit(
+        net,
+        optimizer,
+        loss_fn,
+        train_loader,
+        val_loader,
+        epochs=args.epochs,
+        scheduler=scheduler,
+        callbacks=callbacks,
+        verbose=verbose,
+        initial_epoch=start_epoch,
+        history=history,
+    )
     if not world.is_main:  # rank 0 writes and reports; every rank stopped alike
         if hist.stop_signal is not None:
             return exit_code(hist.stop_signal)
@@ -365,8 +423,10 @@ def cmd_train(args, argv=()) -> int:
     if hist.stop_reason and hist.stop_reason.startswith("loss became"):
         print(f"gpunn: training failed: {hist.stop_reason}", file=sys.stderr)
         if outputs.epochs_done:
-            print(f"gpunn: kept {ckpt} and {csv_path} of epoch {start_epoch + outputs.epochs_done}, the last good "
-                  "one", file=sys.stderr)
+            print(
+                f"gpunn: kept {ckpt} and {csv_path} of epoch {start_epoch + outputs.epochs_done}, the last good one",
+                file=sys.stderr,
+            )
         else:
             print("gpunn: nothing was written to --out (files from earlier runs are unchanged)", file=sys.stderr)
         return 1
@@ -383,8 +443,11 @@ def cmd_train(args, argv=()) -> int:
         weights = os.path.join(args.out, "model.npz")
         _write(weights, gpunn.save, model.state_dict(), weights)
         last = start_epoch + outputs.epochs_done
-        print(f"{how}: kept {ckpt} (epoch {last}), {csv_path} and {weights}; resume with: {resume}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{how}: kept {ckpt} (epoch {last}), {csv_path} and {weights}; resume with: {resume}",
+            file=sys.stderr,
+            flush=True,
+        )
         return exit_code(hist.stop_signal)
     # checkpoint.npz holds the state after the last finished epoch (before EarlyStopping put the best
     # weights back), so --resume continues exactly; model.npz: the weights evaluated below
@@ -395,12 +458,20 @@ def cmd_train(args, argv=()) -> int:
     wrote = [ckpt, weights, csv_path]
     if len(hist):
         try:
-            wrote.append(_write("history.png", hist.plot, os.path.join(args.out, "history.png"),
-                                f"gpunn {args.model} on {args.dataset}"))
+            wrote.append(
+                _write(
+                    "history.png",
+                    hist.plot,
+                    os.path.join(args.out, "history.png"),
+                    f"gpunn {args.model} on {args.dataset}",
+                )
+            )
         except ImportError as exc:
             print(f"gpunn: no plot: {exc}", file=sys.stderr)
-    print(f"test accuracy {test['accuracy'] * 100:.2f}%  test loss {test['loss']:.4f}  "
-          f"({len(ds.X_test)} images)", flush=True)
+    print(
+        f"test accuracy {test['accuracy'] * 100:.2f}%  test loss {test['loss']:.4f}  ({len(ds.X_test)} images)",
+        flush=True,
+    )
     print("wrote " + ", ".join(wrote), flush=True)
     return 0
 
@@ -433,8 +504,10 @@ def cmd_info(_args) -> int:
         from gpunn.backend.kernels import KERNEL_FILES, kernel_path
 
         names = [f"{n}.cu" for n in KERNEL_FILES if kernel_path(n)]
-        print(f"kernels: {', '.join(names) if names else 'none found'}"
-              f"{'' if cupy_available()[0] else ' (sources only: no GPU to run them)'}")
+        print(
+            f"kernels: {', '.join(names) if names else 'none found'}"
+            f"{'' if cupy_available()[0] else ' (sources only: no GPU to run them)'}"
+        )
     except Exception as exc:  # the kernel loader is optional here
         print(f"kernels: unavailable ({exc})")
     return 0
@@ -466,8 +539,11 @@ def main(argv=None) -> int:
         return exc.code
     except (KeyboardInterrupt, Terminated) as exc:  # outside the training loop, which handles both itself
         name, code = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("SIGINT (Ctrl-C)", 130)
-        print(f"gpunn: stopped by {name} outside training; every file already written is complete (each is "
-              "written atomically), nothing more was written", file=sys.stderr)
+        print(
+            f"gpunn: stopped by {name} outside training; every file already written is complete (each is "
+            "written atomically), nothing more was written",
+            file=sys.stderr,
+        )
         return code
     finally:
         if previous is not None:

@@ -1,14 +1,21 @@
 """``gpunn.cuda``: is a GPU usable (CuPy importable, a device present, a working driver)?
 
-    >>> device = "cuda" if gpunn.cuda.is_available() else "cpu"
+>>> device = "cuda" if gpunn.cuda.is_available() else "cpu"
 """
 
 from __future__ import annotations
 
 from gpunn.backend import cupy_available
 
-__all__ = ["is_available", "device_count", "current_device", "synchronize", "manual_seed", "manual_seed_all",
-           "why_unavailable"]
+__all__ = [
+    "is_available",
+    "device_count",
+    "current_device",
+    "synchronize",
+    "manual_seed",
+    "manual_seed_all",
+    "why_unavailable",
+]
 
 
 def is_available() -> bool:

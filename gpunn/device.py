@@ -40,8 +40,9 @@ class device:
             index = int(idx)
         name = _TYPE_OF_BACKEND.get(name, name)
         if name not in _BACKEND_OF_TYPE:
-            raise RuntimeError(f"device(): unsupported device type {name!r}; gpunn has 'cpu' (numpy backend) "
-                               "and 'cuda' (cupy backend)")
+            raise RuntimeError(
+                f"device(): unsupported device type {name!r}; gpunn has 'cpu' (numpy backend) and 'cuda' (cupy backend)"
+            )
         if index is not None:
             index = int(index)
             if index < 0 or (name == "cpu" and index != 0):
@@ -53,8 +54,9 @@ class device:
         return self.type if self.index is None else f"{self.type}:{self.index}"
 
     def __repr__(self) -> str:
-        return f"device(type='{self.type}')" if self.index is None else \
-            f"device(type='{self.type}', index={self.index})"
+        return (
+            f"device(type='{self.type}')" if self.index is None else f"device(type='{self.type}', index={self.index})"
+        )
 
     def __eq__(self, other) -> bool:
         if isinstance(other, device):
@@ -67,8 +69,9 @@ class device:
 
 def _cuda_error() -> RuntimeError:
     why = cupy_available()[1]
-    return RuntimeError(f"CUDA is not available: {why}. Use device 'cpu' (the numpy backend), or check "
-                        "gpunn.cuda.is_available() first")
+    return RuntimeError(
+        f"CUDA is not available: {why}. Use device 'cpu' (the numpy backend), or check gpunn.cuda.is_available() first"
+    )
 
 
 def backend_of(target) -> Backend:
@@ -84,8 +87,10 @@ def backend_of(target) -> Backend:
             raise _cuda_error()
         be = backend_for("cupy")
         if dev.index not in (None, _current_cuda_index(be)):
-            raise RuntimeError(f"device {dev}: gpunn uses one GPU per process (the current CUDA device, "
-                               f"cuda:{_current_cuda_index(be)}); select another with CUDA_VISIBLE_DEVICES")
+            raise RuntimeError(
+                f"device {dev}: gpunn uses one GPU per process (the current CUDA device, "
+                f"cuda:{_current_cuda_index(be)}); select another with CUDA_VISIBLE_DEVICES"
+            )
         return be
     return backend_for("numpy")
 

@@ -7,8 +7,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_", "half",
-           "double", "long", "short", "default_float", "as_dtype", "dtype_name"]
+__all__ = [
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool_",
+    "half",
+    "double",
+    "long",
+    "short",
+    "default_float",
+    "as_dtype",
+    "dtype_name",
+]
 
 float16 = np.dtype(np.float16)
 float32 = np.dtype(np.float32)
@@ -22,11 +38,28 @@ bool_ = np.dtype(np.bool_)
 half, double, long, short = float16, float64, int64, int16
 default_float = float32
 
-_TORCH_NAMES = {float16: "float16", float32: "float32", float64: "float64", int8: "int8", int16: "int16",
-                int32: "int32", int64: "int64", uint8: "uint8", bool_: "bool"}
-_LEGACY_NAMES = {float16: "HalfTensor", float32: "FloatTensor", float64: "DoubleTensor", int8: "CharTensor",
-                 int16: "ShortTensor", int32: "IntTensor", int64: "LongTensor", uint8: "ByteTensor",
-                 bool_: "BoolTensor"}
+_TORCH_NAMES = {
+    float16: "float16",
+    float32: "float32",
+    float64: "float64",
+    int8: "int8",
+    int16: "int16",
+    int32: "int32",
+    int64: "int64",
+    uint8: "uint8",
+    bool_: "bool",
+}
+_LEGACY_NAMES = {
+    float16: "HalfTensor",
+    float32: "FloatTensor",
+    float64: "DoubleTensor",
+    int8: "CharTensor",
+    int16: "ShortTensor",
+    int32: "IntTensor",
+    int64: "LongTensor",
+    uint8: "ByteTensor",
+    bool_: "BoolTensor",
+}
 
 
 def as_dtype(dtype) -> np.dtype:

@@ -10,9 +10,35 @@ from gpunn.dtypes import _infer_dtype, as_dtype, default_float
 from gpunn.ops.shape import cat, concat, stack, where  # noqa: F401  (joining ops live with the shape ops)
 from gpunn.tensor import Tensor
 
-__all__ = ["tensor", "from_numpy", "from_dlpack", "as_tensor", "zeros", "ones", "full", "empty", "randn", "rand",
-           "randint", "arange", "linspace", "logspace", "normal", "eye", "zeros_like", "ones_like", "full_like",
-           "empty_like", "randn_like", "rand_like", "randint_like", "cat", "concat", "stack", "where"]
+__all__ = [
+    "tensor",
+    "from_numpy",
+    "from_dlpack",
+    "as_tensor",
+    "zeros",
+    "ones",
+    "full",
+    "empty",
+    "randn",
+    "rand",
+    "randint",
+    "arange",
+    "linspace",
+    "logspace",
+    "normal",
+    "eye",
+    "zeros_like",
+    "ones_like",
+    "full_like",
+    "empty_like",
+    "randn_like",
+    "rand_like",
+    "randint_like",
+    "cat",
+    "concat",
+    "stack",
+    "where",
+]
 
 
 def _backend_arg(backend=None, device=None) -> Backend:
@@ -63,17 +89,22 @@ def tensor(data, dtype=None, requires_grad: bool = False, backend=None, device=N
                 try:
                     probe = np.asarray(data)
                 except ValueError as exc:
-                    raise ValueError(f"tensor(): nested lists must be rectangular (every row the same "
-                                     f"length), this one is ragged ({exc})") from None
+                    raise ValueError(
+                        f"tensor(): nested lists must be rectangular (every row the same "
+                        f"length), this one is ragged ({exc})"
+                    ) from None
                 if probe.dtype == np.float64:
                     dtype = default_float
                 elif probe.dtype.kind not in "biufc":
-                    raise TypeError("tensor(): could not make a numeric array from the data (ragged "
-                                    f"nested lists, or non-numeric items; got dtype {probe.dtype})")
+                    raise TypeError(
+                        "tensor(): could not make a numeric array from the data (ragged "
+                        f"nested lists, or non-numeric items; got dtype {probe.dtype})"
+                    )
         src = data if be.is_array(data) else np.asarray(data) if be.name == "numpy" else data
         if type(data).__module__.startswith("cupy") and be.name == "numpy":
-            raise RuntimeError("tensor(): got a CuPy array for the 'numpy' backend; call .get() on it first "
-                               "or use backend='cupy'")
+            raise RuntimeError(
+                "tensor(): got a CuPy array for the 'numpy' backend; call .get() on it first or use backend='cupy'"
+            )
         arr = be.asarray(src, dtype=dtype)
         if arr.dtype.kind not in "biufc":
             raise TypeError(f"tensor(): data must be numeric or bool, got dtype {arr.dtype}")
@@ -117,8 +148,10 @@ def from_dlpack(obj, backend=None) -> Tensor:
         raise RuntimeError(f"from_dlpack(): unsupported DLPack device type {device_type}")
     be = backend_for(natural) if backend is None else backend_for(backend)
     if be.name != natural:
-        raise RuntimeError(f"from_dlpack(): the data lives on {'the CPU' if natural == 'numpy' else 'a GPU'} "
-                           f"but backend {be.name!r} was asked for; move it with .to('{be.name}') after import")
+        raise RuntimeError(
+            f"from_dlpack(): the data lives on {'the CPU' if natural == 'numpy' else 'a GPU'} "
+            f"but backend {be.name!r} was asked for; move it with .to('{be.name}') after import"
+        )
     return Tensor._wrap(be.xp.from_dlpack(obj), be)
 
 
@@ -167,8 +200,9 @@ def rand(*size, dtype=None, requires_grad=False, backend=None, device=None, out=
     return _finish(be.rand(_shape(size), _float_dtype(dtype)), be, requires_grad)
 
 
-def randint(low, high=None, size=(), dtype=None, backend=None, device=None, generator=None,
-            requires_grad=False) -> Tensor:
+def randint(
+    low, high=None, size=(), dtype=None, backend=None, device=None, generator=None, requires_grad=False
+) -> Tensor:
     """Integers uniform on [low, high) (int64 unless ``dtype``): ``randint(10, (3,))``, ``randint(2, 5, (3,))``."""
     _no_out(None, generator)
     if high is None:
@@ -210,8 +244,9 @@ def linspace(start, end, steps: int, dtype=None, requires_grad=False, backend=No
     return _finish(be.asarray(data), be, requires_grad)
 
 
-def logspace(start, end, steps: int, base: float = 10.0, dtype=None, requires_grad=False, backend=None,
-             device=None) -> Tensor:
+def logspace(
+    start, end, steps: int, base: float = 10.0, dtype=None, requires_grad=False, backend=None, device=None
+) -> Tensor:
     """``base ** linspace(start, end, steps)``."""
     be = _backend_arg(backend, device)
     data = np.logspace(float(start), float(end), int(steps), base=base, dtype=np.float64).astype(_float_dtype(dtype))
@@ -229,8 +264,9 @@ def normal(mean=0.0, std=1.0, size=None, *, dtype=None, backend=None, device=Non
     if size is None:
         raise TypeError("normal(): with number mean and std, give size=")
     be = _backend_arg(backend, device)
-    return Tensor._wrap(be.normal(_shape((size,)) if not isinstance(size, int) else (size,), mean, std,
-                                  _float_dtype(dtype)), be)
+    return Tensor._wrap(
+        be.normal(_shape((size,)) if not isinstance(size, int) else (size,), mean, std, _float_dtype(dtype)), be
+    )
 
 
 def _no_out(out, generator) -> None:

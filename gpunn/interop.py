@@ -34,13 +34,31 @@ from gpunn.checkpoint import CheckpointError
 
 # torch storage class name <-> NumPy dtype (bfloat16 is read as float32: NumPy has no bfloat16)
 _STORAGES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
-    "ByteStorage": np.uint8, "BoolStorage": np.bool_, "BFloat16Storage": "bfloat16", "UntypedStorage": np.uint8,
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+    "BFloat16Storage": "bfloat16",
+    "UntypedStorage": np.uint8,
 }
 _STORAGE_OF = {np.dtype(v): k for k, v in _STORAGES.items() if k not in ("BFloat16Storage", "UntypedStorage")}
-_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": "bfloat16", "I64": np.int64,
-              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_ST_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": "bfloat16",
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 _ST_NAME = {np.dtype(v): k for k, v in _ST_DTYPES.items() if k != "BF16"}
 _MAX_HEADER = 100 << 20
 
@@ -100,8 +118,7 @@ def _to_tensors(obj, convert, depth: int = 0, memo: dict | None = None):
     elif obj is None or isinstance(obj, (str, int, float, bool, bytes)):
         return obj
     else:
-        raise CheckpointError(f"the checkpoint holds an object of type {type(obj).__name__}, which gpunn does not "
-                              "load")
+        raise CheckpointError(f"the checkpoint holds an object of type {type(obj).__name__}, which gpunn does not load")
     memo[key] = (obj, out)  # obj kept alive so its id is not reused while converting
     return out
 
@@ -161,8 +178,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored, reserve=No
         if last >= n:
             raise CheckpointError(f"the checkpoint has a tensor reaching element {last} of a storage of {n}")
         base = storage.data
-        view = np.lib.stride_tricks.as_strided(base[offset:], shape=size,
-                                               strides=tuple(st * base.itemsize for st in stride), writeable=False)
+        view = np.lib.stride_tricks.as_strided(
+            base[offset:], shape=size, strides=tuple(st * base.itemsize for st in stride), writeable=False
+        )
         return _Loaded(np.array(view, copy=True))
     return _Loaded(np.zeros(size, dtype=storage.data.dtype))
 
@@ -198,9 +216,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _StorageType(name)
         fn = _ALLOWED.get((module, name))
         if fn is None:
-            raise CheckpointError(f"checkpoint {self.path!r} refers to {module}.{name}, which the restricted "
-                                  "reader does not allow (it loads tensors and plain containers only, and never "
-                                  "runs code from a file)")
+            raise CheckpointError(
+                f"checkpoint {self.path!r} refers to {module}.{name}, which the restricted "
+                "reader does not allow (it loads tensors and plain containers only, and never "
+                "runs code from a file)"
+            )
         if fn is _rebuild_tensor:
             return self._counted_rebuild
         return fn
@@ -213,8 +233,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def _reserve(self, nbytes: int) -> None:
         self.tensor_bytes += nbytes
         if self.tensor_bytes > self.tensor_budget:
-            raise CheckpointError(f"checkpoint {self.path!r} decodes to more than {self.tensor_budget} bytes of "
-                                  "tensors, far more than the file holds (overlapping views): refused")
+            raise CheckpointError(
+                f"checkpoint {self.path!r} decodes to more than {self.tensor_budget} bytes of "
+                "tensors, far more than the file holds (overlapping views): refused"
+            )
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage" or not isinstance(pid[1], _StorageType):
@@ -232,8 +254,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise CheckpointError(f"checkpoint {self.path!r} is corrupt: storage {name} is missing") from None
         nbytes = numel * _itemsize(stype.dtype)
         if numel < 0 or info.file_size != nbytes:
-            raise CheckpointError(f"checkpoint {self.path!r} is corrupt: storage {name} holds {info.file_size} "
-                                  f"bytes, its {stype.name} of {numel} elements needs {nbytes}")
+            raise CheckpointError(
+                f"checkpoint {self.path!r} is corrupt: storage {name} holds {info.file_size} "
+                f"bytes, its {stype.name} of {numel} elements needs {nbytes}"
+            )
         data = self.archive.read(name)  # checks the entry's CRC
         self.loaded_bytes += len(data)
         st = _Storage(_from_bytes(data, stype.dtype, numel, self.byteorder), stype.dtype)
@@ -247,8 +271,10 @@ def _check_entries(archive: zipfile.ZipFile, path: str, size: int) -> None:
         if info.flag_bits & 0x1:
             raise CheckpointError(f"checkpoint {path!r} has encrypted entries")
         if info.compress_type != zipfile.ZIP_STORED:
-            raise CheckpointError(f"checkpoint {path!r} has compressed entries; torch.save stores them "
-                                  "uncompressed (refused: a compressed entry could decode to far more than the file)")
+            raise CheckpointError(
+                f"checkpoint {path!r} has compressed entries; torch.save stores them "
+                "uncompressed (refused: a compressed entry could decode to far more than the file)"
+            )
         total += info.file_size
     if total > size:
         raise CheckpointError(f"checkpoint {path!r} is corrupt: its entries claim more bytes than the file holds")
@@ -260,8 +286,9 @@ def read_torch(raw: bytes, path: str, convert):
     _check_entries(archive, path, len(raw))
     pickles = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") <= 1]
     if len(pickles) != 1:
-        raise CheckpointError(f"checkpoint {path!r} is not a PyTorch archive (expected one <name>/data.pkl, "
-                              f"found {len(pickles)})")
+        raise CheckpointError(
+            f"checkpoint {path!r} is not a PyTorch archive (expected one <name>/data.pkl, found {len(pickles)})"
+        )
     prefix = pickles[0][: -len("data.pkl")]
     byteorder = "little"
     if f"{prefix}byteorder" in archive.namelist():
@@ -352,8 +379,10 @@ class _PickleWriter:
                     self.write(v, f"{where}[{i}]", depth + 1)
                 w(b"t")
         else:
-            raise TypeError(f"save(): {where}: objects of type {type(obj).__name__} can't be saved in PyTorch's "
-                            "format (tensors, arrays, numbers, strings, None and dicts/lists/tuples of them)")
+            raise TypeError(
+                f"save(): {where}: objects of type {type(obj).__name__} can't be saved in PyTorch's "
+                "format (tensors, arrays, numbers, strings, None and dicts/lists/tuples of them)"
+            )
 
     def _tensor(self, a: np.ndarray, where: str) -> None:
         name = _STORAGE_OF.get(a.dtype)
@@ -417,53 +446,67 @@ def read_safetensors(raw: bytes, path: str, convert) -> dict:
         raise CheckpointError(f"checkpoint {path!r} is truncated (no safetensors header)")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > min(len(raw) - 8, _MAX_HEADER):
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or truncated: its safetensors header claims {n} "
-                              f"bytes, the file has {len(raw) - 8} after the length")
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or truncated: its safetensors header claims {n} "
+            f"bytes, the file has {len(raw) - 8} after the length"
+        )
     try:
-        header = json.loads(raw[8:8 + n].decode("utf-8"))
+        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path!r} has a corrupt safetensors header ({exc})") from exc
     if not isinstance(header, dict):
         raise CheckpointError(f"checkpoint {path!r} has a safetensors header that is not a JSON object")
-    data = memoryview(raw)[8 + n:]
+    data = memoryview(raw)[8 + n :]
     out, spans = {}, []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         if not isinstance(entry, dict) or entry.get("dtype") not in _ST_DTYPES:
-            raise CheckpointError(f"checkpoint {path!r}: tensor {name!r} has an unknown dtype "
-                                  f"{entry.get('dtype') if isinstance(entry, dict) else entry!r:.40}")
+            raise CheckpointError(
+                f"checkpoint {path!r}: tensor {name!r} has an unknown dtype "
+                f"{entry.get('dtype') if isinstance(entry, dict) else entry!r:.40}"
+            )
         shape, offsets = entry.get("shape"), entry.get("data_offsets")
-        if (not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                    for s in shape)
-                or not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+            or not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
             raise CheckpointError(f"checkpoint {path!r}: tensor {name!r} has a malformed shape or data_offsets")
         dt = _ST_DTYPES[entry["dtype"]]
         begin, end = offsets
         count = int(np.prod(shape, dtype=object))
         if not 0 <= begin <= end <= len(data) or end - begin != count * _itemsize(dt):
-            raise CheckpointError(f"checkpoint {path!r} is corrupt: tensor {name!r} ({entry['dtype']} {shape}) has "
-                                  f"data_offsets {offsets} in a data section of {len(data)} bytes")
+            raise CheckpointError(
+                f"checkpoint {path!r} is corrupt: tensor {name!r} ({entry['dtype']} {shape}) has "
+                f"data_offsets {offsets} in a data section of {len(data)} bytes"
+            )
         spans.append((begin, end, name))
         out[name] = (begin, dt, count, shape)
     spans.sort()
     for (_, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise CheckpointError(f"checkpoint {path!r} is corrupt: tensors {n0!r} and {n1!r} overlap")
-    return {name: convert(_from_bytes(data[b:b + c * _itemsize(dt)], dt, c).reshape(shape))
-            for name, (b, dt, c, shape) in out.items()}
+    return {
+        name: convert(_from_bytes(data[b : b + c * _itemsize(dt)], dt, c).reshape(shape))
+        for name, (b, dt, c, shape) in out.items()
+    }
 
 
 def write_safetensors(obj, path: str, metadata: dict | None = None) -> None:
     """A flat ``{name: tensor or array}`` dict as a safetensors file (numeric dtypes PyTorch has)."""
     if not isinstance(obj, dict):
-        raise TypeError(f"save(format='safetensors'): expected a dict of name -> tensor (e.g. model.state_dict()), "
-                        f"got {type(obj).__name__}")
+        raise TypeError(
+            f"save(format='safetensors'): expected a dict of name -> tensor (e.g. model.state_dict()), "
+            f"got {type(obj).__name__}"
+        )
     header: dict = {}
     if metadata is not None:
-        if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in metadata.items()):
+        if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
             raise TypeError("save(format='safetensors'): metadata must be a dict of str -> str")
         header["__metadata__"] = dict(metadata)
     blobs, offset = [], 0
@@ -472,13 +515,18 @@ def write_safetensors(obj, path: str, metadata: dict | None = None) -> None:
             raise TypeError(f"save(format='safetensors'): keys must be str, got {type(name).__name__}")
         a = _host(value, name)
         if a is None:
-            raise TypeError(f"save(format='safetensors'): {name!r} is a {type(value).__name__}; safetensors holds "
-                            "tensors only (save nested state such as an optimizer's in gpunn's or PyTorch's format)")
+            raise TypeError(
+                f"save(format='safetensors'): {name!r} is a {type(value).__name__}; safetensors holds "
+                "tensors only (save nested state such as an optimizer's in gpunn's or PyTorch's format)"
+            )
         if a.dtype not in _ST_NAME:
             raise TypeError(f"save(format='safetensors'): {name!r} has dtype {a.dtype}, which safetensors can't hold")
         b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _ST_NAME[a.dtype], "shape": [int(s) for s in a.shape],
-                        "data_offsets": [offset, offset + len(b)]}
+        header[name] = {
+            "dtype": _ST_NAME[a.dtype],
+            "shape": [int(s) for s in a.shape],
+            "data_offsets": [offset, offset + len(b)],
+        }
         blobs.append(b)
         offset += len(b)
     text = json.dumps(header, separators=(",", ":")).encode()

@@ -8,8 +8,20 @@ import math
 from gpunn import dtypes
 from gpunn.tensor import Tensor
 
-__all__ = ["Size", "FloatTensor", "DoubleTensor", "LongTensor", "IntTensor", "BoolTensor", "ByteTensor", "is_tensor",
-           "is_floating_point", "numel", "get_default_dtype", "set_default_dtype"]
+__all__ = [
+    "Size",
+    "FloatTensor",
+    "DoubleTensor",
+    "LongTensor",
+    "IntTensor",
+    "BoolTensor",
+    "ByteTensor",
+    "is_tensor",
+    "is_floating_point",
+    "numel",
+    "get_default_dtype",
+    "set_default_dtype",
+]
 
 
 class _TypedTensorMeta(type):
@@ -26,8 +38,11 @@ def _typed(name: str, dtype):
             return data[0].astype(dtype).clone().detach()
         return Tensor(*data, device=device, dtype=dtype)
 
-    return _TypedTensorMeta(name, (), {"__new__": new, "_gpunn_dtype": dtype,
-                                       "__doc__": f"``{name}(data)`` or ``{name}(*size)``: a {dtype} tensor."})
+    return _TypedTensorMeta(
+        name,
+        (),
+        {"__new__": new, "_gpunn_dtype": dtype, "__doc__": f"``{name}(data)`` or ``{name}(*size)``: a {dtype} tensor."},
+    )
 
 
 FloatTensor = _typed("FloatTensor", dtypes.float32)
@@ -66,5 +81,7 @@ def get_default_dtype():
 
 def set_default_dtype(dtype) -> None:
     if dtypes.as_dtype(dtype) != dtypes.float32:
-        raise NotImplementedError("set_default_dtype: gpunn's default float dtype is float32 and can't be changed; "
-                                  "pass dtype= to the factories instead")
+        raise NotImplementedError(
+            "set_default_dtype: gpunn's default float dtype is float32 and can't be changed; "
+            "pass dtype= to the factories instead"
+        )

@@ -167,8 +167,9 @@ class Tensor:
         t._vc = _Version()
         return t
 
-    def _result(self, data, parents: tuple, backward, op: str, saved=None, saves_output: bool = False,
-                view: bool = False) -> Tensor:
+    def _result(
+        self, data, parents: tuple, backward, op: str, saved=None, saves_output: bool = False, view: bool = False
+    ) -> Tensor:
         """Wrap an op's output; record the graph edge when grad mode is on and a parent needs grad.
 
         ``saved``: the tensors whose values ``backward`` reads (default: every parent); ``saves_output``:
@@ -222,8 +223,10 @@ class Tensor:
         if isinstance(other, np.ndarray) or be.is_array(other):
             if not be.is_array(other):
                 if be.name != "numpy":
-                    raise RuntimeError(f"{op}: got a NumPy array where the '{be.name}' backend needs its "
-                                       "own array; wrap it with gpunn.tensor(...) first")
+                    raise RuntimeError(
+                        f"{op}: got a NumPy array where the '{be.name}' backend needs its "
+                        "own array; wrap it with gpunn.tensor(...) first"
+                    )
             return Tensor._wrap(be.xp.asarray(other), be)
         if type(other).__module__.startswith("cupy"):
             raise RuntimeError(f"{op}: got a CuPy array where the '{be.name}' backend needs its own array")
@@ -243,8 +246,10 @@ class Tensor:
         """``t.data = other``: ``t`` now uses ``other``'s storage (shape and dtype may change). An
         optimizer holding ``t`` copies the new values into its flat buffer at its next step."""
         if not isinstance(value, Tensor):
-            raise TypeError(f"Tensor.data must be assigned a Tensor, got {type(value).__name__}; wrap it with "
-                            "gpunn.tensor(...) or use t.copy_(...)")
+            raise TypeError(
+                f"Tensor.data must be assigned a Tensor, got {type(value).__name__}; wrap it with "
+                "gpunn.tensor(...) or use t.copy_(...)"
+            )
         if self._grad_owner is not None:  # the optimizer will copy the new values over the old storage
             self._bump_version("data assignment")
         self._data = value._data
@@ -320,8 +325,10 @@ class Tensor:
         """``dim`` in [-(ndim + extra), ndim + extra) as a non-negative index, or IndexError (as PyTorch)."""
         n = max(self.ndim + extra, 1)
         if not -n <= dim < n:
-            raise IndexError(f"{op}: dimension {dim} is out of range for a tensor of {self.ndim} dimensions "
-                             f"(expected one in [{-n}, {n - 1}])")
+            raise IndexError(
+                f"{op}: dimension {dim} is out of range for a tensor of {self.ndim} dimensions "
+                f"(expected one in [{-n}, {n - 1}])"
+            )
         return dim % n
 
     def __len__(self) -> int:
@@ -343,8 +350,10 @@ class Tensor:
         if self.ndim == 0:  # '{:.0f}'.format(t) formats the number, as in PyTorch
             return format(self.item(), spec)
         if spec:
-            raise TypeError(f"unsupported format string {spec!r} passed to Tensor.__format__ (only 0-d "
-                            "tensors format as numbers; use t.item() or t.tolist())")
+            raise TypeError(
+                f"unsupported format string {spec!r} passed to Tensor.__format__ (only 0-d "
+                "tensors format as numbers; use t.item() or t.tolist())"
+            )
         return repr(self)
 
     def __hash__(self) -> int:
@@ -354,22 +363,25 @@ class Tensor:
         # only reached when normal lookup failed: name the unsupported PyTorch method plainly
         if name.startswith("_"):
             raise AttributeError(f"'Tensor' object has no attribute {name!r}")
-        raise AttributeError(f"'Tensor' object has no attribute {name!r}: Tensor.{name} is not supported by gpunn "
-                             "(docs/pytorch-compat.md lists what is)")
+        raise AttributeError(
+            f"'Tensor' object has no attribute {name!r}: Tensor.{name} is not supported by gpunn "
+            "(docs/pytorch-compat.md lists what is)"
+        )
 
     # -- conversions ------------------------------------------------------------------------------
     def numpy(self, force: bool = False) -> np.ndarray:
         """The data as a NumPy array (a view on the numpy backend; a copy from the GPU, where PyTorch
         would ask for ``.cpu()`` first)."""
         if self.requires_grad and not force:
-            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
-                               "instead.")
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
         return self._backend.to_numpy(self._data)
 
     def item(self):
         if self._data.size != 1:
-            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar "
-                               f"(item() needs exactly one element; shape {self.shape})")
+            raise RuntimeError(
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar "
+                f"(item() needs exactly one element; shape {self.shape})"
+            )
         return self._backend.to_numpy(self._data).reshape(()).item()
 
     def tolist(self):
@@ -388,8 +400,9 @@ class Tensor:
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
-            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous "
-                               f"({self._data.size} elements)")
+            raise RuntimeError(
+                f"Boolean value of Tensor with more than one value is ambiguous ({self._data.size} elements)"
+            )
         return bool(self.item())
 
     def __array__(self, dtype=None, copy=None):
@@ -420,12 +433,15 @@ class Tensor:
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and not _is_float(self.dtype):
-            raise RuntimeError(f"only Tensors of floating point dtype can require gradients, got dtype "
-                               f"{dtype_name(self.dtype)}")
+            raise RuntimeError(
+                f"only Tensors of floating point dtype can require gradients, got dtype {dtype_name(self.dtype)}"
+            )
         if not self.is_leaf and not requires_grad:
-            raise RuntimeError("you can only change requires_grad flags of leaf variables. If you want to use "
-                               "a computed variable in a subgraph that doesn't require differentiation use "
-                               "var_no_grad = var.detach().")
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use "
+                "a computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
         self.requires_grad = bool(requires_grad)
         return self
 
@@ -542,41 +558,52 @@ class Tensor:
     def _check_inplace(self, op: str) -> None:
         data = self._data
         if data.size > 1 and 0 in data.strides and any(st == 0 and n > 1 for st, n in zip(data.strides, data.shape)):
-            raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
-                               "refers to a single memory location (an expand()ed tensor); clone() it first")
+            raise RuntimeError(
+                f"{op}: unsupported operation: more than one element of the written-to tensor "
+                "refers to a single memory location (an expand()ed tensor); clone() it first"
+            )
         if is_grad_enabled() and self.requires_grad:
             if self._backward is None:
-                raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "
-                                   "operation. Wrap the update in `with gpunn.no_grad():` (a parameter update) "
-                                   "or use the out-of-place op")
+                raise RuntimeError(
+                    f"{op}: a leaf Variable that requires grad is being used in an in-place "
+                    "operation. Wrap the update in `with gpunn.no_grad():` (a parameter update) "
+                    "or use the out-of-place op"
+                )
             if self._is_view:
-                raise RuntimeError(f"{op}: in-place modification of a view of a tensor that requires grad is "
-                                   "not supported by gpunn's autograd; use the out-of-place op (e.g. "
-                                   "y = y.clone(); y[...] = ...) or modify it under gpunn.no_grad()")
+                raise RuntimeError(
+                    f"{op}: in-place modification of a view of a tensor that requires grad is "
+                    "not supported by gpunn's autograd; use the out-of-place op (e.g. "
+                    "y = y.clone(); y[...] = ...) or modify it under gpunn.no_grad()"
+                )
 
     def _write(self, data, op: str, cast: bool = False) -> None:
         """Write ``data`` (an array, broadcast to this shape) into the storage. An op's float result can't
         go into an integer tensor (PyTorch's rule) unless ``cast`` (fill_, copy_: values are converted)."""
         src = getattr(data, "dtype", None)
         if not cast and src is not None and _is_float(src) and not _is_float(self.dtype):
-            raise RuntimeError(f"{op}: result type {dtype_name(src)} can't be cast to the desired output type "
-                               f"{dtype_name(self.dtype)}")
+            raise RuntimeError(
+                f"{op}: result type {dtype_name(src)} can't be cast to the desired output type {dtype_name(self.dtype)}"
+            )
         if hasattr(data, "shape") and tuple(data.shape) != self.shape:
             try:
                 shape = np.broadcast_shapes(tuple(data.shape), self.shape)
             except ValueError:
                 shape = None
             if shape != self.shape:
-                raise RuntimeError(f"{op}: output with shape {list(self.shape)} doesn't match the broadcast "
-                                   f"shape {list(shape) if shape else list(data.shape)}")
+                raise RuntimeError(
+                    f"{op}: output with shape {list(self.shape)} doesn't match the broadcast "
+                    f"shape {list(shape) if shape else list(data.shape)}"
+                )
         try:
             self._data[...] = data
         except ValueError as exc:
             if getattr(getattr(self._data, "flags", None), "writeable", True):
                 raise
-            raise RuntimeError(f"{op}: unsupported operation: more than one element of the written-to tensor "
-                               "refers to a single memory location (an expand()ed tensor); clone() it "
-                               "first") from exc
+            raise RuntimeError(
+                f"{op}: unsupported operation: more than one element of the written-to tensor "
+                "refers to a single memory location (an expand()ed tensor); clone() it "
+                "first"
+            ) from exc
         self._bump_version(op)
 
     def _inplace(self, op: str, fn, *args) -> Tensor:
@@ -587,25 +614,30 @@ class Tensor:
         private snapshot that the op consumed, so every alias sees the new values and backward
         differentiates through both."""
         self._check_inplace(op)
-        record = is_grad_enabled() and (self.requires_grad
-                                        or any(isinstance(a, Tensor) and a.requires_grad for a in args))
+        record = is_grad_enabled() and (
+            self.requires_grad or any(isinstance(a, Tensor) and a.requires_grad for a in args)
+        )
         if not record:
             with no_grad():
                 res = fn(self, *args)
             self._write(res._data, op)
             return self
         if self._uses:
-            raise RuntimeError(f"{op}: this tensor was already used by another operation of the graph, which "
-                               "gpunn's autograd can't rewrite in place; use the out-of-place op (x = x + y) "
-                               "instead")
+            raise RuntimeError(
+                f"{op}: this tensor was already used by another operation of the graph, which "
+                "gpunn's autograd can't rewrite in place; use the out-of-place op (x = x + y) "
+                "instead"
+            )
         view_of = self._view_of
         if view_of is not None:  # the base must see the new graph too: only through a basic index, once
             base, rebase = view_of
             if rebase is None or base._view_of is not None or base._uses or base.requires_grad:
-                raise RuntimeError(f"{op}: an in-place op whose result requires grad on a view (reshape, "
-                                   "permute, expand, a view of a view) is not supported by gpunn's autograd; "
-                                   "write through indexing of the base tensor (base[idx] = ...) or use the "
-                                   "out-of-place op")
+                raise RuntimeError(
+                    f"{op}: an in-place op whose result requires grad on a view (reshape, "
+                    "permute, expand, a view of a view) is not supported by gpunn's autograd; "
+                    "write through indexing of the base tensor (base[idx] = ...) or use the "
+                    "out-of-place op"
+                )
         old = Tensor._wrap(self._data.copy(), self._backend)
         old.requires_grad, old._parents, old._backward = self.requires_grad, self._parents, self._backward
         old._op, old._saved = self._op, self._saved
@@ -614,8 +646,7 @@ class Tensor:
         self.requires_grad = True
         self._parents, self._backward, self._op = res._parents, res._backward, res._op
         now = self._vc.value
-        self._saved = tuple((self._vc, now, None) if c is res._vc else (c, v, t)
-                            for c, v, t in res._saved)
+        self._saved = tuple((self._vc, now, None) if c is res._vc else (c, v, t) for c, v, t in res._saved)
         if view_of is not None:
             base._inplace("index_put_", rebase, self)  # base = index_put(old base, idx, this view)
             # that write put back the values this node just produced: what it saved of them is current
@@ -623,25 +654,29 @@ class Tensor:
         return self
 
     # -- backward -----------------------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False,
-                 inputs=None) -> None:
+    def backward(
+        self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False, inputs=None
+    ) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``gradient`` is required when self is not a scalar (it is d(loss)/d(self), same shape)."""
         if create_graph:
-            raise NotImplementedError("backward(create_graph=True): higher-order gradients are not supported "
-                                      "by gpunn")
+            raise NotImplementedError("backward(create_graph=True): higher-order gradients are not supported by gpunn")
         if inputs is not None:
             raise NotImplementedError("backward(inputs=...) is not supported by gpunn")
         if not self.requires_grad:
-            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn "
-                               "(did you call backward() on a result computed inside no_grad(), or forget "
-                               "requires_grad=True?)")
+            raise RuntimeError(
+                "element 0 of tensors does not require grad and does not have a grad_fn "
+                "(did you call backward() on a result computed inside no_grad(), or forget "
+                "requires_grad=True?)"
+            )
         xp = self._backend.xp
         if gradient is None:
             if self._data.size != 1:
-                raise RuntimeError(f"grad can be implicitly created only for scalar outputs; this tensor has "
-                                   f"shape {self.shape}, pass gradient= of that shape")
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs; this tensor has "
+                    f"shape {self.shape}, pass gradient= of that shape"
+                )
             g = xp.ones_like(self._data)
         else:
             g = gradient._data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
@@ -683,8 +718,9 @@ class Tensor:
                     if pg is None or p is None or not p.requires_grad:
                         continue
                     if tuple(pg.shape) != p.shape:  # a broken backward would otherwise broadcast silently
-                        raise RuntimeError(f"{node._op} returned a gradient of shape {tuple(pg.shape)} for "
-                                           f"an input of shape {p.shape}")
+                        raise RuntimeError(
+                            f"{node._op} returned a gradient of shape {tuple(pg.shape)} for an input of shape {p.shape}"
+                        )
                     if pg.dtype != p._data.dtype:
                         pg = pg.astype(p._data.dtype)
                     key = id(p)
@@ -737,14 +773,19 @@ def parse_to_args(args: tuple, kwargs: dict, who: str) -> tuple:
 
 
 def _modified_message(node, counter, version, t) -> str:
-    what = f"output 0 of {node._op}" if t is None else (f"output 0 of {t._op}" if t._op else "a leaf tensor"
-                                                          if t.is_leaf else "an input")
+    what = (
+        f"output 0 of {node._op}"
+        if t is None
+        else (f"output 0 of {t._op}" if t._op else "a leaf tensor" if t.is_leaf else "an input")
+    )
     desc = _describe(node) if t is None else _describe(t)
     by = f" (last modified by {counter.last_op})" if counter.last_op else ""
-    return (f"one of the variables needed for gradient computation has been modified by an inplace operation: "
-            f"{desc}, which is {what} and saved by {node._op}, is at version {counter.value}; expected "
-            f"version {version} instead{by}. Compute the backward before modifying it (e.g. call "
-            "optimizer.step() after loss.backward()), or modify a clone().")
+    return (
+        f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+        f"{desc}, which is {what} and saved by {node._op}, is at version {counter.value}; expected "
+        f"version {version} instead{by}. Compute the backward before modifying it (e.g. call "
+        "optimizer.step() after loss.backward()), or modify a clone()."
+    )
 
 
 def _may_alias(t: Tensor, out) -> bool:

@@ -44,8 +44,9 @@ def randn(rng, *shape, dtype=np.float32, low_abs=0.05):
     return x.astype(dtype)
 
 
-def parity(rng, fn, arrays, dtype, torch_fn=None, grad=True, tol=None, reference=np.float64,
-           nonfinite_grads_may_differ=False):
+def parity(
+    rng, fn, arrays, dtype, torch_fn=None, grad=True, tol=None, reference=np.float64, nonfinite_grads_may_differ=False
+):
     """THE parity check against PyTorch: ``fn(L, *tensors)`` is run with ``L = gpunn`` on the arrays in
     ``dtype`` and with ``L = torch`` in ``reference`` (float64) on the same dtype-rounded values (``torch_fn`` when the
     torch spelling differs). Checks, for every output (a tensor or a tuple such as ``(values, indices)``):
@@ -69,8 +70,9 @@ def parity(rng, fn, arrays, dtype, torch_fn=None, grad=True, tol=None, reference
     assert len(outs) == len(refs), f"{len(outs)} outputs, torch gives {len(refs)}"
     for k, (o, r, rd) in enumerate(zip(outs, refs, refs_in_dtype)):
         assert isinstance(o, gpunn.Tensor), f"output {k} is a {type(o).__name__}"
-        assert o.dtype == np.dtype(str(rd.dtype).removeprefix("torch.")), \
+        assert o.dtype == np.dtype(str(rd.dtype).removeprefix("torch.")), (
             f"output {k}: dtype {o.dtype}, torch gives {rd.dtype}"
+        )
         assert o.shape == tuple(r.shape), f"output {k}: shape {o.shape}, torch gives {tuple(r.shape)}"
         if o.dtype.kind == "f":
             if np.any(r.detach().numpy()):

@@ -14,12 +14,12 @@ def _legendre(L):
         @staticmethod
         def forward(ctx, input):  # noqa: A002
             ctx.save_for_backward(input)
-            return 0.5 * (5 * input ** 3 - 3 * input)
+            return 0.5 * (5 * input**3 - 3 * input)
 
         @staticmethod
         def backward(ctx, grad_output):
-            input, = ctx.saved_tensors  # noqa: A001
-            return grad_output * 1.5 * (5 * input ** 2 - 1)
+            (input,) = ctx.saved_tensors  # noqa: A001
+            return grad_output * 1.5 * (5 * input**2 - 1)
 
     return LegendrePolynomial3
 

@@ -42,8 +42,9 @@ def _python(code: str, **env):
     full_env = {k: v for k, v in os.environ.items() if k != "GPUNN_BACKEND"}
     full_env.update(env)
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120, cwd=REPO
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,8 +122,7 @@ def test_use_backend_overrides_set_backend(restore_default):
 # GPUNN_BACKEND and import hygiene (fresh interpreters)
 # ------------------------------------------------------------------------------------------------
 def test_env_var_numpy_is_honoured():
-    r = _python("import gpunn; print(gpunn.get_backend().name, gpunn.zeros(2).backend.name)",
-                GPUNN_BACKEND="numpy")
+    r = _python("import gpunn; print(gpunn.get_backend().name, gpunn.zeros(2).backend.name)", GPUNN_BACKEND="numpy")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["numpy", "numpy"]
 
@@ -135,13 +135,7 @@ def test_env_var_unknown_name_raises():
 
 @no_gpu_only
 def test_env_var_cupy_without_gpu_raises_with_reason():
-    code = (
-        "import gpunn\n"
-        "try:\n"
-        "    gpunn.zeros(2)\n"
-        "except RuntimeError as e:\n"
-        "    print('RuntimeError:', e)\n"
-    )
+    code = "import gpunn\ntry:\n    gpunn.zeros(2)\nexcept RuntimeError as e:\n    print('RuntimeError:', e)\n"
     r = _python(code, GPUNN_BACKEND="cupy")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("RuntimeError:") and "cupy" in r.stdout
@@ -164,8 +158,7 @@ def test_import_gpunn_does_not_import_gpu_stacks():
 # ------------------------------------------------------------------------------------------------
 def test_manual_seed_reproducible_and_seed_dependent():
     def draw():
-        return (gpunn.randn(4, 5).numpy().copy(), gpunn.rand(7).numpy().copy(),
-                gpunn.randint(0, 100, 6).numpy().copy())
+        return (gpunn.randn(4, 5).numpy().copy(), gpunn.rand(7).numpy().copy(), gpunn.randint(0, 100, 6).numpy().copy())
 
     gpunn.manual_seed(123)
     a = draw()

@@ -21,8 +21,9 @@ torch = pytest.importorskip("torch")
 
 
 def cnn(lib):
-    return lib.nn.Sequential(lib.nn.Conv2d(1, 3, 3), lib.nn.BatchNorm2d(3), lib.nn.ReLU(), lib.nn.Flatten(),
-                             lib.nn.Linear(3 * 5 * 5, 4))
+    return lib.nn.Sequential(
+        lib.nn.Conv2d(1, 3, 3), lib.nn.BatchNorm2d(3), lib.nn.ReLU(), lib.nn.Flatten(), lib.nn.Linear(3 * 5 * 5, 4)
+    )
 
 
 def _np(v):
@@ -53,8 +54,9 @@ def test_gpunn_state_dict_loads_in_torch(tmp_path, rng, suffix):
     model.eval()
     tmodel.eval()
     x = randn(rng, 2, 1, 7, 7)
-    np.testing.assert_allclose(model(gpunn.tensor(x)).detach().numpy(), tmodel(torch.from_numpy(x)).detach().numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model(gpunn.tensor(x)).detach().numpy(), tmodel(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
     # gpunn reads its own .pt back the same
     assert_same_state(gpunn.load(path), model.state_dict())
 
@@ -72,20 +74,37 @@ def test_torch_state_dict_loads_in_gpunn(tmp_path, rng):
     model.eval()
     tmodel.eval()
     x = randn(rng, 2, 1, 7, 7)
-    np.testing.assert_allclose(model(gpunn.tensor(x)).detach().numpy(), tmodel(torch.from_numpy(x)).detach().numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        model(gpunn.tensor(x)).detach().numpy(), tmodel(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
     with open(path, "rb") as f:  # a binary file object, as torch.load takes
         assert_same_state(gpunn.load(f, map_location="cpu"), tmodel.state_dict())
 
 
 def test_nested_objects_dtypes_and_views_from_torch(tmp_path):
     base = torch.arange(24, dtype=torch.float64).reshape(4, 6)
-    obj = {"view_t": base.t(), "slice": base[1:3, ::2], "shared": base, "i8": torch.tensor([-3, 4], dtype=torch.int8),
-           "bool": torch.tensor([True, False]), "half": torch.tensor([1.5, -2.0], dtype=torch.float16),
-           "bf16": torch.tensor([1.5, -2.25, 3e38], dtype=torch.bfloat16), "scalar": torch.tensor(7),
-           "empty": torch.zeros(0, 3), "param": torch.nn.Parameter(torch.ones(2, 2)),
-           "meta": {"epoch": 3, "lr": 0.5, "name": "x", "none": None, "nan": float("nan"), "big": 2**70,
-                    "list": [1, (2.5, "a")], 7: "int key"}}
+    obj = {
+        "view_t": base.t(),
+        "slice": base[1:3, ::2],
+        "shared": base,
+        "i8": torch.tensor([-3, 4], dtype=torch.int8),
+        "bool": torch.tensor([True, False]),
+        "half": torch.tensor([1.5, -2.0], dtype=torch.float16),
+        "bf16": torch.tensor([1.5, -2.25, 3e38], dtype=torch.bfloat16),
+        "scalar": torch.tensor(7),
+        "empty": torch.zeros(0, 3),
+        "param": torch.nn.Parameter(torch.ones(2, 2)),
+        "meta": {
+            "epoch": 3,
+            "lr": 0.5,
+            "name": "x",
+            "none": None,
+            "nan": float("nan"),
+            "big": 2**70,
+            "list": [1, (2.5, "a")],
+            7: "int key",
+        },
+    }
     path = tmp_path / "nested.pt"
     torch.save(obj, path)
     got = gpunn.load(path)
@@ -116,8 +135,9 @@ def test_optimizer_checkpoint_round_trips_through_torch_format(tmp_path, rng):
     opt2 = gpunn.optim.Adadelta(cnn(gpunn).parameters())
     opt2.load_state_dict(back["opt"])
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.49)
-    np.testing.assert_array_equal(to_np(opt2.state_dict()["state"][0]["square_avg"]),
-                                  to_np(opt.state_dict()["state"][0]["square_avg"]))
+    np.testing.assert_array_equal(
+        to_np(opt2.state_dict()["state"][0]["square_avg"]), to_np(opt.state_dict()["state"][0]["square_avg"])
+    )
 
 
 def to_np(v):
@@ -132,14 +152,16 @@ def test_safetensors_both_directions(tmp_path, rng):
     gpunn.save(model.state_dict(), path)
     assert_same_state(st_torch.load_file(str(path)), model.state_dict())
     assert set(st_numpy.load_file(str(path))) == set(model.state_dict())
-    gpunn.save({"w": gpunn.tensor(randn(rng, 3, 2))}, tmp_path / "x.bin", format="safetensors",
-               metadata={"format": "pt"})
+    gpunn.save(
+        {"w": gpunn.tensor(randn(rng, 3, 2))}, tmp_path / "x.bin", format="safetensors", metadata={"format": "pt"}
+    )
     assert st_numpy.load_file(str(tmp_path / "x.bin"))["w"].shape == (3, 2)
     tmodel = cnn(torch)
     tpath = tmp_path / "theirs.safetensors"
     st_torch.save_file(tmodel.state_dict(), str(tpath))
-    assert_same_state({k: v for k, v in gpunn.load(tpath).items()},
-                      {k: tmodel.state_dict()[k] for k in gpunn.load(tpath)})
+    assert_same_state(
+        {k: v for k, v in gpunn.load(tpath).items()}, {k: tmodel.state_dict()[k] for k in gpunn.load(tpath)}
+    )
     st_torch.save_file({"bf": torch.tensor([1.0, -3.5], dtype=torch.bfloat16)}, str(tpath))
     np.testing.assert_array_equal(gpunn.load(tpath)["bf"].numpy(), [1.0, -3.5])
     with pytest.raises(TypeError, match="tensors only"):
@@ -225,17 +247,20 @@ def _tensor_pickle(numel: int, key="0", size=(2, 3), stride=(3, 1), offset=0, st
     return w.out.getvalue()
 
 
-@pytest.mark.parametrize("case,match", [
-    (dict(numel=6, data=b"\x00" * 20), "holds 20 bytes"),  # storage shorter than declared
-    (dict(numel=10**12, data=b"\x00" * 24), "holds 24 bytes"),  # a huge declared storage: refused before allocating
-    (dict(numel=6, data=b"\x00" * 24, stride=(4, 1)), "reaching element"),  # view past the storage's end
-    (dict(numel=6, data=b"\x00" * 24, offset=5), "reaching element"),
-    (dict(numel=6, data=b"\x00" * 24, stride=(-3, 1)), "negative"),
-    (dict(numel=6, data=b"\x00" * 24, key="../x"), "storage key"),
-    (dict(numel=6, data=None), "missing"),
-    (dict(numel=6, data=b"\x00" * 24, storage="ComplexFloatStorage"), "does not allow"),
-    (dict(numel=6, data=b"\x00" * 24, size=(10**5, 10**4), stride=(0, 0)), "more than"),  # a stride-0 bomb
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        (dict(numel=6, data=b"\x00" * 20), "holds 20 bytes"),  # storage shorter than declared
+        (dict(numel=10**12, data=b"\x00" * 24), "holds 24 bytes"),  # a huge declared storage: refused before allocating
+        (dict(numel=6, data=b"\x00" * 24, stride=(4, 1)), "reaching element"),  # view past the storage's end
+        (dict(numel=6, data=b"\x00" * 24, offset=5), "reaching element"),
+        (dict(numel=6, data=b"\x00" * 24, stride=(-3, 1)), "negative"),
+        (dict(numel=6, data=b"\x00" * 24, key="../x"), "storage key"),
+        (dict(numel=6, data=None), "missing"),
+        (dict(numel=6, data=b"\x00" * 24, storage="ComplexFloatStorage"), "does not allow"),
+        (dict(numel=6, data=b"\x00" * 24, size=(10**5, 10**4), stride=(0, 0)), "more than"),  # a stride-0 bomb
+    ],
+)
 def test_lying_sizes_are_refused(tmp_path, case, match):
     case = dict(case)
     data = case.pop("data")
@@ -273,16 +298,21 @@ def test_damaged_files_are_refused(tmp_path):
         gpunn.load(good, weights_only=False)
 
 
-@pytest.mark.parametrize("header,match", [
-    (b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,8]}}', "data_offsets"),
-    (b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"v":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
-     "overlap"),
-    (b'{"w":{"dtype":"O","shape":[2],"data_offsets":[0,8]}}', "dtype"),
-    (b'{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', "malformed"),
-    (b'[1, 2]', "not a gpunn, PyTorch or safetensors"),
-    (b' [1, 2]', "not a gpunn, PyTorch or safetensors"),
-    (b'{"w": bad json', "corrupt"),
-])
+@pytest.mark.parametrize(
+    "header,match",
+    [
+        (b'{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,8]}}', "data_offsets"),
+        (
+            b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"v":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
+            "overlap",
+        ),
+        (b'{"w":{"dtype":"O","shape":[2],"data_offsets":[0,8]}}', "dtype"),
+        (b'{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}', "malformed"),
+        (b"[1, 2]", "not a gpunn, PyTorch or safetensors"),
+        (b" [1, 2]", "not a gpunn, PyTorch or safetensors"),
+        (b'{"w": bad json', "corrupt"),
+    ],
+)
 def test_crafted_safetensors_are_refused(tmp_path, header, match):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 16)
@@ -302,7 +332,7 @@ def test_pickle_module_alone_would_have_run_the_payload(tmp_path, monkeypatch):
     assert calls == ["touch PWNED"]
 
 
-MNIST_NET = '''
+MNIST_NET = """
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -323,7 +353,7 @@ class Net(nn.Module):
         x = self.dropout2(x)
         x = self.fc2(x)
         return F.log_softmax(x, dim=1)
-'''
+"""
 
 
 def _net(lib):
@@ -357,8 +387,9 @@ def test_mnist_example_model_trains_saves_and_loads_in_torch(tmp_path, rng, monk
     tmodel.load_state_dict(torch.load("mnist_cnn.pt", weights_only=True))
     model.eval()
     tmodel.eval()
-    np.testing.assert_allclose(model(x).detach().numpy(), tmodel(torch.from_numpy(x.numpy())).detach().numpy(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model(x).detach().numpy(), tmodel(torch.from_numpy(x.numpy())).detach().numpy(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_shared_references_cost_linear_time(tmp_path):

@@ -46,26 +46,67 @@ def test_cnn_reaches_96_percent_on_the_mnist_sample(capsys, tmp_path):
 
 @pytest.mark.parametrize("model", ["softmax", "svm"])
 def test_linear_classifiers_reach_94_percent_on_digits(capsys, tmp_path, model):
-    code, out, err = run(capsys, "train", "--dataset", "digits", "--model", model, "--out", str(tmp_path / model),
-                         "--quiet")
+    code, out, err = run(
+        capsys, "train", "--dataset", "digits", "--model", model, "--out", str(tmp_path / model), "--quiet"
+    )
     assert code == 0, err
     assert accuracy(out) >= 94.0
 
 
 def test_adam_and_dropout_options(capsys, tmp_path):
-    code, out, err = run(capsys, "train", "--dataset", "digits", "--optimizer", "adamw", "--dropout", "0.2",
-                         "--epochs", "3", "--out", str(tmp_path / "r"), "--quiet")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "digits",
+        "--optimizer",
+        "adamw",
+        "--dropout",
+        "0.2",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
     assert code == 0, err
     assert accuracy(out) > 80.0
 
 
 def test_resume_continues_from_the_checkpoint(capsys, tmp_path):
     out_dir = tmp_path / "r"
-    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--epochs", "2",
-                       "--out", str(out_dir), "--quiet", "--patience", "0")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "softmax",
+        "--epochs",
+        "2",
+        "--out",
+        str(out_dir),
+        "--quiet",
+        "--patience",
+        "0",
+    )
     assert code == 0, err
-    code, out, err = run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--epochs", "4",
-                         "--out", str(out_dir), "--resume", str(out_dir / "checkpoint.npz"), "--patience", "0")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "softmax",
+        "--epochs",
+        "4",
+        "--out",
+        str(out_dir),
+        "--resume",
+        str(out_dir / "checkpoint.npz"),
+        "--patience",
+        "0",
+    )
     assert code == 0, err
     assert "epoch 3/4" in out and "epoch 1/4" not in out
     assert len((out_dir / "history.csv").read_text().splitlines()) == 1 + 4
@@ -78,8 +119,16 @@ def test_resume_is_exact_with_dropout_and_early_stopping(capsys, tmp_path):
     assert code == 0, err
     code, _, err = run(capsys, *common, "--epochs", "2", "--out", str(tmp_path / "half"))
     assert code == 0, err
-    code, _, err = run(capsys, *common, "--epochs", "4", "--out", str(tmp_path / "half"),
-                       "--resume", str(tmp_path / "half" / "checkpoint.npz"))
+    code, _, err = run(
+        capsys,
+        *common,
+        "--epochs",
+        "4",
+        "--out",
+        str(tmp_path / "half"),
+        "--resume",
+        str(tmp_path / "half" / "checkpoint.npz"),
+    )
     assert code == 0, err
 
     def losses(folder):
@@ -97,23 +146,26 @@ def one_line_error(code, err, pattern):
     assert re.search(pattern, lines[0]), lines[0]
 
 
-@pytest.mark.parametrize("argv,pattern", [
-    (["--dataset", "cifar"], r"unknown data set 'cifar'"),
-    (["--model", "resnet"], r"unknown model 'resnet'"),
-    (["--optimizer", "lbfgs"], r"unknown optimizer 'lbfgs'"),
-    (["--dataset", "digits", "--batch-size", "5000"], r"--batch-size 5000 is larger than the training set"),
-    (["--batch-size", "0"], r"--batch-size must be >= 1"),
-    (["--epochs", "0"], r"--epochs must be >= 1"),
-    (["--dropout", "1.5"], r"--dropout is a drop probability"),
-    (["--backend", "tpu"], r"--backend tpu"),
-    (["--dataset", "idx:/nonexistent/folder"], r"is not a folder"),
-    (["--epochs", "many"], r"invalid int value"),
-    (["--momentum", "-1"], r"--momentum must be"),
-    (["--weight-decay", "nan"], r"--weight-decay must be"),
-    (["--lr", "inf"], r"--lr must be finite"),
-    (["--seed", "-1"], r"--seed must be >= 0"),
-    (["--patience", "-3"], r"--patience must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "argv,pattern",
+    [
+        (["--dataset", "cifar"], r"unknown data set 'cifar'"),
+        (["--model", "resnet"], r"unknown model 'resnet'"),
+        (["--optimizer", "lbfgs"], r"unknown optimizer 'lbfgs'"),
+        (["--dataset", "digits", "--batch-size", "5000"], r"--batch-size 5000 is larger than the training set"),
+        (["--batch-size", "0"], r"--batch-size must be >= 1"),
+        (["--epochs", "0"], r"--epochs must be >= 1"),
+        (["--dropout", "1.5"], r"--dropout is a drop probability"),
+        (["--backend", "tpu"], r"--backend tpu"),
+        (["--dataset", "idx:/nonexistent/folder"], r"is not a folder"),
+        (["--epochs", "many"], r"invalid int value"),
+        (["--momentum", "-1"], r"--momentum must be"),
+        (["--weight-decay", "nan"], r"--weight-decay must be"),
+        (["--lr", "inf"], r"--lr must be finite"),
+        (["--seed", "-1"], r"--seed must be >= 0"),
+        (["--patience", "-3"], r"--patience must be >= 0"),
+    ],
+)
 def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, argv, pattern):
     code, _, err = run(capsys, "train", "--out", str(tmp_path / "o"), *argv)
     one_line_error(code, err, pattern)
@@ -137,14 +189,16 @@ def test_corrupt_or_foreign_checkpoints_are_refused(capsys, tmp_path):
     run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--epochs", "1", "--out", str(out_dir), "--quiet")
     ckpt = out_dir / "checkpoint.npz"
     # a checkpoint of another architecture
-    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "mlp", "--resume", str(ckpt),
-                       "--out", str(tmp_path / "x"))
+    code, _, err = run(
+        capsys, "train", "--dataset", "digits", "--model", "mlp", "--resume", str(ckpt), "--out", str(tmp_path / "x")
+    )
     one_line_error(code, err, r"different architecture")
     # a truncated checkpoint
     bad = tmp_path / "bad.npz"
     bad.write_bytes(ckpt.read_bytes()[:1000])
-    code, _, err = run(capsys, "train", "--dataset", "digits", "--model", "softmax", "--resume", str(bad),
-                       "--out", str(tmp_path / "x"))
+    code, _, err = run(
+        capsys, "train", "--dataset", "digits", "--model", "softmax", "--resume", str(bad), "--out", str(tmp_path / "x")
+    )
     one_line_error(code, err, r"truncated or corrupt")
     code, _, err = run(capsys, "train", "--resume", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "x"))
     one_line_error(code, err, r"--resume .*no such file")
@@ -153,8 +207,10 @@ def test_corrupt_or_foreign_checkpoints_are_refused(capsys, tmp_path):
 def test_a_failed_run_overwrites_nothing(capsys, tmp_path):
     out_dir = tmp_path / "r"
     out_dir.mkdir()
-    old = {name: f"from an earlier run: {name}".encode()
-           for name in ("checkpoint.npz", "model.npz", "history.csv", "history.png")}
+    old = {
+        name: f"from an earlier run: {name}".encode()
+        for name in ("checkpoint.npz", "model.npz", "history.csv", "history.png")
+    }
     for name, data in old.items():
         (out_dir / name).write_bytes(data)
     with np.errstate(all="ignore"):

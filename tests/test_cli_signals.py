@@ -109,8 +109,9 @@ def test_a_resumed_run_stopped_in_its_first_epoch_keeps_the_good_checkpoint(tmp_
     assert r.returncode == 0, r.stderr
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     ckpt = out / "checkpoint.npz"
-    r = gpunn_run(*COMMON, "--epochs", "5", "--out", str(out), "--resume", str(ckpt),
-                  sig=signal.SIGTERM, epoch=3, batch=1)
+    r = gpunn_run(
+        *COMMON, "--epochs", "5", "--out", str(out), "--resume", str(ckpt), sig=signal.SIGTERM, epoch=3, batch=1
+    )
     assert r.returncode == 143 and "nothing was written" in r.stderr and "resume with:" in r.stderr, r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -40,11 +40,20 @@ def test_tensor_device_and_moves_on_the_cpu():
     w = gpunn.zeros(1, dtype=gpunn.int64)
     assert x.to(w).dtype == np.int64 and x.to(dtype=gpunn.float16).dtype == np.float16
     assert x.to(device="cpu", copy=True) is not x
-    for factory in (gpunn.zeros(2, device="cpu"), gpunn.ones(2, device=gpunn.device("cpu")),
-                    gpunn.randn(2, device="cpu"), gpunn.rand(2, device="cpu"), gpunn.full((2,), 3.0, device="cpu"),
-                    gpunn.arange(3, device="cpu"), gpunn.eye(2, device="cpu"), gpunn.tensor([1.0], device="cpu"),
-                    gpunn.linspace(0, 1, 3, device="cpu"), gpunn.randint(0, 3, (2,), device="cpu"),
-                    gpunn.zeros_like(x, device="cpu"), gpunn.empty(2, device="cpu")):
+    for factory in (
+        gpunn.zeros(2, device="cpu"),
+        gpunn.ones(2, device=gpunn.device("cpu")),
+        gpunn.randn(2, device="cpu"),
+        gpunn.rand(2, device="cpu"),
+        gpunn.full((2,), 3.0, device="cpu"),
+        gpunn.arange(3, device="cpu"),
+        gpunn.eye(2, device="cpu"),
+        gpunn.tensor([1.0], device="cpu"),
+        gpunn.linspace(0, 1, 3, device="cpu"),
+        gpunn.randint(0, 3, (2,), device="cpu"),
+        gpunn.zeros_like(x, device="cpu"),
+        gpunn.empty(2, device="cpu"),
+    ):
         assert factory.device.type == "cpu"
 
 
@@ -53,9 +62,14 @@ def test_asking_for_cuda_without_a_gpu_raises_one_clear_error():
     assert gpunn.cuda.device_count() == 0 and gpunn.accelerator.current_accelerator() is None
     assert not gpunn.accelerator.is_available()
     why = gpunn.cuda.why_unavailable()
-    for call in (lambda: gpunn.ones(2).cuda(), lambda: gpunn.ones(2).to("cuda"), lambda: gpunn.zeros(2, device="cuda"),
-                 lambda: nn.Linear(2, 3).to("cuda"), lambda: nn.Linear(2, 3).cuda(),
-                 lambda: gpunn.tensor([1.0], device="cuda:0")):
+    for call in (
+        lambda: gpunn.ones(2).cuda(),
+        lambda: gpunn.ones(2).to("cuda"),
+        lambda: gpunn.zeros(2, device="cuda"),
+        lambda: nn.Linear(2, 3).to("cuda"),
+        lambda: nn.Linear(2, 3).cuda(),
+        lambda: gpunn.tensor([1.0], device="cuda:0"),
+    ):
         with pytest.raises(RuntimeError, match="CUDA is not available") as info:
             call()
         assert why in str(info.value)
@@ -78,8 +92,22 @@ def test_module_to_device_and_dtype():
 
 
 def test_dtypes_and_conversions_match_torch():
-    for name in ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "float", "double",
-                 "long", "int", "half", "bool"]:
+    for name in [
+        "float32",
+        "float64",
+        "float16",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "float",
+        "double",
+        "long",
+        "int",
+        "half",
+        "bool",
+    ]:
         g, t = getattr(gpunn, name), getattr(torch, name)
         assert str(t).split(".")[-1] == str(g), name
     x, t = gpunn.tensor([1.7, -2.2]), torch.tensor([1.7, -2.2])
@@ -94,18 +122,29 @@ def test_dtypes_and_conversions_match_torch():
 
 
 def test_constructors_match_torch():
-    cases = [lambda L: L.Tensor([1, 2, 3]), lambda L: L.Tensor([[1.5], [2.0]]), lambda L: L.Tensor(2, 3),
-             lambda L: L.FloatTensor([1, 2]), lambda L: L.LongTensor([1, 2]), lambda L: L.DoubleTensor(3),
-             lambda L: L.tensor([1, 2]), lambda L: L.tensor(3.5), lambda L: L.tensor([True, False]),
-             lambda L: L.tensor([[1, 2]], dtype=L.float64), lambda L: L.as_tensor([1.0, 2.0]), lambda L: L.Tensor(),
-             lambda L: L.tensor([L.tensor(1.0), L.tensor(2.0)])]
+    cases = [
+        lambda L: L.Tensor([1, 2, 3]),
+        lambda L: L.Tensor([[1.5], [2.0]]),
+        lambda L: L.Tensor(2, 3),
+        lambda L: L.FloatTensor([1, 2]),
+        lambda L: L.LongTensor([1, 2]),
+        lambda L: L.DoubleTensor(3),
+        lambda L: L.tensor([1, 2]),
+        lambda L: L.tensor(3.5),
+        lambda L: L.tensor([True, False]),
+        lambda L: L.tensor([[1, 2]], dtype=L.float64),
+        lambda L: L.as_tensor([1.0, 2.0]),
+        lambda L: L.Tensor(),
+        lambda L: L.tensor([L.tensor(1.0), L.tensor(2.0)]),
+    ]
     for make in cases:
         g, t = make(gpunn), make(torch)
         assert g.shape == tuple(t.shape) and str(g.dtype) == str(t.dtype).split(".")[-1]
         if make not in (cases[2], cases[5]):  # Tensor(2, 3): torch leaves the memory uninitialised
             np.testing.assert_array_equal(g.numpy(), t.numpy())
-    assert isinstance(gpunn.FloatTensor([1.0]), gpunn.FloatTensor) and not isinstance(gpunn.LongTensor([1]),
-                                                                                        gpunn.FloatTensor)
+    assert isinstance(gpunn.FloatTensor([1.0]), gpunn.FloatTensor) and not isinstance(
+        gpunn.LongTensor([1]), gpunn.FloatTensor
+    )
 
 
 def test_formatting_matches_torch():
@@ -122,13 +161,23 @@ def test_formatting_matches_torch():
     assert "{}".format(gpunn.tensor([1.0, 2.0])) == "tensor([1., 2.])"  # noqa: UP032
 
 
-@pytest.mark.parametrize("make", [
-    lambda L: L.tensor([1.5, 2.0]), lambda L: L.tensor([1.0, 2.0]), lambda L: L.tensor([[1, 2], [3, 40]]),
-    lambda L: L.tensor(3.25), lambda L: L.tensor([1.5, 2.0], dtype=L.float64), lambda L: L.tensor([True, False]),
-    lambda L: L.tensor([[0.001, 2000.5]]), lambda L: L.arange(6.0).reshape(2, 3) / 3,
-    lambda L: L.tensor([1.0, -2.5], requires_grad=True), lambda L: L.tensor([1e-5, 1.0]),
-    lambda L: L.tensor([float("nan"), 2.0]), lambda L: L.tensor([1.5, float("inf")]),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda L: L.tensor([1.5, 2.0]),
+        lambda L: L.tensor([1.0, 2.0]),
+        lambda L: L.tensor([[1, 2], [3, 40]]),
+        lambda L: L.tensor(3.25),
+        lambda L: L.tensor([1.5, 2.0], dtype=L.float64),
+        lambda L: L.tensor([True, False]),
+        lambda L: L.tensor([[0.001, 2000.5]]),
+        lambda L: L.arange(6.0).reshape(2, 3) / 3,
+        lambda L: L.tensor([1.0, -2.5], requires_grad=True),
+        lambda L: L.tensor([1e-5, 1.0]),
+        lambda L: L.tensor([float("nan"), 2.0]),
+        lambda L: L.tensor([1.5, float("inf")]),
+    ],
+)
 def test_repr_matches_torch(make):
     g, t = repr(make(gpunn)), repr(make(torch))
     assert g == t.replace("torch.", "gpunn.")

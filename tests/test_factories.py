@@ -25,8 +25,15 @@ SIZED = {
 @pytest.mark.parametrize("name", list(SIZED))
 def test_sized_factories_shapes_and_dtypes(name):
     f = SIZED[name]
-    for args, shape in [((2, 3), (2, 3)), (((2, 3),), (2, 3)), (([4, 1, 5],), (4, 1, 5)), ((7,), (7,)),
-                        ((), ()), ((0, 3), (0, 3)), ((np.int64(3),), (3,))]:
+    for args, shape in [
+        ((2, 3), (2, 3)),
+        (((2, 3),), (2, 3)),
+        (([4, 1, 5],), (4, 1, 5)),
+        ((7,), (7,)),
+        ((), ()),
+        ((0, 3), (0, 3)),
+        ((np.int64(3),), (3,)),
+    ]:
         t = f(*args)
         assert isinstance(t, gpunn.Tensor) and t.shape == shape
         assert t.dtype == np.float32 and not t.requires_grad and t.is_leaf
@@ -43,17 +50,21 @@ def test_zeros_ones_values():
     assert i.dtype == np.int64 and i.tolist() == [1] * 3
 
 
-@pytest.mark.parametrize("call", [
-    lambda: gpunn.zeros(-1),
-    lambda: gpunn.ones(2, -3),
-    lambda: gpunn.randn((2, -1)),
-    lambda: gpunn.rand(-5),
-    lambda: gpunn.empty(-1),
-    lambda: gpunn.full((2, -2), 1.0),
-    lambda: gpunn.zeros(2.5),
-    lambda: gpunn.eye(-1),
-    lambda: gpunn.arange(0, 5, 0),
-], ids=["zeros", "ones", "randn", "rand", "empty", "full", "float_size", "eye", "arange_step0"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: gpunn.zeros(-1),
+        lambda: gpunn.ones(2, -3),
+        lambda: gpunn.randn((2, -1)),
+        lambda: gpunn.rand(-5),
+        lambda: gpunn.empty(-1),
+        lambda: gpunn.full((2, -2), 1.0),
+        lambda: gpunn.zeros(2.5),
+        lambda: gpunn.eye(-1),
+        lambda: gpunn.arange(0, 5, 0),
+    ],
+    ids=["zeros", "ones", "randn", "rand", "empty", "full", "float_size", "eye", "arange_step0"],
+)
 def test_bad_sizes_raise(call):
     with pytest.raises(ValueError):
         call()
@@ -110,8 +121,9 @@ def test_tensor_requires_grad():
     assert t.requires_grad and t.is_leaf
 
 
-@pytest.mark.parametrize("data", [[[1, 2], [3]], [[1.0, 2.0], [3.0, 4.0, 5.0]], [[[1], [2]], [[3]]]],
-                         ids=["ints", "floats", "3d"])
+@pytest.mark.parametrize(
+    "data", [[[1, 2], [3]], [[1.0, 2.0], [3.0, 4.0, 5.0]], [[[1], [2]], [[3]]]], ids=["ints", "floats", "3d"]
+)
 def test_ragged_lists_raise(data):
     with pytest.raises(ValueError, match="ragged"):
         gpunn.tensor(data)
@@ -232,13 +244,21 @@ def test_full_like(rng):
 def test_factories_follow_the_active_backend(rng):
     other = OtherBackend()
     with gpunn.use_backend(other):
-        made = [gpunn.zeros(2), gpunn.ones(2), gpunn.randn(2), gpunn.rand(2), gpunn.full((2,), 1.0),
-                gpunn.arange(3), gpunn.eye(2), gpunn.tensor([1.0]), gpunn.from_numpy(np.ones(2)),
-                gpunn.randint(0, 3, (2,))]
+        made = [
+            gpunn.zeros(2),
+            gpunn.ones(2),
+            gpunn.randn(2),
+            gpunn.rand(2),
+            gpunn.full((2,), 1.0),
+            gpunn.arange(3),
+            gpunn.eye(2),
+            gpunn.tensor([1.0]),
+            gpunn.from_numpy(np.ones(2)),
+            gpunn.randint(0, 3, (2,)),
+        ]
     assert all(t.backend is other for t in made)
     assert gpunn.zeros(2).backend is gpunn.get_backend() is not other
-    explicit = [gpunn.zeros(2, backend=other), gpunn.tensor([1.0], backend=other),
-                gpunn.randn(2, backend="numpy")]
+    explicit = [gpunn.zeros(2, backend=other), gpunn.tensor([1.0], backend=other), gpunn.randn(2, backend="numpy")]
     assert explicit[0].backend is other and explicit[1].backend is other
     assert explicit[2].backend.name == "numpy"
     like = gpunn.zeros_like(made[0])

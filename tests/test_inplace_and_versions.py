@@ -16,8 +16,7 @@ MODIFIED = "modified by an inplace operation"
 
 def _pair(a, requires_grad=False):
     torch = torch_or_skip()
-    return (gpunn.tensor(a, requires_grad=requires_grad),
-            torch.tensor(np.array(a), requires_grad=requires_grad))
+    return (gpunn.tensor(a, requires_grad=requires_grad), torch.tensor(np.array(a), requires_grad=requires_grad))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -34,8 +33,21 @@ def test_writing_a_saved_input_between_forward_and_backward_raises():
     assert x.grad is None
 
 
-@pytest.mark.parametrize("how", ["setitem", "copy_no_grad", "detach_alias", "data_alias", "iadd_no_grad",
-                                 "view_alias", "load_state_dict", "optimizer_step", "normal_", "data_assignment"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "setitem",
+        "copy_no_grad",
+        "detach_alias",
+        "data_alias",
+        "iadd_no_grad",
+        "view_alias",
+        "load_state_dict",
+        "optimizer_step",
+        "normal_",
+        "data_assignment",
+    ],
+)
 def test_every_write_path_to_a_saved_tensor_is_caught(rng, how):
     lin = nn.Linear(4, 3)
     opt = optim.SGD(lin.parameters(), lr=0.1)
@@ -106,8 +118,14 @@ def test_sgd_by_hand_updates_the_weights_in_place(rng):
 
 def test_in_place_on_a_leaf_that_requires_grad_outside_no_grad_raises():
     w = gpunn.ones(3, requires_grad=True)
-    for op in (lambda: w.add_(1), lambda: w.__isub__(1), lambda: w.zero_(), lambda: w.normal_(),
-               lambda: w.__setitem__(0, 2.0), lambda: w.copy_(gpunn.zeros(3))):
+    for op in (
+        lambda: w.add_(1),
+        lambda: w.__isub__(1),
+        lambda: w.zero_(),
+        lambda: w.normal_(),
+        lambda: w.__setitem__(0, 2.0),
+        lambda: w.copy_(gpunn.zeros(3)),
+    ):
         with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
             op()
     np.testing.assert_array_equal(w.detach().numpy(), np.ones(3))
@@ -217,8 +235,11 @@ def test_inplace_on_non_leaves_matches_torch(rng, case, dtype):
         except RuntimeError as exc:  # e.g. sigmoid_ saved its output and tanh_ overwrote it
             raised[L.__name__] = str(exc)
             continue
-        out[L.__name__] = [y.detach().numpy().copy(), x.grad.numpy().copy(),
-                           None if w.grad is None else w.grad.numpy().copy()]
+        out[L.__name__] = [
+            y.detach().numpy().copy(),
+            x.grad.numpy().copy(),
+            None if w.grad is None else w.grad.numpy().copy(),
+        ]
     if "torch" in raised:
         assert MODIFIED in raised["torch"] and MODIFIED in raised.get("gpunn", ""), raised
         return
@@ -289,11 +310,17 @@ def test_retain_graph_backward_twice_then_inplace_raises():
         z.backward()
 
 
-@pytest.mark.parametrize("write", [
-    lambda L, t: t.__setitem__(0, 1.7), lambda L, t: t.__setitem__(0, L.tensor(1.7)),
-    lambda L, t: t.fill_(2.7), lambda L, t: t.copy_(L.tensor([1.5, 2.5])), lambda L, t: t.__iadd__(L.tensor(2)),
-    lambda L, t: t.__setitem__(slice(0, 1), L.tensor([3.9])),
-])
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda L, t: t.__setitem__(0, 1.7),
+        lambda L, t: t.__setitem__(0, L.tensor(1.7)),
+        lambda L, t: t.fill_(2.7),
+        lambda L, t: t.copy_(L.tensor([1.5, 2.5])),
+        lambda L, t: t.__iadd__(L.tensor(2)),
+        lambda L, t: t.__setitem__(slice(0, 1), L.tensor([3.9])),
+    ],
+)
 def test_writes_into_integer_tensors_convert_like_torch(write):
     torch = torch_or_skip()
     got, expected = gpunn.tensor([1, 2]), torch.tensor([1, 2])

@@ -59,16 +59,22 @@ def digits():
     model_selection = pytest.importorskip("sklearn.model_selection")
     X, y = datasets.load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
-    X_train, X_test, y_train, y_test = model_selection.train_test_split(
-        X, y, test_size=0.2, stratify=y, random_state=0)
+    X_train, X_test, y_train, y_test = model_selection.train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
     return X_train, X_test, y_train.astype(np.int64), y_test.astype(np.int64)
 
 
 def _run(imports: str, digits) -> dict:
     threadpoolctl = pytest.importorskip("threadpoolctl")  # a scikit-learn dependency
     X_train, X_test, y_train, y_test = digits
-    ns = {"np": np, "X_train": X_train, "y_train": y_train, "X_test": X_test, "y_test_np": y_test,
-          "EPOCHS": 12, "BATCH": 32}
+    ns = {
+        "np": np,
+        "X_train": X_train,
+        "y_train": y_train,
+        "X_test": X_test,
+        "y_test_np": y_test,
+        "EPOCHS": 12,
+        "BATCH": 32,
+    }
     # one BLAS thread: these matrices are tiny, and on a busy machine a thread pool per matmul makes
     # the run many times slower (this is about test time only; nothing here is timed)
     with threadpoolctl.threadpool_limits(1):

@@ -40,7 +40,7 @@ def _model(torch, nn):
 def course_evaluation_loop(torch, nn, F, optim):
     model = _model(torch, nn)
     criteon = nn.CrossEntropyLoss()
-    batches = [(torch.from_numpy(X[i:i + 4]), torch.from_numpy(Y[i:i + 4])) for i in range(0, 12, 4)]
+    batches = [(torch.from_numpy(X[i : i + 4]), torch.from_numpy(Y[i : i + 4])) for i in range(0, 12, 4)]
     test_loss = 0
     correct = 0
     for data, target in batches:
@@ -50,8 +50,9 @@ def course_evaluation_loop(torch, nn, F, optim):
         correct += pred.eq(target.data).sum()
     test_loss /= len(batches)
     n = 12
-    return '\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n'.format(  # noqa: UP032  (verbatim)
-        test_loss, correct, n, 100. * correct / n)
+    return "\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n".format(  # noqa: UP032  (verbatim)
+        test_loss, correct, n, 100.0 * correct / n
+    )
 
 
 def hand_written_sgd(torch, nn, F, optim):
@@ -126,21 +127,55 @@ def accuracy_idioms(torch, nn, F, optim):
 def tensor_basics(torch, nn, F, optim):
     x = torch.tensor([[1.0, -2.0, 3.0], [4.0, 5.0, -6.0]])
     return [
-        x.view(-1).numpy(), x.t().numpy(), x.sum(0).numpy(), x.mean(axis=1, keepdims=True).numpy(),
-        x.std().item(), x.var(dim=0).numpy(), x.norm().item(), x.abs().max().item(), x.numel(), x.dim(),
-        x.clamp(min=0).numpy(), x.prod().item(), x.cumsum(1).numpy(), x.argmax().item(),
-        x.sort(dim=1, descending=True).values.numpy(), x.topk(2, dim=1).indices.numpy(),
-        x.gather(1, torch.tensor([[0], [2]])).numpy(), x.masked_fill(x < 0, 0.0).numpy(),
-        [c.numpy() for c in x.chunk(3, dim=1)], [s.numpy() for s in x.split(1)],
-        (x > 0).any().item(), (x > 0).all(dim=1).tolist(), x.double().dtype == torch.float64,
-        x.long().tolist(), x.type(torch.int64).sum().item(), str(x.dtype).split(".")[-1],
-        torch.linspace(0, 1, 5).numpy(), torch.exp(x).numpy(), x.sign().tolist(), x.floor().tolist(),
-        x.unsqueeze(0).shape == (1, 2, 3), x.reshape(3, 2).shape[0], torch.cat([x, x], 0).shape[0],
-        torch.stack([x, x]).shape[0], x.expand(2, 2, 3).shape[0], x.view_as(x.t()).shape[0],
-        x.flatten().tolist(), torch.where(x > 0, x, torch.zeros_like(x)).tolist(),
-        torch.maximum(x, torch.zeros(3)).tolist(), torch.sum(x).item(), torch.mean(x, dim=0).tolist(),
-        "{:.2f}".format(x.sum()), "{}".format(x.max()), float(x[0, 2]), int(x.argmax()),  # noqa: UP032
-        x.eq(3).sum().item(), x.ne(3).sum().item(), x.ge(0).sum().item(), x.lt(0).sum().item(),
+        x.view(-1).numpy(),
+        x.t().numpy(),
+        x.sum(0).numpy(),
+        x.mean(axis=1, keepdims=True).numpy(),
+        x.std().item(),
+        x.var(dim=0).numpy(),
+        x.norm().item(),
+        x.abs().max().item(),
+        x.numel(),
+        x.dim(),
+        x.clamp(min=0).numpy(),
+        x.prod().item(),
+        x.cumsum(1).numpy(),
+        x.argmax().item(),
+        x.sort(dim=1, descending=True).values.numpy(),
+        x.topk(2, dim=1).indices.numpy(),
+        x.gather(1, torch.tensor([[0], [2]])).numpy(),
+        x.masked_fill(x < 0, 0.0).numpy(),
+        [c.numpy() for c in x.chunk(3, dim=1)],
+        [s.numpy() for s in x.split(1)],
+        (x > 0).any().item(),
+        (x > 0).all(dim=1).tolist(),
+        x.double().dtype == torch.float64,
+        x.long().tolist(),
+        x.type(torch.int64).sum().item(),
+        str(x.dtype).split(".")[-1],
+        torch.linspace(0, 1, 5).numpy(),
+        torch.exp(x).numpy(),
+        x.sign().tolist(),
+        x.floor().tolist(),
+        x.unsqueeze(0).shape == (1, 2, 3),
+        x.reshape(3, 2).shape[0],
+        torch.cat([x, x], 0).shape[0],
+        torch.stack([x, x]).shape[0],
+        x.expand(2, 2, 3).shape[0],
+        x.view_as(x.t()).shape[0],
+        x.flatten().tolist(),
+        torch.where(x > 0, x, torch.zeros_like(x)).tolist(),
+        torch.maximum(x, torch.zeros(3)).tolist(),
+        torch.sum(x).item(),
+        torch.mean(x, dim=0).tolist(),
+        "{:.2f}".format(x.sum()),  # noqa: UP032  (the str.format idiom is what is tested)
+        "{}".format(x.max()),  # noqa: UP032
+        float(x[0, 2]),
+        int(x.argmax()),
+        x.eq(3).sum().item(),
+        x.ne(3).sum().item(),
+        x.ge(0).sum().item(),
+        x.lt(0).sum().item(),
     ]
 
 
@@ -149,8 +184,15 @@ def typed_constructors(torch, nn, F, optim):
     b = torch.LongTensor([1, 2])
     c = torch.Tensor([1, 2])
     d = torch.Tensor(2, 3)
-    return [str(a.dtype).split(".")[-1], str(b.dtype).split(".")[-1], str(c.dtype).split(".")[-1], tuple(d.shape),
-            a.type().split(".")[-1], a.tolist(), isinstance(a, torch.FloatTensor)]
+    return [
+        str(a.dtype).split(".")[-1],
+        str(b.dtype).split(".")[-1],
+        str(c.dtype).split(".")[-1],
+        tuple(d.shape),
+        a.type().split(".")[-1],
+        a.tolist(),
+        isinstance(a, torch.FloatTensor),
+    ]
 
 
 def autograd_idioms(torch, nn, F, optim):
@@ -168,8 +210,15 @@ def autograd_idioms(torch, nn, F, optim):
     def evaluate(t):
         return t * 2
 
-    return [x.grad.numpy(), y.grad.numpy(), leafs, w.grad.numpy(), evaluate(x).requires_grad,
-            x.detach().requires_grad, x.data.requires_grad]
+    return [
+        x.grad.numpy(),
+        y.grad.numpy(),
+        leafs,
+        w.grad.numpy(),
+        evaluate(x).requires_grad,
+        x.detach().requires_grad,
+        x.data.requires_grad,
+    ]
 
 
 def inplace_relu_and_residual(torch, nn, F, optim):
@@ -197,7 +246,7 @@ def tutorial_polynomial_autograd(torch, nn, F, optim):
     learning_rate = 1e-5
     losses = []
     for t in range(60):
-        y_pred = a + b * x + c * x ** 2 + d * x ** 3
+        y_pred = a + b * x + c * x**2 + d * x**3
         loss = (y_pred - y).pow(2).sum()
         if t % 20 == 19:
             losses.append(loss.item())
@@ -211,7 +260,7 @@ def tutorial_polynomial_autograd(torch, nn, F, optim):
             b.grad = None
             c.grad = None
             d.grad = None
-    return losses, f'Result: y = {a.item():.5f} + {b.item():.5f} x + {c.item():.5f} x^2 + {d.item():.5f} x^3'
+    return losses, f"Result: y = {a.item():.5f} + {b.item():.5f} x + {c.item():.5f} x^2 + {d.item():.5f} x^3"
 
 
 def tutorial_two_layer_tensors(torch, nn, F, optim):
@@ -242,14 +291,15 @@ def mnist_example_test_loop(torch, nn, F, optim):
     test_loss, correct = 0, 0
     with torch.no_grad():
         for i in range(0, 12, 6):
-            data, target = torch.from_numpy(X[i:i + 6]), torch.from_numpy(Y[i:i + 6])
+            data, target = torch.from_numpy(X[i : i + 6]), torch.from_numpy(Y[i : i + 6])
             output = F.log_softmax(model(data), dim=1)
-            test_loss += F.nll_loss(output, target, reduction='sum').item()
+            test_loss += F.nll_loss(output, target, reduction="sum").item()
             pred = output.argmax(dim=1, keepdim=True)
             correct += pred.eq(target.view_as(pred)).sum().item()
     test_loss /= 12
-    return '\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n'.format(  # noqa: UP032
-        test_loss, correct, 12, 100. * correct / 12)
+    return "\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n".format(  # noqa: UP032
+        test_loss, correct, 12, 100.0 * correct / 12
+    )
 
 
 def cifar_tutorial_accuracy(torch, nn, F, optim):
@@ -262,13 +312,27 @@ def cifar_tutorial_accuracy(torch, nn, F, optim):
         _, predicted = torch.max(outputs.data, 1)
         total += labels.size(0)
         correct += (predicted == labels).sum().item()
-    return f'Accuracy of the network: {100 * correct // total} %', total
+    return f"Accuracy of the network: {100 * correct // total} %", total
 
 
-IDIOMS = [tutorial_polynomial_autograd, tutorial_two_layer_tensors, mnist_example_test_loop, cifar_tutorial_accuracy,
-          course_evaluation_loop, hand_written_sgd, training_loop_with_optimizer, param_data_normal_init,
-          model_to_device, accelerator_device, relu_by_max, accuracy_idioms, tensor_basics, typed_constructors,
-          autograd_idioms, inplace_relu_and_residual]
+IDIOMS = [
+    tutorial_polynomial_autograd,
+    tutorial_two_layer_tensors,
+    mnist_example_test_loop,
+    cifar_tutorial_accuracy,
+    course_evaluation_loop,
+    hand_written_sgd,
+    training_loop_with_optimizer,
+    param_data_normal_init,
+    model_to_device,
+    accelerator_device,
+    relu_by_max,
+    accuracy_idioms,
+    tensor_basics,
+    typed_constructors,
+    autograd_idioms,
+    inplace_relu_and_residual,
+]
 
 
 def _same(a, b, where=""):
@@ -277,8 +341,9 @@ def _same(a, b, where=""):
         for i, (u, v) in enumerate(zip(a, b)):
             _same(u, v, f"{where}[{i}]")
     elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        np.testing.assert_allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=2e-5,
-                                   atol=1e-6, err_msg=where)
+        np.testing.assert_allclose(
+            np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=2e-5, atol=1e-6, err_msg=where
+        )
     elif isinstance(a, float) or isinstance(b, float):
         assert a == pytest.approx(b, rel=2e-5, abs=1e-6), where
     else:

@@ -33,8 +33,9 @@ def test_readme_example_selects_on_validation_and_tests_once():
             calls.setdefault(node.func.attr, []).append(node)
 
     def names(node):
-        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)} | \
-            {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        return {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)} | {
+            n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+        }
 
     (fit,) = calls["fit"]
     assert not {"test", "X_test", "y_test"} & names(fit), "fit() must not see the test set"

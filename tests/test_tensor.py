@@ -293,11 +293,13 @@ INDEX_CASES = [
     _case(lambda L, x: x[:, 2:6, ::3], BIG, id="slices_step"),
     _case(lambda L, x: x[..., 3], BIG, id="ellipsis"),
     _case(lambda L, x: x[None, 1, :, -3:], BIG, id="none"),
-    _case(lambda L, x: x[::-2], BIG,
-          torch_fn=lambda L, x: _sel(0, np.arange(9)[::-2])(x), id="neg_step"),
-    _case(lambda L, x: x[:, ::-3, 5:1:-1], BIG,
-          torch_fn=lambda L, x: _sel(2, np.arange(41)[5:1:-1])(_sel(1, np.arange(7)[::-3])(x)),
-          id="neg_steps"),
+    _case(lambda L, x: x[::-2], BIG, torch_fn=lambda L, x: _sel(0, np.arange(9)[::-2])(x), id="neg_step"),
+    _case(
+        lambda L, x: x[:, ::-3, 5:1:-1],
+        BIG,
+        torch_fn=lambda L, x: _sel(2, np.arange(41)[5:1:-1])(_sel(1, np.arange(7)[::-3])(x)),
+        id="neg_steps",
+    ),
     _case(lambda L, x: x[x > 0.3], BIG, id="bool_mask_full"),
     _case(lambda L, x: x[x[:, :, 0] > 0], BIG, id="bool_mask_leading"),
     _case(lambda L, x: x[[0, 2, 2, 5, 0]], BIG, id="int_list_repeats"),
@@ -401,8 +403,12 @@ def test_cat_stack_where(rng, fn, shapes, kinds, torch_fn, dtype):
 CAST_CASES = [
     _case(lambda L, x: x.double() * 3.0, BIG, id="double"),
     _case(lambda L, x: x.float() * 3.0, BIG, id="float"),
-    _case(lambda L, x: x.astype(np.float64) * x.astype(np.float32), BIG,
-          torch_fn=lambda L, x: x.to(torch.float64) * x.to(torch.float32), id="astype"),
+    _case(
+        lambda L, x: x.astype(np.float64) * x.astype(np.float32),
+        BIG,
+        torch_fn=lambda L, x: x.to(torch.float64) * x.to(torch.float32),
+        id="astype",
+    ),
     _case(lambda L, a, b: a.double() + b, BIG, (41,), id="promote_to_f64"),
 ]
 
@@ -594,14 +600,18 @@ def test_requires_grad_on_int_tensor_raises():
         gpunn.arange(3).requires_grad_()
 
 
-@pytest.mark.parametrize("op", [
-    lambda t: t.zero_(),
-    lambda t: t.fill_(1.0),
-    lambda t: t.copy_(gpunn.ones(3)),
-    lambda t: t.uniform_(),
-    lambda t: t.normal_(),
-    lambda t: t.__setitem__(0, 5.0),
-], ids=["zero_", "fill_", "copy_", "uniform_", "normal_", "setitem"])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda t: t.zero_(),
+        lambda t: t.fill_(1.0),
+        lambda t: t.copy_(gpunn.ones(3)),
+        lambda t: t.uniform_(),
+        lambda t: t.normal_(),
+        lambda t: t.__setitem__(0, 5.0),
+    ],
+    ids=["zero_", "fill_", "copy_", "uniform_", "normal_", "setitem"],
+)
 def test_in_place_on_tensor_requiring_grad(rng, op):
     x = gpunn.tensor(randn(rng, 3), requires_grad=True)
     before = x.detach().numpy().copy()
@@ -736,10 +746,15 @@ def test_full_max_with_nan_sends_the_gradient_to_the_nan():
     assert np.array_equal(x.grad.numpy(), [0.0, 1.0, 0.0])
 
 
-@pytest.mark.parametrize("call", [
-    lambda: gpunn.randn(3, 1).squeeze(5), lambda: gpunn.randn(3, 1).unsqueeze(7),
-    lambda: gpunn.randn(2, 3, 4).flatten(0, 9), lambda: gpunn.cat([gpunn.randn(2), gpunn.randn(2)], dim=3),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: gpunn.randn(3, 1).squeeze(5),
+        lambda: gpunn.randn(3, 1).unsqueeze(7),
+        lambda: gpunn.randn(2, 3, 4).flatten(0, 9),
+        lambda: gpunn.cat([gpunn.randn(2), gpunn.randn(2)], dim=3),
+    ],
+)
 def test_out_of_range_dims_raise_index_error(call):
     with pytest.raises(IndexError, match="out of range"):
         call()

@@ -42,8 +42,9 @@ def compile_all(nvcc: str = "nvcc", archs=K.ARCHS, jobs: int | None = None):
 def table(results) -> tuple[str, bool]:
     """A fixed-width summary and whether everything compiled without spills."""
     ok = True
-    lines = [f"{'file':24s} {'arch':6s} {'kernel':28s} {'regs':>5s} {'smem B':>7s} {'stack B':>7s} "
-             f"{'spill st/ld B':>13s}"]
+    lines = [
+        f"{'file':24s} {'arch':6s} {'kernel':28s} {'regs':>5s} {'smem B':>7s} {'stack B':>7s} {'spill st/ld B':>13s}"
+    ]
     for name, arch, rc, out in results:
         if rc != 0:
             ok = False
@@ -52,9 +53,10 @@ def table(results) -> tuple[str, bool]:
         for kernel, r in sorted(K.parse_resource_usage(out).items()):
             spills = r["spill_stores"] + r["spill_loads"]
             ok &= spills == 0
-            lines.append(f"{name + '.cu':24s} {arch:6s} {kernel:28s} {r['registers']:5d} {r['smem']:7d} "
-                         f"{r['stack']:7d} {r['spill_stores']:>6d}/{r['spill_loads']:<6d}"
-                         + ("  <-- SPILLS" if spills else ""))
+            lines.append(
+                f"{name + '.cu':24s} {arch:6s} {kernel:28s} {r['registers']:5d} {r['smem']:7d} "
+                f"{r['stack']:7d} {r['spill_stores']:>6d}/{r['spill_loads']:<6d}" + ("  <-- SPILLS" if spills else "")
+            )
     return "\n".join(lines), ok
 
 
@@ -75,18 +77,22 @@ def main(argv=None) -> int:
             print(f"\n--- {name}.cu {arch} ---\n{out}", file=sys.stderr)
     if args.write:
         version = subprocess.run([args.nvcc, "--version"], capture_output=True, text=True).stdout.strip()
+
         def stable(out: str) -> str:  # drop ptxas's per-run compile timings
             return "\n".join(ln for ln in out.strip().splitlines() if "Compile time" not in ln)
 
-        raw = "\n\n".join(f"===== {name}.cu  {' '.join(K.nvcc_command(name, arch, f'kernels/{name}.cu'))}\n"
-                          f"{stable(out)}" for name, arch, rc, out in results)
+        raw = "\n\n".join(
+            f"===== {name}.cu  {' '.join(K.nvcc_command(name, arch, f'kernels/{name}.cu'))}\n{stable(out)}"
+            for name, arch, rc, out in results
+        )
         (ROOT / "kernels" / "RESOURCE_USAGE.txt").write_text(
             "Resource usage of kernels/*.cu, written by `python tools/compile_kernels.py --write`.\n"
             "Registers per thread, static shared memory per block, stack frame and spill bytes per\n"
             "entry point, as ptxas reports them. Every kernel must show zero spill stores and loads\n"
             "(tests/kernels/test_compile.py checks it).\n\n"
             f"{version.splitlines()[-1] if version else args.nvcc}\n\n{summary}\n\n"
-            f"Raw report:\n\n{raw}\n")
+            f"Raw report:\n\n{raw}\n"
+        )
     return 0 if ok else 1
 
 

@@ -101,54 +101,141 @@ SHARED_MEMORY_KERNELS = "linear_act or softmax_cross_entropy"  # the kernels wit
 # racecheck tracks every shared-memory access (the slowest tool): the float32 tests of those kernels, without
 # the two largest shapes (1823x781x67 GEMM; 3x32000 and 1823x781 logits) and with one of the three loss
 # reductions and one label smoothing (they change the arithmetic, not the shared-memory pattern)
-RACECHECK_SELECTION = (f"float32 and ({SHARED_MEMORY_KERNELS}) and not shape5 and not shape6 and not sum "
-                       "and not 0.1")
+RACECHECK_SELECTION = f"float32 and ({SHARED_MEMORY_KERNELS}) and not shape5 and not shape6 and not sum and not 0.1"
 
 
 def quick_steps() -> list[Step]:
     return [
-        Step("kernel-tests", "gpu-marked kernel tests (tests/kernels -m gpu)", "pytest", 90, "40-60 s",
-             args=KERNEL_TESTS, workers=True,
-             emulator_args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k",
-                            "float32 and (test_sgd_step or test_max_pool2d or shape2 or shape3)"]),
-        Step("cupy-suites", "tensor, autograd, nn, optim suites on the cupy backend", "pytest", 150, "70-110 s",
-             args=SUITES, env={"GPUNN_TEST_BACKEND": "cupy"}, workers=True,
-             emulator_args=["tests/test_tensor.py", "tests/optim/test_sgd.py", "-k", "not dropout and not slow"]),
-        Step("memcheck", "compute-sanitizer memcheck, float32 kernel tests, no memory pool, -lineinfo",
-             "sanitizer", 75, "35-55 s", tool="memcheck", per_test_timeout=120,
-             args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k", "float32 and not numba"],
-             env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"},
-             emulator_args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k",
-                            "float32 and test_adam_step and not device_step"]),
-        Step("racecheck", "compute-sanitizer racecheck, float32 tests of the shared-memory kernels", "sanitizer",
-             45, "15-30 s", tool="racecheck", per_test_timeout=120,
-             args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k", RACECHECK_SELECTION],
-             env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"},
-             emulator_args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k",
-                            "float32 and test_softmax_cross_entropy and shape1 and not weighted"]),
-        Step("bench", "quick bench: fused primitives (every kernel version), MLP and CNN step vs PyTorch",
-             "bench", 100, "50-80 s", per_test_timeout=90,
-             args=["bench", "--benchmark-max-time=0.25", "--benchmark-min-rounds=5"],
-             env={"GPUNN_BENCH_BACKEND": "cupy", "GPUNN_BENCH_QUICK": "1", "GPUNN_BENCH_QUIET_WAIT": "5"},
-             emulator_args=["bench", "-k", "mlp and not 16.8M", "--benchmark-max-time=0.01",
-                            "--benchmark-min-rounds=1"]),
+        Step(
+            "kernel-tests",
+            "gpu-marked kernel tests (tests/kernels -m gpu)",
+            "pytest",
+            90,
+            "40-60 s",
+            args=KERNEL_TESTS,
+            workers=True,
+            emulator_args=[
+                "tests/kernels/test_cupy_kernels.py",
+                "-m",
+                "gpu",
+                "-k",
+                "float32 and (test_sgd_step or test_max_pool2d or shape2 or shape3)",
+            ],
+        ),
+        Step(
+            "cupy-suites",
+            "tensor, autograd, nn, optim suites on the cupy backend",
+            "pytest",
+            150,
+            "70-110 s",
+            args=SUITES,
+            env={"GPUNN_TEST_BACKEND": "cupy"},
+            workers=True,
+            emulator_args=["tests/test_tensor.py", "tests/optim/test_sgd.py", "-k", "not dropout and not slow"],
+        ),
+        Step(
+            "memcheck",
+            "compute-sanitizer memcheck, float32 kernel tests, no memory pool, -lineinfo",
+            "sanitizer",
+            75,
+            "35-55 s",
+            tool="memcheck",
+            per_test_timeout=120,
+            args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k", "float32 and not numba"],
+            env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"},
+            emulator_args=[
+                "tests/kernels/test_cupy_kernels.py",
+                "-m",
+                "gpu",
+                "-k",
+                "float32 and test_adam_step and not device_step",
+            ],
+        ),
+        Step(
+            "racecheck",
+            "compute-sanitizer racecheck, float32 tests of the shared-memory kernels",
+            "sanitizer",
+            45,
+            "15-30 s",
+            tool="racecheck",
+            per_test_timeout=120,
+            args=["tests/kernels/test_cupy_kernels.py", "-m", "gpu", "-k", RACECHECK_SELECTION],
+            env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"},
+            emulator_args=[
+                "tests/kernels/test_cupy_kernels.py",
+                "-m",
+                "gpu",
+                "-k",
+                "float32 and test_softmax_cross_entropy and shape1 and not weighted",
+            ],
+        ),
+        Step(
+            "bench",
+            "quick bench: fused primitives (every kernel version), MLP and CNN step vs PyTorch",
+            "bench",
+            100,
+            "50-80 s",
+            per_test_timeout=90,
+            args=["bench", "--benchmark-max-time=0.25", "--benchmark-min-rounds=5"],
+            env={"GPUNN_BENCH_BACKEND": "cupy", "GPUNN_BENCH_QUICK": "1", "GPUNN_BENCH_QUIET_WAIT": "5"},
+            emulator_args=["bench", "-k", "mlp and not 16.8M", "--benchmark-max-time=0.01", "--benchmark-min-rounds=1"],
+        ),
     ]
 
 
 def full_steps() -> list[Step]:
     return [
-        Step("tests-numpy", "the whole test suite (gpu tests included)", "pytest", 1500, "10-15 min",
-             args=["tests"], workers=True),
-        Step("tests-cupy", "the whole test suite on the cupy backend", "pytest", 1500, "10-15 min",
-             args=["tests"], env={"GPUNN_TEST_BACKEND": "cupy"}, workers=True),
-        Step("memcheck", "compute-sanitizer memcheck, every gpu kernel test, no memory pool", "sanitizer", 1500,
-             "3-6 min", tool="memcheck", per_test_timeout=300, args=KERNEL_TESTS,
-             env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"}),
-        Step("racecheck", "compute-sanitizer racecheck, every gpu kernel test", "sanitizer", 1500, "3-8 min",
-             tool="racecheck", per_test_timeout=300, args=KERNEL_TESTS,
-             env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"}),
-        Step("bench", "the whole benchmark suite on the cupy backend", "bench", 1500, "5-10 min",
-             per_test_timeout=600, args=["bench"], env={"GPUNN_BENCH_BACKEND": "cupy"}),
+        Step(
+            "tests-numpy",
+            "the whole test suite (gpu tests included)",
+            "pytest",
+            1500,
+            "10-15 min",
+            args=["tests"],
+            workers=True,
+        ),
+        Step(
+            "tests-cupy",
+            "the whole test suite on the cupy backend",
+            "pytest",
+            1500,
+            "10-15 min",
+            args=["tests"],
+            env={"GPUNN_TEST_BACKEND": "cupy"},
+            workers=True,
+        ),
+        Step(
+            "memcheck",
+            "compute-sanitizer memcheck, every gpu kernel test, no memory pool",
+            "sanitizer",
+            1500,
+            "3-6 min",
+            tool="memcheck",
+            per_test_timeout=300,
+            args=KERNEL_TESTS,
+            env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"},
+        ),
+        Step(
+            "racecheck",
+            "compute-sanitizer racecheck, every gpu kernel test",
+            "sanitizer",
+            1500,
+            "3-8 min",
+            tool="racecheck",
+            per_test_timeout=300,
+            args=KERNEL_TESTS,
+            env={"GPUNN_KERNEL_LINEINFO": "1", NO_POOL_ENV: "1"},
+        ),
+        Step(
+            "bench",
+            "the whole benchmark suite on the cupy backend",
+            "bench",
+            1500,
+            "5-10 min",
+            per_test_timeout=600,
+            args=["bench"],
+            env={"GPUNN_BENCH_BACKEND": "cupy"},
+        ),
     ]
 
 
@@ -215,8 +302,18 @@ except Exception as exc:
 print("GPU_CHECK_PROBE " + json.dumps(out))
 """
 
-PACKAGES = ("numpy", "cupy", "numba", "numba-cuda", "torch", "pytest", "pytest-benchmark", "pytest-timeout",
-            "pytest-xdist", "setuptools")
+PACKAGES = (
+    "numpy",
+    "cupy",
+    "numba",
+    "numba-cuda",
+    "torch",
+    "pytest",
+    "pytest-benchmark",
+    "pytest-timeout",
+    "pytest-xdist",
+    "setuptools",
+)
 TOOLS_ON_PATH = ("nvidia-smi", "nvcc", "compute-sanitizer", "ncu", "g++")
 
 
@@ -224,8 +321,9 @@ def package_versions() -> dict:
     out = {}
     for name in PACKAGES:
         if name == "cupy":  # cupy-cuda12x, cupy-cuda13x, ...
-            found = [d for d in importlib.metadata.distributions()
-                     if (d.metadata["Name"] or "").lower().startswith("cupy")]
+            found = [
+                d for d in importlib.metadata.distributions() if (d.metadata["Name"] or "").lower().startswith("cupy")
+            ]
             out[name] = f"{found[0].metadata['Name']} {found[0].version}" if found else None
             continue
         try:
@@ -255,8 +353,9 @@ def tool_info() -> dict:
             out[name]["version"] = lines[-1].strip() if code == 0 and lines else None
     smi = out["nvidia-smi"]["path"]
     if smi:
-        code, text = quick_run([smi, "--query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu",
-                                "--format=csv,noheader"], 15)
+        code, text = quick_run(
+            [smi, "--query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu", "--format=csv,noheader"], 15
+        )
         if code == 0 and text.strip():
             out["nvidia-smi"]["query"] = text.strip()
             out["driver"] = text.strip().splitlines()[0].split(",")[1].strip()
@@ -276,7 +375,7 @@ def probe_gpu(env: dict) -> dict:
     code, text = quick_run([sys.executable, "-c", PROBE_CODE], PROBE_TIMEOUT_S, env)
     for line in text.splitlines():
         if line.startswith("GPU_CHECK_PROBE "):
-            return json.loads(line[len("GPU_CHECK_PROBE "):])
+            return json.loads(line[len("GPU_CHECK_PROBE ") :])
     return {"usable": False, "error": f"the probe gave no answer (exit {code}): {text[-800:]}"}
 
 
@@ -292,8 +391,11 @@ def commit_info() -> dict:
 
 
 def kernel_hashes() -> dict:
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((ROOT / "kernels").rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((ROOT / "kernels").rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def kernel_versions() -> dict | None:
@@ -302,9 +404,11 @@ def kernel_versions() -> dict | None:
     path = ROOT / "gpunn" / "backend" / "kernel_table.py"
     if not path.exists():
         return None
-    code = ("import json; from gpunn.backend import kernel_table as t; "
-            "print(json.dumps({'versions': {k: list(v) for k, v in t.VERSIONS.items()}, "
-            "'defaults': dict(t.DEFAULTS)}))")
+    code = (
+        "import json; from gpunn.backend import kernel_table as t; "
+        "print(json.dumps({'versions': {k: list(v) for k, v in t.VERSIONS.items()}, "
+        "'defaults': dict(t.DEFAULTS)}))"
+    )
     rc, text = quick_run([sys.executable, "-c", code], 30, dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
         return json.loads(text.strip().splitlines()[-1]) if rc == 0 else {"error": text[-500:]}
@@ -328,8 +432,15 @@ class Runner:
         t0 = time.monotonic()
         deadline = t0 + max(0.1, timeout)
         with open(out_path, "wb") as out:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 while True:
                     try:
@@ -404,10 +515,16 @@ def summarize_tests(log: list[dict]) -> dict:
     counts["total"] = len(outcome)
     skips = [rec.get("message", "") for rec in log if rec.get("outcome") == "skipped" and "nodeid" in rec]
     slowest = sorted(durations.items(), key=lambda kv: -kv[1])[:10]
-    return {"counts": counts, "failures": failures[:100], "failures_total": len(failures),
-            "skip_reasons": sorted(set(skips))[:10], "slowest": [{"test": k, "seconds": round(v, 2)}
-                                                                 for k, v in slowest],
-            "benchmarks": benches, "events": events, "unfinished": list(started)[:20]}
+    return {
+        "counts": counts,
+        "failures": failures[:100],
+        "failures_total": len(failures),
+        "skip_reasons": sorted(set(skips))[:10],
+        "slowest": [{"test": k, "seconds": round(v, 2)} for k, v in slowest],
+        "benchmarks": benches,
+        "events": events,
+        "unfinished": list(started)[:20],
+    }
 
 
 SAN_ERRORS = re.compile(r"ERROR SUMMARY: (\d+) errors?")
@@ -421,13 +538,17 @@ def sanitizer_findings(text: str) -> dict:
     errors = [int(n) for n in SAN_ERRORS.findall(text)]
     races = [tuple(int(v) for v in m) for m in SAN_RACES.findall(text)]
     total = sum(errors) if errors else sum(r[1] for r in races) if races else None
-    lines = [ln.rstrip() for ln in text.splitlines()
-             if ln.startswith("=========") and "SUMMARY" not in ln and ln.strip("= ")]
+    lines = [
+        ln.rstrip() for ln in text.splitlines() if ln.startswith("=========") and "SUMMARY" not in ln and ln.strip("= ")
+    ]
     # each report's first lines say what, in which kernel (and .cu line, with -lineinfo), by which thread
     out = {"errors": total, "error_summaries": errors, "findings": lines[:150], "findings_total": len(lines)}
     if races:
-        out["racecheck"] = {"hazards": sum(r[0] for r in races), "errors": sum(r[1] for r in races),
-                            "warnings": sum(r[2] for r in races)}
+        out["racecheck"] = {
+            "hazards": sum(r[0] for r in races),
+            "errors": sum(r[1] for r in races),
+            "warnings": sum(r[2] for r in races),
+        }
     return out
 
 
@@ -435,8 +556,18 @@ class Suite:
     """Runs the steps in order, each under its budget and the run's overall deadline, and records each
     outcome in the result file the moment it is known."""
 
-    def __init__(self, result: dict, path: Path, *, deadline: float | None, base_env: dict, emulator: bool,
-                 workers: int, has_timeout_plugin: bool, work: Path) -> None:
+    def __init__(
+        self,
+        result: dict,
+        path: Path,
+        *,
+        deadline: float | None,
+        base_env: dict,
+        emulator: bool,
+        workers: int,
+        has_timeout_plugin: bool,
+        work: Path,
+    ) -> None:
         self.result, self.path, self.deadline = result, path, deadline
         self.base_env, self.emulator, self.workers = base_env, emulator, workers
         self.has_timeout_plugin, self.work = has_timeout_plugin, work
@@ -458,8 +589,18 @@ class Suite:
         if step.kind == "command":
             return list(step.command), env, notes
         args = list(step.emulator_args if (self.emulator and step.emulator_args is not None) else step.args)
-        pytest_argv = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "-p", "gpu_check",
-                       "--tb=short"]
+        pytest_argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *args,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "gpu_check",
+            "--tb=short",
+        ]
         if self.emulator:
             pytest_argv += EMULATOR_WARNINGS
         if self.has_timeout_plugin:
@@ -473,13 +614,28 @@ class Suite:
         env[LOG_ENV] = str(log)
         if step.kind == "sanitizer" and not self.emulator:
             exe = find_tool("compute-sanitizer")
-            pytest_argv = [exe, "--tool", step.tool, "--error-exitcode", "99", "--print-limit", "200",
-                           "--log-file", str(san_log), *pytest_argv]
+            pytest_argv = [
+                exe,
+                "--tool",
+                step.tool,
+                "--error-exitcode",
+                "99",
+                "--print-limit",
+                "200",
+                "--log-file",
+                str(san_log),
+                *pytest_argv,
+            ]
         return pytest_argv, env, notes
 
     def run_step(self, step: Step) -> dict:
-        rec = {"name": step.name, "what": step.what, "budget_s": step.budget, "estimate": step.estimate,
-               "started": now_iso()}
+        rec = {
+            "name": step.name,
+            "what": step.what,
+            "budget_s": step.budget,
+            "estimate": step.estimate,
+            "started": now_iso(),
+        }
         # absent optional tools: recorded, the suite goes on
         if step.kind == "sanitizer" and not self.emulator and find_tool("compute-sanitizer") is None:
             return {**rec, "status": "missing", "note": "compute-sanitizer is not installed here"}
@@ -549,8 +705,12 @@ class Suite:
             return "passed"
         if code == 1 or (code == 99 and step.kind == "sanitizer"):
             return "failed"
-        rec["note"] = {2: "pytest was interrupted", 3: "pytest internal error", 4: "pytest usage error",
-                       5: "no tests collected (the selection matches nothing)"}.get(code, f"exit code {code}")
+        rec["note"] = {
+            2: "pytest was interrupted",
+            3: "pytest internal error",
+            4: "pytest usage error",
+            5: "no tests collected (the selection matches nothing)",
+        }.get(code, f"exit code {code}")
         return "error"
 
     # -- all steps -----------------------------------------------------------------------------
@@ -566,8 +726,12 @@ class Suite:
                     rec = self.run_step(step)
                 except Exception as exc:  # a harness bug or an unlaunchable tool: recorded, the next step runs
                     self.result.pop("running", None)
-                    rec = {"name": step.name, "status": "error", "note": f"{type(exc).__name__}: {exc}",
-                           "traceback": traceback.format_exc()[-3000:]}
+                    rec = {
+                        "name": step.name,
+                        "status": "error",
+                        "note": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc()[-3000:],
+                    }
             rec["finished"] = now_iso()
             self.result["steps"].append(rec)
             self.save()
@@ -617,8 +781,12 @@ def pytest_runtest_logreport(report):
         return
     if report.when != "call" and not (report.failed or report.skipped):
         return
-    rec = {"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-           "duration": round(report.duration, 4)}
+    rec = {
+        "nodeid": report.nodeid,
+        "when": report.when,
+        "outcome": report.outcome,
+        "duration": round(report.duration, 4),
+    }
     if hasattr(report, "wasxfail"):
         rec["xfail"] = True
     if report.failed:
@@ -638,11 +806,23 @@ def pytest_runtest_makereport(item, call):
     if stats is None or not getattr(stats, "data", None):
         return
     info = dict(getattr(bm, "extra_info", {}) or {})
-    _plugin_log({"bench": item.nodeid, "op": info.get("op"), "size": info.get("size"), "impl": info.get("impl"),
-                 "kernel_version": info.get("kernel_version"), "min": stats.min, "median": stats.median,
-                 "mean": stats.mean, "stddev": stats.stddev if len(stats.data) > 1 else 0.0,
-                 "rounds": len(stats.data), "max_rel_err": info.get("max_rel_err"), "extra_info": info,
-                 "data": [round(v, 9) for v in stats.data[:2000]]})
+    _plugin_log(
+        {
+            "bench": item.nodeid,
+            "op": info.get("op"),
+            "size": info.get("size"),
+            "impl": info.get("impl"),
+            "kernel_version": info.get("kernel_version"),
+            "min": stats.min,
+            "median": stats.median,
+            "mean": stats.mean,
+            "stddev": stats.stddev if len(stats.data) > 1 else 0.0,
+            "rounds": len(stats.data),
+            "max_rel_err": info.get("max_rel_err"),
+            "extra_info": info,
+            "data": [round(v, 9) for v in stats.data[:2000]],
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -681,8 +861,10 @@ def bench_lines(recs: list, limit: int = 14) -> list[str]:
             if str(b.get("impl", "")).startswith("torch"):
                 continue
             ratio = f"{b['min'] / peer['min']:.2f}x" if peer else "-"
-            lines.append(f"    {op:<19} {str(size)[:22]:<22} {b.get('impl', '?'):<18} {fmt_time(b['min']):>10}  "
-                         f"torch {fmt_time(peer['min']) if peer else '-':>10}  {ratio}")
+            lines.append(
+                f"    {op:<19} {str(size)[:22]:<22} {b.get('impl', '?'):<18} {fmt_time(b['min']):>10}  "
+                f"torch {fmt_time(peer['min']) if peer else '-':>10}  {ratio}"
+            )
     if len(lines) > limit:
         lines = lines[:limit] + [f"    ... {len(lines) - limit} more in the file"]
     return lines
@@ -691,11 +873,16 @@ def bench_lines(recs: list, limit: int = 14) -> list[str]:
 def summary(result: dict, path: Path) -> str:
     m = result.get("machine", {})
     gpu = m.get("gpu", {})
-    head = (f"gpu-check --{result.get('profile')} on {gpu.get('device', 'no usable GPU')}"
-            f" (driver {m.get('tools', {}).get('driver', '?')}, cupy {gpu.get('cupy')},"
-            f" torch {m.get('packages', {}).get('torch')}), commit {str(result.get('commit', {}).get('commit'))[:12]}")
-    lines = [head, f"  {result.get('seconds', 0):.0f} s of a {result.get('budget_s') or 'unlimited'} s budget;"
-                   f" status: {result.get('status')}"]
+    head = (
+        f"gpu-check --{result.get('profile')} on {gpu.get('device', 'no usable GPU')}"
+        f" (driver {m.get('tools', {}).get('driver', '?')}, cupy {gpu.get('cupy')},"
+        f" torch {m.get('packages', {}).get('torch')}), commit {str(result.get('commit', {}).get('commit'))[:12]}"
+    )
+    lines = [
+        head,
+        f"  {result.get('seconds', 0):.0f} s of a {result.get('budget_s') or 'unlimited'} s budget;"
+        f" status: {result.get('status')}",
+    ]
     if not gpu.get("usable", False):
         lines.append(f"  no usable GPU: {gpu.get('error')}")
     for rec in result.get("steps", []):
@@ -725,16 +912,32 @@ def parse_args(argv):
     prof = ap.add_mutually_exclusive_group()
     prof.add_argument("--quick", action="store_true", help="the quick profile (default), <= --budget seconds")
     prof.add_argument("--full", action="store_true", help="everything: both backends' suites, sanitizers, bench")
-    ap.add_argument("--budget", type=float, default=None,
-                    help=f"overall seconds for the run (default {QUICK_BUDGET_S:.0f} for --quick, none for --full)")
-    ap.add_argument("--step-budget", action="append", default=[], metavar="STEP=SECONDS",
-                    help="override one step's budget (repeatable)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help=f"overall seconds for the run (default {QUICK_BUDGET_S:.0f} for --quick, none for --full)",
+    )
+    ap.add_argument(
+        "--step-budget",
+        action="append",
+        default=[],
+        metavar="STEP=SECONDS",
+        help="override one step's budget (repeatable)",
+    )
     ap.add_argument("--steps", help="comma-separated step names to run (the others are recorded as skipped)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory of the result file")
-    ap.add_argument("--emulator", action="store_true",
-                    help="dry run on the CPU stand-in for CuPy (tests/kernels/emulator.py), each step narrowed")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="pytest-xdist workers for the test steps (default min(8, cores/2) when xdist is there)")
+    ap.add_argument(
+        "--emulator",
+        action="store_true",
+        help="dry run on the CPU stand-in for CuPy (tests/kernels/emulator.py), each step narrowed",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="pytest-xdist workers for the test steps (default min(8, cores/2) when xdist is there)",
+    )
     ap.add_argument("--list", action="store_true", help="print the steps and their budgets, run nothing")
     return ap.parse_args(argv)
 
@@ -748,8 +951,9 @@ def select_steps(args) -> list[Step]:
         name, _, secs = item.partition("=")
         match = [s for s in steps if s.name == name]
         if not match or not secs:
-            raise SystemExit(f"--step-budget {item!r}: expected STEP=SECONDS with STEP one of "
-                             f"{[s.name for s in steps]}")
+            raise SystemExit(
+                f"--step-budget {item!r}: expected STEP=SECONDS with STEP one of {[s.name for s in steps]}"
+            )
         match[0].budget = float(secs)
     return steps
 
@@ -791,12 +995,20 @@ def main(argv=None) -> int:
 
         gpu = probe_gpu(env)
         has_xdist = importlib.util.find_spec("xdist") is not None
-        workers = args.workers if args.workers is not None else (
-            min(8, max(1, (os.cpu_count() or 1) // 2)) if has_xdist and not args.emulator else 1)
+        workers = (
+            args.workers
+            if args.workers is not None
+            else (min(8, max(1, (os.cpu_count() or 1) // 2)) if has_xdist and not args.emulator else 1)
+        )
         if workers > 1 and not has_xdist:
             workers = 1
-        device = "gpunn-kernel-emulator" if args.emulator else slug(gpu.get("device") or "no-gpu") if gpu.get(
-            "usable") else "no-gpu"
+        device = (
+            "gpunn-kernel-emulator"
+            if args.emulator
+            else slug(gpu.get("device") or "no-gpu")
+            if gpu.get("usable")
+            else "no-gpu"
+        )
         out_dir = Path(args.out)
         path = out_dir / f"gpu-{started:%Y%m%d}-{device}.json"
         for n in range(2, 1000):  # a second run the same day keeps the first one's file
@@ -804,17 +1016,38 @@ def main(argv=None) -> int:
                 break
             path = out_dir / f"gpu-{started:%Y%m%d}-{device}-{n}.json"
         result = {
-            "suite": "gpunn gpu-check", "format": 2, "profile": profile, "emulator": args.emulator,
+            "suite": "gpunn gpu-check",
+            "format": 2,
+            "profile": profile,
+            "emulator": args.emulator,
             "command": " ".join([Path(sys.executable).name, "tools/gpu_check.py", *(argv or sys.argv[1:])]),
-            "started": started.isoformat(timespec="seconds"), "budget_s": budget, "status": "running",
+            "started": started.isoformat(timespec="seconds"),
+            "budget_s": budget,
+            "status": "running",
             "commit": commit_info(),
-            "machine": {"gpu": gpu, "host": os.uname().nodename, "cpu_count": os.cpu_count(),
-                        "python": sys.version.split()[0], "packages": package_versions(), "tools": tool_info(),
-                        "pytest_xdist_workers": workers},
-            "kernels_sha256": kernel_hashes(), "kernel_versions": kernel_versions(), "steps": [],
+            "machine": {
+                "gpu": gpu,
+                "host": os.uname().nodename,
+                "cpu_count": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "packages": package_versions(),
+                "tools": tool_info(),
+                "pytest_xdist_workers": workers,
+            },
+            "kernels_sha256": kernel_hashes(),
+            "kernel_versions": kernel_versions(),
+            "steps": [],
         }
-        suite = Suite(result, path, deadline=deadline, base_env=env, emulator=args.emulator, workers=workers,
-                      has_timeout_plugin=importlib.util.find_spec("pytest_timeout") is not None, work=work)
+        suite = Suite(
+            result,
+            path,
+            deadline=deadline,
+            base_env=env,
+            emulator=args.emulator,
+            workers=workers,
+            has_timeout_plugin=importlib.util.find_spec("pytest_timeout") is not None,
+            work=work,
+        )
         if not gpu.get("usable"):
             result["status"] = "no usable GPU"
             result["steps"] = [{"name": s.name, "status": "not_run", "note": "no usable GPU"} for s in steps]
@@ -833,8 +1066,13 @@ def main(argv=None) -> int:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         bad = [r for r in result["steps"] if r["status"] not in ("passed", "missing", "skipped")]
-        result["status"] = (f"interrupted ({suite.interrupted})" if suite.interrupted
-                            else "passed" if not bad else f"{len(bad)} step(s) not passed")
+        result["status"] = (
+            f"interrupted ({suite.interrupted})"
+            if suite.interrupted
+            else "passed"
+            if not bad
+            else f"{len(bad)} step(s) not passed"
+        )
         finish(result, suite, t0)
         print(summary(result, path))
         return 0 if not bad else 1

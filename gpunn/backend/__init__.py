@@ -47,8 +47,11 @@ def cupy_available() -> tuple[bool, str]:
         try:
             import cupy  # noqa: F401
         except Exception as exc:  # ImportError, or a broken CUDA install raising at import
-            _cupy_probe = (False, f"CuPy is not importable ({type(exc).__name__}: {exc}); "
-                                  "install the GPU extra: pip install 'gpunn[gpu]'")
+            _cupy_probe = (
+                False,
+                f"CuPy is not importable ({type(exc).__name__}: {exc}); "
+                "install the GPU extra: pip install 'gpunn[gpu]'",
+            )
         else:
             try:
                 count = cupy.cuda.runtime.getDeviceCount()

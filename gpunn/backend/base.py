@@ -78,8 +78,9 @@ class Backend:
         self.rng.bit_generator.state = state
 
     def randn(self, shape, dtype=np.float32):
-        return self.rng.standard_normal(shape, dtype=np.dtype(dtype).type if np.dtype(dtype).kind == "f"
-                                        else np.float64)
+        return self.rng.standard_normal(
+            shape, dtype=np.dtype(dtype).type if np.dtype(dtype).kind == "f" else np.float64
+        )
 
     def rand(self, shape, dtype=np.float32):
         return self.rng.random(shape, dtype=np.dtype(dtype).type)
@@ -121,23 +122,25 @@ class Backend:
     def linear_act(self, x, W, b, act="none", negative_slope=0.01):
         return reference.linear_act(self.xp, x, W, b, act, negative_slope)
 
-    def linear_act_backward(self, dy, x, W, y, act="none", negative_slope=0.01,
-                            need_dx=True, need_dW=True, need_db=True):
-        return reference.linear_act_backward(self.xp, dy, x, W, y, act, negative_slope,
-                                             need_dx, need_dW, need_db)
+    def linear_act_backward(
+        self, dy, x, W, y, act="none", negative_slope=0.01, need_dx=True, need_dW=True, need_db=True
+    ):
+        return reference.linear_act_backward(self.xp, dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db)
 
-    def softmax_cross_entropy(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
-                              label_smoothing=0.0):
-        return reference.softmax_cross_entropy(self.xp, logits, target, weight, reduction, ignore_index,
-                                               label_smoothing)
+    def softmax_cross_entropy(
+        self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
+    ):
+        return reference.softmax_cross_entropy(
+            self.xp, logits, target, weight, reduction, ignore_index, label_smoothing
+        )
 
-    def softmax_cross_entropy_fwd(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
-                                  label_smoothing=0.0):
+    def softmax_cross_entropy_fwd(
+        self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
+    ):
         """(loss, backward) where backward(g) = dlogits scaled by the upstream gradient g (a scalar, or one
         value per row for 'none'). Here: the eager primitive, then ``dlogits * g``; the cupy backend folds
         g into its gradient kernel instead."""
-        loss, dlogits = self.softmax_cross_entropy(logits, target, weight, reduction, ignore_index,
-                                                   label_smoothing)
+        loss, dlogits = self.softmax_cross_entropy(logits, target, weight, reduction, ignore_index, label_smoothing)
         if reduction == "none":
             return loss, lambda g: dlogits * g.reshape(-1, 1)
         return loss, lambda g: dlogits * g
@@ -148,16 +151,16 @@ class Backend:
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, **hyper):
         reference.adam_step(self.xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **hyper)
 
-    def conv2d_forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01,
-                       need_grad=True):
+    def conv2d_forward(
+        self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True
+    ):
         return reference.conv2d_forward(self.xp, x, weight, bias, stride, padding, act, negative_slope, need_grad)
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         return reference.conv2d_backward(self.xp, dy, saved, need_dx, need_dW, need_db)
 
     def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
-        return reference.pool2d_forward(self.xp, x, mode, kernel_size, stride, padding, count_include_pad,
-                                        need_grad)
+        return reference.pool2d_forward(self.xp, x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
 
     def pool2d_backward(self, dy, saved):
         return reference.pool2d_backward(self.xp, dy, saved)

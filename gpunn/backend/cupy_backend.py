@@ -153,11 +153,16 @@ class CupyBackend(Backend):
         bad_b = b is not None and b.shape != (W.shape[0],)
         if W.ndim != 2 or x.ndim < 1 or x.shape[-1] != W.shape[1] or bad_b:
             b_shape = None if b is None else b.shape
-            raise ValueError(f"linear_act: shapes x {x.shape}, W {W.shape}, b {b_shape} do not match "
-                             "x (..., K), W (M, K), b (M,)")
+            raise ValueError(
+                f"linear_act: shapes x {x.shape}, W {W.shape}, b {b_shape} do not match x (..., K), W (M, K), b (M,)"
+            )
         n, (m, k) = math.prod(x.shape[:-1]), W.shape
-        if (not K.supported(x, W, b) or 0 in (n, m, k)
-                or K.ceil_div(m, _GEMM_TILE) > K.GRID_Y_MAX or linear_impl(n, m, k) == "cublas"):
+        if (
+            not K.supported(x, W, b)
+            or 0 in (n, m, k)
+            or K.ceil_div(m, _GEMM_TILE) > K.GRID_Y_MAX
+            or linear_impl(n, m, k) == "cublas"
+        ):
             return super().linear_act(x, W, b, act, negative_slope)  # the reference: cupy.matmul = cuBLAS
         dt = x.dtype
         x2 = K.as_contiguous(x).reshape(n, k)
@@ -186,11 +191,14 @@ class CupyBackend(Backend):
                 fn = K.entry("linear_act", "gemm_splitk_tn_v2", dt)
             fn(grid + (splits,), (_GEMM_THREADS,), (A, B, partial, *dims, np.int64(chunk)))
             K.entry("linear_act", "splitk_reduce_v2", dt)(
-                K.elementwise_grid(R * Q), (256,),
-                (partial, bias, C, np.int64(splits), np.int64(R), np.int64(Q), np.int32(act), K.scalar(dt, slope)))
+                K.elementwise_grid(R * Q),
+                (256,),
+                (partial, bias, C, np.int64(splits), np.int64(R), np.int64(Q), np.int32(act), K.scalar(dt, slope)),
+            )
         elif layout == "nt":
             K.entry("linear_act", "linear_act_forward_v1", dt)(
-                grid, (_GEMM_THREADS,), (A, B, bias, C, *dims, np.int32(act), K.scalar(dt, slope)))
+                grid, (_GEMM_THREADS,), (A, B, bias, C, *dims, np.int32(act), K.scalar(dt, slope))
+            )
         elif layout == "nn":
             K.entry("linear_act", "gemm_nn_v1", dt)(grid, (_GEMM_THREADS,), (A, B, C, *dims))
         else:
@@ -212,8 +220,9 @@ class CupyBackend(Backend):
         chunk = K.ceil_div(K.ceil_div(kd, want), 16) * 16  # whole K steps of linear_act.cu's GEMM_BK = 16
         return K.ceil_div(kd, chunk), chunk
 
-    def linear_act_backward(self, dy, x, W, y, act="none", negative_slope=0.01,
-                            need_dx=True, need_dW=True, need_db=True):
+    def linear_act_backward(
+        self, dy, x, W, y, act="none", negative_slope=0.01, need_dx=True, need_dW=True, need_db=True
+    ):
         """dx, dW, db of y = act(x @ W.T + b) from dy and the saved output y: one fused
         activation-backward + bias-gradient launch (plus a tiny column sum), then two tiled GEMMs.
         dy, y (..., M), x (..., K), W (M, K)  ->  dx (..., K), dW (M, K), db (M,) (None when not needed)."""
@@ -221,11 +230,17 @@ class CupyBackend(Backend):
             raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {act!r}")
         m, k = W.shape
         n = math.prod(dy.shape[:-1])
-        fits = (K.ceil_div(n, _DZ_ROWS) <= K.GRID_Y_MAX and K.ceil_div(k, _GEMM_TILE) <= K.GRID_Y_MAX)
-        if (not K.supported(dy, x, W, y if act != "none" else None) or 0 in (n, m, k) or not fits
-                or linear_impl(n, m, k) == "cublas"
-                or dy.shape[-1] != m or x.shape[-1] != k or math.prod(x.shape[:-1]) != n
-                or (act != "none" and (y is None or y.shape != dy.shape))):
+        fits = K.ceil_div(n, _DZ_ROWS) <= K.GRID_Y_MAX and K.ceil_div(k, _GEMM_TILE) <= K.GRID_Y_MAX
+        if (
+            not K.supported(dy, x, W, y if act != "none" else None)
+            or 0 in (n, m, k)
+            or not fits
+            or linear_impl(n, m, k) == "cublas"
+            or dy.shape[-1] != m
+            or x.shape[-1] != k
+            or math.prod(x.shape[:-1]) != n
+            or (act != "none" and (y is None or y.shape != dy.shape))
+        ):
             return super().linear_act_backward(dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db)
         xp, dt = self.xp, dy.dtype
         code, slope = np.int32(K.ACT_CODES[act]), K.scalar(dt, negative_slope)
@@ -239,13 +254,15 @@ class CupyBackend(Backend):
             partial = xp.empty((grid[1], m), dtype=dt) if need_db else None
             y2 = K.as_contiguous(y).reshape(n, m) if act != "none" else None
             K.entry("linear_act", "act_backward_bias_v1", dt)(
-                grid, (_DZ_COLS, 8), (dy2, y2, dz_out, partial, np.int64(n), np.int64(m), code, slope))
+                grid, (_DZ_COLS, 8), (dy2, y2, dz_out, partial, np.int64(n), np.int64(m), code, slope)
+            )
             if dz_out is not None:
                 dz = dz_out
             if need_db:
                 db = xp.empty((m,), dtype=dt)
                 K.entry("linear_act", "column_sum_v1", dt)(
-                    (K.ceil_div(m, 256),), (256,), (partial, db, np.int64(grid[1]), np.int64(m)))
+                    (K.ceil_div(m, 256),), (256,), (partial, db, np.int64(grid[1]), np.int64(m))
+                )
 
         dx = dW = None
         if need_dx:  # dx (N, K) = dz (N, M) @ W (M, K)
@@ -259,8 +276,9 @@ class CupyBackend(Backend):
             self._gemm("tn", dz, x2, dW, m, k, n)
         return dx, dW, db
 
-    def softmax_cross_entropy(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
-                              label_smoothing=0.0, check_labels=True):
+    def softmax_cross_entropy(
+        self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0, check_labels=True
+    ):
         """Loss and dlogits of cross-entropy on class indices, one fused launch over the rows (plus a
         one-block denominator pass for 'mean'). logits (N, C), target (N,) int, weight (C,) or None.
 
@@ -269,23 +287,22 @@ class CupyBackend(Backend):
         ``check_labels=False`` drops the flag (such rows count as ignored)."""
         run = self._sce_setup(logits, target, weight, reduction, ignore_index, label_smoothing)
         if run is None:
-            return super().softmax_cross_entropy(logits, target, weight, reduction, ignore_index,
-                                                 label_smoothing)
+            return super().softmax_cross_entropy(logits, target, weight, reduction, ignore_index, label_smoothing)
         n, c = run["n"], run["c"]
         dlogits = self.xp.empty((n, c), dtype=run["dt"])
         loss = self._sce_launch(run, 0, dlogits=dlogits, check_labels=check_labels)  # SCE_FUSED
         return loss, dlogits
 
-    def softmax_cross_entropy_fwd(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
-                                  label_smoothing=0.0):
+    def softmax_cross_entropy_fwd(
+        self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
+    ):
         """(loss, backward): the forward launch writes the loss and each row's log-sum-exp; backward(g)
         launches the gradient pass with the upstream gradient g (a scalar, or (N,) for 'none') folded
         into the kernel: dlogits = g * d loss / d logits in one read of the logits and one write, no
         separate ``dlogits * g`` pass. Labels are checked as in ``softmax_cross_entropy``."""
         run = self._sce_setup(logits, target, weight, reduction, ignore_index, label_smoothing)
         if run is None:
-            return super().softmax_cross_entropy_fwd(logits, target, weight, reduction, ignore_index,
-                                                     label_smoothing)
+            return super().softmax_cross_entropy_fwd(logits, target, weight, reduction, ignore_index, label_smoothing)
         xp, n, c, dt = self.xp, run["n"], run["c"], run["dt"]
         lse = xp.empty((n,), dtype=dt)
         loss = self._sce_launch(run, 1, lse=lse)  # SCE_FORWARD
@@ -293,8 +310,9 @@ class CupyBackend(Backend):
         def backward(g):
             g = K.as_contiguous(xp.asarray(g), dtype=dt).reshape(-1)
             if g.size not in (1, n):
-                raise ValueError(f"softmax_cross_entropy backward: upstream gradient has {g.size} elements, "
-                                 f"expected 1 or {n}")
+                raise ValueError(
+                    f"softmax_cross_entropy backward: upstream gradient has {g.size} elements, expected 1 or {n}"
+                )
             dlogits = xp.empty((n, c), dtype=dt)
             self._sce_launch(run, 2, dlogits=dlogits, lse=lse, gscale=g)  # SCE_BACKWARD
             return dlogits
@@ -308,8 +326,9 @@ class CupyBackend(Backend):
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         if logits.ndim != 2 or target.shape != (logits.shape[0],):
-            raise ValueError(f"softmax_cross_entropy expects logits (N, C) and target (N,), got "
-                             f"{logits.shape} and {target.shape}")
+            raise ValueError(
+                f"softmax_cross_entropy expects logits (N, C) and target (N,), got {logits.shape} and {target.shape}"
+            )
         if target.dtype.kind not in "iu":
             raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
         n, c = logits.shape
@@ -322,16 +341,27 @@ class CupyBackend(Backend):
         xp, dt = self.xp, logits.dtype
         target = K.as_contiguous(target, dtype=np.int64)
         weight = K.as_contiguous(weight, dtype=dt)
-        run = dict(n=n, c=c, dt=dt, reduction=reduction, ignore=np.int64(ignore_index),
-                   smoothing=K.scalar(dt, label_smoothing), logits=K.as_contiguous(logits), target=target,
-                   weight=weight, scale=None, denom=None,
-                   # sum(weight) stays on the device (a 0-d array the kernel reads): no host round trip
-                   weight_total=weight.sum(keepdims=True) if (weight is not None and label_smoothing > 0) else None)
+        run = dict(
+            n=n,
+            c=c,
+            dt=dt,
+            reduction=reduction,
+            ignore=np.int64(ignore_index),
+            smoothing=K.scalar(dt, label_smoothing),
+            logits=K.as_contiguous(logits),
+            target=target,
+            weight=weight,
+            scale=None,
+            denom=None,
+            # sum(weight) stays on the device (a 0-d array the kernel reads): no host round trip
+            weight_total=weight.sum(keepdims=True) if (weight is not None and label_smoothing > 0) else None,
+        )
         if reduction == "mean":  # the denominator first, so the main kernel writes scaled dlogits
             run["scale"] = xp.empty((1,), dtype=dt)
             run["denom"] = xp.empty((1,), dtype=xp.float64)
             K.entry("softmax_cross_entropy", "sce_weight_sum_v1", dt)(
-                (1,), (256,), (target, weight, run["scale"], run["denom"], np.int64(n), np.int32(c), run["ignore"]))
+                (1,), (256,), (target, weight, run["scale"], run["denom"], np.int64(n), np.int32(c), run["ignore"])
+            )
         return run
 
     def _sce_launch(self, run, mode, dlogits=None, lse=None, gscale=None, check_labels=True):
@@ -348,18 +378,40 @@ class CupyBackend(Backend):
         else:
             error = xp.zeros((4,), dtype=xp.int64)  # written, never read
         g_stride = np.int64(0 if gscale is None or gscale.size == 1 else 1)
-        args = (run["logits"], run["target"], run["weight"], run["scale"], dlogits, loss_rows, row_weight, error,
-                np.int64(n), np.int32(c), run["ignore"], run["smoothing"], run["weight_total"], lse, gscale,
-                g_stride, np.int32(mode))
+        args = (
+            run["logits"],
+            run["target"],
+            run["weight"],
+            run["scale"],
+            dlogits,
+            loss_rows,
+            row_weight,
+            error,
+            np.int64(n),
+            np.int32(c),
+            run["ignore"],
+            run["smoothing"],
+            run["weight_total"],
+            lse,
+            gscale,
+            g_stride,
+            np.int32(mode),
+        )
         v2 = kernel_table.version("softmax_cross_entropy") == 2
         if c <= 1024:  # a warp per row, 8 rows per block
-            fn = K.entry("softmax_cross_entropy", "sce_warp_v2", dt) if v2 else \
-                K.entry("softmax_cross_entropy", "sce_warp_v1", dt)
+            fn = (
+                K.entry("softmax_cross_entropy", "sce_warp_v2", dt)
+                if v2
+                else K.entry("softmax_cross_entropy", "sce_warp_v1", dt)
+            )
             fn((K.ceil_div(n, 8),), (32, 8), args)
         else:  # a block per row
             threads = 256 if c <= 4096 else 512 if c <= 16384 else 1024
-            fn = K.entry("softmax_cross_entropy", "sce_block_v2", dt) if v2 else \
-                K.entry("softmax_cross_entropy", "sce_block_v1", dt)
+            fn = (
+                K.entry("softmax_cross_entropy", "sce_block_v2", dt)
+                if v2
+                else K.entry("softmax_cross_entropy", "sce_block_v1", dt)
+            )
             fn((n,), (threads,), args)
         if not want_loss:
             return None
@@ -413,30 +465,82 @@ class CupyBackend(Backend):
         if getattr(self, "_label_pending", None):
             self._check_label_flag(self.xp.asnumpy(self._label_flags[self.xp.cuda.Device().id]))
 
-    def sgd_step(self, param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, first_step=False):
+    def sgd_step(
+        self,
+        param,
+        grad,
+        momentum_buf,
+        *,
+        lr,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        maximize=False,
+        first_step=False,
+    ):
         """PyTorch SGD over one flat buffer, in place, in one elementwise launch."""
         bufs = (param, momentum_buf) if momentum != 0 else (param,)
-        if (not K.supported(param, grad, *bufs[1:]) or any(not a.flags.c_contiguous for a in bufs)
-                or any(a.size != param.size for a in (grad, *bufs))):
-            return reference.sgd_step(self.xp, param, grad, momentum_buf, lr=lr, momentum=momentum,
-                                      dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize, first_step=first_step)
+        if (
+            not K.supported(param, grad, *bufs[1:])
+            or any(not a.flags.c_contiguous for a in bufs)
+            or any(a.size != param.size for a in (grad, *bufs))
+        ):
+            return reference.sgd_step(
+                self.xp,
+                param,
+                grad,
+                momentum_buf,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+                first_step=first_step,
+            )
         if param.size == 0:
             return None
         dt = param.dtype
         grad = K.as_contiguous(grad)
         fn, grid = self._optim_kernel("sgd_step", param)
-        fn(grid, (256,),
-            (param, grad, momentum_buf if momentum != 0 else None, np.int64(param.size),
-             K.scalar(dt, lr), K.scalar(dt, momentum), K.scalar(dt, 1 - dampening),
-             K.scalar(dt, weight_decay), np.int32(bool(nesterov)), np.int32(bool(maximize)),
-             np.int32(bool(first_step))))
+        fn(
+            grid,
+            (256,),
+            (
+                param,
+                grad,
+                momentum_buf if momentum != 0 else None,
+                np.int64(param.size),
+                K.scalar(dt, lr),
+                K.scalar(dt, momentum),
+                K.scalar(dt, 1 - dampening),
+                K.scalar(dt, weight_decay),
+                np.int32(bool(nesterov)),
+                np.int32(bool(maximize)),
+                np.int32(bool(first_step)),
+            ),
+        )
         return None
 
-    def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, beta1=0.9,
-                  beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-                  maximize=False):
+    def adam_step(
+        self,
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq=None,
+        *,
+        step,
+        lr,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        decoupled_weight_decay=False,
+        amsgrad=False,
+        maximize=False,
+    ):
         """PyTorch Adam / AdamW over one flat buffer, in place, in one elementwise launch.
         ``step`` is an int, or a one-element int64 device array the kernel reads (graph-capturable:
         increment it on the device with ``step_increment``)."""
@@ -444,19 +548,36 @@ class CupyBackend(Backend):
         bufs = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
         if amsgrad and max_exp_avg_sq is None:
             raise ValueError("amsgrad=True needs max_exp_avg_sq")
-        if (not K.supported(grad, *bufs) or any(not a.flags.c_contiguous for a in bufs)
-                or any(a.size != param.size for a in (grad, *bufs))):
+        if (
+            not K.supported(grad, *bufs)
+            or any(not a.flags.c_contiguous for a in bufs)
+            or any(a.size != param.size for a in (grad, *bufs))
+        ):
             host_step = int(xp.asnumpy(step).reshape(-1)[0]) if isinstance(step, xp.ndarray) else int(step)
-            return reference.adam_step(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=host_step,
-                                       lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                       decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
-                                       maximize=maximize)
+            return reference.adam_step(
+                xp,
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+                step=host_step,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+            )
         if param.size == 0:
             return None
         if isinstance(step, xp.ndarray):
             if step.dtype != np.int64 or step.size != 1:
-                raise ValueError(f"a device step must be a one-element int64 array, got {step.dtype} "
-                                 f"of size {step.size}")
+                raise ValueError(
+                    f"a device step must be a one-element int64 array, got {step.dtype} of size {step.size}"
+                )
             step_dev = step
         else:
             step_dev = self._step_scalar()
@@ -464,11 +585,27 @@ class CupyBackend(Backend):
         dt = param.dtype
         grad = K.as_contiguous(grad)
         fn, grid = self._optim_kernel("adam_step", param)
-        fn(grid, (256,),
-            (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, step_dev,
-             np.int64(param.size), np.float64(lr), np.float64(beta1), np.float64(beta2), K.scalar(dt, eps),
-             np.float64(weight_decay), np.int32(bool(decoupled_weight_decay)), np.int32(bool(amsgrad)),
-             np.int32(bool(maximize))))
+        fn(
+            grid,
+            (256,),
+            (
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq if amsgrad else None,
+                step_dev,
+                np.int64(param.size),
+                np.float64(lr),
+                np.float64(beta1),
+                np.float64(beta2),
+                K.scalar(dt, eps),
+                np.float64(weight_decay),
+                np.int32(bool(decoupled_weight_decay)),
+                np.int32(bool(amsgrad)),
+                np.int32(bool(maximize)),
+            ),
+        )
         return None
 
     def _adaptive_launch(self, name, arrays, scalars, fallback) -> None:
@@ -476,8 +613,11 @@ class CupyBackend(Backend):
         ``scalars``, or run ``fallback`` (the reference) when a dtype, size or layout does not fit."""
         used = [a for a in arrays if a is not None]
         param = arrays[0]
-        if (not K.supported(*used) or any(not a.flags.c_contiguous for a in used[:1] + used[2:])
-                or any(a.size != param.size for a in used)):
+        if (
+            not K.supported(*used)
+            or any(not a.flags.c_contiguous for a in used[:1] + used[2:])
+            or any(a.size != param.size for a in used)
+        ):
             return fallback()
         if param.size == 0:
             return None
@@ -486,30 +626,76 @@ class CupyBackend(Backend):
         fn(K.elementwise_grid(param.size), (256,), (param, grad, *arrays[2:], np.int64(param.size), *scalars))
         return None
 
-    def adagrad_step(self, param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                     maximize=False):
+    def adagrad_step(
+        self, param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False
+    ):
         """PyTorch Adagrad over one flat buffer, in place, in one elementwise launch."""
         dt = param.dtype
         clr = lr / (1 + (int(step) - 1) * lr_decay)
         return self._adaptive_launch(
-            "adagrad_step", (param, grad, state_sum),
+            "adagrad_step",
+            (param, grad, state_sum),
             (K.scalar(dt, clr), K.scalar(dt, weight_decay), K.scalar(dt, eps), np.int32(bool(maximize))),
-            lambda: reference.adagrad_step(self.xp, param, grad, state_sum, step=step, lr=lr, lr_decay=lr_decay,
-                                           weight_decay=weight_decay, eps=eps, maximize=maximize))
+            lambda: reference.adagrad_step(
+                self.xp,
+                param,
+                grad,
+                state_sum,
+                step=step,
+                lr=lr,
+                lr_decay=lr_decay,
+                weight_decay=weight_decay,
+                eps=eps,
+                maximize=maximize,
+            ),
+        )
 
-    def adadelta_step(self, param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,
-                      maximize=False):
+    def adadelta_step(
+        self, param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False
+    ):
         """PyTorch Adadelta over one flat buffer, in place, in one elementwise launch."""
         dt = param.dtype
         return self._adaptive_launch(
-            "adadelta_step", (param, grad, square_avg, acc_delta),
-            (K.scalar(dt, lr), K.scalar(dt, rho), K.scalar(dt, 1 - rho), K.scalar(dt, eps),
-             K.scalar(dt, weight_decay), np.int32(bool(maximize))),
-            lambda: reference.adadelta_step(self.xp, param, grad, square_avg, acc_delta, lr=lr, rho=rho, eps=eps,
-                                            weight_decay=weight_decay, maximize=maximize))
+            "adadelta_step",
+            (param, grad, square_avg, acc_delta),
+            (
+                K.scalar(dt, lr),
+                K.scalar(dt, rho),
+                K.scalar(dt, 1 - rho),
+                K.scalar(dt, eps),
+                K.scalar(dt, weight_decay),
+                np.int32(bool(maximize)),
+            ),
+            lambda: reference.adadelta_step(
+                self.xp,
+                param,
+                grad,
+                square_avg,
+                acc_delta,
+                lr=lr,
+                rho=rho,
+                eps=eps,
+                weight_decay=weight_decay,
+                maximize=maximize,
+            ),
+        )
 
-    def rmsprop_step(self, param, grad, square_avg, momentum_buf=None, grad_avg=None, *, lr=1e-2, alpha=0.99,
-                     eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False):
+    def rmsprop_step(
+        self,
+        param,
+        grad,
+        square_avg,
+        momentum_buf=None,
+        grad_avg=None,
+        *,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        maximize=False,
+    ):
         """PyTorch RMSprop (momentum, centered) over one flat buffer, in place, in one elementwise launch."""
         if momentum > 0 and momentum_buf is None or centered and grad_avg is None:
             raise ValueError("rmsprop_step needs momentum_buf when momentum > 0 and grad_avg when centered")
@@ -517,11 +703,32 @@ class CupyBackend(Backend):
         return self._adaptive_launch(
             "rmsprop_step",
             (param, grad, square_avg, momentum_buf if momentum > 0 else None, grad_avg if centered else None),
-            (K.scalar(dt, lr), K.scalar(dt, alpha), K.scalar(dt, 1 - alpha), K.scalar(dt, eps),
-             K.scalar(dt, weight_decay), K.scalar(dt, momentum), np.int32(bool(centered)), np.int32(bool(maximize))),
-            lambda: reference.rmsprop_step(self.xp, param, grad, square_avg, momentum_buf, grad_avg, lr=lr,
-                                           alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                           centered=centered, maximize=maximize))
+            (
+                K.scalar(dt, lr),
+                K.scalar(dt, alpha),
+                K.scalar(dt, 1 - alpha),
+                K.scalar(dt, eps),
+                K.scalar(dt, weight_decay),
+                K.scalar(dt, momentum),
+                np.int32(bool(centered)),
+                np.int32(bool(maximize)),
+            ),
+            lambda: reference.rmsprop_step(
+                self.xp,
+                param,
+                grad,
+                square_avg,
+                momentum_buf,
+                grad_avg,
+                lr=lr,
+                alpha=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+                maximize=maximize,
+            ),
+        )
 
     @staticmethod
     def _optim_kernel(op: str, param):
@@ -548,8 +755,9 @@ class CupyBackend(Backend):
         K.get_function("optim", "step_increment_v1")((1,), (1,), (step,))
 
     # -- convolution and pooling primitives: im2col/col2im and max-pool kernels, GEMM by linear_act ------
-    def conv2d_forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01,
-                       need_grad=True):
+    def conv2d_forward(
+        self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True
+    ):
         """col (N*OH*OW, C*KH*KW) from one launch, then the fused linear_act GEMM (bias and activation in
         its epilogue), laid out as (N, OC, OH, OW); backward is linear_act_backward + col2im."""
         oc, _, kh, kw = weight.shape
@@ -566,8 +774,9 @@ class CupyBackend(Backend):
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         x_shape, w_shape, col, W2, y2, stride, padding, act, negative_slope = saved
         g2 = self.xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, w_shape[0])
-        dcol, dW2, db = self.linear_act_backward(g2, col, W2, y2, act, negative_slope, need_dx=need_dx,
-                                                 need_dW=need_dW, need_db=need_db)
+        dcol, dW2, db = self.linear_act_backward(
+            g2, col, W2, y2, act, negative_slope, need_dx=need_dx, need_dW=need_dW, need_db=need_db
+        )
         dx = None if dcol is None else self.conv2d_col2im(dcol, x_shape, w_shape[2:], stride, padding)
         return dx, None if dW2 is None else dW2.reshape(w_shape), db
 
@@ -594,7 +803,8 @@ class CupyBackend(Backend):
         col = self.xp.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
         if col.size:
             K.entry("conv2d", "im2col_v1", x.dtype)(
-                K.elementwise_grid(col.size), (256,), (K.as_contiguous(x), col, *map(np.int64, g)))
+                K.elementwise_grid(col.size), (256,), (K.as_contiguous(x), col, *map(np.int64, g))
+            )
         return col
 
     def conv2d_col2im(self, dcol, x_shape, kernel_size, stride=1, padding=0, dilation=1):
@@ -608,7 +818,8 @@ class CupyBackend(Backend):
         dx = self.xp.empty((n, c, h, w), dtype=dcol.dtype)
         if dx.size:
             K.entry("conv2d", "col2im_v1", dcol.dtype)(
-                K.elementwise_grid(dx.size), (256,), (K.as_contiguous(dcol), dx, *map(np.int64, g)))
+                K.elementwise_grid(dx.size), (256,), (K.as_contiguous(dcol), dx, *map(np.int64, g))
+            )
         return dx
 
     def max_pool2d_fwd(self, x, kernel_size, stride=None, padding=0, dilation=1):
@@ -625,23 +836,33 @@ class CupyBackend(Backend):
         idx = self.xp.empty((n, c, oh, ow), dtype=self.xp.int64)
         if y.size:
             K.entry("conv2d", "max_pool2d_fwd_v1", x.dtype)(
-                K.elementwise_grid(y.size), (256,), (K.as_contiguous(x), y, idx, *map(np.int64, g)))
+                K.elementwise_grid(y.size), (256,), (K.as_contiguous(x), y, idx, *map(np.int64, g))
+            )
         return y, idx
 
     def max_pool2d_bwd(self, dy, idx, x_shape):
         """dx (N, C, H, W): dy scattered to the saved argmax positions (atomicAdd: overlapping windows
         may send several gradients to one input)."""
         if len(x_shape) != 4 or dy.shape != idx.shape or dy.ndim != 4 or dy.shape[:2] != tuple(x_shape[:2]):
-            raise ValueError(f"max_pool2d_bwd: dy {dy.shape}, idx {idx.shape} and x_shape {tuple(x_shape)} "
-                             "do not match")
+            raise ValueError(
+                f"max_pool2d_bwd: dy {dy.shape}, idx {idx.shape} and x_shape {tuple(x_shape)} do not match"
+            )
         self._require_float(dy)
         n, c, h, w = (int(e) for e in x_shape)
         dx = self.xp.zeros((n, c, h, w), dtype=dy.dtype)
         if dy.size:
             K.entry("conv2d", "max_pool2d_bwd_v1", dy.dtype)(
-                K.elementwise_grid(dy.size), (256,),
-                (K.as_contiguous(dy), K.as_contiguous(idx, dtype=np.int64), dx, np.int64(n * c),
-                 np.int64(dy.shape[2] * dy.shape[3]), np.int64(h * w)))
+                K.elementwise_grid(dy.size),
+                (256,),
+                (
+                    K.as_contiguous(dy),
+                    K.as_contiguous(idx, dtype=np.int64),
+                    dx,
+                    np.int64(n * c),
+                    np.int64(dy.shape[2] * dy.shape[3]),
+                    np.int64(h * w),
+                ),
+            )
         return dx
 
     @staticmethod

@@ -89,8 +89,7 @@ ARCHS = ("sm_80", "sm_90")  # A100, H100/H200
 def nvcc_command(name: str, arch: str, source, nvcc: str = "nvcc", output: str = "/dev/null") -> list[str]:
     """The nvcc command line that builds ``source`` (the path of ``<name>.cu``) to a cubin for ``arch``
     and prints ptxas's per-kernel report (registers, shared memory, stack, spills)."""
-    return [nvcc, *compile_options(name), f"-arch={arch}", "-cubin", "--resource-usage", "-o", output,
-            str(source)]
+    return [nvcc, *compile_options(name), f"-arch={arch}", "-cubin", "--resource-usage", "-o", output, str(source)]
 
 
 _RE_ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(\w+)'")
@@ -112,8 +111,7 @@ def parse_resource_usage(report: str) -> dict[str, dict[str, int]]:
             entries.add(m.group(1))
         elif m := _RE_PROPS.search(line):
             current = m.group(1)
-            stats.setdefault(current, {"registers": 0, "smem": 0, "stack": 0, "spill_stores": 0,
-                                       "spill_loads": 0})
+            stats.setdefault(current, {"registers": 0, "smem": 0, "stack": 0, "spill_stores": 0, "spill_loads": 0})
         elif current is not None and (m := _RE_FRAME.search(line)):
             d = stats[current]
             d["stack"], d["spill_stores"], d["spill_loads"] = (int(v) for v in m.groups())
@@ -227,5 +225,7 @@ def scalar(dtype, value):
 
 def label_error_message(label: int, n_classes: int, ignore_index: int) -> str:
     """The message for an out-of-range label flagged by a cross-entropy kernel."""
-    return (f"target label {label} is out of range for {n_classes} classes "
-            f"(valid: 0..{n_classes - 1}, or ignore_index={ignore_index})")
+    return (
+        f"target label {label} is out of range for {n_classes} classes "
+        f"(valid: 0..{n_classes - 1}, or ignore_index={ignore_index})"
+    )

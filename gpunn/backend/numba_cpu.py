@@ -38,6 +38,7 @@ def launch(kernel, *args):
     with _launch_lock:
         return kernel(*args)
 
+
 _BLOCK = 1 << 12  # elements per parallel task of the flat optimizer kernels (4 arrays of it stay in L2)
 
 
@@ -88,8 +89,26 @@ def sgd_step(param, grad, buf, lr, momentum, weight_decay, use_momentum, use_wd,
 
 
 @njit(parallel=True, cache=True)
-def adam_step(param, grad, m, v, vmax, step_size, beta1, one_beta1, beta2, one_beta2, bc2_sqrt, eps,
-              weight_decay, decay_factor, use_wd, decoupled, amsgrad, maximize):
+def adam_step(
+    param,
+    grad,
+    m,
+    v,
+    vmax,
+    step_size,
+    beta1,
+    one_beta1,
+    beta2,
+    one_beta2,
+    bc2_sqrt,
+    eps,
+    weight_decay,
+    decay_factor,
+    use_wd,
+    decoupled,
+    amsgrad,
+    maximize,
+):
     """reference.adam_step: g = (-)grad (+ wd p, or p *= 1 - lr wd for AdamW); m = b1 m + (1 - b1) g;
     v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v), used as v); p -= lr / (1 - b1^t) * m / (sqrt(v) /
     bc2 + eps). The moments and the update are separate loops (each vectorizes, their fusion does not)."""
@@ -212,6 +231,7 @@ def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
 
 def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
 
 # ----------------------------------------------------------------------------------------------
 # convolution: im2col, the layout pass (+ bias), col2im

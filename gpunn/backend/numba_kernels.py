@@ -173,8 +173,7 @@ def _device_args(args) -> tuple:
         return tuple(args)
     from numba import cuda
 
-    return tuple(cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a
-                 for a in args)
+    return tuple(cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a for a in args)
 
 
 def _launch(name: str, blocks: int, threads: int, args, arrays):
@@ -191,8 +190,9 @@ def _array_module(a):
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
-def dropout(x, p: float, seed: int, offset: int = 0, *, return_mask: bool = False, threads: int = 256,
-            max_blocks: int = 4096):
+def dropout(
+    x, p: float, seed: int, offset: int = 0, *, return_mask: bool = False, threads: int = 256, max_blocks: int = 4096
+):
     """y = x * keep / (1 - p), keep drawn from (seed, offset + i) with Philox (see the module docstring).
     x: any C-contiguous float array; y has its shape. The backward pass is the same call on dy with the
     same (p, seed, offset). Returns y, or (y, mask uint8) with ``return_mask``.
@@ -214,8 +214,17 @@ def dropout(x, p: float, seed: int, offset: int = 0, *, return_mask: bool = Fals
         groups = (offset + n - 1) // 4 - offset // 4 + 1
         blocks = max(1, min(-(-groups // threads), max_blocks))
         flat_x, flat_out, flat_mask = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
-        args = (flat_x, flat_out, flat_mask, np.uint64(n), np.uint64(offset),
-                np.uint64(int(seed) & (2**64 - 1)), np.uint64(threshold), scale, bool(return_mask))
+        args = (
+            flat_x,
+            flat_out,
+            flat_mask,
+            np.uint64(n),
+            np.uint64(offset),
+            np.uint64(int(seed) & (2**64 - 1)),
+            np.uint64(threshold),
+            scale,
+            bool(return_mask),
+        )
         _launch("dropout", blocks, threads, args, (x,))
     return (out, mask) if return_mask else out
 
@@ -224,8 +233,7 @@ def accuracy_count(logits, target, *, threads: int = 256):
     """Number of rows i where argmax(logits[i]) == target[i] (NumPy's argmax tie and NaN rules), as a
     one-element int64 array on the logits' device. logits (N, C) float, target (N,) int."""
     if logits.ndim != 2 or target.shape != (logits.shape[0],):
-        raise ValueError(f"accuracy_count expects logits (N, C) and target (N,), got {logits.shape} and "
-                         f"{target.shape}")
+        raise ValueError(f"accuracy_count expects logits (N, C) and target (N,), got {logits.shape} and {target.shape}")
     if logits.shape[1] == 0:
         raise ValueError("accuracy_count needs at least one class")
     count = _array_module(logits).zeros((1,), dtype=np.int64)

@@ -119,8 +119,11 @@ def numba_kernels(work: int | None = None):
 def _numba_failed(exc: BaseException) -> None:
     global _numba_module
     _numba_module = False
-    warnings.warn(f"gpunn: the Numba CPU kernels are unavailable ({type(exc).__name__}: {exc}); the NumPy "
-                  "path runs instead", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"gpunn: the Numba CPU kernels are unavailable ({type(exc).__name__}: {exc}); the NumPy path runs instead",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 _FAILED = object()
@@ -163,17 +166,51 @@ class NumpyBackend(Backend):
         return buf[:n]
 
     # -- optimizer steps: the reference's formulas, in place, block by block ------------------------
-    def sgd_step(self, param, grad, momentum_buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False, first_step=False):
+    def sgd_step(
+        self,
+        param,
+        grad,
+        momentum_buf,
+        *,
+        lr,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        maximize=False,
+        first_step=False,
+    ):
         if dampening != 0 or nesterov or not _flat_contiguous(param, grad, momentum_buf):
-            return reference.sgd_step(np, param, grad, momentum_buf, lr=lr, momentum=momentum,
-                                      dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize, first_step=first_step)
+            return reference.sgd_step(
+                np,
+                param,
+                grad,
+                momentum_buf,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+                first_step=first_step,
+            )
         dt = param.dtype.type
         wd, mu, step = dt(weight_decay), dt(momentum), dt(lr)
         buf = param if momentum_buf is None else momentum_buf  # (unused without momentum)
-        if _FAILED is not _run_kernel("sgd_step", param, grad, buf, step, mu, wd, momentum != 0, weight_decay != 0,
-                                      bool(maximize), bool(first_step), work=param.size):
+        if _FAILED is not _run_kernel(
+            "sgd_step",
+            param,
+            grad,
+            buf,
+            step,
+            mu,
+            wd,
+            momentum != 0,
+            weight_decay != 0,
+            bool(maximize),
+            bool(first_step),
+            work=param.size,
+        ):
             return
 
         def run(start, stop):
@@ -203,24 +240,71 @@ class NumpyBackend(Backend):
 
         parallel_for(run, param.size, param.size)
 
-    def adam_step(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr, beta1=0.9,
-                  beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-                  maximize=False):
+    def adam_step(
+        self,
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq=None,
+        *,
+        step,
+        lr,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        decoupled_weight_decay=False,
+        amsgrad=False,
+        maximize=False,
+    ):
         arrays = (param, grad, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
         if not _flat_contiguous(*arrays):
-            return reference.adam_step(np, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr,
-                                       beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                       decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
-                                       maximize=maximize)
+            return reference.adam_step(
+                np,
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+                step=step,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay,
+                amsgrad=amsgrad,
+                maximize=maximize,
+            )
         dt = param.dtype.type
         bias_correction1 = 1 - beta1**step
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
         b1, one_b1, b2, one_b2 = dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2)
         bc2, eps_, step_size = dt(bias_correction2_sqrt), dt(eps), dt(lr / bias_correction1)
         vmax = max_exp_avg_sq if amsgrad else exp_avg_sq  # (unused without amsgrad)
-        if _FAILED is not _run_kernel("adam_step", param, grad, exp_avg, exp_avg_sq, vmax, step_size, b1, one_b1, b2,
-                                      one_b2, bc2, eps_, dt(weight_decay), dt(1 - lr * weight_decay), weight_decay != 0,
-                                      bool(decoupled_weight_decay), bool(amsgrad), bool(maximize), work=param.size):
+        if _FAILED is not _run_kernel(
+            "adam_step",
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            vmax,
+            step_size,
+            b1,
+            one_b1,
+            b2,
+            one_b2,
+            bc2,
+            eps_,
+            dt(weight_decay),
+            dt(1 - lr * weight_decay),
+            weight_decay != 0,
+            bool(decoupled_weight_decay),
+            bool(amsgrad),
+            bool(maximize),
+            work=param.size,
+        ):
             return
 
         def run(start, stop):
@@ -258,13 +342,19 @@ class NumpyBackend(Backend):
         parallel_for(run, param.size, param.size)
 
     # -- fused softmax cross-entropy: the common case, block by block -------------------------------------
-    def softmax_cross_entropy(self, logits, target, weight=None, reduction="mean", ignore_index=-100,
-                              label_smoothing=0.0):
+    def softmax_cross_entropy(
+        self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
+    ):
         n = logits.shape[0] if logits.ndim == 2 else 0
-        if (weight is not None or label_smoothing != 0 or reduction not in ("mean", "sum") or n == 0
-                or logits.dtype.kind != "f" or bool((target == ignore_index).any())):
-            return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index,
-                                                   label_smoothing)
+        if (
+            weight is not None
+            or label_smoothing != 0
+            or reduction not in ("mean", "sum")
+            or n == 0
+            or logits.dtype.kind != "f"
+            or bool((target == ignore_index).any())
+        ):
+            return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index, label_smoothing)
         dt = logits.dtype
         c = logits.shape[1]
         reference.check_labels(np, target, c, ignore_index)
@@ -274,13 +364,21 @@ class NumpyBackend(Backend):
             # one pass per row (its own vectorized exp, float32 sums): within a few float32 ulps of the
             # reference, not bit for bit (see numba_cpu); rows with a NaN or inf take the reference path
             z = np.ascontiguousarray(logits)
-            bad = _run_kernel("softmax_cross_entropy_rows", z, np.ascontiguousarray(target), grad, nll,
-                              self._scratch(z.size, np.float32, 2).reshape(z.shape),
-                              np.float32(1.0 / n if reduction == "mean" else 1.0), work=z.size)
+            bad = _run_kernel(
+                "softmax_cross_entropy_rows",
+                z,
+                np.ascontiguousarray(target),
+                grad,
+                nll,
+                self._scratch(z.size, np.float32, 2).reshape(z.shape),
+                np.float32(1.0 / n if reduction == "mean" else 1.0),
+                work=z.size,
+            )
             if bad is not _FAILED:
                 if bad:
-                    return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index,
-                                                           label_smoothing)
+                    return reference.softmax_cross_entropy(
+                        np, logits, target, weight, reduction, ignore_index, label_smoothing
+                    )
                 total = nll.sum(dtype=np.float64)
                 return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
         block = max(1, _CHUNK // max(c, 1))  # rows per block
@@ -305,10 +403,10 @@ class NumpyBackend(Backend):
         total = nll.sum(dtype=np.float64)
         return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
 
-
     # -- conv2d: Numba im2col, one BLAS GEMM, the layout pass with the bias; col2im gathered per cell ---------
-    def conv2d_forward(self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01,
-                       need_grad=True):
+    def conv2d_forward(
+        self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True
+    ):
         if not _kernel_dtype(x, weight, bias) or numba_kernels() is None:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
         x = np.ascontiguousarray(x)
@@ -324,12 +422,19 @@ class NumpyBackend(Backend):
         out_cm = (W2 @ cols2).reshape(oc, n, oh * ow)
         y = np.empty((n, oc, oh, ow), dtype=x.dtype)
         has_bias = bias is not None
-        _run_kernel("swap01", out_cm, y.reshape(n, oc, oh * ow),
-                    np.ascontiguousarray(bias) if has_bias else np.zeros(1, x.dtype), has_bias, act == "relu")
+        _run_kernel(
+            "swap01",
+            out_cm,
+            y.reshape(n, oc, oh * ow),
+            np.ascontiguousarray(bias) if has_bias else np.zeros(1, x.dtype),
+            has_bias,
+            act == "relu",
+        )
         if act != "relu":
             y = reference.activation_forward(np, y, act, negative_slope)
-        return y, (("numba", x.shape, (kh, kw), W2, cols2, y, stride, padding, act, negative_slope)
-                   if need_grad else None)
+        return y, (
+            ("numba", x.shape, (kh, kw), W2, cols2, y, stride, padding, act, negative_slope) if need_grad else None
+        )
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         if saved[0] != "numba":

@@ -84,8 +84,16 @@ def linear_act(xp, x, W, b, act: str = "none", negative_slope: float = 0.01):
 
 
 def linear_act_backward(
-    xp, dy, x, W, y, act: str = "none", negative_slope: float = 0.01,
-    need_dx: bool = True, need_dW: bool = True, need_db: bool = True,
+    xp,
+    dy,
+    x,
+    W,
+    y,
+    act: str = "none",
+    negative_slope: float = 0.01,
+    need_dx: bool = True,
+    need_dW: bool = True,
+    need_db: bool = True,
 ):
     """Gradients of y = act(x @ W.T + b).  dy, y: (N, M)  ->  dx (N, K), dW (M, K), db (M,)."""
     dz = activation_backward(xp, dy, y, act, negative_slope)  # (N, M)
@@ -102,12 +110,19 @@ def check_labels(xp, target, num_classes: int, ignore_index: int) -> None:
     """Raise ValueError naming the first label outside [0, num_classes) that is not ignore_index."""
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
-        raise ValueError(f"target label {int(target[bad][0])} is out of range for {num_classes} classes "
-                         f"(labels must be in [0, {num_classes - 1}] or equal ignore_index={ignore_index})")
+        raise ValueError(
+            f"target label {int(target[bad][0])} is out of range for {num_classes} classes "
+            f"(labels must be in [0, {num_classes - 1}] or equal ignore_index={ignore_index})"
+        )
 
 
 def softmax_cross_entropy(
-    xp, logits, target, weight=None, reduction: str = "mean", ignore_index: int = -100,
+    xp,
+    logits,
+    target,
+    weight=None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
     label_smoothing: float = 0.0,
 ):
     """PyTorch's ``cross_entropy`` on class indices, returning the loss and its gradient.
@@ -163,8 +178,18 @@ def softmax_cross_entropy(
 # optimizer steps over flat 1-D buffers, in place
 # ----------------------------------------------------------------------------------------------
 def sgd_step(
-    xp, param, grad, momentum_buf, *, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-    weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False, first_step: bool = False,
+    xp,
+    param,
+    grad,
+    momentum_buf,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    first_step: bool = False,
 ):
     """PyTorch SGD on one flat buffer.  param, grad, momentum_buf: (P,) same dtype; momentum_buf may be
     None when momentum == 0.
@@ -189,9 +214,22 @@ def sgd_step(
 
 
 def adam_step(
-    xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step: int, lr: float,
-    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False, amsgrad: bool = False, maximize: bool = False,
+    xp,
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq=None,
+    *,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    amsgrad: bool = False,
+    maximize: bool = False,
 ):
     """PyTorch Adam (decoupled_weight_decay=False) or AdamW (True) on one flat buffer, in place.
     ``step`` is the step number after incrementing (1 on the first call).
@@ -241,8 +279,17 @@ def tap_span(k: int, stride: int, pad: int, size: int, out: int) -> tuple[slice,
     return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1 if hi > lo else start, stride)
 
 
-def conv2d_forward(xp, x, weight, bias, stride=(1, 1), padding=(0, 0), act: str = "none",
-                   negative_slope: float = 0.01, need_grad: bool = True):
+def conv2d_forward(
+    xp,
+    x,
+    weight,
+    bias,
+    stride=(1, 1),
+    padding=(0, 0),
+    act: str = "none",
+    negative_slope: float = 0.01,
+    need_grad: bool = True,
+):
     """y = act(conv2d(x, weight) + bias).  x (N, C, H, W), weight (OC, C, KH, KW), bias (OC,) or None
     -> (y (N, OC, OH, OW), saved), OH = (H + 2 ph - KH) // sh + 1.
 
@@ -358,8 +405,9 @@ def pad_hw(xp, x, ph: int, pw: int, value=0.0):
     return out
 
 
-def pool2d_forward(xp, x, mode: str, kernel_size, stride, padding, count_include_pad: bool = True,
-                   need_grad: bool = True):
+def pool2d_forward(
+    xp, x, mode: str, kernel_size, stride, padding, count_include_pad: bool = True, need_grad: bool = True
+):
     """Max or mean over each window.  x (N, C, H, W) -> (y (N, C, OH, OW), saved).
 
     max: a running maximum over the KH*KW taps (NaN propagates); with ``need_grad``, ``arg`` records the
@@ -424,6 +472,8 @@ def pool2d_backward(xp, dy, saved):
         else:
             window_cells += part
     return dxpad[:, :, ph : ph + h, pw : pw + w]
+
+
 def _decayed_grad(param, grad, weight_decay: float, maximize: bool):
     """g = (-grad if maximize else grad) + weight_decay * param: the start of every update below."""
     g = -grad if maximize else grad
@@ -433,13 +483,22 @@ def _decayed_grad(param, grad, weight_decay: float, maximize: bool):
 
 
 def adagrad_step(
-    xp, param, grad, state_sum, *, step: int, lr: float = 1e-2, lr_decay: float = 0.0,
-    weight_decay: float = 0.0, eps: float = 1e-10, maximize: bool = False,
+    xp,
+    param,
+    grad,
+    state_sum,
+    *,
+    step: int,
+    lr: float = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    maximize: bool = False,
 ):
     """PyTorch Adagrad on one flat buffer, in place; ``step`` counts this update (1 on the first call).
 
-        g = ±grad + wd * param;   clr = lr / (1 + (step - 1) * lr_decay)
-        sum += g * g;   param -= clr * g / (sqrt(sum) + eps)
+    g = ±grad + wd * param;   clr = lr / (1 + (step - 1) * lr_decay)
+    sum += g * g;   param -= clr * g / (sqrt(sum) + eps)
     """
     dt = param.dtype.type
     g = _decayed_grad(param, grad, weight_decay, maximize)
@@ -450,15 +509,24 @@ def adagrad_step(
 
 
 def adadelta_step(
-    xp, param, grad, square_avg, acc_delta, *, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-    weight_decay: float = 0.0, maximize: bool = False,
+    xp,
+    param,
+    grad,
+    square_avg,
+    acc_delta,
+    *,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
 ):
     """PyTorch Adadelta on one flat buffer, in place.
 
-        g = ±grad + wd * param
-        square_avg = rho * square_avg + (1 - rho) * g^2
-        delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
-        acc_delta = rho * acc_delta + (1 - rho) * delta^2;   param -= lr * delta
+    g = ±grad + wd * param
+    square_avg = rho * square_avg + (1 - rho) * g^2
+    delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+    acc_delta = rho * acc_delta + (1 - rho) * delta^2;   param -= lr * delta
     """
     dt = param.dtype.type
     g = _decayed_grad(param, grad, weight_decay, maximize)
@@ -472,8 +540,19 @@ def adadelta_step(
 
 
 def rmsprop_step(
-    xp, param, grad, square_avg, momentum_buf=None, grad_avg=None, *, lr: float = 1e-2, alpha: float = 0.99,
-    eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+    xp,
+    param,
+    grad,
+    square_avg,
+    momentum_buf=None,
+    grad_avg=None,
+    *,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
     maximize: bool = False,
 ):
     """PyTorch RMSprop on one flat buffer, in place (momentum_buf used when momentum > 0, grad_avg when

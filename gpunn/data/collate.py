@@ -36,11 +36,14 @@ def _stack_tensors(batch) -> Tensor:
         if not isinstance(t, Tensor):
             raise TypeError(f"default_collate: a batch mixes Tensors with {type(t).__name__}")
         if t._backend is not first._backend:
-            raise RuntimeError("default_collate: the samples' Tensors are on different devices "
-                               f"({first.device} and {t.device})")
+            raise RuntimeError(
+                f"default_collate: the samples' Tensors are on different devices ({first.device} and {t.device})"
+            )
         if tuple(t.shape) != tuple(first.shape):
-            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(first.shape)} at entry 0 "
-                               f"and {list(t.shape)} at entry {batch.index(t)}")
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {list(first.shape)} at entry 0 "
+                f"and {list(t.shape)} at entry {batch.index(t)}"
+            )
     xp = first._backend.xp
     dtypes = {t._data.dtype for t in batch}
     data = xp.stack([t._data for t in batch])
@@ -69,8 +72,10 @@ def default_collate(batch):
             _check_numeric(a)
         if any(a.shape != elem.shape for a in arrays):
             shapes = [list(a.shape) for a in arrays]
-            raise RuntimeError(f"stack expects each tensor to be equal size, but got {shapes[0]} at entry 0 and "
-                               f"{next(s for s in shapes if s != shapes[0])} at a later entry")
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {shapes[0]} at entry 0 and "
+                f"{next(s for s in shapes if s != shapes[0])} at a later entry"
+            )
         return _wrap_host(np.stack(arrays))
     if isinstance(elem, np.generic):
         a = np.array(batch)

@@ -62,9 +62,11 @@ def _numeric(a, what: str, index: int):
         missing = [i for i, v in enumerate(a.flat) if v is None]
         if missing:
             where = np.unravel_index(missing[0], a.shape) if a.ndim else ()
-            raise ValueError(f"{what}: array {index} holds None at index {tuple(int(i) for i in where)} "
-                             f"({len(missing)} missing value{'s' if len(missing) > 1 else ''}); fill or drop them "
-                             "first (None would silently become NaN)")
+            raise ValueError(
+                f"{what}: array {index} holds None at index {tuple(int(i) for i in where)} "
+                f"({len(missing)} missing value{'s' if len(missing) > 1 else ''}); fill or drop them "
+                "first (None would silently become NaN)"
+            )
         try:
             a = np.array(a.tolist())
         except (ValueError, TypeError) as exc:
@@ -85,8 +87,7 @@ def _check_lengths(arrays, what: str) -> int:
     lengths = [_length(a) for a in arrays]
     if len(set(lengths)) > 1:
         if len(lengths) == 2:
-            raise ValueError(f"{what}: X and y have different lengths: len(X)={lengths[0]}, "
-                             f"len(y)={lengths[1]}")
+            raise ValueError(f"{what}: X and y have different lengths: len(X)={lengths[0]}, len(y)={lengths[1]}")
         raise ValueError(f"{what}: arrays have different lengths {lengths}")
     return lengths[0]
 
@@ -99,8 +100,9 @@ class TensorDataset(Dataset):
             raise ValueError("TensorDataset needs at least one array")
         for t in tensors:
             if isinstance(t, (list, tuple)):
-                raise TypeError("TensorDataset(*tensors): pass the arrays as separate arguments, "
-                                "TensorDataset(X, y), not one tuple")
+                raise TypeError(
+                    "TensorDataset(*tensors): pass the arrays as separate arguments, TensorDataset(X, y), not one tuple"
+                )
         self.tensors = tuple(_host_or_device(t, "TensorDataset", i) for i, t in enumerate(tensors))
         _check_lengths(self.tensors, "TensorDataset")
 
@@ -201,8 +203,9 @@ def _split_lengths(lengths, n: int) -> list[int]:
         return counts
     for v in lengths:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-            raise ValueError(f"random_split: lengths must be non-negative ints or fractions summing to 1, got "
-                             f"{lengths}")
+            raise ValueError(
+                f"random_split: lengths must be non-negative ints or fractions summing to 1, got {lengths}"
+            )
     if sum(lengths) != n:
         raise ValueError("Sum of input lengths does not equal the length of the input dataset!")
     return [int(v) for v in lengths]
@@ -218,6 +221,6 @@ def random_split(dataset, lengths, generator=None) -> list[Subset]:
     order = permutation(n, generator).tolist()
     parts, start = [], 0
     for c in counts:
-        parts.append(Subset(dataset, order[start:start + c]))
+        parts.append(Subset(dataset, order[start : start + c]))
         start += c
     return parts

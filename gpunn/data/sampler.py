@@ -26,8 +26,16 @@ import numpy as np
 
 from gpunn.data.dataset import TensorDataset, _check_lengths
 
-__all__ = ["Generator", "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-           "WeightedRandomSampler", "BatchSampler", "DistributedSampler"]
+__all__ = [
+    "Generator",
+    "Sampler",
+    "SequentialSampler",
+    "RandomSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+    "BatchSampler",
+    "DistributedSampler",
+]
 
 
 class Generator:
@@ -119,8 +127,7 @@ class RandomSampler(Sampler):
     """A random order of the data set each epoch; with ``replacement`` (or ``num_samples``), ``num_samples``
     independent uniform draws instead (``num_samples`` without replacement repeats whole permutations)."""
 
-    def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None,
-                 generator=None) -> None:
+    def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None, generator=None) -> None:
         if not isinstance(replacement, bool):
             raise TypeError(f"replacement should be a boolean value, but got replacement={replacement}")
         self.data_source = data_source
@@ -172,15 +179,18 @@ class WeightedRandomSampler(Sampler):
         num_samples = _positive_int(num_samples, "num_samples")
         if not isinstance(replacement, bool):
             raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
-        w = np.asarray(weights._backend.to_numpy(weights._data) if hasattr(weights, "_backend") else weights,
-                       dtype=np.float64)
+        w = np.asarray(
+            weights._backend.to_numpy(weights._data) if hasattr(weights, "_backend") else weights, dtype=np.float64
+        )
         if w.ndim != 1:
             raise ValueError(f"weights should be a 1d sequence but given weights have shape {tuple(w.shape)}")
         if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError("WeightedRandomSampler: weights must be finite, non-negative and not all zero")
         if not replacement and num_samples > np.count_nonzero(w):
-            raise RuntimeError(f"WeightedRandomSampler: cannot draw {num_samples} samples without replacement from "
-                               f"{np.count_nonzero(w)} non-zero weights")
+            raise RuntimeError(
+                f"WeightedRandomSampler: cannot draw {num_samples} samples without replacement from "
+                f"{np.count_nonzero(w)} non-zero weights"
+            )
         self.weights = w
         self.num_samples = num_samples
         self.replacement = replacement
@@ -262,8 +272,15 @@ class DistributedSampler(Sampler):
     >>> loader = DataLoader((X, y), batch_size=32, sampler=sampler)
     """
 
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
         if num_replicas is None or rank is None:
             from gpunn import distributed as dist  # the process group, when one is needed
 
@@ -318,5 +335,7 @@ class DistributedSampler(Sampler):
         return self.num_samples
 
     def __repr__(self) -> str:
-        return (f"DistributedSampler({self.dataset_length} samples, rank {self.rank} of {self.num_replicas}, "
-                f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})")
+        return (
+            f"DistributedSampler({self.dataset_length} samples, rank {self.rank} of {self.num_replicas}, "
+            f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})"
+        )

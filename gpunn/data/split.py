@@ -197,8 +197,7 @@ def train_val_test_split(X, y=None, val_size=0.1, test_size=0.2, seed=0, stratif
     n_val = _part_size(val_size, n, "val_size")
     n_test = _part_size(test_size, n, "test_size")
     if n - n_val - n_test < 1:
-        raise ValueError(f"val_size={val_size} and test_size={test_size} leave no training samples out "
-                         f"of {n}")
+        raise ValueError(f"val_size={val_size} and test_size={test_size} leave no training samples out of {n}")
     idx = _split_indices(y, n, [n - n_val - n_test, n_val, n_test], seed, stratify)
     out = [_take(X, i) for i in idx]
     if y is not None:
@@ -224,8 +223,7 @@ class KFold:
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         if not shuffle and seed is not None:
-            raise ValueError("setting a seed has no effect when shuffle=False; leave seed=None or set "
-                             "shuffle=True")
+            raise ValueError("setting a seed has no effect when shuffle=False; leave seed=None or set shuffle=True")
         self.n_splits = int(n_splits)
         self.shuffle = shuffle
         self.seed = seed
@@ -239,8 +237,7 @@ class KFold:
     def _check_n(self, X, y) -> int:
         n = _check_xy(X, y)
         if self.n_splits > n:
-            raise ValueError(f"cannot have n_splits={self.n_splits} greater than the number of samples "
-                             f"n_samples={n}")
+            raise ValueError(f"cannot have n_splits={self.n_splits} greater than the number of samples n_samples={n}")
         return n
 
     def _test_folds(self, n: int, y) -> np.ndarray:
@@ -284,15 +281,22 @@ class StratifiedKFold(KFold):
         n_classes = len(first_idx)
         counts = np.bincount(y_encoded, minlength=n_classes)
         if np.all(self.n_splits > counts):
-            raise ValueError(f"n_splits={self.n_splits} cannot be greater than the number of members in "
-                             f"each class (largest class has {counts.max()})")
+            raise ValueError(
+                f"n_splits={self.n_splits} cannot be greater than the number of members in "
+                f"each class (largest class has {counts.max()})"
+            )
         if self.n_splits > counts.min():
-            warnings.warn(f"the least populated class in y has only {counts.min()} members, which is less "
-                          f"than n_splits={self.n_splits}", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"the least populated class in y has only {counts.min()} members, which is less "
+                f"than n_splits={self.n_splits}",
+                UserWarning,
+                stacklevel=3,
+            )
         # round-robin over the sorted labels: how many of each class go to each fold
         y_sorted = np.sort(y_encoded)
-        allocation = np.stack([np.bincount(y_sorted[k:: self.n_splits], minlength=n_classes)
-                               for k in range(self.n_splits)])
+        allocation = np.stack(
+            [np.bincount(y_sorted[k :: self.n_splits], minlength=n_classes) for k in range(self.n_splits)]
+        )
         rng = np.random.default_rng(self.seed) if self.shuffle else None
         folds = np.empty(n, dtype=np.int64)
         for c in range(n_classes):

@@ -24,8 +24,16 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Transform", "Compose", "Normalize", "RandomShift", "RandomCrop", "RandomHorizontalFlip",
-           "GaussianNoise", "shift"]
+__all__ = [
+    "Transform",
+    "Compose",
+    "Normalize",
+    "RandomShift",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "GaussianNoise",
+    "shift",
+]
 
 
 def _backend_of(x):
@@ -45,8 +53,11 @@ def _backend_of(x):
 def _pair(v, name: str) -> tuple[int, int]:
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         v = (v, v)
-    if (not isinstance(v, (tuple, list)) or len(v) != 2
-            or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in v)):
+    if (
+        not isinstance(v, (tuple, list))
+        or len(v) != 2
+        or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in v)
+    ):
         raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
     return int(v[0]), int(v[1])
 
@@ -61,7 +72,7 @@ def _as_images(x, image_shape):
         raise ValueError(f"expected an image batch (N, C, H, W), (N, H, W) or (N, D), got shape {x.shape}")
     n, d = x.shape
     if image_shape is None:
-        side = int(round(d ** 0.5))
+        side = int(round(d**0.5))
         if side * side != d:
             raise ValueError(f"flattened batch of {d} features is not a square image; pass image_shape")
         shape = (1, side, side)
@@ -81,8 +92,12 @@ def _windows(xp, imgs, top, left, h: int, w: int, pad: int):
     n, c = imgs.shape[:2]
     rows = top[:, None] + xp.arange(h)  # (N, h)
     cols = left[:, None] + xp.arange(w)  # (N, w)
-    return imgs[xp.arange(n)[:, None, None, None], xp.arange(c)[None, :, None, None],
-                rows[:, None, :, None], cols[:, None, None, :]]
+    return imgs[
+        xp.arange(n)[:, None, None, None],
+        xp.arange(c)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
 
 
 def _shift_images(xp, imgs, dy, dx, k: int):
@@ -194,8 +209,10 @@ class Normalize(Transform):
         # turn every value into inf or NaN
         usable = np.isfinite(self.std) & np.isfinite(std32) & (std32 >= np.finfo(np.float32).tiny)
         if not np.all(usable):
-            raise ValueError(f"Normalize: std must be finite, positive and at least float32's smallest normal "
-                             f"number ({np.finfo(np.float32).tiny:.3g}), got {self.std.tolist()}")
+            raise ValueError(
+                f"Normalize: std must be finite, positive and at least float32's smallest normal "
+                f"number ({np.finfo(np.float32).tiny:.3g}), got {self.std.tolist()}"
+            )
         self.image_shape = image_shape
 
     def _stat(self, xp, v, x):
@@ -207,12 +224,19 @@ class Normalize(Transform):
             return v.reshape((1, k) + (1,) * (x.ndim - 2))
         if x.ndim == 2 and x.shape[1] == k:
             return v.reshape(1, k)
-        if x.ndim == 2 and self.image_shape is not None and len(self.image_shape) == 3 \
-                and self.image_shape[0] == k and x.shape[1] == int(np.prod(self.image_shape)):
+        if (
+            x.ndim == 2
+            and self.image_shape is not None
+            and len(self.image_shape) == 3
+            and self.image_shape[0] == k
+            and x.shape[1] == int(np.prod(self.image_shape))
+        ):
             per_pixel = int(np.prod(self.image_shape[1:]))
             return xp.repeat(v, per_pixel).reshape(1, -1)
-        raise ValueError(f"Normalize: {k} statistics do not match a batch of shape {x.shape} "
-                         "(per-channel needs axis 1 of that size, or image_shape for flattened images)")
+        raise ValueError(
+            f"Normalize: {k} statistics do not match a batch of shape {x.shape} "
+            "(per-channel needs axis 1 of that size, or image_shape for flattened images)"
+        )
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
@@ -267,8 +291,7 @@ class RandomCrop(Transform):
         h, w = self.size
         p = self.padding
         if h > H + 2 * p or w > W + 2 * p:
-            raise ValueError(f"RandomCrop: crop {h}x{w} is larger than the padded image "
-                             f"{H + 2 * p}x{W + 2 * p}")
+            raise ValueError(f"RandomCrop: crop {h}x{w} is larger than the padded image {H + 2 * p}x{W + 2 * p}")
         top = backend.randint(0, H + 2 * p - h + 1, (n,))
         left = backend.randint(0, W + 2 * p - w + 1, (n,))
         return restore(_windows(backend.xp, imgs, top, left, h, w, p))

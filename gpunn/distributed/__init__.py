@@ -28,10 +28,28 @@ from datetime import timedelta
 
 from gpunn.distributed._groups import CollectiveError, LocalGroup, ProcessGroup, ReduceOp, launcher_env
 
-__all__ = ["init_process_group", "destroy_process_group", "is_initialized", "is_available", "is_mpi_available",
-           "is_nccl_available", "get_rank", "get_world_size", "get_node_local_rank", "get_backend", "barrier",
-           "all_reduce", "broadcast", "all_gather", "all_gather_object", "broadcast_object_list", "ReduceOp",
-           "DistributedDataParallel", "DistributedSampler", "CollectiveError"]
+__all__ = [
+    "init_process_group",
+    "destroy_process_group",
+    "is_initialized",
+    "is_available",
+    "is_mpi_available",
+    "is_nccl_available",
+    "get_rank",
+    "get_world_size",
+    "get_node_local_rank",
+    "get_backend",
+    "barrier",
+    "all_reduce",
+    "broadcast",
+    "all_gather",
+    "all_gather_object",
+    "broadcast_object_list",
+    "ReduceOp",
+    "DistributedDataParallel",
+    "DistributedSampler",
+    "CollectiveError",
+]
 
 _group: ProcessGroup | None = None
 _BACKENDS = ("auto", "mpi", "nccl", "gloo")
@@ -63,8 +81,14 @@ def _default_timeout(timeout) -> float:
     return float(timeout)
 
 
-def init_process_group(backend: str | None = "auto", init_method: str | None = None, timeout=None,
-                       world_size: int = -1, rank: int = -1, **unsupported) -> None:
+def init_process_group(
+    backend: str | None = "auto",
+    init_method: str | None = None,
+    timeout=None,
+    world_size: int = -1,
+    rank: int = -1,
+    **unsupported,
+) -> None:
     """Join the processes the launcher started (``mpiexec -n N``); without a launcher, a world of one.
 
     ``backend``: ``"mpi"`` (CPU arrays; ``"gloo"`` is taken as this), ``"nccl"`` (GPU arrays through
@@ -76,25 +100,32 @@ def init_process_group(backend: str | None = "auto", init_method: str | None = N
     global _group
     if _group is not None:
         raise RuntimeError("trying to initialize the default process group twice!")
-    bad = sorted(k for k, v in unsupported.items() if v is not None and k not in ("group_name", "pg_options",
-                                                                                  "device_id"))
+    bad = sorted(
+        k for k, v in unsupported.items() if v is not None and k not in ("group_name", "pg_options", "device_id")
+    )
     if bad or (init_method not in (None, "env://")) or unsupported.get("store") is not None:
         what = ", ".join(bad) or f"init_method={init_method!r}"
-        raise ValueError(f"init_process_group: {what} is not supported: gpunn.distributed takes rank and world size "
-                         "from the MPI launcher; start the script with mpiexec -n N")
+        raise ValueError(
+            f"init_process_group: {what} is not supported: gpunn.distributed takes rank and world size "
+            "from the MPI launcher; start the script with mpiexec -n N"
+        )
     name = "auto" if backend is None else str(backend).lower()
     if name not in _BACKENDS:
         raise ValueError(f"init_process_group: unknown backend {backend!r}; choose from 'mpi', 'nccl', 'auto'")
     timeout = _default_timeout(timeout)
     env = launcher_env()
     if env is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError("init_process_group: WORLD_SIZE > 1 but no MPI launcher environment: gpunn.distributed "
-                           "runs over MPI, so start the ranks with mpiexec -n N (not torchrun)")
+        raise RuntimeError(
+            "init_process_group: WORLD_SIZE > 1 but no MPI launcher environment: gpunn.distributed "
+            "runs over MPI, so start the ranks with mpiexec -n N (not torchrun)"
+        )
     for arg, key in ((world_size, "size"), (rank, "rank")):
         if arg is not None and arg >= 0 and arg != (env[key] if env else (1 if key == "size" else 0)):
             have = env[key] if env else (1 if key == "size" else 0)
-            raise ValueError(f"init_process_group: {'world_size' if key == 'size' else 'rank'}={arg} but the "
-                             f"launcher started this process as {key} {have}")
+            raise ValueError(
+                f"init_process_group: {'world_size' if key == 'size' else 'rank'}={arg} but the "
+                f"launcher started this process as {key} {have}"
+            )
     if name == "auto":
         from gpunn.backend import get_backend
 
@@ -126,8 +157,7 @@ def _default(group=None) -> ProcessGroup:
     if group is not None and group is not _group:
         raise ValueError("gpunn.distributed has one process group (the default, WORLD); pass group=None")
     if _group is None:
-        raise ValueError("Default process group has not been initialized, please make sure to call "
-                         "init_process_group.")
+        raise ValueError("Default process group has not been initialized, please make sure to call init_process_group.")
     return _group
 
 
@@ -203,8 +233,10 @@ def all_gather(tensor_list: list, tensor, group=None, async_op: bool = False):
     for r, t in enumerate(tensor_list):
         out = _data(t, "all_gather")
         if tuple(out.shape) != tuple(data.shape) or out.dtype != data.dtype:
-            raise ValueError(f"all_gather: tensor_list[{r}] has shape {tuple(out.shape)} and dtype {out.dtype}, "
-                             f"the input has {tuple(data.shape)} and {data.dtype}")
+            raise ValueError(
+                f"all_gather: tensor_list[{r}] has shape {tuple(out.shape)} and dtype {out.dtype}, "
+                f"the input has {tuple(data.shape)} and {data.dtype}"
+            )
     shapes = g.all_gather_object((tuple(data.shape), str(data.dtype)))
     if len(set(shapes)) > 1:
         raise CollectiveError(f"all_gather: the ranks passed different tensors (shape, dtype by rank: {shapes})")

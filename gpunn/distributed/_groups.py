@@ -54,17 +54,19 @@ def launcher_env() -> dict | None:
     MPICH/Intel MPI (hydra) set PMI_RANK/PMI_SIZE and MPI_LOCALRANKID; Open MPI sets OMPI_COMM_WORLD_*."""
     env = os.environ
     for rank_key, size_key, local_key, local_size_key in (
-            ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-             "OMPI_COMM_WORLD_LOCAL_SIZE"),
-            ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS")):
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    ):
         if rank_key in env and size_key in env:
             try:
                 rank, size = int(env[rank_key]), int(env[size_key])
                 local = int(env.get(local_key, rank))
                 local_size = int(env.get(local_size_key, size))
             except ValueError:
-                raise RuntimeError(f"the launcher's environment is malformed: {rank_key}={env[rank_key]!r}, "
-                                   f"{size_key}={env[size_key]!r}") from None
+                raise RuntimeError(
+                    f"the launcher's environment is malformed: {rank_key}={env[rank_key]!r}, "
+                    f"{size_key}={env[size_key]!r}"
+                ) from None
             return {"rank": rank, "size": size, "local_rank": local, "local_size": local_size}
     return None
 
@@ -129,8 +131,10 @@ def import_mpi():
     try:
         from mpi4py import MPI
     except ImportError as exc:
-        raise RuntimeError("gpunn.distributed needs mpi4py for more than one process: pip install 'gpunn[mpi]' "
-                           f"(brings mpi4py and the mpich wheel, whose mpiexec launches the ranks) ({exc})") from None
+        raise RuntimeError(
+            "gpunn.distributed needs mpi4py for more than one process: pip install 'gpunn[mpi]' "
+            f"(brings mpi4py and the mpich wheel, whose mpiexec launches the ranks) ({exc})"
+        ) from None
     return MPI
 
 
@@ -145,11 +149,18 @@ class MPIGroup(ProcessGroup):
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.local_rank = env["local_rank"] if env else 0
         if env and (env["rank"], env["size"]) != (self.rank, self.size):
-            raise RuntimeError(f"MPI reports rank {self.rank} of {self.size} but the launcher's environment says "
-                               f"rank {env['rank']} of {env['size']}: was mpi4py built against another MPI than "
-                               "the mpiexec that launched this process?")
-        self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.AVG: MPI.SUM, ReduceOp.PRODUCT: MPI.PROD,
-                     ReduceOp.MIN: MPI.MIN, ReduceOp.MAX: MPI.MAX}
+            raise RuntimeError(
+                f"MPI reports rank {self.rank} of {self.size} but the launcher's environment says "
+                f"rank {env['rank']} of {env['size']}: was mpi4py built against another MPI than "
+                "the mpiexec that launched this process?"
+            )
+        self._ops = {
+            ReduceOp.SUM: MPI.SUM,
+            ReduceOp.AVG: MPI.SUM,
+            ReduceOp.PRODUCT: MPI.PROD,
+            ReduceOp.MIN: MPI.MIN,
+            ReduceOp.MAX: MPI.MAX,
+        }
         self.timeout = float(timeout)
         self._inflight: tuple | None = None  # (what, start time) of the blocking call in progress
         self._alive = True
@@ -163,9 +174,12 @@ class MPIGroup(ProcessGroup):
             time.sleep(poll)
             current = self._inflight
             if current is not None and time.monotonic() - current[1] > self.timeout:
-                abort_job(f"{current[0]} did not complete within {self.timeout:g} s: another rank died, hangs, "
-                          "or did not call the same collective (set the limit with init_process_group(timeout=) "
-                          "or GPUNN_DIST_TIMEOUT)", self)
+                abort_job(
+                    f"{current[0]} did not complete within {self.timeout:g} s: another rank died, hangs, "
+                    "or did not call the same collective (set the limit with init_process_group(timeout=) "
+                    "or GPUNN_DIST_TIMEOUT)",
+                    self,
+                )
 
     def _call(self, what: str, fn, *args, **kwargs):
         self._inflight = (what, time.monotonic())
@@ -183,6 +197,7 @@ class MPIGroup(ProcessGroup):
 
         def back():
             arr[...] = host if isinstance(arr, np.ndarray) else _to_like(host, arr)
+
         return host, back
 
     def all_reduce(self, arr, op=ReduceOp.SUM) -> None:
@@ -268,8 +283,17 @@ def install_abort_on_error(group: MPIGroup) -> None:
 # NCCL
 # ------------------------------------------------------------------------------------------------
 # ncclDataType_t and ncclRedOp_t values from nccl.h (a stable ABI)
-_NCCL_DTYPES = {"int8": 0, "uint8": 1, "int32": 2, "uint32": 3, "int64": 4, "uint64": 5, "float16": 6,
-                "float32": 7, "float64": 8}
+_NCCL_DTYPES = {
+    "int8": 0,
+    "uint8": 1,
+    "int32": 2,
+    "uint32": 3,
+    "int64": 4,
+    "uint64": 5,
+    "float16": 6,
+    "float32": 7,
+    "float64": 8,
+}
 _NCCL_OPS = {ReduceOp.SUM: 0, ReduceOp.AVG: 0, ReduceOp.PRODUCT: 1, ReduceOp.MAX: 2, ReduceOp.MIN: 3}
 
 
@@ -292,8 +316,9 @@ class NCCLGroup(ProcessGroup):
         else:
             why = ""
         if count == 0:
-            raise RuntimeError(f"backend 'nccl' needs a CUDA GPU and this process sees none{why}; "
-                               "use backend='mpi' to train on CPUs")
+            raise RuntimeError(
+                f"backend 'nccl' needs a CUDA GPU and this process sees none{why}; use backend='mpi' to train on CPUs"
+            )
         self.host = MPIGroup(env, timeout) if env and env["size"] > 1 else LocalGroup()
         self.rank, self.size = self.host.rank, self.host.size
         self.local_rank = env["local_rank"] if env else 0
@@ -303,8 +328,10 @@ class NCCLGroup(ProcessGroup):
         elif count == 1 and os.environ.get("CUDA_VISIBLE_DEVICES"):
             device = 0  # the launcher gave each rank its own GPU
         else:
-            raise RuntimeError(f"backend 'nccl': {local_size} ranks on this node but only {count} GPU(s); NCCL "
-                               "needs one GPU per rank (launch at most that many ranks per node)")
+            raise RuntimeError(
+                f"backend 'nccl': {local_size} ranks on this node but only {count} GPU(s); NCCL "
+                "needs one GPU per rank (launch at most that many ranks per node)"
+            )
         self.cupy, self.nccl = cupy, nccl
         try:
             self.device = cupy.cuda.Device(device)
@@ -325,8 +352,9 @@ class NCCLGroup(ProcessGroup):
         if arr.dtype.name not in _NCCL_DTYPES:
             raise TypeError(f"{what}: NCCL can't carry dtype {arr.dtype}")
         if arr.device.id != self.device.id:
-            raise RuntimeError(f"{what}: the tensor is on GPU {arr.device.id}, this rank's NCCL GPU is "
-                               f"{self.device.id}")
+            raise RuntimeError(
+                f"{what}: the tensor is on GPU {arr.device.id}, this rank's NCCL GPU is {self.device.id}"
+            )
         return arr
 
     def _stream(self) -> int:
@@ -371,4 +399,3 @@ class NCCLGroup(ProcessGroup):
     def destroy(self) -> None:
         self.comm.destroy()
         self.host.destroy()
-

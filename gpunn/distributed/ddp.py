@@ -23,8 +23,10 @@ from gpunn.nn.module import Module
 
 
 def _signature(module: Module, bucket_cap_mb) -> list:
-    sig = [("parameter", name, tuple(p.shape), str(p.dtype), bool(p.requires_grad))
-           for name, p in module.named_parameters()]
+    sig = [
+        ("parameter", name, tuple(p.shape), str(p.dtype), bool(p.requires_grad))
+        for name, p in module.named_parameters()
+    ]
     sig += [("buffer", name, tuple(b.shape), str(b.dtype), False) for name, b in module.named_buffers()]
     return [("bucket_cap_mb", float(bucket_cap_mb)), *sig]
 
@@ -38,8 +40,10 @@ def _first_difference(mine: list, other: list) -> str:
         if a != b:
             if a[0] == "bucket_cap_mb":
                 return f"bucket_cap_mb={a[1]:g} vs rank 0's {b[1]:g}"
-            return (f"{a[0]} {a[1]!r}: shape {a[2]}, dtype {a[3]}, requires_grad={a[4]} vs rank 0's "
-                    f"{b[0]} {b[1]!r}: shape {b[2]}, dtype {b[3]}, requires_grad={b[4]}")
+            return (
+                f"{a[0]} {a[1]!r}: shape {a[2]}, dtype {a[3]}, requires_grad={a[4]} vs rank 0's "
+                f"{b[0]} {b[1]!r}: shape {b[2]}, dtype {b[3]}, requires_grad={b[4]}"
+            )
     return f"{len(other)} entries vs rank 0's {len(mine)}"
 
 
@@ -65,20 +69,31 @@ class DistributedDataParallel(Module):
     >>> model = DistributedDataParallel(nn.Sequential(nn.Linear(784, 10)))
     """
 
-    def __init__(self, module: Module, device_ids=None, output_device=None, dim: int = 0,
-                 broadcast_buffers: bool = True, process_group=None, bucket_cap_mb: float | None = 25,
-                 find_unused_parameters: bool = False, check_reduction: bool = False,
-                 gradient_as_bucket_view: bool = False, static_graph: bool = False) -> None:
+    def __init__(
+        self,
+        module: Module,
+        device_ids=None,
+        output_device=None,
+        dim: int = 0,
+        broadcast_buffers: bool = True,
+        process_group=None,
+        bucket_cap_mb: float | None = 25,
+        find_unused_parameters: bool = False,
+        check_reduction: bool = False,
+        gradient_as_bucket_view: bool = False,
+        static_graph: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps a gpunn.nn.Module, got {type(module).__name__}")
         if find_unused_parameters:
-            raise NotImplementedError("DistributedDataParallel(find_unused_parameters=True) is not supported: "
-                                      "every parameter that requires grad must get a gradient in each backward "
-                                      "(freeze the others with requires_grad_(False) before wrapping)")
+            raise NotImplementedError(
+                "DistributedDataParallel(find_unused_parameters=True) is not supported: "
+                "every parameter that requires grad must get a gradient in each backward "
+                "(freeze the others with requires_grad_(False) before wrapping)"
+            )
         if device_ids is not None and len(list(device_ids)) > 1:
-            raise ValueError("DistributedDataParallel: one device per process; pass device_ids=[local_rank] "
-                             "or None")
+            raise ValueError("DistributedDataParallel: one device per process; pass device_ids=[local_rank] or None")
         cap = 25.0 if bucket_cap_mb is None else float(bucket_cap_mb)
         if not cap > 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
@@ -95,7 +110,8 @@ class DistributedDataParallel(Module):
             if sig != signatures[0]:
                 raise CollectiveError(
                     f"DistributedDataParallel: the ranks were given different models; rank {r} differs from "
-                    f"rank 0: {_first_difference(signatures[0], sig)}")
+                    f"rank 0: {_first_difference(signatures[0], sig)}"
+                )
 
         # 2. rank 0's weights and buffers everywhere
         for p in module.parameters():
@@ -117,8 +133,7 @@ class DistributedDataParallel(Module):
             size, key = size + nbytes, k
         if current:
             buckets.append(current)
-        object.__setattr__(self, "_buckets",
-                           [_Bucket(sorted(b, key=lambda p: order[id(p)])) for b in buckets])
+        object.__setattr__(self, "_buckets", [_Bucket(sorted(b, key=lambda p: order[id(p)])) for b in buckets])
         object.__setattr__(self, "_bucket_of", {id(p): i for i, b in enumerate(self._buckets) for p in b.params})
         object.__setattr__(self, "_next", 0)  # the next bucket to reduce this backward
         object.__setattr__(self, "_names", {id(p): n for n, p in module.named_parameters()})
@@ -137,12 +152,15 @@ class DistributedDataParallel(Module):
         if not self._require_sync:
             return
         if self._next > 0 or any(b.got for b in self._buckets):
-            missing = [self._names.get(id(p), "?") for b in self._buckets[self._next :] for p in b.params
-                       if id(p) not in b.got]
-            raise RuntimeError("DistributedDataParallel: the previous backward did not finish reducing "
-                               f"gradients: these parameters received no gradient: {', '.join(missing)}. Every "
-                               "parameter that requires grad must be used in the loss (freeze unused ones with "
-                               "requires_grad_(False) before wrapping)")
+            missing = [
+                self._names.get(id(p), "?") for b in self._buckets[self._next :] for p in b.params if id(p) not in b.got
+            ]
+            raise RuntimeError(
+                "DistributedDataParallel: the previous backward did not finish reducing "
+                f"gradients: these parameters received no gradient: {', '.join(missing)}. Every "
+                "parameter that requires grad must be used in the loss (freeze unused ones with "
+                "requires_grad_(False) before wrapping)"
+            )
 
     # -- backward --------------------------------------------------------------------------------
     def _on_grad(self, p) -> None:

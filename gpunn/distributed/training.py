@@ -135,8 +135,7 @@ class World:
         if batch_size % self.size:
             raise ValueError(f"the global batch size {batch_size} must be divisible by the {self.size} ranks")
         sampler = DistributedSampler(arrays, num_replicas=self.size, rank=self.rank, shuffle=True, seed=seed)
-        return DataLoader(arrays, batch_size=batch_size // self.size, sampler=sampler, seed=seed,
-                          transform=transform)
+        return DataLoader(arrays, batch_size=batch_size // self.size, sampler=sampler, seed=seed, transform=transform)
 
 
 def cli_world(array_backend, global_batch: int) -> World:

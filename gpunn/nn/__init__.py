@@ -1,10 +1,10 @@
 """``gpunn.nn``: modules, layers, losses, initialisation and penalties, named as in ``torch.nn``.
 
-    from gpunn import nn
-    import gpunn.nn.functional as F
+from gpunn import nn
+import gpunn.nn.functional as F
 
-    model = nn.Sequential(nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10))
-    loss = nn.CrossEntropyLoss()(model(x), y)
+model = nn.Sequential(nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10))
+loss = nn.CrossEntropyLoss()(model(x), y)
 """
 
 from gpunn.nn import functional, init, regularization  # noqa: F401
@@ -30,11 +30,40 @@ from gpunn.nn.parameter import Parameter
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
-    "functional", "init", "regularization",
-    "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
-    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "Dropout2d",
-    "BatchNorm1d", "BatchNorm2d",
-    "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "GELU", "Softplus", "Softmax", "LogSoftmax",
-    "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss",
-    "MultiMarginLoss", "KLDivLoss",
+    "functional",
+    "init",
+    "regularization",
+    "Module",
+    "Parameter",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "Linear",
+    "Identity",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Flatten",
+    "Dropout",
+    "Dropout2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "ELU",
+    "GELU",
+    "Softplus",
+    "Softmax",
+    "LogSoftmax",
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "MSELoss",
+    "L1Loss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "MultiMarginLoss",
+    "KLDivLoss",
 ]

@@ -29,8 +29,16 @@ class _BatchNorm(Module):
 
     _input_dims: tuple = ()
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}")
@@ -77,11 +85,13 @@ class _BatchNorm(Module):
             raise TypeError(f"{type(self).__name__}: expected a gpunn Tensor, got {type(input).__name__}")
         if input.ndim not in self._input_dims:
             dims = " or ".join(f"{d}D" for d in self._input_dims)
-            raise ValueError(f"{type(self).__name__}: expected {dims} input (got {input.ndim}D input of shape "
-                             f"{input.shape})")
+            raise ValueError(
+                f"{type(self).__name__}: expected {dims} input (got {input.ndim}D input of shape {input.shape})"
+            )
         if input.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}): input has {input.shape[1]} channels "
-                             f"(shape {input.shape})")
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}): input has {input.shape[1]} channels (shape {input.shape})"
+            )
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked._data[...] += 1
@@ -90,12 +100,22 @@ class _BatchNorm(Module):
                 factor = 1.0 / float(self.num_batches_tracked._data)
         use_batch = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch, factor, self.eps)
+        return F.batch_norm(
+            input,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            use_batch,
+            factor,
+            self.eps,
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):

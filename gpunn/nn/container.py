@@ -93,7 +93,7 @@ class Sequential(Module):
 
     def __delitem__(self, idx) -> None:
         keys = list(self._modules)
-        for key in (keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]):
+        for key in keys[idx] if isinstance(idx, slice) else [keys[_index(idx, len(self), "Sequential")]]:
             del self._modules[key]
         _renumber(self, list(self._modules.values()))
 
@@ -160,8 +160,9 @@ class ModuleList(Module):
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
-            raise TypeError("ModuleList.extend should be called with an iterable of modules, got a "
-                            f"{type(modules).__name__}")
+            raise TypeError(
+                f"ModuleList.extend should be called with an iterable of modules, got a {type(modules).__name__}"
+            )
         for m in modules:
             self.append(m)
         return self
@@ -220,13 +221,15 @@ class ModuleDict(Module):
     def update(self, modules) -> None:
         """Add (or replace) modules from a mapping or an iterable of (key, module) pairs."""
         if isinstance(modules, Module) and not isinstance(modules, ModuleDict):
-            raise TypeError(f"ModuleDict.update should be called with a mapping or key/module pairs, got a "
-                            f"{type(modules).__name__}")
+            raise TypeError(
+                f"ModuleDict.update should be called with a mapping or key/module pairs, got a {type(modules).__name__}"
+            )
         pairs = modules.items() if hasattr(modules, "items") else modules
         for j, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError(f"ModuleDict update sequence element #{j} should be a (key, module) pair, got "
-                                 f"{pair!r}")
+                raise ValueError(
+                    f"ModuleDict update sequence element #{j} should be a (key, module) pair, got {pair!r}"
+                )
             key, module = pair
             if not isinstance(module, Module):
                 raise TypeError(f"ModuleDict[{key!r}] must be a Module, got {type(module).__name__}")

@@ -31,28 +31,45 @@ class Conv2d(Module):
     (4, 8, 28, 28)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
-            raise ValueError(f"Conv2d: in_channels and out_channels must be positive, got {in_channels}, "
-                             f"{out_channels}")
+            raise ValueError(
+                f"Conv2d: in_channels and out_channels must be positive, got {in_channels}, {out_channels}"
+            )
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
         self.padding = _pair(padding, "padding")
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"Conv2d: kernel_size and stride must be >= 1 and padding >= 0, got "
-                             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}")
+            raise ValueError(
+                f"Conv2d: kernel_size and stride must be >= 1 and padding >= 0, got "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            )
         self.dilation = _pair(dilation, "dilation")
         if min(self.dilation) < 1:
             raise ValueError(f"Conv2d: dilation must be >= 1, got {self.dilation}")
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"Conv2d: groups must be a positive int, got {groups!r}")
         if self.in_channels % groups or self.out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
-                             f"divisible by groups ({groups})")
+            raise ValueError(
+                f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
+                f"divisible by groups ({groups})"
+            )
         if padding_mode != "zeros":
             raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
         self.groups = groups
@@ -78,13 +95,25 @@ class Conv2d(Module):
         if not isinstance(input, Tensor):
             raise TypeError(f"Conv2d: expected a gpunn Tensor, got {type(input).__name__}")
         if input.ndim != 4:
-            raise ValueError(f"Conv2d: expected a 4-D input (N, C, H, W), got {input.ndim}-D input of shape "
-                             f"{input.shape}")
+            raise ValueError(
+                f"Conv2d: expected a 4-D input (N, C, H, W), got {input.ndim}-D input of shape {input.shape}"
+            )
         if input.shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d(in_channels={self.in_channels}): input has {input.shape[1]} channels, "
-                             f"expected {self.in_channels} (input shape {input.shape})")
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                        activation=activation, negative_slope=negative_slope)
+            raise ValueError(
+                f"Conv2d(in_channels={self.in_channels}): input has {input.shape[1]} channels, "
+                f"expected {self.in_channels} (input shape {input.shape})"
+            )
+        return F.conv2d(
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            activation=activation,
+            negative_slope=negative_slope,
+        )
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

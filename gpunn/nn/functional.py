@@ -30,9 +30,27 @@ from gpunn.ops.shape import cat, flatten, where
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 __all__ = [
-    "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout", "flatten",
-    "conv2d", "max_pool2d", "avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "multi_margin_loss", "kl_div", "entropy",
+    "linear",
+    "relu",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "dropout",
+    "flatten",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "cross_entropy",
+    "nll_loss",
+    "mse_loss",
+    "l1_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "multi_margin_loss",
+    "kl_div",
+    "entropy",
 ]
 
 
@@ -108,9 +126,11 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
     if weight.ndim != 2:
         raise ValueError(f"linear(): weight must be 2-D (out_features, in_features), got shape {weight.shape}")
     if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear(): input's last dimension ({input.shape[-1] if input.ndim else 'none'}) "
-                         f"must equal in_features ({weight.shape[1]}); input shape {input.shape}, "
-                         f"weight shape {weight.shape}")
+        raise ValueError(
+            f"linear(): input's last dimension ({input.shape[-1] if input.ndim else 'none'}) "
+            f"must equal in_features ({weight.shape[1]}); input shape {input.shape}, "
+            f"weight shape {weight.shape}"
+        )
     if bias is not None:
         _float_tensor(bias, "linear", "bias")
         _check_same_backend(input, bias, "linear")
@@ -120,8 +140,10 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
         # the fused backward reads the derivative off the output, which needs a positive slope
         return leaky_relu(linear(input, weight, bias), negative_slope)
     if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
-        raise TypeError(f"linear(): input, weight and bias dtypes differ ({input.dtype}, {weight.dtype}"
-                        f"{'' if bias is None else ', ' + str(bias.dtype)})")
+        raise TypeError(
+            f"linear(): input, weight and bias dtypes differ ({input.dtype}, {weight.dtype}"
+            f"{'' if bias is None else ', ' + str(bias.dtype)})"
+        )
 
     be = input._backend
     lead = input.shape[:-1]
@@ -131,8 +153,14 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
 
     def backward(g):
         dx, dW, db = be.linear_act_backward(
-            g.reshape(y.shape), x2, W, y, act, negative_slope,
-            need_dx=input.requires_grad, need_dW=weight.requires_grad,
+            g.reshape(y.shape),
+            x2,
+            W,
+            y,
+            act,
+            negative_slope,
+            need_dx=input.requires_grad,
+            need_dW=weight.requires_grad,
             need_db=bias is not None and bias.requires_grad,
         )
         dx = None if dx is None else dx.reshape(input.shape)
@@ -140,8 +168,9 @@ def linear(input, weight, bias=None, activation: str | None = None, negative_slo
 
     parents = (input, weight) if bias is None else (input, weight, bias)
     saved = (input if weight.requires_grad else None, weight if input.requires_grad else None)
-    return input._result(y.reshape(lead + (W.shape[0],)), parents, backward, "LinearActBackward", saved=saved,
-                         saves_output=act != "none")
+    return input._result(
+        y.reshape(lead + (W.shape[0],)), parents, backward, "LinearActBackward", saved=saved, saves_output=act != "none"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,8 +220,18 @@ def _out_size(size: int, k: int, s: int, p: int, fname: str, what: str) -> int:
     return out
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, *,  # noqa: A002
-           activation: str | None = None, negative_slope: float = 0.01) -> Tensor:
+def conv2d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,  # noqa: A002
+    activation: str | None = None,
+    negative_slope: float = 0.01,
+) -> Tensor:
     """2-D cross-correlation.  x: (N, C, H, W), W: (OC, C, KH, KW), b: (OC,) -> (N, OC, OH, OW),
     OH = (H + 2 ph - KH) // sh + 1.  One call of the backend's ``conv2d_forward`` (im2col + one GEMM);
     ``activation`` (keyword only, as in ``linear``) is applied in the pass that lays out the GEMM output.
@@ -209,16 +248,26 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
     _check_same_backend(input, weight, "conv2d")
     if groups != 1 or _pair(dilation, "dilation", "conv2d") != (1, 1):
         out = _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, groups)
-        return out if act == "none" else {"relu": relu, "sigmoid": sigmoid, "tanh": tanh,
-                                          "leaky_relu": lambda t: leaky_relu(t, negative_slope)}[act](out)
+        return (
+            out
+            if act == "none"
+            else {
+                "relu": relu,
+                "sigmoid": sigmoid,
+                "tanh": tanh,
+                "leaky_relu": lambda t: leaky_relu(t, negative_slope),
+            }[act](out)
+        )
     x_t, unbatched = _as_batched_4d(input, "conv2d")
     if weight.ndim != 4:
         raise ValueError(f"conv2d(): weight must be 4-D (out_channels, in_channels, kH, kW), got {weight.shape}")
     n, c, h, w = x_t.shape
     oc, wc, kh, kw = weight.shape
     if wc != c:
-        raise ValueError(f"conv2d(): input has {c} channels but weight expects {wc} "
-                         f"(input shape {input.shape}, weight shape {weight.shape})")
+        raise ValueError(
+            f"conv2d(): input has {c} channels but weight expects {wc} "
+            f"(input shape {input.shape}, weight shape {weight.shape})"
+        )
     if input.dtype != weight.dtype:
         raise TypeError(f"conv2d(): input dtype {input.dtype} and weight dtype {weight.dtype} differ")
     if bias is not None:
@@ -237,13 +286,25 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
     parents = (input, weight) if bias is None else (input, weight, bias)
     be = input._backend
     need_grad = is_grad_enabled() and any(t.requires_grad for t in parents)
-    out, saved = be.conv2d_forward(x_t._data, weight._data, None if bias is None else bias._data, (sh, sw),
-                                   (ph, pw), act, negative_slope, need_grad=need_grad)
+    out, saved = be.conv2d_forward(
+        x_t._data,
+        weight._data,
+        None if bias is None else bias._data,
+        (sh, sw),
+        (ph, pw),
+        act,
+        negative_slope,
+        need_grad=need_grad,
+    )
 
     def backward(g):
-        dx, dW, db = be.conv2d_backward(g[None] if unbatched else g, saved, need_dx=input.requires_grad,
-                                        need_dW=weight.requires_grad,
-                                        need_db=bias is not None and bias.requires_grad)
+        dx, dW, db = be.conv2d_backward(
+            g[None] if unbatched else g,
+            saved,
+            need_dx=input.requires_grad,
+            need_dW=weight.requires_grad,
+            need_db=bias is not None and bias.requires_grad,
+        )
         if dx is not None and unbatched:
             dx = dx[0]
         return (dx, dW) if bias is None else (dx, dW, db)
@@ -259,20 +320,37 @@ def _pool_geometry(x_t, kernel_size, stride, padding, fname: str) -> tuple:
     if kh < 1 or kw < 1 or sh < 1 or sw < 1:
         raise ValueError(f"{fname}(): kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
     if ph < 0 or pw < 0 or ph > kh // 2 or pw > kw // 2:
-        raise ValueError(f"{fname}(): padding must be >= 0 and at most half the kernel size, got padding "
-                         f"{padding} for kernel_size {kernel_size}")
+        raise ValueError(
+            f"{fname}(): padding must be >= 0 and at most half the kernel size, got padding "
+            f"{padding} for kernel_size {kernel_size}"
+        )
     _, _, h, w = x_t.shape
     return kh, kw, sh, sw, ph, pw, _out_size(h, kh, sh, ph, fname, "height"), _out_size(w, kw, sw, pw, fname, "width")
 
 
-def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: bool, fname: str,  # noqa: A002
-            node: str) -> Tensor:
+def _pool2d(
+    input,
+    mode: str,
+    kernel_size,
+    stride,
+    padding,
+    count_include_pad: bool,
+    fname: str,  # noqa: A002
+    node: str,
+) -> Tensor:
     _float_tensor(input, fname)
     x_t, unbatched = _as_batched_4d(input, fname)
     kh, kw, sh, sw, ph, pw, _, _ = _pool_geometry(x_t, kernel_size, stride, padding, fname)
     be = input._backend
-    out, saved = be.pool2d_forward(x_t._data, mode, (kh, kw), (sh, sw), (ph, pw), count_include_pad,
-                                   need_grad=is_grad_enabled() and input.requires_grad)
+    out, saved = be.pool2d_forward(
+        x_t._data,
+        mode,
+        (kh, kw),
+        (sh, sw),
+        (ph, pw),
+        count_include_pad,
+        need_grad=is_grad_enabled() and input.requires_grad,
+    )
 
     def backward(g):
         dx = be.pool2d_backward(g[None] if unbatched else g, saved)
@@ -281,8 +359,15 @@ def _pool2d(input, mode: str, kernel_size, stride, padding, count_include_pad: b
     return input._result(out[0] if unbatched else out, (input,), backward, node)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,  # noqa: A002
-               return_indices: bool = False) -> Tensor:
+def max_pool2d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode: bool = False,  # noqa: A002
+    return_indices: bool = False,
+) -> Tensor:
     """Max over each window (stride defaults to kernel_size; padding at most half the kernel).
     ``ceil_mode`` (PyTorch's last partial windows) is composed from this plain pooling (_pool_ceil_mode).
 
@@ -295,8 +380,15 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return _pool2d(input, "max", kernel_size, stride, padding, True, "max_pool2d", "MaxPool2DBackward")
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,  # noqa: A002
-               count_include_pad: bool = True, divisor_override=None) -> Tensor:
+def avg_pool2d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode: bool = False,  # noqa: A002
+    count_include_pad: bool = True,
+    divisor_override=None,
+) -> Tensor:
     """Mean over each window (zero padding counted in the divisor unless count_include_pad=False).
     ``ceil_mode`` (PyTorch's last partial windows) is composed from this plain pooling (_pool_ceil_mode)."""
     _float_tensor(input, "avg_pool2d")
@@ -304,8 +396,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = Fal
         raise NotImplementedError("avg_pool2d(): divisor_override is not supported")
     if ceil_mode:
         return _pool_ceil_mode(avg_pool2d, input, kernel_size, stride, padding, "avg_pool2d", count_include_pad)
-    return _pool2d(input, "avg", kernel_size, stride, padding, count_include_pad, "avg_pool2d",
-                   "AvgPool2DBackward")
+    return _pool2d(input, "avg", kernel_size, stride, padding, count_include_pad, "avg_pool2d", "AvgPool2DBackward")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,8 +411,9 @@ def _dilate_kernel(weight: Tensor, dh: int, dw: int) -> Tensor:
     oc, c, kh, kw = weight.shape
     out = xp.zeros((oc, c, (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=weight.dtype)
     out[:, :, ::dh, ::dw] = weight._data
-    return weight._result(out, (weight,), lambda g: (xp.ascontiguousarray(g[:, :, ::dh, ::dw]),), "DilateBackward",
-                          saved=())
+    return weight._result(
+        out, (weight,), lambda g: (xp.ascontiguousarray(g[:, :, ::dh, ::dw]),), "DilateBackward", saved=()
+    )
 
 
 def _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, groups) -> Tensor:  # noqa: A002
@@ -333,21 +425,32 @@ def _conv2d_dilated_grouped(input, weight, bias, stride, padding, dilation, grou
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"conv2d(): groups must be a positive int, got {groups!r}")
     if weight.ndim != 4 or input.ndim not in (3, 4):
-        raise ValueError(f"conv2d(): expected a 3-D or 4-D input and a 4-D weight, got {input.shape} and "
-                         f"{weight.shape}")
+        raise ValueError(
+            f"conv2d(): expected a 3-D or 4-D input and a 4-D weight, got {input.shape} and {weight.shape}"
+        )
     c, oc, wc = input.shape[-3], weight.shape[0], weight.shape[1]
     if c % groups or oc % groups:
-        raise ValueError(f"conv2d(): groups={groups} must divide the input channels ({c}) and the output channels "
-                         f"({oc})")
+        raise ValueError(
+            f"conv2d(): groups={groups} must divide the input channels ({c}) and the output channels ({oc})"
+        )
     if wc * groups != c:
-        raise ValueError(f"conv2d(): input has {c} channels but weight {weight.shape} with groups={groups} expects "
-                         f"{wc * groups}")
+        raise ValueError(
+            f"conv2d(): input has {c} channels but weight {weight.shape} with groups={groups} expects {wc * groups}"
+        )
     w_eff = _dilate_kernel(weight, dh, dw) if (dh, dw) != (1, 1) else weight
     if groups == 1:
         return conv2d(input, w_eff, bias, stride, padding)
     og = oc // groups
-    outs = [conv2d(input[..., g * wc:(g + 1) * wc, :, :], w_eff[g * og:(g + 1) * og],
-                   None if bias is None else bias[g * og:(g + 1) * og], stride, padding) for g in range(groups)]
+    outs = [
+        conv2d(
+            input[..., g * wc : (g + 1) * wc, :, :],
+            w_eff[g * og : (g + 1) * og],
+            None if bias is None else bias[g * og : (g + 1) * og],
+            stride,
+            padding,
+        )
+        for g in range(groups)
+    ]
     return cat(outs, dim=-3)
 
 
@@ -357,8 +460,7 @@ def _pad_bottom_right(x: Tensor, eh: int, ew: int, value: float) -> Tensor:
     h, w = x.shape[-2:]
     out = xp.full(x.shape[:-2] + (h + eh, w + ew), value, dtype=x.dtype)
     out[..., :h, :w] = x._data
-    return x._result(out, (x,), lambda g: (xp.ascontiguousarray(g[..., :h, :w]),), "ConstantPadNdBackward0",
-                     saved=())
+    return x._result(out, (x,), lambda g: (xp.ascontiguousarray(g[..., :h, :w]),), "ConstantPadNdBackward0", saved=())
 
 
 def _ceil_out(size: int, k: int, s: int, p: int) -> int:
@@ -416,8 +518,10 @@ def _class_targets(input: Tensor, target, fname: str):
         target = Tensor._wrap(input._backend.asarray(target), input._backend)
     _check_same_backend(input, target, fname)
     if target.dtype.kind not in "iu":
-        raise TypeError(f"{fname}(): target must be an integer tensor of class indices (int64), got dtype "
-                        f"{target.dtype}; convert labels with .long() (probability targets are not supported)")
+        raise TypeError(
+            f"{fname}(): target must be an integer tensor of class indices (int64), got dtype "
+            f"{target.dtype}; convert labels with .long() (probability targets are not supported)"
+        )
     if input.ndim == 0:
         raise ValueError(f"{fname}(): input must have a class dimension, got a 0-d tensor")
     if input.ndim == 1:
@@ -425,8 +529,10 @@ def _class_targets(input: Tensor, target, fname: str):
     else:
         expected = (input.shape[0],) + input.shape[2:]
     if target.shape != expected:
-        raise ValueError(f"{fname}(): target shape {target.shape} does not match input shape {input.shape} "
-                         f"(expected target shape {expected})")
+        raise ValueError(
+            f"{fname}(): target shape {target.shape} does not match input shape {input.shape} "
+            f"(expected target shape {expected})"
+        )
     xp = input._backend.xp
     c = input.shape[1] if input.ndim > 1 else input.shape[0]
     if input.ndim == 1:
@@ -451,8 +557,10 @@ def _check_labels(xp, t, c: int, ignore_index: int, fname: str) -> None:
     bad = (t != ignore_index) & ((t < 0) | (t >= c))
     if bool(bad.any()):
         first = int(t[bad][0])
-        raise ValueError(f"{fname}(): target label {first} is out of range for {c} classes "
-                         f"(labels must be in [0, {c - 1}] or equal ignore_index={ignore_index})")
+        raise ValueError(
+            f"{fname}(): target label {first} is out of range for {c} classes "
+            f"(labels must be in [0, {c - 1}] or equal ignore_index={ignore_index})"
+        )
 
 
 def _class_weight(input: Tensor, weight, c: int, fname: str):
@@ -466,8 +574,14 @@ def _class_weight(input: Tensor, weight, c: int, fname: str):
     return weight._data.astype(input.dtype, copy=False)
 
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",  # noqa: A002
-                  label_smoothing: float = 0.0) -> Tensor:
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",  # noqa: A002
+    label_smoothing: float = 0.0,
+) -> Tensor:
     """Softmax cross-entropy on class indices, through the backend's fused primitive.
 
     input: (N, C) logits (or (N, C, d1, ...), or (C,)); target: (N,) int64 class indices.
@@ -488,8 +602,11 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     except ValueError as exc:
         raise ValueError(f"cross_entropy(): {exc}") from None
     if reduction == "none":
-        loss = loss.reshape(target.shape if isinstance(target, Tensor) else t.shape) if input.ndim > 1 \
+        loss = (
+            loss.reshape(target.shape if isinstance(target, Tensor) else t.shape)
+            if input.ndim > 1
             else loss.reshape(())
+        )
 
     def backward(g):
         return (_restore_class_axis(be.xp, dlogits_times(g), input),)
@@ -558,8 +675,10 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") ->
     xp = input._backend.xp
     x, y = input._data, target._data
     if bool(((x < 0) | (x > 1)).any()):
-        raise ValueError("binary_cross_entropy(): all elements of input must be probabilities in [0, 1] "
-                         "(use binary_cross_entropy_with_logits for raw scores)")
+        raise ValueError(
+            "binary_cross_entropy(): all elements of input must be probabilities in [0, 1] "
+            "(use binary_cross_entropy_with_logits for raw scores)"
+        )
     w = None if weight is None else _target_like(input, weight, "binary_cross_entropy")._data
     with np.errstate(divide="ignore"):
         log_x = xp.maximum(xp.log(x), -100)
@@ -581,8 +700,13 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") ->
     return _reduce(out, reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",  # noqa: A002
-                                     pos_weight=None) -> Tensor:
+def binary_cross_entropy_with_logits(
+    input,
+    target,
+    weight=None,
+    reduction: str = "mean",  # noqa: A002
+    pos_weight=None,
+) -> Tensor:
     """BCE on logits, stably: (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), times weight."""
     _check_reduction(reduction, "binary_cross_entropy_with_logits")
     _float_tensor(input, "binary_cross_entropy_with_logits")
@@ -615,8 +739,14 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
     return _reduce(out, reduction)
 
 
-def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=None,  # noqa: A002
-                      reduction: str = "mean") -> Tensor:
+def multi_margin_loss(
+    input,
+    target,
+    p: int = 1,
+    margin: float = 1.0,
+    weight=None,  # noqa: A002
+    reduction: str = "mean",
+) -> Tensor:
     """Multiclass hinge (SVM) loss: loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C."""
     _check_reduction(reduction, "multi_margin_loss")
     if p not in (1, 2):
@@ -670,8 +800,16 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> 
 # ------------------------------------------------------------------------------------------------
 # batch normalization, channel dropout, adaptive average pooling (issue 10)
 # ------------------------------------------------------------------------------------------------
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,  # noqa: A002
-               momentum: float | None = 0.1, eps: float = 1e-5) -> Tensor:
+def batch_norm(
+    input,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training: bool = False,  # noqa: A002
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel (axis 1) of x (N, C, *).
 
     ``training``: mean and biased var of this batch (over every axis but 1), and the running stats (if
@@ -682,13 +820,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if x_t.ndim < 2:
         raise ValueError(f"batch_norm: expected an input of at least 2 dimensions (N, C, ...), got shape {x_t.shape}")
     c = x_t.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if t is not None:
             _check_same_backend(x_t, _tensor(t, "batch_norm", name), "batch_norm")
             if t.shape != (c,):
-                raise ValueError(f"batch_norm: {name} must have shape ({c},) for an input with {c} channels, "
-                                 f"got {t.shape}")
+                raise ValueError(
+                    f"batch_norm: {name} must have shape ({c},) for an input with {c} channels, got {t.shape}"
+                )
     xp = x_t._backend.xp
     x = x_t._data
     axes = (0,) + tuple(range(2, x.ndim))
@@ -701,8 +839,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         var = ((x - mean.reshape(bshape).astype(x.dtype)) ** 2).mean(axis=axes)
         if running_mean is not None and running_var is not None:
             if momentum is None:
-                raise ValueError("batch_norm: momentum must be a number (nn.BatchNorm's momentum=None passes "
-                                 "the cumulative-average factor 1 / num_batches_tracked)")
+                raise ValueError(
+                    "batch_norm: momentum must be a number (nn.BatchNorm's momentum=None passes "
+                    "the cumulative-average factor 1 / num_batches_tracked)"
+                )
             f = float(momentum)
             rm, rv = running_mean._data, running_var._data
             rm[...] = (1 - f) * rm + f * mean.astype(rm.dtype)
@@ -738,8 +878,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             grads.append(g.sum(axis=axes))
         return tuple(grads)
 
-    return x_t._result(out.astype(x.dtype, copy=False), parents, backward, "NativeBatchNormBackward0",
-                       saved=tuple(t for t in (x_t, weight) if t is not None))
+    return x_t._result(
+        out.astype(x.dtype, copy=False),
+        parents,
+        backward,
+        "NativeBatchNormBackward0",
+        saved=tuple(t for t in (x_t, weight) if t is not None),
+    )
 
 
 def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
@@ -786,8 +931,14 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
     if len(output_size) != 2:
         raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size}")
     oh, ow = (size if o is None else o for o, size in zip(output_size, (h, w)))
-    if isinstance(oh, bool) or isinstance(ow, bool) or not isinstance(oh, int) or not isinstance(ow, int) \
-            or oh < 1 or ow < 1:
+    if (
+        isinstance(oh, bool)
+        or isinstance(ow, bool)
+        or not isinstance(oh, int)
+        or not isinstance(ow, int)
+        or oh < 1
+        or ow < 1
+    ):
         raise ValueError(f"adaptive_avg_pool2d: output_size must be positive ints (or None), got {output_size}")
     if h == 0 or w == 0:
         raise ValueError(f"adaptive_avg_pool2d: the input's spatial size must be non-empty, got shape {x_t.shape}")

@@ -39,8 +39,7 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None) -> None:
         super().__init__()
         if in_features < 0 or out_features < 0:
-            raise ValueError(f"Linear: in_features and out_features must be >= 0, got {in_features}, "
-                             f"{out_features}")
+            raise ValueError(f"Linear: in_features and out_features must be >= 0, got {in_features}, {out_features}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.weight = Parameter(_empty((self.out_features, self.in_features), dtype))
@@ -59,8 +58,10 @@ class Linear(Module):
             raise TypeError(f"Linear: expected a gpunn Tensor, got {type(input).__name__}")
         if input.ndim == 0 or input.shape[-1] != self.in_features:
             got = input.shape[-1] if input.ndim else "a 0-d tensor"
-            raise ValueError(f"Linear(in_features={self.in_features}): the input's last dimension is {got}, "
-                             f"expected {self.in_features} (input shape {input.shape})")
+            raise ValueError(
+                f"Linear(in_features={self.in_features}): the input's last dimension is {got}, "
+                f"expected {self.in_features} (input shape {input.shape})"
+            )
 
     def _forward_act(self, input, activation=None, negative_slope: float = 0.01):  # noqa: A002
         """act(x @ W.T + b) in one fused op (used by Sequential to fuse Linear + activation)."""
@@ -71,5 +72,4 @@ class Linear(Module):
         return self._forward_act(input)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

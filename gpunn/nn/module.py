@@ -81,8 +81,7 @@ class Module:
 
     # -- calling ---------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" '
-                                  "function")
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -97,8 +96,10 @@ class Module:
         self._require_init("parameter")
         _check_name(name, "parameter", self)
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
-                            "(gpunn.nn.Parameter or None required)")
+            raise TypeError(
+                f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
+                "(gpunn.nn.Parameter or None required)"
+            )
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
@@ -106,8 +107,9 @@ class Module:
         self._require_init("buffer")
         _check_name(name, "buffer", self)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' "
-                            "(gpunn Tensor or None required)")
+            raise TypeError(
+                f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (gpunn Tensor or None required)"
+            )
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers.discard(name)
@@ -139,8 +141,10 @@ class Module:
             self.register_parameter(name, value)
         elif params is not None and name in params:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as parameter '{name}' "
-                                "(gpunn.nn.Parameter or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as parameter '{name}' "
+                    "(gpunn.nn.Parameter or None expected)"
+                )
             params[name] = None
         elif isinstance(value, Module):
             self._require_init("module")
@@ -149,13 +153,16 @@ class Module:
             d["_modules"][name] = value
         elif "_modules" in d and name in d["_modules"]:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as child module '{name}' "
-                                "(gpunn.nn.Module or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as child module '{name}' "
+                    "(gpunn.nn.Module or None expected)"
+                )
             d["_modules"][name] = None
         elif "_buffers" in d and name in d["_buffers"]:
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
-                                "(gpunn Tensor or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as buffer '{name}' (gpunn Tensor or None expected)"
+                )
             d["_buffers"][name] = value
         else:
             object.__setattr__(self, name, value)
@@ -215,8 +222,7 @@ class Module:
 
     def _named_members(self, store: str, prefix: str, recurse: bool, remove_duplicate: bool = True):
         seen = set()
-        mods = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse \
-            else [(prefix, self)]
+        mods = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
         for mod_prefix, mod in mods:
             for name, value in mod.__dict__[store].items():
                 if value is None or (remove_duplicate and id(value) in seen):
@@ -341,20 +347,23 @@ class Module:
                 continue
             value = _as_backend_array(state_dict[name], target, name)
             if tuple(value.shape) != target.shape:
-                errors.append(f"size mismatch for {name}: copying a param with shape {tuple(value.shape)} "
-                              f"from checkpoint, the shape in current model is {target.shape}.")
+                errors.append(
+                    f"size mismatch for {name}: copying a param with shape {tuple(value.shape)} "
+                    f"from checkpoint, the shape in current model is {target.shape}."
+                )
                 continue
             pending.append((target, value))
         if strict:
             if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in unexpected)))
+                errors.insert(
+                    0, "Unexpected key(s) in state_dict: {}. ".format(", ".join(f'"{k}"' for k in unexpected))
+                )
             if missing:
-                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(
-                    ", ".join(f'"{k}"' for k in missing)))
+                errors.insert(0, "Missing key(s) in state_dict: {}. ".format(", ".join(f'"{k}"' for k in missing)))
         if errors:
-            raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
-                type(self).__name__, "\n\t".join(errors)))
+            raise RuntimeError(
+                "Error(s) in loading state_dict for {}:\n\t{}".format(type(self).__name__, "\n\t".join(errors))
+            )
         with no_grad():
             for target, value in pending:
                 target._data[...] = value  # in place (casts to the parameter's dtype); never rebinds
@@ -442,8 +451,10 @@ def _as_backend_array(value, target: Tensor, name: str):
         arr = be.asarray(np.asarray(value))
     kind = np.dtype(arr.dtype).kind
     if kind not in "biuf":
-        raise RuntimeError(f"load_state_dict: value for '{name}' has non-numeric dtype {arr.dtype}; "
-                           f"expected a numeric array for a tensor of dtype {target.dtype}")
+        raise RuntimeError(
+            f"load_state_dict: value for '{name}' has non-numeric dtype {arr.dtype}; "
+            f"expected a numeric array for a tensor of dtype {target.dtype}"
+        )
     return arr
 
 

@@ -26,8 +26,9 @@ class MaxPool2d(_Pool2d):
     (1, 3, 4, 4)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-                 ceil_mode: bool = False) -> None:
+    def __init__(
+        self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False, ceil_mode: bool = False
+    ) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode)
         F._pool_unsupported("MaxPool2d", dilation, return_indices)
         self.dilation = dilation
@@ -43,8 +44,15 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Mean over each kH x kW window (padding zeros counted unless ``count_include_pad=False``)."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
-                 divisor_override=None) -> None:
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override=None,
+    ) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode)
         if divisor_override is not None:
             raise NotImplementedError("AvgPool2d: divisor_override is not supported")
@@ -52,8 +60,14 @@ class AvgPool2d(_Pool2d):
         self.divisor_override = divisor_override
 
     def forward(self, input):  # noqa: A002
-        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
-                            count_include_pad=self.count_include_pad)
+        return F.avg_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
+        )
 
 
 class AdaptiveAvgPool2d(Module):

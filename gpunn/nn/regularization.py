@@ -27,8 +27,10 @@ def weights(model: Module) -> Iterator[Parameter]:
 
 def _as_list(params, fname: str) -> list[Tensor]:
     if isinstance(params, Module):
-        raise TypeError(f"{fname}: pass tensors, e.g. weights(model) (weights only) or model.parameters() "
-                        "(biases too), not the Module itself")
+        raise TypeError(
+            f"{fname}: pass tensors, e.g. weights(model) (weights only) or model.parameters() "
+            "(biases too), not the Module itself"
+        )
     if isinstance(params, Tensor):
         return [params]
     params = list(params)

@@ -16,8 +16,7 @@ def add(self, other, alpha=1) -> Tensor:
     a_data, b_data = _coerce(self._data, b._data)
     out = a_data + b_data
     sa, sb = self.shape, b.shape
-    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)), "AddBackward0",
-                        saved=())
+    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)), "AddBackward0", saved=())
 
 
 def sub(self, other, alpha=1) -> Tensor:
@@ -27,12 +26,12 @@ def sub(self, other, alpha=1) -> Tensor:
         b = mul(b, alpha)
     a_data, b_data = _coerce(self._data, b._data)
     if a_data.dtype == np.bool_ and b_data.dtype == np.bool_:
-        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported; use `^` or "
-                           "logical_xor() instead")
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported; use `^` or logical_xor() instead"
+        )
     out = a_data - b_data
     sa, sb = self.shape, b.shape
-    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward0",
-                        saved=())
+    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward0", saved=())
 
 
 def rsub(self, other) -> Tensor:
@@ -171,8 +170,10 @@ def matmul(self, other) -> Tensor:
     if a_data.ndim == 0 or b_data.ndim == 0:
         raise RuntimeError("matmul: both arguments need at least 1 dimension, got a 0-d tensor")
     if a_data.shape[-1] != b_data.shape[-2 if b_data.ndim > 1 else 0]:
-        raise RuntimeError(f"matmul: shapes {self.shape} and {b.shape} can't be multiplied "
-                           f"({a_data.shape[-1]} != {b_data.shape[-2 if b_data.ndim > 1 else 0]})")
+        raise RuntimeError(
+            f"matmul: shapes {self.shape} and {b.shape} can't be multiplied "
+            f"({a_data.shape[-1]} != {b_data.shape[-2 if b_data.ndim > 1 else 0]})"
+        )
     out = a_data @ b_data
     xp = self._backend.xp
 
@@ -256,8 +257,9 @@ def equal(self, other) -> bool:
 
 def isclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False):
     b = self._operand(other, "isclose")
-    return Tensor._wrap(self._backend.xp.isclose(self._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan),
-                        self._backend)
+    return Tensor._wrap(
+        self._backend.xp.isclose(self._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan), self._backend
+    )
 
 
 def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
@@ -267,8 +269,9 @@ def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
 def _logic(self, other, fn, op):
     b = self._operand(other, op)
     if _is_float(self.dtype) or _is_float(b.dtype):
-        raise RuntimeError(f"{op}: bitwise/logical operators need integer or bool tensors, got "
-                           f"{self.dtype} and {b.dtype}")
+        raise RuntimeError(
+            f"{op}: bitwise/logical operators need integer or bool tensors, got {self.dtype} and {b.dtype}"
+        )
     return Tensor._wrap(fn(self._data, b._data), self._backend)
 
 
@@ -295,13 +298,15 @@ def logical_not(self):
 
 
 def logical_and(self, other):
-    return Tensor._wrap(self._backend.xp.logical_and(self._data, self._operand(other, "logical_and")._data),
-                        self._backend)
+    return Tensor._wrap(
+        self._backend.xp.logical_and(self._data, self._operand(other, "logical_and")._data), self._backend
+    )
 
 
 def logical_or(self, other):
-    return Tensor._wrap(self._backend.xp.logical_or(self._data, self._operand(other, "logical_or")._data),
-                        self._backend)
+    return Tensor._wrap(
+        self._backend.xp.logical_or(self._data, self._operand(other, "logical_or")._data), self._backend
+    )
 
 
 subtract, multiply, divide, true_divide = sub, mul, div, div

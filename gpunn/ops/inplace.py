@@ -32,11 +32,11 @@ def _copied(t: Tensor, src: Tensor) -> Tensor:
     try:
         out[...] = src._data
     except ValueError as exc:
-        raise RuntimeError(f"copy_: the source of shape {src.shape} can't be broadcast to the destination's "
-                           f"shape {t.shape}") from exc
+        raise RuntimeError(
+            f"copy_: the source of shape {src.shape} can't be broadcast to the destination's shape {t.shape}"
+        ) from exc
     sshape = src.shape
-    return t._result(out, (t, src), lambda g: (xp.zeros_like(g), _unbroadcast(g, sshape)), "CopyBackwards",
-                     saved=())
+    return t._result(out, (t, src), lambda g: (xp.zeros_like(g), _unbroadcast(g, sshape)), "CopyBackwards", saved=())
 
 
 def _needs_graph(self: Tensor, value) -> bool:
@@ -51,8 +51,9 @@ def fill_(self, value) -> Tensor:
     self._check_inplace("fill_")
     if isinstance(value, Tensor):
         if value.ndim != 0:
-            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} "
-                               "dimensions.")
+            raise RuntimeError(
+                f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} dimensions."
+            )
         if _needs_graph(self, value):
             return self._inplace("fill_", _copied, value)
         value = value._data
@@ -74,8 +75,9 @@ def copy_(self, src, non_blocking: bool = False) -> Tensor:
     try:
         self._data[...] = src._data
     except ValueError as exc:
-        raise RuntimeError(f"copy_: the source of shape {src.shape} can't be broadcast to the destination's "
-                           f"shape {self.shape}") from exc
+        raise RuntimeError(
+            f"copy_: the source of shape {src.shape} can't be broadcast to the destination's shape {self.shape}"
+        ) from exc
     self._bump_version("copy_")
     return self
 
@@ -107,17 +109,22 @@ def setitem(self, index, value) -> None:
         v = value._data
     else:
         v = value
-    if (isinstance(value, Tensor) and value.ndim > 0 and value.dtype != self.dtype and not
-            shape._is_basic_index(idx)):  # numbers and 0-d tensors are converted, as in PyTorch
-        raise RuntimeError(f"Index put requires the source and destination dtypes match, got {self.dtype} for "
-                           f"the destination and {value.dtype} for the source.")
+    if (
+        isinstance(value, Tensor) and value.ndim > 0 and value.dtype != self.dtype and not shape._is_basic_index(idx)
+    ):  # numbers and 0-d tensors are converted, as in PyTorch
+        raise RuntimeError(
+            f"Index put requires the source and destination dtypes match, got {self.dtype} for "
+            f"the destination and {value.dtype} for the source."
+        )
     try:
         self._data[idx] = v
     except IndexError as exc:
         raise IndexError(f"index {index!r} is out of range for a tensor of shape {self.shape} ({exc})") from exc
     except ValueError as exc:
-        raise RuntimeError(f"index assignment: can't put a value of shape {getattr(v, 'shape', ())} at index "
-                           f"{index!r} of a tensor of shape {self.shape} ({exc})") from exc
+        raise RuntimeError(
+            f"index assignment: can't put a value of shape {getattr(v, 'shape', ())} at index "
+            f"{index!r} of a tensor of shape {self.shape} ({exc})"
+        ) from exc
     self._bump_version("__setitem__")
 
 

@@ -45,13 +45,18 @@ def log(self) -> Tensor:
 
 
 def log2(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))),
-                  "Log2Backward0")
+    return _unary(
+        self, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))), "Log2Backward0"
+    )
 
 
 def log10(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.log10(x),
-                  lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(10.0))), "Log10Backward0")
+    return _unary(
+        self,
+        lambda xp, x: xp.log10(x),
+        lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(10.0))),
+        "Log10Backward0",
+    )
 
 
 def log1p(self) -> Tensor:
@@ -63,8 +68,7 @@ def sqrt(self) -> Tensor:
 
 
 def rsqrt(self) -> Tensor:
-    return _unary(self, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0",
-                  "output")
+    return _unary(self, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0", "output")
 
 
 def square(self) -> Tensor:
@@ -108,8 +112,9 @@ def _rounding(name):
     def op(self) -> Tensor:
         if not _is_float(self.dtype):
             return self.clone()
-        return _unary(self, lambda xp, x: getattr(xp, name)(x), lambda g, x, y: g * 0,
-                      f"{name.capitalize()}Backward0", "none")
+        return _unary(
+            self, lambda xp, x: getattr(xp, name)(x), lambda g, x, y: g * 0, f"{name.capitalize()}Backward0", "none"
+        )
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} (gradient 0, as in PyTorch)."
@@ -230,8 +235,7 @@ def sigmoid(self) -> Tensor:
     """1 / (1 + exp(-x)), computed without overflow; gradient y (1 - y)."""
     _tensor(self, "sigmoid")
     out = activation_forward(self._backend.xp, _as_float(self).copy(), "sigmoid")
-    return self._result(out, (self,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", saved=(),
-                        saves_output=True)
+    return self._result(out, (self,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", saved=(), saves_output=True)
 
 
 def tanh(self) -> Tensor:
@@ -280,6 +284,7 @@ def gelu(self, approximate: str = "none") -> Tensor:
     _float(self, "gelu")
     xp = self._backend.xp
     if approximate == "none":
+
         def fwd(xp_, x):
             return x * (x.dtype.type(0.5) * (1 + _erf(xp, x / x.dtype.type(_SQRT_2))))
 
@@ -290,6 +295,7 @@ def gelu(self, approximate: str = "none") -> Tensor:
 
         return _unary(self, fwd, bwd, "GeluBackward0")
     if approximate == "tanh":
+
         def inner_tanh(x):
             k, c = x.dtype.type(_SQRT_2_OVER_PI), x.dtype.type(0.044715)
             return xp.tanh(k * (x + c * x * x * x))
@@ -338,8 +344,11 @@ def _float(t, fname: str):
 def _implicit_dim(ndim: int, fname: str) -> int:
     import warnings
 
-    warnings.warn(f"Implicit dimension choice for {fname} has been deprecated. Change the call to "
-                  "include dim=X as an argument.", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"Implicit dimension choice for {fname} has been deprecated. Change the call to include dim=X as an argument.",
+        UserWarning,
+        stacklevel=3,
+    )
     return 0 if ndim in (0, 1, 3) else 1
 
 
@@ -355,8 +364,14 @@ def softmax(self, dim: int | None = None, dtype=None) -> Tensor:
         return self._result(x.copy(), (self,), lambda g: (g * 0,), "SoftmaxBackward0", saved=())
     e = xp.exp(x - x.max(axis=dim, keepdims=True))
     y = e / e.sum(axis=dim, keepdims=True)
-    return self._result(y, (self,), lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
-                        "SoftmaxBackward0", saved=(), saves_output=True)
+    return self._result(
+        y,
+        (self,),
+        lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
+        "SoftmaxBackward0",
+        saved=(),
+        saves_output=True,
+    )
 
 
 def log_softmax(self, dim: int | None = None, dtype=None) -> Tensor:
@@ -371,8 +386,14 @@ def log_softmax(self, dim: int | None = None, dtype=None) -> Tensor:
         return self._result(x.copy(), (self,), lambda g: (g * 0,), "LogSoftmaxBackward0", saved=())
     shifted = x - x.max(axis=dim, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-    return self._result(y, (self,), lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
-                        "LogSoftmaxBackward0", saved=(), saves_output=True)
+    return self._result(
+        y,
+        (self,),
+        lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
+        "LogSoftmaxBackward0",
+        saved=(),
+        saves_output=True,
+    )
 
 
 def logsumexp(self, dim, keepdim: bool = False) -> Tensor:
@@ -381,8 +402,13 @@ def logsumexp(self, dim, keepdim: bool = False) -> Tensor:
     m = self.detach().amax(dim, keepdim=True)
     m = m.masked_fill(~m.isfinite(), 0.0)
     out = (self - m).exp().sum(dim, keepdim=True).log() + m
-    return out if keepdim else out.squeeze(dim) if isinstance(dim, int) else out.reshape(
-        tuple(n for i, n in enumerate(out.shape) if i not in {d % self.ndim for d in dim}))
+    return (
+        out
+        if keepdim
+        else out.squeeze(dim)
+        if isinstance(dim, int)
+        else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in {d % self.ndim for d in dim}))
+    )
 
 
 def isfinite(self) -> Tensor:

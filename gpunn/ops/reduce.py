@@ -77,8 +77,10 @@ def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     if dtype is not None:
         self = self.astype(dtype)
     if not _is_float(self.dtype):
-        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
-                           f"or complex dtype. Got: {self.dtype}")
+        raise RuntimeError(
+            f"mean(): could not infer output dtype. Input dtype must be either a floating point "
+            f"or complex dtype. Got: {self.dtype}"
+        )
     axes = _axes(self, dim)
     count = self._data.size if axes is None else math.prod(self.shape[a] for a in axes)
     return sum(self, dim, keepdim) / float(count) if count else sum(self, dim, keepdim) * math.nan
@@ -103,8 +105,9 @@ def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
         ones = xp.ones_like(x[(slice(None),) * axis + (slice(0, 1),)])
         left = xp.concatenate([ones, xp.cumprod(x[head], axis=axis)], axis=axis) if n > 1 else ones
         rev = xp.flip(x, axis=axis)
-        right = xp.flip(xp.concatenate([ones, xp.cumprod(rev[head], axis=axis)], axis=axis), axis=axis) \
-            if n > 1 else ones
+        right = (
+            xp.flip(xp.concatenate([ones, xp.cumprod(rev[head], axis=axis)], axis=axis), axis=axis) if n > 1 else ones
+        )
         gk = g if (keepdim and dim is not None) else xp.expand_dims(g, axis)
         return ((gk * left * right).reshape(self.shape),)
 
@@ -122,8 +125,11 @@ def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None
     axes = _axes(self, dim)
     n = self.numel() if axes is None else math.prod(self.shape[a] for a in axes)
     centered = self - mean(self, dim, keepdim=True)
-    return sum(centered * centered, dim, keepdim) / float(n - correction) if n - correction > 0 else \
-        sum(centered * centered, dim, keepdim) * math.nan
+    return (
+        sum(centered * centered, dim, keepdim) / float(n - correction)
+        if n - correction > 0
+        else sum(centered * centered, dim, keepdim) * math.nan
+    )
 
 
 @numpy_aliases
@@ -292,14 +298,16 @@ def cumsum(self, dim, dtype=None) -> Tensor:
 
 @numpy_aliases
 def any(self, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
-    return Tensor._wrap(self._data.astype(bool).any(axis=_axes(self, dim) if self.ndim else None,
-                                                    keepdims=keepdim), self._backend)
+    return Tensor._wrap(
+        self._data.astype(bool).any(axis=_axes(self, dim) if self.ndim else None, keepdims=keepdim), self._backend
+    )
 
 
 @numpy_aliases
 def all(self, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
-    return Tensor._wrap(self._data.astype(bool).all(axis=_axes(self, dim) if self.ndim else None,
-                                                    keepdims=keepdim), self._backend)
+    return Tensor._wrap(
+        self._data.astype(bool).all(axis=_axes(self, dim) if self.ndim else None, keepdims=keepdim), self._backend
+    )
 
 
 def count_nonzero(self, dim=None) -> Tensor:

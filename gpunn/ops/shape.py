@@ -25,8 +25,9 @@ def reshape(self, *shape) -> Tensor:
     try:
         out = self._data.reshape(shape)
     except ValueError as exc:
-        raise RuntimeError(f"reshape: shape '{list(shape)}' is invalid for input of size {self.numel()} "
-                           f"(tensor of shape {self.shape})") from exc
+        raise RuntimeError(
+            f"reshape: shape '{list(shape)}' is invalid for input of size {self.numel()} (tensor of shape {self.shape})"
+        ) from exc
     src = self.shape
     return self._result(out, (self,), lambda g: (g.reshape(src),), "ViewBackward0", saved=(), view=True)
 
@@ -64,8 +65,7 @@ def permute(self, *dims) -> Tensor:
     dims = tuple(d % self.ndim for d in dims)
     out = xp.transpose(self._data, dims)
     inverse = tuple(int(i) for i in np.argsort(dims))
-    return self._result(out, (self,), lambda g: (xp.transpose(g, inverse),), "PermuteBackward0", saved=(),
-                        view=True)
+    return self._result(out, (self,), lambda g: (xp.transpose(g, inverse),), "PermuteBackward0", saved=(), view=True)
 
 
 def transpose(self, dim0: int, dim1: int) -> Tensor:
@@ -110,16 +110,20 @@ def expand(self, *shape) -> Tensor:
     shape = _shape_args(shape)
     lead = len(shape) - self.ndim
     if lead < 0:
-        raise RuntimeError(f"expand: the number of sizes provided ({len(shape)}) must be greater or equal to "
-                           f"the number of dimensions in the tensor ({self.ndim})")
+        raise RuntimeError(
+            f"expand: the number of sizes provided ({len(shape)}) must be greater or equal to "
+            f"the number of dimensions in the tensor ({self.ndim})"
+        )
     if any(n == -1 for n in shape[:lead]):
         raise RuntimeError(f"expand: -1 is not allowed for the new leading dimensions in {shape}")
     shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
     try:
         out = self._backend.xp.broadcast_to(self._data, shape)
     except ValueError as exc:
-        raise RuntimeError(f"expand: can't expand shape {self.shape} to {shape}: the expanded size must match "
-                           "the existing size at each non-singleton dimension") from exc
+        raise RuntimeError(
+            f"expand: can't expand shape {self.shape} to {shape}: the expanded size must match "
+            "the existing size at each non-singleton dimension"
+        ) from exc
     src = self.shape
     return self._result(out, (self,), lambda g: (_unbroadcast(g, src),), "ExpandBackward0", saved=(), view=True)
 
@@ -171,8 +175,7 @@ def _index_data(index):
 
 def _is_basic_index(index) -> bool:
     items = index if isinstance(index, tuple) else (index,)
-    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) and not isinstance(i, bool)
-               for i in items)
+    return all(isinstance(i, (int, slice, type(None), type(Ellipsis))) and not isinstance(i, bool) for i in items)
 
 
 def getitem(self, index) -> Tensor:
@@ -206,14 +209,18 @@ def index_put(self, index, values) -> Tensor:
     index = _index_data(index)
     v = self._operand(values, "index_put")
     if _is_float(v.dtype) and not _is_float(self.dtype):
-        raise RuntimeError(f"Index put requires the source and destination dtypes match, got {self.dtype} for "
-                           f"the destination and {v.dtype} for the source.")
+        raise RuntimeError(
+            f"Index put requires the source and destination dtypes match, got {self.dtype} for "
+            f"the destination and {v.dtype} for the source."
+        )
     out = self._data.copy()
     try:
         out[index] = v._data
     except (ValueError, IndexError) as exc:
-        raise RuntimeError(f"index assignment: can't put values of shape {v.shape} at index {index!r} of a "
-                           f"tensor of shape {self.shape} ({exc})") from exc
+        raise RuntimeError(
+            f"index assignment: can't put values of shape {v.shape} at index {index!r} of a "
+            f"tensor of shape {self.shape} ({exc})"
+        ) from exc
     vshape = v.shape
 
     def backward(g):
@@ -236,8 +243,9 @@ def masked_fill(self, mask, value) -> Tensor:
     if m.dtype != np.bool_:
         raise RuntimeError(f"masked_fill only supports boolean masks, but got mask with dtype {m.dtype}")
     if isinstance(value, Tensor) and value.ndim != 0:
-        raise RuntimeError(f"masked_fill only supports a 0-dimensional value tensor, but got tensor with "
-                           f"{value.ndim} dimension(s)")
+        raise RuntimeError(
+            f"masked_fill only supports a 0-dimensional value tensor, but got tensor with {value.ndim} dimension(s)"
+        )
     if isinstance(value, (int, float, bool)):
         value = Tensor._wrap(self._backend.xp.asarray(value, dtype=self.dtype), self._backend)
     out = where(Tensor._wrap(m, self._backend), value, self)
@@ -254,12 +262,15 @@ def gather(self, dim: int, index) -> Tensor:
     if idx.dtype.kind not in "iu":
         raise RuntimeError(f"gather(): Expected dtype int64 for index, got {idx.dtype}")
     if idx.ndim != self.ndim:
-        raise RuntimeError(f"gather(): Index tensor must have the same number of dimensions as input tensor "
-                           f"({idx.ndim} vs {self.ndim})")
+        raise RuntimeError(
+            f"gather(): Index tensor must have the same number of dimensions as input tensor "
+            f"({idx.ndim} vs {self.ndim})"
+        )
     for d in range(self.ndim):
         if d != axis and idx.shape[d] > self.shape[d]:
-            raise RuntimeError(f"gather(): Size does not match at dimension {d}: index {tuple(idx.shape)} vs "
-                               f"input {self.shape}")
+            raise RuntimeError(
+                f"gather(): Size does not match at dimension {d}: index {tuple(idx.shape)} vs input {self.shape}"
+            )
     if idx.size and (int(idx.min()) < -self.shape[axis] or int(idx.max()) >= self.shape[axis]):
         raise RuntimeError(f"gather(): index out of range for dimension {dim} of size {self.shape[axis]}")
     xp = self._backend.xp
@@ -354,8 +365,10 @@ def split(self, split_size_or_sections, dim: int = 0) -> tuple:
     else:
         sizes = [int(s) for s in split_size_or_sections]
         if sum(sizes) != n:
-            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size "
-                               f"at dimension {dim}), but got split_sizes={sizes}")
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's size "
+                f"at dimension {dim}), but got split_sizes={sizes}"
+            )
     out, start = [], 0
     for s in sizes:
         out.append(narrow(self, d, start, s))
@@ -400,11 +413,11 @@ def cat(tensors, dim: int = 0) -> Tensor:
     try:
         out = xp.concatenate([t._data.astype(dtype, copy=False) for t in ts], axis=dim)
     except ValueError as exc:
-        raise RuntimeError(f"cat(): sizes of tensors must match except in dimension {dim}; got shapes "
-                           f"{[t.shape for t in ts]}") from exc
+        raise RuntimeError(
+            f"cat(): sizes of tensors must match except in dimension {dim}; got shapes {[t.shape for t in ts]}"
+        ) from exc
     bounds = np.cumsum([t.shape[dim] for t in ts])[:-1]
-    return ts[0]._result(out, tuple(ts), lambda g: tuple(xp.split(g, bounds, axis=dim)), "CatBackward0",
-                         saved=())
+    return ts[0]._result(out, tuple(ts), lambda g: tuple(xp.split(g, bounds, axis=dim)), "CatBackward0", saved=())
 
 
 concat = cat
@@ -430,8 +443,7 @@ def where(condition, input=None, other=None) -> Tensor:  # noqa: A002
         base = Tensor._wrap(base._backend.xp.asarray(input), base._backend)
     cond = condition._data if isinstance(condition, Tensor) else base._backend.asarray(condition)
     if cond.dtype != np.bool_:
-        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype "
-                           f"{cond.dtype}")
+        raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype {cond.dtype}")
     a = base._operand(input, "where")
     b = base._operand(other, "where")
     xp = base._backend.xp
@@ -450,5 +462,6 @@ def nonzero(self, as_tuple: bool = False):
     idx = xp.nonzero(self._data)
     if as_tuple:
         return tuple(Tensor._wrap(i.astype(np.int64), self._backend) for i in idx)
-    return Tensor._wrap(xp.stack(idx, axis=1).astype(np.int64) if idx else xp.zeros((0, 0), dtype=np.int64),
-                        self._backend)
+    return Tensor._wrap(
+        xp.stack(idx, axis=1).astype(np.int64) if idx else xp.zeros((0, 0), dtype=np.int64), self._backend
+    )

@@ -1,7 +1,7 @@
 """Optimizers over flat parameter buffers (SGD, Adam, AdamW, Adagrad, Adadelta, RMSprop) and learning-rate schedulers.
 
-    opt = gpunn.optim.AdamW(model.parameters(), lr=1e-3)
-    sched = gpunn.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+opt = gpunn.optim.AdamW(model.parameters(), lr=1e-3)
+sched = gpunn.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
 """
 
 from gpunn.optim import lr_scheduler

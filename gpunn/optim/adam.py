@@ -15,12 +15,27 @@ class Adam(Optimizer):
 
     _array_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False) -> None:
-        defaults = {"lr": lr, "betas": tuple(betas) if isinstance(betas, list) else betas, "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
-                    "decoupled_weight_decay": decoupled_weight_decay}
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas) if isinstance(betas, list) else betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
         super().__init__(params, defaults)
 
     def _validate(self, group: dict, where: str) -> None:
@@ -33,8 +48,7 @@ class Adam(Optimizer):
             raise ValueError(f"{where}betas must be a pair (beta1, beta2), got {betas!r}")
         for k, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
-                raise ValueError(f"{where}Invalid beta parameter at index {k}: betas[{k}]={beta} "
-                                 "(must be in [0, 1))")
+                raise ValueError(f"{where}Invalid beta parameter at index {k}: betas[{k}]={beta} (must be in [0, 1))")
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
         # the step count t is per parameter (a parameter without a grad is not stepped), so a run
@@ -49,11 +63,20 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         for lo, hi, step in buf.runs(keys):
             buf.backend.adam_step(
-                buf.data[lo:hi], buf.grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi],
+                buf.data[lo:hi],
+                buf.grad[lo:hi],
+                exp_avg[lo:hi],
+                exp_avg_sq[lo:hi],
                 None if max_exp_avg_sq is None else max_exp_avg_sq[lo:hi],
-                step=step, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                weight_decay=group["weight_decay"], decoupled_weight_decay=group["decoupled_weight_decay"],
-                amsgrad=amsgrad, maximize=group["maximize"],
+                step=step,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                amsgrad=amsgrad,
+                maximize=group["maximize"],
             )
         for i, (p, step) in enumerate(zip(buf.params, keys)):
             if step is None:
@@ -73,10 +96,18 @@ class AdamW(Adam):
     >>> opt = gpunn.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True)
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

@@ -18,8 +18,10 @@ def _check_common(group: dict, where: str) -> None:
     if not eps >= 0:
         raise ValueError(f"{where}Invalid epsilon value: eps={eps} (must be >= 0)")
     if group.get("differentiable"):
-        raise NotImplementedError(f"{where}differentiable=True is not supported: gpunn's optimizer steps "
-                                  "update the flat parameter buffer outside autograd")
+        raise NotImplementedError(
+            f"{where}differentiable=True is not supported: gpunn's optimizer steps "
+            "update the flat parameter buffer outside autograd"
+        )
 
 
 class _PerParamStep(Optimizer):
@@ -65,12 +67,31 @@ class Adagrad(_PerParamStep):
 
     _array_state = ("sum",)
 
-    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0, weight_decay: float = 0,
-                 initial_accumulator_value: float = 0, eps: float = 1e-10, foreach: bool | None = None, *,
-                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None) -> None:
-        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
-                    "initial_accumulator_value": initial_accumulator_value, "foreach": foreach,
-                    "maximize": maximize, "differentiable": differentiable, "fused": fused}
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
         super().__init__(params, defaults)
 
     def _validate(self, group: dict, where: str) -> None:
@@ -80,8 +101,9 @@ class Adagrad(_PerParamStep):
             raise ValueError(f"{where}Invalid lr_decay value: lr_decay={lr_decay} (must be >= 0)")
         init = group.get("initial_accumulator_value", 0.0)
         if not init >= 0:
-            raise ValueError(f"{where}Invalid initial_accumulator_value value: initial_accumulator_value={init}"
-                             " (must be >= 0)")
+            raise ValueError(
+                f"{where}Invalid initial_accumulator_value value: initial_accumulator_value={init} (must be >= 0)"
+            )
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -97,8 +119,14 @@ class Adagrad(_PerParamStep):
         # the step enters the update only through lr_decay; a run shares one step number
         for lo, hi, step in buf.runs(steps):
             buf.backend.adagrad_step(
-                buf.data[lo:hi], buf.grad[lo:hi], flat_sum[lo:hi], step=step, lr=group["lr"],
-                lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"],
+                buf.data[lo:hi],
+                buf.grad[lo:hi],
+                flat_sum[lo:hi],
+                step=step,
+                lr=group["lr"],
+                lr_decay=group["lr_decay"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
                 maximize=group["maximize"],
             )
         self._record(group, buf, steps)
@@ -113,11 +141,29 @@ class Adadelta(_PerParamStep):
 
     _array_state = ("square_avg", "acc_delta")
 
-    def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0,
-                 foreach: bool | None = None, *, capturable: bool = False, maximize: bool = False,
-                 differentiable: bool = False) -> None:
-        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay, "maximize": maximize,
-                    "capturable": capturable, "foreach": foreach, "differentiable": differentiable}
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "capturable": capturable,
+            "foreach": foreach,
+            "differentiable": differentiable,
+        }
         super().__init__(params, defaults)
 
     def _validate(self, group: dict, where: str) -> None:
@@ -131,8 +177,14 @@ class Adadelta(_PerParamStep):
         square_avg, acc_delta = buf.state_buffer("square_avg"), buf.state_buffer("acc_delta")
         for lo, hi, _ in buf.runs([True if s is not None else None for s in steps]):
             buf.backend.adadelta_step(
-                buf.data[lo:hi], buf.grad[lo:hi], square_avg[lo:hi], acc_delta[lo:hi], lr=group["lr"],
-                rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"],
+                buf.data[lo:hi],
+                buf.grad[lo:hi],
+                square_avg[lo:hi],
+                acc_delta[lo:hi],
+                lr=group["lr"],
+                rho=group["rho"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
             )
         self._record(group, buf, steps)
@@ -148,12 +200,32 @@ class RMSprop(_PerParamStep):
 
     _array_state = ("square_avg", "momentum_buffer", "grad_avg")
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0, momentum: float = 0, centered: bool = False, capturable: bool = False,
-                 foreach: bool | None = None, maximize: bool = False, differentiable: bool = False) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "alpha": alpha, "eps": eps, "centered": centered,
-                    "weight_decay": weight_decay, "capturable": capturable, "foreach": foreach,
-                    "maximize": maximize, "differentiable": differentiable}
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "capturable": capturable,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+        }
         super().__init__(params, defaults)
 
     def _validate(self, group: dict, where: str) -> None:
@@ -166,8 +238,11 @@ class RMSprop(_PerParamStep):
             raise ValueError(f"{where}Invalid alpha value: alpha={alpha} (must be >= 0)")
 
     def _state_names(self, group: dict) -> tuple:
-        return ("square_avg",) + (("momentum_buffer",) if group["momentum"] > 0 else ()) + (
-            ("grad_avg",) if group["centered"] else ())
+        return (
+            ("square_avg",)
+            + (("momentum_buffer",) if group["momentum"] > 0 else ())
+            + (("grad_avg",) if group["centered"] else ())
+        )
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
         steps = self._steps(buf, has_grad)
@@ -177,9 +252,17 @@ class RMSprop(_PerParamStep):
         grad_avg = buf.state_buffer("grad_avg") if centered else None
         for lo, hi, _ in buf.runs([True if s is not None else None for s in steps]):
             buf.backend.rmsprop_step(
-                buf.data[lo:hi], buf.grad[lo:hi], square_avg[lo:hi],
-                None if momentum_buf is None else momentum_buf[lo:hi], None if grad_avg is None else grad_avg[lo:hi],
-                lr=group["lr"], alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
-                momentum=momentum, centered=centered, maximize=group["maximize"],
+                buf.data[lo:hi],
+                buf.grad[lo:hi],
+                square_avg[lo:hi],
+                None if momentum_buf is None else momentum_buf[lo:hi],
+                None if grad_avg is None else grad_avg[lo:hi],
+                lr=group["lr"],
+                alpha=group["alpha"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum=momentum,
+                centered=centered,
+                maximize=group["maximize"],
             )
         self._record(group, buf, steps)

@@ -19,9 +19,20 @@ from collections import Counter
 
 from gpunn.optim.optimizer import Optimizer
 
-__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LambdaLR",
-           "ReduceLROnPlateau", "ConstantLR", "LinearLR", "SequentialLR", "CosineAnnealingWarmRestarts",
-           "OneCycleLR"]
+__all__ = [
+    "LRScheduler",
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "CosineAnnealingLR",
+    "LambdaLR",
+    "ReduceLROnPlateau",
+    "ConstantLR",
+    "LinearLR",
+    "SequentialLR",
+    "CosineAnnealingWarmRestarts",
+    "OneCycleLR",
+]
 
 
 def _check_optimizer(optimizer) -> None:
@@ -51,9 +62,11 @@ class LRScheduler:
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
-                    raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
-                                   f"a scheduler with last_epoch={last_epoch}; load the optimizer's state "
-                                   "dict first, or use last_epoch=-1 for a fresh run")
+                    raise KeyError(
+                        f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
+                        f"a scheduler with last_epoch={last_epoch}; load the optimizer's state "
+                        "dict first, or use last_epoch=-1 for a fresh run"
+                    )
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self._initial_step()
@@ -79,8 +92,12 @@ class LRScheduler:
         PyTorch, which warns) jumps to that epoch, with the closed-form lr where the schedule has one."""
         self._step_count += 1
         if epoch is not None:
-            warnings.warn("The epoch parameter in `scheduler.step()` is deprecated (as in PyTorch); call "
-                          "`scheduler.step()` without it", UserWarning, stacklevel=2)
+            warnings.warn(
+                "The epoch parameter in `scheduler.step()` is deprecated (as in PyTorch); call "
+                "`scheduler.step()` without it",
+                UserWarning,
+                stacklevel=2,
+            )
         self._update_lr(epoch)
 
     def _update_lr(self, epoch: int | None = None) -> None:
@@ -97,8 +114,7 @@ class LRScheduler:
 
     def state_dict(self) -> dict:
         """Every attribute except the optimizer (JSON-able)."""
-        return {k: list(v) if isinstance(v, list) else v
-                for k, v in self.__dict__.items() if k != "optimizer"}
+        return {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.__dict__.update({k: list(v) if isinstance(v, list) else v for k, v in state_dict.items()})
@@ -111,8 +127,7 @@ class StepLR(LRScheduler):
     >>> sched = StepLR(opt, step_size=30, gamma=0.1)
     """
 
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
-                 last_epoch: int = -1) -> None:
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
         self.step_size = _positive_int(step_size, "step_size")
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -150,7 +165,7 @@ class MultiStepLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         passed = sum(n for m, n in self.milestones.items() if m <= self.last_epoch)
-        return [base_lr * self.gamma ** passed for base_lr in self.base_lrs]
+        return [base_lr * self.gamma**passed for base_lr in self.base_lrs]
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -182,7 +197,7 @@ class ExponentialLR(LRScheduler):
         return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
-        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
+        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -204,18 +219,21 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return [group["lr"] for group in groups]
         if self._step_count == 1 and t > 0:
-            return [eta_min + (base_lr - eta_min) * (1 + math.cos(t * math.pi / T)) / 2
-                    for base_lr in self.base_lrs]
+            return [eta_min + (base_lr - eta_min) * (1 + math.cos(t * math.pi / T)) / 2 for base_lr in self.base_lrs]
         if (t - 1 - T) % (2 * T) == 0:
             # the trough of the cosine: the ratio below would be 0/0, so step up by the closed form
-            return [group["lr"] + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
-                    for base_lr, group in zip(self.base_lrs, groups)]
+            return [
+                group["lr"] + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+                for base_lr, group in zip(self.base_lrs, groups)
+            ]
         ratio = (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
         return [ratio * (group["lr"] - eta_min) + eta_min for group in groups]
 
     def _get_closed_form_lr(self) -> list:
-        return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
-                for base_lr in self.base_lrs]
+        return [
+            self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+            for base_lr in self.base_lrs
+        ]
 
 
 class LambdaLR(LRScheduler):
@@ -229,8 +247,7 @@ class LambdaLR(LRScheduler):
         n = len(optimizer.param_groups)
         if isinstance(lr_lambda, (list, tuple)):
             if len(lr_lambda) != n:
-                raise ValueError(f"Expected {n} lr_lambdas (one per parameter group), "
-                                 f"but got {len(lr_lambda)}")
+                raise ValueError(f"Expected {n} lr_lambdas (one per parameter group), but got {len(lr_lambda)}")
             self.lr_lambdas = list(lr_lambda)
         else:
             self.lr_lambdas = [lr_lambda] * n
@@ -246,8 +263,9 @@ class LambdaLR(LRScheduler):
         """As the base, with ``lr_lambdas``: None for plain functions (code is not state), the attribute
         dict for callable objects."""
         state = {k: v for k, v in super().state_dict().items() if k != "lr_lambdas"}
-        state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else dict(fn.__dict__)
-                               for fn in self.lr_lambdas]
+        state["lr_lambdas"] = [
+            None if isinstance(fn, types.FunctionType) else dict(fn.__dict__) for fn in self.lr_lambdas
+        ]
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -269,9 +287,18 @@ class ReduceLROnPlateau(LRScheduler):
     >>> sched.step(val_loss)
     """
 
-    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
-                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0, min_lr=0,
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr=0,
+        eps: float = 1e-8,
+    ) -> None:
         _check_optimizer(optimizer)
         if not factor < 1.0:
             raise ValueError(f"factor should be < 1.0 (the lr is multiplied by it), got factor={factor}")
@@ -347,8 +374,10 @@ class ReduceLROnPlateau(LRScheduler):
         groups = self.optimizer.param_groups
         if len(groups) != len(self.min_lrs):
             if self.default_min_lr is None:
-                raise RuntimeError(f"the optimizer has {len(groups)} parameter groups but ReduceLROnPlateau "
-                                   f"was given {len(self.min_lrs)} min_lrs; set .min_lrs to one per group")
+                raise RuntimeError(
+                    f"the optimizer has {len(groups)} parameter groups but ReduceLROnPlateau "
+                    f"was given {len(self.min_lrs)} min_lrs; set .min_lrs to one per group"
+                )
             self.min_lrs = [self.default_min_lr] * len(groups)
         for group, min_lr in zip(groups, self.min_lrs):
             old_lr = float(group["lr"])
@@ -368,8 +397,9 @@ class ConstantLR(LRScheduler):
     >>> sched = ConstantLR(opt, factor=0.5, total_iters=4)
     """
 
-    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
-                 last_epoch: int = -1) -> None:
+    def __init__(
+        self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1
+    ) -> None:
         if not 0 <= factor <= 1.0:
             raise ValueError(f"Constant multiplicative factor expected to be between 0 and 1, got factor={factor}")
         self.factor = factor
@@ -385,8 +415,10 @@ class ConstantLR(LRScheduler):
         return [group["lr"] * (1.0 / self.factor) for group in groups]
 
     def _get_closed_form_lr(self) -> list:
-        return [base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
-                for base_lr in self.base_lrs]
+        return [
+            base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+            for base_lr in self.base_lrs
+        ]
 
 
 class LinearLR(LRScheduler):
@@ -397,14 +429,23 @@ class LinearLR(LRScheduler):
     >>> sched = LinearLR(opt, start_factor=0.1, total_iters=10)
     """
 
-    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
-                 total_iters: int = 5, last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+    ) -> None:
         if not 0 < start_factor <= 1.0:
-            raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1, "
-                             f"got start_factor={start_factor}")
+            raise ValueError(
+                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1, "
+                f"got start_factor={start_factor}"
+            )
         if not 0 <= end_factor <= 1.0:
-            raise ValueError("Ending multiplicative factor expected to be between 0 and 1, "
-                             f"got end_factor={end_factor}")
+            raise ValueError(
+                f"Ending multiplicative factor expected to be between 0 and 1, got end_factor={end_factor}"
+            )
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -422,8 +463,9 @@ class LinearLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list:
         frac = min(self.total_iters, self.last_epoch) / self.total_iters
-        return [base_lr * (self.start_factor + (self.end_factor - self.start_factor) * frac)
-                for base_lr in self.base_lrs]
+        return [
+            base_lr * (self.start_factor + (self.end_factor - self.start_factor) * frac) for base_lr in self.base_lrs
+        ]
 
 
 class SequentialLR(LRScheduler):
@@ -441,17 +483,24 @@ class SequentialLR(LRScheduler):
             raise ValueError("SequentialLR expects at least one scheduler, but got no scheduler")
         for i, sched in enumerate(schedulers):
             if not hasattr(sched, "optimizer"):
-                raise TypeError(f"SequentialLR: the scheduler at index {i} ({type(sched).__name__}) has no "
-                                "`optimizer` attribute")
+                raise TypeError(
+                    f"SequentialLR: the scheduler at index {i} ({type(sched).__name__}) has no `optimizer` attribute"
+                )
             if isinstance(sched, ReduceLROnPlateau):
-                raise ValueError("SequentialLR does not support ReduceLROnPlateau (its step needs the metric), "
-                                 f"but got one at index {i}")
+                raise ValueError(
+                    "SequentialLR does not support ReduceLROnPlateau (its step needs the metric), "
+                    f"but got one at index {i}"
+                )
             if sched.optimizer is not optimizer:
-                raise ValueError(f"SequentialLR expects all schedulers to belong to the same optimizer, but the "
-                                 f"scheduler {type(sched).__name__} at index {i} has another one")
+                raise ValueError(
+                    f"SequentialLR expects all schedulers to belong to the same optimizer, but the "
+                    f"scheduler {type(sched).__name__} at index {i} has another one"
+                )
         if len(milestones) != len(schedulers) - 1:
-            raise ValueError(f"SequentialLR expects one milestone fewer than schedulers, got {len(schedulers)} "
-                             f"schedulers and {len(milestones)} milestones")
+            raise ValueError(
+                f"SequentialLR expects one milestone fewer than schedulers, got {len(schedulers)} "
+                f"schedulers and {len(milestones)} milestones"
+            )
         self._schedulers = schedulers
         self._milestones = milestones
         self.last_epoch = last_epoch + 1
@@ -487,18 +536,23 @@ class SequentialLR(LRScheduler):
 
     def state_dict(self) -> dict:
         """Own attributes, plus each wrapped scheduler's state dict under ``_schedulers``."""
-        state = {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()
-                 if k not in ("optimizer", "_schedulers")}
+        state = {
+            k: list(v) if isinstance(v, list) else v
+            for k, v in self.__dict__.items()
+            if k not in ("optimizer", "_schedulers")
+        }
         state["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict["_schedulers"]
         if len(saved) != len(self._schedulers):
-            raise ValueError(f"loaded SequentialLR state has {len(saved)} schedulers, this one has "
-                             f"{len(self._schedulers)}")
-        self.__dict__.update({k: list(v) if isinstance(v, list) else v for k, v in state_dict.items()
-                              if k != "_schedulers"})
+            raise ValueError(
+                f"loaded SequentialLR state has {len(saved)} schedulers, this one has {len(self._schedulers)}"
+            )
+        self.__dict__.update(
+            {k: list(v) if isinstance(v, list) else v for k, v in state_dict.items() if k != "_schedulers"}
+        )
         for sched, st in zip(self._schedulers, saved):
             sched.load_state_dict(st)
 
@@ -511,8 +565,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     >>> sched = CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2)
     """
 
-    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
-                 last_epoch: int = -1) -> None:
+    def __init__(
+        self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1
+    ) -> None:
         if isinstance(T_0, bool) or not isinstance(T_0, int) or T_0 <= 0:
             raise ValueError(f"Expected positive integer T_0, but got {T_0!r}")
         if isinstance(T_mult, bool) or not isinstance(T_mult, int) or T_mult < 1:
@@ -527,8 +582,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list:
-        return [self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
-                for base_lr in self.base_lrs]
+        return [
+            self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
+            for base_lr in self.base_lrs
+        ]
 
     def step(self, epoch=None) -> None:
         """Next epoch (``epoch`` None), or jump to ``epoch`` (may be fractional: call it per batch with
@@ -566,8 +623,10 @@ def _per_group(name: str, optimizer: Optimizer, value) -> list:
     n = len(optimizer.param_groups)
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(f"{name} must have the same length as optimizer.param_groups: {name} has "
-                             f"{len(value)} values, param_groups has {n}")
+            raise ValueError(
+                f"{name} must have the same length as optimizer.param_groups: {name} has "
+                f"{len(value)} values, param_groups has {n}"
+            )
         return list(value)
     return [value] * n
 
@@ -582,10 +641,23 @@ class OneCycleLR(LRScheduler):
     >>> sched = OneCycleLR(opt, max_lr=0.1, epochs=10, steps_per_epoch=len(loader))
     """
 
-    def __init__(self, optimizer: Optimizer, max_lr, total_steps: int | None = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = "cos",
-                 cycle_momentum: bool = True, base_momentum=0.85, max_momentum=0.95, div_factor: float = 25.0,
-                 final_div_factor: float = 1e4, three_phase: bool = False, last_epoch: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        max_lr,
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        cycle_momentum: bool = True,
+        base_momentum=0.85,
+        max_momentum=0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        last_epoch: int = -1,
+    ) -> None:
         _check_optimizer(optimizer)
         self.optimizer = optimizer
         if total_steps is not None:
@@ -608,15 +680,19 @@ class OneCycleLR(LRScheduler):
         warm_end = float(pct_start * self.total_steps) - 1
         # (end_step, start lr key, end lr key, start momentum key, end momentum key); the keys name group entries
         if three_phase:
-            phases = [(warm_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                      (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum",
-                       "max_momentum"),
-                      (self.total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
+            phases = [
+                (warm_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+                (self.total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
+            ]
         else:
-            phases = [(warm_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                      (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
-        self._schedule_phases = [dict(zip(("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum"), ph))
-                                 for ph in phases]
+            phases = [
+                (warm_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
+                (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
+            ]
+        self._schedule_phases = [
+            dict(zip(("end_step", "start_lr", "end_lr", "start_momentum", "end_momentum"), ph)) for ph in phases
+        ]
         max_lrs = _per_group("max_lr", optimizer, max_lr)
         if last_epoch == -1:
             for group, top in zip(optimizer.param_groups, max_lrs):
@@ -626,8 +702,10 @@ class OneCycleLR(LRScheduler):
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
             if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-                raise ValueError(f"optimizer must support momentum or beta1 with `cycle_momentum` option enabled "
-                                 f"({type(optimizer).__name__} has neither; pass cycle_momentum=False)")
+                raise ValueError(
+                    f"optimizer must support momentum or beta1 with `cycle_momentum` option enabled "
+                    f"({type(optimizer).__name__} has neither; pass cycle_momentum=False)"
+                )
             self.use_beta1 = "betas" in optimizer.defaults
             tops = _per_group("max_momentum", optimizer, max_momentum)
             bases = _per_group("base_momentum", optimizer, base_momentum)
@@ -652,8 +730,7 @@ class OneCycleLR(LRScheduler):
     def get_lr(self) -> list:
         step = self.last_epoch
         if step > self.total_steps:
-            raise ValueError(f"Tried to step {step} times. The specified number of total steps is "
-                             f"{self.total_steps}")
+            raise ValueError(f"Tried to step {step} times. The specified number of total steps is {self.total_steps}")
         lrs = []
         last = len(self._schedule_phases) - 1
         for group in self.optimizer.param_groups:
@@ -662,13 +739,16 @@ class OneCycleLR(LRScheduler):
                 end = phase["end_step"]
                 if step <= end or i == last:
                     if end == start:
-                        raise ValueError(f"OneCycleLR: phase {i} has no length (pct_start * total_steps = "
-                                         f"{end + 1:g}); use more total steps or another pct_start")
+                        raise ValueError(
+                            f"OneCycleLR: phase {i} has no length (pct_start * total_steps = "
+                            f"{end + 1:g}); use more total steps or another pct_start"
+                        )
                     pct = (step - start) / (end - start)
                     lr = self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct)
                     if self.cycle_momentum:
-                        self._set_momentum(group, self._anneal(group[phase["start_momentum"]],
-                                                               group[phase["end_momentum"]], pct))
+                        self._set_momentum(
+                            group, self._anneal(group[phase["start_momentum"]], group[phase["end_momentum"]], pct)
+                        )
                     break
                 start = end
             lrs.append(lr)

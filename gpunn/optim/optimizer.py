@@ -77,12 +77,16 @@ class _FlatBuffer:
         """``p._data`` was rebound to a new array: copy it into the flat buffer and re-point ``p._data``."""
         p, new = self.params[i], self.params[i]._data
         if p._backend is not self.backend or not self.backend.is_array(new):
-            raise RuntimeError(f"{self._where(i)} moved from backend '{self.backend.name}' after the "
-                               "optimizer was created; create the optimizer after moving the model")
+            raise RuntimeError(
+                f"{self._where(i)} moved from backend '{self.backend.name}' after the "
+                "optimizer was created; create the optimizer after moving the model"
+            )
         if tuple(new.shape) != self.shapes[i] or new.dtype != self.dtype:
-            raise RuntimeError(f"{self._where(i)} was replaced by an array of shape {tuple(new.shape)} and "
-                               f"dtype {new.dtype}; the optimizer's flat buffer can't hold it, so create a "
-                               "new optimizer after changing a parameter's shape or dtype")
+            raise RuntimeError(
+                f"{self._where(i)} was replaced by an array of shape {tuple(new.shape)} and "
+                f"dtype {new.dtype}; the optimizer's flat buffer can't hold it, so create a "
+                "new optimizer after changing a parameter's shape or dtype"
+            )
         self.data_views[i][...] = new
         p._data = self.data_views[i]
 
@@ -177,11 +181,15 @@ class Optimizer:
 
     def __init__(self, params, defaults: dict) -> None:
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or "
-                            f"dicts, but got a {type(params).__name__}")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Tensors or "
+                f"dicts, but got a {type(params).__name__}"
+            )
         if isinstance(params, (set, frozenset)):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
-                            "ordering of a set changes between runs; use a list instead")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of a set changes between runs; use a list instead"
+            )
         self._validate(defaults, "")
         self.defaults = dict(defaults)
         self.state: defaultdict = defaultdict(dict)  # Tensor -> {name: array view or Python scalar}
@@ -218,15 +226,16 @@ class Optimizer:
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, (set, frozenset)):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
-                            "ordering of a set changes between runs; use a list instead")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of a set changes between runs; use a list instead"
+            )
         else:
             params = list(params)
         names = [p[0] for p in params if isinstance(p, tuple)]
         params = [p[1] if isinstance(p, tuple) else p for p in params]
         if names and len(names) != len(params):
-            raise ValueError("all optimizer params should be with/without names. "
-                             "Some param names are missing")
+            raise ValueError("all optimizer params should be with/without names. Some param names are missing")
 
         seen = {id(p): k for k, p in enumerate(params)}
         for k, p in enumerate(params):
@@ -234,13 +243,17 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, but {where} is a {type(p).__name__}")
             if not p.is_leaf:
-                raise ValueError(f"can't optimize a non-leaf Tensor: {where} was computed by {p.grad_fn}; "
-                                 "optimize the leaf it comes from, or detach() it")
+                raise ValueError(
+                    f"can't optimize a non-leaf Tensor: {where} was computed by {p.grad_fn}; "
+                    "optimize the leaf it comes from, or detach() it"
+                )
             # a frozen parameter (requires_grad=False) is accepted, as in PyTorch: it never gets a
             # gradient, so step() skips it
             if seen[id(p)] != k:
-                raise ValueError(f"{where} is the same tensor as parameter {seen[id(p)]}: a parameter group "
-                                 "can't list a parameter twice")
+                raise ValueError(
+                    f"{where} is the same tensor as parameter {seen[id(p)]}: a parameter group "
+                    "can't list a parameter twice"
+                )
             if id(p) in self._slot:
                 raise ValueError(f"some parameters appear in more than one parameter group ({where})")
 
@@ -326,13 +339,17 @@ class Optimizer:
         """Restore hyper-parameters and state saved by ``state_dict()`` (checked before anything changes)."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, this optimizer "
-                             f"has {len(self.param_groups)}")
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, this optimizer "
+                f"has {len(self.param_groups)}"
+            )
         id_map = {}
         for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"loaded state dict's parameter group {gi} has {len(saved['params'])} "
-                                 f"parameters, this optimizer's group has {len(group['params'])}")
+                raise ValueError(
+                    f"loaded state dict's parameter group {gi} has {len(saved['params'])} "
+                    f"parameters, this optimizer's group has {len(group['params'])}"
+                )
             for idx, p in zip(saved["params"], group["params"]):
                 id_map[int(idx)] = p
 
@@ -341,16 +358,17 @@ class Optimizer:
         for key, st in state_dict["state"].items():
             idx = int(key)  # JSON turns the integer keys into strings
             if idx not in id_map:
-                raise ValueError(f"loaded state dict has state for parameter {idx}, which no parameter group "
-                                 "lists")
+                raise ValueError(f"loaded state dict has state for parameter {idx}, which no parameter group lists")
             p = id_map[idx]
             entry = {}
             for name, value in st.items():
                 if name in self._array_state:
                     shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
                     if shape != p.shape:
-                        raise ValueError(f"loaded state '{name}' of parameter {idx} has shape {shape}, the "
-                                         f"parameter has shape {p.shape}")
+                        raise ValueError(
+                            f"loaded state '{name}' of parameter {idx} has shape {shape}, the "
+                            f"parameter has shape {p.shape}"
+                        )
                     entry[name] = value
                 else:
                     entry[name] = _as_scalar(value, f"loaded state '{name}' of parameter {idx}")

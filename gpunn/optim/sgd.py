@@ -15,10 +15,25 @@ class SGD(Optimizer):
 
     _array_state = ("momentum_buffer",)
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "maximize": maximize}
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults)
 
     def _validate(self, group: dict, where: str) -> None:
@@ -28,21 +43,31 @@ class SGD(Optimizer):
             raise ValueError(f"{where}Invalid momentum value: momentum={momentum} (must be >= 0)")
         dampening = group.get("dampening", 0)
         if group.get("nesterov") and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"{where}Nesterov momentum requires a momentum and zero dampening "
-                             f"(nesterov=True with momentum={momentum}, dampening={dampening})")
+            raise ValueError(
+                f"{where}Nesterov momentum requires a momentum and zero dampening "
+                f"(nesterov=True with momentum={momentum}, dampening={dampening})"
+            )
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
         momentum = group["momentum"]
         # a parameter's momentum buffer starts as its first (decayed) gradient, as in PyTorch: that
         # "first step" is per parameter, so a run never mixes initialised and uninitialised buffers
-        keys = [(momentum != 0 and "momentum_buffer" not in self.state.get(p, ())) if has else None
-                for p, has in zip(buf.params, has_grad)]
+        keys = [
+            (momentum != 0 and "momentum_buffer" not in self.state.get(p, ())) if has else None
+            for p, has in zip(buf.params, has_grad)
+        ]
         momentum_buf = buf.state_buffer("momentum_buffer") if momentum != 0 else None
         for lo, hi, first in buf.runs(keys):
             buf.backend.sgd_step(
-                buf.data[lo:hi], buf.grad[lo:hi], None if momentum_buf is None else momentum_buf[lo:hi],
-                lr=group["lr"], momentum=momentum, dampening=group["dampening"],
-                weight_decay=group["weight_decay"], nesterov=group["nesterov"], maximize=group["maximize"],
+                buf.data[lo:hi],
+                buf.grad[lo:hi],
+                None if momentum_buf is None else momentum_buf[lo:hi],
+                lr=group["lr"],
+                momentum=momentum,
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
                 first_step=first,
             )
         if momentum != 0:

@@ -60,8 +60,10 @@ def _better_fn(mode: str, monitor: str, min_delta: float):
 
 def _monitored(logs: dict, monitor: str, who: str) -> float:
     if monitor not in logs:
-        raise KeyError(f"{who}: monitored quantity {monitor!r} is not in the epoch logs {sorted(logs)}; "
-                       "pass validation data for 'val_*' quantities")
+        raise KeyError(
+            f"{who}: monitored quantity {monitor!r} is not in the epoch logs {sorted(logs)}; "
+            "pass validation data for 'val_*' quantities"
+        )
     return float(logs[monitor])
 
 
@@ -85,8 +87,15 @@ class EarlyStopping(Callback):
     With ``restore_best_weights`` the best epoch's weights are put back when training ends for ANY
     reason (ran out of epochs, stopped early, NaN loss, Ctrl-C)."""
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = False, baseline: float | None = None) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 0,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+        baseline: float | None = None,
+    ) -> None:
         if patience < 0:
             raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
         self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
@@ -108,8 +117,13 @@ class EarlyStopping(Callback):
         self._resumed = False
 
     def state_dict(self) -> dict:
-        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+        return {
+            "wait": self.wait,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "best_weights": self.best_weights,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         who = "EarlyStopping"
@@ -117,8 +131,9 @@ class EarlyStopping(Callback):
         best_epoch = _number(state, "best_epoch", who, int, optional=True)
         stopped = _number(state, "stopped_epoch", who, int, optional=True)
         weights = state.get("best_weights")
-        if weights is not None and not (isinstance(weights, dict) and all(
-                isinstance(k, str) and hasattr(v, "shape") for k, v in weights.items())):
+        if weights is not None and not (
+            isinstance(weights, dict) and all(isinstance(k, str) and hasattr(v, "shape") for k, v in weights.items())
+        ):
             raise ValueError(f"{who} state: 'best_weights' must be a dict of arrays")
         if weights is not None:
             weights = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in weights.items()}
@@ -136,8 +151,10 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:  # as Keras: stop after `patience` epochs without improvement
             self.stopped_epoch = epoch
-            self.trainer.stop(f"early stopping: {self.monitor} did not improve for {self.wait} epochs "
-                              f"(best {self.best:.6g} at epoch {self.best_epoch})")
+            self.trainer.stop(
+                f"early stopping: {self.monitor} did not improve for {self.wait} epochs "
+                f"(best {self.best:.6g} at epoch {self.best_epoch})"
+            )
 
     def on_train_end(self, logs=None) -> None:
         if not (self.restore_best_weights and self.best_weights is not None):
@@ -160,8 +177,14 @@ class ModelCheckpoint(Callback):
 
     rank_zero_only = True
 
-    def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
-                 save_weights_only: bool = False) -> None:
+    def __init__(
+        self,
+        filepath,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+        save_weights_only: bool = False,
+    ) -> None:
         self.filepath = os.fspath(filepath)
         self.monitor, self.save_best_only, self.save_weights_only = monitor, save_best_only, save_weights_only
         self.mode, self._better, self._init_best = _better_fn(mode, monitor, 0.0)
@@ -173,9 +196,11 @@ class ModelCheckpoint(Callback):
         try:
             return self.filepath.format(**{**logs, "epoch": epoch})
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise ValueError(f"ModelCheckpoint: the file name {self.filepath!r} cannot be filled from this "
-                             f"epoch's logs ({type(exc).__name__}: {exc}); the keys that exist are "
-                             f"{sorted({**logs, 'epoch': epoch})} (val_* keys need validation data)") from None
+            raise ValueError(
+                f"ModelCheckpoint: the file name {self.filepath!r} cannot be filled from this "
+                f"epoch's logs ({type(exc).__name__}: {exc}); the keys that exist are "
+                f"{sorted({**logs, 'epoch': epoch})} (val_* keys need validation data)"
+            ) from None
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self._due = None
@@ -197,8 +222,16 @@ class ModelCheckpoint(Callback):
         if self.save_weights_only:
             save(t.model.state_dict(), path)
         else:
-            save_training_state(path, t.model, t.optimizer, t.scheduler, epoch=epoch, history=t.history,
-                                loaders=t.loaders, callbacks=t.callbacks)
+            save_training_state(
+                path,
+                t.model,
+                t.optimizer,
+                t.scheduler,
+                epoch=epoch,
+                history=t.history,
+                loaders=t.loaders,
+                callbacks=t.callbacks,
+            )
         self.last_saved = path
 
     def state_dict(self) -> dict:
@@ -230,15 +263,18 @@ class TerminateOnNaN(Callback):
     def on_batch_loss(self, batch, loss) -> None:
         if not math.isfinite(loss):
             t = self.trainer
-            bad = [name for name, p in t.model.named_parameters()
-                   if not bool(p._backend.xp.isfinite(p._data).all())]
+            bad = [name for name, p in t.model.named_parameters() if not bool(p._backend.xp.isfinite(p._data).all())]
             if bad:  # the previous step already broke them (e.g. Adam at a huge learning rate)
-                kept = (f"the weights are NOT finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} "
-                        "hold inf or NaN): the last step before it broke them")
+                kept = (
+                    f"the weights are NOT finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} "
+                    "hold inf or NaN): the last step before it broke them"
+                )
             else:
                 kept = "the weights are those of the last good step"
-            t.stop(f"loss became {loss} at epoch {t.epoch}, batch {batch + 1}; training stopped, {kept} "
-                   "(lower the learning rate?)")
+            t.stop(
+                f"loss became {loss} at epoch {t.epoch}, batch {batch + 1}; training stopped, {kept} "
+                "(lower the learning rate?)"
+            )
 
 
 class ProgressBar(Callback):
@@ -262,8 +298,13 @@ class ProgressBar(Callback):
                 from tqdm.auto import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=self.trainer.batches_per_epoch, desc=f"epoch {epoch}/{self.trainer.epochs}",
-                            leave=False, unit="batch", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.trainer.batches_per_epoch,
+                desc=f"epoch {epoch}/{self.trainer.epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+            )
 
     def on_batch_end(self, batch, logs=None) -> None:
         if self.bar is not None:
@@ -311,5 +352,12 @@ class LambdaCallback(Callback):
             setattr(self, name, fn)
 
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "ProgressBar",
-           "LambdaCallback"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "CSVLogger",
+    "TerminateOnNaN",
+    "ProgressBar",
+    "LambdaCallback",
+]

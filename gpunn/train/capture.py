@@ -95,8 +95,10 @@ class _Layer:
         current = self.module._parameters
         for attr, p in self.params:
             if current.get(attr) is not p:
-                raise CaptureError(f"compile_step: parameter {self.name}.{attr} was replaced after the step was "
-                                   "recorded (a changed parameter set); call compile_step again")
+                raise CaptureError(
+                    f"compile_step: parameter {self.name}.{attr} was replaced after the step was "
+                    "recorded (a changed parameter set); call compile_step again"
+                )
 
 
 class _LinearAct(_Layer):
@@ -113,8 +115,11 @@ class _LinearAct(_Layer):
 
     def bind(self, plan) -> None:
         be = plan.backend
-        self.fast = (self.act in self.FAST_ACTS and _reference_impl(be, "linear_act")
-                     and _reference_impl(be, "linear_act_backward"))
+        self.fast = (
+            self.act in self.FAST_ACTS
+            and _reference_impl(be, "linear_act")
+            and _reference_impl(be, "linear_act_backward")
+        )
         self.bufs = plan.buffers
         self.plan = plan
 
@@ -153,8 +158,9 @@ class _LinearAct(_Layer):
         need_dW = m.weight.requires_grad
         need_db = m.bias is not None and m.bias.requires_grad
         if not self.fast:
-            dx, dW, db = plan.backend.linear_act_backward(dy2, x2, W, y, self.act, self.slope,
-                                                          need_dx=need_dx, need_dW=need_dW, need_db=need_db)
+            dx, dW, db = plan.backend.linear_act_backward(
+                dy2, x2, W, y, self.act, self.slope, need_dx=need_dx, need_dW=need_dW, need_db=need_db
+            )
             if need_dW:
                 plan.write_grad(m.weight, dW)
             if need_db:
@@ -225,10 +231,15 @@ class _Op(_Layer):
         if not out.requires_grad:
             self.node = None
         else:
-            if out._backward is None or len(out._parents) != 1 + len(proxies) or (
-                    out._parents[0] is not None and out._parents[0] is not xt):
-                raise CaptureError(f"compile_step: module {self.name} ({type(self.module).__name__}) did not run "
-                                   "as one op; it has no static-buffer form")
+            if (
+                out._backward is None
+                or len(out._parents) != 1 + len(proxies)
+                or (out._parents[0] is not None and out._parents[0] is not xt)
+            ):
+                raise CaptureError(
+                    f"compile_step: module {self.name} ({type(self.module).__name__}) did not run "
+                    "as one op; it has no static-buffer form"
+                )
             self.node = out
         self.proxies = proxies
         return out._data
@@ -328,9 +339,11 @@ def _layers(model, prefix: str = "", seqs: list | None = None) -> list:
             if model._parameters:
                 break
             return [_Op(name, model, lambda m, x: m(x), [])]
-    raise CaptureError(f"compile_step: module {name} ({type(model).__name__}) has no static-buffer form: a captured "
-                       f"step records a fixed chain ({SUPPORTED}); a module with its own forward() may branch on "
-                       "the data. Run this model eagerly (or fit(capture='auto'))")
+    raise CaptureError(
+        f"compile_step: module {name} ({type(model).__name__}) has no static-buffer form: a captured "
+        f"step records a fixed chain ({SUPPORTED}); a module with its own forward() may branch on "
+        "the data. Run this model eagerly (or fit(capture='auto'))"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -428,8 +441,10 @@ class CompiledStep:
                     raise CaptureError(f"compile_step: parameter {where} is used by two layers (shared weights)")
                 seen.add(id(p))
                 if p._post_accumulate_hooks:
-                    raise CaptureError(f"compile_step: parameter {where} has a post-accumulate-grad hook "
-                                       "(DistributedDataParallel?); hooks do not run in a captured step")
+                    raise CaptureError(
+                        f"compile_step: parameter {where} has a post-accumulate-grad hook "
+                        "(DistributedDataParallel?); hooks do not run in a captured step"
+                    )
                 if id(p) in slots:
                     self.slots[id(p)] = slots[id(p)]
                 elif p.requires_grad:
@@ -441,28 +456,42 @@ class CompiledStep:
         for seq, mods in self.sequentials:
             now = tuple(seq._modules.values())
             if len(now) != len(mods) or any(a is not b for a, b in zip(now, mods)):
-                raise CaptureError(f"compile_step: the modules of {type(seq).__name__} changed after the step was "
-                                   "recorded (a changed parameter set); call compile_step again")
+                raise CaptureError(
+                    f"compile_step: the modules of {type(seq).__name__} changed after the step was "
+                    "recorded (a changed parameter set); call compile_step again"
+                )
         for layer in self.layers:
             layer.check()
         for p in self.params:
             if p._post_accumulate_hooks:
-                raise CaptureError("compile_step: a parameter got a post-accumulate-grad hook after the step was "
-                                   "recorded; hooks do not run in a captured step")
+                raise CaptureError(
+                    "compile_step: a parameter got a post-accumulate-grad hook after the step was "
+                    "recorded; hooks do not run in a captured step"
+                )
         if len(self.optimizer._buffers) != len(self.opt_buffers) or any(
-                a != b for a, b in zip(self.optimizer._buffers, self.opt_buffers)):
-            raise CaptureError("compile_step: the optimizer's parameter groups changed after the step was recorded; "
-                               "call compile_step again")
+            a != b for a, b in zip(self.optimizer._buffers, self.opt_buffers)
+        ):
+            raise CaptureError(
+                "compile_step: the optimizer's parameter groups changed after the step was recorded; "
+                "call compile_step again"
+            )
 
     def check_loss(self, loss, out_t) -> None:
-        ok = (isinstance(loss, Tensor) and loss._backward is not None and len(loss._parents) == 1
-              and loss._parents[0] is out_t and loss._data.size == 1)
+        ok = (
+            isinstance(loss, Tensor)
+            and loss._backward is not None
+            and len(loss._parents) == 1
+            and loss._parents[0] is out_t
+            and loss._data.size == 1
+        )
         if not ok:
             op = getattr(loss, "_op", None) or type(loss).__name__
             name = getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__)
-            raise CaptureError(f"compile_step: the loss ({name}, last op {op}) is not one op on the model's "
-                               "output; a captured step replays "
-                               "single-op losses (nn.CrossEntropyLoss, F.cross_entropy)")
+            raise CaptureError(
+                f"compile_step: the loss ({name}, last op {op}) is not one op on the model's "
+                "output; a captured step replays "
+                "single-op losses (nn.CrossEntropyLoss, F.cross_entropy)"
+            )
 
     def _signature(self, x, y) -> tuple:
         xd, yd = x._data, y._data
@@ -488,8 +517,9 @@ class CompiledStep:
 
     def __call__(self, x, y):
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            raise TypeError(f"compiled step: x and y must be gpunn Tensors, got {type(x).__name__} and "
-                            f"{type(y).__name__}")
+            raise TypeError(
+                f"compiled step: x and y must be gpunn Tensors, got {type(x).__name__} and {type(y).__name__}"
+            )
         if self.eager_only or x.requires_grad:  # x.grad wanted: the plan computes no input gradient
             return self._eager(x, y, check=False)
         self._check_structure()

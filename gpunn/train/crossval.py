@@ -7,8 +7,17 @@ import math
 import numpy as np
 
 
-def cross_validate(build, data, k: int = 5, epochs: int = 10, batch_size: int = 32, stratified: bool = True,
-                   seed: int = 0, metrics=("accuracy",), verbose: int = 0) -> dict:
+def cross_validate(
+    build,
+    data,
+    k: int = 5,
+    epochs: int = 10,
+    batch_size: int = 32,
+    stratified: bool = True,
+    seed: int = 0,
+    metrics=("accuracy",),
+    verbose: int = 0,
+) -> dict:
     """Train a fresh model on each of ``k`` folds and score it on the held-out fold.
 
     ``build()`` returns ``(model, optimizer, loss_fn)`` (called once per fold, so every fold starts from a

@@ -61,8 +61,11 @@ class History:
         return text
 
     def state_dict(self) -> dict:
-        return {"epochs": [dict(e) for e in self.epochs], "stop_reason": self.stop_reason,
-                "best_epoch": self.best_epoch}
+        return {
+            "epochs": [dict(e) for e in self.epochs],
+            "stop_reason": self.stop_reason,
+            "best_epoch": self.best_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = [dict(e) for e in state.get("epochs", [])]
@@ -92,8 +95,9 @@ class History:
         if not self.epochs:
             raise ValueError("History.plot(): the history is empty (no epoch finished)")
         epochs = self["epoch"]
-        metric_keys = [k for k in self.keys if k not in ("epoch", "loss", "val_loss", "lr", "time")
-                       and not k.startswith("val_")]
+        metric_keys = [
+            k for k in self.keys if k not in ("epoch", "loss", "val_loss", "lr", "time") and not k.startswith("val_")
+        ]
         ncols = 2 if metric_keys else 1
         fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4), squeeze=False)
         ax = axes[0][0]
@@ -110,13 +114,27 @@ class History:
             ax.set(xlabel="epoch", ylabel=", ".join(metric_keys), title=", ".join(metric_keys))
         for ax in axes[0]:
             for i, (epoch, lr) in enumerate(self.lr_changes()):
-                ax.axvline(epoch, color="0.5", linestyle=":", linewidth=1,
-                           label="learning rate changed" if i == 0 else None)
-                ax.annotate(f"lr {lr:.2g}", (epoch, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                            color="0.4", rotation=90, ha="right", va="top")
+                ax.axvline(
+                    epoch, color="0.5", linestyle=":", linewidth=1, label="learning rate changed" if i == 0 else None
+                )
+                ax.annotate(
+                    f"lr {lr:.2g}",
+                    (epoch, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    fontsize=7,
+                    color="0.4",
+                    rotation=90,
+                    ha="right",
+                    va="top",
+                )
             if self.best_epoch is not None:
-                ax.axvline(self.best_epoch, color="tab:green", linestyle="--", linewidth=1.2,
-                           label=f"best epoch {self.best_epoch} (restored)")
+                ax.axvline(
+                    self.best_epoch,
+                    color="tab:green",
+                    linestyle="--",
+                    linewidth=1.2,
+                    label=f"best epoch {self.best_epoch} (restored)",
+                )
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         if title:

@@ -36,8 +36,9 @@ def _as_loader(data, batch_size: int, shuffle: bool, what: str):
 class Trainer:
     """The state ``fit`` shares with callbacks."""
 
-    def __init__(self, model, optimizer, scheduler, history, epochs, loaders, log, callbacks=(),
-                 initial_epoch: int = 0) -> None:
+    def __init__(
+        self, model, optimizer, scheduler, history, epochs, loaders, log, callbacks=(), initial_epoch: int = 0
+    ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.history, self.epochs, self.loaders, self.log = history, epochs, loaders, log
         self.callbacks = list(callbacks)  # their state goes into training-state checkpoints
@@ -94,9 +95,11 @@ def _check_optimizer_trains(model, optimizer) -> None:
     params = [p for g in getattr(optimizer, "param_groups", ()) for p in g["params"]]
     own = {id(p) for p in model.parameters()}
     if params and own and not any(id(p) in own for p in params):
-        raise ValueError(f"fit(): none of the optimizer's {len(params)} parameters belong to the model, so "
-                         "training would change nothing; make the optimizer from this model's "
-                         "parameters: optim.SGD(model.parameters(), ...)")
+        raise ValueError(
+            f"fit(): none of the optimizer's {len(params)} parameters belong to the model, so "
+            "training would change nothing; make the optimizer from this model's "
+            "parameters: optim.SGD(model.parameters(), ...)"
+        )
 
 
 def predict(model, X, batch_size: int = 256) -> Tensor:
@@ -116,10 +119,25 @@ def predict(model, X, batch_size: int = 256) -> Tensor:
     return cat(outs, 0)
 
 
-def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=None, metrics=("accuracy",),
-        callbacks=(), batch_size: int = 32, verbose: int = 1, initial_epoch: int = 0, history: History | None = None,
-        terminate_on_nan: bool = True, monitor: str | None = None, sync_every: int = 1,
-        capture: bool | str = False) -> History:
+def fit(
+    model,
+    optimizer,
+    loss_fn,
+    train,
+    val=None,
+    epochs: int = 1,
+    scheduler=None,
+    metrics=("accuracy",),
+    callbacks=(),
+    batch_size: int = 32,
+    verbose: int = 1,
+    initial_epoch: int = 0,
+    history: History | None = None,
+    terminate_on_nan: bool = True,
+    monitor: str | None = None,
+    sync_every: int = 1,
+    capture: bool | str = False,
+) -> History:
     """Train ``model`` for ``epochs`` epochs and return the ``History``.
 
     ``train``/``val``: DataLoaders or (X, y) tuples. ``scheduler`` is stepped once per epoch after
@@ -194,8 +212,9 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
                 c.on_train_begin()
             for epoch in range(initial_epoch + 1, epochs + 1):
                 trainer.epoch = epoch
-                _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch,
-                                 sync_every, stepper)
+                _train_one_epoch(
+                    trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch, sync_every, stepper
+                )
                 if trainer.local_stop_request() and trainer.weights_epoch == epoch:
                     trainer.stop(f"stopped by {signal_name(trainer.requests.signum)} after epoch {epoch}")
                 if trainer.stop_training:
@@ -203,10 +222,15 @@ def fit(model, optimizer, loss_fn, train, val=None, epochs: int = 1, scheduler=N
         except KeyboardInterrupt:
             if trainer.requests.signum is None:
                 trainer.requests.signum = signal.SIGINT
-            held = ("a part-done optimizer step (interrupted inside it)" if trainer.in_step
-                    else "the weights of its last completed step")
-            trainer.stop(f"interrupted by {signal_name(trainer.requests.signum)} during epoch {trainer.epoch}: "
-                         f"that epoch is dropped, the model holds {held}")
+            held = (
+                "a part-done optimizer step (interrupted inside it)"
+                if trainer.in_step
+                else "the weights of its last completed step"
+            )
+            trainer.stop(
+                f"interrupted by {signal_name(trainer.requests.signum)} during epoch {trainer.epoch}: "
+                f"that epoch is dropped, the model holds {held}"
+            )
         finally:
             history.stop_reason = trainer.stop_reason
             history.stop_signal = trainer.requests.signum
@@ -229,8 +253,9 @@ def _read_losses(pending) -> list[float]:
     return [float(v) for v in cat([loss.reshape(-1) for _, loss, _ in pending]).tolist()]
 
 
-def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch,
-                     sync_every: int = 1, stepper=None) -> None:
+def _train_one_epoch(
+    trainer, cbs, loss_fn, train_loader, val_loader, metrics, monitor, epoch, sync_every: int = 1, stepper=None
+) -> None:
     model, optimizer, scheduler = trainer.model, trainer.optimizer, trainer.scheduler
     t0 = time.perf_counter()
     trainer.sync.epoch_begin(trainer.loaders, epoch)
@@ -270,9 +295,11 @@ def _train_one_epoch(trainer, cbs, loss_fn, train_loader, val_loader, metrics, m
         if trainer.local_stop_request():  # a stop was asked for: before the next step begins
             if pending:
                 flush()  # the finished steps' losses still reach the callbacks
-            trainer.stop(f"stopped by {signal_name(trainer.requests.signum)} during epoch {epoch} after "
-                         f"{b} of {trainer.batches_per_epoch} batches: that epoch is dropped, the model holds "
-                         "the weights of its last completed step")
+            trainer.stop(
+                f"stopped by {signal_name(trainer.requests.signum)} during epoch {epoch} after "
+                f"{b} of {trainer.batches_per_epoch} batches: that epoch is dropped, the model holds "
+                "the weights of its last completed step"
+            )
             return
         n = int(yb.shape[0]) if yb.ndim else 1
         if stepper is not None:  # forward, backward and update in one call; the loss is read afterwards

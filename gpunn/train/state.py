@@ -32,8 +32,9 @@ def _callback_states(callbacks) -> list:
     return out
 
 
-def training_state(model, optimizer=None, scheduler=None, epoch: int = 0, history=None, loaders=(),
-                   callbacks=()) -> dict:
+def training_state(
+    model, optimizer=None, scheduler=None, epoch: int = 0, history=None, loaders=(), callbacks=()
+) -> dict:
     be = next(iter(model.state_dict().values()))._backend if model.state_dict() else None
     rng = None
     if be is not None:
@@ -57,8 +58,9 @@ def training_state(model, optimizer=None, scheduler=None, epoch: int = 0, histor
     }
 
 
-def save_training_state(path, model, optimizer=None, scheduler=None, epoch: int = 0, history=None,
-                        loaders=(), callbacks=()) -> None:
+def save_training_state(
+    path, model, optimizer=None, scheduler=None, epoch: int = 0, history=None, loaders=(), callbacks=()
+) -> None:
     """Write everything needed to resume training to ``path`` (atomically, no pickle)."""
     save(training_state(model, optimizer, scheduler, epoch, history, loaders, callbacks), path)
 
@@ -75,12 +77,18 @@ def _check_structure(state, path) -> None:
         return CheckpointError(f"{where} is malformed: {what}")
 
     if not isinstance(state, dict) or state.get("kind") != "training_state":
-        raise CheckpointError(f"{where} is not a training-state checkpoint "
-                              "(was it written by gpunn.save with a plain state_dict?)")
+        raise CheckpointError(
+            f"{where} is not a training-state checkpoint (was it written by gpunn.save with a plain state_dict?)"
+        )
     arch = state.get("architecture")
     if not isinstance(arch, list) or not all(
-            isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], list)
-            and all(_is_int(n) for n in e[1]) for e in arch):
+        isinstance(e, list)
+        and len(e) == 2
+        and isinstance(e[0], str)
+        and isinstance(e[1], list)
+        and all(_is_int(n) for n in e[1])
+        for e in arch
+    ):
         raise bad("'architecture' must be a list of [name, shape]")
     model = state.get("model")
     if not isinstance(model, dict) or not _is_int(state.get("epoch"), 0, _MAX_EPOCH):
@@ -100,9 +108,14 @@ def _check_structure(state, path) -> None:
     opt = state.get("optimizer")
     if opt is not None:
         groups = opt.get("param_groups")
-        if not isinstance(opt.get("state"), dict) or not isinstance(groups, list) or not all(
+        if (
+            not isinstance(opt.get("state"), dict)
+            or not isinstance(groups, list)
+            or not all(
                 isinstance(g, dict) and isinstance(g.get("params"), list) and all(_is_int(i) for i in g["params"])
-                for g in groups):
+                for g in groups
+            )
+        ):
             raise bad("'optimizer' must hold 'state' and 'param_groups' (each with a list of parameter indices)")
     rng = state.get("rng")
     if rng is not None and not ({"backend", "state"} <= set(rng) and isinstance(rng["backend"], str)):
@@ -111,8 +124,9 @@ def _check_structure(state, path) -> None:
     if hist is not None:
         epochs = hist.get("epochs", [])
         if not isinstance(epochs, list) or not all(
-                isinstance(e, dict) and all(isinstance(k, str) and isinstance(v, (int, float, str))
-                                            for k, v in e.items()) for e in epochs):
+            isinstance(e, dict) and all(isinstance(k, str) and isinstance(v, (int, float, str)) for k, v in e.items())
+            for e in epochs
+        ):
             raise bad("'history' epochs must be a list of {name: number}")
         if not (hist.get("stop_reason") is None or isinstance(hist["stop_reason"], str)):
             raise bad("'history' stop_reason must be a string")
@@ -120,12 +134,14 @@ def _check_structure(state, path) -> None:
             raise bad("'history' best_epoch must be an epoch number")
     loaders = state.get("loaders") or []
     if not isinstance(loaders, list) or not all(
-            s is None or (isinstance(s, dict) and _is_int(s.get("seed")) and _is_int(s.get("epoch"), 0, _MAX_EPOCH))
-            for s in loaders):
+        s is None or (isinstance(s, dict) and _is_int(s.get("seed")) and _is_int(s.get("epoch"), 0, _MAX_EPOCH))
+        for s in loaders
+    ):
         raise bad("'loaders' must be a list of {seed, epoch} (non-negative integers)")
     cbs = state.get("callbacks") or []
     if not isinstance(cbs, list) or not all(
-            isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], dict) for e in cbs):
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], dict) for e in cbs
+    ):
         raise bad("'callbacks' must be a list of [class name, state]")
 
 
@@ -133,8 +149,10 @@ def _check_classes(state, path, optimizer, scheduler) -> None:
     for what, obj, key in (("optimizer", optimizer, "optimizer_class"), ("scheduler", scheduler, "scheduler_class")):
         saved = state.get(key)
         if obj is not None and state.get(what) is not None and saved is not None and saved != type(obj).__name__:
-            raise CheckpointError(f"checkpoint {str(path)!r} holds the state of {what} {saved}, but it is being "
-                                  f"loaded into {what} {type(obj).__name__}; make the same {what} as the saved run")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds the state of {what} {saved}, but it is being "
+                f"loaded into {what} {type(obj).__name__}; make the same {what} as the saved run"
+            )
 
 
 def _match_callbacks(saved: list, callbacks) -> list:
@@ -149,8 +167,7 @@ def _match_callbacks(saved: list, callbacks) -> list:
     return pairs
 
 
-def load_training_state(path, model, optimizer=None, scheduler=None, history=None, loaders=(),
-                        callbacks=()) -> dict:
+def load_training_state(path, model, optimizer=None, scheduler=None, history=None, loaders=(), callbacks=()) -> dict:
     """Restore a checkpoint written by ``save_training_state`` into the given objects; returns the state
     dict (``state["epoch"]`` is the last finished epoch).
 
@@ -169,12 +186,21 @@ def load_training_state(path, model, optimizer=None, scheduler=None, history=Non
     if saved != current:
         missing = sorted(set(current) - set(saved))
         extra = sorted(set(saved) - set(current))
-        shapes = [f"{k}: checkpoint {saved[k]} vs model {current[k]}" for k in current
-                  if k in saved and saved[k] != current[k]]
-        detail = "; ".join(filter(None, [
-            f"missing in checkpoint: {', '.join(missing)}" if missing else "",
-            f"not in model: {', '.join(extra)}" if extra else "",
-            f"shape mismatch: {', '.join(shapes)}" if shapes else ""]))
+        shapes = [
+            f"{k}: checkpoint {saved[k]} vs model {current[k]}"
+            for k in current
+            if k in saved and saved[k] != current[k]
+        ]
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing in checkpoint: {', '.join(missing)}" if missing else "",
+                    f"not in model: {', '.join(extra)}" if extra else "",
+                    f"shape mismatch: {', '.join(shapes)}" if shapes else "",
+                ],
+            )
+        )
         raise ValueError(f"checkpoint {str(path)!r} was saved from a different architecture ({detail})")
     _check_classes(state, path, optimizer, scheduler)
 
@@ -182,8 +208,9 @@ def load_training_state(path, model, optimizer=None, scheduler=None, history=Non
     try:
         rng_backend = backend_for(rng["backend"]) if rng is not None else None
     except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: its random state is for backend "
-                              f"{rng['backend']!r}: {exc}") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: its random state is for backend {rng['backend']!r}: {exc}"
+        ) from None
     cb_pairs = _match_callbacks(state.get("callbacks") or [], callbacks)
     # snapshots of everything this may change, to roll back to
     undo = [(model.load_state_dict, {k: v.numpy().copy() for k, v in model.state_dict().items()})]
@@ -216,6 +243,8 @@ def load_training_state(path, model, optimizer=None, scheduler=None, history=Non
             ld.seed, ld.epoch = seed, epoch
         for c, _ in cb_pairs:
             c._resumed = False
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the objects it is loaded into "
-                              f"(nothing was changed): {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit the objects it is loaded into "
+            f"(nothing was changed): {type(exc).__name__}: {exc}"
+        ) from exc
     return state

@@ -50,12 +50,21 @@ class MNIST(Dataset):
         ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
         ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
     ]
-    classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
-               "8 - eight", "9 - nine"]
+    classes = [
+        "0 - zero",
+        "1 - one",
+        "2 - two",
+        "3 - three",
+        "4 - four",
+        "5 - five",
+        "6 - six",
+        "7 - seven",
+        "8 - eight",
+        "9 - nine",
+    ]
     timeout = 30.0  # seconds without data before a mirror counts as dead
 
-    def __init__(self, root, train: bool = True, transform=None, target_transform=None,
-                 download: bool = False) -> None:
+    def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False) -> None:
         if isinstance(root, (str, bytes, os.PathLike)):
             root = os.path.expanduser(os.fspath(root))
         self.root = root
@@ -65,8 +74,10 @@ class MNIST(Dataset):
         if download:
             self.download()
         if not self._check_exists():
-            raise RuntimeError(f"Dataset not found. You can use download=True to download it (expected the files "
-                               f"{', '.join(self._stems())}, gzipped or not, in {self.raw_folder!r})")
+            raise RuntimeError(
+                f"Dataset not found. You can use download=True to download it (expected the files "
+                f"{', '.join(self._stems())}, gzipped or not, in {self.raw_folder!r})"
+            )
         images_stem, labels_stem = self._stems()[:2] if self.train else self._stems()[2:]
         images, labels = _load_pair(Path(self.raw_folder), images_stem, labels_stem)
         self._images = np.ascontiguousarray(images, dtype=np.uint8)
@@ -108,8 +119,11 @@ class MNIST(Dataset):
         if self._check_exists():
             return
         folder = Path(self.raw_folder)
-        missing = [(name, md5) for name, md5 in self.resources
-                   if not (folder / name).is_file() and not (folder / name[: -len(".gz")]).is_file()]
+        missing = [
+            (name, md5)
+            for name, md5 in self.resources
+            if not (folder / name).is_file() and not (folder / name[: -len(".gz")]).is_file()
+        ]
         fetch_all(folder, list(self.mirrors), missing, timeout=self.timeout, what=type(self).__name__)
 
     def __len__(self) -> int:
@@ -146,8 +160,12 @@ class MNIST(Dataset):
         return (self._images[:, None], self._labels), t.batch
 
     def __repr__(self) -> str:
-        lines = [f"Dataset {type(self).__name__}", f"    Number of datapoints: {len(self)}",
-                 f"    Root location: {self.root}", f"    Split: {'Train' if self.train else 'Test'}"]
+        lines = [
+            f"Dataset {type(self).__name__}",
+            f"    Number of datapoints: {len(self)}",
+            f"    Root location: {self.root}",
+            f"    Split: {'Train' if self.train else 'Test'}",
+        ]
         if self.transform is not None:
             lines.append(f"    Transform: {self.transform!r}")
         if self.target_transform is not None:
@@ -165,5 +183,4 @@ class FashionMNIST(MNIST):
         ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
         ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
     ]
-    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot"]
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

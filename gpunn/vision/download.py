@@ -108,8 +108,10 @@ def fetch_all(folder, mirrors, resources, timeout: float = 30.0, what: str = "da
         if name.endswith(".gz"):
             _gunzip(path)
     if failures:
-        lines = [f"could not download {what}: {len(failures)} of {len(resources)} files failed. "
-                 f"Place these files by hand in {str(folder)!r} (gzipped or not):"]
+        lines = [
+            f"could not download {what}: {len(failures)} of {len(resources)} files failed. "
+            f"Place these files by hand in {str(folder)!r} (gzipped or not):"
+        ]
         for name, md5, why in failures:
             lines.append(f"  {name} (md5 {md5}) -- tried {why}")
         raise DownloadError("\n".join(lines))

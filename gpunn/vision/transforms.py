@@ -26,8 +26,7 @@ import numpy as np
 from gpunn.data.transforms import _backend_of, _windows
 from gpunn.tensor import Tensor
 
-__all__ = ["Compose", "ToTensor", "Normalize", "Pad", "RandomCrop", "RandomHorizontalFlip", "RandomAffine",
-           "Lambda"]
+__all__ = ["Compose", "ToTensor", "Normalize", "Pad", "RandomCrop", "RandomHorizontalFlip", "RandomAffine", "Lambda"]
 
 
 def _pil_image_type():
@@ -67,8 +66,10 @@ def _to_batch_array(a, channels_last: bool):
         return a[None], lambda out: out[0]
     if a.ndim == 4 and not channels_last:
         return a, lambda out: out
-    raise ValueError(f"expected an image (H, W), {'(H, W, C)' if channels_last else '(C, H, W)'} or a batch "
-                     f"(N, C, H, W), got shape {tuple(a.shape)}")
+    raise ValueError(
+        f"expected an image (H, W), {'(H, W, C)' if channels_last else '(C, H, W)'} or a batch "
+        f"(N, C, H, W), got shape {tuple(a.shape)}"
+    )
 
 
 def _size_pair(size, name: str) -> tuple[int, int]:
@@ -76,8 +77,11 @@ def _size_pair(size, name: str) -> tuple[int, int]:
         size = (size, size)
     if isinstance(size, (tuple, list)) and len(size) == 1:
         size = (size[0], size[0])
-    if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
         raise ValueError(f"{name}: size must be a positive int or a sequence of 2 positive ints, got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -90,8 +94,10 @@ def _padding4(padding) -> tuple[int, int, int, int]:
         p = tuple(padding)
         p = p * 4 if len(p) == 1 else (p[0], p[1], p[0], p[1]) if len(p) == 2 else p
     else:
-        raise ValueError("Padding must be an int or a 1, 2, or 4 element tuple, not a "
-                         f"{len(padding) if isinstance(padding, (tuple, list)) else type(padding).__name__}")
+        raise ValueError(
+            "Padding must be an int or a 1, 2, or 4 element tuple, not a "
+            f"{len(padding) if isinstance(padding, (tuple, list)) else type(padding).__name__}"
+        )
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in p):
         raise ValueError(f"padding must be non-negative ints, got {padding!r}")
     return tuple(int(v) for v in p)
@@ -167,8 +173,10 @@ class ToTensor(_Transform):
 
         if isinstance(pic, Tensor):
             if pic._data.dtype != np.uint8 or pic.ndim not in (2, 3):
-                raise TypeError(f"ToTensor: a Tensor input must be a uint8 image (H, W) or (H, W, C), got "
-                                f"{pic.dtype} of shape {tuple(pic.shape)}")
+                raise TypeError(
+                    f"ToTensor: a Tensor input must be a uint8 image (H, W) or (H, W, C), got "
+                    f"{pic.dtype} of shape {tuple(pic.shape)}"
+                )
             be, a = pic._backend, pic._data
         elif isinstance(pic, np.ndarray):
             be, a = backend_for("numpy"), pic
@@ -196,8 +204,9 @@ class Normalize(_Transform):
         self.std = tuple(float(s) for s in np.atleast_1d(np.asarray(std, dtype=np.float64)))
         self.inplace = inplace
         if any(s == 0 for s in self.std):
-            raise ValueError(f"std evaluated to zero after conversion to float32, leading to division by zero "
-                             f"(std={self.std})")
+            raise ValueError(
+                f"std evaluated to zero after conversion to float32, leading to division by zero (std={self.std})"
+            )
 
     def __call__(self, tensor):
         if not isinstance(tensor, Tensor):
@@ -205,8 +214,10 @@ class Normalize(_Transform):
         if tensor._data.dtype.kind != "f":
             raise TypeError(f"Input tensor should be a float tensor. Got {tensor.dtype}.")
         if tensor.ndim < 3:
-            raise ValueError(f"Expected tensor to be a tensor image of size (..., C, H, W). Got "
-                             f"tensor.size() = {tuple(tensor.shape)}")
+            raise ValueError(
+                f"Expected tensor to be a tensor image of size (..., C, H, W). Got "
+                f"tensor.size() = {tuple(tensor.shape)}"
+            )
         return super().__call__(tensor)
 
     def batch(self, x):
@@ -300,8 +311,9 @@ class RandomAffine(_Transform):
     ``RandomAffine(10, translate=(0.1, 0.1))``: up to +-10 degrees and +-10% shifts.
     """
 
-    def __init__(self, degrees, translate=None, scale=None, shear=None, interpolation=None, fill=0,
-                 center=None) -> None:
+    def __init__(
+        self, degrees, translate=None, scale=None, shear=None, interpolation=None, fill=0, center=None
+    ) -> None:
         self.degrees = _range(degrees, "degrees")
         if translate is not None:
             if len(translate) != 2 or not all(0.0 <= t <= 1.0 for t in translate):
@@ -362,8 +374,7 @@ class RandomAffine(_Transform):
         iy = xp.floor(src_y + 0.5).astype(np.int64)
         inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
         ix, iy = xp.clip(ix, 0, w - 1), xp.clip(iy, 0, h - 1)
-        out = x[xp.arange(n)[:, None, None, None], xp.arange(x.shape[1])[None, :, None, None],
-                iy[:, None], ix[:, None]]
+        out = x[xp.arange(n)[:, None, None, None], xp.arange(x.shape[1])[None, :, None, None], iy[:, None], ix[:, None]]
         return xp.where(inside[:, None], out, xp.asarray(self.fill, dtype=x.dtype))
 
 

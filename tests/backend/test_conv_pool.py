@@ -50,12 +50,15 @@ def test_max_pool2d_nan_values_and_gradient_routing_match_torch(rng, dtype, k, s
     np.testing.assert_allclose(dx, tdx, rtol=1e-6, atol=0)  # overlapping windows may sum in another order
 
 
-@pytest.mark.parametrize("row,expect_idx", [
-    ([1, np.nan, 3, np.nan], 3),  # the last NaN of the window
-    ([np.nan, 5, np.nan, 2], 2),
-    ([1, 2, np.nan, 2], 2),
-    ([7, 2, 7, 1], 0),  # the first maximum
-])
+@pytest.mark.parametrize(
+    "row,expect_idx",
+    [
+        ([1, np.nan, 3, np.nan], 3),  # the last NaN of the window
+        ([np.nan, 5, np.nan, 2], 2),
+        ([1, 2, np.nan, 2], 2),
+        ([7, 2, 7, 1], 0),  # the first maximum
+    ],
+)
 def test_max_pool2d_nan_window_single(row, expect_idx):
     x = np.array(row, dtype=np.float32).reshape(1, 1, 1, 4)
     y, dx, ty, tdx = _max_pool_both(x, np.ones((1, 1, 1, 1), np.float32), (1, 4), None, 0)
@@ -83,15 +86,17 @@ def test_primitives_match_the_reference(rng):
         ry, rsaved = reference.pool2d_forward(np, x, mode, *geo, count_include_pad=cip)
         np.testing.assert_array_equal(y, ry)
         dy = rng.standard_normal(y.shape).astype(np.float32)
-        np.testing.assert_allclose(be.pool2d_backward(dy, saved), reference.pool2d_backward(np, dy, rsaved),
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            be.pool2d_backward(dy, saved), reference.pool2d_backward(np, dy, rsaved), rtol=1e-6, atol=1e-6
+        )
     x = rng.standard_normal((5, 3, 13, 11)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     for stride, pad in [((1, 1), (0, 0)), ((1, 1), (1, 1)), ((2, 1), (1, 0))]:
         y, saved = be.conv2d_forward(x, w, b, stride, pad)
-        ry, rsaved = reference.conv2d_forward(np, x.astype(np.float64), w.astype(np.float64),
-                                              b.astype(np.float64), stride, pad)
+        ry, rsaved = reference.conv2d_forward(
+            np, x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride, pad
+        )
         assert y.dtype == np.float32
         np.testing.assert_allclose(y, ry, rtol=1e-4, atol=1e-4)
         dy = rng.standard_normal(y.shape).astype(np.float32)
@@ -105,8 +110,12 @@ def test_primitives_match_the_reference(rng):
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh"])
 def test_conv2d_activation_matches_torch(rng, act):
     x, w, b = rng.standard_normal((3, 2, 9, 7)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
-    tact = {"relu": TF.relu, "leaky_relu": lambda z: TF.leaky_relu(z, 0.1), "sigmoid": torch.sigmoid,
-            "tanh": torch.tanh}[act]
+    tact = {
+        "relu": TF.relu,
+        "leaky_relu": lambda z: TF.leaky_relu(z, 0.1),
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+    }[act]
     gx, gw, gb = (gpunn.tensor(a, requires_grad=True) for a in (x, w, b))
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     gy = F.conv2d(gx, gw, gb, 1, 1, activation=act, negative_slope=0.1)

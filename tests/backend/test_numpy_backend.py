@@ -31,11 +31,19 @@ def _bufs(rng, n, dtype, k):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("opts", [
-    dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, first_step=True), dict(momentum=0.8, weight_decay=0.01),
-    dict(momentum=0.9, maximize=True), dict(weight_decay=0.1, maximize=True), dict(momentum=0.9, nesterov=True),
-    dict(momentum=0.9, dampening=0.3),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(momentum=0.0),
+        dict(momentum=0.9),
+        dict(momentum=0.9, first_step=True),
+        dict(momentum=0.8, weight_decay=0.01),
+        dict(momentum=0.9, maximize=True),
+        dict(weight_decay=0.1, maximize=True),
+        dict(momentum=0.9, nesterov=True),
+        dict(momentum=0.9, dampening=0.3),
+    ],
+)
 def test_sgd_step_equals_reference(rng, threads, dtype, n, opts):
     p, g, buf = _bufs(rng, n, dtype, 3)
     p2, g2, buf2 = p.copy(), g.copy(), buf.copy()
@@ -46,11 +54,18 @@ def test_sgd_step_equals_reference(rng, threads, dtype, n, opts):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("opts", [
-    dict(), dict(weight_decay=0.01), dict(weight_decay=0.01, decoupled_weight_decay=True), dict(amsgrad=True),
-    dict(maximize=True, weight_decay=0.02), dict(maximize=True, weight_decay=0.02, decoupled_weight_decay=True),
-    dict(amsgrad=True, maximize=True, weight_decay=0.01, decoupled_weight_decay=True),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(),
+        dict(weight_decay=0.01),
+        dict(weight_decay=0.01, decoupled_weight_decay=True),
+        dict(amsgrad=True),
+        dict(maximize=True, weight_decay=0.02),
+        dict(maximize=True, weight_decay=0.02, decoupled_weight_decay=True),
+        dict(amsgrad=True, maximize=True, weight_decay=0.01, decoupled_weight_decay=True),
+    ],
+)
 def test_adam_step_equals_reference(rng, threads, dtype, n, opts):
     p, g, m = _bufs(rng, n, dtype, 3)
     v = np.abs(rng.standard_normal(n)).astype(dtype)
@@ -69,8 +84,9 @@ def test_adam_step_equals_reference(rng, threads, dtype, n, opts):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.0), (True, 0.2), (False, 0.1)])
 @pytest.mark.parametrize("ignored", [True, False])
-def test_softmax_cross_entropy_equals_reference(rng, threads, kernels, dtype, shape, reduction, weighted, smoothing,
-                                                ignored):
+def test_softmax_cross_entropy_equals_reference(
+    rng, threads, kernels, dtype, shape, reduction, weighted, smoothing, ignored
+):
     n, c = shape
     logits = (rng.standard_normal(shape) * 3).astype(dtype)
     target = rng.integers(0, c, n)
@@ -79,8 +95,14 @@ def test_softmax_cross_entropy_equals_reference(rng, threads, kernels, dtype, sh
     weight = (rng.random(c) + 0.1).astype(dtype) if weighted else None
     ours = NumpyBackend().softmax_cross_entropy(logits.copy(), target, weight, reduction, -100, smoothing)
     ref = reference.softmax_cross_entropy(np, logits.copy(), target, weight, reduction, -100, smoothing)
-    numba_rows = (kernels == "numba" and dtype == np.float32 and not ignored and not weighted and smoothing == 0
-                  and reduction != "none")
+    numba_rows = (
+        kernels == "numba"
+        and dtype == np.float32
+        and not ignored
+        and not weighted
+        and smoothing == 0
+        and reduction != "none"
+    )
     for a, b in zip(ours, ref):
         assert a.dtype == b.dtype and a.shape == b.shape
         if numba_rows:  # its own exp and float32 row sums: the stated bound, 8 float32 ulps of the scale
@@ -138,7 +160,10 @@ def test_small_work_stays_on_the_calling_thread(monkeypatch):
 def test_softmax_cross_entropy_checks_its_labels(rng, primitive, bad):
     logits = rng.standard_normal((4, 5)).astype(np.float32)
     target = np.array([0, bad, 2, 3])
-    fn = (lambda *a: reference.softmax_cross_entropy(np, *a)) if primitive == "reference" \
+    fn = (
+        (lambda *a: reference.softmax_cross_entropy(np, *a))
+        if primitive == "reference"
         else NumpyBackend().softmax_cross_entropy
+    )
     with pytest.raises(ValueError, match=f"target label {bad} is out of range for 5 classes"):
         fn(logits, target, None, "mean", -100, 0.0)

@@ -99,8 +99,16 @@ def test_idx_round_trip(tmp_path, rng, name, dtype):
     np.testing.assert_array_equal(a, b)
     if name.endswith(".gz"):
         with gzip.open(path, "rb") as f:  # really gzip
-            assert f.read(4) == bytes([0, 0, {np.uint8: 8, np.int8: 9, np.int16: 0x0B, np.int32: 0x0C,
-                                              np.float32: 0x0D, np.float64: 0x0E}[dtype], 3])
+            assert f.read(4) == bytes(
+                [
+                    0,
+                    0,
+                    {np.uint8: 8, np.int8: 9, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}[
+                        dtype
+                    ],
+                    3,
+                ]
+            )
 
 
 def test_idx_layout_is_the_standard_one(tmp_path):
@@ -205,8 +213,11 @@ def test_trailing_bytes_rejected(tmp_path):
 def test_load_mnist_count_mismatch(tmp_path):
     _write_mnist(tmp_path / "m")
     write_idx(tmp_path / "m" / MNIST_FILES["train_labels"], np.zeros(11, dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte has 12 images but "
-                                         r"train-labels-idx1-ubyte has 11 labels"):
+    with pytest.raises(
+        ValueError,
+        match=r"train-images-idx3-ubyte has 12 images but "
+        r"train-labels-idx1-ubyte has 11 labels",
+    ):
         load_mnist(tmp_path / "m")
 
 

@@ -17,6 +17,10 @@ def _imported_modules(path: Path):
 
 
 def test_gpunn_data_never_imports_gpunn_train():
-    offenders = {f"{p.name}: {m}" for p in sorted(DATA.glob("*.py")) for m in _imported_modules(p)
-                 if m == "gpunn.train" or m.startswith("gpunn.train.")}
+    offenders = {
+        f"{p.name}: {m}"
+        for p in sorted(DATA.glob("*.py"))
+        for m in _imported_modules(p)
+        if m == "gpunn.train" or m.startswith("gpunn.train.")
+    }
     assert not offenders, sorted(offenders)

@@ -190,6 +190,6 @@ def test_none_inside_an_object_array_is_refused_not_made_nan():
 def test_numeric_object_arrays_still_work():
     X = np.array([[0.5, 1.0], [2.0, 3.0]], dtype=object)
     y = np.array([0, 1], dtype=object)
-    (xb, yb), = list(DataLoader((X, y), batch_size=2))
+    ((xb, yb),) = list(DataLoader((X, y), batch_size=2))
     assert xb.dtype == np.float64 and yb.dtype == np.int64  # as NumPy infers them
     assert np.array_equal(xb.numpy(), [[0.5, 1.0], [2.0, 3.0]]) and yb.numpy().tolist() == [0, 1]

@@ -28,8 +28,9 @@ def test_unshuffled_shards_equal_pytorchs(n, replicas, drop_last):
 def test_shuffled_shards_partition_one_seeded_order(n, replicas, drop_last):
     shards = []
     for rank in range(replicas):
-        s = DistributedSampler(np.zeros((n, 2)), num_replicas=replicas, rank=rank, shuffle=True, seed=5,
-                               drop_last=drop_last)
+        s = DistributedSampler(
+            np.zeros((n, 2)), num_replicas=replicas, rank=rank, shuffle=True, seed=5, drop_last=drop_last
+        )
         s.set_epoch(3)
         shards.append(np.array(list(s)))
         assert len(shards[-1]) == len(s)
@@ -84,11 +85,11 @@ def test_global_batches_of_n_ranks_are_the_single_process_batches(rng):
     # the property the data-parallel equivalence rests on: rank r's k-th batch of B/N samples, over r,
     # is the k-th batch of B samples of DataLoader(shuffle=True) with the same seed and epoch
     X = np.arange(40, dtype=np.float32).reshape(40, 1)
-    single = [xb.numpy().ravel() for xb, in DataLoader((X,), batch_size=8, shuffle=True, seed=4)]
+    single = [xb.numpy().ravel() for (xb,) in DataLoader((X,), batch_size=8, shuffle=True, seed=4)]
     per_rank = []
     for rank in range(4):
         s = DistributedSampler((X,), num_replicas=4, rank=rank, seed=4)
-        per_rank.append([xb.numpy().ravel() for xb, in DataLoader((X,), batch_size=2, sampler=s)])
+        per_rank.append([xb.numpy().ravel() for (xb,) in DataLoader((X,), batch_size=2, sampler=s)])
     for k, batch in enumerate(single):
         assert sorted(np.concatenate([per_rank[r][k] for r in range(4)])) == sorted(batch)
 

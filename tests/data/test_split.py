@@ -83,11 +83,14 @@ def test_round_table_hard_case_keeps_every_entry_within_one():
         np.testing.assert_array_equal(table.sum(0), sizes)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(test_size=0.0), "test_size"),
-    (dict(test_size=1.0), "test_size"),
-    (dict(test_size=10), "test_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(test_size=0.0), "test_size"),
+        (dict(test_size=1.0), "test_size"),
+        (dict(test_size=10), "test_size"),
+    ],
+)
 def test_train_test_split_bad_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):
         train_test_split(np.arange(10), np.arange(10), **kwargs)

@@ -128,15 +128,15 @@ def test_random_crop_shapes_and_content(images):
     out = RandomCrop(4, padding=0)(images)
     assert out.shape == (6, 2, 4, 4)
     for i in range(6):  # every crop is a window of the original
-        found = any(np.array_equal(out[i], images[i, :, t:t + 4, l:l + 4])
-                    for t in range(4) for l in range(2))
+        found = any(np.array_equal(out[i], images[i, :, t : t + 4, l : l + 4]) for t in range(4) for l in range(2))
         assert found
     padded = RandomCrop((7, 5), padding=2)(images)
     assert padded.shape == images.shape
     # with padding, same-size crops are shifts by at most 2
     for i in range(6):
-        assert any(np.array_equal(padded[i], _roll_shift(images[i], dy, dx))
-                   for dy in range(-2, 3) for dx in range(-2, 3))
+        assert any(
+            np.array_equal(padded[i], _roll_shift(images[i], dy, dx)) for dy in range(-2, 3) for dx in range(-2, 3)
+        )
     flat = RandomCrop(3, image_shape=(2, 7, 5))(images.reshape(6, -1))
     assert flat.shape == (6, 18)
     with pytest.raises(ValueError, match="larger than the padded image"):
@@ -173,8 +173,9 @@ def test_bad_arguments():
         Compose([1])
 
 
-@pytest.mark.parametrize("std", [0.0, -1.0, float("nan"), float("inf"), 1e-45, 1e-50, [0.5, 0.0], [0.5, float("nan")],
-                                 1e39])
+@pytest.mark.parametrize(
+    "std", [0.0, -1.0, float("nan"), float("inf"), 1e-45, 1e-50, [0.5, 0.0], [0.5, float("nan")], 1e39]
+)
 def test_normalize_refuses_a_std_that_would_make_nan_or_inf(std):
     with pytest.raises(ValueError, match="Normalize: std must be finite, positive"):
         Normalize(0.5, std)

@@ -33,8 +33,14 @@ def mpirun(n: int, *args: str, timeout: float = 120) -> subprocess.CompletedProc
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", GPUNN_NUM_THREADS="1")
     for key in [k for k in env if k.startswith(("PMI_", "OMPI_", "MPI_LOCAL"))]:
         del env[key]  # a test run inside an MPI job must not leak its rank into the children
-    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [MPIEXEC, "-n", str(n), sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def rel(a, b) -> float:
@@ -127,12 +133,23 @@ def train_cli(n: int, out: Path, *extra: str) -> tuple[float, list]:
     44), after which the two trainings are both correct yet differ by up to a few percent (measured: 5e-4 in
     the loss, 3e-2 in the validation loss, 0.5 points of validation accuracy) -- and merely changing OpenBLAS's
     thread count (OMP_NUM_THREADS) moves a single-process MLP run from one side to the other."""
-    args = ["-m", "gpunn.cli", "train", "--model", "softmax", "--epochs", "2", "--patience", "0", "--out", str(out),
-            *extra]
+    args = [
+        "-m",
+        "gpunn.cli",
+        "train",
+        "--model",
+        "softmax",
+        "--epochs",
+        "2",
+        "--patience",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    ]
     if n == 1:
         env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", GPUNN_NUM_THREADS="1")
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     else:
         proc = mpirun(n, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -149,8 +166,12 @@ def test_cli_trains_the_mnist_sample_on_two_ranks_like_one_and_resumes(tmp_path)
     assert acc1 > 85.0
     assert abs(acc1 - acc2) <= 0.3  # the same global batches: the same training up to rounding
     np.testing.assert_allclose(hist2[:, 1:5], hist1[:, 1:5], rtol=1e-4)  # loss, acc, val_loss, val_acc (measured: 1e-7)
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.npz", "history.csv",
-                                                                     "history.png", "model.npz"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "checkpoint.npz",
+        "history.csv",
+        "history.png",
+        "model.npz",
+    ]
     assert gpunn.load(tmp_path / "two" / "checkpoint.npz")["world_size"] == 2
     # one epoch, then resume for the second: the same history as the uninterrupted two-rank run
     train_cli(2, tmp_path / "resumed", "--epochs", "1")
@@ -160,11 +181,23 @@ def test_cli_trains_the_mnist_sample_on_two_ranks_like_one_and_resumes(tmp_path)
 
 
 def test_cli_global_batch_must_split_over_the_ranks(tmp_path):
-    proc = mpirun(2, "-m", "gpunn.cli", "train", "--dataset", "digits", "--batch-size", "63", "--out",
-                  str(tmp_path / "r"), timeout=60)
+    proc = mpirun(
+        2,
+        "-m",
+        "gpunn.cli",
+        "train",
+        "--dataset",
+        "digits",
+        "--batch-size",
+        "63",
+        "--out",
+        str(tmp_path / "r"),
+        timeout=60,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.count("gpunn: error: --batch-size 63 is the global batch: it must be divisible by the 2 "
-                             "ranks") == 2
+    assert (
+        proc.stderr.count("gpunn: error: --batch-size 63 is the global batch: it must be divisible by the 2 ranks") == 2
+    )
 
 
 def test_fit_on_two_ranks_averages_metrics_and_stops_every_rank_at_the_same_batch(tmp_path):
@@ -183,9 +216,15 @@ def test_fit_on_two_ranks_averages_metrics_and_stops_every_rank_at_the_same_batc
     X, y = worker.data(np.float64)
     net = worker.model(np.float64, seed=100)
     opt = worker.make_optimizer("sgd", net.parameters())
-    hist = gpunn.train.fit(net, opt, gpunn.nn.CrossEntropyLoss(),
-                           DataLoader((X, y), batch_size=worker.GLOBAL_BATCH, shuffle=True, seed=3),
-                           val=(X[:40], y[:40]), epochs=1, verbose=0)
+    hist = gpunn.train.fit(
+        net,
+        opt,
+        gpunn.nn.CrossEntropyLoss(),
+        DataLoader((X, y), batch_size=worker.GLOBAL_BATCH, shuffle=True, seed=3),
+        val=(X[:40], y[:40]),
+        epochs=1,
+        verbose=0,
+    )
     want = [hist.epochs[0][k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")]
     np.testing.assert_allclose(ranks[0]["rows"][0], want, rtol=1e-12)
 
@@ -193,8 +232,19 @@ def test_fit_on_two_ranks_averages_metrics_and_stops_every_rank_at_the_same_batc
 def test_cli_error_after_the_ranks_joined_ends_the_job(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a checkpoint")
-    proc = mpirun(2, "-m", "gpunn.cli", "train", "--dataset", "digits", "--resume", str(bad), "--out",
-                  str(tmp_path / "r"), timeout=60)
+    proc = mpirun(
+        2,
+        "-m",
+        "gpunn.cli",
+        "train",
+        "--dataset",
+        "digits",
+        "--resume",
+        str(bad),
+        "--out",
+        str(tmp_path / "r"),
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert f"gpunn: error: --resume {bad}" in proc.stderr
     assert not (tmp_path / "r").exists()

@@ -25,8 +25,10 @@ def no_launcher(monkeypatch):
 
 
 def test_import_gpunn_loads_neither_mpi4py_nor_cupy():
-    code = ("import sys, gpunn, gpunn.distributed, gpunn.data; gpunn.distributed.init_process_group('mpi'); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mpi4py', 'cupy')))")
+    code = (
+        "import sys, gpunn, gpunn.distributed, gpunn.data; gpunn.distributed.init_process_group('mpi'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mpi4py', 'cupy')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -134,8 +136,11 @@ def test_ddp_buckets_follow_backward_order_and_the_cap():
     ddp = DDP(model, bucket_cap_mb=(8 * 3 + 3) * 8 / 2**20)  # the last layer's bytes: one bucket for it
     names = {id(p): n for n, p in model.named_parameters()}
     # backward's order (last layer first), each bucket in the flat buffer's order; 0.weight alone is over
-    assert [[names[id(p)] for p in b.params] for b in ddp._buckets] == [["2.weight", "2.bias"], ["0.bias"],
-                                                                        ["0.weight"]]
+    assert [[names[id(p)] for p in b.params] for b in ddp._buckets] == [
+        ["2.weight", "2.bias"],
+        ["0.bias"],
+        ["0.weight"],
+    ]
     assert len(DDP(mlp())._buckets) == 1  # the default 25 MB: one collective for the whole model
     with pytest.raises(ValueError, match="bucket_cap_mb must be positive"):
         DDP(mlp(), bucket_cap_mb=0)

@@ -25,8 +25,9 @@ def data(dtype):
 
 def model(dtype, seed: int, hidden: int = 9):
     gpunn.manual_seed(seed)
-    m = nn.Sequential(nn.Linear(FEATURES, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(),
-                      nn.Linear(hidden, CLASSES))
+    m = nn.Sequential(
+        nn.Linear(FEATURES, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, CLASSES)
+    )
     return m.double() if dtype == np.float64 else m
 
 
@@ -106,10 +107,13 @@ def collectives(out: str) -> None:
 
     rank, world = dist.get_rank(), dist.get_world_size()
     base = np.arange(12, dtype=np.float64).reshape(3, 4)
-    for op, expect in ((dist.ReduceOp.SUM, sum(base + r for r in range(world))),
-                       (dist.ReduceOp.AVG, sum(base + r for r in range(world)) / world),
-                       (dist.ReduceOp.MAX, base + world - 1), (dist.ReduceOp.MIN, base),
-                       (dist.ReduceOp.PRODUCT, np.prod([base + r for r in range(world)], axis=0))):
+    for op, expect in (
+        (dist.ReduceOp.SUM, sum(base + r for r in range(world))),
+        (dist.ReduceOp.AVG, sum(base + r for r in range(world)) / world),
+        (dist.ReduceOp.MAX, base + world - 1),
+        (dist.ReduceOp.MIN, base),
+        (dist.ReduceOp.PRODUCT, np.prod([base + r for r in range(world)], axis=0)),
+    ):
         t = gpunn.tensor(base + rank)
         dist.all_reduce(t, op=op)
         assert np.array_equal(t.numpy(), expect), (op, t.numpy(), expect)
@@ -183,8 +187,9 @@ def fitting(out: str) -> None:
     X, y = data(np.float64)
     net = dist.DistributedDataParallel(model(np.float64, seed=100 + rank))
     opt = make_optimizer("sgd", net.parameters())
-    loader = DataLoader((X, y), batch_size=GLOBAL_BATCH // world,
-                        sampler=DistributedSampler((X, y), shuffle=True, seed=3))
+    loader = DataLoader(
+        (X, y), batch_size=GLOBAL_BATCH // world, sampler=DistributedSampler((X, y), shuffle=True, seed=3)
+    )
     val = DataLoader((X[:40], y[:40]), batch_size=16, sampler=DistributedSampler((X[:40], y[:40]), shuffle=False))
 
     class CtrlCOnRankZero(train.Callback):
@@ -192,14 +197,28 @@ def fitting(out: str) -> None:
             if self.trainer.epoch == 2 and batch == 3 and rank == 0:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    hist = train.fit(net, opt, nn.CrossEntropyLoss(), loader, val=val, epochs=3,
-                     callbacks=[CtrlCOnRankZero(), train.CSVLogger(os.path.join(out, f"log{rank}.csv"))])
+    hist = train.fit(
+        net,
+        opt,
+        nn.CrossEntropyLoss(),
+        loader,
+        val=val,
+        epochs=3,
+        callbacks=[CtrlCOnRankZero(), train.CSVLogger(os.path.join(out, f"log{rank}.csv"))],
+    )
     rows = np.array([[r["loss"], r["accuracy"], r["val_loss"], r["val_accuracy"]] for r in hist.epochs])
     np.savez(os.path.join(out, f"fit{rank}.npz"), rows=rows, stop=str(hist.stop_reason), **params_of(net.module))
 
 
-SCENARIOS = {"equivalence": equivalence, "fit": fitting, "collectives": collectives, "mismatch": mismatch, "dies": dies,
-             "killed": killed, "hangs": hangs}
+SCENARIOS = {
+    "equivalence": equivalence,
+    "fit": fitting,
+    "collectives": collectives,
+    "mismatch": mismatch,
+    "dies": dies,
+    "killed": killed,
+    "hangs": hangs,
+}
 
 if __name__ == "__main__":
     import gpunn.distributed as dist

@@ -176,8 +176,15 @@ inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, 
 
 _SIG = re.compile(r'extern "C"\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{', re.S)
 _lib_cache: dict[str, tuple[ctypes.CDLL, dict]] = {}
-_NP_KINDS = {"float": ("f", 4), "double": ("f", 8), "int": ("i", 4), "long long": ("i", 8),
-             "unsigned int": ("u", 4), "unsigned long long": ("u", 8), "bool": ("b", 1)}
+_NP_KINDS = {
+    "float": ("f", 4),
+    "double": ("f", 8),
+    "int": ("i", 4),
+    "long long": ("i", 8),
+    "unsigned int": ("u", 4),
+    "unsigned long long": ("u", 8),
+    "bool": ("b", 1),
+}
 
 
 def _param_type(param: str) -> str:
@@ -198,8 +205,11 @@ def _compile(source: str) -> tuple[ctypes.CDLL, dict[str, list[str]]]:
     work = Path(tempfile.mkdtemp(prefix="gpunn_emu_"))
     (work / "shim.h").write_text(SHIM)
     (work / "kernel.cpp").write_text(source)
-    pre = subprocess.run([cxx, "-std=c++20", "-E", "-P", "-include", str(work / "shim.h"), str(work / "kernel.cpp")],
-                         capture_output=True, text=True)
+    pre = subprocess.run(
+        [cxx, "-std=c++20", "-E", "-P", "-include", str(work / "shim.h"), str(work / "kernel.cpp")],
+        capture_output=True,
+        text=True,
+    )
     if pre.returncode:
         raise RuntimeError(pre.stderr)
     sigs = {}
@@ -209,14 +219,31 @@ def _compile(source: str) -> tuple[ctypes.CDLL, dict[str, list[str]]]:
     lines = []
     for name, types in sigs.items():
         call = ", ".join(f"*reinterpret_cast<{t}*>(args[{i}])" for i, t in enumerate(types))
-        lines.append(f'extern "C" void gpunn_launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
-                     f' unsigned by, unsigned bz, void** args) {{\n'
-                     f"    gpunn_emu::run_grid(gx, gy, gz, bx, by, bz, [&] {{ {name}({call}); }});\n}}")
+        lines.append(
+            f'extern "C" void gpunn_launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
+            f" unsigned by, unsigned bz, void** args) {{\n"
+            f"    gpunn_emu::run_grid(gx, gy, gz, bx, by, bz, [&] {{ {name}({call}); }});\n}}"
+        )
     (work / "kernel.cpp").write_text(source + "\n\n" + "\n".join(lines) + "\n")
     so = work / "kernel.so"
-    proc = subprocess.run([cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared",
-                           "-Wno-unknown-pragmas", "-include", str(work / "shim.h"), "-o", str(so),
-                           str(work / "kernel.cpp")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            cxx,
+            "-std=c++20",
+            "-O1",
+            "-ffp-contract=off",
+            "-fPIC",
+            "-shared",
+            "-Wno-unknown-pragmas",
+            "-include",
+            str(work / "shim.h"),
+            "-o",
+            str(so),
+            str(work / "kernel.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise RuntimeError(f"host compile of the kernel source failed:\n{proc.stderr}")
     lib = ctypes.CDLL(str(so))
@@ -243,8 +270,13 @@ class EmulatedFunction:
             if not (arg.flags.c_contiguous or arg.size <= 1):
                 raise ValueError(f"{where}: a kernel got a non-contiguous array")
             base = ctype.rstrip("*").strip()
-            want = {"float": np.float32, "double": np.float64, "long long": np.int64, "int": np.int32,
-                    "unsigned char": np.uint8}.get(base)
+            want = {
+                "float": np.float32,
+                "double": np.float64,
+                "long long": np.int64,
+                "int": np.int32,
+                "unsigned char": np.uint8,
+            }.get(base)
             if want is not None and arg.dtype != want:
                 raise TypeError(f"{where}: got a {arg.dtype} array")
             return ctypes.c_void_p(arg.ctypes.data)

@@ -21,9 +21,13 @@ import gpunn
 from gpunn import nn, optim
 from gpunn.train import compile_step
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(os.environ.get("GPUNN_KERNEL_EMULATOR") != "1",
-                                 reason="runs the cupy backend on the kernel emulator's CuPy stand-in")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        os.environ.get("GPUNN_KERNEL_EMULATOR") != "1",
+        reason="runs the cupy backend on the kernel emulator's CuPy stand-in",
+    ),
+]
 
 
 @pytest.fixture
@@ -39,13 +43,20 @@ def emulated(monkeypatch):
 
 
 def mlp():
-    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 16), nn.Tanh(),
-                         nn.Linear(16, 5))
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 5))
 
 
 def cnn():
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
-                         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 2, 5))
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.1),
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 5),
+    )
 
 
 def _run(make, shape, opt_kind, captured, cupy, steps=50):
@@ -53,11 +64,16 @@ def _run(make, shape, opt_kind, captured, cupy, steps=50):
     with gpunn.use_backend("cupy"):
         gpunn.manual_seed(0)
         model = make()
-        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if opt_kind == "sgd" \
+        opt = (
+            optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            if opt_kind == "sgd"
             else optim.Adam(model.parameters(), lr=1e-2)
+        )
         loss_fn = nn.CrossEntropyLoss()
-        data = [(gpunn.tensor(rng.standard_normal(shape).astype(np.float32)),
-                 gpunn.tensor(rng.integers(0, 5, shape[0]))) for _ in range(steps)]
+        data = [
+            (gpunn.tensor(rng.standard_normal(shape).astype(np.float32)), gpunn.tensor(rng.integers(0, 5, shape[0])))
+            for _ in range(steps)
+        ]
         step = compile_step(model, loss_fn, opt) if captured else None
         counts, losses = [], []
         for x, y in data:

@@ -27,10 +27,12 @@ PAIRS = [(name, arch) for name in K.KERNEL_FILES for arch in K.ARCHS]
 @pytest.fixture(scope="module")
 def nvcc_reports():
     """{(file, arch): (return code, nvcc output)}, all pairs compiled in parallel."""
+
     def build(pair):
         name, arch = pair
-        proc = subprocess.run(K.nvcc_command(name, arch, ROOT / "kernels" / f"{name}.cu", nvcc=NVCC),
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            K.nvcc_command(name, arch, ROOT / "kernels" / f"{name}.cu", nvcc=NVCC), capture_output=True, text=True
+        )
         return pair, (proc.returncode, proc.stdout + proc.stderr)
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
@@ -56,8 +58,9 @@ def test_resource_report_is_current():
     for name in K.KERNEL_FILES:
         for kernel in K.declared_entry_points(K.kernel_source(name)):
             for arch in K.ARCHS:
-                assert re.search(rf"^{name}\.cu\s+{arch}\s+{kernel}\s", report, flags=re.M), \
+                assert re.search(rf"^{name}\.cu\s+{arch}\s+{kernel}\s", report, flags=re.M), (
                     f"{kernel} ({arch}) missing from kernels/RESOURCE_USAGE.txt"
+                )
 
 
 def test_parse_resource_usage():
@@ -69,7 +72,8 @@ ptxas info    : Function properties for k_f32
 ptxas info    : Used 80 registers, used 1 barriers, 8320 bytes smem, 400 bytes cmem[0]
 """
     assert K.parse_resource_usage(report) == {
-        "k_f32": {"registers": 80, "smem": 8320, "stack": 8, "spill_stores": 4, "spill_loads": 12}}
+        "k_f32": {"registers": 80, "smem": 8320, "stack": 8, "spill_stores": 4, "spill_loads": 12}
+    }
 
 
 def test_backend_launches_only_declared_entry_points():
@@ -127,10 +131,13 @@ def test_loader_finds_the_sources_without_cupy():
         assert 'extern "C"' in K.kernel_source(name)
     with pytest.raises(ValueError, match="unknown kernel file"):
         K.kernel_source("nope")
-    code = ("import sys, gpunn.backend.kernels, gpunn.backend.numba_kernels; "
-            "print('cupy' in sys.modules, 'numba' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         check=True).stdout.split()
+    code = (
+        "import sys, gpunn.backend.kernels, gpunn.backend.numba_kernels; "
+        "print('cupy' in sys.modules, 'numba' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.split()
     assert out == ["False", "False"]
 
 
@@ -148,8 +155,23 @@ def test_wheel_ships_the_kernels_and_the_loader_finds_them(tmp_path):
     for folder in ("gpunn", "kernels"):
         shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
     dist = tmp_path / "dist"
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "--no-index", "-q", "-w", str(dist), str(src)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = dist.glob("gpunn-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -158,11 +180,16 @@ def test_wheel_ships_the_kernels_and_the_loader_finds_them(tmp_path):
     assert not any(n.startswith("kernels/") for n in names), "kernels/ must not become a top-level package"
 
     site = tmp_path / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-                           "--target", str(site), str(wheel)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    code = ("from gpunn.backend import kernels as K; p = K.kernel_path('softmax_cross_entropy'); "
-            "print(p); assert 'sce_block_v1_' in K.kernel_source('softmax_cross_entropy')")
+    code = (
+        "from gpunn.backend import kernels as K; p = K.kernel_path('softmax_cross_entropy'); "
+        "print(p); assert 'sce_block_v1_' in K.kernel_source('softmax_cross_entropy')"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr

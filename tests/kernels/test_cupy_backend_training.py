@@ -24,8 +24,11 @@ def _train(backend: str, model_kind: str, steps: int = 100):
     with gpunn.use_backend(backend):
         model = build_model(model_kind, shape, 10, 0.0)
         model.load_state_dict({k: v.numpy() for k, v in init.items()})
-        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4) if model_kind == "mlp" \
+        opt = (
+            optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+            if model_kind == "mlp"
             else optim.Adam(model.parameters(), lr=1e-3)
+        )
         loss_fn = nn.CrossEntropyLoss()
         losses = []
         for i in range(steps):

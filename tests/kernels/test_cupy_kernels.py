@@ -70,7 +70,7 @@ def im2col_ref(x, k, s, p, d):
     cols = np.empty((n, oh, ow, c, k, k), dtype=x.dtype)
     for ki in range(k):
         for kj in range(k):
-            win = xp[:, :, ki * d: ki * d + s * (oh - 1) + 1: s, kj * d: kj * d + s * (ow - 1) + 1: s]
+            win = xp[:, :, ki * d : ki * d + s * (oh - 1) + 1 : s, kj * d : kj * d + s * (ow - 1) + 1 : s]
             cols[..., ki, kj] = win.transpose(0, 2, 3, 1)
     return cols.reshape(n * oh * ow, c * k * k)
 
@@ -83,9 +83,10 @@ def col2im_ref(dcol, x_shape, k, s, p, d):
     dxp = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dcol.dtype)
     for ki in range(k):
         for kj in range(k):
-            dxp[:, :, ki * d: ki * d + s * (oh - 1) + 1: s, kj * d: kj * d + s * (ow - 1) + 1: s] += \
-                cols[..., ki, kj].transpose(0, 3, 1, 2)
-    return dxp[:, :, p: p + h, p: p + w]
+            dxp[:, :, ki * d : ki * d + s * (oh - 1) + 1 : s, kj * d : kj * d + s * (ow - 1) + 1 : s] += cols[
+                ..., ki, kj
+            ].transpose(0, 3, 1, 2)
+    return dxp[:, :, p : p + h, p : p + w]
 
 
 def max_pool_ref(x, k, s, p, d=1):
@@ -139,8 +140,14 @@ def test_im2col_col2im_references_match_torch(case, rng):
     col = im2col_ref(x, k, s, p, d)
     np.testing.assert_allclose(col, unf.transpose(0, 2, 1).reshape(col.shape))
     dcol = rng.standard_normal(col.shape)
-    folded = torch.nn.functional.fold(torch.from_numpy(dcol.reshape(n, -1, col.shape[1]).transpose(0, 2, 1)
-                                                       .copy()), (h, w), k, dilation=d, padding=p, stride=s)
+    folded = torch.nn.functional.fold(
+        torch.from_numpy(dcol.reshape(n, -1, col.shape[1]).transpose(0, 2, 1).copy()),
+        (h, w),
+        k,
+        dilation=d,
+        padding=p,
+        stride=s,
+    )
     np.testing.assert_allclose(col2im_ref(dcol, x.shape, k, s, p, d), folded.numpy(), rtol=1e-12, atol=1e-12)
 
 
@@ -274,8 +281,7 @@ def test_linear_act_backward_need_flags(be, cp, rng, act):
     dy = randn(rng, 300, 37)
     want = reference.linear_act_backward(np, *(a.astype(np.float64) for a in (dy, x, W, y)), act)
     for flags in [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]:
-        got = be.linear_act_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(W), cp.asarray(y), act,
-                                     0.01, *flags)
+        got = be.linear_act_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(W), cp.asarray(y), act, 0.01, *flags)
         for need, g, r in zip(flags, got, want):
             if need:
                 close(host(g), r, 1e-5)
@@ -293,12 +299,11 @@ def test_linear_act_noncontiguous_batched_and_no_bias(be, cp, rng):
     assert y.shape == (3, 5, 6)
     close(host(y), reference.linear_act(np, x.astype(np.float64), W.astype(np.float64), None, "tanh"), 1e-5)
     dy = randn(rng, 3, 5, 6)
-    dx, dW, db = be.linear_act_backward(cp.asarray(dy), cp.asarray(big)[..., ::2], cp.asarray(Wt).T, y,
-                                        "tanh")
+    dx, dW, db = be.linear_act_backward(cp.asarray(dy), cp.asarray(big)[..., ::2], cp.asarray(Wt).T, y, "tanh")
     z = host(y).astype(np.float64).reshape(15, 6)
-    want = reference.linear_act_backward(np, dy.reshape(15, 6).astype(np.float64),
-                                         x.reshape(15, 13).astype(np.float64), W.astype(np.float64), z,
-                                         "tanh")
+    want = reference.linear_act_backward(
+        np, dy.reshape(15, 6).astype(np.float64), x.reshape(15, 13).astype(np.float64), W.astype(np.float64), z, "tanh"
+    )
     close(host(dx).reshape(15, 13), want[0], 1e-5)
     close(host(dW), want[1], 1e-5)
     close(host(db), want[2], 1e-5)
@@ -347,11 +352,12 @@ def test_softmax_cross_entropy(be, cp, rng, shape, reduction, weighted, smoothin
     logits, target, weight = sce_inputs(rng, *shape, dtype)
     w = weight if weighted else None
     with kernel_table.use_version("softmax_cross_entropy", version):
-        loss, dlogits = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target),
-                                                 None if w is None else cp.asarray(w), reduction, -100, smoothing)
-    ref_loss, ref_d = reference.softmax_cross_entropy(np, logits.astype(np.float64), target,
-                                                      None if w is None else w.astype(np.float64),
-                                                      reduction, -100, smoothing)
+        loss, dlogits = be.softmax_cross_entropy(
+            cp.asarray(logits), cp.asarray(target), None if w is None else cp.asarray(w), reduction, -100, smoothing
+        )
+    ref_loss, ref_d = reference.softmax_cross_entropy(
+        np, logits.astype(np.float64), target, None if w is None else w.astype(np.float64), reduction, -100, smoothing
+    )
     assert loss.dtype == dtype and dlogits.dtype == dtype
     assert loss.shape == np.shape(ref_loss)
     close(host(loss), ref_loss, TOL[dtype])
@@ -391,8 +397,9 @@ def test_softmax_cross_entropy_v2_adds_in_v1_order(be, cp, rng, shape):
     out = {}
     for v in (1, 2):
         with kernel_table.use_version("softmax_cross_entropy", v):
-            loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), cp.asarray(weight), "none",
-                                               -100, 0.1)
+            loss, d = be.softmax_cross_entropy(
+                cp.asarray(logits), cp.asarray(target), cp.asarray(weight), "none", -100, 0.1
+            )
         out[v] = host(loss), host(d)
     for a, b in zip(out[1], out[2]):
         if EMULATED:
@@ -422,8 +429,9 @@ def test_softmax_cross_entropy_fwd_folds_the_upstream_gradient(be, cp, rng, shap
     logits, target, weight = sce_inputs(rng, *shape, np.float64)
     g = rng.standard_normal(shape[0]) if reduction == "none" else np.float64(rng.standard_normal())
     with kernel_table.use_version("softmax_cross_entropy", version):
-        loss, backward = be.softmax_cross_entropy_fwd(cp.asarray(logits), cp.asarray(target), cp.asarray(weight),
-                                                      reduction, -100, 0.1)
+        loss, backward = be.softmax_cross_entropy_fwd(
+            cp.asarray(logits), cp.asarray(target), cp.asarray(weight), reduction, -100, 0.1
+        )
         d = backward(cp.asarray(g))
     ref_loss, ref_d = reference.softmax_cross_entropy(np, logits, target, weight, reduction, -100, 0.1)
     close(be.to_numpy(loss), ref_loss, 1e-12)
@@ -436,18 +444,19 @@ def test_softmax_cross_entropy_fwd_folds_the_upstream_gradient(be, cp, rng, shap
 def test_unchecked_bad_label_is_ignored(be, cp, rng):
     logits, target, _ = sce_inputs(rng, 7, 13, np.float32)
     target[4] = 99
-    loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), reduction="none",
-                                       check_labels=False)
+    loss, d = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target), reduction="none", check_labels=False)
     assert float(loss[4]) == 0.0 and not host(d)[4].any()
 
 
 @gpu
 def test_custom_ignore_index_and_int32_targets(be, cp, rng):
     logits, target, weight = sce_inputs(rng, 50, 9, np.float32, ignore_index=3)
-    got = be.softmax_cross_entropy(cp.asarray(logits), cp.asarray(target.astype(np.int32)), cp.asarray(weight),
-                                   "mean", 3, 0.05)
-    want = reference.softmax_cross_entropy(np, logits.astype(np.float64), target, weight.astype(np.float64),
-                                           "mean", 3, 0.05)
+    got = be.softmax_cross_entropy(
+        cp.asarray(logits), cp.asarray(target.astype(np.int32)), cp.asarray(weight), "mean", 3, 0.05
+    )
+    want = reference.softmax_cross_entropy(
+        np, logits.astype(np.float64), target, weight.astype(np.float64), "mean", 3, 0.05
+    )
     close(host(got[0]), want[0], 1e-5)
     close(host(got[1]), want[1], 1e-5)
 
@@ -472,8 +481,9 @@ def test_softmax_cross_entropy_nan_propagates(be, cp, rng, c):
     loss, d = host(loss), host(d)
     assert np.isnan(loss[2]) and np.isnan(d[2]).all()
     keep = [0, 1, 3, 4, 5]
-    ref_loss, ref_d = reference.softmax_cross_entropy(np, logits[keep].astype(np.float64), target[keep],
-                                                      reduction="none")
+    ref_loss, ref_d = reference.softmax_cross_entropy(
+        np, logits[keep].astype(np.float64), target[keep], reduction="none"
+    )
     close(loss[keep], ref_loss, 1e-5)
     close(d[keep], ref_d, 1e-5)
 
@@ -504,8 +514,7 @@ ADAM_CASES = [
     dict(lr=1e-2, weight_decay=1e-2),
     dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
     dict(lr=1e-3, amsgrad=True, maximize=True),
-    dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-6, amsgrad=True, weight_decay=0.1,
-         decoupled_weight_decay=True),
+    dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-6, amsgrad=True, weight_decay=0.1, decoupled_weight_decay=True),
 ]
 
 
@@ -567,25 +576,24 @@ def test_vectorized_optimizers_at_unaligned_offsets(be, cp, rng, size, offsets, 
         flat[2][:] = 0
         flat[3][:] = 0
         before = host(flat[0]).copy()
-        p, m, v = (a[po:po + size] for a in (flat[0], flat[2], flat[3]))
-        g = flat[1][go:go + size]
-        sbuf = cp.zeros(size + 4, dtype=dtype)[po:po + size]
+        p, m, v = (a[po : po + size] for a in (flat[0], flat[2], flat[3]))
+        g = flat[1][go : go + size]
+        sbuf = cp.zeros(size + 4, dtype=dtype)[po : po + size]
         with kernel_table.use_version("adam_step", version), kernel_table.use_version("sgd_step", version):
             for step in (1, 2):
                 be.adam_step(p, g, m, v, None, step=step, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
                 be.sgd_step(p, g, sbuf, lr=0.1, momentum=0.9, first_step=step == 1)
         results[version] = [host(a).copy() for a in (p, m, v, sbuf)]
         after = host(flat[0])
-        outside = np.r_[0:po, po + size:size + 4]
+        outside = np.r_[0:po, po + size : size + 4]
         np.testing.assert_array_equal(after[outside], before[outside])  # no write past the view
     # the reference on host copies of the same inputs
     r = np.random.default_rng(7)
     flat = [r.standard_normal(size + 4).astype(dtype) for _ in range(4)]
-    p, g = flat[0][po:po + size].copy(), flat[1][go:go + size].copy()
+    p, g = flat[0][po : po + size].copy(), flat[1][go : go + size].copy()
     m, v, sbuf = (np.zeros(size, dtype) for _ in range(3))
     for step in (1, 2):
-        reference.adam_step(np, p, g, m, v, None, step=step, lr=1e-2, weight_decay=0.1,
-                            decoupled_weight_decay=True)
+        reference.adam_step(np, p, g, m, v, None, step=step, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
         reference.sgd_step(np, p, g, sbuf, lr=0.1, momentum=0.9, first_step=step == 1)
     for version, got in results.items():
         for a, want in zip(got, (p, m, v, sbuf)):
@@ -615,6 +623,7 @@ def test_adaptive_optimizer_steps(be, cp, rng, size, case, dtype, monkeypatch):
 
     def no_fallback(*args, **kwargs):
         raise AssertionError(f"{name} fell back to the reference instead of launching its kernel")
+
     p = rng.standard_normal(size).astype(dtype)
     state = [np.zeros(size, dtype) for _ in range(n_state)]
     if name == "adagrad_step":
@@ -724,7 +733,7 @@ def test_max_pool2d_with_nans_matches_torch(be, cp, rng, case, dtype):
     flat = x.reshape(-1)
     hit = rng.choice(flat.size, size=max(3, flat.size // 5), replace=False)
     flat[hit[: len(hit) // 2]] = np.nan
-    flat[hit[len(hit) // 2:][:2]] = [np.inf, -np.inf]
+    flat[hit[len(hit) // 2 :][:2]] = [np.inf, -np.inf]
     x[0, 0, 0, :2] = np.nan  # two NaNs side by side in the first window
     x[-1, -1, -1, -1] = x[-1, -1, -1, -2] = 7.0  # a tie
     tx = torch.from_numpy(x.copy()).requires_grad_(True)

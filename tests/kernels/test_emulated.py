@@ -27,15 +27,30 @@ def test_gpu_suite_under_the_kernel_emulator(tmp_path):
     from tests.kernels import emulator
 
     fake = emulator.install(tmp_path / "fake")
-    env = {**os.environ, "GPUNN_KERNEL_EMULATOR": "1", "GPUNN_TEST_BACKEND": "numpy",
-           "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "GPUNN_KERNEL_EMULATOR": "1",
+        "GPUNN_TEST_BACKEND": "numpy",
+        "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     # CuPy never warns on 0 / 0 ('mean' over all-ignored rows); NumPy does, and the project turns
     # RuntimeWarnings from gpunn into errors.
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "kernels" / "test_cupy_kernels.py"),
-           str(ROOT / "tests" / "kernels" / "test_host_syncs.py"),
-           str(ROOT / "tests" / "kernels" / "test_capture_emulated.py"), "-m", "gpu",
-           "-q", "-p", "no:cacheprovider", "-W", "ignore:invalid value encountered:RuntimeWarning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "tests" / "kernels" / "test_cupy_kernels.py"),
+        str(ROOT / "tests" / "kernels" / "test_host_syncs.py"),
+        str(ROOT / "tests" / "kernels" / "test_capture_emulated.py"),
+        "-m",
+        "gpu",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore:invalid value encountered:RuntimeWarning",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     tail = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
@@ -52,17 +67,39 @@ def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
     from tests.kernels import emulator
 
     fake = emulator.install(tmp_path / "fake")
-    env = {**os.environ, "GPUNN_KERNEL_EMULATOR": "1", "GPUNN_TEST_BACKEND": "cupy",
-           "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "GPUNN_KERNEL_EMULATOR": "1",
+        "GPUNN_TEST_BACKEND": "cupy",
+        "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    suites = ["tests/test_tensor.py", "tests/test_autograd.py", "tests/test_inplace_and_versions.py",
-              "tests/ops/test_ops_parity.py", "tests/test_autograd_function.py",
-              "tests/nn/test_functional.py",
-              "tests/nn/test_functional_gradcheck.py", "tests/nn/test_layers.py", "tests/nn/test_cnn_layers.py",
-              "tests/optim",
-              "tests/kernels/test_cupy_linear_choice.py"]
-    cmd = [sys.executable, "-m", "pytest", *suites, "-q", "-p", "no:cacheprovider", "-k", "not dropout",
-           "-W", "ignore:invalid value encountered:RuntimeWarning"]
+    suites = [
+        "tests/test_tensor.py",
+        "tests/test_autograd.py",
+        "tests/test_inplace_and_versions.py",
+        "tests/ops/test_ops_parity.py",
+        "tests/test_autograd_function.py",
+        "tests/nn/test_functional.py",
+        "tests/nn/test_functional_gradcheck.py",
+        "tests/nn/test_layers.py",
+        "tests/nn/test_cnn_layers.py",
+        "tests/optim",
+        "tests/kernels/test_cupy_linear_choice.py",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *suites,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not dropout",
+        "-W",
+        "ignore:invalid value encountered:RuntimeWarning",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     tail = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail

@@ -18,9 +18,12 @@ import gpunn
 from gpunn import nn, optim, train
 from gpunn.data import DataLoader
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(os.environ.get("GPUNN_KERNEL_EMULATOR") != "1",
-                                 reason="counts come from the kernel emulator's CuPy stand-in")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        os.environ.get("GPUNN_KERNEL_EMULATOR") != "1", reason="counts come from the kernel emulator's CuPy stand-in"
+    ),
+]
 # fresh device arrays per MLP step (forward, loss, backward, SGD step), as measured on the emulator when
 # pinned; a change that adds allocations to the step must raise this knowingly (28 -> 33: the accuracy
 # metric's NaN flag, so that a NaN output reports a NaN accuracy, accumulated on the device)
@@ -47,8 +50,11 @@ def _fit_and_count(counters, reset, sync_every, opt_kind, batches=9, epochs=1):
     with gpunn.use_backend("cupy"):
         gpunn.manual_seed(0)
         model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
-        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if opt_kind == "sgd" \
+        opt = (
+            optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            if opt_kind == "sgd"
             else optim.Adam(model.parameters(), lr=1e-3)
+        )
         loader = DataLoader((X, y), batch_size=8, shuffle=True, seed=1)
         per_step = []
         step = opt.step
@@ -61,8 +67,7 @@ def _fit_and_count(counters, reset, sync_every, opt_kind, batches=9, epochs=1):
 
         opt.step = counted_step
         reset()
-        hist = train.fit(model, opt, nn.CrossEntropyLoss(), loader, epochs=epochs, verbose=0,
-                         sync_every=sync_every)
+        hist = train.fit(model, opt, nn.CrossEntropyLoss(), loader, epochs=epochs, verbose=0, sync_every=sync_every)
         tail = dict(counters)
     assert np.isfinite(hist["loss"]).all()
     return per_step, tail

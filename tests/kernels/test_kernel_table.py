@@ -18,12 +18,22 @@ def test_table_shape_and_defaults_are_the_current_kernels():
 
 def test_every_listed_version_exists_in_the_sources():
     # one entry point that only version v defines, per op and version
-    probe = {("softmax_cross_entropy", 1): "sce_block_v1_f32", ("softmax_cross_entropy", 2): "sce_block_v2_f32",
-             ("sgd_step", 1): "sgd_step_v1_f32", ("sgd_step", 2): "sgd_step_v2_f32",
-             ("adam_step", 1): "adam_step_v1_f32", ("adam_step", 2): "adam_step_v2_f32",
-             ("linear_act", 1): "linear_act_forward_v1_f32", ("linear_act", 2): "gemm_splitk_nt_v2_f32"}
-    files = {"softmax_cross_entropy": "softmax_cross_entropy", "sgd_step": "optim", "adam_step": "optim",
-             "linear_act": "linear_act"}
+    probe = {
+        ("softmax_cross_entropy", 1): "sce_block_v1_f32",
+        ("softmax_cross_entropy", 2): "sce_block_v2_f32",
+        ("sgd_step", 1): "sgd_step_v1_f32",
+        ("sgd_step", 2): "sgd_step_v2_f32",
+        ("adam_step", 1): "adam_step_v1_f32",
+        ("adam_step", 2): "adam_step_v2_f32",
+        ("linear_act", 1): "linear_act_forward_v1_f32",
+        ("linear_act", 2): "gemm_splitk_nt_v2_f32",
+    }
+    files = {
+        "softmax_cross_entropy": "softmax_cross_entropy",
+        "sgd_step": "optim",
+        "adam_step": "optim",
+        "linear_act": "linear_act",
+    }
     for op, name in files.items():
         declared = K.declared_entry_points(K.kernel_source(name))
         for v in KT.VERSIONS[op]:
@@ -42,12 +52,15 @@ def test_use_version_nests_and_restores():
     assert KT.version("adam_step") == 1
 
 
-@pytest.mark.parametrize("op,v,err,match", [
-    ("nope", 1, ValueError, "unknown kernel op 'nope'"),
-    ("sgd_step", 9, ValueError, r"no kernel version 9; available: \(1, 2\)"),
-    ("sgd_step", "2", TypeError, "must be an int"),
-    ("sgd_step", True, TypeError, "must be an int"),
-])
+@pytest.mark.parametrize(
+    "op,v,err,match",
+    [
+        ("nope", 1, ValueError, "unknown kernel op 'nope'"),
+        ("sgd_step", 9, ValueError, r"no kernel version 9; available: \(1, 2\)"),
+        ("sgd_step", "2", TypeError, "must be an int"),
+        ("sgd_step", True, TypeError, "must be an int"),
+    ],
+)
 def test_use_version_validates(op, v, err, match):
     with pytest.raises(err, match=match), KT.use_version(op, v):
         pass
@@ -60,8 +73,12 @@ def test_environment_override(monkeypatch):
     with KT.use_version("sgd_step", 1):  # use_version beats the environment
         assert KT.version("sgd_step") == 1
     assert KT.selected() == {"softmax_cross_entropy": 1, "sgd_step": 2, "adam_step": 2, "linear_act": 1}
-    for bad, match in (("sgd_step", "expected entries like"), ("sgd_step=x", "expected entries like"),
-                       ("sgd_step=7", "no kernel version 7"), ("foo=1", "unknown kernel op")):
+    for bad, match in (
+        ("sgd_step", "expected entries like"),
+        ("sgd_step=x", "expected entries like"),
+        ("sgd_step=7", "no kernel version 7"),
+        ("foo=1", "unknown kernel op"),
+    ):
         monkeypatch.setenv(KT.ENV_VAR, bad)
         with pytest.raises(ValueError, match=match):
             KT.version("adam_step")

@@ -31,8 +31,11 @@ needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba / numba-cuda is n
 PHILOX_KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -51,8 +54,9 @@ def test_reference_mask_keep_rate_and_offsets():
     assert abs(rate - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
     # the mask of elements [offset, offset + n) is a slice of the stream: offsets compose
     whole = nk.dropout_mask_reference(1000, p, seed=5, offset=3)
-    parts = np.concatenate([nk.dropout_mask_reference(37, p, seed=5, offset=3),
-                            nk.dropout_mask_reference(963, p, seed=5, offset=40)])
+    parts = np.concatenate(
+        [nk.dropout_mask_reference(37, p, seed=5, offset=3), nk.dropout_mask_reference(963, p, seed=5, offset=40)]
+    )
     assert (whole == parts).all()
     assert not (nk.dropout_mask_reference(1000, p, seed=6, offset=3) == whole).all()
     assert nk.dropout_mask_reference(100, 0.0, seed=1).all()
@@ -64,7 +68,7 @@ def test_reference_mask_keep_rate_and_offsets():
 # ----------------------------------------------------------------------------------------------
 # the simulator, in a subprocess
 # ----------------------------------------------------------------------------------------------
-SIM_SCRIPT = r'''
+SIM_SCRIPT = r"""
 import json, sys, traceback
 sys.setswitchinterval(1e-6)  # the simulator runs each CUDA thread as a Python thread
 import numpy as np
@@ -141,9 +145,9 @@ def accuracy_count_matches_argmax():
     assert int(count[0]) == int((np.argmax(logits, axis=1) == target).sum())
 
 print("RESULTS" + json.dumps(results))
-'''
+"""
 
-PTX_SCRIPT = r'''
+PTX_SCRIPT = r"""
 import json
 from gpunn.backend import numba_kernels as nk
 nk.kernels()
@@ -164,7 +168,7 @@ except Exception as exc:
     out["status"] = "skip" if ("NVVM" in msg or "libnvvm" in msg.lower()) else "fail"
     out["detail"] = msg
 print("RESULTS" + json.dumps(out))
-'''
+"""
 
 
 def _run(script: str, sim: bool) -> dict:
@@ -172,11 +176,12 @@ def _run(script: str, sim: bool) -> dict:
     if sim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")]
     assert proc.returncode == 0 and lines, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1][len("RESULTS"):])
+    return json.loads(lines[-1][len("RESULTS") :])
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +189,14 @@ def sim_results():
     return _run(SIM_SCRIPT, sim=True)
 
 
-SIM_CHECKS = ["dropout_matches_reference", "dropout_mask_independent_of_launch_shape",
-              "dropout_offsets_compose", "dropout_keep_rate", "dropout_edge_cases",
-              "accuracy_count_matches_argmax"]
+SIM_CHECKS = [
+    "dropout_matches_reference",
+    "dropout_mask_independent_of_launch_shape",
+    "dropout_offsets_compose",
+    "dropout_keep_rate",
+    "dropout_edge_cases",
+    "accuracy_count_matches_argmax",
+]
 
 
 @needs_numba

@@ -16,18 +16,22 @@ DTYPES = [np.float32, np.float64]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", [
-    ("elu", lambda L, x: L.nn.functional.elu(x)),
-    ("elu_alpha", lambda L, x: L.nn.functional.elu(x, alpha=0.3)),
-    ("gelu", lambda L, x: L.nn.functional.gelu(x)),
-    ("gelu_tanh", lambda L, x: L.nn.functional.gelu(x, approximate="tanh")),
-    ("softplus", lambda L, x: L.nn.functional.softplus(x)),
-    ("softplus_beta_threshold", lambda L, x: L.nn.functional.softplus(x, beta=3.0, threshold=2.0)),
-    ("adaptive_1x1", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, 1)),
-    ("adaptive_3x4", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (3, 4))),
-    ("adaptive_none", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (None, 5))),
-    ("adaptive_bigger", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (9, 13))),
-], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("elu", lambda L, x: L.nn.functional.elu(x)),
+        ("elu_alpha", lambda L, x: L.nn.functional.elu(x, alpha=0.3)),
+        ("gelu", lambda L, x: L.nn.functional.gelu(x)),
+        ("gelu_tanh", lambda L, x: L.nn.functional.gelu(x, approximate="tanh")),
+        ("softplus", lambda L, x: L.nn.functional.softplus(x)),
+        ("softplus_beta_threshold", lambda L, x: L.nn.functional.softplus(x, beta=3.0, threshold=2.0)),
+        ("adaptive_1x1", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, 1)),
+        ("adaptive_3x4", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (3, 4))),
+        ("adaptive_none", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (None, 5))),
+        ("adaptive_bigger", lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (9, 13))),
+    ],
+    ids=lambda c: c[0],
+)
 def test_pointwise_and_adaptive_pool_parity(rng, dtype, case):
     _, fn = case
     parity(rng, fn, [randn(rng, 3, 7, 9, 11) * 3], dtype)
@@ -63,11 +67,14 @@ def _pair(cls_name, dtype, **kwargs):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cls,shape", [("BatchNorm1d", (9, 7)), ("BatchNorm1d", (9, 7, 41)),
-                                       ("BatchNorm2d", (4, 7, 5, 3))])
-@pytest.mark.parametrize("kwargs", [{}, {"momentum": None}, {"momentum": 0.3, "eps": 1e-3},
-                                    {"affine": False}, {"track_running_stats": False}],
-                         ids=["default", "cumulative", "momentum_eps", "no_affine", "untracked"])
+@pytest.mark.parametrize(
+    "cls,shape", [("BatchNorm1d", (9, 7)), ("BatchNorm1d", (9, 7, 41)), ("BatchNorm2d", (4, 7, 5, 3))]
+)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"momentum": None}, {"momentum": 0.3, "eps": 1e-3}, {"affine": False}, {"track_running_stats": False}],
+    ids=["default", "cumulative", "momentum_eps", "no_affine", "untracked"],
+)
 def test_batch_norm_module_matches_torch_over_steps(rng, dtype, cls, shape, kwargs):
     ours, theirs = _pair(cls, dtype, num_features=shape[1], **kwargs)
     tol = 1e-5 if dtype == np.float32 else 1e-11
@@ -110,8 +117,9 @@ def test_batch_norm_state_dict_loads_from_torch_and_errors(rng):
     ours.eval()
     theirs.eval()
     x = randn(rng, 2, 5, 4, 4)
-    np.testing.assert_allclose(ours(gpunn.tensor(x)).detach().numpy(),
-                               theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours(gpunn.tensor(x)).detach().numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         nn.BatchNorm1d(5)(gpunn.tensor(randn(rng, 1, 5)))
     with pytest.raises(ValueError, match="4D"):
@@ -121,8 +129,9 @@ def test_batch_norm_state_dict_loads_from_torch_and_errors(rng):
 
 
 def test_batch_norm_in_a_cnn_trains_with_an_optimizer(rng):
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
     opt = gpunn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = gpunn.tensor(randn(rng, 16, 1, 6, 6)), gpunn.tensor(rng.integers(0, 3, 16))
     losses = []
@@ -162,10 +171,15 @@ def test_dropout2d_zeroes_whole_channels(rng):
 
 def test_activation_modules_and_bad_arguments(rng):
     x = randn(rng, 6, 5) * 3
-    for ours, theirs in [(nn.ELU(0.5), torch.nn.ELU(0.5)), (nn.GELU("tanh"), torch.nn.GELU("tanh")),
-                         (nn.GELU(), torch.nn.GELU()), (nn.Softplus(2.0, 4.0), torch.nn.Softplus(2.0, 4.0))]:
-        np.testing.assert_allclose(ours(gpunn.tensor(x)).numpy(), theirs(torch.from_numpy(x)).numpy(), rtol=1e-5,
-                                   atol=1e-6)
+    for ours, theirs in [
+        (nn.ELU(0.5), torch.nn.ELU(0.5)),
+        (nn.GELU("tanh"), torch.nn.GELU("tanh")),
+        (nn.GELU(), torch.nn.GELU()),
+        (nn.Softplus(2.0, 4.0), torch.nn.Softplus(2.0, 4.0)),
+    ]:
+        np.testing.assert_allclose(
+            ours(gpunn.tensor(x)).numpy(), theirs(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6
+        )
         assert repr(ours) == repr(theirs)
     with pytest.raises(ValueError, match="approximate"):
         nn.GELU("erf")
@@ -189,8 +203,9 @@ def test_module_dict():
     assert "bn.running_mean" in d.state_dict() and "bn.num_batches_tracked" in d.state_dict()
     assert isinstance(d.pop("act"), nn.ReLU) and "act" not in d
     assert [k for k, _ in d.items()] == list(d.keys())
-    theirs = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(1, 2, 3), "head": torch.nn.Linear(2, 3),
-                                  "bn": torch.nn.BatchNorm1d(3)})
+    theirs = torch.nn.ModuleDict(
+        {"conv": torch.nn.Conv2d(1, 2, 3), "head": torch.nn.Linear(2, 3), "bn": torch.nn.BatchNorm1d(3)}
+    )
     assert list(d.state_dict()) == list(theirs.state_dict())
     with pytest.raises(TypeError, match="Module"):
         d["x"] = 3
@@ -204,10 +219,18 @@ def test_module_dict():
 # conv dilation / groups, pool ceil_mode
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cfg", [
-    dict(dilation=2), dict(dilation=(2, 3), padding=2, stride=2), dict(groups=3), dict(groups=6, stride=(2, 1)),
-    dict(groups=3, dilation=2, padding=1), dict(groups=2, bias=False, padding=(0, 2)),
-], ids=str)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(dilation=2),
+        dict(dilation=(2, 3), padding=2, stride=2),
+        dict(groups=3),
+        dict(groups=6, stride=(2, 1)),
+        dict(groups=3, dilation=2, padding=1),
+        dict(groups=2, bias=False, padding=(0, 2)),
+    ],
+    ids=str,
+)
 def test_conv2d_dilation_groups_parity(rng, dtype, cfg):
     cfg = dict(cfg)
     use_bias = cfg.pop("bias", True)
@@ -225,8 +248,9 @@ def test_conv2d_module_groups_dilation_state_dict_matches_torch(rng):
     assert ours.weight.shape == tuple(theirs.weight.shape) == (8, 2, 3, 3)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x = randn(rng, 2, 4, 9, 9)
-    np.testing.assert_allclose(ours(gpunn.tensor(x)).detach().numpy(), theirs(torch.from_numpy(x)).detach().numpy(),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours(gpunn.tensor(x)).detach().numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5
+    )
     assert repr(ours) == repr(theirs)
     with pytest.raises(ValueError, match="divisible by groups"):
         nn.Conv2d(4, 6, 3, groups=4)
@@ -237,28 +261,40 @@ def test_conv2d_module_groups_dilation_state_dict_matches_torch(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("op,cfg", [
-    ("max", dict(kernel_size=2)), ("max", dict(kernel_size=3, stride=2)),
-    ("max", dict(kernel_size=3, stride=2, padding=1)), ("max", dict(kernel_size=(2, 3), stride=(3, 2))),
-    ("avg", dict(kernel_size=2)), ("avg", dict(kernel_size=3, stride=2, padding=1)),
-    ("avg", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
-    ("avg", dict(kernel_size=(2, 3), stride=(3, 2))),
-], ids=str)
+@pytest.mark.parametrize(
+    "op,cfg",
+    [
+        ("max", dict(kernel_size=2)),
+        ("max", dict(kernel_size=3, stride=2)),
+        ("max", dict(kernel_size=3, stride=2, padding=1)),
+        ("max", dict(kernel_size=(2, 3), stride=(3, 2))),
+        ("avg", dict(kernel_size=2)),
+        ("avg", dict(kernel_size=3, stride=2, padding=1)),
+        ("avg", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+        ("avg", dict(kernel_size=(2, 3), stride=(3, 2))),
+    ],
+    ids=str,
+)
 def test_pool_ceil_mode_parity(rng, dtype, op, cfg):
     fn = "max_pool2d" if op == "max" else "avg_pool2d"
     grew = False
     for shape in [(2, 3, 9, 7), (3, 10, 11)]:
-        out = parity(rng, lambda L, x: getattr(L.nn.functional, fn)(x, ceil_mode=True, **cfg), [randn(rng, *shape)],
-                     dtype)
+        out = parity(
+            rng, lambda L, x: getattr(L.nn.functional, fn)(x, ceil_mode=True, **cfg), [randn(rng, *shape)], dtype
+        )
         grew |= out.shape[-2:] != getattr(torch.nn.functional, fn)(torch.zeros(shape), **cfg).shape[-2:]
     assert grew  # the cases really have a last partial window
 
 
 def test_pool_modules_ceil_mode_and_unsupported_options(rng):
     x = randn(rng, 1, 2, 7, 7)
-    for ours, theirs in [(nn.MaxPool2d(2, ceil_mode=True), torch.nn.MaxPool2d(2, ceil_mode=True)),
-                         (nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
-                          torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False))]:
+    for ours, theirs in [
+        (nn.MaxPool2d(2, ceil_mode=True), torch.nn.MaxPool2d(2, ceil_mode=True)),
+        (
+            nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+            torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+        ),
+    ]:
         got, want = ours(gpunn.tensor(x)).numpy(), theirs(torch.from_numpy(x)).numpy()
         assert got.shape == want.shape == (1, 2, 4, 4)
         np.testing.assert_allclose(got, want, rtol=1e-6)

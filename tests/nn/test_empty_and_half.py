@@ -32,5 +32,6 @@ def test_dropout_on_float16():
     assert y.dtype == np.float16 and y.shape == x.shape
     kept = y.numpy() != 0
     assert 0.6 < kept.mean() < 0.9  # about 3/4 kept
-    np.testing.assert_allclose(y.numpy()[kept], (x.numpy()[kept].astype(np.float32) / 0.75).astype(np.float16),
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+        y.numpy()[kept], (x.numpy()[kept].astype(np.float32) / 0.75).astype(np.float16), rtol=1e-3
+    )

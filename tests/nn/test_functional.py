@@ -17,8 +17,16 @@ DTYPES = [np.float32, np.float64]
 def parity(gfn, tfn, arrays, dtype, rng, tol=None, **kwargs):
     """tests.helpers.parity with separately spelled gpunn and torch functions (torch run in ``dtype``: the
     torch functions here build their constant tensors in it)."""
-    return check_parity(rng, lambda L, *xs: gfn(*xs), arrays, dtype, torch_fn=lambda L, *xs: tfn(*xs), tol=tol,
-                        reference=dtype, **kwargs)
+    return check_parity(
+        rng,
+        lambda L, *xs: gfn(*xs),
+        arrays,
+        dtype,
+        torch_fn=lambda L, *xs: tfn(*xs),
+        tol=tol,
+        reference=dtype,
+        **kwargs,
+    )
 
 
 ACTS = {"relu": TF.relu, "leaky_relu": TF.leaky_relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, None: lambda z: z}
@@ -30,15 +38,25 @@ ACTS = {"relu": TF.relu, "leaky_relu": TF.leaky_relu, "sigmoid": torch.sigmoid, 
 def test_linear_fused_activation(rng, dtype, act, shape):
     *lead, k, m = shape
     x, W, b = rng.standard_normal((*lead, k)), rng.standard_normal((m, k)), rng.standard_normal(m)
-    parity(lambda x, W, b: F.linear(x, W, b, activation=act), lambda x, W, b: ACTS[act](TF.linear(x, W, b)),
-           [x, W, b], dtype, rng)
+    parity(
+        lambda x, W, b: F.linear(x, W, b, activation=act),
+        lambda x, W, b: ACTS[act](TF.linear(x, W, b)),
+        [x, W, b],
+        dtype,
+        rng,
+    )
 
 
 def test_linear_without_bias_and_negative_slope(rng):
     x, W = rng.standard_normal((5, 6)), rng.standard_normal((3, 6))
     parity(lambda x, W: F.linear(x, W), lambda x, W: TF.linear(x, W), [x, W], np.float64, rng)
-    parity(lambda x, W: F.linear(x, W, activation="leaky_relu", negative_slope=-0.3),
-           lambda x, W: TF.leaky_relu(TF.linear(x, W), -0.3), [x, W], np.float64, rng)
+    parity(
+        lambda x, W: F.linear(x, W, activation="leaky_relu", negative_slope=-0.3),
+        lambda x, W: TF.leaky_relu(TF.linear(x, W), -0.3),
+        [x, W],
+        np.float64,
+        rng,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -77,8 +95,13 @@ def test_entropy_matches_definition(rng):
 @pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1), ((1, 2), (2, 0))])
 def test_conv2d(rng, dtype, stride, padding):
     x, w, b = rng.standard_normal((3, 2, 11, 9)), rng.standard_normal((4, 2, 3, 2)), rng.standard_normal(4)
-    parity(lambda x, w, b: F.conv2d(x, w, b, stride, padding),
-           lambda x, w, b: TF.conv2d(x, w, b, stride, padding), [x, w, b], dtype, rng)
+    parity(
+        lambda x, w, b: F.conv2d(x, w, b, stride, padding),
+        lambda x, w, b: TF.conv2d(x, w, b, stride, padding),
+        [x, w, b],
+        dtype,
+        rng,
+    )
 
 
 def test_conv2d_unbatched_and_no_bias(rng):
@@ -92,8 +115,13 @@ def test_pooling(rng, dtype, k, s, p):
     x = rng.standard_normal((3, 2, 11, 9))
     parity(lambda x: F.max_pool2d(x, k, s, p), lambda x: TF.max_pool2d(x, k, s, p), [x], dtype, rng)
     parity(lambda x: F.avg_pool2d(x, k, s, p), lambda x: TF.avg_pool2d(x, k, s, p), [x], dtype, rng)
-    parity(lambda x: F.avg_pool2d(x, k, s, p, count_include_pad=False),
-           lambda x: TF.avg_pool2d(x, k, s, p, count_include_pad=False), [x], dtype, rng)
+    parity(
+        lambda x: F.avg_pool2d(x, k, s, p, count_include_pad=False),
+        lambda x: TF.avg_pool2d(x, k, s, p, count_include_pad=False),
+        [x],
+        dtype,
+        rng,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -105,21 +133,39 @@ def test_cross_entropy(rng, dtype, reduction, smoothing, weighted):
     y[[2, 9]] = -100  # ignore_index rows
     w = rng.random(7) + 0.1 if weighted else None
     gw, tw = (None, None) if w is None else (gpunn.tensor(w.astype(dtype)), torch.tensor(w.astype(dtype)))
-    parity(lambda l: F.cross_entropy(l, gpunn.tensor(y), weight=gw, reduction=reduction, label_smoothing=smoothing),
-           lambda l: TF.cross_entropy(l, torch.tensor(y), weight=tw, reduction=reduction, label_smoothing=smoothing),
-           [logits], dtype, rng)
+    parity(
+        lambda l: F.cross_entropy(l, gpunn.tensor(y), weight=gw, reduction=reduction, label_smoothing=smoothing),
+        lambda l: TF.cross_entropy(l, torch.tensor(y), weight=tw, reduction=reduction, label_smoothing=smoothing),
+        [logits],
+        dtype,
+        rng,
+    )
 
 
 def test_cross_entropy_large_vocab_and_spatial(rng):
     logits, y = rng.standard_normal((3, 4230)) * 4, rng.integers(0, 4230, 3)
-    parity(lambda l: F.cross_entropy(l, gpunn.tensor(y)), lambda l: TF.cross_entropy(l, torch.tensor(y)),
-           [logits], np.float32, rng)
+    parity(
+        lambda l: F.cross_entropy(l, gpunn.tensor(y)),
+        lambda l: TF.cross_entropy(l, torch.tensor(y)),
+        [logits],
+        np.float32,
+        rng,
+    )
     l4, y4 = rng.standard_normal((3, 5, 4, 2)), rng.integers(0, 5, (3, 4, 2))
-    parity(lambda l: F.cross_entropy(l, gpunn.tensor(y4), label_smoothing=0.1, reduction="none"),
-           lambda l: TF.cross_entropy(l, torch.tensor(y4), label_smoothing=0.1, reduction="none"),
-           [l4], np.float64, rng)
-    parity(lambda l: F.cross_entropy(l, gpunn.tensor(2)), lambda l: TF.cross_entropy(l, torch.tensor(2)),
-           [rng.standard_normal(5)], np.float64, rng)
+    parity(
+        lambda l: F.cross_entropy(l, gpunn.tensor(y4), label_smoothing=0.1, reduction="none"),
+        lambda l: TF.cross_entropy(l, torch.tensor(y4), label_smoothing=0.1, reduction="none"),
+        [l4],
+        np.float64,
+        rng,
+    )
+    parity(
+        lambda l: F.cross_entropy(l, gpunn.tensor(2)),
+        lambda l: TF.cross_entropy(l, torch.tensor(2)),
+        [rng.standard_normal(5)],
+        np.float64,
+        rng,
+    )
 
 
 def test_cross_entropy_calls_the_fused_primitive_once(rng, monkeypatch):
@@ -147,30 +193,53 @@ def test_nll_loss(rng, reduction):
     logp = np.log(rng.dirichlet(np.ones(6), 13))
     y, w = rng.integers(0, 6, 13), rng.random(6) + 0.1
     y[4] = -100
-    parity(lambda l: F.nll_loss(l, gpunn.tensor(y), weight=gpunn.tensor(w), reduction=reduction),
-           lambda l: TF.nll_loss(l, torch.tensor(y), weight=torch.tensor(w), reduction=reduction),
-           [logp], np.float64, rng)
+    parity(
+        lambda l: F.nll_loss(l, gpunn.tensor(y), weight=gpunn.tensor(w), reduction=reduction),
+        lambda l: TF.nll_loss(l, torch.tensor(y), weight=torch.tensor(w), reduction=reduction),
+        [logp],
+        np.float64,
+        rng,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_regression_and_binary_losses(rng, dtype, reduction):
     a, t = rng.standard_normal((9, 7, 4)), rng.random((9, 7, 4))
-    parity(lambda a, t: F.mse_loss(a, t, reduction=reduction), lambda a, t: TF.mse_loss(a, t, reduction=reduction),
-           [a, t], dtype, rng)
-    parity(lambda a, t: F.l1_loss(a, t, reduction=reduction), lambda a, t: TF.l1_loss(a, t, reduction=reduction),
-           [a, t], dtype, rng)
+    parity(
+        lambda a, t: F.mse_loss(a, t, reduction=reduction),
+        lambda a, t: TF.mse_loss(a, t, reduction=reduction),
+        [a, t],
+        dtype,
+        rng,
+    )
+    parity(
+        lambda a, t: F.l1_loss(a, t, reduction=reduction),
+        lambda a, t: TF.l1_loss(a, t, reduction=reduction),
+        [a, t],
+        dtype,
+        rng,
+    )
     probs = rng.random((9, 7, 4)) * 0.98 + 0.01
     w = rng.random((7, 4)) + 0.5
-    parity(lambda p, t: F.binary_cross_entropy(p, t, weight=gpunn.tensor(w.astype(dtype)), reduction=reduction),
-           lambda p, t: TF.binary_cross_entropy(p, t, weight=torch.tensor(w.astype(dtype)).expand(9, 7, 4),
-                                                reduction=reduction),
-           [probs, t], dtype, rng)
+    parity(
+        lambda p, t: F.binary_cross_entropy(p, t, weight=gpunn.tensor(w.astype(dtype)), reduction=reduction),
+        lambda p, t: TF.binary_cross_entropy(
+            p, t, weight=torch.tensor(w.astype(dtype)).expand(9, 7, 4), reduction=reduction
+        ),
+        [probs, t],
+        dtype,
+        rng,
+    )
     pw = rng.random(4) + 0.5
     gpw, tpw = gpunn.tensor(pw.astype(dtype)), torch.tensor(pw.astype(dtype))
-    parity(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=gpw),
-           lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=tpw),
-           [a * 4, t], dtype, rng)
+    parity(
+        lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=gpw),
+        lambda x, t: TF.binary_cross_entropy_with_logits(x, t, reduction=reduction, pos_weight=tpw),
+        [a * 4, t],
+        dtype,
+        rng,
+    )
 
 
 def test_bce_with_logits_is_stable_for_huge_logits():
@@ -183,11 +252,17 @@ def test_bce_with_logits_is_stable_for_huge_logits():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_multi_margin_loss(rng, dtype, p, reduction):
     x, y, w = rng.standard_normal((13, 6)), rng.integers(0, 6, 13), rng.random(6) + 0.1
-    parity(lambda x: F.multi_margin_loss(x, gpunn.tensor(y), p=p, margin=0.7, weight=gpunn.tensor(w.astype(dtype)),
-                                         reduction=reduction),
-           lambda x: TF.multi_margin_loss(x, torch.tensor(y), p=p, margin=0.7, weight=torch.tensor(w.astype(dtype)),
-                                          reduction=reduction),
-           [x], dtype, rng)
+    parity(
+        lambda x: F.multi_margin_loss(
+            x, gpunn.tensor(y), p=p, margin=0.7, weight=gpunn.tensor(w.astype(dtype)), reduction=reduction
+        ),
+        lambda x: TF.multi_margin_loss(
+            x, torch.tensor(y), p=p, margin=0.7, weight=torch.tensor(w.astype(dtype)), reduction=reduction
+        ),
+        [x],
+        dtype,
+        rng,
+    )
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
@@ -199,9 +274,14 @@ def test_kl_div(rng, reduction, log_target):
     p[0, 0] = 0.0  # 0 * log 0 = 0
     target = np.log(p + 1e-3) if log_target else p
     with np.errstate(divide="ignore"):
-        parity(lambda a, t: F.kl_div(a, t, reduction=reduction, log_target=log_target),
-               lambda a, t: TF.kl_div(a, t, reduction=reduction, log_target=log_target),
-               [logq, target], np.float64, rng, nonfinite_grads_may_differ=True)  # d/dt t log t at t = 0
+        parity(
+            lambda a, t: F.kl_div(a, t, reduction=reduction, log_target=log_target),
+            lambda a, t: TF.kl_div(a, t, reduction=reduction, log_target=log_target),
+            [logq, target],
+            np.float64,
+            rng,
+            nonfinite_grads_may_differ=True,
+        )  # d/dt t log t at t = 0
 
 
 def test_dropout_semantics():

@@ -29,10 +29,14 @@ def probs(rng, *shape):
 CASES = {
     "linear": lambda r: (lambda x, W, b: F.linear(x, W, b), (t(r, 5, 7), t(r, 3, 7), t(r, 3))),
     "linear_relu": lambda r: (lambda x, W, b: F.linear(x, W, b, activation="relu"), (t(r, 5, 7), t(r, 3, 7), t(r, 3))),
-    "linear_leaky": lambda r: (lambda x, W: F.linear(x, W, activation="leaky_relu", negative_slope=0.1),
-                               (t(r, 2, 4, 7), t(r, 3, 7))),
-    "linear_sigmoid": lambda r: (lambda x, W, b: F.linear(x, W, b, activation="sigmoid"),
-                                 (t(r, 5, 7), t(r, 3, 7), t(r, 3))),
+    "linear_leaky": lambda r: (
+        lambda x, W: F.linear(x, W, activation="leaky_relu", negative_slope=0.1),
+        (t(r, 2, 4, 7), t(r, 3, 7)),
+    ),
+    "linear_sigmoid": lambda r: (
+        lambda x, W, b: F.linear(x, W, b, activation="sigmoid"),
+        (t(r, 5, 7), t(r, 3, 7), t(r, 3)),
+    ),
     "linear_tanh": lambda r: (lambda x, W, b: F.linear(x, W, b, activation="tanh"), (t(r, 5, 7), t(r, 3, 7), t(r, 3))),
     "relu": lambda r: (F.relu, (t(r, 4, 6),)),
     "leaky_relu": lambda r: (lambda x: F.leaky_relu(x, 0.2), (t(r, 4, 6),)),
@@ -43,43 +47,67 @@ CASES = {
     "entropy": lambda r: (F.entropy, (t(r, 4, 6),)),
     "dropout": lambda r: (lambda x: (gpunn.manual_seed(5), F.dropout(x, 0.4))[1], (t(r, 6, 5),)),
     "flatten": lambda r: (lambda x: F.flatten(x, 1), (t(r, 2, 3, 4),)),
-    "conv2d": lambda r: (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
-                         (t(r, 2, 3, 7, 6), t(r, 4, 3, 3, 2), t(r, 4))),
+    "conv2d": lambda r: (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
+        (t(r, 2, 3, 7, 6), t(r, 4, 3, 3, 2), t(r, 4)),
+    ),
     "max_pool2d": lambda r: (lambda x: F.max_pool2d(x, 3, 2, 1), (t(r, 2, 3, 7, 6),)),
     "avg_pool2d": lambda r: (lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), (t(r, 2, 3, 7, 6),)),
-    "cross_entropy": lambda r: (lambda x, y=labels(r, 9, 5, ignore=[3]), w=gpunn.tensor(r.random(5) + 0.2):
-                                F.cross_entropy(x, y, weight=w.double(), label_smoothing=0.15), (t(r, 9, 5),)),
-    "cross_entropy_none": lambda r: (lambda x, y=labels(r, 9, 5): F.cross_entropy(x, y, reduction="none"),
-                                     (t(r, 9, 5),)),
+    "cross_entropy": lambda r: (
+        lambda x, y=labels(r, 9, 5, ignore=[3]), w=gpunn.tensor(r.random(5) + 0.2): F.cross_entropy(
+            x, y, weight=w.double(), label_smoothing=0.15
+        ),
+        (t(r, 9, 5),),
+    ),
+    "cross_entropy_none": lambda r: (
+        lambda x, y=labels(r, 9, 5): F.cross_entropy(x, y, reduction="none"),
+        (t(r, 9, 5),),
+    ),
     "nll_loss": lambda r: (lambda x, y=labels(r, 9, 5, ignore=[1]): F.nll_loss(x, y), (t(r, 9, 5),)),
     "mse_loss": lambda r: (F.mse_loss, (t(r, 4, 5), t(r, 4, 5))),
     "l1_loss": lambda r: (F.l1_loss, (t(r, 4, 5), t(r, 4, 5))),
     "binary_cross_entropy": lambda r: (F.binary_cross_entropy, (probs(r, 4, 5), probs(r, 4, 5))),
-    "bce_with_logits": lambda r: (lambda x, y, pw=gpunn.tensor(r.random(5) + 0.5, dtype=np.float64):
-                                  F.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
-                                  (t(r, 4, 5, scale=2), probs(r, 4, 5))),
-    "multi_margin_loss_p1": lambda r: (lambda x, y=labels(r, 8, 5): F.multi_margin_loss(x, y, margin=0.6),
-                                       (t(r, 8, 5),)),
+    "bce_with_logits": lambda r: (
+        lambda x, y, pw=gpunn.tensor(r.random(5) + 0.5, dtype=np.float64): F.binary_cross_entropy_with_logits(
+            x, y, pos_weight=pw
+        ),
+        (t(r, 4, 5, scale=2), probs(r, 4, 5)),
+    ),
+    "multi_margin_loss_p1": lambda r: (
+        lambda x, y=labels(r, 8, 5): F.multi_margin_loss(x, y, margin=0.6),
+        (t(r, 8, 5),),
+    ),
     "multi_margin_loss_p2": lambda r: (lambda x, y=labels(r, 8, 5): F.multi_margin_loss(x, y, p=2), (t(r, 8, 5),)),
     "kl_div": lambda r: (lambda x, y: F.kl_div(x, y, reduction="batchmean"), (t(r, 4, 5), probs(r, 4, 5))),
-    "kl_div_log_target": lambda r: (lambda x, y: F.kl_div(x, y, reduction="sum", log_target=True),
-                                    (t(r, 4, 5), t(r, 4, 5))),
+    "kl_div_log_target": lambda r: (
+        lambda x, y: F.kl_div(x, y, reduction="sum", log_target=True),
+        (t(r, 4, 5), t(r, 4, 5)),
+    ),
     "elu": lambda r: (lambda x: F.elu(x, 0.7), (t(r, 4, 6, scale=2),)),
     "gelu": lambda r: (F.gelu, (t(r, 4, 6, scale=2),)),
     "gelu_tanh": lambda r: (lambda x: F.gelu(x, approximate="tanh"), (t(r, 4, 6, scale=2),)),
     "softplus": lambda r: (lambda x: F.softplus(x, beta=2.0, threshold=3.0), (t(r, 4, 6, scale=2),)),
-    "batch_norm_train": lambda r: (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-                                   (t(r, 5, 3, 4, 2), t(r, 3), t(r, 3))),
+    "batch_norm_train": lambda r: (
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        (t(r, 5, 3, 4, 2), t(r, 3), t(r, 3)),
+    ),
     "batch_norm_eval": lambda r: (
-        lambda x, w, b, m=gpunn.tensor(r.standard_normal(3)), v=gpunn.tensor(r.random(3) + 0.5):
-        F.batch_norm(x, m, v, w, b, training=False, eps=1e-3), (t(r, 5, 3, 7), t(r, 3), t(r, 3))),
+        lambda x, w, b, m=gpunn.tensor(r.standard_normal(3)), v=gpunn.tensor(r.random(3) + 0.5): F.batch_norm(
+            x, m, v, w, b, training=False, eps=1e-3
+        ),
+        (t(r, 5, 3, 7), t(r, 3), t(r, 3)),
+    ),
     "dropout2d": lambda r: (lambda x: (gpunn.manual_seed(5), F.dropout2d(x, 0.4))[1], (t(r, 3, 4, 5, 2),)),
     "adaptive_avg_pool2d": lambda r: (lambda x: F.adaptive_avg_pool2d(x, (3, 4)), (t(r, 2, 3, 7, 6),)),
-    "conv2d_dilated_grouped": lambda r: (lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2),
-                                         (t(r, 2, 4, 7, 6), t(r, 4, 2, 2, 3), t(r, 4))),
+    "conv2d_dilated_grouped": lambda r: (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2),
+        (t(r, 2, 4, 7, 6), t(r, 4, 2, 2, 3), t(r, 4)),
+    ),
     "max_pool2d_ceil_mode": lambda r: (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), (t(r, 2, 3, 8, 6),)),
-    "avg_pool2d_ceil_mode": lambda r: (lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
-                                       (t(r, 2, 3, 8, 6),)),
+    "avg_pool2d_ceil_mode": lambda r: (
+        lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+        (t(r, 2, 3, 8, 6),),
+    ),
 }
 
 

@@ -16,13 +16,23 @@ def _w(*shape, **kw):
 
 @pytest.mark.parametrize(
     "nonlinearity,param",
-    [("linear", None), ("conv2d", None), ("sigmoid", None), ("tanh", None), ("relu", None),
-     ("leaky_relu", None), ("leaky_relu", 0.2), ("leaky_relu", 1), ("selu", None)],
+    [
+        ("linear", None),
+        ("conv2d", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", 1),
+        ("selu", None),
+    ],
 )
 def test_calculate_gain_equals_torch(nonlinearity, param):
     torch = pytest.importorskip("torch")
     assert init.calculate_gain(nonlinearity, param) == pytest.approx(
-        torch.nn.init.calculate_gain(nonlinearity, param), rel=1e-15)
+        torch.nn.init.calculate_gain(nonlinearity, param), rel=1e-15
+    )
 
 
 def test_calculate_gain_values_and_errors():

@@ -98,8 +98,22 @@ def test_conv2d_int_args_match_torch(rng):
         lambda m: m.LogSoftmax(dim=-1),
         lambda m: m.Identity(),
     ],
-    ids=["maxpool", "maxpool2", "avgpool", "avgpool-nopad", "avgpool23", "flatten", "flatten2", "relu",
-         "leaky", "sigmoid", "tanh", "softmax", "logsoftmax", "identity"],
+    ids=[
+        "maxpool",
+        "maxpool2",
+        "avgpool",
+        "avgpool-nopad",
+        "avgpool23",
+        "flatten",
+        "flatten2",
+        "relu",
+        "leaky",
+        "sigmoid",
+        "tanh",
+        "softmax",
+        "logsoftmax",
+        "identity",
+    ],
 )
 def test_parameter_free_layers_match_torch(rng, make):
     _check_against_torch(make(nn), make(torch.nn), randn(rng, 3, 2, 11, 9, dtype=np.float64))
@@ -107,11 +121,19 @@ def test_parameter_free_layers_match_torch(rng, make):
 
 def test_small_cnn_matches_torch(rng):
     def build(m, **kw):
-        return m.Sequential(m.Conv2d(1, 4, 3, padding=1, **kw), m.ReLU(), m.MaxPool2d(2), m.Flatten(),
-                            m.Linear(4 * 5 * 4, 10, **kw), m.Tanh(), m.Linear(10, 3, **kw))
+        return m.Sequential(
+            m.Conv2d(1, 4, 3, padding=1, **kw),
+            m.ReLU(),
+            m.MaxPool2d(2),
+            m.Flatten(),
+            m.Linear(4 * 5 * 4, 10, **kw),
+            m.Tanh(),
+            m.Linear(10, 3, **kw),
+        )
 
-    _check_against_torch(build(nn, dtype=F64), build(torch.nn, dtype=torch.float64),
-                         randn(rng, 5, 1, 11, 9, dtype=np.float64))
+    _check_against_torch(
+        build(nn, dtype=F64), build(torch.nn, dtype=torch.float64), randn(rng, 5, 1, 11, 9, dtype=np.float64)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,10 +141,14 @@ def test_small_cnn_matches_torch(rng):
 # ------------------------------------------------------------------------------------------------
 def _mlp():
     return nn.Sequential(
-        nn.Linear(13, 11, dtype=F64), nn.ReLU(),
-        nn.Linear(11, 9, dtype=F64), nn.LeakyReLU(0.2),
-        nn.Linear(9, 8, dtype=F64), nn.Sigmoid(),
-        nn.Linear(8, 6, dtype=F64), nn.Tanh(),
+        nn.Linear(13, 11, dtype=F64),
+        nn.ReLU(),
+        nn.Linear(11, 9, dtype=F64),
+        nn.LeakyReLU(0.2),
+        nn.Linear(9, 8, dtype=F64),
+        nn.Sigmoid(),
+        nn.Linear(8, 6, dtype=F64),
+        nn.Tanh(),
         nn.Linear(6, 4, dtype=F64),
     )
 
@@ -166,11 +192,20 @@ def test_fused_sequential_equals_unfused_values_and_grads(rng):
 
 def test_fused_mlp_matches_torch(rng):
     def build(m, **kw):
-        return m.Sequential(m.Linear(13, 11, **kw), m.ReLU(), m.Linear(11, 9, **kw), m.LeakyReLU(0.2),
-                            m.Linear(9, 8, **kw), m.Sigmoid(), m.Linear(8, 4, **kw), m.Tanh())
+        return m.Sequential(
+            m.Linear(13, 11, **kw),
+            m.ReLU(),
+            m.Linear(11, 9, **kw),
+            m.LeakyReLU(0.2),
+            m.Linear(9, 8, **kw),
+            m.Sigmoid(),
+            m.Linear(8, 4, **kw),
+            m.Tanh(),
+        )
 
-    _check_against_torch(build(nn, dtype=F64), build(torch.nn, dtype=torch.float64),
-                         randn(rng, 5, 13, dtype=np.float64))
+    _check_against_torch(
+        build(nn, dtype=F64), build(torch.nn, dtype=torch.float64), randn(rng, 5, 13, dtype=np.float64)
+    )
 
 
 def test_activation_subclass_with_own_forward_is_not_fused(rng):
@@ -291,8 +326,7 @@ def test_conv2d_rejects_bad_inputs():
 
 def test_layer_reprs():
     assert repr(nn.Linear(784, 200)) == "Linear(in_features=784, out_features=200, bias=True)"
-    assert repr(nn.Conv2d(1, 8, 3, padding=1)) == \
-        "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))"
+    assert repr(nn.Conv2d(1, 8, 3, padding=1)) == "Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))"
     assert repr(nn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)"
     assert repr(nn.LeakyReLU()) == "LeakyReLU(negative_slope=0.01)"
     assert repr(nn.Flatten()) == "Flatten(start_dim=1, end_dim=-1)"

@@ -45,33 +45,47 @@ def test_cross_entropy_loss(rng, reduction, weighted):
     kw, tkw = {}, {}
     if weighted:
         kw["weight"], tkw["weight"] = _class_weight(rng)
-    _compare(nn.CrossEntropyLoss(reduction=reduction, **kw),
-             torch.nn.CrossEntropyLoss(reduction=reduction, **tkw),
-             randn(rng, N, C, dtype=np.float64), _labels(rng))
+    _compare(
+        nn.CrossEntropyLoss(reduction=reduction, **kw),
+        torch.nn.CrossEntropyLoss(reduction=reduction, **tkw),
+        randn(rng, N, C, dtype=np.float64),
+        _labels(rng),
+    )
 
 
 def test_cross_entropy_loss_ignore_index_and_label_smoothing(rng):
     gw, tw = _class_weight(rng)
     y = _labels(rng, ignore=True)
     y[y == -100] = 3
-    _compare(nn.CrossEntropyLoss(weight=gw, ignore_index=3, label_smoothing=0.15),
-             torch.nn.CrossEntropyLoss(weight=tw, ignore_index=3, label_smoothing=0.15),
-             randn(rng, N, C, dtype=np.float64), y)
+    _compare(
+        nn.CrossEntropyLoss(weight=gw, ignore_index=3, label_smoothing=0.15),
+        torch.nn.CrossEntropyLoss(weight=tw, ignore_index=3, label_smoothing=0.15),
+        randn(rng, N, C, dtype=np.float64),
+        y,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_nll_loss(rng, reduction):
     gw, tw = _class_weight(rng)
     logp = np.log(np.random.default_rng(1).dirichlet(np.ones(C), N))
-    _compare(nn.NLLLoss(weight=gw, reduction=reduction), torch.nn.NLLLoss(weight=tw, reduction=reduction),
-             logp, _labels(rng, ignore=True))
+    _compare(
+        nn.NLLLoss(weight=gw, reduction=reduction),
+        torch.nn.NLLLoss(weight=tw, reduction=reduction),
+        logp,
+        _labels(rng, ignore=True),
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("name", ["MSELoss", "L1Loss"])
 def test_regression_losses(rng, name, reduction):
-    _compare(getattr(nn, name)(reduction=reduction), getattr(torch.nn, name)(reduction=reduction),
-             randn(rng, N, 3, dtype=np.float64), randn(rng, N, 3, dtype=np.float64))
+    _compare(
+        getattr(nn, name)(reduction=reduction),
+        getattr(torch.nn, name)(reduction=reduction),
+        randn(rng, N, 3, dtype=np.float64),
+        randn(rng, N, 3, dtype=np.float64),
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -79,27 +93,36 @@ def test_bce_loss(rng, reduction):
     probs = rng.uniform(0.05, 0.95, (N, 3))
     target = rng.uniform(0, 1, (N, 3))
     w = rng.uniform(0.5, 2, (N, 3))
-    _compare(nn.BCELoss(weight=gpunn.tensor(w), reduction=reduction),
-             torch.nn.BCELoss(weight=torch.from_numpy(w), reduction=reduction), probs, target)
+    _compare(
+        nn.BCELoss(weight=gpunn.tensor(w), reduction=reduction),
+        torch.nn.BCELoss(weight=torch.from_numpy(w), reduction=reduction),
+        probs,
+        target,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_bce_with_logits_loss(rng, reduction):
     target = (rng.uniform(0, 1, (N, 3)) > 0.5).astype(np.float64)
     w, pw = rng.uniform(0.5, 2, 3), np.array([0.5, 1.0, 3.0])
-    _compare(nn.BCEWithLogitsLoss(weight=gpunn.tensor(w), reduction=reduction, pos_weight=gpunn.tensor(pw)),
-             torch.nn.BCEWithLogitsLoss(weight=torch.from_numpy(w), reduction=reduction,
-                                        pos_weight=torch.from_numpy(pw)),
-             randn(rng, N, 3, dtype=np.float64) * 3, target)
+    _compare(
+        nn.BCEWithLogitsLoss(weight=gpunn.tensor(w), reduction=reduction, pos_weight=gpunn.tensor(pw)),
+        torch.nn.BCEWithLogitsLoss(weight=torch.from_numpy(w), reduction=reduction, pos_weight=torch.from_numpy(pw)),
+        randn(rng, N, 3, dtype=np.float64) * 3,
+        target,
+    )
 
 
 @pytest.mark.parametrize("p", [1, 2])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_multi_margin_loss(rng, p, reduction):
     gw, tw = _class_weight(rng)
-    _compare(nn.MultiMarginLoss(p=p, margin=0.7, weight=gw, reduction=reduction),
-             torch.nn.MultiMarginLoss(p=p, margin=0.7, weight=tw, reduction=reduction),
-             randn(rng, N, C, dtype=np.float64), _labels(rng))
+    _compare(
+        nn.MultiMarginLoss(p=p, margin=0.7, weight=gw, reduction=reduction),
+        torch.nn.MultiMarginLoss(p=p, margin=0.7, weight=tw, reduction=reduction),
+        randn(rng, N, C, dtype=np.float64),
+        _labels(rng),
+    )
 
 
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
@@ -108,9 +131,12 @@ def test_multi_margin_loss(rng, p, reduction):
 def test_kl_div_loss(rng, reduction, log_target):
     logq = np.log(rng.dirichlet(np.ones(C), N))
     p = rng.dirichlet(np.ones(C), N)
-    _compare(nn.KLDivLoss(reduction=reduction, log_target=log_target),
-             torch.nn.KLDivLoss(reduction=reduction, log_target=log_target),
-             logq, np.log(p) if log_target else p)
+    _compare(
+        nn.KLDivLoss(reduction=reduction, log_target=log_target),
+        torch.nn.KLDivLoss(reduction=reduction, log_target=log_target),
+        logq,
+        np.log(p) if log_target else p,
+    )
 
 
 def test_loss_modules_validate_reduction_and_hold_weight_as_buffer():

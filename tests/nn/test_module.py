@@ -210,8 +210,10 @@ def test_strict_load_reports_missing_unexpected_and_size_mismatch_with_torch_wor
     assert msg.startswith("Error(s) in loading state_dict for Net:\n\t")
     assert 'Missing key(s) in state_dict: "block.fc.bias". ' in msg
     assert 'Unexpected key(s) in state_dict: "extra.weight". ' in msg
-    assert ("size mismatch for head.weight: copying a param with shape (3, 5) from checkpoint, "
-            "the shape in current model is (3, 4).") in msg
+    assert (
+        "size mismatch for head.weight: copying a param with shape (3, 5) from checkpoint, "
+        "the shape in current model is (3, 4)."
+    ) in msg
     assert msg.index("Missing") < msg.index("Unexpected") < msg.index("size mismatch")
     np.testing.assert_array_equal(net.block.scale.detach().numpy(), before)  # nothing copied
 
@@ -263,8 +265,7 @@ def test_double_and_float_cast_parameters_grads_and_buffers_in_place():
 
 
 def test_repr_is_nested_like_torch():
-    model = nn.Sequential(nn.Linear(784, 200), nn.ReLU(),
-                          nn.Sequential(nn.Linear(200, 10), nn.LogSoftmax(dim=1)))
+    model = nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Sequential(nn.Linear(200, 10), nn.LogSoftmax(dim=1)))
     assert repr(model) == (
         "Sequential(\n"
         "  (0): Linear(in_features=784, out_features=200, bias=True)\n"

@@ -10,8 +10,9 @@ from gpunn.nn.regularization import elastic_net_penalty, l1_penalty, l2_penalty,
 
 def _model():
     f64 = gpunn.float64
-    return nn.Sequential(nn.Linear(7, 5, dtype=f64), nn.ReLU(), nn.Conv2d(2, 3, 2, dtype=f64),
-                         nn.Linear(4, 2, bias=False, dtype=f64))
+    return nn.Sequential(
+        nn.Linear(7, 5, dtype=f64), nn.ReLU(), nn.Conv2d(2, 3, 2, dtype=f64), nn.Linear(4, 2, bias=False, dtype=f64)
+    )
 
 
 def _np(params):

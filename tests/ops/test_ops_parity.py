@@ -82,8 +82,7 @@ CASES = {
     "softmax_method": (lambda L, x: x.softmax(dim=1), [(S, "n")]),
     "functions": (lambda L, x: L.sum(L.flatten(L.relu(x)), 0) + L.mean(L.sigmoid(x)) + L.tanh(x).sum(), [(S, "n")]),
     "remainder": (lambda L, x, y: x % y + L.remainder(x, 0.7), [(S, "n"), (S, "p")]),
-    "maximum_ties": (lambda L, x: L.maximum(x, x.round()) + L.minimum(x.clamp(max=0.5), x.clamp(min=-0.5)),
-                     [(S, "n")]),
+    "maximum_ties": (lambda L, x: L.maximum(x, x.round()) + L.minimum(x.clamp(max=0.5), x.clamp(min=-0.5)), [(S, "n")]),
     "where_cond": (lambda L, x, y: L.where(x > y, x, y), [(S, "n"), (S, "n")]),
     "matmul_fn": (lambda L, a, b: L.matmul(a, b), [((4, 9, 7), "n"), ((7, 3), "n")]),
 }
@@ -157,10 +156,10 @@ def test_properties_and_grad_mode_decorator(rng):
         y = a * 2
         y.retain_grad()
         y.sum().backward()
-        assert (a.numel(), a.size(), a.size(1), a.dim(), a.ndim, a.is_leaf, y.is_leaf) == \
-            (315, S, 7, 3, 3, True, False)
+        assert (a.numel(), a.size(), a.size(1), a.dim(), a.ndim, a.is_leaf, y.is_leaf) == (315, S, 7, 3, 3, True, False)
         assert y.grad_fn is not None and a.grad_fn is None and y.grad is not None
     for L in (gpunn, torch):
+
         @L.no_grad()
         def f(a):
             return a * 2

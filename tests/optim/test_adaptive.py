@@ -28,8 +28,10 @@ torch = pytest.importorskip("torch")
 
 OPTIONS = {
     "adagrad": (Adagrad, {"lr": 0.1}),
-    "adagrad_all": (Adagrad, {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1, "initial_accumulator_value": 0.3,
-                              "eps": 1e-6}),
+    "adagrad_all": (
+        Adagrad,
+        {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1, "initial_accumulator_value": 0.3, "eps": 1e-6},
+    ),
     "adagrad_maximize": (Adagrad, {"lr": 0.05, "maximize": True, "foreach": False}),
     "adadelta": (Adadelta, {}),
     "adadelta_all": (Adadelta, {"lr": 0.5, "rho": 0.8, "eps": 1e-4, "weight_decay": 0.1}),
@@ -37,8 +39,10 @@ OPTIONS = {
     "rmsprop": (RMSprop, {}),
     "rmsprop_momentum": (RMSprop, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.05}),
     "rmsprop_centered": (RMSprop, {"lr": 0.01, "alpha": 0.9, "centered": True, "eps": 1e-5}),
-    "rmsprop_all": (RMSprop, {"lr": 0.005, "momentum": 0.5, "centered": True, "weight_decay": 0.1,
-                              "maximize": True, "foreach": None}),
+    "rmsprop_all": (
+        RMSprop,
+        {"lr": 0.005, "momentum": 0.5, "centered": True, "weight_decay": 0.1, "maximize": True, "foreach": None},
+    ),
 }
 STATE = {Adagrad: ["sum"], Adadelta: ["square_avg", "acc_delta"], RMSprop: ["square_avg"]}
 
@@ -61,8 +65,10 @@ def train_torch(params, opt, coefs, steps):
 
 def torch_state_dict(sd):
     """Our state dict with its arrays and steps as torch tensors (what torch's load_state_dict expects)."""
-    state = {k: {n: torch.tensor(np.asarray(v)) if n != "step" else torch.tensor(float(v)) for n, v in st.items()}
-             for k, st in sd["state"].items()}
+    state = {
+        k: {n: torch.tensor(np.asarray(v)) if n != "step" else torch.tensor(float(v)) for n, v in st.items()}
+        for k, st in sd["state"].items()
+    }
     return {"state": state, "param_groups": sd["param_groups"]}
 
 
@@ -151,16 +157,19 @@ def test_adagrad_state_exists_from_construction(rng):
     np.testing.assert_array_equal(sd["state"][0]["sum"], np.full((3, 5), 0.25))
 
 
-@pytest.mark.parametrize("cls,kwargs,match", [
-    (Adagrad, {"lr_decay": -1}, "lr_decay"),
-    (Adagrad, {"initial_accumulator_value": -0.5}, "initial_accumulator_value"),
-    (Adagrad, {"eps": -1}, "eps"),
-    (Adadelta, {"rho": 1.5}, "rho"),
-    (Adadelta, {"lr": -1}, "learning rate"),
-    (RMSprop, {"momentum": -0.1}, "momentum"),
-    (RMSprop, {"alpha": -0.1}, "alpha"),
-    (RMSprop, {"weight_decay": -1}, "weight_decay"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,match",
+    [
+        (Adagrad, {"lr_decay": -1}, "lr_decay"),
+        (Adagrad, {"initial_accumulator_value": -0.5}, "initial_accumulator_value"),
+        (Adagrad, {"eps": -1}, "eps"),
+        (Adadelta, {"rho": 1.5}, "rho"),
+        (Adadelta, {"lr": -1}, "learning rate"),
+        (RMSprop, {"momentum": -0.1}, "momentum"),
+        (RMSprop, {"alpha": -0.1}, "alpha"),
+        (RMSprop, {"weight_decay": -1}, "weight_decay"),
+    ],
+)
 def test_bad_hyperparameters(rng, cls, kwargs, match):
     p = gpunn.tensor(rng.standard_normal(3), requires_grad=True)
     with pytest.raises(ValueError, match=match):
@@ -180,9 +189,11 @@ def test_references_match_torch_functional_formulas(rng, dtype):
     n = 9 * 7 * 41
     p0 = rng.standard_normal(n).astype(dtype)
     grads = [rng.standard_normal(n).astype(dtype) for _ in range(4)]
-    cases = [("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
-             ("Adadelta", dict(lr=0.9, rho=0.85, weight_decay=0.05)),
-             ("RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.7, centered=True, weight_decay=0.02))]
+    cases = [
+        ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
+        ("Adadelta", dict(lr=0.9, rho=0.85, weight_decay=0.05)),
+        ("RMSprop", dict(lr=0.01, alpha=0.9, momentum=0.7, centered=True, weight_decay=0.02)),
+    ]
     for name, kw in cases:
         p = p0.copy()
         bufs = [np.zeros(n, dtype) for _ in range(3)]

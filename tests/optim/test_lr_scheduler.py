@@ -57,8 +57,9 @@ def test_scheduler_matches_torch(rng, name):
         ts.step()
         assert s.last_epoch == ts.last_epoch == epoch
         assert_lrs_equal(s.get_last_lr(), ts.get_last_lr(), f"epoch {epoch}")
-        assert_lrs_equal([g["lr"] for g in ours.param_groups], [g["lr"] for g in theirs.param_groups],
-                         f"group lr at epoch {epoch}")
+        assert_lrs_equal(
+            [g["lr"] for g in ours.param_groups], [g["lr"] for g in theirs.param_groups], f"group lr at epoch {epoch}"
+        )
         distinct += len(set(s.get_last_lr())) > 1
     assert distinct > 10  # the groups keep distinct lrs
 
@@ -131,17 +132,22 @@ PLATEAU = {
     "min_lr_list": ({"patience": 0, "factor": 0.3, "min_lr": [0.01, 0.005]}, "min"),
     "max_mode": ({"mode": "max", "patience": 1, "factor": 0.2}, "max"),
     "abs_threshold": ({"patience": 1, "threshold": 0.05, "threshold_mode": "abs"}, "min"),
-    "max_abs": ({"mode": "max", "patience": 0, "threshold": 0.1, "threshold_mode": "abs", "cooldown": 1},
-                "max"),
+    "max_abs": ({"mode": "max", "patience": 0, "threshold": 0.1, "threshold_mode": "abs", "cooldown": 1}, "max"),
     "eps_blocks_tiny_changes": ({"patience": 0, "factor": 0.5, "eps": 0.02}, "min"),
 }
 
 
 def scripted_metrics(rng, mode, n=40):
     """Improves, stalls with noise, has tiny improvements (below a rel/abs threshold), a NaN and an inf."""
-    base = np.concatenate([np.linspace(1.0, 0.6, 6), 0.6 + 0.01 * rng.standard_normal(8),
-                           0.6 - np.arange(1, 7) * 1e-5, np.linspace(0.58, 0.3, 5),
-                           0.3 + 0.04 * rng.standard_normal(n - 25)])
+    base = np.concatenate(
+        [
+            np.linspace(1.0, 0.6, 6),
+            0.6 + 0.01 * rng.standard_normal(8),
+            0.6 - np.arange(1, 7) * 1e-5,
+            np.linspace(0.58, 0.3, 5),
+            0.3 + 0.04 * rng.standard_normal(n - 25),
+        ]
+    )
     metrics = list(base if mode == "min" else 2.0 - base)
     metrics[15] = float("nan")
     metrics[30] = math.inf if mode == "min" else -math.inf  # the worst possible value: not better
@@ -200,19 +206,22 @@ def test_reduce_lr_on_plateau_state_dict_round_trip(rng):
 # ------------------------------------------------------------------------------------------------
 # bad arguments
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("make,match", [
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, factor=1.0), "factor"),
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, factor=2.0), "factor"),
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, mode="minimum"), "mode"),
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, threshold_mode="relative"), "threshold_mode"),
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, patience=-1), "patience"),
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, cooldown=-2), "cooldown"),
-    (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, min_lr=[0.1]), "min_lrs"),
-    (lambda opt: lr_scheduler.StepLR(opt, step_size=0), "step_size"),
-    (lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=0), "T_max"),
-    (lambda opt: lr_scheduler.MultiStepLR(opt, milestones=[2.5]), "milestones"),
-    (lambda opt: lr_scheduler.LambdaLR(opt, lr_lambda=[lambda e: 1.0]), "lr_lambdas"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, factor=1.0), "factor"),
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, factor=2.0), "factor"),
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, mode="minimum"), "mode"),
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, threshold_mode="relative"), "threshold_mode"),
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, patience=-1), "patience"),
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, cooldown=-2), "cooldown"),
+        (lambda opt: lr_scheduler.ReduceLROnPlateau(opt, min_lr=[0.1]), "min_lrs"),
+        (lambda opt: lr_scheduler.StepLR(opt, step_size=0), "step_size"),
+        (lambda opt: lr_scheduler.CosineAnnealingLR(opt, T_max=0), "T_max"),
+        (lambda opt: lr_scheduler.MultiStepLR(opt, milestones=[2.5]), "milestones"),
+        (lambda opt: lr_scheduler.LambdaLR(opt, lr_lambda=[lambda e: 1.0]), "lr_lambdas"),
+    ],
+)
 def test_bad_scheduler_arguments(rng, make, match):
     opt, _ = make_optimizers(rng)
     with pytest.raises(ValueError, match=match):

@@ -24,24 +24,40 @@ SCHEDULERS = {
     "warm_restarts": lambda mod, opt: mod.CosineAnnealingWarmRestarts(opt, T_0=4),
     "warm_restarts_mult": lambda mod, opt: mod.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2, eta_min=0.003),
     "seq_linear_cosine": lambda mod, opt: mod.SequentialLR(
-        opt, [mod.LinearLR(opt, start_factor=0.1, total_iters=4), mod.CosineAnnealingLR(opt, T_max=9)],
-        milestones=[4]),
+        opt, [mod.LinearLR(opt, start_factor=0.1, total_iters=4), mod.CosineAnnealingLR(opt, T_max=9)], milestones=[4]
+    ),
     "seq_three": lambda mod, opt: mod.SequentialLR(
-        opt, [mod.ConstantLR(opt, factor=0.2, total_iters=2), mod.ExponentialLR(opt, gamma=0.8),
-              mod.StepLR(opt, step_size=3, gamma=0.5)], milestones=[3, 8]),
+        opt,
+        [
+            mod.ConstantLR(opt, factor=0.2, total_iters=2),
+            mod.ExponentialLR(opt, gamma=0.8),
+            mod.StepLR(opt, step_size=3, gamma=0.5),
+        ],
+        milestones=[3, 8],
+    ),
     "seq_multistep_restarts": lambda mod, opt: mod.SequentialLR(
-        opt, [mod.MultiStepLR(opt, milestones=[1, 2], gamma=0.5),
-              mod.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)], milestones=[5]),
+        opt,
+        [mod.MultiStepLR(opt, milestones=[1, 2], gamma=0.5), mod.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)],
+        milestones=[5],
+    ),
     "seq_milestone_zero": lambda mod, opt: mod.SequentialLR(
-        opt, [mod.ExponentialLR(opt, gamma=0.5), mod.LinearLR(opt, start_factor=0.5, total_iters=3)],
-        milestones=[0]),
+        opt, [mod.ExponentialLR(opt, gamma=0.5), mod.LinearLR(opt, start_factor=0.5, total_iters=3)], milestones=[0]
+    ),
     "one_cycle": lambda mod, opt: mod.OneCycleLR(opt, max_lr=0.3, total_steps=25),
     "one_cycle_lists_linear": lambda mod, opt: mod.OneCycleLR(
-        opt, max_lr=[0.2, 0.05], epochs=5, steps_per_epoch=5, anneal_strategy="linear", pct_start=0.4,
-        base_momentum=[0.8, 0.7], max_momentum=0.9, div_factor=10.0, final_div_factor=100.0),
+        opt,
+        max_lr=[0.2, 0.05],
+        epochs=5,
+        steps_per_epoch=5,
+        anneal_strategy="linear",
+        pct_start=0.4,
+        base_momentum=[0.8, 0.7],
+        max_momentum=0.9,
+        div_factor=10.0,
+        final_div_factor=100.0,
+    ),
     "one_cycle_three_phase": lambda mod, opt: mod.OneCycleLR(opt, max_lr=0.1, total_steps=25, three_phase=True),
-    "one_cycle_no_momentum": lambda mod, opt: mod.OneCycleLR(opt, max_lr=0.1, total_steps=25,
-                                                             cycle_momentum=False),
+    "one_cycle_no_momentum": lambda mod, opt: mod.OneCycleLR(opt, max_lr=0.1, total_steps=25, cycle_momentum=False),
 }
 STEPS = 24  # OneCycleLR's 25 steps: construction is step 0
 
@@ -50,7 +66,8 @@ def run_both(name, cls=SGD, momentum=0.9):
     kwargs = {"momentum": momentum} if cls in (SGD, RMSprop) else {}
     ours = cls([{"params": [gpunn.zeros(3, requires_grad=True)], "lr": lr} for lr in LRS], **kwargs)
     theirs = getattr(torch.optim, cls.__name__)(
-        [{"params": [torch.zeros(3, requires_grad=True)], "lr": lr} for lr in LRS], **kwargs)
+        [{"params": [torch.zeros(3, requires_grad=True)], "lr": lr} for lr in LRS], **kwargs
+    )
     return ours, theirs, SCHEDULERS[name](lr_scheduler, ours), SCHEDULERS[name](torch.optim.lr_scheduler, theirs)
 
 
@@ -130,8 +147,17 @@ def test_warm_restarts_fractional_epochs(t_mult):
         s.step(-1)
 
 
-@pytest.mark.parametrize("name", ["constant_factor", "linear_down", "warm_restarts_mult", "seq_three",
-                                  "seq_multistep_restarts", "one_cycle_lists_linear"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "constant_factor",
+        "linear_down",
+        "warm_restarts_mult",
+        "seq_three",
+        "seq_multistep_restarts",
+        "one_cycle_lists_linear",
+    ],
+)
 def test_state_dict_round_trip(name):
     """Save at step 6 through JSON, restore into a fresh optimizer + scheduler, continue identically."""
     straight_opt, _, straight, _ = run_both(name)
@@ -166,24 +192,29 @@ def test_epoch_argument_uses_the_closed_form_and_warns(rng):
         assert_lrs_equal(s.get_last_lr(), ts.get_last_lr(), f"epoch {epoch}")
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda opt: lr_scheduler.ConstantLR(opt, factor=1.5), "factor"),
-    (lambda opt: lr_scheduler.LinearLR(opt, start_factor=0), "Starting"),
-    (lambda opt: lr_scheduler.LinearLR(opt, end_factor=1.2), "Ending"),
-    (lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=0), "T_0"),
-    (lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=0), "T_mult"),
-    (lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, eta_min="0"), "eta_min"),
-    (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1), "total_steps OR"),
-    (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=0), "total_steps"),
-    (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, epochs=2, steps_per_epoch=-1), "steps_per_epoch"),
-    (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=9, pct_start=1.5), "pct_start"),
-    (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=9, anneal_strategy="exp"), "anneal"),
-    (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=[0.1], total_steps=9), "max_lr"),
-    (lambda opt: lr_scheduler.SequentialLR(opt, [], milestones=[]), "at least one"),
-    (lambda opt: lr_scheduler.SequentialLR(opt, [lr_scheduler.ConstantLR(opt)], milestones=[3]), "milestone"),
-    (lambda opt: lr_scheduler.SequentialLR(opt, [lr_scheduler.ReduceLROnPlateau(opt)], milestones=[]),
-     "ReduceLROnPlateau"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda opt: lr_scheduler.ConstantLR(opt, factor=1.5), "factor"),
+        (lambda opt: lr_scheduler.LinearLR(opt, start_factor=0), "Starting"),
+        (lambda opt: lr_scheduler.LinearLR(opt, end_factor=1.2), "Ending"),
+        (lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=0), "T_0"),
+        (lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=0), "T_mult"),
+        (lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, eta_min="0"), "eta_min"),
+        (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1), "total_steps OR"),
+        (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=0), "total_steps"),
+        (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, epochs=2, steps_per_epoch=-1), "steps_per_epoch"),
+        (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=9, pct_start=1.5), "pct_start"),
+        (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=9, anneal_strategy="exp"), "anneal"),
+        (lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=[0.1], total_steps=9), "max_lr"),
+        (lambda opt: lr_scheduler.SequentialLR(opt, [], milestones=[]), "at least one"),
+        (lambda opt: lr_scheduler.SequentialLR(opt, [lr_scheduler.ConstantLR(opt)], milestones=[3]), "milestone"),
+        (
+            lambda opt: lr_scheduler.SequentialLR(opt, [lr_scheduler.ReduceLROnPlateau(opt)], milestones=[]),
+            "ReduceLROnPlateau",
+        ),
+    ],
+)
 def test_bad_arguments(rng, make, match):
     opt, _ = make_optimizers(rng)
     with pytest.raises(ValueError, match=match):

@@ -283,9 +283,14 @@ def test_named_params_are_kept(rng):
     assert opt.param_groups[0]["params"][1] is b
 
 
-@pytest.mark.parametrize("cls,kwargs", [(SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}),
-                                        (Adam, {"lr": 0.05, "amsgrad": True}),
-                                        (AdamW, {"lr": 0.05})])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}),
+        (Adam, {"lr": 0.05, "amsgrad": True}),
+        (AdamW, {"lr": 0.05}),
+    ],
+)
 def test_state_dict_round_trip_continues_identically(rng, cls, kwargs):
     """Save after k steps (through JSON-able lists + npz-able arrays), load into a new optimizer over new
     parameters with those values, continue: identical to the uninterrupted run."""
@@ -406,20 +411,23 @@ def test_bad_params(rng):
         opt.add_param_group([a])
 
 
-@pytest.mark.parametrize("cls,kwargs,match", [
-    (SGD, {"lr": -0.1}, "lr=-0.1"),
-    (SGD, {"lr": 0.1, "momentum": -0.5}, "momentum=-0.5"),
-    (SGD, {"lr": 0.1, "weight_decay": -1.0}, "weight_decay=-1.0"),
-    (SGD, {"lr": 0.1, "nesterov": True}, "Nesterov.*momentum=0"),
-    (SGD, {"lr": 0.1, "nesterov": True, "momentum": 0.9, "dampening": 0.1}, "Nesterov.*dampening=0.1"),
-    (Adam, {"lr": -1e-3}, "lr=-0.001"),
-    (Adam, {"betas": (1.0, 0.999)}, r"betas\[0\]=1.0"),
-    (Adam, {"betas": (0.9, -0.1)}, r"betas\[1\]=-0.1"),
-    (Adam, {"betas": (0.9,)}, "pair"),
-    (Adam, {"eps": -1e-8}, "eps=-1e-08"),
-    (Adam, {"weight_decay": -0.1}, "weight_decay=-0.1"),
-    (AdamW, {"betas": (0.9, 1.5)}, r"betas\[1\]=1.5"),
-])
+@pytest.mark.parametrize(
+    "cls,kwargs,match",
+    [
+        (SGD, {"lr": -0.1}, "lr=-0.1"),
+        (SGD, {"lr": 0.1, "momentum": -0.5}, "momentum=-0.5"),
+        (SGD, {"lr": 0.1, "weight_decay": -1.0}, "weight_decay=-1.0"),
+        (SGD, {"lr": 0.1, "nesterov": True}, "Nesterov.*momentum=0"),
+        (SGD, {"lr": 0.1, "nesterov": True, "momentum": 0.9, "dampening": 0.1}, "Nesterov.*dampening=0.1"),
+        (Adam, {"lr": -1e-3}, "lr=-0.001"),
+        (Adam, {"betas": (1.0, 0.999)}, r"betas\[0\]=1.0"),
+        (Adam, {"betas": (0.9, -0.1)}, r"betas\[1\]=-0.1"),
+        (Adam, {"betas": (0.9,)}, "pair"),
+        (Adam, {"eps": -1e-8}, "eps=-1e-08"),
+        (Adam, {"weight_decay": -0.1}, "weight_decay=-0.1"),
+        (AdamW, {"betas": (0.9, 1.5)}, r"betas\[1\]=1.5"),
+    ],
+)
 def test_bad_hyperparameters(rng, cls, kwargs, match):
     a = gpunn.tensor(randn(rng, 3), requires_grad=True)
     with pytest.raises(ValueError, match=match):

@@ -63,8 +63,9 @@ def workdir(tmp_path_factory):
 
 
 def _run(cwd: Path, script: Path, *args, seed=0, torch_side=False, timeout=900) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + ([str(HERE / "torchvision_stub")]
-                                                                       if torch_side else [])))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + ([str(HERE / "torchvision_stub")] if torch_side else []))
+    )
     if torch_side:
         cmd = [sys.executable, str(script), *args]
     else:
@@ -81,8 +82,7 @@ def _accuracies(out: str) -> list[tuple[int, int]]:
 def _original_text(ours: Path, dest: Path) -> Path:
     """The script with its original imports back (torch, torchvision), for PyTorch to run."""
     text = ours.read_text()
-    for new, old in (("import gpunn as torch", "import torch"), ("gpunn.vision", "torchvision"),
-                     ("gpunn.", "torch.")):
+    for new, old in (("import gpunn as torch", "import torch"), ("gpunn.vision", "torchvision"), ("gpunn.", "torch.")):
         text = text.replace(new, old)
     dest.write_text(text)
     return dest
@@ -97,12 +97,13 @@ def mnist_main_run(workdir):
 def test_mnist_main_runs_to_the_end(mnist_main_run):
     out, saved = mnist_main_run
     assert "Train Epoch: 1 [0/4000 (0%)]" in out
-    (correct, total), = _accuracies(out)
+    ((correct, total),) = _accuracies(out)
     assert total == 1000 and correct > 800, out  # it learned (chance is 100)
     assert saved.is_file()
     sd = gpunn.load(str(saved))
-    assert sorted(sd) == sorted(["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias",
-                                 "fc2.weight", "fc2.bias"])
+    assert sorted(sd) == sorted(
+        ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    )
 
 
 def test_mnist_main_uses_gpunn_adadelta():
@@ -114,13 +115,12 @@ def test_mnist_main_accuracy_matches_pytorch(mnist_main_run, workdir, tmp_path):
     torch = pytest.importorskip("torch")
     assert torch  # PyTorch runs the original text on the same files, three seeds (its init noise)
     out, _ = mnist_main_run
-    (ours, _total), = _accuracies(out)
+    ((ours, _total),) = _accuracies(out)
     original = _original_text(HERE / "mnist_main.py", tmp_path / "main.py")
     theirs = []
     for seed in (1, 2, 3):
-        t_out = _run(workdir, original, "--epochs", "1", "--log-interval", "1000", "--seed", str(seed),
-                     torch_side=True)
-        (correct, _), = _accuracies(t_out)
+        t_out = _run(workdir, original, "--epochs", "1", "--log-interval", "1000", "--seed", str(seed), torch_side=True)
+        ((correct, _),) = _accuracies(t_out)
         theirs.append(correct)
     # within a point (10 of 1,000 test images) of PyTorch's range over seeds
     assert min(theirs) - 10 <= ours <= max(theirs) + 10, (ours, theirs)

@@ -52,8 +52,16 @@ def make_suite(gc, tmp_path, *, deadline=None, emulator=False):
     work.mkdir(exist_ok=True)
     result = {"suite": "test", "steps": []}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tools"), str(ROOT)]))
-    suite = gc.Suite(result, tmp_path / "out" / "result.json", deadline=deadline, base_env=env, emulator=emulator,
-                     workers=1, has_timeout_plugin=False, work=work)
+    suite = gc.Suite(
+        result,
+        tmp_path / "out" / "result.json",
+        deadline=deadline,
+        base_env=env,
+        emulator=emulator,
+        workers=1,
+        has_timeout_plugin=False,
+        work=work,
+    )
     return suite, result
 
 
@@ -81,8 +89,14 @@ def test_quick_without_a_gpu_writes_a_result_and_exits_nonzero(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(block.parent), str(ROOT)]), "GPUNN_COMMIT": "abc123"}
     # 60 s: the dry run's limit (it takes about a second); a hang fails here
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     res = only_result(out)
     assert res["status"] == "no usable GPU"
@@ -97,21 +111,32 @@ def test_quick_without_a_gpu_writes_a_result_and_exits_nonzero(tmp_path):
     assert "no usable GPU" in proc.stdout and "wrote " in proc.stdout
     # a second run the same day writes beside the first, never over it
     first = sorted(out.glob("gpu-*.json"))
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     both = sorted(out.glob("gpu-*.json"))
     assert len(both) == 2 and first[0] in both and any(p.stem.endswith("-no-gpu-2") for p in both), both
 
 
 def test_list_and_bad_arguments():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--list"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--list"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert [line.split()[0] for line in proc.stdout.splitlines()] == [
-        "kernel-tests", "cupy-suites", "memcheck", "racecheck", "bench"]
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--steps", "nope"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+        "kernel-tests",
+        "cupy-suites",
+        "memcheck",
+        "racecheck",
+        "bench",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--steps", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0 and "unknown step" in proc.stderr
 
 
@@ -141,12 +166,19 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("GPUNN_TEST_BACKEND", None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--emulator", "--out", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--emulator", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     res = only_result(out)
     steps = {s["name"]: s for s in res["steps"]}
-    report = proc.stdout[-3000:] + json.dumps({k: (v.get("status"), v.get("tail", "")[-1500:])
-                                               for k, v in steps.items()}, indent=1)
+    report = proc.stdout[-3000:] + json.dumps(
+        {k: (v.get("status"), v.get("tail", "")[-1500:]) for k, v in steps.items()}, indent=1
+    )
     assert proc.returncode == 0, report
     assert res["status"] == "passed" and res["emulator"] is True and res["budget_s"] == 4 * 480
     assert res["machine"]["gpu"]["device"] == "gpunn kernel emulator"
@@ -175,8 +207,12 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
     versions = res["kernel_versions"]
     if versions and "versions" in versions:  # every version of every op in the table is timed
         timed = {(b["op"], b["kernel_version"]) for b in bench["benchmarks"]}
-        for op, bench_op in (("softmax_cross_entropy", "cross_entropy"), ("sgd_step", "sgd_step"),
-                             ("adam_step", "adam_step"), ("linear_act", "linear_relu_fwdbwd")):
+        for op, bench_op in (
+            ("softmax_cross_entropy", "cross_entropy"),
+            ("sgd_step", "sgd_step"),
+            ("adam_step", "adam_step"),
+            ("linear_act", "linear_relu_fwdbwd"),
+        ):
             for v in versions["versions"].get(op, ()):
                 assert (bench_op, v) in timed, (op, v, sorted(timed, key=str))
     assert "wrote " in proc.stdout and "bench (min time" in proc.stdout
@@ -187,19 +223,31 @@ def test_every_quick_step_runs_end_to_end_on_the_emulator(tmp_path):
 # ----------------------------------------------------------------------------------------------
 def test_a_step_over_budget_is_killed_with_its_group_and_each_step_is_saved_when_it_ends(gc, tmp_path):
     pids = tmp_path / "pids"
-    sleeper = gc.Step("sleeper", "sleeps past its budget", "command", 1.5, command=py(f"""
+    sleeper = gc.Step(
+        "sleeper",
+        "sleeps past its budget",
+        "command",
+        1.5,
+        command=py(f"""
         import os, subprocess, time
         child = subprocess.Popen(["sleep", "120"])
         open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
         time.sleep(120)
-    """))
+    """),
+    )
     # the second step reads the result file while it runs: the first step must be in it already
-    reader = gc.Step("reader", "reads the result file", "command", 30, command=py(f"""
+    reader = gc.Step(
+        "reader",
+        "reads the result file",
+        "command",
+        30,
+        command=py(f"""
         import json, sys
         res = json.load(open({str(tmp_path / "out" / "result.json")!r}))
         names = [(s["name"], s["status"]) for s in res["steps"]]
         sys.exit(0 if names == [("sleeper", "timed_out")] and res["running"]["step"] == "reader" else 3)
-    """))
+    """),
+    )
     suite, result = make_suite(gc, tmp_path)
     suite.run([sleeper, reader])
     first, second = result["steps"]
@@ -244,8 +292,12 @@ def test_a_signal_ends_the_running_step_and_skips_the_rest(gc, tmp_path):
 
 def test_a_step_that_cannot_start_is_an_error_and_the_suite_goes_on(gc, tmp_path):
     suite, result = make_suite(gc, tmp_path)
-    suite.run([gc.Step("broken", "no such program", "command", 10, command=[str(tmp_path / "no-such-program")]),
-               gc.Step("ok", "runs", "command", 30, command=py("pass"))])
+    suite.run(
+        [
+            gc.Step("broken", "no such program", "command", 10, command=[str(tmp_path / "no-such-program")]),
+            gc.Step("ok", "runs", "command", 30, command=py("pass")),
+        ]
+    )
     assert [s["status"] for s in result["steps"]] == ["error", "passed"]
     assert "no-such-program" in result["steps"][0]["note"]
 
@@ -253,8 +305,10 @@ def test_a_step_that_cannot_start_is_an_error_and_the_suite_goes_on(gc, tmp_path
 def test_missing_optional_tools_are_recorded_not_fatal(gc, tmp_path, monkeypatch):
     monkeypatch.setattr(gc, "find_tool", lambda name: None)
     suite, result = make_suite(gc, tmp_path)
-    steps = [gc.Step("memcheck", "needs compute-sanitizer", "sanitizer", 10, tool="memcheck", args=["tests"]),
-             gc.Step("ok", "runs", "command", 30, command=py("pass"))]
+    steps = [
+        gc.Step("memcheck", "needs compute-sanitizer", "sanitizer", 10, tool="memcheck", args=["tests"]),
+        gc.Step("ok", "runs", "command", 30, command=py("pass")),
+    ]
     suite.run(steps)
     assert [s["status"] for s in result["steps"]] == ["missing", "passed"]
     assert "compute-sanitizer" in result["steps"][0]["note"]
@@ -263,7 +317,8 @@ def test_missing_optional_tools_are_recorded_not_fatal(gc, tmp_path, monkeypatch
 def test_a_pytest_step_records_counts_failures_and_skips(gc, tmp_path):
     test_file = tmp_path / "t" / "test_sample.py"
     test_file.parent.mkdir()
-    test_file.write_text(textwrap.dedent("""
+    test_file.write_text(
+        textwrap.dedent("""
         import pytest
 
         def test_ok():
@@ -282,13 +337,13 @@ def test_a_pytest_step_records_counts_failures_and_skips(gc, tmp_path):
 
         def test_error(broken):
             pass
-    """))
+    """)
+    )
     suite, result = make_suite(gc, tmp_path)
     suite.run([gc.Step("sample", "a sample test file", "pytest", 120, args=[str(test_file)])])
     (rec,) = result["steps"]
     assert rec["status"] == "failed" and rec["exit_code"] == 1
-    assert rec["counts"] == {"passed": 1, "failed": 1, "error": 1, "skipped": 1, "xfailed": 0, "xpassed": 0,
-                             "total": 4}
+    assert rec["counts"] == {"passed": 1, "failed": 1, "error": 1, "skipped": 1, "xfailed": 0, "xpassed": 0, "total": 4}
     messages = {f["test"].split("::")[-1]: f["message"] for f in rec["failures"]}
     assert "arithmetic is broken" in messages["test_bad"] and "fixture broke" in messages["test_error"]
     assert rec["unfinished"] == []
@@ -298,7 +353,8 @@ def test_a_pytest_step_records_counts_failures_and_skips(gc, tmp_path):
 def test_a_killed_pytest_step_keeps_the_tests_that_finished(gc, tmp_path):
     test_file = tmp_path / "t" / "test_hang.py"
     test_file.parent.mkdir()
-    test_file.write_text(textwrap.dedent("""
+    test_file.write_text(
+        textwrap.dedent("""
         import time
 
         def test_a_first():
@@ -312,7 +368,8 @@ def test_a_killed_pytest_step_keeps_the_tests_that_finished(gc, tmp_path):
 
         def test_d_never_runs():
             pass
-    """))
+    """)
+    )
     suite, result = make_suite(gc, tmp_path)
     suite.run([gc.Step("hang", "hangs in its third test", "pytest", 15, args=[str(test_file)])])
     (rec,) = result["steps"]
@@ -326,7 +383,8 @@ def test_a_sanitizer_step_wraps_pytest_and_records_the_findings(gc, tmp_path, mo
     """The non-emulated sanitizer path, with a stand-in for compute-sanitizer that runs the program it is
     given and reports one memcheck error in the --log-file it is given."""
     fake = tmp_path / "compute-sanitizer"
-    fake.write_text(textwrap.dedent(f"""\
+    fake.write_text(
+        textwrap.dedent(f"""\
         #!{sys.executable}
         import subprocess, sys
         args, opts = sys.argv[1:], {{}}
@@ -339,7 +397,8 @@ def test_a_sanitizer_step_wraps_pytest_and_records_the_findings(gc, tmp_path, mo
                     "========= ERROR SUMMARY: 1 error\\n")
             f.write(f"tool={{opts['--tool']}} pytest_exit={{rc}}\\n")
         sys.exit(int(opts["--error-exitcode"]))
-    """))
+    """)
+    )
     fake.chmod(0o755)
     monkeypatch.setattr(gc, "find_tool", lambda name: str(fake) if name == "compute-sanitizer" else None)
     test_file = tmp_path / "t" / "test_one.py"
@@ -395,12 +454,20 @@ def test_lineinfo_switch_reaches_the_kernel_compile_options(monkeypatch):
 def test_bench_peers_compute_in_plain_float32():
     """bench/conftest.py turns TF32 off in PyTorch (matmul and cuDNN) when it loads."""
     pytest.importorskip("torch")
-    code = ("import torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; "
-            "import bench.conftest as c; "
-            "print(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, "
-            "torch.get_float32_matmul_precision(), c.TORCH_FLOAT32['cudnn_allow_tf32'])")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import torch; torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True; "
+        "import bench.conftest as c; "
+        "print(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, "
+        "torch.get_float32_matmul_precision(), c.TORCH_FLOAT32['cudnn_allow_tf32'])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "highest", "False"]
 
@@ -411,11 +478,28 @@ def test_the_report_reads_a_result_whose_bench_step_was_killed(tmp_path):
     from bench import report
 
     info = {"op": "cross_entropy", "size": "mlp 200x10", "impl": "gpunn-cupy", "role": "gpunn"}
-    res = {"suite": "gpunn gpu-check", "command": "python3 tools/gpu_check.py --quick", "commit": {"commit": "abc"},
-           "steps": [{"name": "kernel-tests", "status": "passed"},
-                     {"name": "bench", "status": "timed_out", "benchmarks": [
-                         {"bench": "bench/test_ops.py::test_cross_entropy[mlp 200x10-gpunn]", "min": 2e-5,
-                          "median": 3e-5, "rounds": 7, "extra_info": info, "data": [2e-5] * 7}]}]}
+    res = {
+        "suite": "gpunn gpu-check",
+        "command": "python3 tools/gpu_check.py --quick",
+        "commit": {"commit": "abc"},
+        "steps": [
+            {"name": "kernel-tests", "status": "passed"},
+            {
+                "name": "bench",
+                "status": "timed_out",
+                "benchmarks": [
+                    {
+                        "bench": "bench/test_ops.py::test_cross_entropy[mlp 200x10-gpunn]",
+                        "min": 2e-5,
+                        "median": 3e-5,
+                        "rounds": 7,
+                        "extra_info": info,
+                        "data": [2e-5] * 7,
+                    }
+                ],
+            },
+        ],
+    }
     path = tmp_path / "gpu.json"
     path.write_text(json.dumps(res))
     (entry,) = report.entries(report.load(str(path)))
@@ -428,9 +512,14 @@ def test_sigterm_to_the_harness_still_leaves_a_complete_file(tmp_path):
     the harness exits non-zero on its own."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--emulator", "--steps", "cupy-suites,bench",
-                             "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--emulator", "--steps", "cupy-suites,bench", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for _ in range(600):  # wait until the first step runs (the file says so), at most 60 s
             files = list(out.glob("gpu-*.json"))
@@ -448,6 +537,11 @@ def test_sigterm_to_the_harness_still_leaves_a_complete_file(tmp_path):
     res = only_result(out)
     assert res["status"] == "interrupted (SIGTERM)"
     got = {s["name"]: s["status"] for s in res["steps"]}
-    assert got == {"kernel-tests": "skipped", "cupy-suites": "interrupted", "memcheck": "skipped",
-                   "racecheck": "skipped", "bench": "not_run"}, got
+    assert got == {
+        "kernel-tests": "skipped",
+        "cupy-suites": "interrupted",
+        "memcheck": "skipped",
+        "racecheck": "skipped",
+        "bench": "not_run",
+    }, got
     assert "wrote " in stdout

@@ -18,13 +18,21 @@ from gpunn.train import CaptureError, compile_step
 
 
 def mlp(dropout=0.2, k=784, h=64):
-    return nn.Sequential(nn.Linear(k, h), nn.ReLU(), nn.Dropout(dropout), nn.Linear(h, h), nn.Tanh(),
-                         nn.Linear(h, 10))
+    return nn.Sequential(nn.Linear(k, h), nn.ReLU(), nn.Dropout(dropout), nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 10))
 
 
 def cnn(dropout=0.1):
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout),
-                         nn.Conv2d(4, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(dropout),
+        nn.Conv2d(4, 6, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, 10),
+    )
 
 
 OPTIMIZERS = {
@@ -37,8 +45,10 @@ OPTIMIZERS = {
 
 def batches(shapes, rng_seed=1):
     rng = np.random.default_rng(rng_seed)
-    return [(gpunn.tensor(rng.standard_normal(s).astype(np.float32)), gpunn.tensor(rng.integers(0, 10, s[0])))
-            for s in shapes]
+    return [
+        (gpunn.tensor(rng.standard_normal(s).astype(np.float32)), gpunn.tensor(rng.integers(0, 10, s[0])))
+        for s in shapes
+    ]
 
 
 def train_run(make, opt_name, data, captured, loss_fn=None, before_step=None, **step_kw):
@@ -145,8 +155,9 @@ def test_a_rebound_parameter_value_is_read_each_step():
             model[3].weight.data = gpunn.zeros(model[3].weight.shape) + 0.01
 
     data = batches([(8, 784)] * 7)
-    assert_same(train_run(mlp, "adam", data, False, before_step=before),
-                train_run(mlp, "adam", data, True, before_step=before))
+    assert_same(
+        train_run(mlp, "adam", data, False, before_step=before), train_run(mlp, "adam", data, True, before_step=before)
+    )
 
 
 class Branchy(nn.Module):
@@ -175,8 +186,7 @@ def test_on_error_eager_warns_once_and_trains_as_eager():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cap = train_run(make, "sgd", data, True, on_error="eager")
-    assert [str(w.message) for w in caught if "compile_step" in str(w.message)] == \
-        [str(caught[0].message)]
+    assert [str(w.message) for w in caught if "compile_step" in str(w.message)] == [str(caught[0].message)]
     assert "Branchy" in str(caught[0].message)
     assert_same(eager, cap)
 
@@ -189,7 +199,7 @@ def test_a_loss_of_several_ops_is_refused_before_the_step():
     model = mlp()
     before = [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
     step = compile_step(model, loss_fn, optim.SGD(model.parameters(), lr=0.1))
-    (x, y), = batches([(4, 784)])
+    ((x, y),) = batches([(4, 784)])
     with pytest.raises(CaptureError, match="not one op on the model's output"):
         step(x, y)
     for b, p in zip(before, model.parameters()):  # nothing was stepped
@@ -204,7 +214,7 @@ def test_replaced_modules_shared_weights_and_missing_parameters_are_refused():
     gpunn.manual_seed(0)
     model = mlp()
     step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
-    (x, y), = batches([(4, 784)])
+    ((x, y),) = batches([(4, 784)])
     step(x, y)
     model[3].weight = nn.Parameter(gpunn.zeros(64, 64))
     with pytest.raises(CaptureError, match=r"parameter 3\.weight was replaced"):
@@ -224,7 +234,7 @@ def test_bad_labels_and_bad_arguments_raise():
     gpunn.manual_seed(0)
     model = mlp()
     step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
-    (x, y), = batches([(4, 784)])
+    ((x, y),) = batches([(4, 784)])
     step(x, y)
     step(x, y)
     if gpunn.get_backend().name == "numpy":  # the cupy backend raises at the next host read
@@ -248,9 +258,18 @@ def _fit(make, capture, sync_every=1, epochs=2):
     from gpunn.data import DataLoader
 
     loader = DataLoader((X, y), batch_size=16, shuffle=True, seed=2)  # 4 batches of 16 and one of 6
-    hist = train.fit(model, opt, nn.CrossEntropyLoss(), loader, val=(X[:20], y[:20]), epochs=epochs, verbose=0,
-                     sync_every=sync_every, capture=capture,
-                     scheduler=optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5))
+    hist = train.fit(
+        model,
+        opt,
+        nn.CrossEntropyLoss(),
+        loader,
+        val=(X[:20], y[:20]),
+        epochs=epochs,
+        verbose=0,
+        sync_every=sync_every,
+        capture=capture,
+        scheduler=optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+    )
     return hist, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
 
 
@@ -281,10 +300,13 @@ def test_fit_capture_auto_falls_back_with_one_warning_and_true_raises():
         _fit(mlp, "yes")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: nn.Linear(784, 10),  # one module, no Sequential
-    lambda: nn.Sequential(nn.Linear(784, 30, bias=False), nn.ReLU(), nn.Sequential(nn.Linear(30, 10))),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Linear(784, 10),  # one module, no Sequential
+        lambda: nn.Sequential(nn.Linear(784, 30, bias=False), nn.ReLU(), nn.Sequential(nn.Linear(30, 10))),
+    ],
+)
 def test_single_layers_nested_sequentials_and_no_bias(make):
     data = batches([(5, 784)] * 5)
     assert_same(train_run(make, "adam", data, False), train_run(make, "adam", data, True))
@@ -310,7 +332,7 @@ def test_an_input_that_requires_grad_runs_eagerly_and_a_late_hook_is_refused():
     gpunn.manual_seed(0)
     model = mlp()
     step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
-    (x, y), = batches([(4, 784)])
+    ((x, y),) = batches([(4, 784)])
     step(x, y)
     xg = x.detach().requires_grad_()
     step(xg, y)
@@ -332,7 +354,7 @@ def test_a_module_added_to_the_model_after_recording_is_refused():
     gpunn.manual_seed(0)
     model = mlp()
     step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
-    (x, y), = batches([(4, 784)])
+    ((x, y),) = batches([(4, 784)])
     step(x, y)
     step(x, y)
     model.append(nn.ReLU())

@@ -14,9 +14,15 @@ from gpunn.checkpoint import CheckpointError
 def _obj(rng):
     return {
         "model": {"w": gpunn.tensor(rng.standard_normal((3, 4)).astype(np.float32)), "b": gpunn.tensor([1.5, -2.0])},
-        "optimizer": {"state": {0: {"step": 3, "exp_avg": rng.standard_normal(5)}}, "param_groups": [
-            {"lr": 0.1, "betas": (0.9, 0.999), "params": [0]}]},
-        "epoch": 7, "name": "mlp", "none": None, "nan": float("nan"), "flag": True,
+        "optimizer": {
+            "state": {0: {"step": 3, "exp_avg": rng.standard_normal(5)}},
+            "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0]}],
+        },
+        "epoch": 7,
+        "name": "mlp",
+        "none": None,
+        "nan": float("nan"),
+        "flag": True,
         "ints": np.arange(4, dtype=np.int64),
     }
 
@@ -38,9 +44,15 @@ def test_round_trip(tmp_path, rng):
 
 def test_load_never_unpickles(tmp_path):
     path = tmp_path / "evil.npz"
-    np.savez(path, __gpunn__=np.frombuffer(b'{"format": "gpunn-checkpoint", "version": 1, "tree": '
-                                           b'{"__array__": "a0", "kind": "ndarray", "sha256": "x"}}', np.uint8),
-             a0=np.array([{"a": 1}], dtype=object))
+    np.savez(
+        path,
+        __gpunn__=np.frombuffer(
+            b'{"format": "gpunn-checkpoint", "version": 1, "tree": '
+            b'{"__array__": "a0", "kind": "ndarray", "sha256": "x"}}',
+            np.uint8,
+        ),
+        a0=np.array([{"a": 1}], dtype=object),
+    )
     with pytest.raises(CheckpointError, match="corrupt"):
         gpunn.load(path)
 
@@ -128,16 +140,20 @@ def test_compressed_nested_and_non_numeric_files_are_refused(tmp_path):
     np.savez_compressed(tmp_path / "bomb.npz", __gpunn__=np.frombuffer(meta, np.uint8), a0=np.zeros(10**6))
     with pytest.raises(CheckpointError, match="compressed entries"):
         gpunn.load(tmp_path / "bomb.npz")
-    deep = b'{"format": "gpunn-checkpoint", "version": 1, "tree": ' + b'{"__list__": [' * 5000 + b"1" + \
-        b"]}" * 5000 + b"}"
+    deep = (
+        b'{"format": "gpunn-checkpoint", "version": 1, "tree": ' + b'{"__list__": [' * 5000 + b"1" + b"]}" * 5000 + b"}"
+    )
     np.savez(tmp_path / "deep.npz", __gpunn__=np.frombuffer(deep, np.uint8))
     with pytest.raises(CheckpointError):
         gpunn.load(tmp_path / "deep.npz")
     strings = np.array(["ab", "cd"])
     import hashlib
+
     digest = hashlib.sha256(strings.view(np.uint8).reshape(-1).data).hexdigest()
-    meta = ('{"format": "gpunn-checkpoint", "version": 1, "tree": {"__array__": "a0", "kind": "tensor", '
-            f'"sha256": "{digest}"}}}}').encode()
+    meta = (
+        '{"format": "gpunn-checkpoint", "version": 1, "tree": {"__array__": "a0", "kind": "tensor", '
+        f'"sha256": "{digest}"}}}}'
+    ).encode()
     np.savez(tmp_path / "str.npz", __gpunn__=np.frombuffer(meta, np.uint8), a0=strings)
     with pytest.raises(CheckpointError, match="numeric arrays only"):
         gpunn.load(tmp_path / "str.npz")
@@ -165,8 +181,11 @@ def _npy(a):
 def _ref(a, key="a0"):
     import hashlib
 
-    return {"__array__": key, "kind": "ndarray",
-            "sha256": hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest()}
+    return {
+        "__array__": key,
+        "kind": "ndarray",
+        "sha256": hashlib.sha256(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data).hexdigest(),
+    }
 
 
 def test_a_huge_declared_array_is_refused_before_it_is_allocated(tmp_path):
@@ -213,15 +232,18 @@ def test_an_array_named_many_times_is_decoded_once(tmp_path):
     assert len({id(x) for x in back}) == 1  # one array in memory, not 5000 copies (40 MB from 8 KB)
 
 
-@pytest.mark.parametrize("tree", [
-    [1, 2],                                       # a bare JSON list
-    {"__dict__": 5},                              # a dict node that is not a list of pairs
-    {"__dict__": [[1]]},
-    {"__list__": {"a": 1}},
-    {"__float__": "1e999999"},
-    {"__array__": "a0", "kind": "pickle"},
-    {"__array__": ["a0"], "kind": "ndarray"},
-])
+@pytest.mark.parametrize(
+    "tree",
+    [
+        [1, 2],  # a bare JSON list
+        {"__dict__": 5},  # a dict node that is not a list of pairs
+        {"__dict__": [[1]]},
+        {"__list__": {"a": 1}},
+        {"__float__": "1e999999"},
+        {"__array__": "a0", "kind": "pickle"},
+        {"__array__": ["a0"], "kind": "ndarray"},
+    ],
+)
 def test_malformed_trees_are_checkpoint_errors(tmp_path, tree):
     _crafted(tmp_path / "t.npz", tree, {"a0": _npy(np.zeros(2))})
     with pytest.raises(CheckpointError):

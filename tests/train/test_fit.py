@@ -65,8 +65,17 @@ def _fit_scripted(digits, values, callbacks, epochs, extra=()):
         script.epoch += 1
 
     cbs = [train.LambdaCallback(on_epoch_end=on_epoch_end), *callbacks, *extra]
-    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:256], digits.y_train[:256]),
-                     epochs=epochs, metrics=("accuracy", script), callbacks=cbs, verbose=0, batch_size=64)
+    hist = train.fit(
+        model,
+        opt,
+        nn.CrossEntropyLoss(),
+        (digits.X_train[:256], digits.y_train[:256]),
+        epochs=epochs,
+        metrics=("accuracy", script),
+        callbacks=cbs,
+        verbose=0,
+        batch_size=64,
+    )
     return model, hist, snaps
 
 
@@ -94,8 +103,9 @@ def test_ctrl_c_stops_cleanly_and_restores_best(digits):
             raise KeyboardInterrupt
 
     hist_holder = []
-    counter = train.LambdaCallback(on_epoch_end=lambda e, logs: hist_holder.__setitem__(slice(None), [e]),
-                                   on_batch_end=interrupt)
+    counter = train.LambdaCallback(
+        on_epoch_end=lambda e, logs: hist_holder.__setitem__(slice(None), [e]), on_batch_end=interrupt
+    )
     model, hist, snaps = _fit_scripted(digits, [5.0, 1.0, 3.0, 4.0, 0.5], [es], epochs=5, extra=[counter])
     assert "interrupted" in hist.stop_reason
     assert len(hist) == 3
@@ -123,8 +133,9 @@ def test_resume_from_checkpoint_continues_exactly(digits, tmp_path):
     model, opt, sched, loader = setup()
     hist = train.History()
     state = train.load_training_state(path, model, opt, sched, hist, [loader])
-    resumed = train.fit(model, opt, loss_fn, loader, epochs=4, scheduler=sched, verbose=0,
-                        initial_epoch=state["epoch"], history=hist)
+    resumed = train.fit(
+        model, opt, loss_fn, loader, epochs=4, scheduler=sched, verbose=0, initial_epoch=state["epoch"], history=hist
+    )
     assert resumed["loss"] == straight["loss"]  # bit-identical on the numpy backend
     assert resumed["lr"] == straight["lr"]
 
@@ -169,8 +180,18 @@ def test_reduce_lr_on_plateau_gets_the_monitored_metric(digits):
     sched = optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
     script = Scripted([1.0, 1.0, 2.0, 2.0])
     bump = train.LambdaCallback(on_epoch_end=lambda e, logs: setattr(script, "epoch", script.epoch + 1))
-    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:128], digits.y_train[:128]), epochs=4,
-                     scheduler=sched, metrics=(script,), monitor="scripted", callbacks=[bump], verbose=0)
+    hist = train.fit(
+        model,
+        opt,
+        nn.CrossEntropyLoss(),
+        (digits.X_train[:128], digits.y_train[:128]),
+        epochs=4,
+        scheduler=sched,
+        metrics=(script,),
+        monitor="scripted",
+        callbacks=[bump],
+        verbose=0,
+    )
     # epoch 1 sets best=1; epoch 2 no improvement -> halve; epoch 3 improves; epoch 4 no improvement -> halve
     assert hist["lr"] == [0.1, 0.1, 0.05, 0.05]
     assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
@@ -179,9 +200,16 @@ def test_reduce_lr_on_plateau_gets_the_monitored_metric(digits):
 def test_csv_logger_and_plot(digits, tmp_path):
     model = _mlp()
     opt = optim.SGD(model.parameters(), lr=0.1)
-    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:300], digits.y_train[:300]),
-                     (digits.X_test, digits.y_test), epochs=3, callbacks=[train.CSVLogger(tmp_path / "h.csv")],
-                     verbose=0)
+    hist = train.fit(
+        model,
+        opt,
+        nn.CrossEntropyLoss(),
+        (digits.X_train[:300], digits.y_train[:300]),
+        (digits.X_test, digits.y_test),
+        epochs=3,
+        callbacks=[train.CSVLogger(tmp_path / "h.csv")],
+        verbose=0,
+    )
     lines = (tmp_path / "h.csv").read_text().splitlines()
     assert lines[0].split(",")[:3] == ["epoch", "loss", "accuracy"] and len(lines) == 4
     png = hist.plot(tmp_path / "h.png")
@@ -216,8 +244,15 @@ def test_fit_argument_errors(digits):
     with pytest.raises(TypeError, match="DataLoader or a tuple"):
         train.fit(model, opt, nn.CrossEntropyLoss(), digits.X_train, epochs=1)
     with pytest.raises(KeyError, match="not in the epoch logs"):
-        train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:64], digits.y_train[:64]), epochs=1,
-                  callbacks=[train.EarlyStopping("val_loss")], verbose=0)
+        train.fit(
+            model,
+            opt,
+            nn.CrossEntropyLoss(),
+            (digits.X_train[:64], digits.y_train[:64]),
+            epochs=1,
+            callbacks=[train.EarlyStopping("val_loss")],
+            verbose=0,
+        )
 
 
 def test_loading_a_state_that_does_not_fit_changes_nothing(digits, tmp_path):
@@ -244,6 +279,7 @@ def test_loading_a_state_that_does_not_fit_changes_nothing(digits, tmp_path):
     es = train.EarlyStopping("loss", patience=2)
     sgd2 = optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
     from gpunn.checkpoint import CheckpointError
+
     with pytest.raises(CheckpointError, match="nothing was changed"):
         train.load_training_state(path, other, sgd2, callbacks=[es])
     after = _weights(other)
@@ -254,8 +290,11 @@ def test_malformed_training_state_is_a_checkpoint_error(tmp_path):
     from gpunn.checkpoint import CheckpointError
 
     model = _mlp()
-    for bad in ({"kind": "training_state"}, {"kind": "training_state", "architecture": 5},
-                {"kind": "training_state", "architecture": [], "model": {}, "epoch": "x"}):
+    for bad in (
+        {"kind": "training_state"},
+        {"kind": "training_state", "architecture": 5},
+        {"kind": "training_state", "architecture": [], "model": {}, "epoch": "x"},
+    ):
         gpunn.save(bad, tmp_path / "bad.npz")
         with pytest.raises(CheckpointError, match="malformed"):
             train.load_training_state(tmp_path / "bad.npz", model)
@@ -286,8 +325,14 @@ def test_terminate_on_nan_says_when_the_weights_are_not_finite(digits):
     assert "NOT finite" in hist.stop_reason and "last good step" not in hist.stop_reason
     model = _mlp()  # a NaN loss with finite weights keeps the honest "last good step" wording
     ce = nn.CrossEntropyLoss()
-    hist = train.fit(model, optim.SGD(model.parameters(), lr=0.1), lambda o, y: ce(o, y) * float("nan"),
-                     (digits.X_train, digits.y_train), epochs=1, verbose=0)
+    hist = train.fit(
+        model,
+        optim.SGD(model.parameters(), lr=0.1),
+        lambda o, y: ce(o, y) * float("nan"),
+        (digits.X_train, digits.y_train),
+        epochs=1,
+        verbose=0,
+    )
     assert "the weights are those of the last good step" in hist.stop_reason
 
 
@@ -295,8 +340,15 @@ def test_model_checkpoint_template_with_a_missing_key_names_the_keys(digits, tmp
     model = _mlp()
     ckpt = train.ModelCheckpoint(tmp_path / "ck-{val_loss:.3f}.npz", monitor="loss")
     with pytest.raises(ValueError, match=r"val_loss.*the keys that exist are \['accuracy', 'epoch', 'loss'"):
-        train.fit(model, optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-                  (digits.X_train[:128], digits.y_train[:128]), epochs=1, callbacks=[ckpt], verbose=0)
+        train.fit(
+            model,
+            optim.SGD(model.parameters(), lr=0.1),
+            nn.CrossEntropyLoss(),
+            (digits.X_train[:128], digits.y_train[:128]),
+            epochs=1,
+            callbacks=[ckpt],
+            verbose=0,
+        )
 
 
 def test_epoch_lines_align_and_restore_line_follows_the_stop_line(digits, capsys):
@@ -305,9 +357,17 @@ def test_epoch_lines_align_and_restore_line_follows_the_stop_line(digits, capsys
     bump = train.LambdaCallback(on_epoch_end=lambda e, logs: setattr(script, "epoch", script.epoch + 1))
     es = train.EarlyStopping(monitor="scripted", patience=2, mode="min", restore_best_weights=True)
     capsys.readouterr()
-    train.fit(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
-              (digits.X_train[:256], digits.y_train[:256]), epochs=14, metrics=("accuracy", script),
-              callbacks=[bump, es], verbose=1, batch_size=64)
+    train.fit(
+        model,
+        optim.SGD(model.parameters(), lr=0.05),
+        nn.CrossEntropyLoss(),
+        (digits.X_train[:256], digits.y_train[:256]),
+        epochs=14,
+        metrics=("accuracy", script),
+        callbacks=[bump, es],
+        verbose=1,
+        batch_size=64,
+    )
     lines = capsys.readouterr().out.splitlines()
     epoch_lines = [ln for ln in lines if ln.startswith("epoch")]
     assert epoch_lines[0].startswith("epoch  1/14") and epoch_lines[9].startswith("epoch 10/14")
@@ -319,23 +379,43 @@ def test_epoch_lines_align_and_restore_line_follows_the_stop_line(digits, capsys
 def test_no_restore_line_when_the_best_epoch_is_the_last(digits, capsys):
     es = train.EarlyStopping(monitor="loss", patience=5, restore_best_weights=True)
     model = _mlp()
-    train.fit(model, optim.SGD(model.parameters(), lr=0.05), nn.CrossEntropyLoss(),
-              (digits.X_train, digits.y_train), epochs=3, callbacks=[es], verbose=1)
+    train.fit(
+        model,
+        optim.SGD(model.parameters(), lr=0.05),
+        nn.CrossEntropyLoss(),
+        (digits.X_train, digits.y_train),
+        epochs=3,
+        callbacks=[es],
+        verbose=1,
+    )
     assert es.best_epoch == 3 and "restored" not in capsys.readouterr().out
 
 
 def test_plot_marks_the_best_epoch_and_lr_changes_and_labels_both_axes(tmp_path):
-    hist = train.History([{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + e / 20, "val_loss": 1.5 / e,
-                           "val_accuracy": 0.5 + e / 25, "lr": 0.1 if e < 3 else (0.05 if e < 5 else 0.025)}
-                          for e in range(1, 7)])
+    hist = train.History(
+        [
+            {
+                "epoch": e,
+                "loss": 1.0 / e,
+                "accuracy": 0.5 + e / 20,
+                "val_loss": 1.5 / e,
+                "val_accuracy": 0.5 + e / 25,
+                "lr": 0.1 if e < 3 else (0.05 if e < 5 else 0.025),
+            }
+            for e in range(1, 7)
+        ]
+    )
     hist.best_epoch = 4
     assert hist.lr_changes() == [(3, 0.05), (5, 0.025)]
     fig = hist.figure("t")
     try:
         for ax in fig.axes:
             assert ax.get_xlabel() == "epoch" and ax.get_ylabel()
-            vertical = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()
-                        if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2}
+            vertical = {
+                ln.get_label(): ln.get_xdata()[0]
+                for ln in ax.get_lines()
+                if len(set(ln.get_xdata())) == 1 and len(ln.get_xdata()) == 2
+            }
             assert vertical.get("best epoch 4 (restored)") == 4
             xs = sorted(ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":")
             assert xs == [3, 5]
@@ -347,35 +427,50 @@ def test_plot_marks_the_best_epoch_and_lr_changes_and_labels_both_axes(tmp_path)
     assert open(hist.plot(tmp_path / "h.png"), "rb").read()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("field,value", [
-    ("model", {"0.weight": 5}),                                     # not an array (AttributeError before)
-    ("loaders", [{"seed": 2**80, "epoch": 0}]),                     # OverflowError before
-    ("loaders", [{"seed": 1, "epoch": "x"}]),
-    ("epoch", 10**30),
-    ("epoch", True),
-    ("history", {"epochs": [["not", "a dict"]]}),
-    ("history", {"epochs": [], "best_epoch": "x"}),
-    ("optimizer", {"state": {}, "param_groups": [{"params": ["a"]}]}),
-    ("optimizer", {"state": 3, "param_groups": []}),
-    ("callbacks", [["EarlyStopping"]]),
-    ("rng", {"backend": "tpu", "state": 1}),
-    ("rng", {"backend": "numpy", "state": {"bit_generator": "nope"}}),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("model", {"0.weight": 5}),  # not an array (AttributeError before)
+        ("loaders", [{"seed": 2**80, "epoch": 0}]),  # OverflowError before
+        ("loaders", [{"seed": 1, "epoch": "x"}]),
+        ("epoch", 10**30),
+        ("epoch", True),
+        ("history", {"epochs": [["not", "a dict"]]}),
+        ("history", {"epochs": [], "best_epoch": "x"}),
+        ("optimizer", {"state": {}, "param_groups": [{"params": ["a"]}]}),
+        ("optimizer", {"state": 3, "param_groups": []}),
+        ("callbacks", [["EarlyStopping"]]),
+        ("rng", {"backend": "tpu", "state": 1}),
+        ("rng", {"backend": "numpy", "state": {"bit_generator": "nope"}}),
+    ],
+)
 def test_every_field_of_a_crafted_training_state_is_a_checkpoint_error(digits, tmp_path, field, value):
     from gpunn.checkpoint import CheckpointError
 
     model = _mlp()
     opt = optim.SGD(model.parameters(), lr=0.1)
     path = tmp_path / "state.npz"
-    train.save_training_state(path, model, opt, epoch=1, history=train.History(),
-                              loaders=[DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)])
+    train.save_training_state(
+        path,
+        model,
+        opt,
+        epoch=1,
+        history=train.History(),
+        loaders=[DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)],
+    )
     state = gpunn.load(path)
     state[field] = value
     gpunn.save(state, path)
     before = _weights(model)
     with pytest.raises(CheckpointError):
-        train.load_training_state(path, model, opt, None, train.History(),
-                                  [DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)])
+        train.load_training_state(
+            path,
+            model,
+            opt,
+            None,
+            train.History(),
+            [DataLoader((digits.X_train, digits.y_train), batch_size=64, seed=0)],
+        )
     assert _same_weights(before, _weights(model))
 
 

@@ -37,8 +37,17 @@ def _fit(sync_every, loss_fn=None, epochs=2, weights=True, **kw):
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     rec = Recorder()
     loader = DataLoader((X, y), batch_size=16, shuffle=True, seed=3)  # 13 batches: 4 + 4 + 4 + 1 with k = 4
-    hist = train.fit(model, opt, loss_fn or nn.CrossEntropyLoss(), loader, epochs=epochs, verbose=0,
-                     callbacks=[rec], sync_every=sync_every, **kw)
+    hist = train.fit(
+        model,
+        opt,
+        loss_fn or nn.CrossEntropyLoss(),
+        loader,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[rec],
+        sync_every=sync_every,
+        **kw,
+    )
     return hist, rec, ({k: v.numpy().copy() for k, v in model.state_dict().items()} if weights else None)
 
 

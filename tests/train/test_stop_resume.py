@@ -85,8 +85,16 @@ def test_a_keyboard_interrupt_keeps_the_last_completed_step(digits):
         if len(seen) == 7:
             raise KeyboardInterrupt
 
-    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train, digits.y_train), epochs=3,
-                     batch_size=512, callbacks=[train.LambdaCallback(on_batch_end=on_batch_end)], verbose=0)
+    hist = train.fit(
+        model,
+        opt,
+        nn.CrossEntropyLoss(),
+        (digits.X_train, digits.y_train),
+        epochs=3,
+        batch_size=512,
+        callbacks=[train.LambdaCallback(on_batch_end=on_batch_end)],
+        verbose=0,
+    )
     assert hist.stop_signal == signal.SIGINT and "last completed step" in hist.stop_reason
     assert len(hist) == 2 and _same(_weights(model), seen[-1])
 
@@ -101,9 +109,11 @@ def _setup(digits):
 
 
 def _callbacks(folder):
-    return [train.EarlyStopping(patience=2, restore_best_weights=True),
-            train.ModelCheckpoint(folder / "best.npz", save_best_only=True),
-            train.ModelCheckpoint(folder / "last.npz", monitor="loss")]
+    return [
+        train.EarlyStopping(patience=2, restore_best_weights=True),
+        train.ModelCheckpoint(folder / "best.npz", save_best_only=True),
+        train.ModelCheckpoint(folder / "last.npz", monitor="loss"),
+    ]
 
 
 def test_stopped_and_resumed_equals_straight_with_every_callback(digits, tmp_path):
@@ -113,16 +123,26 @@ def test_stopped_and_resumed_equals_straight_with_every_callback(digits, tmp_pat
     (tmp_path / "b").mkdir()
 
     model, opt, sched, loader = _setup(digits)
-    straight = train.fit(model, opt, loss_fn, loader, val, epochs=15, scheduler=sched,
-                         callbacks=_callbacks(tmp_path / "a"), verbose=0)
+    straight = train.fit(
+        model, opt, loss_fn, loader, val, epochs=15, scheduler=sched, callbacks=_callbacks(tmp_path / "a"), verbose=0
+    )
     straight_weights = _weights(model)
     # the scenario this test is about: early stopping ends the run after a best epoch it must remember
     assert straight.stop_reason.startswith("early stopping") and straight.best_epoch < len(straight) - 1
 
     model, opt, sched, loader = _setup(digits)
     stop_at = straight.best_epoch + 1  # interrupted in the epoch after the best one
-    first = train.fit(model, opt, loss_fn, loader, val, epochs=15, scheduler=sched,
-                      callbacks=[SendSignal(signal.SIGINT, stop_at, 3), *_callbacks(tmp_path / "b")], verbose=0)
+    first = train.fit(
+        model,
+        opt,
+        loss_fn,
+        loader,
+        val,
+        epochs=15,
+        scheduler=sched,
+        callbacks=[SendSignal(signal.SIGINT, stop_at, 3), *_callbacks(tmp_path / "b")],
+        verbose=0,
+    )
     assert first.stop_signal == signal.SIGINT and len(first) == stop_at - 1
 
     gpunn.manual_seed(12345)  # the checkpoint restores the generator: the seed in between must not matter
@@ -130,8 +150,19 @@ def test_stopped_and_resumed_equals_straight_with_every_callback(digits, tmp_pat
     cbs = _callbacks(tmp_path / "b")
     hist = train.History()
     state = train.load_training_state(tmp_path / "b" / "last.npz", model, opt, sched, hist, [loader], cbs)
-    resumed = train.fit(model, opt, loss_fn, loader, val, epochs=15, scheduler=sched, callbacks=cbs, verbose=0,
-                        initial_epoch=state["epoch"], history=hist)
+    resumed = train.fit(
+        model,
+        opt,
+        loss_fn,
+        loader,
+        val,
+        epochs=15,
+        scheduler=sched,
+        callbacks=cbs,
+        verbose=0,
+        initial_epoch=state["epoch"],
+        history=hist,
+    )
 
     for key in ("loss", "val_loss", "accuracy", "val_accuracy", "lr"):
         assert resumed[key] == straight[key], key
@@ -155,7 +186,15 @@ def test_a_second_signal_stops_at_once(digits, no_sigterm_death):
             os.kill(os.getpid(), signal.SIGINT)  # asked twice: KeyboardInterrupt right here
             raise AssertionError("the second signal did not interrupt")
 
-    hist = train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train, digits.y_train), epochs=2,
-                     batch_size=64, callbacks=[train.LambdaCallback(on_batch_end=on_batch_end)], verbose=0)
+    hist = train.fit(
+        model,
+        opt,
+        nn.CrossEntropyLoss(),
+        (digits.X_train, digits.y_train),
+        epochs=2,
+        batch_size=64,
+        callbacks=[train.LambdaCallback(on_batch_end=on_batch_end)],
+        verbose=0,
+    )
     assert hist.stop_signal == signal.SIGTERM and hist.stop_reason.startswith("interrupted by SIGTERM")
     assert len(hist) == 0 and _same(_weights(model), seen[-1])

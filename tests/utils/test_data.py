@@ -56,8 +56,17 @@ class Items:
         if i >= self.n:
             raise IndexError(i)
         x = self.lib.from_numpy(self.X[i].copy()) if self.lib is torch else gpunn.tensor(self.X[i])
-        return {"x": x, "arr": np.arange(4) * i, "f": 0.5 * i, "i": i, "b": i % 2 == 0, "name": f"s{i}",
-                "pair": (i, float(i)), "pt": Point(np.float32(i), i), "np64": np.int64(i)}
+        return {
+            "x": x,
+            "arr": np.arange(4) * i,
+            "f": 0.5 * i,
+            "i": i,
+            "b": i % 2 == 0,
+            "name": f"s{i}",
+            "pair": (i, float(i)),
+            "pt": Point(np.float32(i), i),
+            "np64": np.int64(i),
+        }
 
 
 @pytest.mark.parametrize("batch_size,drop_last", [(4, False), (4, True), (1, False), (11, False)])
@@ -91,8 +100,9 @@ def test_tensor_dataset_batches_match_pytorch_and_keep_dtypes():
 
 def test_fast_and_item_paths_give_the_same_batches():
     rng = np.random.default_rng(2)
-    ds = gdata.TensorDataset(gpunn.tensor(rng.standard_normal((17, 3)).astype(np.float32)),
-                             gpunn.tensor(rng.integers(0, 3, 17)))
+    ds = gdata.TensorDataset(
+        gpunn.tensor(rng.standard_normal((17, 3)).astype(np.float32)), gpunn.tensor(rng.integers(0, 3, 17))
+    )
     fast = gdata.DataLoader(ds, batch_size=5, sampler=gdata.SequentialSampler(ds))
     items = gdata.DataLoader(ds, batch_size=5, collate_fn=gdata.default_collate)  # forces the item path
     assert fast._fast and not items._fast
@@ -117,8 +127,9 @@ def test_shuffle_is_a_permutation_each_epoch_and_seeded(fast):
     np.testing.assert_array_equal(np.concatenate([yb.numpy() for _, yb in again]), e1)
     g1 = gdata.DataLoader(ds, batch_size=8, shuffle=True, generator=gpunn.Generator().manual_seed(5), **kw)
     g2 = gdata.DataLoader(ds, batch_size=8, shuffle=True, generator=gpunn.Generator().manual_seed(5), **kw)
-    np.testing.assert_array_equal(np.concatenate([b[1].numpy() for b in g1]),
-                                  np.concatenate([b[1].numpy() for b in g2]))
+    np.testing.assert_array_equal(
+        np.concatenate([b[1].numpy() for b in g1]), np.concatenate([b[1].numpy() for b in g2])
+    )
 
 
 def test_batch_sampler_and_custom_collate():
@@ -204,17 +215,20 @@ class _TorchStream(tdata.IterableDataset):
         return iter(np.arange(self.n, dtype=np.int64))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(batch_sampler=[[0]], batch_size=2), "batch_sampler option is mutually exclusive"),
-    (dict(batch_sampler=[[0]], shuffle=True), "batch_sampler option is mutually exclusive"),
-    (dict(sampler=[0, 1], shuffle=True), "sampler option is mutually exclusive with shuffle"),
-    (dict(batch_size=None, drop_last=True), "batch_size=None option disables auto-batching"),
-    (dict(num_workers=-1), "num_workers option should be non-negative"),
-    (dict(prefetch_factor=2), "prefetch_factor option could only be specified"),
-    (dict(persistent_workers=True), "persistent_workers option needs num_workers > 0"),
-    (dict(timeout=-1), "timeout option should be non-negative"),
-    (dict(batch_size=0), "batch_size should be a positive integer value, but got batch_size=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(batch_sampler=[[0]], batch_size=2), "batch_sampler option is mutually exclusive"),
+        (dict(batch_sampler=[[0]], shuffle=True), "batch_sampler option is mutually exclusive"),
+        (dict(sampler=[0, 1], shuffle=True), "sampler option is mutually exclusive with shuffle"),
+        (dict(batch_size=None, drop_last=True), "batch_size=None option disables auto-batching"),
+        (dict(num_workers=-1), "num_workers option should be non-negative"),
+        (dict(prefetch_factor=2), "prefetch_factor option could only be specified"),
+        (dict(persistent_workers=True), "persistent_workers option needs num_workers > 0"),
+        (dict(timeout=-1), "timeout option should be non-negative"),
+        (dict(batch_size=0), "batch_size should be a positive integer value, but got batch_size=0"),
+    ],
+)
 def test_argument_errors_match_pytorch(kwargs, message):
     ds = Items(gpunn, 4)
     with pytest.raises(ValueError, match=message):
@@ -224,8 +238,9 @@ def test_argument_errors_match_pytorch(kwargs, message):
 
 
 def test_worker_options_are_accepted():
-    loader = gdata.DataLoader(Items(gpunn, 5), batch_size=2, num_workers=2, pin_memory=True,
-                              persistent_workers=True, prefetch_factor=2)
+    loader = gdata.DataLoader(
+        Items(gpunn, 5), batch_size=2, num_workers=2, pin_memory=True, persistent_workers=True, prefetch_factor=2
+    )
     assert len(list(loader)) == 3 and loader.num_workers == 2
 
 
@@ -251,8 +266,9 @@ def test_random_split_subsets_take_the_fast_path_with_the_same_batches():
     rng = np.random.default_rng(4)
     X = rng.standard_normal((30, 4)).astype(np.float32)
     y = rng.integers(0, 5, 30)
-    train, val = gdata.random_split(gdata.TensorDataset(gpunn.tensor(X), gpunn.tensor(y)), [0.7, 0.3],
-                                    generator=gpunn.Generator().manual_seed(0))
+    train, val = gdata.random_split(
+        gdata.TensorDataset(gpunn.tensor(X), gpunn.tensor(y)), [0.7, 0.3], generator=gpunn.Generator().manual_seed(0)
+    )
     fast = gdata.DataLoader(val, batch_size=4)
     items = gdata.DataLoader(val, batch_size=4, collate_fn=gdata.default_collate)
     assert fast._fast and len(fast) == len(items) == 3 and len(fast.dataset) == 9
@@ -285,8 +301,13 @@ def test_a_generator_keeps_augmentation_on():
     from gpunn.data import transforms as batch_transforms
 
     X = np.arange(32, dtype=np.float32).reshape(2, 16)
-    loader = gdata.DataLoader((X, np.arange(2)), batch_size=2, shuffle=True, generator=gpunn.Generator(),
-                              transform=batch_transforms.GaussianNoise(1.0))
+    loader = gdata.DataLoader(
+        (X, np.arange(2)),
+        batch_size=2,
+        shuffle=True,
+        generator=gpunn.Generator(),
+        transform=batch_transforms.GaussianNoise(1.0),
+    )
     assert loader.augment
     xb, _ = next(iter(loader))
     assert not np.array_equal(np.sort(xb.numpy().ravel()), X.ravel())  # noise was added

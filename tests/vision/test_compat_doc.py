@@ -13,9 +13,18 @@ NAMES = sorted(set(re.findall(r"`vision\.((?:[A-Za-z_][A-Za-z0-9_]*\.?)+)`", DOC
 
 
 def test_the_section_lists_the_issue_names():
-    for name in ("datasets.MNIST", "datasets.FashionMNIST", "transforms.Compose", "transforms.ToTensor",
-                 "transforms.Normalize", "transforms.Pad", "transforms.RandomCrop", "transforms.RandomHorizontalFlip",
-                 "transforms.RandomAffine", "transforms.Lambda"):
+    for name in (
+        "datasets.MNIST",
+        "datasets.FashionMNIST",
+        "transforms.Compose",
+        "transforms.ToTensor",
+        "transforms.Normalize",
+        "transforms.Pad",
+        "transforms.RandomCrop",
+        "transforms.RandomHorizontalFlip",
+        "transforms.RandomAffine",
+        "transforms.Lambda",
+    ):
         assert name in NAMES
 
 

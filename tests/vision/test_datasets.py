@@ -22,8 +22,12 @@ STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 def _arrays(seed=0, n_train=40, n_test=15):
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (n_train, 28, 28)).astype(np.uint8), rng.integers(0, 10, n_train).astype(np.uint8),
-            rng.integers(0, 256, (n_test, 28, 28)).astype(np.uint8), rng.integers(0, 10, n_test).astype(np.uint8)]
+    return [
+        rng.integers(0, 256, (n_train, 28, 28)).astype(np.uint8),
+        rng.integers(0, 10, n_train).astype(np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28)).astype(np.uint8),
+        rng.integers(0, 10, n_test).astype(np.uint8),
+    ]
 
 
 def write_mnist(folder: Path, arrays, gz=(True, False, False, True)):
@@ -96,8 +100,14 @@ def test_loader_slices_batchable_transforms_and_matches_the_item_path(root):
 
 def test_augmenting_transforms_batch_per_image(root):
     path, _ = root
-    aug = transforms.Compose([transforms.RandomCrop(28, padding=2), transforms.RandomAffine(5, translate=(0.05, 0.05)),
-                              transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    aug = transforms.Compose(
+        [
+            transforms.RandomCrop(28, padding=2),
+            transforms.RandomAffine(5, translate=(0.05, 0.05)),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5,), (0.5,)),
+        ]
+    )
     ds = datasets.MNIST(path, transform=aug)
     xb, yb = next(iter(DataLoader(ds, batch_size=10)))
     assert tuple(xb.shape) == (10, 1, 28, 28) and xb.dtype == gpunn.float32
@@ -106,6 +116,7 @@ def test_augmenting_transforms_batch_per_image(root):
 
 
 # --- download, against a local server ---------------------------------------------------------------
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict = {}
@@ -215,8 +226,26 @@ def test_cli_trains_on_mnist_from_data_folder(root, tmp_path, capsys):
     from gpunn import cli
 
     path, _ = root
-    code = cli.main(["train", "--dataset", "mnist", "--data", str(path), "--model", "softmax", "--epochs", "1",
-                     "--batch-size", "8", "--out", str(tmp_path / "run"), "--quiet", "--backend", "numpy"])
+    code = cli.main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data",
+            str(path),
+            "--model",
+            "softmax",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+            "--backend",
+            "numpy",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     code = cli.main(["train", "--dataset", "fashion-mnist", "--data", str(path), "--out", str(tmp_path / "r2")])
     err = capsys.readouterr().err

@@ -23,13 +23,28 @@ def test_data_and_vision_suites_on_the_emulated_cupy_backend(tmp_path):
     from tests.kernels import emulator
 
     fake = emulator.install(tmp_path / "fake")
-    env = {**os.environ, "GPUNN_KERNEL_EMULATOR": "1", "GPUNN_TEST_BACKEND": "cupy",
-           "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "GPUNN_KERNEL_EMULATOR": "1",
+        "GPUNN_TEST_BACKEND": "cupy",
+        "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     suites = ["tests/vision/test_transforms.py", "tests/vision/test_datasets.py", "tests/utils"]
     # the CLI test trains a model (its Numba dropout kernel needs a real driver)
-    cmd = [sys.executable, "-m", "pytest", *suites, "-q", "-p", "no:cacheprovider", "-k", "not cli",
-           "-W", "ignore:invalid value encountered:RuntimeWarning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *suites,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not cli",
+        "-W",
+        "ignore:invalid value encountered:RuntimeWarning",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     tail = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail

@@ -63,7 +63,7 @@ def test_random_crop_takes_windows_of_the_padded_image():
     for _ in range(40):
         out = T.RandomCrop(8, padding=2)(a)
         assert out.shape == (8, 8)
-        hits = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i:i + 8, j:j + 8], out)]
+        hits = [(i, j) for i in range(5) for j in range(5) if np.array_equal(padded[i : i + 8, j : j + 8], out)]
         assert hits
         seen.add(hits[0])
     assert len(seen) > 5  # offsets vary
@@ -93,7 +93,7 @@ def test_random_affine_geometry():
     img = np.zeros((9, 9), np.uint8)
     img[4, 5] = 200
     for _ in range(30):
-        (r, c), = np.argwhere(T.RandomAffine(0, translate=(0.25, 0.25))(img)).tolist()
+        ((r, c),) = np.argwhere(T.RandomAffine(0, translate=(0.25, 0.25))(img)).tolist()
         assert abs(r - 4) <= 2 and abs(c - 5) <= 2
         shifts.add((r, c))
     assert len(shifts) > 3
