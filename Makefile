@@ -37,6 +37,7 @@ train: $(VENV)/.installed-train
 
 lint: venv
 	$(VENV)/bin/ruff check gpunn tests bench tools
+	$(VENV)/bin/ruff format --check gpunn tests bench tools
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -35,8 +35,9 @@ def _dry_run(target):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     # -B: as on a fresh clone (every step due); -n: print the commands, run nothing
-    out = subprocess.run(["make", "-n", "-B", target, "VENV=/nonexistent/venv"], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        ["make", "-n", "-B", target, "VENV=/nonexistent/venv"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return out.stdout
 
 
@@ -58,5 +59,7 @@ def test_ci_lints_then_runs_the_readme_test_command():
     assert "make test" in readme
     lines = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.startswith("#")]
     assert lines.index("make lint") < lines.index("make test")
-    assert "ruff check" in subprocess.run(["make", "-n", "-B", "lint", "VENV=/nonexistent/venv"], cwd=ROOT,
-                                          capture_output=True, text=True).stdout
+    lint = subprocess.run(
+        ["make", "-n", "-B", "lint", "VENV=/nonexistent/venv"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    assert "ruff check" in lint and "ruff format --check" in lint
