@@ -208,6 +208,7 @@ def cmd_train(args) -> int:
     num_classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1
     model = build_model(args.model, tuple(X.shape[1:]), num_classes, args.dropout)
     net = world.wrap(model)  # DistributedDataParallel on N ranks (rank 0's weights everywhere)
+    world.split_rng(args.seed)  # N ranks: a random stream each (dropout, augmentation)
     optimizer = build_optimizer(args, net.parameters())
     loss_fn = nn.MultiMarginLoss() if args.model == "svm" else nn.CrossEntropyLoss()
     scheduler = gpunn.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2) \
@@ -225,7 +226,8 @@ def cmd_train(args) -> int:
         except (CheckpointError, ValueError, RuntimeError) as exc:
             raise UserError(f"--resume {args.resume}: {exc}") from None
         start_epoch = int(state["epoch"])
-        if state.get("world_size", 1) != world.size and world.is_main:
+        same = state.get("world_size", 1) == world.size and world.restore_rng(state.get("rng_ranks"), backend)
+        if not same and world.is_main:
             print(f"gpunn: note: --resume {args.resume} was trained on {state.get('world_size', 1)} rank(s), this "
                   f"run has {world.size}: it continues, but not bit for bit", file=sys.stderr)
     class LastEpochState(train.Callback):
@@ -237,7 +239,7 @@ def cmd_train(args) -> int:
             t = self.trainer
             state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader])
             state["model"] = {k: v.numpy().copy() for k, v in state["model"].items()}  # not live views
-            state["world_size"] = world.size
+            state["world_size"], state["rng_ranks"] = world.size, world.rng_states(backend)
             self.state = state
 
     last = LastEpochState()

@@ -140,11 +140,17 @@ def test_cli_trains_the_mnist_sample_on_two_ranks_like_one_and_resumes(tmp_path)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.npz", "history.csv",
                                                                      "history.png", "model.npz"]
     assert gpunn.load(tmp_path / "two" / "checkpoint.npz")["world_size"] == 2
-    # one epoch, then resume for the second: the same history as the uninterrupted two-rank run
-    train_cli(2, tmp_path / "resumed", "--epochs", "1")
-    acc3, hist3 = train_cli(2, tmp_path / "resumed", "--resume", str(tmp_path / "resumed" / "checkpoint.npz"))
-    np.testing.assert_array_equal(hist3[:, :5], hist2[:, :5])
-    assert acc3 == acc2
+
+    # with dropout (each rank its own random stream): one epoch, then resume for the second, gives the
+    # same history as the uninterrupted run
+    acc4, hist4 = train_cli(2, tmp_path / "dropout", "--dropout", "0.2")
+    rngs = gpunn.load(tmp_path / "dropout" / "checkpoint.npz")["rng_ranks"]
+    assert len(rngs) == 2 and rngs[0] != rngs[1]
+    train_cli(2, tmp_path / "resumed", "--dropout", "0.2", "--epochs", "1")
+    acc3, hist3 = train_cli(2, tmp_path / "resumed", "--dropout", "0.2",
+                            "--resume", str(tmp_path / "resumed" / "checkpoint.npz"))
+    np.testing.assert_array_equal(hist3[:, :5], hist4[:, :5])
+    assert acc3 == acc4
 
 
 def test_cli_global_batch_must_split_over_the_ranks(tmp_path):
