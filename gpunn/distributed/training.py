@@ -87,6 +87,17 @@ class _Ranks(FitSync):
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None
 
+    def epoch_begin(self, loaders, epoch: int) -> None:
+        super().epoch_begin(loaders, epoch)
+        batches = len(loaders[0]) if loaders else 0
+        counts = self.group.all_gather_object(batches)
+        if len(set(counts)) > 1:
+            from gpunn.distributed._groups import CollectiveError
+
+            raise CollectiveError(f"fit(): the ranks have different numbers of training batches per epoch (by rank: "
+                                  f"{counts}); each step is a collective, so every rank needs the same number: "
+                                  "give each a DistributedSampler of the same data set")
+
     def _agree(self, values: list) -> np.ndarray:
         """Sum ``values`` and the interrupt flags over ranks; raise KeyboardInterrupt on every rank alike."""
         buf = np.array([*values, float(self.interrupted)], dtype=np.float64)

@@ -99,6 +99,12 @@ def test_different_models_stop_every_rank_with_one_clear_error(tmp_path):
     assert proc.stderr.count(msg) == 2, proc.stderr  # printed by both ranks
 
 
+def test_fit_with_uneven_ranks_stops_every_rank_with_one_clear_error(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "uneven", str(tmp_path), timeout=60)
+    assert proc.returncode != 0 and "UNREACHABLE" not in proc.stdout
+    assert proc.stderr.count("different numbers of training batches per epoch (by rank: [5, 6])") == 2, proc.stderr
+
+
 @pytest.mark.parametrize("scenario, expect", [("dies", "uncaught ValueError"), ("killed", "")])
 def test_a_dying_rank_ends_the_others(tmp_path, scenario, expect):
     t0 = time.monotonic()

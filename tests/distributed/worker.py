@@ -198,7 +198,22 @@ def fitting(out: str) -> None:
     np.savez(os.path.join(out, f"fit{rank}.npz"), rows=rows, stop=str(hist.stop_reason), **params_of(net.module))
 
 
-SCENARIOS = {"equivalence": equivalence, "fit": fitting, "collectives": collectives, "mismatch": mismatch, "dies": dies,
+def uneven(out: str) -> None:
+    """fit() with a different number of batches on each rank: one clear error everywhere, no hang."""
+    import gpunn.distributed as dist
+    from gpunn import train
+
+    rank = dist.get_rank()
+    X, y = data(np.float32)
+    net = dist.DistributedDataParallel(model(np.float32, 0))
+    n = 40 + 8 * rank
+    train.fit(net, make_optimizer("sgd", net.parameters()), nn.CrossEntropyLoss(),
+              DataLoader((X[:n], y[:n]), batch_size=8), epochs=1, verbose=0)
+    print("UNREACHABLE: fit accepted uneven ranks", flush=True)
+
+
+SCENARIOS = {"equivalence": equivalence, "fit": fitting, "uneven": uneven,
+             "collectives": collectives, "mismatch": mismatch, "dies": dies,
              "killed": killed, "hangs": hangs}
 
 if __name__ == "__main__":
