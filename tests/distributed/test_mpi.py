@@ -85,6 +85,32 @@ def test_no_sync_accumulation_matches_the_large_batch(equivalence_run):
         assert np.array_equal(got, equivalence_run[1][f"no_sync/{k}"])
 
 
+def test_find_unused_parameters_averages_what_some_rank_used(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "unused", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [dict(np.load(tmp_path / f"unused{r}.npz")) for r in range(2)]
+    # one process: the mean of rank 0's loss through head a and rank 1's through head b
+    X, y = worker.data(np.float64)
+    net = worker.heads(100)
+    start = worker.params_of(net)
+    opt = worker.make_optimizer("sgd", net.parameters())
+    half = worker.GLOBAL_BATCH // 2
+    for step in range(5):
+        lo = step * worker.GLOBAL_BATCH
+        opt.zero_grad()
+        ce = gpunn.nn.functional.cross_entropy
+        loss_a = ce(net(gpunn.tensor(X[lo : lo + half]), "a"), gpunn.tensor(y[lo : lo + half]))
+        loss_b = ce(net(gpunn.tensor(X[lo + half : lo + 2 * half]), "b"), gpunn.tensor(y[lo + half : lo + 2 * half]))
+        ((loss_a + loss_b) / 2).backward()
+        opt.step()
+    for k, want in worker.params_of(net).items():
+        assert rel(ranks[0][k], want) < 1e-12, k
+        assert np.array_equal(ranks[0][k], ranks[1][k]), k
+    for k in ("c.weight", "c.bias"):
+        assert np.array_equal(ranks[0][k], start[k])  # unused everywhere: never stepped (no weight decay)
+    assert rel(ranks[0]["b.weight"], start["b.weight"]) > 1e-3
+
+
 def test_collectives_on_tensors(tmp_path):
     proc = mpirun(2, "tests/distributed/worker.py", "collectives", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
