@@ -336,6 +336,7 @@ def cmd_train(args, argv=()) -> int:
     num_classes = int(max(ds.y_train.max(), ds.y_test.max())) + 1
     model = build_model(args.model, tuple(X.shape[1:]), num_classes, args.dropout)
     net = world.wrap(model)  # DistributedDataParallel on N ranks (rank 0's weights everywhere)
+    world.split_rng(args.seed)  # N ranks: a random stream each (dropout, augmentation)
     optimizer = build_optimizer(args, net.parameters())
     loss_fn = nn.MultiMarginLoss() if args.model == "svm" else nn.CrossEntropyLoss()
     scheduler = (
@@ -350,6 +351,17 @@ def cmd_train(args, argv=()) -> int:
     ckpt = os.path.join(args.out, "checkpoint.npz")
     csv_path = os.path.join(args.out, "history.csv")
 
+    class RankStreams(train.Callback):
+        """N ranks: every rank's generator state after each epoch, for the checkpoint rank 0 writes (an
+        all-gather, so this runs on every rank)."""
+
+        states = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.states = world.rng_states(backend)
+
+    streams = RankStreams()
+
     class EpochOutputs(train.Callback):
         """checkpoint.npz and history.csv after every completed epoch, each atomically; nothing before
         the first one (so a run that finishes no epoch leaves --out as it was)."""
@@ -361,7 +373,7 @@ def cmd_train(args, argv=()) -> int:
         def on_checkpoint(self, epoch, logs=None):
             t = self.trainer  # t.model may be the DistributedDataParallel wrapper: save the model itself
             state = train.training_state(model, t.optimizer, t.scheduler, epoch, t.history, [train_loader], t.callbacks)
-            state["world_size"] = world.size
+            state["world_size"], state["rng_ranks"] = world.size, streams.states
             _write(args.out, os.makedirs, args.out, 0o777, True)
             _write(ckpt, gpunn.save, state, ckpt)
             _write(csv_path, t.history.to_csv, csv_path)
@@ -369,7 +381,7 @@ def cmd_train(args, argv=()) -> int:
             self.epochs_done += 1
 
     outputs = EpochOutputs()
-    callbacks = [outputs]
+    callbacks = [streams, outputs]
     if X_val is not None and args.patience > 0:
         callbacks.append(train.EarlyStopping("val_loss", patience=args.patience, restore_best_weights=True))
     history = train.History()
@@ -382,7 +394,8 @@ def cmd_train(args, argv=()) -> int:
         except (CheckpointError, ValueError, RuntimeError) as exc:
             raise UserError(f"--resume {args.resume}: {exc}") from None
         start_epoch = int(state["epoch"])
-        if state.get("world_size", 1) != world.size and world.is_main:
+        same = state.get("world_size", 1) == world.size and world.restore_rng(state.get("rng_ranks"), backend)
+        if not same and world.is_main:
             print(
                 f"gpunn: note: --resume {args.resume} was trained on {state.get('world_size', 1)} rank(s), this "
                 f"run has {world.size}: it continues, but not bit for bit",

@@ -20,6 +20,7 @@ import contextlib
 from gpunn.distributed import _default
 from gpunn.distributed._groups import CollectiveError, ReduceOp
 from gpunn.nn.module import Module
+from gpunn.tensor import Tensor, is_grad_enabled
 
 
 def _signature(module: Module, bucket_cap_mb) -> list:
@@ -64,8 +65,9 @@ class DistributedDataParallel(Module):
     ``no_sync()``: a context in which backward does not communicate (gradient accumulation); the first
     backward after it averages everything accumulated. ``bucket_cap_mb``: largest bucket (MB).
     ``broadcast_buffers``: rank 0's buffers are sent to every rank at each training forward.
-    Every parameter that needs a gradient must receive one in each backward (as in PyTorch without
-    ``find_unused_parameters``); otherwise the next forward raises.
+    Every parameter that needs a gradient must receive one in each backward, or the next forward raises
+    naming it; with ``find_unused_parameters=True`` each forward searches its graph for the parameters it
+    does not reach, which then count as ready (their buckets carry a used-flag per parameter).
     >>> model = DistributedDataParallel(nn.Sequential(nn.Linear(784, 10)))
     """
 
@@ -86,12 +88,6 @@ class DistributedDataParallel(Module):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps a gpunn.nn.Module, got {type(module).__name__}")
-        if find_unused_parameters:
-            raise NotImplementedError(
-                "DistributedDataParallel(find_unused_parameters=True) is not supported: "
-                "every parameter that requires grad must get a gradient in each backward "
-                "(freeze the others with requires_grad_(False) before wrapping)"
-            )
         if device_ids is not None and len(list(device_ids)) > 1:
             raise ValueError("DistributedDataParallel: one device per process; pass device_ids=[local_rank] or None")
         cap = 25.0 if bucket_cap_mb is None else float(bucket_cap_mb)
@@ -102,6 +98,8 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_group", group)
         object.__setattr__(self, "broadcast_buffers", bool(broadcast_buffers))
         object.__setattr__(self, "_require_sync", True)
+        object.__setattr__(self, "find_unused_parameters", bool(find_unused_parameters))
+        object.__setattr__(self, "_unused", set())  # ids of the parameters this forward did not reach
 
         # 1. the same model everywhere, or one clear error on every rank (never a hang)
         mine = _signature(module, cap)
@@ -145,7 +143,16 @@ class DistributedDataParallel(Module):
         if self.broadcast_buffers and self.training and self._group.size > 1:
             for b in self.module.buffers():
                 self._group.broadcast(b._data, 0)
-        return self.module(*args, **kwargs)
+        out = self.module(*args, **kwargs)
+        if self.find_unused_parameters and self._require_sync and is_grad_enabled():
+            reached = _reachable(out)
+            unused = {id(p) for b in self._buckets for p in b.params if id(p) not in reached}
+            object.__setattr__(self, "_unused", unused)
+            for b in self._buckets:  # ready now: they contribute zeros (or their earlier gradient)
+                for p in b.params:
+                    if id(p) in unused:
+                        self._mark_ready(p)
+        return out
 
     def _check_finished(self) -> None:
         """The previous backward must have reduced every bucket; if not, ranks may disagree: say so."""
@@ -158,14 +165,24 @@ class DistributedDataParallel(Module):
             raise RuntimeError(
                 "DistributedDataParallel: the previous backward did not finish reducing "
                 f"gradients: these parameters received no gradient: {', '.join(missing)}. Every "
-                "parameter that requires grad must be used in the loss (freeze unused ones with "
-                "requires_grad_(False) before wrapping)"
+                "parameter that requires grad must be used in the loss, or pass "
+                "find_unused_parameters=True (or freeze unused ones with requires_grad_(False) before "
+                "wrapping)"
             )
 
     # -- backward --------------------------------------------------------------------------------
     def _on_grad(self, p) -> None:
         if not self._require_sync:
             return
+        if id(p) in self._unused:
+            raise RuntimeError(
+                f"DistributedDataParallel: parameter {self._names.get(id(p), '?')!r} was not used by "
+                "the forward (find_unused_parameters=True marked it unused) but received a gradient "
+                "in backward: use parameters only inside the wrapped module's forward"
+            )
+        self._mark_ready(p)
+
+    def _mark_ready(self, p) -> None:
         bucket = self._buckets[self._bucket_of[id(p)]]
         bucket.got.add(id(p))
         # reduce ready buckets in their fixed order: every rank issues the same collectives
@@ -175,10 +192,13 @@ class DistributedDataParallel(Module):
         if self._next == len(self._buckets):  # this backward is done: ready for the next
             for b in self._buckets:
                 b.got = set()
-            object.__setattr__(self, "_next", 0)
+            object.__setattr__(self, "_next", 0)  # (_unused stays until the next forward: a late gradient raises)
 
     def _reduce(self, bucket: _Bucket) -> None:
         params = bucket.params
+        if self.find_unused_parameters:
+            self._reduce_with_mask(params)
+            return
         owner = params[0]._grad_owner
         region = None
         if owner is not None and all(p._grad_owner is owner for p in params):
@@ -195,6 +215,32 @@ class DistributedDataParallel(Module):
             p.grad._data[...] = flat[offset : offset + n].reshape(p.grad._data.shape)
             offset += n
 
+    def _reduce_with_mask(self, params: list) -> None:
+        """One collective over the gradients and a used-flag per parameter: a parameter some rank used gets
+        the average (ranks that did not use it add zeros, or the gradient it already had); one that no rank
+        used keeps ``.grad`` as it was (None after zero_grad), so the optimizer skips it, as in PyTorch."""
+        be = params[0]._backend
+        xp = be.xp
+        dtype = params[0]._data.dtype
+        parts = [p.grad._data.reshape(-1) if p.grad is not None else xp.zeros(p._data.size, dtype) for p in params]
+        used = xp.asarray([0.0 if id(p) in self._unused else 1.0 for p in params], dtype=dtype)
+        flat = xp.concatenate([*parts, used])
+        self._group.all_reduce(flat, ReduceOp.SUM)
+        flags = be.to_numpy(flat[-len(params) :])
+        offset = 0
+        for p, flag in zip(params, flags):
+            n = p._data.size
+            if flag > 0 or p.grad is not None:
+                avg = flat[offset : offset + n].reshape(p.shape) / self._group.size
+                if p.grad is not None:
+                    p.grad._data[...] = avg
+                elif p._grad_view is not None and tuple(p._grad_view.shape) == p.shape:
+                    p._grad_view[...] = avg  # into the optimizer's flat gradient buffer, as backward would
+                    p.grad = Tensor._wrap(p._grad_view, be)
+                else:
+                    p.grad = Tensor._wrap(avg.astype(dtype, copy=False), be)
+            offset += n
+
     # -- gradient accumulation -------------------------------------------------------------------
     @contextlib.contextmanager
     def no_sync(self):
@@ -209,3 +255,24 @@ class DistributedDataParallel(Module):
 
     def extra_repr(self) -> str:
         return f"world_size={self._group.size}, buckets={len(self._buckets)}"
+
+
+def _reachable(out) -> set:
+    """Ids of every tensor the autograd graph of ``out`` (a Tensor, or tuples/lists/dicts of them) reaches."""
+    stack, seen = [], set()
+    todo = [out]
+    while todo:
+        o = todo.pop()
+        if isinstance(o, Tensor):
+            stack.append(o)
+        elif isinstance(o, (tuple, list)):
+            todo.extend(o)
+        elif isinstance(o, dict):
+            todo.extend(o.values())
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.extend(q for q in t._parents if q is not None and q.requires_grad)
+    return seen

@@ -67,6 +67,19 @@ class _Ranks(FitSync):
     def __init__(self, group) -> None:
         self.group, self.rank, self.size = group, group.rank, group.size
 
+    def epoch_begin(self, loaders, epoch: int) -> None:
+        super().epoch_begin(loaders, epoch)
+        batches = len(loaders[0]) if loaders else 0
+        counts = self.group.all_gather_object(batches)
+        if len(set(counts)) > 1:
+            from gpunn.distributed._groups import CollectiveError
+
+            raise CollectiveError(
+                f"fit(): the ranks have different numbers of training batches per epoch (by rank: "
+                f"{counts}); each step is a collective, so every rank needs the same number: "
+                "give each a DistributedSampler of the same data set"
+            )
+
     def _agree(self, values: list) -> np.ndarray:
         """Sum ``values`` and the stop requests over ranks; raise KeyboardInterrupt on every rank alike."""
         requested = self.requests is not None and self.requests.signum is not None
@@ -123,6 +136,31 @@ class World:
         from gpunn.distributed.ddp import DistributedDataParallel
 
         return DistributedDataParallel(model)
+
+    def split_rng(self, seed: int) -> None:
+        """After the shared initialization: each rank its own random stream (dropout masks, augmentation),
+        so the ranks' sub-batches are not masked alike. Rank r continues from seed (seed, r)."""
+        if self.size > 1:
+            import gpunn
+
+            gpunn.manual_seed(int(np.random.SeedSequence([seed, self.rank]).generate_state(1)[0]))
+
+    def rng_states(self, backend) -> list | None:
+        """Every rank's generator state (for the checkpoint rank 0 writes); None on one rank."""
+        if self.size == 1:
+            return None
+        from gpunn import distributed as dist
+
+        return dist._default().all_gather_object(backend.get_rng_state())
+
+    def restore_rng(self, states, backend) -> bool:
+        """Put this rank's saved generator state back; False when the checkpoint has none for this world."""
+        if self.size == 1:
+            return True
+        if not isinstance(states, list) or len(states) != self.size:
+            return False
+        backend.set_rng_state(states[self.rank])
+        return True
 
     def loader(self, arrays: tuple, batch_size: int, seed: int, transform=None):
         """The shuffled training loader for a global batch of ``batch_size``: on N ranks each takes

@@ -91,6 +91,32 @@ def test_no_sync_accumulation_matches_the_large_batch(equivalence_run):
         assert np.array_equal(got, equivalence_run[1][f"no_sync/{k}"])
 
 
+def test_find_unused_parameters_averages_what_some_rank_used(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "unused", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ranks = [dict(np.load(tmp_path / f"unused{r}.npz")) for r in range(2)]
+    # one process: the mean of rank 0's loss through head a and rank 1's through head b
+    X, y = worker.data(np.float64)
+    net = worker.heads(100)
+    start = worker.params_of(net)
+    opt = worker.make_optimizer("sgd", net.parameters())
+    half = worker.GLOBAL_BATCH // 2
+    for step in range(5):
+        lo = step * worker.GLOBAL_BATCH
+        opt.zero_grad()
+        ce = gpunn.nn.functional.cross_entropy
+        loss_a = ce(net(gpunn.tensor(X[lo : lo + half]), "a"), gpunn.tensor(y[lo : lo + half]))
+        loss_b = ce(net(gpunn.tensor(X[lo + half : lo + 2 * half]), "b"), gpunn.tensor(y[lo + half : lo + 2 * half]))
+        ((loss_a + loss_b) / 2).backward()
+        opt.step()
+    for k, want in worker.params_of(net).items():
+        assert rel(ranks[0][k], want) < 1e-12, k
+        assert np.array_equal(ranks[0][k], ranks[1][k]), k
+    for k in ("c.weight", "c.bias"):
+        assert np.array_equal(ranks[0][k], start[k])  # unused everywhere: never stepped (no weight decay)
+    assert rel(ranks[0]["b.weight"], start["b.weight"]) > 1e-3
+
+
 def test_collectives_on_tensors(tmp_path):
     proc = mpirun(2, "tests/distributed/worker.py", "collectives", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -103,6 +129,12 @@ def test_different_models_stop_every_rank_with_one_clear_error(tmp_path):
     assert "UNREACHABLE" not in proc.stdout
     msg = "the ranks were given different models; rank 1 differs from rank 0: parameter '0.weight': shape (10, 6)"
     assert proc.stderr.count(msg) == 2, proc.stderr  # printed by both ranks
+
+
+def test_fit_with_uneven_ranks_stops_every_rank_with_one_clear_error(tmp_path):
+    proc = mpirun(2, "tests/distributed/worker.py", "uneven", str(tmp_path), timeout=60)
+    assert proc.returncode != 0 and "UNREACHABLE" not in proc.stdout
+    assert proc.stderr.count("different numbers of training batches per epoch (by rank: [5, 6])") == 2, proc.stderr
 
 
 @pytest.mark.parametrize("scenario, expect", [("dies", "uncaught ValueError"), ("killed", "")])
@@ -173,11 +205,18 @@ def test_cli_trains_the_mnist_sample_on_two_ranks_like_one_and_resumes(tmp_path)
         "model.npz",
     ]
     assert gpunn.load(tmp_path / "two" / "checkpoint.npz")["world_size"] == 2
-    # one epoch, then resume for the second: the same history as the uninterrupted two-rank run
-    train_cli(2, tmp_path / "resumed", "--epochs", "1")
-    acc3, hist3 = train_cli(2, tmp_path / "resumed", "--resume", str(tmp_path / "resumed" / "checkpoint.npz"))
-    np.testing.assert_array_equal(hist3[:, :5], hist2[:, :5])
-    assert acc3 == acc2
+
+    # with dropout (each rank its own random stream): one epoch, then resume for the second, gives the
+    # same history as the uninterrupted run
+    acc4, hist4 = train_cli(2, tmp_path / "dropout", "--dropout", "0.2")
+    rngs = gpunn.load(tmp_path / "dropout" / "checkpoint.npz")["rng_ranks"]
+    assert len(rngs) == 2 and rngs[0] != rngs[1]
+    train_cli(2, tmp_path / "resumed", "--dropout", "0.2", "--epochs", "1")
+    acc3, hist3 = train_cli(
+        2, tmp_path / "resumed", "--dropout", "0.2", "--resume", str(tmp_path / "resumed" / "checkpoint.npz")
+    )
+    np.testing.assert_array_equal(hist3[:, :5], hist4[:, :5])
+    assert acc3 == acc4
 
 
 def test_cli_global_batch_must_split_over_the_ranks(tmp_path):

@@ -144,8 +144,6 @@ def test_ddp_buckets_follow_backward_order_and_the_cap():
     assert len(DDP(mlp())._buckets) == 1  # the default 25 MB: one collective for the whole model
     with pytest.raises(ValueError, match="bucket_cap_mb must be positive"):
         DDP(mlp(), bucket_cap_mb=0)
-    with pytest.raises(NotImplementedError, match=r"find_unused_parameters=True\) is not supported"):
-        DDP(mlp(), find_unused_parameters=True)
     with pytest.raises(TypeError, match="wraps a gpunn.nn.Module"):
         DDP(lambda x: x)
 
@@ -166,6 +164,18 @@ def test_ddp_names_a_parameter_that_got_no_gradient(rng):
     ddp(x).sum().backward()
     with pytest.raises(RuntimeError, match="received no gradient: b.weight, b.bias"):
         ddp(x)
+
+    # find_unused_parameters=True: b counts as ready at forward; its grad stays None (the optimizer skips it)
+    model = TwoHeads()
+    ddp = DDP(model, find_unused_parameters=True)
+    for _ in range(2):
+        model.zero_grad()
+        ddp(x).sum().backward()
+        assert model.b.weight.grad is None and model.a.weight.grad is not None
+    np.testing.assert_allclose(model.a.bias.grad.numpy(), [3.0, 3.0])
+    # a parameter used outside the wrapped forward is an error, not a silently unreduced gradient
+    with pytest.raises(RuntimeError, match="'b.weight' was not used by the forward"):
+        (ddp(x).sum() + model.b.weight.sum()).backward()
 
 
 def test_ddp_without_a_process_group_says_so():

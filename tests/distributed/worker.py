@@ -101,6 +101,47 @@ def equivalence(out: str) -> None:
     np.savez(os.path.join(out, f"rank{rank}.npz"), **results)
 
 
+class Heads(nn.Module):
+    """A trunk and three heads; ``forward(x, head)`` uses one head (the others get no gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk, self.a, self.b, self.c = (
+            nn.Linear(FEATURES, 9),
+            nn.Linear(9, CLASSES),
+            nn.Linear(9, CLASSES),
+            nn.Linear(9, CLASSES),
+        )
+
+    def forward(self, x, head):
+        return getattr(self, head)(self.trunk(x).tanh())
+
+
+def heads(seed: int):
+    gpunn.manual_seed(seed)
+    return Heads().double()
+
+
+def unused(out: str) -> None:
+    """find_unused_parameters=True: rank 0 uses head a, rank 1 head b, nobody head c."""
+    import gpunn.distributed as dist
+
+    rank = dist.get_rank()
+    X, y = data(np.float64)
+    net = heads(100 + rank)
+    ddp = dist.DistributedDataParallel(net, find_unused_parameters=True)
+    opt = make_optimizer("sgd", ddp.parameters())
+    half = GLOBAL_BATCH // 2
+    for step in range(5):
+        lo = step * GLOBAL_BATCH + rank * half
+        opt.zero_grad()
+        logits = ddp(gpunn.tensor(X[lo : lo + half]), "a" if rank == 0 else "b")
+        nn.functional.cross_entropy(logits, gpunn.tensor(y[lo : lo + half])).backward()
+        assert net.c.weight.grad is None  # used by no rank: left alone, so SGD skips it
+        opt.step()
+    np.savez(os.path.join(out, f"unused{rank}.npz"), **params_of(net))
+
+
 def collectives(out: str) -> None:
     """The tensor API against values every rank can compute by itself."""
     import gpunn.distributed as dist
@@ -210,9 +251,31 @@ def fitting(out: str) -> None:
     np.savez(os.path.join(out, f"fit{rank}.npz"), rows=rows, stop=str(hist.stop_reason), **params_of(net.module))
 
 
+def uneven(out: str) -> None:
+    """fit() with a different number of batches on each rank: one clear error everywhere, no hang."""
+    import gpunn.distributed as dist
+    from gpunn import train
+
+    rank = dist.get_rank()
+    X, y = data(np.float32)
+    net = dist.DistributedDataParallel(model(np.float32, 0))
+    n = 40 + 8 * rank
+    train.fit(
+        net,
+        make_optimizer("sgd", net.parameters()),
+        nn.CrossEntropyLoss(),
+        DataLoader((X[:n], y[:n]), batch_size=8),
+        epochs=1,
+        verbose=0,
+    )
+    print("UNREACHABLE: fit accepted uneven ranks", flush=True)
+
+
 SCENARIOS = {
     "equivalence": equivalence,
     "fit": fitting,
+    "uneven": uneven,
+    "unused": unused,
     "collectives": collectives,
     "mismatch": mismatch,
     "dies": dies,
