@@ -95,8 +95,23 @@ def _is_float(dtype) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+def _category(dtype) -> int:
+    """PyTorch's promotion category: bool 0, integer 1, floating 2."""
+    kind = np.dtype(dtype).kind
+    return 0 if kind == "b" else 2 if kind == "f" else 1
+
+
 def _coerce(a, b):
-    """PyTorch's promotion for two arrays: integer/bool with float takes the float's dtype."""
+    """PyTorch's promotion for two arrays: integer/bool with float takes the float's dtype, and a 0-dim
+    operand beside a dimensioned one of the same or a higher category takes the dimensioned one's dtype
+    (float32 tensor + float64 0-dim tensor -> float32; int32 tensor + int64 0-dim -> int32)."""
+    if (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
+        z, d = (a, b) if a.ndim == 0 else (b, a)
+        if _category(z.dtype) <= _category(d.dtype):
+            z = z.astype(d.dtype)
+        else:
+            d = d.astype(z.dtype)
+        return (z, d) if a.ndim == 0 else (d, z)
     fa, fb = _is_float(a.dtype), _is_float(b.dtype)
     if fa and not fb:
         b = b.astype(a.dtype)

@@ -214,11 +214,13 @@ class Tensor:
         be = self._backend
         if isinstance(other, (bool, int, float)):
             # a Python scalar never widens a tensor's dtype (as in PyTorch); a float scalar makes an
-            # integer tensor's result float32
-            if _is_float(self.dtype) or not isinstance(other, float):
-                dtype = self.dtype
-            else:
+            # integer or bool tensor's result float32, an int scalar makes a bool tensor's result int64
+            if isinstance(other, float) and not _is_float(self.dtype):
                 dtype = default_float
+            elif self.dtype == np.bool_ and not isinstance(other, bool):
+                dtype = np.dtype(np.int64)
+            else:
+                dtype = self.dtype
             return Tensor._wrap(be.xp.asarray(other, dtype=dtype), be)
         if isinstance(other, np.ndarray) or be.is_array(other):
             if not be.is_array(other):

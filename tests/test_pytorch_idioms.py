@@ -315,7 +315,28 @@ def cifar_tutorial_accuracy(torch, nn, F, optim):
     return f"Accuracy of the network: {100 * correct // total} %", total
 
 
+def promotion_with_bools_and_0dim(torch, nn, F, optim):
+    """Type promotion real scripts lean on: counting with bool masks, and 0-dim tensors (a loss, a
+    float64 constant) beside dimensioned ones, which PyTorch lets the dimensioned tensor's dtype win."""
+    x = torch.from_numpy(X[:, 0].copy())
+    mask = x > 0
+    f64 = torch.tensor(0.1, dtype=torch.float64)
+    outs = [
+        mask + 2,
+        mask * 3,
+        mask / 2,
+        x + f64,
+        x == torch.tensor(float(X[0, 0]), dtype=torch.float64),
+        torch.tensor([7, -7], dtype=torch.int32) // torch.tensor(2),
+        torch.tensor([250], dtype=torch.uint8) + torch.tensor(10),
+        torch.tensor([1, 2]) + torch.tensor(1.5, dtype=torch.float64),
+        torch.where(mask, x, torch.tensor(0.0, dtype=torch.float64)),
+    ]
+    return [(o.numpy(), str(o.dtype).split(".")[-1]) for o in outs]
+
+
 IDIOMS = [
+    promotion_with_bools_and_0dim,
     tutorial_polynomial_autograd,
     tutorial_two_layer_tensors,
     mnist_example_test_loop,
@@ -364,3 +385,39 @@ def test_idiom_gives_pytorchs_answer(idiom):
 def test_course_loop_prints_the_numbers():
     msg = course_evaluation_loop(gpunn, gnn, gF, goptim)
     assert "Accuracy: " in msg and "tensor" not in msg
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda L: L.arange(6).reshape(2, 3).t().view(-1),
+        lambda L: L.arange(12).reshape(3, 4)[:, :2].view(6),
+        lambda L: L.zeros(3, 1).expand(3, 4).view(12),
+        lambda L: L.tensor([True]) - 1,
+        lambda L: 2 - L.tensor([True]),
+    ],
+    ids=["view_transposed", "view_sliced", "view_expanded", "bool_minus_int", "int_minus_bool"],
+)
+def test_raises_where_pytorch_raises(fn):
+    """view on a layout that needs a copy, and subtraction with a bool tensor, raise in PyTorch: here too
+    (a view that silently copied would drop the writes made through it)."""
+    torch = torch_or_skip()
+    with pytest.raises(RuntimeError):
+        fn(torch)
+    with pytest.raises(RuntimeError, match="view size is not compatible|bool tensor"):
+        fn(gpunn)
+
+
+def test_view_where_the_layout_allows_shares_storage():
+    for make in (
+        lambda L: L.zeros(1, 3).expand(4, 3).view(4, 1, 3),
+        lambda L: L.arange(24).reshape(2, 3, 4).permute(1, 0, 2).view(3, 2, 2, 2),
+        lambda L: L.arange(24).reshape(2, 3, 4)[1, 1:].view(2, 2, 2),
+        lambda L: L.tensor(3.0).view(1),
+        lambda L: L.zeros(0, 3).t().view(-1),
+    ):
+        assert tuple(make(gpunn).shape) == tuple(make(torch_or_skip()).shape)
+    t = gpunn.arange(24).reshape(2, 3, 4)
+    v = t[1, 1:].view(8)
+    v[0] = 100
+    assert int(t[1, 1, 0]) == 100

@@ -54,7 +54,7 @@ class Conv2d(Module):
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
+        self.padding = _pair(F._conv_padding(padding, self.kernel_size, stride, dilation, "Conv2d"), "padding")
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError(
                 f"Conv2d: kernel_size and stride must be >= 1 and padding >= 0, got "

@@ -107,6 +107,26 @@ def _pair(v, name: str, fname: str) -> tuple[int, int]:
     return v
 
 
+def _conv_padding(padding, kernel_size, stride, dilation, fname: str):
+    """PyTorch's string paddings as the int pair they stand for: 'valid' is 0; 'same' (stride 1 only) pads
+    dilation * (kernel - 1) in total per dim, which is symmetric for odd effective kernels only."""
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(f"{fname}(): padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if _pair(stride, "stride", fname) != (1, 1):
+        raise ValueError(f"{fname}(): padding='same' is not supported for strided convolutions")
+    totals = [d * (k - 1) for k, d in zip(kernel_size, _pair(dilation, "dilation", fname))]
+    if any(t % 2 for t in totals):
+        raise NotImplementedError(
+            f"{fname}(): padding='same' with an even effective kernel size {tuple(kernel_size)} needs asymmetric "
+            "padding, which gpunn does not support; use an odd kernel size or explicit padding"
+        )
+    return (totals[0] // 2, totals[1] // 2)
+
+
 # ------------------------------------------------------------------------------------------------
 # linear (+ fused activation)
 # ------------------------------------------------------------------------------------------------
@@ -240,6 +260,7 @@ def conv2d(
     """
     _float_tensor(input, "conv2d")
     _float_tensor(weight, "conv2d", "weight")
+    padding = _conv_padding(padding, weight.shape[-2:], stride, dilation, "conv2d")
     act = "none" if activation is None else activation
     if act not in ACTIVATIONS:
         raise ValueError(f"conv2d(): activation must be one of {ACTIVATIONS} or None, got {activation!r}")

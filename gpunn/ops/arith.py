@@ -24,11 +24,11 @@ def sub(self, other, alpha=1) -> Tensor:
     b = self._operand(other, "sub")
     if alpha != 1:
         b = mul(b, alpha)
-    a_data, b_data = _coerce(self._data, b._data)
-    if a_data.dtype == np.bool_ and b_data.dtype == np.bool_:
+    if self.dtype == np.bool_ or b.dtype == np.bool_:
         raise RuntimeError(
-            "Subtraction, the `-` operator, with two bool tensors is not supported; use `^` or logical_xor() instead"
+            "Subtraction, the `-` operator, with a bool tensor is not supported; use `^` or logical_xor() instead"
         )
+    a_data, b_data = _coerce(self._data, b._data)
     out = a_data - b_data
     sa, sb = self.shape, b.shape
     return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward0", saved=())
@@ -62,7 +62,7 @@ def div(self, other, rounding_mode=None) -> Tensor:
         from gpunn.ops.pointwise import floor, trunc
 
         if not _is_float(self.dtype) and not _is_float(b.dtype):  # integer division stays integer
-            q = _int_divide(self._data, b._data, rounding_mode)
+            q = _int_divide(*_coerce(self._data, b._data), rounding_mode)
             return Tensor._wrap(q, self._backend)
         return (floor if rounding_mode == "floor" else trunc)(div(self, b))
     a_data, b_data = _coerce(self._data, b._data)

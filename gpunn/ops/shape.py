@@ -32,14 +32,45 @@ def reshape(self, *shape) -> Tensor:
     return self._result(out, (self,), lambda g: (g.reshape(src),), "ViewBackward0", saved=(), view=True)
 
 
-view = reshape
+def _viewable(shape, strides, new_shape) -> bool:
+    """Whether ``new_shape`` can address the same storage as (shape, strides) without a copy: each run of
+    dims that is contiguous in memory must be split or merged into whole new dims (PyTorch's rule)."""
+    if math.prod(shape) == 0 or len(shape) == 0:
+        return True
+    view_d = len(new_shape) - 1
+    base = strides[-1]
+    numel = view_numel = 1
+    for d in range(len(shape) - 1, -1, -1):
+        numel *= shape[d]
+        if d == 0 or (shape[d - 1] != 1 and strides[d - 1] != numel * base):
+            while view_d >= 0 and (view_numel < numel or new_shape[view_d] == 1):
+                view_numel *= new_shape[view_d]
+                view_d -= 1
+            if view_numel != numel:
+                return False
+            if d > 0:
+                base = strides[d - 1]
+                numel = view_numel = 1
+    return view_d == -1
+
+
+def view(self, *shape) -> Tensor:
+    """The same storage in ``shape``; raises (as PyTorch does) where the layout needs a copy: use reshape."""
+    out = reshape(self, *shape)
+    if not _viewable(self.shape, self._data.strides, out.shape):
+        raise RuntimeError(
+            f"view size is not compatible with input tensor's size and stride (shape {self.shape} to "
+            f"{out.shape}; at least one dimension spans across two contiguous subspaces). Use .reshape(...) instead."
+        )
+    return out
 
 
 def view_as(self, other: Tensor) -> Tensor:
+    return view(self, other.shape)
+
+
+def reshape_as(self, other: Tensor) -> Tensor:
     return reshape(self, other.shape)
-
-
-reshape_as = view_as
 
 
 def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:

@@ -228,6 +228,9 @@ def test_module_dict():
         dict(groups=6, stride=(2, 1)),
         dict(groups=3, dilation=2, padding=1),
         dict(groups=2, bias=False, padding=(0, 2)),
+        dict(padding="same", dilation=(1, 2)),
+        dict(padding="same", dilation=(3, 2), groups=3),
+        dict(padding="valid", stride=2),
     ],
     ids=str,
 )
@@ -304,3 +307,22 @@ def test_pool_modules_ceil_mode_and_unsupported_options(rng):
         F.max_pool2d(gpunn.tensor(x), 2, dilation=2)
     with pytest.raises(NotImplementedError, match="divisor_override"):
         nn.AvgPool2d(2, divisor_override=3)
+
+
+def test_conv2d_string_padding_module_and_unsupported_cases(rng):
+    """padding='same'/'valid' as in PyTorch; the asymmetric 'same' (even effective kernel) raises rather than
+    padding differently from PyTorch."""
+    ours, theirs = nn.Conv2d(3, 4, (3, 5), padding="same"), torch.nn.Conv2d(3, 4, (3, 5), padding="same")
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = randn(rng, 2, 3, 7, 6)
+    np.testing.assert_allclose(
+        ours(gpunn.tensor(x)).detach().numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(NotImplementedError, match="asymmetric"):
+        nn.Conv2d(3, 4, 2, padding="same")
+    with pytest.raises(NotImplementedError, match="asymmetric"):
+        F.conv2d(gpunn.tensor(x), gpunn.tensor(randn(rng, 4, 3, 2, 3)), padding="same")
+    with pytest.raises(ValueError, match="strided"):
+        F.conv2d(gpunn.tensor(x), gpunn.tensor(randn(rng, 4, 3, 3, 3)), padding="same", stride=2)
+    with pytest.raises(ValueError, match="'full'"):
+        F.conv2d(gpunn.tensor(x), gpunn.tensor(randn(rng, 4, 3, 3, 3)), padding="full")
