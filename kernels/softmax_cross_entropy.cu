@@ -22,7 +22,7 @@
 //   'none': scale = NULL (1); loss = loss_rows.
 //   'sum' : scale = NULL (1); loss = sum(loss_rows)   (a CuPy float64 sum: 8 N bytes).
 //   'mean': sce_weight_sum_v1 first computes denom = sum_i row_w_i from the labels alone, one block,
-//           in double, and writes scale = 1 / denom (NaN when denom == 0) and denom to device memory;
+//           in double, and writes scale = 1 / denom (0 with no valid row, else NaN when denom == 0);
 //           the main kernel reads *scale and writes already-scaled dlogits; loss = sum(loss_rows) / denom.
 //           The denominator pass reads N labels and N gathered weights: 8 N + 4 N bytes, negligible next
 //           to the 12 N C bytes below. Nothing goes to the host, so the launch sequence is capturable.
@@ -321,22 +321,30 @@ __device__ __forceinline__ void sce_weight_sum_v1(const long long* __restrict__ 
                                                   const T* __restrict__ weight, T* __restrict__ scale,
                                                   double* __restrict__ denom, long long N, int C,
                                                   long long ignore_index) {
-    double acc = 0.0;
+    double acc = 0.0, rows = 0.0;
     for (long long i = threadIdx.x; i < N; i += blockDim.x) {
         const long long y = target[i];
         if (y == ignore_index || y < 0 || y >= C) continue;  // out-of-range rows count as ignored
         acc += weight ? (double)weight[y] : 1.0;
+        rows += 1.0;
     }
-    __shared__ double part[32];
+    __shared__ double part[32], part_rows[32];
     acc = warp_sum(acc);
-    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
+    rows = warp_sum(rows);
+    if (threadIdx.x % 32 == 0) {
+        part[threadIdx.x / 32] = acc;
+        part_rows[threadIdx.x / 32] = rows;
+    }
     __syncthreads();
     if (threadIdx.x < 32) {
         acc = (threadIdx.x < blockDim.x / 32) ? part[threadIdx.x] : 0.0;
+        rows = (threadIdx.x < blockDim.x / 32) ? part_rows[threadIdx.x] : 0.0;
         acc = warp_sum(acc);
+        rows = warp_sum(rows);
         if (threadIdx.x == 0) {
             denom[0] = acc;
-            scale[0] = (acc != 0.0) ? (T)(1.0 / acc) : quiet_nan<T>();
+            // no valid row: every dlogit is 0 (PyTorch's zero gradient); valid rows of zero weight: NaN
+            scale[0] = (acc != 0.0) ? (T)(1.0 / acc) : (rows == 0.0 ? (T)0 : quiet_nan<T>());
         }
     }
 }

@@ -169,7 +169,8 @@ def softmax_cross_entropy(
     if reduction == "mean":
         denom = w_row.sum(dtype=xp.float64)
         loss = loss_rows.sum(dtype=xp.float64) / denom if float(denom) != 0 else xp.float64(math.nan)
-        scale = (1.0 / denom) if float(denom) != 0 else math.nan
+        # no valid row: a zero gradient (as PyTorch); valid rows whose weights sum to 0: NaN
+        scale = (1.0 / denom) if float(denom) != 0 else (math.nan if bool(valid.any()) else 0.0)
         return xp.asarray(loss, dtype=dt), (grad * dt.type(scale)).astype(dt, copy=False)
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 

@@ -656,8 +656,10 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
         loss, scale = per_row.sum(), 1.0
     else:
         denom = w_row.sum()
-        loss = per_row.sum() / denom
-        scale = 1.0 / denom if float(denom) != 0 else math.nan
+        if float(denom) != 0:
+            loss, scale = per_row.sum() / denom, 1.0 / denom
+        else:  # 0 / 0: NaN loss; zero gradient with no valid row (as PyTorch), else NaN
+            loss, scale = math.nan, (math.nan if bool(valid.any()) else 0.0)
 
     def backward(g):
         d = xp.zeros(logp.shape, dtype=logp.dtype)
