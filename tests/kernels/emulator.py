@@ -31,10 +31,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SHIM = r"""
 #include <cmath>
@@ -490,3 +492,32 @@ def install(directory) -> Path:
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text(FAKE_CUPY)
     return Path(directory)
+
+
+# one home for the tests that rerun suites on the emulated backend (tests/kernels/test_emulated.py,
+# tests/vision/test_emulated_backend.py): a subprocess, so the stand-in never leaks into the calling process
+available = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which(os.environ.get("CXX", "g++")) is None,
+    reason="the emulator needs Linux (ucontext) and a C++20 compiler (g++)",
+)
+
+
+def run_pytest(tmp_path, test_backend: str, args: list, timeout: float = 1200) -> None:
+    """``pytest *args`` in a subprocess with the fake ``cupy`` first on PYTHONPATH and GPUNN_TEST_BACKEND set;
+    fails the calling test (with the output's tail) unless every selected test passed. CuPy never warns on
+    0 / 0 ('mean' over all-ignored rows); NumPy does, and the project turns RuntimeWarnings into errors."""
+    root = Path(__file__).resolve().parents[2]
+    fake = install(Path(tmp_path) / "fake")
+    env = {
+        **os.environ,
+        "GPUNN_KERNEL_EMULATOR": "1",
+        "GPUNN_TEST_BACKEND": test_backend,
+        "PYTHONPATH": os.pathsep.join([str(fake), str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    cmd = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider",
+           "-W", "ignore:invalid value encountered:RuntimeWarning"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=timeout)
+    tail = proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
