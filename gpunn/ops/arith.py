@@ -166,7 +166,9 @@ def rpow(self, base) -> Tensor:
 def matmul(self, other) -> Tensor:
     """Matrix product with NumPy/PyTorch broadcasting of batch dims; 1-D operands are vectors."""
     b = self._operand(other, "matmul")
-    a_data, b_data = _coerce(self._data, b._data)
+    if self.dtype != b.dtype:  # PyTorch's matmul does not promote: int @ float and float32 @ float64 raise
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {self.dtype} and {b.dtype}")
+    a_data, b_data = self._data, b._data
     if a_data.ndim == 0 or b_data.ndim == 0:
         raise RuntimeError("matmul: both arguments need at least 1 dimension, got a 0-d tensor")
     if a_data.shape[-1] != b_data.shape[-2 if b_data.ndim > 1 else 0]:

@@ -101,11 +101,15 @@ def abs(self) -> Tensor:  # noqa: A001
 
 
 def sign(self) -> Tensor:
-    """-1, 0 or 1 (gradient 0 everywhere, as in PyTorch)."""
+    """-1, 0 or 1, and 0 for NaN as in PyTorch (NumPy gives NaN); gradient 0 everywhere."""
     xp = self._backend.xp
     if not _is_float(self.dtype):
         return Tensor._wrap(xp.sign(self._data), self._backend)
-    return _unary(self, lambda xp_, x: xp_.sign(x), lambda g, x, y: g * 0, "SignBackward0", "none")
+
+    def fwd(xp_, x):
+        return xp_.where(xp_.isnan(x), x.dtype.type(0), xp_.sign(x))
+
+    return _unary(self, fwd, lambda g, x, y: g * 0, "SignBackward0", "none")
 
 
 def _rounding(name):

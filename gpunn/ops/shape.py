@@ -194,7 +194,11 @@ def clone(self, memory_format=None) -> Tensor:
 
 # -- indexing -----------------------------------------------------------------------------------------
 def _index_data(index):
-    """Replace Tensors in an index by their arrays."""
+    """Replace Tensors in an index by their arrays; a slice stepping backwards (``t[::-1]``, which NumPy
+    allows) raises PyTorch's ValueError instead of silently reversing."""
+    for i in index if isinstance(index, tuple) else (index,):
+        if isinstance(i, slice) and i.step is not None and not (isinstance(i.step, Tensor) or i.step > 0):
+            raise ValueError(f"step must be greater than zero (got the slice {i}; use gpunn.flip to reverse)")
     if isinstance(index, Tensor):
         return index._data
     if isinstance(index, tuple):
