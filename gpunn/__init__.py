@@ -55,6 +55,7 @@ from gpunn.factories import (
     randint_like,
     randn,
     randn_like,
+    randperm,
     tensor,
     zeros,
     zeros_like,

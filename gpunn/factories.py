@@ -22,6 +22,7 @@ __all__ = [
     "randn",
     "rand",
     "randint",
+    "randperm",
     "arange",
     "linspace",
     "logspace",
@@ -215,6 +216,16 @@ def randint(
     data = be.randint(low, high, _shape((size,)) if size != () else ())
     if dtype is not None:
         data = data.astype(as_dtype(dtype))
+    return _finish(data, be, requires_grad)
+
+
+def randperm(n, *, dtype=None, requires_grad=False, backend=None, device=None, generator=None, out=None) -> Tensor:
+    """A random permutation of 0..n-1 (int64 unless ``dtype``) from the backend's seeded generator."""
+    _no_out(out, generator)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise RuntimeError(f"randperm: n must be a non-negative int, got {n!r}")
+    be = _backend_arg(backend, device)
+    data = be.permutation(int(n)).astype(np.int64 if dtype is None else as_dtype(dtype))
     return _finish(data, be, requires_grad)
 
 

@@ -7,8 +7,8 @@ model = nn.Sequential(nn.Linear(64, 200), nn.ReLU(), nn.Linear(200, 10))
 loss = nn.CrossEntropyLoss()(model(x), y)
 """
 
-from gpunn.nn import functional, init, regularization  # noqa: F401
-from gpunn.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from gpunn.nn import functional, init, regularization, utils  # noqa: F401
+from gpunn.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from gpunn.nn.container import ModuleDict, ModuleList, Sequential
 from gpunn.nn.conv import Conv2d
@@ -33,6 +33,7 @@ __all__ = [
     "functional",
     "init",
     "regularization",
+    "utils",
     "Module",
     "Parameter",
     "Sequential",
@@ -55,6 +56,7 @@ __all__ = [
     "Tanh",
     "ELU",
     "GELU",
+    "SiLU",
     "Softplus",
     "Softmax",
     "LogSoftmax",

@@ -22,6 +22,7 @@ from gpunn.ops.pointwise import (  # noqa: F401
     log_softmax,
     relu,
     sigmoid,
+    silu,
     softmax,
     softplus,
     tanh,
@@ -976,3 +977,29 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
 
 
 __all__ += ["batch_norm", "dropout2d", "adaptive_avg_pool2d", "elu", "gelu", "softplus"]
+
+
+def one_hot(tensor, num_classes: int = -1) -> Tensor:
+    """int64 ``(*tensor.shape, num_classes)`` with a 1 at each class index; ``num_classes=-1``: max + 1."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"one_hot(): argument 'tensor' must be a gpunn Tensor, got {type(tensor).__name__}")
+    if tensor.dtype != np.int64:
+        raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {tensor.dtype}")
+    xp, t = tensor._backend.xp, tensor._data
+    if num_classes == -1:
+        if t.size == 0:
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        num_classes = int(t.max()) + 1
+    elif not isinstance(num_classes, (int, np.integer)) or num_classes < -1:
+        raise RuntimeError(f"one_hot: num_classes must be a non-negative int or -1, got {num_classes!r}")
+    if t.size:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0:
+            raise RuntimeError(f"Class values must be non-negative (one_hot got {lo})")
+        if hi >= num_classes:
+            raise RuntimeError(f"Class values must be smaller than num_classes ({hi} >= {num_classes})")
+    out = (t[..., None] == xp.arange(int(num_classes))).astype(np.int64)
+    return Tensor._wrap(out, tensor._backend)
+
+
+__all__ += ["silu", "one_hot"]

@@ -332,6 +332,23 @@ def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     return _unary(self, fwd, bwd, "SoftplusBackward0")
 
 
+def silu(self, inplace: bool = False) -> Tensor:
+    """x * sigmoid(x) (the swish); gradient s (1 + x (1 - s)) with s = sigmoid(x)."""
+    _float(self, "silu")
+    if inplace:
+        return self._inplace("silu_", lambda t: silu(t))
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        return x * activation_forward(xp, x.copy(), "sigmoid")
+
+    def bwd(g, x, y):
+        s = activation_forward(xp, x.copy(), "sigmoid")
+        return g * (s * (1 + x * (1 - s)))
+
+    return _unary(self, fwd, bwd, "SiluBackward0")
+
+
 def _tensor(t, fname: str):
     if not isinstance(t, Tensor):
         raise TypeError(f"{fname}(): argument 'input' must be a gpunn Tensor, got {type(t).__name__}")
