@@ -750,6 +750,64 @@ def test_max_pool2d_with_nans_matches_torch(be, cp, rng, case, dtype):
 
 
 # ----------------------------------------------------------------------------------------------
+# dropout.cu: the Philox stream of gpunn.backend.numba_kernels.dropout_mask_reference
+# ----------------------------------------------------------------------------------------------
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,offset,seed", [((37, 29), 7, 11), ((1,), 0, 0), ((9, 7, 41), 2**40 + 3, 2**63 + 5)])
+def test_dropout_kernel_matches_the_philox_reference(cp, be, rng, dtype, shape, offset, seed):
+    from gpunn.backend import numba_kernels as nk
+
+    p = 0.3
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[0] = np.nan  # x * 0 keeps NaN where dropped, as x * mask * scale does
+    out = cp.empty(shape, dtype=dtype)
+    be.dropout_into(cp.asarray(x), out, p, seed, offset)
+    keep = nk.dropout_mask_reference(x.size, p, seed, offset).reshape(shape)
+    assert 0 < keep.sum() < keep.size or x.size == 1
+    np.testing.assert_array_equal(host(out), np.where(keep, x * dtype(1 / (1 - p)), x * dtype(0)))
+    # the device-resident (seed, base offset) state gives the same draws, the offset then relative
+    rel = min(offset, 2)
+    state = cp.asarray(np.array([seed, offset - rel], dtype=np.uint64))
+    out2 = cp.empty(shape, dtype=dtype)
+    be.dropout_into(cp.asarray(x), out2, p, 12345, rel, state=state)
+    np.testing.assert_array_equal(host(out2), host(out))
+    be.dropout_advance(state, 10)
+    assert host(state).tolist() == [seed, offset - rel + 10]
+
+
+@gpu
+def test_eager_dropout_draws_consecutive_offsets(cp, be, rng):
+    from gpunn.backend import numba_kernels as nk
+
+    be.seed(5)
+    x = rng.standard_normal((6, 11)).astype(np.float32)
+    y1, back1 = be.dropout(cp.asarray(x), 0.5)
+    y2, _ = be.dropout(cp.asarray(x), 0.5)
+    k1 = nk.dropout_mask_reference(x.size, 0.5, 5, 0).reshape(x.shape)
+    k2 = nk.dropout_mask_reference(x.size, 0.5, 5, x.size).reshape(x.shape)
+    np.testing.assert_array_equal(host(y1), np.where(k1, x * np.float32(2), 0))
+    np.testing.assert_array_equal(host(y2), np.where(k2, x * np.float32(2), 0))
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(host(back1(cp.asarray(g))), np.where(k1, g * np.float32(2), 0))
+
+
+@gpu
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_cross_entropy_loss_ring(cp, be, rng, reduction):
+    """The reduced loss written to a device ring at a device slot (a captured step's), as the eager loss."""
+    logits = cp.asarray(rng.standard_normal((13, 6)).astype(np.float32))
+    target = cp.asarray(rng.integers(0, 6, 13))
+    eager, _ = be.softmax_cross_entropy_fwd(logits, target, reduction=reduction)
+    ring, slot = cp.zeros((3,), dtype=np.float32), cp.asarray(np.array([4], dtype=np.int64))
+    assert be.softmax_cross_entropy_fwd(logits, target, reduction=reduction, loss_ring=(ring, slot))[0] is None
+    assert host(slot).tolist() == [5]
+    assert host(ring)[1] == host(eager) and host(ring)[0] == 0 == host(ring)[2]
+    ref = reference.softmax_cross_entropy(np, host(logits).astype(np.float64), host(target), reduction=reduction)[0]
+    close(host(eager), ref, 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
 # Numba kernels on the device
 # ----------------------------------------------------------------------------------------------
 @gpu
