@@ -777,6 +777,34 @@ def test_dropout_kernel_matches_the_philox_reference(cp, be, rng, dtype, shape, 
 
 
 @gpu
+def test_dropout_kernel_offsets_compose_keep_rate_and_edges(cp, be, rng):
+    from gpunn.backend import numba_kernels as nk
+
+    x = rng.standard_normal(90).astype(np.float32)
+    whole, a, b = cp.empty((90,), np.float32), cp.empty((13,), np.float32), cp.empty((77,), np.float32)
+    be.dropout_into(cp.asarray(x), whole, 0.4, 77, 11)
+    be.dropout_into(cp.asarray(x[:13]), a, 0.4, 77, 11)
+    be.dropout_into(cp.asarray(x[13:]), b, 0.4, 77, 24)
+    np.testing.assert_array_equal(host(whole), np.concatenate([host(a), host(b)]))
+    n, p = 4000, 0.25
+    out = cp.empty((n,), np.float32)
+    be.dropout_into(cp.ones((n,), np.float32), out, p, 31337, 0)
+    rate = float((host(out) != 0).mean())
+    assert abs(rate - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n), rate
+    assert rate == nk.dropout_mask_reference(n, p, 31337).mean()
+    y = cp.empty((5, 7), np.float32)
+    xs = cp.asarray(rng.standard_normal((5, 7)).astype(np.float32))
+    be.dropout_into(xs, y, 0.0, 1, 0)
+    np.testing.assert_array_equal(host(y), host(xs))
+    be.dropout_into(xs, y, 1.0, 1, 0)
+    assert not host(y).any()
+    empty = cp.empty((0, 3), np.float32)
+    be.dropout_into(empty, cp.empty((0, 3), np.float32), 0.5, 1, 0)  # nothing to do, no error
+    with pytest.raises(ValueError, match="must match"):
+        be.dropout_into(xs, cp.empty((7, 5), np.float32), 0.5, 1, 0)
+
+
+@gpu
 def test_eager_dropout_draws_consecutive_offsets(cp, be, rng):
     from gpunn.backend import numba_kernels as nk
 
@@ -810,21 +838,6 @@ def test_cross_entropy_loss_ring(cp, be, rng, reduction):
 # ----------------------------------------------------------------------------------------------
 # Numba kernels on the device
 # ----------------------------------------------------------------------------------------------
-@gpu
-@needs_real_gpu
-def test_numba_dropout_on_device(cp, rng):
-    pytest.importorskip("numba")
-    from gpunn.backend import numba_kernels as nk
-
-    x = rng.standard_normal((37, 29)).astype(np.float32)
-    y, mask = nk.dropout(cp.asarray(x), 0.3, seed=11, offset=7, return_mask=True)
-    keep = nk.dropout_mask_reference(x.size, 0.3, 11, 7).reshape(x.shape)
-    np.testing.assert_array_equal(host(mask).astype(bool), keep)
-    np.testing.assert_array_equal(host(y), np.where(keep, x * np.float32(1 / 0.7), 0))
-    y2 = nk.dropout(cp.asarray(x), 0.3, seed=11, offset=7, threads=64, max_blocks=3)
-    np.testing.assert_array_equal(host(y2), host(y))
-
-
 @gpu
 @needs_real_gpu
 def test_numba_accuracy_count_on_device(cp, rng):
