@@ -265,14 +265,18 @@ class _MaxPoolS(_Static):
 
 
 class _FlattenS(_Static):
+    """Flatten (a view), or with ``module`` None the identity (dropout in eval mode or with p = 0)."""
+
     def __init__(self, plan, name, module) -> None:
         self.plan, self.m = plan, module
 
     def config(self) -> tuple:
-        return (self.m.start_dim, self.m.end_dim)
+        return () if self.m is None else (self.m.start_dim, self.m.end_dim)
 
     def forward(self, x):
         self.x_shape = x.shape
+        if self.m is None:
+            return x
         shape = Tensor._wrap(x, self.plan.be).flatten(self.m.start_dim, self.m.end_dim).shape
         return x.reshape(shape)
 
@@ -312,6 +316,8 @@ def _static_layers(plan, model, prefix: str = "") -> list:
     if kind is Tanh.forward:
         return [_ActS(plan, name, "tanh")]
     if kind is Dropout.forward:
+        if not model.training or model.p == 0.0:  # F.dropout returns its input
+            return [_FlattenS(plan, name, None)]
         return [_DropoutS(plan, name, model)]
     if kind is MaxPool2d.forward:
         return [_MaxPoolS(plan, name, model)]

@@ -155,6 +155,69 @@ def test_fit_with_capture_reads_each_loss_once_per_group(cupy, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+def test_two_batch_shapes_share_the_optimizer_and_the_dropout_stream(cupy):
+    """Two plans (batch 8 and the partial batch 5) alternate: Adam's step, the learning rate and the dropout
+    offset each plan keeps on the device follow what the other plan did, so the run equals eager."""
+
+    def run(captured):
+        rng = np.random.default_rng(4)
+        with gpunn.use_backend("cupy"):
+            gpunn.manual_seed(3)
+            model = mlp()
+            opt = optim.Adam(model.parameters(), lr=1e-2)
+            loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+            step = compile_step(model, loss_fn, opt) if captured else None
+            losses = []
+            for i in range(16):
+                n = 8 if i % 3 else 5
+                x = gpunn.tensor(rng.standard_normal((n, 20)).astype(np.float32))
+                y = gpunn.tensor(rng.integers(0, 5, n))
+                if i == 9:
+                    opt.param_groups[0]["lr"] = 3e-3
+                if captured:
+                    losses.append(step(x, y))
+                else:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss)
+            if captured:
+                assert len(step.plans) == 2 and all(plan.graph is not None for plan in step.plans.values())
+            return [float(v) for v in gpunn.stack(losses).tolist()], [
+                p._backend.to_numpy(p._data) for p in model.parameters()
+            ]
+
+    l0, p0 = run(False)
+    l1, p1 = run(True)
+    assert l0 == l1
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_eval_mode_dropout_is_the_identity_and_a_bad_label_raises_at_the_read(cupy):
+    rng = np.random.default_rng(2)
+    with gpunn.use_backend("cupy"):
+        gpunn.manual_seed(0)
+        model = mlp().eval()
+        step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+        x = gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32))
+        for _ in range(3):
+            loss = step(x, gpunn.tensor(rng.integers(0, 5, 8)))
+        labels = gpunn.tensor(np.arange(8) % 5)
+        before = model(x)
+        expected = float(nn.CrossEntropyLoss()(before, labels))
+        cupy.reset_counters()
+        loss = step(x, labels)
+        assert cupy.counters["graph"] == 1 and cupy.counters["alloc"] == 0
+        np.testing.assert_array_equal(before.detach().numpy(), step.output.numpy())  # no dropout in eval mode
+        assert float(loss) == expected
+        bad = gpunn.tensor(np.array([0, 1, 2, 3, 4, 5, 0, 1]))
+        loss = step(x, bad)  # nothing waits at the step
+        with pytest.raises(ValueError, match="target label 5 is out of range for 5 classes"):
+            float(loss)
+
+
 def test_no_static_form_warns_and_replays_the_generic_plan(cupy):
     rng = np.random.default_rng(1)
     with gpunn.use_backend("cupy"):
