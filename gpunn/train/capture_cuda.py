@@ -21,8 +21,9 @@ device memory, updated between launches without a host sync (``fill``, a kernel 
   them ``sync_every`` at a time. A wrapped ring is replaced by a new one (one allocation and a re-capture
   every ``LOSS_RING`` steps), so a loss kept by the caller is never overwritten.
 
-Hyper-parameters other than the learning rate (momentum, betas, weight decay, dropout p) are compared
-with the captured ones before each launch; a change re-captures the graph. Results are the eager step's
+Hyper-parameters other than the learning rate (momentum, betas, weight decay, dropout p) and the kernel
+versions (``gpunn.backend.kernel_table``) are compared with the captured ones before each launch; a change
+re-captures the graph. Results are the eager step's
 bit for bit: the same kernels with the same arguments, in the same order (the eager loss, dropout and
 optimizer launches are the same kernels as the plan's).
 
@@ -559,7 +560,10 @@ class CudaPlan:
         self.opt.launch()
 
     def _config(self) -> tuple:
+        from gpunn.backend import kernel_table
+
         return (
+            tuple(kernel_table.version(op) for op in kernel_table.VERSIONS),  # the launches it picks
             tuple(layer.config() for layer in self.layers),
             self.loss.config(),
             self.opt.config(),

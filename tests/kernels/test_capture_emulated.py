@@ -302,3 +302,47 @@ def test_emulated_capture_records_and_refuses_like_cuda(cupy):
         cupy.multiply(a, 2, out=b)
     with pytest.raises(RuntimeError, match="invalidated"):
         s.end_capture()
+
+
+def test_split_k_gemms_and_a_kernel_version_change_mid_run(cupy, monkeypatch):
+    """linear_act v2 (split-K over a partial-sum workspace, as on a 132-SM GPU) in the graph; switching the
+    version mid-run re-captures, so the captured run still equals the eager one."""
+    from gpunn.backend import kernel_table
+    from gpunn.backend import kernels as K
+
+    monkeypatch.setitem(K._sm_counts, 0, 132)
+    monkeypatch.setenv("GPUNN_KERNEL_VERSIONS", "linear_act=2,sgd_step=2,softmax_cross_entropy=2")
+
+    def run(captured):
+        rng = np.random.default_rng(5)
+        with gpunn.use_backend("cupy"):
+            gpunn.manual_seed(2)
+            model = nn.Sequential(nn.Linear(256, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 5))
+            opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+            loss_fn = nn.CrossEntropyLoss()
+            step = compile_step(model, loss_fn, opt) if captured else None
+            losses = []
+            for i in range(10):
+                x = gpunn.tensor(rng.standard_normal((8, 256)).astype(np.float32))
+                y = gpunn.tensor(rng.integers(0, 5, 8))
+                with kernel_table.use_version("linear_act", 1 if i >= 6 else 2):
+                    if captured:
+                        losses.append(step(x, y))
+                    else:
+                        opt.zero_grad()
+                        loss = loss_fn(model(x), y)
+                        loss.backward()
+                        opt.step()
+                        losses.append(loss)
+            if captured:
+                (plan,) = step.plans.values()
+                assert any(name.endswith("splitk_nt") for name in plan.ws.arrays)  # split-K did run
+            return [float(v) for v in gpunn.stack(losses).tolist()], [
+                p._backend.to_numpy(p._data) for p in model.parameters()
+            ]
+
+    l0, p0 = run(False)
+    l1, p1 = run(True)
+    assert l0 == l1
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
