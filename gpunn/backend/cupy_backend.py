@@ -119,6 +119,21 @@ class CupyBackend(Backend):
         allocated once and reused (a captured step's static buffers), so the launch allocates nothing."""
         return self.xp.empty(shape, dtype=dtype) if ws is None else ws(name, tuple(shape), dtype)
 
+    def copy_into(self, dst, src) -> None:
+        """dst[...] = src on the current stream: one device-to-device memcpy when both are contiguous and
+        alike (cheaper to issue than an elementwise copy kernel), else ``copyto``. No host sync."""
+        mem = getattr(dst, "data", None)
+        if (
+            hasattr(mem, "copy_from_device_async")
+            and dst.dtype == src.dtype
+            and dst.shape == src.shape
+            and dst.flags.c_contiguous
+            and src.flags.c_contiguous
+        ):
+            mem.copy_from_device_async(src.data, src.nbytes)
+        else:
+            self.xp.copyto(dst, src)
+
     # -- dropout (kernels/dropout.cu) -----------------------------------------------------------------
     def dropout_seed_offset(self, n: int) -> tuple[int, int]:
         """(seed, offset) of the next dropout draw of ``n`` elements, the offset advanced past them on the

@@ -515,9 +515,11 @@ class CudaPlan:
         if [id(p) for p in opt_params] != [id(p) for p in self.step.params]:
             raise NoStaticForm("the static layers do not hold the step's parameters")
         self.grads = {}  # id(buffer) -> (flat grad, views): the buffers the graph writes
-        for buf, _ in self.step.slots.values():
-            if id(buf) not in self.grads:
+        self.buffers = []  # (buffer, flat grad, views) of every optimizer buffer
+        for bufs in self.step.optimizer._buffers:
+            for buf in bufs:
                 self.grads[id(buf)] = (buf.grad, list(buf.grad_views))
+                self.buffers.append((buf, buf.grad, self.grads[id(buf)][1]))
         self.opt = _OptimS(self)
         self.x = self.ws("input/x", x.shape, x.dtype)
         self.y = self.ws("input/y", y.shape, np.dtype(np.int64))
@@ -563,7 +565,7 @@ class CudaPlan:
         from gpunn.backend import kernel_table
 
         return (
-            tuple(kernel_table.version(op) for op in kernel_table.VERSIONS),  # the launches it picks
+            kernel_table.state(),  # the kernel versions its launches picked
             tuple(layer.config() for layer in self.layers),
             self.loss.config(),
             self.opt.config(),
@@ -586,25 +588,22 @@ class CudaPlan:
                     stacklevel=3,
                 )
                 return None
-        for bufs in step.optimizer._buffers:  # p.data = t since the last step: into the flat buffer
-            for buf in bufs:
-                for i, p in enumerate(buf.params):
-                    if p._data is not buf.data_views[i]:
-                        buf._adopt_data(i)
+        for buf, _, _ in self.buffers:  # p.data = t since the last step: into the flat buffer
+            for i, p in enumerate(buf.params):
+                if p._data is not buf.data_views[i]:
+                    buf._adopt_data(i)
         if not self.opt.ready():
             return step._eager(x_t, y_t, check=False)
-        for bufs in step.optimizer._buffers:  # the gradient storage the program writes (after a zero_grad)
-            for buf in bufs:
-                flat, views = self.grads[id(buf)]
-                if buf.grad is not flat:
-                    buf.grad, buf.grad_views = flat, list(views)
-                    for p, v in zip(buf.params, views):
-                        p._grad_view = v
+        for buf, flat, views in self.buffers:  # the gradient storage the program writes (after a zero_grad)
+            if buf.grad is not flat:
+                buf.grad, buf.grad_views = flat, list(views)
+                for p, v in zip(buf.params, views):
+                    p._grad_view = v
         if x is not self.x:
-            xp.copyto(self.x, x)
+            be.copy_into(self.x, x)
         if y is not self.y:
-            xp.copyto(self.y, y)
-        seed, offset = be.dropout_seed_offset(0)
+            be.copy_into(self.y, y)
+        seed, offset = be.dropout_seed_offset(0) if self.step_dropout else self.dropout_seen
         if (seed, offset) != self.dropout_seen:
             self.dropout_state[0:1].fill(seed)
             self.dropout_state[1:2].fill(offset)
@@ -615,15 +614,16 @@ class CudaPlan:
             self.graph = None
         self._run()
         # the host's view of what the step did
-        self.dropout_seen = (seed, offset + self.step_dropout)
-        be._dropout_offset = offset + self.step_dropout
+        if self.step_dropout:
+            self.dropout_seen = (seed, offset + self.step_dropout)
+            be._dropout_offset = offset + self.step_dropout
         be._label_pending = True  # the loss launch may flag a bad label: checked at the next read
         self.opt.after()
-        for bufs in step.optimizer._buffers:
-            for buf in bufs:
-                for p, v in zip(buf.params, buf.grad_views):
-                    if p.grad is None or p.grad._data is not v:
-                        p.grad = Tensor._wrap(v, buf.backend)
+        for buf, _, views in self.buffers:
+            for p, v in zip(buf.params, views):
+                g = p.grad
+                if g is None or g._data is not v:
+                    p.grad = Tensor._wrap(v, buf.backend)
         loss = Tensor._wrap(self.ring[self.slot_seen], be)
         self.slot_seen += 1
         self.replays += 1
