@@ -130,7 +130,7 @@ class CupyBackend(Backend):
             and dst.flags.c_contiguous
             and src.flags.c_contiguous
         ):
-            mem.copy_from_device_async(src.data, src.nbytes)
+            mem.copy_from_device_async(src.data, src.nbytes, self.xp.cuda.get_current_stream())
         else:
             self.xp.copyto(dst, src)
 

@@ -24,7 +24,8 @@ side's argument passing are exercised before a GPU ever sees them.
   ``launch`` runs the record. What CUDA refuses during a capture raises ``CaptureViolation`` and
   invalidates it: a fresh array (an allocation), a device-to-host read, a synchronize, work issued to a
   stream other than the capturing one (the legacy stream's implicit synchronization), capture on the
-  default stream.
+  default stream. Not modelled: other in-place array methods (``sort``, ``put``, ...) run at once during a
+  capture instead of being recorded; CuPy's relaxed capture mode, in which its memory pool may allocate.
 
 GPU behaviour it does NOT show: timing, memory-model races across blocks (blocks never overlap here),
 warp-divergence hazards, float atomics' ordering, NVRTC-specific compile errors (test_compile covers
