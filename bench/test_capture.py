@@ -4,8 +4,9 @@ One MLP 784-200-200-10 step (forward, cross-entropy, backward, SGD or Adam updat
 device, four ways: ``gpunn`` (the eager loop: zero_grad, forward, loss, backward, step), ``gpunn-captured``
 (the same step recorded once and replayed), ``torch`` (PyTorch eager, the peer) and, on the GPU suite only,
 ``torch-compile`` (the same step under ``torch.compile(mode="reduce-overhead")``: CUDA graphs). Every
-implementation is validated first: two steps from the shared initial weights must match two float64 PyTorch
-steps (the captured step's second call is its first replay).
+implementation is validated first: three steps from the shared initial weights must match three float64
+PyTorch steps (the captured step's second call is its first replay; on the cupy backend the third is the
+first launch of its CUDA graph, which the timed steps then launch: checked before timing).
 
 Sizes: batch 200 (the issue's target size) and, on the CPU, batch 32, where the per-step overhead the capture
 removes is a larger share of the step.
@@ -25,6 +26,7 @@ from gpunn.train import compile_step
 __all__ = ["initial_weights", "mnist60k"]  # the fixtures, re-exported for this module's tests
 
 ADAM_HYPER = {"lr": 1e-3}
+VALIDATION_STEPS = 3  # eager record, first replay, first CUDA-graph launch (cupy)
 OPTIMIZERS = {"sgd": (optim.SGD, SGD_HYPER), "adam": (optim.Adam, ADAM_HYPER)}
 BATCHES = [200] if ON_GPU else [200, 32]
 IMPLS = [
@@ -39,8 +41,8 @@ def _torch_opt(name, params):
     return torch.optim.SGD(params, **SGD_HYPER) if name == "sgd" else torch.optim.Adam(params, **ADAM_HYPER)
 
 
-def _reference_two_steps(init: dict, batches: list, opt_name: str) -> dict:
-    """name -> weights after two steps - initial weights, in float64 PyTorch on the CPU."""
+def _reference_steps(init: dict, batches: list, opt_name: str) -> dict:
+    """name -> weights after one step per batch - initial weights, in float64 PyTorch on the CPU."""
     model = _torch_model("mlp", {k: v.astype(np.float64) for k, v in init.items()}, "cpu", torch.float64)
     opt = _torch_opt(opt_name, model.parameters())
     for xb, yb in batches:
@@ -64,7 +66,7 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
         pytest.skip("torch.compile(mode='reduce-overhead') is a CUDA-graph peer: GPU suite only")
     n_sets = 16
     host = [(X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]) for i in range(n_sets)]
-    ref = _reference_two_steps(init, host[:2], opt_name)
+    ref = _reference_steps(init, host[:VALIDATION_STEPS], opt_name)
     if impl.startswith("gpunn"):
         model = _gpunn_model("mlp", init)
         cls, hyper = OPTIMIZERS[opt_name]
@@ -104,9 +106,14 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
                 pytest.skip(f"torch.compile failed: {type(exc).__name__}: {exc}")
         sync, name = sync_torch, PEER_IMPL + impl[len("torch") :]
         state = model.state_dict
-    for xb, yb in sets[:2]:
+    for xb, yb in sets[:VALIDATION_STEPS]:
         step(xb, yb)
     sync()
+    graph = None
+    if impl == "gpunn-captured" and backend.name == "cupy":  # the timed steps are graph launches
+        (plan,) = step.plans.values()
+        graph = getattr(plan, "graph", None)
+        assert graph is not None, "the captured cupy step did not become a CUDA graph"
     # Adam's update m / (sqrt(v) + eps) amplifies float32 rounding where a gradient is tiny (PyTorch's own
     # float32 Adam lands near 2e-3 of the float64 update on the first layer): a looser bound there
     err = check({k: to_host(v) - init[k] for k, v in state().items()}, ref, tol=1e-3 if opt_name == "sgd" else 1e-2)
@@ -126,5 +133,5 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
         max_rounds=2000,
         bytes_formula=bytes_formula,
         flops_formula=flops_formula,
-        extra={"optimizer": f"{opt_name} {OPTIMIZERS[opt_name][1]}", "batch": batch},
+        extra={"optimizer": f"{opt_name} {OPTIMIZERS[opt_name][1]}", "batch": batch, "cuda_graph": graph is not None},
     )

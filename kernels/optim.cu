@@ -20,6 +20,9 @@
 //   The step t (after incrementing: 1 on the first step) is READ FROM DEVICE MEMORY (*step, int64), so
 //   the launch has no per-step host argument and a whole training step can be captured in a CUDA graph;
 //   the host increments it beforehand (step_increment_v1, one thread, or a CuPy `step += 1`).
+//   The learning rate likewise: `lr_dev`, when not NULL, is a one-element device array read instead of
+//   the by-value `lr` (T for SGD, double for Adam: the same value either way, so the same rounding), so a
+//   captured step follows a scheduler by an update of that array between graph launches.
 //   The bias corrections are computed per thread in double from the double hyper-parameters, then cast,
 //   exactly as the reference does (Python floats are doubles).
 //
@@ -301,14 +304,17 @@ __device__ __forceinline__ void adam_step_v2(T* __restrict__ param, const T* __r
 
 #define SGD_PARAMS(T)                                                                               \
     T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ buf, long long n, T lr,       \
-        T momentum, T one_minus_dampening, T weight_decay, int nesterov, int maximize, int first_step
-#define SGD_HYPER {lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, first_step}
+        const T *__restrict__ lr_dev, T momentum, T one_minus_dampening, T weight_decay, int nesterov, \
+        int maximize, int first_step
+#define SGD_HYPER                                                                                   \
+    {lr_dev ? lr_dev[0] : lr, momentum, one_minus_dampening, weight_decay, nesterov, maximize, first_step}
 #define ADAM_PARAMS(T)                                                                              \
     T *__restrict__ param, const T *__restrict__ grad, T *__restrict__ exp_avg,                     \
         T *__restrict__ exp_avg_sq, T *__restrict__ max_exp_avg_sq,                                  \
-        const long long *__restrict__ step, long long n, double lr, double beta1, double beta2, T eps, \
-        double weight_decay, int decoupled, int amsgrad, int maximize
-#define ADAM_HYPER(T) adam_hyper<T>(step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize)
+        const long long *__restrict__ step, long long n, double lr, const double *__restrict__ lr_dev,  \
+        double beta1, double beta2, T eps, double weight_decay, int decoupled, int amsgrad, int maximize
+#define ADAM_HYPER(T)                                                                               \
+    adam_hyper<T>(step, lr_dev ? lr_dev[0] : lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize)
 
 #define DEFINE_OPTIM(SUFFIX, T)                                                                     \
     extern "C" __global__ void __launch_bounds__(256) sgd_step_v1_##SUFFIX(SGD_PARAMS(T)) {        \

@@ -20,10 +20,11 @@
 //
 // Reduction (the Python side drives it):
 //   'none': scale = NULL (1); loss = loss_rows.
-//   'sum' : scale = NULL (1); loss = sum(loss_rows)   (a CuPy float64 sum: 8 N bytes).
+//   'sum' : scale = NULL (1); loss = sum(loss_rows)   (sce_reduce_v1: a float64 sum in one block, 4 N bytes).
 //   'mean': sce_weight_sum_v1 first computes denom = sum_i row_w_i from the labels alone, one block,
 //           in double, and writes scale = 1 / denom (0 with no valid row, else NaN when denom == 0);
-//           the main kernel reads *scale and writes already-scaled dlogits; loss = sum(loss_rows) / denom.
+//           the main kernel reads *scale and writes already-scaled dlogits; loss = sum(loss_rows) / denom
+//           (sce_reduce_v1, which can also write a captured step's loss to its slot of a device ring).
 //           The denominator pass reads N labels and N gathered weights: 8 N + 4 N bytes, negligible next
 //           to the 12 N C bytes below. Nothing goes to the host, so the launch sequence is capturable.
 //
@@ -358,3 +359,49 @@ __device__ __forceinline__ void sce_weight_sum_v1(const long long* __restrict__ 
 
 DEFINE_SCE_WEIGHT_SUM(f32, float)
 DEFINE_SCE_WEIGHT_SUM(f64, double)
+
+// ------------------------------------------------------------------------------------------------
+// 'sum' / 'mean' reduction of the row losses: out[slot] = (T)(sum_i loss_rows[i] [/ *denom]), the sum
+// in double in a fixed order (per-thread strided partial sums, then a warp/block tree): deterministic,
+// and the same kernel for the eager loss and a captured step's, so both give the same bits.
+//   denom: NULL for 'sum', else the denominator written by sce_weight_sum_v1 ('mean'; 0 / 0 = NaN when
+//   every row is ignored, as the reference).
+//   slot: NULL (write out[0]), or a device int64 index into out (a captured step's ring of losses): the
+//   loss goes to out[slot[0] % ring] and slot[0] is incremented, so a CUDA graph replayed every step
+//   writes each step's loss to its own element with no host argument changing.
+// One block of 256 threads.
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void sce_reduce_v1(const T* __restrict__ loss_rows, const double* __restrict__ denom,
+                                              T* __restrict__ out, long long* __restrict__ slot, long long N,
+                                              long long ring) {
+    double acc = 0.0;
+    for (long long i = threadIdx.x; i < N; i += blockDim.x) acc += (double)loss_rows[i];
+    __shared__ double part[32];
+    acc = warp_sum(acc);
+    if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = acc;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        acc = (threadIdx.x < blockDim.x / 32) ? part[threadIdx.x] : 0.0;
+        acc = warp_sum(acc);
+        if (threadIdx.x == 0) {
+            const double v = denom ? acc / denom[0] : acc;
+            long long k = 0;
+            if (slot) {
+                k = slot[0] % ring;
+                slot[0] = slot[0] + 1;
+            }
+            out[k] = (T)v;
+        }
+    }
+}
+
+#define DEFINE_SCE_REDUCE(SUFFIX, T)                                                                \
+    extern "C" __global__ void __launch_bounds__(256) sce_reduce_v1_##SUFFIX(                      \
+        const T* __restrict__ loss_rows, const double* __restrict__ denom, T* __restrict__ out,     \
+        long long* __restrict__ slot, long long N, long long ring) {                                \
+        sce_reduce_v1<T>(loss_rows, denom, out, slot, N, ring);                                     \
+    }
+
+DEFINE_SCE_REDUCE(f32, float)
+DEFINE_SCE_REDUCE(f64, double)

@@ -104,7 +104,7 @@ class Backend:
         """target[index] += values, accumulating repeated indices (np.add.at)."""
         self.xp.add.at(target, index, values)
 
-    # -- dropout and accuracy (the cupy backend runs them as Numba kernels) ------------------------
+    # -- dropout and accuracy (the cupy backend: kernels/dropout.cu and a Numba kernel) ------------
     def dropout(self, x, p: float):
         """y = x * keep / (1 - p) with keep ~ Bernoulli(1 - p); returns (y, backward) where backward(dy)
         applies the same mask. Here the mask is drawn from the seeded generator and kept."""

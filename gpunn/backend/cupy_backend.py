@@ -114,20 +114,76 @@ class CupyBackend(Backend):
     def randint(self, low, high, shape):
         return self.rng.randint(low, high, size=shape, dtype=np.int64)
 
-    # -- Numba kernels -------------------------------------------------------------------------------
+    def _empty(self, ws, name: str, shape, dtype):
+        """A fresh array, or the workspace's ``name`` buffer: ``ws(name, shape, dtype)`` returns an array
+        allocated once and reused (a captured step's static buffers), so the launch allocates nothing."""
+        return self.xp.empty(shape, dtype=dtype) if ws is None else ws(name, tuple(shape), dtype)
+
+    def copy_into(self, dst, src) -> None:
+        """dst[...] = src on the current stream: one device-to-device memcpy when both are contiguous and
+        alike (cheaper to issue than an elementwise copy kernel), else ``copyto``. No host sync."""
+        mem = getattr(dst, "data", None)
+        if (
+            hasattr(mem, "copy_from_device_async")
+            and dst.dtype == src.dtype
+            and dst.shape == src.shape
+            and dst.flags.c_contiguous
+            and src.flags.c_contiguous
+        ):
+            mem.copy_from_device_async(src.data, src.nbytes, self.xp.cuda.get_current_stream())
+        else:
+            self.xp.copyto(dst, src)
+
+    # -- dropout (kernels/dropout.cu) -----------------------------------------------------------------
+    def dropout_seed_offset(self, n: int) -> tuple[int, int]:
+        """(seed, offset) of the next dropout draw of ``n`` elements, the offset advanced past them on the
+        host (no device sync). The stream: gpunn.backend.numba_kernels' module docstring."""
+        seed = 0 if self._seed is None else int(self._seed) & (2**64 - 1)
+        offset = getattr(self, "_dropout_offset", 0)
+        self._dropout_offset = offset + int(n)
+        return seed, offset
+
     def dropout(self, x, p: float):
-        """Philox dropout (gpunn.backend.numba_kernels): the mask is a function of (seed, offset, index),
-        so backward regenerates it instead of storing it; the offset advances by x.size per call, on
-        the host, so no device sync is needed."""
+        """Philox dropout: the mask is a function of (seed, offset, index), so backward regenerates it
+        instead of storing it; the offset advances by x.size per call, on the host."""
+        if np.dtype(x.dtype) not in K.DTYPE_SUFFIX:
+            return super().dropout(x, p)
+        x = K.as_contiguous(x)
+        seed, offset = self.dropout_seed_offset(x.size)
+
+        def apply(a, out=None):
+            a = K.as_contiguous(self.xp.asarray(a), dtype=x.dtype)
+            out = self.xp.empty(a.shape, dtype=a.dtype) if out is None else out
+            self.dropout_into(a, out, p, seed, offset)
+            return out
+
+        return apply(x), apply
+
+    def dropout_into(self, x, out, p: float, seed: int, offset: int, state=None) -> None:
+        """out = dropout(x) with the mask of elements offset .. offset + x.size - 1 of ``seed``'s stream.
+        ``state``: a (2,) uint64 device array (seed, base offset) read by the kernel instead of ``seed``,
+        added to ``offset`` (a captured step's; see kernels/dropout.cu)."""
         from gpunn.backend import numba_kernels
 
-        x = self.xp.ascontiguousarray(x)
-        seed = 0 if self._seed is None else self._seed
-        offset = getattr(self, "_dropout_offset", 0)
-        self._dropout_offset = offset + x.size
-        y = numba_kernels.dropout(x, p, seed, offset)
-        return y, lambda g: numba_kernels.dropout(self.xp.ascontiguousarray(g), p, seed, offset)
+        if out.shape != x.shape or out.dtype != x.dtype or not (x.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError(f"dropout_into: x {x.shape} {x.dtype} and out {out.shape} {out.dtype} must match")
+        threshold = numba_kernels.keep_threshold(p)
+        if not 0 <= offset < 2**62 or x.size >= 2**62:
+            raise ValueError(f"dropout offset must be in [0, 2**62), got {offset}")
+        dt = x.dtype
+        scale = K.scalar(dt, 0.0 if p >= 1.0 else 1.0 / (1.0 - p))
+        groups = K.ceil_div(offset % 4 + x.size, 4) if x.size else 1
+        K.entry("dropout", "dropout_v1", dt)(
+            K.elementwise_grid(groups),
+            (256,),
+            (x, out, np.int64(x.size), np.uint64(seed), np.uint64(offset), state, np.uint64(threshold), scale),
+        )
 
+    def dropout_advance(self, state, n: int) -> None:
+        """state[1] += n on the device (a captured step's dropout offset, one thread)."""
+        K.get_function("dropout", "dropout_advance_v1")((1,), (1,), (state, np.int64(n)))
+
+    # -- Numba kernels -------------------------------------------------------------------------------
     def accuracy_count(self, logits, target):
         from gpunn.backend import numba_kernels
 
@@ -145,9 +201,21 @@ class CupyBackend(Backend):
             cupyx.scatter_add(target, index, values)
 
     # -- fused primitives on the handwritten kernels -------------------------------------------------
-    def linear_act(self, x, W, b, act="none", negative_slope=0.01):
+    def linear_kernel_ok(self, n: int, m: int, k: int, *arrays) -> bool:
+        """True when an (N, K) x (M, K)^T linear_act (and its backward) runs on linear_act.cu: float32 or
+        float64, non-empty, within the grid limits, not sent to cuBLAS (``linear_impl``)."""
+        return (
+            K.supported(*arrays)
+            and 0 not in (n, m, k)
+            and K.ceil_div(m, _GEMM_TILE) <= K.GRID_Y_MAX
+            and K.ceil_div(n, _DZ_ROWS) <= K.GRID_Y_MAX
+            and K.ceil_div(k, _GEMM_TILE) <= K.GRID_Y_MAX
+            and linear_impl(n, m, k) == "kernel"
+        )
+
+    def linear_act(self, x, W, b, act="none", negative_slope=0.01, *, ws=None):
         """y = act(x @ W.T + b): one tiled GEMM launch with bias and activation in its epilogue.
-        x (..., K), W (M, K), b (M,) or None  ->  y (..., M)."""
+        x (..., K), W (M, K), b (M,) or None  ->  y (..., M). ``ws``: a workspace (see ``_empty``) for y."""
         if act not in K.ACT_CODES:
             raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {act!r}")
         bad_b = b is not None and b.shape != (W.shape[0],)
@@ -157,22 +225,21 @@ class CupyBackend(Backend):
                 f"linear_act: shapes x {x.shape}, W {W.shape}, b {b_shape} do not match x (..., K), W (M, K), b (M,)"
             )
         n, (m, k) = math.prod(x.shape[:-1]), W.shape
-        if (
-            not K.supported(x, W, b)
-            or 0 in (n, m, k)
-            or K.ceil_div(m, _GEMM_TILE) > K.GRID_Y_MAX
-            or linear_impl(n, m, k) == "cublas"
-        ):
+        if not self.linear_kernel_ok(n, m, k, x, W, b):
+            if ws is not None:
+                raise ValueError(
+                    f"linear_act: no static-buffer form for x {x.shape}, W {W.shape} (cuBLAS or a fallback)"
+                )
             return super().linear_act(x, W, b, act, negative_slope)  # the reference: cupy.matmul = cuBLAS
         dt = x.dtype
         x2 = K.as_contiguous(x).reshape(n, k)
         W = K.as_contiguous(W)
         b = K.as_contiguous(b)
-        y = self.xp.empty((n, m), dtype=dt)
-        self._gemm("nt", x2, W, y, n, m, k, b, K.ACT_CODES[act], negative_slope)
+        y = self._empty(ws, "y", (n, m), dt)
+        self._gemm("nt", x2, W, y, n, m, k, b, K.ACT_CODES[act], negative_slope, ws=ws)
         return y.reshape(x.shape[:-1] + (m,))
 
-    def _gemm(self, layout: str, A, B, C, R: int, Q: int, Kd: int, bias=None, act: int = 0, slope=0.0) -> None:
+    def _gemm(self, layout: str, A, B, C, R: int, Q: int, Kd: int, bias=None, act: int = 0, slope=0.0, ws=None) -> None:
         """C (R, Q) = act(op(A) @ op(B) + bias) on linear_act.cu's tiled kernels. layout "nt": A (R, Kd) @
         B (Q, Kd)^T (the forward), "nn": A (R, Kd) @ B (Kd, Q) (dx), "tn": A (Kd, R)^T @ B (Kd, Q) (dW).
         Version 2 (kernel_table) splits K over blockIdx.z when the output has too few tiles to fill the GPU
@@ -182,7 +249,7 @@ class CupyBackend(Backend):
         splits, chunk = self._k_splits(grid[0] * grid[1], Kd)
         dims = (np.int64(R), np.int64(Q), np.int64(Kd))
         if splits > 1:
-            partial = self.xp.empty((splits, R, Q), dtype=dt)
+            partial = self._empty(ws, f"splitk_{layout}", (splits, R, Q), dt)
             if layout == "nt":
                 fn = K.entry("linear_act", "gemm_splitk_nt_v2", dt)
             elif layout == "nn":
@@ -221,28 +288,41 @@ class CupyBackend(Backend):
         return K.ceil_div(kd, chunk), chunk
 
     def linear_act_backward(
-        self, dy, x, W, y, act="none", negative_slope=0.01, need_dx=True, need_dW=True, need_db=True
+        self,
+        dy,
+        x,
+        W,
+        y,
+        act="none",
+        negative_slope=0.01,
+        need_dx=True,
+        need_dW=True,
+        need_db=True,
+        *,
+        ws=None,
+        out_dW=None,
+        out_db=None,
     ):
         """dx, dW, db of y = act(x @ W.T + b) from dy and the saved output y: one fused
         activation-backward + bias-gradient launch (plus a tiny column sum), then two tiled GEMMs.
-        dy, y (..., M), x (..., K), W (M, K)  ->  dx (..., K), dW (M, K), db (M,) (None when not needed)."""
+        dy, y (..., M), x (..., K), W (M, K)  ->  dx (..., K), dW (M, K), db (M,) (None when not needed).
+        ``ws``: a workspace (``_empty``) for dx and the temporaries; ``out_dW`` / ``out_db``: contiguous
+        arrays the gradients are written into (a captured step's flat gradient views)."""
         if act not in K.ACT_CODES:
             raise ValueError(f"activation must be one of {reference.ACTIVATIONS}, got {act!r}")
         m, k = W.shape
         n = math.prod(dy.shape[:-1])
-        fits = K.ceil_div(n, _DZ_ROWS) <= K.GRID_Y_MAX and K.ceil_div(k, _GEMM_TILE) <= K.GRID_Y_MAX
         if (
-            not K.supported(dy, x, W, y if act != "none" else None)
-            or 0 in (n, m, k)
-            or not fits
-            or linear_impl(n, m, k) == "cublas"
+            not self.linear_kernel_ok(n, m, k, dy, x, W, y if act != "none" else None)
             or dy.shape[-1] != m
             or x.shape[-1] != k
             or math.prod(x.shape[:-1]) != n
             or (act != "none" and (y is None or y.shape != dy.shape))
         ):
+            if ws is not None or out_dW is not None or out_db is not None:
+                raise ValueError(f"linear_act_backward: no static-buffer form for dy {dy.shape}, W {W.shape}")
             return super().linear_act_backward(dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db)
-        xp, dt = self.xp, dy.dtype
+        dt = dy.dtype
         code, slope = np.int32(K.ACT_CODES[act]), K.scalar(dt, negative_slope)
         dy2 = K.as_contiguous(dy).reshape(n, m)
         need_gemm = need_dx or need_dW
@@ -250,8 +330,8 @@ class CupyBackend(Backend):
         dz, db = (dy2 if act == "none" else None), None
         if need_db or (act != "none" and need_gemm):
             grid = (K.ceil_div(m, _DZ_COLS), K.ceil_div(n, _DZ_ROWS))
-            dz_out = xp.empty((n, m), dtype=dt) if (act != "none" and need_gemm) else None
-            partial = xp.empty((grid[1], m), dtype=dt) if need_db else None
+            dz_out = self._empty(ws, "dz", (n, m), dt) if (act != "none" and need_gemm) else None
+            partial = self._empty(ws, "db_partial", (grid[1], m), dt) if need_db else None
             y2 = K.as_contiguous(y).reshape(n, m) if act != "none" else None
             K.entry("linear_act", "act_backward_bias_v1", dt)(
                 grid, (_DZ_COLS, 8), (dy2, y2, dz_out, partial, np.int64(n), np.int64(m), code, slope)
@@ -259,7 +339,7 @@ class CupyBackend(Backend):
             if dz_out is not None:
                 dz = dz_out
             if need_db:
-                db = xp.empty((m,), dtype=dt)
+                db = self._empty(ws, "db", (m,), dt) if out_db is None else out_db
                 K.entry("linear_act", "column_sum_v1", dt)(
                     (K.ceil_div(m, 256),), (256,), (partial, db, np.int64(grid[1]), np.int64(m))
                 )
@@ -267,13 +347,13 @@ class CupyBackend(Backend):
         dx = dW = None
         if need_dx:  # dx (N, K) = dz (N, M) @ W (M, K)
             W = K.as_contiguous(W)
-            dx = xp.empty((n, k), dtype=dt)
-            self._gemm("nn", dz, W, dx, n, k, m)
+            dx = self._empty(ws, "dx", (n, k), dt)
+            self._gemm("nn", dz, W, dx, n, k, m, ws=ws)
             dx = dx.reshape(x.shape)
         if need_dW:  # dW (M, K) = dz^T (M, N) @ x (N, K)
             x2 = K.as_contiguous(x).reshape(n, k)
-            dW = xp.empty((m, k), dtype=dt)
-            self._gemm("tn", dz, x2, dW, m, k, n)
+            dW = self._empty(ws, "dW", (m, k), dt) if out_dW is None else out_dW
+            self._gemm("tn", dz, x2, dW, m, k, n, ws=ws)
         return dx, dW, db
 
     def softmax_cross_entropy(
@@ -294,18 +374,35 @@ class CupyBackend(Backend):
         return loss, dlogits
 
     def softmax_cross_entropy_fwd(
-        self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
+        self,
+        logits,
+        target,
+        weight=None,
+        reduction="mean",
+        ignore_index=-100,
+        label_smoothing=0.0,
+        *,
+        ws=None,
+        loss_ring=None,
     ):
         """(loss, backward): the forward launch writes the loss and each row's log-sum-exp; backward(g)
         launches the gradient pass with the upstream gradient g (a scalar, or (N,) for 'none') folded
         into the kernel: dlogits = g * d loss / d logits in one read of the logits and one write, no
-        separate ``dlogits * g`` pass. Labels are checked as in ``softmax_cross_entropy``."""
-        run = self._sce_setup(logits, target, weight, reduction, ignore_index, label_smoothing)
+        separate ``dlogits * g`` pass. Labels are checked as in ``softmax_cross_entropy``.
+
+        ``ws``: a workspace (``_empty``) for every temporary and for dlogits. ``loss_ring``: (ring, slot),
+        a (R,) array and a (1,) int64 device index: a 'sum'/'mean' loss is written to ring[slot % R] and
+        slot incremented on the device (a captured step's losses; see sce_reduce_v1)."""
+        run = self._sce_setup(logits, target, weight, reduction, ignore_index, label_smoothing, ws=ws)
         if run is None:
+            if ws is not None:
+                raise ValueError(
+                    f"softmax_cross_entropy: no static-buffer form for logits {logits.shape} {logits.dtype}"
+                )
             return super().softmax_cross_entropy_fwd(logits, target, weight, reduction, ignore_index, label_smoothing)
         xp, n, c, dt = self.xp, run["n"], run["c"], run["dt"]
-        lse = xp.empty((n,), dtype=dt)
-        loss = self._sce_launch(run, 1, lse=lse)  # SCE_FORWARD
+        lse = self._empty(ws, "lse", (n,), dt)
+        loss = self._sce_launch(run, 1, lse=lse, ws=ws, loss_ring=loss_ring)  # SCE_FORWARD
 
         def backward(g):
             g = K.as_contiguous(xp.asarray(g), dtype=dt).reshape(-1)
@@ -313,13 +410,13 @@ class CupyBackend(Backend):
                 raise ValueError(
                     f"softmax_cross_entropy backward: upstream gradient has {g.size} elements, expected 1 or {n}"
                 )
-            dlogits = xp.empty((n, c), dtype=dt)
+            dlogits = self._empty(ws, "dlogits", (n, c), dt)
             self._sce_launch(run, 2, dlogits=dlogits, lse=lse, gscale=g)  # SCE_BACKWARD
             return dlogits
 
         return loss, backward
 
-    def _sce_setup(self, logits, target, weight, reduction, ignore_index, label_smoothing):
+    def _sce_setup(self, logits, target, weight, reduction, ignore_index, label_smoothing, ws=None):
         """Validate, make contiguous, launch the 'mean' denominator pass; None when the kernels do not apply."""
         if reduction not in reference.REDUCTIONS:
             raise ValueError(f"reduction must be one of {reference.REDUCTIONS}, got {reduction!r}")
@@ -356,21 +453,24 @@ class CupyBackend(Backend):
             # sum(weight) stays on the device (a 0-d array the kernel reads): no host round trip
             weight_total=weight.sum(keepdims=True) if (weight is not None and label_smoothing > 0) else None,
         )
+        if ws is not None and run["weight_total"] is not None:
+            raise ValueError("softmax_cross_entropy: a class weight with label smoothing has no static-buffer form")
         if reduction == "mean":  # the denominator first, so the main kernel writes scaled dlogits
-            run["scale"] = xp.empty((1,), dtype=dt)
-            run["denom"] = xp.empty((1,), dtype=xp.float64)
+            run["scale"] = self._empty(ws, "scale", (1,), dt)
+            run["denom"] = self._empty(ws, "denom", (1,), xp.float64)
             K.entry("softmax_cross_entropy", "sce_weight_sum_v1", dt)(
                 (1,), (256,), (target, weight, run["scale"], run["denom"], np.int64(n), np.int32(c), run["ignore"])
             )
         return run
 
-    def _sce_launch(self, run, mode, dlogits=None, lse=None, gscale=None, check_labels=True):
+    def _sce_launch(self, run, mode, dlogits=None, lse=None, gscale=None, check_labels=True, ws=None, loss_ring=None):
         """One launch of the selected softmax_cross_entropy version (kernel_table) in ``mode`` (0 fused,
-        1 forward, 2 backward; see the .cu header). Returns the reduced loss for modes 0 and 1."""
+        1 forward, 2 backward; see the .cu header), then for 'sum'/'mean' the reduction kernel. Returns the
+        reduced loss for modes 0 and 1 (``loss_ring``: see ``softmax_cross_entropy_fwd``)."""
         xp, n, c, dt = self.xp, run["n"], run["c"], run["dt"]
         want_loss = mode != 2
-        loss_rows = xp.empty((n,), dtype=dt) if want_loss else None
-        row_weight = xp.empty((n,), dtype=dt) if want_loss else None
+        loss_rows = self._empty(ws, "loss_rows", (n,), dt) if want_loss else None
+        row_weight = self._empty(ws, "row_weight", (n,), dt) if want_loss else None
         if not want_loss:
             error = None
         elif check_labels:
@@ -417,10 +517,12 @@ class CupyBackend(Backend):
             return None
         if run["reduction"] == "none":
             return loss_rows
-        total = loss_rows.sum(dtype=xp.float64)
-        if run["reduction"] == "sum":
-            return total.astype(dt)
-        return (total / run["denom"][0]).astype(dt)  # 0 / 0 = NaN when every row is ignored
+        # sum in double, then / denom for 'mean' (0 / 0 = NaN when every row is ignored), cast to dt
+        ring, slot = loss_ring if loss_ring is not None else (self._empty(ws, "loss", (1,), dt), None)
+        K.entry("softmax_cross_entropy", "sce_reduce_v1", dt)(
+            (1,), (256,), (loss_rows, run["denom"], ring, slot, np.int64(n), np.int64(ring.size))
+        )
+        return ring[0] if loss_ring is None else None
 
     # -- the deferred label check: a device flag read with the next host read ---------------------------
     def _label_flag(self):
@@ -478,14 +580,18 @@ class CupyBackend(Backend):
         nesterov=False,
         maximize=False,
         first_step=False,
+        lr_dev=None,
     ):
-        """PyTorch SGD over one flat buffer, in place, in one elementwise launch."""
+        """PyTorch SGD over one flat buffer, in place, in one elementwise launch. ``lr_dev``: a (1,) device
+        array of the parameter dtype read for the learning rate instead of ``lr`` (a captured step's)."""
         bufs = (param, momentum_buf) if momentum != 0 else (param,)
         if (
             not K.supported(param, grad, *bufs[1:])
             or any(not a.flags.c_contiguous for a in bufs)
             or any(a.size != param.size for a in (grad, *bufs))
         ):
+            if lr_dev is not None:
+                raise ValueError("sgd_step: lr_dev needs the kernel path (float32/float64 contiguous buffers)")
             return reference.sgd_step(
                 self.xp,
                 param,
@@ -513,6 +619,7 @@ class CupyBackend(Backend):
                 momentum_buf if momentum != 0 else None,
                 np.int64(param.size),
                 K.scalar(dt, lr),
+                self._lr_dev(lr_dev, dt),
                 K.scalar(dt, momentum),
                 K.scalar(dt, 1 - dampening),
                 K.scalar(dt, weight_decay),
@@ -540,10 +647,12 @@ class CupyBackend(Backend):
         decoupled_weight_decay=False,
         amsgrad=False,
         maximize=False,
+        lr_dev=None,
     ):
         """PyTorch Adam / AdamW over one flat buffer, in place, in one elementwise launch.
         ``step`` is an int, or a one-element int64 device array the kernel reads (graph-capturable:
-        increment it on the device with ``step_increment``)."""
+        increment it on the device with ``step_increment``); ``lr_dev`` likewise a (1,) float64 device
+        array read for the learning rate instead of ``lr``."""
         xp = self.xp
         bufs = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
         if amsgrad and max_exp_avg_sq is None:
@@ -553,6 +662,8 @@ class CupyBackend(Backend):
             or any(not a.flags.c_contiguous for a in bufs)
             or any(a.size != param.size for a in (grad, *bufs))
         ):
+            if lr_dev is not None:
+                raise ValueError("adam_step: lr_dev needs the kernel path (float32/float64 contiguous buffers)")
             host_step = int(xp.asnumpy(step).reshape(-1)[0]) if isinstance(step, xp.ndarray) else int(step)
             return reference.adam_step(
                 xp,
@@ -597,6 +708,7 @@ class CupyBackend(Backend):
                 step_dev,
                 np.int64(param.size),
                 np.float64(lr),
+                self._lr_dev(lr_dev, np.float64),
                 np.float64(beta1),
                 np.float64(beta2),
                 K.scalar(dt, eps),
@@ -742,6 +854,12 @@ class CupyBackend(Backend):
         per_thread = 16 // dt.itemsize if v == 2 else 1
         return fn, K.elementwise_grid(K.ceil_div(param.size, per_thread))
 
+    @staticmethod
+    def _lr_dev(lr_dev, dtype):
+        if lr_dev is not None and (lr_dev.dtype != dtype or lr_dev.size != 1):
+            raise ValueError(f"lr_dev must be a one-element {np.dtype(dtype)} device array, got {lr_dev.dtype}")
+        return lr_dev
+
     def _step_scalar(self):
         """A per-device one-element int64 buffer for an int ``step`` (reused: launches are stream-ordered)."""
         dev = self.xp.cuda.Device().id
@@ -755,59 +873,87 @@ class CupyBackend(Backend):
         K.get_function("optim", "step_increment_v1")((1,), (1,), (step,))
 
     # -- convolution and pooling primitives: im2col/col2im and max-pool kernels, GEMM by linear_act ------
+    def _contiguous_into(self, ws, name: str, a):
+        """``a`` as a C-contiguous array: ``ascontiguousarray``, or copied into the workspace's ``name``."""
+        if ws is None:
+            return self.xp.ascontiguousarray(a)
+        out = ws(name, tuple(a.shape), a.dtype)
+        self.xp.copyto(out, a)
+        return out
+
     def conv2d_forward(
-        self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True
+        self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True, ws=None
     ):
         """col (N*OH*OW, C*KH*KW) from one launch, then the fused linear_act GEMM (bias and activation in
-        its epilogue), laid out as (N, OC, OH, OW); backward is linear_act_backward + col2im."""
+        its epilogue), laid out as (N, OC, OH, OW); backward is linear_act_backward + col2im. ``ws``: a
+        workspace (``_empty``) for the output and temporaries."""
         oc, _, kh, kw = weight.shape
-        col = self.conv2d_im2col(x, (kh, kw), stride, padding)
+        col = self.conv2d_im2col(x, (kh, kw), stride, padding, ws=ws)
         W2 = weight.reshape(oc, -1)
-        y2 = self.linear_act(col, W2, bias, act, negative_slope)  # (N*OH*OW, OC)
+        y2 = self.linear_act(col, W2, bias, act, negative_slope, ws=ws)  # (N*OH*OW, OC)
         n = x.shape[0]
         oh = _conv_out(x.shape[2], kh, stride[0], padding[0], 1)
         ow = _conv_out(x.shape[3], kw, stride[1], padding[1], 1)
-        out = self.xp.ascontiguousarray(y2.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
+        out = self._contiguous_into(ws, "out", y2.reshape(n, oh, ow, oc).transpose(0, 3, 1, 2))
         saved = (x.shape, weight.shape, col, W2, y2, stride, padding, act, negative_slope) if need_grad else None
         return out, saved
 
-    def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
+    def conv2d_backward(
+        self, dy, saved, need_dx=True, need_dW=True, need_db=True, *, ws=None, out_dW=None, out_db=None
+    ):
+        """dx, dW, db of conv2d_forward; ``ws``, ``out_dW`` (OC, C, KH, KW), ``out_db``: as linear_act_backward."""
         x_shape, w_shape, col, W2, y2, stride, padding, act, negative_slope = saved
-        g2 = self.xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, w_shape[0])
+        g2 = self._contiguous_into(ws, "g2", dy.transpose(0, 2, 3, 1)).reshape(-1, w_shape[0])
         dcol, dW2, db = self.linear_act_backward(
-            g2, col, W2, y2, act, negative_slope, need_dx=need_dx, need_dW=need_dW, need_db=need_db
+            g2,
+            col,
+            W2,
+            y2,
+            act,
+            negative_slope,
+            need_dx=need_dx,
+            need_dW=need_dW,
+            need_db=need_db,
+            ws=ws,
+            out_dW=None if out_dW is None else out_dW.reshape(w_shape[0], -1),
+            out_db=out_db,
         )
-        dx = None if dcol is None else self.conv2d_col2im(dcol, x_shape, w_shape[2:], stride, padding)
+        dx = None if dcol is None else self.conv2d_col2im(dcol, x_shape, w_shape[2:], stride, padding, ws=ws)
         return dx, None if dW2 is None else dW2.reshape(w_shape), db
 
-    def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
-        """max: one kernel launch each way, keeping each winner's index; avg: the xp reference."""
+    def pool2d_forward(
+        self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True, ws=None
+    ):
+        """max: one kernel launch each way, keeping each winner's index; avg: the xp reference (no
+        static-buffer form: ``ws`` raises)."""
         if mode != "max":
+            if ws is not None:
+                raise ValueError("avg_pool2d has no static-buffer form on the cupy backend")
             return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
-        y, idx = self.max_pool2d_fwd(x, kernel_size, stride, padding)
+        y, idx = self.max_pool2d_fwd(x, kernel_size, stride, padding, ws=ws)
         return y, (("max-kernel", x.shape, idx) if need_grad else None)
 
-    def pool2d_backward(self, dy, saved):
+    def pool2d_backward(self, dy, saved, ws=None):
         if saved[0] != "max-kernel":
             return super().pool2d_backward(dy, saved)
-        return self.max_pool2d_bwd(dy, saved[2], saved[1])
+        return self.max_pool2d_bwd(dy, saved[2], saved[1], ws=ws)
 
     # -- convolution and pooling building blocks (the primitives above call them) --------------------------
-    def conv2d_im2col(self, x, kernel_size, stride=1, padding=0, dilation=1):
+    def conv2d_im2col(self, x, kernel_size, stride=1, padding=0, dilation=1, ws=None):
         """col (N*OH*OW, C*KH*KW) of x (N, C, H, W): one row per output pixel, columns ordered (c, ki, kj)
         like weight.reshape(OC, -1), so conv2d = linear_act(col, weight2d, b, act) then
         reshape (N, OH, OW, OC) and transpose to (N, OC, OH, OW)."""
         g = _geometry(x.shape, kernel_size, stride, padding, dilation, "conv2d_im2col")
         self._require_float(x)
         n, c, _, _, kh, kw, *_, oh, ow = g
-        col = self.xp.empty((n * oh * ow, c * kh * kw), dtype=x.dtype)
+        col = self._empty(ws, "col", (n * oh * ow, c * kh * kw), x.dtype)
         if col.size:
             K.entry("conv2d", "im2col_v1", x.dtype)(
                 K.elementwise_grid(col.size), (256,), (K.as_contiguous(x), col, *map(np.int64, g))
             )
         return col
 
-    def conv2d_col2im(self, dcol, x_shape, kernel_size, stride=1, padding=0, dilation=1):
+    def conv2d_col2im(self, dcol, x_shape, kernel_size, stride=1, padding=0, dilation=1, ws=None):
         """dx (N, C, H, W) from dcol (N*OH*OW, C*KH*KW): the adjoint of conv2d_im2col (overlapping
         taps summed, gathered per input element: deterministic)."""
         g = _geometry(x_shape, kernel_size, stride, padding, dilation, "conv2d_col2im")
@@ -815,14 +961,14 @@ class CupyBackend(Backend):
         n, c, h, w, kh, kw, *_, oh, ow = g
         if dcol.shape != (n * oh * ow, c * kh * kw):
             raise ValueError(f"dcol must have shape {(n * oh * ow, c * kh * kw)}, got {dcol.shape}")
-        dx = self.xp.empty((n, c, h, w), dtype=dcol.dtype)
+        dx = self._empty(ws, "dx_col2im", (n, c, h, w), dcol.dtype)
         if dx.size:
             K.entry("conv2d", "col2im_v1", dcol.dtype)(
                 K.elementwise_grid(dx.size), (256,), (K.as_contiguous(dcol), dx, *map(np.int64, g))
             )
         return dx
 
-    def max_pool2d_fwd(self, x, kernel_size, stride=None, padding=0, dilation=1):
+    def max_pool2d_fwd(self, x, kernel_size, stride=None, padding=0, dilation=1, ws=None):
         """(y (N, C, OH, OW), idx (N, C, OH, OW) int64): window maxima and the flat h * W + w index of each
         winner within its (H, W) plane (PyTorch's convention). NaN propagates. stride defaults to
         kernel_size; padding may be at most half the kernel."""
@@ -832,15 +978,15 @@ class CupyBackend(Backend):
         n, c, _, _, kh, kw, _, _, ph, pw, *_, oh, ow = g
         if 2 * ph > kh or 2 * pw > kw:
             raise ValueError(f"max_pool2d: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
-        y = self.xp.empty((n, c, oh, ow), dtype=x.dtype)
-        idx = self.xp.empty((n, c, oh, ow), dtype=self.xp.int64)
+        y = self._empty(ws, "pool_y", (n, c, oh, ow), x.dtype)
+        idx = self._empty(ws, "pool_idx", (n, c, oh, ow), self.xp.int64)
         if y.size:
             K.entry("conv2d", "max_pool2d_fwd_v1", x.dtype)(
                 K.elementwise_grid(y.size), (256,), (K.as_contiguous(x), y, idx, *map(np.int64, g))
             )
         return y, idx
 
-    def max_pool2d_bwd(self, dy, idx, x_shape):
+    def max_pool2d_bwd(self, dy, idx, x_shape, ws=None):
         """dx (N, C, H, W): dy scattered to the saved argmax positions (atomicAdd: overlapping windows
         may send several gradients to one input)."""
         if len(x_shape) != 4 or dy.shape != idx.shape or dy.ndim != 4 or dy.shape[:2] != tuple(x_shape[:2]):
@@ -849,7 +995,11 @@ class CupyBackend(Backend):
             )
         self._require_float(dy)
         n, c, h, w = (int(e) for e in x_shape)
-        dx = self.xp.zeros((n, c, h, w), dtype=dy.dtype)
+        if ws is None:
+            dx = self.xp.zeros((n, c, h, w), dtype=dy.dtype)
+        else:
+            dx = ws("pool_dx", (n, c, h, w), dy.dtype)
+            dx.fill(0)
         if dy.size:
             K.entry("conv2d", "max_pool2d_bwd_v1", dy.dtype)(
                 K.elementwise_grid(dy.size),

@@ -77,6 +77,12 @@ def version(op: str) -> int:
     return _from_env().get(op, DEFAULTS[op])
 
 
+def state() -> tuple:
+    """What ``version`` decides from (the environment variable, the ``use_version`` stack, the defaults):
+    equal states select equal versions. Cheap: a captured CUDA graph compares it before each launch."""
+    return (os.environ.get(ENV_VAR, ""), tuple(_overrides), tuple(DEFAULTS.items()))
+
+
 def selected() -> dict[str, int]:
     """{op: version} as the next launches would use them (for bench records)."""
     return {op: version(op) for op in VERSIONS}

@@ -11,7 +11,7 @@ happens on the first compile.
 
     >>> from gpunn.backend import kernels
     >>> kernels.KERNEL_FILES
-    ('linear_act', 'softmax_cross_entropy', 'optim', 'conv2d')
+    ('linear_act', 'softmax_cross_entropy', 'optim', 'conv2d', 'dropout')
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-KERNEL_FILES = ("linear_act", "softmax_cross_entropy", "optim", "conv2d")
+KERNEL_FILES = ("linear_act", "softmax_cross_entropy", "optim", "conv2d", "dropout")
 # Options given to NVRTC at run time and to nvcc by the compile check, so both build the same thing.
 BASE_OPTIONS = ("-std=c++17",)
 EXTRA_OPTIONS = {"optim": ("--fmad=false",)}  # bit-for-bit the NumPy reference's rounding

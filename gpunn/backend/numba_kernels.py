@@ -1,11 +1,13 @@
-"""Numba CUDA kernels: dropout on a counter-based RNG, and a row-wise argmax accuracy count.
+"""Numba CUDA kernels (a row-wise argmax accuracy count), and the NumPy reference of dropout's random stream.
 
 Where Numba is simpler than CUDA C: short elementwise or per-row kernels written in Python. They take
 any array with ``__cuda_array_interface__`` (CuPy arrays: launched on CuPy's current stream) and, under
 ``NUMBA_ENABLE_CUDASIM=1``, NumPy arrays. Importing this module imports neither Numba nor CuPy; the
 kernels are compiled on first use.
 
-Dropout RNG: Philox-4x32-10 (Salmon et al., SC'11; Random123's known-answer vectors are in the tests).
+Dropout RNG (the kernel is kernels/dropout.cu, CUDA C so a CUDA graph can capture it with its seed and
+offset read from device memory): Philox-4x32-10 (Salmon et al., SC'11; Random123's known-answer vectors
+are in the tests).
 Element ``g = offset + i`` of the flattened tensor takes 32-bit word ``g % 4`` of
 ``philox(counter=(lo(g // 4), hi(g // 4), 0, 0), key=(lo(seed), hi(seed)))`` and is kept when
 ``word >> 8 >= ceil(p * 2**24)`` (keep probability ``1 - ceil(p * 2**24) / 2**24``, ``1 - p`` to
@@ -72,48 +74,6 @@ def dropout_mask_reference(n: int, p: float, seed: int, offset: int = 0) -> np.n
 # binds it on first use (so importing this module never imports Numba), and the CUDA simulator can swap
 # that global for its fake module, which it cannot do for a closure variable.
 cuda = None
-_philox = None  # the jitted device function, bound by _build
-_M0, _M1 = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1)
-_W0, _W1 = np.uint64(PHILOX_W0), np.uint64(PHILOX_W1)
-_MASK, _SH32, _SH8 = np.uint64(MASK32), np.uint64(32), np.uint64(8)
-_ZERO, _ONE, _FOUR = np.uint64(0), np.uint64(1), np.uint64(4)
-
-
-def _philox_device(c0, c1, c2, c3, k0, k1):
-    """Philox-4x32-10 on uint64 lanes holding 32-bit words."""
-    for _ in range(10):
-        p0 = _M0 * c0
-        p1 = _M1 * c2
-        n0 = (p1 >> _SH32) ^ c1 ^ k0
-        n2 = (p0 >> _SH32) ^ c3 ^ k1
-        c0, c1, c2, c3 = n0, p1 & _MASK, n2, p0 & _MASK
-        k0 = (k0 + _W0) & _MASK
-        k1 = (k1 + _W1) & _MASK
-    return c0, c1, c2, c3
-
-
-def _dropout_kernel(x, out, mask, n, offset, seed, threshold, scale, write_mask):
-    # One thread per group of 4 consecutive global indices g = 4 q .. 4 q + 3 (one Philox call),
-    # grid-stride over the groups that touch [offset, offset + n). x, out, mask are flat.
-    q_first = offset // _FOUR
-    q_count = (offset + n - _ONE) // _FOUR - q_first + _ONE
-    k0 = seed & _MASK
-    k1 = seed >> _SH32
-    t = np.uint64(cuda.grid(1))
-    stride = np.uint64(cuda.gridsize(1))
-    while t < q_count:
-        q = q_first + t
-        r0, r1, r2, r3 = _philox(q & _MASK, q >> _SH32, _ZERO, _ZERO, k0, k1)
-        for j in range(4):
-            g = q * _FOUR + np.uint64(j)
-            if g >= offset and g < offset + n:
-                i = g - offset
-                word = r0 if j == 0 else (r1 if j == 1 else (r2 if j == 2 else r3))
-                keep = (word >> _SH8) >= threshold
-                out[i] = x[i] * scale if keep else x[i] * 0  # x * 0 keeps NaN, as x * mask * scale does
-                if write_mask:
-                    mask[i] = 1 if keep else 0
-        t += stride
 
 
 def _accuracy_count_kernel(logits, target, count):
@@ -132,21 +92,20 @@ def _accuracy_count_kernel(logits, target, count):
             cuda.atomic.add(count, 0, 1)
 
 
-KERNEL_FUNCTIONS = {"dropout": _dropout_kernel, "accuracy_count": _accuracy_count_kernel}
+KERNEL_FUNCTIONS = {"accuracy_count": _accuracy_count_kernel}
 
 
 def _build() -> dict:
     """Import numba.cuda, bind the globals the kernels use, and jit them: {"name": dispatcher}."""
-    global cuda, _philox
+    global cuda
     from numba import cuda as numba_cuda
 
     cuda = numba_cuda
-    _philox = cuda.jit(device=True, inline=True)(_philox_device)
     return {name: cuda.jit(fn) for name, fn in KERNEL_FUNCTIONS.items()}
 
 
 def kernels() -> dict:
-    """{"dropout": dispatcher, "accuracy_count": dispatcher} (memoized; compiled per signature)."""
+    """{"accuracy_count": dispatcher} (memoized; compiled per signature)."""
     global _kernels
     if _kernels is None:
         _kernels = _build()
@@ -190,45 +149,6 @@ def _array_module(a):
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
-def dropout(
-    x, p: float, seed: int, offset: int = 0, *, return_mask: bool = False, threads: int = 256, max_blocks: int = 4096
-):
-    """y = x * keep / (1 - p), keep drawn from (seed, offset + i) with Philox (see the module docstring).
-    x: any C-contiguous float array; y has its shape. The backward pass is the same call on dy with the
-    same (p, seed, offset). Returns y, or (y, mask uint8) with ``return_mask``.
-
-    ``threads`` and ``max_blocks`` set the launch shape only: the result does not depend on them."""
-    if not x.flags.c_contiguous:
-        raise ValueError("dropout needs a C-contiguous input")
-    if x.dtype.kind != "f":
-        raise TypeError(f"dropout takes a float array, got {x.dtype}")
-    threshold = keep_threshold(p)
-    if not 0 <= offset < 2**62 or x.size >= 2**62:
-        raise ValueError(f"dropout offset must be in [0, 2**62), got {offset}")
-    scale = x.dtype.type(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
-    xp = _array_module(x)
-    out = xp.empty(x.shape, dtype=x.dtype)
-    mask = xp.empty(x.shape if return_mask else (1,), dtype=np.uint8)  # (1,): a placeholder, not written
-    n = x.size
-    if n:
-        groups = (offset + n - 1) // 4 - offset // 4 + 1
-        blocks = max(1, min(-(-groups // threads), max_blocks))
-        flat_x, flat_out, flat_mask = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
-        args = (
-            flat_x,
-            flat_out,
-            flat_mask,
-            np.uint64(n),
-            np.uint64(offset),
-            np.uint64(int(seed) & (2**64 - 1)),
-            np.uint64(threshold),
-            scale,
-            bool(return_mask),
-        )
-        _launch("dropout", blocks, threads, args, (x,))
-    return (out, mask) if return_mask else out
-
-
 def accuracy_count(logits, target, *, threads: int = 256):
     """Number of rows i where argmax(logits[i]) == target[i] (NumPy's argmax tie and NaN rules), as a
     one-element int64 array on the logits' device. logits (N, C) float, target (N,) int."""

@@ -29,10 +29,9 @@ formula (``Backend.linear_act``, ``Backend.dropout``), the plan performs the sam
 order with ``out=`` buffers; elsewhere it calls the backend's primitive or the functional op itself
 (on the cupy backend: every kernel). Differences from the eager loop: the gradients live in one
 buffer per optimizer buffer that every step overwrites (a ``.grad`` kept from an earlier step changes),
-and ``step.output`` is a buffer the next step overwrites. On the cupy backend the replay launches the
-same kernels as eagerly, with no host read or sync, but they still allocate their outputs from CuPy's
-pool, and the step is not a CUDA graph (not built yet: it needs out= forms of the kernels, and the
-learning rate, Adam's step and the dropout counter read from device memory).
+and ``step.output`` is a buffer the next step overwrites. On the cupy backend the plan is
+``gpunn.train.capture_cuda.CudaPlan``: static buffers, the optimizer update included, replayed as one
+CUDA graph (see that module); where it has no static form, this module's plan runs (no graph).
 """
 
 from __future__ import annotations
@@ -398,6 +397,15 @@ class _Plan:
         return Tensor._wrap(loss._data, be), h
 
 
+def _new_plan(step, backend):
+    """The plan for ``backend``: on cupy the static program and CUDA graph of gpunn.train.capture_cuda."""
+    if backend.name == "cupy":
+        from gpunn.train.capture_cuda import CudaPlan
+
+        return CudaPlan(step, backend)
+    return _Plan(step, backend)
+
+
 class CompiledStep:
     """``step(x, y) -> loss``: see the module docstring. ``plans`` maps each input signature to its plan;
     ``output`` is the last step's model output (a Tensor over the plan's buffer, overwritten next step)."""
@@ -532,9 +540,14 @@ class CompiledStep:
                 return self._eager(x, y, check=False)
             loss = self._eager(x, y, check=True)
             if not self.eager_only:
-                self.plans[key] = _Plan(self, x._backend)  # recorded: replayed from the next call on
+                self.plans[key] = _new_plan(self, x._backend)  # recorded: replayed from the next call on
             return loss
         self.need_dx = self._need_dx()
+        if hasattr(plan, "replay_step"):  # the whole step, the update included (capture_cuda.CudaPlan)
+            loss = plan.replay_step(x, y)
+            if loss is not None:
+                return loss
+            plan = self.plans[key] = _Plan(self, x._backend)  # no static form: the generic plan
         opt = self.optimizer
         loss, out = plan.run(x._data, y._data)
         for p in self.params:  # the grads as backward leaves them (renewed views after a zero_grad)

@@ -17,6 +17,15 @@ side's argument passing are exercised before a GPU ever sees them.
   against the C signature, so a wrong argument order or width fails loudly here.
 - ``install(path)`` writes an importable ``cupy`` package to ``path`` whose arrays are NumPy arrays and
   whose ``RawModule`` is this emulator; run the ``gpu`` tests in a subprocess with it on PYTHONPATH.
+- CUDA graphs as CuPy offers them (``s = cupy.cuda.Stream(non_blocking=True)``; ``with s:
+  s.begin_capture(); ...; g = s.end_capture()``; ``g.launch(stream)``): while a stream captures, kernel
+  launches and the array operations that write an existing array (ufuncs with ``out=``, ``copyto``,
+  ``fill``, item assignment) are RECORDED, not run, with their by-value arguments as they were then;
+  ``launch`` runs the record. What CUDA refuses during a capture raises ``CaptureViolation`` and
+  invalidates it: a fresh array (an allocation), a device-to-host read, a synchronize, work issued to a
+  stream other than the capturing one (the legacy stream's implicit synchronization), capture on the
+  default stream. Not modelled: other in-place array methods (``sort``, ``put``, ...) run at once during a
+  capture instead of being recorded; CuPy's relaxed capture mode, in which its memory pool may allocate.
 
 GPU behaviour it does NOT show: timing, memory-model races across blocks (blocks never overlap here),
 warp-divergence hazards, float atomics' ordering, NVRTC-specific compile errors (test_compile covers
@@ -176,6 +185,32 @@ inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; 
 inline double __longlong_as_double(long long v) { double d; std::memcpy(&d, &v, 8); return d; }
 """
 
+
+class CaptureViolation(RuntimeError):
+    """What a CUDA stream capture refuses (cudaErrorStreamCaptureUnsupported / ...Implicit / ...Invalidated)."""
+
+
+# the capture in progress: ops (the recorded thunks) and the capturing stream; None when none
+CAPTURE: dict = {"ops": None, "stream": None, "violation": None}
+
+
+def capture_violation(what: str) -> None:
+    """Raise (and invalidate the capture) when a stream captures; nothing otherwise."""
+    if CAPTURE["ops"] is not None:
+        CAPTURE["violation"] = what
+        raise CaptureViolation(f"operation not permitted when stream is capturing: {what}")
+
+
+def capturing_here(current_stream) -> bool:
+    """True when a capture is in progress and ``current_stream`` is the capturing one (record, do not run);
+    work issued to another stream during a capture is a violation."""
+    if CAPTURE["ops"] is None:
+        return False
+    if current_stream is not CAPTURE["stream"]:
+        capture_violation("work issued to a stream other than the capturing one")
+    return True
+
+
 _SIG = re.compile(r'extern "C"\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{', re.S)
 _lib_cache: dict[str, tuple[ctypes.CDLL, dict]] = {}
 _NP_KINDS = {
@@ -305,6 +340,18 @@ class EmulatedFunction:
             raise ValueError(f"{self.name}: invalid launch configuration grid={grid} block={block}")
         holders = [self._pack(i, t, a) for i, (t, a) in enumerate(zip(self.types, args))]
         ptrs = (ctypes.c_void_p * len(holders))(*[ctypes.addressof(h) for h in holders])
+        import cupy  # the stand-in (this runs only where it is installed)
+
+        if capturing_here(cupy.cuda.get_current_stream()):  # recorded with its arguments' values now
+            keep = (holders, ptrs, tuple(args))  # the arrays stay alive as long as the graph
+            CAPTURE["ops"].append(lambda: (self._run(grid, block, keep[1]), keep))
+            return
+        self._run(grid, block, ptrs)
+
+    def _run(self, grid, block, ptrs) -> None:
+        import cupy
+
+        cupy.counters["launch"] += 1
         self._launch(*grid, *block, ptrs)
 
 
@@ -339,10 +386,11 @@ import types as _types
 
 import numpy as _np
 
+from tests.kernels import emulator as _emu
 from tests.kernels.emulator import RawModule  # noqa: F401
 
 __version__ = "0.0-emulated"
-counters = {"d2h": 0, "sync": 0, "alloc": 0}
+counters = {"d2h": 0, "sync": 0, "alloc": 0, "launch": 0, "graph": 0}
 
 
 def reset_counters():
@@ -358,6 +406,28 @@ class ndarray(_np.ndarray):
         # fresh memory: nothing underneath, or a plain NumPy buffer just wrapped (not a view of a device array)
         if b is None or (type(b) is _np.ndarray and b.flags.owndata):
             counters["alloc"] += 1
+            _emu.capture_violation("a device allocation")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.get("out")
+        if _emu.capturing_here(_current()):
+            if not out or any(o is None for o in out):
+                _emu.capture_violation(f"numpy.{ufunc.__name__}.{method} without out= (a device allocation)")
+            _emu.CAPTURE["ops"].append(lambda: _ufunc(ufunc, method, inputs, kwargs))
+            return out[0] if len(out) == 1 else out
+        return _ufunc(ufunc, method, inputs, kwargs)
+
+    def fill(self, value):
+        if _emu.capturing_here(_current()):
+            _emu.CAPTURE["ops"].append(lambda: _np.ndarray.fill(self, value))
+            return None
+        return super().fill(value)
+
+    def __setitem__(self, key, value):
+        if _emu.capturing_here(_current()):
+            _emu.CAPTURE["ops"].append(lambda: _np.ndarray.__setitem__(self, key, value))
+            return None
+        return super().__setitem__(key, value)
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
         return _np.ndarray.__array_wrap__(self, arr, context, False)  # 0-d arrays, as CuPy
@@ -369,6 +439,7 @@ class ndarray(_np.ndarray):
         return super().__getitem__(key)
 
     def _read(self):
+        _emu.capture_violation("a device-to-host copy")
         counters["d2h"] += 1
         return _np.asarray(self)
 
@@ -397,6 +468,21 @@ class ndarray(_np.ndarray):
         return _np.asarray(self).__reduce__()
 
 
+def _host_view(a):
+    return a.view(_np.ndarray) if isinstance(a, ndarray) else a
+
+
+def _ufunc(ufunc, method, inputs, kwargs):
+    """A ufunc on the NumPy memory underneath; results are device arrays, 0-d ones too (as CuPy)."""
+    out = kwargs.get("out")
+    if out:
+        kwargs = dict(kwargs, out=tuple(_host_view(o) for o in out))
+    r = getattr(ufunc, method)(*[_host_view(a) for a in inputs], **kwargs)
+    if out:
+        return out[0] if len(out) == 1 else out
+    return _device(r)
+
+
 def _device(r):
     if type(r) is _np.ndarray:
         return r.view(ndarray)
@@ -420,8 +506,16 @@ def _on_device(fn):
 
 def asnumpy(a, *args, **kwargs):
     if isinstance(a, ndarray):
+        _emu.capture_violation("a device-to-host copy")
         counters["d2h"] += 1
     return _np.array(a) if isinstance(a, ndarray) else _np.asarray(a)
+
+
+def copyto(dst, src, casting="same_kind", where=True):
+    if _emu.capturing_here(_current()):
+        _emu.CAPTURE["ops"].append(lambda: _np.copyto(dst, src, casting=casting, where=where))
+        return None
+    return _np.copyto(dst, src, casting=casting, where=where)
 
 
 class _Device:
@@ -432,14 +526,73 @@ class _Device:
         pass
 
     def synchronize(self):
+        _emu.capture_violation("cudaDeviceSynchronize")
         counters["sync"] += 1
 
 
-class _Stream:
-    ptr = 0
+class Graph:
+    """A captured sequence (cupy.cuda.graph.Graph): ``launch(stream=None)`` runs it on the current stream."""
+
+    def __init__(self, ops):
+        self._ops = ops
+
+    def launch(self, stream=None):
+        _emu.capture_violation("a graph launch into a capturing stream")
+        counters["graph"] += 1
+        for op in self._ops:
+            op()
+
+    def upload(self, stream=None):
+        pass
+
+
+class Stream:
+    """cupy.cuda.Stream: ``with stream:`` makes it current; begin_capture / end_capture / is_capturing."""
+
+    null = None
+    _stack: list = []
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        self.ptr = 0 if null else id(self)
+        self.non_blocking = non_blocking
+
+    def __enter__(self):
+        Stream._stack.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        Stream._stack.pop()
+        return False
 
     def synchronize(self):
+        _emu.capture_violation("cudaStreamSynchronize")
         counters["sync"] += 1
+
+    def begin_capture(self, mode=None):
+        if self.ptr == 0:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if _emu.CAPTURE["ops"] is not None:
+            raise RuntimeError("cudaErrorIllegalState: a capture is already in progress")
+        _emu.CAPTURE.update(ops=[], stream=self, violation=None)
+
+    def is_capturing(self):
+        return _emu.CAPTURE["stream"] is self
+
+    def end_capture(self):
+        if _emu.CAPTURE["stream"] is not self:
+            raise RuntimeError("cudaErrorIllegalState: this stream is not capturing")
+        ops, violation = _emu.CAPTURE["ops"], _emu.CAPTURE["violation"]
+        _emu.CAPTURE.update(ops=None, stream=None, violation=None)
+        if violation is not None:
+            raise RuntimeError(f"cudaErrorStreamCaptureInvalidated: the capture was invalidated by {violation}")
+        return Graph(ops)
+
+
+Stream.null = Stream(null=True)
+
+
+def _current():
+    return Stream._stack[-1] if Stream._stack else Stream.null
 
 
 class _Runtime:
@@ -452,7 +605,13 @@ class _Runtime:
         return {"name": b"gpunn kernel emulator"}
 
 
-cuda = _types.SimpleNamespace(Device=_Device, runtime=_Runtime(), get_current_stream=lambda: _Stream())
+cuda = _types.SimpleNamespace(
+    Device=_Device,
+    runtime=_Runtime(),
+    get_current_stream=_current,
+    Stream=Stream,
+    graph=_types.SimpleNamespace(Graph=Graph),
+)
 
 
 class _RandomState:

@@ -750,23 +750,94 @@ def test_max_pool2d_with_nans_matches_torch(be, cp, rng, case, dtype):
 
 
 # ----------------------------------------------------------------------------------------------
-# Numba kernels on the device
+# dropout.cu: the Philox stream of gpunn.backend.numba_kernels.dropout_mask_reference
 # ----------------------------------------------------------------------------------------------
 @gpu
-@needs_real_gpu
-def test_numba_dropout_on_device(cp, rng):
-    pytest.importorskip("numba")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,offset,seed", [((37, 29), 7, 11), ((1,), 0, 0), ((9, 7, 41), 2**40 + 3, 2**63 + 5)])
+def test_dropout_kernel_matches_the_philox_reference(cp, be, rng, dtype, shape, offset, seed):
     from gpunn.backend import numba_kernels as nk
 
-    x = rng.standard_normal((37, 29)).astype(np.float32)
-    y, mask = nk.dropout(cp.asarray(x), 0.3, seed=11, offset=7, return_mask=True)
-    keep = nk.dropout_mask_reference(x.size, 0.3, 11, 7).reshape(x.shape)
-    np.testing.assert_array_equal(host(mask).astype(bool), keep)
-    np.testing.assert_array_equal(host(y), np.where(keep, x * np.float32(1 / 0.7), 0))
-    y2 = nk.dropout(cp.asarray(x), 0.3, seed=11, offset=7, threads=64, max_blocks=3)
-    np.testing.assert_array_equal(host(y2), host(y))
+    p = 0.3
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[0] = np.nan  # x * 0 keeps NaN where dropped, as x * mask * scale does
+    out = cp.empty(shape, dtype=dtype)
+    be.dropout_into(cp.asarray(x), out, p, seed, offset)
+    keep = nk.dropout_mask_reference(x.size, p, seed, offset).reshape(shape)
+    assert 0 < keep.sum() < keep.size or x.size == 1
+    np.testing.assert_array_equal(host(out), np.where(keep, x * dtype(1 / (1 - p)), x * dtype(0)))
+    # the device-resident (seed, base offset) state gives the same draws, the offset then relative
+    rel = min(offset, 2)
+    state = cp.asarray(np.array([seed, offset - rel], dtype=np.uint64))
+    out2 = cp.empty(shape, dtype=dtype)
+    be.dropout_into(cp.asarray(x), out2, p, 12345, rel, state=state)
+    np.testing.assert_array_equal(host(out2), host(out))
+    be.dropout_advance(state, 10)
+    assert host(state).tolist() == [seed, offset - rel + 10]
 
 
+@gpu
+def test_dropout_kernel_offsets_compose_keep_rate_and_edges(cp, be, rng):
+    from gpunn.backend import numba_kernels as nk
+
+    x = rng.standard_normal(90).astype(np.float32)
+    whole, a, b = cp.empty((90,), np.float32), cp.empty((13,), np.float32), cp.empty((77,), np.float32)
+    be.dropout_into(cp.asarray(x), whole, 0.4, 77, 11)
+    be.dropout_into(cp.asarray(x[:13]), a, 0.4, 77, 11)
+    be.dropout_into(cp.asarray(x[13:]), b, 0.4, 77, 24)
+    np.testing.assert_array_equal(host(whole), np.concatenate([host(a), host(b)]))
+    n, p = 4000, 0.25
+    out = cp.empty((n,), np.float32)
+    be.dropout_into(cp.ones((n,), np.float32), out, p, 31337, 0)
+    rate = float((host(out) != 0).mean())
+    assert abs(rate - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n), rate
+    assert rate == nk.dropout_mask_reference(n, p, 31337).mean()
+    y = cp.empty((5, 7), np.float32)
+    xs = cp.asarray(rng.standard_normal((5, 7)).astype(np.float32))
+    be.dropout_into(xs, y, 0.0, 1, 0)
+    np.testing.assert_array_equal(host(y), host(xs))
+    be.dropout_into(xs, y, 1.0, 1, 0)
+    assert not host(y).any()
+    empty = cp.empty((0, 3), np.float32)
+    be.dropout_into(empty, cp.empty((0, 3), np.float32), 0.5, 1, 0)  # nothing to do, no error
+    with pytest.raises(ValueError, match="must match"):
+        be.dropout_into(xs, cp.empty((7, 5), np.float32), 0.5, 1, 0)
+
+
+@gpu
+def test_eager_dropout_draws_consecutive_offsets(cp, be, rng):
+    from gpunn.backend import numba_kernels as nk
+
+    be.seed(5)
+    x = rng.standard_normal((6, 11)).astype(np.float32)
+    y1, back1 = be.dropout(cp.asarray(x), 0.5)
+    y2, _ = be.dropout(cp.asarray(x), 0.5)
+    k1 = nk.dropout_mask_reference(x.size, 0.5, 5, 0).reshape(x.shape)
+    k2 = nk.dropout_mask_reference(x.size, 0.5, 5, x.size).reshape(x.shape)
+    np.testing.assert_array_equal(host(y1), np.where(k1, x * np.float32(2), 0))
+    np.testing.assert_array_equal(host(y2), np.where(k2, x * np.float32(2), 0))
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(host(back1(cp.asarray(g))), np.where(k1, g * np.float32(2), 0))
+
+
+@gpu
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_cross_entropy_loss_ring(cp, be, rng, reduction):
+    """The reduced loss written to a device ring at a device slot (a captured step's), as the eager loss."""
+    logits = cp.asarray(rng.standard_normal((13, 6)).astype(np.float32))
+    target = cp.asarray(rng.integers(0, 6, 13))
+    eager, _ = be.softmax_cross_entropy_fwd(logits, target, reduction=reduction)
+    ring, slot = cp.zeros((3,), dtype=np.float32), cp.asarray(np.array([4], dtype=np.int64))
+    assert be.softmax_cross_entropy_fwd(logits, target, reduction=reduction, loss_ring=(ring, slot))[0] is None
+    assert host(slot).tolist() == [5]
+    assert host(ring)[1] == host(eager) and host(ring)[0] == 0 == host(ring)[2]
+    ref = reference.softmax_cross_entropy(np, host(logits).astype(np.float64), host(target), reduction=reduction)[0]
+    close(host(eager), ref, 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels on the device
+# ----------------------------------------------------------------------------------------------
 @gpu
 @needs_real_gpu
 def test_numba_accuracy_count_on_device(cp, rng):

@@ -30,7 +30,7 @@ def test_gpu_suite_under_the_kernel_emulator(tmp_path):
 def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
     """Every Tensor op, functional op, layer and optimizer test again, with each test's tensors on the cupy
     backend (GPUNN_TEST_BACKEND=cupy): the generic CuPy code paths and the kernel launches of the fused
-    primitives, end to end. Dropout is left out: its Numba kernel needs a real driver."""
+    primitives, end to end (dropout too: its kernel is kernels/dropout.cu)."""
     suites = [
         "tests/test_tensor.py",
         "tests/test_autograd.py",
@@ -44,4 +44,4 @@ def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
         "tests/optim",
         "tests/kernels/test_cupy_linear_choice.py",
     ]
-    emulator.run_pytest(tmp_path, "cupy", [*suites, "-k", "not dropout"])
+    emulator.run_pytest(tmp_path, "cupy", suites)

@@ -14,5 +14,5 @@ from tests.kernels import emulator
 @emulator.available
 def test_data_and_vision_suites_on_the_emulated_cupy_backend(tmp_path):
     suites = ["tests/vision/test_transforms.py", "tests/vision/test_datasets.py", "tests/utils"]
-    # the CLI test trains a model (its Numba dropout kernel needs a real driver)
+    # the CLI test trains a model (its Numba accuracy kernel needs a real driver)
     emulator.run_pytest(tmp_path, "cupy", [*suites, "-k", "not cli"], timeout=900)
