@@ -421,13 +421,10 @@ def _cross_entropy_options(loss_fn):
     ``nn.CrossEntropyLoss`` with no class weight, a reduced loss and valid options; None otherwise."""
     if loss_fn is F.cross_entropy:
         return ("mean", -100, 0.0)
-    cls = type(loss_fn)
-    if (
-        cls.forward is not CrossEntropyLoss.forward
-        or cls.__call__ is not Module.__call__
-        or "forward" in loss_fn.__dict__
-        or not isinstance(loss_fn, CrossEntropyLoss)
-    ):
+    if not isinstance(loss_fn, CrossEntropyLoss):
+        return None
+    cls = type(loss_fn)  # a subclass or an instance with its own forward runs through autograd
+    if cls.forward is not CrossEntropyLoss.forward or cls.__call__ is not Module.__call__ or "forward" in vars(loss_fn):
         return None
     if loss_fn.weight is not None or loss_fn.reduction not in ("mean", "sum"):
         return None
