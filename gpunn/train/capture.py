@@ -114,6 +114,7 @@ class _LinearAct(_Layer):
         super().__init__(name, module, params)
         self.act, self.slope = act, slope
         self.weight, self.bias = module.weight, module.bias  # check() keeps them the module's
+        self.names = {k: f"{name}.{k}" for k in ("y", "dz", "mask", "t", "dx")}  # its buffers
 
     def bind(self, plan) -> None:
         be = plan.backend
@@ -132,7 +133,7 @@ class _LinearAct(_Layer):
         self.x_shape = x.shape
         x2 = x.reshape(-1, W.shape[1])
         if self.fast:  # reference.linear_act: z = x @ W.T; z += b; activation in place
-            z = self.bufs.get(self.name + ".y", (x2.shape[0], W.shape[0]), x2.dtype)
+            z = self.bufs.get(self.names["y"], (x2.shape[0], W.shape[0]), x2.dtype)
             xp.matmul(x2, W.T, out=z)
             if b is not None:
                 xp.add(z, b, out=z)
@@ -172,9 +173,9 @@ class _LinearAct(_Layer):
         if self.act == "none":
             dz = dy2
         else:
-            dz = self.bufs.get(self.name + ".dz", y.shape, y.dtype)
+            dz = self.bufs.get(self.names["dz"], y.shape, y.dtype)
             if self.act == "relu":  # dy * (y > 0)
-                mask = self.bufs.get(self.name + ".mask", y.shape, bool)
+                mask = self.bufs.get(self.names["mask"], y.shape, bool)
                 xp.greater(y, 0, out=mask)
                 xp.multiply(dy2, mask, out=dz)
             elif self.act == "tanh":  # dy * (1 - y * y)
@@ -182,13 +183,13 @@ class _LinearAct(_Layer):
                 xp.subtract(1, dz, out=dz)
                 xp.multiply(dy2, dz, out=dz)
             else:  # sigmoid: dy * y * (1 - y)
-                t = self.bufs.get(self.name + ".t", y.shape, y.dtype)
+                t = self.bufs.get(self.names["t"], y.shape, y.dtype)
                 xp.multiply(dy2, y, out=dz)
                 xp.subtract(1, y, out=t)
                 xp.multiply(dz, t, out=dz)
         dx = None
         if need_dx:
-            dx = self.bufs.get(self.name + ".dx", x2.shape, x2.dtype)
+            dx = self.bufs.get(self.names["dx"], x2.shape, x2.dtype)
             xp.matmul(dz, W, out=dx)
         if need_dW:
             out = plan.grad_out(m.weight)
@@ -199,7 +200,7 @@ class _LinearAct(_Layer):
         if need_db:
             out = plan.grad_out(m.bias)
             if out is not None:
-                xp.sum(dz, axis=0, out=out)
+                dz.sum(axis=0, out=out)
             else:
                 plan.write_grad(m.bias, dz.sum(axis=0))
         return None if dx is None else dx.reshape(self.x_shape)
