@@ -537,7 +537,8 @@ class CompiledStep:
         xd, yd = x._data, y._data
         flags = tuple(p.requires_grad for p in self.params)
         modes = tuple(layer.module.training for layer in self.layers)
-        return (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend.name, flags, modes)
+        # y's backend too: a target on another device then runs eagerly, where F.cross_entropy names it
+        return (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend.name, y._backend.name, flags, modes)
 
     def _eager(self, x, y, check: bool):
         opt = self.optimizer

@@ -459,3 +459,20 @@ def test_a_scheduler_changing_lr_every_step_and_the_state_dict_equal_eager(opt_n
         assert s1["state"][0]["step"] == 8
     for a, b in zip(p0, p1):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_target_on_another_backend_raises_as_eagerly():
+    from gpunn.backend.numpy_backend import NumpyBackend
+    from gpunn.tensor import Tensor
+
+    class Other(NumpyBackend):
+        name = "other"
+
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    ((x, y),) = batches([(4, 784)])
+    step(x, y)
+    step(x, y)  # a replay
+    with pytest.raises(RuntimeError, match="same device"):
+        step(x, Tensor._wrap(y._data, Other()))
