@@ -15,9 +15,13 @@ What a plan can hold (and why):
   ``Sigmoid``/``Tanh``, ``Dropout``, ``MaxPool2d``/``AvgPool2d`` and ``Flatten``: a chain whose order is
   fixed by its structure. A module with its own ``forward`` (which may branch on the data) has no plan:
   ``CaptureError`` names it. Linear + activation pairs fuse exactly as ``Sequential.forward`` fuses them.
-- ``loss_fn(output, target)`` is called every step (on the plan's output buffer) and must be ONE op on
-  the output, such as ``nn.CrossEntropyLoss`` or ``F.cross_entropy`` (a loss built from several ops, or
-  one applied to a view of the output, is refused); its backward is that op's backward.
+- ``loss_fn(output, target)`` must be ONE op on the output, such as ``nn.CrossEntropyLoss`` or
+  ``F.cross_entropy`` (a loss built from several ops, or one applied to a view of the output, is
+  refused). Where the eager loss is exactly the backend's ``softmax_cross_entropy`` (``F.cross_entropy``
+  or an unmodified ``nn.CrossEntropyLoss`` without class weights, reduction 'mean' or 'sum', on a backend
+  that keeps ``Backend.softmax_cross_entropy_fwd``: the numpy one), the plan calls that primitive
+  straight (options read each step); otherwise ``loss_fn`` is called every step on the plan's output
+  buffer and its backward is that op's backward.
 - every parameter that requires grad is in ``optimizer`` and used by one layer only; nothing hooks its
   gradient (DDP's hooks, ``register_post_accumulate_grad_hook``).
 - the parameter set stays: a module or parameter replaced after the plan was recorded raises
