@@ -539,8 +539,8 @@ class CompiledStep:
 
     def _signature(self, x, y) -> tuple:
         xd, yd = x._data, y._data
-        flags = tuple(p.requires_grad for p in self.params)
-        modes = tuple(layer.module.training for layer in self.layers)
+        flags = tuple([p.requires_grad for p in self.params])  # (lists: cheaper than generators, every step)
+        modes = tuple([layer.module.training for layer in self.layers])
         # y's backend too: a target on another device then runs eagerly, where F.cross_entropy names it
         return (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend.name, y._backend.name, flags, modes)
 
