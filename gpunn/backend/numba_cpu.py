@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 
 import numba
 import numpy as np
@@ -34,7 +35,9 @@ _launch_lock = threading.Lock()
 
 
 def launch(kernel, *args):
-    """kernel(*args), one launch at a time in this process."""
+    """kernel(*args), one launch at a time in this process; on one thread, its serial twin (see the end)."""
+    if numba.get_num_threads() == 1:  # (thread-local, as set_threads)
+        kernel = serial_twin(kernel)
     with _launch_lock:
         return kernel(*args)
 
@@ -400,3 +403,31 @@ def softmax_cross_entropy_rows(logits, target, grad, nll, scratch, row_scale):
             g[j] = g[j] / s * row_scale
         g[t] = (e_t / s - np.float32(1)) * row_scale
     return bad
+
+
+# ----------------------------------------------------------------------------------------------
+# serial twins (issue 14): each parallel kernel above compiled once more without parallel=True
+# ----------------------------------------------------------------------------------------------
+# A parallel=True kernel pays the threading layer's launch on every call, even on one thread: measured
+# 40-60 us on a quiet 2-core machine and up to 250 us under load for a 10-element SGD step -- more than
+# the whole SGD update of a 200k-parameter MLP (30 us serial). ``launch`` runs the twin when the kernel
+# runs on one thread (small work, GPUNN_NUM_THREADS=1). The twin is the same Python function compiled by
+# njit (prange is range there) with error_model="numpy", as Numba compiles a prange body (the python
+# model's zero-divisor check per division keeps LLVM from vectorizing: Adam's update ran 4x slower). The
+# same operations per element and per row, so the same results bit for bit
+# (tests/backend/test_numba_serial_twin.py); its own qualified name gives it its own disk cache entry.
+_serial_twins: dict = {}
+
+
+def serial_twin(kernel):
+    """The serial compile of ``kernel`` (a parallel njit dispatcher of this module), made on first use;
+    anything else (not a dispatcher) is returned as it is."""
+    f = getattr(kernel, "py_func", None)
+    if f is None:
+        return kernel
+    twin = _serial_twins.get(f)
+    if twin is None:
+        g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+        g.__qualname__, g.__module__, g.__doc__ = f.__qualname__ + "_serial", f.__module__, f.__doc__
+        twin = _serial_twins[f] = njit(cache=True, error_model="numpy")(g)
+    return twin

@@ -15,9 +15,13 @@ What a plan can hold (and why):
   ``Sigmoid``/``Tanh``, ``Dropout``, ``MaxPool2d``/``AvgPool2d`` and ``Flatten``: a chain whose order is
   fixed by its structure. A module with its own ``forward`` (which may branch on the data) has no plan:
   ``CaptureError`` names it. Linear + activation pairs fuse exactly as ``Sequential.forward`` fuses them.
-- ``loss_fn(output, target)`` is called every step (on the plan's output buffer) and must be ONE op on
-  the output, such as ``nn.CrossEntropyLoss`` or ``F.cross_entropy`` (a loss built from several ops, or
-  one applied to a view of the output, is refused); its backward is that op's backward.
+- ``loss_fn(output, target)`` must be ONE op on the output, such as ``nn.CrossEntropyLoss`` or
+  ``F.cross_entropy`` (a loss built from several ops, or one applied to a view of the output, is
+  refused). Where the eager loss is exactly the backend's ``softmax_cross_entropy`` (``F.cross_entropy``
+  or an unmodified ``nn.CrossEntropyLoss`` without class weights, reduction 'mean' or 'sum', on a backend
+  that keeps ``Backend.softmax_cross_entropy_fwd``: the numpy one), the plan calls that primitive
+  straight (options read each step); otherwise ``loss_fn`` is called every step on the plan's output
+  buffer and its backward is that op's backward.
 - every parameter that requires grad is in ``optimizer`` and used by one layer only; nothing hooks its
   gradient (DDP's hooks, ``register_post_accumulate_grad_hook``).
 - the parameter set stays: a module or parameter replaced after the plan was recorded raises
@@ -47,6 +51,8 @@ from gpunn.nn.conv import Conv2d
 from gpunn.nn.dropout import Dropout
 from gpunn.nn.flatten import Flatten
 from gpunn.nn.linear import Linear
+from gpunn.nn.loss import CrossEntropyLoss
+from gpunn.nn.module import Module
 from gpunn.nn.pooling import AvgPool2d, MaxPool2d
 from gpunn.tensor import Tensor
 
@@ -111,6 +117,7 @@ class _LinearAct(_Layer):
         super().__init__(name, module, params)
         self.act, self.slope = act, slope
         self.weight, self.bias = module.weight, module.bias  # check() keeps them the module's
+        self.names = {k: f"{name}.{k}" for k in ("y", "dz", "mask", "t", "dx")}  # its buffers
 
     def bind(self, plan) -> None:
         be = plan.backend
@@ -129,7 +136,7 @@ class _LinearAct(_Layer):
         self.x_shape = x.shape
         x2 = x.reshape(-1, W.shape[1])
         if self.fast:  # reference.linear_act: z = x @ W.T; z += b; activation in place
-            z = self.bufs.get(self.name + ".y", (x2.shape[0], W.shape[0]), x2.dtype)
+            z = self.bufs.get(self.names["y"], (x2.shape[0], W.shape[0]), x2.dtype)
             xp.matmul(x2, W.T, out=z)
             if b is not None:
                 xp.add(z, b, out=z)
@@ -169,9 +176,9 @@ class _LinearAct(_Layer):
         if self.act == "none":
             dz = dy2
         else:
-            dz = self.bufs.get(self.name + ".dz", y.shape, y.dtype)
+            dz = self.bufs.get(self.names["dz"], y.shape, y.dtype)
             if self.act == "relu":  # dy * (y > 0)
-                mask = self.bufs.get(self.name + ".mask", y.shape, bool)
+                mask = self.bufs.get(self.names["mask"], y.shape, bool)
                 xp.greater(y, 0, out=mask)
                 xp.multiply(dy2, mask, out=dz)
             elif self.act == "tanh":  # dy * (1 - y * y)
@@ -179,13 +186,13 @@ class _LinearAct(_Layer):
                 xp.subtract(1, dz, out=dz)
                 xp.multiply(dy2, dz, out=dz)
             else:  # sigmoid: dy * y * (1 - y)
-                t = self.bufs.get(self.name + ".t", y.shape, y.dtype)
+                t = self.bufs.get(self.names["t"], y.shape, y.dtype)
                 xp.multiply(dy2, y, out=dz)
                 xp.subtract(1, y, out=t)
                 xp.multiply(dz, t, out=dz)
         dx = None
         if need_dx:
-            dx = self.bufs.get(self.name + ".dx", x2.shape, x2.dtype)
+            dx = self.bufs.get(self.names["dx"], x2.shape, x2.dtype)
             xp.matmul(dz, W, out=dx)
         if need_dW:
             out = plan.grad_out(m.weight)
@@ -196,7 +203,7 @@ class _LinearAct(_Layer):
         if need_db:
             out = plan.grad_out(m.bias)
             if out is not None:
-                xp.sum(dz, axis=0, out=out)
+                dz.sum(axis=0, out=out)
             else:
                 plan.write_grad(m.bias, dz.sum(axis=0))
         return None if dx is None else dx.reshape(self.x_shape)
@@ -216,7 +223,7 @@ class _Op(_Layer):
     def forward(self, x):
         be = self.plan.backend
         xt = Tensor._wrap(x, be)
-        xt.requires_grad = self.plan.need_input_grad(self)
+        xt.requires_grad = self.plan.need_dx[self.index]
         proxies = []
         for _, p in self.params:
             t = Tensor._wrap(p._data, be)
@@ -354,9 +361,10 @@ class _Plan:
         self.layers = step.layers
         self.buffers = _Buffers(backend.xp)
         self.replays = 0
-
-    def need_input_grad(self, layer) -> bool:
-        return self.step.need_dx[layer.index]
+        # per layer: does its input need a gradient? Fixed by the signature (it holds the requires_grad flags)
+        self.need_dx = step._need_dx()
+        # the eager loss on this backend is Backend.softmax_cross_entropy_fwd: the primitive, then dlogits * 1
+        self.direct_loss = _reference_impl(backend, "softmax_cross_entropy_fwd")
 
     def grad_out(self, p):
         """The optimizer's flat-gradient view for ``p`` (written with out=), or None when dtypes differ."""
@@ -372,29 +380,61 @@ class _Plan:
         view[...] = g
 
     def run(self, x, y):
-        """Forward, loss, backward into the flat gradient buffers; returns (loss Tensor, output array)."""
-        layers = self.layers
-        for layer in layers:
-            layer.bind(self)
+        """Forward, loss, backward into the flat gradient buffers; returns (loss array, output array)."""
+        layers, step = self.layers, self.step
+        if step._bound is not self:  # the plans of one step share its layers: bind them to this one
+            for layer in layers:
+                layer.bind(self)
+            step._bound = self
         h = x
         for layer in layers:
             h = layer.forward(h)
+        loss, g = self.loss(h, y)
+        if g.dtype != h.dtype:
+            g = g.astype(h.dtype)
+        need_dx = self.need_dx
+        for k in range(len(layers) - 1, -1, -1):
+            g = layers[k].backward(g, need_dx[k])
+            if g is None:
+                break
+        self.replays += 1
+        return loss, h
+
+    def loss(self, h, y):
+        """(loss array, d loss / d h) for the output ``h``: cross-entropy through the backend's primitive
+        straight where that is what the eager loss runs, else the loss op's own forward and backward."""
+        options = _cross_entropy_options(self.step.loss_fn) if self.direct_loss and h.ndim == 2 else None
+        if options is not None and y.ndim == 1:
+            try:  # F.cross_entropy's call, without its Tensor and node; its backward is dlogits * 1
+                return self.backend.softmax_cross_entropy(
+                    h, y.astype(self.backend.xp.int64, copy=False), None, *options
+                )
+            except ValueError as exc:
+                raise ValueError(f"cross_entropy(): {exc}") from None
         be = self.backend
         out_t = Tensor._wrap(h, be)
         out_t.requires_grad = True
         with enable_grad():
             loss = self.step.loss_fn(out_t, Tensor._wrap(y, be))
         self.step.check_loss(loss, out_t)
-        g = loss._backward(be.xp.ones_like(loss._data))[0]
-        if g.dtype != h.dtype:
-            g = g.astype(h.dtype)
-        need_dx = self.step.need_dx
-        for k in range(len(layers) - 1, -1, -1):
-            g = layers[k].backward(g, need_dx[k])
-            if g is None:
-                break
-        self.replays += 1
-        return Tensor._wrap(loss._data, be), h
+        return loss._data, loss._backward(be.xp.ones_like(loss._data))[0]
+
+
+def _cross_entropy_options(loss_fn):
+    """(reduction, ignore_index, label_smoothing) when ``loss_fn`` is ``F.cross_entropy`` or an unmodified
+    ``nn.CrossEntropyLoss`` with no class weight, a reduced loss and valid options; None otherwise."""
+    if loss_fn is F.cross_entropy:
+        return ("mean", -100, 0.0)
+    if not isinstance(loss_fn, CrossEntropyLoss):
+        return None
+    cls = type(loss_fn)  # a subclass or an instance with its own forward runs through autograd
+    if cls.forward is not CrossEntropyLoss.forward or cls.__call__ is not Module.__call__ or "forward" in vars(loss_fn):
+        return None
+    if loss_fn.weight is not None or loss_fn.reduction not in ("mean", "sum"):
+        return None
+    if not 0.0 <= loss_fn.label_smoothing <= 1.0:
+        return None
+    return (loss_fn.reduction, loss_fn.ignore_index, loss_fn.label_smoothing)
 
 
 def _new_plan(step, backend):
@@ -420,6 +460,7 @@ class CompiledStep:
         self.plans: dict = {}
         self.output = None
         self.eager_only = False  # set when on_error='eager' met something a plan cannot hold
+        self._bound = None  # the plan the layers are bound to
         try:
             self._record_structure()
         except CaptureError as exc:
@@ -459,6 +500,9 @@ class CompiledStep:
                     raise CaptureError(f"compile_step: parameter {where} requires grad but is not in the optimizer")
         self.params = [p for layer in self.layers for _, p in layer.params]
         self.opt_buffers = [list(bufs) for bufs in self.optimizer._buffers]
+        # (parameter, its flat buffer, its index there) for the model's parameters; the optimizer's others
+        self.grad_slots = [(p, *self.slots[id(p)]) for p in self.params if id(p) in self.slots]
+        self.unused = [p for bufs in self.opt_buffers for buf in bufs for p in buf.params if id(p) not in self.slots]
 
     def _check_structure(self) -> None:
         for seq, mods in self.sequentials:
@@ -503,9 +547,10 @@ class CompiledStep:
 
     def _signature(self, x, y) -> tuple:
         xd, yd = x._data, y._data
-        flags = tuple(p.requires_grad for p in self.params)
-        modes = tuple(layer.module.training for layer in self.layers)
-        return (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend.name, flags, modes)
+        flags = tuple([p.requires_grad for p in self.params])  # (lists: cheaper than generators, every step)
+        modes = tuple([layer.module.training for layer in self.layers])
+        # y's backend too: a target on another device then runs eagerly, where F.cross_entropy names it
+        return (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend.name, y._backend.name, flags, modes)
 
     def _eager(self, x, y, check: bool):
         opt = self.optimizer
@@ -542,31 +587,26 @@ class CompiledStep:
             if not self.eager_only:
                 self.plans[key] = _new_plan(self, x._backend)  # recorded: replayed from the next call on
             return loss
-        self.need_dx = self._need_dx()
         if hasattr(plan, "replay_step"):  # the whole step, the update included (capture_cuda.CudaPlan)
             loss = plan.replay_step(x, y)
             if loss is not None:
                 return loss
             plan = self.plans[key] = _Plan(self, x._backend)  # no static form: the generic plan
-        opt = self.optimizer
         loss, out = plan.run(x._data, y._data)
-        for p in self.params:  # the grads as backward leaves them (renewed views after a zero_grad)
-            slot = self.slots.get(id(p))
-            if slot is None:
-                continue
-            view = slot[0].grad_views[slot[1]]
+        be = x._backend
+        for p, buf, i in self.grad_slots:  # the grads as backward leaves them (renewed views after a zero_grad)
             if not p.requires_grad:
                 p.grad = None
-            elif p.grad is None or p.grad._data is not view:
-                p.grad = Tensor._wrap(view, slot[0].backend)
-        for bufs in opt._buffers:  # optimizer parameters the model does not use get no gradient
-            for buf in bufs:
-                for p in buf.params:
-                    if id(p) not in self.slots:
-                        p.grad = None
-        opt.step()
-        self.output = Tensor._wrap(out, x._backend)
-        return loss
+                continue
+            view = buf.grad_views[i]
+            g = p.grad
+            if g is None or g._data is not view:
+                p.grad = Tensor._wrap(view, buf.backend)
+        for p in self.unused:  # optimizer parameters the model does not use get no gradient
+            p.grad = None
+        self.optimizer.step()
+        self.output = Tensor._wrap(out, be)
+        return Tensor._wrap(loss, be)
 
     def _need_dx(self) -> list:
         """Per layer: does its input need a gradient (some earlier layer has a parameter that requires grad)?"""

@@ -14,7 +14,7 @@ import pytest
 import gpunn
 import gpunn.nn.functional as F
 from gpunn import nn, optim
-from gpunn.train import CaptureError, compile_step
+from gpunn.train import CaptureError, capture, compile_step
 
 
 def mlp(dropout=0.2, k=784, h=64):
@@ -360,3 +360,119 @@ def test_a_module_added_to_the_model_after_recording_is_refused():
     model.append(nn.ReLU())
     with pytest.raises(CaptureError, match="modules of Sequential changed"):
         step(x, y)
+
+
+@pytest.mark.parametrize(
+    "loss_fn,direct",
+    [
+        (nn.CrossEntropyLoss(reduction="sum"), True),
+        (nn.CrossEntropyLoss(ignore_index=3), True),
+        (nn.CrossEntropyLoss(label_smoothing=0.2), True),
+        (F.cross_entropy, True),
+        (nn.CrossEntropyLoss(weight=gpunn.tensor(np.linspace(0.5, 2.0, 10).astype(np.float32))), False),
+        (lambda out, y: F.cross_entropy(out, y, reduction="sum"), False),
+    ],
+    ids=["sum", "ignore_index", "label_smoothing", "F.cross_entropy", "weight", "lambda"],
+)
+def test_every_cross_entropy_form_equals_eager(loss_fn, direct):
+    """The plan runs cross-entropy through the backend's primitive straight where the eager loss is exactly
+    that call (``direct``), and through the loss op otherwise: both give the eager losses and weights bit for
+    bit."""
+    data = batches([(12, 784)] * 6)
+    y2 = data[2][1]._data.copy()
+    y2[::2] = 3  # half the targets of one batch are the ignore_index of one case
+    data[2] = (data[2][0], gpunn.tensor(y2))
+    assert_same(
+        train_run(mlp, "adam", data, False, loss_fn=loss_fn), train_run(mlp, "adam", data, True, loss_fn=loss_fn)
+    )
+    assert (capture._cross_entropy_options(loss_fn) is not None) == direct
+
+
+def test_int32_targets_and_a_loss_option_changed_mid_run_follow_the_eager_loop():
+    loss_fn = nn.CrossEntropyLoss()
+
+    def before(i, model, opt):
+        if i == 3:
+            loss_fn.label_smoothing = 0.1
+        if i == 5:
+            loss_fn.reduction = "sum"
+
+    rng = np.random.default_rng(4)
+    data = [
+        (gpunn.tensor(rng.standard_normal((10, 784)).astype(np.float32)), gpunn.tensor(rng.integers(0, 10, 10)).int())
+        for _ in range(8)
+    ]
+    eager = train_run(mlp, "sgd", data, False, loss_fn=loss_fn, before_step=before)
+    loss_fn.label_smoothing, loss_fn.reduction = 0.0, "mean"
+    assert_same(eager, train_run(mlp, "sgd", data, True, loss_fn=loss_fn, before_step=before))
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_a_scheduler_changing_lr_every_step_and_the_state_dict_equal_eager(opt_name):
+    """lr from a scheduler (read each step), Adam's step counts and moments, SGD's momentum: the
+    optimizer's state_dict after captured steps is the eager one, and training resumes from it alike."""
+    data = batches([(10, 784)] * 12)
+
+    def run(captured):
+        gpunn.manual_seed(0)
+        model = mlp()
+        opt = OPTIMIZERS[opt_name](model.parameters())
+        sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=len(data))
+        loss_fn = nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt)
+        lrs = []
+        for x, y in data[:8]:
+            if captured:
+                step(x, y)
+            else:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        state = opt.state_dict()
+        # resume in a fresh model and optimizer from the saved states, captured
+        gpunn.manual_seed(1)
+        model2 = mlp()
+        model2.load_state_dict(model.state_dict())
+        opt2 = OPTIMIZERS[opt_name](model2.parameters())
+        opt2.load_state_dict(state)
+        step2 = compile_step(model2, loss_fn, opt2)
+        for x, y in data[8:]:
+            step2(x, y)
+        return lrs, state, [p._backend.to_numpy(p._data).copy() for p in model2.parameters()]
+
+    lrs0, s0, p0 = run(False)
+    lrs1, s1, p1 = run(True)
+    assert lrs0 == lrs1 and len(set(lrs0)) == len(lrs0)
+    assert s0["param_groups"] == s1["param_groups"]
+    assert s0["state"].keys() == s1["state"].keys() and len(s0["state"]) == 6
+    for k in s0["state"]:
+        assert s0["state"][k].keys() == s1["state"][k].keys()
+        for name, v in s0["state"][k].items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(v, s1["state"][k][name])
+                assert np.abs(v).sum() > 0
+            else:
+                assert v == s1["state"][k][name], name
+    if opt_name == "adam":
+        assert s1["state"][0]["step"] == 8
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_target_on_another_backend_raises_as_eagerly():
+    from gpunn.backend.numpy_backend import NumpyBackend
+    from gpunn.tensor import Tensor
+
+    class Other(NumpyBackend):
+        name = "other"
+
+    gpunn.manual_seed(0)
+    model = mlp()
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    ((x, y),) = batches([(4, 784)])
+    step(x, y)
+    step(x, y)  # a replay
+    with pytest.raises(RuntimeError, match="same device"):
+        step(x, Tensor._wrap(y._data, Other()))
