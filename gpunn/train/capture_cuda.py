@@ -501,6 +501,7 @@ class CudaPlan:
         self.graph_config = None
         self.graph_off = not graph_enabled()
         self.replays = 0
+        self.need_dx = step._need_dx()  # the signature fixes which parameters require grad
 
     # -- the parts of the program ---------------------------------------------------------------------
     def grad_out(self, p):
@@ -552,7 +553,7 @@ class CudaPlan:
             h = layer.forward(h)
         self.out = h
         g = self.loss.forward_backward(h, self.y)
-        need_dx = self.step.need_dx
+        need_dx = self.need_dx
         for k in range(len(self.layers) - 1, -1, -1):
             g = self.layers[k].backward(g, need_dx[k])
             if g is None:
@@ -569,7 +570,7 @@ class CudaPlan:
             tuple(layer.config() for layer in self.layers),
             self.loss.config(),
             self.opt.config(),
-            tuple(self.step.need_dx),
+            tuple(self.need_dx),
         )
 
     # -- one replay ------------------------------------------------------------------------------------
