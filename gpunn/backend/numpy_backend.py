@@ -488,7 +488,7 @@ class NumpyBackend(Backend):
         nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
         dy = np.ascontiguousarray(dy, dtype=extra.dtype if tag == "numba-avg" else dy.dtype)
         dy3 = dy.reshape(n * c, dy.shape[2], dy.shape[3])
-        dx = np.zeros((n * c, h, w), dtype=dy.dtype)
+        dx = np.empty((n * c, h, w), dtype=dy.dtype)
         if tag == "numba-max":
             nk.launch(nk.max_pool_backward, dy3, extra, dx, *geometry)
         else:

@@ -54,6 +54,27 @@ def test_pool2d_kernels_equal_the_reference(rng, dtype, geometry, mode, count_in
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (3, 5, 9, 11), (1, 1, 2, 2), (2, 2, 3, 2)])
+def test_max_pool_2x2_fast_path_equals_the_reference(rng, dtype, shape):
+    """The specialised 2x2/stride-2 kernels (even and odd sizes: the last row/column in no window gets a
+    zero gradient): values, NaN windows, ties, and the sign of a -0.0 gradient stored as the reference does."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = np.nan
+    x[0, 0, :2, :2] = 1.5  # a window of ties: the first wins
+    be = NumpyBackend()
+    y, saved = be.pool2d_forward(x, "max", (2, 2), (2, 2), (0, 0))
+    ry, rsaved = reference.pool2d_forward(np, x, "max", (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(saved[2].reshape(ry.shape), rsaved[-1])  # the winning taps
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy.flat[1::3] = -0.0
+    dx, rdx = be.pool2d_backward(dy, saved), reference.pool2d_backward(np, dy, rsaved)
+    np.testing.assert_array_equal(dx, rdx)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(rdx))
+    assert dx.shape == x.shape and np.count_nonzero(dx) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride,padding", CONV_GEOMETRIES)
 @pytest.mark.parametrize("bias,act", [(True, "none"), (False, "none"), (True, "relu"), (False, "tanh")])
 def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, act):
