@@ -101,6 +101,48 @@ def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, a
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=4 * eps * np.nanmax(np.abs(ref[0])))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_group", [1, 2, 3])
+@pytest.mark.parametrize(
+    "n,c,hw,oc,k,stride,padding,act",
+    [
+        (3, 5, (9, 11), 7, (5, 3), (1, 1), (1, 1), "relu"),
+        (7, 2, (9, 11), 4, (3, 3), (2, 2), (1, 0), "none"),
+        (5, 1, (8, 8), 6, (3, 2), (2, 1), (0, 1), "tanh"),
+    ],
+)
+def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw, oc, k, stride, padding, act):
+    """The batch done a group of images at a time (groups of 1-3 images, the last one short). A GEMM over
+    fewer columns may block its sums differently (OpenBLAS does), and dW and db add up the groups' GEMMs
+    and sums one after another: not the reference's bits, so every output is checked against the float64
+    reference -- NaN exactly where it has NaN, elsewhere a relative error within 16 eps sqrt(N)."""
+    x = rng.standard_normal((n, c) + hw).astype(dtype)
+    w = rng.standard_normal((oc, c) + k).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype)
+    if act == "relu":
+        x[1, 0, 2:4] = np.nan  # NaN stays NaN through the fused ReLU and in the gradients it reaches
+    be = NumpyBackend()
+    ckk = c * k[0] * k[1]
+    oh = reference.conv_out_size(hw[0], k[0], stride[0], padding[0])
+    ow = reference.conv_out_size(hw[1], k[1], stride[1], padding[1])
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", per_group * ckk * oh * ow * x.itemsize)
+    assert len(numpy_backend._image_groups(n, ckk * oh * ow * x.itemsize)) == -(-n // per_group)
+    y, saved = be.conv2d_forward(x, w, b, stride, padding, act)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dW, db = be.conv2d_backward(dy, saved)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    ry, saved64 = reference.conv2d_forward(np, x64, w64, b64, stride, padding, act)
+    rdx, rdW, rdb = reference.conv2d_backward(np, dy64, saved64)
+    eps = np.finfo(dtype).eps
+    for got, ref in ((y, ry), (dx, rdx), (dW, rdW), (db, rdb)):
+        assert got.dtype == dtype and got.shape == ref.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        finite = ~np.isnan(ref)
+        assert finite.sum() > 0.3 * ref.size
+        err = np.linalg.norm(got[finite] - ref[finite]) / np.linalg.norm(ref[finite])
+        assert err <= 16 * eps * np.sqrt(n), err
+
+
 def test_conv2d_kernels_skip_what_they_do_not_need(rng):
     x, w = rng.standard_normal((2, 3, 6, 5)).astype(np.float32), rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
     be = NumpyBackend()
