@@ -318,27 +318,34 @@ def set_threads(n: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # convolution: im2col, the layout pass (+ bias), col2im
 # ----------------------------------------------------------------------------------------------
+# Numba checks every index for a negative value (wraparound) unless it is a range() variable; a checked
+# index keeps LLVM from vectorizing the loop. So the copies below index 1-D slices with the bare loop
+# variable (measured: im2col 1.5x, col2im 1.4-2x faster than indexing the 6-D arrays directly).
 @njit(parallel=True, cache=True)
-def im2col(x, cols, sh, sw, ph, pw):
-    """cols[c, i, j, n, r, q] = x[n, c, r sh + i - ph, q sw + j - pw] (0 in the padding).
-    x (N, C, H, W), cols (C, KH, KW, N, OH, OW)."""
-    n_img, ch, h, w = x.shape
+def im2col(xpad, cols, sh, sw):
+    """cols[c, i, j, n, r, q] = xpad[n, c, r sh + i, q sw + j]: xpad (N, C, H + 2 ph, W + 2 pw) is the input
+    with its zero padding (reference.pad_hw), cols (C, KH, KW, N, OH, OW); one task per tap (c, i, j)."""
+    n_img, ch, hp, wp = xpad.shape
     kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
-    zero = 0.0  # stored into cols' dtype exactly
-    for t in prange(ch * kh):
-        c = t // kh
-        i = t - c * kh
-        for j in range(kw):
-            for n in range(n_img):
-                for r in range(oh):
-                    hh = r * sh + i - ph
-                    if hh < 0 or hh >= h:
-                        for q in range(ow):
-                            cols[c, i, j, n, r, q] = zero
-                    else:
-                        for q in range(ow):
-                            ww = q * sw + j - pw
-                            cols[c, i, j, n, r, q] = x[n, c, hh, ww] if 0 <= ww < w else zero
+    xf = xpad.reshape(-1)
+    cf = cols.reshape(-1)
+    span = (ow - 1) * sw + 1
+    for t in prange(ch * kh * kw):
+        c = t // (kh * kw)
+        i = (t // kw) % kh
+        j = t % kw
+        for n in range(n_img):
+            src = ((n * ch + c) * hp + i) * wp + j
+            dst = (t * n_img + n) * oh * ow
+            for r in range(oh):
+                d = cf[dst + r * ow : dst + r * ow + ow]
+                s = xf[src + r * sh * wp : src + r * sh * wp + span]
+                if sw == 1:
+                    for q in range(ow):
+                        d[q] = s[q]
+                else:
+                    for q in range(ow):
+                        d[q] = s[q * sw]
 
 
 @njit(parallel=True, cache=True)
@@ -372,32 +379,39 @@ def swap01_relu_mask(dy, y, dst):
 
 @njit(parallel=True, cache=True)
 def col2im(dcols, dx, sh, sw, ph, pw):
-    """dx[n, c, r sh + i - ph, q sw + j - pw] += dcols[c, i, j, n, r, q] for the taps (i, j) in order: the
-    adjoint of im2col, each (image, channel) plane owned by one task (no write conflicts), each cell
-    summing its taps in the reference's order. dx (N, C, H, W) must be zeroed."""
+    """dx[n, c, r sh + i - ph, q sw + j - pw] = the sum of dcols[c, i, j, n, r, q] over the taps (i, j) in
+    order: the adjoint of im2col. Each (image, channel) plane is one task (no write conflicts): its taps
+    are added, in the reference's order, into a zeroed padded plane, whose inside is then copied to dx
+    (overwritten)."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
     h, w = dx.shape[2], dx.shape[3]
+    hp = max((oh - 1) * sh + kh, h + ph)  # the padded plane: every tap's cell and every cell of dx
+    wp = max((ow - 1) * sw + kw, w + pw)
+    df = dcols.reshape(-1)
+    xf = dx.reshape(-1)
+    plane = oh * ow
     for t in prange(n_img * ch):
         n = t // ch
         c = t - n * ch
+        buf = np.zeros(hp * wp, dcols.dtype)
         for i in range(kh):
-            r0 = max(0, (ph - i + sh - 1) // sh)  # output rows whose tap row i lands inside [0, h)
-            r1 = min(oh, (h - 1 + ph - i) // sh + 1)
             for j in range(kw):
-                q0 = max(0, (pw - j + sw - 1) // sw)
-                q1 = min(ow, (w - 1 + pw - j) // sw + 1)
-                shift = j - pw
-                for r in range(r0, r1):
-                    src = dcols[c, i, j, n, r]
-                    dst = dx[n, c, r * sh + i - ph]
-                    if sw == 1:  # contiguous on both sides: slices from 0, a loop LLVM vectorizes
-                        d = dst[q0 + shift : q1 + shift]
-                        a = src[q0:q1]
-                        for q in range(q1 - q0):
-                            d[q] += a[q]
+                src = (((c * kh + i) * kw + j) * n_img + n) * plane
+                for r in range(oh):
+                    s = df[src + r * ow : src + r * ow + ow]
+                    at = (r * sh + i) * wp + j
+                    d = buf[at : at + (ow - 1) * sw + 1]
+                    if sw == 1:
+                        for q in range(ow):
+                            d[q] += s[q]
                     else:
-                        for q in range(q0, q1):
-                            dst[q * sw + shift] += src[q]
+                        for q in range(ow):
+                            d[q * sw] += s[q]
+        for y in range(h):
+            d = xf[(t * h + y) * w : (t * h + y) * w + w]
+            s = buf[(y + ph) * wp + pw : (y + ph) * wp + pw + w]
+            for q in range(w):
+                d[q] = s[q]
 
 
 # ----------------------------------------------------------------------------------------------

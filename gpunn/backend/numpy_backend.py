@@ -417,6 +417,7 @@ class NumpyBackend(Backend):
         x = np.ascontiguousarray(x)
         weight = np.ascontiguousarray(weight, dtype=x.dtype)
         n, c, h, w = x.shape
+        xpad = reference.pad_hw(np, x, *padding)  # (x itself without padding)
         oc, _, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
@@ -432,24 +433,25 @@ class NumpyBackend(Backend):
             m = hi - lo
             cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
             if nk is None:  # the first launch compiles (or fails: then the NumPy path runs)
-                if _run_kernel("im2col", x[lo:hi], cols, sh, sw, ph, pw, work=x.size * kh * kw) is _FAILED:
+                if _run_kernel("im2col", xpad[lo:hi], cols, sh, sw, work=x.size * kh * kw) is _FAILED:
                     return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
                 nk = _numba_module
             else:
-                nk.launch(nk.im2col, x[lo:hi], cols, sh, sw, ph, pw)
+                nk.launch(nk.im2col, xpad[lo:hi], cols, sh, sw)
             out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
             np.matmul(W2, cols.reshape(ckk, m * L), out=out)
             nk.launch(nk.swap01, out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
         if act not in ("relu", "none"):
             y = reference.activation_forward(np, y, act, negative_slope)
-        return y, (("numba", x, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None)
+        return y, (
+            ("numba", x.shape, xpad, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None
+        )
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         if saved[0] != "numba":
             return super().conv2d_backward(dy, saved, need_dx, need_dW, need_db)
-        _, x, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
-        nk = numba_kernels(work=x.size * W2.shape[1]) or _numba_module  # the forward ran the kernels: loaded
-        n, c, h, w = x.shape
+        _, (n, c, h, w), xpad, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
+        nk = numba_kernels(work=xpad.size * W2.shape[1]) or _numba_module  # the forward ran the kernels: loaded
         _, oc, oh, ow = y.shape
         ckk, L = W2.shape[1], oh * ow
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
@@ -473,14 +475,13 @@ class NumpyBackend(Backend):
             g2 = g.reshape(oc, m * L)
             if need_dW:
                 cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                nk.launch(nk.im2col, x[lo:hi], cols, sh, sw, ph, pw)
+                nk.launch(nk.im2col, xpad[lo:hi], cols, sh, sw)
                 dW += g2 @ cols.reshape(ckk, m * L).T
             if need_db:
                 db += g2.sum(axis=1)
             if need_dx:
                 dcols = self._scratch(ckk * m * L, y.dtype, 12).reshape(ckk, m * L)
                 np.matmul(W2.T, g2, out=dcols)
-                dx[lo:hi] = 0
                 nk.launch(nk.col2im, dcols.reshape(c, kh, kw, m, oh, ow), dx[lo:hi], sh, sw, ph, pw)
         return dx, None if dW is None else dW.reshape(oc, c, kh, kw), db
 
