@@ -10,8 +10,10 @@ order, element by element, so its results equal the reference's bit for bit -- e
 pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
-Layouts: pools and conv take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole
-output planes, so no two threads write one element and the result does not depend on the thread count.
+Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole output
+planes, so no two threads write one element and the result does not depend on the thread count. The
+conv kernels are the exception to ``parallel=True``: serial and ``nogil``, each run on one group of
+images by one of NumpyBackend's threads (see the convolution section).
 """
 
 from __future__ import annotations
@@ -316,21 +318,24 @@ def set_threads(n: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# convolution: im2col, the layout pass (+ bias), col2im
+# convolution: im2col, the layout pass (+ bias), col2im -- serial, without the GIL
 # ----------------------------------------------------------------------------------------------
+# These run on one group of images each, several groups at once from NumpyBackend's threads (each
+# thread's GEMMs on a single-threaded BLAS: see conv2d_forward there), so they are plain compiled loops
+# that release the GIL (nogil), not prange kernels: no launch lock, no threading layer.
 # Numba checks every index for a negative value (wraparound) unless it is a range() variable; a checked
 # index keeps LLVM from vectorizing the loop. So the copies below index 1-D slices with the bare loop
 # variable (measured: im2col 1.5x, col2im 1.4-2x faster than indexing the 6-D arrays directly).
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def im2col(xpad, cols, sh, sw):
     """cols[c, i, j, n, r, q] = xpad[n, c, r sh + i, q sw + j]: xpad (N, C, H + 2 ph, W + 2 pw) is the input
-    with its zero padding (reference.pad_hw), cols (C, KH, KW, N, OH, OW); one task per tap (c, i, j)."""
+    with its zero padding (reference.pad_hw), cols (C, KH, KW, N, OH, OW), tap by tap."""
     n_img, ch, hp, wp = xpad.shape
     kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
     xf = xpad.reshape(-1)
     cf = cols.reshape(-1)
     span = (ow - 1) * sw + 1
-    for t in prange(ch * kh * kw):
+    for t in range(ch * kh * kw):
         c = t // (kh * kw)
         i = (t // kw) % kh
         j = t % kw
@@ -348,13 +353,13 @@ def im2col(xpad, cols, sh, sw):
                         d[q] = s[q * sw]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def swap01(src, dst, bias, has_bias, relu):
     """dst[b, a, l] = src[a, b, l] (+ bias[a]) (then max(., 0), NaN kept, as np.maximum): the GEMM output
     (OC, N, L) laid out as (N, OC, L) with the bias and ReLU in the same pass, or a gradient (N, OC, L) as
     (OC, N, L)."""
     na, nb, nl = src.shape
-    for t in prange(na * nb):
+    for t in range(na * nb):
         a = t // nb
         b = t - a * nb
         ba = bias[a] if has_bias else bias[0]
@@ -365,24 +370,23 @@ def swap01(src, dst, bias, has_bias, relu):
             dst[b, a, q] = v
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def swap01_relu_mask(dy, y, dst):
     """dst[b, a, l] = dy[a, b, l] * (y[a, b, l] > 0): ReLU's derivative applied in the transpose of the
     output gradient (N, OC, L) to (OC, N, L), as reference.activation_backward computes it."""
     na, nb, nl = dy.shape
-    for t in prange(na * nb):
+    for t in range(na * nb):
         a = t // nb
         b = t - a * nb
         for q in range(nl):
             dst[b, a, q] = dy[a, b, q] * (1.0 if y[a, b, q] > 0 else 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def col2im(dcols, dx, sh, sw, ph, pw):
     """dx[n, c, r sh + i - ph, q sw + j - pw] = the sum of dcols[c, i, j, n, r, q] over the taps (i, j) in
-    order: the adjoint of im2col. Each (image, channel) plane is one task (no write conflicts): its taps
-    are added, in the reference's order, into a zeroed padded plane, whose inside is then copied to dx
-    (overwritten)."""
+    order: the adjoint of im2col. Plane by plane (image, channel): the taps are added, in the reference's
+    order, into a zeroed padded plane, whose inside is then copied to dx (overwritten)."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
     h, w = dx.shape[2], dx.shape[3]
     hp = max((oh - 1) * sh + kh, h + ph)  # the padded plane: every tap's cell and every cell of dx
@@ -390,7 +394,7 @@ def col2im(dcols, dx, sh, sw, ph, pw):
     df = dcols.reshape(-1)
     xf = dx.reshape(-1)
     plane = oh * ow
-    for t in prange(n_img * ch):
+    for t in range(n_img * ch):
         n = t // ch
         c = t - n * ch
         buf = np.zeros(hp * wp, dcols.dtype)

@@ -403,12 +403,16 @@ class NumpyBackend(Backend):
         total = nll.sum(dtype=np.float64)
         return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
 
-    # -- conv2d: a group of images at a time: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ------
+    # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
     # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the columns (and the
     # backward's dcols) stay in cache between the passes that write and read them; the backward
     # recomputes each group's columns from x (cheaper than reading them back from memory).
+    # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
+    # single-threaded BLAS (see _blas_one_thread): OpenBLAS's own threads split every GEMM and meet at a
+    # spin barrier after each, which on a busy 2-core machine burned 3-15x the GEMM's CPU time waiting for
+    # a descheduled partner; whole groups per thread need no barrier until the end of the layer.
     def conv2d_forward(
         self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True
     ):
@@ -417,30 +421,34 @@ class NumpyBackend(Backend):
         x = np.ascontiguousarray(x)
         weight = np.ascontiguousarray(weight, dtype=x.dtype)
         n, c, h, w = x.shape
-        xpad = reference.pad_hw(np, x, *padding)  # (x itself without padding)
         oc, _, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         ckk, L = c * kh * kw, oh * ow
+        xpad = reference.pad_hw(np, x, ph, pw)  # (x itself without padding)
+        # the first image's columns through _run_kernel: compiles the kernel, or on failure the NumPy path runs
+        if _run_kernel("im2col", xpad[:1], np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw) is _FAILED:
+            return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
+        nk = _numba_module
         W2 = weight.reshape(oc, ckk)
         y = np.empty((n, oc, oh, ow), dtype=x.dtype)
         y3 = y.reshape(n, oc, L)
         has_bias = bias is not None
         b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
         relu = act == "relu"
-        nk = None
-        for lo, hi in _image_groups(n, ckk * L * x.itemsize):
-            m = hi - lo
-            cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-            if nk is None:  # the first launch compiles (or fails: then the NumPy path runs)
-                if _run_kernel("im2col", xpad[lo:hi], cols, sh, sw, work=x.size * kh * kw) is _FAILED:
-                    return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
-                nk = _numba_module
-            else:
-                nk.launch(nk.im2col, xpad[lo:hi], cols, sh, sw)
-            out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
-            np.matmul(W2, cols.reshape(ckk, m * L), out=out)
-            nk.launch(nk.swap01, out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
+        threads = _group_threads(x.size * kh * kw)
+        groups = _image_groups(n, ckk * L * x.itemsize, threads)
+
+        def run(g0, g1):
+            for lo, hi in groups[g0:g1]:
+                m = hi - lo
+                cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
+                nk.im2col(xpad[lo:hi], cols, sh, sw)
+                out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
+                np.matmul(W2, cols.reshape(ckk, m * L), out=out)
+                nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
+
+        _over_groups(run, len(groups), threads)
         if act not in ("relu", "none"):
             y = reference.activation_forward(np, y, act, negative_slope)
         return y, (
@@ -451,7 +459,7 @@ class NumpyBackend(Backend):
         if saved[0] != "numba":
             return super().conv2d_backward(dy, saved, need_dx, need_dW, need_db)
         _, (n, c, h, w), xpad, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
-        nk = numba_kernels(work=xpad.size * W2.shape[1]) or _numba_module  # the forward ran the kernels: loaded
+        nk = _numba_module  # the forward ran the kernels: they are loaded
         _, oc, oh, ow = y.shape
         ckk, L = W2.shape[1], oh * ow
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
@@ -461,29 +469,38 @@ class NumpyBackend(Backend):
         else:
             src = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
             src = src.reshape(n, oc, L)
-        dW = np.zeros((oc, ckk), dtype=y.dtype) if need_dW else None
-        db = np.zeros(oc, dtype=y.dtype) if need_db else None
+        threads = _group_threads(xpad.size * ckk)
+        groups = _image_groups(n, ckk * L * y.itemsize, threads)
+        # each group's dW and db, added up in group order at the end (the same sum for any thread count)
+        dWg = np.empty((len(groups), oc, ckk), dtype=y.dtype) if need_dW else None
+        dbg = np.empty((len(groups), oc), dtype=y.dtype) if need_db else None
         dx = np.empty((n, c, h, w), dtype=y.dtype) if need_dx else None
         no_bias = np.zeros(1, y.dtype)
-        for lo, hi in _image_groups(n, ckk * L * y.itemsize):
-            m = hi - lo
-            g = self._scratch(oc * m * L, y.dtype, 11).reshape(oc, m, L)
-            if act == "relu":
-                nk.launch(nk.swap01_relu_mask, src[lo:hi], y3[lo:hi], g)
-            else:
-                nk.launch(nk.swap01, src[lo:hi], g, no_bias, False, False)
-            g2 = g.reshape(oc, m * L)
-            if need_dW:
-                cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                nk.launch(nk.im2col, xpad[lo:hi], cols, sh, sw)
-                dW += g2 @ cols.reshape(ckk, m * L).T
-            if need_db:
-                db += g2.sum(axis=1)
-            if need_dx:
-                dcols = self._scratch(ckk * m * L, y.dtype, 12).reshape(ckk, m * L)
-                np.matmul(W2.T, g2, out=dcols)
-                nk.launch(nk.col2im, dcols.reshape(c, kh, kw, m, oh, ow), dx[lo:hi], sh, sw, ph, pw)
-        return dx, None if dW is None else dW.reshape(oc, c, kh, kw), db
+
+        def run(g0, g1):
+            for k in range(g0, g1):
+                lo, hi = groups[k]
+                m = hi - lo
+                g = self._scratch(oc * m * L, y.dtype, 11).reshape(oc, m, L)
+                if act == "relu":
+                    nk.swap01_relu_mask(src[lo:hi], y3[lo:hi], g)
+                else:
+                    nk.swap01(src[lo:hi], g, no_bias, False, False)
+                g2 = g.reshape(oc, m * L)
+                if need_dW:
+                    cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
+                    nk.im2col(xpad[lo:hi], cols, sh, sw)
+                    np.matmul(g2, cols.reshape(ckk, m * L).T, out=dWg[k])
+                if need_db:
+                    g2.sum(axis=1, out=dbg[k])
+                if need_dx:
+                    dcols = self._scratch(ckk * m * L, y.dtype, 12).reshape(ckk, m * L)
+                    np.matmul(W2.T, g2, out=dcols)
+                    nk.col2im(dcols.reshape(c, kh, kw, m, oh, ow), dx[lo:hi], sh, sw, ph, pw)
+
+        _over_groups(run, len(groups), threads)
+        dW = None if dWg is None else _sum_in_order(dWg).reshape(oc, c, kh, kw)
+        return dx, dW, None if dbg is None else _sum_in_order(dbg)
 
     # -- pooling: one Numba pass over each plane, each way -----------------------------------------------------
     def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
@@ -525,11 +542,64 @@ class NumpyBackend(Backend):
 _GROUP_BYTES = 1 << 22  # conv2d's columns per group of images (of 0.5-16 MB, 4 MB measured fastest: L3-resident)
 
 
-def _image_groups(n: int, bytes_per_image: int) -> list:
+def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
     """[(lo, hi), ...]: the batch in consecutive groups of images whose im2col columns take about
-    _GROUP_BYTES (at least one image a group)."""
-    per = max(1, _GROUP_BYTES // max(1, bytes_per_image))
+    _GROUP_BYTES, at least one image a group, and a multiple of ``threads`` groups where the batch allows
+    (equal shares for the threads of _over_groups)."""
+    count = max(1, -(-n * bytes_per_image // _GROUP_BYTES))
+    if threads > 1:
+        count = -(-count // threads) * threads
+    per = -(-n // min(n, count))
     return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+
+
+def _sum_in_order(parts: np.ndarray) -> np.ndarray:
+    """parts[0] + parts[1] + ... left to right (np.sum's pairwise order would differ with the count)."""
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+_blas_control = None  # threadpoolctl's controllers of the loaded OpenBLAS libraries; False when unavailable
+_blas_lock = threading.Lock()
+
+
+def _blas_controllers():
+    global _blas_control
+    if _blas_control is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_control = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
+        except Exception:  # not installed, or an unexpected library layout: BLAS keeps its threads
+            _blas_control = []
+    return _blas_control
+
+
+def _group_threads(work: int) -> int:
+    """Threads _over_groups will use for ``work`` elements: GPUNN_NUM_THREADS, or 1 for little work or when
+    OpenBLAS's thread count cannot be set (threadpoolctl missing: BLAS then threads each GEMM itself)."""
+    threads = num_threads()
+    return threads if threads > 1 and work >= _PARALLEL_MIN and _blas_controllers() else 1
+
+
+def _over_groups(run, n_groups: int, threads: int) -> None:
+    """run(g0, g1) over the groups [0, n_groups): split over ``threads`` threads, with OpenBLAS on one thread
+    meanwhile (restored after), or on the calling thread alone, BLAS threaded as set."""
+    if n_groups < 2 or threads < 2:
+        run(0, n_groups)
+        return
+    controllers = _blas_controllers()
+    with _blas_lock:  # one conv at a time changes and restores the BLAS setting
+        before = [ctl.get_num_threads() for ctl in controllers]
+        for ctl in controllers:
+            ctl.set_num_threads(1)
+        try:
+            parallel_for(run, n_groups, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+        finally:
+            for ctl, k in zip(controllers, before):
+                ctl.set_num_threads(k)
 
 
 def _kernel_dtype(*arrays) -> bool:

@@ -127,6 +127,7 @@ def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw
     ow = reference.conv_out_size(hw[1], k[1], stride[1], padding[1])
     monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", per_group * ckk * oh * ow * x.itemsize)
     assert len(numpy_backend._image_groups(n, ckk * oh * ow * x.itemsize)) == -(-n // per_group)
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)  # groups on both threads under "2-threads"
     y, saved = be.conv2d_forward(x, w, b, stride, padding, act)
     dy = rng.standard_normal(y.shape).astype(dtype)
     dx, dW, db = be.conv2d_backward(dy, saved)
@@ -141,6 +142,45 @@ def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw
         assert finite.sum() > 0.3 * ref.size
         err = np.linalg.norm(got[finite] - ref[finite]) / np.linalg.norm(ref[finite])
         assert err <= 16 * eps * np.sqrt(n), err
+
+
+def test_conv2d_groups_run_on_one_thread_blas_and_restore_it(rng, monkeypatch):
+    """Under 2 threads the image groups are shared out with OpenBLAS set to one thread meanwhile, and its
+    setting restored after -- also when a group fails."""
+
+    class FakeBlas:
+        def __init__(self):
+            self.threads, self.calls = 2, []
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, k):
+            self.calls.append(k)
+            self.threads = k
+
+    blas = FakeBlas()
+    monkeypatch.setattr(numpy_backend, "_blas_control", [blas])
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", 1)  # one image a group
+    x = rng.standard_normal((6, 2, 7, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    be = NumpyBackend()
+    y, saved = be.conv2d_forward(x, w, None, (1, 1), (1, 1), "relu")
+    ry, _ = reference.conv2d_forward(np, x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), "relu")
+    np.testing.assert_allclose(y, ry, rtol=1e-5, atol=1e-5)
+    if os.environ["GPUNN_NUM_THREADS"] == "1":
+        assert blas.calls == []  # one thread: BLAS left as it is
+        return
+    assert blas.calls == [1, 2] and blas.threads == 2
+
+    def failing(*args):
+        raise ValueError("simulated failure in a group")
+
+    monkeypatch.setattr(numpy_backend._numba_module, "col2im", failing)
+    with pytest.raises(ValueError, match="simulated"):  # a failing group: the setting is still restored
+        be.conv2d_backward(np.ones_like(y), saved)
+    assert blas.calls == [1, 2, 1, 2] and blas.threads == 2
 
 
 def test_conv2d_kernels_skip_what_they_do_not_need(rng):
