@@ -410,7 +410,7 @@ class NumpyBackend(Backend):
     # backward's dcols) stay in cache between the passes that write and read them; the backward
     # recomputes each group's columns from x (cheaper than reading them back from memory).
     # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
-    # single-threaded BLAS (see _blas_one_thread): OpenBLAS's own threads split every GEMM and meet at a
+    # single-threaded BLAS (see _over_groups): OpenBLAS's own threads split every GEMM and meet at a
     # spin barrier after each, which on a busy 2-core machine burned 3-15x the GEMM's CPU time waiting for
     # a descheduled partner; whole groups per thread need no barrier until the end of the layer.
     def conv2d_forward(
