@@ -549,8 +549,8 @@ def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
     count = max(1, -(-n * bytes_per_image // _GROUP_BYTES))
     if threads > 1:
         count = -(-count // threads) * threads
-    per = -(-n // min(n, count))
-    return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+    count = min(n, count)
+    return [(n * k // count, n * (k + 1) // count) for k in range(count)]  # sizes differ by at most one
 
 
 def _sum_in_order(parts: np.ndarray) -> np.ndarray:
