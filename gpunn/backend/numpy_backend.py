@@ -165,6 +165,12 @@ class NumpyBackend(Backend):
             buf = bufs[key] = np.empty(max(n, _CHUNK), dtype=dtype)
         return buf[:n]
 
+    def _padded(self, x, ph: int, pw: int):
+        """x (M, C, H, W) with its zero padding, in this thread's scratch (x itself without padding)."""
+        m, c, h, w = x.shape
+        buf = self._scratch(m * c * (h + 2 * ph) * (w + 2 * pw), x.dtype, 13)
+        return reference.pad_hw(np, x, ph, pw, out=buf.reshape(m, c, h + 2 * ph, w + 2 * pw))
+
     # -- optimizer steps: the reference's formulas, in place, block by block ------------------------
     def sgd_step(
         self,
@@ -406,9 +412,9 @@ class NumpyBackend(Backend):
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
-    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the columns (and the
-    # backward's dcols) stay in cache between the passes that write and read them; the backward
-    # recomputes each group's columns from x (cheaper than reading them back from memory).
+    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the padded input, the
+    # columns and the backward's dcols stay in cache between the passes that write and read them; the
+    # backward recomputes each group's columns from x (cheaper than reading them back from memory).
     # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
     # single-threaded BLAS (see _over_groups): OpenBLAS's own threads split every GEMM and meet at a
     # spin barrier after each, which on a busy 2-core machine burned 3-15x the GEMM's CPU time waiting for
@@ -425,9 +431,9 @@ class NumpyBackend(Backend):
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         ckk, L = c * kh * kw, oh * ow
-        xpad = reference.pad_hw(np, x, ph, pw)  # (x itself without padding)
         # the first image's columns through _run_kernel: compiles the kernel, or on failure the NumPy path runs
-        if _run_kernel("im2col", xpad[:1], np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw) is _FAILED:
+        first = reference.pad_hw(np, x[:1], ph, pw)
+        if _run_kernel("im2col", first, np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw) is _FAILED:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
         nk = _numba_module
         W2 = weight.reshape(oc, ckk)
@@ -443,7 +449,7 @@ class NumpyBackend(Backend):
             for lo, hi in groups[g0:g1]:
                 m = hi - lo
                 cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                nk.im2col(xpad[lo:hi], cols, sh, sw)
+                nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
                 out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
                 np.matmul(W2, cols.reshape(ckk, m * L), out=out)
                 nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
@@ -451,14 +457,13 @@ class NumpyBackend(Backend):
         _over_groups(run, len(groups), threads)
         if act not in ("relu", "none"):
             y = reference.activation_forward(np, y, act, negative_slope)
-        return y, (
-            ("numba", x.shape, xpad, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None
-        )
+        return y, (("numba", x, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None)
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         if saved[0] != "numba":
             return super().conv2d_backward(dy, saved, need_dx, need_dW, need_db)
-        _, (n, c, h, w), xpad, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
+        _, x, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
+        n, c, h, w = x.shape
         nk = _numba_module  # the forward ran the kernels: they are loaded
         _, oc, oh, ow = y.shape
         ckk, L = W2.shape[1], oh * ow
@@ -469,7 +474,7 @@ class NumpyBackend(Backend):
         else:
             src = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
             src = src.reshape(n, oc, L)
-        threads = _group_threads(xpad.size * ckk)
+        threads = _group_threads(x.size * kh * kw)
         groups = _image_groups(n, ckk * L * y.itemsize, threads)
         # each group's dW and db, added up in group order at the end (the same sum for any thread count)
         dWg = np.empty((len(groups), oc, ckk), dtype=y.dtype) if need_dW else None
@@ -489,7 +494,7 @@ class NumpyBackend(Backend):
                 g2 = g.reshape(oc, m * L)
                 if need_dW:
                     cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                    nk.im2col(xpad[lo:hi], cols, sh, sw)
+                    nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
                     np.matmul(g2, cols.reshape(ckk, m * L).T, out=dWg[k])
                 if need_db:
                     g2.sum(axis=1, out=dbg[k])
