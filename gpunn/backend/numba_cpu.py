@@ -154,9 +154,11 @@ def adam_step(
 # ----------------------------------------------------------------------------------------------
 # pooling over planes (P, H, W) -> (P, OH, OW)
 # ----------------------------------------------------------------------------------------------
-# A parallel kernel's loop body is compiled into a gufunc that LLVM optimizes poorly (no hoisting of the
-# plane's strides, no vectorization: measured 3-5x slower than the same loops in a plain function). So
-# each prange task below only calls a plain @njit function on its own planes.
+# Serial and nogil, like the conv kernels: NumpyBackend runs each on a share of the planes from its own
+# threads (parallel_for; the calling thread computes a share itself). Inside a training step that kept
+# both cores busy where a prange launch often did not: its workers sleep between launches and one woke
+# too late for a sub-millisecond kernel (measured: the small CNN's step 5% faster). Each kernel calls a
+# plain function per plane (written inside a prange body the same loops compiled 3-5x slower).
 @njit(cache=True)
 def _max_pool_plane(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
     h, w = x.shape
@@ -208,12 +210,12 @@ def _max_pool_plane_2x2(x, y, arg, need_arg):
                 arg[r, c] = k_best
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
     """y = max over each window; arg = the winning tap (i * kw + j) under PyTorch's CPU rule: start at the
     window's first in-bounds element, replace when greater or NaN."""
     fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
-    for p in prange(x.shape[0]):
+    for p in range(x.shape[0]):
         a = arg[p] if need_arg else arg[0]
         if fast:
             _max_pool_plane_2x2(x[p], y[p], a, need_arg)
@@ -252,12 +254,12 @@ def _max_pool_plane_backward_2x2(dy, arg, dx):
             dx[2 * r + (k >> 1), 2 * c + (k & 1)] = dy[r, c]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
     """dx = dy routed to each window's winning tap (dx is overwritten)."""
     disjoint = sh >= kh and sw >= kw
     fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
-    for p in prange(dy.shape[0]):
+    for p in range(dy.shape[0]):
         if fast:
             _max_pool_plane_backward_2x2(dy[p], arg[p], dx[p])
         else:
@@ -281,10 +283,10 @@ def _avg_pool_plane(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
             y[r, c] = acc / divisor[r, c]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def avg_pool_forward(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
     """y = (sum over the window's in-bounds cells, taps in order) / divisor[r, c]."""
-    for p in prange(x.shape[0]):
+    for p in range(x.shape[0]):
         _avg_pool_plane(x[p], y[p], divisor, zero, kh, kw, sh, sw, ph, pw)
 
 
@@ -305,11 +307,11 @@ def _avg_pool_plane_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
                     dx[r * sh + i - ph, c * sw + j - pw] += g
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
     """dx = the sum of dy / divisor over the windows holding each cell, outputs in reverse raster order (tap
     order per cell); dx is overwritten."""
-    for p in prange(dy.shape[0]):
+    for p in range(dy.shape[0]):
         _avg_pool_plane_backward(dy[p], dx[p], divisor, kh, kw, sh, sw, ph, pw)
 
 

@@ -507,7 +507,7 @@ class NumpyBackend(Backend):
         dW = None if dWg is None else _sum_in_order(dWg).reshape(oc, c, kh, kw)
         return dx, dW, None if dbg is None else _sum_in_order(dbg)
 
-    # -- pooling: one Numba pass over each plane, each way -----------------------------------------------------
+    # -- pooling: one Numba pass over each plane, each way; the planes shared out over the threads ---------------
     def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
         if mode not in reference.POOL_MODES or not _kernel_dtype(x) or numba_kernels() is None:
             return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
@@ -519,13 +519,25 @@ class NumpyBackend(Backend):
         geometry = (kh, kw, sh, sw, ph, pw)
         if mode == "max":
             arg = np.empty((n * c, oh, ow) if need_grad else (1, 1, 1), dtype=np.int32)
-            ok = _run_kernel("max_pool_forward", planes, y, arg, *geometry, bool(need_grad)) is not _FAILED
             extra = arg
+
+            def run(lo, hi):
+                nk.max_pool_forward(planes[lo:hi], y[lo:hi], arg[lo:hi] if need_grad else arg, *geometry, need_grad)
+
+            first = ("max_pool_forward", planes[:1], y[:1], arg[:1], *geometry, bool(need_grad))
         else:
             extra = _avg_divisor(x.dtype, h, w, oh, ow, geometry, count_include_pad)
-            ok = _run_kernel("avg_pool_forward", planes, y, extra, x.dtype.type(0), *geometry) is not _FAILED
-        if not ok:
+            zero = x.dtype.type(0)
+
+            def run(lo, hi):
+                nk.avg_pool_forward(planes[lo:hi], y[lo:hi], extra, zero, *geometry)
+
+            first = ("avg_pool_forward", planes[:1], y[:1], extra, zero, *geometry)
+        if _run_kernel(*first) is _FAILED:  # (the first plane: compiles, or on failure the NumPy path runs)
             return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
+        nk = _numba_module
+        need_grad = bool(need_grad)
+        parallel_for(run, n * c, planes.size)
         saved = ("numba-" + mode, x.shape, extra, geometry) if need_grad else None
         return y.reshape(n, c, oh, ow), saved
 
@@ -537,10 +549,14 @@ class NumpyBackend(Backend):
         dy = np.ascontiguousarray(dy, dtype=extra.dtype if tag == "numba-avg" else dy.dtype)
         dy3 = dy.reshape(n * c, dy.shape[2], dy.shape[3])
         dx = np.empty((n * c, h, w), dtype=dy.dtype)
-        if tag == "numba-max":
-            nk.launch(nk.max_pool_backward, dy3, extra, dx, *geometry)
-        else:
-            nk.launch(nk.avg_pool_backward, dy3, dx, extra, *geometry)
+
+        def run(lo, hi):
+            if tag == "numba-max":
+                nk.max_pool_backward(dy3[lo:hi], extra[lo:hi], dx[lo:hi], *geometry)
+            else:
+                nk.avg_pool_backward(dy3[lo:hi], dx[lo:hi], extra, *geometry)
+
+        parallel_for(run, n * c, dx.size)
         return dx.reshape(n, c, h, w)
 
 

@@ -257,7 +257,8 @@ def test_a_kernel_that_fails_to_compile_falls_back(rng, monkeypatch):
 
 
 def test_kernels_called_from_several_threads_at_once():
-    """Numba's workqueue layer aborts the process on concurrent launches: gpunn serialises its own."""
+    """Numba's workqueue layer aborts the process on concurrent launches of prange kernels (here Adam's):
+    gpunn serialises its own; the pools' serial kernels and their thread shares run alongside."""
     code = (
         "import threading, numpy as np, gpunn\n"
         "from gpunn.backend.numpy_backend import NumpyBackend\n"
@@ -266,9 +267,12 @@ def test_kernels_called_from_several_threads_at_once():
         "ref = be.pool2d_forward(x, 'max', (2, 2), (2, 2))[0]\n"
         "ok = []\n"
         "def work():\n"
+        "    p, g = np.zeros(1 << 19, np.float32), np.ones(1 << 19, np.float32)\n"
+        "    m, v = np.zeros_like(p), np.zeros_like(p)\n"
         "    for _ in range(20):\n"
         "        y, s = be.pool2d_forward(x, 'max', (2, 2), (2, 2))\n"
         "        be.pool2d_backward(np.ones_like(y), s)\n"
+        "        be.adam_step(p, g, m, v, step=1, lr=0.1)  # a prange kernel on 2 threads\n"
         "        ok.append(np.array_equal(y, ref))\n"
         "ts = [threading.Thread(target=work) for _ in range(4)]\n"
         "[t.start() for t in ts]; [t.join() for t in ts]\n"
