@@ -1,8 +1,11 @@
 """Numba CPU kernels of the numpy backend: the passes NumPy cannot fuse, compiled to machine code.
 
 Imported by ``NumpyBackend`` on first use of a kernel (never by ``import gpunn``); importing this module
-imports Numba. Each kernel is ``@njit(parallel=True, cache=True)``: compiled once per signature, cached
-on disk next to this file (or in Numba's user cache directory), run over ``GPUNN_NUM_THREADS`` threads.
+imports Numba. Each kernel is ``@njit(..., cache=True)``: compiled once per signature, cached on disk
+next to this file (or in Numba's user cache directory). The flat ones (optimizer steps, softmax
+cross-entropy) are ``parallel=True``, run over ``GPUNN_NUM_THREADS`` threads by Numba; the pool and conv
+kernels are serial and ``nogil``, and NumpyBackend runs them on shares of the planes / groups of images
+from its own threads (see the pooling and convolution sections).
 
 Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
 order, element by element, so its results equal the reference's bit for bit -- except
@@ -10,10 +13,8 @@ order, element by element, so its results equal the reference's bit for bit -- e
 pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
-Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole output
-planes, so no two threads write one element and the result does not depend on the thread count. The
-conv kernels are the exception to ``parallel=True``: serial and ``nogil``, each run on one group of
-images by one of NumpyBackend's threads (see the convolution section).
+Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each thread owns whole output planes,
+so no two threads write one element and the result does not depend on the thread count.
 """
 
 from __future__ import annotations
