@@ -316,6 +316,24 @@ def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
         _avg_pool_plane_backward(dy[p], dx[p], divisor, kh, kw, sh, sw, ph, pw)
 
 
+# ----------------------------------------------------------------------------------------------
+# ReLU over flat arrays (serial, nogil: NumpyBackend runs them on shares of the array)
+# ----------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def relu(x, y):
+    """y = max(x, 0) as np.maximum computes it: x where x > 0 or NaN, else 0 (-0.0 gives +0.0)."""
+    for i in range(x.size):
+        v = x[i]
+        y[i] = v if (v > 0 or v != v) else 0.0
+
+
+@njit(nogil=True, cache=True)
+def relu_backward(g, y, dx):
+    """dx = g * (y > 0) as NumPy computes it (the mask cast to 1.0 / 0.0, so inf * 0 is NaN)."""
+    for i in range(g.size):
+        dx[i] = g[i] * (1.0 if y[i] > 0 else 0.0)
+
+
 def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 

@@ -409,6 +409,37 @@ class NumpyBackend(Backend):
         total = nll.sum(dtype=np.float64)
         return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
 
+    # -- ReLU: one Numba pass, the array shared out over the threads ----------------------------------------------
+    def relu(self, x):
+        if not (_kernel_dtype(x) and x.flags.c_contiguous and x.size >= _PARALLEL_MIN):
+            return super().relu(x)
+        y = np.empty_like(x)
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        if _run_kernel("relu", xf[:1], yf[:1]) is _FAILED:  # (compiles, or on failure the NumPy path runs)
+            return super().relu(x)
+        nk = _numba_module
+        parallel_for(lambda lo, hi: nk.relu(xf[lo:hi], yf[lo:hi]), xf.size, xf.size)
+        return y
+
+    def relu_backward(self, g, y):
+        if not (
+            isinstance(g, np.ndarray)
+            and g.dtype == y.dtype
+            and g.shape == y.shape
+            and _kernel_dtype(g)
+            and g.flags.c_contiguous
+            and y.flags.c_contiguous
+            and g.size >= _PARALLEL_MIN
+        ):
+            return super().relu_backward(g, y)
+        dx = np.empty_like(g)
+        gf, yf, df = g.reshape(-1), y.reshape(-1), dx.reshape(-1)
+        if _run_kernel("relu_backward", gf[:1], yf[:1], df[:1]) is _FAILED:
+            return super().relu_backward(g, y)
+        nk = _numba_module
+        parallel_for(lambda lo, hi: nk.relu_backward(gf[lo:hi], yf[lo:hi], df[lo:hi]), gf.size, gf.size)
+        return dx
+
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that

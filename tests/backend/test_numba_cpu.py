@@ -281,3 +281,35 @@ def test_kernels_called_from_several_threads_at_once():
     r = _python(code, GPUNN_BACKEND="numpy", GPUNN_NUMBA="1", GPUNN_NUM_THREADS="2")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["80", "True", "workqueue"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernels_equal_numpy_bit_for_bit(rng, dtype):
+    """Tensor.relu's forward and backward on the numpy backend (Numba, the array shared over the threads)
+    give NumPy's np.maximum(x, 0) and g * (y > 0) exactly: -0.0 to +0.0, NaN kept, inf * 0 = NaN."""
+    n = numpy_backend._PARALLEL_MIN + 6  # large enough for the kernels, an odd share for each thread
+    x = rng.standard_normal(n).astype(dtype)
+    x[:6] = [-0.0, 0.0, np.nan, np.inf, -np.inf, -1.0]
+    g = rng.standard_normal(n).astype(dtype)
+    g[6:9] = [np.inf, -np.inf, np.nan]
+    x[6:9] = [-1.0, 2.0, 3.0]
+    be = NumpyBackend()
+    y = be.relu(x.reshape(2, -1)).reshape(-1)
+    ry = np.maximum(x, 0)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(ry))
+    dx = be.relu_backward(g.reshape(2, -1), ry.reshape(2, -1)).reshape(-1)
+    with np.errstate(invalid="ignore"):  # inf * 0
+        rdx = g * (ry > 0)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, rdx)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(rdx))
+    # through the Tensor op: the same values and gradient
+    import gpunn
+
+    t = gpunn.tensor(x, requires_grad=True)
+    out = t.relu()
+    out.backward(gpunn.tensor(g))
+    np.testing.assert_array_equal(out.detach().numpy(), ry)
+    np.testing.assert_array_equal(t.grad.numpy(), rdx)
