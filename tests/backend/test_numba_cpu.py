@@ -183,6 +183,27 @@ def test_conv2d_groups_run_on_one_thread_blas_and_restore_it(rng, monkeypatch):
     assert blas.calls == [1, 2, 1, 2] and blas.threads == 2
 
 
+def test_conv2d_without_threadpoolctl_runs_the_groups_on_the_calling_thread(rng, monkeypatch):
+    """No way to set OpenBLAS's thread count (threadpoolctl missing): the groups run one after another on
+    the calling thread, BLAS threaded as it is, with the same results."""
+    monkeypatch.setattr(numpy_backend, "_blas_control", [])
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", 1)
+    calls = []
+    real = numpy_backend.parallel_for
+    monkeypatch.setattr(numpy_backend, "parallel_for", lambda *a: calls.append(a) or real(*a))
+    x = rng.standard_normal((4, 3, 8, 7)).astype(np.float64)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float64)
+    be = NumpyBackend()
+    y, saved = be.conv2d_forward(x, w, None, (1, 1), (1, 1), "relu")
+    dx, dW, _ = be.conv2d_backward(np.ones_like(y), saved, need_db=False)
+    assert calls == []  # never shared out
+    ry, rsaved = reference.conv2d_forward(np, x, w, None, (1, 1), (1, 1), "relu")
+    rdx, rdW, _ = reference.conv2d_backward(np, np.ones_like(ry), rsaved, need_db=False)
+    for got, ref in ((y, ry), (dx, rdx), (dW, rdW)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_kernels_skip_what_they_do_not_need(rng):
     x, w = rng.standard_normal((2, 3, 6, 5)).astype(np.float32), rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
     be = NumpyBackend()
