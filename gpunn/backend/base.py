@@ -114,6 +114,15 @@ class Backend:
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
         return x * mask, lambda g: g * mask
 
+    # -- ReLU (Tensor.relu / F.relu; the numpy backend runs them as Numba kernels on all cores) -------
+    def relu(self, x):
+        """max(x, 0), NaN kept, in x's dtype."""
+        return self.xp.maximum(x, 0).astype(x.dtype, copy=False)
+
+    def relu_backward(self, g, y):
+        """g * (y > 0): ReLU's derivative read off its output y."""
+        return g * (y > 0)
+
     def accuracy_count(self, logits, target):
         """How many rows of logits (N, C) have their argmax equal to target (N,); a 0-d device array."""
         return (logits.argmax(axis=1) == target).sum()

@@ -1,8 +1,11 @@
 """Numba CPU kernels of the numpy backend: the passes NumPy cannot fuse, compiled to machine code.
 
 Imported by ``NumpyBackend`` on first use of a kernel (never by ``import gpunn``); importing this module
-imports Numba. Each kernel is ``@njit(parallel=True, cache=True)``: compiled once per signature, cached
-on disk next to this file (or in Numba's user cache directory), run over ``GPUNN_NUM_THREADS`` threads.
+imports Numba. Each kernel is ``@njit(..., cache=True)``: compiled once per signature, cached on disk
+next to this file (or in Numba's user cache directory). The flat ones (optimizer steps, softmax
+cross-entropy) are ``parallel=True``, run over ``GPUNN_NUM_THREADS`` threads by Numba; the pool and conv
+kernels are serial and ``nogil``, and NumpyBackend runs them on shares of the planes / groups of images
+from its own threads (see the pooling and convolution sections).
 
 Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
 order, element by element, so its results equal the reference's bit for bit -- except
@@ -10,8 +13,8 @@ order, element by element, so its results equal the reference's bit for bit -- e
 pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
-Layouts: pools and conv take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole
-output planes, so no two threads write one element and the result does not depend on the thread count.
+Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each thread owns whole output planes,
+so no two threads write one element and the result does not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -155,81 +158,183 @@ def adam_step(
 # ----------------------------------------------------------------------------------------------
 # pooling over planes (P, H, W) -> (P, OH, OW)
 # ----------------------------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
+# Serial and nogil, like the conv kernels: NumpyBackend runs each on a share of the planes from its own
+# threads (parallel_for; the calling thread computes a share itself). Inside a training step that kept
+# both cores busy where a prange launch often did not: its workers sleep between launches and one woke
+# too late for a sub-millisecond kernel (measured: the small CNN's step 5% faster). Each kernel calls a
+# plain function per plane (written inside a prange body the same loops compiled 3-5x slower).
+@njit(cache=True)
+def _max_pool_plane(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
+    h, w = x.shape
+    oh, ow = y.shape
+    for r in range(oh):
+        i0 = max(0, ph - r * sh)
+        i1 = min(kh, h + ph - r * sh)
+        for c in range(ow):
+            j0 = max(0, pw - c * sw)
+            j1 = min(kw, w + pw - c * sw)
+            best = x[r * sh + i0 - ph, c * sw + j0 - pw]
+            k_best = i0 * kw + j0
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    v = x[r * sh + i - ph, c * sw + j - pw]
+                    if v > best or v != v:
+                        best = v
+                        k_best = i * kw + j
+            y[r, c] = best
+            if need_arg:
+                arg[r, c] = k_best
+
+
+@njit(cache=True)
+def _max_pool_plane_2x2(x, y, arg, need_arg):
+    """_max_pool_plane of 2x2 windows, stride 2, no padding: the geometry known to the compiler (the
+    general loop with run-time window bounds is 5-6x slower)."""
+    oh, ow = y.shape
+    for r in range(oh):
+        x0 = x[2 * r]
+        x1 = x[2 * r + 1]
+        for c in range(ow):
+            best = x0[2 * c]
+            k_best = 0
+            v = x0[2 * c + 1]
+            if v > best or v != v:
+                best = v
+                k_best = 1
+            v = x1[2 * c]
+            if v > best or v != v:
+                best = v
+                k_best = 2
+            v = x1[2 * c + 1]
+            if v > best or v != v:
+                best = v
+                k_best = 3
+            y[r, c] = best
+            if need_arg:
+                arg[r, c] = k_best
+
+
+@njit(nogil=True, cache=True)
 def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
     """y = max over each window; arg = the winning tap (i * kw + j) under PyTorch's CPU rule: start at the
     window's first in-bounds element, replace when greater or NaN."""
-    planes, h, w = x.shape
-    oh, ow = y.shape[1], y.shape[2]
-    for p in prange(planes):
+    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    for p in range(x.shape[0]):
+        a = arg[p] if need_arg else arg[0]
+        if fast:
+            _max_pool_plane_2x2(x[p], y[p], a, need_arg)
+        else:
+            _max_pool_plane(x[p], y[p], a, kh, kw, sh, sw, ph, pw, need_arg)
+
+
+@njit(cache=True)
+def _max_pool_plane_backward(dy, arg, dx, kw, sh, sw, ph, pw, disjoint):
+    oh, ow = dy.shape
+    h, w = dx.shape
+    dx[:, :] = 0
+    if disjoint:  # each cell in at most one window: its gradient stored as is (the reference's -0.0 kept)
         for r in range(oh):
-            i0 = max(0, ph - r * sh)
-            i1 = min(kh, h + ph - r * sh)
             for c in range(ow):
-                j0 = max(0, pw - c * sw)
-                j1 = min(kw, w + pw - c * sw)
-                best = x[p, r * sh + i0 - ph, c * sw + j0 - pw]
-                k_best = i0 * kw + j0
-                for i in range(i0, i1):
-                    for j in range(j0, j1):
-                        v = x[p, r * sh + i - ph, c * sw + j - pw]
-                        if v > best or v != v:
-                            best = v
-                            k_best = i * kw + j
-                y[p, r, c] = best
-                if need_arg:
-                    arg[p, r, c] = k_best
-
-
-@njit(parallel=True, cache=True)
-def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
-    """dx = dy routed to each window's winning tap; dx must be zeroed. Outputs are visited in reverse
-    raster order, so each input cell sums its gradients in the reference's (tap) order."""
-    planes, oh, ow = dy.shape
-    for p in prange(planes):
+                k = arg[r, c]
+                i = k // kw
+                dx[r * sh + i - ph, c * sw + k - i * kw - pw] = dy[r, c]
+    else:  # reverse raster order: each cell sums its gradients in the reference's (tap) order
         for r in range(oh - 1, -1, -1):
             for c in range(ow - 1, -1, -1):
-                k = arg[p, r, c]
+                k = arg[r, c]
                 i = k // kw
-                j = k - i * kw
-                dx[p, r * sh + i - ph, c * sw + j - pw] += dy[p, r, c]
+                dx[r * sh + i - ph, c * sw + k - i * kw - pw] += dy[r, c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def _max_pool_plane_backward_2x2(dy, arg, dx):
+    """_max_pool_plane_backward of 2x2 windows, stride 2, no padding (measured 4x faster than storing
+    each window's four cells with a select)."""
+    oh, ow = dy.shape
+    dx[:, :] = 0
+    for r in range(oh):
+        for c in range(ow):
+            k = arg[r, c]
+            dx[2 * r + (k >> 1), 2 * c + (k & 1)] = dy[r, c]
+
+
+@njit(nogil=True, cache=True)
+def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
+    """dx = dy routed to each window's winning tap (dx is overwritten)."""
+    disjoint = sh >= kh and sw >= kw
+    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    for p in range(dy.shape[0]):
+        if fast:
+            _max_pool_plane_backward_2x2(dy[p], arg[p], dx[p])
+        else:
+            _max_pool_plane_backward(dy[p], arg[p], dx[p], kw, sh, sw, ph, pw, disjoint)
+
+
+@njit(cache=True)
+def _avg_pool_plane(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
+    h, w = x.shape
+    oh, ow = y.shape
+    for r in range(oh):
+        i0 = max(0, ph - r * sh)
+        i1 = min(kh, h + ph - r * sh)
+        for c in range(ow):
+            j0 = max(0, pw - c * sw)
+            j1 = min(kw, w + pw - c * sw)
+            acc = zero  # of x's dtype
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    acc += x[r * sh + i - ph, c * sw + j - pw]
+            y[r, c] = acc / divisor[r, c]
+
+
+@njit(nogil=True, cache=True)
 def avg_pool_forward(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
     """y = (sum over the window's in-bounds cells, taps in order) / divisor[r, c]."""
-    planes, h, w = x.shape
-    oh, ow = y.shape[1], y.shape[2]
-    for p in prange(planes):
-        for r in range(oh):
-            i0 = max(0, ph - r * sh)
-            i1 = min(kh, h + ph - r * sh)
-            for c in range(ow):
-                j0 = max(0, pw - c * sw)
-                j1 = min(kw, w + pw - c * sw)
-                acc = zero  # of x's dtype
-                for i in range(i0, i1):
-                    for j in range(j0, j1):
-                        acc += x[p, r * sh + i - ph, c * sw + j - pw]
-                y[p, r, c] = acc / divisor[r, c]
+    for p in range(x.shape[0]):
+        _avg_pool_plane(x[p], y[p], divisor, zero, kh, kw, sh, sw, ph, pw)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def _avg_pool_plane_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
+    oh, ow = dy.shape
+    h, w = dx.shape
+    dx[:, :] = 0
+    for r in range(oh - 1, -1, -1):
+        i0 = max(0, ph - r * sh)
+        i1 = min(kh, h + ph - r * sh)
+        for c in range(ow - 1, -1, -1):
+            j0 = max(0, pw - c * sw)
+            j1 = min(kw, w + pw - c * sw)
+            g = dy[r, c] / divisor[r, c]
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    dx[r * sh + i - ph, c * sw + j - pw] += g
+
+
+@njit(nogil=True, cache=True)
 def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
-    """dx += dy / divisor over each window (dx zeroed), outputs in reverse raster order (tap order per cell)."""
-    planes, oh, ow = dy.shape
-    h, w = dx.shape[1], dx.shape[2]
-    for p in prange(planes):
-        for r in range(oh - 1, -1, -1):
-            i0 = max(0, ph - r * sh)
-            i1 = min(kh, h + ph - r * sh)
-            for c in range(ow - 1, -1, -1):
-                j0 = max(0, pw - c * sw)
-                j1 = min(kw, w + pw - c * sw)
-                g = dy[p, r, c] / divisor[r, c]
-                for i in range(i0, i1):
-                    for j in range(j0, j1):
-                        dx[p, r * sh + i - ph, c * sw + j - pw] += g
+    """dx = the sum of dy / divisor over the windows holding each cell, outputs in reverse raster order (tap
+    order per cell); dx is overwritten."""
+    for p in range(dy.shape[0]):
+        _avg_pool_plane_backward(dy[p], dx[p], divisor, kh, kw, sh, sw, ph, pw)
+
+
+# ----------------------------------------------------------------------------------------------
+# ReLU over flat arrays (serial, nogil: NumpyBackend runs them on shares of the array)
+# ----------------------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def relu(x, y):
+    """y = max(x, 0) as np.maximum computes it: x where x > 0 or NaN, else 0 (-0.0 gives +0.0)."""
+    for i in range(x.size):
+        v = x[i]
+        y[i] = v if (v > 0 or v != v) else 0.0
+
+
+@njit(nogil=True, cache=True)
+def relu_backward(g, y, dx):
+    """dx = g * (y > 0) as NumPy computes it (the mask cast to 1.0 / 0.0, so inf * 0 is NaN)."""
+    for i in range(g.size):
+        dx[i] = g[i] * (1.0 if y[i] > 0 else 0.0)
 
 
 def set_threads(n: int) -> None:
@@ -237,38 +342,48 @@ def set_threads(n: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# convolution: im2col, the layout pass (+ bias), col2im
+# convolution: im2col, the layout pass (+ bias), col2im -- serial, without the GIL
 # ----------------------------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def im2col(x, cols, sh, sw, ph, pw):
-    """cols[c, i, j, n, r, q] = x[n, c, r sh + i - ph, q sw + j - pw] (0 in the padding).
-    x (N, C, H, W), cols (C, KH, KW, N, OH, OW)."""
-    n_img, ch, h, w = x.shape
+# These run on one group of images each, several groups at once from NumpyBackend's threads (each
+# thread's GEMMs on a single-threaded BLAS: see conv2d_forward there), so they are plain compiled loops
+# that release the GIL (nogil), not prange kernels: no launch lock, no threading layer.
+# Numba checks every index for a negative value (wraparound) unless it is a range() variable; a checked
+# index keeps LLVM from vectorizing the loop. So the copies below index 1-D slices with the bare loop
+# variable (measured: im2col 1.5x, col2im 1.4-2x faster than indexing the 6-D arrays directly).
+@njit(nogil=True, cache=True)
+def im2col(xpad, cols, sh, sw):
+    """cols[c, i, j, n, r, q] = xpad[n, c, r sh + i, q sw + j]: xpad (N, C, H + 2 ph, W + 2 pw) is the input
+    with its zero padding (reference.pad_hw), cols (C, KH, KW, N, OH, OW), tap by tap."""
+    n_img, ch, hp, wp = xpad.shape
     kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
-    zero = 0.0  # stored into cols' dtype exactly
-    for t in prange(ch * kh):
-        c = t // kh
-        i = t - c * kh
-        for j in range(kw):
-            for n in range(n_img):
-                for r in range(oh):
-                    hh = r * sh + i - ph
-                    if hh < 0 or hh >= h:
-                        for q in range(ow):
-                            cols[c, i, j, n, r, q] = zero
-                    else:
-                        for q in range(ow):
-                            ww = q * sw + j - pw
-                            cols[c, i, j, n, r, q] = x[n, c, hh, ww] if 0 <= ww < w else zero
+    xf = xpad.reshape(-1)
+    cf = cols.reshape(-1)
+    span = (ow - 1) * sw + 1
+    for t in range(ch * kh * kw):
+        c = t // (kh * kw)
+        i = (t // kw) % kh
+        j = t % kw
+        for n in range(n_img):
+            src = ((n * ch + c) * hp + i) * wp + j
+            dst = (t * n_img + n) * oh * ow
+            for r in range(oh):
+                d = cf[dst + r * ow : dst + r * ow + ow]
+                s = xf[src + r * sh * wp : src + r * sh * wp + span]
+                if sw == 1:
+                    for q in range(ow):
+                        d[q] = s[q]
+                else:
+                    for q in range(ow):
+                        d[q] = s[q * sw]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def swap01(src, dst, bias, has_bias, relu):
     """dst[b, a, l] = src[a, b, l] (+ bias[a]) (then max(., 0), NaN kept, as np.maximum): the GEMM output
     (OC, N, L) laid out as (N, OC, L) with the bias and ReLU in the same pass, or a gradient (N, OC, L) as
     (OC, N, L)."""
     na, nb, nl = src.shape
-    for t in prange(na * nb):
+    for t in range(na * nb):
         a = t // nb
         b = t - a * nb
         ba = bias[a] if has_bias else bias[0]
@@ -279,46 +394,52 @@ def swap01(src, dst, bias, has_bias, relu):
             dst[b, a, q] = v
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def swap01_relu_mask(dy, y, dst):
     """dst[b, a, l] = dy[a, b, l] * (y[a, b, l] > 0): ReLU's derivative applied in the transpose of the
     output gradient (N, OC, L) to (OC, N, L), as reference.activation_backward computes it."""
     na, nb, nl = dy.shape
-    for t in prange(na * nb):
+    for t in range(na * nb):
         a = t // nb
         b = t - a * nb
         for q in range(nl):
             dst[b, a, q] = dy[a, b, q] * (1.0 if y[a, b, q] > 0 else 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def col2im(dcols, dx, sh, sw, ph, pw):
-    """dx[n, c, r sh + i - ph, q sw + j - pw] += dcols[c, i, j, n, r, q] for the taps (i, j) in order: the
-    adjoint of im2col, each (image, channel) plane owned by one task (no write conflicts), each cell
-    summing its taps in the reference's order. dx (N, C, H, W) must be zeroed."""
+    """dx[n, c, r sh + i - ph, q sw + j - pw] = the sum of dcols[c, i, j, n, r, q] over the taps (i, j) in
+    order: the adjoint of im2col. Plane by plane (image, channel): the taps are added, in the reference's
+    order, into a zeroed padded plane, whose inside is then copied to dx (overwritten)."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
     h, w = dx.shape[2], dx.shape[3]
-    for t in prange(n_img * ch):
+    hp = max((oh - 1) * sh + kh, h + ph)  # the padded plane: every tap's cell and every cell of dx
+    wp = max((ow - 1) * sw + kw, w + pw)
+    df = dcols.reshape(-1)
+    xf = dx.reshape(-1)
+    plane = oh * ow
+    for t in range(n_img * ch):
         n = t // ch
         c = t - n * ch
+        buf = np.zeros(hp * wp, dcols.dtype)
         for i in range(kh):
-            r0 = max(0, (ph - i + sh - 1) // sh)  # output rows whose tap row i lands inside [0, h)
-            r1 = min(oh, (h - 1 + ph - i) // sh + 1)
             for j in range(kw):
-                q0 = max(0, (pw - j + sw - 1) // sw)
-                q1 = min(ow, (w - 1 + pw - j) // sw + 1)
-                shift = j - pw
-                for r in range(r0, r1):
-                    src = dcols[c, i, j, n, r]
-                    dst = dx[n, c, r * sh + i - ph]
-                    if sw == 1:  # contiguous on both sides: slices from 0, a loop LLVM vectorizes
-                        d = dst[q0 + shift : q1 + shift]
-                        a = src[q0:q1]
-                        for q in range(q1 - q0):
-                            d[q] += a[q]
+                src = (((c * kh + i) * kw + j) * n_img + n) * plane
+                for r in range(oh):
+                    s = df[src + r * ow : src + r * ow + ow]
+                    at = (r * sh + i) * wp + j
+                    d = buf[at : at + (ow - 1) * sw + 1]
+                    if sw == 1:
+                        for q in range(ow):
+                            d[q] += s[q]
                     else:
-                        for q in range(q0, q1):
-                            dst[q * sw + shift] += src[q]
+                        for q in range(ow):
+                            d[q * sw] += s[q]
+        for y in range(h):
+            d = xf[(t * h + y) * w : (t * h + y) * w + w]
+            s = buf[(y + ph) * wp + pw : (y + ph) * wp + pw + w]
+            for q in range(w):
+                d[q] = s[q]
 
 
 # ----------------------------------------------------------------------------------------------

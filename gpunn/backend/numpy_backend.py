@@ -165,6 +165,12 @@ class NumpyBackend(Backend):
             buf = bufs[key] = np.empty(max(n, _CHUNK), dtype=dtype)
         return buf[:n]
 
+    def _padded(self, x, ph: int, pw: int):
+        """x (M, C, H, W) with its zero padding, in this thread's scratch (x itself without padding)."""
+        m, c, h, w = x.shape
+        buf = self._scratch(m * c * (h + 2 * ph) * (w + 2 * pw), x.dtype, 13)
+        return reference.pad_hw(np, x, ph, pw, out=buf.reshape(m, c, h + 2 * ph, w + 2 * pw))
+
     # -- optimizer steps: the reference's formulas, in place, block by block ------------------------
     def sgd_step(
         self,
@@ -403,63 +409,136 @@ class NumpyBackend(Backend):
         total = nll.sum(dtype=np.float64)
         return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
 
-    # -- conv2d: Numba im2col, one BLAS GEMM, the layout pass with the bias; col2im gathered per cell ---------
+    # -- ReLU: one Numba pass, the array shared out over the threads ----------------------------------------------
+    def relu(self, x):
+        if not (_kernel_dtype(x) and x.flags.c_contiguous and x.size >= _PARALLEL_MIN):
+            return super().relu(x)
+        y = np.empty_like(x)
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        if _run_kernel("relu", xf[:1], yf[:1]) is _FAILED:  # (compiles, or on failure the NumPy path runs)
+            return super().relu(x)
+        nk = _numba_module
+        parallel_for(lambda lo, hi: nk.relu(xf[lo:hi], yf[lo:hi]), xf.size, xf.size)
+        return y
+
+    def relu_backward(self, g, y):
+        if not (
+            isinstance(g, np.ndarray)
+            and g.dtype == y.dtype
+            and g.shape == y.shape
+            and _kernel_dtype(g)
+            and g.flags.c_contiguous
+            and y.flags.c_contiguous
+            and g.size >= _PARALLEL_MIN
+        ):
+            return super().relu_backward(g, y)
+        dx = np.empty_like(g)
+        gf, yf, df = g.reshape(-1), y.reshape(-1), dx.reshape(-1)
+        if _run_kernel("relu_backward", gf[:1], yf[:1], df[:1]) is _FAILED:
+            return super().relu_backward(g, y)
+        nk = _numba_module
+        parallel_for(lambda lo, hi: nk.relu_backward(gf[lo:hi], yf[lo:hi], df[lo:hi]), gf.size, gf.size)
+        return dx
+
+    # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
+    # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
+    # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
+    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the padded input, the
+    # columns and the backward's dcols stay in cache between the passes that write and read them; the
+    # backward recomputes each group's columns from x (cheaper than reading them back from memory).
+    # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
+    # single-threaded BLAS (see _over_groups): OpenBLAS's own threads split every GEMM and meet at a
+    # spin barrier after each, which on a busy 2-core machine burned 3-15x the GEMM's CPU time waiting for
+    # a descheduled partner; whole groups per thread need no barrier until the end of the layer.
     def conv2d_forward(
         self, x, weight, bias, stride=(1, 1), padding=(0, 0), act="none", negative_slope=0.01, need_grad=True
     ):
         if not _kernel_dtype(x, weight, bias) or numba_kernels() is None:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
         x = np.ascontiguousarray(x)
+        weight = np.ascontiguousarray(weight, dtype=x.dtype)
         n, c, h, w = x.shape
         oc, _, kh, kw = weight.shape
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
-        cols = np.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-        if _run_kernel("im2col", x, cols, sh, sw, ph, pw) is _FAILED:
+        ckk, L = c * kh * kw, oh * ow
+        # the first image's columns through _run_kernel: compiles the kernel, or on failure the NumPy path runs
+        first = reference.pad_hw(np, x[:1], ph, pw)
+        if _run_kernel("im2col", first, np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw) is _FAILED:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
-        cols2 = cols.reshape(c * kh * kw, n * oh * ow)
-        W2 = weight.reshape(oc, c * kh * kw)
-        out_cm = (W2 @ cols2).reshape(oc, n, oh * ow)
+        nk = _numba_module
+        W2 = weight.reshape(oc, ckk)
         y = np.empty((n, oc, oh, ow), dtype=x.dtype)
+        y3 = y.reshape(n, oc, L)
         has_bias = bias is not None
-        _run_kernel(
-            "swap01",
-            out_cm,
-            y.reshape(n, oc, oh * ow),
-            np.ascontiguousarray(bias) if has_bias else np.zeros(1, x.dtype),
-            has_bias,
-            act == "relu",
-        )
-        if act != "relu":
+        b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
+        relu = act == "relu"
+        threads = _group_threads(x.size * kh * kw)
+        groups = _image_groups(n, ckk * L * x.itemsize, threads)
+
+        def run(g0, g1):
+            for lo, hi in groups[g0:g1]:
+                m = hi - lo
+                cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
+                nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
+                out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
+                np.matmul(W2, cols.reshape(ckk, m * L), out=out)
+                nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
+
+        _over_groups(run, len(groups), threads)
+        if act not in ("relu", "none"):
             y = reference.activation_forward(np, y, act, negative_slope)
-        return y, (
-            ("numba", x.shape, (kh, kw), W2, cols2, y, stride, padding, act, negative_slope) if need_grad else None
-        )
+        return y, (("numba", x, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None)
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         if saved[0] != "numba":
             return super().conv2d_backward(dy, saved, need_dx, need_dW, need_db)
-        _, (n, c, h, w), (kh, kw), W2, cols2, y, (sh, sw), (ph, pw), act, negative_slope = saved
-        nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
+        _, x, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
+        n, c, h, w = x.shape
+        nk = _numba_module  # the forward ran the kernels: they are loaded
         _, oc, oh, ow = y.shape
-        g2 = np.empty((oc, n, oh * ow), dtype=y.dtype)
+        ckk, L = W2.shape[1], oh * ow
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        y3 = y.reshape(n, oc, L)
         if act == "relu":  # the activation's derivative applied in the layout pass
-            nk.launch(nk.swap01_relu_mask, dy.reshape(n, oc, oh * ow), y.reshape(n, oc, oh * ow), g2)
+            src = dy.reshape(n, oc, L)
         else:
-            dz = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
-            nk.launch(nk.swap01, dz.reshape(n, oc, oh * ow), g2, np.zeros(1, dz.dtype), False, False)
-        g2 = g2.reshape(oc, n * oh * ow)
-        dW = (g2 @ cols2.T).reshape(oc, c, kh, kw) if need_dW else None
-        db = g2.sum(axis=1) if need_db else None
-        dx = None
-        if need_dx:
-            dcols = (W2.T @ g2).reshape(c, kh, kw, n, oh, ow)
-            dx = np.zeros((n, c, h, w), dtype=y.dtype)
-            nk.launch(nk.col2im, dcols, dx, sh, sw, ph, pw)
-        return dx, dW, db
+            src = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
+            src = src.reshape(n, oc, L)
+        threads = _group_threads(x.size * kh * kw)
+        groups = _image_groups(n, ckk * L * y.itemsize, threads)
+        # each group's dW and db, added up in group order at the end (the same sum for any thread count)
+        dWg = np.empty((len(groups), oc, ckk), dtype=y.dtype) if need_dW else None
+        dbg = np.empty((len(groups), oc), dtype=y.dtype) if need_db else None
+        dx = np.empty((n, c, h, w), dtype=y.dtype) if need_dx else None
+        no_bias = np.zeros(1, y.dtype)
 
-    # -- pooling: one Numba pass over each plane, each way -----------------------------------------------------
+        def run(g0, g1):
+            for k in range(g0, g1):
+                lo, hi = groups[k]
+                m = hi - lo
+                g = self._scratch(oc * m * L, y.dtype, 11).reshape(oc, m, L)
+                if act == "relu":
+                    nk.swap01_relu_mask(src[lo:hi], y3[lo:hi], g)
+                else:
+                    nk.swap01(src[lo:hi], g, no_bias, False, False)
+                g2 = g.reshape(oc, m * L)
+                if need_dW:
+                    cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
+                    nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
+                    np.matmul(g2, cols.reshape(ckk, m * L).T, out=dWg[k])
+                if need_db:
+                    g2.sum(axis=1, out=dbg[k])
+                if need_dx:
+                    dcols = self._scratch(ckk * m * L, y.dtype, 12).reshape(ckk, m * L)
+                    np.matmul(W2.T, g2, out=dcols)
+                    nk.col2im(dcols.reshape(c, kh, kw, m, oh, ow), dx[lo:hi], sh, sw, ph, pw)
+
+        _over_groups(run, len(groups), threads)
+        dW = None if dWg is None else _sum_in_order(dWg).reshape(oc, c, kh, kw)
+        return dx, dW, None if dbg is None else _sum_in_order(dbg)
+
+    # -- pooling: one Numba pass over each plane, each way; the planes shared out over the threads ---------------
     def pool2d_forward(self, x, mode, kernel_size, stride, padding=(0, 0), count_include_pad=True, need_grad=True):
         if mode not in reference.POOL_MODES or not _kernel_dtype(x) or numba_kernels() is None:
             return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
@@ -471,13 +550,25 @@ class NumpyBackend(Backend):
         geometry = (kh, kw, sh, sw, ph, pw)
         if mode == "max":
             arg = np.empty((n * c, oh, ow) if need_grad else (1, 1, 1), dtype=np.int32)
-            ok = _run_kernel("max_pool_forward", planes, y, arg, *geometry, bool(need_grad)) is not _FAILED
             extra = arg
+
+            def run(lo, hi):
+                nk.max_pool_forward(planes[lo:hi], y[lo:hi], arg[lo:hi] if need_grad else arg, *geometry, need_grad)
+
+            first = ("max_pool_forward", planes[:1], y[:1], arg[:1], *geometry, bool(need_grad))
         else:
             extra = _avg_divisor(x.dtype, h, w, oh, ow, geometry, count_include_pad)
-            ok = _run_kernel("avg_pool_forward", planes, y, extra, x.dtype.type(0), *geometry) is not _FAILED
-        if not ok:
+            zero = x.dtype.type(0)
+
+            def run(lo, hi):
+                nk.avg_pool_forward(planes[lo:hi], y[lo:hi], extra, zero, *geometry)
+
+            first = ("avg_pool_forward", planes[:1], y[:1], extra, zero, *geometry)
+        if _run_kernel(*first) is _FAILED:  # (the first plane: compiles, or on failure the NumPy path runs)
             return super().pool2d_forward(x, mode, kernel_size, stride, padding, count_include_pad, need_grad)
+        nk = _numba_module
+        need_grad = bool(need_grad)
+        parallel_for(run, n * c, planes.size)
         saved = ("numba-" + mode, x.shape, extra, geometry) if need_grad else None
         return y.reshape(n, c, oh, ow), saved
 
@@ -488,12 +579,79 @@ class NumpyBackend(Backend):
         nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
         dy = np.ascontiguousarray(dy, dtype=extra.dtype if tag == "numba-avg" else dy.dtype)
         dy3 = dy.reshape(n * c, dy.shape[2], dy.shape[3])
-        dx = np.zeros((n * c, h, w), dtype=dy.dtype)
-        if tag == "numba-max":
-            nk.launch(nk.max_pool_backward, dy3, extra, dx, *geometry)
-        else:
-            nk.launch(nk.avg_pool_backward, dy3, dx, extra, *geometry)
+        dx = np.empty((n * c, h, w), dtype=dy.dtype)
+
+        def run(lo, hi):
+            if tag == "numba-max":
+                nk.max_pool_backward(dy3[lo:hi], extra[lo:hi], dx[lo:hi], *geometry)
+            else:
+                nk.avg_pool_backward(dy3[lo:hi], dx[lo:hi], extra, *geometry)
+
+        parallel_for(run, n * c, dx.size)
         return dx.reshape(n, c, h, w)
+
+
+_GROUP_BYTES = 1 << 22  # conv2d's columns per group of images (of 0.5-16 MB, 4 MB measured fastest: L3-resident)
+
+
+def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
+    """[(lo, hi), ...]: the batch in consecutive groups of images whose im2col columns take about
+    _GROUP_BYTES, at least one image a group, and a multiple of ``threads`` groups where the batch allows
+    (equal shares for the threads of _over_groups)."""
+    count = max(1, -(-n * bytes_per_image // _GROUP_BYTES))
+    if threads > 1:
+        count = -(-count // threads) * threads
+    count = min(n, count)
+    return [(n * k // count, n * (k + 1) // count) for k in range(count)]  # sizes differ by at most one
+
+
+def _sum_in_order(parts: np.ndarray) -> np.ndarray:
+    """parts[0] + parts[1] + ... left to right (np.sum's pairwise order would differ with the count)."""
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+_blas_control = None  # threadpoolctl's controllers of the loaded OpenBLAS libraries; False when unavailable
+_blas_lock = threading.Lock()
+
+
+def _blas_controllers():
+    global _blas_control
+    if _blas_control is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_control = [c for c in ThreadpoolController().lib_controllers if c.internal_api == "openblas"]
+        except Exception:  # not installed, or an unexpected library layout: BLAS keeps its threads
+            _blas_control = []
+    return _blas_control
+
+
+def _group_threads(work: int) -> int:
+    """Threads _over_groups will use for ``work`` elements: GPUNN_NUM_THREADS, or 1 for little work or when
+    OpenBLAS's thread count cannot be set (threadpoolctl missing: BLAS then threads each GEMM itself)."""
+    threads = num_threads()
+    return threads if threads > 1 and work >= _PARALLEL_MIN and _blas_controllers() else 1
+
+
+def _over_groups(run, n_groups: int, threads: int) -> None:
+    """run(g0, g1) over the groups [0, n_groups): split over ``threads`` threads, with OpenBLAS on one thread
+    meanwhile (restored after), or on the calling thread alone, BLAS threaded as set."""
+    if n_groups < 2 or threads < 2:
+        run(0, n_groups)
+        return
+    controllers = _blas_controllers()
+    with _blas_lock:  # one conv at a time changes and restores the BLAS setting
+        before = [ctl.get_num_threads() for ctl in controllers]
+        for ctl in controllers:
+            ctl.set_num_threads(1)
+        try:
+            parallel_for(run, n_groups, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+        finally:
+            for ctl, k in zip(controllers, before):
+                ctl.set_num_threads(k)
 
 
 def _kernel_dtype(*arrays) -> bool:

@@ -391,13 +391,15 @@ def _col2im_stride1(xp, W2T, g4, ckk, pad):
 POOL_MODES = ("max", "avg")
 
 
-def pad_hw(xp, x, ph: int, pw: int, value=0.0):
+def pad_hw(xp, x, ph: int, pw: int, value=0.0, out=None):
     """x (N, C, H, W) with ``ph`` rows and ``pw`` columns of ``value`` on each side (x itself when both are 0):
-    one copy into a new array whose border strips are filled (xp.pad costs about twice that)."""
+    one copy into a new array (or into ``out``, of that shape) whose border strips are filled (xp.pad costs
+    about twice that)."""
     if ph == 0 and pw == 0:
         return x
     n, c, h, w = x.shape
-    out = xp.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    if out is None:
+        out = xp.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
     out[:, :, :ph] = value
     out[:, :, ph + h :] = value
     out[:, :, ph : ph + h, :pw] = value

@@ -218,9 +218,11 @@ def relu(self, inplace: bool = False) -> Tensor:
     _tensor(self, "relu")
     if inplace:
         return self.relu_()
-    xp = self._backend.xp
-    out = xp.maximum(self._data, 0).astype(self.dtype, copy=False)
-    return self._result(out, (self,), lambda g: (g * (out > 0),), "ReluBackward0", saved=(), saves_output=True)
+    be = self._backend
+    out = be.relu(self._data)
+    return self._result(
+        out, (self,), lambda g: (be.relu_backward(g, out),), "ReluBackward0", saved=(), saves_output=True
+    )
 
 
 def leaky_relu(self, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:

@@ -162,3 +162,44 @@ def test_sequential_fuses_conv2d_and_relu_with_the_same_result(rng, monkeypatch)
     y2.sum().backward()
     np.testing.assert_array_equal(g_fused[0], gx2.grad.numpy())
     np.testing.assert_array_equal(g_fused[1], conv.weight.grad.numpy())
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape,oc,k,stride,padding",
+    [
+        ((3, 5, 9, 11), 7, (5, 3), 2, 1),
+        ((5, 1, 9, 11), 4, 3, 1, 1),
+        ((4, 3, 10, 7), 6, (2, 3), (1, 2), (1, 0)),
+    ],
+)
+def test_conv2d_relu_max_pool_in_image_groups_match_torch(
+    rng, monkeypatch, threads, dtype, shape, oc, k, stride, padding
+):
+    """conv2d + ReLU + max_pool2d with the batch split into one-image groups shared over the threads
+    (where the numba path runs): values and the gradients of x, W, b equal PyTorch 2.13 CPU's within the
+    dtype's rounding. (Finite inputs: at a NaN ReLU output PyTorch passes the gradient through, gpunn's
+    ReLU derivative everywhere -- reference, kernels -- gives 0; not this test's subject.)"""
+    from gpunn.backend import numpy_backend
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", threads)
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", 1)  # one image a group
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)  # the groups on both threads even at this size
+    x = rng.standard_normal(shape).astype(dtype)
+    kk = (k, k) if isinstance(k, int) else k
+    w = rng.standard_normal((oc, shape[1]) + kk).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype)
+    gx, gw, gb = (gpunn.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    gy = F.max_pool2d(F.relu(F.conv2d(gx, gw, gb, stride, padding)), 2)
+    ty = TF.max_pool2d(TF.relu(TF.conv2d(tx, tw, tb, stride, padding)), 2)
+    tol = {np.float32: 2e-5, np.float64: 1e-12}[dtype]
+    np.testing.assert_allclose(gy.detach().numpy(), ty.detach().numpy(), rtol=tol, atol=tol)
+    dy = rng.standard_normal(gy.shape).astype(dtype)
+    (gy * gpunn.tensor(dy)).sum().backward()
+    ty.backward(torch.tensor(dy))
+    for g, t in ((gx, tx), (gw, tw), (gb, tb)):
+        got, want = g.grad.numpy(), t.grad.numpy()
+        assert got.dtype == dtype and np.count_nonzero(want) > 0
+        np.testing.assert_allclose(got, want, rtol=tol * 10, atol=tol * 10 * np.abs(want).max())

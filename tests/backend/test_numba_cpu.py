@@ -54,6 +54,27 @@ def test_pool2d_kernels_equal_the_reference(rng, dtype, geometry, mode, count_in
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (3, 5, 9, 11), (1, 1, 2, 2), (2, 2, 3, 2)])
+def test_max_pool_2x2_fast_path_equals_the_reference(rng, dtype, shape):
+    """The specialised 2x2/stride-2 kernels (even and odd sizes: the last row/column in no window gets a
+    zero gradient): values, NaN windows, ties, and the sign of a -0.0 gradient stored as the reference does."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = np.nan
+    x[0, 0, :2, :2] = 1.5  # a window of ties: the first wins
+    be = NumpyBackend()
+    y, saved = be.pool2d_forward(x, "max", (2, 2), (2, 2), (0, 0))
+    ry, rsaved = reference.pool2d_forward(np, x, "max", (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(saved[2].reshape(ry.shape), rsaved[-1])  # the winning taps
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy.flat[1::3] = -0.0
+    dx, rdx = be.pool2d_backward(dy, saved), reference.pool2d_backward(np, dy, rsaved)
+    np.testing.assert_array_equal(dx, rdx)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(rdx))
+    assert dx.shape == x.shape and np.count_nonzero(dx) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride,padding", CONV_GEOMETRIES)
 @pytest.mark.parametrize("bias,act", [(True, "none"), (False, "none"), (True, "relu"), (False, "tanh")])
 def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, act):
@@ -78,6 +99,109 @@ def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, a
         np.testing.assert_array_equal(got[2], ref[2])
     eps = np.finfo(dtype).eps
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=4 * eps * np.nanmax(np.abs(ref[0])))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_group", [1, 2, 3])
+@pytest.mark.parametrize(
+    "n,c,hw,oc,k,stride,padding,act",
+    [
+        (3, 5, (9, 11), 7, (5, 3), (1, 1), (1, 1), "relu"),
+        (7, 2, (9, 11), 4, (3, 3), (2, 2), (1, 0), "none"),
+        (5, 1, (8, 8), 6, (3, 2), (2, 1), (0, 1), "tanh"),
+    ],
+)
+def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw, oc, k, stride, padding, act):
+    """The batch done a group of images at a time (groups of 1-3 images, the last one short). A GEMM over
+    fewer columns may block its sums differently (OpenBLAS does), and dW and db add up the groups' GEMMs
+    and sums one after another: not the reference's bits, so every output is checked against the float64
+    reference -- NaN exactly where it has NaN, elsewhere a relative error within 16 eps sqrt(N)."""
+    x = rng.standard_normal((n, c) + hw).astype(dtype)
+    w = rng.standard_normal((oc, c) + k).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype)
+    if act == "relu":
+        x[1, 0, 2:4] = np.nan  # NaN stays NaN through the fused ReLU and in the gradients it reaches
+    be = NumpyBackend()
+    ckk = c * k[0] * k[1]
+    oh = reference.conv_out_size(hw[0], k[0], stride[0], padding[0])
+    ow = reference.conv_out_size(hw[1], k[1], stride[1], padding[1])
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", per_group * ckk * oh * ow * x.itemsize)
+    assert len(numpy_backend._image_groups(n, ckk * oh * ow * x.itemsize)) == -(-n // per_group)
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)  # groups on both threads under "2-threads"
+    y, saved = be.conv2d_forward(x, w, b, stride, padding, act)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dW, db = be.conv2d_backward(dy, saved)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    ry, saved64 = reference.conv2d_forward(np, x64, w64, b64, stride, padding, act)
+    rdx, rdW, rdb = reference.conv2d_backward(np, dy64, saved64)
+    eps = np.finfo(dtype).eps
+    for got, ref in ((y, ry), (dx, rdx), (dW, rdW), (db, rdb)):
+        assert got.dtype == dtype and got.shape == ref.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        finite = ~np.isnan(ref)
+        assert finite.sum() > 0.3 * ref.size
+        err = np.linalg.norm(got[finite] - ref[finite]) / np.linalg.norm(ref[finite])
+        assert err <= 16 * eps * np.sqrt(n), err
+
+
+def test_conv2d_groups_run_on_one_thread_blas_and_restore_it(rng, monkeypatch):
+    """Under 2 threads the image groups are shared out with OpenBLAS set to one thread meanwhile, and its
+    setting restored after -- also when a group fails."""
+
+    class FakeBlas:
+        def __init__(self):
+            self.threads, self.calls = 2, []
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, k):
+            self.calls.append(k)
+            self.threads = k
+
+    blas = FakeBlas()
+    monkeypatch.setattr(numpy_backend, "_blas_control", [blas])
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", 1)  # one image a group
+    x = rng.standard_normal((6, 2, 7, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    be = NumpyBackend()
+    y, saved = be.conv2d_forward(x, w, None, (1, 1), (1, 1), "relu")
+    ry, _ = reference.conv2d_forward(np, x.astype(np.float64), w.astype(np.float64), None, (1, 1), (1, 1), "relu")
+    np.testing.assert_allclose(y, ry, rtol=1e-5, atol=1e-5)
+    if os.environ["GPUNN_NUM_THREADS"] == "1":
+        assert blas.calls == []  # one thread: BLAS left as it is
+        return
+    assert blas.calls == [1, 2] and blas.threads == 2
+
+    def failing(*args):
+        raise ValueError("simulated failure in a group")
+
+    monkeypatch.setattr(numpy_backend._numba_module, "col2im", failing)
+    with pytest.raises(ValueError, match="simulated"):  # a failing group: the setting is still restored
+        be.conv2d_backward(np.ones_like(y), saved)
+    assert blas.calls == [1, 2, 1, 2] and blas.threads == 2
+
+
+def test_conv2d_without_threadpoolctl_runs_the_groups_on_the_calling_thread(rng, monkeypatch):
+    """No way to set OpenBLAS's thread count (threadpoolctl missing): the groups run one after another on
+    the calling thread, BLAS threaded as it is, with the same results."""
+    monkeypatch.setattr(numpy_backend, "_blas_control", [])
+    monkeypatch.setattr(numpy_backend, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(numpy_backend, "_GROUP_BYTES", 1)
+    calls = []
+    real = numpy_backend.parallel_for
+    monkeypatch.setattr(numpy_backend, "parallel_for", lambda *a: calls.append(a) or real(*a))
+    x = rng.standard_normal((4, 3, 8, 7)).astype(np.float64)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float64)
+    be = NumpyBackend()
+    y, saved = be.conv2d_forward(x, w, None, (1, 1), (1, 1), "relu")
+    dx, dW, _ = be.conv2d_backward(np.ones_like(y), saved, need_db=False)
+    assert calls == []  # never shared out
+    ry, rsaved = reference.conv2d_forward(np, x, w, None, (1, 1), (1, 1), "relu")
+    rdx, rdW, _ = reference.conv2d_backward(np, np.ones_like(ry), rsaved, need_db=False)
+    for got, ref in ((y, ry), (dx, rdx), (dW, rdW)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_kernels_skip_what_they_do_not_need(rng):
@@ -154,7 +278,8 @@ def test_a_kernel_that_fails_to_compile_falls_back(rng, monkeypatch):
 
 
 def test_kernels_called_from_several_threads_at_once():
-    """Numba's workqueue layer aborts the process on concurrent launches: gpunn serialises its own."""
+    """Numba's workqueue layer aborts the process on concurrent launches of prange kernels (here Adam's):
+    gpunn serialises its own; the pools' serial kernels and their thread shares run alongside."""
     code = (
         "import threading, numpy as np, gpunn\n"
         "from gpunn.backend.numpy_backend import NumpyBackend\n"
@@ -163,9 +288,12 @@ def test_kernels_called_from_several_threads_at_once():
         "ref = be.pool2d_forward(x, 'max', (2, 2), (2, 2))[0]\n"
         "ok = []\n"
         "def work():\n"
+        "    p, g = np.zeros(1 << 19, np.float32), np.ones(1 << 19, np.float32)\n"
+        "    m, v = np.zeros_like(p), np.zeros_like(p)\n"
         "    for _ in range(20):\n"
         "        y, s = be.pool2d_forward(x, 'max', (2, 2), (2, 2))\n"
         "        be.pool2d_backward(np.ones_like(y), s)\n"
+        "        be.adam_step(p, g, m, v, step=1, lr=0.1)  # a prange kernel on 2 threads\n"
         "        ok.append(np.array_equal(y, ref))\n"
         "ts = [threading.Thread(target=work) for _ in range(4)]\n"
         "[t.start() for t in ts]; [t.join() for t in ts]\n"
@@ -174,3 +302,35 @@ def test_kernels_called_from_several_threads_at_once():
     r = _python(code, GPUNN_BACKEND="numpy", GPUNN_NUMBA="1", GPUNN_NUM_THREADS="2")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["80", "True", "workqueue"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernels_equal_numpy_bit_for_bit(rng, dtype):
+    """Tensor.relu's forward and backward on the numpy backend (Numba, the array shared over the threads)
+    give NumPy's np.maximum(x, 0) and g * (y > 0) exactly: -0.0 to +0.0, NaN kept, inf * 0 = NaN."""
+    n = numpy_backend._PARALLEL_MIN + 6  # large enough for the kernels, an odd share for each thread
+    x = rng.standard_normal(n).astype(dtype)
+    x[:6] = [-0.0, 0.0, np.nan, np.inf, -np.inf, -1.0]
+    g = rng.standard_normal(n).astype(dtype)
+    g[6:9] = [np.inf, -np.inf, np.nan]
+    x[6:9] = [-1.0, 2.0, 3.0]
+    be = NumpyBackend()
+    y = be.relu(x.reshape(2, -1)).reshape(-1)
+    ry = np.maximum(x, 0)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(ry))
+    dx = be.relu_backward(g.reshape(2, -1), ry.reshape(2, -1)).reshape(-1)
+    with np.errstate(invalid="ignore"):  # inf * 0
+        rdx = g * (ry > 0)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, rdx)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(rdx))
+    # through the Tensor op: the same values and gradient
+    import gpunn
+
+    t = gpunn.tensor(x, requires_grad=True)
+    out = t.relu()
+    out.backward(gpunn.tensor(g))
+    np.testing.assert_array_equal(out.detach().numpy(), ry)
+    np.testing.assert_array_equal(t.grad.numpy(), rdx)
