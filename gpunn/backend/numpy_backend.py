@@ -13,10 +13,12 @@ run the same math faster, and falls back to the reference for the options it doe
 Every override performs the reference's operations in the reference's order, element by element, so
 its results equal the reference's bit for bit (float32 and float64, any number of threads).
 
-Numba kernels (``gpunn.backend.numba_cpu``) run the optimizer steps, pooling and the im2col/col2im and
-layout passes of conv2d in one compiled pass each. Numba is imported on the first call that can use a
-kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the kernels off, and where Numba is missing
-or fails to compile, a warning says so once and the NumPy code below runs instead.
+Numba kernels (``gpunn.backend.numba_cpu``) run the optimizer steps (SGD, Adam/AdamW, Adagrad, Adadelta,
+RMSprop: one fused loop each, split over ``parallel_for``'s threads from ``_FLAT_PARALLEL_MIN`` elements
+on), pooling and the im2col/col2im and layout passes of conv2d in one compiled pass each. Numba is
+imported on the first call that can use a kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the
+kernels off, and where Numba is missing or fails to compile, a warning says so once and the NumPy code
+below runs instead.
 
 Allocation: glibc's malloc hands large blocks (>= 128 KiB, adjusted upwards as they are freed) back to
 the OS when they are freed, so a training step that allocates its activations and temporaries fresh
@@ -99,9 +101,8 @@ def parallel_for(fn, n: int, work: int) -> None:
             f.result()
 
 
-def numba_kernels(work: int | None = None):
-    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
-    Its kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
+def _numba():
+    """gpunn.backend.numba_cpu, imported on first call; None when GPUNN_NUMBA=0 or Numba failed."""
     global _numba_module
     if os.environ.get("GPUNN_NUMBA", "1").strip() == "0" or _numba_module is False:
         return None
@@ -112,8 +113,16 @@ def numba_kernels(work: int | None = None):
             _numba_failed(exc)
             return None
         _numba_module = numba_cpu
-    _numba_module.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
     return _numba_module
+
+
+def numba_kernels(work: int | None = None):
+    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
+    Its parallel kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
+    nk = _numba()
+    if nk is not None:
+        nk.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
+    return nk
 
 
 def _numba_failed(exc: BaseException) -> None:
@@ -145,6 +154,32 @@ def _run_kernel(name: str, *args, work: int | None = None):
             raise
         _numba_failed(exc)
         return _FAILED
+
+
+_FLAT_PARALLEL_MIN = 1 << 19  # elements; a flat optimizer kernel below this runs on the calling thread
+
+
+def _run_flat(name: str, n: int, *args) -> bool:
+    """numba_cpu.<name>(lo, hi, *args) over [0, n), split over parallel_for's threads when n is large; False
+    when the kernels are off or this one fails to compile (the caller then runs its NumPy code: compilation
+    precedes execution, so nothing was written)."""
+    nk = _numba() if args[0].dtype in (np.float32, np.float64) else None  # the dtypes they compile for
+    if nk is None:
+        return False
+    kernel = getattr(nk, name)
+    try:
+        if n < _FLAT_PARALLEL_MIN:
+            kernel(0, n, *args)
+        else:
+            parallel_for(lambda lo, hi: kernel(lo, hi, *args), n, n)
+    except Exception as exc:
+        from numba.core.errors import NumbaError
+
+        if not isinstance(exc, NumbaError):
+            raise
+        _numba_failed(exc)
+        return False
+    return True
 
 
 class NumpyBackend(Backend):
@@ -197,8 +232,9 @@ class NumpyBackend(Backend):
         dt = param.dtype.type
         wd, mu, step = dt(weight_decay), dt(momentum), dt(lr)
         buf = param if momentum_buf is None else momentum_buf  # (unused without momentum)
-        if _FAILED is not _run_kernel(
+        if _run_flat(
             "sgd_step",
+            param.size,
             param,
             grad,
             buf,
@@ -209,7 +245,6 @@ class NumpyBackend(Backend):
             weight_decay != 0,
             bool(maximize),
             bool(first_step),
-            work=param.size,
         ):
             return
 
@@ -283,8 +318,9 @@ class NumpyBackend(Backend):
         b1, one_b1, b2, one_b2 = dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2)
         bc2, eps_, step_size = dt(bias_correction2_sqrt), dt(eps), dt(lr / bias_correction1)
         vmax = max_exp_avg_sq if amsgrad else exp_avg_sq  # (unused without amsgrad)
-        if _FAILED is not _run_kernel(
+        if _run_flat(
             "adam_step",
+            param.size,
             param,
             grad,
             exp_avg,
@@ -303,7 +339,6 @@ class NumpyBackend(Backend):
             bool(decoupled_weight_decay),
             bool(amsgrad),
             bool(maximize),
-            work=param.size,
         ):
             return
 
@@ -340,6 +375,130 @@ class NumpyBackend(Backend):
                 p -= s
 
         parallel_for(run, param.size, param.size)
+
+    # Adagrad, Adadelta, RMSprop: one Numba pass each (the reference's NumPy code where Numba is off)
+    def adagrad_step(
+        self, param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False
+    ):
+        dt = param.dtype.type
+        if not (
+            _flat_contiguous(param, grad, state_sum)
+            and _run_flat(
+                "adagrad_step",
+                param.size,
+                param,
+                grad,
+                state_sum,
+                dt(lr / (1 + (step - 1) * lr_decay)),
+                dt(eps),
+                dt(weight_decay),
+                weight_decay != 0,
+                bool(maximize),
+            )
+        ):
+            super().adagrad_step(
+                param,
+                grad,
+                state_sum,
+                step=step,
+                lr=lr,
+                lr_decay=lr_decay,
+                weight_decay=weight_decay,
+                eps=eps,
+                maximize=maximize,
+            )
+
+    def adadelta_step(
+        self, param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False
+    ):
+        dt = param.dtype.type
+        if not (
+            _flat_contiguous(param, grad, square_avg, acc_delta)
+            and _run_flat(
+                "adadelta_step",
+                param.size,
+                param,
+                grad,
+                square_avg,
+                acc_delta,
+                dt(lr),
+                dt(rho),
+                dt(1 - rho),
+                dt(eps),
+                dt(weight_decay),
+                weight_decay != 0,
+                bool(maximize),
+            )
+        ):
+            super().adadelta_step(
+                param,
+                grad,
+                square_avg,
+                acc_delta,
+                lr=lr,
+                rho=rho,
+                eps=eps,
+                weight_decay=weight_decay,
+                maximize=maximize,
+            )
+
+    def rmsprop_step(
+        self,
+        param,
+        grad,
+        square_avg,
+        momentum_buf=None,
+        grad_avg=None,
+        *,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        maximize=False,
+    ):
+        dt = param.dtype.type
+        use_momentum = momentum > 0
+        arrays = (
+            (param, grad, square_avg) + ((momentum_buf,) if use_momentum else ()) + ((grad_avg,) if centered else ())
+        )
+        if not (
+            _flat_contiguous(*arrays)
+            and _run_flat(
+                "rmsprop_step",
+                param.size,
+                param,
+                grad,
+                square_avg,
+                momentum_buf if use_momentum else param,  # (unused)
+                grad_avg if centered else param,  # (unused)
+                dt(lr),
+                dt(alpha),
+                dt(1 - alpha),
+                dt(eps),
+                dt(weight_decay),
+                dt(momentum),
+                weight_decay != 0,
+                use_momentum,
+                bool(centered),
+                bool(maximize),
+            )
+        ):
+            super().rmsprop_step(
+                param,
+                grad,
+                square_avg,
+                momentum_buf,
+                grad_avg,
+                lr=lr,
+                alpha=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+                maximize=maximize,
+            )
 
     # -- fused softmax cross-entropy: the common case, block by block -------------------------------------
     def softmax_cross_entropy(

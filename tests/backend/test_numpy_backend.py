@@ -8,8 +8,9 @@ import pytest
 from gpunn.backend import numpy_backend, reference
 from gpunn.backend.numpy_backend import NumpyBackend
 
-# large enough for several cache blocks and for the work to be split across threads
-SIZES = [7, 13 * 4099, (1 << 18) + 77]
+# large enough for several cache blocks and for the work to be split across threads (NumPy code from
+# 1 << 18 elements on, the flat Numba kernels from 1 << 19 on)
+SIZES = [7, 13 * 4099, (1 << 18) + 77, (1 << 19) + 77]
 
 
 @pytest.fixture(params=["1", "2"], ids=["1-thread", "2-threads"])
@@ -77,6 +78,47 @@ def test_adam_step_equals_reference(rng, threads, dtype, n, opts):
         reference.adam_step(np, *ref, step=step, lr=1e-3, **opts)
     for a, b in zip(ours, ref):
         assert np.array_equal(a, b)
+
+
+ADAPTIVE = [  # (primitive, number of state arrays, options)
+    ("adagrad", 1, dict(step=1)),
+    ("adagrad", 1, dict(step=4, lr=0.1, lr_decay=0.05, weight_decay=0.1, eps=1e-6)),
+    ("adagrad", 1, dict(step=2, maximize=True)),
+    ("adadelta", 2, dict()),
+    ("adadelta", 2, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1, maximize=True)),
+    ("rmsprop", 1, dict()),
+    ("rmsprop", 2, dict(momentum=0.9, weight_decay=0.05)),
+    ("rmsprop", 2, dict(alpha=0.9, centered=True, eps=1e-5)),
+    ("rmsprop", 3, dict(lr=0.005, momentum=0.5, centered=True, weight_decay=0.1, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("name,n_state,opts", ADAPTIVE)
+def test_adaptive_steps_equal_reference(rng, threads, kernels, dtype, n, name, n_state, opts):
+    """adagrad_step, adadelta_step, rmsprop_step: three steps from a nonzero state, bit for bit."""
+    p, g = _bufs(rng, n, dtype, 2)
+    state = [np.abs(a) + dtype(0.01) for a in _bufs(rng, n, dtype, n_state)]
+    args = [p, g, *state]
+    if name == "rmsprop":  # (param, grad, square_avg, momentum_buf, grad_avg): None where unused
+        momentum_buf = state[1] if opts.get("momentum") else None
+        # grad_avg^2 < square_avg, which each step keeps (a variance stays >= 0)
+        grad_avg = np.sqrt(state[0]) * rng.uniform(-0.9, 0.9, n).astype(dtype) if opts.get("centered") else None
+        args = [p, g, state[0], momentum_buf, grad_avg]
+    ours = [None if a is None else a.copy() for a in args]
+    ref = [None if a is None else a.copy() for a in args]
+    for _ in range(3):
+        getattr(NumpyBackend(), name + "_step")(*ours, **opts)
+        getattr(reference, name + "_step")(np, *ref, **opts)
+        g_next = rng.standard_normal(n).astype(dtype)
+        ours[1][...] = g_next
+        ref[1][...] = g_next
+    for a, b in zip(ours, ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.isfinite(b).all() and np.array_equal(a, b)
+    assert (numpy_backend._numba() is not None) == (kernels == "numba")  # the kernel ran, or was off
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
