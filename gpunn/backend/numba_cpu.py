@@ -8,8 +8,9 @@ numpy backend runs on its own threads (see their section).
 
 Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
 order, element by element, so its results equal the reference's bit for bit -- except
-``softmax_cross_entropy_rows``, whose row sums are accumulated in float64 (the reference sums float32
-pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
+``softmax_cross_entropy_rows``, whose row sums are float32 partial sums in another order (the reference sums
+pairwise), whose ``exp`` is its own polynomial (NumPy's is its own SIMD one) and which scales by a
+reciprocal: there the bound is stated and tested (tests/backend/test_numpy_backend.py).
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
 Layouts: pools and conv take NCHW arrays viewed as planes ``(N*C, H, W)``; each parallel task owns whole
@@ -379,32 +380,41 @@ def col2im(dcols, dx, sh, sw, ph, pw):
 
 
 # ----------------------------------------------------------------------------------------------
-# softmax cross-entropy, float32, one row per task: loss and dlogits in one pass over each row
+# softmax cross-entropy, float32: loss and dlogits in a few L1-resident passes over each row
 # ----------------------------------------------------------------------------------------------
-# exp(x) for x <= 0 as 2^k * e^r, k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in a
-# high part exact in float32 and a low part), e^r by its Taylor polynomial of degree 7 (truncation error
-# r^8/8! < 6e-9 relative, under float32's half ulp). Written as plain arithmetic plus an int32 store of the
-# exponent bits, so LLVM vectorizes it (NumPy's exp is SIMD; a libm call per element is 5x slower).
+# Serial and ``nogil`` over rows [lo, hi), like the optimizer steps (the numpy backend splits the rows over
+# its threads). Per row: max and finiteness, exp, sum, scale -- each pass a loop LLVM vectorizes:
+# - max: LLVM does not vectorize a float max reduction from Numba (the select carries no fast-math
+#   flags: 10x slower, measured), so it runs on the float32 bits as integers, mapped so that integer order
+#   is float order (negative floats have their magnitude bits flipped); the largest exponent field tells
+#   whether the row holds a NaN or an infinity (all ones).
+# - exp(x) for x <= 0 as 2^k * e^r, k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in a
+#   high part exact in float32 and a low part), e^r by its Taylor polynomial of degree 7 (truncation error
+#   r^8/8! < 6e-9 relative, under float32's half ulp), evaluated with FMAs. Written as plain arithmetic plus
+#   an int32 store of 2^k's float32 bits (Numba has no scalar bitcast), multiplied in the next pass; NumPy's
+#   exp is SIMD, a libm call per element is 5x slower.
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_MIN = np.float32(-87.0)  # below this e^x is under float32's normal range: computed as 0
+_CE = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
-@njit(fastmath={"reassoc"}, cache=True)
-def _row_max_and_check(row):
-    """(max, finite): the row's maximum (order-free, so reassociation is exact) and whether every value is
-    finite (a sum of v * 0 is NaN exactly when some v is NaN or infinite)."""
-    m = row[0]
-    check = np.float32(0)
-    for j in range(row.size):
-        v = row[j]
-        m = v if v > m else m
-        check += v * np.float32(0)
-    return m, check == 0
+@njit(**_CE)
+def _row_max_bits(bits):
+    """(the float32 bits of the row's maximum, finite): ``bits`` is the row viewed as int32."""
+    key_max = -2147483648
+    exp_max = 0
+    for j in range(bits.size):
+        b = bits[j]
+        key = b ^ ((b >> 31) & 0x7FFFFFFF)  # integer order = float order
+        key_max = key if key > key_max else key_max
+        e = b & 0x7F800000
+        exp_max = e if e > exp_max else exp_max
+    return key_max ^ ((key_max >> 31) & 0x7FFFFFFF), exp_max != 0x7F800000
 
 
-@njit(cache=True)
+@njit(fastmath={"contract"}, **_CE)
 def _exp_shifted(row, m, out, scale_bits):
     """out * 2^(scale_bits exponent) = exp(row - m): the polynomial part into out, 2^k as float32 bits."""
     for j in range(row.size):
@@ -425,7 +435,7 @@ def _exp_shifted(row, m, out, scale_bits):
         scale_bits[j] = (np.int32(k) + 127) << 23
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath={"reassoc"}, **_CE)
 def _scale_and_sum(out, scale):
     """out *= scale, returning the sum (reassociated: vectorized partial sums)."""
     s = np.float32(0)
@@ -436,27 +446,30 @@ def _scale_and_sum(out, scale):
     return s
 
 
-@njit(parallel=True, cache=True)
-def softmax_cross_entropy_rows(logits, target, grad, nll, scratch, row_scale):
-    """For each row i of logits (N, C) float32: nll[i] = log(sum exp(z - max)) - (z[t] - max) and
-    grad[i] = (softmax(z) - onehot(t)) * row_scale. Returns the number of rows holding a NaN or an
+@njit(**_CE)
+def softmax_cross_entropy_rows(lo, hi, logits, target, grad, nll, row_scale):
+    """For each row i in [lo, hi) of logits (N, C) float32: nll[i] = log(sum exp(z - max)) - (z[t] - max)
+    and grad[i] = (softmax(z) - onehot(t)) * row_scale. Returns the number of rows holding a NaN or an
     infinity (their outputs are not computed: the caller takes the reference path)."""
-    n, c = logits.shape
+    c = logits.shape[1]
+    scratch = np.empty(c, np.float32)
+    scratch_bits = scratch.view(np.int32)
     bad = 0
-    for i in prange(n):
+    for i in range(lo, hi):
         row = logits[i]
         g = grad[i]
-        m, finite = _row_max_and_check(row)
+        scratch_bits[0], finite = _row_max_bits(row.view(np.int32))
         if not finite:
             bad += 1
             continue
-        sc = scratch[i]
-        _exp_shifted(row, m, g, sc.view(np.int32))
-        s = _scale_and_sum(g, sc)
+        m = scratch[0]
+        _exp_shifted(row, m, g, scratch_bits)
+        s = _scale_and_sum(g, scratch)
         t = target[i]
         nll[i] = np.log(s) - (row[t] - m)
         e_t = g[t]
+        f = row_scale / s
         for j in range(c):
-            g[j] = g[j] / s * row_scale
+            g[j] = g[j] * f
         g[t] = (e_t / s - np.float32(1)) * row_scale
     return bad

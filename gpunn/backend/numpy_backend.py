@@ -159,19 +159,22 @@ def _run_kernel(name: str, *args, work: int | None = None):
 _FLAT_PARALLEL_MIN = 1 << 19  # elements; a flat optimizer kernel below this runs on the calling thread
 
 
-def _run_flat(name: str, n: int, *args) -> bool:
-    """numba_cpu.<name>(lo, hi, *args) over [0, n), split over parallel_for's threads when n is large; False
-    when the kernels are off or this one fails to compile (the caller then runs its NumPy code: compilation
-    precedes execution, so nothing was written)."""
+def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list | None = None) -> bool:
+    """numba_cpu.<name>(lo, hi, *args) over [0, n), split over parallel_for's threads when ``work`` (elements,
+    default n) is large, each part's result appended to ``returns``; False when the kernels are off or this
+    one fails to compile (the caller then runs its NumPy code: compilation precedes execution, so nothing
+    was written)."""
     nk = _numba() if args[0].dtype in (np.float32, np.float64) else None  # the dtypes they compile for
     if nk is None:
         return False
     kernel = getattr(nk, name)
+    out = [] if returns is None else returns
+    work = n if work is None else work
     try:
-        if n < _FLAT_PARALLEL_MIN:
-            kernel(0, n, *args)
+        if work < _FLAT_PARALLEL_MIN:
+            out.append(kernel(0, n, *args))
         else:
-            parallel_for(lambda lo, hi: kernel(lo, hi, *args), n, n)
+            parallel_for(lambda lo, hi: out.append(kernel(lo, hi, *args)), n, work)
     except Exception as exc:
         from numba.core.errors import NumbaError
 
@@ -522,19 +525,11 @@ class NumpyBackend(Backend):
         if dt == np.float32 and c > 0:
             # one pass per row (its own vectorized exp, float32 sums): within a few float32 ulps of the
             # reference, not bit for bit (see numba_cpu); rows with a NaN or inf take the reference path
-            z = np.ascontiguousarray(logits)
-            bad = _run_kernel(
-                "softmax_cross_entropy_rows",
-                z,
-                np.ascontiguousarray(target),
-                grad,
-                nll,
-                self._scratch(z.size, np.float32, 2).reshape(z.shape),
-                np.float32(1.0 / n if reduction == "mean" else 1.0),
-                work=z.size,
-            )
-            if bad is not _FAILED:
-                if bad:
+            z, t = np.ascontiguousarray(logits), np.ascontiguousarray(target)
+            row_scale = np.float32(1.0 / n if reduction == "mean" else 1.0)
+            bad = []
+            if _run_flat("softmax_cross_entropy_rows", n, z, t, grad, nll, row_scale, work=n * c, returns=bad):
+                if sum(bad):
                     return reference.softmax_cross_entropy(
                         np, logits, target, weight, reduction, ignore_index, label_smoothing
                     )
