@@ -20,6 +20,7 @@ output planes, so no two threads write one element and the result does not depen
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import numba
@@ -34,6 +35,26 @@ from numba import njit, prange
 if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 _launch_lock = threading.Lock()
+
+
+def _import_numba_arraymath() -> None:
+    """Import numba.np.arraymath (Numba imports it on its first compile or cache load) without the import
+    of scipy.linalg it makes to learn whether jitted np.correlate/np.convolve may call BLAS: that import
+    was ~0.28 s of the ~0.45 s a fresh process spent loading gpunn's cached kernels. Its one effect: in
+    this process, jitted np.correlate/np.convolve (none in gpunn) use Numba's loop instead of BLAS. Not done
+    when scipy.linalg is loaded already (the check then costs nothing)."""
+    key = "scipy.linalg.cython_blas"
+    if "scipy.linalg" in sys.modules or key in sys.modules:
+        return
+    sys.modules[key] = None  # `import scipy.linalg.cython_blas` raises ImportError before importing scipy.linalg
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if key in sys.modules and sys.modules[key] is None:
+            del sys.modules[key]
+
+
+_import_numba_arraymath()
 
 
 def launch(kernel, *args):
