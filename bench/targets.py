@@ -63,10 +63,19 @@ TARGETS = {  # workload -> target ratio gpunn / best PyTorch (issue 12)
 # ------------------------------------------------------------------------------------------------
 # timing and validation
 # ------------------------------------------------------------------------------------------------
+SETTLE_S = 0.02  # pause before each implementation's turn: the previous one's threads go idle first
+
+
 def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict:
     """impl name -> [(wall seconds, CPU seconds of this process) per call, one pair per round];
     ``impls`` maps name -> zero-argument callable. The CPU time (all threads, spinning included) is the
-    measure that other processes' load disturbs least."""
+    measure that other processes' load disturbs least.
+
+    Each turn starts after a ``SETTLE_S`` pause: PyTorch's OpenMP workers spin for ~3 ms after its last
+    parallel region (GNU OpenMP's default wait policy; measured: 3.3 ms of CPU burnt in a 5 ms sleep after
+    one fused Adam step), holding a core the next library's threads need -- which no user running one
+    library sees. Within a turn every implementation runs back to back, as in a training loop (PyTorch's
+    spinning then serves its own next call, as it does for a user)."""
     names = list(impls)
     for name in names:
         for _ in range(warmup):
@@ -76,6 +85,7 @@ def interleave(impls: dict, rounds: int, reps: int = 1, warmup: int = 2) -> dict
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn = impls[name]
+            time.sleep(SETTLE_S)
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(reps):
                 fn()
