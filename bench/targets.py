@@ -53,6 +53,7 @@ TARGETS = {  # workload -> target ratio gpunn / best PyTorch (issue 12)
     "mlp_epoch": 0.80,
     "cnn_epoch": 0.90,
     "mnist_cnn_step": 1.00,
+    "mnist_cnn_step adadelta": 1.00,
     "adam_step 200k": 1.00,
     "adam_step 2M": 1.00,
     "adam_step 17M": 1.00,
@@ -274,10 +275,19 @@ class _MnistNet:
         return Fn.log_softmax(Fn.linear(x, p["fc2.weight"], p["fc2.bias"]), dim=1)
 
 
-def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
-    """One training step of pytorch/examples' MNIST CNN at batch 64 with Adam (gpunn has no Adadelta).
-    Validated by its gradients in eval mode (no dropout) against float64 PyTorch (Adam's first update,
-    lr * g / (|g| + eps), is too sensitive to tiny gradients to compare); timed in training mode."""
+MNIST_OPTIMIZERS = {  # name -> (gpunn class, PyTorch class, hyper-parameters, PyTorch peers at their best)
+    "adam": ("Adam", ADAM, {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}),
+    # pytorch/examples' own choice (lr=1.0); PyTorch's Adadelta has no fused step
+    "adadelta": ("Adadelta", {"lr": 1.0}, {"torch-foreach": {"foreach": True}, "torch-forloop": {"foreach": False}}),
+}
+
+
+def mnist_cnn_step(rounds: int, batch: int = 64, optimizer: str = "adam") -> dict:
+    """One training step of pytorch/examples' MNIST CNN at batch 64 with Adam, or with Adadelta as the
+    example trains it. Validated by its gradients in eval mode (no dropout) against float64 PyTorch (the
+    first updates, e.g. Adam's lr * g / (|g| + eps), are too sensitive to tiny gradients to compare); timed
+    in training mode."""
+    opt_name, hyper, peers = MNIST_OPTIMIZERS[optimizer]
     rng = np.random.default_rng(2)
     init = {
         k: (
@@ -290,7 +300,7 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
 
     def torch_setup(dtype=torch.float32, **flags):
         p = {k: torch.tensor(v, dtype=dtype, requires_grad=True) for k, v in init.items()}
-        opt = torch.optim.Adam(p.values(), **ADAM, **flags)
+        opt = getattr(torch.optim, opt_name)(p.values(), **hyper, **flags)
         data = [(torch.tensor(X[i], dtype=dtype), torch.tensor(Y[i])) for i in range(len(X))]
         return p, opt, data
 
@@ -300,7 +310,7 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
         loss.backward()
 
     gp = {k: nn.Parameter(gpunn.tensor(v)) for k, v in init.items()}
-    gopt = optim.Adam(list(gp.values()), **ADAM)
+    gopt = getattr(optim, opt_name)(list(gp.values()), **hyper)
     gdata = [(gpunn.tensor(X[i]), gpunn.tensor(Y[i])) for i in range(len(X))]
 
     def gpunn_grads(xb, yb, training=True):
@@ -320,7 +330,7 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
     errors["gpunn"] = validated("mnist_cnn gpunn", max(rel_err(gp[k].grad.numpy(), ref[k]) for k in init), 1e-4)
     git = iter(range(10**9))
     impls = {"gpunn": gpunn_step}
-    for name, flags in (("torch-foreach", {"foreach": True}), ("torch-fused", {"fused": True})):
+    for name, flags in peers.items():
         p, opt, data = torch_setup(**flags)
         torch_grads(p, opt, *data[0], training=False)
         errors[name] = validated(f"mnist_cnn {name}", max(rel_err(p[k].grad.numpy(), ref[k]) for k in init), 1e-4)
@@ -331,7 +341,8 @@ def mnist_cnn_step(rounds: int, batch: int = 64) -> dict:
             opt.step()
 
         impls[name] = step
-    return summarize("mnist_cnn_step", interleave(impls, rounds, reps=10, warmup=5), errors)
+    work = "mnist_cnn_step" + ("" if optimizer == "adam" else f" {optimizer}")
+    return summarize(work, interleave(impls, rounds, reps=10, warmup=5), errors)
 
 
 _COLD_SCRIPT = """
@@ -412,6 +423,7 @@ WORKLOADS = {
     "adam_step": lambda r: [adam_step(label, r) for label in ADAM_SIZES],
     "ce": lambda r: [softmax_ce(r)],
     "mnist_cnn": lambda r: [mnist_cnn_step(r)],
+    "mnist_cnn_adadelta": lambda r: [mnist_cnn_step(r, optimizer="adadelta")],
     "mlp_epoch": lambda r: [_epoch("mlp", r)],
     "cnn_epoch": lambda r: [_epoch("cnn", r)],
     "cold": lambda r: [cold_start(r)],
