@@ -54,6 +54,17 @@ _pool_lock = threading.Lock()
 _numba_module = None  # gpunn.backend.numba_cpu once imported; False after it failed
 
 
+def _forget_pool() -> None:
+    """In a forked child (a DataLoader worker): the parent's pool threads do not exist there, and work
+    submitted to its pool would wait forever; the child makes its own on first use."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def tune_malloc() -> bool:
     """Keep freed memory for reuse instead of unmapping it (see the module docstring); True if applied.
     Runs once per process; a no-op off glibc Linux or with GPUNN_MALLOC_TUNING=0."""

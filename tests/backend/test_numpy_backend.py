@@ -209,3 +209,28 @@ def test_softmax_cross_entropy_checks_its_labels(rng, primitive, bad):
     )
     with pytest.raises(ValueError, match=f"target label {bad} is out of range for 5 classes"):
         fn(logits, target, None, "mean", -100, 0.0)
+
+
+def test_parallel_work_in_a_forked_child(monkeypatch):
+    """A child forked after the parent used its worker threads (a DataLoader worker) makes its own: the
+    parent's do not exist there, and work handed to them would wait forever."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    n = 1 << 20
+    p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
+    NumpyBackend().adam_step(p, g, m, v, step=1, lr=0.1)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_big_adam_step_sum, (n,)).get(timeout=120)
+    q = np.full(n, 0.5, np.float32)
+    reference.adam_step(np, q, *(np.full(n, 0.5, np.float32) for _ in range(3)), step=1, lr=0.1)
+    assert got == float(q.sum(dtype=np.float64))
+
+
+def _big_adam_step_sum(n):
+    p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
+    NumpyBackend().adam_step(p, g, m, v, step=1, lr=0.1)
+    return float(p.sum(dtype=np.float64))
