@@ -67,14 +67,14 @@ def launch(kernel, *args):
 # optimizer steps over flat buffers, in place: one pass over [lo, hi), on the calling thread
 # ----------------------------------------------------------------------------------------------
 # These are serial (``nogil``): the numpy backend splits a large buffer over its own threads
-# (numpy_backend.parallel_for), so a small step pays no parallel launch (a prange kernel costs 40-90 us
-# per call through the threading layer, more than Adam's whole 200k-parameter update, ~35 us) and a large
-# one no lock. Each is ONE fused loop per element -- loads, the whole update, stores -- which LLVM
-# vectorizes (AVX2/AVX-512 sqrt and div) when: error_model="numpy" (the default "python" model tests
-# every division for zero and raises, which blocks vectorization); the arrays are sliced to [lo, hi) and
-# indexed from 0; the option flags are loop-invariant (LLVM unswitches the loop, one vector loop per
-# case). Measured on 200k float32 Adam parameters, one thread: 34 us fused against 57 us as two loops.
-# Every unused array argument may be any array of the dtype (it is not read).
+# (numpy_backend.parallel_for), so a small step pays no parallel launch (an empty prange kernel cost ~40 us
+# of CPU and 80-95 us of wall time per call on the busy 2-core VM, more than Adam's whole 200k-parameter
+# update, ~35 us) and a large one no lock. Each is ONE fused loop per element -- loads, the whole update,
+# stores -- which LLVM vectorizes (AVX2/AVX-512 sqrt and div) when: error_model="numpy" (the default
+# "python" model tests every division for zero and raises, which blocks vectorization); the arrays are
+# sliced to [lo, hi) and indexed from 0; the option flags are loop-invariant (LLVM unswitches the loop,
+# one vector loop per case). Measured on 200k float32 Adam parameters, one thread: 34 us fused against
+# 57 us as two loops. Every unused array argument may be any array of the dtype (it is not read).
 _FLAT = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
