@@ -468,10 +468,11 @@ def _scale_and_sum(out, scale):
 
 
 @njit(**_CE)
-def softmax_cross_entropy_rows(lo, hi, logits, target, grad, nll, row_scale):
+def softmax_cross_entropy_rows(lo, hi, logits, target, grad, nll, row_scale, ignore_index):
     """For each row i in [lo, hi) of logits (N, C) float32: nll[i] = log(sum exp(z - max)) - (z[t] - max)
-    and grad[i] = (softmax(z) - onehot(t)) * row_scale. Returns the number of rows holding a NaN or an
-    infinity (their outputs are not computed: the caller takes the reference path)."""
+    and grad[i] = (softmax(z) - onehot(t)) * row_scale, both 0 where t == ignore_index. Returns the number
+    of rows holding a NaN or an infinity, ignored or not (their outputs are not computed: the caller takes
+    the reference path)."""
     c = logits.shape[1]
     scratch = np.empty(c, np.float32)
     scratch_bits = scratch.view(np.int32)
@@ -483,10 +484,15 @@ def softmax_cross_entropy_rows(lo, hi, logits, target, grad, nll, row_scale):
         if not finite:
             bad += 1
             continue
+        t = target[i]
+        if t == ignore_index:
+            nll[i] = np.float32(0)
+            for j in range(c):
+                g[j] = np.float32(0)
+            continue
         m = scratch[0]
         _exp_shifted(row, m, g, scratch_bits)
         s = _scale_and_sum(g, scratch)
-        t = target[i]
         nll[i] = np.log(s) - (row[t] - m)
         e_t = g[t]
         f = row_scale / s

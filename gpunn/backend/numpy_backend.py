@@ -519,33 +519,19 @@ class NumpyBackend(Backend):
         self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
     ):
         n = logits.shape[0] if logits.ndim == 2 else 0
-        if (
-            weight is not None
-            or label_smoothing != 0
-            or reduction not in ("mean", "sum")
-            or n == 0
-            or logits.dtype.kind != "f"
-            or bool((target == ignore_index).any())
-        ):
+        if weight is not None or label_smoothing != 0 or n == 0 or logits.dtype.kind != "f":
             return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index, label_smoothing)
         dt = logits.dtype
         c = logits.shape[1]
         reference.check_labels(np, target, c, ignore_index)
+        if dt == np.float32 and c > 0 and reduction in ("mean", "sum", "none"):
+            out = _softmax_cross_entropy_rows(logits, target, reduction, ignore_index)
+            if out is not None:
+                return out
+        if reduction not in ("mean", "sum") or bool((target == ignore_index).any()):
+            return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index, label_smoothing)
         grad = np.empty(logits.shape, dtype=dt)
         nll = np.empty(n, dtype=dt)
-        if dt == np.float32 and c > 0:
-            # one pass per row (its own vectorized exp, float32 sums): within a few float32 ulps of the
-            # reference, not bit for bit (see numba_cpu); rows with a NaN or inf take the reference path
-            z, t = np.ascontiguousarray(logits), np.ascontiguousarray(target)
-            row_scale = np.float32(1.0 / n if reduction == "mean" else 1.0)
-            bad = []
-            if _run_flat("softmax_cross_entropy_rows", n, z, t, grad, nll, row_scale, work=n * c, returns=bad):
-                if sum(bad):
-                    return reference.softmax_cross_entropy(
-                        np, logits, target, weight, reduction, ignore_index, label_smoothing
-                    )
-                total = nll.sum(dtype=np.float64)
-                return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
         block = max(1, _CHUNK // max(c, 1))  # rows per block
         inv_n = dt.type(1.0 / n)
 
@@ -659,6 +645,37 @@ class NumpyBackend(Backend):
         else:
             nk.launch(nk.avg_pool_backward, dy3, dx, extra, *geometry)
         return dx.reshape(n, c, h, w)
+
+
+def _softmax_cross_entropy_rows(logits, target, reduction, ignore_index):
+    """(loss, dlogits) of float32 logits (N, C) from the Numba rows kernel (its own vectorized exp, float32
+    sums: within a few float32 ulps of the reference, not bit for bit, see numba_cpu), or None where the
+    reference must run: the kernels are off, a row holds a NaN or an infinity, or 'mean' has no valid row."""
+    n, c = logits.shape
+    n_valid = n - int(np.count_nonzero(target == ignore_index))
+    if reduction == "mean" and n_valid == 0:
+        return None
+    grad = np.empty((n, c), dtype=np.float32)
+    nll = np.empty(n, dtype=np.float32)
+    row_scale = np.float32(1.0 / n_valid if reduction == "mean" else 1.0)
+    bad = []
+    if not _run_flat(
+        "softmax_cross_entropy_rows",
+        n,
+        np.ascontiguousarray(logits),
+        np.ascontiguousarray(target),
+        grad,
+        nll,
+        row_scale,
+        int(ignore_index),
+        work=n * c,
+        returns=bad,
+    ) or sum(bad):
+        return None
+    if reduction == "none":
+        return nll, grad
+    total = nll.sum(dtype=np.float64)
+    return np.asarray(total / n_valid if reduction == "mean" else total, dtype=np.float32), grad
 
 
 def _kernel_dtype(*arrays) -> bool:
