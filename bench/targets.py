@@ -275,7 +275,7 @@ class _MnistNet:
         return Fn.log_softmax(Fn.linear(x, p["fc2.weight"], p["fc2.bias"]), dim=1)
 
 
-MNIST_OPTIMIZERS = {  # name -> (gpunn class, PyTorch class, hyper-parameters, PyTorch peers at their best)
+MNIST_OPTIMIZERS = {  # name -> (class name in gpunn.optim and torch.optim, hyper-parameters, PyTorch peers)
     "adam": ("Adam", ADAM, {"torch-foreach": {"foreach": True}, "torch-fused": {"fused": True}}),
     # pytorch/examples' own choice (lr=1.0); PyTorch's Adadelta has no fused step
     "adadelta": ("Adadelta", {"lr": 1.0}, {"torch-foreach": {"foreach": True}, "torch-forloop": {"foreach": False}}),
