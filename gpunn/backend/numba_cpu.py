@@ -67,7 +67,7 @@ def launch(kernel, *args):
 # optimizer steps over flat buffers, in place: one pass over [lo, hi), on the calling thread
 # ----------------------------------------------------------------------------------------------
 # These are serial (``nogil``): the numpy backend splits a large buffer over its own threads
-# (numpy_backend.parallel_for), so a small step pays no parallel launch (an empty prange kernel cost ~40 us
+# (numpy_backend.parallel_chunks), so a small step pays no parallel launch (an empty prange kernel cost ~40 us
 # of CPU and 80-95 us of wall time per call on the busy 2-core VM, more than Adam's whole 200k-parameter
 # update, ~35 us) and a large one no lock. Each is ONE fused loop per element -- loads, the whole update,
 # stores -- which LLVM vectorizes (AVX2/AVX-512 sqrt and div) when: error_model="numpy" (the default

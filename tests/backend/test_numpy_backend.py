@@ -248,3 +248,41 @@ def _big_adam_step_sum(n):
     p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
     NumpyBackend().adam_step(p, g, m, v, step=1, lr=0.1)
     return float(p.sum(dtype=np.float64))
+
+
+def test_parallel_chunks_covers_every_element_once(monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    seen = []
+    numpy_backend.parallel_chunks(lambda lo, hi: seen.append((lo, hi)), 1000, pieces=7)
+    seen.sort()
+    assert seen[0][0] == 0 and seen[-1][1] == 1000 and len(seen) == 7
+    assert all(a[1] == b[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_parallel_chunks_does_not_wait_for_a_helper_that_never_woke(monkeypatch):
+    """With the pool's thread held elsewhere, the caller does every chunk itself and returns."""
+    import threading
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    release = threading.Event()
+    pool = numpy_backend._get_pool(1)
+    blocker = pool.submit(release.wait, 60)
+    try:
+        seen = []
+        numpy_backend.parallel_chunks(lambda lo, hi: seen.append((lo, hi, threading.get_ident())), 100, pieces=4)
+        assert sorted(s[:2] for s in seen) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+        assert {s[2] for s in seen} == {threading.get_ident()}
+    finally:
+        release.set()
+        blocker.result()
+
+
+def test_parallel_chunks_raises_a_chunks_error(monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+
+    def fn(lo, hi):
+        if lo >= 50:
+            raise ValueError(f"chunk {lo}")
+
+    with pytest.raises(ValueError, match="chunk"):
+        numpy_backend.parallel_chunks(fn, 100, pieces=4)
