@@ -264,6 +264,8 @@ def test_parallel_chunks_does_not_wait_for_a_helper_that_never_woke(monkeypatch)
     import threading
 
     monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    monkeypatch.setattr(numpy_backend, "_pool", None)  # a pool of exactly one thread, for this test
+    monkeypatch.setattr(numpy_backend, "_pool_workers", 0)
     release = threading.Event()
     pool = numpy_backend._get_pool(1)
     blocker = pool.submit(release.wait, 60)
@@ -275,6 +277,7 @@ def test_parallel_chunks_does_not_wait_for_a_helper_that_never_woke(monkeypatch)
     finally:
         release.set()
         blocker.result()
+        pool.shutdown()
 
 
 def test_parallel_chunks_raises_a_chunks_error(monkeypatch):
