@@ -2,15 +2,16 @@
 
 Imported by ``NumpyBackend`` on first use of a kernel (never by ``import gpunn``); importing this module
 imports Numba. Each kernel is ``@njit(..., cache=True)``: compiled once per signature, cached on disk
-next to this file (or in Numba's user cache directory). The flat ones (optimizer steps, softmax
-cross-entropy) are ``parallel=True``, run over ``GPUNN_NUM_THREADS`` threads by Numba; the pool and conv
-kernels are serial and ``nogil``, and NumpyBackend runs them on shares of the planes / groups of images
-from its own threads (see the pooling and convolution sections).
+next to this file (or in Numba's user cache directory). Every kernel is serial and ``nogil`` (none is
+``parallel=True``: a Numba parallel launch cost 40-250 us per call here, more than a whole small
+optimizer step); NumpyBackend runs them on shares of the work -- ranges of a flat buffer or of rows,
+planes, groups of images -- from its own ``GPUNN_NUM_THREADS`` threads (see each section).
 
 Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
 order, element by element, so its results equal the reference's bit for bit -- except
-``softmax_cross_entropy_rows``, whose row sums are accumulated in float64 (the reference sums float32
-pairwise) and whose ``exp`` is libm's (NumPy's is its own SIMD one): there the bound is stated and tested.
+``softmax_cross_entropy_rows``, whose row sums are float32 partial sums in another order (the reference sums
+pairwise), whose ``exp`` is its own polynomial (NumPy's is its own SIMD one) and which scales by a
+reciprocal: there the bound is stated and tested (tests/backend/test_numpy_backend.py).
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
 Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each thread owns whole output planes,
@@ -20,12 +21,12 @@ so no two threads write one element and the result does not depend on the thread
 from __future__ import annotations
 
 import os
+import sys
 import threading
-import types
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Numba's threading layer, unless the user chose one (NUMBA_THREADING_LAYER): 'workqueue'. Its workers
 # sleep between kernels, where GNU OpenMP's (the default 'omp' layer here) spin for a while -- on a
@@ -37,65 +38,70 @@ if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER 
 _launch_lock = threading.Lock()
 
 
+def _import_numba_arraymath() -> None:
+    """Import numba.np.arraymath (Numba imports it on its first compile or cache load) without the import
+    of scipy.linalg it makes to learn whether jitted np.correlate/np.convolve may call BLAS: that import
+    was ~0.28 s of the ~0.45 s a fresh process spent loading gpunn's cached kernels. Its one effect: in
+    this process, jitted np.correlate/np.convolve (none in gpunn) use Numba's loop instead of BLAS. Not done
+    when scipy.linalg is loaded already (the check then costs nothing)."""
+    key = "scipy.linalg.cython_blas"
+    if "scipy.linalg" in sys.modules or key in sys.modules:
+        return
+    sys.modules[key] = None  # `import scipy.linalg.cython_blas` raises ImportError before importing scipy.linalg
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if key in sys.modules and sys.modules[key] is None:
+            del sys.modules[key]
+
+
+_import_numba_arraymath()
+
+
 def launch(kernel, *args):
-    """kernel(*args), one launch at a time in this process; on one thread, its serial twin (see the end)."""
-    if numba.get_num_threads() == 1:  # (thread-local, as set_threads)
-        kernel = serial_twin(kernel)
+    """kernel(*args), one launch at a time in this process (the first call of a kernel compiles it)."""
     with _launch_lock:
         return kernel(*args)
 
 
-_BLOCK = 1 << 12  # elements per parallel task of the flat optimizer kernels (4 arrays of it stay in L2)
-
-
 # ----------------------------------------------------------------------------------------------
-# optimizer steps over flat buffers, in place
+# optimizer steps over flat buffers, in place: one pass over [lo, hi), on the calling thread
 # ----------------------------------------------------------------------------------------------
-# LLVM vectorizes a loop only when it is branch-free and its arrays are the kernel's own arguments (or
-# slices of them: Numba marks a parallel kernel's arrays as not aliasing each other) -- not a loop that
-# tests a flag per element or reads an array chosen at run time (measured: 4-10x slower). So the options
-# are tested once per block, each choosing between whole loops.
-@njit(parallel=True, cache=True)
-def sgd_step(param, grad, buf, lr, momentum, weight_decay, use_momentum, use_wd, maximize, first_step):
-    """reference.sgd_step with dampening 0 and no nesterov: g = (-)grad + wd p; buf = g or mu buf + g;
-    p -= lr * (buf or g)."""
-    n = param.size
-    plain = not use_wd and not maximize
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        lo = blk * _BLOCK
-        hi = min(n, lo + _BLOCK)
-        p = param[lo:hi]
-        g = grad[lo:hi]
-        b = buf[lo:hi]
-        if use_momentum and not first_step and plain:
-            for i in range(hi - lo):
-                b[i] = b[i] * momentum + g[i]
-            for i in range(hi - lo):
-                p[i] = p[i] - lr * b[i]
-        elif use_momentum and not first_step and use_wd and not maximize:  # gpunn train's default
-            for i in range(hi - lo):
-                b[i] = b[i] * momentum + (weight_decay * p[i] + g[i])
-            for i in range(hi - lo):
-                p[i] = p[i] - lr * b[i]
-        elif not use_momentum and plain:
-            for i in range(hi - lo):
-                p[i] = p[i] - lr * g[i]
-        else:
-            for i in range(hi - lo):
-                gi = g[i]
-                if maximize:
-                    gi = -gi
-                if use_wd:
-                    gi = weight_decay * p[i] + gi
-                if use_momentum:
-                    if not first_step:
-                        gi = b[i] * momentum + gi
-                    b[i] = gi
-                p[i] = p[i] - lr * gi
+# These are serial (``nogil``): the numpy backend splits a large buffer over its own threads
+# (numpy_backend.parallel_chunks), so a small step pays no parallel launch (an empty prange kernel cost ~40 us
+# of CPU and 80-95 us of wall time per call on the busy 2-core VM, more than Adam's whole 200k-parameter
+# update, ~35 us) and a large one no lock. Each is ONE fused loop per element -- loads, the whole update,
+# stores -- which LLVM vectorizes (AVX2/AVX-512 sqrt and div) when: error_model="numpy" (the default
+# "python" model tests every division for zero and raises, which blocks vectorization); the arrays are
+# sliced to [lo, hi) and indexed from 0; the option flags are loop-invariant (LLVM unswitches the loop,
+# one vector loop per case). Measured on 200k float32 Adam parameters, one thread: 34 us fused against
+# 57 us as two loops. Every unused array argument may be any array of the dtype (it is not read).
+_FLAT = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
-@njit(parallel=True, cache=True)
+@njit(**_FLAT)
+def sgd_step(lo, hi, param, grad, buf, lr, momentum, weight_decay, use_momentum, use_wd, maximize, first_step):
+    """reference.sgd_step with dampening 0 and no nesterov: g = (-)grad + wd p; buf = g (first step) or
+    mu buf + g; p -= lr * (buf or g)."""
+    p, g = param[lo:hi], grad[lo:hi]
+    b = buf[lo:hi] if use_momentum else buf[:0]
+    for i in range(hi - lo):
+        gi = g[i]
+        if maximize:
+            gi = -gi
+        if use_wd:
+            gi = gi + weight_decay * p[i]
+        if use_momentum:
+            if not first_step:
+                gi = b[i] * momentum + gi
+            b[i] = gi
+        p[i] = p[i] - lr * gi
+
+
+@njit(**_FLAT)
 def adam_step(
+    lo,
+    hi,
     param,
     grad,
     m,
@@ -117,42 +123,113 @@ def adam_step(
 ):
     """reference.adam_step: g = (-)grad (+ wd p, or p *= 1 - lr wd for AdamW); m = b1 m + (1 - b1) g;
     v = b2 v + (1 - b2) g^2; (amsgrad: vmax = max(vmax, v), used as v); p -= lr / (1 - b1^t) * m / (sqrt(v) /
-    bc2 + eps). The moments and the update are separate loops (each vectorizes, their fusion does not)."""
-    n = param.size
-    grad_as_is = not maximize and not (use_wd and not decoupled)
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        lo = blk * _BLOCK
-        hi = min(n, lo + _BLOCK)
-        p = param[lo:hi]
-        g = grad[lo:hi]
-        mm = m[lo:hi]
-        vv = v[lo:hi]
-        if grad_as_is:
-            for i in range(hi - lo):
-                mm[i] = mm[i] * beta1 + one_beta1 * g[i]
-                vv[i] = vv[i] * beta2 + one_beta2 * (g[i] * g[i])
-        else:
-            for i in range(hi - lo):
-                gi = g[i]
-                if maximize:
-                    gi = -gi
-                if use_wd and not decoupled:
-                    gi = gi + weight_decay * p[i]
-                mm[i] = mm[i] * beta1 + one_beta1 * gi
-                vv[i] = vv[i] * beta2 + one_beta2 * (gi * gi)
-        if use_wd and decoupled:
-            for i in range(hi - lo):
-                p[i] = p[i] * decay_factor
+    sqrt(1 - b2^t) + eps)."""
+    p, g, mm, vv = param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi]
+    vm = vmax[lo:hi] if amsgrad else vmax[:0]
+    for i in range(hi - lo):
+        pi = p[i]
+        gi = g[i]
+        if maximize:
+            gi = -gi
+        if use_wd:
+            if decoupled:
+                pi = pi * decay_factor
+            else:
+                gi = gi + weight_decay * pi
+        mi = mm[i] * beta1 + one_beta1 * gi
+        vi = vv[i] * beta2 + one_beta2 * (gi * gi)
+        mm[i] = mi
+        vv[i] = vi
         if amsgrad:
-            vm = vmax[lo:hi]
-            for i in range(hi - lo):
-                if vv[i] > vm[i] or vv[i] != vv[i]:  # np.maximum: the larger, NaN if either is NaN
-                    vm[i] = vv[i]
-            for i in range(hi - lo):
-                p[i] = p[i] - step_size * (mm[i] / (np.sqrt(vm[i]) / bc2_sqrt + eps))
+            vmi = vm[i]
+            if vi > vmi or vi != vi:  # np.maximum: the larger, NaN if either is NaN
+                vmi = vi
+            vm[i] = vmi
+            vi = vmi
+        p[i] = pi - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
+
+
+@njit(**_FLAT)
+def adagrad_step(lo, hi, param, grad, state_sum, clr, eps, weight_decay, use_wd, maximize):
+    """reference.adagrad_step: g = (-)grad + wd p; sum += g^2; p -= clr * g / (sqrt(sum) + eps)."""
+    p, g, s = param[lo:hi], grad[lo:hi], state_sum[lo:hi]
+    for i in range(hi - lo):
+        gi = g[i]
+        if maximize:
+            gi = -gi
+        if use_wd:
+            gi = gi + weight_decay * p[i]
+        si = s[i] + gi * gi
+        s[i] = si
+        p[i] = p[i] - clr * gi / (np.sqrt(si) + eps)
+
+
+@njit(**_FLAT)
+def adadelta_step(lo, hi, param, grad, square_avg, acc_delta, lr, rho, one_rho, eps, weight_decay, use_wd, maximize):
+    """reference.adadelta_step: g = (-)grad + wd p; v = rho v + (1 - rho) g^2; d = sqrt(u + eps) /
+    sqrt(v + eps) * g; u = rho u + (1 - rho) d^2; p -= lr d."""
+    p, g, sq, ad = param[lo:hi], grad[lo:hi], square_avg[lo:hi], acc_delta[lo:hi]
+    for i in range(hi - lo):
+        gi = g[i]
+        if maximize:
+            gi = -gi
+        if use_wd:
+            gi = gi + weight_decay * p[i]
+        vi = sq[i] * rho + one_rho * (gi * gi)
+        sq[i] = vi
+        ui = ad[i]
+        d = np.sqrt(ui + eps) / np.sqrt(vi + eps) * gi
+        ad[i] = ui * rho + one_rho * (d * d)
+        p[i] = p[i] - lr * d
+
+
+@njit(**_FLAT)
+def rmsprop_step(
+    lo,
+    hi,
+    param,
+    grad,
+    square_avg,
+    momentum_buf,
+    grad_avg,
+    lr,
+    alpha,
+    one_alpha,
+    eps,
+    weight_decay,
+    momentum,
+    use_wd,
+    use_momentum,
+    centered,
+    maximize,
+):
+    """reference.rmsprop_step: g = (-)grad + wd p; v = alpha v + (1 - alpha) g^2; avg = sqrt(v - ga^2) + eps
+    with ga += (1 - alpha)(g - ga) (centered), else sqrt(v) + eps; b = mu b + g / avg, p -= lr b (momentum)
+    or p -= lr g / avg."""
+    p, g, sq = param[lo:hi], grad[lo:hi], square_avg[lo:hi]
+    b = momentum_buf[lo:hi] if use_momentum else momentum_buf[:0]
+    ga = grad_avg[lo:hi] if centered else grad_avg[:0]
+    for i in range(hi - lo):
+        gi = g[i]
+        if maximize:
+            gi = -gi
+        if use_wd:
+            gi = gi + weight_decay * p[i]
+        vi = sq[i] * alpha + one_alpha * (gi * gi)
+        sq[i] = vi
+        if centered:
+            gai = ga[i]
+            gai = gai + one_alpha * (gi - gai)
+            ga[i] = gai
+            avg = np.sqrt(vi - gai * gai) + eps
         else:
-            for i in range(hi - lo):
-                p[i] = p[i] - step_size * (mm[i] / (np.sqrt(vv[i]) / bc2_sqrt + eps))
+            avg = np.sqrt(vi) + eps
+        if use_momentum:
+            bi = b[i] * momentum + gi / avg
+            b[i] = bi
+            p[i] = p[i] - lr * bi
+        else:
+            p[i] = p[i] - lr * gi / avg
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,32 +520,41 @@ def col2im(dcols, dx, sh, sw, ph, pw):
 
 
 # ----------------------------------------------------------------------------------------------
-# softmax cross-entropy, float32, one row per task: loss and dlogits in one pass over each row
+# softmax cross-entropy, float32: loss and dlogits in a few L1-resident passes over each row
 # ----------------------------------------------------------------------------------------------
-# exp(x) for x <= 0 as 2^k * e^r, k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in a
-# high part exact in float32 and a low part), e^r by its Taylor polynomial of degree 7 (truncation error
-# r^8/8! < 6e-9 relative, under float32's half ulp). Written as plain arithmetic plus an int32 store of the
-# exponent bits, so LLVM vectorizes it (NumPy's exp is SIMD; a libm call per element is 5x slower).
+# Serial and ``nogil`` over rows [lo, hi), like the optimizer steps (the numpy backend splits the rows over
+# its threads). Per row: max and finiteness, exp, sum, scale -- each pass a loop LLVM vectorizes:
+# - max: LLVM does not vectorize a float max reduction from Numba (the select carries no fast-math
+#   flags: 10x slower, measured), so it runs on the float32 bits as integers, mapped so that integer order
+#   is float order (negative floats have their magnitude bits flipped); the largest exponent field tells
+#   whether the row holds a NaN or an infinity (all ones).
+# - exp(x) for x <= 0 as 2^k * e^r, k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2] (ln 2 split in a
+#   high part exact in float32 and a low part), e^r by its Taylor polynomial of degree 7 (truncation error
+#   r^8/8! < 6e-9 relative, under float32's half ulp), evaluated with FMAs. Written as plain arithmetic plus
+#   an int32 store of 2^k's float32 bits (Numba has no scalar bitcast), multiplied in the next pass; NumPy's
+#   exp is SIMD, a libm call per element is 5x slower.
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
 _EXP_MIN = np.float32(-87.0)  # below this e^x is under float32's normal range: computed as 0
+_CE = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
-@njit(fastmath={"reassoc"}, cache=True)
-def _row_max_and_check(row):
-    """(max, finite): the row's maximum (order-free, so reassociation is exact) and whether every value is
-    finite (a sum of v * 0 is NaN exactly when some v is NaN or infinite)."""
-    m = row[0]
-    check = np.float32(0)
-    for j in range(row.size):
-        v = row[j]
-        m = v if v > m else m
-        check += v * np.float32(0)
-    return m, check == 0
+@njit(**_CE)
+def _row_max_bits(bits):
+    """(the float32 bits of the row's maximum, finite): ``bits`` is the row viewed as int32."""
+    key_max = -2147483648
+    exp_max = 0
+    for j in range(bits.size):
+        b = bits[j]
+        key = b ^ ((b >> 31) & 0x7FFFFFFF)  # integer order = float order
+        key_max = key if key > key_max else key_max
+        e = b & 0x7F800000
+        exp_max = e if e > exp_max else exp_max
+    return key_max ^ ((key_max >> 31) & 0x7FFFFFFF), exp_max != 0x7F800000
 
 
-@njit(cache=True)
+@njit(fastmath={"contract"}, **_CE)
 def _exp_shifted(row, m, out, scale_bits):
     """out * 2^(scale_bits exponent) = exp(row - m): the polynomial part into out, 2^k as float32 bits."""
     for j in range(row.size):
@@ -489,7 +575,7 @@ def _exp_shifted(row, m, out, scale_bits):
         scale_bits[j] = (np.int32(k) + 127) << 23
 
 
-@njit(fastmath={"reassoc"}, cache=True)
+@njit(fastmath={"reassoc"}, **_CE)
 def _scale_and_sum(out, scale):
     """out *= scale, returning the sum (reassociated: vectorized partial sums)."""
     s = np.float32(0)
@@ -500,55 +586,36 @@ def _scale_and_sum(out, scale):
     return s
 
 
-@njit(parallel=True, cache=True)
-def softmax_cross_entropy_rows(logits, target, grad, nll, scratch, row_scale):
-    """For each row i of logits (N, C) float32: nll[i] = log(sum exp(z - max)) - (z[t] - max) and
-    grad[i] = (softmax(z) - onehot(t)) * row_scale. Returns the number of rows holding a NaN or an
-    infinity (their outputs are not computed: the caller takes the reference path)."""
-    n, c = logits.shape
+@njit(**_CE)
+def softmax_cross_entropy_rows(lo, hi, logits, target, grad, nll, row_scale, ignore_index):
+    """For each row i in [lo, hi) of logits (N, C) float32: nll[i] = log(sum exp(z - max)) - (z[t] - max)
+    and grad[i] = (softmax(z) - onehot(t)) * row_scale, both 0 where t == ignore_index. Returns the number
+    of rows holding a NaN or an infinity, ignored or not (their outputs are not computed: the caller takes
+    the reference path)."""
+    c = logits.shape[1]
+    scratch = np.empty(c, np.float32)
+    scratch_bits = scratch.view(np.int32)
     bad = 0
-    for i in prange(n):
+    for i in range(lo, hi):
         row = logits[i]
         g = grad[i]
-        m, finite = _row_max_and_check(row)
+        scratch_bits[0], finite = _row_max_bits(row.view(np.int32))
         if not finite:
             bad += 1
             continue
-        sc = scratch[i]
-        _exp_shifted(row, m, g, sc.view(np.int32))
-        s = _scale_and_sum(g, sc)
         t = target[i]
+        if t == ignore_index:
+            nll[i] = np.float32(0)
+            for j in range(c):
+                g[j] = np.float32(0)
+            continue
+        m = scratch[0]
+        _exp_shifted(row, m, g, scratch_bits)
+        s = _scale_and_sum(g, scratch)
         nll[i] = np.log(s) - (row[t] - m)
         e_t = g[t]
+        f = row_scale / s
         for j in range(c):
-            g[j] = g[j] / s * row_scale
+            g[j] = g[j] * f
         g[t] = (e_t / s - np.float32(1)) * row_scale
     return bad
-
-
-# ----------------------------------------------------------------------------------------------
-# serial twins (issue 14): each parallel kernel above compiled once more without parallel=True
-# ----------------------------------------------------------------------------------------------
-# A parallel=True kernel pays the threading layer's launch on every call, even on one thread: measured
-# 40-60 us on a quiet 2-core machine and up to 250 us under load for a 10-element SGD step -- more than
-# the whole SGD update of a 200k-parameter MLP (30 us serial). ``launch`` runs the twin when the kernel
-# runs on one thread (small work, GPUNN_NUM_THREADS=1). The twin is the same Python function compiled by
-# njit (prange is range there) with error_model="numpy", as Numba compiles a prange body (the python
-# model's zero-divisor check per division keeps LLVM from vectorizing: Adam's update ran 4x slower). The
-# same operations per element and per row, so the same results bit for bit
-# (tests/backend/test_numba_serial_twin.py); its own qualified name gives it its own disk cache entry.
-_serial_twins: dict = {}
-
-
-def serial_twin(kernel):
-    """The serial compile of ``kernel`` (a parallel njit dispatcher of this module), made on first use;
-    anything else (not a dispatcher) is returned as it is."""
-    f = getattr(kernel, "py_func", None)
-    if f is None:
-        return kernel
-    twin = _serial_twins.get(f)
-    if twin is None:
-        g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
-        g.__qualname__, g.__module__, g.__doc__ = f.__qualname__ + "_serial", f.__module__, f.__doc__
-        twin = _serial_twins[f] = njit(cache=True, error_model="numpy")(g)
-    return twin

@@ -13,10 +13,12 @@ run the same math faster, and falls back to the reference for the options it doe
 Every override performs the reference's operations in the reference's order, element by element, so
 its results equal the reference's bit for bit (float32 and float64, any number of threads).
 
-Numba kernels (``gpunn.backend.numba_cpu``) run the optimizer steps, pooling and the im2col/col2im and
-layout passes of conv2d in one compiled pass each. Numba is imported on the first call that can use a
-kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the kernels off, and where Numba is missing
-or fails to compile, a warning says so once and the NumPy code below runs instead.
+Numba kernels (``gpunn.backend.numba_cpu``) run the optimizer steps (SGD, Adam/AdamW, Adagrad, Adadelta,
+RMSprop: one fused loop each, split by ``parallel_chunks`` from ``_FLAT_PARALLEL_MIN`` elements
+on), pooling and the im2col/col2im and layout passes of conv2d in one compiled pass each. Numba is
+imported on the first call that can use a kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the
+kernels off, and where Numba is missing or fails to compile, a warning says so once and the NumPy code
+below runs instead.
 
 Allocation: glibc's malloc hands large blocks (>= 128 KiB, adjusted upwards as they are freed) back to
 the OS when they are freed, so a training step that allocates its activations and temporaries fresh
@@ -52,6 +54,17 @@ _pool_lock = threading.Lock()
 _numba_module = None  # gpunn.backend.numba_cpu once imported; False after it failed
 
 
+def _forget_pool() -> None:
+    """In a forked child (a DataLoader worker): the parent's pool threads do not exist there, and work
+    submitted to its pool would wait forever; the child makes its own on first use."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def tune_malloc() -> bool:
     """Keep freed memory for reuse instead of unmapping it (see the module docstring); True if applied.
     Runs once per process; a no-op off glibc Linux or with GPUNN_MALLOC_TUNING=0."""
@@ -85,11 +98,7 @@ def parallel_for(fn, n: int, work: int) -> None:
     if threads <= 1:
         fn(0, n)
         return
-    global _pool, _pool_workers
-    with _pool_lock:
-        if _pool is None or _pool_workers < threads - 1:
-            _pool, _pool_workers = ThreadPoolExecutor(threads - 1, thread_name_prefix="gpunn-numpy"), threads - 1
-        pool = _pool
+    pool = _get_pool(threads - 1)
     bounds = [n * k // threads for k in range(threads + 1)]
     futures = [pool.submit(fn, bounds[k], bounds[k + 1]) for k in range(1, threads)]
     try:
@@ -99,9 +108,71 @@ def parallel_for(fn, n: int, work: int) -> None:
             f.result()
 
 
-def numba_kernels(work: int | None = None):
-    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
-    Its kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
+def _get_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool is None or _pool_workers < workers:
+            _pool, _pool_workers = ThreadPoolExecutor(workers, thread_name_prefix="gpunn-numpy"), workers
+        return _pool
+
+
+def parallel_chunks(fn, n: int, pieces: int | None = None) -> None:
+    """``fn(lo, hi)`` over ``[0, n)`` in about ``pieces`` chunks (default: two per thread; each costs a
+    claim and a call, ~2.5 us), claimed in order by the calling thread and by GPUNN_NUM_THREADS - 1 pool
+    threads as they wake up. A helper that wakes late -- a sleeping thread on an idle vCPU of this VM
+    took ~70 us to run, one on a core another process holds much longer -- takes fewer chunks or none, and
+    the caller never waits for a helper that claimed nothing: a split is never much slower than one
+    thread (parallel_for's fixed halves wait for the slowest thread). ``fn`` must only write its chunk."""
+    threads = num_threads()
+    chunk = max(1, -(-n // (pieces or 2 * threads)))
+    helpers = min(threads, -(-n // chunk)) - 1
+    if helpers <= 0:
+        fn(0, n)
+        return
+    lock = threading.Lock()
+    idle = threading.Condition(lock)
+    state = {"next": 0, "in_flight": 0, "error": None}  # guarded by lock
+
+    def claim():
+        with lock:
+            lo = state["next"]
+            if lo >= n:
+                return None
+            state["next"] = hi = min(n, lo + chunk)
+            state["in_flight"] += 1
+            return lo, hi
+
+    def finished(exc=None):
+        with lock:
+            state["in_flight"] -= 1
+            if exc is not None:
+                state["error"] = state["error"] or exc
+                state["next"] = n  # no more claims
+            if state["in_flight"] == 0:
+                idle.notify_all()
+
+    def run():
+        while (part := claim()) is not None:
+            try:
+                fn(*part)
+            except BaseException as exc:
+                finished(exc)
+                return
+            finished()
+
+    pool = _get_pool(helpers)
+    for _ in range(helpers):
+        pool.submit(run)
+    run()
+    with lock:  # only chunks a helper has claimed are waited for
+        while state["in_flight"]:
+            idle.wait()
+        if state["error"] is not None:
+            raise state["error"]
+
+
+def _numba():
+    """gpunn.backend.numba_cpu, imported on first call; None when GPUNN_NUMBA=0 or Numba failed."""
     global _numba_module
     if os.environ.get("GPUNN_NUMBA", "1").strip() == "0" or _numba_module is False:
         return None
@@ -112,8 +183,16 @@ def numba_kernels(work: int | None = None):
             _numba_failed(exc)
             return None
         _numba_module = numba_cpu
-    _numba_module.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
     return _numba_module
+
+
+def numba_kernels(work: int | None = None):
+    """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
+    Its parallel kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
+    nk = _numba()
+    if nk is not None:
+        nk.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
+    return nk
 
 
 def _numba_failed(exc: BaseException) -> None:
@@ -145,6 +224,35 @@ def _run_kernel(name: str, *args, work: int | None = None):
             raise
         _numba_failed(exc)
         return _FAILED
+
+
+_FLAT_PARALLEL_MIN = 1 << 19  # elements; a flat optimizer kernel below this runs on the calling thread
+
+
+def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list | None = None) -> bool:
+    """numba_cpu.<name>(lo, hi, *args) over [0, n), split by parallel_chunks when ``work`` (elements,
+    default n) is large, each part's result appended to ``returns``; False when the kernels are off or this
+    one fails to compile (the caller then runs its NumPy code: compilation precedes execution, so nothing
+    was written)."""
+    nk = _numba() if args[0].dtype in (np.float32, np.float64) else None  # the dtypes they compile for
+    if nk is None:
+        return False
+    kernel = getattr(nk, name)
+    out = [] if returns is None else returns
+    work = n if work is None else work
+    try:
+        if work < _FLAT_PARALLEL_MIN:
+            out.append(kernel(0, n, *args))
+        else:
+            parallel_chunks(lambda lo, hi: out.append(kernel(lo, hi, *args)), n)
+    except Exception as exc:
+        from numba.core.errors import NumbaError
+
+        if not isinstance(exc, NumbaError):
+            raise
+        _numba_failed(exc)
+        return False
+    return True
 
 
 class NumpyBackend(Backend):
@@ -203,8 +311,9 @@ class NumpyBackend(Backend):
         dt = param.dtype.type
         wd, mu, step = dt(weight_decay), dt(momentum), dt(lr)
         buf = param if momentum_buf is None else momentum_buf  # (unused without momentum)
-        if _FAILED is not _run_kernel(
+        if _run_flat(
             "sgd_step",
+            param.size,
             param,
             grad,
             buf,
@@ -215,7 +324,6 @@ class NumpyBackend(Backend):
             weight_decay != 0,
             bool(maximize),
             bool(first_step),
-            work=param.size,
         ):
             return
 
@@ -289,8 +397,9 @@ class NumpyBackend(Backend):
         b1, one_b1, b2, one_b2 = dt(beta1), dt(1 - beta1), dt(beta2), dt(1 - beta2)
         bc2, eps_, step_size = dt(bias_correction2_sqrt), dt(eps), dt(lr / bias_correction1)
         vmax = max_exp_avg_sq if amsgrad else exp_avg_sq  # (unused without amsgrad)
-        if _FAILED is not _run_kernel(
+        if _run_flat(
             "adam_step",
+            param.size,
             param,
             grad,
             exp_avg,
@@ -309,7 +418,6 @@ class NumpyBackend(Backend):
             bool(decoupled_weight_decay),
             bool(amsgrad),
             bool(maximize),
-            work=param.size,
         ):
             return
 
@@ -347,46 +455,148 @@ class NumpyBackend(Backend):
 
         parallel_for(run, param.size, param.size)
 
+    # Adagrad, Adadelta, RMSprop: one Numba pass each (the reference's NumPy code where Numba is off)
+    def adagrad_step(
+        self, param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False
+    ):
+        dt = param.dtype.type
+        if not (
+            _flat_contiguous(param, grad, state_sum)
+            and _run_flat(
+                "adagrad_step",
+                param.size,
+                param,
+                grad,
+                state_sum,
+                dt(lr / (1 + (step - 1) * lr_decay)),
+                dt(eps),
+                dt(weight_decay),
+                weight_decay != 0,
+                bool(maximize),
+            )
+        ):
+            super().adagrad_step(
+                param,
+                grad,
+                state_sum,
+                step=step,
+                lr=lr,
+                lr_decay=lr_decay,
+                weight_decay=weight_decay,
+                eps=eps,
+                maximize=maximize,
+            )
+
+    def adadelta_step(
+        self, param, grad, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False
+    ):
+        dt = param.dtype.type
+        if not (
+            _flat_contiguous(param, grad, square_avg, acc_delta)
+            and _run_flat(
+                "adadelta_step",
+                param.size,
+                param,
+                grad,
+                square_avg,
+                acc_delta,
+                dt(lr),
+                dt(rho),
+                dt(1 - rho),
+                dt(eps),
+                dt(weight_decay),
+                weight_decay != 0,
+                bool(maximize),
+            )
+        ):
+            super().adadelta_step(
+                param,
+                grad,
+                square_avg,
+                acc_delta,
+                lr=lr,
+                rho=rho,
+                eps=eps,
+                weight_decay=weight_decay,
+                maximize=maximize,
+            )
+
+    def rmsprop_step(
+        self,
+        param,
+        grad,
+        square_avg,
+        momentum_buf=None,
+        grad_avg=None,
+        *,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        maximize=False,
+    ):
+        dt = param.dtype.type
+        use_momentum = momentum > 0
+        arrays = (
+            (param, grad, square_avg) + ((momentum_buf,) if use_momentum else ()) + ((grad_avg,) if centered else ())
+        )
+        if not (
+            _flat_contiguous(*arrays)
+            and _run_flat(
+                "rmsprop_step",
+                param.size,
+                param,
+                grad,
+                square_avg,
+                momentum_buf if use_momentum else param,  # (unused)
+                grad_avg if centered else param,  # (unused)
+                dt(lr),
+                dt(alpha),
+                dt(1 - alpha),
+                dt(eps),
+                dt(weight_decay),
+                dt(momentum),
+                weight_decay != 0,
+                use_momentum,
+                bool(centered),
+                bool(maximize),
+            )
+        ):
+            super().rmsprop_step(
+                param,
+                grad,
+                square_avg,
+                momentum_buf,
+                grad_avg,
+                lr=lr,
+                alpha=alpha,
+                eps=eps,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                centered=centered,
+                maximize=maximize,
+            )
+
     # -- fused softmax cross-entropy: the common case, block by block -------------------------------------
     def softmax_cross_entropy(
         self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0
     ):
         n = logits.shape[0] if logits.ndim == 2 else 0
-        if (
-            weight is not None
-            or label_smoothing != 0
-            or reduction not in ("mean", "sum")
-            or n == 0
-            or logits.dtype.kind != "f"
-            or bool((target == ignore_index).any())
-        ):
+        if weight is not None or label_smoothing != 0 or n == 0 or logits.dtype.kind != "f":
             return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index, label_smoothing)
         dt = logits.dtype
         c = logits.shape[1]
         reference.check_labels(np, target, c, ignore_index)
+        if dt == np.float32 and c > 0 and reduction in ("mean", "sum", "none"):
+            out = _softmax_cross_entropy_rows(logits, target, reduction, ignore_index)
+            if out is not None:
+                return out
+        if reduction not in ("mean", "sum") or bool((target == ignore_index).any()):
+            return reference.softmax_cross_entropy(np, logits, target, weight, reduction, ignore_index, label_smoothing)
         grad = np.empty(logits.shape, dtype=dt)
         nll = np.empty(n, dtype=dt)
-        if dt == np.float32 and c > 0:
-            # one pass per row (its own vectorized exp, float32 sums): within a few float32 ulps of the
-            # reference, not bit for bit (see numba_cpu); rows with a NaN or inf take the reference path
-            z = np.ascontiguousarray(logits)
-            bad = _run_kernel(
-                "softmax_cross_entropy_rows",
-                z,
-                np.ascontiguousarray(target),
-                grad,
-                nll,
-                self._scratch(z.size, np.float32, 2).reshape(z.shape),
-                np.float32(1.0 / n if reduction == "mean" else 1.0),
-                work=z.size,
-            )
-            if bad is not _FAILED:
-                if bad:
-                    return reference.softmax_cross_entropy(
-                        np, logits, target, weight, reduction, ignore_index, label_smoothing
-                    )
-                total = nll.sum(dtype=np.float64)
-                return np.asarray(total / n if reduction == "mean" else total, dtype=dt), grad
         block = max(1, _CHUNK // max(c, 1))  # rows per block
         inv_n = dt.type(1.0 / n)
 
@@ -652,6 +862,37 @@ def _over_groups(run, n_groups: int, threads: int) -> None:
         finally:
             for ctl, k in zip(controllers, before):
                 ctl.set_num_threads(k)
+
+
+def _softmax_cross_entropy_rows(logits, target, reduction, ignore_index):
+    """(loss, dlogits) of float32 logits (N, C) from the Numba rows kernel (its own vectorized exp, float32
+    sums: within a few float32 ulps of the reference, not bit for bit, see numba_cpu), or None where the
+    reference must run: the kernels are off, a row holds a NaN or an infinity, or 'mean' has no valid row."""
+    n, c = logits.shape
+    n_valid = n - int(np.count_nonzero(target == ignore_index))
+    if reduction == "mean" and n_valid == 0:
+        return None
+    grad = np.empty((n, c), dtype=np.float32)
+    nll = np.empty(n, dtype=np.float32)
+    row_scale = np.float32(1.0 / n_valid if reduction == "mean" else 1.0)
+    bad = []
+    if not _run_flat(
+        "softmax_cross_entropy_rows",
+        n,
+        np.ascontiguousarray(logits),
+        np.ascontiguousarray(target),
+        grad,
+        nll,
+        row_scale,
+        int(ignore_index),
+        work=n * c,
+        returns=bad,
+    ) or sum(bad):
+        return None
+    if reduction == "none":
+        return nll, grad
+    total = nll.sum(dtype=np.float64)
+    return np.asarray(total / n_valid if reduction == "mean" else total, dtype=np.float32), grad
 
 
 def _kernel_dtype(*arrays) -> bool:

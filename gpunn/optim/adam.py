@@ -53,10 +53,9 @@ class Adam(Optimizer):
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
         # the step count t is per parameter (a parameter without a grad is not stepped), so a run
         # groups consecutive parameters at the same t; in the common case that is the whole buffer
-        keys = []
-        for p, has in zip(buf.params, has_grad):
-            st = self.state.get(p)
-            keys.append((st.get("step", 0) + 1 if st else 1) if has else None)
+        # (each state dict looked up once: a Tensor key hashes in Python)
+        states = [self.state[p] if has else None for p, has in zip(buf.params, has_grad)]
+        keys = [None if st is None else st.get("step", 0) + 1 for st in states]
         amsgrad = group["amsgrad"]
         exp_avg, exp_avg_sq = buf.state_buffer("exp_avg"), buf.state_buffer("exp_avg_sq")
         max_exp_avg_sq = buf.state_buffer("max_exp_avg_sq") if amsgrad else None
@@ -78,10 +77,9 @@ class Adam(Optimizer):
                 amsgrad=amsgrad,
                 maximize=group["maximize"],
             )
-        for i, (p, step) in enumerate(zip(buf.params, keys)):
-            if step is None:
+        for i, (st, step) in enumerate(zip(states, keys)):
+            if st is None:
                 continue
-            st = self.state[p]
             if "exp_avg" not in st:  # first step of this parameter: views into the flat state buffers
                 st["exp_avg"] = buf.state_view("exp_avg", i)
                 st["exp_avg_sq"] = buf.state_view("exp_avg_sq", i)

@@ -37,24 +37,22 @@ class _PerParamStep(Optimizer):
     def _state_names(self, group: dict) -> tuple:
         return self._array_state
 
-    def _record(self, group: dict, buf: _FlatBuffer, steps: list) -> None:
+    def _record(self, group: dict, buf: _FlatBuffer, states: list, steps: list) -> None:
         """After an update: step counts, and views into the flat state for a parameter's first update."""
-        for i, (p, step) in enumerate(zip(buf.params, steps)):
-            if step is None:
+        names = self._state_names(group)
+        for i, (st, step) in enumerate(zip(states, steps)):
+            if st is None:
                 continue
-            st = self.state[p]
             st["step"] = step
-            for name in self._state_names(group):
+            for name in names:
                 if name not in st:
                     st[name] = buf.state_view(name, i)
 
-    def _steps(self, buf: _FlatBuffer, has_grad: list) -> list:
-        """Each parameter's step number after this update (None: no grad, not stepped)."""
-        out = []
-        for p, has in zip(buf.params, has_grad):
-            st = self.state.get(p)
-            out.append((st.get("step", 0) + 1 if st else 1) if has else None)
-        return out
+    def _steps(self, buf: _FlatBuffer, has_grad: list) -> tuple:
+        """(each parameter's state dict, its step number after this update), both None for a parameter
+        without a grad (not stepped); each state looked up once (a Tensor key hashes in Python)."""
+        states = [self.state[p] if has else None for p, has in zip(buf.params, has_grad)]
+        return states, [None if st is None else st.get("step", 0) + 1 for st in states]
 
 
 class Adagrad(_PerParamStep):
@@ -114,7 +112,7 @@ class Adagrad(_PerParamStep):
                 self.state[p] = {"step": 0, "sum": buf.state_view("sum", i)}
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
-        steps = self._steps(buf, has_grad)
+        states, steps = self._steps(buf, has_grad)
         flat_sum = buf.state_buffer("sum")
         # the step enters the update only through lr_decay; a run shares one step number
         for lo, hi, step in buf.runs(steps):
@@ -129,7 +127,7 @@ class Adagrad(_PerParamStep):
                 eps=group["eps"],
                 maximize=group["maximize"],
             )
-        self._record(group, buf, steps)
+        self._record(group, buf, states, steps)
 
 
 class Adadelta(_PerParamStep):
@@ -173,7 +171,7 @@ class Adadelta(_PerParamStep):
             raise ValueError(f"{where}Invalid rho value: rho={rho} (must be in [0, 1])")
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
-        steps = self._steps(buf, has_grad)
+        states, steps = self._steps(buf, has_grad)
         square_avg, acc_delta = buf.state_buffer("square_avg"), buf.state_buffer("acc_delta")
         for lo, hi, _ in buf.runs([True if s is not None else None for s in steps]):
             buf.backend.adadelta_step(
@@ -187,7 +185,7 @@ class Adadelta(_PerParamStep):
                 weight_decay=group["weight_decay"],
                 maximize=group["maximize"],
             )
-        self._record(group, buf, steps)
+        self._record(group, buf, states, steps)
 
 
 class RMSprop(_PerParamStep):
@@ -245,7 +243,7 @@ class RMSprop(_PerParamStep):
         )
 
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
-        steps = self._steps(buf, has_grad)
+        states, steps = self._steps(buf, has_grad)
         momentum, centered = group["momentum"], group["centered"]
         square_avg = buf.state_buffer("square_avg")
         momentum_buf = buf.state_buffer("momentum_buffer") if momentum > 0 else None
@@ -265,4 +263,4 @@ class RMSprop(_PerParamStep):
                 centered=centered,
                 maximize=group["maximize"],
             )
-        self._record(group, buf, steps)
+        self._record(group, buf, states, steps)

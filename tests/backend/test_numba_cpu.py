@@ -334,3 +334,21 @@ def test_relu_kernels_equal_numpy_bit_for_bit(rng, dtype):
     out.backward(gpunn.tensor(g))
     np.testing.assert_array_equal(out.detach().numpy(), ry)
     np.testing.assert_array_equal(t.grad.numpy(), rdx)
+
+
+def test_loading_the_kernels_leaves_scipy_linalg_alone():
+    """numba_cpu skips Numba's scipy.linalg probe (cold start) and leaves sys.modules as it found it, so
+    scipy.linalg still imports afterwards."""
+    pytest.importorskip("scipy")
+    code = (
+        "import sys, numpy as np, gpunn\n"
+        "from gpunn.backend.numpy_backend import NumpyBackend\n"
+        "p, g, m, v = (np.ones(10, np.float32) for _ in range(4))\n"
+        "NumpyBackend().adam_step(p, g, m, v, step=1, lr=0.1)\n"
+        "print('numba' in sys.modules, 'scipy.linalg' in sys.modules, 'scipy.linalg.cython_blas' in sys.modules)\n"
+        "import scipy.linalg.cython_blas\n"
+        "print(bool(p[0] < 1))\n"
+    )
+    r = _python(code, GPUNN_BACKEND="numpy", GPUNN_NUMBA="1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False", "False", "True"]

@@ -8,8 +8,9 @@ import pytest
 from gpunn.backend import numpy_backend, reference
 from gpunn.backend.numpy_backend import NumpyBackend
 
-# large enough for several cache blocks and for the work to be split across threads
-SIZES = [7, 13 * 4099, (1 << 18) + 77]
+# large enough for several cache blocks and for the work to be split across threads (NumPy code from
+# 1 << 18 elements on, the flat Numba kernels from 1 << 19 on)
+SIZES = [7, 13 * 4099, (1 << 18) + 77, (1 << 19) + 77]
 
 
 @pytest.fixture(params=["1", "2"], ids=["1-thread", "2-threads"])
@@ -79,6 +80,47 @@ def test_adam_step_equals_reference(rng, threads, dtype, n, opts):
         assert np.array_equal(a, b)
 
 
+ADAPTIVE = [  # (primitive, number of state arrays, options)
+    ("adagrad", 1, dict(step=1)),
+    ("adagrad", 1, dict(step=4, lr=0.1, lr_decay=0.05, weight_decay=0.1, eps=1e-6)),
+    ("adagrad", 1, dict(step=2, maximize=True)),
+    ("adadelta", 2, dict()),
+    ("adadelta", 2, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1, maximize=True)),
+    ("rmsprop", 1, dict()),
+    ("rmsprop", 2, dict(momentum=0.9, weight_decay=0.05)),
+    ("rmsprop", 2, dict(alpha=0.9, centered=True, eps=1e-5)),
+    ("rmsprop", 3, dict(lr=0.005, momentum=0.5, centered=True, weight_decay=0.1, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("name,n_state,opts", ADAPTIVE)
+def test_adaptive_steps_equal_reference(rng, threads, kernels, dtype, n, name, n_state, opts):
+    """adagrad_step, adadelta_step, rmsprop_step: three steps from a nonzero state, bit for bit."""
+    p, g = _bufs(rng, n, dtype, 2)
+    state = [np.abs(a) + dtype(0.01) for a in _bufs(rng, n, dtype, n_state)]
+    args = [p, g, *state]
+    if name == "rmsprop":  # (param, grad, square_avg, momentum_buf, grad_avg): None where unused
+        momentum_buf = state[1] if opts.get("momentum") else None
+        # grad_avg^2 < square_avg, which each step keeps (a variance stays >= 0)
+        grad_avg = np.sqrt(state[0]) * rng.uniform(-0.9, 0.9, n).astype(dtype) if opts.get("centered") else None
+        args = [p, g, state[0], momentum_buf, grad_avg]
+    ours = [None if a is None else a.copy() for a in args]
+    ref = [None if a is None else a.copy() for a in args]
+    for _ in range(3):
+        getattr(NumpyBackend(), name + "_step")(*ours, **opts)
+        getattr(reference, name + "_step")(np, *ref, **opts)
+        g_next = rng.standard_normal(n).astype(dtype)
+        ours[1][...] = g_next
+        ref[1][...] = g_next
+    for a, b in zip(ours, ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.isfinite(b).all() and np.array_equal(a, b)
+    assert (numpy_backend._numba() is not None) == (kernels == "numba")  # the kernel ran, or was off
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(13, 7), (3, 4230), (700, 1000)])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -95,14 +137,7 @@ def test_softmax_cross_entropy_equals_reference(
     weight = (rng.random(c) + 0.1).astype(dtype) if weighted else None
     ours = NumpyBackend().softmax_cross_entropy(logits.copy(), target, weight, reduction, -100, smoothing)
     ref = reference.softmax_cross_entropy(np, logits.copy(), target, weight, reduction, -100, smoothing)
-    numba_rows = (
-        kernels == "numba"
-        and dtype == np.float32
-        and not ignored
-        and not weighted
-        and smoothing == 0
-        and reduction != "none"
-    )
+    numba_rows = kernels == "numba" and dtype == np.float32 and not weighted and smoothing == 0
     for a, b in zip(ours, ref):
         assert a.dtype == b.dtype and a.shape == b.shape
         if numba_rows:  # its own exp and float32 row sums: the stated bound, 8 float32 ulps of the scale
@@ -111,14 +146,35 @@ def test_softmax_cross_entropy_equals_reference(
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_softmax_cross_entropy_every_row_ignored_equals_the_reference(rng, kernels, reduction):
+    """'mean' over no valid row: NaN loss and a zero gradient (the reference path); 'none': zeros."""
+    logits = rng.standard_normal((5, 7)).astype(np.float32)
+    target = np.full(5, -100)
+    with np.errstate(invalid="ignore"):
+        ours = NumpyBackend().softmax_cross_entropy(logits, target, None, reduction)
+        ref = reference.softmax_cross_entropy(np, logits, target, None, reduction)
+    for a, b in zip(ours, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ignored_row", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_softmax_cross_entropy_non_finite_logits_equal_the_reference(rng, bad):
+def test_softmax_cross_entropy_non_finite_logits_equal_the_reference(rng, bad, ignored_row):
     logits = rng.standard_normal((6, 9)).astype(np.float32)
     logits[2, 3] = bad
     target = rng.integers(0, 9, 6)
+    if ignored_row:  # a non-finite logit in an ignored row still reaches the result, as in the reference
+        target[2] = -100
     with np.errstate(invalid="ignore"):  # inf - inf in the reference's shift
         ours = NumpyBackend().softmax_cross_entropy(logits, target)
         ref = reference.softmax_cross_entropy(np, logits, target)
+        if ignored_row:
+            ours_none = NumpyBackend().softmax_cross_entropy(logits, target, None, "none")
+            ref_none = reference.softmax_cross_entropy(np, logits, target, None, "none")
+            for a, b in zip(ours_none, ref_none):
+                np.testing.assert_array_equal(a, b)
     for a, b in zip(ours, ref):
         np.testing.assert_array_equal(a, b)
 
@@ -167,3 +223,69 @@ def test_softmax_cross_entropy_checks_its_labels(rng, primitive, bad):
     )
     with pytest.raises(ValueError, match=f"target label {bad} is out of range for 5 classes"):
         fn(logits, target, None, "mean", -100, 0.0)
+
+
+def test_parallel_work_in_a_forked_child(monkeypatch):
+    """A child forked after the parent used its worker threads (a DataLoader worker) makes its own: the
+    parent's do not exist there, and work handed to them would wait forever."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    n = 1 << 20
+    p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
+    NumpyBackend().adam_step(p, g, m, v, step=1, lr=0.1)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_big_adam_step_sum, (n,)).get(timeout=120)
+    q = np.full(n, 0.5, np.float32)
+    reference.adam_step(np, q, *(np.full(n, 0.5, np.float32) for _ in range(3)), step=1, lr=0.1)
+    assert got == float(q.sum(dtype=np.float64))
+
+
+def _big_adam_step_sum(n):
+    p, g, m, v = (np.full(n, 0.5, np.float32) for _ in range(4))
+    NumpyBackend().adam_step(p, g, m, v, step=1, lr=0.1)
+    return float(p.sum(dtype=np.float64))
+
+
+def test_parallel_chunks_covers_every_element_once(monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    seen = []
+    numpy_backend.parallel_chunks(lambda lo, hi: seen.append((lo, hi)), 1000, pieces=7)
+    seen.sort()
+    assert seen[0][0] == 0 and seen[-1][1] == 1000 and len(seen) == 7
+    assert all(a[1] == b[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_parallel_chunks_does_not_wait_for_a_helper_that_never_woke(monkeypatch):
+    """With the pool's thread held elsewhere, the caller does every chunk itself and returns."""
+    import threading
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    monkeypatch.setattr(numpy_backend, "_pool", None)  # a pool of exactly one thread, for this test
+    monkeypatch.setattr(numpy_backend, "_pool_workers", 0)
+    release = threading.Event()
+    pool = numpy_backend._get_pool(1)
+    blocker = pool.submit(release.wait, 60)
+    try:
+        seen = []
+        numpy_backend.parallel_chunks(lambda lo, hi: seen.append((lo, hi, threading.get_ident())), 100, pieces=4)
+        assert sorted(s[:2] for s in seen) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+        assert {s[2] for s in seen} == {threading.get_ident()}
+    finally:
+        release.set()
+        blocker.result()
+        pool.shutdown()
+
+
+def test_parallel_chunks_raises_a_chunks_error(monkeypatch):
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+
+    def fn(lo, hi):
+        if lo >= 50:
+            raise ValueError(f"chunk {lo}")
+
+    with pytest.raises(ValueError, match="chunk"):
+        numpy_backend.parallel_chunks(fn, 100, pieces=4)
