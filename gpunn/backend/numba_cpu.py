@@ -20,21 +20,13 @@ so no two threads write one element and the result does not depend on the thread
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
-import numba
 import numpy as np
 from numba import njit
 
-# Numba's threading layer, unless the user chose one (NUMBA_THREADING_LAYER): 'workqueue'. Its workers
-# sleep between kernels, where GNU OpenMP's (the default 'omp' layer here) spin for a while -- on a
-# 2-core machine that spinning takes the core OpenBLAS's next GEMM needs; measured on a CNN step: 4-5x the
-# wall time under load. It is also safe across fork() (a DataLoader's worker processes), which GNU OpenMP
-# is not. It may not be entered by two threads at once: every launch below holds _launch_lock.
-if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+# launch() compiles a kernel on its first call; one launch at a time keeps two threads from compiling it at once.
 _launch_lock = threading.Lock()
 
 
@@ -412,10 +404,6 @@ def relu_backward(g, y, dx):
     """dx = g * (y > 0) as NumPy computes it (the mask cast to 1.0 / 0.0, so inf * 0 is NaN)."""
     for i in range(g.size):
         dx[i] = g[i] * (1.0 if y[i] > 0 else 0.0)
-
-
-def set_threads(n: int) -> None:
-    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -186,13 +186,10 @@ def _numba():
     return _numba_module
 
 
-def numba_kernels(work: int | None = None):
+def numba_kernels():
     """The module of Numba CPU kernels, imported on first call; None when GPUNN_NUMBA=0 or Numba failed.
-    Its parallel kernels then run on GPUNN_NUM_THREADS threads, or on one when ``work`` (elements) is small."""
-    nk = _numba()
-    if nk is not None:
-        nk.set_threads(1 if work is not None and work < _PARALLEL_MIN else num_threads())
-    return nk
+    Its kernels are serial: the callers share work out over GPUNN_NUM_THREADS threads themselves."""
+    return _numba()
 
 
 def _numba_failed(exc: BaseException) -> None:
@@ -208,11 +205,11 @@ def _numba_failed(exc: BaseException) -> None:
 _FAILED = object()
 
 
-def _run_kernel(name: str, *args, work: int | None = None):
+def _run_kernel(name: str, *args):
     """numba_cpu.<name>(*args) -> its result (None for most), or _FAILED when the kernels are off or this one
     fails to compile (the caller then runs its NumPy code). Compilation precedes execution, so a failed
     kernel has written nothing."""
-    nk = numba_kernels(work)
+    nk = numba_kernels()
     if nk is None:
         return _FAILED
     try:

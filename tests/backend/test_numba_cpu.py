@@ -278,8 +278,8 @@ def test_a_kernel_that_fails_to_compile_falls_back(rng, monkeypatch):
 
 
 def test_kernels_called_from_several_threads_at_once():
-    """Numba's workqueue layer aborts the process on concurrent launches of prange kernels (here Adam's):
-    gpunn serialises its own; the pools' serial kernels and their thread shares run alongside."""
+    """The kernels are serial and nogil, run from several user threads at once, each sharing its work over
+    the backend's threads (pools by planes, Adam by chunks of the flat buffer): same results, no crash."""
     code = (
         "import threading, numpy as np, gpunn\n"
         "from gpunn.backend.numpy_backend import NumpyBackend\n"
@@ -293,15 +293,15 @@ def test_kernels_called_from_several_threads_at_once():
         "    for _ in range(20):\n"
         "        y, s = be.pool2d_forward(x, 'max', (2, 2), (2, 2))\n"
         "        be.pool2d_backward(np.ones_like(y), s)\n"
-        "        be.adam_step(p, g, m, v, step=1, lr=0.1)  # a prange kernel on 2 threads\n"
+        "        be.adam_step(p, g, m, v, step=1, lr=0.1)  # split over 2 threads\n"
         "        ok.append(np.array_equal(y, ref))\n"
         "ts = [threading.Thread(target=work) for _ in range(4)]\n"
         "[t.start() for t in ts]; [t.join() for t in ts]\n"
-        "import numba; print(len(ok), all(ok), numba.threading_layer())\n"
+        "print(len(ok), all(ok))\n"
     )
     r = _python(code, GPUNN_BACKEND="numpy", GPUNN_NUMBA="1", GPUNN_NUM_THREADS="2")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["80", "True", "workqueue"]
+    assert r.stdout.split() == ["80", "True"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
