@@ -50,6 +50,13 @@ class Adam(Optimizer):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{where}Invalid beta parameter at index {k}: betas[{k}]={beta} (must be in [0, 1))")
 
+    @staticmethod
+    def kernel_hyper(group: dict) -> dict:
+        """The keywords of ``Backend.adam_step`` that come from ``group`` (its caller adds buffers and step)."""
+        beta1, beta2 = group["betas"]
+        keys = ("lr", "eps", "weight_decay", "decoupled_weight_decay", "amsgrad", "maximize")
+        return {"beta1": beta1, "beta2": beta2, **{k: group[k] for k in keys}}
+
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
         # the step count t is per parameter (a parameter without a grad is not stepped), so a run
         # groups consecutive parameters at the same t; in the common case that is the whole buffer
@@ -59,7 +66,6 @@ class Adam(Optimizer):
         amsgrad = group["amsgrad"]
         exp_avg, exp_avg_sq = buf.state_buffer("exp_avg"), buf.state_buffer("exp_avg_sq")
         max_exp_avg_sq = buf.state_buffer("max_exp_avg_sq") if amsgrad else None
-        beta1, beta2 = group["betas"]
         for lo, hi, step in buf.runs(keys):
             buf.backend.adam_step(
                 buf.data[lo:hi],
@@ -68,14 +74,7 @@ class Adam(Optimizer):
                 exp_avg_sq[lo:hi],
                 None if max_exp_avg_sq is None else max_exp_avg_sq[lo:hi],
                 step=step,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                amsgrad=amsgrad,
-                maximize=group["maximize"],
+                **self.kernel_hyper(group),
             )
         for i, (st, step) in enumerate(zip(states, keys)):
             if st is None:

@@ -48,6 +48,11 @@ class SGD(Optimizer):
                 f"(nesterov=True with momentum={momentum}, dampening={dampening})"
             )
 
+    @staticmethod
+    def kernel_hyper(group: dict) -> dict:
+        """The keywords of ``Backend.sgd_step`` that come from ``group`` (its caller adds the buffers)."""
+        return {k: group[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")}
+
     def _step_buffer(self, group: dict, buf: _FlatBuffer, has_grad: list) -> None:
         momentum = group["momentum"]
         # a parameter's momentum buffer starts as its first (decayed) gradient, as in PyTorch: that
@@ -62,13 +67,8 @@ class SGD(Optimizer):
                 buf.data[lo:hi],
                 buf.grad[lo:hi],
                 None if momentum_buf is None else momentum_buf[lo:hi],
-                lr=group["lr"],
-                momentum=momentum,
-                dampening=group["dampening"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
                 first_step=first,
+                **self.kernel_hyper(group),
             )
         if momentum != 0:
             for i, (p, first) in enumerate(zip(buf.params, keys)):

@@ -441,22 +441,15 @@ class _OptimS:
         be = self.plan.be
         for group, buf, lr_dev, step_dev, _, _ in self.units:
             if self.kind == "sgd":
-                momentum = group["momentum"]
                 be.sgd_step(
                     buf.data,
                     self.plan.grads[id(buf)][0],
-                    buf.state_buffer("momentum_buffer") if momentum != 0 else None,
-                    lr=group["lr"],
-                    momentum=momentum,
-                    dampening=group["dampening"],
-                    weight_decay=group["weight_decay"],
-                    nesterov=group["nesterov"],
-                    maximize=group["maximize"],
+                    buf.state_buffer("momentum_buffer") if group["momentum"] != 0 else None,
                     first_step=False,
                     lr_dev=lr_dev,
+                    **self.opt.kernel_hyper(group),
                 )
             else:
-                beta1, beta2 = group["betas"]
                 be.step_increment(step_dev)
                 be.adam_step(
                     buf.data,
@@ -465,15 +458,8 @@ class _OptimS:
                     buf.state_buffer("exp_avg_sq"),
                     buf.state_buffer("max_exp_avg_sq") if group["amsgrad"] else None,
                     step=step_dev,
-                    lr=group["lr"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    decoupled_weight_decay=group["decoupled_weight_decay"],
-                    amsgrad=group["amsgrad"],
-                    maximize=group["maximize"],
                     lr_dev=lr_dev,
+                    **self.opt.kernel_hyper(group),
                 )
 
     def after(self) -> None:
