@@ -94,13 +94,14 @@ class Conv2d(Module):
         """act(conv2d(x) + b) in one op (Sequential fuses Conv2d + activation through it)."""
         if not isinstance(input, Tensor):
             raise TypeError(f"Conv2d: expected a gpunn Tensor, got {type(input).__name__}")
-        if input.ndim != 4:
+        if input.ndim not in (3, 4):  # (C, H, W) is one unbatched image, as in PyTorch
             raise ValueError(
-                f"Conv2d: expected a 4-D input (N, C, H, W), got {input.ndim}-D input of shape {input.shape}"
+                f"Conv2d: expected a 4-D input (N, C, H, W) or 3-D (C, H, W), got {input.ndim}-D input of "
+                f"shape {input.shape}"
             )
-        if input.shape[1] != self.in_channels:
+        if input.shape[-3] != self.in_channels:
             raise ValueError(
-                f"Conv2d(in_channels={self.in_channels}): input has {input.shape[1]} channels, "
+                f"Conv2d(in_channels={self.in_channels}): input has {input.shape[-3]} channels, "
                 f"expected {self.in_channels} (input shape {input.shape})"
             )
         return F.conv2d(

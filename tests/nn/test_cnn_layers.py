@@ -326,3 +326,27 @@ def test_conv2d_string_padding_module_and_unsupported_cases(rng):
         F.conv2d(gpunn.tensor(x), gpunn.tensor(randn(rng, 4, 3, 3, 3)), padding="same", stride=2)
     with pytest.raises(ValueError, match="'full'"):
         F.conv2d(gpunn.tensor(x), gpunn.tensor(randn(rng, 4, 3, 3, 3)), padding="full")
+
+
+def test_unbatched_image_through_conv_relu_pool_matches_torch(rng):
+    """A (C, H, W) input is one unbatched image for nn.Conv2d (fused with its ReLU in a Sequential) and the
+    pools, as in PyTorch: values and input gradients equal torch's; a wrong channel count still raises."""
+    gpunn.manual_seed(3)
+    conv = nn.Conv2d(3, 5, (3, 2), stride=(1, 2), padding=1)
+    tconv = torch.nn.Conv2d(3, 5, (3, 2), stride=(1, 2), padding=1)
+    tconv.load_state_dict({k: torch.tensor(v.numpy()) for k, v in conv.state_dict().items()})
+    model = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2, ceil_mode=True))
+    tmodel = torch.nn.Sequential(tconv, torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.AvgPool2d(2, ceil_mode=True))
+    x = randn(rng, 3, 9, 13)
+    gx, tx = gpunn.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, ty = model(gx), tmodel(tx)
+    assert y.shape == tuple(ty.shape)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    dy = randn(rng, *y.shape)
+    y.backward(gpunn.tensor(dy))
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(gx.grad.numpy(), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="input has 4 channels"):
+        conv(gpunn.tensor(randn(rng, 4, 9, 13)))
+    with pytest.raises(ValueError, match="4-D input .* or 3-D"):
+        conv(gpunn.tensor(randn(rng, 9, 13)))

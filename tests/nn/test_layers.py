@@ -316,8 +316,9 @@ def test_linear_rejects_wrong_feature_count():
 
 def test_conv2d_rejects_bad_inputs():
     conv = nn.Conv2d(2, 4, 3)
-    with pytest.raises(ValueError, match="4-D"):
-        conv(gpunn.randn(2, 11, 9))
+    for shape in ((11, 9), (1, 1, 2, 11, 9)):  # (2, 11, 9) is one unbatched image, as in PyTorch
+        with pytest.raises(ValueError, match="4-D"):
+            conv(gpunn.randn(*shape))
     with pytest.raises(ValueError, match=r"(?s)3 channels.*expected 2"):
         conv(gpunn.randn(1, 3, 11, 9))
     with pytest.raises(ValueError):
