@@ -813,7 +813,10 @@ def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
 
 
 def _sum_in_order(parts: np.ndarray) -> np.ndarray:
-    """parts[0] + parts[1] + ... left to right (np.sum's pairwise order would differ with the count)."""
+    """parts[0] + parts[1] + ... left to right (np.sum's pairwise order would differ with the count); zeros
+    when there are no parts (an empty batch: PyTorch's zero dW and db)."""
+    if len(parts) == 0:
+        return np.zeros(parts.shape[1:], parts.dtype)
     total = parts[0].copy()
     for p in parts[1:]:
         total += p

@@ -203,3 +203,18 @@ def test_conv2d_relu_max_pool_in_image_groups_match_torch(
         got, want = g.grad.numpy(), t.grad.numpy()
         assert got.dtype == dtype and np.count_nonzero(want) > 0
         np.testing.assert_allclose(got, want, rtol=tol * 10, atol=tol * 10 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("numba", ["1", "0"])
+def test_conv2d_backward_of_an_empty_batch_gives_zero_weight_and_bias_gradients(monkeypatch, numba):
+    """A batch of 0 images: conv2d's dW and db are zeros (PyTorch's answer), dx is empty; no IndexError."""
+    monkeypatch.setenv("GPUNN_NUMBA", numba)
+    x = gpunn.tensor(np.zeros((0, 3, 8, 7), np.float32), requires_grad=True)
+    w = gpunn.tensor(np.ones((4, 3, 3, 2), np.float32), requires_grad=True)
+    b = gpunn.tensor(np.ones(4, np.float32), requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1)
+    assert y.shape == (0, 4, 8, 8)
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros((4, 3, 3, 2), np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), np.zeros(4, np.float32))
+    assert x.grad.shape == (0, 3, 8, 7)
