@@ -139,6 +139,12 @@ def softmax_cross_entropy(
     valid = target != ignore_index  # (N,)
     safe_target = xp.where(valid, target, 0)  # ignored rows read class 0, then get zero weight
 
+    # an ignored row takes no part in the loss, even with an inf or NaN logit (PyTorch's stays finite): its
+    # logits read as zeros, whose finite terms the zero weight below then cancels exactly. Its gradient is
+    # PyTorch's too: NaN where that row's log-softmax is NaN (a NaN or +inf logit, or all -inf), else 0.
+    nan_rows = xp.isnan(logits).any(axis=1) | xp.isposinf(logits).any(axis=1) | xp.isneginf(logits).all(axis=1)
+    ignored_nan = ~valid & nan_rows
+    logits = xp.where(valid[:, None], logits, dt.type(0))
     # stable log-softmax: subtract the row max before exp
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C)
     exp = xp.exp(shifted)
@@ -161,6 +167,7 @@ def softmax_cross_entropy(
         grad *= 1 - label_smoothing
         grad += eps_c * (p * wv.sum() - wv) * valid[:, None]
     loss_rows = loss_rows.astype(dt, copy=False)
+    grad = xp.where(ignored_nan[:, None], dt.type(math.nan), grad)
 
     if reduction == "none":
         return loss_rows, grad.astype(dt, copy=False)
