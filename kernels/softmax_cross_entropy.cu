@@ -9,7 +9,7 @@
 //     dlogits_c = scale * ((1 - eps) * w[y] * (p_c - [c == y]) + eps / C * (p_c * W - w[c]))
 //     row_w_i   = w[y]
 //   ignored rows: loss 0, row weight 0, dlogits 0 * scale (so NaN when 'mean' divides by zero, as in
-//   the reference). The smoothing sum is accumulated term by term as sum_c w[c] * (lse - x_c) (every
+//   the reference), or NaN where the row's log-softmax is NaN (a NaN or +inf logit, all -inf): PyTorch's. The smoothing sum is accumulated term by term as sum_c w[c] * (lse - x_c) (every
 //   term >= 0), not as W * lse - sum_c w[c] x_c, which cancels catastrophically for large logits.
 //
 //   Out-of-range labels (not ignore_index, < 0 or >= C) set error = (1, label, C, ignore_index)
@@ -223,7 +223,21 @@ __device__ __forceinline__ void sce_row(const SceArgs<T>& a, long long row, int 
     }
     if (!valid) {  // uniform within the group: every thread read the same label
         if (want_d) {
-            const T z = (T(0) * scale) * gval;
+            // PyTorch's gradient of an ignored row: NaN where the row's log-softmax is NaN (a NaN or +inf
+            // logit, or every logit -inf), else 0 (the loss ignores the row either way)
+            // one sum per row: each thread adds +inf if it saw a NaN or +inf logit, else 1 per finite
+            // logit; a NaN row sums to +inf (some bad logit) or to 0 (every logit -inf)
+            bool nan_row = false;
+            if (y == a.ignore_index) {
+                T v = T(0);
+                for (int c = t; c < C; c += nthreads) {
+                    const T xc = x[c];
+                    v += (xc != xc || xc == -neg_inf<T>()) ? -neg_inf<T>() : T(xc != neg_inf<T>());
+                }
+                v = RowReduce<T, GROUP>::sum(v);
+                nan_row = !(v > T(0) && v < -neg_inf<T>());
+            }
+            const T z = nan_row ? quiet_nan<T>() : (T(0) * scale) * gval;
             for (int c = t; c < C; c += nthreads) d[c] = z;
         }
         if (t == 0 && want_loss) {
