@@ -714,7 +714,8 @@ class NumpyBackend(Backend):
             src = src.reshape(n, oc, L)
         threads = _group_threads(x.size * kh * kw)
         groups = _image_groups(n, ckk * L * y.itemsize, threads)
-        # each group's dW and db, added up in group order at the end (the same sum for any thread count)
+        # each group's dW and db, added up in group order at the end (the same bits for a given thread count:
+        # the number of groups, and so the summation order, follows GPUNN_NUM_THREADS)
         dWg = np.empty((len(groups), oc, ckk), dtype=y.dtype) if need_dW else None
         dbg = np.empty((len(groups), oc), dtype=y.dtype) if need_db else None
         dx = np.empty((n, c, h, w), dtype=y.dtype) if need_dx else None
