@@ -986,12 +986,12 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
     if tensor.dtype != np.int64:
         raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {tensor.dtype}")
     xp, t = tensor._backend.xp, tensor._data
-    if num_classes == -1:
-        if t.size == 0:
-            raise RuntimeError("Can not infer total number of classes from empty tensor.")
-        num_classes = int(t.max()) + 1
-    elif not isinstance(num_classes, (int, np.integer)) or num_classes < -1:
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < -1:
         raise RuntimeError(f"one_hot: num_classes must be a non-negative int or -1, got {num_classes!r}")
+    if t.size == 0 and num_classes <= 0:  # PyTorch's check, num_classes=0 included
+        raise RuntimeError("Can not infer total number of classes from empty tensor.")
+    if num_classes == -1:
+        num_classes = int(t.max()) + 1
     if t.size:
         lo, hi = int(t.min()), int(t.max())
         if lo < 0:

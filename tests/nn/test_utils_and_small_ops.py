@@ -160,8 +160,11 @@ def test_one_hot_matches_torch_and_refuses_bad_labels():
             F.one_hot(gpunn.tensor(bad), n)
     with pytest.raises(RuntimeError, match="index tensor"):
         F.one_hot(gpunn.tensor([0.0, 1.0]))
-    with pytest.raises(RuntimeError, match="empty"):
-        F.one_hot(gpunn.tensor(np.zeros(0, np.int64)))
+    for n in (-1, 0):  # an empty tensor with no positive class count: PyTorch raises for 0 too
+        with pytest.raises(RuntimeError):
+            torch.nn.functional.one_hot(torch.zeros(0, dtype=torch.long), n)
+        with pytest.raises(RuntimeError, match="empty"):
+            F.one_hot(gpunn.tensor(np.zeros(0, np.int64)), n)
     assert F.one_hot(gpunn.tensor(np.zeros(0, np.int64)), 3).shape == (0, 3)
 
 
