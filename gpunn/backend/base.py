@@ -128,13 +128,19 @@ class Backend:
         return (logits.argmax(axis=1) == target).sum()
 
     # -- fused primitives (reference implementations; kernels override) ---------------------------
+    def matmul(self, a, b, out=None):
+        """a @ b with NumPy's semantics (``xp.matmul``), into ``out`` when given."""
+        return self.xp.matmul(a, b) if out is None else self.xp.matmul(a, b, out=out)
+
     def linear_act(self, x, W, b, act="none", negative_slope=0.01):
-        return reference.linear_act(self.xp, x, W, b, act, negative_slope)
+        return reference.linear_act(self.xp, x, W, b, act, negative_slope, matmul=self.matmul)
 
     def linear_act_backward(
         self, dy, x, W, y, act="none", negative_slope=0.01, need_dx=True, need_dW=True, need_db=True
     ):
-        return reference.linear_act_backward(self.xp, dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db)
+        return reference.linear_act_backward(
+            self.xp, dy, x, W, y, act, negative_slope, need_dx, need_dW, need_db, matmul=self.matmul
+        )
 
     def softmax_cross_entropy(
         self, logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0

@@ -57,8 +57,10 @@ _numba_module = None  # gpunn.backend.numba_cpu once imported; False after it fa
 def _forget_pool() -> None:
     """In a forked child (a DataLoader worker): the parent's pool threads do not exist there, and work
     submitted to its pool would wait forever; the child makes its own on first use."""
-    global _pool, _pool_workers, _pool_lock
+    global _pool, _pool_workers, _pool_lock, _gemm_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+    _gemm_lock = threading.Lock()
+    _gemm_workers.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -647,6 +649,27 @@ class NumpyBackend(Backend):
         parallel_for(lambda lo, hi: nk.relu_backward(gf[lo:hi], yf[lo:hi], df[lo:hi]), gf.size, gf.size)
         return dx
 
+    # -- matrix products: 2-D float32 on gpunn's AVX-512 GEMM (numba_gemm) over all cores, else NumPy's BLAS ---
+    def matmul(self, a, b, out=None):
+        """a @ b with NumPy's semantics, into ``out`` when given. A 2-D float32 product of at least
+        _GEMM_MIN multiply-adds runs on numba_gemm where the CPU has AVX-512 (see _gemm_kernel), split over
+        GPUNN_NUM_THREADS threads by columns (or rows, when narrow) in multiples of the micro-kernel's tile,
+        so every element is computed the same way whatever the thread count; else np.matmul."""
+        gemm = _gemm_kernel(a, b, out)
+        if gemm is None:
+            return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        c = np.empty((a.shape[0], b.shape[1]), np.float32) if out is None else out
+        _gemm_run(gemm, a, b, c, self._scratch, parallel=True)
+        return c
+
+    def _gemm(self, a, b, out) -> None:
+        """out = a @ b on this thread (a conv group's product): numba_gemm, or np.matmul (BLAS threads as set)."""
+        gemm = _gemm_kernel(a, b, out)
+        if gemm is None:
+            np.matmul(a, b, out=out)
+        else:
+            _gemm_run(gemm, a, b, out, self._scratch, parallel=False)
+
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
@@ -689,7 +712,7 @@ class NumpyBackend(Backend):
                 cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
                 nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
                 out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
-                np.matmul(W2, cols.reshape(ckk, m * L), out=out)
+                self._gemm(W2, cols.reshape(ckk, m * L), out)
                 nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
 
         _over_groups(run, len(groups), threads)
@@ -734,12 +757,12 @@ class NumpyBackend(Backend):
                 if need_dW:
                     cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
                     nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
-                    np.matmul(g2, cols.reshape(ckk, m * L).T, out=dWg[k])
+                    self._gemm(g2, cols.reshape(ckk, m * L).T, dWg[k])
                 if need_db:
                     g2.sum(axis=1, out=dbg[k])
                 if need_dx:
                     dcols = self._scratch(ckk * m * L, y.dtype, 12).reshape(ckk, m * L)
-                    np.matmul(W2.T, g2, out=dcols)
+                    self._gemm(W2.T, g2, dcols)
                     nk.col2im(dcols.reshape(c, kh, kw, m, oh, ow), dx[lo:hi], sh, sw, ph, pw)
 
         _over_groups(run, len(groups), threads)
@@ -797,6 +820,140 @@ class NumpyBackend(Backend):
 
         parallel_for(run, n * c, dx.size)
         return dx.reshape(n, c, h, w)
+
+
+_GEMM_MIN = 1 << 20  # multiply-adds; a smaller product runs on NumPy's BLAS (less fixed cost per call)
+_GEMM_PARALLEL_MIN = 1 << 21  # multiply-adds; a smaller product runs on the calling thread
+_GEMM_SPINS = 20000  # idle rounds (x86 pause, ~20 ns each) a GEMM worker spins before it sleeps: ~0.4 ms
+_gemm_module = None  # gpunn.backend.numba_gemm once loaded; False when unavailable (no AVX-512, no Numba)
+_gemm_lock = threading.Lock()  # held while a product is split over the workers (one at a time)
+_gemm_workers: list = []  # [(control array, Event, scratch holder)], made on first use
+
+
+def _gemm_kernel(a, b, out):
+    """numba_gemm when it computes ``a @ b`` (into ``out``): 2-D float32 operands with non-negative strides
+    of whole elements and at least _GEMM_MIN multiply-adds, ``out`` None or a float32 (M, N) array of
+    unit-stride, non-overlapping rows sharing no memory with a or b, on a CPU with AVX-512 and with the
+    Numba kernels on (GPUNN_NUMBA; GPUNN_GEMM=blas turns off only this); else None (np.matmul runs)."""
+    global _gemm_module
+    if not (
+        isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and a.ndim == 2
+        and b.ndim == 2
+        and a.dtype == np.float32
+        and b.dtype == np.float32
+        and a.shape[1] == b.shape[0]
+        and a.shape[0] * a.shape[1] * b.shape[1] >= _GEMM_MIN
+        and all(st >= 0 and st % 4 == 0 for st in a.strides + b.strides)
+    ):
+        return None
+    if out is not None and not (
+        isinstance(out, np.ndarray)
+        and out.dtype == np.float32
+        and out.shape == (a.shape[0], b.shape[1])
+        and out.strides[1] == 4
+        and out.strides[0] % 4 == 0
+        and out.strides[0] >= 4 * out.shape[1]
+        and not np.may_share_memory(out, a)
+        and not np.may_share_memory(out, b)
+    ):
+        return None
+    if os.environ.get("GPUNN_GEMM", "").strip().lower() == "blas" or _gemm_module is False:
+        return None
+    if _gemm_module is None:
+        nk = numba_kernels()
+        if nk is None:
+            return None
+        try:
+            with nk._launch_lock:  # loads (or the first time compiles) the kernels, once
+                from gpunn.backend import numba_gemm
+        except Exception as exc:  # llvmlite or Numba unable to build the kernel: NumPy's BLAS runs
+            _gemm_module = False
+            warnings.warn(
+                f"gpunn: the AVX-512 GEMM is unavailable ({type(exc).__name__}: {exc}); NumPy's BLAS runs",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+        _gemm_module = numba_gemm if numba_gemm.AVAILABLE else False
+    return _gemm_module or None
+
+
+def _gemm_task(gemm, a, b, c, scratch) -> np.ndarray:
+    """numba_gemm's task (int64 array) for c = a @ b, its scratch from ``scratch(n)``."""
+    work = scratch(gemm.work_size(a.shape[0], a.shape[1], b.shape[1], a.strides[1] // 4, b.strides[1] // 4))
+    task = np.empty(gemm.TASK_FIELDS, np.int64)
+    gemm.fill_task(a, b, c, work, task)
+    return task
+
+
+def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> None:
+    """c = a @ b on numba_gemm: split over the GEMM workers when ``parallel``, the product is large and no
+    other thread is splitting one; else on the calling thread. ``scratch(n, dtype, slot)``: the caller's."""
+    m, k = a.shape
+    n = b.shape[1]
+    own = lambda size: scratch(size, np.float32, 20)  # noqa: E731
+    threads = num_threads() if parallel and m * n * k >= _GEMM_PARALLEL_MIN else 1
+    if threads > 1 and _gemm_lock.acquire(blocking=False):
+        try:
+            wide = n >= 32 * threads  # split the columns (16 at a time), else the rows (6 at a time)
+            unit, size = (16, n) if wide else (gemm.MR, m)
+            panels = -(-size // unit)
+            threads = min(threads, panels)
+            cuts = [min(size, unit * (panels * t // threads)) for t in range(threads + 1)]
+            parts = [
+                (a, b[:, lo:hi], c[:, lo:hi]) if wide else (a[lo:hi], b, c[lo:hi])
+                for lo, hi in zip(cuts[:-1], cuts[1:])
+            ]
+            if len(parts) > 1:
+                posted = []
+                try:
+                    for worker, part in zip(_gemm_worker_pool(len(parts) - 1), parts[1:]):
+                        ctrl, wake, holder = worker
+                        seq, asleep = gemm.post(ctrl, _gemm_task(gemm, *part, holder.get))
+                        if asleep:
+                            wake.set()
+                        posted.append((ctrl, seq))
+                    gemm.run_task(_gemm_task(gemm, *parts[0], own))
+                finally:
+                    for ctrl, seq in posted:  # the workers read the caller's arrays: always waited for
+                        gemm.wait(ctrl, seq)
+                return
+        finally:
+            _gemm_lock.release()
+    gemm.run_task(_gemm_task(gemm, a, b, c, own))
+
+
+class _Scratch:
+    """A GEMM worker's scratch: one float32 buffer, grown as needed (used under _gemm_lock only)."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty(0, np.float32)
+
+    def get(self, size: int) -> np.ndarray:
+        if self.buf.size < size:
+            self.buf = np.empty(max(size, _CHUNK), np.float32)
+        return self.buf[:size]
+
+
+def _gemm_worker_pool(count: int) -> list:
+    """``count`` GEMM workers (called under _gemm_lock): daemon threads, each spinning in numba_gemm's
+    worker_spin for a while after a task, then asleep on its Event until the next."""
+    gemm = _gemm_module
+    while len(_gemm_workers) < count:
+        ctrl = np.zeros(gemm.CONTROL_SIZE, np.int64)
+        wake = threading.Event()
+
+        def serve(ctrl=ctrl, wake=wake):
+            while True:
+                gemm.worker_spin(ctrl, _GEMM_SPINS)
+                wake.wait()
+                wake.clear()
+
+        threading.Thread(target=serve, name="gpunn-gemm", daemon=True).start()
+        _gemm_workers.append((ctrl, wake, _Scratch()))
+    return _gemm_workers[:count]
 
 
 _GROUP_BYTES = 1 << 22  # conv2d's columns per group of images (of 0.5-16 MB, 4 MB measured fastest: L3-resident)

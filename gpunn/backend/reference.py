@@ -75,9 +75,10 @@ def activation_backward(xp, dy, y, act: str, negative_slope: float = 0.01):
 # ----------------------------------------------------------------------------------------------
 # fused linear + bias + activation
 # ----------------------------------------------------------------------------------------------
-def linear_act(xp, x, W, b, act: str = "none", negative_slope: float = 0.01):
-    """y = act(x @ W.T + b).  x: (N, K), W: (M, K), b: (M,) or None  ->  y: (N, M)."""
-    z = x @ W.T  # (N, M), a fresh array the activation may overwrite
+def linear_act(xp, x, W, b, act: str = "none", negative_slope: float = 0.01, matmul=None):
+    """y = act(x @ W.T + b).  x: (N, K), W: (M, K), b: (M,) or None  ->  y: (N, M).
+    ``matmul``: the matrix product to use (a backend's; default xp.matmul)."""
+    z = (matmul or xp.matmul)(x, W.T)  # (N, M), a fresh array the activation may overwrite
     if b is not None:
         z += b
     return activation_forward(xp, z, act, negative_slope)
@@ -94,11 +95,13 @@ def linear_act_backward(
     need_dx: bool = True,
     need_dW: bool = True,
     need_db: bool = True,
+    matmul=None,
 ):
     """Gradients of y = act(x @ W.T + b).  dy, y: (N, M)  ->  dx (N, K), dW (M, K), db (M,)."""
+    mm = matmul or xp.matmul
     dz = activation_backward(xp, dy, y, act, negative_slope)  # (N, M)
-    dx = dz @ W if need_dx else None  # (N, M) @ (M, K)
-    dW = dz.T @ x if need_dW else None  # (M, N) @ (N, K)
+    dx = mm(dz, W) if need_dx else None  # (N, M) @ (M, K)
+    dW = mm(dz.T, x) if need_dW else None  # (M, N) @ (N, K)
     db = dz.sum(axis=0) if need_db else None  # (M,)
     return dx, dW, db
 

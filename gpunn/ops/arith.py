@@ -176,8 +176,9 @@ def matmul(self, other) -> Tensor:
             f"matmul: shapes {self.shape} and {b.shape} can't be multiplied "
             f"({a_data.shape[-1]} != {b_data.shape[-2 if b_data.ndim > 1 else 0]})"
         )
-    out = a_data @ b_data
-    xp = self._backend.xp
+    be = self._backend
+    out = be.matmul(a_data, b_data)
+    xp = be.xp
 
     def backward(g):
         a2 = a_data[None, :] if a_data.ndim == 1 else a_data
@@ -189,10 +190,10 @@ def matmul(self, other) -> Tensor:
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if self.requires_grad:
-            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = be.matmul(g2, xp.swapaxes(b2, -1, -2))
             ga = _unbroadcast(ga, a2.shape).reshape(a_data.shape)
         if b.requires_grad:
-            gb = xp.swapaxes(a2, -1, -2) @ g2
+            gb = be.matmul(xp.swapaxes(a2, -1, -2), g2)
             gb = _unbroadcast(gb, b2.shape).reshape(b_data.shape)
         return ga, gb
 

@@ -137,7 +137,7 @@ class _LinearAct(_Layer):
         x2 = x.reshape(-1, W.shape[1])
         if self.fast:  # reference.linear_act: z = x @ W.T; z += b; activation in place
             z = self.bufs.get(self.names["y"], (x2.shape[0], W.shape[0]), x2.dtype)
-            xp.matmul(x2, W.T, out=z)
+            self.plan.backend.matmul(x2, W.T, out=z)
             if b is not None:
                 xp.add(z, b, out=z)
             if self.act == "relu":
@@ -193,13 +193,13 @@ class _LinearAct(_Layer):
         dx = None
         if need_dx:
             dx = self.bufs.get(self.names["dx"], x2.shape, x2.dtype)
-            xp.matmul(dz, W, out=dx)
+            plan.backend.matmul(dz, W, out=dx)
         if need_dW:
             out = plan.grad_out(m.weight)
             if out is not None:
-                xp.matmul(dz.T, x2, out=out)
+                plan.backend.matmul(dz.T, x2, out=out)
             else:
-                plan.write_grad(m.weight, dz.T @ x2)
+                plan.write_grad(m.weight, plan.backend.matmul(dz.T, x2))
         if need_db:
             out = plan.grad_out(m.bias)
             if out is not None:

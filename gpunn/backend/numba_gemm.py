@@ -1,0 +1,411 @@
+"""float32 matrix products for the numpy backend on AVX-512 CPUs: a register-tiled kernel written in LLVM IR.
+
+Imported by ``gpunn.backend.numba_cpu`` (so on first use of a kernel, never by ``import gpunn``). NumPy's
+BLAS (OpenBLAS) picks its kernels by the CPU it finds or by ``OPENBLAS_CORETYPE``; where it runs its AVX2
+kernels on an AVX-512 CPU (this project's machines set ``OPENBLAS_CORETYPE=Haswell``), a GEMM runs at about
+half the speed the CPU has. gpunn's own GEMM runs at the CPU's AVX-512 speed whatever OpenBLAS chose; it is
+used only where the CPU has AVX-512 (``AVAILABLE``), else NumPy's BLAS runs (see NumpyBackend.matmul).
+
+The micro-kernel keeps a 6 x 64 block of C in 24 zmm registers: per step p of the inner dimension it loads
+one row of B (4 vectors of 16), broadcasts 6 elements of A and does 24 fused multiply-adds (measured here:
+~250 GFLOP/s on one core, against OpenBLAS's ~125 with AVX2 kernels, ~240 with its AVX-512 ones). It is
+built with llvmlite (Numba's LLVM binding) as an internal function of the calling kernel's module: vector
+types and ``llvm.fma`` are explicit, so the code does not depend on the auto-vectorizer, and
+``@njit(cache=True)`` caches it with the kernel. Narrower kernels (16, 32, 48 columns) take the last
+columns of C.
+
+Operands are read in place where their layout allows -- A with any strides (its elements are broadcast one
+at a time), B when its rows are contiguous -- so a row-major or transposed A and a row-major B cost no
+packing. A B with strided rows (``x @ W.T``) is transposed first, 16 x 16 blocks at a time in registers
+(``transpose``). The inner dimension is split into near-equal blocks of at most ``KC``; C is written on the
+first block and added to on the next (so the sum over p runs block by block, each block's sum in order p,
+FMA-rounded: results differ from BLAS's in the last bits, as BLAS's own kernels do from each other).
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+MR = 6  # rows of C per micro-kernel call
+NR = 64  # columns of C per micro-kernel call (4 vectors of 16 float32)
+KC = 256  # most of the inner dimension per block (a 6 x KC block of A and KC x 64 of B stay in L1/L2)
+
+AVAILABLE = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+
+_F32 = ir.FloatType()
+_V16 = ir.VectorType(_F32, 16)
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+def _c(v: int) -> ir.Constant:
+    return ir.Constant(_I64, v)
+
+
+def _splat(builder, x):
+    undef = ir.Constant(_V16, ir.Undefined)
+    v = builder.insert_element(undef, x, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(_I32, 16), [0] * 16))
+
+
+def _vptr(builder, ptr, offset):
+    return builder.bitcast(builder.gep(ptr, [offset]), _V16.as_pointer())
+
+
+def _micro_kernel(module: ir.Module, nv: int) -> ir.Function:
+    """void f(kc, a, sai, sap, b, sbp, c, ldc, accumulate): for i < MR, j < 16 nv
+    c[i ldc + j] (+)= sum_{p < kc} a[i sai + p sap] * b[p sbp + j]  (kc >= 1)."""
+    name = f"gpunn_sgemm_{MR}x{16 * nv}"
+    if name in module.globals:
+        return module.globals[name]
+    fp = _F32.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [_I64, fp, _I64, _I64, fp, _I64, fp, _I64, ir.IntType(1)])
+    fn = ir.Function(module, fnty, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")  # one register allocation for the tile, whatever the caller looks like
+    kc, a, sai, sap, b, sbp, c, ldc, accumulate = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    fma = cgutils.get_or_insert_function(module, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.fma.v16f32")
+    rows = [builder.gep(a, [builder.mul(sai, _c(i))]) for i in range(MR)]
+    entry = builder.block
+    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    p = builder.phi(_I64)
+    p.add_incoming(_c(0), entry)
+    acc = [[builder.phi(_V16) for _ in range(nv)] for _ in range(MR)]
+    zero = ir.Constant(_V16, [0.0] * 16)
+    for row in acc:
+        for phi in row:
+            phi.add_incoming(zero, entry)
+    brow = builder.gep(b, [builder.mul(p, sbp)])
+    bv = [builder.load(_vptr(builder, brow, _c(16 * j)), align=4) for j in range(nv)]
+    ap = builder.mul(p, sap)
+    new = []
+    for i in range(MR):
+        av = _splat(builder, builder.load(builder.gep(rows[i], [ap])))
+        new.append([builder.call(fma, [av, bv[j], acc[i][j]]) for j in range(nv)])
+    p_next = builder.add(p, _c(1))
+    for i in range(MR):
+        for j in range(nv):
+            acc[i][j].add_incoming(new[i][j], loop)
+    p.add_incoming(p_next, loop)
+    builder.cbranch(builder.icmp_signed("<", p_next, kc), loop, done)
+    builder.position_at_end(done)
+    with builder.if_else(accumulate) as (add, store):
+        for branch, adding in ((add, True), (store, False)):
+            with branch:
+                for i in range(MR):
+                    for j in range(nv):
+                        ptr = _vptr(builder, c, builder.add(builder.mul(ldc, _c(i)), _c(16 * j)))
+                        v = builder.fadd(builder.load(ptr, align=4), new[i][j]) if adding else new[i][j]
+                        builder.store(v, ptr, align=4)
+    builder.ret_void()
+    return fn
+
+
+def _transpose16_fn(module: ir.Module) -> ir.Function:
+    """void f(src, ss, dst, ds): dst[j ds + i] = src[i ss + j] for i, j < 16, in registers: 16 row loads,
+    4 butterfly stages of two-source shuffles (stage k swaps the off-diagonal k x k blocks), 16 row stores."""
+    name = "gpunn_transpose16"
+    if name in module.globals:
+        return module.globals[name]
+    fp = _F32.as_pointer()
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [fp, _I64, fp, _I64]), name=name)
+    fn.linkage = "internal"
+    src, ss, dst, ds = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    v = [builder.load(_vptr(builder, src, builder.mul(ss, _c(i))), align=4) for i in range(16)]
+    for k in (1, 2, 4, 8):
+        lo = ir.Constant(ir.VectorType(_I32, 16), [lane if lane & k == 0 else 16 + lane - k for lane in range(16)])
+        hi = ir.Constant(ir.VectorType(_I32, 16), [lane + k if lane & k == 0 else 16 + lane for lane in range(16)])
+        for i in range(16):
+            if i & k == 0:
+                v[i], v[i + k] = builder.shuffle_vector(v[i], v[i + k], lo), builder.shuffle_vector(v[i], v[i + k], hi)
+    for j in range(16):
+        builder.store(v[j], _vptr(builder, dst, builder.mul(ds, _c(j))), align=4)
+    builder.ret_void()
+    return fn
+
+
+def _data(context, builder, arrty, value, offset):
+    return builder.gep(context.make_array(arrty)(context, builder, value).data, [offset])
+
+
+def _kernel_intrinsic(nv: int):
+    @intrinsic
+    def kernel(typingctx, kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate):
+        sig = types.void(kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate)
+
+        def codegen(context, builder, signature, args):
+            kc_, a_, aoff_, sai_, sap_, b_, boff_, sbp_, c_, coff_, ldc_, acc_ = args
+            aty, bty, cty = signature.args[1], signature.args[5], signature.args[8]
+            fn = _micro_kernel(builder.module, nv)
+            builder.call(
+                fn,
+                [
+                    kc_,
+                    _data(context, builder, aty, a_, aoff_),
+                    sai_,
+                    sap_,
+                    _data(context, builder, bty, b_, boff_),
+                    sbp_,
+                    _data(context, builder, cty, c_, coff_),
+                    ldc_,
+                    acc_,
+                ],
+            )
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return kernel
+
+
+_k16, _k32, _k48, _k64 = (_kernel_intrinsic(nv) for nv in (1, 2, 3, 4))
+
+
+@intrinsic
+def _transpose16(typingctx, src, soff, ss, dst, doff, ds):
+    sig = types.void(src, soff, ss, dst, doff, ds)
+
+    def codegen(context, builder, signature, args):
+        src_, soff_, ss_, dst_, doff_, ds_ = args
+        fn = _transpose16_fn(builder.module)
+        s = _data(context, builder, signature.args[0], src_, soff_)
+        d = _data(context, builder, signature.args[3], dst_, doff_)
+        builder.call(fn, [s, ss_, d, ds_])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, inline="always")
+def _tile(nv, kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate):
+    if nv == 4:
+        _k64(kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate)
+    elif nv == 3:
+        _k48(kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate)
+    elif nv == 2:
+        _k32(kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate)
+    else:
+        _k16(kc, a, aoff, sai, sap, b, boff, sbp, c, coff, ldc, accumulate)
+
+
+_KERNEL = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": False}
+
+
+@intrinsic
+def _f32_pointer(typingctx, address):
+    """The int64 ``address`` as a float32 pointer (for numba.carray)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], _F32.as_pointer())
+
+    return types.CPointer(types.float32)(types.int64), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, array, index):
+    """array[index] of an int64 array, sequentially consistent."""
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_data(context, builder, signature.args[0], args[0], args[1]), "seq_cst", 8)
+
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def _atomic_store(typingctx, array, index, value):
+    def codegen(context, builder, signature, args):
+        builder.store_atomic(args[2], _data(context, builder, signature.args[0], args[0], args[1]), "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return types.void(array, index, types.int64), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """x86's spin-wait hint (saves power, frees the core's resources for a sibling thread)."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(**_KERNEL)
+def _transpose(src, ss, m, n, dst, ds):
+    """dst[j ds + i] = src[i ss + j] for i < m, j < n (1-D float32 views, rows of unit stride)."""
+    mf, nf = m - m % 16, n - n % 16
+    for i0 in range(0, mf, 16):
+        for j0 in range(0, nf, 16):
+            _transpose16(src, i0 * ss + j0, ss, dst, j0 * ds + i0, ds)
+    for i in range(m):
+        for j in range(nf if i < mf else 0, n):
+            dst[j * ds + i] = src[i * ss + j]
+
+
+@njit(**_KERNEL)
+def _gemm(a, sai, sap, m, k, b, sbp, sbn, n, c, ldc, work):
+    """c[i ldc + j] = sum_p a[i sai + p sap] b[p sbp + j sbn] for i < m, j < n (1-D float32 views)."""
+    npad = (n + 15) // 16 * 16
+    nb = n - n % 16 if sbn == 1 else 0  # columns of b read in place; the rest padded into bt
+    # bt: b's columns [nb, n) row by row, zero-padded to a multiple of 16 (all of b when its rows are strided)
+    wt = npad - nb
+    bt = work[: k * wt]
+    if wt:
+        if nb == 0 and sbp == 1:  # b = w.T with w's rows contiguous: transpose w back
+            _transpose(b, sbn, n, k, bt, wt)
+        else:
+            for p in range(k):
+                for j in range(nb, n):
+                    bt[p * wt + j - nb] = b[p * sbp + j * sbn]
+        for p in range(k):
+            for j in range(n - nb, wt):
+                bt[p * wt + j] = 0.0
+    # the last m % MR rows of a, zero-padded to MR rows, packed: element (i, p) at i + p MR
+    mf = m - m % MR
+    at = work[k * wt : k * wt + MR * k]
+    if mf < m:
+        for p in range(k):
+            for i in range(MR):
+                at[p * MR + i] = a[(mf + i) * sai + p * sap] if mf + i < m else 0.0
+    tile = work[k * wt + MR * k : k * wt + MR * k + MR * NR]
+    blocks = (k + KC - 1) // KC
+    step = (k + blocks - 1) // blocks
+    for p0 in range(0, k, step):
+        kc = min(step, k - p0)
+        more = p0 > 0
+        j0 = 0
+        while j0 < npad:
+            # panels of b's in-place columns [0, nb), then of bt's [nb, npad): none straddles nb
+            width = min(NR, (nb if j0 < nb else npad) - j0)  # a multiple of 16
+            nv = width // 16
+            valid = min(width, n - j0)
+            if j0 < nb:
+                bsrc, boff, sb = b, p0 * sbp + j0, sbp
+            else:
+                bsrc, boff, sb = bt, p0 * wt + (j0 - nb), wt
+            for i0 in range(0, m, MR):
+                if i0 < mf and valid == width:
+                    _tile(nv, kc, a, i0 * sai + p0 * sap, sai, sap, bsrc, boff, sb, c, i0 * ldc + j0, ldc, more)
+                    continue
+                if i0 < mf:
+                    _tile(nv, kc, a, i0 * sai + p0 * sap, sai, sap, bsrc, boff, sb, tile, 0, NR, False)
+                else:
+                    _tile(nv, kc, at, p0 * MR, 1, MR, bsrc, boff, sb, tile, 0, NR, False)
+                for i in range(min(MR, m - i0)):
+                    for j in range(valid):
+                        if more:
+                            c[(i0 + i) * ldc + j0 + j] += tile[i * NR + j]
+                        else:
+                            c[(i0 + i) * ldc + j0 + j] = tile[i * NR + j]
+            j0 += width
+
+
+def _swapped(m: int, k: int, n: int, sap: int, sbn: int) -> bool:
+    """Whether a product whose b has strided rows and a contiguous ones (x @ W.T) is cheaper as c.T =
+    b.T @ a.T (transposing a, k m elements, and the result, m n) than by transposing b (k n)."""
+    return sbn != 1 and sap == 1 and k * m + m * n < k * n
+
+
+_swapped_jit = njit(**_KERNEL)(_swapped)
+
+# A task: the product as addresses and element strides, in an int64 array (see task()).
+A_ADDR, SAI, SAP, M, K, B_ADDR, SBP, SBN, N, C_ADDR, LDC, W_ADDR, W_LEN = range(13)
+TASK_FIELDS = 13
+
+
+# The entry points, each with one signature: compiled (or loaded from the cache) when this module is imported.
+@njit("void(int64[::1])", **_KERNEL)
+def run_task(t):
+    """The product described by the task ``t`` (int64[TASK_FIELDS]), on the calling thread."""
+    m, k, n = t[M], t[K], t[N]
+    sai, sap, sbp, sbn, ldc = t[SAI], t[SAP], t[SBP], t[SBN], t[LDC]
+    a = carray(_f32_pointer(t[A_ADDR]), (m - 1) * sai + (k - 1) * sap + 1)
+    b = carray(_f32_pointer(t[B_ADDR]), (k - 1) * sbp + (n - 1) * sbn + 1)
+    c = carray(_f32_pointer(t[C_ADDR]), (m - 1) * ldc + n)
+    work = carray(_f32_pointer(t[W_ADDR]), t[W_LEN])
+    if _swapped_jit(m, k, n, sap, sbn):
+        ct = work[: n * m]
+        _gemm(b, sbn, sbp, n, k, a, sap, sai, m, ct, m, work[n * m :])
+        _transpose(ct, m, n, m, c, ldc)
+    else:
+        _gemm(a, sai, sap, m, k, b, sbp, sbn, n, c, ldc, work)
+
+
+@njit("void(float32[:, :], float32[:, :], float32[:, :], float32[::1], int64[::1])", **_KERNEL)
+def fill_task(a, b, c, work, t):
+    """Describe c = a @ b (scratch ``work``) in the task ``t``: addresses and element strides."""
+    t[A_ADDR], t[SAI], t[SAP], t[M], t[K] = a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, a.shape[0], a.shape[1]
+    t[B_ADDR], t[SBP], t[SBN], t[N] = b.ctypes.data, b.strides[0] // 4, b.strides[1] // 4, b.shape[1]
+    t[C_ADDR], t[LDC], t[W_ADDR], t[W_LEN] = c.ctypes.data, c.strides[0] // 4, work.ctypes.data, work.size
+
+
+def work_size(m: int, k: int, n: int, sap: int, sbn: int) -> int:
+    """Elements of the float32 scratch of a task (see run_task)."""
+    if _swapped(m, k, n, sap, sbn):  # c.T (n m), then the product b.T @ a.T, whose second operand is strided
+        return n * m + work_size(n, k, m, 0, 0)
+    npad = -(-n // 16) * 16
+    wt = npad - (n - n % 16 if sbn == 1 else 0)
+    return k * wt + MR * k + MR * NR
+
+
+# ----------------------------------------------------------------------------------------------
+# worker threads that spin: a task posted to a spinning worker starts within a microsecond
+# ----------------------------------------------------------------------------------------------
+# A Python thread pool wakes a sleeping thread in ~50 us here (a futex on a virtual machine), more than a
+# small product's whole time; BLAS libraries keep their threads spinning between calls for the same reason.
+# A worker runs worker_spin (no GIL): it waits for its control array's SEQ to change, runs the task in the
+# array, publishes DONE = SEQ, and after ``spins`` idle rounds sets STATE = 1 and returns to Python to
+# sleep on an Event (NumpyBackend sets it when it posts a task and sees STATE = 1). SEQ, DONE and STATE
+# are read and written with sequentially consistent atomics, so a task posted while the worker goes to
+# sleep is either seen by the worker's last check or finds STATE = 1 and wakes it.
+SEQ, DONE, STATE, TASK = 0, 8, 16, 24  # offsets in the control array (each field on its own cache line)
+CONTROL_SIZE = TASK + TASK_FIELDS
+
+
+@njit("void(int64[::1], int64)", **_KERNEL)
+def worker_spin(ctrl, spins):
+    _atomic_store(ctrl, STATE, 0)
+    last = _atomic_load(ctrl, DONE)
+    idle = 0
+    while True:
+        seq = _atomic_load(ctrl, SEQ)
+        if seq != last:
+            run_task(ctrl[TASK : TASK + TASK_FIELDS])
+            last = seq
+            _atomic_store(ctrl, DONE, seq)
+            idle = 0
+            continue
+        idle += 1
+        if idle >= spins:
+            _atomic_store(ctrl, STATE, 1)
+            if _atomic_load(ctrl, SEQ) == last:
+                return
+            _atomic_store(ctrl, STATE, 0)
+            idle = 0
+        _pause()
+
+
+@njit("Tuple((int64, boolean))(int64[::1], int64[::1])", **_KERNEL)
+def post(ctrl, task):
+    """Give a worker the task (int64[TASK_FIELDS]); returns its sequence number and whether it sleeps."""
+    ctrl[TASK : TASK + TASK_FIELDS] = task
+    seq = _atomic_load(ctrl, SEQ) + 1
+    _atomic_store(ctrl, SEQ, seq)
+    return seq, _atomic_load(ctrl, STATE) == 1
+
+
+@njit("void(int64[::1], int64)", **_KERNEL)
+def wait(ctrl, seq):
+    """Spin until the worker has finished task number ``seq``."""
+    while _atomic_load(ctrl, DONE) != seq:
+        _pause()
