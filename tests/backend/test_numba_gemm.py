@@ -20,6 +20,7 @@ def be(monkeypatch):
     """A numpy backend whose matmul takes every float32 product to the kernel (no size threshold)."""
     monkeypatch.setattr(nb, "_GEMM_MIN", 1)
     monkeypatch.setattr(nb, "_GEMM_PARALLEL_MIN", 1)
+    monkeypatch.setattr(nb, "_GEMM_MIN_SIDE", 1)
     monkeypatch.delenv("GPUNN_GEMM", raising=False)
     monkeypatch.delenv("GPUNN_NUMBA", raising=False)
     backend = nb.NumpyBackend()
