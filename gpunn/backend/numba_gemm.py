@@ -310,30 +310,74 @@ def _gemm(a, sai, sap, m, k, b, sbp, sbn, n, c, ldc, work):
             j0 += width
 
 
-def _swapped(m: int, k: int, n: int, sap: int, sbn: int) -> bool:
+@njit(**_KERNEL)
+def _swapped(m, k, n, sap, sbn):
     """Whether a product whose b has strided rows and a contiguous ones (x @ W.T) is cheaper as c.T =
     b.T @ a.T (transposing a, k m elements, and the result, m n) than by transposing b (k n)."""
     return sbn != 1 and sap == 1 and k * m + m * n < k * n
 
 
-_swapped_jit = njit(**_KERNEL)(_swapped)
+# A job: the product as addresses and element strides, and how it is cut into chunks, in an int64 array.
+# A chunk is a range of whole 16-column panels of c (WIDE) or of whole MR-row panels; every element of c is
+# computed the same way whichever chunk, thread or thread count computes it.
+A_ADDR, SAI, SAP, M, K, B_ADDR, SBP, SBN, N, C_ADDR, LDC, W_ADDR, W_LEN, WIDE, UNIT, PER_CHUNK, CHUNKS = range(17)
+JOB_FIELDS = 17
 
-# A task: the product as addresses and element strides, in an int64 array (see task()).
-A_ADDR, SAI, SAP, M, K, B_ADDR, SBP, SBN, N, C_ADDR, LDC, W_ADDR, W_LEN = range(13)
-TASK_FIELDS = 13
+
+@njit(**_KERNEL)
+def _work_size(m, k, n, sap, sbn):
+    """Elements of the float32 scratch of an (m, k) @ (k, n) product (see _product)."""
+    extra = 0
+    if _swapped(m, k, n, sap, sbn):  # c.T (n m), then the product b.T @ a.T, whose second operand is strided
+        extra, m, n, sbn = n * m, n, m, 0
+    npad = (n + 15) // 16 * 16
+    wt = npad - (n - n % 16 if sbn == 1 else 0)
+    return extra + k * wt + MR * k + MR * NR
 
 
-# The entry points, each with one signature: compiled (or loaded from the cache) when this module is imported.
-@njit("void(int64[::1])", **_KERNEL)
-def run_task(t):
-    """The product described by the task ``t`` (int64[TASK_FIELDS]), on the calling thread."""
-    m, k, n = t[M], t[K], t[N]
-    sai, sap, sbp, sbn, ldc = t[SAI], t[SAP], t[SBP], t[SBN], t[LDC]
-    a = carray(_f32_pointer(t[A_ADDR]), (m - 1) * sai + (k - 1) * sap + 1)
-    b = carray(_f32_pointer(t[B_ADDR]), (k - 1) * sbp + (n - 1) * sbn + 1)
-    c = carray(_f32_pointer(t[C_ADDR]), (m - 1) * ldc + n)
-    work = carray(_f32_pointer(t[W_ADDR]), t[W_LEN])
-    if _swapped_jit(m, k, n, sap, sbn):
+@njit("int64(float32[:, :], float32[:, :], float32[:, :], int64, int64, int64[::1])", **_KERNEL)
+def plan(a, b, c, threads, chunks_per_thread, t):
+    """Describe c = a @ b in the job ``t`` for ``threads`` threads (about ``chunks_per_thread`` chunks each:
+    of 16-column panels, or of MR-row panels when the product is narrow); return the float32 scratch each
+    thread needs -- or -1 when the kernel does not take the product: a stride that is negative or not a
+    whole number of elements, rows of c that are not contiguous or overlap, or c sharing memory with a or b
+    (judged by address ranges)."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    for st in (a.strides[0], a.strides[1], b.strides[0], b.strides[1], c.strides[0]):
+        if st < 0 or st % 4:
+            return -1
+    if c.strides[1] != 4 or (m > 1 and c.strides[0] < 4 * n) or m < 1 or n < 1 or k < 1:
+        return -1
+    a_lo, b_lo, c_lo = a.ctypes.data, b.ctypes.data, c.ctypes.data
+    a_hi = a_lo + a.strides[0] * (m - 1) + a.strides[1] * (k - 1) + 4
+    b_hi = b_lo + b.strides[0] * (k - 1) + b.strides[1] * (n - 1) + 4
+    c_hi = c_lo + c.strides[0] * (m - 1) + 4 * n
+    if (c_lo < a_hi and a_lo < c_hi) or (c_lo < b_hi and b_lo < c_hi):
+        return -1
+    t[A_ADDR], t[SAI], t[SAP], t[M], t[K] = a_lo, a.strides[0] // 4, a.strides[1] // 4, m, k
+    t[B_ADDR], t[SBP], t[SBN], t[N] = b_lo, b.strides[0] // 4, b.strides[1] // 4, n
+    t[C_ADDR], t[LDC] = c_lo, c.strides[0] // 4
+    wide = n >= 32 * threads or threads == 1
+    unit = 16 if wide else MR
+    size = n if wide else m
+    panels = (size + unit - 1) // unit
+    per_chunk = panels if threads == 1 else max(1, panels // (threads * chunks_per_thread))
+    chunks = (panels + per_chunk - 1) // per_chunk
+    t[WIDE], t[UNIT], t[PER_CHUNK], t[CHUNKS] = wide, unit, per_chunk, chunks
+    # the scratch of the largest chunk and of the last one (narrower: it may take the other way of _product)
+    span = min(size, per_chunk * unit)
+    last = size - per_chunk * unit * (chunks - 1)
+    if wide:
+        return max(_work_size(m, k, span, t[SAP], t[SBN]), _work_size(m, k, last, t[SAP], t[SBN]))
+    return max(_work_size(span, k, n, t[SAP], t[SBN]), _work_size(last, k, n, t[SAP], t[SBN]))
+
+
+@njit(**_KERNEL)
+def _product(a_addr, sai, sap, m, k, b_addr, sbp, sbn, n, c_addr, ldc, work):
+    a = carray(_f32_pointer(a_addr), (m - 1) * sai + (k - 1) * sap + 1)
+    b = carray(_f32_pointer(b_addr), (k - 1) * sbp + (n - 1) * sbn + 1)
+    c = carray(_f32_pointer(c_addr), (m - 1) * ldc + n)
+    if _swapped(m, k, n, sap, sbn):
         ct = work[: n * m]
         _gemm(b, sbn, sbp, n, k, a, sap, sai, m, ct, m, work[n * m :])
         _transpose(ct, m, n, m, c, ldc)
@@ -341,48 +385,140 @@ def run_task(t):
         _gemm(a, sai, sap, m, k, b, sbp, sbn, n, c, ldc, work)
 
 
-@njit("void(float32[:, :], float32[:, :], float32[:, :], float32[::1], int64[::1])", **_KERNEL)
-def fill_task(a, b, c, work, t):
-    """Describe c = a @ b (scratch ``work``) in the task ``t``: addresses and element strides."""
-    t[A_ADDR], t[SAI], t[SAP], t[M], t[K] = a.ctypes.data, a.strides[0] // 4, a.strides[1] // 4, a.shape[0], a.shape[1]
-    t[B_ADDR], t[SBP], t[SBN], t[N] = b.ctypes.data, b.strides[0] // 4, b.strides[1] // 4, b.shape[1]
-    t[C_ADDR], t[LDC], t[W_ADDR], t[W_LEN] = c.ctypes.data, c.strides[0] // 4, work.ctypes.data, work.size
-
-
-def work_size(m: int, k: int, n: int, sap: int, sbn: int) -> int:
-    """Elements of the float32 scratch of a task (see run_task)."""
-    if _swapped(m, k, n, sap, sbn):  # c.T (n m), then the product b.T @ a.T, whose second operand is strided
-        return n * m + work_size(n, k, m, 0, 0)
-    npad = -(-n // 16) * 16
-    wt = npad - (n - n % 16 if sbn == 1 else 0)
-    return k * wt + MR * k + MR * NR
+@njit(**_KERNEL)
+def _chunk(t, i, work):
+    """Chunk ``i`` of the job ``t``, on the calling thread."""
+    size = t[N] if t[WIDE] else t[M]
+    lo = i * t[PER_CHUNK] * t[UNIT]
+    hi = min(size, lo + t[PER_CHUNK] * t[UNIT])
+    if t[WIDE]:
+        _product(
+            t[A_ADDR],
+            t[SAI],
+            t[SAP],
+            t[M],
+            t[K],
+            t[B_ADDR] + 4 * lo * t[SBN],
+            t[SBP],
+            t[SBN],
+            hi - lo,
+            t[C_ADDR] + 4 * lo,
+            t[LDC],
+            work,
+        )
+    else:
+        _product(
+            t[A_ADDR] + 4 * lo * t[SAI],
+            t[SAI],
+            t[SAP],
+            hi - lo,
+            t[K],
+            t[B_ADDR],
+            t[SBP],
+            t[SBN],
+            t[N],
+            t[C_ADDR] + 4 * lo * t[LDC],
+            t[LDC],
+            work,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
-# worker threads that spin: a task posted to a spinning worker starts within a microsecond
+# worker threads that spin: a job posted to a spinning worker starts within a microsecond
 # ----------------------------------------------------------------------------------------------
 # A Python thread pool wakes a sleeping thread in ~50 us here (a futex on a virtual machine), more than a
 # small product's whole time; BLAS libraries keep their threads spinning between calls for the same reason.
-# A worker runs worker_spin (no GIL): it waits for its control array's SEQ to change, runs the task in the
-# array, publishes DONE = SEQ, and after ``spins`` idle rounds sets STATE = 1 and returns to Python to
-# sleep on an Event (NumpyBackend sets it when it posts a task and sees STATE = 1). SEQ, DONE and STATE
-# are read and written with sequentially consistent atomics, so a task posted while the worker goes to
-# sleep is either seen by the worker's last check or finds STATE = 1 and wakes it.
-SEQ, DONE, STATE, TASK = 0, 8, 16, 24  # offsets in the control array (each field on its own cache line)
-CONTROL_SIZE = TASK + TASK_FIELDS
+# Chunks are claimed, not assigned: the posting thread and the workers each take the next unclaimed chunk
+# of the job (an atomic compare-and-swap on NEXT, which carries the job's number in its high 32 bits, so a
+# late worker can never claim a chunk of a newer job), and the poster waits only for chunks a worker has
+# claimed and not finished -- a worker that is asleep, or descheduled by another process, just takes none.
+# A worker runs worker_spin (no GIL): it waits for SEQ to change, runs chunks of the job copied into its
+# control array, and after ``spins`` idle rounds sets STATE = 1 and returns to Python to sleep on an Event
+# (the poster sets it when it sees STATE = 1). SEQ and STATE are sequentially consistent atomics, so a job
+# posted while the worker goes to sleep is either seen by its last check or finds STATE = 1 and wakes it.
+# Idle rounds pause, and yield the core every 64th round (a busy machine's other threads run meanwhile).
+SEQ, STATE, JOB = 0, 8, 16  # a worker's control array (each field on its own cache line)
+CONTROL_SIZE = JOB + JOB_FIELDS
+NEXT, FINISHED = 0, 8  # the shared counters array
+COUNTERS_SIZE = 16
 
 
-@njit("void(int64[::1], int64)", **_KERNEL)
-def worker_spin(ctrl, spins):
+@intrinsic
+def _atomic_cas(typingctx, array, index, expected, value):
+    """array[index] = value if it equals expected (int64, sequentially consistent); True if it did."""
+
+    def codegen(context, builder, signature, args):
+        ptr = _data(context, builder, signature.args[0], args[0], args[1])
+        pair = builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(array, index, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _atomic_add(typingctx, array, index, value):
+    def codegen(context, builder, signature, args):
+        ptr = _data(context, builder, signature.args[0], args[0], args[1])
+        builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(array, index, types.int64), codegen
+
+
+@intrinsic
+def _yield(typingctx):
+    """sched_yield(): another runnable thread of this core runs first."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, []), "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(**_KERNEL)
+def _idle(round_):
+    if round_ % 64 == 63:
+        _yield()
+    else:
+        _pause()
+
+
+@njit(**_KERNEL)
+def _claim(counters, seq, chunks):
+    """The next unclaimed chunk of job ``seq``, or -1 when none is left (or a newer job was posted)."""
+    while True:
+        cur = _atomic_load(counters, NEXT)
+        i = cur & 0xFFFFFFFF
+        if cur >> 32 != seq or i >= chunks:
+            return -1
+        if _atomic_cas(counters, NEXT, cur, cur + 1):
+            return i
+
+
+@njit(**_KERNEL)
+def _run_chunks(t, counters, seq, work):
+    while True:
+        i = _claim(counters, seq, t[CHUNKS])
+        if i < 0:
+            return
+        _chunk(t, i, work)
+        _atomic_add(counters, FINISHED, 1)
+
+
+# The entry points, each with one signature: compiled (or loaded from the cache) when this module is imported.
+@njit("void(int64[::1], int64[::1], int64)", **_KERNEL)
+def worker_spin(ctrl, counters, spins):
     _atomic_store(ctrl, STATE, 0)
-    last = _atomic_load(ctrl, DONE)
+    last = _atomic_load(ctrl, SEQ)
     idle = 0
     while True:
         seq = _atomic_load(ctrl, SEQ)
         if seq != last:
-            run_task(ctrl[TASK : TASK + TASK_FIELDS])
+            t = ctrl[JOB : JOB + JOB_FIELDS]
+            _run_chunks(t, counters, seq, carray(_f32_pointer(t[W_ADDR]), t[W_LEN]))
             last = seq
-            _atomic_store(ctrl, DONE, seq)
             idle = 0
             continue
         idle += 1
@@ -392,20 +528,41 @@ def worker_spin(ctrl, spins):
                 return
             _atomic_store(ctrl, STATE, 0)
             idle = 0
-        _pause()
+        _idle(idle)
 
 
-@njit("Tuple((int64, boolean))(int64[::1], int64[::1])", **_KERNEL)
-def post(ctrl, task):
-    """Give a worker the task (int64[TASK_FIELDS]); returns its sequence number and whether it sleeps."""
-    ctrl[TASK : TASK + TASK_FIELDS] = task
-    seq = _atomic_load(ctrl, SEQ) + 1
-    _atomic_store(ctrl, SEQ, seq)
-    return seq, _atomic_load(ctrl, STATE) == 1
+@njit("int64(int64[::1], int64, int64[:, ::1], int64[::1], float32[::1], int64)", **_KERNEL)
+def launch(job, seq, ctrls, counters, work, need):
+    """Post job number ``seq`` to the workers (one row of ``ctrls`` each; worker w's scratch is
+    work[(w + 1) need:], the caller's work[:need]); return the bit mask of the workers that were asleep
+    (their Events must be set)."""
+    _atomic_store(counters, FINISHED, 0)
+    _atomic_store(counters, NEXT, seq << 32)
+    asleep = 0
+    for w in range(ctrls.shape[0]):
+        ctrl = ctrls[w]
+        ctrl[JOB : JOB + JOB_FIELDS] = job
+        ctrl[JOB + W_ADDR] = work.ctypes.data + 4 * need * (w + 1)
+        ctrl[JOB + W_LEN] = need
+        _atomic_store(ctrl, SEQ, seq)
+        if _atomic_load(ctrl, STATE) == 1:
+            asleep |= 1 << w
+    return asleep
 
 
-@njit("void(int64[::1], int64)", **_KERNEL)
-def wait(ctrl, seq):
-    """Spin until the worker has finished task number ``seq``."""
-    while _atomic_load(ctrl, DONE) != seq:
-        _pause()
+@njit("void(int64[::1], int64[::1], int64, float32[::1])", **_KERNEL)
+def run_job(job, counters, seq, work):
+    """Claim and run chunks of job ``seq`` (posted by launch) until none is left, then wait for the chunks
+    the workers claimed."""
+    _run_chunks(job, counters, seq, work)
+    idle = 0
+    while _atomic_load(counters, FINISHED) < job[CHUNKS]:
+        idle += 1
+        _idle(idle)
+
+
+@njit("void(int64[::1], float32[::1])", **_KERNEL)
+def run_alone(job, work):
+    """Every chunk of the job, in order, on the calling thread."""
+    for i in range(job[CHUNKS]):
+        _chunk(job, i, work)

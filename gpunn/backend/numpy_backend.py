@@ -31,6 +31,7 @@ and to keep up to 256 MiB of freed heap mapped for reuse. This is process-wide; 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -60,7 +61,7 @@ def _forget_pool() -> None:
     global _pool, _pool_workers, _pool_lock, _gemm_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
     _gemm_lock = threading.Lock()
-    _gemm_workers.clear()
+    _gemm_workers.clear()  # (the counters are reused: no job is in flight in the child)
 
 
 if hasattr(os, "register_at_fork"):
@@ -657,18 +658,17 @@ class NumpyBackend(Backend):
         so every element is computed the same way whatever the thread count; else np.matmul."""
         gemm = _gemm_kernel(a, b, out)
         if gemm is None:
-            return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+            return _blas_matmul(a, b, out)
         c = np.empty((a.shape[0], b.shape[1]), np.float32) if out is None else out
-        _gemm_run(gemm, a, b, c, self._scratch, parallel=True)
+        if not _gemm_run(gemm, a, b, c, self._scratch, parallel=True):
+            return _blas_matmul(a, b, out)
         return c
 
     def _gemm(self, a, b, out) -> None:
         """out = a @ b on this thread (a conv group's product): numba_gemm, or np.matmul (BLAS threads as set)."""
         gemm = _gemm_kernel(a, b, out)
-        if gemm is None:
+        if gemm is None or not _gemm_run(gemm, a, b, out, self._scratch, parallel=False):
             np.matmul(a, b, out=out)
-        else:
-            _gemm_run(gemm, a, b, out, self._scratch, parallel=False)
 
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
@@ -826,18 +826,22 @@ _GEMM_MIN = 1 << 20  # multiply-adds; a smaller product runs on NumPy's BLAS (le
 _GEMM_MIN_SIDE = 16  # rows and columns of the result; a thinner product wastes most of the 6 x 64 tile:
 # BLAS's (measured: a conv's dW of 8 x 9 over 40000 terms 179 us on OpenBLAS, 553 us on the kernel)
 _GEMM_PARALLEL_MIN = 1 << 21  # multiply-adds; a smaller product runs on the calling thread
-_GEMM_SPINS = 20000  # idle rounds (x86 pause, ~20 ns each) a GEMM worker spins before it sleeps: ~0.4 ms
+_GEMM_SPINS = 10000  # idle rounds a GEMM worker spins before it sleeps (pause ~25 ns, sched_yield every 64th): ~0.3 ms
 _gemm_module = None  # gpunn.backend.numba_gemm once loaded; False when unavailable (no AVX-512, no Numba)
 _gemm_lock = threading.Lock()  # held while a product is split over the workers (one at a time)
-_gemm_workers: list = []  # [(control array, Event, scratch holder)], made on first use
+_GEMM_MAX_WORKERS = 63
+_gemm_workers: list = []  # the Events of the GEMM workers made so far (made on first use)
+_gemm_ctrls = None  # their control arrays, one row each
+_gemm_counters = None  # the jobs' shared chunk counters (numba_gemm.NEXT, FINISHED)
+_gemm_seq = 0  # the number of the last job posted
+_GEMM_CHUNKS_PER_THREAD = 3  # chunks a split product is cut into, per thread (a late worker takes fewer)
 
 
 def _gemm_kernel(a, b, out):
-    """numba_gemm when it computes ``a @ b`` (into ``out``): 2-D float32 operands with non-negative strides
-    of whole elements, at least _GEMM_MIN multiply-adds and a result of at least _GEMM_MIN_SIDE rows and
-    columns, ``out`` None or a float32 (M, N) array of
-    unit-stride, non-overlapping rows sharing no memory with a or b, on a CPU with AVX-512 and with the
-    Numba kernels on (GPUNN_NUMBA; GPUNN_GEMM=blas turns off only this); else None (np.matmul runs)."""
+    """numba_gemm when it may compute ``a @ b`` (into ``out``): 2-D float32 operands, at least _GEMM_MIN
+    multiply-adds and a result of at least _GEMM_MIN_SIDE rows and columns, ``out`` None or a float32 (M, N)
+    array, on a CPU with AVX-512 and with the Numba kernels on (GPUNN_NUMBA; GPUNN_GEMM=blas turns off only
+    this); else None (np.matmul runs). numba_gemm.plan then checks the strides and overlaps."""
     global _gemm_module
     if not (
         isinstance(a, np.ndarray)
@@ -849,21 +853,13 @@ def _gemm_kernel(a, b, out):
         and a.shape[1] == b.shape[0]
         and a.shape[0] * a.shape[1] * b.shape[1] >= _GEMM_MIN
         and min(a.shape[0], b.shape[1]) >= _GEMM_MIN_SIDE
-        and all(st >= 0 and st % 4 == 0 for st in a.strides + b.strides)
+        and (
+            out is None
+            or (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (a.shape[0], b.shape[1]))
+        )
     ):
         return None
-    if out is not None and not (
-        isinstance(out, np.ndarray)
-        and out.dtype == np.float32
-        and out.shape == (a.shape[0], b.shape[1])
-        and out.strides[1] == 4
-        and out.strides[0] % 4 == 0
-        and out.strides[0] >= 4 * out.shape[1]
-        and not np.may_share_memory(out, a)
-        and not np.may_share_memory(out, b)
-    ):
-        return None
-    if os.environ.get("GPUNN_GEMM", "").strip().lower() == "blas" or _gemm_module is False:
+    if not _gemm_wanted() or _gemm_module is False:
         return None
     if _gemm_module is None:
         nk = numba_kernels()
@@ -884,80 +880,66 @@ def _gemm_kernel(a, b, out):
     return _gemm_module or None
 
 
-def _gemm_task(gemm, a, b, c, scratch) -> np.ndarray:
-    """numba_gemm's task (int64 array) for c = a @ b, its scratch from ``scratch(n)``."""
-    work = scratch(gemm.work_size(a.shape[0], a.shape[1], b.shape[1], a.strides[1] // 4, b.strides[1] // 4))
-    task = np.empty(gemm.TASK_FIELDS, np.int64)
-    gemm.fill_task(a, b, c, work, task)
-    return task
+def _gemm_wanted() -> bool:
+    return os.environ.get("GPUNN_GEMM", "").strip().lower() != "blas"
 
 
-def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> None:
-    """c = a @ b on numba_gemm: split over the GEMM workers when ``parallel``, the product is large and no
-    other thread is splitting one; else on the calling thread. ``scratch(n, dtype, slot)``: the caller's."""
+def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
+    """c = a @ b on numba_gemm, False when it does not take the operands (see numba_gemm.plan): in chunks
+    claimed by this thread and the GEMM workers when ``parallel``, the product is large and no other thread
+    is splitting one; else on the calling thread. ``scratch(n, dtype, slot)``: the caller's per-thread
+    scratch (the workers' parts of it too, while this call lasts)."""
+    global _gemm_seq
     m, k = a.shape
     n = b.shape[1]
-    own = lambda size: scratch(size, np.float32, 20)  # noqa: E731
-    threads = num_threads() if parallel and m * n * k >= _GEMM_PARALLEL_MIN else 1
+    job = np.empty(gemm.JOB_FIELDS, np.int64)
+    threads = min(num_threads(), _GEMM_MAX_WORKERS + 1) if parallel and m * n * k >= _GEMM_PARALLEL_MIN else 1
     if threads > 1 and _gemm_lock.acquire(blocking=False):
         try:
-            wide = n >= 32 * threads  # split the columns (16 at a time), else the rows (6 at a time)
-            unit, size = (16, n) if wide else (gemm.MR, m)
-            panels = -(-size // unit)
-            threads = min(threads, panels)
-            cuts = [min(size, unit * (panels * t // threads)) for t in range(threads + 1)]
-            parts = [
-                (a, b[:, lo:hi], c[:, lo:hi]) if wide else (a[lo:hi], b, c[lo:hi])
-                for lo, hi in zip(cuts[:-1], cuts[1:])
-            ]
-            if len(parts) > 1:
-                posted = []
-                try:
-                    for worker, part in zip(_gemm_worker_pool(len(parts) - 1), parts[1:]):
-                        ctrl, wake, holder = worker
-                        seq, asleep = gemm.post(ctrl, _gemm_task(gemm, *part, holder.get))
-                        if asleep:
-                            wake.set()
-                        posted.append((ctrl, seq))
-                    gemm.run_task(_gemm_task(gemm, *parts[0], own))
-                finally:
-                    for ctrl, seq in posted:  # the workers read the caller's arrays: always waited for
-                        gemm.wait(ctrl, seq)
-                return
+            need = gemm.plan(a, b, c, threads, _GEMM_CHUNKS_PER_THREAD, job)
+            if need < 0:
+                return False
+            ctrls, wakes = _gemm_worker_pool(threads - 1)
+            work = scratch(threads * need, np.float32, 20)
+            _gemm_seq = seq = _gemm_seq + 1
+            asleep = gemm.launch(job, seq, ctrls, _gemm_counters, work, need)
+            for w in range(threads - 1):
+                if asleep >> w & 1:
+                    wakes[w].set()
+            # runs chunks until none is left, then waits for those the workers took (they read a, b, c)
+            gemm.run_job(job, _gemm_counters, seq, work[:need])
+            return True
         finally:
             _gemm_lock.release()
-    gemm.run_task(_gemm_task(gemm, a, b, c, own))
+    need = gemm.plan(a, b, c, 1, 1, job)  # one chunk: the whole product
+    if need < 0:
+        return False
+    gemm.run_alone(job, scratch(need, np.float32, 20))
+    return True
 
 
-class _Scratch:
-    """A GEMM worker's scratch: one float32 buffer, grown as needed (used under _gemm_lock only)."""
-
-    def __init__(self) -> None:
-        self.buf = np.empty(0, np.float32)
-
-    def get(self, size: int) -> np.ndarray:
-        if self.buf.size < size:
-            self.buf = np.empty(max(size, _CHUNK), np.float32)
-        return self.buf[:size]
-
-
-def _gemm_worker_pool(count: int) -> list:
-    """``count`` GEMM workers (called under _gemm_lock): daemon threads, each spinning in numba_gemm's
-    worker_spin for a while after a task, then asleep on its Event until the next."""
+def _gemm_worker_pool(count: int) -> tuple:
+    """(control arrays (count, CONTROL_SIZE), their Events) of ``count`` GEMM workers (called under
+    _gemm_lock): daemon threads, each spinning in numba_gemm's worker_spin for a while after a job, then
+    asleep on its Event until the next."""
+    global _gemm_counters, _gemm_ctrls
     gemm = _gemm_module
+    if _gemm_ctrls is None:  # allocated once: a running worker keeps its row
+        _gemm_counters = np.zeros(gemm.COUNTERS_SIZE, np.int64)
+        _gemm_ctrls = np.zeros((_GEMM_MAX_WORKERS, gemm.CONTROL_SIZE), np.int64)
     while len(_gemm_workers) < count:
-        ctrl = np.zeros(gemm.CONTROL_SIZE, np.int64)
         wake = threading.Event()
+        row = _gemm_ctrls[len(_gemm_workers)]
 
-        def serve(ctrl=ctrl, wake=wake):
+        def serve(ctrl=row, wake=wake, counters=_gemm_counters):
             while True:
-                gemm.worker_spin(ctrl, _GEMM_SPINS)
+                gemm.worker_spin(ctrl, counters, _GEMM_SPINS)
                 wake.wait()
                 wake.clear()
 
         threading.Thread(target=serve, name="gpunn-gemm", daemon=True).start()
-        _gemm_workers.append((ctrl, wake, _Scratch()))
-    return _gemm_workers[:count]
+        _gemm_workers.append(wake)
+    return _gemm_ctrls[:count], _gemm_workers[:count]
 
 
 _GROUP_BYTES = 1 << 22  # conv2d's columns per group of images (of 0.5-16 MB, 4 MB measured fastest: L3-resident)
@@ -1008,22 +990,46 @@ def _group_threads(work: int) -> int:
     return threads if threads > 1 and work >= _PARALLEL_MIN and _blas_controllers() else 1
 
 
-def _over_groups(run, n_groups: int, threads: int) -> None:
-    """run(g0, g1) over the groups [0, n_groups): split over ``threads`` threads, with OpenBLAS on one thread
-    meanwhile (restored after), or on the calling thread alone, BLAS threaded as set."""
-    if n_groups < 2 or threads < 2:
-        run(0, n_groups)
-        return
+@contextlib.contextmanager
+def _blas_one_thread():
+    """OpenBLAS on one thread inside the block (restored after; one block at a time). Not entered from the
+    threads of a block: they would wait for the lock their caller holds."""
     controllers = _blas_controllers()
-    with _blas_lock:  # one conv at a time changes and restores the BLAS setting
+    with _blas_lock:
         before = [ctl.get_num_threads() for ctl in controllers]
         for ctl in controllers:
             ctl.set_num_threads(1)
         try:
-            parallel_for(run, n_groups, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+            yield
         finally:
             for ctl, k in zip(controllers, before):
                 ctl.set_num_threads(k)
+
+
+def _over_groups(run, n_groups: int, threads: int) -> None:
+    """run(g0, g1) over the groups [0, n_groups): split over ``threads`` threads, with OpenBLAS on one thread
+    meanwhile (restored after), or on the calling thread alone -- BLAS on one thread too where gpunn's GEMM
+    runs the large products (see _blas_matmul), else threaded as set."""
+    if n_groups < 2 or threads < 2:
+        if _gemm_module and _gemm_wanted():
+            with _blas_one_thread():
+                run(0, n_groups)
+        else:
+            run(0, n_groups)
+        return
+    with _blas_one_thread():  # one conv at a time changes and restores the BLAS setting
+        parallel_for(run, n_groups, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+
+
+def _blas_matmul(a, b, out):
+    """np.matmul for a product gpunn's GEMM does not take. Where that GEMM runs the large float32 products,
+    the small and thin ones left to BLAS run with OpenBLAS on one thread: threading them gains little, and
+    OpenBLAS's workers, once woken, spin for up to ~0.1 s after each call, taking the cores gpunn's own
+    threads need (measured: the small CNN's step at 24 ms instead of 15)."""
+    if _gemm_module and _gemm_wanted() and a.dtype == np.float32:
+        with _blas_one_thread():
+            return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+    return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
 
 
 def _softmax_cross_entropy_rows(logits, target, reduction, ignore_index):
