@@ -214,7 +214,7 @@ def minimum(self, other) -> Tensor:
 
 # -- activations ------------------------------------------------------------------------------------
 def relu(self, inplace: bool = False) -> Tensor:
-    """max(x, 0); gradient 1 where x > 0."""
+    """max(x, 0) as PyTorch: 0 where x < 0, else x (NaN and -0.0 kept); gradient g, or 0 where the output <= 0."""
     _tensor(self, "relu")
     if inplace:
         return self.relu_()

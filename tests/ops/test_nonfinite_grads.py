@@ -1,0 +1,139 @@
+"""Activations and masks at NaN, +-inf and +-0, value and gradient, against PyTorch 2.13 CPU.
+
+PyTorch's masked derivatives *select* (``where(mask, g, 0)``), they do not multiply by a 0/1 mask: a NaN
+output of ReLU passes the incoming gradient (its rule is 0 where y <= 0, else g), and an inf or NaN incoming
+gradient where the mask is off gives 0, not inf * 0 = NaN. Each case runs the op on the special values with
+several upstream gradients (ones, NaN, inf, random) and compares values, NaN positions and signs of zero.
+Large inputs take the numpy backend's Numba kernels; ``nn.Sequential(Linear, ReLU)`` and ``Conv2d`` + ``ReLU``
+take the fused primitives (kernels/linear_act.cu on the cupy backend)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn.backend import numpy_backend
+from tests.helpers import torch_or_skip
+
+torch = torch_or_skip()
+
+NAN, INF = float("nan"), float("inf")
+SPECIAL = [NAN, INF, -INF, 0.0, -0.0, 1.5, -1.5, 0.25, -3.0, 7.0]
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+# a few ulp (1 - y * y in tanh's derivative cancels: an absolute bound for values far below 1)
+RTOL = {np.float32: 2e-6, np.float64: 1e-13}
+ATOL = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+def assert_same(out, ref, dtype, what):
+    """Equal values (to a few ulp), the same NaN positions, the same sign on every zero."""
+    out, ref = np.asarray(out, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert out.shape == ref.shape, f"{what}: shape {out.shape}, torch {ref.shape}"
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref), err_msg=f"{what}: NaN positions differ")
+    np.testing.assert_allclose(out, ref, rtol=RTOL[dtype], atol=ATOL[dtype], err_msg=what)
+    zero = ref == 0
+    np.testing.assert_array_equal(np.signbit(out[zero]), np.signbit(ref[zero]), err_msg=f"{what}: sign of zero")
+
+
+def upstreams(n, rng):
+    return {
+        "ones": np.ones(n),
+        "nan": np.full(n, NAN),
+        "inf": np.full(n, INF),
+        "-inf": np.full(n, -INF),
+        "random": rng.standard_normal(n),
+    }
+
+
+def check(fn, x, dtype, rng):
+    """``fn(L, t)`` under gpunn and torch on x: the values, then x's gradient for every upstream gradient."""
+    x = np.asarray(x, dtype=dtype)
+    for name, up in upstreams(x.size, rng).items():
+        up = up.astype(dtype).reshape(x.shape)
+        g = gpunn.tensor(x, requires_grad=True)
+        t = torch.tensor(x, requires_grad=True)
+        out, ref = fn(gpunn, g), fn(torch, t)
+        assert_same(out.detach().numpy(), ref.detach().numpy(), dtype, "value")
+        out.backward(gpunn.tensor(up))
+        ref.backward(torch.tensor(up))
+        assert_same(g.grad.numpy(), t.grad.numpy(), dtype, f"gradient (upstream {name})")
+
+
+ACTIVATIONS = {
+    "F.relu": lambda L, x: L.nn.functional.relu(x),
+    "Tensor.relu": lambda L, x: x.relu(),
+    "torch.relu": lambda L, x: L.relu(x),
+    "nn.ReLU": lambda L, x: L.nn.ReLU()(x),
+    "leaky_relu": lambda L, x: L.nn.functional.leaky_relu(x, 0.2),
+    "sigmoid": lambda L, x: x.sigmoid(),
+    "tanh": lambda L, x: x.tanh(),
+    "softplus": lambda L, x: L.nn.functional.softplus(x),
+}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(ACTIVATIONS))
+def test_activation_at_nonfinite_values_matches_torch(rng, case, dtype):
+    check(ACTIVATIONS[case], SPECIAL, dtype, rng)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_kernels_at_nonfinite_values_match_torch(rng, dtype):
+    """Large enough for the numpy backend's Numba ReLU kernels (shared over threads)."""
+    n = numpy_backend._PARALLEL_MIN + 6
+    x = rng.standard_normal(n)
+    x[: len(SPECIAL)] = SPECIAL
+    x[-len(SPECIAL) :] = SPECIAL
+    check(lambda L, t: L.relu(t), x.reshape(2, -1), dtype, rng)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("act", ["ReLU", "LeakyReLU", "Sigmoid", "Tanh"])
+def test_fused_linear_activation_with_nan_outputs_matches_torch(rng, act):
+    """nn.Sequential(Linear, act) runs as one fused op: a NaN weight row makes one output column NaN; the
+    gradients of the input and of the weights are PyTorch's."""
+    W = rng.standard_normal((5, 4)).astype(np.float32)
+    W[2, 1] = NAN
+    b = rng.standard_normal(5).astype(np.float32)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    up = rng.standard_normal((3, 5)).astype(np.float32)
+    up[0, 3] = INF
+    grads = []
+    for L in (gpunn, torch):
+        model = L.nn.Sequential(L.nn.Linear(4, 5), getattr(L.nn, act)())
+        with L.no_grad():
+            model[0].weight.copy_(L.tensor(W))
+            model[0].bias.copy_(L.tensor(b))
+        xt = L.tensor(x, requires_grad=True)
+        out = model(xt)
+        out.backward(L.tensor(up))
+        grads.append([out.detach().numpy(), xt.grad.numpy(), model[0].weight.grad.numpy(), model[0].bias.grad.numpy()])
+    for what, o, r in zip(["value", "x.grad", "weight.grad", "bias.grad"], *grads):
+        np.testing.assert_array_equal(np.isnan(o), np.isnan(r), err_msg=f"{act} {what}: NaN positions")
+        np.testing.assert_allclose(o, r, rtol=2e-5, atol=1e-6, err_msg=f"{act} {what}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_fused_conv_relu_with_nan_outputs_matches_torch(rng):
+    """nn.Sequential(Conv2d, ReLU): one NaN input pixel makes a patch of NaN outputs; ReLU passes their
+    gradient, as PyTorch does."""
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    x[1, 2, 3, 3] = NAN
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    up = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)
+    grads = []
+    for L in (gpunn, torch):
+        model = L.nn.Sequential(L.nn.Conv2d(3, 4, 3, padding=1), L.nn.ReLU())
+        with L.no_grad():
+            model[0].weight.copy_(L.tensor(conv.weight.detach().numpy()))
+            model[0].bias.copy_(L.tensor(conv.bias.detach().numpy()))
+        xt = L.tensor(x, requires_grad=True)
+        out = model(xt)
+        out.backward(L.tensor(up))
+        grads.append([out.detach().numpy(), model[0].bias.grad.numpy()])
+    for what, o, r in zip(["value", "bias.grad"], *grads):
+        np.testing.assert_array_equal(np.isnan(o), np.isnan(r), err_msg=f"{what}: NaN positions")
+        np.testing.assert_allclose(o, r, rtol=2e-5, atol=1e-6, err_msg=what)
