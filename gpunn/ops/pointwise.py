@@ -97,7 +97,18 @@ def abs(self) -> Tensor:  # noqa: A001
     xp = self._backend.xp
     if not _is_float(self.dtype):
         return Tensor._wrap(xp.abs(self._data), self._backend)
-    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * xp.sign(x), "AbsBackward0")
+    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * _sign(xp, x), "AbsBackward0")
+
+
+def _step_grad(xp):
+    """The gradient of a step function (sign, floor, round, ...): zeros, as in PyTorch (not g * 0: NaN for an
+    inf or NaN g)."""
+    return lambda g, x, y: xp.zeros_like(g)
+
+
+def _sign(xp, x):
+    """-1, 0 or 1, and 0 for NaN as in PyTorch (NumPy gives NaN)."""
+    return xp.where(xp.isnan(x), x.dtype.type(0), xp.sign(x))
 
 
 def sign(self) -> Tensor:
@@ -106,10 +117,7 @@ def sign(self) -> Tensor:
     if not _is_float(self.dtype):
         return Tensor._wrap(xp.sign(self._data), self._backend)
 
-    def fwd(xp_, x):
-        return xp_.where(xp_.isnan(x), x.dtype.type(0), xp_.sign(x))
-
-    return _unary(self, fwd, lambda g, x, y: g * 0, "SignBackward0", "none")
+    return _unary(self, lambda xp_, x: _sign(xp_, x), _step_grad(xp), "SignBackward0", "none")
 
 
 def _rounding(name):
@@ -117,7 +125,11 @@ def _rounding(name):
         if not _is_float(self.dtype):
             return self.clone()
         return _unary(
-            self, lambda xp, x: getattr(xp, name)(x), lambda g, x, y: g * 0, f"{name.capitalize()}Backward0", "none"
+            self,
+            lambda xp, x: getattr(xp, name)(x),
+            _step_grad(self._backend.xp),
+            f"{name.capitalize()}Backward0",
+            "none",
         )
 
     op.__name__ = name
@@ -134,11 +146,13 @@ def round(self, decimals: int = 0) -> Tensor:  # noqa: A001
     """Round half to even (as PyTorch); gradient 0."""
     if not _is_float(self.dtype):
         return self.clone()
-    return _unary(self, lambda xp, x: xp.round(x, decimals), lambda g, x, y: g * 0, "RoundBackward0", "none")
+    xp = self._backend.xp
+    return _unary(self, lambda xp_, x: xp_.round(x, decimals), _step_grad(xp), "RoundBackward0", "none")
 
 
 def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
-    """min(max(x, min), max); gradient 1 inside [min, max], 0 outside. ``min``/``max`` may be tensors."""
+    """min(max(x, min), max); gradient g inside [min, max], 0 outside and at NaN (a selection, as in PyTorch: an
+    inf or NaN g outside gives 0). ``min``/``max`` may be tensors."""
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # tensor bounds get gradients too
@@ -154,11 +168,11 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
     x = self._data
     lo = min._data if isinstance(min, Tensor) else min
     hi = max._data if isinstance(max, Tensor) else max
-    out = x
+    out = x  # x where it is not beyond a bound (as PyTorch: NaN propagates, -0.0 stays -0.0)
     if lo is not None:
-        out = xp.maximum(out, lo)
+        out = xp.where(out < lo, lo, out)
     if hi is not None:
-        out = xp.minimum(out, hi)
+        out = xp.where(out > hi, hi, out)
     if _is_float(x.dtype) or not any(isinstance(v, float) for v in (lo, hi)):
         out = out.astype(x.dtype, copy=False)
     else:  # an integer tensor clamped to a float bound is float32, as in PyTorch
@@ -170,7 +184,7 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
         inside = inside & (x <= hi)
     if inside.shape != out.shape:
         inside = xp.broadcast_to(inside, out.shape)
-    return self._result(out, (self,), lambda g: (g * inside,), "ClampBackward1", saved=())
+    return self._result(out, (self,), lambda g: (xp.where(inside, g, g.dtype.type(0)),), "ClampBackward1", saved=())
 
 
 def clamp_min(self, min) -> Tensor:  # noqa: A002
@@ -183,7 +197,8 @@ def clamp_max(self, max) -> Tensor:  # noqa: A002
 
 def _pick(self, other, op: str, larger: bool) -> Tensor:
     """Elementwise max/min of two tensors (NaN propagates); the gradient goes to the chosen side and is
-    split evenly on ties, as in PyTorch."""
+    split evenly on ties, as in PyTorch: g (g / 2 on a tie), set to 0 on the side that lost -- so both sides
+    get g where either is NaN, and an inf or NaN g on the losing side gives 0."""
     from gpunn.dtypes import _coerce
     from gpunn.tensor import _unbroadcast
 
@@ -195,10 +210,11 @@ def _pick(self, other, op: str, larger: bool) -> Tensor:
         return Tensor._wrap(out, self._backend)
 
     def backward(g):
-        tie = (a_data == b_data) * out.dtype.type(0.5)
-        first = (a_data > b_data) if larger else (a_data < b_data)
-        ga = _unbroadcast(g * (first + tie), a_data.shape) if self.requires_grad else None
-        gb = _unbroadcast(g * ((~first & (a_data != b_data)) + tie), b_data.shape) if b.requires_grad else None
+        zero = g.dtype.type(0)
+        shared = xp.where(a_data == b_data, g / g.dtype.type(2), g)
+        a_lost, b_lost = (a_data < b_data, a_data > b_data) if larger else (a_data > b_data, a_data < b_data)
+        ga = _unbroadcast(xp.where(a_lost, zero, shared), a_data.shape) if self.requires_grad else None
+        gb = _unbroadcast(xp.where(b_lost, zero, shared), b_data.shape) if b.requires_grad else None
         return ga, gb
 
     return self._result(out, (self, b), backward, "MaximumBackward0" if larger else "MinimumBackward0")
@@ -251,7 +267,8 @@ def tanh(self) -> Tensor:
 
 
 def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
-    """x if x > 0 else alpha * (exp(x) - 1); gradient 1 or alpha * exp(x)."""
+    """x if x > 0 else alpha * (exp(x) - 1); gradient g * alpha * exp(x) where x <= 0, else g (NaN passes g, as in
+    PyTorch)."""
     _float(self, "elu")
     if inplace:
         return self._inplace("elu_", lambda t: elu(t, alpha))
@@ -261,7 +278,7 @@ def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
         return xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(x))
 
     def bwd(g, x, y):
-        return g * xp.where(x > 0, x.dtype.type(1), x.dtype.type(alpha) * xp.exp(x))
+        return xp.where(x <= 0, g * x.dtype.type(alpha) * xp.exp(x), g)
 
     return _unary(self, fwd, bwd, "EluBackward0")
 

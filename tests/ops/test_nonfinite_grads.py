@@ -69,6 +69,15 @@ ACTIVATIONS = {
     "sigmoid": lambda L, x: x.sigmoid(),
     "tanh": lambda L, x: x.tanh(),
     "softplus": lambda L, x: L.nn.functional.softplus(x),
+    "elu": lambda L, x: L.nn.functional.elu(x, 0.7),
+    "abs": lambda L, x: x.abs(),
+    "sign": lambda L, x: x.sign() * 3,
+    "clamp_min": lambda L, x: x.clamp(min=0.0),
+    "clamp": lambda L, x: L.clamp(x, -1.0, 1.0),
+    "clamp_max": lambda L, x: x.clamp_max(0.5),
+    "maximum_half": lambda L, x: L.maximum(x, L.full_like(x, 0.5)),  # (torch's max(-0.0, 0.0) varies with size)
+    "floor": lambda L, x: x.floor() + x.round() + x.ceil() + x.trunc(),
+    "minimum_scalar_tensor": lambda L, x: L.minimum(x, L.tensor(0.25, dtype=x.dtype)),
 }
 
 
@@ -137,3 +146,21 @@ def test_fused_conv_relu_with_nan_outputs_matches_torch(rng):
     for what, o, r in zip(["value", "bias.grad"], *grads):
         np.testing.assert_array_equal(np.isnan(o), np.isnan(r), err_msg=f"{what}: NaN positions")
         np.testing.assert_allclose(o, r, rtol=2e-5, atol=1e-6, err_msg=what)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("op", ["maximum", "minimum", "max", "min"])
+def test_two_tensor_max_min_gradients_at_nan_and_ties_match_torch(rng, op):
+    """The gradient is g (g / 2 on a tie), zeroed on the side that lost: where either side is NaN, both get g."""
+    a = np.array([NAN, INF, -INF, 0.0, -0.0, 1.5, -1.5, 2.0, NAN], dtype=np.float32)
+    b = np.array([0.0, NAN, 0.0, 0.0, 1.0, 1.5, NAN, -2.0, NAN], dtype=np.float32)
+    for up in upstreams(a.size, rng).values():
+        up = up.astype(np.float32)
+        res = []
+        for L in (gpunn, torch):
+            x, y = L.tensor(a, requires_grad=True), L.tensor(b, requires_grad=True)
+            out = getattr(L, op)(x, y)
+            out.backward(L.tensor(up))
+            res.append([out.detach().numpy(), x.grad.numpy(), y.grad.numpy()])
+        for what, o, r in zip(["value", "a.grad", "b.grad"], *res):
+            assert_same(o, r, np.float32, f"{op} {what}")
