@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from gpunn.dtypes import _coerce, _is_float
+from gpunn.dtypes import _coerce, _infer_dtype, _is_float
 from gpunn.ops.reduce import _along_index
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
@@ -475,7 +475,8 @@ def where(condition, input=None, other=None) -> Tensor:  # noqa: A002
         base = condition if isinstance(condition, Tensor) else None
         if base is None:
             raise TypeError("where: condition, input or other must be a tensor")
-        base = Tensor._wrap(base._backend.xp.asarray(input), base._backend)
+        # two Python scalars: PyTorch's inference (float -> float32, int -> int64, bool), not NumPy's float64
+        base = Tensor._wrap(base._backend.xp.asarray(input, dtype=_infer_dtype(input)), base._backend)
     cond = condition._data if isinstance(condition, Tensor) else base._backend.asarray(condition)
     if cond.dtype != np.bool_:
         raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype {cond.dtype}")

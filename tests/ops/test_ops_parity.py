@@ -118,6 +118,11 @@ NO_GRAD_CASES = {
     "comparisons": lambda L, x: L.stack([x.eq(x.round()), x.ne(0.5), x.lt(0.1), x.le(0), x.gt(0.2), x.ge(-0.3)]),
     "isclose": lambda L, x: L.isclose(x, x + 1e-9),
     "isfinite": lambda L, x: (x / (x > 0).float()).isfinite(),
+    # two Python scalars: PyTorch's dtypes (float32, int64, bool), not NumPy's float64
+    "where_float_scalars": lambda L, x: L.where(x > 0, 1.0, 0.0),
+    "where_int_scalars": lambda L, x: L.where(x > 0, 1, 0),
+    "where_bool_scalars": lambda L, x: L.where(x > 0, True, False),
+    "where_int_float_scalars": lambda L, x: L.where(x > 0, 2, 0.5),
 }
 
 
