@@ -184,6 +184,8 @@ from gpunn.ops.shape import (
     swapaxes,
     t,
     transpose,
+    tril,
+    triu,
     unbind,
     unflatten,
     unsqueeze,

@@ -161,6 +161,8 @@ INPLACE = {
     "sigmoid_": _inplace_of(pointwise.sigmoid, "sigmoid_"),
     "tanh_": _inplace_of(pointwise.tanh, "tanh_"),
     "masked_fill_": _inplace_of(shape.masked_fill, "masked_fill_"),
+    "tril_": _inplace_of(shape.tril, "tril_"),
+    "triu_": _inplace_of(shape.triu, "triu_"),
     "scatter_": _inplace_of(shape.scatter, "scatter_"),
     "scatter_add_": _inplace_of(shape.scatter_add, "scatter_add_"),
     "zero_": zero_,

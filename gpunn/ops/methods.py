@@ -204,6 +204,8 @@ METHODS = {
     "__getitem__": shape.getitem,
     "index_put": shape.index_put,
     "masked_fill": shape.masked_fill,
+    "tril": shape.tril,
+    "triu": shape.triu,
     "gather": shape.gather,
     "scatter": shape.scatter,
     "scatter_add": shape.scatter_add,

@@ -289,6 +289,33 @@ def masked_fill(self, mask, value) -> Tensor:
     return out if out.dtype == self.dtype else out.astype(self.dtype)
 
 
+def _triangle(self, diagonal: int, lower: bool, op: str) -> Tensor:
+    if self.ndim < 2:
+        raise RuntimeError(f"{op}: input tensor must have at least 2 dimensions, got shape {self.shape}")
+    if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
+        raise TypeError(f"{op}(): argument 'diagonal' must be an int, got {type(diagonal).__name__}")
+    xp = self._backend.xp
+    n, m = self.shape[-2:]
+    keep = xp.tri(n, m, int(diagonal), dtype=bool)  # j <= i + diagonal
+    if not lower:
+        keep = ~xp.tri(n, m, int(diagonal) - 1, dtype=bool)  # j >= i + diagonal
+    zero = self._data.dtype.type(0)
+    out = xp.where(keep, self._data, zero)
+    return self._result(out, (self,), lambda g: (xp.where(keep, g, g.dtype.type(0)),), f"{op.capitalize()}Backward0")
+
+
+def tril(self, diagonal: int = 0) -> Tensor:
+    """The lower triangle of the last two dims: x[..., i, j] where j <= i + diagonal, else 0 (a selection,
+    so a NaN or inf above it gives 0, as in PyTorch); the gradient is masked the same way.
+    >>> gpunn.tril(gpunn.ones(3, 3))  # the causal mask"""
+    return _triangle(self, diagonal, True, "tril")
+
+
+def triu(self, diagonal: int = 0) -> Tensor:
+    """The upper triangle of the last two dims: x[..., i, j] where j >= i + diagonal, else 0."""
+    return _triangle(self, diagonal, False, "triu")
+
+
 def gather(self, dim: int, index) -> Tensor:
     """out[i][j][k] = self[index[i][j][k]][j][k] for dim 0 (and so on); index is an int64 tensor with the
     same number of dims (and sizes no larger than self's off ``dim``)."""
