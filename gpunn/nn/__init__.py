@@ -28,6 +28,7 @@ from gpunn.nn.loss import (
 from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from gpunn.nn.sparse import Embedding
 
 __all__ = [
     "functional",
@@ -41,6 +42,7 @@ __all__ = [
     "ModuleDict",
     "Linear",
     "Identity",
+    "Embedding",
     "Conv2d",
     "MaxPool2d",
     "AvgPool2d",

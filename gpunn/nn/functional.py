@@ -1003,3 +1003,61 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 
 
 __all__ += ["silu", "one_hot"]
+
+
+def embedding(
+    input,  # noqa: A002
+    weight,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
+    """Rows of ``weight`` (V, D) picked by the integer tensor ``input`` (any shape S) -> (*S, D). The gradient
+    adds each output row's gradient into its row of W (repeated indices accumulate; divided by the index's
+    count in the batch with ``scale_grad_by_freq``); the ``padding_idx`` row gets none.
+    >>> F.embedding(gpunn.tensor([[1, 2], [0, 1]]), W)  # (2, 2, D)"""
+    _tensor(input, "embedding")
+    _tensor(weight, "embedding", "weight")
+    _check_same_backend(input, weight, "embedding")
+    if input.dtype.kind not in "iu" or input.dtype == np.uint8:
+        raise RuntimeError(
+            "Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int; "
+            f"but got {input.dtype} instead (call .long() on the indices)"
+        )
+    if weight.ndim != 2:
+        raise RuntimeError(f"embedding(): 'weight' must be 2-D (num_embeddings, embedding_dim), got {weight.shape}")
+    if max_norm is not None:
+        raise NotImplementedError("embedding(max_norm=...) (renormalising rows in place) is not supported by gpunn")
+    if sparse:
+        raise NotImplementedError("embedding(sparse=True): sparse gradients are not supported by gpunn")
+    n, d = weight.shape
+    if padding_idx is not None:
+        if not -n <= padding_idx < n:
+            raise AssertionError(f"Padding_idx must be within num_embeddings (got {padding_idx} for {n} rows)")
+        padding_idx %= n
+    idx = input._data
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"index out of range in self (embedding indices span [{lo}, {hi}], weight has {n} rows)")
+    xp = weight._backend.xp
+    flat = idx.reshape(-1).astype(np.int64, copy=False)
+    out = weight._data[flat].reshape(tuple(idx.shape) + (d,))
+
+    def backward(g):
+        rows = g.reshape(-1, d)
+        if scale_grad_by_freq:
+            counts = xp.bincount(flat, minlength=n)
+            rows = rows / counts[flat][:, None].astype(rows.dtype)
+        dW = xp.zeros((n, d), dtype=g.dtype)
+        weight._backend.index_add(dW, flat, rows)
+        if padding_idx is not None:
+            dW[padding_idx] = 0
+        return (dW,)
+
+    return weight._result(out, (weight,), backward, "EmbeddingBackward0", saved=())
+
+
+__all__ += ["embedding"]

@@ -105,6 +105,7 @@ CASES = {
         (t(r, 2, 4, 7, 6), t(r, 4, 2, 2, 3), t(r, 4)),
     ),
     "max_pool2d_ceil_mode": lambda r: (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), (t(r, 2, 3, 8, 6),)),
+    "embedding": lambda r: (lambda w: F.embedding(gpunn.tensor(np.array([[1, 4, 1], [0, 4, 2]])), w), (t(r, 6, 3),)),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),
