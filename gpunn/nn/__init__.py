@@ -26,6 +26,7 @@ from gpunn.nn.loss import (
     NLLLoss,
 )
 from gpunn.nn.module import Module
+from gpunn.nn.normalization import LayerNorm
 from gpunn.nn.parameter import Parameter
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from gpunn.nn.sparse import Embedding
@@ -52,6 +53,7 @@ __all__ = [
     "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "LayerNorm",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",

@@ -1061,3 +1061,62 @@ def embedding(
 
 
 __all__ += ["embedding"]
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased var over the last
+    len(normalized_shape) dims of x (which must equal ``normalized_shape``); weight and bias have that shape.
+    Backward: dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), the means over those dims.
+    >>> F.layer_norm(x, (x.shape[-1],))"""
+    x_t = _float_tensor(input, "layer_norm")
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    shape = tuple(int(n) for n in normalized_shape)
+    k = len(shape)
+    if k == 0 or x_t.shape[x_t.ndim - k :] != shape or x_t.ndim < k:
+        raise RuntimeError(
+            f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], "
+            f"but got input of size {list(x_t.shape)}"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            _check_same_backend(x_t, _tensor(t, "layer_norm", name), "layer_norm")
+            if t.shape != shape:
+                raise RuntimeError(f"layer_norm: {name} must have shape {shape} (normalized_shape), got {t.shape}")
+    xp = x_t._backend.xp
+    x = x_t._data
+    axes = tuple(range(x.ndim - k, x.ndim))
+    lead = tuple(range(x.ndim - k))
+    m = math.prod(shape)
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    inv_std = 1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + x.dtype.type(eps))
+    xhat = xc * inv_std
+    out = xhat
+    if weight is not None:
+        out = out * weight._data
+    if bias is not None:
+        out = out + bias._data
+    parents = tuple(t for t in (x_t, weight, bias) if t is not None)
+
+    def backward(g):
+        dxhat = g * weight._data if weight is not None else g
+        s1 = dxhat.sum(axis=axes, keepdims=True)
+        s2 = (dxhat * xhat).sum(axis=axes, keepdims=True)
+        grads = [inv_std / m * (m * dxhat - s1 - xhat * s2)]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=lead))
+        if bias is not None:
+            grads.append(g.sum(axis=lead))
+        return tuple(grads)
+
+    return x_t._result(
+        out.astype(x.dtype, copy=False),
+        parents,
+        backward,
+        "NativeLayerNormBackward0",
+        saved=tuple(t for t in (x_t, weight) if t is not None),
+    )
+
+
+__all__ += ["layer_norm"]

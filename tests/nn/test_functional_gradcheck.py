@@ -106,6 +106,7 @@ CASES = {
     ),
     "max_pool2d_ceil_mode": lambda r: (lambda x: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), (t(r, 2, 3, 8, 6),)),
     "embedding": lambda r: (lambda w: F.embedding(gpunn.tensor(np.array([[1, 4, 1], [0, 4, 2]])), w), (t(r, 6, 3),)),
+    "layer_norm": lambda r: (lambda x, w, b: F.layer_norm(x, (4, 5), w, b), (t(r, 3, 4, 5), t(r, 4, 5), t(r, 4, 5))),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),
