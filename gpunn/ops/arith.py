@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpunn.dtypes import _coerce, _is_float, default_float
-from gpunn.tensor import Tensor, _unbroadcast
+from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 
 def add(self, other, alpha=1) -> Tensor:
@@ -312,3 +312,79 @@ def logical_or(self, other):
 
 
 subtract, multiply, divide, true_divide = sub, mul, div, div
+
+
+def outer(self, vec2) -> Tensor:
+    """The outer product of two 1-D tensors: out[i, j] = a[i] b[j]."""
+    b = self._operand(vec2, "outer")
+    if self.ndim != 1 or b.ndim != 1:
+        raise RuntimeError(f"outer: expected two 1-D tensors, got shapes {self.shape} and {b.shape}")
+    return mul(self.reshape(-1, 1), b.reshape(1, -1))
+
+
+def einsum(equation: str, *operands) -> Tensor:
+    """Einstein summation (``'bij,bjk->bik'``): the product of the operands summed over the letters missing
+    from the output (implicit output: the letters used once, in alphabetical order). The gradient of each
+    operand is the einsum of the output gradient with the other operands onto its letters (a letter seen
+    only in that operand and summed away is broadcast back). ``...`` and a letter repeated within one
+    operand (a diagonal) are not supported and raise."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if not operands or not all(isinstance(t, Tensor) for t in operands):
+        raise TypeError("einsum(): operands must be gpunn Tensors")
+    eq = equation.replace(" ", "")
+    if "." in eq:
+        raise NotImplementedError("einsum: '...' (ellipsis) is not supported by gpunn; write the dimensions out")
+    lhs, arrow, rhs = eq.partition("->")
+    ins = lhs.split(",")
+    if len(ins) != len(operands):
+        raise RuntimeError(f"einsum(): {len(ins)} operand subscripts but {len(operands)} operands were given")
+    if not arrow:
+        letters = "".join(ins)
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    sizes = {}
+    for sub, t in zip(ins, operands):
+        if not sub.isalpha() and sub:
+            raise RuntimeError(f"einsum(): invalid subscript {sub!r} (letters only)")
+        if len(set(sub)) != len(sub):
+            raise NotImplementedError(
+                f"einsum: a letter repeated within one operand ({sub!r}) is not supported by gpunn"
+            )
+        if len(sub) != t.ndim:
+            raise RuntimeError(
+                f"einsum(): the subscript {sub!r} has {len(sub)} letters for an operand of {t.ndim} dims"
+            )
+        for c, n in zip(sub, t.shape):
+            if sizes.setdefault(c, n) != n:
+                raise RuntimeError(f"einsum(): subscript {c} has size {n} for an operand which does not broadcast "
+                                   f"with the previously seen size {sizes[c]}")  # fmt: skip
+    if any(c not in sizes for c in rhs) or len(set(rhs)) != len(rhs):
+        raise RuntimeError(f"einsum(): invalid output subscripts {rhs!r}")
+    first = operands[0]
+    for t in operands[1:]:
+        _check_same_backend(first, t, "einsum")
+    dtypes = {t.dtype for t in operands}
+    if len(dtypes) != 1:
+        raise RuntimeError(f"einsum(): expected operands of one dtype, got {sorted(map(str, dtypes))}")
+    xp = first._backend.xp
+    datas = [t._data for t in operands]
+    out = xp.einsum(f"{','.join(ins)}->{rhs}", *datas)
+
+    def backward(g):
+        grads = []
+        for i, (sub, t) in enumerate(zip(ins, operands)):
+            if not t.requires_grad:
+                grads.append(None)
+                continue
+            others = [(s, d) for j, (s, d) in enumerate(zip(ins, datas)) if j != i]
+            seen = set(rhs).union(*(set(s) for s, _ in others))
+            lonely = "".join(c for c in sub if c not in seen)  # summed over in this operand only
+            subs = [rhs] + [s for s, _ in others]
+            arrays = [g] + [d for _, d in others]
+            if lonely:
+                subs.append(lonely)
+                arrays.append(xp.ones(tuple(sizes[c] for c in lonely), dtype=g.dtype))
+            grads.append(xp.einsum(f"{','.join(subs)}->{sub}", *arrays))
+        return tuple(grads)
+
+    return first._result(xp.asarray(out), tuple(operands), backward, "EinsumBackward0")

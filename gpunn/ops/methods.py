@@ -39,6 +39,12 @@ def _new(fill):
     return op
 
 
+def _multinomial(self, num_samples, replacement=False, *, generator=None):
+    from gpunn.factories import multinomial
+
+    return multinomial(self, num_samples, replacement, generator=generator)
+
+
 def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     from gpunn.factories import tensor
 
@@ -96,6 +102,7 @@ METHODS = {
     "mm": arith.mm,
     "bmm": arith.bmm,
     "dot": arith.dot,
+    "outer": arith.outer,
     # comparisons and logic
     "eq": arith.eq,
     "__eq__": arith.eq,
@@ -182,6 +189,8 @@ METHODS = {
     "sort": reduce.sort,
     "argsort": reduce.argsort,
     "topk": reduce.topk,
+    "unique": reduce.unique,
+    "bincount": reduce.bincount,
     # shape and indexing
     "reshape": shape.reshape,
     "view": shape.view,
@@ -205,6 +214,11 @@ METHODS = {
     "index_put": shape.index_put,
     "masked_fill": shape.masked_fill,
     "tril": shape.tril,
+    "index_select": shape.index_select,
+    "masked_select": shape.masked_select,
+    "repeat_interleave": shape.repeat_interleave,
+    "roll": shape.roll,
+    "diag": shape.diag,
     "triu": shape.triu,
     "gather": shape.gather,
     "scatter": shape.scatter,
@@ -221,6 +235,7 @@ METHODS = {
     "new_empty": _new("empty"),
     "new_full": _new("full"),
     "new_tensor": _new_tensor,
+    "multinomial": _multinomial,
     "is_floating_point": lambda self: self.dtype.kind == "f",
     "is_contiguous": lambda self, memory_format=None: True,
     "get_device": lambda self: -1 if self._backend.name == "numpy" else self.device.index,

@@ -349,3 +349,40 @@ def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True)
     idx = idx[(slice(None),) * axis + (slice(0, k),)]
     values = _take_along(self, idx, axis, True, "TopkBackward0")
     return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+
+
+def unique(self, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):  # noqa: A002
+    """The distinct values (sorted; slices along ``dim`` when given), with the inverse indices (each element's
+    position in them, input-shaped) and/or the counts when asked, as PyTorch returns them. Not differentiable."""
+    xp, be = self._backend.xp, self._backend
+    axis = None if dim is None else self._dim(dim, "unique")
+    vals, inverse, counts = xp.unique(self._data, return_inverse=True, return_counts=True, axis=axis)
+    out = [Tensor._wrap(vals, be)]
+    if return_inverse:
+        inv_shape = self.shape if axis is None else (self.shape[axis],)
+        out.append(Tensor._wrap(inverse.reshape(inv_shape).astype(np.int64), be))
+    if return_counts:
+        out.append(Tensor._wrap(counts.astype(np.int64), be))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def bincount(self, weights=None, minlength: int = 0) -> Tensor:
+    """How many times each value 0..max occurs in the 1-D non-negative integer tensor (at least ``minlength``
+    bins); with ``weights`` the sum of the weights instead (in the weights' float dtype). Not differentiable."""
+    xp = self._backend.xp
+    if self.ndim != 1 or self.dtype.kind not in "iu":
+        raise RuntimeError(f"bincount only supports 1-d non-negative integral inputs, got {self.dtype} {self.shape}")
+    x = self._data
+    if x.size and int(x.min()) < 0:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs (got a negative value)")
+    if minlength < 0:
+        raise RuntimeError("minlength should be >= 0")
+    if weights is None:
+        return Tensor._wrap(xp.bincount(x, minlength=minlength).astype(np.int64), self._backend)
+    w = weights._data if isinstance(weights, Tensor) else self._backend.asarray(weights)
+    if w.shape != x.shape:
+        raise RuntimeError(
+            f"bincount: weights should be 1-d and have the same length as input ({w.shape} vs {x.shape})"
+        )
+    dtype = w.dtype if w.dtype.kind == "f" else np.float64
+    return Tensor._wrap(xp.bincount(x, weights=w, minlength=minlength).astype(dtype), self._backend)

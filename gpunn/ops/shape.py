@@ -528,3 +528,107 @@ def nonzero(self, as_tuple: bool = False):
     return Tensor._wrap(
         xp.stack(idx, axis=1).astype(np.int64) if idx else xp.zeros((0, 0), dtype=np.int64), self._backend
     )
+
+
+def _int_index(index, be, op: str):
+    """An integer index tensor/list as a 1-D int64 backend array (PyTorch's dtype and dimension checks)."""
+    idx = index._data if isinstance(index, Tensor) else be.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError(f"{op}(): Expected dtype int32/int64 for index, got {idx.dtype}")
+    if idx.ndim > 1:
+        raise IndexError(f"{op}(): Index is supposed to be a vector, got {idx.ndim} dimensions")
+    return idx.reshape(-1).astype(np.int64, copy=False)
+
+
+def index_select(self, dim: int, index) -> Tensor:
+    """The slices ``index`` (a 1-D integer tensor; repeats allowed) of ``dim``: out.shape[dim] = len(index).
+    The gradient adds each slice's gradient back into its source slice."""
+    axis = self._dim(dim, "index_select")
+    be = self._backend
+    idx = _int_index(index, be, "index_select")
+    n = self.shape[axis] if self.ndim else 1
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"index_select(): index out of range in self (dim {dim} has size {n})")
+    x = self._data if self.ndim else self._data.reshape(1)
+    out = be.xp.take(x, idx, axis=axis)
+    if not self.ndim:
+        out = out.reshape(())
+    shape, dtype = self.shape, self.dtype
+
+    def backward(g):
+        gx = be.xp.zeros(shape if shape else (1,), dtype=dtype)
+        be.index_add(gx, (slice(None),) * axis + (idx,), g if shape else g.reshape(1))
+        return (gx.reshape(shape),)
+
+    return self._result(out, (self,), backward, "IndexSelectBackward0", saved=())
+
+
+def masked_select(self, mask) -> Tensor:
+    """The elements where ``mask`` (bool, broadcast with this tensor) is True, as a 1-D tensor."""
+    m = mask if isinstance(mask, Tensor) else Tensor._wrap(self._backend.asarray(mask), self._backend)
+    if m.dtype != np.bool_:
+        raise RuntimeError(f"masked_select: expected a boolean mask, got dtype {m.dtype}")
+    shape = tuple(np.broadcast_shapes(self.shape, m.shape))
+    x = self if self.shape == shape else expand(self, shape)
+    return getitem(x, m if m.shape == shape else expand(m, shape))
+
+
+def repeat_interleave(self, repeats=None, dim: int | None = None, *, output_size=None) -> Tensor:
+    """Each element (``dim=None``: of the flattened tensor) or slice along ``dim`` repeated ``repeats`` times
+    (an int, or an integer tensor with one count per slice). ``repeat_interleave(counts)`` alone gives
+    the indices 0, 0, 1, ... repeated by ``counts``."""
+    be = self._backend
+    if repeats is None:  # torch.repeat_interleave(counts)
+        counts = _int_index(self, be, "repeat_interleave")
+        return Tensor._wrap(be.xp.repeat(be.xp.arange(counts.size, dtype=np.int64), counts), be)
+    x = flatten(self) if dim is None else self
+    axis = 0 if dim is None else x._dim(dim, "repeat_interleave")
+    n = x.shape[axis] if x.ndim else 1
+    if isinstance(repeats, Tensor) and repeats.numel() != 1:
+        counts = _int_index(repeats, be, "repeat_interleave")
+        if counts.size != n:
+            raise RuntimeError(f"repeat_interleave: repeats must have the same size as input along dim ({n})")
+    else:
+        counts = be.xp.full(n, int(repeats.item() if isinstance(repeats, Tensor) else repeats), dtype=np.int64)
+    if counts.size and int(counts.min()) < 0:
+        raise RuntimeError("repeat_interleave: repeats can not be negative")
+    return index_select(x, axis, be.xp.repeat(be.xp.arange(n, dtype=np.int64), counts))
+
+
+def roll(self, shifts, dims=None) -> Tensor:
+    """Elements shifted by ``shifts`` along ``dims`` (wrapping around); ``dims=None``: along the flattened
+    tensor, then the shape restored."""
+    if dims is None:
+        if not isinstance(shifts, (int, np.integer)) and len(shifts) != 1:
+            raise RuntimeError("roll: with dims=None, shifts must be a single int")
+        flat = flatten(self)
+        return reshape(roll(flat, int(np.ravel(shifts)[0]), 0), self.shape)
+    shifts = (shifts,) if isinstance(shifts, (int, np.integer)) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+    out = self
+    xp = self._backend.xp
+    for s, d in zip(shifts, dims):
+        axis = self._dim(d, "roll")
+        n = self.shape[axis]
+        out = index_select(out, axis, (xp.arange(n, dtype=np.int64) - int(s)) % max(n, 1))
+    return out
+
+
+def diag(self, diagonal: int = 0) -> Tensor:
+    """1-D input: the square matrix with it on the ``diagonal``-th diagonal (0 elsewhere); 2-D input: that
+    diagonal as a 1-D tensor."""
+    xp = self._backend.xp
+    k = int(diagonal)
+    if self.ndim == 1:
+        n = self.shape[0] + abs(k)
+        rows = xp.arange(self.shape[0], dtype=np.int64) + max(-k, 0)
+        out = Tensor._wrap(xp.zeros((n, n), dtype=self.dtype), self._backend)
+        return index_put(out, (rows, rows + k), self)
+    if self.ndim != 2:
+        raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {self.ndim}D")
+    h, w = self.shape
+    length = max(0, min(h + min(k, 0), w - max(k, 0)))
+    rows = xp.arange(length, dtype=np.int64) + max(-k, 0)
+    return getitem(self, (rows, rows + k))

@@ -67,6 +67,28 @@ CASES = {
         [(S, "n")],
     ),
     "chunk": (lambda L, x: x.chunk(3, dim=1), [(S, "n")]),
+    "index_select": (lambda L, x: x.index_select(1, L.tensor([4, 0, 4, 6])), [(S, "n")]),
+    "index_select_fn": (lambda L, x: L.index_select(x, -1, L.tensor([2], dtype=L.int32)), [(S, "n")]),
+    "masked_select": (lambda L, x: x.masked_select(x > 0.3), [(S, "n")]),
+    "masked_select_broadcast": (lambda L, x, m: L.masked_select(x, m > 0), [((7, 5), "n"), ((9, 1, 5), "n")]),
+    "repeat_interleave": (lambda L, x: x.repeat_interleave(3), [((4, 3), "n")]),
+    "repeat_interleave_dim": (lambda L, x: x.repeat_interleave(L.tensor([2, 0, 1, 3, 1]), dim=-1), [(S, "n")]),
+    "roll": (lambda L, x: x.roll(2, 1) + L.roll(x, (-1, 3), (0, 2)), [(S, "n")]),
+    "roll_flat": (lambda L, x: L.roll(x, 5), [(S, "n")]),
+    "diag_of_vector": (lambda L, x: L.diag(x) + L.diag(x, 0), [((6,), "n")]),
+    "diag_offsets": (lambda L, x: L.cat([x.diag(2), x.diag(-3), L.diag(x)]), [((7, 9), "n")]),
+    "diag_vector_offset": (lambda L, x: L.diag(x, -2), [((4,), "n")]),
+    "outer": (lambda L, a, b: L.outer(a, b) + a.outer(b), [((7,), "n"), ((5,), "n")]),
+    "einsum_bmm": (lambda L, a, b: L.einsum("bij,bjk->bik", a, b), [((3, 4, 7), "n"), ((3, 7, 5), "n")]),
+    "einsum_attention": (
+        lambda L, q, k: L.einsum("bhqd, bhkd -> bhqk", q, k).softmax(-1),
+        [((2, 3, 5, 4), "n"), ((2, 3, 6, 4), "n")],
+    ),
+    "einsum_implicit_trace_sum": (
+        lambda L, a, b, c: L.einsum("ij,jk", a, b) + L.einsum("ij->", a) + L.einsum("i,j->ij", [c, c]).sum(),
+        [((4, 3), "n"), ((3, 4), "n"), ((2,), "n")],
+    ),
+    "einsum_lonely_index": (lambda L, a, b: L.einsum("ijk,j->i", a, b), [(S, "n"), ((7,), "n")]),
     "split_size": (lambda L, x: x.split(2, dim=2), [(S, "n")]),
     "split_sections": (lambda L, x: L.split(x, [3, 6]), [(S, "n")]),
     "flip": (lambda L, x: x.flip(0), [(S, "n")]),
@@ -126,6 +148,12 @@ NO_GRAD_CASES = {
     "comparisons": lambda L, x: L.stack([x.eq(x.round()), x.ne(0.5), x.lt(0.1), x.le(0), x.gt(0.2), x.ge(-0.3)]),
     "isclose": lambda L, x: L.isclose(x, x + 1e-9),
     "isfinite": lambda L, x: (x / (x > 0).float()).isfinite(),
+    "unique": lambda L, x: L.unique((x * 2).round().long(), return_inverse=True, return_counts=True),
+    "unique_dim": lambda L, x: (x[:, :2] > 0).long().unique(dim=0),
+    "unique_float": lambda L, x: (x * 2).round().unique(),
+    "bincount": lambda L, x: L.bincount((x * 2).round().long().clamp(min=0).flatten(), minlength=9),
+    "bincount_weights": lambda L, x: (x > 0).long().flatten().bincount(weights=x.flatten()),
+    "repeat_interleave_counts": lambda L, x: L.repeat_interleave(L.tensor([2, 0, 3, 1])),
     # two Python scalars: PyTorch's dtypes (float32, int64, bool), not NumPy's float64
     "where_float_scalars": lambda L, x: L.where(x > 0, 1.0, 0.0),
     "where_int_scalars": lambda L, x: L.where(x > 0, 1, 0),
@@ -185,7 +213,7 @@ def test_properties_and_grad_mode_decorator(rng):
         assert not f(a).requires_grad and not g(a).requires_grad and (a * 2).requires_grad
 
 
-@pytest.mark.parametrize("name", ["svd", "fft", "einsum", "kron", "cholesky"])
+@pytest.mark.parametrize("name", ["svd", "fft", "kron", "cholesky"])
 def test_unsupported_ops_say_so_by_name(name):
     with pytest.raises(AttributeError, match=name):
         getattr(gpunn, name)
@@ -194,3 +222,49 @@ def test_unsupported_ops_say_so_by_name(name):
         x.register_hook(lambda g: g)
     with pytest.raises(AttributeError, match="Tensor.stft is not supported by gpunn"):
         x.stft(4)
+
+
+@pytest.mark.parametrize(
+    "fn, exc, match",
+    [
+        (lambda L: L.arange(3.0).index_select(0, L.tensor([3])), IndexError, "out of range"),
+        (lambda L: L.arange(3.0).index_select(0, L.tensor([-1])), IndexError, "out of range"),
+        (lambda L: L.arange(3.0).index_select(0, L.tensor([0.0])), RuntimeError, "int"),
+        (lambda L: L.diag(L.ones(2, 2, 2)), RuntimeError, "1D or 2D"),
+        (lambda L: L.bincount(L.tensor([1, -1])), RuntimeError, "non-negative"),
+        (lambda L: L.einsum("ij,jk->ik", L.ones(2, 3), L.ones(4, 2)), RuntimeError, "subscript j"),
+        (lambda L: L.roll(L.ones(2, 2), (1, 1), 0), RuntimeError, "shifts and dimensions must align"),
+        (lambda L: L.multinomial(L.tensor([0.5, 0.0, 0.5]), 4), RuntimeError, "without replacement"),
+        (lambda L: L.multinomial(L.tensor([0.5, -0.1]), 1), RuntimeError, "element < 0"),
+    ],
+)
+def test_new_ops_raise_like_torch(fn, exc, match):
+    for L in (gpunn, torch):
+        with pytest.raises(exc, match=match):
+            fn(L)
+
+
+def test_einsum_ellipsis_and_diagonals_say_they_are_unsupported():
+    x = gpunn.ones(3, 3)
+    for eq in ("...ij->...ji", "ii->i"):
+        with pytest.raises(NotImplementedError, match="einsum"):
+            gpunn.einsum(eq, x)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_multinomial_draws_in_proportion(replacement):
+    """Frequencies of the first draw follow the weights (5 sigma), zero weights are never drawn, rows of a
+    2-D input are independent, and without replacement a row's draws are distinct."""
+    gpunn.manual_seed(3)
+    w = np.array([[1.0, 0.0, 6.0, 3.0], [0.0, 2.0, 2.0, 0.0]])
+    n = 4000
+    first = np.stack([gpunn.multinomial(gpunn.tensor(w), 2, replacement=replacement).numpy() for _ in range(n)])
+    assert first.dtype == np.int64 and first.shape == (n, 2, 2)
+    for row in range(2):
+        p = w[row] / w[row].sum()
+        freq = np.bincount(first[:, row, 0], minlength=4) / n
+        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-12), (row, freq, p)
+    assert not np.isin(first[:, 0], [1]).any() and np.isin(first[:, 1], [1, 2]).all()
+    if not replacement:
+        assert np.all(first[:, :, 0] != first[:, :, 1])
+    assert gpunn.tensor([0.2, 0.8]).multinomial(5, replacement=True).shape == (5,)
