@@ -8,7 +8,34 @@ loss = nn.CrossEntropyLoss()(model(x), y)
 """
 
 from gpunn.nn import functional, init, regularization, utils  # noqa: F401
-from gpunn.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from gpunn.nn.activation import (
+    CELU,
+    ELU,
+    GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softmin,
+    Softplus,
+    Softshrink,
+    Softsign,
+    Tanh,
+    Tanhshrink,
+    Threshold,
+)
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from gpunn.nn.container import ModuleDict, ModuleList, Sequential
 from gpunn.nn.conv import Conv2d
@@ -64,6 +91,22 @@ __all__ = [
     "Softplus",
     "Softmax",
     "LogSoftmax",
+    "ReLU6",
+    "Hardtanh",
+    "SELU",
+    "CELU",
+    "Mish",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softshrink",
+    "Hardshrink",
+    "Threshold",
+    "LogSigmoid",
+    "Softsign",
+    "Tanhshrink",
+    "Softmin",
+    "GLU",
+    "PReLU",
     "CrossEntropyLoss",
     "NLLLoss",
     "MSELoss",

@@ -16,16 +16,32 @@ from gpunn.dtypes import _is_float
 from gpunn.grad_mode import is_grad_enabled
 from gpunn.ops.pointwise import (  # noqa: F401
     _implicit_dim,
+    celu,
     elu,
     gelu,
+    glu,
+    hardshrink,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
     leaky_relu,
     log_softmax,
+    logsigmoid,
+    mish,
+    prelu,
     relu,
+    relu6,
+    selu,
     sigmoid,
     silu,
     softmax,
+    softmin,
     softplus,
+    softshrink,
+    softsign,
     tanh,
+    tanhshrink,
+    threshold,
 )
 from gpunn.ops.shape import cat, flatten, where
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
@@ -1003,6 +1019,8 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 
 
 __all__ += ["silu", "one_hot"]
+__all__ += ["hardtanh", "relu6", "selu", "celu", "mish", "hardswish", "hardsigmoid", "softshrink", "hardshrink"]
+__all__ += ["threshold", "logsigmoid", "softsign", "tanhshrink", "softmin", "glu", "prelu"]
 
 
 def embedding(

@@ -1,6 +1,7 @@
 """Elementwise math and activations: exp, log, sqrt, abs, clamp, trig, rounding, relu, sigmoid, tanh,
-leaky_relu, elu, gelu, softplus, softmax, log_softmax. Each op's derivative is written next to its forward; ops whose
-derivative is read off the output save the output, the others their input."""
+leaky_relu, elu, gelu, softplus, silu, hardtanh, relu6, selu, celu, mish, hardswish, hardsigmoid, the shrinks,
+threshold, logsigmoid, softsign, softmin, glu, prelu, softmax, log_softmax. Each op's derivative is written next
+to its forward; ops whose derivative is read off the output save the output, the others their input."""
 
 from __future__ import annotations
 
@@ -366,6 +367,227 @@ def silu(self, inplace: bool = False) -> Tensor:
         return g * (s * (1 + x * (1 - s)))
 
     return _unary(self, fwd, bwd, "SiluBackward0")
+
+
+def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """x clamped to [min_val, max_val] (NaN and -0.0 kept); gradient g strictly inside, 0 at and beyond the
+    bounds (a NaN input passes g, as in PyTorch)."""
+    _tensor(self, "hardtanh")
+    if inplace:
+        return self._inplace("hardtanh_", lambda t: hardtanh(t, min_val, max_val))
+    if min_val > max_val:
+        raise ValueError("hardtanh: min_val cannot be greater than max_val")
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        lo, hi = x.dtype.type(min_val), x.dtype.type(max_val)
+        return xp.where(x < lo, lo, xp.where(x > hi, hi, x))
+
+    def bwd(g, x, y):
+        return xp.where((x <= min_val) | (x >= max_val), g.dtype.type(0), g)
+
+    return _unary(self, fwd, bwd, "HardtanhBackward0")
+
+
+def relu6(self, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6): hardtanh(x, 0, 6)."""
+    return hardtanh(self, 0.0, 6.0, inplace)
+
+
+def _elu_family(self, alpha: float, scale: float, input_scale: float, op: str) -> Tensor:
+    """PyTorch's ELU kernel: scale x where x > 0, else scale alpha (exp(input_scale x) - 1); gradient scale g,
+    or g scale alpha input_scale exp(input_scale x) where x <= 0 (a NaN input takes the first)."""
+    _float(self, op.lower())
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        return xp.where(x <= 0, t(alpha * scale) * xp.expm1(x * t(input_scale)), x * t(scale))
+
+    def bwd(g, x, y):
+        t = x.dtype.type
+        return xp.where(x <= 0, g * t(input_scale * alpha * scale) * xp.exp(x * t(input_scale)), g * t(scale))
+
+    return _unary(self, fwd, bwd, op)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(self, inplace: bool = False) -> Tensor:
+    """scale * elu(x, alpha) with PyTorch's constants (alpha 1.6733, scale 1.0507)."""
+    if inplace:
+        return self._inplace("selu_", selu)
+    return _elu_family(self, _SELU_ALPHA, _SELU_SCALE, 1.0, "EluBackward0")
+
+
+def celu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x if x > 0 else alpha (exp(x / alpha) - 1)."""
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: celu's alpha must not be 0")
+    if inplace:
+        return self._inplace("celu_", lambda t: celu(t, alpha))
+    return _elu_family(self, alpha, 1.0, 1.0 / alpha, "EluBackward0")
+
+
+def mish(self, inplace: bool = False) -> Tensor:
+    """x tanh(softplus(x)); gradient tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)."""
+    _float(self, "mish")
+    if inplace:
+        return self._inplace("mish_", mish)
+    xp = self._backend.xp
+
+    def tanh_sp(x):
+        return xp.tanh(xp.where(x > 20, x, xp.log1p(xp.exp(xp.minimum(x, 20)))))
+
+    def bwd(g, x, y):
+        t = tanh_sp(x)
+        return g * (t + x * activation_forward(xp, x.copy(), "sigmoid") * (1 - t * t))
+
+    return _unary(self, lambda xp_, x: x * tanh_sp(x), bwd, "MishBackward0")
+
+
+def hardswish(self, inplace: bool = False) -> Tensor:
+    """x relu6(x + 3) / 6; gradient 0 up to -3, g (x / 3 + 1/2) in (-3, 3), g from 3 (a NaN input passes g)."""
+    _float(self, "hardswish")
+    if inplace:
+        return self._inplace("hardswish_", hardswish)
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        return x * xp.minimum(xp.maximum(x + t(3), t(0)), t(6)) / t(6)
+
+    def bwd(g, x, y):
+        t = x.dtype.type
+        return xp.where(x <= -3, t(0), xp.where(x < 3, g * (x / t(3) + t(0.5)), g))
+
+    return _unary(self, fwd, bwd, "HardswishBackward0")
+
+
+def hardsigmoid(self, inplace: bool = False) -> Tensor:
+    """relu6(x + 3) / 6; gradient g / 6 strictly inside (-3, 3), else 0."""
+    _float(self, "hardsigmoid")
+    if inplace:
+        return self._inplace("hardsigmoid_", hardsigmoid)
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        return xp.where(x <= -3, t(0), xp.where(x >= 3, t(1), x / t(6) + t(0.5)))
+
+    def bwd(g, x, y):  # PyTorch multiplies by 1/6 rounded to float32, in float64 too
+        return xp.where((x > -3) & (x < 3), g * g.dtype.type(np.float32(1 / 6)), g.dtype.type(0))
+
+    return _unary(self, fwd, bwd, "HardsigmoidBackward0")
+
+
+def _shrink(self, lambd: float, soft: bool, op: str) -> Tensor:
+    _float(self, op.lower().removesuffix("backward0"))
+    if lambd < 0:
+        raise RuntimeError(f"{op.removesuffix('Backward0').lower()}: lambda must be non-negative, got {lambd}")
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        inside = (x >= -lambd) & (x <= lambd)
+        if not soft:
+            return xp.where(inside, t(0), x)
+        return xp.where(x > lambd, x - t(lambd), xp.where(x < -lambd, x + t(lambd), t(0) * x))
+
+    def bwd(g, x, y):
+        return xp.where((x >= -lambd) & (x <= lambd), g.dtype.type(0), g)
+
+    return _unary(self, fwd, bwd, op)
+
+
+def softshrink(self, lambd: float = 0.5) -> Tensor:
+    """x - lambd above lambd, x + lambd below -lambd, 0 between; gradient g outside [-lambd, lambd] (NaN too)."""
+    return _shrink(self, lambd, True, "SoftshrinkBackward0")
+
+
+def hardshrink(self, lambd: float = 0.5) -> Tensor:
+    """x outside [-lambd, lambd], 0 inside; gradient likewise."""
+    return _shrink(self, lambd, False, "HardshrinkBackward0")
+
+
+def threshold(self, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    """``value`` where x <= threshold, else x (NaN kept); gradient 0 there, else g."""
+    return _threshold(self, threshold, value, inplace)
+
+
+def _threshold(self, th: float, value: float, inplace: bool) -> Tensor:
+    _tensor(self, "threshold")
+    if inplace:
+        return self._inplace("threshold_", lambda t: _threshold(t, th, value, False))
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        return xp.where(x <= th, x.dtype.type(value), x)
+
+    return _unary(self, fwd, lambda g, x, y: xp.where(x <= th, g.dtype.type(0), g), "ThresholdBackward0")
+
+
+def logsigmoid(self) -> Tensor:
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), without overflow; gradient g sigmoid(-x)."""
+    _float(self, "logsigmoid")
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        return xp.minimum(x, x.dtype.type(0)) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def bwd(g, x, y):
+        return g * activation_forward(xp, -x, "sigmoid")
+
+    return _unary(self, fwd, bwd, "LogSigmoidBackward0")
+
+
+def softsign(self) -> Tensor:
+    """x / (1 + |x|) (composite, as in PyTorch)."""
+    _float(self, "softsign")
+    return self / (abs(self) + 1)
+
+
+def tanhshrink(self) -> Tensor:
+    """x - tanh(x) (composite, as in PyTorch)."""
+    _float(self, "tanhshrink")
+    return self - tanh(self)
+
+
+def softmin(self, dim: int | None = None, dtype=None) -> Tensor:
+    """softmax(-x) along ``dim``."""
+    if dim is None:
+        dim = _implicit_dim(self.ndim, "softmin")
+    return softmax(-self, dim, dtype)
+
+
+def glu(self, dim: int = -1) -> Tensor:
+    """a * sigmoid(b), a and b the two halves of x along ``dim`` (its size must be even)."""
+    _float(self, "glu")
+    axis = self._dim(dim, "glu")
+    if self.shape[axis] % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {self.shape[axis]}")
+    a, b = self.chunk(2, axis)
+    return a * sigmoid(b)
+
+
+def prelu(self, weight) -> Tensor:
+    """x where x > 0, else weight * x; ``weight`` has 1 element or one per channel (dim 1)."""
+    _float(self, "prelu")
+    from gpunn.ops.shape import where
+
+    w = weight
+    if w.numel() != 1:
+        if self.ndim < 2 or w.numel() != self.shape[1]:
+            raise RuntimeError(
+                f"Mismatch of parameter numbers and input channel size. Found parameter numbers = {w.numel()} "
+                f"and channel size = {self.shape[1] if self.ndim > 1 else 1}."
+            )
+        w = w.reshape((1, -1) + (1,) * (self.ndim - 2))
+    elif self.ndim:
+        w = w.reshape(())
+    return where(self > 0, self, w * self)
 
 
 def _tensor(t, fname: str):
