@@ -39,18 +39,21 @@ from gpunn.nn.activation import (
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from gpunn.nn.container import ModuleDict, ModuleList, Sequential
 from gpunn.nn.conv import Conv2d
+from gpunn.nn.distance import CosineSimilarity, PairwiseDistance
 from gpunn.nn.dropout import Dropout, Dropout2d
-from gpunn.nn.flatten import Flatten
+from gpunn.nn.flatten import Flatten, Unflatten
 from gpunn.nn.linear import Identity, Linear
 from gpunn.nn.loss import (
     BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
+    HuberLoss,
     KLDivLoss,
     L1Loss,
     MSELoss,
     MultiMarginLoss,
     NLLLoss,
+    SmoothL1Loss,
 )
 from gpunn.nn.module import Module
 from gpunn.nn.normalization import LayerNorm
@@ -76,6 +79,11 @@ __all__ = [
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Flatten",
+    "Unflatten",
+    "CosineSimilarity",
+    "PairwiseDistance",
+    "SmoothL1Loss",
+    "HuberLoss",
     "Dropout",
     "Dropout2d",
     "BatchNorm1d",

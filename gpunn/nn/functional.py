@@ -1138,3 +1138,111 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 
 
 __all__ += ["layer_norm"]
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target); beta = 0 is the L1 loss."""
+    _check_reduction(reduction, "smooth_l1_loss")
+    _float_tensor(input, "smooth_l1_loss")
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    target = _target_like(input, target, "smooth_l1_loss")
+    _same_shape(input, target, "smooth_l1_loss")
+    d = input - target
+    if beta == 0:
+        return _reduce(d.abs(), reduction)
+    ad = d.abs()
+    return _reduce(where(ad < beta, d * d * (0.5 / beta), ad - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:  # noqa: A002
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target)."""
+    _check_reduction(reduction, "huber_loss")
+    _float_tensor(input, "huber_loss")
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    target = _target_like(input, target, "huber_loss")
+    _same_shape(input, target, "huber_loss")
+    d = input - target
+    ad = d.abs()
+    return _reduce(where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta), reduction)
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def pad(input, pad, mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
+    """Pad the last len(pad) / 2 dims: ``pad = (left, right, top, bottom, ...)`` from the last dim backwards
+    (negative amounts crop). ``mode``: 'constant' (``value``, 0 by default), 'reflect', 'replicate' or
+    'circular'. The gradient of a padded cell goes back to the cell it copies.
+    >>> F.pad(x, (1, 1, 2, 0))  # last dim +1 each side, the one before +2 on top"""
+    x_t = _tensor(input, "pad")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x_t.ndim:
+        raise RuntimeError(
+            f"Padding length must be divisible by 2 and at most twice the input's dims, got {len(pad)} for {x_t.ndim}"
+        )
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"pad: mode must be one of {tuple(_PAD_MODES)}, got {mode!r}")
+    if mode != "constant" and value not in (None, 0, 0.0):
+        raise RuntimeError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    xp = x_t._backend.xp
+    amounts = [(0, 0)] * x_t.ndim
+    for k in range(len(pad) // 2):
+        amounts[x_t.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    out = x_t
+    if mode != "constant":  # each padded cell copies a cell of the input: an index map per dim, then index_select
+        from gpunn.ops.shape import index_select
+
+        for axis, (lo, hi) in enumerate(amounts):
+            if lo == hi == 0:
+                continue
+            n = x_t.shape[axis]
+            if mode == "reflect" and (lo >= n or hi >= n):
+                raise RuntimeError(
+                    f"Argument #4: Padding size should be less than the corresponding input dimension, but got: "
+                    f"padding ({lo}, {hi}) at dimension {axis} of input {list(x_t.shape)}"
+                )
+            if n == 0:
+                raise RuntimeError(f"pad: can't {mode}-pad an empty dimension (dim {axis} of {x_t.shape})")
+            idx = np.arange(n)
+            idx = np.pad(idx, (max(lo, 0), max(hi, 0)), mode=_PAD_MODES[mode])
+            idx = idx[max(-lo, 0) : len(idx) - max(-hi, 0)]
+            out = index_select(out, axis, xp.asarray(idx.astype(np.int64)))
+        return out
+    crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(amounts, x_t.shape))
+    if any(lo < 0 or hi < 0 for lo, hi in amounts):
+        out = out[crop]
+    widths = [(max(lo, 0), max(hi, 0)) for lo, hi in amounts]
+    fill = 0 if value is None else value
+    data = xp.pad(out._data, widths, mode="constant", constant_values=fill)
+    inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, out.shape))
+    return out._result(data.astype(out.dtype, copy=False), (out,), lambda g: (g[inside],), "ConstantPadNdBackward0",
+                       saved=())  # fmt: skip
+
+
+def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> Tensor:  # noqa: A002
+    """x / max(||x||_p, eps) along ``dim`` (composite, as in PyTorch)."""
+    if out is not None:
+        raise NotImplementedError("normalize(out=...) is not supported by gpunn")
+    x_t = _float_tensor(input, "normalize")
+    return x_t / x_t.norm(p, dim, keepdim=True).clamp_min(eps)
+
+
+def cosine_similarity(x1, x2, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """sum(x1 x2) / (max(||x1||, eps) max(||x2||, eps)) along ``dim``, x1 and x2 broadcast together."""
+    a, b = _float_tensor(x1, "cosine_similarity", "x1"), _float_tensor(x2, "cosine_similarity", "x2")
+    shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+    a, b = a.expand(*shape), b.expand(*shape)
+    return ((a / a.norm(2, dim, keepdim=True).clamp_min(eps)) * (b / b.norm(2, dim, keepdim=True).clamp_min(eps))).sum(
+        dim
+    )
+
+
+def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False) -> Tensor:
+    """||x1 - x2 + eps||_p over the last dim."""
+    a, b = _float_tensor(x1, "pairwise_distance", "x1"), _float_tensor(x2, "pairwise_distance", "x2")
+    return (a - b + eps).norm(p, -1, keepdim=keepdim)
+
+
+__all__ += ["smooth_l1_loss", "huber_loss", "pad", "normalize", "cosine_similarity", "pairwise_distance"]

@@ -123,6 +123,13 @@ CASES = {
     "softmin": lambda r: (lambda x: F.softmin(x, 1), (t(r, 3, 5),)),
     "glu": lambda r: (lambda x: F.glu(x, 1), (t(r, 3, 4, 2),)),
     "prelu": lambda r: (F.prelu, (t(r, 3, 4, 2), t(r, 4))),
+    "smooth_l1_loss": lambda r: (lambda x, y=t(r, 4, 6).detach(): F.smooth_l1_loss(x, y, beta=0.7), (t(r, 4, 6),)),
+    "huber_loss": lambda r: (lambda x, y=t(r, 4, 6).detach(): F.huber_loss(x, y, delta=0.7), (t(r, 4, 6),)),
+    "pad": lambda r: (lambda x: F.pad(x, (1, -1, 2, 0), value=0.3), (t(r, 2, 3, 4),)),
+    "pad_reflect": lambda r: (lambda x: F.pad(x, (2, 1, 1, 2), mode="reflect"), (t(r, 2, 3, 4),)),
+    "normalize": lambda r: (lambda x: F.normalize(x, dim=-1), (t(r, 3, 4),)),
+    "cosine_similarity": lambda r: (lambda a, b: F.cosine_similarity(a, b), (t(r, 3, 4, 2), t(r, 3, 4, 2))),
+    "pairwise_distance": lambda r: (lambda a, b: F.pairwise_distance(a, b), (t(r, 3, 4), t(r, 3, 4))),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),
