@@ -14,8 +14,24 @@ import numpy as np
 from gpunn.dtypes import _is_float, as_dtype, int64
 from gpunn.tensor import Tensor
 
-MaxMin = namedtuple("MaxMin", ["values", "indices"])  # torch.return_types.max / min / sort / topk
-ValuesIndices = MaxMin
+
+def _return_type(name: str, qualname: str):
+    """PyTorch's ``torch.return_types.<name>``: a ``(values, indices)`` named tuple printed as PyTorch prints it
+    (``qualname``: its name in this module, so that it pickles)."""
+    cls = namedtuple(name, ["values", "indices"])
+    cls.__qualname__ = qualname
+
+    def __repr__(self) -> str:
+        return f"gpunn.return_types.{name}(\nvalues={self.values!r},\nindices={self.indices!r})"
+
+    cls.__repr__ = __repr__
+    return cls
+
+
+MaxMin = _return_type("max", "MaxMin")
+MinResult = _return_type("min", "MinResult")
+SortResult = _return_type("sort", "SortResult")
+TopkResult = _return_type("topk", "TopkResult")
 
 
 def numpy_aliases(fn):
@@ -224,11 +240,13 @@ def _extremum(self, dim, keepdim, find_max: bool):
     xp = self._backend.xp
     axis = self._dim(dim, name)
     if self.ndim == 0:
-        return MaxMin(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+        return (MaxMin if find_max else MinResult)(
+            self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend)
+        )
     idx = xp.expand_dims(x.argmax(axis=axis) if find_max else x.argmin(axis=axis), axis)
     values = _take_along(self, idx, axis, keepdim, f"{name.capitalize()}Backward0")
     indices = Tensor._wrap((idx if keepdim else idx.squeeze(axis)).astype(np.int64), self._backend)
-    return MaxMin(values, indices)
+    return (MaxMin if find_max else MinResult)(values, indices)
 
 
 def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
@@ -318,11 +336,11 @@ def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
     """Sorted values and their indices along ``dim`` (a named tuple); NaN sorts last, as in PyTorch."""
     xp = self._backend.xp
     if self.ndim == 0:
-        return MaxMin(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+        return SortResult(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
     axis = self._dim(dim, "sort")
     idx = _argsort(xp, self._data, axis, descending)
     values = _take_along(self, idx, axis, True, "SortBackward0")
-    return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+    return SortResult(values, Tensor._wrap(idx.astype(np.int64), self._backend))
 
 
 def _argsort(xp, x, axis, descending):
@@ -348,7 +366,7 @@ def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True)
     idx = _argsort(xp, self._data, axis, largest)
     idx = idx[(slice(None),) * axis + (slice(0, k),)]
     values = _take_along(self, idx, axis, True, "TopkBackward0")
-    return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+    return TopkResult(values, Tensor._wrap(idx.astype(np.int64), self._backend))
 
 
 def unique(self, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):  # noqa: A002

@@ -176,6 +176,18 @@ def test_max_with_dim_returns_named_values_and_indices(rng):
     np.testing.assert_array_equal(indices.numpy(), x.numpy().argmax(2))
 
 
+def test_values_indices_tuples_print_and_pickle_like_torch(rng):
+    import pickle
+
+    x = _arr(rng, (3, 4), "u")
+    for op in (lambda L, t: L.max(t, 1), lambda L, t: t.min(dim=0), lambda L, t: t.sort(1), lambda L, t: t.topk(2)):
+        r, tr = op(gpunn, gpunn.tensor(x)), op(torch, torch.tensor(x))
+        assert type(r).__name__ == type(tr).__name__ and (r.values is r[0]) and (r.indices is r[1])
+        assert repr(r).replace("gpunn.", "torch.") == repr(tr)
+        back = pickle.loads(pickle.dumps(r))
+        assert type(back) is type(r) and np.array_equal(back.values.numpy(), r.values.numpy())
+
+
 def test_factories_match_torch():
     for args in [(0, 1, 5), (-2.0, 3.5, 7), (1, 1, 1)]:
         np.testing.assert_allclose(gpunn.linspace(*args).numpy(), torch.linspace(*args).numpy(), rtol=1e-6)
