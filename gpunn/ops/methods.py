@@ -237,7 +237,7 @@ METHODS = {
     "new_tensor": _new_tensor,
     "multinomial": _multinomial,
     "is_floating_point": lambda self: self.dtype.kind == "f",
-    "is_contiguous": lambda self, memory_format=None: True,
+    "is_contiguous": shape.is_contiguous,
     "get_device": lambda self: -1 if self._backend.name == "numpy" else self.device.index,
     # in-place
     **INPLACE,

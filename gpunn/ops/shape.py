@@ -184,7 +184,14 @@ def flip(self, dims) -> Tensor:
 
 
 def contiguous(self, memory_format=None) -> Tensor:
-    return self
+    """This tensor if its elements are laid out in row-major order, else a row-major copy (as PyTorch: after a
+    transpose or permute, ``.contiguous().view(...)`` works)."""
+    return self if is_contiguous(self) else clone(self)
+
+
+def is_contiguous(self, memory_format=None) -> bool:
+    """Whether the elements are laid out in row-major order (dims of size 1 ignored, as in PyTorch)."""
+    return bool(self._data.flags.c_contiguous)
 
 
 def clone(self, memory_format=None) -> Tensor:

@@ -280,3 +280,36 @@ def test_multinomial_draws_in_proportion(replacement):
     if not replacement:
         assert np.all(first[:, :, 0] != first[:, :, 1])
     assert gpunn.tensor([0.2, 0.8]).multinomial(5, replacement=True).shape == (5,)
+
+
+LAYOUTS = {
+    "transpose": lambda L, x: x.transpose(0, 2),
+    "t": lambda L, x: x[0].t(),
+    "permute": lambda L, x: x.permute(1, 0, 2),
+    "slice": lambda L, x: x[:, 1:3],
+    "step": lambda L, x: x[::2],
+    "expand": lambda L, x: x[:, :1].expand(-1, 4, -1),
+    "size_one_dims": lambda L, x: x[:1].transpose(0, 1),
+    "fresh": lambda L, x: x * 2,
+}
+
+
+@pytest.mark.parametrize("case", list(LAYOUTS))
+def test_is_contiguous_and_contiguous_view_like_torch(rng, case):
+    """is_contiguous() says what PyTorch says; .contiguous().view(-1) always works, and equals torch's;
+    .view(-1) raises exactly where PyTorch's does."""
+    x = _arr(rng, (3, 4, 5))
+    g, t = LAYOUTS[case](gpunn, gpunn.tensor(x, requires_grad=True)), LAYOUTS[case](torch, torch.tensor(x))
+    assert g.is_contiguous() == t.is_contiguous()
+    np.testing.assert_array_equal(g.contiguous().view(-1).detach().numpy(), t.contiguous().view(-1).numpy())
+    try:
+        t.view(-1)
+        torch_raises = False
+    except RuntimeError:
+        torch_raises = True
+    if torch_raises:
+        with pytest.raises(RuntimeError, match="view size is not compatible"):
+            g.view(-1)
+    else:
+        g.view(-1)
+    g.contiguous().sum().backward()  # the copy passes gradients back
