@@ -11,6 +11,7 @@ docs/pytorch-compat.md lists what of PyTorch's API is here and how it differs.
 
 from gpunn import backend  # noqa: F401  (also callable: ``with gpunn.backend("numpy"):``)
 from gpunn import ops as _ops  # noqa: F401
+from gpunn._format import set_printoptions
 from gpunn.backend import (
     cupy_available,
     get_backend,

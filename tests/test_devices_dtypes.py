@@ -176,6 +176,22 @@ def test_formatting_matches_torch():
         lambda L: L.tensor([1e-5, 1.0]),
         lambda L: L.tensor([float("nan"), 2.0]),
         lambda L: L.tensor([1.5, float("inf")]),
+        # integral values with a wide range print in scientific notation; zeros and non-finite values do not
+        # widen the column; a summarized print formats only what it shows, its elision is " ..."
+        lambda L: L.tensor([1.0, 2000.0]),
+        lambda L: L.tensor([[1e5, 1.0]]),
+        lambda L: L.tensor([0.0, -0.0, 5.0]),
+        lambda L: L.tensor([-0.0, 0.0]),
+        lambda L: L.tensor([-float("inf"), float("nan")]),
+        lambda L: L.tensor([[float("nan"), float("inf")], [-float("inf"), 0.0]]),
+        lambda L: L.arange(2000),
+        lambda L: L.arange(1001.0),
+        lambda L: L.arange(2000.0).reshape(40, 50),
+        lambda L: L.arange(24.0).reshape(2, 3, 4) / 3,
+        lambda L: L.tensor([123456789.0, 1.0]),
+        lambda L: L.tensor([1e-3, 5e-3]),
+        lambda L: L.tensor(1e-8),
+        lambda L: L.zeros(3),
     ],
 )
 def test_repr_matches_torch(make):
@@ -186,3 +202,26 @@ def test_repr_matches_torch(make):
 def test_repr_of_a_result_names_its_grad_fn():
     x = gpunn.tensor([1.0, 2.0], requires_grad=True)
     assert repr(x * 2) == "tensor([2., 4.], grad_fn=<MulBackward0>)"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"precision": 2}, {"sci_mode": False}, {"sci_mode": True}, {"profile": "short"}, {"threshold": 5, "edgeitems": 1},
+     {"linewidth": 40}, {"profile": "full"}],
+)  # fmt: skip
+def test_set_printoptions_like_torch(options):
+    values = [
+        lambda L: L.tensor([1.23456, 2.0, -0.5]),
+        lambda L: L.tensor([1e-6, 2.0]),
+        lambda L: L.arange(12.0).reshape(3, 4) / 7,
+        lambda L: L.arange(1200),
+        lambda L: L.arange(30.0) * 1.5,
+    ]
+    try:
+        for L in (gpunn, torch):
+            L.set_printoptions(**options)
+        for make in values:
+            assert repr(make(gpunn)) == repr(make(torch)).replace("torch.", "gpunn."), options
+    finally:
+        for L in (gpunn, torch):
+            L.set_printoptions(profile="default", sci_mode=None)
