@@ -15,18 +15,24 @@ from gpunn._format import set_printoptions
 from gpunn.backend import (
     cupy_available,
     get_backend,
+    get_rng_state,
+    initial_seed,
     manual_seed,
+    seed,
     set_backend,
+    set_rng_state,
     use_backend,
 )
 from gpunn.device import device
 from gpunn.dtypes import (
     bool_,
     double,
+    finfo,
     float16,
     float32,
     float64,
     half,
+    iinfo,
     int8,
     int16,
     int32,
@@ -210,7 +216,7 @@ bool = bool_  # noqa: A001
 
 __version__ = "0.1.0"
 
-_LAZY = ("nn", "optim", "data", "train", "autograd", "cuda", "accelerator", "utils", "distributed")
+_LAZY = ("nn", "optim", "data", "train", "autograd", "cuda", "accelerator", "utils", "distributed", "backends")
 
 
 def __getattr__(name):
