@@ -388,3 +388,90 @@ def einsum(equation: str, *operands) -> Tensor:
         return tuple(grads)
 
     return first._result(xp.asarray(out), tuple(operands), backward, "EinsumBackward0")
+
+
+def atan2(self, other) -> Tensor:
+    """The angle of (other, self) (``atan2(y, x)``), broadcasting; gradients x / r^2 and -y / r^2."""
+    b = self._operand(other, "atan2")
+    xp = self._backend.xp
+    y, x = _coerce(self._data, b._data)
+    if not _is_float(y.dtype):
+        y, x = y.astype(default_float), x.astype(default_float)
+    out = xp.arctan2(y, x)
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = x * x + y * y
+            gy = _unbroadcast(g * x / r2, self.shape) if self.requires_grad else None
+            gx = _unbroadcast(-g * y / r2, b.shape) if b.requires_grad else None
+        return gy, gx
+
+    return self._result(out, (self, b), backward, "Atan2Backward0")
+
+
+def fmod(self, other) -> Tensor:
+    """C's remainder: the sign of the dividend (``remainder``/``%`` takes the divisor's); gradient 1 for
+    self, -trunc(self / other) for other."""
+    b = self._operand(other, "fmod")
+    xp = self._backend.xp
+    a_data, b_data = _coerce(self._data, b._data)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = xp.fmod(a_data, b_data)
+    if not _is_float(out.dtype):
+        return Tensor._wrap(out, self._backend)
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = _unbroadcast(g, self.shape) if self.requires_grad else None
+            gb = _unbroadcast(-g * xp.trunc(a_data / b_data), b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return self._result(out, (self, b), backward, "FmodBackward0")
+
+
+def logaddexp(self, other) -> Tensor:
+    """log(exp(a) + exp(b)) without overflow (composite)."""
+    from gpunn.ops.pointwise import maximum
+
+    b = self._operand(other, "logaddexp")
+    m = maximum(self.detach(), b.detach())
+    m = m.masked_fill(~m.isfinite(), 0.0)
+    return ((self - m).exp() + (b - m).exp()).log() + m
+
+
+def lerp(self, end, weight) -> Tensor:
+    """self + weight (end - self) (composite; ``weight`` a number or a tensor)."""
+    return add(self, mul(sub(self._operand(end, "lerp"), self), weight))
+
+
+def addcmul(self, tensor1, tensor2, value=1) -> Tensor:
+    """self + value * tensor1 * tensor2 (composite)."""
+    return add(self, mul(mul(self._operand(tensor1, "addcmul"), tensor2), value))
+
+
+def addcdiv(self, tensor1, tensor2, value=1) -> Tensor:
+    """self + value * tensor1 / tensor2 (composite)."""
+    return add(self, mul(div(self._operand(tensor1, "addcdiv"), tensor2), value))
+
+
+def addmm(self, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    """beta * self + alpha * (mat1 @ mat2) (composite; beta = 0 ignores self, NaN included, as PyTorch)."""
+    prod = mm(self._operand(mat1, "addmm"), mat2)
+    if alpha != 1:
+        prod = mul(prod, alpha)
+    if beta == 0:  # self only has to broadcast to the product's shape
+        np.broadcast_shapes(self.shape, prod.shape)
+        return prod
+    return add(mul(self, beta) if beta != 1 else self, prod)
+
+
+def logical_xor(self, other) -> Tensor:
+    b = self._operand(other, "logical_xor")
+    return Tensor._wrap(self._backend.xp.logical_xor(self._data, b._data), self._backend)
+
+
+def cdist(x1, x2, p: float = 2.0, compute_mode=None) -> Tensor:
+    """Pairwise p-norm distances between the rows of x1 (*, P, M) and x2 (*, R, M): (*, P, R) (composite)."""
+    if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"cdist: expected (*, P, M) and (*, R, M) with the same M, got {x1.shape} and {x2.shape}")
+    return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p, dim=-1)

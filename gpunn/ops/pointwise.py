@@ -686,3 +686,70 @@ def isinf(self) -> Tensor:
 
 
 clip = clamp
+
+
+# -- more elementwise math ----------------------------------------------------------------------------
+def _math(name: str, fwd, dfn, saves: str = "input", doc: str = ""):
+    """A float op ``fwd(xp, x)`` with derivative ``dfn(xp, g, x, y)`` (x: input, y: output)."""
+
+    def op(self) -> Tensor:
+        _tensor(self, name)
+        xp = self._backend.xp
+        return _unary(self, fwd, lambda g, x, y: dfn(xp, g, x, y), f"{name.capitalize()}Backward0", saves)
+
+    op.__name__ = name
+    op.__doc__ = doc
+    return op
+
+
+sinh = _math("sinh", lambda xp, x: xp.sinh(x), lambda xp, g, x, y: g * xp.cosh(x), doc="sinh(x); gradient cosh(x).")
+cosh = _math("cosh", lambda xp, x: xp.cosh(x), lambda xp, g, x, y: g * xp.sinh(x), doc="cosh(x); gradient sinh(x).")
+asin = _math(
+    "asin", lambda xp, x: xp.arcsin(x), lambda xp, g, x, y: g / xp.sqrt(1 - x * x), doc="arcsin; 1 / sqrt(1 - x^2)."
+)
+acos = _math(
+    "acos", lambda xp, x: xp.arccos(x), lambda xp, g, x, y: -g / xp.sqrt(1 - x * x), doc="arccos; -1/sqrt(1 - x^2)."
+)
+atan = _math("atan", lambda xp, x: xp.arctan(x), lambda xp, g, x, y: g / (1 + x * x), doc="arctan; 1 / (1 + x^2).")
+asinh = _math(
+    "asinh", lambda xp, x: xp.arcsinh(x), lambda xp, g, x, y: g / xp.sqrt(x * x + 1), doc="arsinh; 1/sqrt(x^2 + 1)."
+)
+acosh = _math(
+    "acosh", lambda xp, x: xp.arccosh(x), lambda xp, g, x, y: g / xp.sqrt(x * x - 1), doc="arcosh; 1/sqrt(x^2 - 1)."
+)
+atanh = _math("atanh", lambda xp, x: xp.arctanh(x), lambda xp, g, x, y: g / (1 - x * x), doc="artanh; 1 / (1 - x^2).")
+exp2 = _math(
+    "exp2",
+    lambda xp, x: xp.exp2(x),
+    lambda xp, g, x, y: g * y * y.dtype.type(math.log(2.0)),
+    "output",
+    doc="2^x; gradient 2^x ln 2.",
+)
+frac = _math("frac", lambda xp, x: x - xp.trunc(x), lambda xp, g, x, y: g, "none", doc="x - trunc(x); gradient 1.")
+
+
+def erf(self) -> Tensor:
+    """The error function; gradient 2 / sqrt(pi) exp(-x^2)."""
+    _tensor(self, "erf")
+    xp = self._backend.xp
+    two_over_sqrt_pi = 2.0 / math.sqrt(math.pi)
+    return _unary(
+        self,
+        lambda xp_, x: _erf(xp, x),
+        lambda g, x, y: g * x.dtype.type(two_over_sqrt_pi) * xp.exp(-x * x),
+        "ErfBackward0",
+    )
+
+
+def nan_to_num(self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
+    """NaN -> ``nan``, +inf -> ``posinf`` (the dtype's max by default), -inf -> ``neginf`` (its lowest);
+    gradient g where x is finite, else 0 (g times the finite mask, as PyTorch)."""
+    _tensor(self, "nan_to_num")
+    xp = self._backend.xp
+    if not _is_float(self.dtype):
+        return self.clone()
+
+    def fwd(xp_, x):
+        return xp.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
+
+    return _unary(self, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")

@@ -404,3 +404,67 @@ def bincount(self, weights=None, minlength: int = 0) -> Tensor:
         )
     dtype = w.dtype if w.dtype.kind == "f" else np.float64
     return Tensor._wrap(xp.bincount(x, weights=w, minlength=minlength).astype(dtype), self._backend)
+
+
+def cumprod(self, dim, dtype=None) -> Tensor:
+    """Running product along ``dim``. Gradient (exact with zeros): dx_k = P_k S_k with P_k the product of the
+    entries before k and S_k = g_k + x_{k+1} S_{k+1} (the later outputs' gradients, run back along dim)."""
+    xp = self._backend.xp
+    axis = self._dim(dim, "cumprod")
+    x = self._data.astype(as_dtype(dtype)) if dtype is not None else self._data
+    if not _is_float(x.dtype):
+        return Tensor._wrap(xp.cumprod(x.astype(int64), axis=axis), self._backend)
+    if self.ndim == 0:
+        return self._result(x.copy(), (self,), lambda g: (g,), "CumprodBackward0")
+    out = xp.cumprod(x, axis=axis)
+
+    def backward(g):
+        xm, gm = xp.moveaxis(x, axis, 0), xp.moveaxis(g, axis, 0)
+        n = xm.shape[0]
+        before = xp.concatenate([xp.ones_like(xm[:1]), xp.cumprod(xm[:-1], axis=0)], axis=0)
+        s = xp.empty_like(gm)
+        s[n - 1] = gm[n - 1]
+        for k in range(n - 2, -1, -1):
+            s[k] = gm[k] + xm[k + 1] * s[k + 1]
+        return (xp.moveaxis(before * s, 0, axis).astype(self.dtype, copy=False),)
+
+    return self._result(out, (self,), backward, "CumprodBackward0")
+
+
+MedianResult = _return_type("median", "MedianResult")
+
+
+def median(self, dim=None, keepdim: bool = False):
+    """The lower median (the ((n - 1) // 2)-th smallest; NaN if the values hold one), as PyTorch; with ``dim``
+    a named tuple (values, indices). The gradient goes to the chosen element."""
+    xp = self._backend.xp
+    if dim is None:
+        flat = self.reshape(-1)
+        if flat.numel() == 0:
+            raise IndexError("median() input tensor cannot be empty")
+        return median(flat, 0).values
+    axis = self._dim(dim, "median")
+    if self.ndim == 0:
+        return MedianResult(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+    x = self._data
+    n = x.shape[axis]
+    order = xp.argsort(x, axis=axis, kind="stable")  # NaN last
+    k = (n - 1) // 2
+    pick = xp.take(order, [k], axis=axis)
+    if _is_float(x.dtype):  # a slice holding NaN: its median is NaN, at its first NaN
+        n_nan = xp.isnan(x).sum(axis=axis, keepdims=True)
+        first_nan = xp.take_along_axis(order, xp.minimum(n - n_nan, n - 1), axis=axis)
+        pick = xp.where(n_nan > 0, first_nan, pick)
+    values = _take_along(self, pick, axis, keepdim, "MedianBackward1")
+    indices = Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), self._backend)
+    return MedianResult(values, indices)
+
+
+def std_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
+    """(std, mean) over ``dim``."""
+    return std(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)
+
+
+def var_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
+    """(var, mean) over ``dim``."""
+    return var(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)

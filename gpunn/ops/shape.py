@@ -639,3 +639,97 @@ def diag(self, diagonal: int = 0) -> Tensor:
     length = max(0, min(h + min(k, 0), w - max(k, 0)))
     rows = xp.arange(length, dtype=np.int64) + max(-k, 0)
     return getitem(self, (rows, rows + k))
+
+
+def index_add(self, dim: int, index, source, *, alpha=1) -> Tensor:
+    """A copy with ``alpha * source``'s slices added at the slices ``index`` of ``dim`` (repeats accumulate);
+    the gradient of self passes through, source's is the gradient's slices ``index``."""
+    axis = self._dim(dim, "index_add")
+    be = self._backend
+    idx = _int_index(index, be, "index_add")
+    src = self._operand(source, "index_add")
+    n = self.shape[axis] if self.ndim else 1
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"index_add_(): index out of range in self (dim {dim} has size {n})")
+    expected = self.shape[:axis] + (idx.size,) + self.shape[axis + 1 :] if self.ndim else (idx.size,)
+    if src.shape != expected and not (self.ndim == 0 and src.numel() == idx.size):
+        raise RuntimeError(f"index_add_(): source has shape {src.shape}, expected {expected}")
+    vals = src._data if alpha == 1 else src._data * alpha
+    out = self._data.copy()
+    be.index_add(out.reshape(self.shape or (1,)), (slice(None),) * axis + (idx,), vals.astype(out.dtype).reshape(
+        expected))  # fmt: skip
+
+    def backward(g):
+        gs = None
+        if src.requires_grad:
+            gs = be.xp.take(g.reshape(self.shape or (1,)), idx, axis=axis).reshape(src.shape)
+            gs = gs if alpha == 1 else gs * alpha
+        return g, gs
+
+    return self._result(out, (self, src), backward, "IndexAddBackward0", saved=())
+
+
+def meshgrid(*tensors, indexing: str | None = None) -> tuple:
+    """Coordinate grids from 1-D tensors: with ``indexing='ij'`` (PyTorch's default, with its warning when
+    not given) output k varies along dim k; 'xy' swaps the first two dims."""
+    import warnings
+
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn(
+            "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
+            UserWarning,
+            stacklevel=2,
+        )
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f'torch.meshgrid: indexing must be one of "xy" or "ij", but received: {indexing}')
+    for t in tensors:
+        if t.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.shape}")
+    vecs = [t.reshape(-1) for t in tensors]
+    if indexing == "xy" and len(vecs) >= 2:
+        vecs[0], vecs[1] = vecs[1], vecs[0]
+    sizes = tuple(v.shape[0] for v in vecs)
+    grids = []
+    for k, v in enumerate(vecs):
+        shape = [1] * len(vecs)
+        shape[k] = -1
+        grids.append(expand(reshape(v, tuple(shape)), sizes))
+    if indexing == "xy" and len(grids) >= 2:
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)
+
+
+def tile(self, dims) -> Tensor:
+    """``repeat`` with ``dims`` padded with leading 1s to this tensor's rank (and vice versa)."""
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims)
+    x = self
+    if len(dims) > x.ndim:
+        x = reshape(x, (1,) * (len(dims) - x.ndim) + x.shape)
+    return repeat(x, *((1,) * (x.ndim - len(dims)) + dims))
+
+
+def diff(self, n: int = 1, dim: int = -1, prepend=None, append=None) -> Tensor:
+    """x[i + 1] - x[i] along ``dim``, ``n`` times (``prepend``/``append`` joined first); bool gives xor."""
+    parts = [t for t in (prepend, self, append) if t is not None]
+    x = cat(parts, dim) if len(parts) > 1 else self
+    axis = x._dim(dim, "diff")
+    for _ in range(n):
+        m = x.shape[axis]
+        if m == 0:
+            break
+        a, b = narrow(x, axis, 1, m - 1), narrow(x, axis, 0, m - 1)
+        if x.dtype == np.bool_:
+            x = Tensor._wrap(x._backend.xp.logical_xor(a._data, b._data), x._backend)
+        else:
+            x = a - b
+    return x
+
+
+def trace(self) -> Tensor:
+    """The sum of the main diagonal of a 2-D tensor."""
+    if self.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {self.ndim}")
+    return diag(self).sum()

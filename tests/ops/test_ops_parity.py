@@ -19,6 +19,8 @@ S = (9, 7, 5)
 def _arr(rng, shape, kind="n"):
     if kind == "p":  # positive, for logs and roots
         return rng.uniform(0.5, 2.0, size=shape)
+    if kind == "small":  # inside (-1, 1), for asin / acos / atanh
+        return rng.uniform(-0.9, 0.9, size=shape)
     if kind == "u":  # distinct values (no ties for sort/max)
         return rng.permutation(int(np.prod(shape))).reshape(shape) / 7.0 - 3.0
     return randn(rng, *shape, dtype=np.float64, low_abs=0.05)
@@ -88,6 +90,46 @@ CASES = {
         lambda L, a, b, c: L.einsum("ij,jk", a, b) + L.einsum("ij->", a) + L.einsum("i,j->ij", [c, c]).sum(),
         [((4, 3), "n"), ((3, 4), "n"), ((2,), "n")],
     ),
+    "hyperbolic_and_inverse_trig": (
+        lambda L, x, u: x.sinh() + L.cosh(x) + u.asin() + L.acos(u) + x.atan() + L.asinh(x) + u.atanh(),
+        [(S, "n"), (S, "small")],
+    ),
+    "acosh_exp2_frac_erf": (lambda L, p, x: p.add(1).acosh() + L.exp2(x) + x.frac() + L.erf(x), [(S, "p"), (S, "n")]),
+    "atan2": (lambda L, y, x: L.atan2(y, x) + y.arctan2(x), [(S, "n"), ((7, 5), "n")]),
+    "fmod": (lambda L, a, b: L.fmod(a * 3, b) + a.fmod(0.7), [(S, "n"), (S, "p")]),
+    "logaddexp": (lambda L, a, b: L.logaddexp(a * 30, b), [(S, "n"), (S, "n")]),
+    "lerp_addcmul_addcdiv": (
+        lambda L, a, b, c: L.lerp(a, b, 0.3) + a.lerp(b, c) + L.addcmul(a, b, c, value=0.5) + a.addcdiv(b, c.abs() + 1),
+        [(S, "n"), (S, "n"), (S, "n")],
+    ),
+    "addmm": (
+        lambda L, i, a, b: L.addmm(i, a, b, beta=0.5, alpha=2.0) + i.addmm(a, b),
+        [((4, 5), "n"), ((4, 7), "n"), ((7, 5), "n")],
+    ),
+    "cdist": (lambda L, a, b: L.cdist(a, b) + L.cdist(a, b, p=1.0), [((2, 5, 3), "n"), ((2, 4, 3), "n")]),
+    "nan_to_num": (
+        lambda L, x: (
+            L.nan_to_num(L.where(x > 0.5, float("nan"), x), nan=0.5)
+            + L.where(x < -1, float("-inf"), L.where(x > 1, float("inf"), x)).nan_to_num(posinf=2.0, neginf=-3.0)
+        ),
+        [(S, "n")],
+    ),
+    "cumprod": (lambda L, x: x.cumprod(1) + L.cumprod(x, dim=-1), [(S, "n")]),
+    "cumprod_with_zeros": (lambda L, x: (x * (x.abs() > 0.4)).cumprod(0), [((6, 4), "n")]),
+    "median_dim": (lambda L, x: x.median(1), [(S, "u")]),
+    "median_even_keepdim": (lambda L, x: L.median(x, dim=-1, keepdim=True), [((3, 6), "u")]),
+    "median_all": (lambda L, x: x.median(), [(S, "u")]),
+    "std_mean_var_mean": (lambda L, x: L.std_mean(x, 1) + L.var_mean(x, dim=(0, 2), correction=0), [(S, "n")]),
+    "index_add": (lambda L, x, s: x.index_add(1, L.tensor([0, 6, 0]), s, alpha=2.0), [(S, "n"), ((9, 3, 5), "n")]),
+    "meshgrid_ij": (lambda L, a, b: L.meshgrid(a, b, indexing="ij"), [((4,), "n"), ((3,), "n")]),
+    "meshgrid_xy": (lambda L, a, b, c: L.meshgrid([a, b, c], indexing="xy"), [((4,), "n"), ((3,), "n"), ((2,), "n")]),
+    "tile": (lambda L, x: L.tile(x, (2,)) + 0 * x.tile((1, 1, 2)).sum(), [((3, 4), "n")]),
+    "diff": (lambda L, x, p: (L.diff(x, dim=1), x.diff(n=2, dim=1, prepend=p, append=p)), [(S, "n"), ((9, 1, 5), "n")]),
+    "trace": (lambda L, x: L.trace(x) + x.trace(), [((5, 7), "n")]),
+    "linalg_norms": (
+        lambda L, x: L.linalg.norm(x) + L.linalg.norm(x[0], "fro") + L.linalg.vector_norm(x, 3, dim=1).sum(),
+        [(S, "n")],
+    ),
     "einsum_lonely_index": (lambda L, a, b: L.einsum("ijk,j->i", a, b), [(S, "n"), ((7,), "n")]),
     "split_size": (lambda L, x: x.split(2, dim=2), [(S, "n")]),
     "split_sections": (lambda L, x: L.split(x, [3, 6]), [(S, "n")]),
@@ -154,6 +196,9 @@ NO_GRAD_CASES = {
     "bincount": lambda L, x: L.bincount((x * 2).round().long().clamp(min=0).flatten(), minlength=9),
     "bincount_weights": lambda L, x: (x > 0).long().flatten().bincount(weights=x.flatten()),
     "repeat_interleave_counts": lambda L, x: L.repeat_interleave(L.tensor([2, 0, 3, 1])),
+    "median_int": lambda L, x: (x * 3).long().median(0),
+    "logical_xor": lambda L, x: L.logical_xor(x > 0, x < 1),
+    "cumprod_int": lambda L, x: (x > 0).long().add(1).cumprod(1),
     # two Python scalars: PyTorch's dtypes (float32, int64, bool), not NumPy's float64
     "where_float_scalars": lambda L, x: L.where(x > 0, 1.0, 0.0),
     "where_int_scalars": lambda L, x: L.where(x > 0, 1, 0),
@@ -183,7 +228,7 @@ def test_values_indices_tuples_print_and_pickle_like_torch(rng):
     for op in (lambda L, t: L.max(t, 1), lambda L, t: t.min(dim=0), lambda L, t: t.sort(1), lambda L, t: t.topk(2)):
         r, tr = op(gpunn, gpunn.tensor(x)), op(torch, torch.tensor(x))
         assert type(r).__name__ == type(tr).__name__ and (r.values is r[0]) and (r.indices is r[1])
-        assert repr(r).replace("gpunn.", "torch.") == repr(tr)
+        assert repr(r).replace("gpunn.", "torch.").replace(", device='cuda:0'", "") == repr(tr)
         back = pickle.loads(pickle.dumps(r))
         assert type(back) is type(r) and np.array_equal(back.values.numpy(), r.values.numpy())
 
@@ -313,3 +358,37 @@ def test_is_contiguous_and_contiguous_view_like_torch(rng, case):
     else:
         g.view(-1)
     g.contiguous().sum().backward()  # the copy passes gradients back
+
+
+def test_in_place_variants_match_torch(rng):
+    x, s = _arr(rng, (5, 4)), _arr(rng, (2, 4))
+    res = []
+    for L in (gpunn, torch):
+        a = L.tensor(x)
+        a.index_add_(0, L.tensor([4, 1]), L.tensor(s)).lerp_(L.ones(5, 4, dtype=a.dtype), 0.25)
+        a.addcmul_(a, a, value=-0.1).addcdiv_(a, a.abs() + 1, value=2).nan_to_num_()
+        res.append(a.numpy())
+    np.testing.assert_allclose(res[0], res[1], rtol=1e-6)
+
+
+def test_meshgrid_without_indexing_warns_like_torch():
+    for L in (gpunn, torch):
+        with pytest.warns(UserWarning, match="indexing"):
+            L.meshgrid(L.arange(2), L.arange(3))
+
+
+def test_linalg_decompositions_say_they_are_missing():
+    with pytest.raises(AttributeError, match="inv"):
+        gpunn.linalg.inv(gpunn.eye(2))
+    with pytest.raises(NotImplementedError, match="ord"):
+        gpunn.linalg.norm(gpunn.eye(2), 2)
+
+
+def test_median_of_slices_holding_nan_is_nan_like_torch(rng):
+    x = _arr(rng, (6, 7), "u")
+    x[1, 3] = x[4, 0] = x[4, 5] = np.nan
+    for dim in (0, 1):
+        g, t = gpunn.tensor(x).median(dim), torch.tensor(x).median(dim)
+        np.testing.assert_array_equal(g.values.numpy(), t.values.numpy())
+        np.testing.assert_array_equal(g.indices.numpy(), t.indices.numpy())
+    assert np.isnan(gpunn.tensor(x).median().item()) and np.isnan(torch.tensor(x).median().item())
