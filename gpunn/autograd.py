@@ -25,7 +25,7 @@ from gpunn.dtypes import float64
 from gpunn.grad_mode import enable_grad, is_grad_enabled, no_grad
 from gpunn.tensor import Tensor
 
-__all__ = ["gradcheck", "GradcheckError", "FULL_JACOBIAN_MAX", "Function", "FunctionCtx"]
+__all__ = ["gradcheck", "GradcheckError", "FULL_JACOBIAN_MAX", "Function", "FunctionCtx", "grad"]
 
 FULL_JACOBIAN_MAX = 16  # outputs with at most this many elements are checked as full Jacobians
 N_PROJECTIONS = 2  # random output directions per output in projected mode
@@ -322,3 +322,64 @@ class Function:
         res = parents[0]._result(out._data, parents, backward, f"{name}Backward", saved=saved)
         res._vc = out._vc  # the tensor forward returned and the result are one storage
         return res
+
+
+def grad(
+    outputs,
+    inputs,
+    grad_outputs=None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    only_inputs: bool = True,
+    allow_unused: bool | None = None,
+    is_grads_batched: bool = False,
+    materialize_grads: bool = False,
+) -> tuple:
+    """``torch.autograd.grad``: the gradients of ``outputs`` (a tensor or a sequence, each seeded with its
+    entry of ``grad_outputs``, or 1 for a single element) with respect to each of ``inputs``, returned as a
+    tuple; no ``.grad`` is written. An input that the outputs do not depend on raises unless
+    ``allow_unused`` (then None, or zeros with ``materialize_grads``). The graph is freed unless
+    ``retain_graph``.
+    >>> (dx,) = gpunn.autograd.grad((x * x).sum(), x)  # 2 x"""
+    if create_graph:
+        raise NotImplementedError("autograd.grad(create_graph=True): higher-order gradients are not supported by gpunn")
+    if is_grads_batched:
+        raise NotImplementedError("autograd.grad(is_grads_batched=True) is not supported by gpunn")
+    outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
+    grad_outputs = tuple(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"grad requires one grad_output per output: got {len(grad_outputs)} for {len(outputs)}")
+    if not inputs:
+        raise RuntimeError("grad requires non-empty inputs.")
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad(): inputs must be tensors, got {type(t).__name__}")
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    roots, seeds = [], []
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"grad(): outputs must be tensors, got {type(out).__name__}")
+        if not out.requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
+        roots.append(out)
+        seeds.append(out._seed_grad(g, "grad()"))
+    from gpunn.tensor import _backprop
+
+    got = _backprop(roots, seeds, retain_graph, inputs)
+    result = []
+    for t in inputs:
+        g = got.get(id(t))
+        if g is None:
+            if not (allow_unused or materialize_grads):
+                raise RuntimeError(
+                    "One of the differentiated Tensors appears to not have been used in the graph. "
+                    "Set allow_unused=True if this is the desired behavior."
+                )
+            result.append(t._backend.xp.zeros(t.shape, dtype=t.dtype) if materialize_grads else None)
+            continue
+        result.append(g if g.dtype == t.dtype else g.astype(t.dtype))
+    return tuple(None if g is None else Tensor._wrap(g.copy(), t._backend) for g, t in zip(result, inputs))

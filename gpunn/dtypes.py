@@ -24,6 +24,8 @@ __all__ = [
     "default_float",
     "as_dtype",
     "dtype_name",
+    "finfo",
+    "iinfo",
 ]
 
 float16 = np.dtype(np.float16)
@@ -131,3 +133,37 @@ def _infer_dtype(data):
     if isinstance(data, float):
         return default_float
     return None
+
+
+class finfo:  # noqa: N801  (PyTorch's name)
+    """Machine limits of a floating dtype (``torch.finfo``): ``bits``, ``eps``, ``max``, ``min``, ``tiny`` (=
+    ``smallest_normal``) and ``resolution`` as Python floats; the default dtype when none is given."""
+
+    def __init__(self, type=None) -> None:  # noqa: A002
+        dt = default_float if type is None else as_dtype(type)
+        if not _is_float(dt):
+            raise TypeError(f"finfo: expected a floating-point dtype, got {dt}")
+        f = np.finfo(dt)
+        self.dtype = _TORCH_NAMES[dt]
+        self.bits = int(f.bits)
+        self.eps, self.max, self.min = float(f.eps), float(f.max), float(f.min)
+        self.tiny = self.smallest_normal = float(f.smallest_normal)
+        self.resolution = 10.0 ** -int(f.precision)
+
+    def __repr__(self) -> str:
+        return (f"finfo(resolution={self.resolution:g}, min={self.min:g}, max={self.max:g}, eps={self.eps:g}, "
+                f"smallest_normal={self.smallest_normal:g}, tiny={self.tiny:g}, dtype={self.dtype})")  # fmt: skip
+
+
+class iinfo:  # noqa: N801
+    """Limits of an integer dtype (``torch.iinfo``): ``bits``, ``max``, ``min`` as Python ints."""
+
+    def __init__(self, type) -> None:  # noqa: A002
+        dt = as_dtype(type)
+        if dt.kind not in "iub":
+            raise TypeError(f"iinfo: expected an integer dtype, got {dt}")
+        i = np.iinfo(np.uint8 if dt.kind == "b" else dt)
+        self.dtype, self.bits, self.max, self.min = _TORCH_NAMES[dt], int(i.bits), int(i.max), int(i.min)
+
+    def __repr__(self) -> str:
+        return f"iinfo(min={self.min}, max={self.max}, dtype={self.dtype})"

@@ -322,3 +322,38 @@ def randint_like(t: Tensor, low, high=None, dtype=None, device=None) -> Tensor:
         low, high = 0, low
     be = t._backend if device is None else _backend_arg(None, device)
     return Tensor._wrap(be.randint(low, high, t.shape).astype(t.dtype if dtype is None else as_dtype(dtype)), be)
+
+
+def multinomial(input, num_samples: int, replacement: bool = False, *, generator=None, out=None) -> Tensor:  # noqa: A002
+    """``num_samples`` category indices (int64) per row of ``input`` (1-D (C,) or 2-D (N, C) non-negative
+    weights, not necessarily normalised), drawn from the backend's seeded generator: with ``replacement``
+    by inverting each row's CDF, without it by the exponential race (the categories ordered by E / w,
+    E ~ Exp(1): the same distribution as drawing one at a time and removing it)."""
+    _no_out(out, generator)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"multinomial(): argument 'input' must be a gpunn Tensor, got {type(input).__name__}")
+    if input.ndim not in (1, 2) or input.dtype.kind != "f":
+        raise RuntimeError(f"multinomial: prob_dist must be a 1 or 2 dim float tensor, got {input.dtype} {input.shape}")
+    be, xp = input._backend, input._backend.xp
+    w = input._data.reshape(-1, input.shape[-1]).astype(np.float64)
+    n_cat = w.shape[1]
+    if not bool(xp.isfinite(w).all()) or bool((w < 0).any()):
+        raise RuntimeError("multinomial: probability tensor contains either `inf`, `nan` or element < 0")
+    if n_cat == 0 or bool((w.sum(axis=1) <= 0).any()):
+        raise RuntimeError("multinomial: invalid multinomial distribution (sum of probabilities <= 0)")
+    if num_samples <= 0:
+        raise RuntimeError(f"multinomial: cannot sample n_sample <= 0 samples (got {num_samples})")
+    if not replacement:
+        if num_samples > n_cat:
+            raise RuntimeError("multinomial: cannot sample n_sample > prob_dist.size(-1) samples without replacement")
+        u = be.rand(w.shape, np.float64)
+        with np.errstate(divide="ignore"):
+            keys = -xp.log1p(-u) / w  # Exp(1) / w: inf where w == 0, so those come last (as in PyTorch)
+        idx = xp.argsort(keys, axis=1, kind="stable")[:, :num_samples]
+    else:
+        cdf = xp.cumsum(w, axis=1)
+        cdf /= cdf[:, -1:]
+        u = be.rand((w.shape[0], num_samples), np.float64)
+        idx = xp.minimum((u[:, :, None] >= cdf[:, None, :]).sum(axis=2), n_cat - 1)  # cdf entries <= u
+    idx = idx.astype(np.int64)
+    return Tensor._wrap(idx.reshape(num_samples) if input.ndim == 1 else idx, be)

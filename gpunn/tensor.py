@@ -659,81 +659,43 @@ class Tensor:
     def backward(
         self, gradient=None, retain_graph: bool | None = None, create_graph: bool = False, inputs=None
     ) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad (only into the
+        tensors in ``inputs``, leaves or not, when given).
 
         ``gradient`` is required when self is not a scalar (it is d(loss)/d(self), same shape)."""
         if create_graph:
             raise NotImplementedError("backward(create_graph=True): higher-order gradients are not supported by gpunn")
         if inputs is not None:
-            raise NotImplementedError("backward(inputs=...) is not supported by gpunn")
+            inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+            if not inputs:
+                raise RuntimeError("backward(): 'inputs' argument to backward() cannot be empty.")
+            for t in inputs:
+                if not isinstance(t, Tensor) or not t.requires_grad:
+                    raise RuntimeError("backward(): one of the tensors in 'inputs' does not require grad")
         if not self.requires_grad:
             raise RuntimeError(
                 "element 0 of tensors does not require grad and does not have a grad_fn "
                 "(did you call backward() on a result computed inside no_grad(), or forget "
                 "requires_grad=True?)"
             )
-        xp = self._backend.xp
+        got = _backprop([self], [self._seed_grad(gradient, "backward()")], retain_graph, inputs)
+        for t in inputs or ():
+            if id(t) in got:
+                t._accumulate_grad(got[id(t)])
+
+    def _seed_grad(self, gradient, who: str):
+        """The gradient backward starts from: ``gradient`` (this tensor's shape), or 1 for a single element."""
         if gradient is None:
             if self._data.size != 1:
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs; this tensor has "
                     f"shape {self.shape}, pass gradient= of that shape"
                 )
-            g = xp.ones_like(self._data)
-        else:
-            g = gradient._data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
-            if tuple(g.shape) != self.shape:
-                raise RuntimeError(f"backward(): gradient has shape {tuple(g.shape)}, expected {self.shape}")
-            g = g.astype(self.dtype, copy=False)
-
-        # topological order over the nodes that require grad (iterative DFS: deep graphs are fine)
-        order, seen, stack = [], set(), [(self, False)]
-        while stack:
-            node, done = stack.pop()
-            if done:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            for p in node._parents:
-                if p is not None and p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
-
-        grads = {id(self): g}
-        with no_grad():
-            for node in reversed(order):
-                g = grads.pop(id(node), None)
-                if g is None:
-                    continue
-                if node._backward is None:  # a leaf
-                    node._accumulate_grad(g)
-                    continue
-                if node._retains_grad:
-                    node._accumulate_grad(g)
-                for counter, version, t in node._saved:
-                    if counter.value != version:
-                        raise RuntimeError(_modified_message(node, counter, version, t))
-                parent_grads = node._backward(g)
-                for p, pg in zip(node._parents, parent_grads):
-                    if pg is None or p is None or not p.requires_grad:
-                        continue
-                    if tuple(pg.shape) != p.shape:  # a broken backward would otherwise broadcast silently
-                        raise RuntimeError(
-                            f"{node._op} returned a gradient of shape {tuple(pg.shape)} for an input of shape {p.shape}"
-                        )
-                    if pg.dtype != p._data.dtype:
-                        pg = pg.astype(p._data.dtype)
-                    key = id(p)
-                    grads[key] = grads[key] + pg if key in grads else pg
-                if not retain_graph:
-                    for p in node._parents:
-                        if p is not None:
-                            p._uses -= 1
-                    node._backward = _freed_backward
-                    node._parents = ()
-                    node._saved = ()
+            return self._backend.xp.ones_like(self._data)
+        g = gradient._data if isinstance(gradient, Tensor) else self._backend.asarray(gradient)
+        if tuple(g.shape) != self.shape:
+            raise RuntimeError(f"{who}: gradient has shape {tuple(g.shape)}, expected {self.shape}")
+        return g.astype(self.dtype, copy=False)
 
     def _accumulate_grad(self, g) -> None:
         if g.dtype != self.dtype:
@@ -750,6 +712,70 @@ class Tensor:
         if self._post_accumulate_hooks:
             for hook in list(self._post_accumulate_hooks.values()):
                 hook(self)
+
+
+def _backprop(roots, seeds, retain_graph, inputs=None) -> dict:
+    """Run the graph backward from ``roots`` (tensors that require grad) seeded with ``seeds`` (their gradient
+    arrays). Without ``inputs`` every leaf's gradient (and every retain_grad() tensor's) is accumulated into
+    its ``.grad``; with ``inputs`` nothing is, and the gradients reaching those tensors are returned,
+    ``{id(tensor): array}`` (propagation goes on through them: an input may depend on another)."""
+    # topological order over the nodes that require grad (iterative DFS: deep graphs are fine)
+    order, seen = [], set()
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for p in node._parents:
+                if p is not None and p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+    grads = {}
+    for root, g in zip(roots, seeds):
+        grads[id(root)] = grads[id(root)] + g if id(root) in grads else g
+    wanted = None if inputs is None else {id(t) for t in inputs}
+    captured = {}
+    with no_grad():
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if wanted is not None and id(node) in wanted:
+                captured[id(node)] = g
+            if node._backward is None:  # a leaf
+                if wanted is None:
+                    node._accumulate_grad(g)
+                continue
+            if node._retains_grad and wanted is None:
+                node._accumulate_grad(g)
+            for counter, version, t in node._saved:
+                if counter.value != version:
+                    raise RuntimeError(_modified_message(node, counter, version, t))
+            parent_grads = node._backward(g)
+            for p, pg in zip(node._parents, parent_grads):
+                if pg is None or p is None or not p.requires_grad:
+                    continue
+                if tuple(pg.shape) != p.shape:  # a broken backward would otherwise broadcast silently
+                    raise RuntimeError(
+                        f"{node._op} returned a gradient of shape {tuple(pg.shape)} for an input of shape {p.shape}"
+                    )
+                if pg.dtype != p._data.dtype:
+                    pg = pg.astype(p._data.dtype)
+                key = id(p)
+                grads[key] = grads[key] + pg if key in grads else pg
+            if not retain_graph:
+                for p in node._parents:
+                    if p is not None:
+                        p._uses -= 1
+                node._backward = _freed_backward
+                node._parents = ()
+                node._saved = ()
+    return captured
 
 
 def parse_to_args(args: tuple, kwargs: dict, who: str) -> tuple:

@@ -75,7 +75,7 @@ template <typename T>
 __device__ __forceinline__ T act_forward(T z, int act, T slope) {
     switch (act) {
         case GPUNN_ACT_RELU:
-            return (z < T(0)) ? T(0) : z;  // keeps NaN (the reference's maximum(z, 0) does too)
+            return (z < T(0)) ? T(0) : z;  // PyTorch's rule: keeps NaN and -0.0 (as the reference does)
         case GPUNN_ACT_LEAKY_RELU:
             return (z > T(0)) ? z : z * slope;
         case GPUNN_ACT_SIGMOID: {
@@ -90,12 +90,13 @@ __device__ __forceinline__ T act_forward(T z, int act, T slope) {
     }
 }
 
-// dz = dy * act'(z), with act' from the output y.
+// dz = dy * act'(z), with act' from the output y. ReLU selects (PyTorch's rule: 0 where y <= 0, else dy),
+// so a NaN output passes dy and an inf or NaN dy where y <= 0 gives 0, as in the reference.
 template <typename T>
 __device__ __forceinline__ T act_backward(T dy, T y, int act, T slope) {
     switch (act) {
         case GPUNN_ACT_RELU:
-            return dy * T(y > T(0));
+            return (y <= T(0)) ? T(0) : dy;
         case GPUNN_ACT_LEAKY_RELU:
             return (y > T(0)) ? dy : dy * slope;
         case GPUNN_ACT_SIGMOID:

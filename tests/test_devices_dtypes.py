@@ -176,6 +176,22 @@ def test_formatting_matches_torch():
         lambda L: L.tensor([1e-5, 1.0]),
         lambda L: L.tensor([float("nan"), 2.0]),
         lambda L: L.tensor([1.5, float("inf")]),
+        # integral values with a wide range print in scientific notation; zeros and non-finite values do not
+        # widen the column; a summarized print formats only what it shows, its elision is " ..."
+        lambda L: L.tensor([1.0, 2000.0]),
+        lambda L: L.tensor([[1e5, 1.0]]),
+        lambda L: L.tensor([0.0, -0.0, 5.0]),
+        lambda L: L.tensor([-0.0, 0.0]),
+        lambda L: L.tensor([-float("inf"), float("nan")]),
+        lambda L: L.tensor([[float("nan"), float("inf")], [-float("inf"), 0.0]]),
+        lambda L: L.arange(2000),
+        lambda L: L.arange(1001.0),
+        lambda L: L.arange(2000.0).reshape(40, 50),
+        lambda L: L.arange(24.0).reshape(2, 3, 4) / 3,
+        lambda L: L.tensor([123456789.0, 1.0]),
+        lambda L: L.tensor([1e-3, 5e-3]),
+        lambda L: L.tensor(1e-8),
+        lambda L: L.zeros(3),
     ],
 )
 def test_repr_matches_torch(make):
@@ -186,3 +202,80 @@ def test_repr_matches_torch(make):
 def test_repr_of_a_result_names_its_grad_fn():
     x = gpunn.tensor([1.0, 2.0], requires_grad=True)
     assert repr(x * 2) == "tensor([2., 4.], grad_fn=<MulBackward0>)"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"precision": 2}, {"sci_mode": False}, {"sci_mode": True}, {"profile": "short"}, {"threshold": 5, "edgeitems": 1},
+     {"linewidth": 40}, {"profile": "full"}],
+)  # fmt: skip
+def test_set_printoptions_like_torch(options):
+    values = [
+        lambda L: L.tensor([1.23456, 2.0, -0.5]),
+        lambda L: L.tensor([1e-6, 2.0]),
+        lambda L: L.arange(12.0).reshape(3, 4) / 7,
+        lambda L: L.arange(1200),
+        lambda L: L.arange(30.0) * 1.5,
+    ]
+    try:
+        for L in (gpunn, torch):
+            L.set_printoptions(**options)
+        for make in values:
+            assert repr(make(gpunn)) == repr(make(torch)).replace("torch.", "gpunn."), options
+    finally:
+        for L in (gpunn, torch):
+            L.set_printoptions(profile="default", sci_mode=None)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", None])
+def test_finfo_like_torch(dtype):
+    g = gpunn.finfo() if dtype is None else gpunn.finfo(getattr(gpunn, dtype))
+    t = torch.finfo() if dtype is None else torch.finfo(getattr(torch, dtype))
+    for attr in ("bits", "eps", "max", "min", "tiny", "smallest_normal", "resolution"):
+        assert getattr(g, attr) == getattr(t, attr) and type(getattr(g, attr)) is type(getattr(t, attr)), attr
+    assert str(g.eps) == str(t.eps)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "int8", "uint8", "int16"])
+def test_iinfo_like_torch(dtype):
+    g, t = gpunn.iinfo(getattr(gpunn, dtype)), torch.iinfo(getattr(torch, dtype))
+    assert (g.bits, g.max, g.min) == (t.bits, t.max, t.min)
+
+
+def test_finfo_of_an_integer_dtype_raises():
+    for L in (gpunn, torch):
+        with pytest.raises(TypeError):
+            L.finfo(L.int64)
+
+
+def test_backends_flags_scripts_set():
+    """The lines scripts start with run: cudnn flags are kept (and change nothing), MPS is not available."""
+    for L in (gpunn, torch):
+        L.backends.cudnn.deterministic = True
+        L.backends.cudnn.benchmark = False
+        assert L.backends.cudnn.deterministic is True and L.backends.mps.is_available() is False
+        device = "cuda" if L.cuda.is_available() else "mps" if L.backends.mps.is_available() else "cpu"
+        assert device == "cpu"
+    gpunn.backends.cudnn.deterministic = False
+
+
+def test_rng_state_round_trip_and_seeds():
+    gpunn.manual_seed(11)
+    assert gpunn.initial_seed() == 11
+    state = gpunn.get_rng_state()
+    assert isinstance(state, gpunn.Tensor) and state.dtype == gpunn.uint8
+    a = gpunn.rand(5)
+    gpunn.set_rng_state(state)
+    np.testing.assert_array_equal(gpunn.rand(5).numpy(), a.numpy())
+    s = gpunn.seed()
+    assert gpunn.initial_seed() == s
+    with pytest.raises(TypeError, match="uint8"):
+        gpunn.set_rng_state(gpunn.ones(3))
+    with pytest.raises(RuntimeError, match="get_rng_state"):
+        gpunn.set_rng_state(gpunn.tensor(np.array([1, 2, 3], dtype=np.uint8)))
+
+
+def test_module_half_like_torch():
+    for L in (gpunn, torch):
+        m = L.nn.Linear(2, 3).half()
+        assert str(m.weight.dtype).endswith("float16")

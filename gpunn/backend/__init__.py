@@ -28,6 +28,10 @@ __all__ = [
     "backend_for",
     "cupy_available",
     "manual_seed",
+    "initial_seed",
+    "seed",
+    "get_rng_state",
+    "set_rng_state",
     "BACKEND_NAMES",
 ]
 
@@ -133,6 +137,54 @@ def manual_seed(seed: int) -> None:
     _seed = int(seed)
     for b in _instances.values():
         b.seed(_seed)
+
+
+def initial_seed() -> int:
+    """The seed last given to ``manual_seed`` (or drawn by ``seed()``); a fresh process draws one."""
+    global _seed
+    if _seed is None:
+        seed()
+    return _seed
+
+
+def seed() -> int:
+    """Seed every backend with a non-deterministic seed and return it (``torch.seed``)."""
+    import secrets
+
+    s = secrets.randbits(63)
+    manual_seed(s)
+    return s
+
+
+def get_rng_state():
+    """The CPU (numpy backend) generator's state as a uint8 tensor, for ``set_rng_state`` (as PyTorch)."""
+    import json
+
+    import numpy as np
+
+    from gpunn.tensor import Tensor
+
+    b = _instance("numpy")
+    raw = np.frombuffer(json.dumps(b.get_rng_state()).encode(), dtype=np.uint8).copy()
+    return Tensor._wrap(raw, b)
+
+
+def set_rng_state(new_state) -> None:
+    """Restore the CPU generator from a ``get_rng_state()`` tensor."""
+    import json
+
+    import numpy as np
+
+    from gpunn.tensor import Tensor
+
+    data = new_state._backend.to_numpy(new_state._data) if isinstance(new_state, Tensor) else np.asarray(new_state)
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise TypeError(f"set_rng_state: expected the uint8 tensor get_rng_state() returned, got {data.dtype}")
+    try:
+        state = json.loads(data.tobytes().decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RuntimeError("set_rng_state: not a state that gpunn.get_rng_state() returned") from exc
+    _instance("numpy").set_rng_state(state)
 
 
 class _CallableModule(types.ModuleType):

@@ -116,12 +116,13 @@ class Backend:
 
     # -- ReLU (Tensor.relu / F.relu; the numpy backend runs them as Numba kernels on all cores) -------
     def relu(self, x):
-        """max(x, 0), NaN kept, in x's dtype."""
-        return self.xp.maximum(x, 0).astype(x.dtype, copy=False)
+        """PyTorch's ReLU: 0 where x < 0, else x (NaN and -0.0 kept), in x's dtype."""
+        return self.xp.where(x < 0, x.dtype.type(0), x)
 
     def relu_backward(self, g, y):
-        """g * (y > 0): ReLU's derivative read off its output y."""
-        return g * (y > 0)
+        """ReLU's gradient read off its output y, PyTorch's rule: 0 where y <= 0, else g (a NaN output passes g;
+        a selection, so an inf or NaN g where y <= 0 gives 0, not inf * 0)."""
+        return self.xp.where(y <= 0, g.dtype.type(0), g)
 
     def accuracy_count(self, logits, target):
         """How many rows of logits (N, C) have their argmax equal to target (N,); a 0-d device array."""

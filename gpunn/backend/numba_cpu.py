@@ -393,17 +393,17 @@ def avg_pool_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
 # ----------------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
 def relu(x, y):
-    """y = max(x, 0) as np.maximum computes it: x where x > 0 or NaN, else 0 (-0.0 gives +0.0)."""
+    """y = relu(x) as PyTorch computes it (reference.activation_forward): 0 where x < 0, else x (NaN, -0.0 kept)."""
     for i in range(x.size):
         v = x[i]
-        y[i] = v if (v > 0 or v != v) else 0.0
+        y[i] = 0.0 if v < 0 else v
 
 
 @njit(nogil=True, cache=True)
 def relu_backward(g, y, dx):
-    """dx = g * (y > 0) as NumPy computes it (the mask cast to 1.0 / 0.0, so inf * 0 is NaN)."""
+    """dx = 0 where y <= 0, else g: PyTorch's rule (reference.activation_backward; a NaN y passes g)."""
     for i in range(g.size):
-        dx[i] = g[i] * (1.0 if y[i] > 0 else 0.0)
+        dx[i] = 0.0 if y[i] <= 0 else g[i]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,7 +444,7 @@ def im2col(xpad, cols, sh, sw):
 
 @njit(nogil=True, cache=True)
 def swap01(src, dst, bias, has_bias, relu):
-    """dst[b, a, l] = src[a, b, l] (+ bias[a]) (then max(., 0), NaN kept, as np.maximum): the GEMM output
+    """dst[b, a, l] = src[a, b, l] (+ bias[a]) (then ReLU: 0 where < 0, NaN and -0.0 kept): the GEMM output
     (OC, N, L) laid out as (N, OC, L) with the bias and ReLU in the same pass, or a gradient (N, OC, L) as
     (OC, N, L)."""
     na, nb, nl = src.shape
@@ -454,21 +454,21 @@ def swap01(src, dst, bias, has_bias, relu):
         ba = bias[a] if has_bias else bias[0]
         for q in range(nl):
             v = src[a, b, q] + ba if has_bias else src[a, b, q]
-            if relu and not (v > 0 or v != v):
+            if relu and v < 0:
                 v = 0.0
             dst[b, a, q] = v
 
 
 @njit(nogil=True, cache=True)
 def swap01_relu_mask(dy, y, dst):
-    """dst[b, a, l] = dy[a, b, l] * (y[a, b, l] > 0): ReLU's derivative applied in the transpose of the
+    """dst[b, a, l] = 0 where y[a, b, l] <= 0, else dy[a, b, l]: ReLU's derivative applied in the transpose of the
     output gradient (N, OC, L) to (OC, N, L), as reference.activation_backward computes it."""
     na, nb, nl = dy.shape
     for t in range(na * nb):
         a = t // nb
         b = t - a * nb
         for q in range(nl):
-            dst[b, a, q] = dy[a, b, q] * (1.0 if y[a, b, q] > 0 else 0.0)
+            dst[b, a, q] = 0.0 if y[a, b, q] <= 0 else dy[a, b, q]
 
 
 @njit(nogil=True, cache=True)

@@ -44,8 +44,9 @@ def activation_forward(xp, z, act: str, negative_slope: float = 0.01):
     """y = act(z), elementwise; ``z`` may be overwritten (it is a fresh temporary)."""
     if act == "none":
         return z
-    if act == "relu":
-        return xp.maximum(z, 0, out=z)
+    if act == "relu":  # PyTorch's rule: 0 where z < 0, else z (NaN and -0.0 kept)
+        xp.copyto(z, z.dtype.type(0), where=z < 0)
+        return z
     if act == "leaky_relu":
         return xp.where(z > 0, z, z * z.dtype.type(negative_slope))
     if act == "sigmoid":
@@ -61,8 +62,8 @@ def activation_backward(xp, dy, y, act: str, negative_slope: float = 0.01):
     """dz = dy * act'(z), with act' written in terms of the output y (needs negative_slope > 0)."""
     if act == "none":
         return dy
-    if act == "relu":
-        return dy * (y > 0)
+    if act == "relu":  # PyTorch's rule: 0 where y <= 0, else dy (so a NaN output passes dy; no inf * 0)
+        return xp.where(y <= 0, dy.dtype.type(0), dy)
     if act == "leaky_relu":
         return xp.where(y > 0, dy, dy * dy.dtype.type(negative_slope))
     if act == "sigmoid":

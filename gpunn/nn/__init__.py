@@ -8,26 +8,58 @@ loss = nn.CrossEntropyLoss()(model(x), y)
 """
 
 from gpunn.nn import functional, init, regularization, utils  # noqa: F401
-from gpunn.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from gpunn.nn.activation import (
+    CELU,
+    ELU,
+    GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softmin,
+    Softplus,
+    Softshrink,
+    Softsign,
+    Tanh,
+    Tanhshrink,
+    Threshold,
+)
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from gpunn.nn.container import ModuleDict, ModuleList, Sequential
 from gpunn.nn.conv import Conv2d
+from gpunn.nn.distance import CosineSimilarity, PairwiseDistance
 from gpunn.nn.dropout import Dropout, Dropout2d
-from gpunn.nn.flatten import Flatten
+from gpunn.nn.flatten import Flatten, Unflatten
 from gpunn.nn.linear import Identity, Linear
 from gpunn.nn.loss import (
     BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
+    HuberLoss,
     KLDivLoss,
     L1Loss,
     MSELoss,
     MultiMarginLoss,
     NLLLoss,
+    SmoothL1Loss,
 )
 from gpunn.nn.module import Module
+from gpunn.nn.normalization import LayerNorm
 from gpunn.nn.parameter import Parameter
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from gpunn.nn.sparse import Embedding
 
 __all__ = [
     "functional",
@@ -41,15 +73,22 @@ __all__ = [
     "ModuleDict",
     "Linear",
     "Identity",
+    "Embedding",
     "Conv2d",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Flatten",
+    "Unflatten",
+    "CosineSimilarity",
+    "PairwiseDistance",
+    "SmoothL1Loss",
+    "HuberLoss",
     "Dropout",
     "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "LayerNorm",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",
@@ -60,6 +99,22 @@ __all__ = [
     "Softplus",
     "Softmax",
     "LogSoftmax",
+    "ReLU6",
+    "Hardtanh",
+    "SELU",
+    "CELU",
+    "Mish",
+    "Hardswish",
+    "Hardsigmoid",
+    "Softshrink",
+    "Hardshrink",
+    "Threshold",
+    "LogSigmoid",
+    "Softsign",
+    "Tanhshrink",
+    "Softmin",
+    "GLU",
+    "PReLU",
     "CrossEntropyLoss",
     "NLLLoss",
     "MSELoss",

@@ -38,6 +38,8 @@ class _BatchNorm(Module):
         track_running_stats: bool = True,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
@@ -51,7 +53,10 @@ class _BatchNorm(Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = Parameter(_filled((num_features,), 1.0, dtype))
-            self.bias = Parameter(_filled((num_features,), 0.0, dtype))
+            if bias:
+                self.bias = Parameter(_filled((num_features,), 0.0, dtype))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -78,7 +83,8 @@ class _BatchNorm(Module):
         if self.affine:
             with no_grad():
                 self.weight._data[...] = 1
-                self.bias._data[...] = 0
+                if self.bias is not None:
+                    self.bias._data[...] = 0
 
     def forward(self, input):  # noqa: A002
         if not isinstance(input, Tensor):
@@ -114,7 +120,7 @@ class _BatchNorm(Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}"
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
 
 

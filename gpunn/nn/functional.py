@@ -16,16 +16,32 @@ from gpunn.dtypes import _is_float
 from gpunn.grad_mode import is_grad_enabled
 from gpunn.ops.pointwise import (  # noqa: F401
     _implicit_dim,
+    celu,
     elu,
     gelu,
+    glu,
+    hardshrink,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
     leaky_relu,
     log_softmax,
+    logsigmoid,
+    mish,
+    prelu,
     relu,
+    relu6,
+    selu,
     sigmoid,
     silu,
     softmax,
+    softmin,
     softplus,
+    softshrink,
+    softsign,
     tanh,
+    tanhshrink,
+    threshold,
 )
 from gpunn.ops.shape import cat, flatten, where
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
@@ -1003,3 +1019,230 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
 
 
 __all__ += ["silu", "one_hot"]
+__all__ += ["hardtanh", "relu6", "selu", "celu", "mish", "hardswish", "hardsigmoid", "softshrink", "hardshrink"]
+__all__ += ["threshold", "logsigmoid", "softsign", "tanhshrink", "softmin", "glu", "prelu"]
+
+
+def embedding(
+    input,  # noqa: A002
+    weight,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> Tensor:
+    """Rows of ``weight`` (V, D) picked by the integer tensor ``input`` (any shape S) -> (*S, D). The gradient
+    adds each output row's gradient into its row of W (repeated indices accumulate; divided by the index's
+    count in the batch with ``scale_grad_by_freq``); the ``padding_idx`` row gets none.
+    >>> F.embedding(gpunn.tensor([[1, 2], [0, 1]]), W)  # (2, 2, D)"""
+    _tensor(input, "embedding")
+    _tensor(weight, "embedding", "weight")
+    _check_same_backend(input, weight, "embedding")
+    if input.dtype.kind not in "iu" or input.dtype == np.uint8:
+        raise RuntimeError(
+            "Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int; "
+            f"but got {input.dtype} instead (call .long() on the indices)"
+        )
+    if weight.ndim != 2:
+        raise RuntimeError(f"embedding(): 'weight' must be 2-D (num_embeddings, embedding_dim), got {weight.shape}")
+    if max_norm is not None:
+        raise NotImplementedError("embedding(max_norm=...) (renormalising rows in place) is not supported by gpunn")
+    if sparse:
+        raise NotImplementedError("embedding(sparse=True): sparse gradients are not supported by gpunn")
+    n, d = weight.shape
+    if padding_idx is not None:
+        if not -n <= padding_idx < n:
+            raise AssertionError(f"Padding_idx must be within num_embeddings (got {padding_idx} for {n} rows)")
+        padding_idx %= n
+    idx = input._data
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"index out of range in self (embedding indices span [{lo}, {hi}], weight has {n} rows)")
+    xp = weight._backend.xp
+    flat = idx.reshape(-1).astype(np.int64, copy=False)
+    out = weight._data[flat].reshape(tuple(idx.shape) + (d,))
+
+    def backward(g):
+        rows = g.reshape(-1, d)
+        if scale_grad_by_freq:
+            counts = xp.bincount(flat, minlength=n)
+            rows = rows / counts[flat][:, None].astype(rows.dtype)
+        dW = xp.zeros((n, d), dtype=g.dtype)
+        weight._backend.index_add(dW, flat, rows)
+        if padding_idx is not None:
+            dW[padding_idx] = 0
+        return (dW,)
+
+    return weight._result(out, (weight,), backward, "EmbeddingBackward0", saved=())
+
+
+__all__ += ["embedding"]
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased var over the last
+    len(normalized_shape) dims of x (which must equal ``normalized_shape``); weight and bias have that shape.
+    Backward: dx = inv_std (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), the means over those dims.
+    >>> F.layer_norm(x, (x.shape[-1],))"""
+    x_t = _float_tensor(input, "layer_norm")
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    shape = tuple(int(n) for n in normalized_shape)
+    k = len(shape)
+    if k == 0 or x_t.shape[x_t.ndim - k :] != shape or x_t.ndim < k:
+        raise RuntimeError(
+            f"Given normalized_shape={list(shape)}, expected input with shape [*, {', '.join(map(str, shape))}], "
+            f"but got input of size {list(x_t.shape)}"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            _check_same_backend(x_t, _tensor(t, "layer_norm", name), "layer_norm")
+            if t.shape != shape:
+                raise RuntimeError(f"layer_norm: {name} must have shape {shape} (normalized_shape), got {t.shape}")
+    xp = x_t._backend.xp
+    x = x_t._data
+    axes = tuple(range(x.ndim - k, x.ndim))
+    lead = tuple(range(x.ndim - k))
+    m = math.prod(shape)
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    inv_std = 1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + x.dtype.type(eps))
+    xhat = xc * inv_std
+    out = xhat
+    if weight is not None:
+        out = out * weight._data
+    if bias is not None:
+        out = out + bias._data
+    parents = tuple(t for t in (x_t, weight, bias) if t is not None)
+
+    def backward(g):
+        dxhat = g * weight._data if weight is not None else g
+        s1 = dxhat.sum(axis=axes, keepdims=True)
+        s2 = (dxhat * xhat).sum(axis=axes, keepdims=True)
+        grads = [inv_std / m * (m * dxhat - s1 - xhat * s2)]
+        if weight is not None:
+            grads.append((g * xhat).sum(axis=lead))
+        if bias is not None:
+            grads.append(g.sum(axis=lead))
+        return tuple(grads)
+
+    return x_t._result(
+        out.astype(x.dtype, copy=False),
+        parents,
+        backward,
+        "NativeLayerNormBackward0",
+        saved=tuple(t for t in (x_t, weight) if t is not None),
+    )
+
+
+__all__ += ["layer_norm"]
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target); beta = 0 is the L1 loss."""
+    _check_reduction(reduction, "smooth_l1_loss")
+    _float_tensor(input, "smooth_l1_loss")
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    target = _target_like(input, target, "smooth_l1_loss")
+    _same_shape(input, target, "smooth_l1_loss")
+    d = input - target
+    if beta == 0:
+        return _reduce(d.abs(), reduction)
+    ad = d.abs()
+    return _reduce(where(ad < beta, d * d * (0.5 / beta), ad - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:  # noqa: A002
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target)."""
+    _check_reduction(reduction, "huber_loss")
+    _float_tensor(input, "huber_loss")
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    target = _target_like(input, target, "huber_loss")
+    _same_shape(input, target, "huber_loss")
+    d = input - target
+    ad = d.abs()
+    return _reduce(where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta), reduction)
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def pad(input, pad, mode: str = "constant", value: float | None = None) -> Tensor:  # noqa: A002
+    """Pad the last len(pad) / 2 dims: ``pad = (left, right, top, bottom, ...)`` from the last dim backwards
+    (negative amounts crop). ``mode``: 'constant' (``value``, 0 by default), 'reflect', 'replicate' or
+    'circular'. The gradient of a padded cell goes back to the cell it copies.
+    >>> F.pad(x, (1, 1, 2, 0))  # last dim +1 each side, the one before +2 on top"""
+    x_t = _tensor(input, "pad")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x_t.ndim:
+        raise RuntimeError(
+            f"Padding length must be divisible by 2 and at most twice the input's dims, got {len(pad)} for {x_t.ndim}"
+        )
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"pad: mode must be one of {tuple(_PAD_MODES)}, got {mode!r}")
+    if mode != "constant" and value not in (None, 0, 0.0):
+        raise RuntimeError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    xp = x_t._backend.xp
+    amounts = [(0, 0)] * x_t.ndim
+    for k in range(len(pad) // 2):
+        amounts[x_t.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    out = x_t
+    if mode != "constant":  # each padded cell copies a cell of the input: an index map per dim, then index_select
+        from gpunn.ops.shape import index_select
+
+        for axis, (lo, hi) in enumerate(amounts):
+            if lo == hi == 0:
+                continue
+            n = x_t.shape[axis]
+            if mode == "reflect" and (lo >= n or hi >= n):
+                raise RuntimeError(
+                    f"Argument #4: Padding size should be less than the corresponding input dimension, but got: "
+                    f"padding ({lo}, {hi}) at dimension {axis} of input {list(x_t.shape)}"
+                )
+            if n == 0:
+                raise RuntimeError(f"pad: can't {mode}-pad an empty dimension (dim {axis} of {x_t.shape})")
+            idx = np.arange(n)
+            idx = np.pad(idx, (max(lo, 0), max(hi, 0)), mode=_PAD_MODES[mode])
+            idx = idx[max(-lo, 0) : len(idx) - max(-hi, 0)]
+            out = index_select(out, axis, xp.asarray(idx.astype(np.int64)))
+        return out
+    crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(amounts, x_t.shape))
+    if any(lo < 0 or hi < 0 for lo, hi in amounts):
+        out = out[crop]
+    widths = [(max(lo, 0), max(hi, 0)) for lo, hi in amounts]
+    fill = 0 if value is None else value
+    data = xp.pad(out._data, widths, mode="constant", constant_values=fill)
+    inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, out.shape))
+    return out._result(data.astype(out.dtype, copy=False), (out,), lambda g: (g[inside],), "ConstantPadNdBackward0",
+                       saved=())  # fmt: skip
+
+
+def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> Tensor:  # noqa: A002
+    """x / max(||x||_p, eps) along ``dim`` (composite, as in PyTorch)."""
+    if out is not None:
+        raise NotImplementedError("normalize(out=...) is not supported by gpunn")
+    x_t = _float_tensor(input, "normalize")
+    return x_t / x_t.norm(p, dim, keepdim=True).clamp_min(eps)
+
+
+def cosine_similarity(x1, x2, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """sum(x1 x2) / (max(||x1||, eps) max(||x2||, eps)) along ``dim``, x1 and x2 broadcast together."""
+    a, b = _float_tensor(x1, "cosine_similarity", "x1"), _float_tensor(x2, "cosine_similarity", "x2")
+    shape = tuple(np.broadcast_shapes(a.shape, b.shape))
+    a, b = a.expand(*shape), b.expand(*shape)
+    return ((a / a.norm(2, dim, keepdim=True).clamp_min(eps)) * (b / b.norm(2, dim, keepdim=True).clamp_min(eps))).sum(
+        dim
+    )
+
+
+def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False) -> Tensor:
+    """||x1 - x2 + eps||_p over the last dim."""
+    a, b = _float_tensor(x1, "pairwise_distance", "x1"), _float_tensor(x2, "pairwise_distance", "x2")
+    return (a - b + eps).norm(p, -1, keepdim=keepdim)
+
+
+__all__ += ["smooth_l1_loss", "huber_loss", "pad", "normalize", "cosine_similarity", "pairwise_distance"]

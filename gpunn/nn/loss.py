@@ -15,6 +15,8 @@ __all__ = [
     "NLLLoss",
     "MSELoss",
     "L1Loss",
+    "SmoothL1Loss",
+    "HuberLoss",
     "BCELoss",
     "BCEWithLogitsLoss",
     "MultiMarginLoss",
@@ -44,8 +46,8 @@ class _Loss(Module):
             raise ValueError(f"{type(self).__name__}: reduction must be one of {self._allowed}, got {reduction!r}")
         self.reduction = reduction
 
-    def extra_repr(self) -> str:
-        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+    def extra_repr(self) -> str:  # PyTorch's losses print no options: MSELoss(reduction='sum') is "MSELoss()"
+        return ""
 
 
 class _WeightedLoss(_Loss):
@@ -99,6 +101,28 @@ class MSELoss(_Loss):
 
     def forward(self, input, target):  # noqa: A002
         return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta."""
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input, target):  # noqa: A002
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta)."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):  # noqa: A002
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
 
 
 class L1Loss(_Loss):

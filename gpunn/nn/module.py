@@ -402,6 +402,10 @@ class Module:
         """Cast floating-point parameters and buffers to float32."""
         return self.to(dtype=np.float32)
 
+    def half(self) -> Module:
+        """Cast floating-point parameters and buffers to float16."""
+        return self.to(dtype=np.float16)
+
     def __deepcopy__(self, memo):
         # Backend objects are process-wide singletons: the copy shares them (a copied Backend would
         # make the copied tensors "live on a different backend" than everything else)

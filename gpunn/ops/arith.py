@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpunn.dtypes import _coerce, _is_float, default_float
-from gpunn.tensor import Tensor, _unbroadcast
+from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 
 def add(self, other, alpha=1) -> Tensor:
@@ -313,3 +313,166 @@ def logical_or(self, other):
 
 
 subtract, multiply, divide, true_divide = sub, mul, div, div
+
+
+def outer(self, vec2) -> Tensor:
+    """The outer product of two 1-D tensors: out[i, j] = a[i] b[j]."""
+    b = self._operand(vec2, "outer")
+    if self.ndim != 1 or b.ndim != 1:
+        raise RuntimeError(f"outer: expected two 1-D tensors, got shapes {self.shape} and {b.shape}")
+    return mul(self.reshape(-1, 1), b.reshape(1, -1))
+
+
+def einsum(equation: str, *operands) -> Tensor:
+    """Einstein summation (``'bij,bjk->bik'``): the product of the operands summed over the letters missing
+    from the output (implicit output: the letters used once, in alphabetical order). The gradient of each
+    operand is the einsum of the output gradient with the other operands onto its letters (a letter seen
+    only in that operand and summed away is broadcast back). ``...`` and a letter repeated within one
+    operand (a diagonal) are not supported and raise."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if not operands or not all(isinstance(t, Tensor) for t in operands):
+        raise TypeError("einsum(): operands must be gpunn Tensors")
+    eq = equation.replace(" ", "")
+    if "." in eq:
+        raise NotImplementedError("einsum: '...' (ellipsis) is not supported by gpunn; write the dimensions out")
+    lhs, arrow, rhs = eq.partition("->")
+    ins = lhs.split(",")
+    if len(ins) != len(operands):
+        raise RuntimeError(f"einsum(): {len(ins)} operand subscripts but {len(operands)} operands were given")
+    if not arrow:
+        letters = "".join(ins)
+        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    sizes = {}
+    for sub, t in zip(ins, operands):
+        if not sub.isalpha() and sub:
+            raise RuntimeError(f"einsum(): invalid subscript {sub!r} (letters only)")
+        if len(set(sub)) != len(sub):
+            raise NotImplementedError(
+                f"einsum: a letter repeated within one operand ({sub!r}) is not supported by gpunn"
+            )
+        if len(sub) != t.ndim:
+            raise RuntimeError(
+                f"einsum(): the subscript {sub!r} has {len(sub)} letters for an operand of {t.ndim} dims"
+            )
+        for c, n in zip(sub, t.shape):
+            if sizes.setdefault(c, n) != n:
+                raise RuntimeError(f"einsum(): subscript {c} has size {n} for an operand which does not broadcast "
+                                   f"with the previously seen size {sizes[c]}")  # fmt: skip
+    if any(c not in sizes for c in rhs) or len(set(rhs)) != len(rhs):
+        raise RuntimeError(f"einsum(): invalid output subscripts {rhs!r}")
+    first = operands[0]
+    for t in operands[1:]:
+        _check_same_backend(first, t, "einsum")
+    dtypes = {t.dtype for t in operands}
+    if len(dtypes) != 1:
+        raise RuntimeError(f"einsum(): expected operands of one dtype, got {sorted(map(str, dtypes))}")
+    xp = first._backend.xp
+    datas = [t._data for t in operands]
+    out = xp.einsum(f"{','.join(ins)}->{rhs}", *datas)
+
+    def backward(g):
+        grads = []
+        for i, (sub, t) in enumerate(zip(ins, operands)):
+            if not t.requires_grad:
+                grads.append(None)
+                continue
+            others = [(s, d) for j, (s, d) in enumerate(zip(ins, datas)) if j != i]
+            seen = set(rhs).union(*(set(s) for s, _ in others))
+            lonely = "".join(c for c in sub if c not in seen)  # summed over in this operand only
+            subs = [rhs] + [s for s, _ in others]
+            arrays = [g] + [d for _, d in others]
+            if lonely:
+                subs.append(lonely)
+                arrays.append(xp.ones(tuple(sizes[c] for c in lonely), dtype=g.dtype))
+            grads.append(xp.einsum(f"{','.join(subs)}->{sub}", *arrays))
+        return tuple(grads)
+
+    return first._result(xp.asarray(out), tuple(operands), backward, "EinsumBackward0")
+
+
+def atan2(self, other) -> Tensor:
+    """The angle of (other, self) (``atan2(y, x)``), broadcasting; gradients x / r^2 and -y / r^2."""
+    b = self._operand(other, "atan2")
+    xp = self._backend.xp
+    y, x = _coerce(self._data, b._data)
+    if not _is_float(y.dtype):
+        y, x = y.astype(default_float), x.astype(default_float)
+    out = xp.arctan2(y, x)
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = x * x + y * y
+            gy = _unbroadcast(g * x / r2, self.shape) if self.requires_grad else None
+            gx = _unbroadcast(-g * y / r2, b.shape) if b.requires_grad else None
+        return gy, gx
+
+    return self._result(out, (self, b), backward, "Atan2Backward0")
+
+
+def fmod(self, other) -> Tensor:
+    """C's remainder: the sign of the dividend (``remainder``/``%`` takes the divisor's); gradient 1 for
+    self, -trunc(self / other) for other."""
+    b = self._operand(other, "fmod")
+    xp = self._backend.xp
+    a_data, b_data = _coerce(self._data, b._data)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = xp.fmod(a_data, b_data)
+    if not _is_float(out.dtype):
+        return Tensor._wrap(out, self._backend)
+
+    def backward(g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = _unbroadcast(g, self.shape) if self.requires_grad else None
+            gb = _unbroadcast(-g * xp.trunc(a_data / b_data), b.shape) if b.requires_grad else None
+        return ga, gb
+
+    return self._result(out, (self, b), backward, "FmodBackward0")
+
+
+def logaddexp(self, other) -> Tensor:
+    """log(exp(a) + exp(b)) without overflow (composite)."""
+    from gpunn.ops.pointwise import maximum
+
+    b = self._operand(other, "logaddexp")
+    m = maximum(self.detach(), b.detach())
+    m = m.masked_fill(~m.isfinite(), 0.0)
+    return ((self - m).exp() + (b - m).exp()).log() + m
+
+
+def lerp(self, end, weight) -> Tensor:
+    """self + weight (end - self) (composite; ``weight`` a number or a tensor)."""
+    return add(self, mul(sub(self._operand(end, "lerp"), self), weight))
+
+
+def addcmul(self, tensor1, tensor2, value=1) -> Tensor:
+    """self + value * tensor1 * tensor2 (composite)."""
+    return add(self, mul(mul(self._operand(tensor1, "addcmul"), tensor2), value))
+
+
+def addcdiv(self, tensor1, tensor2, value=1) -> Tensor:
+    """self + value * tensor1 / tensor2 (composite)."""
+    return add(self, mul(div(self._operand(tensor1, "addcdiv"), tensor2), value))
+
+
+def addmm(self, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    """beta * self + alpha * (mat1 @ mat2) (composite; beta = 0 ignores self, NaN included, as PyTorch)."""
+    prod = mm(self._operand(mat1, "addmm"), mat2)
+    if alpha != 1:
+        prod = mul(prod, alpha)
+    if beta == 0:  # self only has to broadcast to the product's shape
+        np.broadcast_shapes(self.shape, prod.shape)
+        return prod
+    return add(mul(self, beta) if beta != 1 else self, prod)
+
+
+def logical_xor(self, other) -> Tensor:
+    b = self._operand(other, "logical_xor")
+    return Tensor._wrap(self._backend.xp.logical_xor(self._data, b._data), self._backend)
+
+
+def cdist(x1, x2, p: float = 2.0, compute_mode=None) -> Tensor:
+    """Pairwise p-norm distances between the rows of x1 (*, P, M) and x2 (*, R, M): (*, P, R) (composite)."""
+    if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"cdist: expected (*, P, M) and (*, R, M) with the same M, got {x1.shape} and {x2.shape}")
+    return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p, dim=-1)

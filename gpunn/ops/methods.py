@@ -39,6 +39,12 @@ def _new(fill):
     return op
 
 
+def _multinomial(self, num_samples, replacement=False, *, generator=None):
+    from gpunn.factories import multinomial
+
+    return multinomial(self, num_samples, replacement, generator=generator)
+
+
 def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     from gpunn.factories import tensor
 
@@ -96,6 +102,37 @@ METHODS = {
     "mm": arith.mm,
     "bmm": arith.bmm,
     "dot": arith.dot,
+    "outer": arith.outer,
+    "atan2": arith.atan2,
+    "arctan2": arith.atan2,
+    "fmod": arith.fmod,
+    "logaddexp": arith.logaddexp,
+    "lerp": arith.lerp,
+    "addcmul": arith.addcmul,
+    "addcdiv": arith.addcdiv,
+    "addmm": arith.addmm,
+    "logical_xor": arith.logical_xor,
+    "sinh": pointwise.sinh,
+    "cosh": pointwise.cosh,
+    "asin": pointwise.asin,
+    "arcsin": pointwise.asin,
+    "acos": pointwise.acos,
+    "arccos": pointwise.acos,
+    "atan": pointwise.atan,
+    "arctan": pointwise.atan,
+    "asinh": pointwise.asinh,
+    "acosh": pointwise.acosh,
+    "atanh": pointwise.atanh,
+    "exp2": pointwise.exp2,
+    "frac": pointwise.frac,
+    "erf": pointwise.erf,
+    "nan_to_num": pointwise.nan_to_num,
+    "cumprod": reduce.cumprod,
+    "median": reduce.median,
+    "index_add": shape.index_add,
+    "tile": shape.tile,
+    "diff": shape.diff,
+    "trace": shape.trace,
     # comparisons and logic
     "eq": arith.eq,
     "__eq__": arith.eq,
@@ -182,6 +219,8 @@ METHODS = {
     "sort": reduce.sort,
     "argsort": reduce.argsort,
     "topk": reduce.topk,
+    "unique": reduce.unique,
+    "bincount": reduce.bincount,
     # shape and indexing
     "reshape": shape.reshape,
     "view": shape.view,
@@ -204,6 +243,13 @@ METHODS = {
     "__getitem__": shape.getitem,
     "index_put": shape.index_put,
     "masked_fill": shape.masked_fill,
+    "tril": shape.tril,
+    "index_select": shape.index_select,
+    "masked_select": shape.masked_select,
+    "repeat_interleave": shape.repeat_interleave,
+    "roll": shape.roll,
+    "diag": shape.diag,
+    "triu": shape.triu,
     "gather": shape.gather,
     "scatter": shape.scatter,
     "scatter_add": shape.scatter_add,
@@ -219,8 +265,9 @@ METHODS = {
     "new_empty": _new("empty"),
     "new_full": _new("full"),
     "new_tensor": _new_tensor,
+    "multinomial": _multinomial,
     "is_floating_point": lambda self: self.dtype.kind == "f",
-    "is_contiguous": lambda self, memory_format=None: True,
+    "is_contiguous": shape.is_contiguous,
     "get_device": lambda self: -1 if self._backend.name == "numpy" else self.device.index,
     # in-place
     **INPLACE,

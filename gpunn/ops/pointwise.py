@@ -1,6 +1,7 @@
 """Elementwise math and activations: exp, log, sqrt, abs, clamp, trig, rounding, relu, sigmoid, tanh,
-leaky_relu, elu, gelu, softplus, softmax, log_softmax. Each op's derivative is written next to its forward; ops whose
-derivative is read off the output save the output, the others their input."""
+leaky_relu, elu, gelu, softplus, silu, hardtanh, relu6, selu, celu, mish, hardswish, hardsigmoid, the shrinks,
+threshold, logsigmoid, softsign, softmin, glu, prelu, softmax, log_softmax. Each op's derivative is written next
+to its forward; ops whose derivative is read off the output save the output, the others their input."""
 
 from __future__ import annotations
 
@@ -97,7 +98,18 @@ def abs(self) -> Tensor:  # noqa: A001
     xp = self._backend.xp
     if not _is_float(self.dtype):
         return Tensor._wrap(xp.abs(self._data), self._backend)
-    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * xp.sign(x), "AbsBackward0")
+    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * _sign(xp, x), "AbsBackward0")
+
+
+def _step_grad(xp):
+    """The gradient of a step function (sign, floor, round, ...): zeros, as in PyTorch (not g * 0: NaN for an
+    inf or NaN g)."""
+    return lambda g, x, y: xp.zeros_like(g)
+
+
+def _sign(xp, x):
+    """-1, 0 or 1, and 0 for NaN as in PyTorch (NumPy gives NaN)."""
+    return xp.where(xp.isnan(x), x.dtype.type(0), xp.sign(x))
 
 
 def sign(self) -> Tensor:
@@ -106,10 +118,7 @@ def sign(self) -> Tensor:
     if not _is_float(self.dtype):
         return Tensor._wrap(xp.sign(self._data), self._backend)
 
-    def fwd(xp_, x):
-        return xp_.where(xp_.isnan(x), x.dtype.type(0), xp_.sign(x))
-
-    return _unary(self, fwd, lambda g, x, y: g * 0, "SignBackward0", "none")
+    return _unary(self, lambda xp_, x: _sign(xp_, x), _step_grad(xp), "SignBackward0", "none")
 
 
 def _rounding(name):
@@ -117,7 +126,11 @@ def _rounding(name):
         if not _is_float(self.dtype):
             return self.clone()
         return _unary(
-            self, lambda xp, x: getattr(xp, name)(x), lambda g, x, y: g * 0, f"{name.capitalize()}Backward0", "none"
+            self,
+            lambda xp, x: getattr(xp, name)(x),
+            _step_grad(self._backend.xp),
+            f"{name.capitalize()}Backward0",
+            "none",
         )
 
     op.__name__ = name
@@ -134,11 +147,13 @@ def round(self, decimals: int = 0) -> Tensor:  # noqa: A001
     """Round half to even (as PyTorch); gradient 0."""
     if not _is_float(self.dtype):
         return self.clone()
-    return _unary(self, lambda xp, x: xp.round(x, decimals), lambda g, x, y: g * 0, "RoundBackward0", "none")
+    xp = self._backend.xp
+    return _unary(self, lambda xp_, x: xp_.round(x, decimals), _step_grad(xp), "RoundBackward0", "none")
 
 
 def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
-    """min(max(x, min), max); gradient 1 inside [min, max], 0 outside. ``min``/``max`` may be tensors."""
+    """min(max(x, min), max); gradient g inside [min, max], 0 outside and at NaN (a selection, as in PyTorch: an
+    inf or NaN g outside gives 0). ``min``/``max`` may be tensors."""
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # tensor bounds get gradients too
@@ -154,11 +169,11 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
     x = self._data
     lo = min._data if isinstance(min, Tensor) else min
     hi = max._data if isinstance(max, Tensor) else max
-    out = x
+    out = x  # x where it is not beyond a bound (as PyTorch: NaN propagates, -0.0 stays -0.0)
     if lo is not None:
-        out = xp.maximum(out, lo)
+        out = xp.where(out < lo, lo, out)
     if hi is not None:
-        out = xp.minimum(out, hi)
+        out = xp.where(out > hi, hi, out)
     if _is_float(x.dtype) or not any(isinstance(v, float) for v in (lo, hi)):
         out = out.astype(x.dtype, copy=False)
     else:  # an integer tensor clamped to a float bound is float32, as in PyTorch
@@ -170,7 +185,7 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
         inside = inside & (x <= hi)
     if inside.shape != out.shape:
         inside = xp.broadcast_to(inside, out.shape)
-    return self._result(out, (self,), lambda g: (g * inside,), "ClampBackward1", saved=())
+    return self._result(out, (self,), lambda g: (xp.where(inside, g, g.dtype.type(0)),), "ClampBackward1", saved=())
 
 
 def clamp_min(self, min) -> Tensor:  # noqa: A002
@@ -183,7 +198,8 @@ def clamp_max(self, max) -> Tensor:  # noqa: A002
 
 def _pick(self, other, op: str, larger: bool) -> Tensor:
     """Elementwise max/min of two tensors (NaN propagates); the gradient goes to the chosen side and is
-    split evenly on ties, as in PyTorch."""
+    split evenly on ties, as in PyTorch: g (g / 2 on a tie), set to 0 on the side that lost -- so both sides
+    get g where either is NaN, and an inf or NaN g on the losing side gives 0."""
     from gpunn.dtypes import _coerce
     from gpunn.tensor import _unbroadcast
 
@@ -195,10 +211,11 @@ def _pick(self, other, op: str, larger: bool) -> Tensor:
         return Tensor._wrap(out, self._backend)
 
     def backward(g):
-        tie = (a_data == b_data) * out.dtype.type(0.5)
-        first = (a_data > b_data) if larger else (a_data < b_data)
-        ga = _unbroadcast(g * (first + tie), a_data.shape) if self.requires_grad else None
-        gb = _unbroadcast(g * ((~first & (a_data != b_data)) + tie), b_data.shape) if b.requires_grad else None
+        zero = g.dtype.type(0)
+        shared = xp.where(a_data == b_data, g / g.dtype.type(2), g)
+        a_lost, b_lost = (a_data < b_data, a_data > b_data) if larger else (a_data > b_data, a_data < b_data)
+        ga = _unbroadcast(xp.where(a_lost, zero, shared), a_data.shape) if self.requires_grad else None
+        gb = _unbroadcast(xp.where(b_lost, zero, shared), b_data.shape) if b.requires_grad else None
         return ga, gb
 
     return self._result(out, (self, b), backward, "MaximumBackward0" if larger else "MinimumBackward0")
@@ -214,7 +231,7 @@ def minimum(self, other) -> Tensor:
 
 # -- activations ------------------------------------------------------------------------------------
 def relu(self, inplace: bool = False) -> Tensor:
-    """max(x, 0); gradient 1 where x > 0."""
+    """max(x, 0) as PyTorch: 0 where x < 0, else x (NaN and -0.0 kept); gradient g, or 0 where the output <= 0."""
     _tensor(self, "relu")
     if inplace:
         return self.relu_()
@@ -251,7 +268,8 @@ def tanh(self) -> Tensor:
 
 
 def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
-    """x if x > 0 else alpha * (exp(x) - 1); gradient 1 or alpha * exp(x)."""
+    """x if x > 0 else alpha * (exp(x) - 1); gradient g * alpha * exp(x) where x <= 0, else g (NaN passes g, as in
+    PyTorch)."""
     _float(self, "elu")
     if inplace:
         return self._inplace("elu_", lambda t: elu(t, alpha))
@@ -261,7 +279,7 @@ def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
         return xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(x))
 
     def bwd(g, x, y):
-        return g * xp.where(x > 0, x.dtype.type(1), x.dtype.type(alpha) * xp.exp(x))
+        return xp.where(x <= 0, g * x.dtype.type(alpha) * xp.exp(x), g)
 
     return _unary(self, fwd, bwd, "EluBackward0")
 
@@ -349,6 +367,227 @@ def silu(self, inplace: bool = False) -> Tensor:
         return g * (s * (1 + x * (1 - s)))
 
     return _unary(self, fwd, bwd, "SiluBackward0")
+
+
+def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """x clamped to [min_val, max_val] (NaN and -0.0 kept); gradient g strictly inside, 0 at and beyond the
+    bounds (a NaN input passes g, as in PyTorch)."""
+    _tensor(self, "hardtanh")
+    if inplace:
+        return self._inplace("hardtanh_", lambda t: hardtanh(t, min_val, max_val))
+    if min_val > max_val:
+        raise ValueError("hardtanh: min_val cannot be greater than max_val")
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        lo, hi = x.dtype.type(min_val), x.dtype.type(max_val)
+        return xp.where(x < lo, lo, xp.where(x > hi, hi, x))
+
+    def bwd(g, x, y):
+        return xp.where((x <= min_val) | (x >= max_val), g.dtype.type(0), g)
+
+    return _unary(self, fwd, bwd, "HardtanhBackward0")
+
+
+def relu6(self, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6): hardtanh(x, 0, 6)."""
+    return hardtanh(self, 0.0, 6.0, inplace)
+
+
+def _elu_family(self, alpha: float, scale: float, input_scale: float, op: str) -> Tensor:
+    """PyTorch's ELU kernel: scale x where x > 0, else scale alpha (exp(input_scale x) - 1); gradient scale g,
+    or g scale alpha input_scale exp(input_scale x) where x <= 0 (a NaN input takes the first)."""
+    _float(self, op.lower())
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        return xp.where(x <= 0, t(alpha * scale) * xp.expm1(x * t(input_scale)), x * t(scale))
+
+    def bwd(g, x, y):
+        t = x.dtype.type
+        return xp.where(x <= 0, g * t(input_scale * alpha * scale) * xp.exp(x * t(input_scale)), g * t(scale))
+
+    return _unary(self, fwd, bwd, op)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(self, inplace: bool = False) -> Tensor:
+    """scale * elu(x, alpha) with PyTorch's constants (alpha 1.6733, scale 1.0507)."""
+    if inplace:
+        return self._inplace("selu_", selu)
+    return _elu_family(self, _SELU_ALPHA, _SELU_SCALE, 1.0, "EluBackward0")
+
+
+def celu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x if x > 0 else alpha (exp(x / alpha) - 1)."""
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: celu's alpha must not be 0")
+    if inplace:
+        return self._inplace("celu_", lambda t: celu(t, alpha))
+    return _elu_family(self, alpha, 1.0, 1.0 / alpha, "EluBackward0")
+
+
+def mish(self, inplace: bool = False) -> Tensor:
+    """x tanh(softplus(x)); gradient tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)."""
+    _float(self, "mish")
+    if inplace:
+        return self._inplace("mish_", mish)
+    xp = self._backend.xp
+
+    def tanh_sp(x):
+        return xp.tanh(xp.where(x > 20, x, xp.log1p(xp.exp(xp.minimum(x, 20)))))
+
+    def bwd(g, x, y):
+        t = tanh_sp(x)
+        return g * (t + x * activation_forward(xp, x.copy(), "sigmoid") * (1 - t * t))
+
+    return _unary(self, lambda xp_, x: x * tanh_sp(x), bwd, "MishBackward0")
+
+
+def hardswish(self, inplace: bool = False) -> Tensor:
+    """x relu6(x + 3) / 6; gradient 0 up to -3, g (x / 3 + 1/2) in (-3, 3), g from 3 (a NaN input passes g)."""
+    _float(self, "hardswish")
+    if inplace:
+        return self._inplace("hardswish_", hardswish)
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        return x * xp.minimum(xp.maximum(x + t(3), t(0)), t(6)) / t(6)
+
+    def bwd(g, x, y):
+        t = x.dtype.type
+        return xp.where(x <= -3, t(0), xp.where(x < 3, g * (x / t(3) + t(0.5)), g))
+
+    return _unary(self, fwd, bwd, "HardswishBackward0")
+
+
+def hardsigmoid(self, inplace: bool = False) -> Tensor:
+    """relu6(x + 3) / 6; gradient g / 6 strictly inside (-3, 3), else 0."""
+    _float(self, "hardsigmoid")
+    if inplace:
+        return self._inplace("hardsigmoid_", hardsigmoid)
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        return xp.where(x <= -3, t(0), xp.where(x >= 3, t(1), x / t(6) + t(0.5)))
+
+    def bwd(g, x, y):  # PyTorch multiplies by 1/6 rounded to float32, in float64 too
+        return xp.where((x > -3) & (x < 3), g * g.dtype.type(np.float32(1 / 6)), g.dtype.type(0))
+
+    return _unary(self, fwd, bwd, "HardsigmoidBackward0")
+
+
+def _shrink(self, lambd: float, soft: bool, op: str) -> Tensor:
+    _float(self, op.lower().removesuffix("backward0"))
+    if lambd < 0:
+        raise RuntimeError(f"{op.removesuffix('Backward0').lower()}: lambda must be non-negative, got {lambd}")
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        t = x.dtype.type
+        inside = (x >= -lambd) & (x <= lambd)
+        if not soft:
+            return xp.where(inside, t(0), x)
+        return xp.where(x > lambd, x - t(lambd), xp.where(x < -lambd, x + t(lambd), t(0) * x))
+
+    def bwd(g, x, y):
+        return xp.where((x >= -lambd) & (x <= lambd), g.dtype.type(0), g)
+
+    return _unary(self, fwd, bwd, op)
+
+
+def softshrink(self, lambd: float = 0.5) -> Tensor:
+    """x - lambd above lambd, x + lambd below -lambd, 0 between; gradient g outside [-lambd, lambd] (NaN too)."""
+    return _shrink(self, lambd, True, "SoftshrinkBackward0")
+
+
+def hardshrink(self, lambd: float = 0.5) -> Tensor:
+    """x outside [-lambd, lambd], 0 inside; gradient likewise."""
+    return _shrink(self, lambd, False, "HardshrinkBackward0")
+
+
+def threshold(self, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    """``value`` where x <= threshold, else x (NaN kept); gradient 0 there, else g."""
+    return _threshold(self, threshold, value, inplace)
+
+
+def _threshold(self, th: float, value: float, inplace: bool) -> Tensor:
+    _tensor(self, "threshold")
+    if inplace:
+        return self._inplace("threshold_", lambda t: _threshold(t, th, value, False))
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        return xp.where(x <= th, x.dtype.type(value), x)
+
+    return _unary(self, fwd, lambda g, x, y: xp.where(x <= th, g.dtype.type(0), g), "ThresholdBackward0")
+
+
+def logsigmoid(self) -> Tensor:
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), without overflow; gradient g sigmoid(-x)."""
+    _float(self, "logsigmoid")
+    xp = self._backend.xp
+
+    def fwd(xp_, x):
+        return xp.minimum(x, x.dtype.type(0)) - xp.log1p(xp.exp(-xp.abs(x)))
+
+    def bwd(g, x, y):
+        return g * activation_forward(xp, -x, "sigmoid")
+
+    return _unary(self, fwd, bwd, "LogSigmoidBackward0")
+
+
+def softsign(self) -> Tensor:
+    """x / (1 + |x|) (composite, as in PyTorch)."""
+    _float(self, "softsign")
+    return self / (abs(self) + 1)
+
+
+def tanhshrink(self) -> Tensor:
+    """x - tanh(x) (composite, as in PyTorch)."""
+    _float(self, "tanhshrink")
+    return self - tanh(self)
+
+
+def softmin(self, dim: int | None = None, dtype=None) -> Tensor:
+    """softmax(-x) along ``dim``."""
+    if dim is None:
+        dim = _implicit_dim(self.ndim, "softmin")
+    return softmax(-self, dim, dtype)
+
+
+def glu(self, dim: int = -1) -> Tensor:
+    """a * sigmoid(b), a and b the two halves of x along ``dim`` (its size must be even)."""
+    _float(self, "glu")
+    axis = self._dim(dim, "glu")
+    if self.shape[axis] % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {self.shape[axis]}")
+    a, b = self.chunk(2, axis)
+    return a * sigmoid(b)
+
+
+def prelu(self, weight) -> Tensor:
+    """x where x > 0, else weight * x; ``weight`` has 1 element or one per channel (dim 1)."""
+    _float(self, "prelu")
+    from gpunn.ops.shape import where
+
+    w = weight
+    if w.numel() != 1:
+        if self.ndim < 2 or w.numel() != self.shape[1]:
+            raise RuntimeError(
+                f"Mismatch of parameter numbers and input channel size. Found parameter numbers = {w.numel()} "
+                f"and channel size = {self.shape[1] if self.ndim > 1 else 1}."
+            )
+        w = w.reshape((1, -1) + (1,) * (self.ndim - 2))
+    elif self.ndim:
+        w = w.reshape(())
+    return where(self > 0, self, w * self)
 
 
 def _tensor(t, fname: str):
@@ -447,3 +686,70 @@ def isinf(self) -> Tensor:
 
 
 clip = clamp
+
+
+# -- more elementwise math ----------------------------------------------------------------------------
+def _math(name: str, fwd, dfn, saves: str = "input", doc: str = ""):
+    """A float op ``fwd(xp, x)`` with derivative ``dfn(xp, g, x, y)`` (x: input, y: output)."""
+
+    def op(self) -> Tensor:
+        _tensor(self, name)
+        xp = self._backend.xp
+        return _unary(self, fwd, lambda g, x, y: dfn(xp, g, x, y), f"{name.capitalize()}Backward0", saves)
+
+    op.__name__ = name
+    op.__doc__ = doc
+    return op
+
+
+sinh = _math("sinh", lambda xp, x: xp.sinh(x), lambda xp, g, x, y: g * xp.cosh(x), doc="sinh(x); gradient cosh(x).")
+cosh = _math("cosh", lambda xp, x: xp.cosh(x), lambda xp, g, x, y: g * xp.sinh(x), doc="cosh(x); gradient sinh(x).")
+asin = _math(
+    "asin", lambda xp, x: xp.arcsin(x), lambda xp, g, x, y: g / xp.sqrt(1 - x * x), doc="arcsin; 1 / sqrt(1 - x^2)."
+)
+acos = _math(
+    "acos", lambda xp, x: xp.arccos(x), lambda xp, g, x, y: -g / xp.sqrt(1 - x * x), doc="arccos; -1/sqrt(1 - x^2)."
+)
+atan = _math("atan", lambda xp, x: xp.arctan(x), lambda xp, g, x, y: g / (1 + x * x), doc="arctan; 1 / (1 + x^2).")
+asinh = _math(
+    "asinh", lambda xp, x: xp.arcsinh(x), lambda xp, g, x, y: g / xp.sqrt(x * x + 1), doc="arsinh; 1/sqrt(x^2 + 1)."
+)
+acosh = _math(
+    "acosh", lambda xp, x: xp.arccosh(x), lambda xp, g, x, y: g / xp.sqrt(x * x - 1), doc="arcosh; 1/sqrt(x^2 - 1)."
+)
+atanh = _math("atanh", lambda xp, x: xp.arctanh(x), lambda xp, g, x, y: g / (1 - x * x), doc="artanh; 1 / (1 - x^2).")
+exp2 = _math(
+    "exp2",
+    lambda xp, x: xp.exp2(x),
+    lambda xp, g, x, y: g * y * y.dtype.type(math.log(2.0)),
+    "output",
+    doc="2^x; gradient 2^x ln 2.",
+)
+frac = _math("frac", lambda xp, x: x - xp.trunc(x), lambda xp, g, x, y: g, "none", doc="x - trunc(x); gradient 1.")
+
+
+def erf(self) -> Tensor:
+    """The error function; gradient 2 / sqrt(pi) exp(-x^2)."""
+    _tensor(self, "erf")
+    xp = self._backend.xp
+    two_over_sqrt_pi = 2.0 / math.sqrt(math.pi)
+    return _unary(
+        self,
+        lambda xp_, x: _erf(xp, x),
+        lambda g, x, y: g * x.dtype.type(two_over_sqrt_pi) * xp.exp(-x * x),
+        "ErfBackward0",
+    )
+
+
+def nan_to_num(self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
+    """NaN -> ``nan``, +inf -> ``posinf`` (the dtype's max by default), -inf -> ``neginf`` (its lowest);
+    gradient g where x is finite, else 0 (g times the finite mask, as PyTorch)."""
+    _tensor(self, "nan_to_num")
+    xp = self._backend.xp
+    if not _is_float(self.dtype):
+        return self.clone()
+
+    def fwd(xp_, x):
+        return xp.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
+
+    return _unary(self, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")

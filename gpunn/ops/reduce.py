@@ -14,8 +14,24 @@ import numpy as np
 from gpunn.dtypes import _is_float, as_dtype, int64
 from gpunn.tensor import Tensor
 
-MaxMin = namedtuple("MaxMin", ["values", "indices"])  # torch.return_types.max / min / sort / topk
-ValuesIndices = MaxMin
+
+def _return_type(name: str, qualname: str):
+    """PyTorch's ``torch.return_types.<name>``: a ``(values, indices)`` named tuple printed as PyTorch prints it
+    (``qualname``: its name in this module, so that it pickles)."""
+    cls = namedtuple(name, ["values", "indices"])
+    cls.__qualname__ = qualname
+
+    def __repr__(self) -> str:
+        return f"gpunn.return_types.{name}(\nvalues={self.values!r},\nindices={self.indices!r})"
+
+    cls.__repr__ = __repr__
+    return cls
+
+
+MaxMin = _return_type("max", "MaxMin")
+MinResult = _return_type("min", "MinResult")
+SortResult = _return_type("sort", "SortResult")
+TopkResult = _return_type("topk", "TopkResult")
 
 
 def numpy_aliases(fn):
@@ -224,11 +240,13 @@ def _extremum(self, dim, keepdim, find_max: bool):
     xp = self._backend.xp
     axis = self._dim(dim, name)
     if self.ndim == 0:
-        return MaxMin(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+        return (MaxMin if find_max else MinResult)(
+            self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend)
+        )
     idx = xp.expand_dims(x.argmax(axis=axis) if find_max else x.argmin(axis=axis), axis)
     values = _take_along(self, idx, axis, keepdim, f"{name.capitalize()}Backward0")
     indices = Tensor._wrap((idx if keepdim else idx.squeeze(axis)).astype(np.int64), self._backend)
-    return MaxMin(values, indices)
+    return (MaxMin if find_max else MinResult)(values, indices)
 
 
 def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
@@ -318,11 +336,11 @@ def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
     """Sorted values and their indices along ``dim`` (a named tuple); NaN sorts last, as in PyTorch."""
     xp = self._backend.xp
     if self.ndim == 0:
-        return MaxMin(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+        return SortResult(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
     axis = self._dim(dim, "sort")
     idx = _argsort(xp, self._data, axis, descending)
     values = _take_along(self, idx, axis, True, "SortBackward0")
-    return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+    return SortResult(values, Tensor._wrap(idx.astype(np.int64), self._backend))
 
 
 def _argsort(xp, x, axis, descending):
@@ -348,4 +366,105 @@ def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True)
     idx = _argsort(xp, self._data, axis, largest)
     idx = idx[(slice(None),) * axis + (slice(0, k),)]
     values = _take_along(self, idx, axis, True, "TopkBackward0")
-    return MaxMin(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+    return TopkResult(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+
+
+def unique(self, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):  # noqa: A002
+    """The distinct values (sorted; slices along ``dim`` when given), with the inverse indices (each element's
+    position in them, input-shaped) and/or the counts when asked, as PyTorch returns them. Not differentiable."""
+    xp, be = self._backend.xp, self._backend
+    axis = None if dim is None else self._dim(dim, "unique")
+    vals, inverse, counts = xp.unique(self._data, return_inverse=True, return_counts=True, axis=axis)
+    out = [Tensor._wrap(vals, be)]
+    if return_inverse:
+        inv_shape = self.shape if axis is None else (self.shape[axis],)
+        out.append(Tensor._wrap(inverse.reshape(inv_shape).astype(np.int64), be))
+    if return_counts:
+        out.append(Tensor._wrap(counts.astype(np.int64), be))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def bincount(self, weights=None, minlength: int = 0) -> Tensor:
+    """How many times each value 0..max occurs in the 1-D non-negative integer tensor (at least ``minlength``
+    bins); with ``weights`` the sum of the weights instead (in the weights' float dtype). Not differentiable."""
+    xp = self._backend.xp
+    if self.ndim != 1 or self.dtype.kind not in "iu":
+        raise RuntimeError(f"bincount only supports 1-d non-negative integral inputs, got {self.dtype} {self.shape}")
+    x = self._data
+    if x.size and int(x.min()) < 0:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs (got a negative value)")
+    if minlength < 0:
+        raise RuntimeError("minlength should be >= 0")
+    if weights is None:
+        return Tensor._wrap(xp.bincount(x, minlength=minlength).astype(np.int64), self._backend)
+    w = weights._data if isinstance(weights, Tensor) else self._backend.asarray(weights)
+    if w.shape != x.shape:
+        raise RuntimeError(
+            f"bincount: weights should be 1-d and have the same length as input ({w.shape} vs {x.shape})"
+        )
+    dtype = w.dtype if w.dtype.kind == "f" else np.float64
+    return Tensor._wrap(xp.bincount(x, weights=w, minlength=minlength).astype(dtype), self._backend)
+
+
+def cumprod(self, dim, dtype=None) -> Tensor:
+    """Running product along ``dim``. Gradient (exact with zeros): dx_k = P_k S_k with P_k the product of the
+    entries before k and S_k = g_k + x_{k+1} S_{k+1} (the later outputs' gradients, run back along dim)."""
+    xp = self._backend.xp
+    axis = self._dim(dim, "cumprod")
+    x = self._data.astype(as_dtype(dtype)) if dtype is not None else self._data
+    if not _is_float(x.dtype):
+        return Tensor._wrap(xp.cumprod(x.astype(int64), axis=axis), self._backend)
+    if self.ndim == 0:
+        return self._result(x.copy(), (self,), lambda g: (g,), "CumprodBackward0")
+    out = xp.cumprod(x, axis=axis)
+
+    def backward(g):
+        xm, gm = xp.moveaxis(x, axis, 0), xp.moveaxis(g, axis, 0)
+        n = xm.shape[0]
+        before = xp.concatenate([xp.ones_like(xm[:1]), xp.cumprod(xm[:-1], axis=0)], axis=0)
+        s = xp.empty_like(gm)
+        s[n - 1] = gm[n - 1]
+        for k in range(n - 2, -1, -1):
+            s[k] = gm[k] + xm[k + 1] * s[k + 1]
+        return (xp.moveaxis(before * s, 0, axis).astype(self.dtype, copy=False),)
+
+    return self._result(out, (self,), backward, "CumprodBackward0")
+
+
+MedianResult = _return_type("median", "MedianResult")
+
+
+def median(self, dim=None, keepdim: bool = False):
+    """The lower median (the ((n - 1) // 2)-th smallest; NaN if the values hold one), as PyTorch; with ``dim``
+    a named tuple (values, indices). The gradient goes to the chosen element."""
+    xp = self._backend.xp
+    if dim is None:
+        flat = self.reshape(-1)
+        if flat.numel() == 0:
+            raise IndexError("median() input tensor cannot be empty")
+        return median(flat, 0).values
+    axis = self._dim(dim, "median")
+    if self.ndim == 0:
+        return MedianResult(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
+    x = self._data
+    n = x.shape[axis]
+    order = xp.argsort(x, axis=axis, kind="stable")  # NaN last
+    k = (n - 1) // 2
+    pick = xp.take(order, [k], axis=axis)
+    if _is_float(x.dtype):  # a slice holding NaN: its median is NaN, at its first NaN
+        n_nan = xp.isnan(x).sum(axis=axis, keepdims=True)
+        first_nan = xp.take_along_axis(order, xp.minimum(n - n_nan, n - 1), axis=axis)
+        pick = xp.where(n_nan > 0, first_nan, pick)
+    values = _take_along(self, pick, axis, keepdim, "MedianBackward1")
+    indices = Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), self._backend)
+    return MedianResult(values, indices)
+
+
+def std_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
+    """(std, mean) over ``dim``."""
+    return std(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)
+
+
+def var_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
+    """(var, mean) over ``dim``."""
+    return var(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from gpunn.dtypes import _coerce, _is_float
+from gpunn.dtypes import _coerce, _infer_dtype, _is_float
 from gpunn.ops.reduce import _along_index
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
@@ -184,7 +184,14 @@ def flip(self, dims) -> Tensor:
 
 
 def contiguous(self, memory_format=None) -> Tensor:
-    return self
+    """This tensor if its elements are laid out in row-major order, else a row-major copy (as PyTorch: after a
+    transpose or permute, ``.contiguous().view(...)`` works)."""
+    return self if is_contiguous(self) else clone(self)
+
+
+def is_contiguous(self, memory_format=None) -> bool:
+    """Whether the elements are laid out in row-major order (dims of size 1 ignored, as in PyTorch)."""
+    return bool(self._data.flags.c_contiguous)
 
 
 def clone(self, memory_format=None) -> Tensor:
@@ -287,6 +294,33 @@ def masked_fill(self, mask, value) -> Tensor:
     if out.shape != self.shape:
         raise RuntimeError(f"masked_fill: mask of shape {tuple(m.shape)} can't be broadcast to {self.shape}")
     return out if out.dtype == self.dtype else out.astype(self.dtype)
+
+
+def _triangle(self, diagonal: int, lower: bool, op: str) -> Tensor:
+    if self.ndim < 2:
+        raise RuntimeError(f"{op}: input tensor must have at least 2 dimensions, got shape {self.shape}")
+    if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
+        raise TypeError(f"{op}(): argument 'diagonal' must be an int, got {type(diagonal).__name__}")
+    xp = self._backend.xp
+    n, m = self.shape[-2:]
+    keep = xp.tri(n, m, int(diagonal), dtype=bool)  # j <= i + diagonal
+    if not lower:
+        keep = ~xp.tri(n, m, int(diagonal) - 1, dtype=bool)  # j >= i + diagonal
+    zero = self._data.dtype.type(0)
+    out = xp.where(keep, self._data, zero)
+    return self._result(out, (self,), lambda g: (xp.where(keep, g, g.dtype.type(0)),), f"{op.capitalize()}Backward0")
+
+
+def tril(self, diagonal: int = 0) -> Tensor:
+    """The lower triangle of the last two dims: x[..., i, j] where j <= i + diagonal, else 0 (a selection,
+    so a NaN or inf above it gives 0, as in PyTorch); the gradient is masked the same way.
+    >>> gpunn.tril(gpunn.ones(3, 3))  # the causal mask"""
+    return _triangle(self, diagonal, True, "tril")
+
+
+def triu(self, diagonal: int = 0) -> Tensor:
+    """The upper triangle of the last two dims: x[..., i, j] where j >= i + diagonal, else 0."""
+    return _triangle(self, diagonal, False, "triu")
 
 
 def gather(self, dim: int, index) -> Tensor:
@@ -475,7 +509,8 @@ def where(condition, input=None, other=None) -> Tensor:  # noqa: A002
         base = condition if isinstance(condition, Tensor) else None
         if base is None:
             raise TypeError("where: condition, input or other must be a tensor")
-        base = Tensor._wrap(base._backend.xp.asarray(input), base._backend)
+        # two Python scalars: PyTorch's inference (float -> float32, int -> int64, bool), not NumPy's float64
+        base = Tensor._wrap(base._backend.xp.asarray(input, dtype=_infer_dtype(input)), base._backend)
     cond = condition._data if isinstance(condition, Tensor) else base._backend.asarray(condition)
     if cond.dtype != np.bool_:
         raise RuntimeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype {cond.dtype}")
@@ -500,3 +535,201 @@ def nonzero(self, as_tuple: bool = False):
     return Tensor._wrap(
         xp.stack(idx, axis=1).astype(np.int64) if idx else xp.zeros((0, 0), dtype=np.int64), self._backend
     )
+
+
+def _int_index(index, be, op: str):
+    """An integer index tensor/list as a 1-D int64 backend array (PyTorch's dtype and dimension checks)."""
+    idx = index._data if isinstance(index, Tensor) else be.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError(f"{op}(): Expected dtype int32/int64 for index, got {idx.dtype}")
+    if idx.ndim > 1:
+        raise IndexError(f"{op}(): Index is supposed to be a vector, got {idx.ndim} dimensions")
+    return idx.reshape(-1).astype(np.int64, copy=False)
+
+
+def index_select(self, dim: int, index) -> Tensor:
+    """The slices ``index`` (a 1-D integer tensor; repeats allowed) of ``dim``: out.shape[dim] = len(index).
+    The gradient adds each slice's gradient back into its source slice."""
+    axis = self._dim(dim, "index_select")
+    be = self._backend
+    idx = _int_index(index, be, "index_select")
+    n = self.shape[axis] if self.ndim else 1
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"index_select(): index out of range in self (dim {dim} has size {n})")
+    x = self._data if self.ndim else self._data.reshape(1)
+    out = be.xp.take(x, idx, axis=axis)
+    if not self.ndim:
+        out = out.reshape(())
+    shape, dtype = self.shape, self.dtype
+
+    def backward(g):
+        gx = be.xp.zeros(shape if shape else (1,), dtype=dtype)
+        be.index_add(gx, (slice(None),) * axis + (idx,), g if shape else g.reshape(1))
+        return (gx.reshape(shape),)
+
+    return self._result(out, (self,), backward, "IndexSelectBackward0", saved=())
+
+
+def masked_select(self, mask) -> Tensor:
+    """The elements where ``mask`` (bool, broadcast with this tensor) is True, as a 1-D tensor."""
+    m = mask if isinstance(mask, Tensor) else Tensor._wrap(self._backend.asarray(mask), self._backend)
+    if m.dtype != np.bool_:
+        raise RuntimeError(f"masked_select: expected a boolean mask, got dtype {m.dtype}")
+    shape = tuple(np.broadcast_shapes(self.shape, m.shape))
+    x = self if self.shape == shape else expand(self, shape)
+    return getitem(x, m if m.shape == shape else expand(m, shape))
+
+
+def repeat_interleave(self, repeats=None, dim: int | None = None, *, output_size=None) -> Tensor:
+    """Each element (``dim=None``: of the flattened tensor) or slice along ``dim`` repeated ``repeats`` times
+    (an int, or an integer tensor with one count per slice). ``repeat_interleave(counts)`` alone gives
+    the indices 0, 0, 1, ... repeated by ``counts``."""
+    be = self._backend
+    if repeats is None:  # torch.repeat_interleave(counts)
+        counts = _int_index(self, be, "repeat_interleave")
+        return Tensor._wrap(be.xp.repeat(be.xp.arange(counts.size, dtype=np.int64), counts), be)
+    x = flatten(self) if dim is None else self
+    axis = 0 if dim is None else x._dim(dim, "repeat_interleave")
+    n = x.shape[axis] if x.ndim else 1
+    if isinstance(repeats, Tensor) and repeats.numel() != 1:
+        counts = _int_index(repeats, be, "repeat_interleave")
+        if counts.size != n:
+            raise RuntimeError(f"repeat_interleave: repeats must have the same size as input along dim ({n})")
+    else:
+        counts = be.xp.full(n, int(repeats.item() if isinstance(repeats, Tensor) else repeats), dtype=np.int64)
+    if counts.size and int(counts.min()) < 0:
+        raise RuntimeError("repeat_interleave: repeats can not be negative")
+    return index_select(x, axis, be.xp.repeat(be.xp.arange(n, dtype=np.int64), counts))
+
+
+def roll(self, shifts, dims=None) -> Tensor:
+    """Elements shifted by ``shifts`` along ``dims`` (wrapping around); ``dims=None``: along the flattened
+    tensor, then the shape restored."""
+    if dims is None:
+        if not isinstance(shifts, (int, np.integer)) and len(shifts) != 1:
+            raise RuntimeError("roll: with dims=None, shifts must be a single int")
+        flat = flatten(self)
+        return reshape(roll(flat, int(np.ravel(shifts)[0]), 0), self.shape)
+    shifts = (shifts,) if isinstance(shifts, (int, np.integer)) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"roll: shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+    out = self
+    xp = self._backend.xp
+    for s, d in zip(shifts, dims):
+        axis = self._dim(d, "roll")
+        n = self.shape[axis]
+        out = index_select(out, axis, (xp.arange(n, dtype=np.int64) - int(s)) % max(n, 1))
+    return out
+
+
+def diag(self, diagonal: int = 0) -> Tensor:
+    """1-D input: the square matrix with it on the ``diagonal``-th diagonal (0 elsewhere); 2-D input: that
+    diagonal as a 1-D tensor."""
+    xp = self._backend.xp
+    k = int(diagonal)
+    if self.ndim == 1:
+        n = self.shape[0] + abs(k)
+        rows = xp.arange(self.shape[0], dtype=np.int64) + max(-k, 0)
+        out = Tensor._wrap(xp.zeros((n, n), dtype=self.dtype), self._backend)
+        return index_put(out, (rows, rows + k), self)
+    if self.ndim != 2:
+        raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {self.ndim}D")
+    h, w = self.shape
+    length = max(0, min(h + min(k, 0), w - max(k, 0)))
+    rows = xp.arange(length, dtype=np.int64) + max(-k, 0)
+    return getitem(self, (rows, rows + k))
+
+
+def index_add(self, dim: int, index, source, *, alpha=1) -> Tensor:
+    """A copy with ``alpha * source``'s slices added at the slices ``index`` of ``dim`` (repeats accumulate);
+    the gradient of self passes through, source's is the gradient's slices ``index``."""
+    axis = self._dim(dim, "index_add")
+    be = self._backend
+    idx = _int_index(index, be, "index_add")
+    src = self._operand(source, "index_add")
+    n = self.shape[axis] if self.ndim else 1
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"index_add_(): index out of range in self (dim {dim} has size {n})")
+    expected = self.shape[:axis] + (idx.size,) + self.shape[axis + 1 :] if self.ndim else (idx.size,)
+    if src.shape != expected and not (self.ndim == 0 and src.numel() == idx.size):
+        raise RuntimeError(f"index_add_(): source has shape {src.shape}, expected {expected}")
+    vals = src._data if alpha == 1 else src._data * alpha
+    out = self._data.copy()
+    be.index_add(out.reshape(self.shape or (1,)), (slice(None),) * axis + (idx,), vals.astype(out.dtype).reshape(
+        expected))  # fmt: skip
+
+    def backward(g):
+        gs = None
+        if src.requires_grad:
+            gs = be.xp.take(g.reshape(self.shape or (1,)), idx, axis=axis).reshape(src.shape)
+            gs = gs if alpha == 1 else gs * alpha
+        return g, gs
+
+    return self._result(out, (self, src), backward, "IndexAddBackward0", saved=())
+
+
+def meshgrid(*tensors, indexing: str | None = None) -> tuple:
+    """Coordinate grids from 1-D tensors: with ``indexing='ij'`` (PyTorch's default, with its warning when
+    not given) output k varies along dim k; 'xy' swaps the first two dims."""
+    import warnings
+
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn(
+            "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
+            UserWarning,
+            stacklevel=2,
+        )
+        indexing = "ij"
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f'torch.meshgrid: indexing must be one of "xy" or "ij", but received: {indexing}')
+    for t in tensors:
+        if t.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.shape}")
+    vecs = [t.reshape(-1) for t in tensors]
+    if indexing == "xy" and len(vecs) >= 2:
+        vecs[0], vecs[1] = vecs[1], vecs[0]
+    sizes = tuple(v.shape[0] for v in vecs)
+    grids = []
+    for k, v in enumerate(vecs):
+        shape = [1] * len(vecs)
+        shape[k] = -1
+        grids.append(expand(reshape(v, tuple(shape)), sizes))
+    if indexing == "xy" and len(grids) >= 2:
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)
+
+
+def tile(self, dims) -> Tensor:
+    """``repeat`` with ``dims`` padded with leading 1s to this tensor's rank (and vice versa)."""
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims)
+    x = self
+    if len(dims) > x.ndim:
+        x = reshape(x, (1,) * (len(dims) - x.ndim) + x.shape)
+    return repeat(x, *((1,) * (x.ndim - len(dims)) + dims))
+
+
+def diff(self, n: int = 1, dim: int = -1, prepend=None, append=None) -> Tensor:
+    """x[i + 1] - x[i] along ``dim``, ``n`` times (``prepend``/``append`` joined first); bool gives xor."""
+    parts = [t for t in (prepend, self, append) if t is not None]
+    x = cat(parts, dim) if len(parts) > 1 else self
+    axis = x._dim(dim, "diff")
+    for _ in range(n):
+        m = x.shape[axis]
+        if m == 0:
+            break
+        a, b = narrow(x, axis, 1, m - 1), narrow(x, axis, 0, m - 1)
+        if x.dtype == np.bool_:
+            x = Tensor._wrap(x._backend.xp.logical_xor(a._data, b._data), x._backend)
+        else:
+            x = a - b
+    return x
+
+
+def trace(self) -> Tensor:
+    """The sum of the main diagonal of a 2-D tensor."""
+    if self.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {self.ndim}")
+    return diag(self).sum()

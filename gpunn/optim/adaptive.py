@@ -12,16 +12,10 @@ from gpunn.optim.optimizer import Optimizer, _FlatBuffer
 
 
 def _check_common(group: dict, where: str) -> None:
-    """eps >= 0; ``foreach``/``fused``/``capturable`` are accepted (every step here is already one fused
-    launch per flat buffer); ``differentiable=True`` (a step autograd can see through) is not supported."""
+    """eps >= 0 (``Optimizer._validate`` refuses ``differentiable=True``)."""
     eps = group.get("eps", 0.0)
     if not eps >= 0:
         raise ValueError(f"{where}Invalid epsilon value: eps={eps} (must be >= 0)")
-    if group.get("differentiable"):
-        raise NotImplementedError(
-            f"{where}differentiable=True is not supported: gpunn's optimizer steps "
-            "update the flat parameter buffer outside autograd"
-        )
 
 
 class _PerParamStep(Optimizer):

@@ -213,6 +213,11 @@ class Optimizer:
         wd = group.get("weight_decay", 0.0)
         if not wd >= 0:
             raise ValueError(f"{where}Invalid weight_decay value: weight_decay={wd} (must be >= 0)")
+        if group.get("differentiable"):  # foreach/fused/capturable are accepted: every step is one fused call
+            raise NotImplementedError(
+                f"{where}differentiable=True is not supported: gpunn's optimizer steps "
+                "update the flat parameter buffer outside autograd"
+            )
 
     # -- parameter groups ----------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:

@@ -140,8 +140,10 @@ class _LinearAct(_Layer):
             self.plan.backend.matmul(x2, W.T, out=z)
             if b is not None:
                 xp.add(z, b, out=z)
-            if self.act == "relu":
-                xp.maximum(z, 0, out=z)
+            if self.act == "relu":  # 0 where z < 0 (NaN and -0.0 kept)
+                mask = self.bufs.get(self.names["mask"], z.shape, bool)
+                xp.less(z, 0, out=mask)
+                xp.copyto(z, 0, where=mask)
             elif self.act == "tanh":
                 xp.tanh(z, out=z)
             elif self.act == "sigmoid":
@@ -177,10 +179,11 @@ class _LinearAct(_Layer):
             dz = dy2
         else:
             dz = self.bufs.get(self.names["dz"], y.shape, y.dtype)
-            if self.act == "relu":  # dy * (y > 0)
+            if self.act == "relu":  # 0 where y <= 0, else dy (a selection: NaN y passes dy)
                 mask = self.bufs.get(self.names["mask"], y.shape, bool)
-                xp.greater(y, 0, out=mask)
-                xp.multiply(dy2, mask, out=dz)
+                xp.less_equal(y, 0, out=mask)
+                xp.copyto(dz, dy2)
+                xp.copyto(dz, 0, where=mask)
             elif self.act == "tanh":  # dy * (1 - y * y)
                 xp.multiply(y, y, out=dz)
                 xp.subtract(1, dz, out=dz)

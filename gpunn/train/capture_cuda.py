@@ -188,8 +188,11 @@ class _ActS(_Static):
     def forward(self, x):
         xp = self.plan.be.xp
         y = self.y = self.ws("y", x.shape, x.dtype)
-        if self.kind == "relu":  # xp.maximum(x, 0)
-            xp.maximum(x, 0, out=y)
+        if self.kind == "relu":  # 0 where x < 0, else x (NaN and -0.0 kept)
+            mask = self.ws("mask", x.shape, np.dtype(bool))
+            xp.less(x, 0, out=mask)
+            xp.copyto(y, x)
+            xp.copyto(y, 0, where=mask)
         else:
             xp.tanh(x, out=y)
         return y
@@ -199,10 +202,11 @@ class _ActS(_Static):
             return None
         xp, y = self.plan.be.xp, self.y
         dx = self.ws("dx", y.shape, y.dtype)
-        if self.kind == "relu":  # g * (out > 0)
+        if self.kind == "relu":  # 0 where out <= 0, else g (a selection: NaN out passes g)
             mask = self.ws("mask", y.shape, np.dtype(bool))
-            xp.greater(y, 0, out=mask)
-            xp.multiply(dy, mask, out=dx)
+            xp.less_equal(y, 0, out=mask)
+            xp.copyto(dx, dy)
+            xp.copyto(dx, 0, where=mask)
         else:  # g * (1 - y * y)
             t = self.ws("t", y.shape, y.dtype)
             xp.multiply(y, y, out=t)

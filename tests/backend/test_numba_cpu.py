@@ -307,25 +307,32 @@ def test_kernels_called_from_several_threads_at_once():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_kernels_equal_numpy_bit_for_bit(rng, dtype):
     """Tensor.relu's forward and backward on the numpy backend (Numba, the array shared over the threads)
-    give NumPy's np.maximum(x, 0) and g * (y > 0) exactly: -0.0 to +0.0, NaN kept, inf * 0 = NaN."""
+    give the NumPy path's (Backend.relu / relu_backward, PyTorch's rules) exactly: 0 where x < 0, else x
+    (-0.0 and NaN kept); the gradient 0 where y <= 0, else g (a NaN y passes g; no inf * 0)."""
+    from gpunn.backend.base import Backend
+
     n = numpy_backend._PARALLEL_MIN + 6  # large enough for the kernels, an odd share for each thread
     x = rng.standard_normal(n).astype(dtype)
     x[:6] = [-0.0, 0.0, np.nan, np.inf, -np.inf, -1.0]
     g = rng.standard_normal(n).astype(dtype)
     g[6:9] = [np.inf, -np.inf, np.nan]
-    x[6:9] = [-1.0, 2.0, 3.0]
+    x[6:9] = [-1.0, 2.0, -3.0]
+    g[2] = -2.5  # the NaN output's gradient
     be = NumpyBackend()
     y = be.relu(x.reshape(2, -1)).reshape(-1)
-    ry = np.maximum(x, 0)
+    ry = np.where(x < 0, dtype(0), x)
     assert y.dtype == dtype
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(np.signbit(y), np.signbit(ry))
+    assert np.signbit(y[0]) and np.isnan(y[2])
     dx = be.relu_backward(g.reshape(2, -1), ry.reshape(2, -1)).reshape(-1)
-    with np.errstate(invalid="ignore"):  # inf * 0
-        rdx = g * (ry > 0)
+    rdx = np.where(ry <= 0, dtype(0), g)
     assert dx.dtype == dtype
     np.testing.assert_array_equal(dx, rdx)
     np.testing.assert_array_equal(np.signbit(dx), np.signbit(rdx))
+    assert dx[2] == -2.5 and dx[6] == 0 and dx[8] == 0
+    np.testing.assert_array_equal(Backend.relu(be, x), ry)  # the NumPy path says the same
+    np.testing.assert_array_equal(Backend.relu_backward(be, g, ry), rdx)
     # through the Tensor op: the same values and gradient
     import gpunn
 

@@ -36,6 +36,7 @@ def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
         "tests/test_autograd.py",
         "tests/test_inplace_and_versions.py",
         "tests/ops/test_ops_parity.py",
+        "tests/ops/test_nonfinite_grads.py",
         "tests/test_autograd_function.py",
         "tests/nn/test_functional.py",
         "tests/nn/test_functional_gradcheck.py",

@@ -350,3 +350,18 @@ def test_unbatched_image_through_conv_relu_pool_matches_torch(rng):
         conv(gpunn.tensor(randn(rng, 4, 9, 13)))
     with pytest.raises(ValueError, match="4-D input .* or 3-D"):
         conv(gpunn.tensor(randn(rng, 9, 13)))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("BatchNorm1d", {}), ("BatchNorm2d", {"affine": False}), ("BatchNorm2d", {"bias": False, "momentum": None})],
+)
+def test_batchnorm_repr_bias_option_and_state_dict_like_torch(rng, name, kwargs):
+    x = randn(rng, 6, 4, 3, 5) if name == "BatchNorm2d" else randn(rng, 6, 4)
+    res = []
+    for L in (gpunn, torch):
+        m = getattr(L.nn, name)(4, **kwargs)
+        y = m(L.tensor(x))
+        res.append((repr(m), list(m.state_dict()), y.detach().numpy()))
+    assert res[0][:2] == res[1][:2]
+    np.testing.assert_allclose(res[0][2], res[1][2], rtol=1e-5, atol=1e-5)

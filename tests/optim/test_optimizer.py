@@ -472,3 +472,18 @@ def test_a_kept_grad_survives_module_zero_grad_too(rng):
         opt.step()
     for grad, snapshot in kept:
         assert np.array_equal(grad.numpy(), snapshot)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"])
+def test_param_group_keys_and_repr_are_torchs(name):
+    """Every optimizer takes PyTorch's keyword arguments (foreach=, fused=, ...), its param groups hold
+    PyTorch's keys (so state dicts travel either way) and it prints as PyTorch's does."""
+    import torch
+
+    kw = {"lr": 0.1, "foreach": False}
+    g = getattr(gpunn.optim, name)(gpunn.nn.Linear(2, 2).parameters(), **kw)
+    t = getattr(torch.optim, name)(torch.nn.Linear(2, 2).parameters(), **kw)
+    assert set(g.param_groups[0]) == set(t.param_groups[0])
+    assert repr(g) == repr(t)
+    with pytest.raises(NotImplementedError, match="differentiable"):
+        getattr(gpunn.optim, name)(gpunn.nn.Linear(2, 2).parameters(), lr=0.1, differentiable=True)

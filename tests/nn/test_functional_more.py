@@ -1,0 +1,90 @@
+"""More of torch.nn.functional, each against PyTorch 2.13 (values and gradients, odd shapes, float32 and
+float64): smooth_l1_loss / huber_loss, pad in its four modes (negative amounts crop), normalize,
+cosine_similarity, pairwise_distance; their modules (SmoothL1Loss, HuberLoss, CosineSimilarity,
+PairwiseDistance) and nn.Unflatten."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn
+from tests.helpers import parity, torch_or_skip
+
+torch = torch_or_skip()
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+S = (9, 7, 5)
+
+CASES = {
+    "smooth_l1": (lambda L, x, y: L.nn.functional.smooth_l1_loss(x, y), [S, S]),
+    "smooth_l1_beta_sum": (lambda L, x, y: L.nn.functional.smooth_l1_loss(x, y, reduction="sum", beta=0.4), [S, S]),
+    "smooth_l1_beta0_none": (lambda L, x, y: L.nn.functional.smooth_l1_loss(x, y, reduction="none", beta=0.0), [S, S]),
+    "huber": (lambda L, x, y: L.nn.functional.huber_loss(x, y), [S, S]),
+    "huber_delta_none": (lambda L, x, y: L.nn.functional.huber_loss(x, y, reduction="none", delta=0.3), [S, S]),
+    "pad_constant": (lambda L, x: L.nn.functional.pad(x, (1, 2, 0, 3)), [S]),
+    "pad_constant_value_crop": (lambda L, x: L.nn.functional.pad(x, (-1, 2, 2, -3), value=0.5), [S]),
+    "pad_three_dims": (lambda L, x: L.nn.functional.pad(x, (1, 0, 0, 1, 2, 2)), [S]),
+    "pad_reflect": (lambda L, x: L.nn.functional.pad(x, (2, 3, 1, 0), mode="reflect"), [(2, 3, 6, 5)]),
+    "pad_replicate": (lambda L, x: L.nn.functional.pad(x, (2, 3, 1, -1), mode="replicate"), [(2, 3, 6, 5)]),
+    "pad_circular": (lambda L, x: L.nn.functional.pad(x, (2, 3), mode="circular"), [(2, 3, 5)]),
+    "normalize": (lambda L, x: L.nn.functional.normalize(x), [S]),
+    "normalize_p1_dim": (lambda L, x: L.nn.functional.normalize(x, p=1.0, dim=-1), [S]),
+    "cosine_similarity": (lambda L, x, y: L.nn.functional.cosine_similarity(x, y), [S, S]),
+    "cosine_similarity_broadcast": (lambda L, x, y: L.nn.functional.cosine_similarity(x, y, dim=-1), [S, (7, 5)]),
+    "pairwise_distance": (lambda L, x, y: L.nn.functional.pairwise_distance(x, y), [(9, 7), (9, 7)]),
+    "pairwise_distance_p1_keepdim": (
+        lambda L, x, y: L.nn.functional.pairwise_distance(x, y, p=1.0, keepdim=True),
+        [(9, 7), (9, 7)],
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_torch(rng, case, dtype):
+    fn, shapes = CASES[case]
+    parity(rng, fn, [rng.standard_normal(s) for s in shapes], dtype)
+
+
+def test_normalize_of_a_zero_vector_is_zero_like_torch():
+    for L in (gpunn, torch):
+        x = L.zeros(2, 3, requires_grad=True)
+        y = L.nn.functional.normalize(x, dim=1)
+        y.sum().backward()
+        assert not y.detach().numpy().any() and np.isfinite(x.grad.numpy()).all()
+
+
+MODULES = [
+    ("SmoothL1Loss", {"beta": 0.5}, 2),
+    ("HuberLoss", {"delta": 0.7, "reduction": "sum"}, 2),
+    ("CosineSimilarity", {"dim": 2}, 2),
+    ("PairwiseDistance", {"p": 3.0}, 2),
+    ("Unflatten", {"dim": 1, "unflattened_size": (7, 1)}, 1),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, n_in", MODULES)
+def test_modules_like_torch(rng, name, kwargs, n_in):
+    xs = [rng.standard_normal((4, 7, 3)).astype(np.float32) for _ in range(n_in)]
+    if name == "Unflatten":
+        xs = [xs[0].reshape(4, 21)[:, :7]]
+    res = []
+    for L in (gpunn, torch):
+        m = getattr(L.nn, name)(**kwargs)
+        res.append((repr(m), m(*[L.tensor(x) for x in xs]).detach().numpy()))
+    assert res[0][0] == res[1][0]
+    np.testing.assert_allclose(res[0][1], res[1][1], rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "fn, exc",
+    [
+        (lambda L: L.nn.functional.pad(L.ones(2, 3), (1, 2, 3)), RuntimeError),
+        (lambda L: L.nn.functional.pad(L.ones(1, 2, 3), (3, 0), mode="reflect"), RuntimeError),
+        (lambda L: L.nn.functional.smooth_l1_loss(L.ones(3), L.ones(3), beta=-1.0), RuntimeError),
+    ],
+)
+def test_errors_like_torch(fn, exc):
+    for L in (gpunn, torch):
+        with pytest.raises(exc):
+            fn(L)
