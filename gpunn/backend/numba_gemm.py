@@ -25,6 +25,7 @@ FMA-rounded: results differ from BLAS's in the last bits, as BLAS's own kernels 
 from __future__ import annotations
 
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
 from numba.core import cgutils
@@ -566,3 +567,111 @@ def run_alone(job, work):
     """Every chunk of the job, in order, on the calling thread."""
     for i in range(job[CHUNKS]):
         _chunk(job, i, work)
+
+
+# ----------------------------------------------------------------------------------------------
+# a captured step's linear layers: the products and elementwise passes of one layer in one call
+# ----------------------------------------------------------------------------------------------
+# gpunn.train.capture replays a linear layer (+ ReLU) of a captured step through these instead of ~6 NumPy
+# and GEMM calls from Python (~5 us of dispatch each): the same products -- planned as NumpyBackend.matmul
+# plans them, so the same bits whatever the split -- and the same elementwise operations in the same order
+# as reference.linear_act / linear_act_backward, so the results equal the eager step's bit for bit.
+@njit(**_KERNEL)
+def _product_now(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, seq_box, work):
+    """c = a @ b as NumpyBackend.matmul computes it (the GEMM lock held by the caller); False when the
+    kernel does not take the operands or ``work`` is too small (nothing was written)."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    if m * n * k < parallel_min:
+        threads = 1
+    job = np.empty(JOB_FIELDS, np.int64)
+    need = plan(a, b, c, threads, chunks_per_thread, job)
+    if need < 0 or need * threads > work.size:
+        return False
+    if threads > 1:
+        seq = seq_box[0] + 1
+        seq_box[0] = seq
+        launch(job, seq, ctrls[: threads - 1], counters, work, need)
+        run_job(job, counters, seq, work[:need])
+    else:
+        run_alone(job, work[:need])
+    return True
+
+
+_LINEAR_SIG = (
+    "boolean(float32[:, :], float32[:, :], float32[::1], float32[:, ::1], boolean, boolean, "
+    "int64, int64, int64, int64[:, ::1], int64[::1], int64[::1], float32[::1])"
+)
+
+
+@njit(_LINEAR_SIG, **_KERNEL)
+def linear_forward(x, w, bias, z, has_bias, relu, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+    """z = x @ w.T; z += bias (each row); relu: z = 0 where z < 0 (NaN and -0.0 kept). False when the
+    product cannot run here (then nothing was written)."""
+    if not _product_now(x, w.T, z, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+        return False
+    zero = np.float32(0)
+    for i in range(z.shape[0]):
+        row = z[i]
+        for j in range(z.shape[1]):
+            v = row[j] + bias[j] if has_bias else row[j]
+            if relu and v < zero:
+                v = zero
+            row[j] = v
+    return True
+
+
+@njit(
+    "boolean(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, :], float32[:, :], float32[:, ::1], "
+    "float32[:, ::1], float32[::1], boolean, boolean, boolean, boolean, int64, int64, int64, int64[:, ::1], "
+    "int64[::1], int64[::1], float32[::1])",
+    **_KERNEL,
+)
+def linear_backward(
+    dy,
+    y,
+    dz,
+    x,
+    w,
+    dx,
+    dw,
+    db,
+    relu,
+    need_dx,
+    need_dw,
+    need_db,
+    threads,
+    parallel_min,
+    chunks,
+    ctrls,
+    counters,
+    seq_box,
+    work,
+):
+    """dz = (relu: 0 where y <= 0, else dy; else dz is dy); dx = dz @ w; dw = dz.T @ x; db = dz[0] + dz[1] +
+    ... (NumPy's sum(axis=0) order). False when a product cannot run here (dz may have been written)."""
+    zero = np.float32(0)
+    if relu:
+        for i in range(dy.shape[0]):
+            for j in range(dy.shape[1]):
+                dz[i, j] = zero if y[i, j] <= zero else dy[i, j]
+    if need_dx and not _product_now(dz, w, dx, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+        return False
+    if need_dw and not _product_now(dz.T, x, dw, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+        return False
+    if need_db:
+        for j in range(dz.shape[1]):
+            db[j] = dz[0, j]
+        for i in range(1, dz.shape[0]):
+            for j in range(dz.shape[1]):
+                db[j] += dz[i, j]
+    return True
+
+
+@njit("int64(int64[:, ::1])", **_KERNEL)
+def sleeping_workers(ctrls):
+    """The bit mask of the workers (rows of ``ctrls``) that sleep: a call into this module cannot wake them."""
+    mask = 0
+    for w in range(ctrls.shape[0]):
+        if _atomic_load(ctrls[w], STATE) == 1:
+            mask |= 1 << w
+    return mask

@@ -670,6 +670,50 @@ class NumpyBackend(Backend):
         if gemm is None or not _gemm_run(gemm, a, b, out, self._scratch, parallel=False):
             np.matmul(a, b, out=out)
 
+    # -- a captured step's linear layers: one call each way (numba_gemm.linear_forward / linear_backward) --------
+    def captured_linear_forward(self, x, W, b, z, relu: bool) -> bool:
+        """z = act(x @ W.T + b) into the plan buffer ``z`` (act: ReLU or none), as linear_act computes it, bit
+        for bit, in one call; False (nothing written) where gpunn's GEMM does not run this product."""
+        m, k = x.shape
+        n = W.shape[0]
+        gemm = _gemm_kernel(x, W.T, z)
+        if gemm is None:
+            return False
+        has_bias = b is not None
+        return self._captured(
+            gemm.linear_forward, _product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
+        )
+
+    def captured_linear_backward(self, dy, y, dz, x, W, dx, dW, db, relu: bool) -> bool:
+        """linear_act_backward's dz (ReLU or none: then pass dz=dy), dx = dz @ W, dW = dz.T @ x and db = dz.sum(0)
+        into the given buffers (None: not wanted), bit for bit, in one call; False where gpunn's GEMM does not
+        run one of the products (dz may have been written)."""
+        m, n = dy.shape
+        k = W.shape[1]
+        gemm = _gemm_kernel(dz, W, dx) if dx is not None else _gemm_kernel(dz.T, x, dW)
+        if gemm is None or (dx is not None and dW is not None and _gemm_kernel(dz.T, x, dW) is None):
+            return False
+        bound = max(_product_bound(m, n, k), _product_bound(n, m, k))
+        return self._captured(
+            gemm.linear_backward, bound, dy, y, dz, x, W,
+            dx if dx is not None else dz[:1, :1], dW if dW is not None else dz[:1, :1],
+            db if db is not None else dz[0], relu, dx is not None, dW is not None, db is not None,
+        )  # fmt: skip
+
+    def _captured(self, kernel, bound: int, *args) -> bool:
+        threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
+        with _gemm_lock:
+            ctrls, wakes = _gemm_worker_pool(threads - 1)
+            asleep = _gemm_module.sleeping_workers(ctrls)
+            for w in range(len(wakes)):
+                if asleep >> w & 1:
+                    wakes[w].set()
+            work = self._scratch(threads * bound, np.float32, 22)
+            return kernel(
+                *args, threads, _GEMM_PARALLEL_MIN, _GEMM_CHUNKS_PER_THREAD, _gemm_ctrls, _gemm_counters,
+                _gemm_seq, work,
+            )  # fmt: skip
+
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
@@ -833,7 +877,7 @@ _GEMM_MAX_WORKERS = 63
 _gemm_workers: list = []  # the Events of the GEMM workers made so far (made on first use)
 _gemm_ctrls = None  # their control arrays, one row each
 _gemm_counters = None  # the jobs' shared chunk counters (numba_gemm.NEXT, FINISHED)
-_gemm_seq = 0  # the number of the last job posted
+_gemm_seq = np.zeros(1, np.int64)  # [the number of the last job posted]
 _GEMM_CHUNKS_PER_THREAD = 3  # chunks a split product is cut into, per thread (a late worker takes fewer)
 
 
@@ -846,13 +890,9 @@ def _gemm_kernel(a, b, out):
     if not (
         isinstance(a, np.ndarray)
         and isinstance(b, np.ndarray)
-        and a.ndim == 2
-        and b.ndim == 2
         and a.dtype == np.float32
         and b.dtype == np.float32
-        and a.shape[1] == b.shape[0]
-        and a.shape[0] * a.shape[1] * b.shape[1] >= _GEMM_MIN
-        and min(a.shape[0], b.shape[1]) >= _GEMM_MIN_SIDE
+        and _gemm_sized(a, b)
         and (
             out is None
             or (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (a.shape[0], b.shape[1]))
@@ -880,6 +920,17 @@ def _gemm_kernel(a, b, out):
     return _gemm_module or None
 
 
+def _gemm_sized(a, b) -> bool:
+    """Whether a @ b is 2-D and large enough for gpunn's GEMM (_GEMM_MIN, _GEMM_MIN_SIDE)."""
+    return (
+        a.ndim == 2
+        and b.ndim == 2
+        and a.shape[1] == b.shape[0]
+        and a.shape[0] * a.shape[1] * b.shape[1] >= _GEMM_MIN
+        and min(a.shape[0], b.shape[1]) >= _GEMM_MIN_SIDE
+    )
+
+
 def _gemm_wanted() -> bool:
     return os.environ.get("GPUNN_GEMM", "").strip().lower() != "blas"
 
@@ -889,7 +940,6 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
     claimed by this thread and the GEMM workers when ``parallel``, the product is large and no other thread
     is splitting one; else on the calling thread. ``scratch(n, dtype, slot)``: the caller's per-thread
     scratch (the workers' parts of it too, while this call lasts)."""
-    global _gemm_seq
     m, k = a.shape
     n = b.shape[1]
     job = np.empty(gemm.JOB_FIELDS, np.int64)
@@ -901,7 +951,7 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
                 return False
             ctrls, wakes = _gemm_worker_pool(threads - 1)
             work = scratch(threads * need, np.float32, 20)
-            _gemm_seq = seq = _gemm_seq + 1
+            _gemm_seq[0] = seq = int(_gemm_seq[0]) + 1
             asleep = gemm.launch(job, seq, ctrls, _gemm_counters, work, need)
             for w in range(threads - 1):
                 if asleep >> w & 1:
@@ -916,6 +966,11 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
         return False
     gemm.run_alone(job, scratch(need, np.float32, 20))
     return True
+
+
+def _product_bound(m: int, k: int, n: int) -> int:
+    """An upper bound of the scratch numba_gemm.plan asks for an (m, k) @ (k, n) product, any way and chunk."""
+    return m * n + k * (max(m, n) + 16) + 6 * k + 6 * 64
 
 
 def _gemm_worker_pool(count: int) -> tuple:
@@ -1007,26 +1062,23 @@ def _blas_one_thread():
 
 
 def _over_groups(run, n_groups: int, threads: int) -> None:
-    """run(g0, g1) over the groups [0, n_groups): split over ``threads`` threads, with OpenBLAS on one thread
-    meanwhile (restored after), or on the calling thread alone -- BLAS on one thread too where gpunn's GEMM
-    runs the large products (see _blas_matmul), else threaded as set."""
-    if n_groups < 2 or threads < 2:
-        if _gemm_module and _gemm_wanted():
-            with _blas_one_thread():
-                run(0, n_groups)
-        else:
-            run(0, n_groups)
-        return
+    """run(g0, g1) over the groups [0, n_groups): split over ``threads`` threads or on the calling thread,
+    OpenBLAS on one thread meanwhile (restored after): the products BLAS runs here are one group's (see
+    _blas_matmul: its threads would spin against gpunn's own)."""
     with _blas_one_thread():  # one conv at a time changes and restores the BLAS setting
-        parallel_for(run, n_groups, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+        if n_groups < 2 or threads < 2:
+            run(0, n_groups)
+        else:
+            parallel_for(run, n_groups, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
 
 
 def _blas_matmul(a, b, out):
-    """np.matmul for a product gpunn's GEMM does not take. Where that GEMM runs the large float32 products,
-    the small and thin ones left to BLAS run with OpenBLAS on one thread: threading them gains little, and
-    OpenBLAS's workers, once woken, spin for up to ~0.1 s after each call, taking the cores gpunn's own
-    threads need (measured: the small CNN's step at 24 ms instead of 15)."""
-    if _gemm_module and _gemm_wanted() and a.dtype == np.float32:
+    """np.matmul for a product gpunn's GEMM does not take. A float32 product too small or thin for that GEMM
+    (see _gemm_sized) runs with OpenBLAS on one thread, on every machine (so its bits never depend on
+    whether the GEMM is loaded): threading it gains little, and OpenBLAS's workers, once woken, spin for up
+    to ~0.1 s after each call, taking the cores gpunn's own threads need (measured: the small CNN's step at
+    24 ms instead of 15)."""
+    if a.dtype == np.float32 and b.dtype == np.float32 and not _gemm_sized(a, b):
         with _blas_one_thread():
             return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)

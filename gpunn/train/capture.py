@@ -128,6 +128,8 @@ class _LinearAct(_Layer):
         )
         self.bufs = plan.buffers
         self.plan = plan
+        # the backend runs the layer's operations in one call each way (NumpyBackend: float32, ReLU or none)
+        self.native = self.fast and self.act in ("none", "relu") and hasattr(be, "captured_linear_forward")
 
     def forward(self, x):
         xp = self.bufs.xp
@@ -137,6 +139,9 @@ class _LinearAct(_Layer):
         x2 = x.reshape(-1, W.shape[1])
         if self.fast:  # reference.linear_act: z = x @ W.T; z += b; activation in place
             z = self.bufs.get(self.names["y"], (x2.shape[0], W.shape[0]), x2.dtype)
+            if self.native and self.plan.backend.captured_linear_forward(x2, W, b, z, self.act == "relu"):
+                self.x2, self.y = x2, z  # (the same operations in one call: see NumpyBackend)
+                return z.reshape(x.shape[:-1] + (W.shape[0],))
             self.plan.backend.matmul(x2, W.T, out=z)
             if b is not None:
                 xp.add(z, b, out=z)
@@ -175,6 +180,14 @@ class _LinearAct(_Layer):
                 plan.write_grad(m.bias, db)
             return None if dx is None else dx.reshape(self.x_shape)
         # reference.linear_act_backward, its operations in its order, into plan buffers
+        if self.native:
+            dz = dy2 if self.act == "none" else self.bufs.get(self.names["dz"], y.shape, y.dtype)
+            dx = self.bufs.get(self.names["dx"], x2.shape, x2.dtype) if need_dx else None
+            dW = plan.grad_out(m.weight) if need_dW else None
+            db = plan.grad_out(m.bias) if need_db else None
+            if (not need_dW or dW is not None) and (not need_db or db is not None):
+                if plan.backend.captured_linear_backward(dy2, y, dz, x2, W, dx, dW, db, self.act == "relu"):
+                    return None if dx is None else dx.reshape(self.x_shape)
         if self.act == "none":
             dz = dy2
         else:

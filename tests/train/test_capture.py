@@ -476,3 +476,37 @@ def test_a_target_on_another_backend_raises_as_eagerly():
     step(x, y)  # a replay
     with pytest.raises(RuntimeError, match="same device"):
         step(x, Tensor._wrap(y._data, Other()))
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_mlp_layers_in_one_backend_call_each_way_equal_eager_bit_for_bit(monkeypatch, opt_name, threads):
+    """The numpy backend replays a Linear(+ReLU) layer in one call each way (its GEMM and passes in Numba):
+    the bench's 784-200-200-10 MLP, 50 steps, gives the eager step's parameters and losses bit for bit."""
+    from gpunn.backend import get_backend
+
+    be = get_backend()
+    if not hasattr(be, "captured_linear_forward"):
+        pytest.skip("the numpy backend's one-call layers")
+    monkeypatch.setenv("GPUNN_NUM_THREADS", threads)
+    calls = {"forward": 0, "backward": 0}
+    for way in calls:
+        original = getattr(type(be), f"captured_linear_{way}")
+
+        def counted(self, *args, _original=original, _way=way):
+            done = _original(self, *args)
+            calls[_way] += bool(done)
+            return done
+
+        monkeypatch.setattr(type(be), f"captured_linear_{way}", counted)
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    data = batches([(200, 784)] * 50, rng_seed=3)
+    eager = train_run(make, opt_name, data, False)
+    cap = train_run(make, opt_name, data, True)
+    assert_same(eager, cap)
+    if calls["forward"] == 0:
+        pytest.skip("gpunn's GEMM does not run here (no AVX-512 or no Numba): the NumPy replay ran")
+    assert calls["forward"] == 2 * 49 and calls["backward"] == 2 * 49  # the two wide layers, every replay
