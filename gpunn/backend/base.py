@@ -117,12 +117,12 @@ class Backend:
     # -- ReLU (Tensor.relu / F.relu; the numpy backend runs them as Numba kernels on all cores) -------
     def relu(self, x):
         """PyTorch's ReLU: 0 where x < 0, else x (NaN and -0.0 kept), in x's dtype."""
-        return self.xp.where(x < 0, x.dtype.type(0), x)
+        return reference.zero_where(self.xp, x, x < 0, out=self.xp.empty_like(x))
 
     def relu_backward(self, g, y):
         """ReLU's gradient read off its output y, PyTorch's rule: 0 where y <= 0, else g (a NaN output passes g;
         a selection, so an inf or NaN g where y <= 0 gives 0, not inf * 0)."""
-        return self.xp.where(y <= 0, g.dtype.type(0), g)
+        return reference.activation_backward(self.xp, g, y, "relu")
 
     def accuracy_count(self, logits, target):
         """How many rows of logits (N, C) have their argmax equal to target (N,); a 0-d device array."""

@@ -40,13 +40,22 @@ REDUCTIONS = ("mean", "sum", "none")
 # ----------------------------------------------------------------------------------------------
 # activations: forward from the pre-activation z, derivative from the output y
 # ----------------------------------------------------------------------------------------------
+def zero_where(xp, x, cond, out):
+    """``x`` with +0.0 where ``cond``, every other element's bits kept (NaN, -0.0), into ``out``: x's bits
+    ANDed with a mask of all zeros where cond, all ones elsewhere (a masked copy, np.copyto(where=) or
+    np.where, ran ~2 ns an element here, this ~0.3)."""
+    bits = xp.dtype(f"int{8 * x.dtype.itemsize}")
+    keep = xp.subtract(cond, 1, dtype=bits)  # 0 where cond, -1 elsewhere
+    xp.bitwise_and(x.view(bits), keep, out=out.view(bits))
+    return out
+
+
 def activation_forward(xp, z, act: str, negative_slope: float = 0.01):
     """y = act(z), elementwise; ``z`` may be overwritten (it is a fresh temporary)."""
     if act == "none":
         return z
     if act == "relu":  # PyTorch's rule: 0 where z < 0, else z (NaN and -0.0 kept)
-        xp.copyto(z, z.dtype.type(0), where=z < 0)
-        return z
+        return zero_where(xp, z, z < 0, out=z)
     if act == "leaky_relu":
         return xp.where(z > 0, z, z * z.dtype.type(negative_slope))
     if act == "sigmoid":
@@ -63,7 +72,7 @@ def activation_backward(xp, dy, y, act: str, negative_slope: float = 0.01):
     if act == "none":
         return dy
     if act == "relu":  # PyTorch's rule: 0 where y <= 0, else dy (so a NaN output passes dy; no inf * 0)
-        return xp.where(y <= 0, dy.dtype.type(0), dy)
+        return zero_where(xp, dy, y <= 0, out=xp.empty_like(dy))
     if act == "leaky_relu":
         return xp.where(y > 0, dy, dy * dy.dtype.type(negative_slope))
     if act == "sigmoid":

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import warnings
 
+from gpunn.backend import reference
 from gpunn.backend.base import Backend
 from gpunn.grad_mode import enable_grad
 from gpunn.nn import functional as F
@@ -147,8 +148,7 @@ class _LinearAct(_Layer):
                 xp.add(z, b, out=z)
             if self.act == "relu":  # 0 where z < 0 (NaN and -0.0 kept)
                 mask = self.bufs.get(self.names["mask"], z.shape, bool)
-                xp.less(z, 0, out=mask)
-                xp.copyto(z, 0, where=mask)
+                reference.zero_where(xp, z, xp.less(z, 0, out=mask), out=z)
             elif self.act == "tanh":
                 xp.tanh(z, out=z)
             elif self.act == "sigmoid":
@@ -194,9 +194,7 @@ class _LinearAct(_Layer):
             dz = self.bufs.get(self.names["dz"], y.shape, y.dtype)
             if self.act == "relu":  # 0 where y <= 0, else dy (a selection: NaN y passes dy)
                 mask = self.bufs.get(self.names["mask"], y.shape, bool)
-                xp.less_equal(y, 0, out=mask)
-                xp.copyto(dz, dy2)
-                xp.copyto(dz, 0, where=mask)
+                reference.zero_where(xp, dy2, xp.less_equal(y, 0, out=mask), out=dz)
             elif self.act == "tanh":  # dy * (1 - y * y)
                 xp.multiply(y, y, out=dz)
                 xp.subtract(1, dz, out=dz)
