@@ -866,9 +866,10 @@ class NumpyBackend(Backend):
         return dx.reshape(n, c, h, w)
 
 
-_GEMM_MIN = 1 << 20  # multiply-adds; a smaller product runs on NumPy's BLAS (less fixed cost per call)
-_GEMM_MIN_SIDE = 16  # rows and columns of the result; a thinner product wastes most of the 6 x 64 tile:
-# BLAS's (measured: a conv's dW of 8 x 9 over 40000 terms 179 us on OpenBLAS, 553 us on the kernel)
+_GEMM_MIN = 1 << 18  # multiply-adds; a smaller product runs on NumPy's BLAS (less fixed cost per call)
+_GEMM_MIN_SIDE, _GEMM_THIN_MAX_K = 16, 1024  # a result thinner than 16 rows or columns wastes most of the
+# 6 x 64 tile: it stays on BLAS when its inner dimension is long (a conv's dW of 8 x 9 over 40000 terms: 179 us
+# on OpenBLAS, 553 us on the kernel); a short one costs about the same either way (an MLP's 200 x 10 output)
 _GEMM_PARALLEL_MIN = 1 << 21  # multiply-adds; a smaller product runs on the calling thread
 _GEMM_SPINS = 10000  # idle rounds a GEMM worker spins before it sleeps (pause ~25 ns, sched_yield every 64th): ~0.3 ms
 _gemm_module = None  # gpunn.backend.numba_gemm once loaded; False when unavailable (no AVX-512, no Numba)
@@ -883,7 +884,7 @@ _GEMM_CHUNKS_PER_THREAD = 3  # chunks a split product is cut into, per thread (a
 
 def _gemm_kernel(a, b, out):
     """numba_gemm when it may compute ``a @ b`` (into ``out``): 2-D float32 operands, at least _GEMM_MIN
-    multiply-adds and a result of at least _GEMM_MIN_SIDE rows and columns, ``out`` None or a float32 (M, N)
+    multiply-adds and a result not too thin (see _gemm_sized), ``out`` None or a float32 (M, N)
     array, on a CPU with AVX-512 and with the Numba kernels on (GPUNN_NUMBA; GPUNN_GEMM=blas turns off only
     this); else None (np.matmul runs). numba_gemm.plan then checks the strides and overlaps."""
     global _gemm_module
@@ -921,13 +922,13 @@ def _gemm_kernel(a, b, out):
 
 
 def _gemm_sized(a, b) -> bool:
-    """Whether a @ b is 2-D and large enough for gpunn's GEMM (_GEMM_MIN, _GEMM_MIN_SIDE)."""
+    """Whether a @ b is 2-D and large enough for gpunn's GEMM (_GEMM_MIN, _GEMM_MIN_SIDE, _GEMM_THIN_MAX_K)."""
     return (
         a.ndim == 2
         and b.ndim == 2
         and a.shape[1] == b.shape[0]
         and a.shape[0] * a.shape[1] * b.shape[1] >= _GEMM_MIN
-        and min(a.shape[0], b.shape[1]) >= _GEMM_MIN_SIDE
+        and (min(a.shape[0], b.shape[1]) >= _GEMM_MIN_SIDE or a.shape[1] <= _GEMM_THIN_MAX_K)
     )
 
 

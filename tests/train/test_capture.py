@@ -509,4 +509,4 @@ def test_mlp_layers_in_one_backend_call_each_way_equal_eager_bit_for_bit(monkeyp
     assert_same(eager, cap)
     if calls["forward"] == 0:
         pytest.skip("gpunn's GEMM does not run here (no AVX-512 or no Numba): the NumPy replay ran")
-    assert calls["forward"] == 2 * 49 and calls["backward"] == 2 * 49  # the two wide layers, every replay
+    assert calls["forward"] == 3 * 49 and calls["backward"] == 3 * 49  # every layer, every replay
