@@ -676,8 +676,8 @@ class NumpyBackend(Backend):
         for bit, in one call; False (nothing written) where gpunn's GEMM does not run this product."""
         m, k = x.shape
         n = W.shape[0]
-        gemm = _gemm_kernel(x, W.T, z)
-        if gemm is None:
+        gemm = _gemm_kernel(x, W.T, None)
+        if gemm is None or z.dtype != np.float32:
             return False
         has_bias = b is not None
         return self._captured(
@@ -690,9 +690,9 @@ class NumpyBackend(Backend):
         run one of the products (dz may have been written)."""
         m, n = dy.shape
         k = W.shape[1]
-        gemm = _gemm_kernel(dz, W, dx) if dx is not None else _gemm_kernel(dz.T, x, dW)
-        if gemm is None or (dx is not None and dW is not None and _gemm_kernel(dz.T, x, dW) is None):
-            return False
+        gemm = _gemm_kernel(dz, W, None) if dx is not None else _gemm_kernel(dz.T, x, None)
+        if gemm is None or (dx is not None and dW is not None and _gemm_kernel(dz.T, x, None) is None):
+            return False  # (the buffers' dtypes and layouts: numba_gemm.plan checks them, and the signature)
         bound = max(_product_bound(m, n, k), _product_bound(n, m, k))
         return self._captured(
             gemm.linear_backward, bound, dy, y, dz, x, W,
@@ -888,6 +888,17 @@ def _gemm_kernel(a, b, out):
     array, on a CPU with AVX-512 and with the Numba kernels on (GPUNN_NUMBA; GPUNN_GEMM=blas turns off only
     this); else None (np.matmul runs). numba_gemm.plan then checks the strides and overlaps."""
     global _gemm_module
+    if (  # the common case, loaded: (out is checked by numba_gemm.plan)
+        _gemm_module
+        and out is None
+        and type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.dtype == np.float32
+        and b.dtype == np.float32
+        and _gemm_sized(a, b)
+        and _gemm_wanted()
+    ):
+        return _gemm_module
     if not (
         isinstance(a, np.ndarray)
         and isinstance(b, np.ndarray)
