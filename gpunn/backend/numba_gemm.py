@@ -675,3 +675,56 @@ def sleeping_workers(ctrls):
         if _atomic_load(ctrls[w], STATE) == 1:
             mask |= 1 << w
     return mask
+
+
+# A chain of linear layers (a captured MLP): one call runs every layer's forward, one every layer's
+# backward, from a table of the plan's buffer addresses (one row per layer, CHAIN_* columns); the caller
+# (NumpyBackend.captured_chain_*) checks the arrays behind the addresses before each call.
+C_X, C_M, C_K, C_N, C_W, C_B, C_Z, C_RELU, C_DZ, C_DX, C_DW, C_DB = range(12)
+CHAIN_FIELDS = 12
+
+
+@njit(**_KERNEL)
+def _f32_2d(address, rows, cols):
+    return carray(_f32_pointer(address), (rows, cols))
+
+
+@njit("boolean(int64[:, ::1], int64, int64, int64, int64[:, ::1], int64[::1], int64[::1], float32[::1])", **_KERNEL)
+def chain_forward(table, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+    """linear_forward for each layer (row of ``table``) in order; False at the first that cannot run."""
+    for r in range(table.shape[0]):
+        t = table[r]
+        m, k, n = t[C_M], t[C_K], t[C_N]
+        x, w, z = _f32_2d(t[C_X], m, k), _f32_2d(t[C_W], n, k), _f32_2d(t[C_Z], m, n)
+        bias = carray(_f32_pointer(t[C_B] if t[C_B] else t[C_Z]), n)
+        if not linear_forward(x, w, bias, z, t[C_B] != 0, t[C_RELU] != 0, threads, parallel_min, chunks, ctrls,
+                              counters, seq_box, work):  # fmt: skip
+            return False
+    return True
+
+
+@njit(
+    "boolean(int64[:, ::1], float32[:, ::1], int64, int64, int64, int64[:, ::1], int64[::1], int64[::1], float32[::1])",
+    **_KERNEL,
+)
+def chain_backward(table, dlogits, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+    """linear_backward for each layer from the last, the gradient ``dlogits`` of the last layer's output
+    flowing down through the layers' dx buffers; a layer without C_DX ends the chain. Columns C_DZ (0: dz is
+    dy), C_DW, C_DB: 0 when not wanted."""
+    dy = dlogits
+    for r in range(table.shape[0] - 1, -1, -1):
+        t = table[r]
+        m, k, n = t[C_M], t[C_K], t[C_N]
+        x, w, y = _f32_2d(t[C_X], m, k), _f32_2d(t[C_W], n, k), _f32_2d(t[C_Z], m, n)
+        relu = t[C_RELU] != 0
+        dz = _f32_2d(t[C_DZ], m, n) if relu else dy
+        dx = _f32_2d(t[C_DX], m, k) if t[C_DX] else _f32_2d(t[C_Z], 1, 1)  # (not written)
+        dw = _f32_2d(t[C_DW], n, k) if t[C_DW] else _f32_2d(t[C_Z], 1, 1)
+        db = carray(_f32_pointer(t[C_DB] if t[C_DB] else t[C_Z]), n)
+        if not linear_backward(dy, y, dz, x, w, dx, dw, db, relu, t[C_DX] != 0, t[C_DW] != 0, t[C_DB] != 0,
+                               threads, parallel_min, chunks, ctrls, counters, seq_box, work):  # fmt: skip
+            return False
+        if not t[C_DX]:
+            return True
+        dy = dx
+    return True

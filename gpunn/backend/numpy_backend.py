@@ -681,7 +681,7 @@ class NumpyBackend(Backend):
             return False
         has_bias = b is not None
         return self._captured(
-            gemm.linear_forward, _product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
+            gemm.linear_forward, product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
         )
 
     def captured_linear_backward(self, dy, y, dz, x, W, dx, dW, db, relu: bool) -> bool:
@@ -693,12 +693,22 @@ class NumpyBackend(Backend):
         gemm = _gemm_kernel(dz, W, None) if dx is not None else _gemm_kernel(dz.T, x, None)
         if gemm is None or (dx is not None and dW is not None and _gemm_kernel(dz.T, x, None) is None):
             return False  # (the buffers' dtypes and layouts: numba_gemm.plan checks them, and the signature)
-        bound = max(_product_bound(m, n, k), _product_bound(n, m, k))
+        bound = max(product_bound(m, n, k), product_bound(n, m, k))
         return self._captured(
             gemm.linear_backward, bound, dy, y, dz, x, W,
             dx if dx is not None else dz[:1, :1], dW if dW is not None else dz[:1, :1],
             db if db is not None else dz[0], relu, dx is not None, dW is not None, db is not None,
         )  # fmt: skip
+
+    def captured_chain_forward(self, table, bound: int) -> bool:
+        """numba_gemm.chain_forward: every layer of a captured linear chain forward in one call (``table``:
+        its rows of buffer addresses, built and checked by gpunn.train.capture; ``bound``: the largest
+        product_bound of its products)."""
+        return self._captured(_gemm_module.chain_forward, bound, table)
+
+    def captured_chain_backward(self, table, dlogits, bound: int) -> bool:
+        """numba_gemm.chain_backward: every layer's backward, from the loss gradient ``dlogits``."""
+        return self._captured(_gemm_module.chain_backward, bound, table, dlogits)
 
     def _captured(self, kernel, bound: int, *args) -> bool:
         threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
@@ -980,7 +990,7 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
     return True
 
 
-def _product_bound(m: int, k: int, n: int) -> int:
+def product_bound(m: int, k: int, n: int) -> int:
     """An upper bound of the scratch numba_gemm.plan asks for an (m, k) @ (k, n) product, any way and chunk."""
     return m * n + k * (max(m, n) + 16) + 6 * k + 6 * 64
 

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from gpunn.backend import reference
 from gpunn.backend.base import Backend
 from gpunn.grad_mode import enable_grad
@@ -119,6 +121,7 @@ class _LinearAct(_Layer):
         self.act, self.slope = act, slope
         self.weight, self.bias = module.weight, module.bias  # check() keeps them the module's
         self.names = {k: f"{name}.{k}" for k in ("y", "dz", "mask", "t", "dx")}  # its buffers
+        self.ran_native = False  # did the last replay run it in one backend call each way?
 
     def bind(self, plan) -> None:
         be = plan.backend
@@ -140,8 +143,10 @@ class _LinearAct(_Layer):
         x2 = x.reshape(-1, W.shape[1])
         if self.fast:  # reference.linear_act: z = x @ W.T; z += b; activation in place
             z = self.bufs.get(self.names["y"], (x2.shape[0], W.shape[0]), x2.dtype)
+            self.ran_native = False
             if self.native and self.plan.backend.captured_linear_forward(x2, W, b, z, self.act == "relu"):
                 self.x2, self.y = x2, z  # (the same operations in one call: see NumpyBackend)
+                self.ran_native = True  # (until the backward says otherwise)
                 return z.reshape(x.shape[:-1] + (W.shape[0],))
             self.plan.backend.matmul(x2, W.T, out=z)
             if b is not None:
@@ -188,6 +193,7 @@ class _LinearAct(_Layer):
             if (not need_dW or dW is not None) and (not need_db or db is not None):
                 if plan.backend.captured_linear_backward(dy2, y, dz, x2, W, dx, dW, db, self.act == "relu"):
                     return None if dx is None else dx.reshape(self.x_shape)
+        self.ran_native = False
         if self.act == "none":
             dz = dy2
         else:
@@ -379,6 +385,7 @@ class _Plan:
         self.need_dx = step._need_dx()
         # the eager loss on this backend is Backend.softmax_cross_entropy_fwd: the primitive, then dlogits * 1
         self.direct_loss = _reference_impl(backend, "softmax_cross_entropy_fwd")
+        self.chain = None  # the linear chain's table (see _chain): None until built, False when it cannot be
 
     def grad_out(self, p):
         """The optimizer's flat-gradient view for ``p`` (written with out=), or None when dtypes differ."""
@@ -400,6 +407,10 @@ class _Plan:
             for layer in layers:
                 layer.bind(self)
             step._bound = self
+        if self.chain is not None:
+            out = self._run_chain(x, y)
+            if out is not None:
+                return out
         h = x
         for layer in layers:
             h = layer.forward(h)
@@ -411,6 +422,90 @@ class _Plan:
             g = layers[k].backward(g, need_dx[k])
             if g is None:
                 break
+        self.replays += 1
+        if self.chain is None:  # (after the first replay, or after a check found the table stale)
+            self.chain = self._chain()
+        return loss, h
+
+    # -- a chain of linear layers the backend runs whole: one call forward, one backward ---------------------
+    def _chain(self):
+        """(table, bound, checks) for NumpyBackend.captured_chain_*, once a replay ran every layer in one call
+        each way (the buffers exist then), or False: the table holds the addresses of the layers' buffers and
+        parameters; ``checks`` the arrays behind them, compared before each run (a replaced parameter array,
+        renewed gradient views: the table is rebuilt)."""
+        be = self.backend
+        if not (hasattr(be, "captured_chain_forward") and self.direct_loss) or not all(
+            isinstance(layer, _LinearAct) and layer.ran_native for layer in self.layers
+        ):
+            return False
+        from gpunn.backend import numba_gemm as G
+        from gpunn.backend.numpy_backend import product_bound
+
+        table = np.zeros((len(self.layers), G.CHAIN_FIELDS), np.int64)
+        checks, bound = [], 0
+        for r, layer in enumerate(self.layers):
+            W, b, y = layer.weight._data, None if layer.bias is None else layer.bias._data, layer.y
+            m, n = y.shape
+            k = W.shape[1]
+            need_dx = self.need_dx[r]
+            arrays = {
+                G.C_W: W,
+                G.C_B: b,
+                G.C_Z: y,
+                G.C_DZ: layer.bufs.get(layer.names["dz"], y.shape, y.dtype) if layer.act == "relu" else None,
+                G.C_DX: layer.bufs.get(layer.names["dx"], (m, k), y.dtype) if need_dx else None,
+                G.C_DW: self.grad_out(layer.weight) if layer.weight.requires_grad else None,
+                G.C_DB: self.grad_out(layer.bias) if layer.bias is not None and layer.bias.requires_grad else None,
+            }
+            if r > 0:  # a layer's input is the buffer of the layer below it
+                arrays[G.C_X] = self.layers[r - 1].y
+            for col, a in arrays.items():
+                if a is not None:
+                    if a.dtype != np.float32 or not a.flags.c_contiguous:
+                        return False
+                    table[r, col] = a.ctypes.data
+            table[r, G.C_M], table[r, G.C_K], table[r, G.C_N] = m, k, n
+            table[r, G.C_RELU] = layer.act == "relu"
+            checks.append((layer, W, b, arrays[G.C_DW], arrays[G.C_DB]))
+            bound = max(bound, product_bound(m, k, n), product_bound(m, n, k), product_bound(n, m, k))
+        return table, bound, checks
+
+    def _run_chain(self, x, y):
+        """run() through the chain's two calls, or None (nothing of the step done) when the chain does not
+        apply to this call: an input not float32 or not contiguous, a parameter array or gradient view
+        replaced (then the next replay rebuilds the table)."""
+        if not self.chain:
+            return None
+        table, bound, checks = self.chain
+        for layer, W, b, dw, db in checks:
+            bias = layer.bias
+            if (
+                layer.weight._data is not W
+                or (bias is not None and bias._data is not b)
+                or (dw is not None and self.grad_out(layer.weight) is not dw)
+                or (db is not None and self.grad_out(bias) is not db)
+            ):
+                self.chain = None
+                return None
+        from gpunn.backend import numba_gemm as G
+
+        first = self.layers[0]
+        if x.dtype != np.float32 or not x.flags.c_contiguous or x.size != table[0, G.C_M] * table[0, G.C_K]:
+            return None
+        first.x2 = x2 = x.reshape(table[0, G.C_M], table[0, G.C_K])
+        first.x_shape = x.shape
+        table[0, G.C_X] = x2.ctypes.data
+        be = self.backend
+        if not be.captured_chain_forward(table, bound):
+            return None  # (a product the kernel refused: the layer by layer replay runs the step)
+        h = self.layers[-1].y
+        loss, g = self.loss(h, y)
+        g = np.ascontiguousarray(g, dtype=np.float32)
+        if not be.captured_chain_backward(table, g, bound):  # not expected: then layer by layer from g
+            for k in range(len(self.layers) - 1, -1, -1):
+                g = self.layers[k].backward(g, self.need_dx[k])
+                if g is None:
+                    break
         self.replays += 1
         return loss, h
 

@@ -481,24 +481,25 @@ def test_a_target_on_another_backend_raises_as_eagerly():
 @pytest.mark.parametrize("opt_name", ["sgd", "adam"])
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_mlp_layers_in_one_backend_call_each_way_equal_eager_bit_for_bit(monkeypatch, opt_name, threads):
-    """The numpy backend replays a Linear(+ReLU) layer in one call each way (its GEMM and passes in Numba):
-    the bench's 784-200-200-10 MLP, 50 steps, gives the eager step's parameters and losses bit for bit."""
+    """The numpy backend replays a Linear(+ReLU) layer in one call each way (its GEMM and passes in Numba),
+    then the whole chain in one call each way: the bench's 784-200-200-10 MLP, 50 steps, gives the eager
+    step's parameters and losses bit for bit."""
     from gpunn.backend import get_backend
 
     be = get_backend()
     if not hasattr(be, "captured_linear_forward"):
         pytest.skip("the numpy backend's one-call layers")
     monkeypatch.setenv("GPUNN_NUM_THREADS", threads)
-    calls = {"forward": 0, "backward": 0}
+    calls = {"linear_forward": 0, "linear_backward": 0, "chain_forward": 0, "chain_backward": 0}
     for way in calls:
-        original = getattr(type(be), f"captured_linear_{way}")
+        original = getattr(type(be), f"captured_{way}")
 
         def counted(self, *args, _original=original, _way=way):
             done = _original(self, *args)
             calls[_way] += bool(done)
             return done
 
-        monkeypatch.setattr(type(be), f"captured_linear_{way}", counted)
+        monkeypatch.setattr(type(be), f"captured_{way}", counted)
 
     def make():
         return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
@@ -507,6 +508,37 @@ def test_mlp_layers_in_one_backend_call_each_way_equal_eager_bit_for_bit(monkeyp
     eager = train_run(make, opt_name, data, False)
     cap = train_run(make, opt_name, data, True)
     assert_same(eager, cap)
-    if calls["forward"] == 0:
+    if calls["linear_forward"] == 0:
         pytest.skip("gpunn's GEMM does not run here (no AVX-512 or no Numba): the NumPy replay ran")
-    assert calls["forward"] == 3 * 49 and calls["backward"] == 3 * 49  # every layer, every replay
+    # the first replay runs each layer in one call each way, the 48 others the whole chain in one call each way
+    assert calls["linear_forward"] == calls["linear_backward"] == 3
+    assert calls["chain_forward"] == calls["chain_backward"] == 48
+
+
+def test_the_chain_follows_parameters_replaced_or_reloaded_between_steps():
+    """The one-call chain reads the parameters' and gradients' buffers by address: a weight whose array is
+    replaced (``.data =``), a state_dict loaded, a zero_grad(set_to_none=True) -- the next step sees them."""
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    gpunn.manual_seed(5)
+    saved = make().state_dict()
+
+    def before(i, model, opt):
+        if i == 7:
+            model[2].weight.data = gpunn.zeros(model[2].weight.shape) + 0.01
+        if i == 13:
+            model.load_state_dict(saved)
+        if i == 19:
+            opt.zero_grad(set_to_none=True)
+        if i == 23:
+            with gpunn.no_grad():
+                model[0].bias.mul_(0.5)
+
+    data = batches([(200, 784)] * 30, rng_seed=4)
+    for opt_name in ("sgd", "adam"):
+        assert_same(
+            train_run(make, opt_name, data, False, before_step=before),
+            train_run(make, opt_name, data, True, before_step=before),
+        )
