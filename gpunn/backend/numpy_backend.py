@@ -670,7 +670,7 @@ class NumpyBackend(Backend):
         if gemm is None or not _gemm_run(gemm, a, b, out, self._scratch, parallel=False):
             np.matmul(a, b, out=out)
 
-    # -- a captured step's linear layers: one call each way (numba_gemm.linear_forward / linear_backward) --------
+    # -- a captured step's linear layers: one call each way (numba_linear.linear_forward / linear_backward) ------
     def captured_linear_forward(self, x, W, b, z, relu: bool) -> bool:
         """z = act(x @ W.T + b) into the plan buffer ``z`` (act: ReLU or none), as linear_act computes it, bit
         for bit, in one call; False (nothing written) where gpunn's GEMM does not run this product."""
@@ -681,7 +681,7 @@ class NumpyBackend(Backend):
             return False
         has_bias = b is not None
         return self._captured(
-            gemm.linear_forward, product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
+            _linear().linear_forward, product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
         )
 
     def captured_linear_backward(self, dy, y, dz, x, W, dx, dW, db, relu: bool) -> bool:
@@ -695,26 +695,26 @@ class NumpyBackend(Backend):
             return False  # (the buffers' dtypes and layouts: numba_gemm.plan checks them, and the signature)
         bound = max(product_bound(m, n, k), product_bound(n, m, k))
         return self._captured(
-            gemm.linear_backward, bound, dy, y, dz, x, W,
+            _linear().linear_backward, bound, dy, y, dz, x, W,
             dx if dx is not None else dz[:1, :1], dW if dW is not None else dz[:1, :1],
             db if db is not None else dz[0], relu, dx is not None, dW is not None, db is not None,
         )  # fmt: skip
 
     def captured_chain_forward(self, table, bound: int) -> bool:
-        """numba_gemm.chain_forward: every layer of a captured linear chain forward in one call (``table``:
+        """numba_linear.chain_forward: every layer of a captured linear chain forward in one call (``table``:
         its rows of buffer addresses, built and checked by gpunn.train.capture; ``bound``: the largest
         product_bound of its products)."""
-        return self._captured(_gemm_module.chain_forward, bound, table)
+        return self._captured(_linear().chain_forward, bound, table)
 
     def captured_chain_backward(self, table, dlogits, bound: int) -> bool:
-        """numba_gemm.chain_backward: every layer's backward, from the loss gradient ``dlogits``."""
-        return self._captured(_gemm_module.chain_backward, bound, table, dlogits)
+        """numba_linear.chain_backward: every layer's backward, from the loss gradient ``dlogits``."""
+        return self._captured(_linear().chain_backward, bound, table, dlogits)
 
     def _captured(self, kernel, bound: int, *args) -> bool:
         threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
         with _gemm_lock:
             ctrls, wakes = _gemm_worker_pool(threads - 1)
-            asleep = _gemm_module.sleeping_workers(ctrls)
+            asleep = _linear().sleeping_workers(ctrls)
             for w in range(len(wakes)):
                 if asleep >> w & 1:
                     wakes[w].set()
@@ -988,6 +988,14 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
         return False
     gemm.run_alone(job, scratch(need, np.float32, 20))
     return True
+
+
+def _linear():
+    """gpunn.backend.numba_linear (the captured step's layer kernels), imported on first use (after the GEMM
+    loaded: the callers checked _gemm_kernel)."""
+    with _numba_module._launch_lock:
+        from gpunn.backend import numba_linear
+    return numba_linear
 
 
 def product_bound(m: int, k: int, n: int) -> int:

@@ -438,7 +438,7 @@ class _Plan:
             isinstance(layer, _LinearAct) and layer.ran_native for layer in self.layers
         ):
             return False
-        from gpunn.backend import numba_gemm as G
+        from gpunn.backend import numba_linear as G
         from gpunn.backend.numpy_backend import product_bound
 
         table = np.zeros((len(self.layers), G.CHAIN_FIELDS), np.int64)
@@ -487,7 +487,7 @@ class _Plan:
             ):
                 self.chain = None
                 return None
-        from gpunn.backend import numba_gemm as G
+        from gpunn.backend import numba_linear as G
 
         first = self.layers[0]
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.size != table[0, G.C_M] * table[0, G.C_K]:
