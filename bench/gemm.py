@@ -1,0 +1,170 @@
+"""gpunn's float32 GEMM (gpunn.backend.numba_gemm, behind NumpyBackend.matmul) against NumPy's BLAS and PyTorch.
+
+    python -m bench.gemm [--rounds N] [--out DIR]
+
+The products of the bench's MLP (784-200-200-10, batch 200) and of the CNNs' convolutions (their group
+GEMMs), each in the layout the library meets it in (``x @ W.T`` is "nt"). Every implementation is checked
+against a float64 product first (relative error), then timed interleaved in one process: round r runs
+each implementation once (best of ``reps`` calls), medians over the rounds. Columns: gpunn on one thread
+(``GPUNN_NUM_THREADS=1``) and on all, NumPy's matmul on one OpenBLAS thread and as configured, PyTorch's
+``torch.matmul`` on one thread and on all. GFLOP/s = 2 m n k / time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import time
+
+import numpy as np
+
+SHAPES = {  # name: (m, k, n, layout): layout "nn" a @ b, "nt" a @ b.T (b stored (n, k)), "tn" a.T @ b
+    "mlp fc1 forward x @ W.T": (200, 784, 200, "nt"),
+    "mlp fc1 dW = dz.T @ x": (200, 200, 784, "tn"),
+    "mlp fc2 forward": (200, 200, 200, "nt"),
+    "mlp fc2 dx = dz @ W": (200, 200, 200, "nn"),
+    "mlp fc3 forward": (200, 200, 10, "nt"),
+    "mnist conv2 forward W @ cols": (64, 288, 5408, "nn"),
+    "mnist conv2 dW g @ cols.T": (64, 5408, 288, "nt"),
+    "mnist conv2 dcols W.T @ g": (288, 64, 5408, "tn"),
+    "mnist fc1 forward": (64, 9216, 128, "nt"),
+    "small conv2 forward": (32, 144, 7252, "nn"),
+}
+
+
+def operands(rng, m, k, n, layout):
+    a = rng.standard_normal((k, m) if layout == "tn" else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if layout == "nt" else (k, n), dtype=np.float32)
+    return (a.T if layout == "tn" else a), (b.T if layout == "nt" else b)
+
+
+def best_of(fn, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from gpunn.backend import numpy_backend as nb
+
+    be = nb.NumpyBackend()
+    threads = nb.num_threads()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, (m, k, n, layout) in SHAPES.items():
+        a, b = operands(rng, m, k, n, layout)
+        ta, tb = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
+        if layout == "nt":  # PyTorch's own layout for x @ W.T: a transposed view of a (n, k) weight
+            tb = torch.from_numpy(np.ascontiguousarray(b.T)).T
+        if layout == "tn":
+            ta = torch.from_numpy(np.ascontiguousarray(a.T)).T
+        out = np.empty((m, n), np.float32)
+        tout = torch.empty((m, n))
+        impls = _impls(be, torch, a, b, ta, tb, out, tout, threads)
+        ref = a.astype(np.float64) @ b.astype(np.float64)
+        errors = {}
+        for label, fn in impls.items():
+            out[...] = np.nan
+            tout.fill_(float("nan"))
+            fn()
+            got = tout.numpy() if label.startswith("torch") else out
+            errors[label] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+            if not errors[label] < 1e-5:
+                raise SystemExit(f"{name}: {label} is wrong (relative error {errors[label]:.2e})")
+        times = {label: [] for label in impls}
+        for r in range(args.rounds):
+            labels = list(impls)
+            labels = labels[r % len(labels) :] + labels[: r % len(labels)]
+            for label in labels:
+                times[label].append(best_of(impls[label], args.reps))
+        flops = 2.0 * m * n * k
+        for label in impls:
+            med = float(np.median(times[label]))
+            rows.append((name, f"{m}x{k}x{n} {layout}", label, med * 1e6, flops / med / 1e9, errors[label]))
+
+    head = _header(threads)
+    lines = head + [
+        "| product | m x k x n | implementation | median us | GFLOP/s | rel. error |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.0f} | {r[5]:.1e} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"gemm-{datetime.date.today():%Y%m%d}.md")
+        with open(path, "w") as f:
+            f.write(text)
+        print("wrote", path)
+
+
+def _impls(be, torch, a, b, ta, tb, out, tout, threads: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    def gpunn_one():
+        os.environ["GPUNN_NUM_THREADS"] = "1"
+        try:
+            be.matmul(a, b, out=out)
+        finally:
+            os.environ["GPUNN_NUM_THREADS"] = str(threads)
+
+    def blas_one():
+        with threadpool_limits(1, user_api="blas"):
+            np.matmul(a, b, out=out)
+
+    def torch_one():
+        torch.set_num_threads(1)
+        torch.matmul(ta, tb, out=tout)
+        torch.set_num_threads(threads)
+
+    return {
+        "gpunn 1 thread": gpunn_one,
+        f"gpunn {threads} threads": lambda: be.matmul(a, b, out=out),
+        "numpy/OpenBLAS 1 thread": blas_one,
+        "numpy/OpenBLAS as set": lambda: np.matmul(a, b, out=out),
+        "torch 1 thread": torch_one,
+        f"torch {threads} threads": lambda: torch.matmul(ta, tb, out=tout),
+    }
+
+
+def _header(threads: int) -> list:
+    import numpy
+    import torch
+    from threadpoolctl import threadpool_info
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], capture_output=True, text=True, check=True).stdout.strip()
+        except Exception:
+            return "unknown"
+
+    dirty = " DIRTY TREE" if git("status", "--porcelain", "--untracked-files=no") else ""
+    blas = [(i.get("internal_api"), i.get("architecture"), i.get("version")) for i in threadpool_info()]
+    return [
+        f"# float32 GEMM, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"`python -m bench.gemm` at commit {git('rev-parse', '--short', 'HEAD')}{dirty}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads; "
+        f"numpy {numpy.__version__} (BLAS {blas}), torch {torch.__version__}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; load average {os.getloadavg()}.",
+        "Interleaved in one process, medians of the rounds (each the best of its calls).",
+        "",
+    ]
+
+
+if __name__ == "__main__":
+    main()
