@@ -20,6 +20,7 @@ so no two threads write one element and the result does not depend on the thread
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -28,6 +29,15 @@ from numba import njit
 
 # launch() compiles a kernel on its first call; one launch at a time keeps two threads from compiling it at once.
 _launch_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:  # a forked child: another thread of the parent may have held the lock
+    global _launch_lock
+    _launch_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def _import_numba_arraymath() -> None:

@@ -58,9 +58,9 @@ _numba_module = None  # gpunn.backend.numba_cpu once imported; False after it fa
 def _forget_pool() -> None:
     """In a forked child (a DataLoader worker): the parent's pool threads do not exist there, and work
     submitted to its pool would wait forever; the child makes its own on first use."""
-    global _pool, _pool_workers, _pool_lock, _gemm_lock
+    global _pool, _pool_workers, _pool_lock, _gemm_lock, _blas_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
-    _gemm_lock = threading.Lock()
+    _gemm_lock, _blas_lock = threading.Lock(), threading.Lock()  # (another thread may have held one at the fork)
     _gemm_workers.clear()  # (the counters are reused: no job is in flight in the child)
 
 
