@@ -507,8 +507,10 @@ def _run_chunks(t, counters, seq, work):
         _atomic_add(counters, FINISHED, 1)
 
 
-# The entry points, each with one signature: compiled (or loaded from the cache) when this module is imported.
-@njit("void(int64[::1], int64[::1], int64)", **_KERNEL)
+# The entry points. plan and run_alone (every product) have one signature each, compiled (or loaded from the
+# cache) when this module is imported; the split products' launch, run_job and worker_spin compile (or load)
+# on their first call, so a process that never splits a product does not load them.
+@njit(**_KERNEL)
 def worker_spin(ctrl, counters, spins):
     _atomic_store(ctrl, STATE, 0)
     last = _atomic_load(ctrl, SEQ)
@@ -531,7 +533,7 @@ def worker_spin(ctrl, counters, spins):
         _idle(idle)
 
 
-@njit("int64(int64[::1], int64, int64[:, ::1], int64[::1], float32[::1], int64)", **_KERNEL)
+@njit(**_KERNEL)
 def launch(job, seq, ctrls, counters, work, need):
     """Post job number ``seq`` to the workers (one row of ``ctrls`` each; worker w's scratch is
     work[(w + 1) need:], the caller's work[:need]); return the bit mask of the workers that were asleep
@@ -550,7 +552,7 @@ def launch(job, seq, ctrls, counters, work, need):
     return asleep
 
 
-@njit("void(int64[::1], int64[::1], int64, float32[::1])", **_KERNEL)
+@njit(**_KERNEL)
 def run_job(job, counters, seq, work):
     """Claim and run chunks of job ``seq`` (posted by launch) until none is left, then wait for the chunks
     the workers claimed."""
