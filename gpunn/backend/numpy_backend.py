@@ -703,7 +703,9 @@ class NumpyBackend(Backend):
     def captured_chain_forward(self, table, bound: int) -> bool:
         """numba_linear.chain_forward: every layer of a captured linear chain forward in one call (``table``:
         its rows of buffer addresses, built and checked by gpunn.train.capture; ``bound``: the largest
-        product_bound of its products)."""
+        product_bound of its products). False (nothing run) when the GEMM is off now (GPUNN_GEMM, GPUNN_NUMBA)."""
+        if not (_gemm_module and _gemm_wanted() and numba_kernels() is not None):
+            return False
         return self._captured(_linear().chain_forward, bound, table)
 
     def captured_chain_backward(self, table, dlogits, bound: int) -> bool:
