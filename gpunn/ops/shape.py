@@ -55,7 +55,24 @@ def _viewable(shape, strides, new_shape) -> bool:
 
 
 def view(self, *shape) -> Tensor:
-    """The same storage in ``shape``; raises (as PyTorch does) where the layout needs a copy: use reshape."""
+    """The same storage in ``shape``; raises (as PyTorch does) where the layout needs a copy: use reshape.
+    ``view(dtype)``: the same bytes read as another dtype of the same size (no gradient, as PyTorch)."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer, tuple, list)):
+        from gpunn.dtypes import as_dtype
+
+        dt = as_dtype(shape[0])
+        if dt == self.dtype:
+            return reshape(self, self.shape)
+        if dt.itemsize != self.dtype.itemsize:
+            raise NotImplementedError(
+                f"view({dt}): reading {self.dtype} bytes as a dtype of another size is not supported by gpunn"
+            )
+        if self.requires_grad:
+            raise RuntimeError(f"view({dt}): a view with a different dtype of a tensor that requires grad is not "
+                               "differentiable; call .detach() first")  # fmt: skip
+        out = Tensor._wrap(self._data.view(dt), self._backend)
+        out._vc = self._vc
+        return out
     out = reshape(self, *shape)
     if not _viewable(self.shape, self._data.strides, out.shape):
         raise RuntimeError(

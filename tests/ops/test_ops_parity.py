@@ -392,3 +392,14 @@ def test_median_of_slices_holding_nan_is_nan_like_torch(rng):
         np.testing.assert_array_equal(g.values.numpy(), t.values.numpy())
         np.testing.assert_array_equal(g.indices.numpy(), t.indices.numpy())
     assert np.isnan(gpunn.tensor(x).median().item()) and np.isnan(torch.tensor(x).median().item())
+
+
+def test_view_as_dtype_reads_the_same_bytes_like_torch(rng):
+    x = _arr(rng, (3, 4)).astype(np.float32)
+    for dt in ("int32", "float32"):
+        g, t = gpunn.tensor(x).view(getattr(gpunn, dt)), torch.tensor(x).view(getattr(torch, dt))
+        np.testing.assert_array_equal(g.numpy(), t.numpy())
+    with pytest.raises(NotImplementedError, match="another size"):
+        gpunn.tensor(x).view(gpunn.float64)
+    with pytest.raises(RuntimeError, match="detach"):
+        gpunn.tensor(x, requires_grad=True).view(gpunn.int32)
