@@ -132,7 +132,8 @@ def pow(self, exponent) -> Tensor:  # noqa: A001
         with np.errstate(divide="ignore", invalid="ignore"):
             out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
         if p == 0:  # d/dx x^0 = 0 everywhere, including x = 0 (not 0 * inf), as in PyTorch
-            return self._result(out, (self,), lambda g: (g * 0,), "PowBackward0", saved=())
+            xp = self._backend.xp  # zeros, not g * 0 (NaN for an inf or NaN g)
+            return self._result(out, (self,), lambda g: (xp.zeros_like(g),), "PowBackward0", saved=())
 
         def backward_scalar(g):
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -151,9 +152,9 @@ def pow(self, exponent) -> Tensor:  # noqa: A001
             if self.requires_grad:
                 gx = g * e_data * x ** (e_data - 1)
                 gx = _unbroadcast(xp.where(e_data == 0, 0, gx), x.shape)  # torch: 0 where e == 0
-            if e.requires_grad:
-                logx = xp.where(x > 0, xp.log(xp.where(x > 0, x, 1)), 0)
-                ge = _unbroadcast(g * out * logx, e.shape)
+            if e.requires_grad:  # PyTorch's: g * x^e log x, 0 where x == 0 and e >= 0 (NaN for x < 0)
+                ge = g * xp.where((e_data >= 0) & (x == 0), out.dtype.type(0), out * xp.log(x))
+                ge = _unbroadcast(ge, e.shape)
         return gx, ge
 
     return self._result(out, (self, e), backward, "PowBackward1", saves_output=e.requires_grad)
