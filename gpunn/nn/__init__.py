@@ -38,7 +38,7 @@ from gpunn.nn.activation import (
 )
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from gpunn.nn.container import ModuleDict, ModuleList, Sequential
-from gpunn.nn.conv import Conv2d
+from gpunn.nn.conv import Conv2d, ConvTranspose2d
 from gpunn.nn.distance import CosineSimilarity, PairwiseDistance
 from gpunn.nn.dropout import Dropout, Dropout2d
 from gpunn.nn.flatten import Flatten, Unflatten
@@ -75,6 +75,7 @@ __all__ = [
     "Identity",
     "Embedding",
     "Conv2d",
+    "ConvTranspose2d",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",

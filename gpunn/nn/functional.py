@@ -1246,3 +1246,53 @@ def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool =
 
 
 __all__ += ["smooth_l1_loss", "huber_loss", "pad", "normalize", "cosine_similarity", "pairwise_distance"]
+
+
+def conv_transpose2d(
+    input,  # noqa: A002
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> Tensor:
+    """The adjoint of conv2d (a "deconvolution"): x (N, C_in, H, W), W (C_in, C_out / groups, KH, KW) ->
+    (N, C_out, OH, OW), OH = (H - 1) sh - 2 ph + dh (KH - 1) + output_padding + 1. Composed: the input
+    spread out with sh - 1 zeros between pixels, padded by dh (KH - 1) - ph (+ output_padding at the end),
+    then conv2d with the kernel flipped and its in/out channels swapped; gradients flow through those ops.
+    >>> F.conv_transpose2d(x, W, stride=2, padding=1, output_padding=1)  # doubles H and W for KH = 3"""
+    from gpunn.ops.shape import index_put
+
+    x_t = _float_tensor(input, "conv_transpose2d")
+    _float_tensor(weight, "conv_transpose2d", "weight")
+    _check_same_backend(x_t, weight, "conv_transpose2d")
+    x_t, unbatched = _as_batched_4d(x_t, "conv_transpose2d")
+    if weight.ndim != 4 or weight.shape[0] != x_t.shape[1] or x_t.shape[1] % groups:
+        raise RuntimeError(
+            f"conv_transpose2d: weight of shape {weight.shape} does not fit an input with {x_t.shape[1]} channels "
+            f"and groups={groups} (expected (C_in, C_out / groups, KH, KW))"
+        )
+    (sh, sw), (ph, pw) = _pair(stride, "stride", "conv_transpose2d"), _pair(padding, "padding", "conv_transpose2d")
+    (oph, opw), (dh, dw) = (_pair(output_padding, "output_padding", "conv_transpose2d"),
+                            _pair(dilation, "dilation", "conv_transpose2d"))  # fmt: skip
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise RuntimeError("conv_transpose2d: output padding must be smaller than either stride or dilation")
+    n, c_in, h, w = x_t.shape
+    kh, kw = weight.shape[2:]
+    z = x_t
+    if (sh, sw) != (1, 1):
+        zeros = Tensor._wrap(x_t._backend.xp.zeros((n, c_in, (h - 1) * sh + 1, (w - 1) * sw + 1), x_t.dtype),
+                             x_t._backend)  # fmt: skip
+        z = index_put(zeros, (slice(None), slice(None), slice(None, None, sh), slice(None, None, sw)), x_t)
+    eh, ew = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    z = pad(z, (ew, ew + opw, eh, eh + oph))
+    c_out_g = weight.shape[1]
+    w2 = weight.reshape(groups, c_in // groups, c_out_g, kh, kw).transpose(1, 2)
+    w2 = w2.reshape(groups * c_out_g, c_in // groups, kh, kw).flip((2, 3))
+    out = conv2d(z, w2, bias, 1, 0, (dh, dw), groups)
+    return out.squeeze(0) if unbatched else out
+
+
+__all__ += ["conv_transpose2d"]

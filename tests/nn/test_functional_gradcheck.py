@@ -130,6 +130,10 @@ CASES = {
     "normalize": lambda r: (lambda x: F.normalize(x, dim=-1), (t(r, 3, 4),)),
     "cosine_similarity": lambda r: (lambda a, b: F.cosine_similarity(a, b), (t(r, 3, 4, 2), t(r, 3, 4, 2))),
     "pairwise_distance": lambda r: (lambda a, b: F.pairwise_distance(a, b), (t(r, 3, 4), t(r, 3, 4))),
+    "conv_transpose2d": lambda r: (
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),
+        (t(r, 2, 4, 3, 4), t(r, 4, 1, 3, 3), t(r, 2)),
+    ),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),

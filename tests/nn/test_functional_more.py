@@ -1,7 +1,7 @@
 """More of torch.nn.functional, each against PyTorch 2.13 (values and gradients, odd shapes, float32 and
 float64): smooth_l1_loss / huber_loss, pad in its four modes (negative amounts crop), normalize,
-cosine_similarity, pairwise_distance; their modules (SmoothL1Loss, HuberLoss, CosineSimilarity,
-PairwiseDistance) and nn.Unflatten."""
+cosine_similarity, pairwise_distance, conv_transpose2d; their modules (SmoothL1Loss, HuberLoss,
+CosineSimilarity, PairwiseDistance, ConvTranspose2d) and nn.Unflatten."""
 
 from __future__ import annotations
 
@@ -31,6 +31,22 @@ CASES = {
     "normalize_p1_dim": (lambda L, x: L.nn.functional.normalize(x, p=1.0, dim=-1), [S]),
     "cosine_similarity": (lambda L, x, y: L.nn.functional.cosine_similarity(x, y), [S, S]),
     "cosine_similarity_broadcast": (lambda L, x, y: L.nn.functional.cosine_similarity(x, y, dim=-1), [S, (7, 5)]),
+    "conv_transpose2d": (
+        lambda L, x, w, b: L.nn.functional.conv_transpose2d(x, w, b),
+        [(2, 4, 5, 6), (4, 3, 3, 3), (3,)],
+    ),
+    "conv_transpose2d_dcgan": (
+        lambda L, x, w: L.nn.functional.conv_transpose2d(x, w, stride=2, padding=1),
+        [(2, 4, 7, 7), (4, 3, 4, 4)],
+    ),
+    "conv_transpose2d_all_options": (
+        lambda L, x, w, b: L.nn.functional.conv_transpose2d(x, w, b, (2, 3), (1, 0), (1, 2), 2, (1, 2)),
+        [(2, 4, 5, 6), (4, 3, 3, 2), (6,)],
+    ),
+    "conv_transpose2d_unbatched": (
+        lambda L, x, w: L.nn.functional.conv_transpose2d(x, w, padding=2),
+        [(4, 5, 6), (4, 2, 5, 5)],
+    ),  # fmt: skip
     "pairwise_distance": (lambda L, x, y: L.nn.functional.pairwise_distance(x, y), [(9, 7), (9, 7)]),
     "pairwise_distance_p1_keepdim": (
         lambda L, x, y: L.nn.functional.pairwise_distance(x, y, p=1.0, keepdim=True),
@@ -60,6 +76,7 @@ MODULES = [
     ("CosineSimilarity", {"dim": 2}, 2),
     ("PairwiseDistance", {"p": 3.0}, 2),
     ("Unflatten", {"dim": 1, "unflattened_size": (7, 1)}, 1),
+    ("ConvTranspose2d", {"in_channels": 7, "out_channels": 4, "kernel_size": 2, "stride": 2, "bias": False}, 1),
 ]
 
 
@@ -68,9 +85,15 @@ def test_modules_like_torch(rng, name, kwargs, n_in):
     xs = [rng.standard_normal((4, 7, 3)).astype(np.float32) for _ in range(n_in)]
     if name == "Unflatten":
         xs = [xs[0].reshape(4, 21)[:, :7]]
+    if name == "ConvTranspose2d":
+        xs = [xs[0].reshape(1, 7, 4, 3)]
+    w = rng.standard_normal((7, 4, 2, 2)).astype(np.float32)
     res = []
     for L in (gpunn, torch):
         m = getattr(L.nn, name)(**kwargs)
+        if name == "ConvTranspose2d":
+            with L.no_grad():
+                m.weight.copy_(L.tensor(w))
         res.append((repr(m), m(*[L.tensor(x) for x in xs]).detach().numpy()))
     assert res[0][0] == res[1][0]
     np.testing.assert_allclose(res[0][1], res[1][1], rtol=2e-6, atol=1e-6)
