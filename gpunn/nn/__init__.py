@@ -59,6 +59,7 @@ from gpunn.nn.module import Module
 from gpunn.nn.normalization import LayerNorm
 from gpunn.nn.parameter import Parameter
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from gpunn.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gpunn.nn.sparse import Embedding
 
 __all__ = [
@@ -74,6 +75,12 @@ __all__ = [
     "Linear",
     "Identity",
     "Embedding",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
     "Conv2d",
     "ConvTranspose2d",
     "MaxPool2d",
