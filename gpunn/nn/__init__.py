@@ -61,6 +61,7 @@ from gpunn.nn.parameter import Parameter
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from gpunn.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gpunn.nn.sparse import Embedding
+from gpunn.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     "functional",
@@ -83,6 +84,9 @@ __all__ = [
     "GRUCell",
     "Conv2d",
     "ConvTranspose2d",
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",

@@ -1296,3 +1296,74 @@ def conv_transpose2d(
 
 
 __all__ += ["conv_transpose2d"]
+
+
+def _source_index(xp, out_size: int, in_size: int, scale, mode: str, align_corners: bool):
+    """Per output position along one dim: (i0, i1, w1) with out = (1 - w1) x[i0] + w1 x[i1] (PyTorch's source
+    coordinates; ``scale`` is 1 / scale_factor when one was given, else in / out)."""
+    dst = np.arange(out_size, dtype=np.float64)
+    if mode in ("nearest", "nearest-exact"):
+        s = in_size / out_size if scale is None else scale
+        src = np.floor((dst + 0.5) * s) if mode == "nearest-exact" else np.floor(dst * np.float32(s))
+        i0 = np.minimum(src.astype(np.int64), in_size - 1)
+        return i0, i0, None
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else dst * 0
+    else:
+        s = in_size / out_size if scale is None else scale
+        src = np.maximum((dst + 0.5) * s - 0.5, 0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, src - i0
+
+
+def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,  # noqa: A002
+                recompute_scale_factor=None, antialias: bool = False) -> Tensor:  # fmt: skip
+    """Resize the spatial dims of x (N, C, *spatial; 1 to 3 of them) to ``size`` or by ``scale_factor``:
+    ``mode`` 'nearest' / 'nearest-exact' (copies), 'linear' / 'bilinear' / 'trilinear' (PyTorch's
+    ``align_corners`` rules). Done one dim at a time as index_select (+ a weighted sum), so gradients and
+    non-finite values behave as the gathers they are."""
+    from gpunn.ops.shape import index_select
+
+    x_t = _float_tensor(input, "interpolate")
+    nsp = x_t.ndim - 2
+    linear_modes = {"linear": 1, "bilinear": 2, "trilinear": 3}
+    if mode not in ("nearest", "nearest-exact", *linear_modes):
+        raise NotImplementedError(f"interpolate: mode {mode!r} is not supported by gpunn")
+    if nsp < 1 or nsp > 3 or (mode in linear_modes and linear_modes[mode] != nsp):
+        raise NotImplementedError(f"Got {x_t.ndim}D input, but {mode} mode needs {linear_modes.get(mode, '1-3')} "
+                                  "spatial dims (input (N, C, *spatial))")  # fmt: skip
+    if align_corners is not None and mode not in linear_modes:
+        raise ValueError("align_corners option can only be set with the interpolating modes: linear | bilinear | "
+                         "bicubic | trilinear")  # fmt: skip
+    if antialias:
+        raise NotImplementedError("interpolate(antialias=True) is not supported by gpunn")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined")
+    in_sizes = x_t.shape[2:]
+    if size is not None:
+        sizes = (size,) * nsp if isinstance(size, int) else tuple(size)
+        scales = (None,) * nsp
+    else:
+        factors = (scale_factor,) * nsp if isinstance(scale_factor, (int, float)) else tuple(scale_factor)
+        sizes = tuple(int(math.floor(n * f)) for n, f in zip(in_sizes, factors))
+        scales = (None,) * nsp if recompute_scale_factor else tuple(1.0 / f for f in factors)
+    if len(sizes) != nsp:
+        raise ValueError(f"interpolate: size/scale_factor has {len(sizes)} entries for {nsp} spatial dims")
+    xp = x_t._backend.xp
+    out = x_t
+    for k, (n_out, n_in, scale) in enumerate(zip(sizes, in_sizes, scales)):
+        axis = 2 + k
+        i0, i1, w1 = _source_index(xp, n_out, n_in, scale, mode, bool(align_corners))
+        lo = index_select(out, axis, xp.asarray(i0))
+        if w1 is None:
+            out = lo
+            continue
+        shape = [1] * out.ndim
+        shape[axis] = n_out
+        w = Tensor._wrap(xp.asarray(w1.reshape(shape).astype(x_t.dtype)), x_t._backend)
+        out = lo + (index_select(out, axis, xp.asarray(i1)) - lo) * w
+    return out
+
+
+__all__ += ["interpolate"]

@@ -134,6 +134,8 @@ CASES = {
         lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),
         (t(r, 2, 4, 3, 4), t(r, 4, 1, 3, 3), t(r, 2)),
     ),
+    "interpolate": lambda r: (lambda x: F.interpolate(x, scale_factor=1.5, mode="bilinear"), (t(r, 2, 3, 4, 5),)),
+    "interpolate_nearest": lambda r: (lambda x: F.interpolate(x, size=(7, 3)), (t(r, 2, 3, 4, 5),)),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),

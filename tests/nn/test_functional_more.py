@@ -47,6 +47,28 @@ CASES = {
         lambda L, x, w: L.nn.functional.conv_transpose2d(x, w, padding=2),
         [(4, 5, 6), (4, 2, 5, 5)],
     ),  # fmt: skip
+    "interpolate_nearest_scale": (lambda L, x: L.nn.functional.interpolate(x, scale_factor=2), [(2, 3, 5, 7)]),
+    "interpolate_nearest_size": (lambda L, x: L.nn.functional.interpolate(x, size=(8, 4)), [(2, 3, 5, 7)]),
+    "interpolate_nearest_exact": (
+        lambda L, x: L.nn.functional.interpolate(x, size=(8, 13), mode="nearest-exact"),
+        [(2, 3, 5, 7)],
+    ),
+    "interpolate_bilinear": (
+        lambda L, x: L.nn.functional.interpolate(x, scale_factor=2, mode="bilinear"),
+        [(2, 3, 5, 7)],
+    ),
+    "interpolate_bilinear_corners": (
+        lambda L, x: L.nn.functional.interpolate(x, size=(3, 11), mode="bilinear", align_corners=True),
+        [(2, 3, 5, 7)],
+    ),
+    "interpolate_linear_fraction": (
+        lambda L, x: L.nn.functional.interpolate(x, scale_factor=1.7, mode="linear"),
+        [(2, 3, 9)],
+    ),
+    "interpolate_trilinear": (
+        lambda L, x: L.nn.functional.interpolate(x, scale_factor=(2, 1.5, 0.5), mode="trilinear"),
+        [(1, 2, 3, 4, 5)],
+    ),
     "pairwise_distance": (lambda L, x, y: L.nn.functional.pairwise_distance(x, y), [(9, 7), (9, 7)]),
     "pairwise_distance_p1_keepdim": (
         lambda L, x, y: L.nn.functional.pairwise_distance(x, y, p=1.0, keepdim=True),
@@ -76,6 +98,9 @@ MODULES = [
     ("CosineSimilarity", {"dim": 2}, 2),
     ("PairwiseDistance", {"p": 3.0}, 2),
     ("Unflatten", {"dim": 1, "unflattened_size": (7, 1)}, 1),
+    ("Upsample", {"scale_factor": 2, "mode": "bilinear"}, 1),
+    ("UpsamplingNearest2d", {"size": (5, 9)}, 1),
+    ("UpsamplingBilinear2d", {"scale_factor": 3}, 1),
     ("ConvTranspose2d", {"in_channels": 7, "out_channels": 4, "kernel_size": 2, "stride": 2, "bias": False}, 1),
 ]
 
@@ -85,7 +110,7 @@ def test_modules_like_torch(rng, name, kwargs, n_in):
     xs = [rng.standard_normal((4, 7, 3)).astype(np.float32) for _ in range(n_in)]
     if name == "Unflatten":
         xs = [xs[0].reshape(4, 21)[:, :7]]
-    if name == "ConvTranspose2d":
+    if name == "ConvTranspose2d" or name.startswith("Upsampl"):
         xs = [xs[0].reshape(1, 7, 4, 3)]
     w = rng.standard_normal((7, 4, 2, 2)).astype(np.float32)
     res = []
