@@ -56,8 +56,18 @@ from gpunn.nn.loss import (
     SmoothL1Loss,
 )
 from gpunn.nn.module import Module
-from gpunn.nn.normalization import LayerNorm
+from gpunn.nn.normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm
+from gpunn.nn.padding import (
+    ConstantPad1d,
+    ConstantPad2d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ZeroPad2d,
+)
 from gpunn.nn.parameter import Parameter
+from gpunn.nn.pixelshuffle import PixelShuffle, PixelUnshuffle
 from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from gpunn.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gpunn.nn.sparse import Embedding
@@ -101,6 +111,18 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "ZeroPad2d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",

@@ -1367,3 +1367,64 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", alig
 
 
 __all__ += ["interpolate"]
+
+
+def pixel_shuffle(input, upscale_factor: int) -> Tensor:  # noqa: A002
+    """(*, C r^2, H, W) -> (*, C, H r, W r): out[c, h r + i, w r + j] = x[c r^2 + i r + j, h, w] (composite)."""
+    x_t = _tensor(input, "pixel_shuffle")
+    r = int(upscale_factor)
+    if x_t.ndim < 3 or x_t.shape[-3] % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
+                           f"upscale_factor, but input.size(-3)={x_t.shape[-3] if x_t.ndim >= 3 else None} is not "
+                           f"divisible by {r * r}")  # fmt: skip
+    *lead, c, h, w = x_t.shape
+    k = len(lead)
+    y = x_t.reshape(*lead, c // (r * r), r, r, h, w)
+    y = y.permute(*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input, downscale_factor: int) -> Tensor:  # noqa: A002
+    """The inverse of pixel_shuffle: (*, C, H r, W r) -> (*, C r^2, H, W)."""
+    x_t = _tensor(input, "pixel_unshuffle")
+    r = int(downscale_factor)
+    *lead, c, h, w = x_t.shape
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects height and width divisible by {r}, got {h} x {w}")
+    k = len(lead)
+    y = x_t.reshape(*lead, c, h // r, r, w // r, r)
+    y = y.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """Normalize x (N, C, *) over each group of C / num_groups channels (and all spatial positions), then the
+    per-channel affine ``weight``, ``bias`` (C,). Composite: layer_norm over the regrouped tensor."""
+    x_t = _float_tensor(input, "group_norm")
+    if x_t.ndim < 2 or x_t.shape[1] % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input of "
+                           f"shape {list(x_t.shape)} and num_groups={num_groups}")  # fmt: skip
+    n, c = x_t.shape[:2]
+    grouped = x_t.reshape(n, num_groups, -1)
+    y = layer_norm(grouped, (grouped.shape[-1],), eps=eps).reshape(x_t.shape)
+    shape = (1, c) + (1,) * (x_t.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,  # noqa: A002
+                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:  # fmt: skip
+    """Normalize each (sample, channel) over its spatial positions, then the per-channel affine. Running
+    statistics (``track_running_stats``) are not supported by gpunn: they raise."""
+    x_t = _float_tensor(input, "instance_norm")
+    if running_mean is not None or running_var is not None or not use_input_stats:
+        raise NotImplementedError("instance_norm with running statistics is not supported by gpunn")
+    if x_t.ndim < 3:
+        raise ValueError(f"instance_norm: expected an input (N, C, *spatial), got shape {x_t.shape}")
+    return group_norm(x_t, x_t.shape[1], weight, bias, eps)
+
+
+__all__ += ["pixel_shuffle", "pixel_unshuffle", "group_norm", "instance_norm"]

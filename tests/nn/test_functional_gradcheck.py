@@ -136,6 +136,10 @@ CASES = {
     ),
     "interpolate": lambda r: (lambda x: F.interpolate(x, scale_factor=1.5, mode="bilinear"), (t(r, 2, 3, 4, 5),)),
     "interpolate_nearest": lambda r: (lambda x: F.interpolate(x, size=(7, 3)), (t(r, 2, 3, 4, 5),)),
+    "pixel_shuffle": lambda r: (lambda x: F.pixel_shuffle(x, 2), (t(r, 2, 8, 3, 2),)),
+    "pixel_unshuffle": lambda r: (lambda x: F.pixel_unshuffle(x, 2), (t(r, 2, 2, 4, 6),)),
+    "group_norm": lambda r: (lambda x, w, b: F.group_norm(x, 2, w, b), (t(r, 2, 4, 3, 2), t(r, 4), t(r, 4))),
+    "instance_norm": lambda r: (lambda x, w: F.instance_norm(x, weight=w), (t(r, 2, 3, 5), t(r, 3))),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),

@@ -69,6 +69,9 @@ CASES = {
         lambda L, x: L.nn.functional.interpolate(x, scale_factor=(2, 1.5, 0.5), mode="trilinear"),
         [(1, 2, 3, 4, 5)],
     ),
+    "pixel_shuffle": (lambda L, x: L.nn.functional.pixel_shuffle(x, 3), [(2, 18, 3, 4)]),
+    "pixel_unshuffle": (lambda L, x: L.nn.functional.pixel_unshuffle(x, 2), [(2, 3, 4, 6)]),
+    "group_norm": (lambda L, x, w, b: L.nn.functional.group_norm(x, 3, w, b), [(2, 6, 5, 4), (6,), (6,)]),
     "pairwise_distance": (lambda L, x, y: L.nn.functional.pairwise_distance(x, y), [(9, 7), (9, 7)]),
     "pairwise_distance_p1_keepdim": (
         lambda L, x, y: L.nn.functional.pairwise_distance(x, y, p=1.0, keepdim=True),
@@ -98,6 +101,15 @@ MODULES = [
     ("CosineSimilarity", {"dim": 2}, 2),
     ("PairwiseDistance", {"p": 3.0}, 2),
     ("Unflatten", {"dim": 1, "unflattened_size": (7, 1)}, 1),
+    ("ZeroPad2d", {"padding": (1, 2, 0, 3)}, 1),
+    ("ConstantPad2d", {"padding": 2, "value": 0.5}, 1),
+    ("ConstantPad1d", {"padding": (2, 0), "value": -1.0}, 1),
+    ("ReflectionPad2d", {"padding": 1}, 1),
+    ("ReflectionPad1d", {"padding": (2, 1)}, 1),
+    ("ReplicationPad2d", {"padding": (0, 1, 2, 1)}, 1),
+    ("ReplicationPad1d", {"padding": 2}, 1),
+    ("PixelShuffle", {"upscale_factor": 2}, 1),
+    ("PixelUnshuffle", {"downscale_factor": 2}, 1),
     ("Upsample", {"scale_factor": 2, "mode": "bilinear"}, 1),
     ("UpsamplingNearest2d", {"size": (5, 9)}, 1),
     ("UpsamplingBilinear2d", {"scale_factor": 3}, 1),
@@ -110,8 +122,10 @@ def test_modules_like_torch(rng, name, kwargs, n_in):
     xs = [rng.standard_normal((4, 7, 3)).astype(np.float32) for _ in range(n_in)]
     if name == "Unflatten":
         xs = [xs[0].reshape(4, 21)[:, :7]]
-    if name == "ConvTranspose2d" or name.startswith("Upsampl"):
+    if name == "ConvTranspose2d" or name.startswith("Upsampl") or name.endswith("2d"):
         xs = [xs[0].reshape(1, 7, 4, 3)]
+    if name.startswith("Pixel"):
+        xs = [xs[0].reshape(1, 4, 7, 3)[:, :, :6, :2]]
     w = rng.standard_normal((7, 4, 2, 2)).astype(np.float32)
     res = []
     for L in (gpunn, torch):
