@@ -38,7 +38,7 @@ from gpunn.nn.activation import (
 )
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from gpunn.nn.container import ModuleDict, ModuleList, Sequential
-from gpunn.nn.conv import Conv2d, ConvTranspose2d
+from gpunn.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from gpunn.nn.distance import CosineSimilarity, PairwiseDistance
 from gpunn.nn.dropout import Dropout, Dropout2d
 from gpunn.nn.flatten import Flatten, Unflatten
@@ -68,7 +68,7 @@ from gpunn.nn.padding import (
 )
 from gpunn.nn.parameter import Parameter
 from gpunn.nn.pixelshuffle import PixelShuffle, PixelUnshuffle
-from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from gpunn.nn.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from gpunn.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gpunn.nn.sparse import Embedding
 from gpunn.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
@@ -92,7 +92,11 @@ __all__ = [
     "RNNCell",
     "LSTMCell",
     "GRUCell",
+    "Conv1d",
     "Conv2d",
+    "MaxPool1d",
+    "AvgPool1d",
+    "AdaptiveAvgPool1d",
     "ConvTranspose2d",
     "Upsample",
     "UpsamplingNearest2d",

@@ -9,7 +9,7 @@ from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
 from gpunn.tensor import Tensor
 
-__all__ = ["Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -176,6 +176,54 @@ class ConvTranspose2d(Module):
             s += f", dilation={self.dilation}"
         if self.output_padding != (0, 0):
             s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv1d(Module):
+    """y[n, o] = b[o] + sum_c W[o, c] (*) x[n, c] along L: (N, C_in, L) -> (N, C_out, OL); W (C_out, C_in / groups,
+    K), initialised as PyTorch's (kaiming_uniform_(a=sqrt(5)) and the bias from U(-1/sqrt(fan_in), ...)).
+    See ``F.conv1d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None,
+                 dtype=None) -> None:  # fmt: skip
+        super().__init__()
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"Conv1d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        one = F._single
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        self.kernel_size = (one(kernel_size, "kernel_size", "Conv1d"),)
+        self.stride, self.dilation = (one(stride, "stride", "Conv1d"),), (one(dilation, "dilation", "Conv1d"),)
+        self.padding = padding if isinstance(padding, str) else (one(padding, "padding", "Conv1d"),)
+        self.padding_mode = padding_mode
+        self.weight = Parameter(_empty((self.out_channels, self.in_channels // groups) + self.kernel_size, dtype))
+        if bias:
+            self.bias = Parameter(_empty((self.out_channels,), dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+        if device is not None:
+            self.to(device)
+
+    def reset_parameters(self) -> None:
+        init.default_layer_init_(self.weight, self.bias)
+
+    def forward(self, input):  # noqa: A002
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,):
+            s += f", padding={self.padding}"
+        if self.dilation != (1,):
+            s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:

@@ -1428,3 +1428,69 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 
 __all__ += ["pixel_shuffle", "pixel_unshuffle", "group_norm", "instance_norm"]
+
+
+def _single(v, name: str, fname: str) -> int:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 1:
+            raise ValueError(f"{fname}(): {name} must be an int or a 1-tuple, got {v}")
+        v = v[0]
+    return int(v)
+
+
+def _as_batched_3d(input: Tensor, fname: str):
+    if input.ndim == 2:
+        return input.unsqueeze(0), True
+    if input.ndim != 3:
+        raise ValueError(f"{fname}(): expected a 3-D input (N, C, L) or 2-D (C, L), got shape {input.shape}")
+    return input, False
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:  # noqa: A002
+    """1-D cross-correlation: x (N, C, L), W (OC, C / groups, K) -> (N, OC, OL): conv2d over a height-1 image."""
+    x_t, unbatched = _as_batched_3d(_float_tensor(input, "conv1d"), "conv1d")
+    _float_tensor(weight, "conv1d", "weight")
+    if weight.ndim != 3:
+        raise RuntimeError(f"conv1d(): weight must be 3-D (out_channels, in_channels / groups, K), got {weight.shape}")
+    if isinstance(padding, str):
+        padding = _conv_padding(padding, (1, weight.shape[-1]), 1 if stride in (1, (1,)) else 2,
+                                (1, _single(dilation, "dilation", "conv1d")), "conv1d")[1]  # fmt: skip
+    stride, padding = _single(stride, "stride", "conv1d"), _single(padding, "padding", "conv1d")
+    dilation = _single(dilation, "dilation", "conv1d")
+    out = conv2d(x_t.unsqueeze(2), weight.unsqueeze(2), bias, (1, stride), (0, padding), (1, dilation), groups)
+    out = out.squeeze(2)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,  # noqa: A002
+               return_indices: bool = False) -> Tensor:  # fmt: skip
+    """Max over windows along L of x (N, C, L): max_pool2d over a height-1 image."""
+    x_t, unbatched = _as_batched_3d(_float_tensor(input, "max_pool1d"), "max_pool1d")
+    k = _single(kernel_size, "kernel_size", "max_pool1d")
+    s = k if stride is None or stride == () else _single(stride, "stride", "max_pool1d")
+    p, d = _single(padding, "padding", "max_pool1d"), _single(dilation, "dilation", "max_pool1d")
+    out = max_pool2d(x_t.unsqueeze(2), (1, k), (1, s), (0, p), (1, d), ceil_mode, return_indices).squeeze(2)
+    return out.squeeze(0) if unbatched else out
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,  # noqa: A002
+               count_include_pad: bool = True) -> Tensor:  # fmt: skip
+    """Mean over windows along L of x (N, C, L): avg_pool2d over a height-1 image."""
+    x_t, unbatched = _as_batched_3d(_float_tensor(input, "avg_pool1d"), "avg_pool1d")
+    k = _single(kernel_size, "kernel_size", "avg_pool1d")
+    s = k if stride is None or stride == () else _single(stride, "stride", "avg_pool1d")
+    out = avg_pool2d(x_t.unsqueeze(2), (1, k), (1, s), (0, _single(padding, "padding", "avg_pool1d")), ceil_mode,
+                     count_include_pad).squeeze(2)  # fmt: skip
+    return out.squeeze(0) if unbatched else out
+
+
+def adaptive_avg_pool1d(input, output_size) -> Tensor:  # noqa: A002
+    """Average over PyTorch's adaptive windows along L: (N, C, L) -> (N, C, output_size)."""
+    x_t = _float_tensor(input, "adaptive_avg_pool1d")
+    if x_t.ndim not in (2, 3):
+        raise ValueError(f"adaptive_avg_pool1d(): expected a 2-D or 3-D input, got shape {x_t.shape}")
+    return adaptive_avg_pool2d(x_t.unsqueeze(-2), (1, _single(output_size, "output_size", "adaptive_avg_pool1d")))\
+        .squeeze(-2)  # fmt: skip
+
+
+__all__ += ["conv1d", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d"]

@@ -140,6 +140,13 @@ CASES = {
     "pixel_unshuffle": lambda r: (lambda x: F.pixel_unshuffle(x, 2), (t(r, 2, 2, 4, 6),)),
     "group_norm": lambda r: (lambda x, w, b: F.group_norm(x, 2, w, b), (t(r, 2, 4, 3, 2), t(r, 4), t(r, 4))),
     "instance_norm": lambda r: (lambda x, w: F.instance_norm(x, weight=w), (t(r, 2, 3, 5), t(r, 3))),
+    "conv1d": lambda r: (
+        lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1, groups=2),
+        (t(r, 2, 4, 7), t(r, 4, 2, 3), t(r, 4)),
+    ),
+    "max_pool1d": lambda r: (lambda x: F.max_pool1d(x, 3, 2, 1), (t(r, 2, 3, 9),)),
+    "avg_pool1d": lambda r: (lambda x: F.avg_pool1d(x, 3, 2, 1), (t(r, 2, 3, 9),)),
+    "adaptive_avg_pool1d": lambda r: (lambda x: F.adaptive_avg_pool1d(x, 4), (t(r, 2, 3, 9),)),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),

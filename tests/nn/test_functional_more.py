@@ -72,6 +72,16 @@ CASES = {
     "pixel_shuffle": (lambda L, x: L.nn.functional.pixel_shuffle(x, 3), [(2, 18, 3, 4)]),
     "pixel_unshuffle": (lambda L, x: L.nn.functional.pixel_unshuffle(x, 2), [(2, 3, 4, 6)]),
     "group_norm": (lambda L, x, w, b: L.nn.functional.group_norm(x, 3, w, b), [(2, 6, 5, 4), (6,), (6,)]),
+    "conv1d": (lambda L, x, w, b: L.nn.functional.conv1d(x, w, b), [(2, 4, 11), (6, 4, 3), (6,)]),
+    "conv1d_options": (
+        lambda L, x, w: L.nn.functional.conv1d(x, w, stride=2, padding=2, dilation=2, groups=2),
+        [(2, 4, 11), (6, 2, 3)],
+    ),
+    "conv1d_same_unbatched": (lambda L, x, w: L.nn.functional.conv1d(x, w, padding="same"), [(4, 9), (3, 4, 5)]),
+    "max_pool1d": (lambda L, x: L.nn.functional.max_pool1d(x, 3, 2, 1), [(2, 4, 11)]),
+    "max_pool1d_ceil": (lambda L, x: L.nn.functional.max_pool1d(x, 3, ceil_mode=True), [(2, 4, 11)]),
+    "avg_pool1d": (lambda L, x: L.nn.functional.avg_pool1d(x, 4, 3, 2, count_include_pad=False), [(2, 4, 11)]),
+    "adaptive_avg_pool1d": (lambda L, x: L.nn.functional.adaptive_avg_pool1d(x, 4), [(2, 4, 11)]),
     "pairwise_distance": (lambda L, x, y: L.nn.functional.pairwise_distance(x, y), [(9, 7), (9, 7)]),
     "pairwise_distance_p1_keepdim": (
         lambda L, x, y: L.nn.functional.pairwise_distance(x, y, p=1.0, keepdim=True),
@@ -101,6 +111,10 @@ MODULES = [
     ("CosineSimilarity", {"dim": 2}, 2),
     ("PairwiseDistance", {"p": 3.0}, 2),
     ("Unflatten", {"dim": 1, "unflattened_size": (7, 1)}, 1),
+    ("Conv1d", {"in_channels": 7, "out_channels": 5, "kernel_size": 2, "padding": 1, "bias": False}, 1),
+    ("MaxPool1d", {"kernel_size": 2}, 1),
+    ("AvgPool1d", {"kernel_size": 2, "stride": 1}, 1),
+    ("AdaptiveAvgPool1d", {"output_size": 2}, 1),
     ("ZeroPad2d", {"padding": (1, 2, 0, 3)}, 1),
     ("ConstantPad2d", {"padding": 2, "value": 0.5}, 1),
     ("ConstantPad1d", {"padding": (2, 0), "value": -1.0}, 1),
@@ -124,13 +138,15 @@ def test_modules_like_torch(rng, name, kwargs, n_in):
         xs = [xs[0].reshape(4, 21)[:, :7]]
     if name == "ConvTranspose2d" or name.startswith("Upsampl") or name.endswith("2d"):
         xs = [xs[0].reshape(1, 7, 4, 3)]
+    if name.endswith("1d"):
+        xs = [xs[0].reshape(1, 7, 12)]
     if name.startswith("Pixel"):
         xs = [xs[0].reshape(1, 4, 7, 3)[:, :, :6, :2]]
-    w = rng.standard_normal((7, 4, 2, 2)).astype(np.float32)
+    w = rng.standard_normal((7, 4, 2, 2) if name == "ConvTranspose2d" else (5, 7, 2)).astype(np.float32)
     res = []
     for L in (gpunn, torch):
         m = getattr(L.nn, name)(**kwargs)
-        if name == "ConvTranspose2d":
+        if name in ("ConvTranspose2d", "Conv1d"):
             with L.no_grad():
                 m.weight.copy_(L.tensor(w))
         res.append((repr(m), m(*[L.tensor(x) for x in xs]).detach().numpy()))
