@@ -1494,3 +1494,38 @@ def adaptive_avg_pool1d(input, output_size) -> Tensor:  # noqa: A002
 
 
 __all__ += ["conv1d", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d"]
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale=None, enable_gqa: bool = False) -> Tensor:  # fmt: skip
+    """softmax(q k^T * scale + mask) v over the last two dims: q (*, L, E), k (*, S, E), v (*, S, Ev) ->
+    (*, L, Ev); ``scale`` 1 / sqrt(E) by default; ``is_causal``: query i sees keys j <= i; ``attn_mask`` a bool
+    mask (True = may attend) or an additive float bias; ``dropout_p`` on the attention weights; ``enable_gqa``
+    repeats the key/value heads (dim -3) to the query's. PyTorch's math path, composed from gpunn ops."""
+    q, k, v = (_float_tensor(t, "scaled_dot_product_attention", n) for t, n in ((query, "query"), (key, "key"),
+                                                                             (value, "value")))  # fmt: skip
+    if is_causal and attn_mask is not None:
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        from gpunn.ops.shape import repeat_interleave
+
+        k = repeat_interleave(k, q.shape[-3] // k.shape[-3], dim=-3)
+        v = repeat_interleave(v, q.shape[-3] // v.shape[-3], dim=-3)
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scores = (q @ k.transpose(-2, -1)) * s
+    if is_causal:
+        keep = Tensor._wrap(q._backend.xp.tri(n_q, n_k, 0, dtype=bool), q._backend)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    elif attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p, True)
+    return weights @ v
+
+
+__all__ += ["scaled_dot_product_attention"]

@@ -147,6 +147,10 @@ CASES = {
     "max_pool1d": lambda r: (lambda x: F.max_pool1d(x, 3, 2, 1), (t(r, 2, 3, 9),)),
     "avg_pool1d": lambda r: (lambda x: F.avg_pool1d(x, 3, 2, 1), (t(r, 2, 3, 9),)),
     "adaptive_avg_pool1d": lambda r: (lambda x: F.adaptive_avg_pool1d(x, 4), (t(r, 2, 3, 9),)),
+    "scaled_dot_product_attention": lambda r: (
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        (t(r, 2, 4, 3), t(r, 2, 4, 3), t(r, 2, 4, 2)),
+    ),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),
