@@ -476,3 +476,31 @@ def cdist(x1, x2, p: float = 2.0, compute_mode=None) -> Tensor:
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"cdist: expected (*, P, M) and (*, R, M) with the same M, got {x1.shape} and {x2.shape}")
     return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p, dim=-1)
+
+
+def mv(self, vec) -> Tensor:
+    """Matrix (n, m) times vector (m,)."""
+    if self.ndim != 2 or vec.ndim != 1:
+        raise RuntimeError(f"mv: expected a matrix and a vector, got shapes {self.shape} and {vec.shape}")
+    return matmul(self, vec)
+
+
+def hypot(self, other) -> Tensor:
+    """sqrt(a^2 + b^2) (composite)."""
+    b = self._operand(other, "hypot")
+    return (self * self + b * b).sqrt()
+
+
+def xlogy(self, other) -> Tensor:
+    """self * log(other), 0 where self == 0 (unless other is NaN), as PyTorch."""
+    from gpunn.ops.shape import where
+
+    b = self._operand(other, "xlogy")
+    zero = (self == 0) & ~b.isnan()
+    return where(zero, 0.0, self * b.log())
+
+
+def float_power(self, exponent) -> Tensor:
+    """self ** exponent in float64."""
+    e = exponent.astype(np.float64) if isinstance(exponent, Tensor) else float(exponent)
+    return pow(self.astype(np.float64), e)

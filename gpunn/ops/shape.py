@@ -750,3 +750,64 @@ def trace(self) -> Tensor:
     if self.ndim != 2:
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {self.ndim}")
     return diag(self).sum()
+
+
+def select(self, dim: int, index: int) -> Tensor:
+    """The slice ``index`` of ``dim``, that dim removed (``x.select(1, 2)`` is ``x[:, 2]``)."""
+    axis = self._dim(dim, "select")
+    n = self.shape[axis]
+    if not -n <= index < n:
+        raise IndexError(f"select(): index {index} out of range for tensor of size {self.shape} at dimension {dim}")
+    return getitem(self, (slice(None),) * axis + (int(index),))
+
+
+def movedim(self, source, destination) -> Tensor:
+    """Dims ``source`` moved to the positions ``destination`` (ints or sequences), the others in order."""
+    src = (source,) if isinstance(source, int) else tuple(source)
+    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(src) != len(dst):
+        raise RuntimeError("movedim: Invalid source or destination dims: source and destination must have the "
+                           "same number of dims")  # fmt: skip
+    src = [self._dim(d, "movedim") for d in src]
+    dst = [self._dim(d, "movedim") for d in dst]
+    rest = [d for d in range(self.ndim) if d not in src]
+    order = [None] * self.ndim
+    for s, d in zip(src, dst):
+        order[d] = s
+    it = iter(rest)
+    order = [o if o is not None else next(it) for o in order]
+    return permute(self, *order)
+
+
+def argwhere(self) -> Tensor:
+    """The indices of the nonzero elements, (count, ndim) int64 (``nonzero()``)."""
+    return nonzero(self)
+
+
+def take_along_dim(self, indices, dim=None) -> Tensor:
+    """``gather`` with the indices broadcast against this tensor off ``dim`` (``dim=None``: the flattened tensor)."""
+    if dim is None:
+        return gather(flatten(self), 0, flatten(indices))
+    axis = self._dim(dim, "take_along_dim")
+    shape = list(np.broadcast_shapes(tuple(s for i, s in enumerate(self.shape) if i != axis),
+                                     tuple(s for i, s in enumerate(indices.shape) if i != axis)))  # fmt: skip
+    x_shape = shape[:axis] + [self.shape[axis]] + shape[axis:]
+    i_shape = shape[:axis] + [indices.shape[axis]] + shape[axis:]
+    return gather(expand(self, tuple(x_shape)), axis, expand(indices, tuple(i_shape)))
+
+
+def tensor_split(self, indices_or_sections, dim: int = 0) -> tuple:
+    """Split into ``n`` nearly equal parts (the first n % size ones one longer), or at the given indices."""
+    axis = self._dim(dim, "tensor_split")
+    size = self.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        n = int(indices_or_sections)
+        if n <= 0:
+            raise RuntimeError(f"number of sections must be larger than 0, got {n}")
+        q, r = divmod(size, n)
+        bounds = [i * q + min(i, r) for i in range(n + 1)]
+    else:
+        idx = [int(i) for i in indices_or_sections]
+        bounds = [0, *idx, size]
+    bounds = [min(max(b, 0), size) for b in bounds]
+    return tuple(narrow(self, axis, a, max(b - a, 0)) for a, b in zip(bounds[:-1], bounds[1:]))

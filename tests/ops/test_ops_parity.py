@@ -130,6 +130,31 @@ CASES = {
         lambda L, x: L.linalg.norm(x) + L.linalg.norm(x[0], "fro") + L.linalg.vector_norm(x, 3, dim=1).sum(),
         [(S, "n")],
     ),
+    "select": (lambda L, x: x.select(1, 2) + L.select(x, -1, 0).sum(), [(S, "n")]),
+    "movedim": (lambda L, x: L.movedim(x, 0, -1) + 0 * x.moveaxis((0, 1), (2, 0)).sum(), [(S, "n")]),
+    "take_along_dim": (
+        lambda L, x: (L.take_along_dim(x, x.argsort(dim=1)[:, :3], dim=1), x.take_along_dim(L.tensor([[[0]]]), 2)),
+        [(S, "u")],
+    ),
+    "take_along_dim_flat": (lambda L, x: L.take_along_dim(x, L.tensor([4, 0, 9])), [(S, "n")]),
+    "tensor_split": (lambda L, x: x.tensor_split(3, dim=1) + L.tensor_split(x, [1, 4, 10], dim=2), [(S, "n")]),
+    "nansum_nanmean": (
+        lambda L, x: L.nansum(L.where(x > 1, float("nan"), x), 1) + L.where(x > 1, float("nan"), x).nanmean(0).sum(),
+        [(S, "n")],
+    ),
+    "aminmax": (lambda L, x: tuple(x.aminmax(dim=1)) + tuple(L.aminmax(x)), [(S, "u")]),
+    "cummax_cummin": (lambda L, x: L.cummax(x, 1) + x.cummin(dim=-1), [(S, "u")]),
+    "logcumsumexp": (lambda L, x: x.logcumsumexp(1), [(S, "n")]),
+    "kthvalue": (lambda L, x: x.kthvalue(3, 1) + L.kthvalue(x, 1, dim=0, keepdim=True), [(S, "u")]),
+    "dist": (lambda L, a, b: a.dist(b) + L.dist(a, b, 1) + a.dist(b, 3), [(S, "n"), ((7, 5), "n")]),
+    "mv": (lambda L, m, v: L.mv(m, v) + m.mv(v), [((4, 7), "n"), ((7,), "n")]),
+    "hypot_xlogy": (lambda L, a, b: L.hypot(a, b) + L.xlogy(a, b.abs()) + a.xlogy(2.0), [(S, "n"), (S, "n")]),
+    "float_power": (lambda L, a: L.float_power(a.abs(), 2.5), [(S, "n")]),
+    "deg_rad": (lambda L, x: x.deg2rad() + L.rad2deg(x), [(S, "n")]),
+    "fmax_fmin": (
+        lambda L, a, b: L.fmax(L.where(a > 1, float("nan"), a), b) + a.fmin(L.where(b > 1, float("nan"), b)),
+        [(S, "u"), (S, "n")],
+    ),
     "einsum_lonely_index": (lambda L, a, b: L.einsum("ijk,j->i", a, b), [(S, "n"), ((7,), "n")]),
     "split_size": (lambda L, x: x.split(2, dim=2), [(S, "n")]),
     "split_sections": (lambda L, x: L.split(x, [3, 6]), [(S, "n")]),
@@ -199,6 +224,9 @@ NO_GRAD_CASES = {
     "median_int": lambda L, x: (x * 3).long().median(0),
     "logical_xor": lambda L, x: L.logical_xor(x > 0, x < 1),
     "cumprod_int": lambda L, x: (x > 0).long().add(1).cumprod(1),
+    "argwhere": lambda L, x: L.argwhere(x > 0.5),
+    "signbit": lambda L, x: L.signbit(x) | x.signbit(),
+    "byte_char_short": lambda L, x: (x.abs().byte(), x.char(), x.short()),
     # two Python scalars: PyTorch's dtypes (float32, int64, bool), not NumPy's float64
     "where_float_scalars": lambda L, x: L.where(x > 0, 1.0, 0.0),
     "where_int_scalars": lambda L, x: L.where(x > 0, 1, 0),
@@ -403,3 +431,20 @@ def test_view_as_dtype_reads_the_same_bytes_like_torch(rng):
         gpunn.tensor(x).view(gpunn.float64)
     with pytest.raises(RuntimeError, match="detach"):
         gpunn.tensor(x, requires_grad=True).view(gpunn.int32)
+
+
+def test_small_queries_like_torch():
+    for L in (gpunn, torch):
+        x = L.tensor([1.0, 2.5])
+        assert 2.5 in x and 3 not in x and x.is_signed() and not x.is_complex() and not L.tensor([1]).byte().is_signed()
+
+
+def test_bernoulli_draws_in_proportion():
+    gpunn.manual_seed(5)
+    p = gpunn.tensor(np.array([0.0, 0.2, 0.9, 1.0] * 2000, dtype=np.float32))
+    s = gpunn.bernoulli(p).numpy().reshape(-1, 4)
+    assert s.dtype == np.float32 and set(np.unique(s)) <= {0.0, 1.0}
+    np.testing.assert_allclose(s.mean(0), [0.0, 0.2, 0.9, 1.0], atol=0.03)
+    assert abs(gpunn.zeros(4000).bernoulli_(0.3).mean().item() - 0.3) < 0.03
+    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+        gpunn.bernoulli(gpunn.tensor([1.5]))
