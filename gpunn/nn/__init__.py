@@ -37,7 +37,7 @@ from gpunn.nn.activation import (
     Threshold,
 )
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
-from gpunn.nn.container import ModuleDict, ModuleList, Sequential
+from gpunn.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from gpunn.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from gpunn.nn.distance import CosineSimilarity, PairwiseDistance
 from gpunn.nn.dropout import Dropout, Dropout2d
@@ -83,6 +83,8 @@ __all__ = [
     "Sequential",
     "ModuleList",
     "ModuleDict",
+    "ParameterList",
+    "ParameterDict",
     "Linear",
     "Identity",
     "Embedding",
