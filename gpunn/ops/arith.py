@@ -504,3 +504,56 @@ def float_power(self, exponent) -> Tensor:
     """self ** exponent in float64."""
     e = exponent.astype(np.float64) if isinstance(exponent, Tensor) else float(exponent)
     return pow(self.astype(np.float64), e)
+
+
+def tensordot(a, b, dims=2) -> Tensor:
+    """Sum of products over the last ``dims`` dims of a and the first of b (or the dim lists ``dims``)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    if isinstance(dims, int):
+        da, db = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    else:
+        da, db = ([dims[0]] if isinstance(dims[0], int) else list(dims[0])), (
+            [dims[1]] if isinstance(dims[1], int) else list(dims[1]))  # fmt: skip
+    da, db = [d % a.ndim for d in da], [d % b.ndim for d in db]
+    sa = list(letters[: a.ndim])
+    sb = list(letters[a.ndim : a.ndim + b.ndim])
+    for i, j in zip(da, db):
+        sb[j] = sa[i]
+    out = [c for i, c in enumerate(sa) if i not in da] + [c for j, c in enumerate(sb) if j not in db]
+    return einsum(f"{''.join(sa)},{''.join(sb)}->{''.join(out)}", a, b)
+
+
+def inner(self, other) -> Tensor:
+    """Sum of products over the last dims (scalars multiply)."""
+    b = self._operand(other, "inner")
+    if self.ndim == 0 or b.ndim == 0:
+        return mul(self, b)
+    return tensordot(self, b, ([-1], [-1]))
+
+
+def vdot(self, other) -> Tensor:
+    """The dot product of two 1-D tensors."""
+    return dot(self, other)
+
+
+def kron(self, other) -> Tensor:
+    """The Kronecker product (same rank, or the lower-rank one padded with leading 1s)."""
+    b = self._operand(other, "kron")
+    a = self
+    n = max(a.ndim, b.ndim)
+    a = a.reshape((1,) * (n - a.ndim) + a.shape)
+    b = b.reshape((1,) * (n - b.ndim) + b.shape)
+    inter_a = [v for s in a.shape for v in (s, 1)]
+    inter_b = [v for s in b.shape for v in (1, s)]
+    return mul(a.reshape(inter_a), b.reshape(inter_b)).reshape(tuple(x * y for x, y in zip(a.shape, b.shape)))
+
+
+def baddbmm(self, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    """beta * self + alpha * (batch1 @ batch2), batched (composite; beta = 0 ignores self)."""
+    prod = bmm(self._operand(batch1, "baddbmm"), batch2)
+    if alpha != 1:
+        prod = mul(prod, alpha)
+    if beta == 0:
+        np.broadcast_shapes(self.shape, prod.shape)
+        return prod
+    return add(mul(self, beta) if beta != 1 else self, prod)

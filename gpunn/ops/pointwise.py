@@ -784,3 +784,18 @@ def fmax(self, other) -> Tensor:
 
 def fmin(self, other) -> Tensor:
     return _pick_number(self, other, False)
+
+
+def heaviside(self, values) -> Tensor:
+    """0 where x < 0, ``values`` where x == 0, 1 where x > 0 (not differentiable, as in PyTorch)."""
+    xp = self._backend.xp
+    v = values._data if isinstance(values, Tensor) else values
+    return Tensor._wrap(xp.heaviside(self._data, v).astype(self.dtype), self._backend)
+
+
+def isposinf(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isposinf(self._data), self._backend)
+
+
+def isneginf(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isneginf(self._data), self._backend)

@@ -552,3 +552,25 @@ def kthvalue(self, k: int, dim: int = -1, keepdim: bool = False):
 def dist(self, other, p: float = 2) -> Tensor:
     """||self - other||_p over all elements (broadcast)."""
     return norm(self - other, p)
+
+
+def searchsorted(sorted_sequence, input, *, out_int32: bool = False, right: bool = False, side=None, sorter=None):  # noqa: A002
+    """For each value of ``input``, the index where it would be inserted into ``sorted_sequence`` (1-D, or one
+    row per leading index) to keep it sorted (``right``/``side='right'``: after equal values)."""
+    if sorter is not None:
+        raise NotImplementedError("searchsorted(sorter=...) is not supported by gpunn")
+    xp, be = sorted_sequence._backend.xp, sorted_sequence._backend
+    side = side or ("right" if right else "left")
+    seq = sorted_sequence._data
+    vals = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    if seq.ndim == 1:
+        out = xp.searchsorted(seq, vals, side=side)
+    else:
+        flat_s, flat_v = seq.reshape(-1, seq.shape[-1]), vals.reshape(-1, vals.shape[-1])
+        out = xp.stack([xp.searchsorted(s, v, side=side) for s, v in zip(flat_s, flat_v)]).reshape(vals.shape)
+    return Tensor._wrap(xp.asarray(out).astype(np.int32 if out_int32 else np.int64), be)
+
+
+def bucketize(input, boundaries, *, out_int32: bool = False, right: bool = False):  # noqa: A002
+    """The bucket of each value among the 1-D ``boundaries`` (``right=False``: boundaries[i-1] < x <= boundaries[i])."""
+    return searchsorted(boundaries, input, out_int32=out_int32, right=right)

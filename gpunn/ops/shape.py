@@ -811,3 +811,93 @@ def tensor_split(self, indices_or_sections, dim: int = 0) -> tuple:
         bounds = [0, *idx, size]
     bounds = [min(max(b, 0), size) for b in bounds]
     return tuple(narrow(self, axis, a, max(b - a, 0)) for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def atleast_1d(*tensors):
+    ts = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    out = tuple(t.reshape(1) if t.ndim == 0 else t for t in ts)
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_2d(*tensors):
+    ts = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    out = tuple(t.reshape(1, -1) if t.ndim < 2 else t for t in ts)
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_3d(*tensors):
+    ts = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    out = tuple(t.reshape(1, -1, 1) if t.ndim < 2 else (t.unsqueeze(-1) if t.ndim == 2 else t) for t in ts)
+    return out[0] if len(out) == 1 else out
+
+
+def hstack(tensors) -> Tensor:
+    """cat along dim 1 (dim 0 for 1-D tensors)."""
+    ts = [atleast_1d(t) for t in tensors]
+    return cat(ts, 0 if ts[0].ndim == 1 else 1)
+
+
+def vstack(tensors) -> Tensor:
+    """cat along dim 0 of the tensors made at least 2-D."""
+    return cat([atleast_2d(t) for t in tensors], 0)
+
+
+def dstack(tensors) -> Tensor:
+    """cat along dim 2 of the tensors made at least 3-D."""
+    return cat([atleast_3d(t) for t in tensors], 2)
+
+
+def column_stack(tensors) -> Tensor:
+    """1-D and 0-D tensors as columns, then hstack."""
+    return hstack([t.reshape(-1, 1) if t.ndim < 2 else t for t in tensors])
+
+
+def broadcast_to(self, size) -> Tensor:
+    return expand(self, *_shape_args((size,) if isinstance(size, int) else tuple(size)))
+
+
+def broadcast_tensors(*tensors) -> tuple:
+    shape = tuple(np.broadcast_shapes(*(t.shape for t in tensors)))
+    return tuple(expand(t, shape) for t in tensors)
+
+
+def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+    """The diagonal of dims dim1, dim2 (``offset`` above/below), appended as the last dim."""
+    d1, d2 = self._dim(dim1, "diagonal"), self._dim(dim2, "diagonal")
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    x = movedim(self, (d1, d2), (-2, -1))
+    h, w = x.shape[-2:]
+    k = int(offset)
+    length = max(0, min(h + min(k, 0), w - max(k, 0)))
+    rows = self._backend.xp.arange(length, dtype=np.int64) + max(-k, 0)
+    return getitem(x, (Ellipsis, rows, rows + k))
+
+
+def take(self, index) -> Tensor:
+    """Elements of the flattened tensor at ``index`` (any shape)."""
+    idx = index if isinstance(index, Tensor) else Tensor._wrap(self._backend.asarray(index), self._backend)
+    n = self.numel()
+    if idx.numel() and (int(idx._data.min()) < -n or int(idx._data.max()) >= n):
+        raise IndexError(f"take(): index out of range for tensor of size {self.shape}")
+    return reshape(gather(flatten(self), 0, flatten(idx) % max(n, 1)), idx.shape)
+
+
+def rot90(self, k: int = 1, dims=(0, 1)) -> Tensor:
+    """Rotate by 90 degrees ``k`` times in the plane of ``dims`` (from the first towards the second)."""
+    d0, d1 = (self._dim(d, "rot90") for d in dims)
+    k %= 4
+    if k == 1:
+        return transpose(flip(self, [d1]), d0, d1)
+    if k == 2:
+        return flip(self, [d0, d1])
+    if k == 3:
+        return flip(transpose(self, d0, d1), [d1])
+    return self.clone()
+
+
+def msort(self) -> Tensor:
+    """The values sorted along dim 0."""
+    from gpunn.ops.reduce import sort
+
+    return sort(self, 0).values

@@ -155,6 +155,45 @@ CASES = {
         lambda L, a, b: L.fmax(L.where(a > 1, float("nan"), a), b) + a.fmin(L.where(b > 1, float("nan"), b)),
         [(S, "u"), (S, "n")],
     ),
+    "stacks": (
+        lambda L, a, b, c: (
+            L.hstack([a, b]),
+            L.vstack([a, b]),
+            L.dstack([a, b]),
+            L.column_stack([c, c, a[:, 0]]),
+            L.hstack([c, c]),
+            L.vstack([c, c]),
+            L.concatenate([a, b], 1),
+        ),
+        [((4, 3), "n"), ((4, 3), "n"), ((4,), "n")],
+    ),  # fmt: skip
+    "broadcasting": (
+        lambda L, a, b: L.broadcast_tensors(a, b) + (a.broadcast_to((9, 7, 5)),),
+        [((7, 1), "n"), (S, "n")],
+    ),
+    "diagonal": (
+        lambda L, x: (L.diagonal(x), x.diagonal(1, 0, 2), x.diagonal(-2, dim1=-1, dim2=0)),
+        [(S, "n")],
+    ),
+    "take": (lambda L, x: L.take(x, L.tensor([[0, 5], [-1, 100]])), [(S, "n")]),
+    "rot90": (lambda L, x: (L.rot90(x), x.rot90(2, (1, 2)), L.rot90(x, -1, (2, 0)), x.rot90(4)), [(S, "n")]),
+    "msort": (lambda L, x: L.msort(x), [(S, "u")]),
+    "tensordot": (
+        lambda L, a, b: (L.tensordot(a, b, 1), L.tensordot(a, b.transpose(0, 1), ([2], [1])), L.tensordot(a, a, 3)),
+        [(S, "n"), ((5, 3), "n")],
+    ),
+    "inner_vdot_kron": (
+        lambda L, a, b, v: (L.inner(a, b), L.vdot(v, v), L.kron(a, b), v.inner(v), L.kron(v, a)),
+        [((3, 4), "n"), ((2, 4), "n"), ((4,), "n")],
+    ),
+    "baddbmm": (
+        lambda L, i, a, b: L.baddbmm(i, a, b, beta=0.5, alpha=2.0),
+        [((3, 4, 5), "n"), ((3, 4, 7), "n"), ((3, 7, 5), "n")],
+    ),
+    "aliases": (
+        lambda L, a, b: L.negative(a) + L.absolute(a) + L.true_divide(a, b) + L.frac(a * 3),
+        [(S, "n"), (S, "p")],
+    ),
     "einsum_lonely_index": (lambda L, a, b: L.einsum("ijk,j->i", a, b), [(S, "n"), ((7,), "n")]),
     "split_size": (lambda L, x: x.split(2, dim=2), [(S, "n")]),
     "split_sections": (lambda L, x: L.split(x, [3, 6]), [(S, "n")]),
@@ -225,6 +264,20 @@ NO_GRAD_CASES = {
     "logical_xor": lambda L, x: L.logical_xor(x > 0, x < 1),
     "cumprod_int": lambda L, x: (x > 0).long().add(1).cumprod(1),
     "argwhere": lambda L, x: L.argwhere(x > 0.5),
+    "comparison_aliases": lambda L, x: L.stack(
+        [L.greater(x, 0.2), L.less(x, 0.1), L.greater_equal(x, 0.0), L.less_equal(x, 0.3), L.not_equal(x, 0.5)]
+    ),
+    "heaviside_posneginf": lambda L, x: (
+        L.heaviside(x.round(), L.tensor(0.5, dtype=x.dtype)),
+        L.isposinf(x / (x > 2)),
+        L.isneginf(-x / (x > 2)),
+    ),
+    "searchsorted_bucketize": lambda L, x: (
+        L.searchsorted(L.tensor([-1.0, 0.0, 0.5, 2.0], dtype=x.dtype), x),
+        L.searchsorted(L.tensor([-1.0, 0.0, 0.5, 2.0], dtype=x.dtype), x, right=True),
+        L.bucketize(x, L.tensor([-1.0, 0.0, 0.5, 2.0], dtype=x.dtype), out_int32=True),
+        L.searchsorted(L.sort(x[:, :, 0], 1).values, x[:, :, 1].contiguous()),
+    ),
     "signbit": lambda L, x: L.signbit(x) | x.signbit(),
     "byte_char_short": lambda L, x: (x.abs().byte(), x.char(), x.short()),
     # two Python scalars: PyTorch's dtypes (float32, int64, bool), not NumPy's float64
@@ -298,7 +351,7 @@ def test_properties_and_grad_mode_decorator(rng):
         assert not f(a).requires_grad and not g(a).requires_grad and (a * 2).requires_grad
 
 
-@pytest.mark.parametrize("name", ["svd", "fft", "kron", "cholesky"])
+@pytest.mark.parametrize("name", ["svd", "fft", "cholesky", "stft"])
 def test_unsupported_ops_say_so_by_name(name):
     with pytest.raises(AttributeError, match=name):
         getattr(gpunn, name)
