@@ -1529,3 +1529,95 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
 
 
 __all__ += ["scaled_dot_product_attention"]
+
+
+def margin_ranking_loss(input1, input2, target, margin: float = 0.0, reduction: str = "mean") -> Tensor:
+    """max(0, -y (x1 - x2) + margin), y in {1, -1}."""
+    _check_reduction(reduction, "margin_ranking_loss")
+    return _reduce((-target * (input1 - input2) + margin).clamp_min(0), reduction)
+
+
+def hinge_embedding_loss(input, target, margin: float = 1.0, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """x where y == 1, max(0, margin - x) where y == -1."""
+    _check_reduction(reduction, "hinge_embedding_loss")
+    margin_part = (margin - input).clamp_min(0)
+    loss = where(target == 1, input, 0.0) + where(target == -1, margin_part, 0.0)
+    return _reduce(loss, reduction)
+
+
+def soft_margin_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """log(1 + exp(-y x)), averaged over elements."""
+    _check_reduction(reduction, "soft_margin_loss")
+    return _reduce(softplus(-target * input, threshold=1e30), reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin: float = 0.0, reduction: str = "mean") -> Tensor:
+    """1 - cos(x1, x2) where y == 1, max(0, cos(x1, x2) - margin) where y == -1 (cos over dim -1, eps 1e-8
+    on the squared norms, as PyTorch)."""
+    _check_reduction(reduction, "cosine_embedding_loss")
+    eps = 1e-12
+    prod = (input1 * input2).sum(-1)
+    mag1, mag2 = (input1 * input1).sum(-1) + eps, (input2 * input2).sum(-1) + eps
+    cos = prod / (mag1 * mag2).sqrt()
+    loss = where(target == 1, 1 - cos, 0.0) + where(target == -1, (cos - margin).clamp_min(0), 0.0)
+    return _reduce(loss, reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin: float = 1.0, p: float = 2, eps: float = 1e-6,
+                        swap: bool = False, reduction: str = "mean") -> Tensor:  # fmt: skip
+    """max(0, d(a, p) - d(a, n) + margin) with d the pairwise p-norm distance (``swap``: d(a, n) is the smaller
+    of d(a, n) and d(p, n))."""
+    _check_reduction(reduction, "triplet_margin_loss")
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        from gpunn.ops.pointwise import minimum
+
+        d_neg = minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce((d_pos - d_neg + margin).clamp_min(0), reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """-mean over classes of y log sigmoid(x) + (1 - y) log sigmoid(-x) (times ``weight``), per sample."""
+    from gpunn.ops.pointwise import logsigmoid
+
+    _check_reduction(reduction, "multilabel_soft_margin_loss")
+    loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss.mean(-1), reduction)
+
+
+def poisson_nll_loss(input, target, log_input: bool = True, full: bool = False, size_average=None, eps: float = 1e-8,  # noqa: A002
+                     reduce=None, reduction: str = "mean") -> Tensor:  # fmt: skip
+    """exp(x) - y x (``log_input``) or x - y log(x + eps); ``full`` adds Stirling's term for y > 1."""
+    _check_reduction(reduction, "poisson_nll_loss")
+    loss = input.exp() - target * input if log_input else input - target * (input + eps).log()
+    if full:
+        t = target
+        stirling = t * t.clamp_min(1).log() - t + 0.5 * (2 * math.pi * t.clamp_min(1)).log()
+        loss = loss + where(t > 1, stirling, 0.0)
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """0.5 (log(max(var, eps)) + (x - y)^2 / max(var, eps)) (+ 0.5 log(2 pi) with ``full``)."""
+    _check_reduction(reduction, "gaussian_nll_loss")
+    if isinstance(var, (int, float)):
+        var = Tensor._wrap(input._backend.xp.full(input.shape, float(var), dtype=input.dtype), input._backend)
+    if var.shape != input.shape:
+        if input.shape[:-1] == var.shape:
+            var = var.unsqueeze(-1)
+        elif not (input.shape[:-1] == var.shape[:-1] and var.shape[-1] == 1):
+            raise ValueError("var is of incorrect size")
+    if bool((var._data < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    v = var + (var.detach().clamp(min=eps) - var.detach())  # clamped value, gradient passed straight (as torch)
+    loss = 0.5 * (v.log() + (input - target) ** 2 / v)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+__all__ += ["margin_ranking_loss", "hinge_embedding_loss", "soft_margin_loss", "cosine_embedding_loss"]
+__all__ += ["triplet_margin_loss", "multilabel_soft_margin_loss", "poisson_nll_loss", "gaussian_nll_loss"]

@@ -151,6 +151,38 @@ CASES = {
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         (t(r, 2, 4, 3), t(r, 2, 4, 3), t(r, 2, 4, 2)),
     ),
+    "margin_ranking_loss": lambda r: (
+        lambda a, b, y=gpunn.tensor([1.0, -1.0, 1.0, -1.0]): F.margin_ranking_loss(a, b, y, 0.1),
+        (t(r, 4), t(r, 4)),
+    ),
+    "hinge_embedding_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, -1.0], [-1.0, 1.0]]): F.hinge_embedding_loss(a, y, 3.0),
+        (t(r, 2, 2),),
+    ),
+    "soft_margin_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, -1.0], [-1.0, 1.0]]): F.soft_margin_loss(a, y),
+        (t(r, 2, 2),),
+    ),
+    "cosine_embedding_loss": lambda r: (
+        lambda a, b, y=gpunn.tensor([1.0, -1.0, 1.0]): F.cosine_embedding_loss(a, b, y, -1.0),
+        (t(r, 3, 4), t(r, 3, 4)),
+    ),
+    "triplet_margin_loss": lambda r: (
+        lambda a, p, n: F.triplet_margin_loss(a, p, n, margin=5.0),
+        (t(r, 3, 4), t(r, 3, 4), t(r, 3, 4)),
+    ),
+    "multilabel_soft_margin_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, 0.0], [0.0, 1.0]]): F.multilabel_soft_margin_loss(a, y),
+        (t(r, 2, 2),),
+    ),
+    "poisson_nll_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, 0.0], [3.0, 2.0]]): F.poisson_nll_loss(a, y, full=True),
+        (t(r, 2, 2),),
+    ),
+    "gaussian_nll_loss": lambda r: (
+        lambda a, b, v: F.gaussian_nll_loss(a, b, v),
+        (t(r, 3, 2), t(r, 3, 2), t(r, 3, 2, positive=True)),
+    ),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),

@@ -166,3 +166,77 @@ def test_errors_like_torch(fn, exc):
     for L in (gpunn, torch):
         with pytest.raises(exc):
             fn(L)
+
+
+def _pm1(rng, shape):
+    return np.where(rng.random(shape) > 0.5, 1.0, -1.0)
+
+
+LOSSES = {
+    "margin_ranking": lambda L, a, b, c, r: L.nn.functional.margin_ranking_loss(a[:, 0], b[:, 0], r["y"], margin=0.3),
+    "hinge_embedding": lambda L, a, b, c, r: L.nn.functional.hinge_embedding_loss(a, r["ye"], 0.5, reduction="sum"),
+    "soft_margin": lambda L, a, b, c, r: L.nn.functional.soft_margin_loss(a * 30, r["ye"]),
+    "cosine_embedding": lambda L, a, b, c, r: L.nn.functional.cosine_embedding_loss(a, b, r["y"], margin=0.1),
+    "triplet": lambda L, a, b, c, r: L.nn.functional.triplet_margin_loss(a, b, c, margin=2.0, reduction="none"),
+    "triplet_swap_p1": lambda L, a, b, c, r: L.nn.functional.triplet_margin_loss(a, b, c, swap=True, p=1),
+    "multilabel_soft_margin": lambda L, a, b, c, r: L.nn.functional.multilabel_soft_margin_loss(a, r["yl"], r["w"]),
+    "poisson_nll": lambda L, a, b, c, r: L.nn.functional.poisson_nll_loss(a, r["counts"]),
+    "poisson_nll_full": lambda L, a, b, c, r: L.nn.functional.poisson_nll_loss(
+        a.abs(), r["counts"], log_input=False, full=True
+    ),
+    "gaussian_nll": lambda L, a, b, c, r: L.nn.functional.gaussian_nll_loss(a, b, c.abs() + 0.1),
+    "gaussian_nll_shared_var_full": lambda L, a, b, c, r: L.nn.functional.gaussian_nll_loss(
+        a, b, c.abs()[:, :1] * 1e-9, full=True
+    ),  # var below eps: clamped, its gradient passed straight through (as torch)
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(LOSSES))
+def test_more_losses_match_torch(rng, case, dtype):
+    extras = {
+        "y": _pm1(rng, 6),
+        "ye": _pm1(rng, (6, 5)),
+        "yl": (rng.random((6, 5)) > 0.5) * 1.0,
+        "w": rng.random(5),
+        "counts": rng.integers(0, 5, (6, 5)) * 1.0,
+    }
+
+    def fn(L, a, b, c):
+        return LOSSES[case](L, a, b, c, {k: L.tensor(v.astype(dtype)) for k, v in extras.items()})
+
+    parity(rng, fn, [rng.standard_normal((6, 5)) for _ in range(3)], dtype)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, n_in",
+    [
+        ("MarginRankingLoss", {"margin": 0.2}, 3),
+        ("HingeEmbeddingLoss", {"margin": 2.0}, 2),
+        ("SoftMarginLoss", {}, 2),
+        ("CosineEmbeddingLoss", {"margin": 0.5, "reduction": "sum"}, 3),
+        ("TripletMarginLoss", {"margin": 0.5, "p": 3}, 3),
+        ("MultiLabelSoftMarginLoss", {}, 2),
+        ("PoissonNLLLoss", {"log_input": False}, 2),
+        ("GaussianNLLLoss", {"full": True}, 3),
+    ],
+)
+def test_more_loss_modules_like_torch(rng, name, kwargs, n_in):
+    x = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(3)]
+    if name in ("MarginRankingLoss", "CosineEmbeddingLoss"):
+        x[2 if name == "MarginRankingLoss" else 2] = _pm1(rng, 4 if name == "CosineEmbeddingLoss" else (4, 3))
+        x[2] = x[2].astype(np.float32)
+        if name == "MarginRankingLoss":
+            x = [x[0][:, 0], x[1][:, 0], x[2][:, 0]]
+    if name in ("HingeEmbeddingLoss", "SoftMarginLoss"):
+        x[1] = _pm1(rng, (4, 3)).astype(np.float32)
+    if name in ("PoissonNLLLoss", "GaussianNLLLoss"):
+        x = [np.abs(v) for v in x]
+    if name == "MultiLabelSoftMarginLoss":
+        x[1] = (x[1] > 0).astype(np.float32)
+    res = []
+    for L in (gpunn, torch):
+        m = getattr(L.nn, name)(**kwargs)
+        res.append((repr(m), m(*[L.tensor(v) for v in x[:n_in]]).item()))
+    assert res[0][0] == res[1][0]
+    np.testing.assert_allclose(res[0][1], res[1][1], rtol=2e-6)
