@@ -308,6 +308,7 @@ _LAZY = (
     "distributed",
     "backends",
     "linalg",
+    "distributions",
 )
 
 
