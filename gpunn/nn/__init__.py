@@ -79,6 +79,7 @@ from gpunn.nn.pixelshuffle import PixelShuffle, PixelUnshuffle
 from gpunn.nn.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from gpunn.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gpunn.nn.sparse import Embedding
+from gpunn.nn.transformer import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
 from gpunn.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
@@ -96,6 +97,9 @@ __all__ = [
     "Linear",
     "Identity",
     "Embedding",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerEncoder",
     "RNN",
     "LSTM",
     "GRU",
