@@ -1,11 +1,11 @@
 """The parity sweep as a regression test: short programs in the style of the PyTorch tutorials, pytorch/examples
 and course notes (tests/scripts/parity: linear and logistic regression, an MLP with DataLoader, StepLR and
 state_dict save/load, a CNN with BatchNorm and CosineAnnealingLR, makemore's bigram and embedding MLP, an
-attention block with LayerNorm/GELU/AdamW/clip_grad_norm_, the VAE, the polynomial regression, a DCGAN step and
-the word language model with LSTM/GRU) each run once under ``torch`` and once under ``gpunn`` (``python s.py
-torch|gpunn``: ``import gpunn as torch`` is the only change). Every number and True/False they print must
-agree (numbers to float32 training drift: rtol 1e-4); the line counts too. Weights are set from NumPy, since
-the two libraries' random generators differ."""
+attention block with LayerNorm/GELU/AdamW/clip_grad_norm_, the VAE, the polynomial regression, a DCGAN step,
+the word language model with LSTM/GRU, time_sequence_prediction with LSTMCell and LBFGS) each run once under
+``torch`` and once under ``gpunn`` (``python s.py torch|gpunn``: ``import gpunn as torch`` is the only change).
+Every number and True/False they print must agree (numbers to float32 training drift: rtol 1e-4); the line
+counts too. Weights are set from NumPy, since the two libraries' random generators differ."""
 
 from __future__ import annotations
 
