@@ -1190,6 +1190,12 @@ def pad(input, pad, mode: str = "constant", value: float | None = None) -> Tenso
     amounts = [(0, 0)] * x_t.ndim
     for k in range(len(pad) // 2):
         amounts[x_t.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    for axis, ((lo, hi), n) in enumerate(zip(amounts, x_t.shape)):
+        if n + lo + hi < (0 if mode == "constant" else 1) or n + min(lo, 0) + min(hi, 0) < 0:
+            raise RuntimeError(
+                f"pad: the input size {n} of dim {axis}, plus negative padding {lo} and {hi}, leaves a negative "
+                "(or, outside constant mode, empty) output size"
+            )
     out = x_t
     if mode != "constant":  # each padded cell copies a cell of the input: an index map per dim, then index_select
         from gpunn.ops.shape import index_select
@@ -1350,6 +1356,9 @@ def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", alig
         scales = (None,) * nsp if recompute_scale_factor else tuple(1.0 / f for f in factors)
     if len(sizes) != nsp:
         raise ValueError(f"interpolate: size/scale_factor has {len(sizes)} entries for {nsp} spatial dims")
+    if min(sizes) <= 0 or min(in_sizes) <= 0:
+        raise RuntimeError(f"Input and output sizes should be greater than 0, but got input {tuple(in_sizes)} and "
+                           f"output {tuple(sizes)}")  # fmt: skip
     xp = x_t._backend.xp
     out = x_t
     for k, (n_out, n_in, scale) in enumerate(zip(sizes, in_sizes, scales)):

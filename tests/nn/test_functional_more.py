@@ -160,6 +160,10 @@ def test_modules_like_torch(rng, name, kwargs, n_in):
         (lambda L: L.nn.functional.pad(L.ones(2, 3), (1, 2, 3)), RuntimeError),
         (lambda L: L.nn.functional.pad(L.ones(1, 2, 3), (3, 0), mode="reflect"), RuntimeError),
         (lambda L: L.nn.functional.smooth_l1_loss(L.ones(3), L.ones(3), beta=-1.0), RuntimeError),
+        (lambda L: L.nn.functional.pad(L.ones(2, 5), (-10, 0)), RuntimeError),
+        (lambda L: L.nn.functional.pad(L.ones(2, 5), (-2, -3), mode="replicate"), RuntimeError),
+        (lambda L: L.nn.functional.interpolate(L.ones(1, 1, 4), size=0), RuntimeError),
+        (lambda L: L.nn.functional.interpolate(L.ones(1, 1, 4), scale_factor=0.1), RuntimeError),
     ],
 )
 def test_errors_like_torch(fn, exc):
