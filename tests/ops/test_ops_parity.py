@@ -501,3 +501,24 @@ def test_bernoulli_draws_in_proportion():
     assert abs(gpunn.zeros(4000).bernoulli_(0.3).mean().item() - 0.3) < 0.03
     with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
         gpunn.bernoulli(gpunn.tensor([1.5]))
+
+
+def test_in_place_reshaping_ops_like_torch():
+    """unsqueeze_/squeeze_/t_/transpose_ change the tensor's own shape (storage kept); a leaf that requires
+    grad refuses outside no_grad, as PyTorch; gpunn also refuses on a non-leaf that requires grad (it says so)."""
+    for L in (gpunn, torch):
+        z = L.arange(6.0).reshape(2, 3)
+        z.t_()
+        assert tuple(z.shape) == (3, 2) and z[0, 1].item() == 3.0
+        z.unsqueeze_(1).transpose_(0, 2)
+        assert tuple(z.shape) == (2, 1, 3)
+        z.squeeze_()
+        assert tuple(z.shape) == (2, 3) and z.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+        x = L.ones(2, 3, requires_grad=True)
+        with pytest.raises(RuntimeError, match="leaf Variable"):
+            x.unsqueeze_(0)
+        with L.no_grad():
+            x.unsqueeze_(0)
+        assert tuple(x.shape) == (1, 2, 3)
+    with pytest.raises(NotImplementedError, match="out-of-place"):
+        (gpunn.ones(2, requires_grad=True) * 2).unsqueeze_(0)
