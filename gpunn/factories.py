@@ -357,3 +357,17 @@ def multinomial(input, num_samples: int, replacement: bool = False, *, generator
         idx = xp.minimum((u[:, :, None] >= cdf[:, None, :]).sum(axis=2), n_cat - 1)  # cdf entries <= u
     idx = idx.astype(np.int64)
     return Tensor._wrap(idx.reshape(num_samples) if input.ndim == 1 else idx, be)
+
+
+def bernoulli(input, p=None, *, generator=None, out=None) -> Tensor:  # noqa: A002
+    """0/1 samples, 1 with probability ``input`` (or ``p``) per element, in input's dtype, from the backend's
+    seeded generator. Not differentiable."""
+    _no_out(out, generator)
+    if not isinstance(input, Tensor) or input.dtype.kind != "f":
+        raise RuntimeError("bernoulli: expected a floating-point tensor of probabilities")
+    be = input._backend
+    probs = input._data if p is None else be.xp.full(input.shape, float(p), dtype=input.dtype)
+    if bool(((probs < 0) | (probs > 1)).any()) or bool(be.xp.isnan(probs).any()):
+        raise RuntimeError("bernoulli: all elements of the probabilities must be in [0, 1]")
+    u = be.rand(input.shape, np.float64)
+    return Tensor._wrap((u < probs).astype(input.dtype), be)

@@ -37,8 +37,8 @@ from gpunn.nn.activation import (
     Threshold,
 )
 from gpunn.nn.batchnorm import BatchNorm1d, BatchNorm2d
-from gpunn.nn.container import ModuleDict, ModuleList, Sequential
-from gpunn.nn.conv import Conv2d
+from gpunn.nn.container import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from gpunn.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from gpunn.nn.distance import CosineSimilarity, PairwiseDistance
 from gpunn.nn.dropout import Dropout, Dropout2d
 from gpunn.nn.flatten import Flatten, Unflatten
@@ -46,20 +46,41 @@ from gpunn.nn.linear import Identity, Linear
 from gpunn.nn.loss import (
     BCELoss,
     BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
     CrossEntropyLoss,
+    GaussianNLLLoss,
+    HingeEmbeddingLoss,
     HuberLoss,
     KLDivLoss,
     L1Loss,
+    MarginRankingLoss,
     MSELoss,
+    MultiLabelSoftMarginLoss,
     MultiMarginLoss,
     NLLLoss,
+    PoissonNLLLoss,
     SmoothL1Loss,
+    SoftMarginLoss,
+    TripletMarginLoss,
 )
 from gpunn.nn.module import Module
-from gpunn.nn.normalization import LayerNorm
+from gpunn.nn.normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm
+from gpunn.nn.padding import (
+    ConstantPad1d,
+    ConstantPad2d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ZeroPad2d,
+)
 from gpunn.nn.parameter import Parameter
-from gpunn.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from gpunn.nn.pixelshuffle import PixelShuffle, PixelUnshuffle
+from gpunn.nn.pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from gpunn.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from gpunn.nn.sparse import Embedding
+from gpunn.nn.transformer import MultiheadAttention, TransformerEncoder, TransformerEncoderLayer
+from gpunn.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     "functional",
@@ -71,10 +92,29 @@ __all__ = [
     "Sequential",
     "ModuleList",
     "ModuleDict",
+    "ParameterList",
+    "ParameterDict",
     "Linear",
     "Identity",
     "Embedding",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerEncoder",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "Conv1d",
     "Conv2d",
+    "MaxPool1d",
+    "AvgPool1d",
+    "AdaptiveAvgPool1d",
+    "ConvTranspose2d",
+    "Upsample",
+    "UpsamplingNearest2d",
+    "UpsamplingBilinear2d",
     "MaxPool2d",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
@@ -84,11 +124,31 @@ __all__ = [
     "PairwiseDistance",
     "SmoothL1Loss",
     "HuberLoss",
+    "MarginRankingLoss",
+    "HingeEmbeddingLoss",
+    "SoftMarginLoss",
+    "CosineEmbeddingLoss",
+    "TripletMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "PoissonNLLLoss",
+    "GaussianNLLLoss",
     "Dropout",
     "Dropout2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "ZeroPad2d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "ReLU",
     "LeakyReLU",
     "Sigmoid",

@@ -7,12 +7,13 @@ import operator
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from gpunn.dtypes import dtype_name
 from gpunn.nn.activation import LeakyReLU, ReLU, Sigmoid, Tanh
 from gpunn.nn.conv import Conv2d
 from gpunn.nn.linear import Linear
 from gpunn.nn.module import Module
 
-__all__ = ["Sequential", "ModuleList", "ModuleDict"]
+__all__ = ["Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict"]
 
 # layers that take the activation that follows them into their own op (F.linear / F.conv2d(activation=)),
 # and the activations they take; a subclass that overrides forward is not fused
@@ -234,3 +235,108 @@ class ModuleDict(Module):
             if not isinstance(module, Module):
                 raise TypeError(f"ModuleDict[{key!r}] must be a Module, got {type(module).__name__}")
             self[key] = module
+
+
+def _parameter_lines(items, type_name) -> str:
+    """PyTorch's listing of a ParameterList / ParameterDict (it indents these lines itself)."""
+    lines = []
+    for k, p in items:
+        device = f" ({p.device})" if p.device.type == "cuda" else ""
+        lines.append(f"  ({k}): Parameter containing: [{type_name(p)} of size {'x'.join(map(str, p.shape))}{device}]")
+    return "\n".join(lines)
+
+
+def _as_parameter(value):
+    from gpunn.nn.parameter import Parameter
+
+    return value if isinstance(value, Parameter) else Parameter(value)
+
+
+class ParameterList(Module):
+    """A list of Parameters registered as "0", "1", ... (tensors given are wrapped as Parameters).
+    >>> self.ws = nn.ParameterList([nn.Parameter(gpunn.randn(3)) for _ in range(4)])
+    """
+
+    def __init__(self, values=None) -> None:
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters[str(i)] for i in range(len(self)))
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return ParameterList(list(self)[idx])
+        return self._parameters[str(_index(idx, len(self), "ParameterList"))]
+
+    def __setitem__(self, idx, value) -> None:
+        self.register_parameter(str(_index(idx, len(self), "ParameterList")), _as_parameter(value))
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def append(self, value) -> ParameterList:
+        self.register_parameter(str(len(self)), _as_parameter(value))
+        return self
+
+    def extend(self, values) -> ParameterList:
+        for v in values:
+            self.append(v)
+        return self
+
+    def extra_repr(self) -> str:
+        return _parameter_lines(enumerate(self), lambda p: dtype_name(p.dtype))
+
+
+class ParameterDict(Module):
+    """A dict of Parameters registered under their keys (tensors given are wrapped as Parameters)."""
+
+    def __init__(self, parameters=None) -> None:
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key: str):
+        return self._parameters[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        self.register_parameter(key, _as_parameter(value))
+
+    def __delitem__(self, key: str) -> None:
+        del self._parameters[key]
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def __contains__(self, key) -> bool:
+        return key in self._parameters
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def items(self):
+        return self._parameters.items()
+
+    def values(self):
+        return self._parameters.values()
+
+    def get(self, key, default=None):
+        return self._parameters.get(key, default)
+
+    def pop(self, key: str):
+        return self._parameters.pop(key)
+
+    def update(self, parameters) -> None:
+        items = parameters.items() if hasattr(parameters, "items") else parameters
+        for k, v in items:
+            self[k] = v
+
+    def extra_repr(self) -> str:
+        return _parameter_lines(self.items(), lambda p: p.type())

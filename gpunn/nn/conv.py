@@ -1,4 +1,4 @@
-"""``Conv2d``: 2-D convolution (cross-correlation) over NCHW inputs."""
+"""``Conv2d``: 2-D convolution (cross-correlation) over NCHW inputs; ``ConvTranspose2d``: its adjoint."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gpunn.nn.module import Module
 from gpunn.nn.parameter import Parameter
 from gpunn.tensor import Tensor
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -121,6 +121,108 @@ class Conv2d(Module):
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
         if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class ConvTranspose2d(Module):
+    """The transposed convolution (F.conv_transpose2d): (N, C_in, H, W) -> (N, C_out, OH, OW) with
+    OH = (H - 1) stride - 2 padding + dilation (kH - 1) + output_padding + 1; W: (C_in, C_out / groups, kH, kW),
+    initialised as PyTorch does (kaiming_uniform_(a=sqrt(5)) over fan_in = C_out / groups * kH * kW).
+    >>> nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)(gpunn.randn(2, 16, 7, 7)).shape
+    (2, 8, 14, 14)
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+        groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = "zeros", device=None, dtype=None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        self.kernel_size, self.stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
+        self.padding, self.output_padding = _pair(padding, "padding"), _pair(output_padding, "output_padding")
+        self.dilation, self.padding_mode = _pair(dilation, "dilation"), padding_mode
+        self.weight = Parameter(_empty((self.in_channels, self.out_channels // groups) + self.kernel_size, dtype))
+        if bias:
+            self.bias = Parameter(_empty((self.out_channels,), dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+        if device is not None:
+            self.to(device)
+
+    def reset_parameters(self) -> None:
+        init.default_layer_init_(self.weight, self.bias)
+
+    def forward(self, input, output_size=None):  # noqa: A002
+        if output_size is not None:
+            raise NotImplementedError("ConvTranspose2d(output_size=...) is not supported by gpunn; set output_padding")
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.output_padding != (0, 0):
+            s += f", output_padding={self.output_padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class Conv1d(Module):
+    """y[n, o] = b[o] + sum_c W[o, c] (*) x[n, c] along L: (N, C_in, L) -> (N, C_out, OL); W (C_out, C_in / groups,
+    K), initialised as PyTorch's (kaiming_uniform_(a=sqrt(5)) and the bias from U(-1/sqrt(fan_in), ...)).
+    See ``F.conv1d``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None,
+                 dtype=None) -> None:  # fmt: skip
+        super().__init__()
+        if padding_mode != "zeros":
+            raise NotImplementedError(f"Conv1d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("in_channels and out_channels must be divisible by groups")
+        one = F._single
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        self.kernel_size = (one(kernel_size, "kernel_size", "Conv1d"),)
+        self.stride, self.dilation = (one(stride, "stride", "Conv1d"),), (one(dilation, "dilation", "Conv1d"),)
+        self.padding = padding if isinstance(padding, str) else (one(padding, "padding", "Conv1d"),)
+        self.padding_mode = padding_mode
+        self.weight = Parameter(_empty((self.out_channels, self.in_channels // groups) + self.kernel_size, dtype))
+        if bias:
+            self.bias = Parameter(_empty((self.out_channels,), dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+        if device is not None:
+            self.to(device)
+
+    def reset_parameters(self) -> None:
+        init.default_layer_init_(self.weight, self.bias)
+
+    def forward(self, input):  # noqa: A002
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,):
+            s += f", padding={self.padding}"
+        if self.dilation != (1,):
             s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"

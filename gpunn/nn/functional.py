@@ -1190,6 +1190,12 @@ def pad(input, pad, mode: str = "constant", value: float | None = None) -> Tenso
     amounts = [(0, 0)] * x_t.ndim
     for k in range(len(pad) // 2):
         amounts[x_t.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    for axis, ((lo, hi), n) in enumerate(zip(amounts, x_t.shape)):
+        if n + lo + hi < (0 if mode == "constant" else 1) or n + min(lo, 0) + min(hi, 0) < 0:
+            raise RuntimeError(
+                f"pad: the input size {n} of dim {axis}, plus negative padding {lo} and {hi}, leaves a negative "
+                "(or, outside constant mode, empty) output size"
+            )
     out = x_t
     if mode != "constant":  # each padded cell copies a cell of the input: an index map per dim, then index_select
         from gpunn.ops.shape import index_select
@@ -1246,3 +1252,381 @@ def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool =
 
 
 __all__ += ["smooth_l1_loss", "huber_loss", "pad", "normalize", "cosine_similarity", "pairwise_distance"]
+
+
+def conv_transpose2d(
+    input,  # noqa: A002
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> Tensor:
+    """The adjoint of conv2d (a "deconvolution"): x (N, C_in, H, W), W (C_in, C_out / groups, KH, KW) ->
+    (N, C_out, OH, OW), OH = (H - 1) sh - 2 ph + dh (KH - 1) + output_padding + 1. Composed: the input
+    spread out with sh - 1 zeros between pixels, padded by dh (KH - 1) - ph (+ output_padding at the end),
+    then conv2d with the kernel flipped and its in/out channels swapped; gradients flow through those ops.
+    >>> F.conv_transpose2d(x, W, stride=2, padding=1, output_padding=1)  # doubles H and W for KH = 3"""
+    from gpunn.ops.shape import index_put
+
+    x_t = _float_tensor(input, "conv_transpose2d")
+    _float_tensor(weight, "conv_transpose2d", "weight")
+    _check_same_backend(x_t, weight, "conv_transpose2d")
+    x_t, unbatched = _as_batched_4d(x_t, "conv_transpose2d")
+    if weight.ndim != 4 or weight.shape[0] != x_t.shape[1] or x_t.shape[1] % groups:
+        raise RuntimeError(
+            f"conv_transpose2d: weight of shape {weight.shape} does not fit an input with {x_t.shape[1]} channels "
+            f"and groups={groups} (expected (C_in, C_out / groups, KH, KW))"
+        )
+    (sh, sw), (ph, pw) = _pair(stride, "stride", "conv_transpose2d"), _pair(padding, "padding", "conv_transpose2d")
+    (oph, opw), (dh, dw) = (_pair(output_padding, "output_padding", "conv_transpose2d"),
+                            _pair(dilation, "dilation", "conv_transpose2d"))  # fmt: skip
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise RuntimeError("conv_transpose2d: output padding must be smaller than either stride or dilation")
+    n, c_in, h, w = x_t.shape
+    kh, kw = weight.shape[2:]
+    z = x_t
+    if (sh, sw) != (1, 1):
+        zeros = Tensor._wrap(x_t._backend.xp.zeros((n, c_in, (h - 1) * sh + 1, (w - 1) * sw + 1), x_t.dtype),
+                             x_t._backend)  # fmt: skip
+        z = index_put(zeros, (slice(None), slice(None), slice(None, None, sh), slice(None, None, sw)), x_t)
+    eh, ew = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    z = pad(z, (ew, ew + opw, eh, eh + oph))
+    c_out_g = weight.shape[1]
+    w2 = weight.reshape(groups, c_in // groups, c_out_g, kh, kw).transpose(1, 2)
+    w2 = w2.reshape(groups * c_out_g, c_in // groups, kh, kw).flip((2, 3))
+    out = conv2d(z, w2, bias, 1, 0, (dh, dw), groups)
+    return out.squeeze(0) if unbatched else out
+
+
+__all__ += ["conv_transpose2d"]
+
+
+def _source_index(xp, out_size: int, in_size: int, scale, mode: str, align_corners: bool):
+    """Per output position along one dim: (i0, i1, w1) with out = (1 - w1) x[i0] + w1 x[i1] (PyTorch's source
+    coordinates; ``scale`` is 1 / scale_factor when one was given, else in / out)."""
+    dst = np.arange(out_size, dtype=np.float64)
+    if mode in ("nearest", "nearest-exact"):
+        s = in_size / out_size if scale is None else scale
+        src = np.floor((dst + 0.5) * s) if mode == "nearest-exact" else np.floor(dst * np.float32(s))
+        i0 = np.minimum(src.astype(np.int64), in_size - 1)
+        return i0, i0, None
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1)) if out_size > 1 else dst * 0
+    else:
+        s = in_size / out_size if scale is None else scale
+        src = np.maximum((dst + 0.5) * s - 0.5, 0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, src - i0
+
+
+def interpolate(input, size=None, scale_factor=None, mode: str = "nearest", align_corners=None,  # noqa: A002
+                recompute_scale_factor=None, antialias: bool = False) -> Tensor:  # fmt: skip
+    """Resize the spatial dims of x (N, C, *spatial; 1 to 3 of them) to ``size`` or by ``scale_factor``:
+    ``mode`` 'nearest' / 'nearest-exact' (copies), 'linear' / 'bilinear' / 'trilinear' (PyTorch's
+    ``align_corners`` rules). Done one dim at a time as index_select (+ a weighted sum), so gradients and
+    non-finite values behave as the gathers they are."""
+    from gpunn.ops.shape import index_select
+
+    x_t = _float_tensor(input, "interpolate")
+    nsp = x_t.ndim - 2
+    linear_modes = {"linear": 1, "bilinear": 2, "trilinear": 3}
+    if mode not in ("nearest", "nearest-exact", *linear_modes):
+        raise NotImplementedError(f"interpolate: mode {mode!r} is not supported by gpunn")
+    if nsp < 1 or nsp > 3 or (mode in linear_modes and linear_modes[mode] != nsp):
+        raise NotImplementedError(f"Got {x_t.ndim}D input, but {mode} mode needs {linear_modes.get(mode, '1-3')} "
+                                  "spatial dims (input (N, C, *spatial))")  # fmt: skip
+    if align_corners is not None and mode not in linear_modes:
+        raise ValueError("align_corners option can only be set with the interpolating modes: linear | bilinear | "
+                         "bicubic | trilinear")  # fmt: skip
+    if antialias:
+        raise NotImplementedError("interpolate(antialias=True) is not supported by gpunn")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined")
+    in_sizes = x_t.shape[2:]
+    if size is not None:
+        sizes = (size,) * nsp if isinstance(size, int) else tuple(size)
+        scales = (None,) * nsp
+    else:
+        factors = (scale_factor,) * nsp if isinstance(scale_factor, (int, float)) else tuple(scale_factor)
+        sizes = tuple(int(math.floor(n * f)) for n, f in zip(in_sizes, factors))
+        scales = (None,) * nsp if recompute_scale_factor else tuple(1.0 / f for f in factors)
+    if len(sizes) != nsp:
+        raise ValueError(f"interpolate: size/scale_factor has {len(sizes)} entries for {nsp} spatial dims")
+    if min(sizes) <= 0 or min(in_sizes) <= 0:
+        raise RuntimeError(f"Input and output sizes should be greater than 0, but got input {tuple(in_sizes)} and "
+                           f"output {tuple(sizes)}")  # fmt: skip
+    xp = x_t._backend.xp
+    out = x_t
+    for k, (n_out, n_in, scale) in enumerate(zip(sizes, in_sizes, scales)):
+        axis = 2 + k
+        i0, i1, w1 = _source_index(xp, n_out, n_in, scale, mode, bool(align_corners))
+        lo = index_select(out, axis, xp.asarray(i0))
+        if w1 is None:
+            out = lo
+            continue
+        shape = [1] * out.ndim
+        shape[axis] = n_out
+        w = Tensor._wrap(xp.asarray(w1.reshape(shape).astype(x_t.dtype)), x_t._backend)
+        out = lo + (index_select(out, axis, xp.asarray(i1)) - lo) * w
+    return out
+
+
+__all__ += ["interpolate"]
+
+
+def pixel_shuffle(input, upscale_factor: int) -> Tensor:  # noqa: A002
+    """(*, C r^2, H, W) -> (*, C, H r, W r): out[c, h r + i, w r + j] = x[c r^2 + i r + j, h, w] (composite)."""
+    x_t = _tensor(input, "pixel_shuffle")
+    r = int(upscale_factor)
+    if x_t.ndim < 3 or x_t.shape[-3] % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
+                           f"upscale_factor, but input.size(-3)={x_t.shape[-3] if x_t.ndim >= 3 else None} is not "
+                           f"divisible by {r * r}")  # fmt: skip
+    *lead, c, h, w = x_t.shape
+    k = len(lead)
+    y = x_t.reshape(*lead, c // (r * r), r, r, h, w)
+    y = y.permute(*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input, downscale_factor: int) -> Tensor:  # noqa: A002
+    """The inverse of pixel_shuffle: (*, C, H r, W r) -> (*, C r^2, H, W)."""
+    x_t = _tensor(input, "pixel_unshuffle")
+    r = int(downscale_factor)
+    *lead, c, h, w = x_t.shape
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects height and width divisible by {r}, got {h} x {w}")
+    k = len(lead)
+    y = x_t.reshape(*lead, c, h // r, r, w // r, r)
+    y = y.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """Normalize x (N, C, *) over each group of C / num_groups channels (and all spatial positions), then the
+    per-channel affine ``weight``, ``bias`` (C,). Composite: layer_norm over the regrouped tensor."""
+    x_t = _float_tensor(input, "group_norm")
+    if x_t.ndim < 2 or x_t.shape[1] % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input of "
+                           f"shape {list(x_t.shape)} and num_groups={num_groups}")  # fmt: skip
+    n, c = x_t.shape[:2]
+    grouped = x_t.reshape(n, num_groups, -1)
+    y = layer_norm(grouped, (grouped.shape[-1],), eps=eps).reshape(x_t.shape)
+    shape = (1, c) + (1,) * (x_t.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,  # noqa: A002
+                  use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:  # fmt: skip
+    """Normalize each (sample, channel) over its spatial positions, then the per-channel affine. Running
+    statistics (``track_running_stats``) are not supported by gpunn: they raise."""
+    x_t = _float_tensor(input, "instance_norm")
+    if running_mean is not None or running_var is not None or not use_input_stats:
+        raise NotImplementedError("instance_norm with running statistics is not supported by gpunn")
+    if x_t.ndim < 3:
+        raise ValueError(f"instance_norm: expected an input (N, C, *spatial), got shape {x_t.shape}")
+    return group_norm(x_t, x_t.shape[1], weight, bias, eps)
+
+
+__all__ += ["pixel_shuffle", "pixel_unshuffle", "group_norm", "instance_norm"]
+
+
+def _single(v, name: str, fname: str) -> int:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 1:
+            raise ValueError(f"{fname}(): {name} must be an int or a 1-tuple, got {v}")
+        v = v[0]
+    return int(v)
+
+
+def _as_batched_3d(input: Tensor, fname: str):
+    if input.ndim == 2:
+        return input.unsqueeze(0), True
+    if input.ndim != 3:
+        raise ValueError(f"{fname}(): expected a 3-D input (N, C, L) or 2-D (C, L), got shape {input.shape}")
+    return input, False
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:  # noqa: A002
+    """1-D cross-correlation: x (N, C, L), W (OC, C / groups, K) -> (N, OC, OL): conv2d over a height-1 image."""
+    x_t, unbatched = _as_batched_3d(_float_tensor(input, "conv1d"), "conv1d")
+    _float_tensor(weight, "conv1d", "weight")
+    if weight.ndim != 3:
+        raise RuntimeError(f"conv1d(): weight must be 3-D (out_channels, in_channels / groups, K), got {weight.shape}")
+    if isinstance(padding, str):
+        padding = _conv_padding(padding, (1, weight.shape[-1]), 1 if stride in (1, (1,)) else 2,
+                                (1, _single(dilation, "dilation", "conv1d")), "conv1d")[1]  # fmt: skip
+    stride, padding = _single(stride, "stride", "conv1d"), _single(padding, "padding", "conv1d")
+    dilation = _single(dilation, "dilation", "conv1d")
+    out = conv2d(x_t.unsqueeze(2), weight.unsqueeze(2), bias, (1, stride), (0, padding), (1, dilation), groups)
+    out = out.squeeze(2)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,  # noqa: A002
+               return_indices: bool = False) -> Tensor:  # fmt: skip
+    """Max over windows along L of x (N, C, L): max_pool2d over a height-1 image."""
+    x_t, unbatched = _as_batched_3d(_float_tensor(input, "max_pool1d"), "max_pool1d")
+    k = _single(kernel_size, "kernel_size", "max_pool1d")
+    s = k if stride is None or stride == () else _single(stride, "stride", "max_pool1d")
+    p, d = _single(padding, "padding", "max_pool1d"), _single(dilation, "dilation", "max_pool1d")
+    out = max_pool2d(x_t.unsqueeze(2), (1, k), (1, s), (0, p), (1, d), ceil_mode, return_indices).squeeze(2)
+    return out.squeeze(0) if unbatched else out
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,  # noqa: A002
+               count_include_pad: bool = True) -> Tensor:  # fmt: skip
+    """Mean over windows along L of x (N, C, L): avg_pool2d over a height-1 image."""
+    x_t, unbatched = _as_batched_3d(_float_tensor(input, "avg_pool1d"), "avg_pool1d")
+    k = _single(kernel_size, "kernel_size", "avg_pool1d")
+    s = k if stride is None or stride == () else _single(stride, "stride", "avg_pool1d")
+    out = avg_pool2d(x_t.unsqueeze(2), (1, k), (1, s), (0, _single(padding, "padding", "avg_pool1d")), ceil_mode,
+                     count_include_pad).squeeze(2)  # fmt: skip
+    return out.squeeze(0) if unbatched else out
+
+
+def adaptive_avg_pool1d(input, output_size) -> Tensor:  # noqa: A002
+    """Average over PyTorch's adaptive windows along L: (N, C, L) -> (N, C, output_size)."""
+    x_t = _float_tensor(input, "adaptive_avg_pool1d")
+    if x_t.ndim not in (2, 3):
+        raise ValueError(f"adaptive_avg_pool1d(): expected a 2-D or 3-D input, got shape {x_t.shape}")
+    return adaptive_avg_pool2d(x_t.unsqueeze(-2), (1, _single(output_size, "output_size", "adaptive_avg_pool1d")))\
+        .squeeze(-2)  # fmt: skip
+
+
+__all__ += ["conv1d", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d"]
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale=None, enable_gqa: bool = False) -> Tensor:  # fmt: skip
+    """softmax(q k^T * scale + mask) v over the last two dims: q (*, L, E), k (*, S, E), v (*, S, Ev) ->
+    (*, L, Ev); ``scale`` 1 / sqrt(E) by default; ``is_causal``: query i sees keys j <= i; ``attn_mask`` a bool
+    mask (True = may attend) or an additive float bias; ``dropout_p`` on the attention weights; ``enable_gqa``
+    repeats the key/value heads (dim -3) to the query's. PyTorch's math path, composed from gpunn ops."""
+    q, k, v = (_float_tensor(t, "scaled_dot_product_attention", n) for t, n in ((query, "query"), (key, "key"),
+                                                                             (value, "value")))  # fmt: skip
+    if is_causal and attn_mask is not None:
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+        from gpunn.ops.shape import repeat_interleave
+
+        k = repeat_interleave(k, q.shape[-3] // k.shape[-3], dim=-3)
+        v = repeat_interleave(v, q.shape[-3] // v.shape[-3], dim=-3)
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scores = (q @ k.transpose(-2, -1)) * s
+    if is_causal:
+        keep = Tensor._wrap(q._backend.xp.tri(n_q, n_k, 0, dtype=bool), q._backend)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    elif attn_mask is not None:
+        if attn_mask.dtype == np.bool_:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = softmax(scores, dim=-1)
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p, True)
+    return weights @ v
+
+
+__all__ += ["scaled_dot_product_attention"]
+
+
+def margin_ranking_loss(input1, input2, target, margin: float = 0.0, reduction: str = "mean") -> Tensor:
+    """max(0, -y (x1 - x2) + margin), y in {1, -1}."""
+    _check_reduction(reduction, "margin_ranking_loss")
+    return _reduce((-target * (input1 - input2) + margin).clamp_min(0), reduction)
+
+
+def hinge_embedding_loss(input, target, margin: float = 1.0, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """x where y == 1, max(0, margin - x) where y == -1."""
+    _check_reduction(reduction, "hinge_embedding_loss")
+    margin_part = (margin - input).clamp_min(0)
+    loss = where(target == 1, input, 0.0) + where(target == -1, margin_part, 0.0)
+    return _reduce(loss, reduction)
+
+
+def soft_margin_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """log(1 + exp(-y x)), averaged over elements."""
+    _check_reduction(reduction, "soft_margin_loss")
+    return _reduce(softplus(-target * input, threshold=1e30), reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin: float = 0.0, reduction: str = "mean") -> Tensor:
+    """1 - cos(x1, x2) where y == 1, max(0, cos(x1, x2) - margin) where y == -1 (cos over dim -1, eps 1e-8
+    on the squared norms, as PyTorch)."""
+    _check_reduction(reduction, "cosine_embedding_loss")
+    eps = 1e-12
+    prod = (input1 * input2).sum(-1)
+    mag1, mag2 = (input1 * input1).sum(-1) + eps, (input2 * input2).sum(-1) + eps
+    cos = prod / (mag1 * mag2).sqrt()
+    loss = where(target == 1, 1 - cos, 0.0) + where(target == -1, (cos - margin).clamp_min(0), 0.0)
+    return _reduce(loss, reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin: float = 1.0, p: float = 2, eps: float = 1e-6,
+                        swap: bool = False, reduction: str = "mean") -> Tensor:  # fmt: skip
+    """max(0, d(a, p) - d(a, n) + margin) with d the pairwise p-norm distance (``swap``: d(a, n) is the smaller
+    of d(a, n) and d(p, n))."""
+    _check_reduction(reduction, "triplet_margin_loss")
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        from gpunn.ops.pointwise import minimum
+
+        d_neg = minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce((d_pos - d_neg + margin).clamp_min(0), reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """-mean over classes of y log sigmoid(x) + (1 - y) log sigmoid(-x) (times ``weight``), per sample."""
+    from gpunn.ops.pointwise import logsigmoid
+
+    _check_reduction(reduction, "multilabel_soft_margin_loss")
+    loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss.mean(-1), reduction)
+
+
+def poisson_nll_loss(input, target, log_input: bool = True, full: bool = False, size_average=None, eps: float = 1e-8,  # noqa: A002
+                     reduce=None, reduction: str = "mean") -> Tensor:  # fmt: skip
+    """exp(x) - y x (``log_input``) or x - y log(x + eps); ``full`` adds Stirling's term for y > 1."""
+    _check_reduction(reduction, "poisson_nll_loss")
+    loss = input.exp() - target * input if log_input else input - target * (input + eps).log()
+    if full:
+        t = target
+        stirling = t * t.clamp_min(1).log() - t + 0.5 * (2 * math.pi * t.clamp_min(1)).log()
+        loss = loss + where(t > 1, stirling, 0.0)
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """0.5 (log(max(var, eps)) + (x - y)^2 / max(var, eps)) (+ 0.5 log(2 pi) with ``full``)."""
+    _check_reduction(reduction, "gaussian_nll_loss")
+    if isinstance(var, (int, float)):
+        var = Tensor._wrap(input._backend.xp.full(input.shape, float(var), dtype=input.dtype), input._backend)
+    if var.shape != input.shape:
+        if input.shape[:-1] == var.shape:
+            var = var.unsqueeze(-1)
+        elif not (input.shape[:-1] == var.shape[:-1] and var.shape[-1] == 1):
+            raise ValueError("var is of incorrect size")
+    if bool((var._data < 0).any()):
+        raise ValueError("var has negative entry/entries")
+    v = var + (var.detach().clamp(min=eps) - var.detach())  # clamped value, gradient passed straight (as torch)
+    loss = 0.5 * (v.log() + (input - target) ** 2 / v)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+__all__ += ["margin_ranking_loss", "hinge_embedding_loss", "soft_margin_loss", "cosine_embedding_loss"]
+__all__ += ["triplet_margin_loss", "multilabel_soft_margin_loss", "poisson_nll_loss", "gaussian_nll_loss"]

@@ -1,11 +1,11 @@
-"""``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` over NCHW inputs."""
+"""``MaxPool2d``, ``AvgPool2d`` and ``AdaptiveAvgPool2d`` over NCHW inputs; their 1-D forms over (N, C, L)."""
 
 from __future__ import annotations
 
 import gpunn.nn.functional as F
 from gpunn.nn.module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d"]
 
 
 class _Pool2d(Module):
@@ -86,3 +86,41 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+class MaxPool1d(_Pool2d):
+    """Max over windows along L: (N, C, L) -> (N, C, OL). See ``F.max_pool1d``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False) -> None:  # fmt: skip
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        F._pool_unsupported("MaxPool1d", dilation, return_indices)
+        self.dilation, self.return_indices = dilation, return_indices
+
+    def forward(self, input):  # noqa: A002
+        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+
+
+class AvgPool1d(_Pool2d):
+    """Mean over windows along L. See ``F.avg_pool1d``."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:  # fmt: skip
+        one = F._single
+        super().__init__((one(kernel_size, "kernel_size", "AvgPool1d"),),
+                         None if stride is None else (one(stride, "stride", "AvgPool1d"),),
+                         (one(padding, "padding", "AvgPool1d"),), ceil_mode)  # fmt: skip
+        self.count_include_pad = count_include_pad
+
+    def forward(self, input):  # noqa: A002
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+
+
+class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+    """Average pooling along L to ``output_size``."""
+
+    def forward(self, input):  # noqa: A002
+        return F.adaptive_avg_pool1d(input, self.output_size)

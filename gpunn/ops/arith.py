@@ -132,7 +132,8 @@ def pow(self, exponent) -> Tensor:  # noqa: A001
         with np.errstate(divide="ignore", invalid="ignore"):
             out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
         if p == 0:  # d/dx x^0 = 0 everywhere, including x = 0 (not 0 * inf), as in PyTorch
-            return self._result(out, (self,), lambda g: (g * 0,), "PowBackward0", saved=())
+            xp = self._backend.xp  # zeros, not g * 0 (NaN for an inf or NaN g)
+            return self._result(out, (self,), lambda g: (xp.zeros_like(g),), "PowBackward0", saved=())
 
         def backward_scalar(g):
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -151,9 +152,9 @@ def pow(self, exponent) -> Tensor:  # noqa: A001
             if self.requires_grad:
                 gx = g * e_data * x ** (e_data - 1)
                 gx = _unbroadcast(xp.where(e_data == 0, 0, gx), x.shape)  # torch: 0 where e == 0
-            if e.requires_grad:
-                logx = xp.where(x > 0, xp.log(xp.where(x > 0, x, 1)), 0)
-                ge = _unbroadcast(g * out * logx, e.shape)
+            if e.requires_grad:  # PyTorch's: g * x^e log x, 0 where x == 0 and e >= 0 (NaN for x < 0)
+                ge = g * xp.where((e_data >= 0) & (x == 0), out.dtype.type(0), out * xp.log(x))
+                ge = _unbroadcast(ge, e.shape)
         return gx, ge
 
     return self._result(out, (self, e), backward, "PowBackward1", saves_output=e.requires_grad)
@@ -476,3 +477,84 @@ def cdist(x1, x2, p: float = 2.0, compute_mode=None) -> Tensor:
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"cdist: expected (*, P, M) and (*, R, M) with the same M, got {x1.shape} and {x2.shape}")
     return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p, dim=-1)
+
+
+def mv(self, vec) -> Tensor:
+    """Matrix (n, m) times vector (m,)."""
+    if self.ndim != 2 or vec.ndim != 1:
+        raise RuntimeError(f"mv: expected a matrix and a vector, got shapes {self.shape} and {vec.shape}")
+    return matmul(self, vec)
+
+
+def hypot(self, other) -> Tensor:
+    """sqrt(a^2 + b^2) (composite)."""
+    b = self._operand(other, "hypot")
+    return (self * self + b * b).sqrt()
+
+
+def xlogy(self, other) -> Tensor:
+    """self * log(other), 0 where self == 0 (unless other is NaN), as PyTorch."""
+    from gpunn.ops.shape import where
+
+    b = self._operand(other, "xlogy")
+    zero = (self == 0) & ~b.isnan()
+    return where(zero, 0.0, self * b.log())
+
+
+def float_power(self, exponent) -> Tensor:
+    """self ** exponent in float64."""
+    e = exponent.astype(np.float64) if isinstance(exponent, Tensor) else float(exponent)
+    return pow(self.astype(np.float64), e)
+
+
+def tensordot(a, b, dims=2) -> Tensor:
+    """Sum of products over the last ``dims`` dims of a and the first of b (or the dim lists ``dims``)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    if isinstance(dims, int):
+        da, db = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    else:
+        da, db = ([dims[0]] if isinstance(dims[0], int) else list(dims[0])), (
+            [dims[1]] if isinstance(dims[1], int) else list(dims[1]))  # fmt: skip
+    da, db = [d % a.ndim for d in da], [d % b.ndim for d in db]
+    sa = list(letters[: a.ndim])
+    sb = list(letters[a.ndim : a.ndim + b.ndim])
+    for i, j in zip(da, db):
+        sb[j] = sa[i]
+    out = [c for i, c in enumerate(sa) if i not in da] + [c for j, c in enumerate(sb) if j not in db]
+    return einsum(f"{''.join(sa)},{''.join(sb)}->{''.join(out)}", a, b)
+
+
+def inner(self, other) -> Tensor:
+    """Sum of products over the last dims (scalars multiply)."""
+    b = self._operand(other, "inner")
+    if self.ndim == 0 or b.ndim == 0:
+        return mul(self, b)
+    return tensordot(self, b, ([-1], [-1]))
+
+
+def vdot(self, other) -> Tensor:
+    """The dot product of two 1-D tensors."""
+    return dot(self, other)
+
+
+def kron(self, other) -> Tensor:
+    """The Kronecker product (same rank, or the lower-rank one padded with leading 1s)."""
+    b = self._operand(other, "kron")
+    a = self
+    n = max(a.ndim, b.ndim)
+    a = a.reshape((1,) * (n - a.ndim) + a.shape)
+    b = b.reshape((1,) * (n - b.ndim) + b.shape)
+    inter_a = [v for s in a.shape for v in (s, 1)]
+    inter_b = [v for s in b.shape for v in (1, s)]
+    return mul(a.reshape(inter_a), b.reshape(inter_b)).reshape(tuple(x * y for x, y in zip(a.shape, b.shape)))
+
+
+def baddbmm(self, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    """beta * self + alpha * (batch1 @ batch2), batched (composite; beta = 0 ignores self)."""
+    prod = bmm(self._operand(batch1, "baddbmm"), batch2)
+    if alpha != 1:
+        prod = mul(prod, alpha)
+    if beta == 0:
+        np.broadcast_shapes(self.shape, prod.shape)
+        return prod
+    return add(mul(self, beta) if beta != 1 else self, prod)

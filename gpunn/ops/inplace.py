@@ -18,6 +18,27 @@ def _inplace_of(fn, name: str):
     return op
 
 
+def _reshaping_of(fn, name: str):
+    """``unsqueeze_``, ``squeeze_``, ``t_``, ``transpose_``: this tensor takes the view's shape (same storage).
+    As PyTorch, a leaf that requires grad refuses outside ``no_grad``; on a non-leaf that requires grad gpunn
+    refuses too (write ``x = x.unsqueeze(...)``)."""
+
+    def op(self, *args, **kwargs):
+        if self.requires_grad and is_grad_enabled():
+            if self.is_leaf:
+                raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+            raise NotImplementedError(
+                f"Tensor.{name}() on a tensor that requires grad is not supported by gpunn; "
+                f"use the out-of-place form (x = x.{name[:-1]}(...))"
+            )
+        self._data = fn(self, *args, **kwargs)._data
+        return self
+
+    op.__name__ = name
+    op.__doc__ = f"In-place ``{fn.__name__}``: this tensor takes the new shape (its storage is unchanged)."
+    return op
+
+
 def _filled(t: Tensor, values) -> Tensor:
     """An op whose output (``values``, broadcast to t's shape) does not depend on ``t``: zero gradient."""
     xp = t._backend.xp
@@ -162,6 +183,10 @@ INPLACE = {
     "tanh_": _inplace_of(pointwise.tanh, "tanh_"),
     "masked_fill_": _inplace_of(shape.masked_fill, "masked_fill_"),
     "tril_": _inplace_of(shape.tril, "tril_"),
+    "unsqueeze_": _reshaping_of(shape.unsqueeze, "unsqueeze_"),
+    "squeeze_": _reshaping_of(shape.squeeze, "squeeze_"),
+    "t_": _reshaping_of(shape.t, "t_"),
+    "transpose_": _reshaping_of(shape.transpose, "transpose_"),
     "index_add_": _inplace_of(shape.index_add, "index_add_"),
     "lerp_": _inplace_of(arith.lerp, "lerp_"),
     "addcmul_": _inplace_of(arith.addcmul, "addcmul_"),

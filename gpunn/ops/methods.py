@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from gpunn.ops import arith, pointwise, reduce, shape
 from gpunn.ops.inplace import INPLACE
 from gpunn.tensor import Tensor
@@ -43,6 +45,22 @@ def _multinomial(self, num_samples, replacement=False, *, generator=None):
     from gpunn.factories import multinomial
 
     return multinomial(self, num_samples, replacement, generator=generator)
+
+
+def _bernoulli(self, p=None, *, generator=None):
+    from gpunn.factories import bernoulli
+
+    return bernoulli(self, p, generator=generator)
+
+
+def _bernoulli_(self, p=0.5, *, generator=None):
+    """Fill with 0/1 samples, 1 with probability ``p`` (a number or a tensor of probabilities)."""
+    from gpunn.factories import bernoulli
+    from gpunn.grad_mode import no_grad
+
+    probs = p if isinstance(p, Tensor) else self.new_full(self.shape, float(p)).float()
+    with no_grad():
+        return self.copy_(bernoulli(probs.expand_as(self).float(), generator=generator))
 
 
 def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
@@ -128,6 +146,49 @@ METHODS = {
     "erf": pointwise.erf,
     "nan_to_num": pointwise.nan_to_num,
     "cumprod": reduce.cumprod,
+    "nansum": reduce.nansum,
+    "nanmean": reduce.nanmean,
+    "aminmax": reduce.aminmax,
+    "cummax": reduce.cummax,
+    "cummin": reduce.cummin,
+    "logcumsumexp": reduce.logcumsumexp,
+    "kthvalue": reduce.kthvalue,
+    "dist": reduce.dist,
+    "mv": arith.mv,
+    "hypot": arith.hypot,
+    "xlogy": arith.xlogy,
+    "float_power": arith.float_power,
+    "signbit": pointwise.signbit,
+    "sgn": pointwise.sign,
+    "deg2rad": pointwise.deg2rad,
+    "rad2deg": pointwise.rad2deg,
+    "fmax": pointwise.fmax,
+    "fmin": pointwise.fmin,
+    "select": shape.select,
+    "broadcast_to": shape.broadcast_to,
+    "diagonal": shape.diagonal,
+    "take": shape.take,
+    "rot90": shape.rot90,
+    "msort": shape.msort,
+    "inner": arith.inner,
+    "vdot": arith.vdot,
+    "kron": arith.kron,
+    "baddbmm": arith.baddbmm,
+    "heaviside": pointwise.heaviside,
+    "isposinf": pointwise.isposinf,
+    "isneginf": pointwise.isneginf,
+    "movedim": shape.movedim,
+    "moveaxis": shape.movedim,
+    "argwhere": shape.argwhere,
+    "take_along_dim": shape.take_along_dim,
+    "tensor_split": shape.tensor_split,
+    "byte": lambda self: self.astype(np.uint8),
+    "char": lambda self: self.astype(np.int8),
+    "short": lambda self: self.astype(np.int16),
+    "is_signed": lambda self: self.dtype.kind in "if",
+    "is_complex": lambda self: False,
+    "__contains__": lambda self, v: bool((self == v).any()),
+    "bernoulli": _bernoulli,
     "median": reduce.median,
     "index_add": shape.index_add,
     "tile": shape.tile,
@@ -269,6 +330,7 @@ METHODS = {
     "is_floating_point": lambda self: self.dtype.kind == "f",
     "is_contiguous": shape.is_contiguous,
     "get_device": lambda self: -1 if self._backend.name == "numpy" else self.device.index,
+    "bernoulli_": _bernoulli_,
     # in-place
     **INPLACE,
 }

@@ -753,3 +753,49 @@ def nan_to_num(self, nan: float = 0.0, posinf: float | None = None, neginf: floa
         return xp.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
 
     return _unary(self, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")
+
+
+def signbit(self) -> Tensor:
+    """True where the sign bit is set (negative values, -0.0, negative NaN)."""
+    return Tensor._wrap(self._backend.xp.signbit(self._data), self._backend)
+
+
+def deg2rad(self) -> Tensor:
+    return self * (math.pi / 180.0)
+
+
+def rad2deg(self) -> Tensor:
+    return self * (180.0 / math.pi)
+
+
+def _pick_number(self, other, larger: bool) -> Tensor:
+    """fmax / fmin: like maximum / minimum, but a NaN loses to a number."""
+    from gpunn.ops.shape import where
+
+    b = self._operand(other, "fmax" if larger else "fmin")
+    a_nan, b_nan = self.isnan(), b.isnan()
+    picked = maximum(self, b) if larger else minimum(self, b)
+    return where(a_nan & ~b_nan, b, where(b_nan & ~a_nan, self, picked))
+
+
+def fmax(self, other) -> Tensor:
+    return _pick_number(self, other, True)
+
+
+def fmin(self, other) -> Tensor:
+    return _pick_number(self, other, False)
+
+
+def heaviside(self, values) -> Tensor:
+    """0 where x < 0, ``values`` where x == 0, 1 where x > 0 (not differentiable, as in PyTorch)."""
+    xp = self._backend.xp
+    v = values._data if isinstance(values, Tensor) else values
+    return Tensor._wrap(xp.heaviside(self._data, v).astype(self.dtype), self._backend)
+
+
+def isposinf(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isposinf(self._data), self._backend)
+
+
+def isneginf(self) -> Tensor:
+    return Tensor._wrap(self._backend.xp.isneginf(self._data), self._backend)

@@ -468,3 +468,109 @@ def std_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction
 def var_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
     """(var, mean) over ``dim``."""
     return var(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)
+
+
+def nansum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    """sum with NaN counted as 0."""
+    return sum(self.masked_fill(self.isnan(), 0.0) if _is_float(self.dtype) else self, dim, keepdim, dtype=dtype)
+
+
+def nanmean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+    """mean over the non-NaN elements."""
+    _need_float(self, "nanmean")
+    valid = ~self.isnan()
+    return nansum(self, dim, keepdim, dtype) / sum(valid, dim, keepdim).astype(self.dtype)
+
+
+AminmaxResult = namedtuple("aminmax", ["min", "max"])
+AminmaxResult.__qualname__ = "AminmaxResult"
+
+
+def aminmax(self, *, dim=None, keepdim: bool = False):
+    """(amin, amax) over ``dim`` (all elements by default), a named tuple (min, max)."""
+    return AminmaxResult(amin(self, dim, keepdim), amax(self, dim, keepdim))
+
+
+CummaxResult = _return_type("cummax", "CummaxResult")
+CumminResult = _return_type("cummin", "CumminResult")
+
+
+def _cumextreme(self, dim: int, larger: bool):
+    """Running max/min along ``dim`` and the index where each running value was last reached (PyTorch picks
+    the latest among equal values; a NaN stays once seen). The gradient goes to that index."""
+    xp = self._backend.xp
+    axis = self._dim(dim, "cummax" if larger else "cummin")
+    x = xp.moveaxis(self._data, axis, 0)
+    vals, idx = x.copy(), xp.zeros(x.shape, dtype=np.int64)
+    for t in range(1, x.shape[0]):
+        prev, cur = vals[t - 1], x[t]
+        take = (cur >= prev) if larger else (cur <= prev)
+        if _is_float(x.dtype):
+            take = take | xp.isnan(cur)
+            take = take & ~(xp.isnan(prev) & ~xp.isnan(cur))
+        vals[t] = xp.where(take, cur, prev)
+        idx[t] = xp.where(take, t, idx[t - 1])
+    idx = xp.moveaxis(idx, 0, axis)
+    values = _take_along(self, idx, axis, True, "CummaxBackward0" if larger else "CumminBackward0")
+    return (CummaxResult if larger else CumminResult)(values, Tensor._wrap(idx, self._backend))
+
+
+def cummax(self, dim: int):
+    return _cumextreme(self, dim, True)
+
+
+def cummin(self, dim: int):
+    return _cumextreme(self, dim, False)
+
+
+def logcumsumexp(self, dim: int) -> Tensor:
+    """log(cumsum(exp(x))) along ``dim``, stably (composite)."""
+    _need_float(self, "logcumsumexp")
+    m = self.detach().amax(dim, keepdim=True)
+    m = m.masked_fill(~m.isfinite(), 0.0)
+    return (self - m).exp().cumsum(dim).log() + m
+
+
+KthvalueResult = _return_type("kthvalue", "KthvalueResult")
+
+
+def kthvalue(self, k: int, dim: int = -1, keepdim: bool = False):
+    """The k-th smallest element (1-based) along ``dim`` and its index."""
+    xp = self._backend.xp
+    axis = self._dim(dim, "kthvalue")
+    n = self.shape[axis] if self.ndim else 1
+    if not 1 <= k <= n:
+        raise IndexError(f"kthvalue(): selected number k out of range for dimension {dim}")
+    order = xp.argsort(self._data, axis=axis, kind="stable")
+    pick = xp.take(order, [k - 1], axis=axis)
+    values = _take_along(self, pick, axis, keepdim, "KthvalueBackward0")
+    return KthvalueResult(
+        values, Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), self._backend)
+    )
+
+
+def dist(self, other, p: float = 2) -> Tensor:
+    """||self - other||_p over all elements (broadcast)."""
+    return norm(self - other, p)
+
+
+def searchsorted(sorted_sequence, input, *, out_int32: bool = False, right: bool = False, side=None, sorter=None):  # noqa: A002
+    """For each value of ``input``, the index where it would be inserted into ``sorted_sequence`` (1-D, or one
+    row per leading index) to keep it sorted (``right``/``side='right'``: after equal values)."""
+    if sorter is not None:
+        raise NotImplementedError("searchsorted(sorter=...) is not supported by gpunn")
+    xp, be = sorted_sequence._backend.xp, sorted_sequence._backend
+    side = side or ("right" if right else "left")
+    seq = sorted_sequence._data
+    vals = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    if seq.ndim == 1:
+        out = xp.searchsorted(seq, vals, side=side)
+    else:
+        flat_s, flat_v = seq.reshape(-1, seq.shape[-1]), vals.reshape(-1, vals.shape[-1])
+        out = xp.stack([xp.searchsorted(s, v, side=side) for s, v in zip(flat_s, flat_v)]).reshape(vals.shape)
+    return Tensor._wrap(xp.asarray(out).astype(np.int32 if out_int32 else np.int64), be)
+
+
+def bucketize(input, boundaries, *, out_int32: bool = False, right: bool = False):  # noqa: A002
+    """The bucket of each value among the 1-D ``boundaries`` (``right=False``: boundaries[i-1] < x <= boundaries[i])."""
+    return searchsorted(boundaries, input, out_int32=out_int32, right=right)

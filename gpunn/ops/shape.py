@@ -55,7 +55,24 @@ def _viewable(shape, strides, new_shape) -> bool:
 
 
 def view(self, *shape) -> Tensor:
-    """The same storage in ``shape``; raises (as PyTorch does) where the layout needs a copy: use reshape."""
+    """The same storage in ``shape``; raises (as PyTorch does) where the layout needs a copy: use reshape.
+    ``view(dtype)``: the same bytes read as another dtype of the same size (no gradient, as PyTorch)."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer, tuple, list)):
+        from gpunn.dtypes import as_dtype
+
+        dt = as_dtype(shape[0])
+        if dt == self.dtype:
+            return reshape(self, self.shape)
+        if dt.itemsize != self.dtype.itemsize:
+            raise NotImplementedError(
+                f"view({dt}): reading {self.dtype} bytes as a dtype of another size is not supported by gpunn"
+            )
+        if self.requires_grad:
+            raise RuntimeError(f"view({dt}): a view with a different dtype of a tensor that requires grad is not "
+                               "differentiable; call .detach() first")  # fmt: skip
+        out = Tensor._wrap(self._data.view(dt), self._backend)
+        out._vc = self._vc
+        return out
     out = reshape(self, *shape)
     if not _viewable(self.shape, self._data.strides, out.shape):
         raise RuntimeError(
@@ -733,3 +750,154 @@ def trace(self) -> Tensor:
     if self.ndim != 2:
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {self.ndim}")
     return diag(self).sum()
+
+
+def select(self, dim: int, index: int) -> Tensor:
+    """The slice ``index`` of ``dim``, that dim removed (``x.select(1, 2)`` is ``x[:, 2]``)."""
+    axis = self._dim(dim, "select")
+    n = self.shape[axis]
+    if not -n <= index < n:
+        raise IndexError(f"select(): index {index} out of range for tensor of size {self.shape} at dimension {dim}")
+    return getitem(self, (slice(None),) * axis + (int(index),))
+
+
+def movedim(self, source, destination) -> Tensor:
+    """Dims ``source`` moved to the positions ``destination`` (ints or sequences), the others in order."""
+    src = (source,) if isinstance(source, int) else tuple(source)
+    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(src) != len(dst):
+        raise RuntimeError("movedim: Invalid source or destination dims: source and destination must have the "
+                           "same number of dims")  # fmt: skip
+    src = [self._dim(d, "movedim") for d in src]
+    dst = [self._dim(d, "movedim") for d in dst]
+    rest = [d for d in range(self.ndim) if d not in src]
+    order = [None] * self.ndim
+    for s, d in zip(src, dst):
+        order[d] = s
+    it = iter(rest)
+    order = [o if o is not None else next(it) for o in order]
+    return permute(self, *order)
+
+
+def argwhere(self) -> Tensor:
+    """The indices of the nonzero elements, (count, ndim) int64 (``nonzero()``)."""
+    return nonzero(self)
+
+
+def take_along_dim(self, indices, dim=None) -> Tensor:
+    """``gather`` with the indices broadcast against this tensor off ``dim`` (``dim=None``: the flattened tensor)."""
+    if dim is None:
+        return gather(flatten(self), 0, flatten(indices))
+    axis = self._dim(dim, "take_along_dim")
+    shape = list(np.broadcast_shapes(tuple(s for i, s in enumerate(self.shape) if i != axis),
+                                     tuple(s for i, s in enumerate(indices.shape) if i != axis)))  # fmt: skip
+    x_shape = shape[:axis] + [self.shape[axis]] + shape[axis:]
+    i_shape = shape[:axis] + [indices.shape[axis]] + shape[axis:]
+    return gather(expand(self, tuple(x_shape)), axis, expand(indices, tuple(i_shape)))
+
+
+def tensor_split(self, indices_or_sections, dim: int = 0) -> tuple:
+    """Split into ``n`` nearly equal parts (the first n % size ones one longer), or at the given indices."""
+    axis = self._dim(dim, "tensor_split")
+    size = self.shape[axis]
+    if isinstance(indices_or_sections, (int, np.integer)):
+        n = int(indices_or_sections)
+        if n <= 0:
+            raise RuntimeError(f"number of sections must be larger than 0, got {n}")
+        q, r = divmod(size, n)
+        bounds = [i * q + min(i, r) for i in range(n + 1)]
+    else:
+        idx = [int(i) for i in indices_or_sections]
+        bounds = [0, *idx, size]
+    bounds = [min(max(b, 0), size) for b in bounds]
+    return tuple(narrow(self, axis, a, max(b - a, 0)) for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+def atleast_1d(*tensors):
+    ts = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    out = tuple(t.reshape(1) if t.ndim == 0 else t for t in ts)
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_2d(*tensors):
+    ts = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    out = tuple(t.reshape(1, -1) if t.ndim < 2 else t for t in ts)
+    return out[0] if len(out) == 1 else out
+
+
+def atleast_3d(*tensors):
+    ts = tensors[0] if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+    out = tuple(t.reshape(1, -1, 1) if t.ndim < 2 else (t.unsqueeze(-1) if t.ndim == 2 else t) for t in ts)
+    return out[0] if len(out) == 1 else out
+
+
+def hstack(tensors) -> Tensor:
+    """cat along dim 1 (dim 0 for 1-D tensors)."""
+    ts = [atleast_1d(t) for t in tensors]
+    return cat(ts, 0 if ts[0].ndim == 1 else 1)
+
+
+def vstack(tensors) -> Tensor:
+    """cat along dim 0 of the tensors made at least 2-D."""
+    return cat([atleast_2d(t) for t in tensors], 0)
+
+
+def dstack(tensors) -> Tensor:
+    """cat along dim 2 of the tensors made at least 3-D."""
+    return cat([atleast_3d(t) for t in tensors], 2)
+
+
+def column_stack(tensors) -> Tensor:
+    """1-D and 0-D tensors as columns, then hstack."""
+    return hstack([t.reshape(-1, 1) if t.ndim < 2 else t for t in tensors])
+
+
+def broadcast_to(self, size) -> Tensor:
+    return expand(self, *_shape_args((size,) if isinstance(size, int) else tuple(size)))
+
+
+def broadcast_tensors(*tensors) -> tuple:
+    shape = tuple(np.broadcast_shapes(*(t.shape for t in tensors)))
+    return tuple(expand(t, shape) for t in tensors)
+
+
+def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+    """The diagonal of dims dim1, dim2 (``offset`` above/below), appended as the last dim."""
+    d1, d2 = self._dim(dim1, "diagonal"), self._dim(dim2, "diagonal")
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    x = movedim(self, (d1, d2), (-2, -1))
+    h, w = x.shape[-2:]
+    k = int(offset)
+    length = max(0, min(h + min(k, 0), w - max(k, 0)))
+    rows = self._backend.xp.arange(length, dtype=np.int64) + max(-k, 0)
+    return getitem(x, (Ellipsis, rows, rows + k))
+
+
+def take(self, index) -> Tensor:
+    """Elements of the flattened tensor at ``index`` (any shape)."""
+    idx = index if isinstance(index, Tensor) else Tensor._wrap(self._backend.asarray(index), self._backend)
+    n = self.numel()
+    if idx.numel() and (int(idx._data.min()) < -n or int(idx._data.max()) >= n):
+        raise IndexError(f"take(): index out of range for tensor of size {self.shape}")
+    return reshape(gather(flatten(self), 0, flatten(idx) % max(n, 1)), idx.shape)
+
+
+def rot90(self, k: int = 1, dims=(0, 1)) -> Tensor:
+    """Rotate by 90 degrees ``k`` times in the plane of ``dims`` (from the first towards the second)."""
+    d0, d1 = (self._dim(d, "rot90") for d in dims)
+    k %= 4
+    if k == 1:
+        return transpose(flip(self, [d1]), d0, d1)
+    if k == 2:
+        return flip(self, [d0, d1])
+    if k == 3:
+        return flip(transpose(self, d0, d1), [d1])
+    return self.clone()
+
+
+def msort(self) -> Tensor:
+    """The values sorted along dim 0."""
+    from gpunn.ops.reduce import sort
+
+    return sort(self, 0).values

@@ -42,6 +42,13 @@ def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
         "tests/nn/test_functional_gradcheck.py",
         "tests/nn/test_layers.py",
         "tests/nn/test_cnn_layers.py",
+        "tests/nn/test_functional_more.py",
+        "tests/nn/test_normalization.py",
+        "tests/nn/test_sparse.py",
+        "tests/nn/test_rnn.py",
+        "tests/nn/test_transformer.py",
+        "tests/nn/test_attention.py",
+        "tests/test_distributions.py",
         "tests/optim",
         "tests/kernels/test_cupy_linear_choice.py",
     ]

@@ -130,6 +130,59 @@ CASES = {
     "normalize": lambda r: (lambda x: F.normalize(x, dim=-1), (t(r, 3, 4),)),
     "cosine_similarity": lambda r: (lambda a, b: F.cosine_similarity(a, b), (t(r, 3, 4, 2), t(r, 3, 4, 2))),
     "pairwise_distance": lambda r: (lambda a, b: F.pairwise_distance(a, b), (t(r, 3, 4), t(r, 3, 4))),
+    "conv_transpose2d": lambda r: (
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),
+        (t(r, 2, 4, 3, 4), t(r, 4, 1, 3, 3), t(r, 2)),
+    ),
+    "interpolate": lambda r: (lambda x: F.interpolate(x, scale_factor=1.5, mode="bilinear"), (t(r, 2, 3, 4, 5),)),
+    "interpolate_nearest": lambda r: (lambda x: F.interpolate(x, size=(7, 3)), (t(r, 2, 3, 4, 5),)),
+    "pixel_shuffle": lambda r: (lambda x: F.pixel_shuffle(x, 2), (t(r, 2, 8, 3, 2),)),
+    "pixel_unshuffle": lambda r: (lambda x: F.pixel_unshuffle(x, 2), (t(r, 2, 2, 4, 6),)),
+    "group_norm": lambda r: (lambda x, w, b: F.group_norm(x, 2, w, b), (t(r, 2, 4, 3, 2), t(r, 4), t(r, 4))),
+    "instance_norm": lambda r: (lambda x, w: F.instance_norm(x, weight=w), (t(r, 2, 3, 5), t(r, 3))),
+    "conv1d": lambda r: (
+        lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1, groups=2),
+        (t(r, 2, 4, 7), t(r, 4, 2, 3), t(r, 4)),
+    ),
+    "max_pool1d": lambda r: (lambda x: F.max_pool1d(x, 3, 2, 1), (t(r, 2, 3, 9),)),
+    "avg_pool1d": lambda r: (lambda x: F.avg_pool1d(x, 3, 2, 1), (t(r, 2, 3, 9),)),
+    "adaptive_avg_pool1d": lambda r: (lambda x: F.adaptive_avg_pool1d(x, 4), (t(r, 2, 3, 9),)),
+    "scaled_dot_product_attention": lambda r: (
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        (t(r, 2, 4, 3), t(r, 2, 4, 3), t(r, 2, 4, 2)),
+    ),
+    "margin_ranking_loss": lambda r: (
+        lambda a, b, y=gpunn.tensor([1.0, -1.0, 1.0, -1.0]): F.margin_ranking_loss(a, b, y, 0.1),
+        (t(r, 4), t(r, 4)),
+    ),
+    "hinge_embedding_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, -1.0], [-1.0, 1.0]]): F.hinge_embedding_loss(a, y, 3.0),
+        (t(r, 2, 2),),
+    ),
+    "soft_margin_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, -1.0], [-1.0, 1.0]]): F.soft_margin_loss(a, y),
+        (t(r, 2, 2),),
+    ),
+    "cosine_embedding_loss": lambda r: (
+        lambda a, b, y=gpunn.tensor([1.0, -1.0, 1.0]): F.cosine_embedding_loss(a, b, y, -1.0),
+        (t(r, 3, 4), t(r, 3, 4)),
+    ),
+    "triplet_margin_loss": lambda r: (
+        lambda a, p, n: F.triplet_margin_loss(a, p, n, margin=5.0),
+        (t(r, 3, 4), t(r, 3, 4), t(r, 3, 4)),
+    ),
+    "multilabel_soft_margin_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, 0.0], [0.0, 1.0]]): F.multilabel_soft_margin_loss(a, y),
+        (t(r, 2, 2),),
+    ),
+    "poisson_nll_loss": lambda r: (
+        lambda a, y=gpunn.tensor([[1.0, 0.0], [3.0, 2.0]]): F.poisson_nll_loss(a, y, full=True),
+        (t(r, 2, 2),),
+    ),
+    "gaussian_nll_loss": lambda r: (
+        lambda a, b, v: F.gaussian_nll_loss(a, b, v),
+        (t(r, 3, 2), t(r, 3, 2), t(r, 3, 2, positive=True)),
+    ),
     "avg_pool2d_ceil_mode": lambda r: (
         lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
         (t(r, 2, 3, 8, 6),),

@@ -307,3 +307,33 @@ def test_load_state_dict_after_building_the_optimizer_reaches_its_flat_buffer():
     with gpunn.no_grad():
         expected = source.weight.detach().numpy() - 0.1 * np.ones((3, 1)) * x.numpy().sum(0)
     np.testing.assert_allclose(model.weight.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_parameter_list_and_dict_like_torch():
+    """Registered names, counting, indexing, appending plain tensors, state_dict keys, training, and the repr."""
+    import torch
+
+    outs = []
+    for L in (gpunn, torch):
+
+        class M(L.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ws = L.nn.ParameterList([L.nn.Parameter(L.ones(3)) for _ in range(2)])
+                self.d = L.nn.ParameterDict({"a": L.nn.Parameter(L.zeros(2, 4))})
+                self.ws.append(L.ones(1))
+                self.d["b"] = L.nn.Parameter(L.full((2,), 0.5))
+
+            def forward(self, x):
+                return sum((w.sum() for w in self.ws), x * self.d["b"]).sum() + self.d["a"].sum()
+
+        m = M()
+        opt = L.optim.SGD(m.parameters(), lr=0.1)
+        m(L.ones(2)).backward()
+        opt.step()
+        outs.append((
+            [n for n, _ in m.named_parameters()], list(m.state_dict()), len(m.ws), tuple(m.ws[-1].shape),
+            "a" in m.d, list(m.d.keys()), repr(m).replace("torch.", "gpunn."), m.d["b"].detach().numpy().tolist(),
+            len(m.ws[:2]),
+        ))  # fmt: skip
+    assert outs[0] == outs[1]

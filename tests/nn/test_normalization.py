@@ -1,4 +1,4 @@
-"""nn.LayerNorm and F.layer_norm against PyTorch 2.13: values and gradients of input, weight and bias on odd
+"""nn.LayerNorm, GroupNorm, InstanceNorm1d/2d and their F functions against PyTorch 2.13: values and gradients on odd
 shapes, with and without the affine, the module's parameters, repr and state_dict, and PyTorch's shape errors."""
 
 from __future__ import annotations
@@ -39,3 +39,38 @@ def test_layer_norm_shape_errors_like_torch(shape, norm):
     for L in (gpunn, torch):
         with pytest.raises(RuntimeError, match="normalized_shape"):
             L.nn.functional.layer_norm(L.ones(*shape), norm)
+
+
+MORE = [
+    ("GroupNorm", (4, 8), {}, (2, 8, 6, 5)),
+    ("GroupNorm", (2, 8), {"affine": False}, (3, 8, 7)),
+    ("GroupNorm", (8, 8), {"bias": False, "eps": 1e-3}, (2, 8, 3, 4)),
+    ("InstanceNorm2d", (8,), {"affine": True}, (2, 8, 6, 5)),
+    ("InstanceNorm2d", (8,), {}, (8, 6, 5)),
+    ("InstanceNorm1d", (8,), {"affine": True, "bias": False}, (3, 8, 9)),
+]
+
+
+@pytest.mark.parametrize("name, args, kwargs, shape", MORE)
+def test_group_and_instance_norm_match_torch(rng, name, args, kwargs, shape):
+    """Values and the gradients of the input and of the affine parameters (set to random values), float64."""
+    x = rng.standard_normal(shape) * 2 + 0.5
+    up = rng.standard_normal(shape)
+    res = []
+    for L in (gpunn, torch):
+        m = getattr(L.nn, name)(*args, **kwargs).double()
+        with L.no_grad():
+            for p in m.parameters():
+                p.copy_(L.tensor(np.linspace(-1, 2, p.numel())))
+        xt = L.tensor(x, requires_grad=True)
+        out = m(xt)
+        (out * L.tensor(up)).sum().backward()
+        res.append((repr(m), list(m.state_dict()), out, xt.grad, [p.grad for p in m.parameters()]))
+    assert res[0][:2] == res[1][:2]
+    for a, b in [(res[0][2], res[1][2]), (res[0][3], res[1][3]), *zip(res[0][4], res[1][4])]:
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_instance_norm_running_stats_say_they_are_unsupported():
+    with pytest.raises(NotImplementedError, match="track_running_stats"):
+        gpunn.nn.InstanceNorm2d(3, track_running_stats=True)

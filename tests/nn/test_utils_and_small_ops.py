@@ -179,3 +179,21 @@ def test_randperm_is_a_seeded_permutation():
     assert gpunn.randperm(5, dtype=gpunn.float32).dtype == gpunn.float32
     with pytest.raises(RuntimeError, match="non-negative"):
         gpunn.randperm(-1)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"batch_first": True, "padding_value": -1.0}, {"padding_side": "left"}])
+def test_pad_sequence_matches_torch(kwargs):
+    import torch
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((n, 3)) for n in (4, 2, 5)]
+    res = []
+    for L in (gpunn, torch):
+        ts = [L.tensor(s, requires_grad=True) for s in seqs]
+        out = L.nn.utils.rnn.pad_sequence(ts, **kwargs)
+        (out * L.tensor(np.arange(out.numel()).reshape(tuple(out.shape)) * 1.0)).sum().backward()
+        res.append([out.detach().numpy()] + [t.grad.numpy() for t in ts])
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(NotImplementedError, match="packed sequences"):
+        gpunn.nn.utils.rnn.pack_padded_sequence(gpunn.ones(3, 2, 1), [3, 2])

@@ -227,3 +227,20 @@ def test_activation_modules_like_torch(rng, name, args):
         res.append((repr(m), [n for n, _ in m.named_parameters()], m(L.tensor(x)).detach().numpy()))
     assert res[0][:2] == res[1][:2]
     np.testing.assert_allclose(res[0][2], res[1][2], rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
+def test_pow_gradients_at_zero_negative_and_nonfinite_match_torch(rng):
+    """x ** 0 has gradient 0 (not g * 0); the exponent's gradient is g x^e log x: 0 where x == 0 and e >= 0,
+    NaN for a negative base (as PyTorch)."""
+    base = np.array([0.0, 0.0, -1.5, 2.0, -2.0, NAN, INF, 0.5], dtype=np.float64)
+    expo = np.array([2.0, -1.0, 2.0, 0.0, 3.0, 1.0, 2.0, -0.5], dtype=np.float64)
+    for up in upstreams(base.size, rng).values():
+        res = []
+        for L in (gpunn, torch):
+            x, e = L.tensor(base, requires_grad=True), L.tensor(expo, requires_grad=True)
+            (x**e + x**0).backward(L.tensor(up))
+            res.append((x.grad.numpy(), e.grad.numpy()))
+        assert_same(res[0][0], res[1][0], np.float64, "base gradient")
+        assert_same(res[0][1], res[1][1], np.float64, "exponent gradient")

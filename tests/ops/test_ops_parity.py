@@ -130,6 +130,70 @@ CASES = {
         lambda L, x: L.linalg.norm(x) + L.linalg.norm(x[0], "fro") + L.linalg.vector_norm(x, 3, dim=1).sum(),
         [(S, "n")],
     ),
+    "select": (lambda L, x: x.select(1, 2) + L.select(x, -1, 0).sum(), [(S, "n")]),
+    "movedim": (lambda L, x: L.movedim(x, 0, -1) + 0 * x.moveaxis((0, 1), (2, 0)).sum(), [(S, "n")]),
+    "take_along_dim": (
+        lambda L, x: (L.take_along_dim(x, x.argsort(dim=1)[:, :3], dim=1), x.take_along_dim(L.tensor([[[0]]]), 2)),
+        [(S, "u")],
+    ),
+    "take_along_dim_flat": (lambda L, x: L.take_along_dim(x, L.tensor([4, 0, 9])), [(S, "n")]),
+    "tensor_split": (lambda L, x: x.tensor_split(3, dim=1) + L.tensor_split(x, [1, 4, 10], dim=2), [(S, "n")]),
+    "nansum_nanmean": (
+        lambda L, x: L.nansum(L.where(x > 1, float("nan"), x), 1) + L.where(x > 1, float("nan"), x).nanmean(0).sum(),
+        [(S, "n")],
+    ),
+    "aminmax": (lambda L, x: tuple(x.aminmax(dim=1)) + tuple(L.aminmax(x)), [(S, "u")]),
+    "cummax_cummin": (lambda L, x: L.cummax(x, 1) + x.cummin(dim=-1), [(S, "u")]),
+    "logcumsumexp": (lambda L, x: x.logcumsumexp(1), [(S, "n")]),
+    "kthvalue": (lambda L, x: x.kthvalue(3, 1) + L.kthvalue(x, 1, dim=0, keepdim=True), [(S, "u")]),
+    "dist": (lambda L, a, b: a.dist(b) + L.dist(a, b, 1) + a.dist(b, 3), [(S, "n"), ((7, 5), "n")]),
+    "mv": (lambda L, m, v: L.mv(m, v) + m.mv(v), [((4, 7), "n"), ((7,), "n")]),
+    "hypot_xlogy": (lambda L, a, b: L.hypot(a, b) + L.xlogy(a, b.abs()) + a.xlogy(2.0), [(S, "n"), (S, "n")]),
+    "float_power": (lambda L, a: L.float_power(a.abs(), 2.5), [(S, "n")]),
+    "deg_rad": (lambda L, x: x.deg2rad() + L.rad2deg(x), [(S, "n")]),
+    "fmax_fmin": (
+        lambda L, a, b: L.fmax(L.where(a > 1, float("nan"), a), b) + a.fmin(L.where(b > 1, float("nan"), b)),
+        [(S, "u"), (S, "n")],
+    ),
+    "stacks": (
+        lambda L, a, b, c: (
+            L.hstack([a, b]),
+            L.vstack([a, b]),
+            L.dstack([a, b]),
+            L.column_stack([c, c, a[:, 0]]),
+            L.hstack([c, c]),
+            L.vstack([c, c]),
+            L.concatenate([a, b], 1),
+        ),
+        [((4, 3), "n"), ((4, 3), "n"), ((4,), "n")],
+    ),  # fmt: skip
+    "broadcasting": (
+        lambda L, a, b: L.broadcast_tensors(a, b) + (a.broadcast_to((9, 7, 5)),),
+        [((7, 1), "n"), (S, "n")],
+    ),
+    "diagonal": (
+        lambda L, x: (L.diagonal(x), x.diagonal(1, 0, 2), x.diagonal(-2, dim1=-1, dim2=0)),
+        [(S, "n")],
+    ),
+    "take": (lambda L, x: L.take(x, L.tensor([[0, 5], [-1, 100]])), [(S, "n")]),
+    "rot90": (lambda L, x: (L.rot90(x), x.rot90(2, (1, 2)), L.rot90(x, -1, (2, 0)), x.rot90(4)), [(S, "n")]),
+    "msort": (lambda L, x: L.msort(x), [(S, "u")]),
+    "tensordot": (
+        lambda L, a, b: (L.tensordot(a, b, 1), L.tensordot(a, b.transpose(0, 1), ([2], [1])), L.tensordot(a, a, 3)),
+        [(S, "n"), ((5, 3), "n")],
+    ),
+    "inner_vdot_kron": (
+        lambda L, a, b, v: (L.inner(a, b), L.vdot(v, v), L.kron(a, b), v.inner(v), L.kron(v, a)),
+        [((3, 4), "n"), ((2, 4), "n"), ((4,), "n")],
+    ),
+    "baddbmm": (
+        lambda L, i, a, b: L.baddbmm(i, a, b, beta=0.5, alpha=2.0),
+        [((3, 4, 5), "n"), ((3, 4, 7), "n"), ((3, 7, 5), "n")],
+    ),
+    "aliases": (
+        lambda L, a, b: L.negative(a) + L.absolute(a) + L.true_divide(a, b) + L.frac(a * 3),
+        [(S, "n"), (S, "p")],
+    ),
     "einsum_lonely_index": (lambda L, a, b: L.einsum("ijk,j->i", a, b), [(S, "n"), ((7,), "n")]),
     "split_size": (lambda L, x: x.split(2, dim=2), [(S, "n")]),
     "split_sections": (lambda L, x: L.split(x, [3, 6]), [(S, "n")]),
@@ -199,6 +263,23 @@ NO_GRAD_CASES = {
     "median_int": lambda L, x: (x * 3).long().median(0),
     "logical_xor": lambda L, x: L.logical_xor(x > 0, x < 1),
     "cumprod_int": lambda L, x: (x > 0).long().add(1).cumprod(1),
+    "argwhere": lambda L, x: L.argwhere(x > 0.5),
+    "comparison_aliases": lambda L, x: L.stack(
+        [L.greater(x, 0.2), L.less(x, 0.1), L.greater_equal(x, 0.0), L.less_equal(x, 0.3), L.not_equal(x, 0.5)]
+    ),
+    "heaviside_posneginf": lambda L, x: (
+        L.heaviside(x.round(), L.tensor(0.5, dtype=x.dtype)),
+        L.isposinf(x / (x > 2)),
+        L.isneginf(-x / (x > 2)),
+    ),
+    "searchsorted_bucketize": lambda L, x: (
+        L.searchsorted(L.tensor([-1.0, 0.0, 0.5, 2.0], dtype=x.dtype), x),
+        L.searchsorted(L.tensor([-1.0, 0.0, 0.5, 2.0], dtype=x.dtype), x, right=True),
+        L.bucketize(x, L.tensor([-1.0, 0.0, 0.5, 2.0], dtype=x.dtype), out_int32=True),
+        L.searchsorted(L.sort(x[:, :, 0], 1).values, x[:, :, 1].contiguous()),
+    ),
+    "signbit": lambda L, x: L.signbit(x) | x.signbit(),
+    "byte_char_short": lambda L, x: (x.abs().byte(), x.char(), x.short()),
     # two Python scalars: PyTorch's dtypes (float32, int64, bool), not NumPy's float64
     "where_float_scalars": lambda L, x: L.where(x > 0, 1.0, 0.0),
     "where_int_scalars": lambda L, x: L.where(x > 0, 1, 0),
@@ -270,7 +351,7 @@ def test_properties_and_grad_mode_decorator(rng):
         assert not f(a).requires_grad and not g(a).requires_grad and (a * 2).requires_grad
 
 
-@pytest.mark.parametrize("name", ["svd", "fft", "kron", "cholesky"])
+@pytest.mark.parametrize("name", ["svd", "fft", "cholesky", "stft"])
 def test_unsupported_ops_say_so_by_name(name):
     with pytest.raises(AttributeError, match=name):
         getattr(gpunn, name)
@@ -392,3 +473,52 @@ def test_median_of_slices_holding_nan_is_nan_like_torch(rng):
         np.testing.assert_array_equal(g.values.numpy(), t.values.numpy())
         np.testing.assert_array_equal(g.indices.numpy(), t.indices.numpy())
     assert np.isnan(gpunn.tensor(x).median().item()) and np.isnan(torch.tensor(x).median().item())
+
+
+def test_view_as_dtype_reads_the_same_bytes_like_torch(rng):
+    x = _arr(rng, (3, 4)).astype(np.float32)
+    for dt in ("int32", "float32"):
+        g, t = gpunn.tensor(x).view(getattr(gpunn, dt)), torch.tensor(x).view(getattr(torch, dt))
+        np.testing.assert_array_equal(g.numpy(), t.numpy())
+    with pytest.raises(NotImplementedError, match="another size"):
+        gpunn.tensor(x).view(gpunn.float64)
+    with pytest.raises(RuntimeError, match="detach"):
+        gpunn.tensor(x, requires_grad=True).view(gpunn.int32)
+
+
+def test_small_queries_like_torch():
+    for L in (gpunn, torch):
+        x = L.tensor([1.0, 2.5])
+        assert 2.5 in x and 3 not in x and x.is_signed() and not x.is_complex() and not L.tensor([1]).byte().is_signed()
+
+
+def test_bernoulli_draws_in_proportion():
+    gpunn.manual_seed(5)
+    p = gpunn.tensor(np.array([0.0, 0.2, 0.9, 1.0] * 2000, dtype=np.float32))
+    s = gpunn.bernoulli(p).numpy().reshape(-1, 4)
+    assert s.dtype == np.float32 and set(np.unique(s)) <= {0.0, 1.0}
+    np.testing.assert_allclose(s.mean(0), [0.0, 0.2, 0.9, 1.0], atol=0.03)
+    assert abs(gpunn.zeros(4000).bernoulli_(0.3).mean().item() - 0.3) < 0.03
+    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+        gpunn.bernoulli(gpunn.tensor([1.5]))
+
+
+def test_in_place_reshaping_ops_like_torch():
+    """unsqueeze_/squeeze_/t_/transpose_ change the tensor's own shape (storage kept); a leaf that requires
+    grad refuses outside no_grad, as PyTorch; gpunn also refuses on a non-leaf that requires grad (it says so)."""
+    for L in (gpunn, torch):
+        z = L.arange(6.0).reshape(2, 3)
+        z.t_()
+        assert tuple(z.shape) == (3, 2) and z[0, 1].item() == 3.0
+        z.unsqueeze_(1).transpose_(0, 2)
+        assert tuple(z.shape) == (2, 1, 3)
+        z.squeeze_()
+        assert tuple(z.shape) == (2, 3) and z.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+        x = L.ones(2, 3, requires_grad=True)
+        with pytest.raises(RuntimeError, match="leaf Variable"):
+            x.unsqueeze_(0)
+        with L.no_grad():
+            x.unsqueeze_(0)
+        assert tuple(x.shape) == (1, 2, 3)
+    with pytest.raises(NotImplementedError, match="out-of-place"):
+        (gpunn.ones(2, requires_grad=True) * 2).unsqueeze_(0)

@@ -1,4 +1,4 @@
-"""``gpunn.nn.utils``: gradient clipping and flat parameter vectors, as ``torch.nn.utils``.
+"""``gpunn.nn.utils``: gradient clipping and flat parameter vectors, as ``torch.nn.utils``; ``rnn.pad_sequence``.
 
 >>> loss.backward()
 >>> total = nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)   # the norm before clipping
@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from gpunn.grad_mode import no_grad
+from gpunn.nn.utils import rnn  # noqa: F401  (torch.nn.utils.rnn)
 from gpunn.tensor import Tensor, _check_same_backend
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "get_total_norm", "parameters_to_vector", "vector_to_parameters"]
