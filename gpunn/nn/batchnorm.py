@@ -20,6 +20,13 @@ def _filled(shape, value, dtype) -> Tensor:
     return Tensor._wrap(be.xp.full(shape, value, dtype=default_float if dtype is None else dtype), be)
 
 
+def _affine_parameters(module, shape, affine: bool, bias: bool, dtype) -> None:
+    """A normalization layer's learned affine, as PyTorch registers it: weight = 1 and (``bias``) bias = 0 of
+    ``shape``, or both registered as None."""
+    module.register_parameter("weight", Parameter(_filled(shape, 1.0, dtype)) if affine else None)
+    module.register_parameter("bias", Parameter(_filled(shape, 0.0, dtype)) if affine and bias else None)
+
+
 class _BatchNorm(Module):
     """y = (x - mean) / sqrt(var + eps) * weight + bias per channel. Training mode normalizes with the
     batch's statistics and (``track_running_stats``) updates ``running_mean`` / ``running_var`` with
@@ -51,15 +58,7 @@ class _BatchNorm(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = Parameter(_filled((num_features,), 1.0, dtype))
-            if bias:
-                self.bias = Parameter(_filled((num_features,), 0.0, dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, (num_features,), affine, bias, dtype)
         if track_running_stats:
             self.register_buffer("running_mean", _filled((num_features,), 0.0, dtype))
             self.register_buffer("running_var", _filled((num_features,), 1.0, dtype))

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import gpunn.nn.functional as F
-from gpunn.nn.batchnorm import _filled
+from gpunn.nn.batchnorm import _affine_parameters
 from gpunn.nn.module import Module
-from gpunn.nn.parameter import Parameter
 
 __all__ = ["LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
@@ -29,15 +28,7 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(int(n) for n in normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = Parameter(_filled(self.normalized_shape, 1.0, dtype))
-            if bias:
-                self.bias = Parameter(_filled(self.normalized_shape, 0.0, dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, self.normalized_shape, elementwise_affine, bias, dtype)
         if device is not None:
             self.to(device)
 
@@ -67,15 +58,7 @@ class GroupNorm(Module):
         if num_channels % num_groups:
             raise ValueError("num_channels must be divisible by num_groups")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        if affine:
-            self.weight = Parameter(_filled((num_channels,), 1.0, dtype))
-            if bias:
-                self.bias = Parameter(_filled((num_channels,), 0.0, dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, (num_channels,), affine, bias, dtype)
         if device is not None:
             self.to(device)
 
@@ -99,15 +82,7 @@ class _InstanceNorm(Module):
             raise NotImplementedError(f"{type(self).__name__}(track_running_stats=True) is not supported by gpunn")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = Parameter(_filled((num_features,), 1.0, dtype))
-            if bias:
-                self.bias = Parameter(_filled((num_features,), 0.0, dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, (num_features,), affine, bias, dtype)
         if device is not None:
             self.to(device)
 
