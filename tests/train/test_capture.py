@@ -542,3 +542,19 @@ def test_the_chain_follows_parameters_replaced_or_reloaded_between_steps():
             train_run(make, opt_name, data, False, before_step=before),
             train_run(make, opt_name, data, True, before_step=before),
         )
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_a_chain_replayed_after_another_plan_ran_reads_its_own_buffers(opt_name):
+    """Two plans (full and partial batches, epoch after epoch) share the step's layers: a plan's one-call chain
+    must compute the loss from, and run its backward over, its own buffers, not those the other plan's replay
+    left in the layers."""
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    data = batches(([(200, 784)] * 3 + [(120, 784)]) * 4, rng_seed=6)
+    eager = train_run(make, opt_name, data, False)
+    cap = train_run(make, opt_name, data, True)
+    assert_same(eager, cap)
+    assert len(cap[3].plans) == 2
