@@ -503,9 +503,10 @@ class _Plan:
         be = self.backend
         if not be.captured_chain_forward(table, bound):
             return None  # (a product the kernel refused: the layer by layer replay runs the step)
-        h = self.layers[-1].y
+        last = self.layers[-1]  # its output in the shape the layer by layer replay gives (an (N, L, C) input...)
+        h = last.y.reshape(last.x_shape[:-1] + last.y.shape[1:])
         loss, g = self.loss(h, y)
-        g = np.ascontiguousarray(g, dtype=np.float32)
+        g = np.ascontiguousarray(g, dtype=np.float32).reshape(last.y.shape)
         if not be.captured_chain_backward(table, g, bound):  # not expected: then layer by layer from g
             for k in range(len(self.layers) - 1, -1, -1):
                 g = self.layers[k].backward(g, self.need_dx[k])
