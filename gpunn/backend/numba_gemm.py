@@ -335,7 +335,10 @@ def _work_size(m, k, n, sap, sbn):
     return extra + k * wt + MR * k + MR * NR
 
 
-@njit("int64(float32[:, :], float32[:, :], float32[:, :], int64, int64, int64[::1])", **_KERNEL)
+_OPERAND = types.Array(types.float32, 2, "A", readonly=True)  # a and b: read only (a writable array converts)
+
+
+@njit(types.int64(_OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64[::1]), **_KERNEL)
 def plan(a, b, c, threads, chunks_per_thread, t):
     """Describe c = a @ b in the job ``t`` for ``threads`` threads (about ``chunks_per_thread`` chunks each:
     of 16-column panels, or of MR-row panels when the product is narrow); return the float32 scratch each

@@ -180,3 +180,23 @@ def test_linear_layer_on_the_kernel_matches_torch(be):
     assert rel_err(y.detach().numpy(), ref) < 1e-5
     for got, want in ((gx, tx), (gw, tw), (gb, tb)):
         assert rel_err(got.grad.numpy(), want.grad.numpy()) < 1e-5
+
+
+def test_read_only_and_broadcast_operands(be, monkeypatch):
+    """A read-only operand (an expanded tensor, the broadcast gradient of ``out.sum()``, a tensor over a
+    read-only NumPy array) is read in place like any other, not refused with Numba's dispatch error."""
+    import gpunn
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((37, 90), dtype=np.float32), rng.standard_normal((90, 71), dtype=np.float32)
+    ro = a.copy()
+    ro.flags.writeable = False
+    for x, y in [(ro, b), (np.broadcast_to(a[:1], a.shape), b), (a, np.broadcast_to(b[:, :1], b.shape))]:
+        assert rel_err(be.matmul(x, y), x.astype(np.float64) @ y.astype(np.float64)) < 1e-5
+    gpunn.manual_seed(0)
+    lin = gpunn.nn.Linear(784, 200)
+    x = gpunn.randn(1, 784).expand(200, 784)
+    lin(x).sum().backward()  # the output gradient: a read-only broadcast of one
+    ref_x = x.detach().numpy().astype(np.float64)
+    assert rel_err(lin.weight.grad.numpy(), np.ones((200, 200)) @ ref_x) < 1e-5
