@@ -677,7 +677,7 @@ class NumpyBackend(Backend):
         m, k = x.shape
         n = W.shape[0]
         gemm = _gemm_kernel(x, W.T, None)
-        if gemm is None or z.dtype != np.float32:
+        if gemm is None or z.dtype != np.float32 or (b is not None and b.dtype != np.float32):
             return False
         has_bias = b is not None
         return self._captured(
@@ -693,6 +693,8 @@ class NumpyBackend(Backend):
         gemm = _gemm_kernel(dz, W, None) if dx is not None else _gemm_kernel(dz.T, x, None)
         if gemm is None or (dx is not None and dW is not None and _gemm_kernel(dz.T, x, None) is None):
             return False  # (the buffers' dtypes and layouts: numba_gemm.plan checks them, and the signature)
+        if not (dy.flags.c_contiguous and dy.flags.writeable):  # (a loss's broadcast gradient: out.sum())
+            return False
         bound = max(product_bound(m, n, k), product_bound(n, m, k))
         return self._captured(
             _linear().linear_backward, bound, dy, y, dz, x, W,

@@ -579,3 +579,28 @@ def test_a_chain_over_an_input_of_more_than_two_dims_equals_eager():
     cap = train_run(make, "sgd", data, True)
     assert_same(eager, cap)
     assert cap[3].output.shape == (16, 13, 10)
+
+
+def test_read_only_inputs_broadcast_loss_gradients_and_a_strided_bias_equal_eager():
+    """What the one-call layers' signatures do not take -- a read-only input (a tensor over a read-only NumPy
+    array), the read-only broadcast gradient of a loss like ``out.sum()``, a bias set to a strided view after
+    recording -- runs as eagerly, bit for bit, instead of raising Numba's dispatch TypeError."""
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    rng = np.random.default_rng(10)
+    data = []
+    for _ in range(5):
+        xa = rng.standard_normal((200, 784)).astype(np.float32)
+        xa.flags.writeable = False
+        data.append((gpunn.from_numpy(xa), gpunn.tensor(rng.integers(0, 10, 200))))
+
+    def strided_bias(i, model, opt):
+        if i == 3:
+            model[2].bias.data = gpunn.tensor(np.arange(400, dtype=np.float32) / 4000)[::2]
+
+    for loss_fn in (nn.CrossEntropyLoss(), lambda out, y: out.sum()):
+        eager = train_run(make, "sgd", data, False, loss_fn=loss_fn, before_step=strided_bias)
+        cap = train_run(make, "sgd", data, True, loss_fn=loss_fn, before_step=strided_bias)
+        assert_same(eager, cap)
