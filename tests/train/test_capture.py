@@ -604,3 +604,17 @@ def test_read_only_inputs_broadcast_loss_gradients_and_a_strided_bias_equal_eage
         eager = train_run(make, "sgd", data, False, loss_fn=loss_fn, before_step=strided_bias)
         cap = train_run(make, "sgd", data, True, loss_fn=loss_fn, before_step=strided_bias)
         assert_same(eager, cap)
+
+
+def test_a_layer_of_one_output_equals_eager_bit_for_bit():
+    """A Linear(K, 1) layer (a bottleneck, a regression head) in one call: its bias gradient is the sum of a
+    column, which NumPy adds pairwise, not row after row as it sums a wider dz: the step must still equal
+    the eager one bit for bit."""
+
+    def make():
+        return nn.Sequential(nn.Linear(1024, 1), nn.ReLU(), nn.Linear(1, 10))
+
+    data = batches([(256, 1024)] * 8, rng_seed=11)
+    eager = train_run(make, "sgd", data, False)
+    cap = train_run(make, "sgd", data, True)
+    assert_same(eager, cap)
