@@ -979,11 +979,13 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
             work = scratch(threads * need, np.float32, 20)
             _gemm_seq[0] = seq = int(_gemm_seq[0]) + 1
             asleep = gemm.launch(job, seq, ctrls, _gemm_counters, work, need)
-            for w in range(threads - 1):
-                if asleep >> w & 1:
-                    wakes[w].set()
-            # runs chunks until none is left, then waits for those the workers took (they read a, b, c)
-            gemm.run_job(job, _gemm_counters, seq, work[:need])
+            try:  # (a KeyboardInterrupt here: the posted job still ends before a, b, c and work may be freed)
+                for w in range(threads - 1):
+                    if asleep >> w & 1:
+                        wakes[w].set()
+            finally:
+                # runs chunks until none is left, then waits for those the workers took (they read a, b, c)
+                gemm.run_job(job, _gemm_counters, seq, work[:need])
             return True
         finally:
             _gemm_lock.release()

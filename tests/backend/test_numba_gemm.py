@@ -200,3 +200,35 @@ def test_read_only_and_broadcast_operands(be, monkeypatch):
     lin(x).sum().backward()  # the output gradient: a read-only broadcast of one
     ref_x = x.detach().numpy().astype(np.float64)
     assert rel_err(lin.weight.grad.numpy(), np.ones((200, 200)) @ ref_x) < 1e-5
+
+
+def test_an_interrupt_while_waking_the_workers_still_completes_the_posted_product(be, monkeypatch):
+    """A KeyboardInterrupt raised in the Python lines between posting a job and running it (waking a sleeping
+    worker) must not leave the job half done: workers would go on reading a and b and writing c (and the
+    scratch) after Python may have freed them, and count their chunks into the next job's counter."""
+    import time
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    monkeypatch.setattr(nb, "_GEMM_SPINS", 1)
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((64, 200), dtype=np.float32), rng.standard_normal((200, 256), dtype=np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    be.matmul(a, b)  # the worker exists
+    deadline = time.monotonic() + 30
+    while nb._gemm_ctrls[0, numba_gemm.STATE] != 1:  # and sleeps: the next post sets its Event
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    wake = nb._gemm_workers[0]
+    wake.set = interrupted
+    c = np.full((64, 256), np.nan, np.float32)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            be.matmul(a, b, out=c)
+    finally:
+        del wake.set
+    assert rel_err(c, ref) < 1e-5  # the posted job ran to its end before the interrupt went on
+    assert rel_err(be.matmul(a, b), ref) < 1e-5
