@@ -58,9 +58,10 @@ _numba_module = None  # gpunn.backend.numba_cpu once imported; False after it fa
 def _forget_pool() -> None:
     """In a forked child (a DataLoader worker): the parent's pool threads do not exist there, and work
     submitted to its pool would wait forever; the child makes its own on first use."""
-    global _pool, _pool_workers, _pool_lock, _gemm_lock
+    global _pool, _pool_workers, _pool_lock, _gemm_lock, _blas_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
     _gemm_lock = threading.Lock()
+    _blas_lock = threading.Lock()  # (every small float32 product takes it: a parent's thread may have held it)
     _gemm_workers.clear()  # (the counters are reused: no job is in flight in the child)
 
 
