@@ -678,7 +678,7 @@ class NumpyBackend(Backend):
         m, k = x.shape
         n = W.shape[0]
         gemm = _gemm_kernel(x, W.T, None)
-        if gemm is None or z.dtype != np.float32 or (b is not None and b.dtype != np.float32):
+        if gemm is None or z.dtype != np.float32 or (b is not None and (b.dtype != np.float32 or b.shape != (n,))):
             return False
         has_bias = b is not None
         return self._captured(
@@ -697,6 +697,8 @@ class NumpyBackend(Backend):
         if not (dy.flags.c_contiguous and dy.flags.writeable):  # (a loss's broadcast gradient: out.sum())
             return False
         if db is not None and n == 1:  # db = dz.sum(0) of one column: NumPy adds it pairwise, the kernel in order
+            return False
+        if db is not None and db.shape != (n,):  # (a gradient view of a parameter whose .data changed shape)
             return False
         bound = max(product_bound(m, n, k), product_bound(n, m, k))
         return self._captured(

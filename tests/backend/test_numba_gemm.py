@@ -232,3 +232,25 @@ def test_an_interrupt_while_waking_the_workers_still_completes_the_posted_produc
         del wake.set
     assert rel_err(c, ref) < 1e-5  # the posted job ran to its end before the interrupt went on
     assert rel_err(be.matmul(a, b), ref) < 1e-5
+
+
+def test_captured_layers_never_write_past_gradient_views_of_another_shape(be, monkeypatch):
+    """The captured step writes a layer's dW and db into the optimizer's views of its flat gradient buffer; a
+    parameter whose .data got another shape leaves views of the old one: the one-call layer (and the GEMM's
+    plan, which must check the result's shape) declines instead of writing past them, and reads no bias
+    shorter than its output."""
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    rng = np.random.default_rng(13)
+    m, k, n = 64, 300, 48
+    x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32) * 0.1
+    dy, y = rng.standard_normal((m, n), dtype=np.float32), np.abs(rng.standard_normal((m, n), dtype=np.float32))
+    dz, dx = np.empty_like(dy), np.empty_like(x)
+    flat = np.full(n * k + n + 1000, 7.0, np.float32)  # views for the old shapes: n - 8 rows, n - 8 biases
+    dw, db = flat[: (n - 8) * k].reshape(n - 8, k), flat[(n - 8) * k : (n - 8) * k + n - 8]
+    for want_dw in (dw, None):
+        assert not be.captured_linear_backward(dy, y, dz, x, w, dx, want_dw, db, True)
+    assert (flat[(n - 8) * k + n - 8 :] == 7.0).all()
+    assert not be.captured_linear_forward(x, w, np.zeros(n - 8, np.float32), np.empty((m, n), np.float32), True)
+    job = np.empty(numba_gemm.JOB_FIELDS, np.int64)
+    assert numba_gemm.plan(x, w.T, np.empty((m - 1, n), np.float32), 1, 1, job) == -1  # c of other rows
+    assert numba_gemm.plan(x, w.T[: k - 1], np.empty((m, n), np.float32), 1, 1, job) == -1  # b of k - 1 rows
