@@ -335,18 +335,23 @@ def _work_size(m, k, n, sap, sbn):
     return extra + k * wt + MR * k + MR * NR
 
 
-@njit("int64(float32[:, :], float32[:, :], float32[:, :], int64, int64, int64[::1])", **_KERNEL)
+_OPERAND = types.Array(types.float32, 2, "A", readonly=True)  # a and b: read only (a writable array converts)
+
+
+@njit(types.int64(_OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64[::1]), **_KERNEL)
 def plan(a, b, c, threads, chunks_per_thread, t):
     """Describe c = a @ b in the job ``t`` for ``threads`` threads (about ``chunks_per_thread`` chunks each:
     of 16-column panels, or of MR-row panels when the product is narrow); return the float32 scratch each
-    thread needs -- or -1 when the kernel does not take the product: a stride that is negative or not a
-    whole number of elements, rows of c that are not contiguous or overlap, or c sharing memory with a or b
-    (judged by address ranges)."""
+    thread needs -- or -1 when the kernel does not take the product: shapes that do not match, a stride
+    that is negative or not a whole number of elements, rows of c that are not contiguous or overlap, or c
+    sharing memory with a or b (judged by address ranges)."""
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     for st in (a.strides[0], a.strides[1], b.strides[0], b.strides[1], c.strides[0]):
         if st < 0 or st % 4:
             return -1
     if c.strides[1] != 4 or (m > 1 and c.strides[0] < 4 * n) or m < 1 or n < 1 or k < 1:
+        return -1
+    if b.shape[0] != k or c.shape[0] != m or c.shape[1] != n:  # (callers in Numba pass buffers unchecked)
         return -1
     a_lo, b_lo, c_lo = a.ctypes.data, b.ctypes.data, c.ctypes.data
     a_hi = a_lo + a.strides[0] * (m - 1) + a.strides[1] * (k - 1) + 4

@@ -51,8 +51,10 @@ def _product_now(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, count
     return True
 
 
+# x, w and the bias are read only: any layout, read-only arrays too (a writable one converts)
+_RO2, _RO1 = "Array(float32, 2, 'A', readonly=True)", "Array(float32, 1, 'A', readonly=True)"
 _LINEAR_SIG = (
-    "boolean(float32[:, :], float32[:, :], float32[::1], float32[:, ::1], boolean, boolean, "
+    f"boolean({_RO2}, {_RO2}, {_RO1}, float32[:, ::1], boolean, boolean, "
     "int64, int64, int64, int64[:, ::1], int64[::1], int64[::1], float32[::1])"
 )
 
@@ -75,7 +77,7 @@ def linear_forward(x, w, bias, z, has_bias, relu, threads, parallel_min, chunks,
 
 
 @njit(
-    "boolean(float32[:, ::1], float32[:, ::1], float32[:, ::1], float32[:, :], float32[:, :], float32[:, ::1], "
+    f"boolean(float32[:, ::1], float32[:, ::1], float32[:, ::1], {_RO2}, {_RO2}, float32[:, ::1], "
     "float32[:, ::1], float32[::1], boolean, boolean, boolean, boolean, int64, int64, int64, int64[:, ::1], "
     "int64[::1], int64[::1], float32[::1])",
     **_KERNEL,

@@ -677,7 +677,7 @@ class NumpyBackend(Backend):
         m, k = x.shape
         n = W.shape[0]
         gemm = _gemm_kernel(x, W.T, None)
-        if gemm is None or z.dtype != np.float32:
+        if gemm is None or z.dtype != np.float32 or (b is not None and (b.dtype != np.float32 or b.shape != (n,))):
             return False
         has_bias = b is not None
         return self._captured(
@@ -693,6 +693,12 @@ class NumpyBackend(Backend):
         gemm = _gemm_kernel(dz, W, None) if dx is not None else _gemm_kernel(dz.T, x, None)
         if gemm is None or (dx is not None and dW is not None and _gemm_kernel(dz.T, x, None) is None):
             return False  # (the buffers' dtypes and layouts: numba_gemm.plan checks them, and the signature)
+        if not (dy.flags.c_contiguous and dy.flags.writeable):  # (a loss's broadcast gradient: out.sum())
+            return False
+        if db is not None and n == 1:  # db = dz.sum(0) of one column: NumPy adds it pairwise, the kernel in order
+            return False
+        if db is not None and db.shape != (n,):  # (a gradient view of a parameter whose .data changed shape)
+            return False
         bound = max(product_bound(m, n, k), product_bound(n, m, k))
         return self._captured(
             _linear().linear_backward, bound, dy, y, dz, x, W,
@@ -977,11 +983,13 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
             work = scratch(threads * need, np.float32, 20)
             _gemm_seq[0] = seq = int(_gemm_seq[0]) + 1
             asleep = gemm.launch(job, seq, ctrls, _gemm_counters, work, need)
-            for w in range(threads - 1):
-                if asleep >> w & 1:
-                    wakes[w].set()
-            # runs chunks until none is left, then waits for those the workers took (they read a, b, c)
-            gemm.run_job(job, _gemm_counters, seq, work[:need])
+            try:  # (a KeyboardInterrupt here: the posted job still ends before a, b, c and work may be freed)
+                for w in range(threads - 1):
+                    if asleep >> w & 1:
+                        wakes[w].set()
+            finally:
+                # runs chunks until none is left, then waits for those the workers took (they read a, b, c)
+                gemm.run_job(job, _gemm_counters, seq, work[:need])
             return True
         finally:
             _gemm_lock.release()

@@ -468,7 +468,8 @@ class _Plan:
             table[r, G.C_RELU] = layer.act == "relu"
             checks.append((layer, W, b, arrays[G.C_DW], arrays[G.C_DB]))
             bound = max(bound, product_bound(m, k, n), product_bound(m, n, k), product_bound(n, m, k))
-        return table, bound, checks
+        # this plan's layer outputs and input shapes: another plan's replay rebinds the shared layers to its own
+        return table, bound, checks, [(layer.y, layer.x_shape) for layer in self.layers]
 
     def _run_chain(self, x, y):
         """run() through the chain's two calls, or None (nothing of the step done) when the chain does not
@@ -476,7 +477,7 @@ class _Plan:
         replaced (then the next replay rebuilds the table)."""
         if not self.chain:
             return None
-        table, bound, checks = self.chain
+        table, bound, checks, outputs = self.chain
         for layer, W, b, dw, db in checks:
             bias = layer.bias
             if (
@@ -493,14 +494,19 @@ class _Plan:
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.size != table[0, G.C_M] * table[0, G.C_K]:
             return None
         first.x2 = x2 = x.reshape(table[0, G.C_M], table[0, G.C_K])
-        first.x_shape = x.shape
         table[0, G.C_X] = x2.ctypes.data
+        for r, (layer, (out, x_shape)) in enumerate(zip(self.layers, outputs)):
+            layer.y, layer.x_shape = out, x_shape  # (the loss and a fallback backward read them)
+            if r > 0:
+                layer.x2 = outputs[r - 1][0]
+        first.x_shape = x.shape
         be = self.backend
         if not be.captured_chain_forward(table, bound):
             return None  # (a product the kernel refused: the layer by layer replay runs the step)
-        h = self.layers[-1].y
+        last = self.layers[-1]  # its output in the shape the layer by layer replay gives (an (N, L, C) input...)
+        h = last.y.reshape(last.x_shape[:-1] + last.y.shape[1:])
         loss, g = self.loss(h, y)
-        g = np.ascontiguousarray(g, dtype=np.float32)
+        g = np.ascontiguousarray(g, dtype=np.float32).reshape(last.y.shape)
         if not be.captured_chain_backward(table, g, bound):  # not expected: then layer by layer from g
             for k in range(len(self.layers) - 1, -1, -1):
                 g = self.layers[k].backward(g, self.need_dx[k])

@@ -180,3 +180,77 @@ def test_linear_layer_on_the_kernel_matches_torch(be):
     assert rel_err(y.detach().numpy(), ref) < 1e-5
     for got, want in ((gx, tx), (gw, tw), (gb, tb)):
         assert rel_err(got.grad.numpy(), want.grad.numpy()) < 1e-5
+
+
+def test_read_only_and_broadcast_operands(be, monkeypatch):
+    """A read-only operand (an expanded tensor, the broadcast gradient of ``out.sum()``, a tensor over a
+    read-only NumPy array) is read in place like any other, not refused with Numba's dispatch error."""
+    import gpunn
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((37, 90), dtype=np.float32), rng.standard_normal((90, 71), dtype=np.float32)
+    ro = a.copy()
+    ro.flags.writeable = False
+    for x, y in [(ro, b), (np.broadcast_to(a[:1], a.shape), b), (a, np.broadcast_to(b[:, :1], b.shape))]:
+        assert rel_err(be.matmul(x, y), x.astype(np.float64) @ y.astype(np.float64)) < 1e-5
+    gpunn.manual_seed(0)
+    lin = gpunn.nn.Linear(784, 200)
+    x = gpunn.randn(1, 784).expand(200, 784)
+    lin(x).sum().backward()  # the output gradient: a read-only broadcast of one
+    ref_x = x.detach().numpy().astype(np.float64)
+    assert rel_err(lin.weight.grad.numpy(), np.ones((200, 200)) @ ref_x) < 1e-5
+
+
+def test_an_interrupt_while_waking_the_workers_still_completes_the_posted_product(be, monkeypatch):
+    """A KeyboardInterrupt raised in the Python lines between posting a job and running it (waking a sleeping
+    worker) must not leave the job half done: workers would go on reading a and b and writing c (and the
+    scratch) after Python may have freed them, and count their chunks into the next job's counter."""
+    import time
+
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    monkeypatch.setattr(nb, "_GEMM_SPINS", 1)
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((64, 200), dtype=np.float32), rng.standard_normal((200, 256), dtype=np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    be.matmul(a, b)  # the worker exists
+    deadline = time.monotonic() + 30
+    while nb._gemm_ctrls[0, numba_gemm.STATE] != 1:  # and sleeps: the next post sets its Event
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    wake = nb._gemm_workers[0]
+    wake.set = interrupted
+    c = np.full((64, 256), np.nan, np.float32)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            be.matmul(a, b, out=c)
+    finally:
+        del wake.set
+    assert rel_err(c, ref) < 1e-5  # the posted job ran to its end before the interrupt went on
+    assert rel_err(be.matmul(a, b), ref) < 1e-5
+
+
+def test_captured_layers_never_write_past_gradient_views_of_another_shape(be, monkeypatch):
+    """The captured step writes a layer's dW and db into the optimizer's views of its flat gradient buffer; a
+    parameter whose .data got another shape leaves views of the old one: the one-call layer (and the GEMM's
+    plan, which must check the result's shape) declines instead of writing past them, and reads no bias
+    shorter than its output."""
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    rng = np.random.default_rng(13)
+    m, k, n = 64, 300, 48
+    x, w = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32) * 0.1
+    dy, y = rng.standard_normal((m, n), dtype=np.float32), np.abs(rng.standard_normal((m, n), dtype=np.float32))
+    dz, dx = np.empty_like(dy), np.empty_like(x)
+    flat = np.full(n * k + n + 1000, 7.0, np.float32)  # views for the old shapes: n - 8 rows, n - 8 biases
+    dw, db = flat[: (n - 8) * k].reshape(n - 8, k), flat[(n - 8) * k : (n - 8) * k + n - 8]
+    for want_dw in (dw, None):
+        assert not be.captured_linear_backward(dy, y, dz, x, w, dx, want_dw, db, True)
+    assert (flat[(n - 8) * k + n - 8 :] == 7.0).all()
+    assert not be.captured_linear_forward(x, w, np.zeros(n - 8, np.float32), np.empty((m, n), np.float32), True)
+    job = np.empty(numba_gemm.JOB_FIELDS, np.int64)
+    assert numba_gemm.plan(x, w.T, np.empty((m - 1, n), np.float32), 1, 1, job) == -1  # c of other rows
+    assert numba_gemm.plan(x, w.T[: k - 1], np.empty((m, n), np.float32), 1, 1, job) == -1  # b of k - 1 rows

@@ -289,3 +289,28 @@ def test_parallel_chunks_raises_a_chunks_error(monkeypatch):
 
     with pytest.raises(ValueError, match="chunk"):
         numpy_backend.parallel_chunks(fn, 100, pieces=4)
+
+
+def test_a_child_forked_while_the_blas_setting_was_held_runs_small_products():
+    """Every small float32 product takes the lock under which OpenBLAS is set to one thread: a child forked
+    while another thread held it (a DataLoader worker forked during a conv or a small product elsewhere)
+    must not wait forever on a lock no thread of its own will release."""
+    import os
+    import signal
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    be = NumpyBackend()
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((9, 7), dtype=np.float32), rng.standard_normal((7, 41), dtype=np.float32)
+    with numpy_backend._blas_lock:  # (held by "another thread" at the moment of the fork)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)
+                code = 0 if np.array_equal(be.matmul(a, b), np.matmul(a, b)) else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

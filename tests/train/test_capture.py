@@ -542,3 +542,79 @@ def test_the_chain_follows_parameters_replaced_or_reloaded_between_steps():
             train_run(make, opt_name, data, False, before_step=before),
             train_run(make, opt_name, data, True, before_step=before),
         )
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_a_chain_replayed_after_another_plan_ran_reads_its_own_buffers(opt_name):
+    """Two plans (full and partial batches, epoch after epoch) share the step's layers: a plan's one-call chain
+    must compute the loss from, and run its backward over, its own buffers, not those the other plan's replay
+    left in the layers."""
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    data = batches(([(200, 784)] * 3 + [(120, 784)]) * 4, rng_seed=6)
+    eager = train_run(make, opt_name, data, False)
+    cap = train_run(make, opt_name, data, True)
+    assert_same(eager, cap)
+    assert len(cap[3].plans) == 2
+
+
+def test_a_chain_over_an_input_of_more_than_two_dims_equals_eager():
+    """Linear layers on an (N, L, K) input: the one-call chain's output keeps the (N, L, C) shape eager gives
+    (the loss reads it: here cross-entropy over C = 13 classes at 10 positions), bit for bit the eager step."""
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    rng = np.random.default_rng(9)
+    data = [
+        (
+            gpunn.tensor(rng.standard_normal((16, 13, 784)).astype(np.float32)),
+            gpunn.tensor(rng.integers(0, 13, (16, 10))),
+        )
+        for _ in range(6)
+    ]
+    eager = train_run(make, "sgd", data, False)
+    cap = train_run(make, "sgd", data, True)
+    assert_same(eager, cap)
+    assert cap[3].output.shape == (16, 13, 10)
+
+
+def test_read_only_inputs_broadcast_loss_gradients_and_a_strided_bias_equal_eager():
+    """What the one-call layers' signatures do not take -- a read-only input (a tensor over a read-only NumPy
+    array), the read-only broadcast gradient of a loss like ``out.sum()``, a bias set to a strided view after
+    recording -- runs as eagerly, bit for bit, instead of raising Numba's dispatch TypeError."""
+
+    def make():
+        return nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    rng = np.random.default_rng(10)
+    data = []
+    for _ in range(5):
+        xa = rng.standard_normal((200, 784)).astype(np.float32)
+        xa.flags.writeable = False
+        data.append((gpunn.from_numpy(xa), gpunn.tensor(rng.integers(0, 10, 200))))
+
+    def strided_bias(i, model, opt):
+        if i == 3:
+            model[2].bias.data = gpunn.tensor(np.arange(400, dtype=np.float32) / 4000)[::2]
+
+    for loss_fn in (nn.CrossEntropyLoss(), lambda out, y: out.sum()):  # (adam: bounded steps on a sum)
+        eager = train_run(make, "adam", data, False, loss_fn=loss_fn, before_step=strided_bias)
+        cap = train_run(make, "adam", data, True, loss_fn=loss_fn, before_step=strided_bias)
+        assert_same(eager, cap)
+
+
+def test_a_layer_of_one_output_equals_eager_bit_for_bit():
+    """A Linear(K, 1) layer (a bottleneck, a regression head) in one call: its bias gradient is the sum of a
+    column, which NumPy adds pairwise, not row after row as it sums a wider dz: the step must still equal
+    the eager one bit for bit."""
+
+    def make():
+        return nn.Sequential(nn.Linear(1024, 1), nn.ReLU(), nn.Linear(1, 10))
+
+    data = batches([(256, 1024)] * 8, rng_seed=11)
+    eager = train_run(make, "sgd", data, False)
+    cap = train_run(make, "sgd", data, True)
+    assert_same(eager, cap)
