@@ -670,7 +670,7 @@ class NumpyBackend(Backend):
         if gemm is None or not _gemm_run(gemm, a, b, out, self._scratch, parallel=False):
             np.matmul(a, b, out=out)
 
-    # -- a captured step's linear layers: one call each way (numba_linear.linear_forward / linear_backward) ------
+    # -- a captured step's linear layers: one call each way (numba_gemm.linear_forward / linear_backward) ------
     def captured_linear_forward(self, x, W, b, z, relu: bool) -> bool:
         """z = act(x @ W.T + b) into the plan buffer ``z`` (act: ReLU or none), as linear_act computes it, bit
         for bit, in one call; False (nothing written) where gpunn's GEMM does not run this product."""
@@ -681,7 +681,7 @@ class NumpyBackend(Backend):
             return False
         has_bias = b is not None
         return self._captured(
-            _linear().linear_forward, product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
+            _gemm_module.linear_forward, product_bound(m, k, n), x, W, b if has_bias else z[0], z, has_bias, relu
         )
 
     def captured_linear_backward(self, dy, y, dz, x, W, dx, dW, db, relu: bool) -> bool:
@@ -701,28 +701,28 @@ class NumpyBackend(Backend):
             return False
         bound = max(product_bound(m, n, k), product_bound(n, m, k))
         return self._captured(
-            _linear().linear_backward, bound, dy, y, dz, x, W,
+            _gemm_module.linear_backward, bound, dy, y, dz, x, W,
             dx if dx is not None else dz[:1, :1], dW if dW is not None else dz[:1, :1],
             db if db is not None else dz[0], relu, dx is not None, dW is not None, db is not None,
         )  # fmt: skip
 
     def captured_chain_forward(self, table, bound: int) -> bool:
-        """numba_linear.chain_forward: every layer of a captured linear chain forward in one call (``table``:
+        """numba_gemm.chain_forward: every layer of a captured linear chain forward in one call (``table``:
         its rows of buffer addresses, built and checked by gpunn.train.capture; ``bound``: the largest
         product_bound of its products). False (nothing run) when the GEMM is off now (GPUNN_GEMM, GPUNN_NUMBA)."""
         if not (_gemm_module and _gemm_wanted() and numba_kernels() is not None):
             return False
-        return self._captured(_linear().chain_forward, bound, table)
+        return self._captured(_gemm_module.chain_forward, bound, table)
 
     def captured_chain_backward(self, table, dlogits, bound: int) -> bool:
-        """numba_linear.chain_backward: every layer's backward, from the loss gradient ``dlogits``."""
-        return self._captured(_linear().chain_backward, bound, table, dlogits)
+        """numba_gemm.chain_backward: every layer's backward, from the loss gradient ``dlogits``."""
+        return self._captured(_gemm_module.chain_backward, bound, table, dlogits)
 
     def _captured(self, kernel, bound: int, *args) -> bool:
         threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
         with _gemm_lock:
             ctrls, wakes = _gemm_worker_pool(threads - 1)
-            asleep = _linear().sleeping_workers(ctrls)
+            asleep = _gemm_module.sleeping_workers(ctrls)
             for w in range(len(wakes)):
                 if asleep >> w & 1:
                     wakes[w].set()
@@ -961,6 +961,20 @@ def _gemm_sized(a, b) -> bool:
     )
 
 
+def _macs(a, b) -> int:
+    """Multiply-adds of np.matmul(a, b) (any dims, broadcast batch; 0 for a malformed product)."""
+    if a.ndim == 0 or b.ndim == 0:
+        return 0
+    k = a.shape[-1]
+    m = a.shape[-2] if a.ndim > 1 else 1
+    n = b.shape[-1] if b.ndim > 1 else 1
+    try:
+        batch = math.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    except ValueError:
+        return 0
+    return batch * m * n * k
+
+
 def _gemm_wanted() -> bool:
     return os.environ.get("GPUNN_GEMM", "").strip().lower() != "blas"
 
@@ -998,14 +1012,6 @@ def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
         return False
     gemm.run_alone(job, scratch(need, np.float32, 20))
     return True
-
-
-def _linear():
-    """gpunn.backend.numba_linear (the captured step's layer kernels), imported on first use (after the GEMM
-    loaded: the callers checked _gemm_kernel)."""
-    with _numba_module._launch_lock:
-        from gpunn.backend import numba_linear
-    return numba_linear
 
 
 def product_bound(m: int, k: int, n: int) -> int:
@@ -1113,12 +1119,13 @@ def _over_groups(run, n_groups: int, threads: int) -> None:
 
 
 def _blas_matmul(a, b, out):
-    """np.matmul for a product gpunn's GEMM does not take. A float32 product too small or thin for that GEMM
-    (see _gemm_sized) runs with OpenBLAS on one thread, on every machine (so its bits never depend on
-    whether the GEMM is loaded): threading it gains little, and OpenBLAS's workers, once woken, spin for up
-    to ~0.1 s after each call, taking the cores gpunn's own threads need (measured: the small CNN's step at
-    24 ms instead of 15)."""
-    if a.dtype == np.float32 and b.dtype == np.float32 and not _gemm_sized(a, b):
+    """np.matmul for a product gpunn's GEMM does not take. A small float32 product (under _GEMM_MIN
+    multiply-adds, batch dimensions included) runs with OpenBLAS on one thread, on every machine (so its bits
+    never depend on whether the GEMM is loaded): threading it gains little, and OpenBLAS's workers, once
+    woken, spin for up to ~0.1 s after each call, taking the cores gpunn's own threads need (measured: the
+    small CNN's step at 24 ms instead of 15). A large one (batched, thin over a long inner dimension) keeps
+    BLAS's threads."""
+    if a.dtype == np.float32 and b.dtype == np.float32 and _macs(a, b) < _GEMM_MIN:
         with _blas_one_thread():
             return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)

@@ -99,7 +99,8 @@ class _Layer:
         self.name, self.module, self.params = name, module, params
 
     def check(self) -> None:
-        """Raise CaptureError when the module's parameters were replaced since the plan was made."""
+        """Raise CaptureError when the module's parameters were replaced, added or removed since the plan was
+        made (a bias set on a layer recorded without one would be ignored)."""
         current = self.module._parameters
         for attr, p in self.params:
             if current.get(attr) is not p:
@@ -107,6 +108,12 @@ class _Layer:
                     f"compile_step: parameter {self.name}.{attr} was replaced after the step was "
                     "recorded (a changed parameter set); call compile_step again"
                 )
+        if sum(p is not None for p in current.values()) != len(self.params):
+            added = sorted(k for k, p in current.items() if p is not None and k not in dict(self.params))
+            raise CaptureError(
+                f"compile_step: parameter {self.name}.{added[0] if added else '?'} was added after the step was "
+                "recorded (a changed parameter set); call compile_step again"
+            )
 
 
 class _LinearAct(_Layer):
@@ -140,6 +147,11 @@ class _LinearAct(_Layer):
         W = self.weight._data
         b = None if self.bias is None else self.bias._data
         self.x_shape = x.shape
+        if x.shape[-1] != W.shape[1]:  # (eager F.linear's error: the weight's shape may have changed)
+            raise ValueError(
+                f"Linear(in_features={W.shape[1]}): the input's last dimension is {x.shape[-1]}, expected "
+                f"{W.shape[1]} (input shape {tuple(x.shape)})"
+            )
         x2 = x.reshape(-1, W.shape[1])
         if self.fast:  # reference.linear_act: z = x @ W.T; z += b; activation in place
             z = self.bufs.get(self.names["y"], (x2.shape[0], W.shape[0]), x2.dtype)
@@ -438,7 +450,7 @@ class _Plan:
             isinstance(layer, _LinearAct) and layer.ran_native for layer in self.layers
         ):
             return False
-        from gpunn.backend import numba_linear as G
+        from gpunn.backend import numba_gemm as G
         from gpunn.backend.numpy_backend import product_bound
 
         table = np.zeros((len(self.layers), G.CHAIN_FIELDS), np.int64)
@@ -488,7 +500,7 @@ class _Plan:
             ):
                 self.chain = None
                 return None
-        from gpunn.backend import numba_linear as G
+        from gpunn.backend import numba_gemm as G
 
         first = self.layers[0]
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.size != table[0, G.C_M] * table[0, G.C_K]:

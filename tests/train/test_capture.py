@@ -618,3 +618,51 @@ def test_a_layer_of_one_output_equals_eager_bit_for_bit():
     eager = train_run(make, "sgd", data, False)
     cap = train_run(make, "sgd", data, True)
     assert_same(eager, cap)
+
+
+def test_a_bias_added_or_a_weight_of_another_width_after_recording_is_not_ignored():
+    """A captured step never silently drops a bias set on a layer recorded without one, nor reshapes an input
+    into a weight whose width changed: it raises, as eager raises (or would count the bias)."""
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 64, bias=False), nn.ReLU(), nn.Linear(64, 10))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    step = compile_step(model, nn.CrossEntropyLoss(), opt)
+    ((x, y),) = batches([(32, 784)])
+    for _ in range(3):
+        step(x, y)
+    model[0].bias = nn.Parameter(gpunn.ones(64))
+    with pytest.raises(CaptureError, match=r"0\.bias was added"):
+        step(x, y)
+
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    for _ in range(3):
+        step(x, y)
+    model[2].weight.data = gpunn.randn(10, 32)  # 64 inputs arrive, the weight takes 32
+    with pytest.raises(ValueError, match="in_features=32"):
+        step(x, y)
+
+
+def test_small_float32_products_pin_blas_to_one_thread_and_large_batched_ones_do_not(monkeypatch):
+    from gpunn.backend import numpy_backend as nb
+
+    entered = []
+
+    class Spy:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(nb, "_blas_one_thread", Spy)
+    be = nb.NumpyBackend()
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal((8, 20), dtype=np.float32)
+    np.testing.assert_array_equal(be.matmul(small, small.T), small @ small.T)
+    assert entered == [True]
+    big = rng.standard_normal((16, 128, 64), dtype=np.float32)  # attention-like batched product: 16.8M MACs
+    got = be.matmul(big, big.transpose(0, 2, 1))
+    np.testing.assert_array_equal(got, big @ big.transpose(0, 2, 1))
+    assert entered == [True]
