@@ -273,12 +273,6 @@ class NumpyBackend(Backend):
             buf = bufs[key] = np.empty(max(n, _CHUNK), dtype=dtype)
         return buf[:n]
 
-    def _padded(self, x, ph: int, pw: int):
-        """x (M, C, H, W) with its zero padding, in this thread's scratch (x itself without padding)."""
-        m, c, h, w = x.shape
-        buf = self._scratch(m * c * (h + 2 * ph) * (w + 2 * pw), x.dtype, 13)
-        return reference.pad_hw(np, x, ph, pw, out=buf.reshape(m, c, h + 2 * ph, w + 2 * pw))
-
     # -- optimizer steps: the reference's formulas, in place, block by block ------------------------
     def sgd_step(
         self,
@@ -727,8 +721,8 @@ class NumpyBackend(Backend):
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
-    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the padded input, the
-    # columns and the backward's dcols stay in cache between the passes that write and read them; the
+    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the columns and the
+    # backward's dcols stay in cache between the passes that write and read them; the
     # backward recomputes each group's columns from x (cheaper than reading them back from memory).
     # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
     # single-threaded BLAS (see _over_groups): OpenBLAS's own threads split every GEMM and meet at a
@@ -747,8 +741,7 @@ class NumpyBackend(Backend):
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         ckk, L = c * kh * kw, oh * ow
         # the first image's columns through _run_kernel: compiles the kernel, or on failure the NumPy path runs
-        first = reference.pad_hw(np, x[:1], ph, pw)
-        if _run_kernel("im2col", first, np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw) is _FAILED:
+        if _run_kernel("im2col", x[:1], np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw, ph, pw) is _FAILED:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
         nk = _numba_module
         W2 = weight.reshape(oc, ckk)
@@ -764,7 +757,7 @@ class NumpyBackend(Backend):
             for lo, hi in groups[g0:g1]:
                 m = hi - lo
                 cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
+                nk.im2col(x[lo:hi], cols, sh, sw, ph, pw)
                 out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
                 self._gemm(W2, cols.reshape(ckk, m * L), out)
                 nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
@@ -810,7 +803,7 @@ class NumpyBackend(Backend):
                 g2 = g.reshape(oc, m * L)
                 if need_dW:
                     cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                    nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
+                    nk.im2col(x[lo:hi], cols, sh, sw, ph, pw)
                     self._gemm(g2, cols.reshape(ckk, m * L).T, dWg[k])
                 if need_db:
                     g2.sum(axis=1, out=dbg[k])

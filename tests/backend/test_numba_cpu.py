@@ -102,6 +102,37 @@ def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, a
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape,k,stride,padding",
+    [
+        ((3, 2, 14, 14), (3, 3), (1, 1), (1, 1)),  # "same" rows: the contiguous shifted run per plane
+        ((2, 3, 9, 7), (5, 3), (1, 1), (2, 1)),  # same rows, taller kernel: whole rows of padding
+        ((2, 1, 7, 5), (3, 5), (1, 1), (0, 2)),
+        ((2, 3, 9, 7), (3, 3), (1, 1), (0, 0)),  # narrower output: row by row
+        ((3, 2, 13, 10), (3, 4), (2, 3), (1, 2)),
+        ((1, 1, 3, 2), (5, 4), (1, 1), (2, 2)),  # a kernel wider than the input: taps that see only padding
+        ((2, 2, 4, 5), (3, 3), (3, 2), (2, 0)),
+        ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
+    ],
+)
+def test_im2col_reads_the_padding_as_zeros(rng, dtype, shape, k, stride, padding):
+    """im2col reads x directly, the padding as zeros, without a padded copy: its columns equal the reference's
+    (built from one strided slice per tap) exactly, for every tap including those that see only padding."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x[x == 0] = 1.0
+    x.flat[1::7] = -0.0  # copied as is
+    n, c, h, w = shape
+    oh, ow = (reference.conv_out_size(s, kk, st, p) for s, kk, st, p in zip((h, w), k, stride, padding))
+    cols = np.full((c, k[0], k[1], n, oh, ow), np.nan, dtype)  # every cell must be written
+    numpy_backend.numba_kernels().im2col(x, cols, *stride, *padding)
+    weight = np.ones((1, c) + k, dtype)
+    _, saved = reference.conv2d_forward(np, x, weight, None, stride, padding)
+    np.testing.assert_array_equal(cols.reshape(saved[3].shape), saved[3])
+    np.testing.assert_array_equal(np.signbit(cols.reshape(saved[3].shape)), np.signbit(saved[3]))
+    assert np.count_nonzero(cols) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("per_group", [1, 2, 3])
 @pytest.mark.parametrize(
     "n,c,hw,oc,k,stride,padding,act",
