@@ -783,6 +783,10 @@ class NumpyBackend(Backend):
             src = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
             src = src.reshape(n, oc, L)
         threads = _group_threads(x.size * kh * kw)
+        if not need_dx and need_dW and ckk < _GEMM_MIN_SIDE:
+            grads = _conv_grad_weight_by_image(nk, x, src, y, (kh, kw), (sh, sw), (ph, pw), act, need_db, threads)
+            if grads is not None:
+                return (None,) + grads
         groups = _image_groups(n, ckk * L * y.itemsize, threads)
         # each group's dW and db, added up in group order at the end (the same bits for a given thread count:
         # the number of groups, and so the summation order, follows GPUNN_NUM_THREADS)
@@ -1032,6 +1036,36 @@ def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
         count = -(-count // threads) * threads
     count = min(n, count)
     return [(n * k // count, n * (k + 1) // count) for k in range(count)]  # sizes differ by at most one
+
+
+def _conv_grad_weight_by_image(nk, x, src, y, kernel, stride, padding, act, need_db, threads):
+    """(dW, db or None) of a convolution with few taps (C KH KW < _GEMM_MIN_SIDE: a first layer, its dx not
+    wanted) by numba_cpu.conv_grad_weight_by_image: each image's gradient and columns made and used in cache,
+    float64 accumulators, one per thread (the images split in ``threads`` parts, added up in order); None
+    when the kernel failed to compile."""
+    n, c = x.shape[:2]
+    oc = y.shape[1]
+    ckk = c * kernel[0] * kernel[1]
+    parts = max(1, min(threads, n))
+    acc = np.zeros((parts, oc, ckk), np.float64)
+    dacc = np.zeros((parts, oc), np.float64)
+    src4 = src.reshape(y.shape)
+    relu = act == "relu"
+    geometry = (*kernel, *stride, *padding, relu, bool(need_db))
+    if _run_kernel("conv_grad_weight_by_image", x[:0], src4[:0], y[:0], acc[0], dacc[0], *geometry) is _FAILED:
+        return None  # (compiled on the first call; on failure the grouped path runs)
+
+    def run(p0, p1):
+        for k in range(p0, p1):
+            lo, hi = n * k // parts, n * (k + 1) // parts
+            nk.conv_grad_weight_by_image(x[lo:hi], src4[lo:hi], y[lo:hi], acc[k], dacc[k], *geometry)
+
+    if parts > 1:
+        parallel_for(run, parts, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+    else:
+        run(0, 1)
+    dW = _sum_in_order(acc).astype(y.dtype).reshape(oc, c, *kernel)
+    return dW, _sum_in_order(dacc).astype(y.dtype) if need_db else None
 
 
 def _sum_in_order(parts: np.ndarray) -> np.ndarray:

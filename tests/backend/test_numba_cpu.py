@@ -175,6 +175,57 @@ def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw
         assert err <= 16 * eps * np.sqrt(n), err
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n,c,hw,oc,k,stride,padding,act",
+    [
+        (200, 1, (28, 28), 16, (3, 3), (1, 1), (1, 1), "relu"),  # the small CNN's conv1: chunks of 512 + 272
+        (3, 1, (9, 11), 7, (3, 3), (2, 2), (0, 0), "relu"),  # 7 rows: a 4-row block and 3 rows one at a time
+        (1, 1, (5, 8), 4, (3, 5), (1, 2), (2, 2), "none"),  # batch 1, taps that see only padding
+        (4, 3, (7, 6), 5, (2, 2), (1, 1), (0, 1), "tanh"),  # 3 channels, 12 taps: 4 blocks of 3
+        (2, 1, (6, 7), 9, (1, 1), (1, 1), (0, 0), "relu"),  # a 1x1 kernel: one tap
+    ],
+)
+def test_conv2d_weight_gradient_by_image(rng, monkeypatch, dtype, n, c, hw, oc, k, stride, padding, act):
+    """dW and db of a convolution with fewer than 16 taps and no dx wanted (a first layer) come from
+    conv_grad_weight_by_image: vector partial sums of at most _DW_CHUNK terms in the input's dtype, added in
+    float64 -- each entry within (_DW_CHUNK / 8 + 8) eps of the sum of its terms' magnitudes, against the
+    float64 reference; NaN where the reference has NaN (a NaN input reaches every filter's dW of its taps)."""
+    x = rng.standard_normal((n, c) + hw).astype(dtype)
+    w = rng.standard_normal((oc, c) + k).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype)
+    if n == 3:  # (ReLU passes the gradient where y is NaN: NaN reaches dW only through the NaN input)
+        x[1, 0, 3, 4] = np.nan
+    calls = []
+    real = numpy_backend._conv_grad_weight_by_image
+    monkeypatch.setattr(numpy_backend, "_conv_grad_weight_by_image", lambda *a: calls.append(1) or real(*a))
+    be = NumpyBackend()
+    y, saved = be.conv2d_forward(x, w, b, stride, padding, act)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dW, db = be.conv2d_backward(dy, saved, need_dx=False)
+    assert calls == [1] and dx is None
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    ry, saved64 = reference.conv2d_forward(np, x64, w64, b64, stride, padding, act)
+    _, rdW, rdb = reference.conv2d_backward(np, dy64, saved64, need_dx=False)
+    # the sum of the magnitudes of each entry's terms: |g| @ |cols|.T, |g| row sums
+    _, sabs = reference.conv2d_forward(np, np.abs(x64), w64, None, stride, padding)
+    g_abs = np.abs(reference.activation_backward(np, dy64, ry, act)).transpose(1, 0, 2, 3).reshape(oc, -1)
+    bound_w = (g_abs @ sabs[3].T).reshape(rdW.shape)
+    eps = np.finfo(dtype).eps * (numpy_backend._numba_module._DW_CHUNK / 8 + 8)
+    for got, ref, mag in ((dW, rdW, bound_w), (db, rdb, g_abs.sum(axis=1))):
+        assert got.dtype == dtype and got.shape == ref.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        finite = ~np.isnan(ref)
+        assert finite.sum() > 0.5 * ref.size and np.count_nonzero(ref[finite]) > 0
+        assert np.all(np.abs(got[finite] - ref[finite]) <= eps * mag[finite])
+        err = np.linalg.norm(got[finite] - ref[finite]) / np.linalg.norm(ref[finite])
+        assert err <= 16 * np.finfo(dtype).eps * np.sqrt(n), err
+    # with dx wanted, the grouped path runs and agrees
+    dx2, dW2, db2 = be.conv2d_backward(dy, saved)
+    assert calls == [1] and dx2 is not None
+    np.testing.assert_allclose(dW2, dW, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=0)
+
+
 def test_conv2d_groups_run_on_one_thread_blas_and_restore_it(rng, monkeypatch):
     """The image groups run (shared out under 2 threads) with OpenBLAS set to one thread meanwhile, on any
     thread count (its spinning workers would take gpunn's cores), and its setting restored after -- also when
