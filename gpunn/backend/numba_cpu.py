@@ -513,9 +513,18 @@ def swap01_relu_mask(dy, y, dst):
 def col2im(dcols, dx, sh, sw, ph, pw):
     """dx[n, c, r sh + i - ph, q sw + j - pw] = the sum of dcols[c, i, j, n, r, q] over the taps (i, j) in
     order: the adjoint of im2col. Plane by plane (image, channel): the taps are added, in the reference's
-    order, into a zeroed padded plane, whose inside is then copied to dx (overwritten)."""
+    order, into a zeroed padded plane, whose inside is then copied to dx (overwritten).
+
+    Stride 1 with OW == W: each tap is one contiguous shifted add of its (OH, OW) block into the zeroed dx
+    plane (rows of OW values are too short to vectorize), after zeroing -- in dcols, a scratch the caller
+    gives up -- the cells whose input lies in the padding: the shifted run adds them, as +0.0, to a
+    neighbouring row's edge cell, which leaves every sum's bits as they were (a sum that starts at +0.0
+    is never -0.0, and x + 0.0 == x for every other x, NaN and inf included)."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
     h, w = dx.shape[2], dx.shape[3]
+    if sh == 1 and sw == 1 and ow == w:
+        _col2im_flat(dcols, dx, ph, pw)
+        return
     hp = max((oh - 1) * sh + kh, h + ph)  # the padded plane: every tap's cell and every cell of dx
     wp = max((ow - 1) * sw + kw, w + pw)
     df = dcols.reshape(-1)
@@ -543,6 +552,41 @@ def col2im(dcols, dx, sh, sw, ph, pw):
             s = buf[(y + ph) * wp + pw : (y + ph) * wp + pw + w]
             for q in range(w):
                 d[q] = s[q]
+
+
+@njit(cache=True)
+def _col2im_flat(dcols, dx, ph, pw):
+    """col2im of stride 1, OW == W (see there)."""
+    ch, kh, kw, n_img, oh, ow = dcols.shape
+    h, w = dx.shape[2], dx.shape[3]
+    df = dcols.reshape(-1)
+    xf = dx.reshape(-1)
+    plane = oh * ow
+    zero = dcols.dtype.type(0)
+    for t in range(n_img * ch):
+        n = t // ch
+        c = t - n * ch
+        d = xf[t * h * w : (t + 1) * h * w]
+        _fill(d, 0, h * w, zero)
+        for i in range(kh):
+            r0 = min(oh, max(0, ph - i))  # the outputs whose input row / column lies inside the plane
+            r1 = max(r0, min(oh, h + ph - i))
+            for j in range(kw):
+                q0 = min(ow, max(0, pw - j))
+                q1 = max(q0, min(ow, w + pw - j))
+                if r0 == r1 or q0 == q1:
+                    continue
+                s = df[(((c * kh + i) * kw + j) * n_img + n) * plane :][:plane]
+                for r in range(r0, r1):
+                    _fill(s, r * ow, r * ow + q0, zero)
+                    _fill(s, r * ow + q1, r * ow + ow, zero)
+                lo = r0 * ow + q0
+                hi = (r1 - 1) * ow + q1
+                off = (i - ph) * w + j - pw  # dx's index of output k: k + off
+                dd = d[lo + off : hi + off]
+                ss = s[lo:hi]
+                for k in range(hi - lo):
+                    dd[k] += ss[k]
 
 
 # conv2d's weight (and bias) gradient for few input taps (C KH KW small: a first layer), image by image:

@@ -101,20 +101,20 @@ def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, a
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=4 * eps * np.nanmax(np.abs(ref[0])))
 
 
+IM2COL_GEOMETRIES = [
+    ((3, 2, 14, 14), (3, 3), (1, 1), (1, 1)),  # "same" rows: the contiguous shifted run per plane
+    ((2, 3, 9, 7), (5, 3), (1, 1), (2, 1)),  # same rows, taller kernel: whole rows of padding
+    ((2, 1, 7, 5), (3, 5), (1, 1), (0, 2)),
+    ((2, 3, 9, 7), (3, 3), (1, 1), (0, 0)),  # narrower output: row by row
+    ((3, 2, 13, 10), (3, 4), (2, 3), (1, 2)),
+    ((1, 1, 3, 2), (5, 4), (1, 1), (2, 2)),  # a kernel wider than the input: taps that see only padding
+    ((2, 2, 4, 5), (3, 3), (3, 2), (2, 0)),
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
+]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(
-    "shape,k,stride,padding",
-    [
-        ((3, 2, 14, 14), (3, 3), (1, 1), (1, 1)),  # "same" rows: the contiguous shifted run per plane
-        ((2, 3, 9, 7), (5, 3), (1, 1), (2, 1)),  # same rows, taller kernel: whole rows of padding
-        ((2, 1, 7, 5), (3, 5), (1, 1), (0, 2)),
-        ((2, 3, 9, 7), (3, 3), (1, 1), (0, 0)),  # narrower output: row by row
-        ((3, 2, 13, 10), (3, 4), (2, 3), (1, 2)),
-        ((1, 1, 3, 2), (5, 4), (1, 1), (2, 2)),  # a kernel wider than the input: taps that see only padding
-        ((2, 2, 4, 5), (3, 3), (3, 2), (2, 0)),
-        ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
-    ],
-)
+@pytest.mark.parametrize("shape,k,stride,padding", IM2COL_GEOMETRIES)
 def test_im2col_reads_the_padding_as_zeros(rng, dtype, shape, k, stride, padding):
     """im2col reads x directly, the padding as zeros, without a padded copy: its columns equal the reference's
     (built from one strided slice per tap) exactly, for every tap including those that see only padding."""
@@ -130,6 +130,29 @@ def test_im2col_reads_the_padding_as_zeros(rng, dtype, shape, k, stride, padding
     np.testing.assert_array_equal(cols.reshape(saved[3].shape), saved[3])
     np.testing.assert_array_equal(np.signbit(cols.reshape(saved[3].shape)), np.signbit(saved[3]))
     assert np.count_nonzero(cols) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k,stride,padding", IM2COL_GEOMETRIES)
+def test_col2im_equals_the_reference(rng, dtype, shape, k, stride, padding):
+    """col2im (the stride-1 "same" rows as shifted adds of whole blocks) equals the reference's adjoint bit
+    for bit, also where the gradient of cells in the padding is NaN or infinite (it is dropped) and where
+    dx cells get NaN, inf or -0.0 gradients."""
+    n, c, h, w = shape
+    oh, ow = (reference.conv_out_size(s, kk, st, p) for s, kk, st, p in zip((h, w), k, stride, padding))
+    dcols = rng.standard_normal((c, k[0], k[1], n, oh, ow)).astype(dtype)
+    flat = dcols.reshape(-1)
+    flat[rng.random(flat.size) < 0.03] = np.nan
+    flat[rng.random(flat.size) < 0.03] = -np.inf
+    flat[rng.random(flat.size) < 0.05] = -0.0
+    row_spans = [reference.tap_span(i, stride[0], padding[0], h, oh) for i in range(k[0])]
+    col_spans = [reference.tap_span(j, stride[1], padding[1], w, ow) for j in range(k[1])]
+    ref = reference._col2im(np, dcols.copy(), (h, w), row_spans, col_spans)
+    dx = np.full(shape, 7.0, dtype)  # overwritten
+    numpy_backend.numba_kernels().col2im(dcols, dx, *stride, *padding)
+    np.testing.assert_array_equal(dx, ref)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(ref))
+    assert np.isfinite(ref).sum() > 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
