@@ -1024,7 +1024,8 @@ def _gemm_worker_pool(count: int) -> tuple:
     return _gemm_ctrls[:count], _gemm_workers[:count]
 
 
-_GROUP_BYTES = 1 << 22  # conv2d's columns per group of images (of 0.5-16 MB, 4 MB measured fastest: L3-resident)
+_GROUP_BYTES = 1 << 21  # conv2d's columns per group of images (0.5-16 MB tried: 2 MB fastest since im2col/col2im
+# became contiguous copies, 4 MB before; see the commit that set it)
 
 
 def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
