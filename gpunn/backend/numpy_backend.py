@@ -751,6 +751,11 @@ class NumpyBackend(Backend):
         b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
         relu = act == "relu"
         threads = _group_threads(x.size * kh * kw)
+        geometry = (kh, kw, sh, sw, ph, pw, has_bias, relu)
+        if ckk < _GEMM_MIN_SIDE and _run_kernel("conv_forward_by_image", x[:0], W2, b, y[:0], *geometry) is not _FAILED:
+            # few taps (a first layer): image by image, written in place (see numba_cpu.conv_forward_by_image)
+            parallel_for(lambda lo, hi: nk.conv_forward_by_image(x[lo:hi], W2, b, y[lo:hi], *geometry), n, y.size)
+            return self._conv_epilogue(x, W2, (kh, kw), y, stride, padding, act, negative_slope, need_grad)
         groups = _image_groups(n, ckk * L * x.itemsize, threads)
 
         def run(g0, g1):
@@ -763,9 +768,14 @@ class NumpyBackend(Backend):
                 nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
 
         _over_groups(run, len(groups), threads)
+        return self._conv_epilogue(x, W2, (kh, kw), y, stride, padding, act, negative_slope, need_grad)
+
+    @staticmethod
+    def _conv_epilogue(x, W2, kernel, y, stride, padding, act, negative_slope, need_grad):
+        """(y with an activation other than ReLU applied, the saved state of conv2d_backward)."""
         if act not in ("relu", "none"):
             y = reference.activation_forward(np, y, act, negative_slope)
-        return y, (("numba", x, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None)
+        return y, (("numba", x, W2, kernel, y, stride, padding, act, negative_slope) if need_grad else None)
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         if saved[0] != "numba":

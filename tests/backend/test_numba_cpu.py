@@ -200,6 +200,47 @@ def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
+    "n,c,hw,oc,k,stride,padding,act,bias",
+    [
+        (9, 1, (28, 28), 16, (3, 3), (1, 1), (1, 1), "relu", True),  # the small CNN's conv1: 4 x 3 blocks only
+        (3, 1, (9, 11), 7, (3, 3), (2, 2), (0, 0), "relu", False),  # 7 filters: a 4-row block, then 3 rows
+        (1, 1, (5, 8), 4, (3, 5), (1, 2), (2, 2), "none", True),  # batch 1, 15 taps, taps that see only padding
+        (4, 3, (7, 6), 5, (2, 2), (1, 1), (0, 1), "tanh", True),  # 3 channels, 12 taps
+        (2, 1, (6, 7), 9, (1, 1), (1, 1), (0, 0), "relu", True),  # one tap: no 3-tap block
+        (2, 2, (5, 5), 3, (2, 2), (1, 1), (1, 1), "relu", False),  # 8 taps, 3 filters: the 1-row path only
+    ],
+)
+def test_conv2d_forward_by_image(rng, monkeypatch, dtype, n, c, hw, oc, k, stride, padding, act, bias):
+    """A convolution with fewer than 16 taps runs conv_forward_by_image: each output the plain dot in tap
+    order (products rounded, added left to right), + bias, then the activation -- equal bit for bit to that
+    order computed with NumPy from the reference's columns; NaN and -0.0 through the fused ReLU as PyTorch."""
+    x = rng.standard_normal((n, c) + hw).astype(dtype)
+    x[0, 0, 1, 1] = np.nan
+    w = rng.standard_normal((oc, c) + k).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype) if bias else None
+    nk = numpy_backend.numba_kernels()
+    calls, real = [], nk.conv_forward_by_image
+    monkeypatch.setattr(nk, "conv_forward_by_image", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    y, saved = NumpyBackend().conv2d_forward(x, w, b, stride, padding, act)
+    assert saved[0] == "numba" and sum(calls) == n  # every image by this kernel
+    _, rsaved = reference.conv2d_forward(np, x, w, b, stride, padding)
+    cols, w2 = rsaved[3], w.reshape(oc, -1)
+    z = w2[:, :1] * cols[:1]
+    for t in range(1, w2.shape[1]):
+        z = z + w2[:, t : t + 1] * cols[t : t + 1]
+    if bias:
+        z = z + b[:, None]
+    want = reference.activation_forward(np, z.reshape((oc, n) + y.shape[2:]).transpose(1, 0, 2, 3), act)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
+    assert np.isnan(y).any() and np.isfinite(y).sum() > 0.5 * y.size
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    ry, _ = reference.conv2d_forward(np, x64, w64, None if b is None else b.astype(np.float64), stride, padding, act)
+    np.testing.assert_allclose(y, ry, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
     "n,c,hw,oc,k,stride,padding,act",
     [
         (200, 1, (28, 28), 16, (3, 3), (1, 1), (1, 1), "relu"),  # the small CNN's conv1: chunks of 512 + 272
