@@ -11,7 +11,10 @@ Every kernel performs the reference's operations (``gpunn.backend.reference``) i
 order, element by element, so its results equal the reference's bit for bit -- except
 ``softmax_cross_entropy_rows``, whose row sums are float32 partial sums in another order (the reference sums
 pairwise), whose ``exp`` is its own polynomial (NumPy's is its own SIMD one) and which scales by a
-reciprocal: there the bound is stated and tested (tests/backend/test_numpy_backend.py).
+reciprocal: there the bound is stated and tested (tests/backend/test_numpy_backend.py); and the first-layer
+convolution kernels (``conv_forward_by_image``: each output the plain dot in tap order where the reference
+runs a BLAS GEMM; ``conv_grad_weight_by_image``: reassociated float32 partial sums added in float64), whose
+orders and bounds are stated there and tested in tests/backend/test_numba_cpu.py.
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
 Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each thread owns whole output planes,

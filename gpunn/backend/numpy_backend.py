@@ -722,8 +722,11 @@ class NumpyBackend(Backend):
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
     # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the columns and the
-    # backward's dcols stay in cache between the passes that write and read them; the
-    # backward recomputes each group's columns from x (cheaper than reading them back from memory).
+    # backward's dcols stay in cache between the passes that write and read them; the backward recomputes
+    # each group's columns from x (cheaper than reading them back from memory). A first layer (fewer than
+    # _GEMM_MIN_SIDE taps C*KH*KW) runs image by image instead, forward and (without dx) backward, in one
+    # Numba kernel each: its GEMM's short inner dimension (or, for dW, thin result) does not pay for the
+    # (OC, N*L) layout and its pass back to NCHW.
     # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
     # single-threaded BLAS (see _over_groups): OpenBLAS's own threads split every GEMM and meet at a
     # spin barrier after each, which on a busy 2-core machine burned 3-15x the GEMM's CPU time waiting for
