@@ -319,27 +319,36 @@ def _max_pool_plane_backward(dy, arg, dx, kw, sh, sw, ph, pw, disjoint):
 
 
 @njit(cache=True)
-def _max_pool_plane_backward_2x2(dy, arg, dx):
-    """_max_pool_plane_backward of 2x2 windows, stride 2, no padding (measured 4x faster than storing
-    each window's four cells with a select)."""
-    oh, ow = dy.shape
-    dx[:, :] = 0
-    for r in range(oh):
-        for c in range(ow):
-            k = arg[r, c]
-            dx[2 * r + (k >> 1), 2 * c + (k & 1)] = dy[r, c]
+def _max_pool_backward_2x2(dy, arg, dx):
+    """max_pool_backward of 2x2 windows, stride 2, no padding, over all the planes: dx (C-contiguous) zeroed in
+    one flat pass, then each window's gradient stored at its winner (measured 4x faster than storing each
+    window's four cells with a select, and 1.25-1.5x faster than zeroing plane by plane)."""
+    f = dx.reshape(-1)
+    for k in range(f.size):
+        f[k] = 0
+    n_planes, oh, ow = dy.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for p in range(n_planes):
+        gp = dy[p]
+        ap = arg[p]
+        for r in range(oh):
+            g = gp[r]
+            a = ap[r]
+            base = p * h * w + 2 * r * w
+            for c in range(ow):
+                k = a[c]
+                f[base + (k >> 1) * w + 2 * c + (k & 1)] = g[c]
 
 
 @njit(nogil=True, cache=True)
 def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
-    """dx = dy routed to each window's winning tap (dx is overwritten)."""
+    """dx = dy routed to each window's winning tap (dx, C-contiguous, is overwritten)."""
     disjoint = sh >= kh and sw >= kw
-    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        _max_pool_backward_2x2(dy, arg, dx)
+        return
     for p in range(dy.shape[0]):
-        if fast:
-            _max_pool_plane_backward_2x2(dy[p], arg[p], dx[p])
-        else:
-            _max_pool_plane_backward(dy[p], arg[p], dx[p], kw, sh, sw, ph, pw, disjoint)
+        _max_pool_plane_backward(dy[p], arg[p], dx[p], kw, sh, sw, ph, pw, disjoint)
 
 
 @njit(cache=True)
