@@ -259,13 +259,22 @@ def _max_pool_plane(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
 
 
 @njit(cache=True)
-def _max_pool_plane_2x2(x, y, arg, need_arg):
-    """_max_pool_plane of 2x2 windows, stride 2, no padding: the geometry known to the compiler (the
-    general loop with run-time window bounds is 5-6x slower)."""
-    oh, ow = y.shape
-    for r in range(oh):
-        x0 = x[2 * r]
-        x1 = x[2 * r + 1]
+def _max_pool_2x2(x, y, arg, need_arg):
+    """_max_pool_plane of 2x2 windows, stride 2, no padding, over all the planes (C-contiguous) as one loop over
+    their output rows: the geometry known to the compiler (the general loop with run-time window bounds is
+    5-6x slower) and no call per plane (a 14x14 plane's 7 rows: 15% of the time, measured)."""
+    n_planes, oh, ow = y.shape
+    h, w = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    af = arg.reshape(-1)
+    for row in range(n_planes * oh):
+        p = row // oh
+        at = p * h * w + 2 * (row - p * oh) * w
+        x0 = xf[at : at + 2 * ow]
+        x1 = xf[at + w : at + w + 2 * ow]
+        yr = yf[row * ow : row * ow + ow]
+        ar = af[row * ow : row * ow + ow] if need_arg else af[:0]
         for c in range(ow):
             best = x0[2 * c]
             k_best = 0
@@ -281,22 +290,20 @@ def _max_pool_plane_2x2(x, y, arg, need_arg):
             if v > best or v != v:
                 best = v
                 k_best = 3
-            y[r, c] = best
+            yr[c] = best
             if need_arg:
-                arg[r, c] = k_best
+                ar[c] = k_best
 
 
 @njit(nogil=True, cache=True)
 def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
     """y = max over each window; arg = the winning tap (i * kw + j) under PyTorch's CPU rule: start at the
     window's first in-bounds element, replace when greater or NaN."""
-    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        _max_pool_2x2(x, y, arg, need_arg)
+        return
     for p in range(x.shape[0]):
-        a = arg[p] if need_arg else arg[0]
-        if fast:
-            _max_pool_plane_2x2(x[p], y[p], a, need_arg)
-        else:
-            _max_pool_plane(x[p], y[p], a, kh, kw, sh, sw, ph, pw, need_arg)
+        _max_pool_plane(x[p], y[p], arg[p] if need_arg else arg[0], kh, kw, sh, sw, ph, pw, need_arg)
 
 
 @njit(cache=True)
