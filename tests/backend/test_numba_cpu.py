@@ -65,6 +65,9 @@ def test_max_pool_2x2_fast_path_equals_the_reference(rng, dtype, shape):
     y, saved = be.pool2d_forward(x, "max", (2, 2), (2, 2), (0, 0))
     ry, rsaved = reference.pool2d_forward(np, x, "max", (2, 2), (2, 2), (0, 0))
     np.testing.assert_array_equal(y, ry)
+    y_only, none = be.pool2d_forward(x, "max", (2, 2), (2, 2), (0, 0), need_grad=False)  # no winning taps kept
+    assert none is None
+    np.testing.assert_array_equal(y_only, ry)
     np.testing.assert_array_equal(saved[2].reshape(ry.shape), rsaved[-1])  # the winning taps
     dy = rng.standard_normal(y.shape).astype(dtype)
     dy.flat[1::3] = -0.0
