@@ -11,7 +11,10 @@ Every kernel performs the reference's operations (``gpunn.backend.reference``) i
 order, element by element, so its results equal the reference's bit for bit -- except
 ``softmax_cross_entropy_rows``, whose row sums are float32 partial sums in another order (the reference sums
 pairwise), whose ``exp`` is its own polynomial (NumPy's is its own SIMD one) and which scales by a
-reciprocal: there the bound is stated and tested (tests/backend/test_numpy_backend.py).
+reciprocal: there the bound is stated and tested (tests/backend/test_numpy_backend.py); and the first-layer
+convolution kernels (``conv_forward_by_image``: each output the plain dot in tap order where the reference
+runs a BLAS GEMM; ``conv_grad_weight_by_image``: reassociated float32 partial sums added in float64), whose
+orders and bounds are stated there and tested in tests/backend/test_numba_cpu.py.
 The scalars are passed already cast to the arrays' dtype, so float32 math stays float32.
 
 Layouts: pools take NCHW arrays viewed as planes ``(N*C, H, W)``; each thread owns whole output planes,
@@ -266,13 +269,22 @@ def _max_pool_plane(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
 
 
 @njit(cache=True)
-def _max_pool_plane_2x2(x, y, arg, need_arg):
-    """_max_pool_plane of 2x2 windows, stride 2, no padding: the geometry known to the compiler (the
-    general loop with run-time window bounds is 5-6x slower)."""
-    oh, ow = y.shape
-    for r in range(oh):
-        x0 = x[2 * r]
-        x1 = x[2 * r + 1]
+def _max_pool_2x2(x, y, arg, need_arg):
+    """_max_pool_plane of 2x2 windows, stride 2, no padding, over all the planes (C-contiguous) as one loop over
+    their output rows: the geometry known to the compiler (the general loop with run-time window bounds is
+    5-6x slower) and no call per plane (a 14x14 plane's 7 rows: 15% of the time, measured)."""
+    n_planes, oh, ow = y.shape
+    h, w = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    af = arg.reshape(-1)
+    for row in range(n_planes * oh):
+        p = row // oh
+        at = p * h * w + 2 * (row - p * oh) * w
+        x0 = xf[at : at + 2 * ow]
+        x1 = xf[at + w : at + w + 2 * ow]
+        yr = yf[row * ow : row * ow + ow]
+        ar = af[row * ow : row * ow + ow] if need_arg else af[:0]
         for c in range(ow):
             best = x0[2 * c]
             k_best = 0
@@ -288,22 +300,20 @@ def _max_pool_plane_2x2(x, y, arg, need_arg):
             if v > best or v != v:
                 best = v
                 k_best = 3
-            y[r, c] = best
+            yr[c] = best
             if need_arg:
-                arg[r, c] = k_best
+                ar[c] = k_best
 
 
 @njit(nogil=True, cache=True)
 def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
     """y = max over each window; arg = the winning tap (i * kw + j) under PyTorch's CPU rule: start at the
     window's first in-bounds element, replace when greater or NaN."""
-    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        _max_pool_2x2(x, y, arg, need_arg)
+        return
     for p in range(x.shape[0]):
-        a = arg[p] if need_arg else arg[0]
-        if fast:
-            _max_pool_plane_2x2(x[p], y[p], a, need_arg)
-        else:
-            _max_pool_plane(x[p], y[p], a, kh, kw, sh, sw, ph, pw, need_arg)
+        _max_pool_plane(x[p], y[p], arg[p] if need_arg else arg[0], kh, kw, sh, sw, ph, pw, need_arg)
 
 
 @njit(cache=True)
@@ -326,27 +336,36 @@ def _max_pool_plane_backward(dy, arg, dx, kw, sh, sw, ph, pw, disjoint):
 
 
 @njit(cache=True)
-def _max_pool_plane_backward_2x2(dy, arg, dx):
-    """_max_pool_plane_backward of 2x2 windows, stride 2, no padding (measured 4x faster than storing
-    each window's four cells with a select)."""
-    oh, ow = dy.shape
-    dx[:, :] = 0
-    for r in range(oh):
-        for c in range(ow):
-            k = arg[r, c]
-            dx[2 * r + (k >> 1), 2 * c + (k & 1)] = dy[r, c]
+def _max_pool_backward_2x2(dy, arg, dx):
+    """max_pool_backward of 2x2 windows, stride 2, no padding, over all the planes: dx (C-contiguous) zeroed in
+    one flat pass, then each window's gradient stored at its winner (measured 4x faster than storing each
+    window's four cells with a select, and 1.25-1.5x faster than zeroing plane by plane)."""
+    f = dx.reshape(-1)
+    for k in range(f.size):
+        f[k] = 0
+    n_planes, oh, ow = dy.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for p in range(n_planes):
+        gp = dy[p]
+        ap = arg[p]
+        for r in range(oh):
+            g = gp[r]
+            a = ap[r]
+            base = p * h * w + 2 * r * w
+            for c in range(ow):
+                k = a[c]
+                f[base + (k >> 1) * w + 2 * c + (k & 1)] = g[c]
 
 
 @njit(nogil=True, cache=True)
 def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
-    """dx = dy routed to each window's winning tap (dx is overwritten)."""
+    """dx = dy routed to each window's winning tap (dx, C-contiguous, is overwritten)."""
     disjoint = sh >= kh and sw >= kw
-    fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        _max_pool_backward_2x2(dy, arg, dx)
+        return
     for p in range(dy.shape[0]):
-        if fast:
-            _max_pool_plane_backward_2x2(dy[p], arg[p], dx[p])
-        else:
-            _max_pool_plane_backward(dy[p], arg[p], dx[p], kw, sh, sw, ph, pw, disjoint)
+        _max_pool_plane_backward(dy[p], arg[p], dx[p], kw, sh, sw, ph, pw, disjoint)
 
 
 @njit(cache=True)
@@ -425,13 +444,50 @@ def relu_backward(g, y, dx):
 # Numba checks every index for a negative value (wraparound) unless it is a range() variable; a checked
 # index keeps LLVM from vectorizing the loop. So the copies below index 1-D slices with the bare loop
 # variable (measured: im2col 1.5x, col2im 1.4-2x faster than indexing the 6-D arrays directly).
+@njit(cache=True)
+def _fill(d, lo, hi, v):
+    """d[lo:hi] = v."""
+    s = d[lo:hi]
+    for k in range(hi - lo):
+        s[k] = v
+
+
+@njit(cache=True)
+def _copy_rows(src, s0, s_row, dst, d0, d_row, rows, count, step):
+    """dst[d0 + r d_row + q] = src[s0 + r s_row + q step] for r < rows, q < count."""
+    for r in range(rows):
+        s = src[s0 + r * s_row : s0 + r * s_row + (count - 1) * step + 1]
+        d = dst[d0 + r * d_row : d0 + r * d_row + count]
+        if step == 1:
+            for q in range(count):
+                d[q] = s[q]
+        else:
+            for q in range(count):
+                d[q] = s[q * step]
+
+
 @njit(nogil=True, cache=True)
-def im2col(xpad, cols, sh, sw):
-    """cols[c, i, j, n, r, q] = xpad[n, c, r sh + i, q sw + j]: xpad (N, C, H + 2 ph, W + 2 pw) is the input
-    with its zero padding (reference.pad_hw), cols (C, KH, KW, N, OH, OW), tap by tap."""
-    n_img, ch, hp, wp = xpad.shape
+def im2col(x, cols, sh, sw, ph, pw):
+    """cols[c, i, j, n, r, q] = x[n, c, r sh + i - ph, q sw + j - pw], 0 where that lies in the zero padding
+    (reference.conv2d_forward's columns): x (N, C, H, W), cols (C, KH, KW, N, OH, OW), tap by tap; the padding
+    is never materialised. Stride 1 with OW == W (a "same" convolution along the rows) copies each tap's image
+    plane as one contiguous shifted run (a row of OW values, 14 for a 14 x 14 plane, is too short a loop to
+    vectorize) and then zeroes the cells that read the padding; otherwise row by row. Each case is its own
+    function: one loop nest with all three ran the unpadded row copies 1.5x slower (measured)."""
+    if ph == 0 and pw == 0:
+        _im2col_inside(x, cols, sh, sw)
+    elif sh == 1 and sw == 1 and cols.shape[5] == x.shape[3]:
+        _im2col_flat(x, cols, ph, pw)
+    else:
+        _im2col_rows(x, cols, sh, sw, ph, pw)
+
+
+@njit(cache=True)
+def _im2col_inside(x, cols, sh, sw):
+    """im2col without padding: every row copy lies inside x."""
+    n_img, ch, h, w = x.shape
     kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
-    xf = xpad.reshape(-1)
+    xf = x.reshape(-1)
     cf = cols.reshape(-1)
     span = (ow - 1) * sw + 1
     for t in range(ch * kh * kw):
@@ -439,17 +495,90 @@ def im2col(xpad, cols, sh, sw):
         i = (t // kw) % kh
         j = t % kw
         for n in range(n_img):
-            src = ((n * ch + c) * hp + i) * wp + j
+            src = ((n * ch + c) * h + i) * w + j
             dst = (t * n_img + n) * oh * ow
             for r in range(oh):
                 d = cf[dst + r * ow : dst + r * ow + ow]
-                s = xf[src + r * sh * wp : src + r * sh * wp + span]
+                s = xf[src + r * sh * w : src + r * sh * w + span]
                 if sw == 1:
                     for q in range(ow):
                         d[q] = s[q]
                 else:
                     for q in range(ow):
                         d[q] = s[q * sw]
+
+
+@njit(cache=True)
+def _tap_bounds(i, j, sh, sw, ph, pw, h, w, oh, ow):
+    """(r0, r1, q0, q1): the outputs of tap (i, j) whose input lies inside the H x W plane: rows [r0, r1),
+    columns [q0, q1) (empty ranges where the tap sees only padding)."""
+    r0 = min(oh, max(0, -((i - ph) // sh)))
+    r1 = max(r0, min(oh, (h - 1 + ph - i) // sh + 1))
+    q0 = min(ow, max(0, -((j - pw) // sw)))
+    q1 = max(q0, min(ow, (w - 1 + pw - j) // sw + 1))
+    return r0, r1, q0, q1
+
+
+@njit(cache=True)
+def _im2col_flat(x, cols, ph, pw):
+    """im2col of stride 1, OW == W: one shifted run per tap and image, then the padding's cells zeroed."""
+    n_img, ch, h, w = x.shape
+    kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    plane = oh * ow
+    zero = cols.dtype.type(0)
+    for t in range(ch * kh * kw):
+        c = t // (kh * kw)
+        i = (t // kw) % kh
+        j = t % kw
+        r0, r1, q0, q1 = _tap_bounds(i, j, 1, 1, ph, pw, h, w, oh, ow)
+        for n in range(n_img):
+            d = cf[(t * n_img + n) * plane : (t * n_img + n + 1) * plane]
+            if q0 == q1 or r0 == r1:
+                _fill(d, 0, plane, zero)
+                continue
+            lo = r0 * ow + q0
+            hi = (r1 - 1) * ow + q1
+            base = (n * ch + c) * h * w + (i - ph) * w + (j - pw)  # x's flat index of output 0
+            _fill(d, 0, lo, zero)
+            s = xf[base + lo : base + hi]
+            dd = d[lo:hi]
+            for k in range(hi - lo):
+                dd[k] = s[k]
+            _fill(d, hi, plane, zero)
+            for r in range(r0, r1):  # the cells the shifted run filled from the row before or after
+                _fill(d, r * ow, r * ow + q0, zero)
+                _fill(d, r * ow + q1, r * ow + ow, zero)
+
+
+@njit(cache=True)
+def _im2col_rows(x, cols, sh, sw, ph, pw):
+    """im2col of any geometry, row by row, the padding's cells zeroed."""
+    n_img, ch, h, w = x.shape
+    kh, kw, oh, ow = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    plane = oh * ow
+    zero = cols.dtype.type(0)
+    for t in range(ch * kh * kw):
+        c = t // (kh * kw)
+        i = (t // kw) % kh
+        j = t % kw
+        r0, r1, q0, q1 = _tap_bounds(i, j, sh, sw, ph, pw, h, w, oh, ow)
+        for n in range(n_img):
+            d = cf[(t * n_img + n) * plane : (t * n_img + n + 1) * plane]
+            if q0 == q1 or r0 == r1:
+                _fill(d, 0, plane, zero)
+                continue
+            _fill(d, 0, r0 * ow, zero)
+            _fill(d, r1 * ow, plane, zero)
+            src = (n * ch + c) * h * w + (r0 * sh + i - ph) * w + q0 * sw + j - pw
+            _copy_rows(xf, src, sh * w, d, r0 * ow + q0, ow, r1 - r0, q1 - q0, sw)
+            if q0 > 0 or q1 < ow:
+                for r in range(r0, r1):
+                    _fill(d, r * ow, r * ow + q0, zero)
+                    _fill(d, r * ow + q1, r * ow + ow, zero)
 
 
 @njit(nogil=True, cache=True)
@@ -485,9 +614,18 @@ def swap01_relu_mask(dy, y, dst):
 def col2im(dcols, dx, sh, sw, ph, pw):
     """dx[n, c, r sh + i - ph, q sw + j - pw] = the sum of dcols[c, i, j, n, r, q] over the taps (i, j) in
     order: the adjoint of im2col. Plane by plane (image, channel): the taps are added, in the reference's
-    order, into a zeroed padded plane, whose inside is then copied to dx (overwritten)."""
+    order, into a zeroed padded plane, whose inside is then copied to dx (overwritten).
+
+    Stride 1 with OW == W: each tap is one contiguous shifted add of its (OH, OW) block into the zeroed dx
+    plane (rows of OW values are too short to vectorize), after zeroing -- in dcols, a scratch the caller
+    gives up -- the cells whose input lies in the padding: the shifted run adds them, as +0.0, to a
+    neighbouring row's edge cell, which leaves every sum's bits as they were (a sum that starts at +0.0
+    is never -0.0, and x + 0.0 == x for every other x, NaN and inf included)."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
     h, w = dx.shape[2], dx.shape[3]
+    if sh == 1 and sw == 1 and ow == w:
+        _col2im_flat(dcols, dx, ph, pw)
+        return
     hp = max((oh - 1) * sh + kh, h + ph)  # the padded plane: every tap's cell and every cell of dx
     wp = max((ow - 1) * sw + kw, w + pw)
     df = dcols.reshape(-1)
@@ -515,6 +653,222 @@ def col2im(dcols, dx, sh, sw, ph, pw):
             s = buf[(y + ph) * wp + pw : (y + ph) * wp + pw + w]
             for q in range(w):
                 d[q] = s[q]
+
+
+@njit(cache=True)
+def _col2im_flat(dcols, dx, ph, pw):
+    """col2im of stride 1, OW == W (see there)."""
+    ch, kh, kw, n_img, oh, ow = dcols.shape
+    h, w = dx.shape[2], dx.shape[3]
+    df = dcols.reshape(-1)
+    xf = dx.reshape(-1)
+    plane = oh * ow
+    zero = dcols.dtype.type(0)
+    for t in range(n_img * ch):
+        n = t // ch
+        c = t - n * ch
+        d = xf[t * h * w : (t + 1) * h * w]
+        _fill(d, 0, h * w, zero)
+        for i in range(kh):
+            for j in range(kw):
+                r0, r1, q0, q1 = _tap_bounds(i, j, 1, 1, ph, pw, h, w, oh, ow)
+                if r0 == r1 or q0 == q1:
+                    continue
+                s = df[(((c * kh + i) * kw + j) * n_img + n) * plane :][:plane]
+                for r in range(r0, r1):
+                    _fill(s, r * ow, r * ow + q0, zero)
+                    _fill(s, r * ow + q1, r * ow + ow, zero)
+                lo = r0 * ow + q0
+                hi = (r1 - 1) * ow + q1
+                off = (i - ph) * w + j - pw  # dx's index of output k: k + off
+                dd = d[lo + off : hi + off]
+                ss = s[lo:hi]
+                for k in range(hi - lo):
+                    dd[k] += ss[k]
+
+
+# conv2d's weight (and bias) gradient for few input taps (C KH KW small: a first layer), image by image:
+# dW = sum_n G_n @ cols_n.T, db = sum_n G_n's row sums, with G_n = the output gradient of image n (OC, OH OW)
+# (ReLU's mask applied) and cols_n its im2col columns (C KH KW, OH OW) -- both built in L1/L2 and used at
+# once, where the grouped path writes the whole batch's G and columns out in the (OC, N L) layout and runs a
+# product 16 x 9 x 78400 that is too thin for the GEMM kernel's tile (OpenBLAS: ~0.45 ms for it, memory
+# bound). The dot products run over chunks of at most _DW_CHUNK terms as float32 vector partial sums
+# (fastmath reassoc: not the reference's order), each chunk's sum added to float64 accumulators: the error
+# of an entry is within ~(_DW_CHUNK / 16 + 2) float32 eps of sum |g| |x| (tested in test_numba_cpu.py).
+_DW_CHUNK = 512
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _dw_chunk(g, cols, p0, p1, acc, dacc, need_db):
+    """acc[i, j] += sum over p in [p0, p1) of g[i, p] cols[j, p] (partial sums in g's dtype, acc float64);
+    dacc[i] += sum of g[i, p0:p1]. Blocks of 4 rows of g by 3 of cols: 12 vector accumulators, 7 loads per 12
+    FMAs (measured ~90 GFMA/s on one AVX-512 core, L1-resident; one dot at a time: ~45-65); the rest one dot
+    at a time."""
+    m = g.shape[0]
+    n = cols.shape[0]
+    k = p1 - p0
+    z = g.dtype.type(0)
+    m4 = m - m % 4
+    n3 = n - n % 3
+    for i in range(0, m4, 4):
+        g0, g1, g2, g3 = g[i, p0:p1], g[i + 1, p0:p1], g[i + 2, p0:p1], g[i + 3, p0:p1]
+        for j in range(0, n3, 3):
+            b0, b1, b2 = cols[j, p0:p1], cols[j + 1, p0:p1], cols[j + 2, p0:p1]
+            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = z
+            for p in range(k):
+                x0 = b0[p]
+                x1 = b1[p]
+                x2 = b2[p]
+                v = g0[p]
+                s00 += v * x0
+                s01 += v * x1
+                s02 += v * x2
+                v = g1[p]
+                s10 += v * x0
+                s11 += v * x1
+                s12 += v * x2
+                v = g2[p]
+                s20 += v * x0
+                s21 += v * x1
+                s22 += v * x2
+                v = g3[p]
+                s30 += v * x0
+                s31 += v * x1
+                s32 += v * x2
+            acc[i, j] += s00
+            acc[i, j + 1] += s01
+            acc[i, j + 2] += s02
+            acc[i + 1, j] += s10
+            acc[i + 1, j + 1] += s11
+            acc[i + 1, j + 2] += s12
+            acc[i + 2, j] += s20
+            acc[i + 2, j + 1] += s21
+            acc[i + 2, j + 2] += s22
+            acc[i + 3, j] += s30
+            acc[i + 3, j + 1] += s31
+            acc[i + 3, j + 2] += s32
+    for i in range(m):
+        gi = g[i, p0:p1]
+        for j in range(n3 if i < m4 else 0, n):
+            b0 = cols[j, p0:p1]
+            s0 = z
+            for p in range(k):
+                s0 += gi[p] * b0[p]
+            acc[i, j] += s0
+        if need_db:
+            s0 = z
+            for p in range(k):
+                s0 += gi[p]
+            dacc[i] += s0
+
+
+@njit(nogil=True, cache=True)
+def conv_grad_weight_by_image(x, dy, y, acc, dacc, kh, kw, sh, sw, ph, pw, relu, need_db):
+    """acc (OC, C KH KW) float64 += dW of the images of x (N, C, H, W) from dy (N, OC, OH, OW); dacc (OC,) float64
+    += db; relu: dy masked by ReLU's derivative (0 where y <= 0, as reference.activation_backward), else y unused."""
+    n_img, ch = x.shape[0], x.shape[1]
+    oc, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    plane = oh * ow
+    ckk = ch * kh * kw
+    cols = np.empty((ch, kh, kw, 1, oh, ow), x.dtype)
+    c2 = cols.reshape(ckk, plane)
+    g = np.empty((oc, plane), dy.dtype)
+    for n in range(n_img):
+        im2col(x[n : n + 1], cols, sh, sw, ph, pw)
+        dyn = dy[n].reshape(oc, plane)
+        if relu:
+            yn = y[n].reshape(oc, plane)
+            gf = g.reshape(-1)
+            df = dyn.reshape(-1)
+            yf = yn.reshape(-1)
+            for q in range(oc * plane):
+                gf[q] = 0.0 if yf[q] <= 0 else df[q]
+            src = g
+        else:
+            src = dyn
+        for p0 in range(0, plane, _DW_CHUNK):
+            _dw_chunk(src, c2, p0, min(plane, p0 + _DW_CHUNK), acc, dacc, need_db)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _taps_into(w2, c2, out, o0, o1, t0, t1, first):
+    """out[o, :] (= 0 when first) + w2[o, t] * c2[t, :] for t in [t0, t1) in order, rows o in [o0, o1): one
+    pass over up to 4 rows and 3 taps (each product rounded, then added: the plain dot's order)."""
+    k = out.shape[1]
+    for o in range(o0, o1):
+        d = out[o]
+        for t in range(t0, t1):
+            wt = w2[o, t]
+            ct = c2[t]
+            if first and t == t0:
+                for p in range(k):
+                    d[p] = wt * ct[p]
+            else:
+                for p in range(k):
+                    d[p] = d[p] + wt * ct[p]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _taps_4x3(w2, c2, out, o, t, first):
+    """_taps_into of rows o..o+3 and taps t..t+2 in one pass: 3 column loads and 4 loads/stores of out per 12
+    products, all in the vectorized loop over the image's outputs."""
+    k = out.shape[1]
+    d0, d1, d2, d3 = out[o], out[o + 1], out[o + 2], out[o + 3]
+    x0, x1, x2 = c2[t], c2[t + 1], c2[t + 2]
+    a0, a1, a2 = w2[o, t], w2[o, t + 1], w2[o, t + 2]
+    b0, b1, b2 = w2[o + 1, t], w2[o + 1, t + 1], w2[o + 1, t + 2]
+    e0, e1, e2 = w2[o + 2, t], w2[o + 2, t + 1], w2[o + 2, t + 2]
+    f0, f1, f2 = w2[o + 3, t], w2[o + 3, t + 1], w2[o + 3, t + 2]
+    if first:
+        for p in range(k):
+            u0, u1, u2 = x0[p], x1[p], x2[p]
+            d0[p] = a0 * u0 + a1 * u1 + a2 * u2
+            d1[p] = b0 * u0 + b1 * u1 + b2 * u2
+            d2[p] = e0 * u0 + e1 * u1 + e2 * u2
+            d3[p] = f0 * u0 + f1 * u1 + f2 * u2
+    else:
+        for p in range(k):
+            u0, u1, u2 = x0[p], x1[p], x2[p]
+            d0[p] = d0[p] + a0 * u0 + a1 * u1 + a2 * u2
+            d1[p] = d1[p] + b0 * u0 + b1 * u1 + b2 * u2
+            d2[p] = d2[p] + e0 * u0 + e1 * u1 + e2 * u2
+            d3[p] = d3[p] + f0 * u0 + f1 * u1 + f2 * u2
+
+
+@njit(nogil=True, cache=True)
+def conv_forward_by_image(x, w2, bias, y, kh, kw, sh, sw, ph, pw, has_bias, relu):
+    """y[n] (OC, OH OW) = act(w2 (OC, C KH KW) @ cols_n + bias) image by image, the columns of each image made
+    in cache and the result written in y's NCHW layout at once (no (OC, N L) GEMM output to lay out): for
+    few taps (a first layer), where the GEMM's inner dimension is too short to pay. Each output is the plain
+    dot in tap order (products rounded, added left to right), then + bias, then ReLU (0 where < 0, NaN and
+    -0.0 kept)."""
+    n_img, ch = x.shape[0], x.shape[1]
+    oc, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    plane = oh * ow
+    ckk = ch * kh * kw
+    cols = np.empty((ch, kh, kw, 1, oh, ow), x.dtype)
+    c2 = cols.reshape(ckk, plane)
+    o4 = oc - oc % 4
+    t3 = ckk - ckk % 3
+    for n in range(n_img):
+        im2col(x[n : n + 1], cols, sh, sw, ph, pw)
+        out = y[n].reshape(oc, plane)
+        for o in range(0, o4, 4):
+            for t in range(0, t3, 3):
+                _taps_4x3(w2, c2, out, o, t, t == 0)
+            if t3 < ckk:
+                _taps_into(w2, c2, out, o, o + 4, t3, ckk, t3 == 0)
+        if o4 < oc:
+            _taps_into(w2, c2, out, o4, oc, 0, ckk, True)
+        if has_bias or relu:
+            for o in range(oc):
+                d = out[o]
+                b = bias[o] if has_bias else bias[0]
+                for p in range(plane):
+                    v = d[p] + b if has_bias else d[p]
+                    if relu and v < 0:
+                        v = 0.0
+                    d[p] = v
 
 
 # ----------------------------------------------------------------------------------------------

@@ -273,12 +273,6 @@ class NumpyBackend(Backend):
             buf = bufs[key] = np.empty(max(n, _CHUNK), dtype=dtype)
         return buf[:n]
 
-    def _padded(self, x, ph: int, pw: int):
-        """x (M, C, H, W) with its zero padding, in this thread's scratch (x itself without padding)."""
-        m, c, h, w = x.shape
-        buf = self._scratch(m * c * (h + 2 * ph) * (w + 2 * pw), x.dtype, 13)
-        return reference.pad_hw(np, x, ph, pw, out=buf.reshape(m, c, h + 2 * ph, w + 2 * pw))
-
     # -- optimizer steps: the reference's formulas, in place, block by block ------------------------
     def sgd_step(
         self,
@@ -735,9 +729,12 @@ class NumpyBackend(Backend):
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
     # batch 64): written by im2col, read by the GEMM, and again in the backward -- main-memory traffic that
-    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the padded input, the
-    # columns and the backward's dcols stay in cache between the passes that write and read them; the
-    # backward recomputes each group's columns from x (cheaper than reading them back from memory).
+    # cost as much as the GEMMs' arithmetic. Done a group of images at a time, the columns and the
+    # backward's dcols stay in cache between the passes that write and read them; the backward recomputes
+    # each group's columns from x (cheaper than reading them back from memory). A first layer (fewer than
+    # _GEMM_MIN_SIDE taps C*KH*KW) runs image by image instead, forward and (without dx) backward, in one
+    # Numba kernel each: its GEMM's short inner dimension (or, for dW, thin result) does not pay for the
+    # (OC, N*L) layout and its pass back to NCHW.
     # The groups are shared out over GPUNN_NUM_THREADS threads, each running its groups start to end on a
     # single-threaded BLAS (see _over_groups): OpenBLAS's own threads split every GEMM and meet at a
     # spin barrier after each, which on a busy 2-core machine burned 3-15x the GEMM's CPU time waiting for
@@ -755,8 +752,7 @@ class NumpyBackend(Backend):
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         ckk, L = c * kh * kw, oh * ow
         # the first image's columns through _run_kernel: compiles the kernel, or on failure the NumPy path runs
-        first = reference.pad_hw(np, x[:1], ph, pw)
-        if _run_kernel("im2col", first, np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw) is _FAILED:
+        if _run_kernel("im2col", x[:1], np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw, ph, pw) is _FAILED:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
         nk = _numba_module
         W2 = weight.reshape(oc, ckk)
@@ -766,21 +762,31 @@ class NumpyBackend(Backend):
         b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, x.dtype)
         relu = act == "relu"
         threads = _group_threads(x.size * kh * kw)
+        geometry = (kh, kw, sh, sw, ph, pw, has_bias, relu)
+        if ckk < _GEMM_MIN_SIDE and _run_kernel("conv_forward_by_image", x[:0], W2, b, y[:0], *geometry) is not _FAILED:
+            # few taps (a first layer): image by image, written in place (see numba_cpu.conv_forward_by_image)
+            parallel_for(lambda lo, hi: nk.conv_forward_by_image(x[lo:hi], W2, b, y[lo:hi], *geometry), n, y.size)
+            return self._conv_epilogue(x, W2, (kh, kw), y, stride, padding, act, negative_slope, need_grad)
         groups = _image_groups(n, ckk * L * x.itemsize, threads)
 
         def run(g0, g1):
             for lo, hi in groups[g0:g1]:
                 m = hi - lo
                 cols = self._scratch(ckk * m * L, x.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
+                nk.im2col(x[lo:hi], cols, sh, sw, ph, pw)
                 out = self._scratch(oc * m * L, x.dtype, 11).reshape(oc, m * L)
                 self._gemm(W2, cols.reshape(ckk, m * L), out)
                 nk.swap01(out.reshape(oc, m, L), y3[lo:hi], b, has_bias, relu)
 
         _over_groups(run, len(groups), threads)
+        return self._conv_epilogue(x, W2, (kh, kw), y, stride, padding, act, negative_slope, need_grad)
+
+    @staticmethod
+    def _conv_epilogue(x, W2, kernel, y, stride, padding, act, negative_slope, need_grad):
+        """(y with an activation other than ReLU applied, the saved state of conv2d_backward)."""
         if act not in ("relu", "none"):
             y = reference.activation_forward(np, y, act, negative_slope)
-        return y, (("numba", x, W2, (kh, kw), y, stride, padding, act, negative_slope) if need_grad else None)
+        return y, (("numba", x, W2, kernel, y, stride, padding, act, negative_slope) if need_grad else None)
 
     def conv2d_backward(self, dy, saved, need_dx=True, need_dW=True, need_db=True):
         if saved[0] != "numba":
@@ -798,6 +804,10 @@ class NumpyBackend(Backend):
             src = np.ascontiguousarray(reference.activation_backward(np, dy, y, act, negative_slope), dtype=y.dtype)
             src = src.reshape(n, oc, L)
         threads = _group_threads(x.size * kh * kw)
+        if not need_dx and need_dW and ckk < _GEMM_MIN_SIDE:
+            grads = _conv_grad_weight_by_image(nk, x, src, y, (kh, kw), (sh, sw), (ph, pw), act, need_db, threads)
+            if grads is not None:
+                return (None,) + grads
         groups = _image_groups(n, ckk * L * y.itemsize, threads)
         # each group's dW and db, added up in group order at the end (the same bits for a given thread count:
         # the number of groups, and so the summation order, follows GPUNN_NUM_THREADS)
@@ -818,7 +828,7 @@ class NumpyBackend(Backend):
                 g2 = g.reshape(oc, m * L)
                 if need_dW:
                     cols = self._scratch(ckk * m * L, y.dtype, 10).reshape(c, kh, kw, m, oh, ow)
-                    nk.im2col(self._padded(x[lo:hi], ph, pw), cols, sh, sw)
+                    nk.im2col(x[lo:hi], cols, sh, sw, ph, pw)
                     self._gemm(g2, cols.reshape(ckk, m * L).T, dWg[k])
                 if need_db:
                     g2.sum(axis=1, out=dbg[k])
@@ -1043,7 +1053,8 @@ def _gemm_worker_pool(count: int) -> tuple:
     return _gemm_ctrls[:count], _gemm_workers[:count]
 
 
-_GROUP_BYTES = 1 << 22  # conv2d's columns per group of images (of 0.5-16 MB, 4 MB measured fastest: L3-resident)
+_GROUP_BYTES = 1 << 21  # conv2d's columns per group of images (0.5-16 MB tried: 2 MB fastest since im2col/col2im
+# became contiguous copies, 4 MB before; see the commit that set it)
 
 
 def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
@@ -1055,6 +1066,36 @@ def _image_groups(n: int, bytes_per_image: int, threads: int = 1) -> list:
         count = -(-count // threads) * threads
     count = min(n, count)
     return [(n * k // count, n * (k + 1) // count) for k in range(count)]  # sizes differ by at most one
+
+
+def _conv_grad_weight_by_image(nk, x, src, y, kernel, stride, padding, act, need_db, threads):
+    """(dW, db or None) of a convolution with few taps (C KH KW < _GEMM_MIN_SIDE: a first layer, its dx not
+    wanted) by numba_cpu.conv_grad_weight_by_image: each image's gradient and columns made and used in cache,
+    float64 accumulators, one per thread (the images split in ``threads`` parts, added up in order); None
+    when the kernel failed to compile."""
+    n, c = x.shape[:2]
+    oc = y.shape[1]
+    ckk = c * kernel[0] * kernel[1]
+    parts = max(1, min(threads, n))
+    acc = np.zeros((parts, oc, ckk), np.float64)
+    dacc = np.zeros((parts, oc), np.float64)
+    src4 = src.reshape(y.shape)
+    relu = act == "relu"
+    geometry = (*kernel, *stride, *padding, relu, bool(need_db))
+    if _run_kernel("conv_grad_weight_by_image", x[:0], src4[:0], y[:0], acc[0], dacc[0], *geometry) is _FAILED:
+        return None  # (compiled on the first call; on failure the grouped path runs)
+
+    def run(p0, p1):
+        for k in range(p0, p1):
+            lo, hi = n * k // parts, n * (k + 1) // parts
+            nk.conv_grad_weight_by_image(x[lo:hi], src4[lo:hi], y[lo:hi], acc[k], dacc[k], *geometry)
+
+    if parts > 1:
+        parallel_for(run, parts, _PARALLEL_MIN)  # (work >= _PARALLEL_MIN: every thread takes part)
+    else:
+        run(0, 1)
+    dW = _sum_in_order(acc).astype(y.dtype).reshape(oc, c, *kernel)
+    return dW, _sum_in_order(dacc).astype(y.dtype) if need_db else None
 
 
 def _sum_in_order(parts: np.ndarray) -> np.ndarray:

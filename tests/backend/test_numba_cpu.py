@@ -65,6 +65,9 @@ def test_max_pool_2x2_fast_path_equals_the_reference(rng, dtype, shape):
     y, saved = be.pool2d_forward(x, "max", (2, 2), (2, 2), (0, 0))
     ry, rsaved = reference.pool2d_forward(np, x, "max", (2, 2), (2, 2), (0, 0))
     np.testing.assert_array_equal(y, ry)
+    y_only, none = be.pool2d_forward(x, "max", (2, 2), (2, 2), (0, 0), need_grad=False)  # no winning taps kept
+    assert none is None
+    np.testing.assert_array_equal(y_only, ry)
     np.testing.assert_array_equal(saved[2].reshape(ry.shape), rsaved[-1])  # the winning taps
     dy = rng.standard_normal(y.shape).astype(dtype)
     dy.flat[1::3] = -0.0
@@ -99,6 +102,60 @@ def test_conv2d_kernels_equal_the_reference(rng, dtype, stride, padding, bias, a
         np.testing.assert_array_equal(got[2], ref[2])
     eps = np.finfo(dtype).eps
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=4 * eps * np.nanmax(np.abs(ref[0])))
+
+
+IM2COL_GEOMETRIES = [
+    ((3, 2, 14, 14), (3, 3), (1, 1), (1, 1)),  # "same" rows: the contiguous shifted run per plane
+    ((2, 3, 9, 7), (5, 3), (1, 1), (2, 1)),  # same rows, taller kernel: whole rows of padding
+    ((2, 1, 7, 5), (3, 5), (1, 1), (0, 2)),
+    ((2, 3, 9, 7), (3, 3), (1, 1), (0, 0)),  # narrower output: row by row
+    ((3, 2, 13, 10), (3, 4), (2, 3), (1, 2)),
+    ((1, 1, 3, 2), (5, 4), (1, 1), (2, 2)),  # a kernel wider than the input: taps that see only padding
+    ((2, 2, 4, 5), (3, 3), (3, 2), (2, 0)),
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k,stride,padding", IM2COL_GEOMETRIES)
+def test_im2col_reads_the_padding_as_zeros(rng, dtype, shape, k, stride, padding):
+    """im2col reads x directly, the padding as zeros, without a padded copy: its columns equal the reference's
+    (built from one strided slice per tap) exactly, for every tap including those that see only padding."""
+    x = rng.standard_normal(shape).astype(dtype)
+    x[x == 0] = 1.0
+    x.flat[1::7] = -0.0  # copied as is
+    n, c, h, w = shape
+    oh, ow = (reference.conv_out_size(s, kk, st, p) for s, kk, st, p in zip((h, w), k, stride, padding))
+    cols = np.full((c, k[0], k[1], n, oh, ow), np.nan, dtype)  # every cell must be written
+    numpy_backend.numba_kernels().im2col(x, cols, *stride, *padding)
+    weight = np.ones((1, c) + k, dtype)
+    _, saved = reference.conv2d_forward(np, x, weight, None, stride, padding)
+    np.testing.assert_array_equal(cols.reshape(saved[3].shape), saved[3])
+    np.testing.assert_array_equal(np.signbit(cols.reshape(saved[3].shape)), np.signbit(saved[3]))
+    assert np.count_nonzero(cols) > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,k,stride,padding", IM2COL_GEOMETRIES)
+def test_col2im_equals_the_reference(rng, dtype, shape, k, stride, padding):
+    """col2im (the stride-1 "same" rows as shifted adds of whole blocks) equals the reference's adjoint bit
+    for bit, also where the gradient of cells in the padding is NaN or infinite (it is dropped) and where
+    dx cells get NaN, inf or -0.0 gradients."""
+    n, c, h, w = shape
+    oh, ow = (reference.conv_out_size(s, kk, st, p) for s, kk, st, p in zip((h, w), k, stride, padding))
+    dcols = rng.standard_normal((c, k[0], k[1], n, oh, ow)).astype(dtype)
+    flat = dcols.reshape(-1)
+    flat[rng.random(flat.size) < 0.03] = np.nan
+    flat[rng.random(flat.size) < 0.03] = -np.inf
+    flat[rng.random(flat.size) < 0.05] = -0.0
+    row_spans = [reference.tap_span(i, stride[0], padding[0], h, oh) for i in range(k[0])]
+    col_spans = [reference.tap_span(j, stride[1], padding[1], w, ow) for j in range(k[1])]
+    ref = reference._col2im(np, dcols.copy(), (h, w), row_spans, col_spans)
+    dx = np.full(shape, 7.0, dtype)  # overwritten
+    numpy_backend.numba_kernels().col2im(dcols, dx, *stride, *padding)
+    np.testing.assert_array_equal(dx, ref)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(ref))
+    assert np.isfinite(ref).sum() > 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -142,6 +199,98 @@ def test_conv2d_in_groups_of_images(rng, monkeypatch, dtype, per_group, n, c, hw
         assert finite.sum() > 0.3 * ref.size
         err = np.linalg.norm(got[finite] - ref[finite]) / np.linalg.norm(ref[finite])
         assert err <= 16 * eps * np.sqrt(n), err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n,c,hw,oc,k,stride,padding,act,bias",
+    [
+        (9, 1, (28, 28), 16, (3, 3), (1, 1), (1, 1), "relu", True),  # the small CNN's conv1: 4 x 3 blocks only
+        (3, 1, (9, 11), 7, (3, 3), (2, 2), (0, 0), "relu", False),  # 7 filters: a 4-row block, then 3 rows
+        (1, 1, (5, 8), 4, (3, 5), (1, 2), (2, 2), "none", True),  # batch 1, 15 taps, taps that see only padding
+        (4, 3, (7, 6), 5, (2, 2), (1, 1), (0, 1), "tanh", True),  # 3 channels, 12 taps
+        (2, 1, (6, 7), 9, (1, 1), (1, 1), (0, 0), "relu", True),  # one tap: no 3-tap block
+        (2, 2, (5, 5), 3, (2, 2), (1, 1), (1, 1), "relu", False),  # 8 taps, 3 filters: the 1-row path only
+    ],
+)
+def test_conv2d_forward_by_image(rng, monkeypatch, dtype, n, c, hw, oc, k, stride, padding, act, bias):
+    """A convolution with fewer than 16 taps runs conv_forward_by_image: each output the plain dot in tap
+    order (products rounded, added left to right), + bias, then the activation -- equal bit for bit to that
+    order computed with NumPy from the reference's columns; NaN and -0.0 through the fused ReLU as PyTorch."""
+    x = rng.standard_normal((n, c) + hw).astype(dtype)
+    x[0, 0, 1, 1] = np.nan
+    w = rng.standard_normal((oc, c) + k).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype) if bias else None
+    nk = numpy_backend.numba_kernels()
+    calls, real = [], nk.conv_forward_by_image
+    monkeypatch.setattr(nk, "conv_forward_by_image", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    y, saved = NumpyBackend().conv2d_forward(x, w, b, stride, padding, act)
+    assert saved[0] == "numba" and sum(calls) == n  # every image by this kernel
+    _, rsaved = reference.conv2d_forward(np, x, w, b, stride, padding)
+    cols, w2 = rsaved[3], w.reshape(oc, -1)
+    z = w2[:, :1] * cols[:1]
+    for t in range(1, w2.shape[1]):
+        z = z + w2[:, t : t + 1] * cols[t : t + 1]
+    if bias:
+        z = z + b[:, None]
+    want = reference.activation_forward(np, z.reshape((oc, n) + y.shape[2:]).transpose(1, 0, 2, 3), act)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
+    assert np.isnan(y).any() and np.isfinite(y).sum() > 0.5 * y.size
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    ry, _ = reference.conv2d_forward(np, x64, w64, None if b is None else b.astype(np.float64), stride, padding, act)
+    np.testing.assert_allclose(y, ry, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n,c,hw,oc,k,stride,padding,act",
+    [
+        (200, 1, (28, 28), 16, (3, 3), (1, 1), (1, 1), "relu"),  # the small CNN's conv1: chunks of 512 + 272
+        (3, 1, (9, 11), 7, (3, 3), (2, 2), (0, 0), "relu"),  # 7 rows: a 4-row block and 3 rows one at a time
+        (1, 1, (5, 8), 4, (3, 5), (1, 2), (2, 2), "none"),  # batch 1, taps that see only padding
+        (4, 3, (7, 6), 5, (2, 2), (1, 1), (0, 1), "tanh"),  # 3 channels, 12 taps: 4 blocks of 3
+        (2, 1, (6, 7), 9, (1, 1), (1, 1), (0, 0), "relu"),  # a 1x1 kernel: one tap
+    ],
+)
+def test_conv2d_weight_gradient_by_image(rng, monkeypatch, dtype, n, c, hw, oc, k, stride, padding, act):
+    """dW and db of a convolution with fewer than 16 taps and no dx wanted (a first layer) come from
+    conv_grad_weight_by_image: vector partial sums of at most _DW_CHUNK terms in the input's dtype, added in
+    float64 -- each entry within (_DW_CHUNK / 8 + 8) eps of the sum of its terms' magnitudes, against the
+    float64 reference; NaN where the reference has NaN (a NaN input reaches every filter's dW of its taps)."""
+    x = rng.standard_normal((n, c) + hw).astype(dtype)
+    w = rng.standard_normal((oc, c) + k).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype)
+    if n == 3:  # (ReLU passes the gradient where y is NaN: NaN reaches dW only through the NaN input)
+        x[1, 0, 3, 4] = np.nan
+    calls = []
+    real = numpy_backend._conv_grad_weight_by_image
+    monkeypatch.setattr(numpy_backend, "_conv_grad_weight_by_image", lambda *a: calls.append(1) or real(*a))
+    be = NumpyBackend()
+    y, saved = be.conv2d_forward(x, w, b, stride, padding, act)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dW, db = be.conv2d_backward(dy, saved, need_dx=False)
+    assert calls == [1] and dx is None
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    ry, saved64 = reference.conv2d_forward(np, x64, w64, b64, stride, padding, act)
+    _, rdW, rdb = reference.conv2d_backward(np, dy64, saved64, need_dx=False)
+    # the sum of the magnitudes of each entry's terms: |g| @ |cols|.T, |g| row sums
+    _, sabs = reference.conv2d_forward(np, np.abs(x64), w64, None, stride, padding)
+    g_abs = np.abs(reference.activation_backward(np, dy64, ry, act)).transpose(1, 0, 2, 3).reshape(oc, -1)
+    bound_w = (g_abs @ sabs[3].T).reshape(rdW.shape)
+    eps = np.finfo(dtype).eps * (numpy_backend._numba_module._DW_CHUNK / 8 + 8)
+    for got, ref, mag in ((dW, rdW, bound_w), (db, rdb, g_abs.sum(axis=1))):
+        assert got.dtype == dtype and got.shape == ref.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        finite = ~np.isnan(ref)
+        assert finite.sum() > 0.5 * ref.size and np.count_nonzero(ref[finite]) > 0
+        assert np.all(np.abs(got[finite] - ref[finite]) <= eps * mag[finite])
+        err = np.linalg.norm(got[finite] - ref[finite]) / np.linalg.norm(ref[finite])
+        assert err <= 16 * np.finfo(dtype).eps * np.sqrt(n), err
+    # with dx wanted, the grouped path runs and agrees
+    dx2, dW2, db2 = be.conv2d_backward(dy, saved)
+    assert calls == [1] and dx2 is not None
+    np.testing.assert_allclose(dW2, dW, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=0)
 
 
 def test_conv2d_groups_run_on_one_thread_blas_and_restore_it(rng, monkeypatch):
