@@ -5,7 +5,8 @@
 The products of the bench's MLP (784-200-200-10, batch 200) and of the CNNs' convolutions (their group
 GEMMs), each in the layout the library meets it in (``x @ W.T`` is "nt"). Every implementation is checked
 against a float64 product first (relative error), then timed interleaved in one process: round r runs
-each implementation once (best of ``reps`` calls), medians over the rounds. Columns: gpunn on one thread
+each implementation once (best of ``reps`` calls, its thread setting entered around them, after a 20 ms
+pause), medians over the rounds. Columns: gpunn on one thread
 (``GPUNN_NUM_THREADS=1``) and on all, NumPy's matmul on one OpenBLAS thread and as configured, PyTorch's
 ``torch.matmul`` on one thread and on all. GFLOP/s = 2 m n k / time.
 """
@@ -19,7 +20,11 @@ import platform
 import subprocess
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as bench.targets: set before NumPy loads OpenBLAS
+
+import numpy as np  # noqa: E402
+
+SETTLE_S = 0.02  # pause before each implementation's turn (see bench/README.md, the issue-12 targets)
 
 SHAPES = {  # name: (m, k, n, layout): layout "nn" a @ b, "nt" a @ b.T (b stored (n, k)), "tn" a.T @ b
     "mlp fc1 forward x @ W.T": (200, 784, 200, "nt"),
@@ -77,10 +82,11 @@ def main(argv=None) -> None:
         impls = _impls(be, torch, a, b, ta, tb, out, tout, threads)
         ref = a.astype(np.float64) @ b.astype(np.float64)
         errors = {}
-        for label, fn in impls.items():
+        for label, (setting, fn) in impls.items():
             out[...] = np.nan
             tout.fill_(float("nan"))
-            fn()
+            with setting():
+                fn()
             got = tout.numpy() if label.startswith("torch") else out
             errors[label] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
             if not errors[label] < 1e-5:
@@ -90,7 +96,10 @@ def main(argv=None) -> None:
             labels = list(impls)
             labels = labels[r % len(labels) :] + labels[: r % len(labels)]
             for label in labels:
-                times[label].append(best_of(impls[label], args.reps))
+                setting, fn = impls[label]
+                time.sleep(SETTLE_S)  # the previous library's spinning workers go to sleep (bench.targets)
+                with setting():
+                    times[label].append(best_of(fn, args.reps))
         flops = 2.0 * m * n * k
         for label in impls:
             med = float(np.median(times[label]))
@@ -113,31 +122,44 @@ def main(argv=None) -> None:
 
 
 def _impls(be, torch, a, b, ta, tb, out, tout, threads: int) -> dict:
+    """label -> (context manager factory for the thread setting, the call); the setting is entered once
+    around a round's calls of that implementation, not per call (threadpoolctl's limit costs ~1 ms)."""
+    import contextlib
+
     from threadpoolctl import threadpool_limits
 
-    def gpunn_one():
-        os.environ["GPUNN_NUM_THREADS"] = "1"
+    @contextlib.contextmanager
+    def gpunn_threads(k):
+        os.environ["GPUNN_NUM_THREADS"] = str(k)
         try:
-            be.matmul(a, b, out=out)
+            yield
         finally:
             os.environ["GPUNN_NUM_THREADS"] = str(threads)
 
-    def blas_one():
-        with threadpool_limits(1, user_api="blas"):
-            np.matmul(a, b, out=out)
+    @contextlib.contextmanager
+    def torch_threads(k):
+        torch.set_num_threads(k)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
-    def torch_one():
-        torch.set_num_threads(1)
+    def gpunn_call():
+        be.matmul(a, b, out=out)
+
+    def blas_call():
+        np.matmul(a, b, out=out)
+
+    def torch_call():
         torch.matmul(ta, tb, out=tout)
-        torch.set_num_threads(threads)
 
     return {
-        "gpunn 1 thread": gpunn_one,
-        f"gpunn {threads} threads": lambda: be.matmul(a, b, out=out),
-        "numpy/OpenBLAS 1 thread": blas_one,
-        "numpy/OpenBLAS as set": lambda: np.matmul(a, b, out=out),
-        "torch 1 thread": torch_one,
-        f"torch {threads} threads": lambda: torch.matmul(ta, tb, out=tout),
+        "gpunn 1 thread": (lambda: gpunn_threads(1), gpunn_call),
+        f"gpunn {threads} threads": (lambda: gpunn_threads(threads), gpunn_call),
+        "numpy/OpenBLAS 1 thread": (lambda: threadpool_limits(1, user_api="blas"), blas_call),
+        "numpy/OpenBLAS as set": (contextlib.nullcontext, blas_call),
+        "torch 1 thread": (lambda: torch_threads(1), torch_call),
+        f"torch {threads} threads": (lambda: torch_threads(threads), torch_call),
     }
 
 

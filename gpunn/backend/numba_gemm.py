@@ -368,6 +368,8 @@ def plan(a, b, c, threads, chunks_per_thread, t):
     size = n if wide else m
     panels = (size + unit - 1) // unit
     per_chunk = panels if threads == 1 else max(1, panels // (threads * chunks_per_thread))
+    if wide and per_chunk < NR // 16 and panels >= threads * (NR // 16):
+        per_chunk = NR // 16  # a chunk of whole 64-column panels: the 16-wide kernel is load-bound
     chunks = (panels + per_chunk - 1) // per_chunk
     t[WIDE], t[UNIT], t[PER_CHUNK], t[CHUNKS] = wide, unit, per_chunk, chunks
     # the scratch of the largest chunk and of the last one (narrower: it may take the other way of _product)
