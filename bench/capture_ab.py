@@ -67,7 +67,7 @@ def measure(batch: int, opt_name: str, rounds: int, steps: int) -> dict:
         eager(x, y)
         captured(x, y)
     for (name, a), b in zip(eager_model.named_parameters(), cap_model.parameters()):
-        if not np.array_equal(a.numpy(), b.numpy()):
+        if not np.array_equal(a.detach().numpy(), b.detach().numpy()):
             raise SystemExit(f"batch {batch} {opt_name}: captured {name} differs from eager after 20 steps")
     times = {"eager": [], "captured": []}
     for r in range(rounds):
