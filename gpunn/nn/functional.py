@@ -350,8 +350,9 @@ def conv2d(
     return input._result(out[0] if unbatched else out, parents, backward, "ConvolutionBackward")
 
 
-def _pool_geometry(x_t, kernel_size, stride, padding, fname: str) -> tuple:
-    """(kh, kw, sh, sw, ph, pw, oh, ow) of a pooling over the batched input ``x_t``, checked."""
+def _pool_geometry(x_t, kernel_size, stride, padding, fname: str, ceil_mode: bool = False) -> tuple:
+    """(kh, kw, sh, sw, ph, pw, oh, ow) of a pooling over the batched input ``x_t``, checked (with ceil_mode,
+    PyTorch's ceil output size, which may be >= 1 for a kernel larger than the padded input)."""
     kh, kw = _pair(kernel_size, "kernel_size", fname)
     sh, sw = _pair(stride if stride is not None and stride != [] else (kh, kw), "stride", fname)
     ph, pw = _pair(padding, "padding", fname)
@@ -363,6 +364,14 @@ def _pool_geometry(x_t, kernel_size, stride, padding, fname: str) -> tuple:
             f"{padding} for kernel_size {kernel_size}"
         )
     _, _, h, w = x_t.shape
+    if ceil_mode:
+        oh, ow = _ceil_out(h, kh, sh, ph), _ceil_out(w, kw, sw, pw)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{fname}(): output size {oh}x{ow} is too small (input {h}x{w}, kernel_size {(kh, kw)}, "
+                f"stride {(sh, sw)}, padding {(ph, pw)}, ceil_mode=True)"
+            )
+        return kh, kw, sh, sw, ph, pw, oh, ow
     return kh, kw, sh, sw, ph, pw, _out_size(h, kh, sh, ph, fname, "height"), _out_size(w, kw, sw, pw, fname, "width")
 
 
@@ -522,9 +531,8 @@ def _pool_ceil_mode(pool, input, kernel_size, stride, padding, fname, count_incl
     0 for avg) until the last partial window fits, then the plain pool; avg's divisor counts, as PyTorch's
     does, the window's cells inside the padded input (count_include_pad) or inside the input."""
     x_t, _ = _as_batched_4d(input, fname)
-    kh, kw, sh, sw, ph, pw, _, _ = _pool_geometry(x_t, kernel_size, stride, padding, fname)
+    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_t, kernel_size, stride, padding, fname, ceil_mode=True)
     h, w = x_t.shape[2:]
-    oh, ow = _ceil_out(h, kh, sh, ph), _ceil_out(w, kw, sw, pw)
     eh, ew = max(0, (oh - 1) * sh + kh - (h + 2 * ph)), max(0, (ow - 1) * sw + kw - (w + 2 * pw))
     is_max = pool is max_pool2d
     x_ext = _pad_bottom_right(input, eh, ew, -math.inf if is_max else 0.0)

@@ -365,3 +365,22 @@ def test_batchnorm_repr_bias_option_and_state_dict_like_torch(rng, name, kwargs)
         res.append((repr(m), list(m.state_dict()), y.detach().numpy()))
     assert res[0][:2] == res[1][:2]
     np.testing.assert_allclose(res[0][2], res[1][2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["max", "avg"])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_pool_ceil_mode_kernel_wider_than_the_input(rng, dtype, op, count_include_pad):
+    """PyTorch's ceil_mode accepts a kernel larger than the (padded) input when its ceil output size is >= 1
+    (the window runs past the input's end): gpunn raised 'kernel size 3 is larger than the padded input'."""
+    fn = "max_pool2d" if op == "max" else "avg_pool2d"
+    extra = {} if op == "max" else dict(count_include_pad=count_include_pad)
+    for shape, cfg in [((2, 3, 5, 2), dict(kernel_size=3, stride=2)), ((1, 2, 2, 7), dict(kernel_size=(3, 2)))]:
+        parity(
+            rng,
+            lambda L, x: getattr(L.nn.functional, fn)(x, ceil_mode=True, **cfg, **extra),
+            [randn(rng, *shape)],
+            dtype,
+        )
+    with pytest.raises(ValueError, match="too small"):  # PyTorch: "Output size is too small"
+        getattr(F, fn)(gpunn.tensor(randn(rng, 1, 1, 1, 5)), 3, 2, ceil_mode=True)
