@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
 import time
 
 import numpy as np
 
 import gpunn
+from bench import provenance
 from gpunn import nn, optim
 from gpunn.train import compile_step
 
@@ -99,18 +99,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rows = [measure(b, o, args.rounds, args.steps) for b in BATCHES for o in OPTIMIZERS]
 
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], capture_output=True, text=True, check=True).stdout.strip()
-        except Exception:
-            return "unknown"
-
-    dirty = " DIRTY TREE" if git("status", "--porcelain", "--untracked-files=no") else ""
     lines = [
         f"# captured vs eager MLP step (numpy backend), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
         " UTC",
         "",
-        f"`python -m bench.capture_ab` at commit {git('rev-parse', '--short', 'HEAD')}{dirty}; {os.cpu_count()} CPUs; "
+        f"`python -m bench.capture_ab` at commit {provenance.commit()}; {os.cpu_count()} CPUs; "
         f"GPUNN_NUM_THREADS={os.environ.get('GPUNN_NUM_THREADS', 'unset')}; load average {os.getloadavg()}. "
         f"{args.rounds} interleaved rounds of {args.steps} steps each way; validated bit for bit first.",
         "",
@@ -124,13 +117,7 @@ def main(argv=None) -> None:
         for r in rows
     ]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, f"capture-ab-{datetime.date.today():%Y%m%d}.md")
-        with open(path, "w") as f:
-            f.write(text)
-        print("wrote", path)
+    provenance.report(text, args.out, "capture-ab")
 
 
 if __name__ == "__main__":

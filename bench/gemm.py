@@ -17,8 +17,9 @@ import argparse
 import datetime
 import os
 import platform
-import subprocess
 import time
+
+from bench import provenance
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as bench.targets: set before NumPy loads OpenBLAS
 
@@ -112,13 +113,7 @@ def main(argv=None) -> None:
     ]
     lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.0f} | {r[5]:.1e} |" for r in rows]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, f"gemm-{datetime.date.today():%Y%m%d}.md")
-        with open(path, "w") as f:
-            f.write(text)
-        print("wrote", path)
+    provenance.report(text, args.out, "gemm")
 
 
 def _impls(be, torch, a, b, ta, tb, out, tout, threads: int) -> dict:
@@ -168,18 +163,11 @@ def _header(threads: int) -> list:
     import torch
     from threadpoolctl import threadpool_info
 
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], capture_output=True, text=True, check=True).stdout.strip()
-        except Exception:
-            return "unknown"
-
-    dirty = " DIRTY TREE" if git("status", "--porcelain", "--untracked-files=no") else ""
     blas = [(i.get("internal_api"), i.get("architecture"), i.get("version")) for i in threadpool_info()]
     return [
         f"# float32 GEMM, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"`python -m bench.gemm` at commit {git('rev-parse', '--short', 'HEAD')}{dirty}; "
+        f"`python -m bench.gemm` at commit {provenance.commit()}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads} threads; "
         f"numpy {numpy.__version__} (BLAS {blas}), torch {torch.__version__}; "
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; load average {os.getloadavg()}.",
