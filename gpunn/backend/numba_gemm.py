@@ -515,9 +515,9 @@ def _run_chunks(t, counters, seq, work):
         _atomic_add(counters, FINISHED, 1)
 
 
-# The entry points. plan and run_alone (every product) have one signature each, compiled (or loaded from the
-# cache) when this module is imported; the split products' launch, run_job and worker_spin compile (or load)
-# on their first call, so a process that never splits a product does not load them.
+# The entry points: product (below; one signature, compiled or loaded from the cache when this module is
+# imported, with plan, launch, run_job and run_alone inside it) and worker_spin (compiled or loaded on a
+# worker's first call).
 @njit(**_KERNEL)
 def worker_spin(ctrl, counters, spins):
     _atomic_store(ctrl, STATE, 0)
@@ -571,7 +571,7 @@ def run_job(job, counters, seq, work):
         _idle(idle)
 
 
-@njit("void(int64[::1], float32[::1])", **_KERNEL)
+@njit(**_KERNEL)
 def run_alone(job, work):
     """Every chunk of the job, in order, on the calling thread."""
     for i in range(job[CHUNKS]):
@@ -587,10 +587,18 @@ def run_alone(job, work):
 # and GEMM calls from Python (~5 us of dispatch each): the same products -- planned as NumpyBackend.matmul
 # plans them, so the same bits whatever the split -- and the same elementwise operations in the same order
 # as reference.linear_act / linear_act_backward, so the results equal the eager step's bit for bit.
-@njit(**_KERNEL)
-def _product_now(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, seq_box, work):
-    """c = a @ b as NumpyBackend.matmul computes it (the GEMM lock held by the caller); False when the
-    kernel does not take the operands or ``work`` is too small (nothing was written)."""
+@njit(
+    types.boolean(
+        _OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64, types.int64[:, ::1],
+        types.int64[::1], types.int64[::1], types.float32[::1],
+    ),
+    **_KERNEL,
+)  # fmt: skip
+def product(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, seq_box, work):
+    """c = a @ b: planned, then split over ``threads`` threads (the caller and the workers of ``ctrls``,
+    which must be awake to take part; the GEMM lock held) from ``parallel_min`` multiply-adds, else run on
+    the calling thread. False when the kernel does not take the operands or ``work`` is too small (nothing
+    was written). The one entry point of NumpyBackend.matmul and of the captured layers below."""
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     if m * n * k < parallel_min:
         threads = 1
@@ -620,7 +628,7 @@ _LINEAR_SIG = (
 def linear_forward(x, w, bias, z, has_bias, relu, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
     """z = x @ w.T; z += bias (each row); relu: z = 0 where z < 0 (NaN and -0.0 kept). False when the
     product cannot run here (then nothing was written)."""
-    if not _product_now(x, w.T, z, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+    if not product(x, w.T, z, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
         return False
     zero = np.float32(0)
     for i in range(z.shape[0]):
@@ -667,9 +675,9 @@ def linear_backward(
         for i in range(dy.shape[0]):
             for j in range(dy.shape[1]):
                 dz[i, j] = zero if y[i, j] <= zero else dy[i, j]
-    if need_dx and not _product_now(dz, w, dx, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+    if need_dx and not product(dz, w, dx, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
         return False
-    if need_dw and not _product_now(dz.T, x, dw, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
+    if need_dw and not product(dz.T, x, dw, threads, parallel_min, chunks, ctrls, counters, seq_box, work):
         return False
     if need_db:
         for j in range(dz.shape[1]):

@@ -713,18 +713,8 @@ class NumpyBackend(Backend):
         return self._captured(_gemm_module.chain_backward, bound, table, dlogits)
 
     def _captured(self, kernel, bound: int, *args) -> bool:
-        threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
         with _gemm_lock:
-            ctrls, wakes = _gemm_worker_pool(threads - 1)
-            asleep = _gemm_module.sleeping_workers(ctrls)
-            for w in range(len(wakes)):
-                if asleep >> w & 1:
-                    wakes[w].set()
-            work = self._scratch(threads * bound, np.float32, 22)
-            return kernel(
-                *args, threads, _GEMM_PARALLEL_MIN, _GEMM_CHUNKS_PER_THREAD, _gemm_ctrls, _gemm_counters,
-                _gemm_seq, work,
-            )  # fmt: skip
+            return _gemm_call(kernel, bound, self._scratch, *args)
 
     # -- conv2d: groups of images on all cores: Numba im2col, one BLAS GEMM, the layout pass with bias + ReLU ---
     # The columns of a whole batch are C*KH*KW times the input (42 MB for the MNIST CNN's second conv at
@@ -957,6 +947,8 @@ def _gemm_kernel(a, b, out):
             )
             return None
         _gemm_module = numba_gemm if numba_gemm.AVAILABLE else False
+        if _gemm_module:
+            _gemm_worker_pool(0)  # the workers' control arrays, before any call passes them
     return _gemm_module or None
 
 
@@ -990,38 +982,39 @@ def _gemm_wanted() -> bool:
 
 
 def _gemm_run(gemm, a, b, c, scratch, parallel: bool) -> bool:
-    """c = a @ b on numba_gemm, False when it does not take the operands (see numba_gemm.plan): in chunks
-    claimed by this thread and the GEMM workers when ``parallel``, the product is large and no other thread
-    is splitting one; else on the calling thread. ``scratch(n, dtype, slot)``: the caller's per-thread
-    scratch (the workers' parts of it too, while this call lasts)."""
+    """c = a @ b on numba_gemm.product, False when it does not take the operands: split over the GEMM workers
+    when ``parallel``, the product is large and no other thread is splitting one; else on the calling
+    thread. ``scratch(n, dtype, slot)``: the caller's per-thread scratch (the workers' parts of it too)."""
     m, k = a.shape
     n = b.shape[1]
-    job = np.empty(gemm.JOB_FIELDS, np.int64)
-    threads = min(num_threads(), _GEMM_MAX_WORKERS + 1) if parallel and m * n * k >= _GEMM_PARALLEL_MIN else 1
-    if threads > 1 and _gemm_lock.acquire(blocking=False):
+    bound = product_bound(m, k, n)
+    if parallel and m * n * k >= _GEMM_PARALLEL_MIN and num_threads() > 1 and _gemm_lock.acquire(blocking=False):
         try:
-            need = gemm.plan(a, b, c, threads, _GEMM_CHUNKS_PER_THREAD, job)
-            if need < 0:
-                return False
-            ctrls, wakes = _gemm_worker_pool(threads - 1)
-            work = scratch(threads * need, np.float32, 20)
-            _gemm_seq[0] = seq = int(_gemm_seq[0]) + 1
-            asleep = gemm.launch(job, seq, ctrls, _gemm_counters, work, need)
-            try:  # (a KeyboardInterrupt here: the posted job still ends before a, b, c and work may be freed)
-                for w in range(threads - 1):
-                    if asleep >> w & 1:
-                        wakes[w].set()
-            finally:
-                # runs chunks until none is left, then waits for those the workers took (they read a, b, c)
-                gemm.run_job(job, _gemm_counters, seq, work[:need])
-            return True
+            return _gemm_call(gemm.product, bound, scratch, a, b, c)
         finally:
             _gemm_lock.release()
-    need = gemm.plan(a, b, c, 1, 1, job)  # one chunk: the whole product
-    if need < 0:
-        return False
-    gemm.run_alone(job, scratch(need, np.float32, 20))
-    return True
+    work = scratch(bound, np.float32, 20)
+    return gemm.product(a, b, c, 1, _GEMM_PARALLEL_MIN, 1, _gemm_ctrls, _gemm_counters, _gemm_seq, work)
+
+
+def _gemm_call(kernel, bound: int, scratch, *args):
+    """kernel(*args, threads, parallel_min, chunks, ctrls, counters, seq, work) with the GEMM lock held by the
+    caller: the workers it may use woken first (a call into Numba cannot wake a sleeping one), ``work``
+    room for ``bound`` floats a thread."""
+    threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
+    _ctrls, wakes = _gemm_worker_pool(threads - 1)
+    work = scratch(threads * bound, np.float32, 20)
+    call = (*args, threads, _GEMM_PARALLEL_MIN, _GEMM_CHUNKS_PER_THREAD, _gemm_ctrls, _gemm_counters, _gemm_seq, work)
+    try:
+        if wakes:
+            asleep = _gemm_module.sleeping_workers(_ctrls)
+            for w in range(len(wakes)):
+                if asleep >> w & 1:
+                    wakes[w].set()
+    except BaseException:  # (a KeyboardInterrupt while waking: the product still runs to its end first)
+        kernel(*call)
+        raise
+    return kernel(*call)
 
 
 def product_bound(m: int, k: int, n: int) -> int:

@@ -74,14 +74,7 @@ class Conv2d(Module):
             raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
         self.groups = groups
         self.padding_mode = padding_mode
-        self.weight = Parameter(_empty((self.out_channels, self.in_channels // groups) + self.kernel_size, dtype))
-        if bias:
-            self.bias = Parameter(_empty((self.out_channels,), dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)
+        _conv_parameters(self, (self.out_channels, self.in_channels // groups) + self.kernel_size, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         """PyTorch's default init."""
@@ -141,14 +134,7 @@ class ConvTranspose2d(Module):
         self.kernel_size, self.stride = _pair(kernel_size, "kernel_size"), _pair(stride, "stride")
         self.padding, self.output_padding = _pair(padding, "padding"), _pair(output_padding, "output_padding")
         self.dilation, self.padding_mode = _pair(dilation, "dilation"), padding_mode
-        self.weight = Parameter(_empty((self.in_channels, self.out_channels // groups) + self.kernel_size, dtype))
-        if bias:
-            self.bias = Parameter(_empty((self.out_channels,), dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)
+        _conv_parameters(self, (self.in_channels, self.out_channels // groups) + self.kernel_size, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         init.default_layer_init_(self.weight, self.bias)
@@ -182,14 +168,7 @@ class Conv1d(Module):
         self.stride, self.dilation = (one(stride, "stride", "Conv1d"),), (one(dilation, "dilation", "Conv1d"),)
         self.padding = padding if isinstance(padding, str) else (one(padding, "padding", "Conv1d"),)
         self.padding_mode = padding_mode
-        self.weight = Parameter(_empty((self.out_channels, self.in_channels // groups) + self.kernel_size, dtype))
-        if bias:
-            self.bias = Parameter(_empty((self.out_channels,), dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-        if device is not None:
-            self.to(device)
+        _conv_parameters(self, (self.out_channels, self.in_channels // groups) + self.kernel_size, bias, device, dtype)
 
     def reset_parameters(self) -> None:
         init.default_layer_init_(self.weight, self.bias)
@@ -216,3 +195,13 @@ def _conv_repr(m) -> str:
     if m.bias is None:
         s += ", bias=False"
     return s
+
+
+def _conv_parameters(m, weight_shape: tuple, bias: bool, device, dtype) -> None:
+    """A convolution's weight of ``weight_shape`` and (``bias``) bias of out_channels, or bias registered as
+    None, initialised as PyTorch's (m.reset_parameters), then moved to ``device``."""
+    m.weight = Parameter(_empty(weight_shape, dtype))
+    m.register_parameter("bias", Parameter(_empty((m.out_channels,), dtype)) if bias else None)
+    m.reset_parameters()
+    if device is not None:
+        m.to(device)

@@ -115,22 +115,23 @@ class _LinearS(_Static):
 
     def backward(self, dy, need_dx):
         m, plan = self.m, self.plan
-        need_db = m.bias is not None and m.bias.requires_grad
         dx, _, _ = plan.be.linear_act_backward(
-            dy,
-            self.x,
-            m.weight._data,
-            self.y,
-            self.act,
-            self.slope,
-            need_dx=need_dx,
-            need_dW=m.weight.requires_grad,
-            need_db=need_db,
-            ws=self.ws,
-            out_dW=plan.grad_out(m.weight),
-            out_db=plan.grad_out(m.bias) if need_db else None,
-        )
+            dy, self.x, m.weight._data, self.y, self.act, self.slope, need_dx=need_dx, ws=self.ws,
+            **_param_grads(plan, m),
+        )  # fmt: skip
         return dx
+
+
+def _param_grads(plan, m) -> dict:
+    """The weight/bias gradient keywords of a layer's backward primitive: which are wanted, and the plan's
+    flat-gradient views they are written into."""
+    need_db = m.bias is not None and m.bias.requires_grad
+    return {
+        "need_dW": m.weight.requires_grad,
+        "need_db": need_db,
+        "out_dW": plan.grad_out(m.weight),
+        "out_db": plan.grad_out(m.bias) if need_db else None,
+    }
 
 
 class _ConvS(_Static):
@@ -163,17 +164,8 @@ class _ConvS(_Static):
         return y
 
     def backward(self, dy, need_dx):
-        m, plan = self.m, self.plan
-        need_db = m.bias is not None and m.bias.requires_grad
-        dx, _, _ = plan.be.conv2d_backward(
-            dy,
-            self.saved,
-            need_dx=need_dx,
-            need_dW=m.weight.requires_grad,
-            need_db=need_db,
-            ws=self.ws,
-            out_dW=plan.grad_out(m.weight),
-            out_db=plan.grad_out(m.bias) if need_db else None,
+        dx, _, _ = self.plan.be.conv2d_backward(
+            dy, self.saved, need_dx=need_dx, ws=self.ws, **_param_grads(self.plan, self.m)
         )
         return dx
 
