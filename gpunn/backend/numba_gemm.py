@@ -17,7 +17,7 @@ columns of C.
 Operands are read in place where their layout allows -- A with any strides (its elements are broadcast one
 at a time), B when its rows are contiguous -- so a row-major or transposed A and a row-major B cost no
 packing. A B with strided rows (``x @ W.T``) is transposed first, 16 x 16 blocks at a time in registers
-(``transpose``). The inner dimension is split into near-equal blocks of at most ``KC``; C is written on the
+(``_transpose``). The inner dimension is split into near-equal blocks of at most ``KC``; C is written on the
 first block and added to on the next (so the sum over p runs block by block, each block's sum in order p,
 FMA-rounded: results differ from BLAS's in the last bits, as BLAS's own kernels do from each other).
 """
