@@ -106,9 +106,17 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
 
         if impl == "torch-compile":
             try:
-                step = torch.compile(step, mode="reduce-overhead")
+                compiled = torch.compile(step, mode="reduce-overhead")
             except Exception as exc:  # a peer that cannot compile here is recorded as skipped, not fatal
                 pytest.skip(f"torch.compile failed: {type(exc).__name__}: {exc}")
+
+            def step(xb, yb):
+                # a new iteration: the graphs may overwrite the last step's outputs (the gradients the
+                # optimizer's graph reads); without this PyTorch raises "accessing tensor output of CUDAGraphs
+                # that has been overwritten by a subsequent run" on the second step
+                torch.compiler.cudagraph_mark_step_begin()
+                return compiled(xb, yb)
+
         sync, name = sync_torch, PEER_IMPL + impl[len("torch") :]
         state = model.state_dict
     for xb, yb in sets[:VALIDATION_STEPS]:
@@ -120,8 +128,10 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
         graph = getattr(plan, "graph", None)
         assert graph is not None, "the captured cupy step did not become a CUDA graph"
     # Adam's update m / (sqrt(v) + eps) amplifies float32 rounding where a gradient is tiny (PyTorch's own
-    # float32 Adam lands near 2e-3 of the float64 update on the first layer): a looser bound there
-    err = check({k: to_host(v) - init[k] for k, v in state().items()}, ref, tol=1e-3 if opt_name == "sgd" else 1e-2)
+    # float32 Adam lands near 2e-3 of the float64 update on the first layer; its inductor-generated Adam under
+    # torch.compile at 1.1e-2 on the H200, 2026-11-30): a looser bound there
+    tol = 1e-3 if opt_name == "sgd" else 2e-2 if impl == "torch-compile" else 1e-2
+    err = check({k: to_host(v) - init[k] for k, v in state().items()}, ref, tol=tol)
     nbytes, flops, bytes_formula, flops_formula = _napkin("mlp", batch)
     measure(
         step,

@@ -8,7 +8,7 @@ import numpy as np
 from gpunn.backend import Backend, backend_for, get_backend
 from gpunn.dtypes import _infer_dtype, as_dtype, default_float
 from gpunn.ops.shape import cat, concat, stack, where  # noqa: F401  (joining ops live with the shape ops)
-from gpunn.tensor import Tensor
+from gpunn.tensor import Tensor, _owned_copy
 
 __all__ = [
     "tensor",
@@ -109,8 +109,7 @@ def tensor(data, dtype=None, requires_grad: bool = False, backend=None, device=N
         arr = be.asarray(src, dtype=dtype)
         if arr.dtype.kind not in "biufc":
             raise TypeError(f"tensor(): data must be numeric or bool, got dtype {arr.dtype}")
-        if arr is src or (isinstance(src, np.ndarray) and np.shares_memory(arr, src)):
-            arr = arr.copy()
+        arr = _owned_copy(arr, src, be)
     return _finish(arr, be, requires_grad)
 
 

@@ -141,9 +141,7 @@ class Tensor:
                 src = np.asarray(src)
                 if src.dtype.kind not in "biuf":
                     raise TypeError(f"Tensor(): data must be numeric, got dtype {src.dtype}")
-            array = be.asarray(src, dtype=dtype)
-            if array is data[0] or (isinstance(data[0], np.ndarray) and np.shares_memory(array, data[0])):
-                array = array.copy()
+            array = _owned_copy(be.asarray(src, dtype=dtype), data[0], be)
         else:
             raise TypeError(f"Tensor(): expected a sequence of data or a size, got {data!r}")
         self._init(array, be)
@@ -814,6 +812,15 @@ def _modified_message(node, counter, version, t) -> str:
         f"version {version} instead{by}. Compute the backward before modifying it (e.g. call "
         "optimizer.step() after loss.backward()), or modify a clone()."
     )
+
+
+def _owned_copy(arr, src, be):
+    """``arr`` (made from the user's ``src`` by ``be.asarray``), copied when it is or shares memory with ``src``:
+    ``tensor(x)`` and ``Tensor(x)`` never alias the caller's array. Only a NumPy result can share a NumPy
+    source's memory (CuPy's shares_memory refuses host arrays)."""
+    if arr is src or (be.name == "numpy" and isinstance(src, np.ndarray) and np.shares_memory(arr, src)):
+        return arr.copy()
+    return arr
 
 
 def _may_alias(t: Tensor, out) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,7 @@ _DZ_COLS, _DZ_ROWS = 32, 256  # linear_act.cu: act_backward_bias block tile
 # _CUBLAS_MIN_FLOPS to cuBLAS (the v1 kernel cannot match it on large shapes; on small ones fusing the
 # epilogue saves launches). The threshold is a placeholder until a GPU bench run calibrates it.
 _CUBLAS_MIN_FLOPS = 2 * 512**3
+_NUMBA_CUDA_FAILED = False  # set once Numba's CUDA target failed its first launch here (accuracy_count)
 
 
 def linear_impl(n: int, m: int, k: int) -> str:
@@ -185,11 +187,19 @@ class CupyBackend(Backend):
 
     # -- Numba kernels -------------------------------------------------------------------------------
     def accuracy_count(self, logits, target):
+        """The Numba CUDA kernel (one pass over the logits); CuPy's argmax where Numba's CUDA target fails here,
+        said once."""
+        global _NUMBA_CUDA_FAILED
         from gpunn.backend import numba_kernels
 
-        if logits.dtype.kind != "f" or not logits.flags.c_contiguous:
+        if logits.dtype.kind != "f" or not logits.flags.c_contiguous or _NUMBA_CUDA_FAILED:
             return super().accuracy_count(logits, target)
-        return numba_kernels.accuracy_count(logits, self.xp.ascontiguousarray(target))[0]
+        try:
+            return numba_kernels.accuracy_count(logits, self.xp.ascontiguousarray(target))[0]
+        except numba_kernels.NumbaCudaUnavailable as exc:
+            _NUMBA_CUDA_FAILED = True
+            warnings.warn(f"gpunn: {exc}; accuracy is counted with CuPy instead", UserWarning, stacklevel=2)
+            return super().accuracy_count(logits, target)
 
     def index_add(self, target, index, values) -> None:
         at = getattr(self.xp.add, "at", None)  # ufunc.at exists in recent CuPy; older ones have cupyx's

@@ -31,6 +31,12 @@ PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57  # round multipliers
 PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments
 MASK32 = 0xFFFFFFFF
 _kernels: dict | None = None
+_launched: set = set()  # kernels that have run here at least once
+
+
+class NumbaCudaUnavailable(RuntimeError):
+    """Numba's CUDA target cannot import, compile or launch a kernel here (the first launch of each kernel
+    failed, so it wrote nothing): the caller computes the same result another way."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,8 +142,18 @@ def _device_args(args) -> tuple:
 
 
 def _launch(name: str, blocks: int, threads: int, args, arrays):
-    kernel = kernels()[name]
-    kernel[blocks, threads, _stream_for(*arrays)](*_device_args(args))
+    """Runs kernel ``name``; NumbaCudaUnavailable when its first launch here fails (e.g. a numba-cuda that does
+    not import with the installed NumPy). A failure after a kernel once ran is a real error and is raised."""
+    try:
+        kernel = kernels()[name]
+        kernel[blocks, threads, _stream_for(*arrays)](*_device_args(args))
+    except Exception as exc:
+        if name in _launched:
+            raise
+        raise NumbaCudaUnavailable(
+            f"the Numba CUDA kernel {name!r} could not be compiled or launched here ({type(exc).__name__}: {exc})"
+        ) from exc
+    _launched.add(name)
 
 
 def _array_module(a):

@@ -502,7 +502,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
         raise RuntimeError(
             f"cat(): sizes of tensors must match except in dimension {dim}; got shapes {[t.shape for t in ts]}"
         ) from exc
-    bounds = np.cumsum([t.shape[dim] for t in ts])[:-1]
+    bounds = np.cumsum([t.shape[dim] for t in ts])[:-1].tolist()
     return ts[0]._result(out, tuple(ts), lambda g: tuple(xp.split(g, bounds, axis=dim)), "CatBackward0", saved=())
 
 

@@ -382,6 +382,7 @@ waits for the GPU is COUNTED in ``counters``: ``d2h`` (device-to-host reads: ``a
 ``synchronize``) and ``alloc`` (arrays that own fresh memory, views excluded). ``reset_counters()``
 zeroes them. tests/kernels/test_host_syncs.py pins them per training step.
 """
+import threading as _threading
 import types as _types
 
 import numpy as _np
@@ -409,6 +410,8 @@ class ndarray(_np.ndarray):
             _emu.capture_violation("a device allocation")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if not _NESTED.depth:
+            _reject_host(inputs)
         out = kwargs.get("out")
         if _emu.capturing_here(_current()):
             if not out or any(o is None for o in out):
@@ -416,6 +419,19 @@ class ndarray(_np.ndarray):
             _emu.CAPTURE["ops"].append(lambda: _ufunc(ufunc, method, inputs, kwargs))
             return out[0] if len(out) == 1 else out
         return _ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        # CuPy hands numpy.f(device array, ...) to cupy.f, which refuses host arrays among its arguments;
+        # NumPy's own calls inside f (its Python-level functions pass 0-d host arrays around) are not CuPy's
+        if _NESTED.depth:
+            return super().__array_function__(func, types, args, kwargs)
+        _reject_host(args)
+        _reject_host(kwargs.values())
+        _NESTED.depth += 1
+        try:
+            return super().__array_function__(func, types, args, kwargs)
+        finally:
+            _NESTED.depth -= 1
 
     def fill(self, value):
         if _emu.capturing_here(_current()):
@@ -472,6 +488,22 @@ def _host_view(a):
     return a.view(_np.ndarray) if isinstance(a, ndarray) else a
 
 
+class _Depth(_threading.local):
+    depth = 0  # numpy functions running on device arrays in this thread
+
+
+_NESTED = _Depth()
+
+
+def _reject_host(args):
+    """CuPy's TypeError for a NumPy array (0-d ones too) where it wants device arrays or scalars."""
+    for a in args:
+        if type(a) is _np.ndarray:
+            raise TypeError(f"Unsupported type {type(a)}")
+        if isinstance(a, (list, tuple)):
+            _reject_host(a)
+
+
 def _ufunc(ufunc, method, inputs, kwargs):
     """A ufunc on the NumPy memory underneath; results are device arrays, 0-d ones too (as CuPy)."""
     out = kwargs.get("out")
@@ -509,6 +541,13 @@ def asnumpy(a, *args, **kwargs):
         _emu.capture_violation("a device-to-host copy")
         counters["d2h"] += 1
     return _np.array(a) if isinstance(a, ndarray) else _np.asarray(a)
+
+
+def asarray(a, dtype=None, order=None, **kwargs):
+    """A device array shares a device array's memory; anything else (a host array too) is copied over."""
+    if isinstance(a, ndarray):
+        return _device(_np.asarray(a, dtype=dtype, order=order, **kwargs))
+    return _device(_np.array(a, dtype=dtype, order=order if order is not None else "K", copy=True, **kwargs))
 
 
 def copyto(dst, src, casting="same_kind", where=True):
