@@ -1,8 +1,12 @@
-"""Where a CNN training step's time goes on the numpy backend: per backend primitive, wall and CPU time.
+"""Where a CNN training step's time goes, per backend primitive: wall and CPU time.
 
     python -m bench.cnn_profile small          # build_model("cnn"): conv 16, pool, conv 32, pool, fc; batch 200, SGD
     python -m bench.cnn_profile mnist          # pytorch/examples' MNIST CNN (bench.targets._MnistNet); batch 64, Adam
     GPUNN_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m bench.cnn_profile small   # one core: CPU time per part
+    python -m bench.cnn_profile small --backend cupy --top 25   # on a GPU; and the host's top 25 functions
+
+On the cupy backend the device is synchronized around every timed primitive (so a part's wall time holds its
+GPU time, and the step runs slower than unprofiled); ``--top N`` adds cProfile's N functions of most own time.
 
 Times every call of the backend's primitives (conv2d, pool2d, linear_act, softmax CE, optimizer steps)
 over ``--steps`` steps after a warm-up, and the rest of the step (autograd, ReLU, dropout, Python) as
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
 import os
+import pstats
 import time
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as bench.targets
@@ -40,14 +46,16 @@ PRIMITIVES = (
 )
 
 
-def _timed(cls, name, wall, cpu, calls):
+def _timed(cls, name, wall, cpu, calls, sync):
     fn = getattr(cls, name)
 
     def wrapper(*args, **kwargs):
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
+            sync()
             wall[name] += time.perf_counter() - t0
             cpu[name] += time.process_time() - c0
             calls[name] += 1
@@ -93,18 +101,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=("small", "mnist"))
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    parser.add_argument("--top", type=int, default=0, help="also print cProfile's N functions of most own time")
     args = parser.parse_args()
+    gpunn.set_backend(args.backend)
+    be = backend_for(args.backend)
+    sync = be.xp.cuda.Device().synchronize if args.backend == "cupy" else (lambda: None)
     wall, cpu, calls = collections.defaultdict(float), collections.defaultdict(float), collections.Counter()
-    cls = type(backend_for("numpy"))
     for name in PRIMITIVES:
-        _timed(cls, name, wall, cpu, calls)
+        _timed(type(be), name, wall, cpu, calls, sync)
     step = _step_fn(args.model)
-    for _ in range(5):  # warm-up: Numba compiles or loads its cache, buffers are allocated
+    for _ in range(5):  # warm-up: Numba compiles or loads its cache, kernels are built, buffers are allocated
         step()
+    sync()
     wall.clear(), cpu.clear(), calls.clear()
+    profiler = cProfile.Profile() if args.top else None
     t0, c0 = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.enable()
     for _ in range(args.steps):
         step()
+    sync()
+    if profiler:
+        profiler.disable()
     total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     per = 1e3 / args.steps
     print(f"{args.model}: {total_wall * per:.2f} ms/step wall, {total_cpu * per:.2f} ms/step CPU (all threads)")
@@ -113,6 +132,8 @@ def main() -> None:
         print(f"  {name:24s} {wall[name] * per:8.2f} {cpu[name] * per:8.2f} {calls[name] / args.steps:6.1f}")
     rest_wall, rest_cpu = total_wall - sum(wall.values()), total_cpu - sum(cpu.values())
     print(f"  {'rest (autograd, ReLU...)':24s} {rest_wall * per:8.2f} {rest_cpu * per:8.2f}")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,12 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
             return loss
 
         if impl == "torch-compile":
+            if opt_name == "sgd":
+                # momentum buffers made before compiling: the first step's "buffer is None" branch otherwise
+                # recompiles the optimizer's graph at step 2, reading gradients a CUDA graph already overwrote
+                # (the H200 run of 2026-11-30). Zero buffers give the same first step bit for bit: 0 * m + g = g
+                for p in model.parameters():
+                    opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
             try:
                 compiled = torch.compile(step, mode="reduce-overhead")
             except Exception as exc:  # a peer that cannot compile here is recorded as skipped, not fatal
@@ -120,7 +126,13 @@ def test_captured_step(benchmark, measure, backend, torch_device, mnist60k, init
         sync, name = sync_torch, PEER_IMPL + impl[len("torch") :]
         state = model.state_dict
     for xb, yb in sets[:VALIDATION_STEPS]:
-        step(xb, yb)
+        try:
+            step(xb, yb)
+        except Exception as exc:
+            if impl != "torch-compile":
+                raise
+            # PyTorch's compiler failing on this step is the peer's limitation, recorded with its reason
+            pytest.skip(f"torch.compile(mode='reduce-overhead') failed on the step: {type(exc).__name__}: {exc}"[:2000])
     sync()
     graph = None
     if impl == "gpunn-captured" and backend.name == "cupy":  # the timed steps are graph launches

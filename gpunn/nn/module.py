@@ -452,14 +452,14 @@ def _as_backend_array(value, target: Tensor, name: str):
     else:
         if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
             value = value.get()  # a CuPy array loaded into a numpy-backend model
-        arr = be.asarray(np.asarray(value))
+        arr = np.asarray(value)  # checked on the host: CuPy refuses string arrays with its own error
     kind = np.dtype(arr.dtype).kind
     if kind not in "biuf":
         raise RuntimeError(
             f"load_state_dict: value for '{name}' has non-numeric dtype {arr.dtype}; "
             f"expected a numeric array for a tensor of dtype {target.dtype}"
         )
-    return arr
+    return arr if be.is_array(arr) else be.asarray(arr)
 
 
 def _parse_to_args(*args, **kwargs) -> tuple[Backend | None, np.dtype | None]:

@@ -61,7 +61,7 @@ def _pair(cls_name, dtype, **kwargs):
         for (n, p), (tn, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
             assert n == tn
             v = np.random.default_rng(len(n)).standard_normal(p.shape).astype(dtype)
-            p._data[...] = v
+            p._data[...] = p._backend.asarray(v)
             tp.copy_(torch.from_numpy(v))
     return ours, theirs
 
