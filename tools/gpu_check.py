@@ -21,8 +21,8 @@ Profiles (``--list`` prints the steps with their budgets):
 ``--full``: the whole test suite on the numpy backend and again on the cupy backend, both sanitizers over
 every ``gpu`` kernel test, and the whole benchmark suite (no overall budget unless ``--budget``).
 
-Always a result: a probe first records the device, driver, versions, commit (GPUNN_COMMIT when there is
-no .git), the sha256 of every file in kernels/ and which tools are there, and writes
+Always a result: a probe first records the device, driver, versions, commit (GPUNN_COMMIT when set, else
+git's HEAD), the sha256 of every file in kernels/ and which tools are there, and writes
 ``bench/results/gpu-<date>-<device>.json`` at once; each step then appends its outcome the moment it
 finishes (the file is rewritten whole, atomically). A step runs in its own process group and is killed
 (the whole group) when its budget or the run's overall budget runs out; it is recorded as
@@ -380,13 +380,15 @@ def probe_gpu(env: dict) -> dict:
 
 
 def commit_info() -> dict:
+    """The commit: GPUNN_COMMIT when given (a copied tree can carry a stale .git: the device tool's copy kept
+    the session's first HEAD), else git's HEAD and whether tracked files differ from it."""
     env_commit = os.environ.get("GPUNN_COMMIT")
     code, out = quick_run(["git", "rev-parse", "HEAD"], 15)
+    if env_commit:
+        return {"commit": env_commit, "dirty": None, "source": "GPUNN_COMMIT", "git_head": out.strip() or None}
     if code == 0 and out.strip():
         _, status = quick_run(["git", "status", "--porcelain", "--untracked-files=no"], 15)
         return {"commit": out.strip(), "dirty": bool(status.strip()), "source": "git"}
-    if env_commit:
-        return {"commit": env_commit, "dirty": None, "source": "GPUNN_COMMIT"}
     return {"commit": "unknown (no .git here: pass GPUNN_COMMIT)", "dirty": None, "source": None}
 
 
