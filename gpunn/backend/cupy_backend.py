@@ -29,6 +29,7 @@ _DZ_COLS, _DZ_ROWS = 32, 256  # linear_act.cu: act_backward_bias block tile
 # _CUBLAS_MIN_FLOPS to cuBLAS (the v1 kernel cannot match it on large shapes; on small ones fusing the
 # epilogue saves launches). The threshold is a placeholder until a GPU bench run calibrates it.
 _CUBLAS_MIN_FLOPS = 2 * 512**3
+_SPLITK_PARTIAL = 1 << 20  # values in a split-K partial buffer beyond which slices stay at 16 (4 MiB in float32)
 _NUMBA_CUDA_FAILED = False  # set once Numba's CUDA target failed its first launch here (accuracy_count)
 
 
@@ -256,7 +257,7 @@ class CupyBackend(Backend):
         (200x784x200: 16 tiles on 132 SMs), then adds the slices in order with bias and activation."""
         dt = C.dtype
         grid = (K.ceil_div(R, _GEMM_TILE), K.ceil_div(Q, _GEMM_TILE))
-        splits, chunk = self._k_splits(grid[0] * grid[1], Kd)
+        splits, chunk = self._k_splits(grid[0] * grid[1], Kd, R * Q)
         dims = (np.int64(R), np.int64(Q), np.int64(Kd))
         if splits > 1:
             partial = self._empty(ws, f"splitk_{layout}", (splits, R, Q), dt)
@@ -282,16 +283,18 @@ class CupyBackend(Backend):
             K.entry("linear_act", "gemm_tn_v1", dt)(grid, (_GEMM_THREADS,), (A, B, C, *dims))
 
     @staticmethod
-    def _k_splits(tiles: int, kd: int) -> tuple[int, int]:
-        """(slices of K, K per slice) for a GEMM of ``tiles`` output tiles: 1 unless linear_act v2 is selected
-        and the tiles cannot fill the GPU; then enough slices for ~2 blocks per SM, each at least 4 K steps
-        (64) long, at most 16 (the partial buffer holds slices x R x Q values)."""
+    def _k_splits(tiles: int, kd: int, outputs: int) -> tuple[int, int]:
+        """(slices of K, K per slice) for a GEMM of ``tiles`` output tiles holding ``outputs`` values: 1 unless
+        linear_act v2 is selected and the tiles cannot fill the GPU; then enough slices for ~2 blocks per SM,
+        each at least 4 K steps (64) long, and at most 16 unless the output is so small that more fit in
+        _SPLITK_PARTIAL values (the partial buffer holds slices x outputs). A conv's weight gradient is such
+        a GEMM: 16 x 9 outputs over K = batch x H x W = 156,800 took 23 ms in one block on the H200."""
         if kernel_table.version("linear_act") != 2:
             return 1, kd
         sms = K.sm_count()
         if tiles >= sms:
             return 1, kd
-        want = min(K.ceil_div(2 * sms, tiles), kd // 64, 16)
+        want = min(K.ceil_div(2 * sms, tiles), kd // 64, max(16, _SPLITK_PARTIAL // max(1, outputs)))
         if want < 2:
             return 1, kd
         chunk = K.ceil_div(K.ceil_div(kd, want), 16) * 16  # whole K steps of linear_act.cu's GEMM_BK = 16

@@ -6,10 +6,10 @@ is the one committed table of the default per op: a GPU bench result that shows 
 faster (and equally correct) updates ``DEFAULTS`` here, nowhere else.
 
     >>> from gpunn.backend import kernel_table
-    >>> kernel_table.version("sgd_step")
+    >>> kernel_table.version("softmax_cross_entropy")
     1
-    >>> with kernel_table.use_version("sgd_step", 2):
-    ...     kernel_table.version("sgd_step")
+    >>> with kernel_table.use_version("softmax_cross_entropy", 2):
+    ...     kernel_table.version("softmax_cross_entropy")
     2
 
 Selection, strongest first: ``use_version`` (innermost wins; process-wide, not per thread), then the
@@ -31,13 +31,17 @@ VERSIONS: dict[str, tuple[int, ...]] = {
     "adam_step": (1, 2),  # v2: 16-byte vector loads/stores, scalar head and tail (Adam and AdamW)
     "linear_act": (1, 2),  # v2: split-K for small GEMMs (too few output tiles to fill the GPU)
 }
-# op -> the version launched unless told otherwise. The current (v1) kernels stay the defaults until a
-# GPU bench result (bench/results/gpu-*.json) shows a later version faster.
+# op -> the version launched unless told otherwise: v1 until a GPU bench result (bench/results/gpu-*.json)
+# shows a later version faster. bench/results/gpu-20261130-nvidia-h200.json (H200, min / median us, v1 -> v2):
+# sgd_step 44.5/49.0 -> 39.6/43.0 (199k) and 130.7/160.4 -> 118.8/123.3 (16.8M); adam_step 67.6/72.5 ->
+# 61.3/67.7 and 201.5/251.2 -> 168.0/174.2; linear_act even at 2048 and 338/395 -> 271/460 on the MLP layer
+# (host-bound noise), but v1's one block per output tile took 23 ms for a conv's weight gradient (16 x 9 over
+# K = 156,800) that v2 splits; softmax_cross_entropy v2 was slower (183/228 vs 190/206, 294/318 vs 241/256).
 DEFAULTS: dict[str, int] = {
     "softmax_cross_entropy": 1,
-    "sgd_step": 1,
-    "adam_step": 1,
-    "linear_act": 1,
+    "sgd_step": 2,
+    "adam_step": 2,
+    "linear_act": 2,
 }
 ENV_VAR = "GPUNN_KERNEL_VERSIONS"
 

@@ -220,7 +220,9 @@ def test_linear_act_backward(be, cp, rng, shape, act, dtype):
         close(host(g), r, TOL[dtype])
 
 
-SPLITK_SHAPES = [(200, 784, 200), (37, 300, 20), (5, 1000, 3), (70, 129, 65)]  # (N, K, M)
+# (N, K, M); the last two have a tiny output over a long K (a conv's weight gradient is the second: 16 x 9
+# over K = 13000 rows), split over ~200 slices
+SPLITK_SHAPES = [(200, 784, 200), (37, 300, 20), (5, 1000, 3), (70, 129, 65), (9, 13000, 16), (13000, 9, 16)]
 
 
 @gpu
@@ -242,7 +244,8 @@ def test_linear_act_v2_split_k(be, cp, rng, monkeypatch, shape, act, dtype):
         y = be.linear_act(cp.asarray(x), cp.asarray(W), cp.asarray(b), act, 0.1)
         ref = reference.linear_act(np, x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), act, 0.1)
         close(host(y), ref, TOL[dtype])
-        assert "gemm_splitk_nt_v2" in launched and "splitk_reduce_v2" in launched
+        if k >= 128:  # K long enough to split (the forward of (13000, 9, 16) has 204 tiles and K = 9)
+            assert "gemm_splitk_nt_v2" in launched and "splitk_reduce_v2" in launched
         y = ref.astype(dtype)
         dy = randn(rng, n, m, dtype=dtype)
         got = be.linear_act_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(W), cp.asarray(y), act, 0.1)
@@ -252,6 +255,8 @@ def test_linear_act_v2_split_k(be, cp, rng, monkeypatch, shape, act, dtype):
         close(host(g), r, TOL[dtype])
     if shape == (200, 784, 200):
         assert {"gemm_splitk_nn_v2", "gemm_splitk_tn_v2"} <= set(launched)
+    if shape == (13000, 9, 16):
+        assert "gemm_splitk_tn_v2" in launched  # dW: 16 x 9 over K = 13000
 
 
 def test_split_k_plan():
@@ -262,13 +267,18 @@ def test_split_k_plan():
     orig = K.sm_count
     K.sm_count = lambda: 132
     try:
-        assert CupyBackend._k_splits(16, 784) == (1, 784)  # v1 selected: never split
+        with kernel_table.use_version("linear_act", 1):
+            assert CupyBackend._k_splits(16, 784, 40000) == (1, 784)  # v1 selected: never split
         with kernel_table.use_version("linear_act", 2):
             # 200x784x200: 16 tiles; min(ceil(2 * 132 / 16), 784 // 64, 16) = 12 slices wanted, 784 / 12 ->
             # 66 -> 80 (whole K steps of 16), so ceil(784 / 80) = 10 slices, the last 64 long
-            assert CupyBackend._k_splits(16, 784) == (10, 80)
-            assert CupyBackend._k_splits(200, 4096) == (1, 4096)  # enough tiles already
-            assert CupyBackend._k_splits(4, 100) == (1, 100)  # too little K to split
+            assert CupyBackend._k_splits(16, 784, 40000) == (10, 80)
+            assert CupyBackend._k_splits(200, 4096, 10**6) == (1, 4096)  # enough tiles already
+            assert CupyBackend._k_splits(4, 100, 10**4) == (1, 100)  # too little K to split
+            # a conv's weight gradient: 16 x 9 outputs (one tile) over K = 200 x 28 x 28; 264 slices wanted,
+            # 156800 / 264 -> 594 -> 608, so 258 slices (16 would leave each block 9,800 long)
+            assert CupyBackend._k_splits(1, 156800, 144) == (258, 608)
+            assert CupyBackend._k_splits(1, 156800, 2**20) == (16, 9808)  # a large output: 16 at most
     finally:
         K.sm_count = orig
 

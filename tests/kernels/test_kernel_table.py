@@ -8,12 +8,14 @@ from gpunn.backend import kernels as K
 OPS = ("softmax_cross_entropy", "sgd_step", "adam_step", "linear_act")
 
 
-def test_table_shape_and_defaults_are_the_current_kernels():
+def test_table_shape_and_defaults():
     assert set(KT.VERSIONS) == set(OPS) == set(KT.DEFAULTS)
     for op in OPS:
         assert KT.VERSIONS[op] == tuple(sorted(KT.VERSIONS[op])) and 1 in KT.VERSIONS[op]
-        assert KT.DEFAULTS[op] == 1  # v1 stays the default until a GPU result promotes another
-        assert KT.version(op) == 1
+        assert KT.DEFAULTS[op] in KT.VERSIONS[op]
+        assert KT.version(op) == KT.DEFAULTS[op]
+    # promoted by the H200 bench of 2026-11-30 (bench/results/gpu-20261130-nvidia-h200.json)
+    assert KT.DEFAULTS == {"softmax_cross_entropy": 1, "sgd_step": 2, "adam_step": 2, "linear_act": 2}
 
 
 def test_every_listed_version_exists_in_the_sources():
@@ -41,15 +43,15 @@ def test_every_listed_version_exists_in_the_sources():
 
 
 def test_use_version_nests_and_restores():
-    with KT.use_version("sgd_step", 2) as v:
-        assert v == 2 and KT.version("sgd_step") == 2 and KT.version("adam_step") == 1
-        with KT.use_version("sgd_step", 1):
-            assert KT.version("sgd_step") == 1
-        assert KT.version("sgd_step") == 2
-    assert KT.version("sgd_step") == 1
-    with pytest.raises(RuntimeError), KT.use_version("adam_step", 2):
+    with KT.use_version("softmax_cross_entropy", 2) as v:
+        assert v == 2 and KT.version("softmax_cross_entropy") == 2 and KT.version("adam_step") == 2
+        with KT.use_version("softmax_cross_entropy", 1):
+            assert KT.version("softmax_cross_entropy") == 1
+        assert KT.version("softmax_cross_entropy") == 2
+    assert KT.version("softmax_cross_entropy") == 1
+    with pytest.raises(RuntimeError), KT.use_version("adam_step", 1):
         raise RuntimeError("boom")
-    assert KT.version("adam_step") == 1
+    assert KT.version("adam_step") == 2
 
 
 @pytest.mark.parametrize(
@@ -64,15 +66,15 @@ def test_use_version_nests_and_restores():
 def test_use_version_validates(op, v, err, match):
     with pytest.raises(err, match=match), KT.use_version(op, v):
         pass
-    assert KT.version("sgd_step") == 1
+    assert KT.version("sgd_step") == KT.DEFAULTS["sgd_step"]
 
 
 def test_environment_override(monkeypatch):
-    monkeypatch.setenv(KT.ENV_VAR, "sgd_step=2, adam_step=2")
-    assert KT.version("sgd_step") == 2 and KT.version("adam_step") == 2 and KT.version("linear_act") == 1
-    with KT.use_version("sgd_step", 1):  # use_version beats the environment
-        assert KT.version("sgd_step") == 1
-    assert KT.selected() == {"softmax_cross_entropy": 1, "sgd_step": 2, "adam_step": 2, "linear_act": 1}
+    monkeypatch.setenv(KT.ENV_VAR, "sgd_step=1, softmax_cross_entropy=2")
+    assert KT.version("sgd_step") == 1 and KT.version("softmax_cross_entropy") == 2 and KT.version("adam_step") == 2
+    with KT.use_version("sgd_step", 2):  # use_version beats the environment
+        assert KT.version("sgd_step") == 2
+    assert KT.selected() == {"softmax_cross_entropy": 2, "sgd_step": 1, "adam_step": 2, "linear_act": 2}
     for bad, match in (
         ("sgd_step", "expected entries like"),
         ("sgd_step=x", "expected entries like"),
