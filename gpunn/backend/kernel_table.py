@@ -32,7 +32,8 @@ VERSIONS: dict[str, tuple[int, ...]] = {
     "linear_act": (1, 2),  # v2: split-K for small GEMMs (too few output tiles to fill the GPU)
 }
 # op -> the version launched unless told otherwise: v1 until a GPU bench result (bench/results/gpu-*.json)
-# shows a later version faster. bench/results/gpu-20261130-nvidia-h200.json (H200, min / median us, v1 -> v2):
+# shows a later version faster. bench/results/gpu-20261130-nvidia-h200-3.json (H200, min / median us, v1 -> v2;
+# the summary and run 4 with these defaults: gpu-20261130-nvidia-h200.md):
 # sgd_step 44.5/49.0 -> 39.6/43.0 (199k) and 130.7/160.4 -> 118.8/123.3 (16.8M); adam_step 67.6/72.5 ->
 # 61.3/67.7 and 201.5/251.2 -> 168.0/174.2; linear_act even at 2048 and 338/395 -> 271/460 on the MLP layer
 # (host-bound noise), but v1's one block per output tile took 23 ms for a conv's weight gradient (16 x 9 over

@@ -14,7 +14,7 @@ def test_table_shape_and_defaults():
         assert KT.VERSIONS[op] == tuple(sorted(KT.VERSIONS[op])) and 1 in KT.VERSIONS[op]
         assert KT.DEFAULTS[op] in KT.VERSIONS[op]
         assert KT.version(op) == KT.DEFAULTS[op]
-    # promoted by the H200 bench of 2026-11-30 (bench/results/gpu-20261130-nvidia-h200.json)
+    # promoted by the H200 bench of 2026-11-30 (bench/results/gpu-20261130-nvidia-h200.md)
     assert KT.DEFAULTS == {"softmax_cross_entropy": 1, "sgd_step": 2, "adam_step": 2, "linear_act": 2}
 
 
