@@ -96,14 +96,40 @@ class CupyBackend(Backend):
         return self.xp.random.RandomState(seed)
 
     def seed(self, seed: int) -> None:
-        super().seed(seed)
+        self._seed = int(seed)
+        self._rng = None  # CuPy's generator is made on first use: get_rng_state can tell whether it was drawn from
         self._dropout_offset = 0
 
     def get_rng_state(self) -> dict:
-        raise NotImplementedError("saving the cupy backend's RNG state is not supported yet")
+        """The random state a checkpoint keeps (JSON-able): the seed, dropout's position in its counter-based
+        stream (exact: dropout is what a training loop draws on the device), and whether CuPy's cuRAND
+        generator (``randn``, ``rand``, ``randperm``...) was drawn from since seeding; its position cannot be
+        read back, so ``set_rng_state`` restarts it from the seed and says so."""
+        return {
+            "seed": self._seed,
+            "dropout_offset": int(getattr(self, "_dropout_offset", 0)),
+            "generator_used": self._rng is not None,
+        }
 
     def set_rng_state(self, state: dict) -> None:
-        raise NotImplementedError("restoring the cupy backend's RNG state is not supported yet")
+        ok = (
+            isinstance(state, dict)
+            and {"seed", "dropout_offset", "generator_used"} <= set(state)
+            and (state["seed"] is None or (isinstance(state["seed"], int) and not isinstance(state["seed"], bool)))
+            and isinstance(state["dropout_offset"], int)
+            and 0 <= state["dropout_offset"] < 2**62
+        )
+        if not ok:
+            raise ValueError(f"not a cupy backend random state (seed, dropout_offset, generator_used): {state!r}")
+        self._seed, self._dropout_offset, self._rng = state["seed"], state["dropout_offset"], None
+        if state["generator_used"]:
+            warnings.warn(
+                "gpunn: the cupy backend's dropout stream is restored exactly, but CuPy's cuRAND generator cannot "
+                "be put back where it was: it restarts from the seed, so randn/rand/randperm draws on the device "
+                "after this restore differ from an uninterrupted run",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def randn(self, shape, dtype=np.float32):
         return self.rng.standard_normal(shape, dtype=dtype)

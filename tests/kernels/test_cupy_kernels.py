@@ -894,3 +894,35 @@ def test_accuracy_count_falls_back_to_cupy_once_when_numba_cuda_fails(cp, rng, m
     monkeypatch.setattr(nk, "_launched", {"accuracy_count"})
     with pytest.raises(AttributeError, match="row_stack"):
         nk.accuracy_count(cp.asarray(logits), cp.asarray(target))
+
+
+@gpu
+def test_cupy_random_state_resumes_dropout_exactly_and_says_when_the_generator_cannot(cp):
+    """A checkpoint's random state on the cupy backend: dropout's counter-based stream continues exactly after
+    a restore (even after another seed); CuPy's cuRAND generator cannot be put back, and restoring a state it
+    had been drawn in warns instead of silently giving other draws."""
+    import json
+    import warnings
+
+    from gpunn.backend import backend_for
+
+    be = backend_for("cupy")
+    x = cp.ones((300, 7), dtype=cp.float32)
+    be.seed(5)
+    be.dropout(x, 0.3)  # advances the stream
+    state = json.loads(json.dumps(be.get_rng_state()))  # what a checkpoint stores
+    assert state == {"seed": 5, "dropout_offset": x.size, "generator_used": False}
+    want = cp.asnumpy(be.dropout(x, 0.3)[0])
+    be.seed(999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        be.set_rng_state(state)
+    np.testing.assert_array_equal(cp.asnumpy(be.dropout(x, 0.3)[0]), want)
+    be.randn((3,))
+    used = be.get_rng_state()
+    assert used["generator_used"] and used["dropout_offset"] == 2 * x.size
+    with pytest.warns(UserWarning, match="cuRAND generator cannot be put back"):
+        be.set_rng_state(used)
+    for bad in ({"seed": 5}, {"seed": "5", "dropout_offset": 0, "generator_used": False}, [1, 2]):
+        with pytest.raises(ValueError, match="not a cupy backend random state"):
+            be.set_rng_state(bad)
