@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,19 @@ def assert_close(out, ref, dtype=np.float32, tol=None):
 
 def torch_or_skip():
     return pytest.importorskip("torch")
+
+
+def torch_at_least(major: int, minor: int, what: str):
+    """A skip mark for a comparison with behaviour PyTorch has from ``major.minor`` on. gpunn follows the pinned
+    2.13; the GPU machine's image carries 2.11, whose reprs, ``bias=`` options and schedulers differ."""
+    try:
+        import torch
+    except ImportError:
+        return pytest.mark.skip(reason="PyTorch is not installed")
+    have = tuple(int(p) for p in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
+    return pytest.mark.skipif(
+        have < (major, minor), reason=f"{what} as PyTorch {major}.{minor}; installed {torch.__version__}"
+    )
 
 
 def to_torch(a: np.ndarray, requires_grad: bool = False):

@@ -9,7 +9,7 @@ import pytest
 import gpunn
 import gpunn.nn.functional as F
 from gpunn import nn
-from tests.helpers import parity, randn
+from tests.helpers import parity, randn, torch_at_least
 
 torch = pytest.importorskip("torch")
 DTYPES = [np.float32, np.float64]
@@ -352,6 +352,7 @@ def test_unbatched_image_through_conv_relu_pool_matches_torch(rng):
         conv(gpunn.tensor(randn(rng, 9, 13)))
 
 
+@torch_at_least(2, 13, "the norm layers' bias= option and reprs")
 @pytest.mark.parametrize(
     "name, kwargs",
     [("BatchNorm1d", {}), ("BatchNorm2d", {"affine": False}), ("BatchNorm2d", {"bias": False, "momentum": None})],

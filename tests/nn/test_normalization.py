@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from tests.helpers import parity, torch_or_skip
+from tests.helpers import parity, torch_at_least, torch_or_skip
 
 torch = torch_or_skip()
 DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
@@ -23,6 +23,7 @@ def test_layer_norm_matches_torch(rng, dtype, shape, norm):
     parity(rng, lambda L, x, w: L.nn.functional.layer_norm(x, norm, weight=w), [x, w], dtype)
 
 
+@torch_at_least(2, 13, "the norm layers' bias= option and reprs")
 @pytest.mark.parametrize("kwargs", [{}, {"elementwise_affine": False}, {"bias": False}, {"eps": 1e-3}])
 def test_layer_norm_module_like_torch(rng, kwargs):
     x = rng.standard_normal((6, 3, 8)).astype(np.float32)
@@ -51,6 +52,7 @@ MORE = [
 ]
 
 
+@torch_at_least(2, 13, "the norm layers' bias= option and reprs")
 @pytest.mark.parametrize("name, args, kwargs, shape", MORE)
 def test_group_and_instance_norm_match_torch(rng, name, args, kwargs, shape):
     """Values and the gradients of the input and of the affine parameters (set to random values), float64."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpunn
-from tests.helpers import torch_or_skip
+from tests.helpers import torch_at_least, torch_or_skip
 
 torch = torch_or_skip()
 
@@ -71,6 +71,7 @@ def test_multihead_attention_matches_torch(rng, kwargs, call):
             np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
 
 
+@torch_at_least(2, 13, "TransformerEncoderLayer's repr")
 @pytest.mark.parametrize("kwargs", [{}, {"norm_first": True, "activation": "gelu", "batch_first": True}])
 def test_transformer_encoder_matches_torch(rng, kwargs):
     gl = gpunn.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, dtype=gpunn.float64, **kwargs)
