@@ -325,16 +325,34 @@ def _static_layers(plan, model, prefix: str = "") -> list:
 
 
 # ----------------------------------------------------------------------------------------------------
+class _Seen(Exception):
+    """Stops a spied loss call once its cross-entropy arguments are known (_LossS.refresh)."""
+
+
 class _LossS:
     """Cross-entropy on class indices through the backend's kernels (what the loss function calls, found by
     running it once), the loss written to the plan's device ring."""
 
     def __init__(self, plan, out, y) -> None:
+        self.plan, self.out, self.y = plan, out, y
+        self.reduction, self.ignore_index, self.smoothing = self._options(check=True)
+        self.ws = plan.ws.scope("loss")
+        self.ones = plan.ws("loss/ones", (1,), out.dtype)
+        self.ones.fill(1)
+
+    def _options(self, check: bool) -> tuple:
+        """(reduction, ignore_index, label_smoothing) of the cross-entropy the loss function calls now, found by
+        running it on the output with the backend's entry point spied on; NoStaticForm when it is no static
+        cross-entropy. ``check``: let the call run (the loss must be one op on the output); else the spy stops
+        it before any launch."""
+        plan, out, y = self.plan, self.out, self.y
         be, seen = plan.be, {}
         original = be.softmax_cross_entropy_fwd
 
         def spy(logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0, **kw):
             seen["args"] = (logits, target, weight, reduction, ignore_index, label_smoothing)
+            if not check:
+                raise _Seen
             return original(logits, target, weight, reduction, ignore_index, label_smoothing, **kw)
 
         out_t = Tensor._wrap(out, be)
@@ -343,9 +361,12 @@ class _LossS:
         try:
             with enable_grad():
                 loss = plan.step.loss_fn(out_t, Tensor._wrap(y, be))
+        except _Seen:
+            loss = None
         finally:
             del be.softmax_cross_entropy_fwd  # the class's method again
-        plan.step.check_loss(loss, out_t)  # one op on the output, or CaptureError
+        if check:
+            plan.step.check_loss(loss, out_t)  # one op on the output, or CaptureError
         args = seen.get("args")
         if args is None:
             raise NoStaticForm(f"the loss ({type(plan.step.loss_fn).__name__}) is not a cross-entropy")
@@ -354,10 +375,17 @@ class _LossS:
             raise NoStaticForm("the cross-entropy is not on the (N, C) output and (N,) labels with a reduced loss")
         if weight is not None:
             raise NoStaticForm("a cross-entropy with class weights")
-        self.plan, self.reduction, self.ignore_index, self.smoothing = plan, reduction, ignore_index, smoothing
-        self.ws = plan.ws.scope("loss")
-        self.ones = plan.ws("loss/ones", (1,), out.dtype)
-        self.ones.fill(1)
+        return reduction, ignore_index, smoothing
+
+    def refresh(self) -> None:
+        """Re-read the loss's options before a replay, so a change since recording (``label_smoothing``,
+        ``reduction``, ``ignore_index`` set on the loss module) is launched, never the recorded value: an
+        unmodified CrossEntropyLoss by its attributes, any other loss function by spying on a call of it.
+        NoStaticForm when the loss now has no static form (class weights, ``reduction="none"``)."""
+        from gpunn.train.capture import _cross_entropy_options
+
+        options = _cross_entropy_options(self.plan.step.loss_fn)
+        self.reduction, self.ignore_index, self.smoothing = options or self._options(check=False)
 
     def config(self) -> tuple:
         return (self.reduction, self.ignore_index, self.smoothing)
@@ -575,6 +603,15 @@ class CudaPlan:
             for i, p in enumerate(buf.params):
                 if p._data is not buf.data_views[i]:
                     buf._adopt_data(i)
+        try:
+            self.loss.refresh()  # the loss's options as they are now (they may have changed since recording)
+        except NoStaticForm as exc:
+            warnings.warn(
+                f"compile_step: the cupy backend replays this step without static buffers or a CUDA graph: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
         if not self.opt.ready():
             return step._eager(x_t, y_t, check=False)
         for buf, flat, views in self.buffers:  # the gradient storage the program writes (after a zero_grad)

@@ -354,3 +354,82 @@ def test_split_k_gemms_and_a_kernel_version_change_mid_run(cupy, monkeypatch):
     assert l0 == l1
     for a, b in zip(p0, p1):
         np.testing.assert_array_equal(a, b)
+
+
+def _loss_change_run(captured, loss_fn, before, steps=10):
+    rng = np.random.default_rng(3)
+    with gpunn.use_backend("cupy"):
+        gpunn.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        data = [
+            (gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32)), gpunn.tensor(rng.integers(0, 5, 8)))
+            for _ in range(steps)
+        ]
+        step = compile_step(model, loss_fn, opt) if captured else None
+        losses = []
+        for i, (x, y) in enumerate(data):
+            before(i)
+            if captured:
+                loss = step(x, y)
+            else:
+                opt.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+            losses.append(float(loss))
+        return losses, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+
+
+def test_loss_options_changed_after_recording_are_launched_not_the_recorded_ones(cupy):
+    """label_smoothing, reduction and ignore_index set on the loss between steps, on an nn.CrossEntropyLoss and
+    on a loss function reading its options at each call: the captured step (graph re-captured) equals the eager
+    loop bit for bit. Before, the cupy plan kept the recorded options: a silently different loss and update."""
+    opts = {"label_smoothing": 0.0, "reduction": "mean", "ignore_index": -100}
+
+    def fn(out, y):
+        return nn.functional.cross_entropy(out, y, **opts)
+
+    for make in (nn.CrossEntropyLoss, lambda: fn):
+        for captured in (False, True):
+            opts.update(label_smoothing=0.0, reduction="mean", ignore_index=-100)
+            loss_fn = make()
+            target = loss_fn if isinstance(loss_fn, nn.CrossEntropyLoss) else None
+
+            def before(i, target=target):
+                change = {3: ("label_smoothing", 0.2), 5: ("reduction", "sum"), 7: ("ignore_index", 2)}.get(i)
+                if change:
+                    opts[change[0]] = change[1]
+                    if target is not None:
+                        setattr(target, *change)
+
+            got = _loss_change_run(captured, loss_fn, before)
+            if not captured:
+                want = got
+        assert got[0] == want[0]
+        assert got[0][5] > 4 * got[0][4]  # the sum over the batch took effect
+        for a, b in zip(got[1], want[1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_class_weights_set_after_recording_fall_back_to_the_generic_plan(cupy):
+    weight = None
+    with gpunn.use_backend("cupy"):
+        weight = gpunn.tensor(np.linspace(0.5, 2.0, 5).astype(np.float32))
+    results = []
+    for captured in (False, True):
+        loss_fn = nn.CrossEntropyLoss()
+
+        def before(i, loss_fn=loss_fn):
+            if i == 4:
+                loss_fn.weight = weight
+
+        if captured:
+            with pytest.warns(RuntimeWarning, match="class weights"):
+                results.append(_loss_change_run(captured, loss_fn, before))
+        else:
+            results.append(_loss_change_run(captured, loss_fn, before))
+    (l0, p0), (l1, p1) = results
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    for a, b in zip(p0, p1):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
