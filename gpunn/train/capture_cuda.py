@@ -213,9 +213,11 @@ class _DropoutS(_Static):
     def __init__(self, plan, name, module) -> None:
         self.plan, self.name, self.m = plan, name, module
         self.ws = plan.ws.scope(name)
-        self.p = module.p
-        if not 0.0 < module.p < 1.0:
-            raise NoStaticForm(f"{name} (Dropout p={module.p})")
+        self._check_p()
+
+    def _check_p(self) -> None:
+        if not 0.0 < self.m.p < 1.0:
+            raise NoStaticForm(f"{self.name} (Dropout p={self.m.p})")
 
     def config(self) -> tuple:
         return (self.m.p,)
@@ -224,6 +226,8 @@ class _DropoutS(_Static):
         plan = self.plan
         if np.dtype(x.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise NoStaticForm(f"{self.name} (Dropout on {x.dtype})")
+        self._check_p()
+        self.p = self.m.p  # as it is now: a p set after recording re-captures the graph (config) with it
         self.offset = plan.dropout_elements  # this layer's elements within the step's draws
         plan.dropout_elements += x.size
         y = self.ws("y", x.shape, x.dtype)
@@ -247,9 +251,12 @@ class _MaxPoolS(_Static):
 
     def config(self) -> tuple:
         m = self.m
-        return (m.kernel_size, m.stride, m.padding)
+        return (m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
 
     def forward(self, x):
+        m = self.m
+        if m.ceil_mode or m.return_indices or F._pair(m.dilation, "dilation", "") != (1, 1):  # set since recording
+            raise NoStaticForm(f"{self.name} (MaxPool2d with ceil_mode, return_indices or dilation)")
         if x.ndim != 4:
             raise NoStaticForm(f"{self.name} (MaxPool2d on a {x.ndim}-D input)")
         m = self.m

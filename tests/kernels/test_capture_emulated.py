@@ -433,3 +433,34 @@ def test_class_weights_set_after_recording_fall_back_to_the_generic_plan(cupy):
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(p0, p1):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_dropout_p_set_after_recording_is_launched(cupy):
+    """Dropout's p changed between steps: the graph is re-captured with the new p (it kept the recorded one)."""
+    results = []
+    for captured in (False, True):
+        rng = np.random.default_rng(5)
+        with gpunn.use_backend("cupy"):
+            gpunn.manual_seed(0)
+            model = mlp()
+            opt = optim.SGD(model.parameters(), lr=0.05)
+            loss_fn = nn.CrossEntropyLoss()
+            step = compile_step(model, loss_fn, opt) if captured else None
+            losses = []
+            for i in range(8):
+                if i == 4:
+                    model[2].p = 0.6
+                x = gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32))
+                y = gpunn.tensor(rng.integers(0, 5, 8))
+                if captured:
+                    loss = step(x, y)
+                else:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+                losses.append(float(loss))
+            results.append((losses, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)
