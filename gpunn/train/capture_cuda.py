@@ -51,6 +51,7 @@ from gpunn.nn.conv import Conv2d
 from gpunn.nn.dropout import Dropout
 from gpunn.nn.flatten import Flatten
 from gpunn.nn.linear import Linear
+from gpunn.nn.loss import CrossEntropyLoss
 from gpunn.nn.pooling import MaxPool2d
 from gpunn.tensor import Tensor
 
@@ -362,6 +363,22 @@ class _LossS:
     def config(self) -> tuple:
         return (self.reduction, self.ignore_index, self.smoothing)
 
+    def refresh(self) -> bool:
+        """Re-reads an ``nn.CrossEntropyLoss``'s options before a replay (a changed one re-captures through
+        ``config``: the graph baked the recorded ones in); False when they have no static form now (class
+        weights set, reduction 'none'): that step then runs eagerly. Another loss callable's options are
+        the ones its recording passed."""
+        fn = self.plan.step.loss_fn
+        if type(fn) is not CrossEntropyLoss or "forward" in vars(fn):
+            return True
+        from gpunn.train.capture import _cross_entropy_options
+
+        options = _cross_entropy_options(fn)
+        if options is None:
+            return False
+        self.reduction, self.ignore_index, self.smoothing = options
+        return True
+
     def forward_backward(self, out, y):
         plan = self.plan
         _, backward = plan.be.softmax_cross_entropy_fwd(
@@ -575,7 +592,7 @@ class CudaPlan:
             for i, p in enumerate(buf.params):
                 if p._data is not buf.data_views[i]:
                     buf._adopt_data(i)
-        if not self.opt.ready():
+        if not self.loss.refresh() or not self.opt.ready():
             return step._eager(x_t, y_t, check=False)
         for buf, flat, views in self.buffers:  # the gradient storage the program writes (after a zero_grad)
             if buf.grad is not flat:

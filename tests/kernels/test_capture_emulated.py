@@ -354,3 +354,54 @@ def test_split_k_gemms_and_a_kernel_version_change_mid_run(cupy, monkeypatch):
     assert l0 == l1
     for a, b in zip(p0, p1):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cross_entropy_options_changed_mid_run_are_followed_as_eager(cupy):
+    """An nn.CrossEntropyLoss's label_smoothing, reduction, ignore_index or weight changed between captured steps:
+    the graph (which baked the recorded options in) is re-captured, or the step runs eagerly where the new
+    options have no static form; before, the captured step kept the recorded options (a 'sum' loss came back
+    as the mean, its gradients 1/N as large)."""
+
+    def before(i, loss_fn):
+        if i == 3:
+            loss_fn.label_smoothing = 0.1
+        if i == 5:
+            loss_fn.reduction = "sum"
+        if i == 7:
+            loss_fn.ignore_index = 2
+        if i == 8:
+            loss_fn.weight = gpunn.tensor(np.linspace(0.5, 2.0, 5).astype(np.float32))
+        if i == 10:
+            loss_fn.weight = None
+
+    def run(captured):
+        rng = np.random.default_rng(9)
+        with gpunn.use_backend("cupy"):
+            gpunn.manual_seed(4)
+            model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
+            opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            loss_fn = nn.CrossEntropyLoss()
+            step = compile_step(model, loss_fn, opt) if captured else None
+            losses = []
+            for i in range(12):
+                x = gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32))
+                y = gpunn.tensor(rng.integers(0, 5, 8))
+                before(i, loss_fn)
+                if captured:
+                    losses.append(step(x, y))
+                else:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.detach())
+            return [float(v) for v in gpunn.stack(losses).tolist()], [
+                p._backend.to_numpy(p._data) for p in model.parameters()
+            ]
+
+    l0, p0 = run(False)
+    l1, p1 = run(True)
+    assert l0[5] > 4 * l0[4]  # the 'sum' over 8 rows: the change is visible in the losses
+    assert l0 == l1
+    for a, b in zip(p0, p1):
+        np.testing.assert_array_equal(a, b)
