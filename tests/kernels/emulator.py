@@ -434,12 +434,14 @@ class ndarray(_np.ndarray):
             _NESTED.depth -= 1
 
     def fill(self, value):
+        _reject_nonscalar_host(value)
         if _emu.capturing_here(_current()):
             _emu.CAPTURE["ops"].append(lambda: _np.ndarray.fill(self, value))
             return None
         return super().fill(value)
 
     def __setitem__(self, key, value):
+        _reject_nonscalar_host(value)  # CuPy's setitem fills from anything but a device array
         if _emu.capturing_here(_current()):
             _emu.CAPTURE["ops"].append(lambda: _np.ndarray.__setitem__(self, key, value))
             return None
@@ -502,6 +504,12 @@ def _reject_host(args):
             raise TypeError(f"Unsupported type {type(a)}")
         if isinstance(a, (list, tuple)):
             _reject_host(a)
+
+
+def _reject_nonscalar_host(value):
+    """CuPy's ValueError for ``a[...] = host_array`` and ``a.fill(host_array)`` (0-d host arrays are read)."""
+    if not _NESTED.depth and type(value) is _np.ndarray and value.shape != ():
+        raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
 
 
 def _ufunc(ufunc, method, inputs, kwargs):

@@ -312,6 +312,31 @@ def test_emulated_capture_records_and_refuses_like_cuda(cupy):
         s.end_capture()
 
 
+@emulator_only
+def test_the_stand_in_refuses_host_arrays_where_cupy_does(cupy):
+    """CuPy raises on a NumPy array among a ufunc's or a NumPy function's operands (TypeError) and on one
+    written into a device array (``a[...] = h``, ``a.fill(h)``: ValueError), and ``asarray`` copies a host
+    array to the device: the stand-in does the same, so such gpunn code fails here and not first on a GPU.
+    0-d host arrays and NumPy scalars are values; NumPy's own calls inside a function are not CuPy's."""
+    h = np.arange(6, dtype=np.float32)
+    a = cupy.asarray(h)
+    h[0] = 100
+    assert float(a[0]) == 0  # a copy, not a view of the host array
+    for bad in (lambda: a + h, lambda: np.concatenate([a, h]), lambda: np.add(a, h, out=a)):
+        with pytest.raises(TypeError, match="Unsupported type"):
+            bad()
+    for bad in (lambda: a.__setitem__(Ellipsis, h), lambda: a.__setitem__(slice(0, 2), h[:2]), lambda: a.fill(h)):
+        with pytest.raises(ValueError, match="non-scalar numpy.ndarray"):
+            bad()
+    a[...] = cupy.asarray(h)
+    a[1:3] = np.float32(7)
+    a[0] = np.array(5.0)
+    a.fill(np.array(2.0))
+    a[4:] = np.float64(3)
+    np.testing.assert_array_equal(cupy.asnumpy(a), [2, 2, 2, 2, 3, 3])
+    np.testing.assert_array_equal(cupy.asnumpy(np.pad(a, 1)), [0, 2, 2, 2, 2, 3, 3, 0])
+
+
 def test_split_k_gemms_and_a_kernel_version_change_mid_run(cupy, monkeypatch):
     """linear_act v2 (split-K over a partial-sum workspace, as on a 132-SM GPU) in the graph; switching the
     version mid-run re-captures, so the captured run still equals the eager one."""
