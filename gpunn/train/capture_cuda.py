@@ -23,9 +23,9 @@ device memory, updated between launches without a host sync (``fill``, a kernel 
 
 Hyper-parameters other than the learning rate (momentum, betas, weight decay, dropout p) and the kernel
 versions (``gpunn.backend.kernel_table``) are compared with the captured ones before each launch; a change
-re-captures the graph. Results are the eager step's
-bit for bit: the same kernels with the same arguments, in the same order (the eager loss, dropout and
-optimizer launches are the same kernels as the plan's).
+runs that step directly (allocating what the new form needs) and re-captures the graph at the next.
+Results are the eager step's bit for bit: the same kernels with the same arguments, in the same order
+(the eager loss, dropout and optimizer launches are the same kernels as the plan's).
 
 What has no static form here (cuBLAS-sized GEMMs: CuPy cannot capture cuBLAS, cupy issue 6290; average
 pooling, standalone sigmoid/leaky_relu, a weighted or label-smoothed loss with class weights, an optimizer
@@ -497,7 +497,7 @@ class CudaPlan:
         self.ws = _Workspace(backend.xp)
         self.program = None  # built on the first replay
         self.graph = None
-        self.graph_config = None
+        self.program_config = None  # the _config() the program last ran directly with (a change re-runs it)
         self.graph_off = not graph_enabled()
         self.replays = 0
         self.need_dx = step._need_dx()  # the signature fixes which parameters require grad
@@ -631,13 +631,20 @@ class CudaPlan:
         return loss
 
     def _run(self) -> None:
-        if self.graph_off or self.replays == 0:  # the first replay runs directly: buffers, kernel compiles
+        config = self._config()
+        if self.replays == 0 or config != self.program_config:
+            # the first replay, and the first after an option or a kernel version changed, run directly: what
+            # the program needs now is allocated (linear_act v2's split-K partials, absent under v1) and
+            # compiled; the next replay captures it
+            self.ws.frozen = False
             self._program()
             self.ws.frozen = True
+            self.program_config, self.graph = config, None
             return
-        config = self._config()
-        if self.graph is None or config != self.graph_config:
-            self.graph = None
+        if self.graph_off:
+            self._program()
+            return
+        if self.graph is None:
             try:
                 self.graph = self._capture()
             except Exception as exc:  # CUDA refused the capture
@@ -650,7 +657,6 @@ class CudaPlan:
                 self.graph_off = True
                 self._program()
                 return
-            self.graph_config = config
         self.graph.launch()
 
     def _capture(self):
