@@ -552,9 +552,12 @@ def asnumpy(a, *args, **kwargs):
 
 
 def asarray(a, dtype=None, order=None, **kwargs):
-    """A device array shares a device array's memory; anything else (a host array too) is copied over."""
+    """A device array itself when nothing changes (as CuPy: ``asarray(a) is a``), else converted; anything
+    else (a host array too) is copied over."""
     if isinstance(a, ndarray):
-        return _device(_np.asarray(a, dtype=dtype, order=order, **kwargs))
+        r = _np.asarray(a, dtype=dtype, order=order, **kwargs)
+        same = _np.shares_memory(r, _host_view(a)) and r.dtype == a.dtype and r.shape == a.shape
+        return a if same else _device(r)
     return _device(_np.array(a, dtype=dtype, order=order if order is not None else "K", copy=True, **kwargs))
 
 

@@ -322,6 +322,12 @@ def test_the_stand_in_refuses_host_arrays_where_cupy_does(cupy):
     a = cupy.asarray(h)
     h[0] = 100
     assert float(a[0]) == 0  # a copy, not a view of the host array
+    assert cupy.asarray(a) is a and cupy.asarray(a, dtype=np.float32) is a and cupy.asarray(a, np.float64) is not a
+    with gpunn.use_backend("cupy"):  # so tensor(a) copies a device array as it does on a GPU (tensor.py's _owned_copy)
+        t, u = gpunn.tensor(a), gpunn.Tensor(a)
+    a[0] = -1
+    assert t.tolist()[0] == 0 == u.tolist()[0]
+    a[0] = 0
     for bad in (lambda: a + h, lambda: np.concatenate([a, h]), lambda: np.add(a, h, out=a)):
         with pytest.raises(TypeError, match="Unsupported type"):
             bad()
