@@ -23,9 +23,9 @@ device memory, updated between launches without a host sync (``fill``, a kernel 
 
 Hyper-parameters other than the learning rate (momentum, betas, weight decay, dropout p) and the kernel
 versions (``gpunn.backend.kernel_table``) are compared with the captured ones before each launch; a change
-re-captures the graph. Results are the eager step's
-bit for bit: the same kernels with the same arguments, in the same order (the eager loss, dropout and
-optimizer launches are the same kernels as the plan's).
+runs that step directly (allocating what the new form needs) and re-captures the graph at the next.
+Results are the eager step's bit for bit: the same kernels with the same arguments, in the same order
+(the eager loss, dropout and optimizer launches are the same kernels as the plan's).
 
 What has no static form here (cuBLAS-sized GEMMs: CuPy cannot capture cuBLAS, cupy issue 6290; average
 pooling, standalone sigmoid/leaky_relu, a weighted or label-smoothed loss with class weights, an optimizer
@@ -384,15 +384,23 @@ class _LossS:
             raise NoStaticForm("a cross-entropy with class weights")
         return reduction, ignore_index, smoothing
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
         """Re-read the loss's options before a replay, so a change since recording (``label_smoothing``,
-        ``reduction``, ``ignore_index`` set on the loss module) is launched, never the recorded value: an
+        ``reduction``, ``ignore_index`` set on the loss module, or read by a loss function at each call) is
+        launched, never the recorded value (a changed one re-captures the graph through ``config``): an
         unmodified CrossEntropyLoss by its attributes, any other loss function by spying on a call of it.
-        NoStaticForm when the loss now has no static form (class weights, ``reduction="none"``)."""
+        False when the loss has no static form now (class weights, ``reduction="none"``): that step then runs
+        eagerly."""
         from gpunn.train.capture import _cross_entropy_options
 
         options = _cross_entropy_options(self.plan.step.loss_fn)
-        self.reduction, self.ignore_index, self.smoothing = options or self._options(check=False)
+        if options is None:
+            try:
+                options = self._options(check=False)
+            except NoStaticForm:
+                return False
+        self.reduction, self.ignore_index, self.smoothing = options
+        return True
 
     def config(self) -> tuple:
         return (self.reduction, self.ignore_index, self.smoothing)
@@ -515,7 +523,7 @@ class CudaPlan:
         self.ws = _Workspace(backend.xp)
         self.program = None  # built on the first replay
         self.graph = None
-        self.graph_config = None
+        self.program_config = None  # the _config() the program last ran directly with (a change re-runs it)
         self.graph_off = not graph_enabled()
         self.replays = 0
         self.need_dx = step._need_dx()  # the signature fixes which parameters require grad
@@ -610,16 +618,7 @@ class CudaPlan:
             for i, p in enumerate(buf.params):
                 if p._data is not buf.data_views[i]:
                     buf._adopt_data(i)
-        try:
-            self.loss.refresh()  # the loss's options as they are now (they may have changed since recording)
-        except NoStaticForm as exc:
-            warnings.warn(
-                f"compile_step: the cupy backend replays this step without static buffers or a CUDA graph: {exc}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
-        if not self.opt.ready():
+        if not self.loss.refresh() or not self.opt.ready():  # the loss's options as they are now
             return step._eager(x_t, y_t, check=False)
         for buf, flat, views in self.buffers:  # the gradient storage the program writes (after a zero_grad)
             if buf.grad is not flat:
@@ -658,13 +657,20 @@ class CudaPlan:
         return loss
 
     def _run(self) -> None:
-        if self.graph_off or self.replays == 0:  # the first replay runs directly: buffers, kernel compiles
+        config = self._config()
+        if self.replays == 0 or config != self.program_config:
+            # the first replay, and the first after an option or a kernel version changed, run directly: what
+            # the program needs now is allocated (linear_act v2's split-K partials, absent under v1) and
+            # compiled; the next replay captures it
+            self.ws.frozen = False
             self._program()
             self.ws.frozen = True
+            self.program_config, self.graph = config, None
             return
-        config = self._config()
-        if self.graph is None or config != self.graph_config:
-            self.graph = None
+        if self.graph_off:
+            self._program()
+            return
+        if self.graph is None:
             try:
                 self.graph = self._capture()
             except Exception as exc:  # CUDA refused the capture
@@ -677,7 +683,6 @@ class CudaPlan:
                 self.graph_off = True
                 self._program()
                 return
-            self.graph_config = config
         self.graph.launch()
 
     def _capture(self):

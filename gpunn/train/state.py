@@ -6,6 +6,7 @@ backend)."""
 from __future__ import annotations
 
 import numbers
+import warnings
 
 from gpunn.checkpoint import CheckpointError, load, save
 
@@ -207,10 +208,19 @@ def load_training_state(path, model, optimizer=None, scheduler=None, history=Non
     rng = state.get("rng")
     try:
         rng_backend = backend_for(rng["backend"]) if rng is not None else None
-    except (ValueError, RuntimeError) as exc:
+    except ValueError as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r}: its random state is for backend {rng['backend']!r}: {exc}"
         ) from None
+    except RuntimeError as exc:  # a GPU run resumed where CuPy is not usable: everything else still loads
+        rng_backend = None
+        warnings.warn(
+            f"gpunn: checkpoint {str(path)!r} holds the random state of backend {rng['backend']!r}, which is not "
+            f"usable here ({exc}); resuming without it, so random draws (dropout masks...) differ from the "
+            "uninterrupted run",
+            UserWarning,
+            stacklevel=2,
+        )
     cb_pairs = _match_callbacks(state.get("callbacks") or [], callbacks)
     # snapshots of everything this may change, to roll back to
     undo = [(model.load_state_dict, {k: v.numpy().copy() for k, v in model.state_dict().items()})]

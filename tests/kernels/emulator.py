@@ -434,12 +434,14 @@ class ndarray(_np.ndarray):
             _NESTED.depth -= 1
 
     def fill(self, value):
+        _reject_nonscalar_host(value)
         if _emu.capturing_here(_current()):
             _emu.CAPTURE["ops"].append(lambda: _np.ndarray.fill(self, value))
             return None
         return super().fill(value)
 
     def __setitem__(self, key, value):
+        _reject_nonscalar_host(value)  # CuPy's setitem fills from anything but a device array
         if _emu.capturing_here(_current()):
             _emu.CAPTURE["ops"].append(lambda: _np.ndarray.__setitem__(self, key, value))
             return None
@@ -504,6 +506,12 @@ def _reject_host(args):
             _reject_host(a)
 
 
+def _reject_nonscalar_host(value):
+    """CuPy's ValueError for ``a[...] = host_array`` and ``a.fill(host_array)`` (0-d host arrays are read)."""
+    if not _NESTED.depth and type(value) is _np.ndarray and value.shape != ():
+        raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+
+
 def _ufunc(ufunc, method, inputs, kwargs):
     """A ufunc on the NumPy memory underneath; results are device arrays, 0-d ones too (as CuPy)."""
     out = kwargs.get("out")
@@ -544,9 +552,12 @@ def asnumpy(a, *args, **kwargs):
 
 
 def asarray(a, dtype=None, order=None, **kwargs):
-    """A device array shares a device array's memory; anything else (a host array too) is copied over."""
+    """A device array itself when nothing changes (as CuPy: ``asarray(a) is a``), else converted; anything
+    else (a host array too) is copied over."""
     if isinstance(a, ndarray):
-        return _device(_np.asarray(a, dtype=dtype, order=order, **kwargs))
+        r = _np.asarray(a, dtype=dtype, order=order, **kwargs)
+        same = _np.shares_memory(r, _host_view(a)) and r.dtype == a.dtype and r.shape == a.shape
+        return a if same else _device(r)
     return _device(_np.array(a, dtype=dtype, order=order if order is not None else "K", copy=True, **kwargs))
 
 

@@ -476,3 +476,32 @@ def test_every_field_of_a_crafted_training_state_is_a_checkpoint_error(digits, t
 
 def _same_weights(a, b):
     return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_state_saved_on_the_gpu_resumes_where_cupy_is_not_usable(digits, tmp_path, monkeypatch):
+    """The cupy backend's random state in a checkpoint (seed, dropout position) cannot be restored where CuPy
+    is not usable: the model, optimizer and epoch still load (a GPU run resumed on the CPU), with a warning
+    that the random draws differ; an unknown backend name stays a CheckpointError."""
+    from gpunn import backend as B
+    from gpunn.checkpoint import CheckpointError
+
+    model = _mlp(seed=3)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train.fit(model, opt, nn.CrossEntropyLoss(), (digits.X_train[:128], digits.y_train[:128]), epochs=1, verbose=0)
+    path = tmp_path / "gpu.npz"
+    train.save_training_state(path, model, opt, epoch=4)
+    state = gpunn.load(path)
+    state["rng"] = {"backend": "cupy", "state": {"seed": 3, "dropout_offset": 1280, "generator_used": True}}
+    gpunn.save(state, path)
+    monkeypatch.delitem(B._instances, "cupy", raising=False)
+    monkeypatch.setattr(B, "cupy_available", lambda: (False, "no GPU in this test"))
+    other = _mlp(seed=4)
+    other_opt = optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    with pytest.warns(UserWarning, match="random state of backend 'cupy'.*no GPU in this test"):
+        loaded = train.load_training_state(path, other, other_opt)
+    assert loaded["epoch"] == 4 and _same_weights(_weights(model), _weights(other))
+    assert other_opt.state_dict()["state"].keys() == opt.state_dict()["state"].keys()
+    state["rng"] = {"backend": "tpu", "state": {}}
+    gpunn.save(state, path)
+    with pytest.raises(CheckpointError, match="backend 'tpu'"):
+        train.load_training_state(path, other, other_opt)
