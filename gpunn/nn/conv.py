@@ -97,6 +97,8 @@ class Conv2d(Module):
                 f"Conv2d(in_channels={self.in_channels}): input has {input.shape[-3]} channels, "
                 f"expected {self.in_channels} (input shape {input.shape})"
             )
+        if self.padding_mode != "zeros":  # set after construction: PyTorch would pad otherwise, not with zeros
+            raise NotImplementedError(f"Conv2d: padding_mode={self.padding_mode!r} is not supported (only 'zeros')")
         return F.conv2d(
             input,
             self.weight,

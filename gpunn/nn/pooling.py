@@ -35,7 +35,15 @@ class MaxPool2d(_Pool2d):
         self.return_indices = return_indices
 
     def forward(self, input):  # noqa: A002
-        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
+        return F.max_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,  # F raises for a dilation it does not support (set after construction too)
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"
@@ -98,7 +106,15 @@ class MaxPool1d(_Pool2d):
         self.dilation, self.return_indices = dilation, return_indices
 
     def forward(self, input):  # noqa: A002
-        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
+        return F.max_pool1d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,  # F raises for a dilation it does not support (set after construction too)
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"

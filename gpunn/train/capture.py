@@ -273,6 +273,8 @@ class _Op(_Layer):
                 out._backward is None
                 or len(out._parents) != 1 + len(proxies)
                 or (out._parents[0] is not None and out._parents[0] is not xt)
+                # its gradients must be the parameters' own (a dilated conv differentiates a dilated copy)
+                or any(q is not None and q is not t for q, t in zip(out._parents[1:], proxies))
             ):
                 raise CaptureError(
                     f"compile_step: module {self.name} ({type(self.module).__name__}) did not run "
@@ -336,7 +338,9 @@ class _Dropout(_Op):
 
 
 def _conv(m, x, w, b=None):
-    return F.conv2d(x, w, b, m.stride, m.padding)
+    if m.padding_mode != "zeros":  # as Conv2d.forward: only zero padding
+        raise NotImplementedError(f"Conv2d: padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
+    return F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
 
 
 def _module_forward_is(m, cls) -> bool:

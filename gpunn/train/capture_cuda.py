@@ -146,10 +146,12 @@ class _ConvS(_Static):
 
     def config(self) -> tuple:
         m = self.m
-        return (m.stride, m.padding)
+        return (m.stride, m.padding, m.dilation, m.groups, m.padding_mode)
 
     def forward(self, x):
         m, be = self.m, self.plan.be
+        if F._pair(m.dilation, "dilation", "conv2d") != (1, 1) or m.groups != 1 or m.padding_mode != "zeros":
+            raise NoStaticForm(f"{self.name} (Conv2d with dilation, groups or padding_mode set since recording)")
         if x.ndim != 4 or x.dtype != m.weight._data.dtype:
             raise NoStaticForm(f"{self.name} (Conv2d): input of shape {x.shape} and dtype {x.dtype}")
         w = m.weight._data
@@ -246,17 +248,19 @@ class _MaxPoolS(_Static):
     def __init__(self, plan, name, module) -> None:
         self.plan, self.name, self.m = plan, name, module
         self.ws = plan.ws.scope(name)
-        if module.ceil_mode or module.return_indices or F._pair(module.dilation, "dilation", "") != (1, 1):
-            raise NoStaticForm(f"{name} (MaxPool2d with ceil_mode, return_indices or dilation)")
+        self._check()
+
+    def _check(self) -> None:  # at recording, and at each capture (an option may have been set since)
+        m = self.m
+        if m.ceil_mode or m.return_indices or F._pair(m.dilation, "dilation", "") != (1, 1):
+            raise NoStaticForm(f"{self.name} (MaxPool2d with ceil_mode, return_indices or dilation)")
 
     def config(self) -> tuple:
         m = self.m
         return (m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
 
     def forward(self, x):
-        m = self.m
-        if m.ceil_mode or m.return_indices or F._pair(m.dilation, "dilation", "") != (1, 1):  # set since recording
-            raise NoStaticForm(f"{self.name} (MaxPool2d with ceil_mode, return_indices or dilation)")
+        self._check()
         if x.ndim != 4:
             raise NoStaticForm(f"{self.name} (MaxPool2d on a {x.ndim}-D input)")
         m = self.m
@@ -638,7 +642,12 @@ class CudaPlan:
             self.slot.fill(0)
             self.slot_seen = 0
             self.graph = None
-        self._run()
+        try:
+            self._run()
+        except NoStaticForm:
+            # an option set since recording has no static form (a dilated pool, a conv whose output no longer
+            # fits the recorded layers): this step runs eagerly, from the same state, and later ones retry
+            return step._eager(x_t, y_t, check=False)
         # the host's view of what the step did
         if self.step_dropout:
             self.dropout_seen = (seed, offset + self.step_dropout)

@@ -525,3 +525,51 @@ def test_cross_entropy_options_changed_mid_run_are_followed_as_eager(cupy):
     assert l0 == l1
     for a, b in zip(p0, p1):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("change", ["conv_dilation", "conv_padding_mode", "pool_dilation"])
+def test_a_conv_or_pool_option_set_after_recording_runs_eagerly_or_raises_as_eager(cupy, change):
+    """Options the cupy plan's conv and pool kernels do not take, set after recording: the step runs eagerly
+    (the same numbers as the eager loop) or raises as the eager loop does; never the recorded form."""
+
+    def run(captured):
+        rng = np.random.default_rng(2)
+        with gpunn.use_backend("cupy"):
+            gpunn.manual_seed(0)
+            model = nn.Sequential(
+                nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 5 * 5, 5)
+            )
+            opt = optim.SGD(model.parameters(), lr=0.05)
+            loss_fn = nn.CrossEntropyLoss()
+            step = compile_step(model, loss_fn, opt) if captured else None
+            losses = []
+            for i in range(6):
+                if i == 3:
+                    if change == "conv_dilation":
+                        model[0].dilation, model[0].padding = (2, 2), (2, 2)  # the same output shape
+                    elif change == "conv_padding_mode":
+                        model[0].padding_mode = "reflect"
+                    else:
+                        model[2].dilation, model[2].padding = 2, 1  # 10 -> 5 still
+                x = gpunn.tensor(rng.standard_normal((4, 1, 10, 10)).astype(np.float32))
+                y = gpunn.tensor(rng.integers(0, 5, 4))
+                try:
+                    if captured:
+                        loss = step(x, y)
+                    else:
+                        opt.zero_grad()
+                        loss = loss_fn(model(x), y)
+                        loss.backward()
+                        opt.step()
+                except NotImplementedError as exc:
+                    return str(exc)
+                losses.append(float(loss))
+            return losses, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+
+    eager, captured = run(False), run(True)
+    if isinstance(eager, str):
+        assert captured == eager
+        return
+    assert eager[0] == captured[0]
+    for a, b in zip(eager[1], captured[1]):
+        np.testing.assert_array_equal(a, b)

@@ -666,3 +666,30 @@ def test_small_float32_products_pin_blas_to_one_thread_and_large_batched_ones_do
     got = be.matmul(big, big.transpose(0, 2, 1))
     np.testing.assert_array_equal(got, big @ big.transpose(0, 2, 1))
     assert entered == [True]
+
+
+@pytest.mark.parametrize("kwargs", [{"dilation": 2, "padding": 2}, {"groups": 2, "padding": 1}])
+def test_a_dilated_or_grouped_conv_is_refused_not_replayed_without_its_option(kwargs):
+    """The plan's conv once dropped dilation and groups: F.conv2d then differentiated a dilated (or sliced) copy
+    of the weight, and the plan wrote those gradients as the weight's. Such a conv now has no static form."""
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, **kwargs), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    rng = np.random.default_rng(0)
+    x, y = gpunn.tensor(rng.standard_normal((3, 2, 8, 8)).astype(np.float32)), gpunn.tensor(rng.integers(0, 3, 3))
+    step(x, y)  # recorded eagerly
+    with pytest.raises(CaptureError, match=r"module 0 \(Conv2d\) did not run as one op"):
+        step(x, y)
+
+
+def test_a_padding_mode_set_after_construction_raises_as_in_eager():
+    gpunn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    step = compile_step(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    x, y = gpunn.randn(4, 1, 6, 6), gpunn.tensor([0, 1, 2, 0])
+    step(x, y)
+    step(x, y)
+    model[0].padding_mode = "reflect"  # PyTorch would reflect-pad from here on; gpunn pads only with zeros
+    for run in (lambda: model(x), lambda: step(x, y)):
+        with pytest.raises(NotImplementedError, match="padding_mode='reflect'"):
+            run()
