@@ -95,41 +95,58 @@ class CupyBackend(Backend):
         # RandomState: CuPy's generator with permutation/randint and dtype-aware normal/uniform draws
         return self.xp.random.RandomState(seed)
 
+    # CuPy's cuRAND generator cannot report its position, so a checkpoint moves it to the start of a stream of
+    # its own (``_gen_seed``, derived from the seed) that a restore rebuilds: see get_rng_state
+    _gen_seed: int | None = None  # the generator's seed once a checkpoint moved it (None: the backend seed)
+    _rng_touched = False  # drawn from since seeding, restoring or the last checkpoint
+
     def seed(self, seed: int) -> None:
         self._seed = int(seed)
-        self._rng = None  # CuPy's generator is made on first use: get_rng_state can tell whether it was drawn from
+        self._rng, self._gen_seed, self._rng_touched = None, None, False
         self._dropout_offset = 0
 
+    @property
+    def rng(self):
+        if self._rng is None:
+            self._rng = self._make_rng(self._seed if self._gen_seed is None else self._gen_seed)
+        self._rng_touched = True
+        return self._rng
+
     def get_rng_state(self) -> dict:
-        """The random state a checkpoint keeps (JSON-able): the seed, dropout's position in its counter-based
-        stream (exact: dropout is what a training loop draws on the device), and whether CuPy's cuRAND
-        generator (``randn``, ``rand``, ``randperm``...) was drawn from since seeding; its position cannot be
-        read back, so ``set_rng_state`` restarts it from the seed and says so."""
+        """The random state a checkpoint keeps (JSON-able), restored exactly by ``set_rng_state``: the seed,
+        dropout's position in its counter-based stream, and the cuRAND generator's seed. That generator cannot
+        report its position, so when it was drawn from since the last state was taken, it is moved here to the
+        start of a fresh stream (its seed derived from the backend seed and the stream it leaves): the run that
+        saved and the run that resumes then draw the same numbers (a run that never saves draws others, equally
+        random)."""
+        if self._rng_touched:
+            previous = 0 if self._gen_seed is None else self._gen_seed + 1
+            entropy = [0 if self._seed is None else self._seed & (2**64 - 1), previous]
+            self._gen_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+            self._rng, self._rng_touched = None, False
         return {
             "seed": self._seed,
             "dropout_offset": int(getattr(self, "_dropout_offset", 0)),
-            "generator_used": self._rng is not None,
+            "generator_seed": self._gen_seed,
         }
 
     def set_rng_state(self, state: dict) -> None:
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
         ok = (
             isinstance(state, dict)
-            and {"seed", "dropout_offset", "generator_used"} <= set(state)
-            and (state["seed"] is None or (isinstance(state["seed"], int) and not isinstance(state["seed"], bool)))
-            and isinstance(state["dropout_offset"], int)
+            and {"seed", "dropout_offset", "generator_seed"} <= set(state)
+            and (state["seed"] is None or is_int(state["seed"]))
+            and is_int(state["dropout_offset"])
             and 0 <= state["dropout_offset"] < 2**62
+            and (state["generator_seed"] is None or (is_int(state["generator_seed"]) and state["generator_seed"] >= 0))
         )
         if not ok:
-            raise ValueError(f"not a cupy backend random state (seed, dropout_offset, generator_used): {state!r}")
-        self._seed, self._dropout_offset, self._rng = state["seed"], state["dropout_offset"], None
-        if state["generator_used"]:
-            warnings.warn(
-                "gpunn: the cupy backend's dropout stream is restored exactly, but CuPy's cuRAND generator cannot "
-                "be put back where it was: it restarts from the seed, so randn/rand/randperm draws on the device "
-                "after this restore differ from an uninterrupted run",
-                UserWarning,
-                stacklevel=2,
-            )
+            raise ValueError(f"not a cupy backend random state (seed, dropout_offset, generator_seed): {state!r}")
+        self._seed, self._dropout_offset = state["seed"], state["dropout_offset"]
+        self._gen_seed = state["generator_seed"]
+        self._rng, self._rng_touched = None, False
 
     def randn(self, shape, dtype=np.float32):
         return self.rng.standard_normal(shape, dtype=dtype)

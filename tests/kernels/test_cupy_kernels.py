@@ -897,32 +897,39 @@ def test_accuracy_count_falls_back_to_cupy_once_when_numba_cuda_fails(cp, rng, m
 
 
 @gpu
-def test_cupy_random_state_resumes_dropout_exactly_and_says_when_the_generator_cannot(cp):
-    """A checkpoint's random state on the cupy backend: dropout's counter-based stream continues exactly after
-    a restore (even after another seed); CuPy's cuRAND generator cannot be put back, and restoring a state it
-    had been drawn in warns instead of silently giving other draws."""
+def test_cupy_random_state_resumes_dropout_and_the_generator_exactly(cp):
+    """A checkpoint's random state on the cupy backend: dropout's counter-based stream and CuPy's cuRAND draws
+    continue after a restore (even after another seed) exactly as in the run that saved it. cuRAND cannot
+    report its position, so taking the state moves the generator to a fresh stream of its own (recorded)."""
     import json
-    import warnings
 
     from gpunn.backend import backend_for
 
     be = backend_for("cupy")
     x = cp.ones((300, 7), dtype=cp.float32)
     be.seed(5)
-    be.dropout(x, 0.3)  # advances the stream
+    assert be.get_rng_state() == {"seed": 5, "dropout_offset": 0, "generator_seed": None}  # nothing drawn yet
+    be.dropout(x, 0.3)  # advances the dropout stream
+    be.randn((4,))  # draws from cuRAND (a model's init does)
     state = json.loads(json.dumps(be.get_rng_state()))  # what a checkpoint stores
-    assert state == {"seed": 5, "dropout_offset": x.size, "generator_used": False}
-    want = cp.asnumpy(be.dropout(x, 0.3)[0])
+    assert state["seed"] == 5 and state["dropout_offset"] == x.size and state["generator_seed"] is not None
+    assert be.get_rng_state() == state  # nothing drawn since: the same state, no new stream
+    want_mask, want_draw = cp.asnumpy(be.dropout(x, 0.3)[0]), cp.asnumpy(be.randn((6,)))
+    saved_again = be.get_rng_state()  # the run that saved takes a second checkpoint later
+    want_next = cp.asnumpy(be.randn((5,)))
     be.seed(999)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        be.set_rng_state(state)
-    np.testing.assert_array_equal(cp.asnumpy(be.dropout(x, 0.3)[0]), want)
     be.randn((3,))
-    used = be.get_rng_state()
-    assert used["generator_used"] and used["dropout_offset"] == 2 * x.size
-    with pytest.warns(UserWarning, match="cuRAND generator cannot be put back"):
-        be.set_rng_state(used)
-    for bad in ({"seed": 5}, {"seed": "5", "dropout_offset": 0, "generator_used": False}, [1, 2]):
+    be.set_rng_state(state)  # the resumed run
+    np.testing.assert_array_equal(cp.asnumpy(be.dropout(x, 0.3)[0]), want_mask)
+    np.testing.assert_array_equal(cp.asnumpy(be.randn((6,))), want_draw)
+    again = be.get_rng_state()  # drawn since the restore: another fresh stream, the same as the saving run's
+    assert again == saved_again and again["generator_seed"] != state["generator_seed"]
+    np.testing.assert_array_equal(cp.asnumpy(be.randn((5,))), want_next)
+    for bad in (
+        {"seed": 5},
+        {"seed": "5", "dropout_offset": 0, "generator_seed": None},
+        {"seed": 5, "dropout_offset": 0, "generator_seed": -1},
+        [1, 2],
+    ):
         with pytest.raises(ValueError, match="not a cupy backend random state"):
             be.set_rng_state(bad)

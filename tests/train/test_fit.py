@@ -491,7 +491,7 @@ def test_a_state_saved_on_the_gpu_resumes_where_cupy_is_not_usable(digits, tmp_p
     path = tmp_path / "gpu.npz"
     train.save_training_state(path, model, opt, epoch=4)
     state = gpunn.load(path)
-    state["rng"] = {"backend": "cupy", "state": {"seed": 3, "dropout_offset": 1280, "generator_used": True}}
+    state["rng"] = {"backend": "cupy", "state": {"seed": 3, "dropout_offset": 1280, "generator_seed": 12345}}
     gpunn.save(state, path)
     monkeypatch.delitem(B._instances, "cupy", raising=False)
     monkeypatch.setattr(B, "cupy_available", lambda: (False, "no GPU in this test"))
