@@ -19,6 +19,19 @@ class _Pool2d(Module):
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
+    def _max(self, fn, input):  # noqa: A002
+        """A max pooling with the module's options as they are now (F raises for a dilation or return_indices
+        it does not support, set after construction too)."""
+        return fn(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
+
 
 class MaxPool2d(_Pool2d):
     """Max over each kH x kW window.  (N, C, H, W) -> (N, C, OH, OW), OH = (H + 2p - kH) // stride + 1.
@@ -35,15 +48,7 @@ class MaxPool2d(_Pool2d):
         self.return_indices = return_indices
 
     def forward(self, input):  # noqa: A002
-        return F.max_pool2d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,  # F raises for a dilation it does not support (set after construction too)
-            ceil_mode=self.ceil_mode,
-            return_indices=self.return_indices,
-        )
+        return self._max(F.max_pool2d, input)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"
@@ -106,15 +111,7 @@ class MaxPool1d(_Pool2d):
         self.dilation, self.return_indices = dilation, return_indices
 
     def forward(self, input):  # noqa: A002
-        return F.max_pool1d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,  # F raises for a dilation it does not support (set after construction too)
-            ceil_mode=self.ceil_mode,
-            return_indices=self.return_indices,
-        )
+        return self._max(F.max_pool1d, input)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", dilation={self.dilation}, ceil_mode={self.ceil_mode}"

@@ -389,29 +389,48 @@ def test_split_k_gemms_and_a_kernel_version_change_mid_run(cupy, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def _loss_change_run(captured, loss_fn, before, steps=10):
-    rng = np.random.default_rng(3)
+def _changed_mid_run(captured, before, make, shape, loss_fn=None, steps=10, seed=3):
+    """Losses and final parameters of ``steps`` SGD steps, eager or captured, ``before(i, model)`` changing
+    something before step i; a NotImplementedError's message instead when a step raises one (as eager may)."""
+    rng = np.random.default_rng(seed)
     with gpunn.use_backend("cupy"):
         gpunn.manual_seed(0)
-        model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
+        model = make()
         opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         data = [
-            (gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32)), gpunn.tensor(rng.integers(0, 5, 8)))
+            (gpunn.tensor(rng.standard_normal(shape).astype(np.float32)), gpunn.tensor(rng.integers(0, 5, shape[0])))
             for _ in range(steps)
         ]
         step = compile_step(model, loss_fn, opt) if captured else None
         losses = []
         for i, (x, y) in enumerate(data):
-            before(i)
-            if captured:
-                loss = step(x, y)
-            else:
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
+            before(i, model)
+            try:
+                if captured:
+                    loss = step(x, y)
+                else:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+            except NotImplementedError as exc:
+                return str(exc)
             losses.append(float(loss))
         return losses, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+
+
+def _assert_same_runs(eager, captured):
+    if isinstance(eager, str):  # eager raised: so must the captured step, with the same message
+        assert captured == eager
+        return
+    assert eager[0] == captured[0]
+    for a, b in zip(eager[1], captured[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def _small_mlp():
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
 
 
 def test_loss_options_changed_after_recording_are_launched_not_the_recorded_ones(cupy):
@@ -423,57 +442,33 @@ def test_loss_options_changed_after_recording_are_launched_not_the_recorded_ones
     def fn(out, y):
         return nn.functional.cross_entropy(out, y, **opts)
 
-    for make in (nn.CrossEntropyLoss, lambda: fn):
+    for make_loss in (nn.CrossEntropyLoss, lambda: fn):
+        runs = []
         for captured in (False, True):
             opts.update(label_smoothing=0.0, reduction="mean", ignore_index=-100)
-            loss_fn = make()
+            loss_fn = make_loss()
             target = loss_fn if isinstance(loss_fn, nn.CrossEntropyLoss) else None
 
-            def before(i, target=target):
+            def before(i, model, target=target):
                 change = {3: ("label_smoothing", 0.2), 5: ("reduction", "sum"), 7: ("ignore_index", 2)}.get(i)
                 if change:
                     opts[change[0]] = change[1]
                     if target is not None:
                         setattr(target, *change)
 
-            got = _loss_change_run(captured, loss_fn, before)
-            if not captured:
-                want = got
-        assert got[0] == want[0]
-        assert got[0][5] > 4 * got[0][4]  # the sum over the batch took effect
-        for a, b in zip(got[1], want[1]):
-            np.testing.assert_array_equal(a, b)
+            runs.append(_changed_mid_run(captured, before, _small_mlp, (8, 20), loss_fn))
+        assert runs[0][0][5] > 4 * runs[0][0][4]  # the sum over the batch took effect
+        _assert_same_runs(*runs)
 
 
 def test_a_dropout_p_set_after_recording_is_launched(cupy):
     """Dropout's p changed between steps: the graph is re-captured with the new p (it kept the recorded one)."""
-    results = []
-    for captured in (False, True):
-        rng = np.random.default_rng(5)
-        with gpunn.use_backend("cupy"):
-            gpunn.manual_seed(0)
-            model = mlp()
-            opt = optim.SGD(model.parameters(), lr=0.05)
-            loss_fn = nn.CrossEntropyLoss()
-            step = compile_step(model, loss_fn, opt) if captured else None
-            losses = []
-            for i in range(8):
-                if i == 4:
-                    model[2].p = 0.6
-                x = gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32))
-                y = gpunn.tensor(rng.integers(0, 5, 8))
-                if captured:
-                    loss = step(x, y)
-                else:
-                    opt.zero_grad()
-                    loss = loss_fn(model(x), y)
-                    loss.backward()
-                    opt.step()
-                losses.append(float(loss))
-            results.append((losses, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]))
-    assert results[0][0] == results[1][0]
-    for a, b in zip(results[0][1], results[1][1]):
-        np.testing.assert_array_equal(a, b)
+
+    def before(i, model):
+        if i == 4:
+            model[2].p = 0.6
+
+    _assert_same_runs(*(_changed_mid_run(c, before, mlp, (8, 20), seed=5) for c in (False, True)))
 
 
 def test_cross_entropy_options_changed_mid_run_are_followed_as_eager(cupy):
@@ -481,50 +476,21 @@ def test_cross_entropy_options_changed_mid_run_are_followed_as_eager(cupy):
     the graph (which baked the recorded options in) is re-captured, or the step runs eagerly where the new
     options have no static form; before, the captured step kept the recorded options (a 'sum' loss came back
     as the mean, its gradients 1/N as large)."""
+    with gpunn.use_backend("cupy"):
+        weight = gpunn.tensor(np.linspace(0.5, 2.0, 5).astype(np.float32))
+    runs = []
+    for captured in (False, True):
+        loss_fn = nn.CrossEntropyLoss()
+        changes = {3: ("label_smoothing", 0.1), 5: ("reduction", "sum"), 7: ("ignore_index", 2)}
+        changes.update({8: ("weight", weight), 10: ("weight", None)})
 
-    def before(i, loss_fn):
-        if i == 3:
-            loss_fn.label_smoothing = 0.1
-        if i == 5:
-            loss_fn.reduction = "sum"
-        if i == 7:
-            loss_fn.ignore_index = 2
-        if i == 8:
-            loss_fn.weight = gpunn.tensor(np.linspace(0.5, 2.0, 5).astype(np.float32))
-        if i == 10:
-            loss_fn.weight = None
+        def before(i, model, loss_fn=loss_fn, changes=changes):
+            if i in changes:
+                setattr(loss_fn, *changes[i])
 
-    def run(captured):
-        rng = np.random.default_rng(9)
-        with gpunn.use_backend("cupy"):
-            gpunn.manual_seed(4)
-            model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 5))
-            opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-            loss_fn = nn.CrossEntropyLoss()
-            step = compile_step(model, loss_fn, opt) if captured else None
-            losses = []
-            for i in range(12):
-                x = gpunn.tensor(rng.standard_normal((8, 20)).astype(np.float32))
-                y = gpunn.tensor(rng.integers(0, 5, 8))
-                before(i, loss_fn)
-                if captured:
-                    losses.append(step(x, y))
-                else:
-                    opt.zero_grad()
-                    loss = loss_fn(model(x), y)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.detach())
-            return [float(v) for v in gpunn.stack(losses).tolist()], [
-                p._backend.to_numpy(p._data) for p in model.parameters()
-            ]
-
-    l0, p0 = run(False)
-    l1, p1 = run(True)
-    assert l0[5] > 4 * l0[4]  # the 'sum' over 8 rows: the change is visible in the losses
-    assert l0 == l1
-    for a, b in zip(p0, p1):
-        np.testing.assert_array_equal(a, b)
+        runs.append(_changed_mid_run(captured, before, _small_mlp, (8, 20), loss_fn, steps=12, seed=9))
+    assert runs[0][0][5] > 4 * runs[0][0][4]  # the 'sum' over 8 rows: the change is visible in the losses
+    _assert_same_runs(*runs)
 
 
 @pytest.mark.parametrize("change", ["conv_dilation", "conv_padding_mode", "pool_dilation"])
@@ -532,44 +498,18 @@ def test_a_conv_or_pool_option_set_after_recording_runs_eagerly_or_raises_as_eag
     """Options the cupy plan's conv and pool kernels do not take, set after recording: the step runs eagerly
     (the same numbers as the eager loop) or raises as the eager loop does; never the recorded form."""
 
-    def run(captured):
-        rng = np.random.default_rng(2)
-        with gpunn.use_backend("cupy"):
-            gpunn.manual_seed(0)
-            model = nn.Sequential(
-                nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 5 * 5, 5)
-            )
-            opt = optim.SGD(model.parameters(), lr=0.05)
-            loss_fn = nn.CrossEntropyLoss()
-            step = compile_step(model, loss_fn, opt) if captured else None
-            losses = []
-            for i in range(6):
-                if i == 3:
-                    if change == "conv_dilation":
-                        model[0].dilation, model[0].padding = (2, 2), (2, 2)  # the same output shape
-                    elif change == "conv_padding_mode":
-                        model[0].padding_mode = "reflect"
-                    else:
-                        model[2].dilation, model[2].padding = 2, 1  # 10 -> 5 still
-                x = gpunn.tensor(rng.standard_normal((4, 1, 10, 10)).astype(np.float32))
-                y = gpunn.tensor(rng.integers(0, 5, 4))
-                try:
-                    if captured:
-                        loss = step(x, y)
-                    else:
-                        opt.zero_grad()
-                        loss = loss_fn(model(x), y)
-                        loss.backward()
-                        opt.step()
-                except NotImplementedError as exc:
-                    return str(exc)
-                losses.append(float(loss))
-            return losses, [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
+    def make():
+        return nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 5 * 5, 5)
+        )
 
-    eager, captured = run(False), run(True)
-    if isinstance(eager, str):
-        assert captured == eager
-        return
-    assert eager[0] == captured[0]
-    for a, b in zip(eager[1], captured[1]):
-        np.testing.assert_array_equal(a, b)
+    def before(i, model):
+        if i == 3:
+            if change == "conv_dilation":
+                model[0].dilation, model[0].padding = (2, 2), (2, 2)  # the same output shape
+            elif change == "conv_padding_mode":
+                model[0].padding_mode = "reflect"
+            else:
+                model[2].dilation, model[2].padding = 2, 1
+
+    _assert_same_runs(*(_changed_mid_run(c, before, make, (4, 1, 10, 10), steps=6, seed=2) for c in (False, True)))
