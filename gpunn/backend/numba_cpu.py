@@ -5,7 +5,8 @@ imports Numba. Each kernel is ``@njit(..., cache=True)``: compiled once per sign
 next to this file (or in Numba's user cache directory). Every kernel is serial and ``nogil`` (none is
 ``parallel=True``: a Numba parallel launch cost 40-250 us per call here, more than a whole small
 optimizer step); NumpyBackend runs them on shares of the work -- ranges of a flat buffer or of rows,
-planes, groups of images -- from its own ``GPUNN_NUM_THREADS`` threads (see each section).
+planes, groups of images -- from its own ``GPUNN_NUM_THREADS`` threads, or (a large float32 optimizer
+step) on numba_gemm's spinning workers (see each section).
 
 Every kernel performs the reference's operations (``gpunn.backend.reference``) in the reference's
 order, element by element, so its results equal the reference's bit for bit -- except
@@ -28,7 +29,9 @@ import sys
 import threading
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.extending import intrinsic
 
 # launch() compiles a kernel on its first call; one launch at a time keeps two threads from compiling it at once.
 _launch_lock = threading.Lock()
@@ -235,6 +238,122 @@ def rmsprop_step(
             p[i] = p[i] - lr * bi
         else:
             p[i] = p[i] - lr * gi / avg
+
+
+# ----------------------------------------------------------------------------------------------
+# the flat steps as chunk functions for the GEMM's spinning workers (numba_gemm.run_chunks)
+# ----------------------------------------------------------------------------------------------
+# A large float32 step is split over numba_gemm's workers where they exist (an AVX-512 CPU): they spin for
+# a while after each job, so a job starts on them within a microsecond, and a spinning thread keeps its
+# core. The Python pool of parallel_chunks sleeps between calls, and Linux often wakes a sleeping helper on
+# the caller's own core (measured on this 2-core VM, Adam over 2M parameters after a 20 ms pause: in about
+# half the rounds both threads ran on one core, 1.2 ms a step instead of 0.6).
+# A chunk function is a C function ``void f(int64 *args, int64 i)`` that runs its kernel over chunk i;
+# ``args`` is the int64 array made by ``pack``: [n, chunk, address of the float32 scalars, the arrays'
+# addresses, the flags], in the order of the kernel's arguments after (lo, hi) -- every flat kernel takes
+# its arrays, then its scalars, then its flags. Each is compiled (or loaded from the cache) on first use.
+_CHUNK_SIG = types.void(types.CPointer(types.int64), types.int64)
+_ARGS = 3  # args[_ARGS:]: the array addresses, then the flags
+
+
+@intrinsic
+def _f32_pointer(typingctx, address):
+    """The int64 ``address`` as a float32 pointer (for numba.carray)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.FloatType().as_pointer())
+
+    return types.CPointer(types.float32)(types.int64), codegen
+
+
+@njit(**_FLAT)
+def _chunk_args(args, i, count):
+    """(lo, hi, float32 scalars, args as an array of ``count`` int64) of chunk i."""
+    t = carray(args, count)
+    lo = i * t[1]
+    return lo, min(t[0], lo + t[1]), carray(_f32_pointer(t[2]), 16), t
+
+
+@njit(**_FLAT)
+def _f32(t, k):
+    """Array k of a chunk's args (n float32 elements)."""
+    return carray(_f32_pointer(t[_ARGS + k]), t[0])
+
+
+def _sgd_chunk(args, i):
+    lo, hi, s, t = _chunk_args(args, i, _ARGS + 7)
+    f = _ARGS + 3
+    sgd_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), s[0], s[1], s[2], t[f] != 0, t[f + 1] != 0,
+             t[f + 2] != 0, t[f + 3] != 0)  # fmt: skip
+
+
+def _adam_chunk(args, i):
+    lo, hi, s, t = _chunk_args(args, i, _ARGS + 9)
+    f = _ARGS + 5
+    adam_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), _f32(t, 3), _f32(t, 4), s[0], s[1], s[2], s[3], s[4],
+              s[5], s[6], s[7], s[8], t[f] != 0, t[f + 1] != 0, t[f + 2] != 0, t[f + 3] != 0)  # fmt: skip
+
+
+def _adagrad_chunk(args, i):
+    lo, hi, s, t = _chunk_args(args, i, _ARGS + 5)
+    f = _ARGS + 3
+    adagrad_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), s[0], s[1], s[2], t[f] != 0, t[f + 1] != 0)
+
+
+def _adadelta_chunk(args, i):
+    lo, hi, s, t = _chunk_args(args, i, _ARGS + 6)
+    f = _ARGS + 4
+    adadelta_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), _f32(t, 3), s[0], s[1], s[2], s[3], s[4],
+                  t[f] != 0, t[f + 1] != 0)  # fmt: skip
+
+
+def _rmsprop_chunk(args, i):
+    lo, hi, s, t = _chunk_args(args, i, _ARGS + 9)
+    f = _ARGS + 5
+    rmsprop_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), _f32(t, 3), _f32(t, 4), s[0], s[1], s[2], s[3], s[4],
+                 s[5], t[f] != 0, t[f + 1] != 0, t[f + 2] != 0, t[f + 3] != 0)  # fmt: skip
+
+
+_CHUNK_BODIES = {
+    "sgd_step": (_sgd_chunk, 3, 3, 4),  # (body, arrays, scalars, flags)
+    "adam_step": (_adam_chunk, 5, 9, 4),
+    "adagrad_step": (_adagrad_chunk, 3, 3, 2),
+    "adadelta_step": (_adadelta_chunk, 4, 5, 2),
+    "rmsprop_step": (_rmsprop_chunk, 5, 6, 4),
+}
+CHUNK_KERNELS = frozenset(_CHUNK_BODIES)
+_chunk_functions: dict = {}  # name -> the compiled chunk function (numba.cfunc)
+
+
+def chunk_function(name: str) -> int:
+    """The address of the chunk function of flat kernel ``name`` (compiled or loaded on first use; one at a
+    time, under the launch lock); 0 when it has none."""
+    fn = _chunk_functions.get(name)
+    if fn is None:
+        if name not in _CHUNK_BODIES:
+            return 0
+        with _launch_lock:
+            fn = _chunk_functions.get(name) or cfunc(_CHUNK_SIG, cache=True)(_CHUNK_BODIES[name][0])
+            _chunk_functions[name] = fn
+    return fn.address
+
+
+def pack(name: str, n: int, chunk: int, kernel_args: tuple):
+    """(args, scalars): the int64 args array of ``name``'s chunk function over n elements in chunks of
+    ``chunk``, and the float32 scalars it points at (keep both alive while the job runs); None when the
+    arguments are not float32 contiguous arrays, float32 scalars and bools in the kernel's order."""
+    _, arrays, scalars, flags = _CHUNK_BODIES[name]
+    if len(kernel_args) != arrays + scalars + flags:
+        return None
+    a, s, f = kernel_args[:arrays], kernel_args[arrays : arrays + scalars], kernel_args[arrays + scalars :]
+    if not all(type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size >= n for x in a):
+        return None
+    if not all(type(x) is np.float32 for x in s) or not all(isinstance(x, (bool, np.bool_)) for x in f):
+        return None
+    values = np.zeros(16, np.float32)
+    values[:scalars] = s
+    packed = np.array([n, chunk, values.ctypes.data, *(x.ctypes.data for x in a), *map(int, f)], np.int64)
+    return packed, values
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from gpunn.backend.numba_cpu import _f32_pointer  # (an intrinsic: inlined, so a change to it needs a cache refresh)
+
 MR = 6  # rows of C per micro-kernel call
 NR = 64  # columns of C per micro-kernel call (4 vectors of 16 float32)
 KC = 256  # most of the inner dimension per block (a 6 x KC block of A and KC x 64 of B stay in L1/L2)
@@ -201,16 +203,6 @@ _KERNEL = {"nogil": True, "cache": True, "error_model": "numpy", "boundscheck": 
 
 
 @intrinsic
-def _f32_pointer(typingctx, address):
-    """The int64 ``address`` as a float32 pointer (for numba.carray)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], _F32.as_pointer())
-
-    return types.CPointer(types.float32)(types.int64), codegen
-
-
-@intrinsic
 def _atomic_load(typingctx, array, index):
     """array[index] of an int64 array, sequentially consistent."""
 
@@ -321,8 +313,11 @@ def _swapped(m, k, n, sap, sbn):
 # A job: the product as addresses and element strides, and how it is cut into chunks, in an int64 array.
 # A chunk is a range of whole 16-column panels of c (WIDE) or of whole MR-row panels; every element of c is
 # computed the same way whichever chunk, thread or thread count computes it.
-A_ADDR, SAI, SAP, M, K, B_ADDR, SBP, SBN, N, C_ADDR, LDC, W_ADDR, W_LEN, WIDE, UNIT, PER_CHUNK, CHUNKS = range(17)
-JOB_FIELDS = 17
+# A job of another kind names a chunk function instead (FN: its address, ARGS: its argument; see run_chunks).
+A_ADDR, SAI, SAP, M, K, B_ADDR, SBP, SBN, N, C_ADDR, LDC, W_ADDR, W_LEN, WIDE, UNIT, PER_CHUNK, CHUNKS, FN, ARGS = (
+    range(19)
+)
+JOB_FIELDS = 19
 
 
 @njit(**_KERNEL)
@@ -505,13 +500,28 @@ def _claim(counters, seq, chunks):
             return i
 
 
+@intrinsic
+def _call_chunk(typingctx, fn, args, i):
+    """The C function at address ``fn``, ``void fn(int64 *args, int64 i)`` (a numba.cfunc), called."""
+
+    def codegen(context, builder, signature, a):
+        fnty = ir.FunctionType(ir.VoidType(), [_I64.as_pointer(), _I64])
+        builder.call(builder.inttoptr(a[0], fnty.as_pointer()), [builder.inttoptr(a[1], _I64.as_pointer()), a[2]])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
 @njit(**_KERNEL)
 def _run_chunks(t, counters, seq, work):
     while True:
         i = _claim(counters, seq, t[CHUNKS])
         if i < 0:
             return
-        _chunk(t, i, work)
+        if t[FN]:
+            _call_chunk(t[FN], t[ARGS], i)
+        else:
+            _chunk(t, i, work)
         _atomic_add(counters, FINISHED, 1)
 
 
@@ -579,6 +589,19 @@ def run_alone(job, work):
         _chunk(job, i, work)
 
 
+@njit(**_KERNEL)  # (compiled or loaded on its first call)
+def run_chunks(fn, args, chunks, threads, ctrls, counters, seq_box):
+    """fn(args, i) for i in [0, chunks), split over ``threads`` threads like a product (the caller and the
+    workers of ``ctrls``, awake; the GEMM lock held): the flat steps' chunk functions (numba_cpu.pack)."""
+    job = np.zeros(JOB_FIELDS, np.int64)
+    job[FN], job[ARGS], job[CHUNKS] = fn, args, chunks
+    work = np.empty(0, np.float32)
+    seq = seq_box[0] + 1
+    seq_box[0] = seq
+    launch(job, seq, ctrls[: threads - 1], counters, work, 0)
+    run_job(job, counters, seq, work)
+
+
 # ----------------------------------------------------------------------------------------------
 # a captured step's linear layers: the products and elementwise passes of one layer in one call
 # ----------------------------------------------------------------------------------------------
@@ -603,7 +626,7 @@ def product(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, 
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     if m * n * k < parallel_min:
         threads = 1
-    job = np.empty(JOB_FIELDS, np.int64)
+    job = np.zeros(JOB_FIELDS, np.int64)  # (FN 0: a product)
     need = plan(a, b, c, threads, chunks_per_thread, job)
     if need < 0 or need * threads > work.size:
         return False

@@ -14,11 +14,11 @@ Every override performs the reference's operations in the reference's order, ele
 its results equal the reference's bit for bit (float32 and float64, any number of threads).
 
 Numba kernels (``gpunn.backend.numba_cpu``) run the optimizer steps (SGD, Adam/AdamW, Adagrad, Adadelta,
-RMSprop: one fused loop each, split by ``parallel_chunks`` from ``_FLAT_PARALLEL_MIN`` elements
-on), pooling and the im2col/col2im and layout passes of conv2d in one compiled pass each. Numba is
-imported on the first call that can use a kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the
-kernels off, and where Numba is missing or fails to compile, a warning says so once and the NumPy code
-below runs instead.
+RMSprop: one fused loop each, split from ``_FLAT_PARALLEL_MIN`` elements on over the GEMM's spinning
+workers where the CPU has AVX-512 and the step is float32, else by ``parallel_chunks``), pooling and the
+im2col/col2im and layout passes of conv2d in one compiled pass each. Numba is imported on the first call
+that can use a kernel, never by ``import gpunn``; ``GPUNN_NUMBA=0`` turns the kernels off, and where
+Numba is missing or fails to compile, a warning says so once and the NumPy code below runs instead.
 
 Allocation: glibc's malloc hands large blocks (>= 128 KiB, adjusted upwards as they are freed) back to
 the OS when they are freed, so a training step that allocates its activations and temporaries fresh
@@ -243,7 +243,7 @@ def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list |
     try:
         if work < _FLAT_PARALLEL_MIN:
             out.append(kernel(0, n, *args))
-        else:
+        elif returns is not None or not _flat_on_workers(nk, name, n, args):
             parallel_chunks(lambda lo, hi: out.append(kernel(lo, hi, *args)), n)
     except Exception as exc:
         from numba.core.errors import NumbaError
@@ -252,6 +252,34 @@ def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list |
             raise
         _numba_failed(exc)
         return False
+    return True
+
+
+_FLAT_CHUNK = (
+    1 << 16
+)  # elements of a chunk of a flat step on the GEMM's workers (~35 us of Adam; a late worker takes fewer)
+
+
+def _flat_on_workers(nk, name: str, n: int, args: tuple) -> bool:
+    """numba_cpu.<name> over [0, n) split over the GEMM's spinning workers (numba_cpu's chunk functions);
+    False, having written nothing, where they cannot run it: no AVX-512 GEMM, one thread, a kernel with no
+    chunk function or arguments it does not take (not float32), or the workers busy with another thread's
+    job."""
+    threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
+    if threads < 2 or _load_gemm() is None:
+        return False
+    packed = nk.pack(name, n, _FLAT_CHUNK, args) if name in nk.CHUNK_KERNELS else None
+    if packed is None:
+        return False
+    fn = nk.chunk_function(name)
+    if not _gemm_lock.acquire(blocking=False):
+        return False
+    try:
+        chunks = -(-n // _FLAT_CHUNK)
+        call = (fn, packed[0].ctypes.data, chunks, threads, _gemm_ctrls, _gemm_counters, _gemm_seq)
+        _on_workers(threads, _gemm_module.run_chunks, *call)
+    finally:
+        _gemm_lock.release()
     return True
 
 
@@ -929,8 +957,15 @@ def _gemm_kernel(a, b, out):
         )
     ):
         return None
-    if not _gemm_wanted() or _gemm_module is False:
+    if not _gemm_wanted():
         return None
+    return _load_gemm()
+
+
+def _load_gemm():
+    """gpunn.backend.numba_gemm, imported on first call (with its workers' control arrays); None where the
+    CPU has no AVX-512 or the kernels are off or failed."""
+    global _gemm_module
     if _gemm_module is None:
         nk = numba_kernels()
         if nk is None:
@@ -1002,16 +1037,25 @@ def _gemm_call(kernel, bound: int, scratch, *args):
     caller: the workers it may use woken first (a call into Numba cannot wake a sleeping one), ``work``
     room for ``bound`` floats a thread."""
     threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
-    _ctrls, wakes = _gemm_worker_pool(threads - 1)
     work = scratch(threads * bound, np.float32, 20)
     call = (*args, threads, _GEMM_PARALLEL_MIN, _GEMM_CHUNKS_PER_THREAD, _gemm_ctrls, _gemm_counters, _gemm_seq, work)
+    return _on_workers(threads, kernel, *call)
+
+
+def _on_workers(threads: int, kernel, *call):
+    """kernel(*call), which splits a job over the caller and ``threads`` - 1 GEMM workers, with the GEMM
+    lock held by the caller: the sleeping workers among them woken first (a call into Numba cannot)."""
+    global _waker_cpu
+    ctrls, wakes = _gemm_worker_pool(threads - 1)
     try:
         if wakes:
-            asleep = _gemm_module.sleeping_workers(_ctrls)
+            asleep = _gemm_module.sleeping_workers(ctrls)
+            if asleep:
+                _waker_cpu = _current_cpu()
             for w in range(len(wakes)):
                 if asleep >> w & 1:
                     wakes[w].set()
-    except BaseException:  # (a KeyboardInterrupt while waking: the product still runs to its end first)
+    except BaseException:  # (a KeyboardInterrupt while waking: the job still runs to its end first)
         kernel(*call)
         raise
     return kernel(*call)
@@ -1020,6 +1064,40 @@ def _gemm_call(kernel, bound: int, scratch, *args):
 def product_bound(m: int, k: int, n: int) -> int:
     """An upper bound of the scratch numba_gemm.plan asks for an (m, k) @ (k, n) product, any way and chunk."""
     return m * n + k * (max(m, n) + 16) + 6 * k + 6 * 64
+
+
+_waker_cpu = -1  # the CPU of the thread that last woke a sleeping GEMM worker
+_sched_getcpu = None  # glibc's sched_getcpu; False where unavailable
+
+
+def _current_cpu() -> int:
+    """The CPU the calling thread runs on (glibc's sched_getcpu), -1 where unknown."""
+    global _sched_getcpu
+    if _sched_getcpu is None:
+        try:
+            _sched_getcpu = ctypes.CDLL(None).sched_getcpu
+            _sched_getcpu.argtypes, _sched_getcpu.restype = [], ctypes.c_int
+        except (OSError, AttributeError):
+            _sched_getcpu = False
+    return _sched_getcpu() if _sched_getcpu else -1
+
+
+def _leave_cpu(cpu: int) -> None:
+    """Move the calling thread (a GEMM worker just woken) off ``cpu``, the waking thread's, if it runs there.
+    Linux often wakes a thread on its waker's CPU, and then left a spinning worker there, sharing the CPU
+    with the caller while the other stayed idle: measured on this 2-core VM, Adam steps over 2M parameters
+    interleaved with PyTorch's, 20 ms apart, ran on one CPU in 2 of 7 rounds (0.95 ms a step instead of
+    0.6), and 20-40% of the wakes found the worker on the waker's CPU. Moved once, a spinning worker keeps
+    its CPU."""
+    if cpu < 0 or _current_cpu() != cpu:
+        return
+    try:
+        allowed = os.sched_getaffinity(0)
+        if cpu in allowed and len(allowed) > 1:
+            os.sched_setaffinity(0, allowed - {cpu})  # moves this thread now...
+            os.sched_setaffinity(0, allowed)  # ...and lets it run anywhere again
+    except (OSError, AttributeError):  # (no sched_setaffinity on this platform)
+        pass
 
 
 def _gemm_worker_pool(count: int) -> tuple:
@@ -1040,6 +1118,7 @@ def _gemm_worker_pool(count: int) -> tuple:
                 gemm.worker_spin(ctrl, counters, _GEMM_SPINS)
                 wake.wait()
                 wake.clear()
+                _leave_cpu(_waker_cpu)
 
         threading.Thread(target=serve, name="gpunn-gemm", daemon=True).start()
         _gemm_workers.append(wake)

@@ -314,3 +314,96 @@ def test_a_child_forked_while_the_blas_setting_was_held_runs_small_products():
                 os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _gemm_workers_or_skip():
+    if numpy_backend._load_gemm() is None:
+        pytest.skip("the GEMM's workers need an AVX-512 CPU and the Numba kernels")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adagrad", "adadelta", "rmsprop"])
+def test_large_float32_steps_run_on_the_gemm_workers(rng, monkeypatch, kernels, name):
+    """A float32 step from _FLAT_PARALLEL_MIN elements on is one job of the GEMM's workers (its chunk
+    function), whose result equals the reference bit for bit (the option sweeps above cover the flags)."""
+    if kernels != "numba":
+        pytest.skip("the workers run Numba kernels")
+    _gemm_workers_or_skip()
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    n = 3 * numpy_backend._FLAT_CHUNK + 1234  # a short last chunk
+    monkeypatch.setattr(numpy_backend, "_FLAT_PARALLEL_MIN", n)
+    opts = {"sgd": dict(lr=0.03, momentum=0.9, weight_decay=0.01), "adam": dict(step=3, lr=1e-3, amsgrad=True)}
+    opts = opts.get(name, dict(step=2) if name == "adagrad" else dict(weight_decay=0.1))
+    n_state = {"sgd": 1, "adam": 3, "adagrad": 1, "adadelta": 2, "rmsprop": 1}[name]
+    p, g = _bufs(rng, n, np.float32, 2)
+    state = [np.abs(a) + np.float32(0.01) for a in _bufs(rng, n, np.float32, n_state)]
+    ours, ref = [p.copy(), g.copy(), *(s.copy() for s in state)], [p, g, *state]
+    jobs = []
+    real = numpy_backend._on_workers
+    monkeypatch.setattr(numpy_backend, "_on_workers", lambda *a: jobs.append(a[1]) or real(*a))
+    getattr(NumpyBackend(), name + "_step")(*ours, **opts)
+    getattr(reference, name + "_step")(np, *ref, **opts)
+    assert jobs and jobs[0].__name__ == "run_chunks"
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_step_finds_the_gemm_workers_busy_or_not_float32_and_splits_it_itself(rng, monkeypatch, kernels, dtype):
+    """Workers held by another thread's product, or float64 buffers: the step is split by parallel_chunks."""
+    if kernels != "numba":
+        pytest.skip("the workers run Numba kernels")
+    _gemm_workers_or_skip()
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    n = (1 << 19) + 5
+    p, g, m, v = _bufs(rng, n, dtype, 4)
+    v = np.abs(v)
+    ours, ref = [a.copy() for a in (p, g, m, v)], [p, g, m, v]
+    split = []
+    real = numpy_backend.parallel_chunks
+    monkeypatch.setattr(numpy_backend, "parallel_chunks", lambda fn, k: split.append(k) or real(fn, k))
+    with numpy_backend._gemm_lock:  # (as while another thread's product runs on the workers)
+        NumpyBackend().adam_step(*ours, step=1, lr=1e-3)
+    reference.adam_step(np, *ref, step=1, lr=1e-3)
+    assert split == [n]
+    for a, b in zip(ours, ref):
+        assert np.array_equal(a, b)
+
+
+def test_pack_takes_only_what_the_chunk_functions_read():
+    nk = numpy_backend._numba()
+    if nk is None:
+        pytest.skip("no Numba")
+    a = np.ones(10, np.float32)
+    f = np.float32
+    good = (a, a, a, f(0.1), f(0.9), f(0.0), True, False, np.bool_(False), False)
+    packed, scalars = nk.pack("sgd_step", 10, 4, good)
+    assert packed[:2].tolist() == [10, 4] and packed[2] == scalars.ctypes.data
+    assert packed[3:].tolist() == [a.ctypes.data] * 3 + [1, 0, 0, 0]
+    assert scalars[:3].tolist() == [f(0.1), f(0.9), 0.0]
+    assert nk.pack("sgd_step", 10, 4, good[:-1]) is None  # a flag short
+    assert nk.pack("sgd_step", 10, 4, (a.astype(np.float64),) + good[1:]) is None
+    assert nk.pack("sgd_step", 10, 4, (a[::2],) + good[1:]) is None  # not contiguous
+    assert nk.pack("sgd_step", 11, 4, good) is None  # shorter than n
+    assert nk.pack("sgd_step", 10, 4, good[:3] + (0.1,) + good[4:]) is None  # a Python float: not float32
+
+
+def test_a_woken_worker_leaves_its_wakers_cpu():
+    """_leave_cpu moves the calling thread off the given CPU when it runs there, and keeps its affinity."""
+    import os
+    import threading
+
+    if numpy_backend._current_cpu() < 0 or not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs sched_getcpu, sched_setaffinity and two CPUs")
+    seen = {}
+
+    def worker():
+        allowed = os.sched_getaffinity(0)
+        here = numpy_backend._current_cpu()
+        numpy_backend._leave_cpu(here)
+        seen.update(moved=numpy_backend._current_cpu() != here, same_mask=os.sched_getaffinity(0) == allowed)
+        numpy_backend._leave_cpu(-1)  # (unknown: nothing happens)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"moved": True, "same_mask": True}
