@@ -106,7 +106,10 @@ def _category(dtype) -> int:
 def _coerce(a, b):
     """PyTorch's promotion for two arrays: integer/bool with float takes the float's dtype, and a 0-dim
     operand beside a dimensioned one of the same or a higher category takes the dimensioned one's dtype
-    (float32 tensor + float64 0-dim tensor -> float32; int32 tensor + int64 0-dim -> int32)."""
+    (float32 tensor + float64 0-dim tensor -> float32; int32 tensor + int64 0-dim -> int32). Shapes that do
+    not broadcast raise PyTorch's RuntimeError."""
+    if a.shape != b.shape:
+        check_broadcast(a.shape, b.shape)
     if (a.ndim == 0) != (b.ndim == 0) and a.dtype != b.dtype:
         z, d = (a, b) if a.ndim == 0 else (b, a)
         if _category(z.dtype) <= _category(d.dtype):
@@ -120,6 +123,20 @@ def _coerce(a, b):
     elif fb and not fa:
         a = a.astype(b.dtype)
     return a, b
+
+
+def check_broadcast(sa: tuple, sb: tuple) -> None:
+    """Raise PyTorch's RuntimeError when shapes ``sa`` and ``sb`` do not broadcast (the last such dimension
+    named, counted in the broadcast shape, as PyTorch does)."""
+    nd = max(len(sa), len(sb))
+    for i in range(nd - 1, -1, -1):
+        off = nd - 1 - i
+        x = sa[len(sa) - 1 - off] if off < len(sa) else 1
+        y = sb[len(sb) - 1 - off] if off < len(sb) else 1
+        if x != y and x != 1 and y != 1:
+            raise RuntimeError(
+                f"The size of tensor a ({x}) must match the size of tensor b ({y}) at non-singleton dimension {i}"
+            )
 
 
 def _infer_dtype(data):

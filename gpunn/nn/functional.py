@@ -8,11 +8,12 @@ output and what backward needs); see ``gpunn.backend.reference`` for their math.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
 from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
-from gpunn.dtypes import _is_float
+from gpunn.dtypes import _is_float, check_broadcast
 from gpunn.grad_mode import is_grad_enabled
 from gpunn.ops.pointwise import (  # noqa: F401
     _implicit_dim,
@@ -95,6 +96,24 @@ def _check_reduction(reduction: str, fname: str, allowed=REDUCTIONS) -> None:
 def _same_shape(input: Tensor, target: Tensor, fname: str) -> None:  # noqa: A002
     if input.shape != target.shape:
         raise ValueError(f"{fname}(): target shape {target.shape} must match input shape {input.shape}")
+
+
+def _broadcast_target(input: Tensor, target: Tensor, warn: bool = True) -> None:  # noqa: A002
+    """PyTorch's pointwise regression losses broadcast a target of another shape against the input -- with
+    its warning (mse, l1, smooth L1, Huber; kl_div silently) -- so a (N, 1) prediction against a (N,)
+    target averages an (N, N) grid of differences. The same here, warning alike; shapes that do not
+    broadcast raise PyTorch's RuntimeError."""
+    if input.shape == target.shape:
+        return
+    if warn:
+        warnings.warn(
+            f"Using a target size ({list(target.shape)}) that is different to the input size "
+            f"({list(input.shape)}). This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            UserWarning,
+            stacklevel=3,
+        )
+    check_broadcast(input.shape, target.shape)
 
 
 def _target_like(input: Tensor, target, fname: str) -> Tensor:  # noqa: A002
@@ -700,7 +719,7 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
     _check_reduction(reduction, "mse_loss")
     _float_tensor(input, "mse_loss")
     target = _target_like(input, target, "mse_loss")
-    _same_shape(input, target, "mse_loss")
+    _broadcast_target(input, target)
     diff = input - target
     return _reduce(diff * diff, reduction)
 
@@ -710,7 +729,7 @@ def l1_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
     _check_reduction(reduction, "l1_loss")
     _float_tensor(input, "l1_loss")
     target = _target_like(input, target, "l1_loss")
-    _same_shape(input, target, "l1_loss")
+    _broadcast_target(input, target)
     return _reduce((input - target).abs(), reduction)
 
 
@@ -834,7 +853,14 @@ def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> 
     _check_reduction(reduction, "kl_div", REDUCTIONS + ("batchmean",))
     _float_tensor(input, "kl_div")
     target = _target_like(input, target, "kl_div")
-    _same_shape(input, target, "kl_div")
+    _broadcast_target(input, target, warn=False)
+    if reduction == "mean":
+        warnings.warn(
+            "kl_div(): reduction='mean' divides the sum by the number of elements; reduction='batchmean' divides "
+            "it by the batch size, which is the KL divergence (PyTorch warns alike)",
+            UserWarning,
+            stacklevel=2,
+        )
     if log_target:
         pointwise = target.exp() * (target - input)
     else:
@@ -1155,7 +1181,7 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) ->
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     target = _target_like(input, target, "smooth_l1_loss")
-    _same_shape(input, target, "smooth_l1_loss")
+    _broadcast_target(input, target)
     d = input - target
     if beta == 0:
         return _reduce(d.abs(), reduction)
@@ -1170,7 +1196,7 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Te
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     target = _target_like(input, target, "huber_loss")
-    _same_shape(input, target, "huber_loss")
+    _broadcast_target(input, target)
     d = input - target
     ad = d.abs()
     return _reduce(where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta), reduction)

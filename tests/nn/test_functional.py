@@ -362,8 +362,11 @@ def test_shape_and_argument_errors(rng):
         F.linear(x, gpunn.tensor(rng.standard_normal((3, 5))), gpunn.tensor(rng.standard_normal(4)))
     with pytest.raises(ValueError, match="activation must be one of"):
         F.linear(x, gpunn.tensor(rng.standard_normal((3, 5))), activation="gelu")
-    with pytest.raises(ValueError, match="target shape"):
-        F.mse_loss(x, gpunn.tensor(rng.standard_normal((4, 4))))
+    with pytest.warns(UserWarning, match="different to the input size"):
+        with pytest.raises(
+            RuntimeError, match=r"tensor a \(5\) must match the size of tensor b \(4\) at non-singleton"
+        ):
+            F.mse_loss(x, gpunn.tensor(rng.standard_normal((4, 4))))
     with pytest.raises(ValueError, match="probabilities in"):
         F.binary_cross_entropy(x, gpunn.tensor(rng.random((4, 5))))
     with pytest.raises(ValueError, match="p \\(drop probability\\) must be in"):
@@ -425,3 +428,47 @@ def test_cross_entropy_ignored_rows_with_non_finite_logits_match_torch(dtype, ba
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(gl.detach().numpy(), tl.detach().numpy(), rtol=tol)
     np.testing.assert_allclose(gx.grad.numpy(), tx.grad.numpy(), rtol=tol, atol=tol)  # NaN where torch's is
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"])
+@pytest.mark.parametrize("shapes", [((9, 1), (9,)), ((7,), ()), ((4, 1, 3), (2, 1)), ((3, 5), (3, 5))])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_pointwise_losses_broadcast_a_target_of_another_shape_as_pytorch(rng, name, shapes, reduction):
+    """A (N, 1) prediction against a (N,) target: PyTorch broadcasts (an (N, N) grid of differences) and
+    warns (kl_div silently); values, gradients of both arguments and the warning as PyTorch's."""
+    import warnings
+
+    a = rng.standard_normal(shapes[0]).astype(np.float32)
+    b = (rng.random(shapes[1]) + 0.1).astype(np.float32)  # (kl_div: a probability target)
+    ga, gb = gpunn.tensor(a, requires_grad=True), gpunn.tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        got = getattr(F, name)(ga, gb, reduction=reduction)
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        want = getattr(torch.nn.functional, name)(ta, tb, reduction=reduction)
+    assert [type(w.message) for w in ours] == [type(w.message) for w in theirs]
+    assert any("different to the input size" in str(w.message) for w in ours) == (
+        name != "kl_div" and shapes[0] != shapes[1]
+    )
+    assert got.shape == tuple(want.shape)
+    assert_close(got.detach().numpy(), want.detach().numpy())
+    (got * got).sum().backward()
+    (want * want).sum().backward()
+    assert_close(ga.grad.numpy(), ta.grad.numpy())
+    assert_close(gb.grad.numpy(), tb.grad.numpy())
+
+
+def test_arithmetic_on_shapes_that_do_not_broadcast_raises_pytorchs_error():
+    cases = [
+        ((2, 3), (4, 5), r"\(3\) must match the size of tensor b \(5\) at non-singleton dimension 1"),
+        ((2, 3), (4,), r"\(3\) must match the size of tensor b \(4\) at non-singleton dimension 1"),
+        ((2, 1, 3), (5, 3, 3), r"\(2\) must match the size of tensor b \(5\) at non-singleton dimension 0"),
+    ]
+    for sa, sb, msg in cases:
+        for op in (lambda x, y: x + y, lambda x, y: x * y, lambda x, y: x - y, lambda x, y: x / y):
+            with pytest.raises(RuntimeError, match=msg):
+                op(gpunn.ones(sa), gpunn.ones(sb))
+            with pytest.raises(RuntimeError, match=msg):
+                op(torch.ones(sa), torch.ones(sb))
