@@ -346,10 +346,23 @@ def mnist_cnn_step(rounds: int, batch: int = 64, optimizer: str = "adam") -> dic
 
 
 _COLD_SCRIPT = """
-import time, sys
+import time, sys, os
 t0, c0 = time.perf_counter(), time.process_time()
 import gpunn
 t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
+if os.environ.get("GPUNN_BENCH_COMPILE_PROFILE"):  # (a separate run: importing numba here moves its cost)
+    from numba.core import event
+    compiles, open_ = {}, []
+    class Compiles(event.Listener):  # the seconds of each outermost compile (or cache load)
+        def on_start(self, e):
+            open_.append(time.perf_counter())
+        def on_end(self, e):
+            t = time.perf_counter() - open_.pop()
+            if not open_:
+                fn = e.data["dispatcher"].py_func
+                name = fn.__module__.rsplit(".", 1)[-1] + "." + fn.__qualname__
+                compiles[name] = compiles.get(name, 0.0) + t
+    event.register("numba:compile", Compiles())
 from gpunn import nn, optim
 from gpunn.cli import build_model
 import numpy as np
@@ -369,6 +382,9 @@ for _ in range(10):
     ts.append(time.perf_counter() - t0); cs.append(time.process_time() - c0)
 ts.sort(); cs.sort()
 print(t_import, t_first, ts[len(ts) // 2], c_import, c_first, cs[len(cs) // 2])
+if os.environ.get("GPUNN_BENCH_COMPILE_PROFILE"):
+    import json
+    print(json.dumps(dict(sorted(compiles.items(), key=lambda kv: -kv[1]))))
 """
 
 
@@ -376,21 +392,23 @@ def cold_start(rounds: int) -> dict:
     """import gpunn, first and steady CNN steps in fresh processes: Numba's cache empty, then warm."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), GPUNN_BACKEND="numpy")
 
-    def run(extra):
+    def run(extra, profile=False):
         out = subprocess.run(
             [sys.executable, "-c", _COLD_SCRIPT],
-            env={**env, **extra},
+            env={**env, **extra, **({"GPUNN_BENCH_COMPILE_PROFILE": "1"} if profile else {})},
             capture_output=True,
             text=True,
             check=True,
             timeout=600,
-        ).stdout.split()
-        return [float(v) for v in out]
+        ).stdout.splitlines()
+        return json.loads(out[1]) if profile else [float(v) for v in out[0].split()]
 
     result = {"work": "cold_start"}
     with tempfile.TemporaryDirectory() as cache:
         cold = run({"NUMBA_CACHE_DIR": cache})
         warm = [run({"NUMBA_CACHE_DIR": cache}) for _ in range(rounds)]
+    with tempfile.TemporaryDirectory() as cache:  # where the cold first step's time goes
+        profile = run({"NUMBA_CACHE_DIR": cache}, profile=True)
     nonumba = [run({"GPUNN_NUMBA": "0"}) for _ in range(rounds)]
     imports = [w[0] for w in warm + nonumba]
     result["import_gpunn_s"] = {"median_s": statistics.median(imports), "min_s": min(imports), "max_s": max(imports)}
@@ -415,6 +433,9 @@ def cold_start(rounds: int) -> dict:
     result["cpu_steady_step_s"] = {
         "numba": statistics.median(w[5] for w in warm),
         "numba_off": statistics.median(w[5] for w in nonumba),
+    }
+    result["cold_compile_s_by_kernel (a separate cold run; each outermost compile, callees included)"] = {
+        k: round(v, 3) for k, v in profile.items()
     }
     return result
 
