@@ -23,7 +23,7 @@ class Dropout(Module):
         self.inplace = inplace
 
     def forward(self, input):  # noqa: A002
-        return F.dropout(input, self.p, self.training)
+        return F.dropout(input, self.p, self.training, self.inplace)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
@@ -37,4 +37,4 @@ class Dropout2d(Dropout):
     """
 
     def forward(self, input):  # noqa: A002
-        return F.dropout2d(input, self.p, self.training)
+        return F.dropout2d(input, self.p, self.training, self.inplace)

@@ -249,6 +249,8 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
         raise ValueError(f"dropout(): p (drop probability) must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
+    if inplace:
+        return input._inplace("dropout_", lambda t: dropout(t, p, training))
     be = input._backend
     if p == 1.0:
         zeros = be.xp.zeros(input.shape, dtype=input.dtype)
@@ -962,17 +964,35 @@ def batch_norm(
 
 
 def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:  # noqa: A002
-    """Zero whole channels with probability ``p`` and scale the rest by 1/(1-p): x (N, C, H, W) times a
-    mask (N, C, 1, 1); a 3-D input is one unbatched (C, H, W) sample, as in PyTorch. Identity in eval."""
+    """Zero whole channels with probability ``p`` and scale the rest by 1/(1-p), as PyTorch's feature dropout:
+    one draw per (sample, channel) of the first two dims, x (N, C, H, W) times a mask (N, C, 1, 1). Like
+    PyTorch, a 3-D input is (N, C, L) (a warning says so: not an unbatched (C, H, W) sample), and another
+    number of dims warns and is dropped by its first two dims too. Identity in eval."""
     x_t = _float_tensor(input, "dropout2d")
     if isinstance(p, bool) or not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout2d(): p (drop probability) must be in [0, 1], got {p}")
     if x_t.ndim not in (3, 4):
-        raise ValueError(f"dropout2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape {x_t.shape}")
+        warnings.warn(
+            f"dropout2d(): a {x_t.ndim}-D input; dropout2d drops channels of (N, C, H, W) or (N, C, L) inputs, "
+            "and PyTorch deprecates other shapes (use dropout for elementwise dropout)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if x_t.ndim < 2:
+        raise RuntimeError("dropout2d(): feature dropout needs an input of at least 2 dimensions")
+    if x_t.ndim == 3:
+        warnings.warn(
+            "dropout2d(): a 3-D input is taken as (N, C, L), one draw per sample and channel, as PyTorch "
+            "does; for an unbatched (C, H, W) image, unsqueeze(0) first",
+            UserWarning,
+            stacklevel=2,
+        )
     if not training or p == 0.0:
         return x_t
+    if inplace:
+        return x_t._inplace("dropout2d_", lambda t: dropout2d(t, p, training))
     be = x_t._backend
-    mshape = x_t.shape[:-2] + (1, 1)
+    mshape = x_t.shape[:2] + (1,) * (x_t.ndim - 2)
     if p == 1.0:
         mask = be.xp.zeros(mshape, dtype=x_t.dtype)
     else:

@@ -161,12 +161,47 @@ def test_dropout2d_zeroes_whole_channels(rng):
     np.testing.assert_allclose(x.grad.numpy().reshape(8, 16, -1)[kept], 2.0)
     m.eval()
     assert m(x) is x
-    unbatched = nn.Dropout2d(0.5)(gpunn.tensor(randn(rng, 16, 3, 3) + 10)).numpy().reshape(16, -1)
-    assert np.all(np.all(unbatched == 0, axis=1) | np.all(unbatched != 0, axis=1))
-    with pytest.raises(ValueError, match="3-D .* or 4-D"):
-        F.dropout2d(gpunn.tensor(randn(rng, 4, 5)))
     with pytest.raises(ValueError, match="between 0 and 1"):
         nn.Dropout2d(1.5)
+
+
+def _draw_granularity(y: np.ndarray) -> tuple:
+    """The dims along which a dropout output of an all-ones input is constant (the mask's broadcast dims)."""
+    return tuple(d for d in range(y.ndim) if np.all(y == np.take(y, [0], axis=d)))
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (6, 20, 9), (4, 12, 3, 5), (3, 10, 2, 3, 2)])
+def test_dropout2d_draws_per_sample_and_channel_of_any_input_as_pytorch(shape):
+    """PyTorch's feature dropout: one draw per entry of the first two dims, whatever the number of dims (a 3-D
+    input is (N, C, L), not an unbatched image), with its warnings for 3-D and for other than 3-D or 4-D."""
+    import warnings
+
+    got, want = [], []
+    for lib, out in ((gpunn, got), (torch, want)):
+        lib.manual_seed(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = lib.nn.functional.dropout2d(lib.ones(shape), 0.5)
+        out += [_draw_granularity(y.numpy()), len(caught)]
+    assert got == want and got[0] == tuple(range(2, len(shape)))
+    for lib in (gpunn, torch):
+        with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="at least 2 dim"):
+            lib.nn.functional.dropout2d(lib.ones(7), 0.5)
+
+
+@pytest.mark.parametrize("fn", ["dropout", "dropout2d"])
+def test_dropout_inplace_writes_its_input_as_pytorch(fn):
+    x = gpunn.ones(4, 6, 3, 3) * 1.0
+    y = getattr(F, fn)(x, 0.5, True, inplace=True)
+    assert y is x and (x.numpy() == 0).any() and set(np.unique(x.numpy())) <= {0.0, 2.0}
+    m = (nn.Dropout if fn == "dropout" else nn.Dropout2d)(0.5, inplace=True)
+    x = gpunn.ones(4, 6, 3, 3) * 1.0
+    assert m(x) is x and (x.numpy() == 0).any()
+    w = gpunn.ones(4, 6, 3, 3, requires_grad=True)
+    h = w * 3.0
+    out = getattr(F, fn)(h, 0.5, True, inplace=True)
+    out.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), np.where(h.detach().numpy() == 0, 0.0, 6.0))
 
 
 def test_activation_modules_and_bad_arguments(rng):
