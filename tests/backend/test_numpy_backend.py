@@ -385,6 +385,34 @@ def test_pack_takes_only_what_the_chunk_functions_read():
     assert nk.pack("sgd_step", 10, 4, (a[::2],) + good[1:]) is None  # not contiguous
     assert nk.pack("sgd_step", 11, 4, good) is None  # shorter than n
     assert nk.pack("sgd_step", 10, 4, good[:3] + (0.1,) + good[4:]) is None  # a Python float: not float32
+    ro = a.copy()
+    ro.flags.writeable = False
+    assert nk.pack("sgd_step", 10, 4, (ro,) + good[1:]) is None  # written: the param...
+    assert nk.pack("sgd_step", 10, 4, good[:2] + (ro,) + good[3:]) is None  # ...and the momentum buffer
+    assert nk.pack("sgd_step", 10, 4, good[:1] + (ro,) + good[2:]) is not None  # the gradient: only read
+    unaligned = np.frombuffer(bytearray(44), np.float32, 10, offset=2)
+    assert nk.pack("sgd_step", 10, 4, (unaligned,) + good[1:]) is None
+
+
+def test_a_large_step_on_read_only_memory_is_refused_not_written(rng, monkeypatch, kernels):
+    """A read-only parameter (here over an immutable bytes object) is not handed to the workers, whose chunk
+    function would write it regardless (on a read-only file mapping: a segfault); a read-only gradient is."""
+    if kernels != "numba":
+        pytest.skip("the workers run Numba kernels")
+    _gemm_workers_or_skip()
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    n = (1 << 19) + 5
+    raw = rng.standard_normal(n).astype(np.float32).tobytes()
+    frozen = np.frombuffer(raw, np.float32)
+    g, m = _bufs(rng, n, np.float32, 2)
+    args = (np.float32(0.1), np.float32(0.9), np.float32(0), True, False, False, False)
+    nk = numpy_backend._numba()
+    assert not numpy_backend._flat_on_workers(nk, "sgd_step", n, (frozen, g, m.copy(), *args))
+    assert frozen.tobytes() == raw
+    p, ref = frozen.copy(), [frozen.copy(), frozen.copy(), m.copy()]
+    assert numpy_backend._flat_on_workers(nk, "sgd_step", n, (p, frozen, m, *args))
+    reference.sgd_step(np, *ref, lr=0.1, momentum=0.9)
+    assert np.array_equal(p, ref[0]) and np.array_equal(m, ref[2])
 
 
 def test_a_woken_worker_leaves_its_wakers_cpu():
