@@ -1,6 +1,8 @@
 """float32 matrix products for the numpy backend on AVX-512 CPUs: a register-tiled kernel written in LLVM IR.
 
-Imported by ``gpunn.backend.numba_cpu`` (so on first use of a kernel, never by ``import gpunn``). NumPy's
+Imported by ``NumpyBackend`` (``numpy_backend._load_gemm``: on the first product or large float32 optimizer
+step that can use it, never by ``import gpunn``); it imports ``gpunn.backend.numba_cpu``, whose chunk
+functions its workers also run (``run_chunks``). NumPy's
 BLAS (OpenBLAS) picks its kernels by the CPU it finds or by ``OPENBLAS_CORETYPE``; where it runs its AVX2
 kernels on an AVX-512 CPU (this project's machines set ``OPENBLAS_CORETYPE=Haswell``), a GEMM runs at about
 half the speed the CPU has. gpunn's own GEMM runs at the CPU's AVX-512 speed whatever OpenBLAS chose; it is
@@ -526,8 +528,8 @@ def _run_chunks(t, counters, seq, work):
 
 
 # The entry points: product (below; one signature, compiled or loaded from the cache when this module is
-# imported, with plan, launch, run_job and run_alone inside it) and worker_spin (compiled or loaded on a
-# worker's first call).
+# imported, with plan, launch, run_job and run_alone inside it), worker_spin (compiled or loaded on a
+# worker's first call) and run_chunks (on the first large float32 optimizer step).
 @njit(**_KERNEL)
 def worker_spin(ctrl, counters, spins):
     _atomic_store(ctrl, STATE, 0)

@@ -230,8 +230,9 @@ _FLAT_PARALLEL_MIN = 1 << 19  # elements; a flat optimizer kernel below this run
 
 
 def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list | None = None) -> bool:
-    """numba_cpu.<name>(lo, hi, *args) over [0, n), split by parallel_chunks when ``work`` (elements,
-    default n) is large, each part's result appended to ``returns``; False when the kernels are off or this
+    """numba_cpu.<name>(lo, hi, *args) over [0, n), split when ``work`` (elements, default n) is large: over
+    the GEMM's workers where _flat_on_workers takes it (never with ``returns``), else by parallel_chunks, each
+    part's result appended to ``returns``; False when the kernels are off or this
     one fails to compile (the caller then runs its NumPy code: compilation precedes execution, so nothing
     was written)."""
     nk = _numba() if args[0].dtype in (np.float32, np.float64) else None  # the dtypes they compile for
