@@ -1078,7 +1078,7 @@ def _current_cpu() -> int:
         try:
             _sched_getcpu = ctypes.CDLL(None).sched_getcpu
             _sched_getcpu.argtypes, _sched_getcpu.restype = [], ctypes.c_int
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # (no such function; Windows: CDLL(None) is a TypeError)
             _sched_getcpu = False
     return _sched_getcpu() if _sched_getcpu else -1
 

@@ -435,3 +435,17 @@ def test_a_woken_worker_leaves_its_wakers_cpu():
     t.start()
     t.join()
     assert seen == {"moved": True, "same_mask": True}
+
+
+def test_the_current_cpu_is_unknown_where_the_c_library_cannot_be_opened_by_none(monkeypatch):
+    """On Windows ctypes.CDLL(None) raises TypeError: _current_cpu (called on every wake of a sleeping GEMM
+    worker) says -1 instead of raising out of the product or optimizer step."""
+    import ctypes
+
+    def no_process_handle(name, *args, **kwargs):
+        raise TypeError("argument of type 'NoneType' is not iterable")
+
+    monkeypatch.setattr(numpy_backend, "_sched_getcpu", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_process_handle)
+    assert numpy_backend._current_cpu() == -1
+    numpy_backend._leave_cpu(0)  # (nothing to do: its own CPU is unknown)
