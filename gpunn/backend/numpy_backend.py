@@ -61,7 +61,9 @@ def _forget_pool() -> None:
     global _pool, _pool_workers, _pool_lock, _gemm_lock, _blas_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
     _gemm_lock, _blas_lock = threading.Lock(), threading.Lock()  # (another thread may have held one at the fork)
-    _gemm_workers.clear()  # (the counters are reused: no job is in flight in the child)
+    _gemm_workers.clear()
+    if _gemm_counters is not None:  # another thread's job may have been in flight: its unclaimed chunks,
+        _gemm_counters[:] = 0  # numbered >= 1, must not be claimed by the child's new workers (NEXT's number 0)
 
 
 if hasattr(os, "register_at_fork"):

@@ -449,3 +449,51 @@ def test_the_current_cpu_is_unknown_where_the_c_library_cannot_be_opened_by_none
     monkeypatch.setattr(ctypes, "CDLL", no_process_handle)
     assert numpy_backend._current_cpu() == -1
     numpy_backend._leave_cpu(0)  # (nothing to do: its own CPU is unknown)
+
+
+def test_a_job_in_flight_at_a_fork_is_not_run_by_the_childs_workers(monkeypatch, kernels):
+    """A child forked while another thread's job was posted (its chunks not all claimed) inherits the shared
+    counters and the workers' rows of that job; the child's new worker, started on its row, must not claim
+    the dead job's chunks (it wrote the child's copy of the arrays, and its late FINISHED count could end the
+    child's next job before a chunk of it was written)."""
+    import os
+    import signal
+    import time
+
+    if kernels != "numba":
+        pytest.skip("the workers run Numba kernels")
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    _gemm_workers_or_skip()
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    nk, gemm = numpy_backend._numba(), numpy_backend._gemm_module
+    n = 2 * numpy_backend._FLAT_CHUNK
+    p, g = np.ones(n, np.float32), np.ones(n, np.float32)
+    f = np.float32
+    step = (f(1), f(0), f(0), False, False, False, False)  # p -= 1 * g
+    packed = nk.pack("sgd_step", n, numpy_backend._FLAT_CHUNK, (p, g, p, *step))
+    fn = nk.chunk_function("sgd_step")
+    job = np.zeros(gemm.JOB_FIELDS, np.int64)
+    job[gemm.FN], job[gemm.ARGS], job[gemm.CHUNKS] = fn, packed[0].ctypes.data, 2
+    assert numpy_backend._flat_on_workers(nk, "sgd_step", n, (p.copy(), g, p.copy(), *step))
+    time.sleep(0.05)  # (the parent's worker settled: no thread of it mid-import at the fork)
+    with numpy_backend._gemm_lock:  # (no job of this process's own runs meanwhile)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)
+                # the memory as a fork left it while another thread's job was posted: its number, the counters
+                # and the worker's row (posted here in the child: the parent's live worker must not see it)
+                seq = int(numpy_backend._gemm_seq[0]) + 1
+                numpy_backend._gemm_seq[0] = seq
+                gemm.launch(job, seq, numpy_backend._gemm_ctrls[:1], numpy_backend._gemm_counters, np.empty(0, f), 0)
+                numpy_backend._forget_pool()  # (what the fork ran)
+                with numpy_backend._gemm_lock:
+                    numpy_backend._gemm_worker_pool(1)  # the child's worker, on row 0
+                time.sleep(0.3)  # (it spins, then sleeps)
+                code = 0 if (p == 1).all() else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
