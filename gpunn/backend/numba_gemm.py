@@ -439,8 +439,9 @@ def _chunk(t, i, work):
 # claimed and not finished -- a worker that is asleep, or descheduled by another process, just takes none.
 # A worker runs worker_spin (no GIL): it waits for SEQ to change, runs chunks of the job copied into its
 # control array, and after ``spins`` idle rounds sets STATE = 1 and returns to Python to sleep on an Event
-# (the poster sets it when it sees STATE = 1). SEQ and STATE are sequentially consistent atomics, so a job
-# posted while the worker goes to sleep is either seen by its last check or finds STATE = 1 and wakes it.
+# (set by NumpyBackend, which reads STATE before it posts a job: a call into Numba cannot set one). SEQ and
+# STATE are sequentially consistent atomics, so a job posted while the worker goes to sleep is seen by its
+# last check, or the worker sleeps through it (its chunks run on the other threads) until the next wake.
 # Idle rounds pause, and yield the core every 64th round (a busy machine's other threads run meanwhile).
 SEQ, STATE, JOB = 0, 8, 16  # a worker's control array (each field on its own cache line)
 CONTROL_SIZE = JOB + JOB_FIELDS
@@ -557,7 +558,8 @@ def worker_spin(ctrl, counters, spins):
 def launch(job, seq, ctrls, counters, work, need):
     """Post job number ``seq`` to the workers (one row of ``ctrls`` each; worker w's scratch is
     work[(w + 1) need:], the caller's work[:need]); return the bit mask of the workers that were asleep
-    (their Events must be set)."""
+    (unused: NumpyBackend wakes the sleeping workers before it posts a job; one that fell asleep since
+    sleeps through this job)."""
     _atomic_store(counters, FINISHED, 0)
     _atomic_store(counters, NEXT, seq << 32)
     asleep = 0
