@@ -341,12 +341,23 @@ def chunk_function(name: str) -> int:
 def pack(name: str, n: int, chunk: int, kernel_args: tuple):
     """(args, scalars): the int64 args array of ``name``'s chunk function over n elements in chunks of
     ``chunk``, and the float32 scalars it points at (keep both alive while the job runs); None when the
-    arguments are not float32 contiguous arrays, float32 scalars and bools in the kernel's order."""
+    arguments are not float32 contiguous arrays, float32 scalars and bools in the kernel's order, or an
+    array the kernel writes (every one but the second, the gradient) is read-only: a chunk function sees
+    addresses only and would write it (into an immutable bytes object, or a crash on a read-only mapping),
+    where the kernel's own dispatch refuses it."""
     _, arrays, scalars, flags = _CHUNK_BODIES[name]
     if len(kernel_args) != arrays + scalars + flags:
         return None
     a, s, f = kernel_args[:arrays], kernel_args[arrays : arrays + scalars], kernel_args[arrays + scalars :]
-    if not all(type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.size >= n for x in a):
+    if not all(
+        type(x) is np.ndarray
+        and x.dtype == np.float32
+        and x.flags.c_contiguous
+        and x.flags.aligned
+        and x.size >= n
+        and (x.flags.writeable or k == 1)
+        for k, x in enumerate(a)
+    ):
         return None
     if not all(type(x) is np.float32 for x in s) or not all(isinstance(x, (bool, np.bool_)) for x in f):
         return None

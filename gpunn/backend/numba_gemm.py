@@ -1,6 +1,8 @@
 """float32 matrix products for the numpy backend on AVX-512 CPUs: a register-tiled kernel written in LLVM IR.
 
-Imported by ``gpunn.backend.numba_cpu`` (so on first use of a kernel, never by ``import gpunn``). NumPy's
+Imported by ``NumpyBackend`` (``numpy_backend._load_gemm``: on the first product or large float32 optimizer
+step that can use it, never by ``import gpunn``); it imports ``gpunn.backend.numba_cpu``, whose chunk
+functions its workers also run (``run_chunks``). NumPy's
 BLAS (OpenBLAS) picks its kernels by the CPU it finds or by ``OPENBLAS_CORETYPE``; where it runs its AVX2
 kernels on an AVX-512 CPU (this project's machines set ``OPENBLAS_CORETYPE=Haswell``), a GEMM runs at about
 half the speed the CPU has. gpunn's own GEMM runs at the CPU's AVX-512 speed whatever OpenBLAS chose; it is
@@ -437,8 +439,9 @@ def _chunk(t, i, work):
 # claimed and not finished -- a worker that is asleep, or descheduled by another process, just takes none.
 # A worker runs worker_spin (no GIL): it waits for SEQ to change, runs chunks of the job copied into its
 # control array, and after ``spins`` idle rounds sets STATE = 1 and returns to Python to sleep on an Event
-# (the poster sets it when it sees STATE = 1). SEQ and STATE are sequentially consistent atomics, so a job
-# posted while the worker goes to sleep is either seen by its last check or finds STATE = 1 and wakes it.
+# (set by NumpyBackend, which reads STATE before it posts a job: a call into Numba cannot set one). SEQ and
+# STATE are sequentially consistent atomics, so a job posted while the worker goes to sleep is seen by its
+# last check, or the worker sleeps through it (its chunks run on the other threads) until the next wake.
 # Idle rounds pause, and yield the core every 64th round (a busy machine's other threads run meanwhile).
 SEQ, STATE, JOB = 0, 8, 16  # a worker's control array (each field on its own cache line)
 CONTROL_SIZE = JOB + JOB_FIELDS
@@ -526,8 +529,8 @@ def _run_chunks(t, counters, seq, work):
 
 
 # The entry points: product (below; one signature, compiled or loaded from the cache when this module is
-# imported, with plan, launch, run_job and run_alone inside it) and worker_spin (compiled or loaded on a
-# worker's first call).
+# imported, with plan, launch, run_job and run_alone inside it), worker_spin (compiled or loaded on a
+# worker's first call) and run_chunks (on the first large float32 optimizer step).
 @njit(**_KERNEL)
 def worker_spin(ctrl, counters, spins):
     _atomic_store(ctrl, STATE, 0)
@@ -555,7 +558,8 @@ def worker_spin(ctrl, counters, spins):
 def launch(job, seq, ctrls, counters, work, need):
     """Post job number ``seq`` to the workers (one row of ``ctrls`` each; worker w's scratch is
     work[(w + 1) need:], the caller's work[:need]); return the bit mask of the workers that were asleep
-    (their Events must be set)."""
+    (unused: NumpyBackend wakes the sleeping workers before it posts a job; one that fell asleep since
+    sleeps through this job)."""
     _atomic_store(counters, FINISHED, 0)
     _atomic_store(counters, NEXT, seq << 32)
     asleep = 0

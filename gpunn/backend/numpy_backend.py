@@ -61,7 +61,9 @@ def _forget_pool() -> None:
     global _pool, _pool_workers, _pool_lock, _gemm_lock, _blas_lock
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
     _gemm_lock, _blas_lock = threading.Lock(), threading.Lock()  # (another thread may have held one at the fork)
-    _gemm_workers.clear()  # (the counters are reused: no job is in flight in the child)
+    _gemm_workers.clear()
+    if _gemm_counters is not None:  # another thread's job may have been in flight: its unclaimed chunks,
+        _gemm_counters[:] = 0  # numbered >= 1, must not be claimed by the child's new workers (NEXT's number 0)
 
 
 if hasattr(os, "register_at_fork"):
@@ -230,8 +232,9 @@ _FLAT_PARALLEL_MIN = 1 << 19  # elements; a flat optimizer kernel below this run
 
 
 def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list | None = None) -> bool:
-    """numba_cpu.<name>(lo, hi, *args) over [0, n), split by parallel_chunks when ``work`` (elements,
-    default n) is large, each part's result appended to ``returns``; False when the kernels are off or this
+    """numba_cpu.<name>(lo, hi, *args) over [0, n), split when ``work`` (elements, default n) is large: over
+    the GEMM's workers where _flat_on_workers takes it (never with ``returns``), else by parallel_chunks, each
+    part's result appended to ``returns``; False when the kernels are off or this
     one fails to compile (the caller then runs its NumPy code: compilation precedes execution, so nothing
     was written)."""
     nk = _numba() if args[0].dtype in (np.float32, np.float64) else None  # the dtypes they compile for
@@ -1077,7 +1080,7 @@ def _current_cpu() -> int:
         try:
             _sched_getcpu = ctypes.CDLL(None).sched_getcpu
             _sched_getcpu.argtypes, _sched_getcpu.restype = [], ctypes.c_int
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # (no such function; Windows: CDLL(None) is a TypeError)
             _sched_getcpu = False
     return _sched_getcpu() if _sched_getcpu else -1
 

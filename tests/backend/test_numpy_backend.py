@@ -385,6 +385,34 @@ def test_pack_takes_only_what_the_chunk_functions_read():
     assert nk.pack("sgd_step", 10, 4, (a[::2],) + good[1:]) is None  # not contiguous
     assert nk.pack("sgd_step", 11, 4, good) is None  # shorter than n
     assert nk.pack("sgd_step", 10, 4, good[:3] + (0.1,) + good[4:]) is None  # a Python float: not float32
+    ro = a.copy()
+    ro.flags.writeable = False
+    assert nk.pack("sgd_step", 10, 4, (ro,) + good[1:]) is None  # written: the param...
+    assert nk.pack("sgd_step", 10, 4, good[:2] + (ro,) + good[3:]) is None  # ...and the momentum buffer
+    assert nk.pack("sgd_step", 10, 4, good[:1] + (ro,) + good[2:]) is not None  # the gradient: only read
+    unaligned = np.frombuffer(bytearray(44), np.float32, 10, offset=2)
+    assert nk.pack("sgd_step", 10, 4, (unaligned,) + good[1:]) is None
+
+
+def test_a_large_step_on_read_only_memory_is_refused_not_written(rng, monkeypatch, kernels):
+    """A read-only parameter (here over an immutable bytes object) is not handed to the workers, whose chunk
+    function would write it regardless (on a read-only file mapping: a segfault); a read-only gradient is."""
+    if kernels != "numba":
+        pytest.skip("the workers run Numba kernels")
+    _gemm_workers_or_skip()
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    n = (1 << 19) + 5
+    raw = rng.standard_normal(n).astype(np.float32).tobytes()
+    frozen = np.frombuffer(raw, np.float32)
+    g, m = _bufs(rng, n, np.float32, 2)
+    args = (np.float32(0.1), np.float32(0.9), np.float32(0), True, False, False, False)
+    nk = numpy_backend._numba()
+    assert not numpy_backend._flat_on_workers(nk, "sgd_step", n, (frozen, g, m.copy(), *args))
+    assert frozen.tobytes() == raw
+    p, ref = frozen.copy(), [frozen.copy(), frozen.copy(), m.copy()]
+    assert numpy_backend._flat_on_workers(nk, "sgd_step", n, (p, frozen, m, *args))
+    reference.sgd_step(np, *ref, lr=0.1, momentum=0.9)
+    assert np.array_equal(p, ref[0]) and np.array_equal(m, ref[2])
 
 
 def test_a_woken_worker_leaves_its_wakers_cpu():
@@ -407,3 +435,65 @@ def test_a_woken_worker_leaves_its_wakers_cpu():
     t.start()
     t.join()
     assert seen == {"moved": True, "same_mask": True}
+
+
+def test_the_current_cpu_is_unknown_where_the_c_library_cannot_be_opened_by_none(monkeypatch):
+    """On Windows ctypes.CDLL(None) raises TypeError: _current_cpu (called on every wake of a sleeping GEMM
+    worker) says -1 instead of raising out of the product or optimizer step."""
+    import ctypes
+
+    def no_process_handle(name, *args, **kwargs):
+        raise TypeError("argument of type 'NoneType' is not iterable")
+
+    monkeypatch.setattr(numpy_backend, "_sched_getcpu", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_process_handle)
+    assert numpy_backend._current_cpu() == -1
+    numpy_backend._leave_cpu(0)  # (nothing to do: its own CPU is unknown)
+
+
+def test_a_job_in_flight_at_a_fork_is_not_run_by_the_childs_workers(monkeypatch, kernels):
+    """A child forked while another thread's job was posted (its chunks not all claimed) inherits the shared
+    counters and the workers' rows of that job; the child's new worker, started on its row, must not claim
+    the dead job's chunks (it wrote the child's copy of the arrays, and its late FINISHED count could end the
+    child's next job before a chunk of it was written)."""
+    import os
+    import signal
+    import time
+
+    if kernels != "numba":
+        pytest.skip("the workers run Numba kernels")
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    _gemm_workers_or_skip()
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    nk, gemm = numpy_backend._numba(), numpy_backend._gemm_module
+    n = 2 * numpy_backend._FLAT_CHUNK
+    p, g = np.ones(n, np.float32), np.ones(n, np.float32)
+    f = np.float32
+    step = (f(1), f(0), f(0), False, False, False, False)  # p -= 1 * g
+    packed = nk.pack("sgd_step", n, numpy_backend._FLAT_CHUNK, (p, g, p, *step))
+    fn = nk.chunk_function("sgd_step")
+    job = np.zeros(gemm.JOB_FIELDS, np.int64)
+    job[gemm.FN], job[gemm.ARGS], job[gemm.CHUNKS] = fn, packed[0].ctypes.data, 2
+    assert numpy_backend._flat_on_workers(nk, "sgd_step", n, (p.copy(), g, p.copy(), *step))
+    time.sleep(0.05)  # (the parent's worker settled: no thread of it mid-import at the fork)
+    with numpy_backend._gemm_lock:  # (no job of this process's own runs meanwhile)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)
+                # the memory as a fork left it while another thread's job was posted: its number, the counters
+                # and the worker's row (posted here in the child: the parent's live worker must not see it)
+                seq = int(numpy_backend._gemm_seq[0]) + 1
+                numpy_backend._gemm_seq[0] = seq
+                gemm.launch(job, seq, numpy_backend._gemm_ctrls[:1], numpy_backend._gemm_counters, np.empty(0, f), 0)
+                numpy_backend._forget_pool()  # (what the fork ran)
+                with numpy_backend._gemm_lock:
+                    numpy_backend._gemm_worker_pool(1)  # the child's worker, on row 0
+                time.sleep(0.3)  # (it spins, then sleeps)
+                code = 0 if (p == 1).all() else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
