@@ -15,6 +15,7 @@ import numpy as np
 from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
 from gpunn.dtypes import _is_float, check_broadcast
 from gpunn.grad_mode import is_grad_enabled
+from gpunn.ops import pointwise as _pointwise
 from gpunn.ops.pointwise import (  # noqa: F401
     _implicit_dim,
     celu,
@@ -26,7 +27,6 @@ from gpunn.ops.pointwise import (  # noqa: F401
     hardswish,
     hardtanh,
     leaky_relu,
-    log_softmax,
     logsigmoid,
     mish,
     prelu,
@@ -35,8 +35,6 @@ from gpunn.ops.pointwise import (  # noqa: F401
     selu,
     sigmoid,
     silu,
-    softmax,
-    softmin,
     softplus,
     softshrink,
     softsign,
@@ -75,6 +73,23 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 # argument checks
 # ------------------------------------------------------------------------------------------------
+# PyTorch's functional softmax family has an internal ``_stacklevel`` in the third slot, so that
+# ``F.softmax(x, 1, 3, dtype)`` binds as there; the Tensor methods (``x.softmax(dim, dtype)``) do not.
+def softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:  # noqa: A002
+    """exp(x - max) / sum(exp(x - max)) along ``dim`` (see ``gpunn.ops.pointwise.softmax``)."""
+    return _pointwise.softmax(input, dim, dtype)
+
+
+def log_softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:  # noqa: A002
+    """x - max - log(sum(exp(x - max))) along ``dim`` (see ``gpunn.ops.pointwise.log_softmax``)."""
+    return _pointwise.log_softmax(input, dim, dtype)
+
+
+def softmin(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:  # noqa: A002
+    """softmax(-x) along ``dim``."""
+    return _pointwise.softmin(input, dim, dtype)
+
+
 def _tensor(x, fname: str, argname: str = "input") -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{fname}(): argument '{argname}' must be a gpunn Tensor, got {type(x).__name__}")
@@ -186,7 +201,7 @@ def _conv_padding(padding, kernel_size, stride, dilation, fname: str):
 # ------------------------------------------------------------------------------------------------
 # linear (+ fused activation)
 # ------------------------------------------------------------------------------------------------
-def linear(input, weight, bias=None, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
+def linear(input, weight, bias=None, *, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
     """y = act(x @ W.T + b).  x: (*, in), W: (out, in), b: (out,)  ->  (*, out).
 
     ``activation`` in {None, 'relu', 'leaky_relu', 'sigmoid', 'tanh'} is applied inside the backend's
