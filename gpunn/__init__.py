@@ -239,6 +239,7 @@ from gpunn.ops.shape import (
     clone,
     column_stack,
     concat,
+    concatenate,
     diag,
     diagonal,
     diff,
@@ -287,7 +288,7 @@ from gpunn.ops.shape import (
 from gpunn.tensor import Tensor
 
 sgn = sign
-negative, absolute, true_divide, concatenate = neg, abs, div, cat
+negative, absolute, true_divide = neg, abs, div
 greater, less, greater_equal, less_equal, not_equal = gt, lt, ge, le, ne
 moveaxis = movedim
 float = float32  # noqa: A001  (torch.float, torch.int, torch.bool: dtype names, as in PyTorch)

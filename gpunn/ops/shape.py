@@ -488,8 +488,15 @@ def _tensors(seq, op):
     return ts
 
 
-def cat(tensors, dim: int = 0) -> Tensor:
+def no_out(fname: str, out) -> None:
+    """PyTorch's ``out=``: accepted by name, and refused unless None (gpunn returns new tensors)."""
+    if out is not None:
+        raise NotImplementedError(f"{fname}(): the out= argument is not supported by gpunn; use the returned tensor")
+
+
+def cat(tensors, dim: int = 0, *, out=None) -> Tensor:
     """Concatenate along ``dim``; the gradient is split back into the pieces."""
+    no_out("cat", out)
     ts = _tensors(tensors, "cat")
     xp = ts[0]._backend.xp
     dim = ts[0]._dim(dim, "cat")
@@ -509,7 +516,13 @@ def cat(tensors, dim: int = 0) -> Tensor:
 concat = cat
 
 
-def stack(tensors, dim: int = 0) -> Tensor:
+def concatenate(tensors, axis: int = 0, out=None) -> Tensor:
+    """``cat`` under NumPy's name and keyword (``axis`` for ``dim``), as PyTorch has it."""
+    return cat(tensors, axis, out=out)
+
+
+def stack(tensors, dim: int = 0, *, out=None) -> Tensor:
+    no_out("stack", out)
     ts = _tensors(tensors, "stack")
     if len({t.shape for t in ts}) != 1:
         raise RuntimeError(f"stack expects each tensor to be equal size, but got {[t.shape for t in ts]}")
