@@ -131,6 +131,7 @@ from gpunn.ops.arith import (
     sub,
     subtract,
     tensordot,
+    true_divide,
     vdot,
     xlogy,
 )
@@ -288,7 +289,7 @@ from gpunn.ops.shape import (
 from gpunn.tensor import Tensor
 
 sgn = sign
-negative, absolute, true_divide = neg, abs, div
+negative, absolute = neg, abs
 greater, less, greater_equal, less_equal, not_equal = gt, lt, ge, le, ne
 moveaxis = movedim
 float = float32  # noqa: A001  (torch.float, torch.int, torch.bool: dtype names, as in PyTorch)

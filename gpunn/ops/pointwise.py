@@ -33,72 +33,72 @@ def _unary(t: Tensor, fn, dfn, op: str, saves: str = "input"):
     return t._result(out, (t,), backward, op, saved=saved, saves_output=saves in ("output", "both"))
 
 
-def exp(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.exp(x), lambda g, x, y: g * y, "ExpBackward0", "output")
+def exp(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.exp(x), lambda g, x, y: g * y, "ExpBackward0", "output")
 
 
-def expm1(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.expm1(x), lambda g, x, y: g * (y + 1), "Expm1Backward0", "output")
+def expm1(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.expm1(x), lambda g, x, y: g * (y + 1), "Expm1Backward0", "output")
 
 
-def log(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.log(x), lambda g, x, y: _quiet_div(g, x), "LogBackward0")
+def log(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.log(x), lambda g, x, y: _quiet_div(g, x), "LogBackward0")
 
 
-def log2(self) -> Tensor:
+def log2(input) -> Tensor:
     return _unary(
-        self, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))), "Log2Backward0"
+        input, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))), "Log2Backward0"
     )
 
 
-def log10(self) -> Tensor:
+def log10(input) -> Tensor:
     return _unary(
-        self,
+        input,
         lambda xp, x: xp.log10(x),
         lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(10.0))),
         "Log10Backward0",
     )
 
 
-def log1p(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.log1p(x), lambda g, x, y: _quiet_div(g, 1 + x), "Log1PBackward0")
+def log1p(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.log1p(x), lambda g, x, y: _quiet_div(g, 1 + x), "Log1PBackward0")
 
 
-def sqrt(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.sqrt(x), lambda g, x, y: _quiet_div(g, 2 * y), "SqrtBackward0", "output")
+def sqrt(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.sqrt(x), lambda g, x, y: _quiet_div(g, 2 * y), "SqrtBackward0", "output")
 
 
-def rsqrt(self) -> Tensor:
-    return _unary(self, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0", "output")
+def rsqrt(input) -> Tensor:
+    return _unary(input, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0", "output")
 
 
-def square(self) -> Tensor:
-    return self * self
+def square(input) -> Tensor:
+    return input * input
 
 
-def reciprocal(self) -> Tensor:
-    return _unary(self, lambda xp, x: 1 / x, lambda g, x, y: -g * y * y, "ReciprocalBackward0", "output")
+def reciprocal(input) -> Tensor:
+    return _unary(input, lambda xp, x: 1 / x, lambda g, x, y: -g * y * y, "ReciprocalBackward0", "output")
 
 
-def sin(self) -> Tensor:
-    xp = self._backend.xp
-    return _unary(self, lambda xp_, x: xp_.sin(x), lambda g, x, y: g * xp.cos(x), "SinBackward0")
+def sin(input) -> Tensor:
+    xp = input._backend.xp
+    return _unary(input, lambda xp_, x: xp_.sin(x), lambda g, x, y: g * xp.cos(x), "SinBackward0")
 
 
-def cos(self) -> Tensor:
-    xp = self._backend.xp
-    return _unary(self, lambda xp_, x: xp_.cos(x), lambda g, x, y: -g * xp.sin(x), "CosBackward0")
+def cos(input) -> Tensor:
+    xp = input._backend.xp
+    return _unary(input, lambda xp_, x: xp_.cos(x), lambda g, x, y: -g * xp.sin(x), "CosBackward0")
 
 
-def tan(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.tan(x), lambda g, x, y: g * (1 + y * y), "TanBackward0", "output")
+def tan(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.tan(x), lambda g, x, y: g * (1 + y * y), "TanBackward0", "output")
 
 
-def abs(self) -> Tensor:  # noqa: A001
-    xp = self._backend.xp
-    if not _is_float(self.dtype):
-        return Tensor._wrap(xp.abs(self._data), self._backend)
-    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * _sign(xp, x), "AbsBackward0")
+def abs(input) -> Tensor:  # noqa: A001
+    xp = input._backend.xp
+    if not _is_float(input.dtype):
+        return Tensor._wrap(xp.abs(input._data), input._backend)
+    return _unary(input, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * _sign(xp, x), "AbsBackward0")
 
 
 def _step_grad(xp):
@@ -112,23 +112,23 @@ def _sign(xp, x):
     return xp.where(xp.isnan(x), x.dtype.type(0), xp.sign(x))
 
 
-def sign(self) -> Tensor:
+def sign(input) -> Tensor:
     """-1, 0 or 1, and 0 for NaN as in PyTorch (NumPy gives NaN); gradient 0 everywhere."""
-    xp = self._backend.xp
-    if not _is_float(self.dtype):
-        return Tensor._wrap(xp.sign(self._data), self._backend)
+    xp = input._backend.xp
+    if not _is_float(input.dtype):
+        return Tensor._wrap(xp.sign(input._data), input._backend)
 
-    return _unary(self, lambda xp_, x: _sign(xp_, x), _step_grad(xp), "SignBackward0", "none")
+    return _unary(input, lambda xp_, x: _sign(xp_, x), _step_grad(xp), "SignBackward0", "none")
 
 
 def _rounding(name):
-    def op(self) -> Tensor:
-        if not _is_float(self.dtype):
-            return self.clone()
+    def op(input) -> Tensor:  # noqa: A002
+        if not _is_float(input.dtype):
+            return input.clone()
         return _unary(
-            self,
+            input,
             lambda xp, x: getattr(xp, name)(x),
-            _step_grad(self._backend.xp),
+            _step_grad(input._backend.xp),
             f"{name.capitalize()}Backward0",
             "none",
         )
@@ -143,15 +143,15 @@ ceil = _rounding("ceil")
 trunc = _rounding("trunc")
 
 
-def round(self, decimals: int = 0) -> Tensor:  # noqa: A001
+def round(input, decimals: int = 0) -> Tensor:  # noqa: A001
     """Round half to even (as PyTorch); gradient 0."""
-    if not _is_float(self.dtype):
-        return self.clone()
-    xp = self._backend.xp
-    return _unary(self, lambda xp_, x: xp_.round(x, decimals), _step_grad(xp), "RoundBackward0", "none")
+    if not _is_float(input.dtype):
+        return input.clone()
+    xp = input._backend.xp
+    return _unary(input, lambda xp_, x: xp_.round(x, decimals), _step_grad(xp), "RoundBackward0", "none")
 
 
-def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
+def clamp(input, min=None, max=None) -> Tensor:  # noqa: A002
     """min(max(x, min), max); gradient g inside [min, max], 0 outside and at NaN (a selection, as in PyTorch: an
     inf or NaN g outside gives 0). ``min``/``max`` may be tensors."""
     if min is None and max is None:
@@ -159,14 +159,14 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # tensor bounds get gradients too
         from gpunn.ops.shape import where
 
-        out = self
+        out = input
         if min is not None:
             out = where((out >= min) | isnan(out), out, min)  # NaN stays NaN, as in PyTorch
         if max is not None:
             out = where((out <= max) | isnan(out), out, max)
         return out
-    xp = self._backend.xp
-    x = self._data
+    xp = input._backend.xp
+    x = input._data
     lo = min._data if isinstance(min, Tensor) else min
     hi = max._data if isinstance(max, Tensor) else max
     out = x  # x where it is not beyond a bound (as PyTorch: NaN propagates, -0.0 stays -0.0)
@@ -185,15 +185,15 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
         inside = inside & (x <= hi)
     if inside.shape != out.shape:
         inside = xp.broadcast_to(inside, out.shape)
-    return self._result(out, (self,), lambda g: (xp.where(inside, g, g.dtype.type(0)),), "ClampBackward1", saved=())
+    return input._result(out, (input,), lambda g: (xp.where(inside, g, g.dtype.type(0)),), "ClampBackward1", saved=())
 
 
-def clamp_min(self, min) -> Tensor:  # noqa: A002
-    return clamp(self, min, None)
+def clamp_min(input, min) -> Tensor:  # noqa: A002
+    return clamp(input, min, None)
 
 
-def clamp_max(self, max) -> Tensor:  # noqa: A002
-    return clamp(self, None, max)
+def clamp_max(input, max) -> Tensor:  # noqa: A002
+    return clamp(input, None, max)
 
 
 def _pick(self, other, op: str, larger: bool) -> Tensor:
@@ -221,12 +221,12 @@ def _pick(self, other, op: str, larger: bool) -> Tensor:
     return self._result(out, (self, b), backward, "MaximumBackward0" if larger else "MinimumBackward0")
 
 
-def maximum(self, other) -> Tensor:
-    return _pick(self, other, "maximum", True)
+def maximum(input, other) -> Tensor:
+    return _pick(input, other, "maximum", True)
 
 
-def minimum(self, other) -> Tensor:
-    return _pick(self, other, "minimum", False)
+def minimum(input, other) -> Tensor:
+    return _pick(input, other, "minimum", False)
 
 
 # -- activations ------------------------------------------------------------------------------------
@@ -660,31 +660,31 @@ def log_softmax(input, dim: int | None = None, dtype=None) -> Tensor:
     )
 
 
-def logsumexp(self, dim, keepdim: bool = False) -> Tensor:
+def logsumexp(input, dim, keepdim: bool = False) -> Tensor:
     """log(sum(exp(x))) along ``dim``, stably."""
-    _float(self, "logsumexp")
-    m = self.detach().amax(dim, keepdim=True)
+    _float(input, "logsumexp")
+    m = input.detach().amax(dim, keepdim=True)
     m = m.masked_fill(~m.isfinite(), 0.0)
-    out = (self - m).exp().sum(dim, keepdim=True).log() + m
+    out = (input - m).exp().sum(dim, keepdim=True).log() + m
     return (
         out
         if keepdim
         else out.squeeze(dim)
         if isinstance(dim, int)
-        else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in {d % self.ndim for d in dim}))
+        else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in {d % input.ndim for d in dim}))
     )
 
 
-def isfinite(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isfinite(self._data), self._backend)
+def isfinite(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isfinite(input._data), input._backend)
 
 
-def isnan(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isnan(self._data), self._backend)
+def isnan(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isnan(input._data), input._backend)
 
 
-def isinf(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isinf(self._data), self._backend)
+def isinf(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isinf(input._data), input._backend)
 
 
 clip = clamp
@@ -694,10 +694,10 @@ clip = clamp
 def _math(name: str, fwd, dfn, saves: str = "input", doc: str = ""):
     """A float op ``fwd(xp, x)`` with derivative ``dfn(xp, g, x, y)`` (x: input, y: output)."""
 
-    def op(self) -> Tensor:
-        _tensor(self, name)
-        xp = self._backend.xp
-        return _unary(self, fwd, lambda g, x, y: dfn(xp, g, x, y), f"{name.capitalize()}Backward0", saves)
+    def op(input) -> Tensor:  # noqa: A002
+        _tensor(input, name)
+        xp = input._backend.xp
+        return _unary(input, fwd, lambda g, x, y: dfn(xp, g, x, y), f"{name.capitalize()}Backward0", saves)
 
     op.__name__ = name
     op.__doc__ = doc
@@ -730,44 +730,44 @@ exp2 = _math(
 frac = _math("frac", lambda xp, x: x - xp.trunc(x), lambda xp, g, x, y: g, "none", doc="x - trunc(x); gradient 1.")
 
 
-def erf(self) -> Tensor:
+def erf(input) -> Tensor:
     """The error function; gradient 2 / sqrt(pi) exp(-x^2)."""
-    _tensor(self, "erf")
-    xp = self._backend.xp
+    _tensor(input, "erf")
+    xp = input._backend.xp
     two_over_sqrt_pi = 2.0 / math.sqrt(math.pi)
     return _unary(
-        self,
+        input,
         lambda xp_, x: _erf(xp, x),
         lambda g, x, y: g * x.dtype.type(two_over_sqrt_pi) * xp.exp(-x * x),
         "ErfBackward0",
     )
 
 
-def nan_to_num(self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
+def nan_to_num(input, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
     """NaN -> ``nan``, +inf -> ``posinf`` (the dtype's max by default), -inf -> ``neginf`` (its lowest);
     gradient g where x is finite, else 0 (g times the finite mask, as PyTorch)."""
-    _tensor(self, "nan_to_num")
-    xp = self._backend.xp
-    if not _is_float(self.dtype):
-        return self.clone()
+    _tensor(input, "nan_to_num")
+    xp = input._backend.xp
+    if not _is_float(input.dtype):
+        return input.clone()
 
     def fwd(xp_, x):
         return xp.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
 
-    return _unary(self, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")
+    return _unary(input, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")
 
 
-def signbit(self) -> Tensor:
+def signbit(input) -> Tensor:
     """True where the sign bit is set (negative values, -0.0, negative NaN)."""
-    return Tensor._wrap(self._backend.xp.signbit(self._data), self._backend)
+    return Tensor._wrap(input._backend.xp.signbit(input._data), input._backend)
 
 
-def deg2rad(self) -> Tensor:
-    return self * (math.pi / 180.0)
+def deg2rad(input) -> Tensor:
+    return input * (math.pi / 180.0)
 
 
-def rad2deg(self) -> Tensor:
-    return self * (180.0 / math.pi)
+def rad2deg(input) -> Tensor:
+    return input * (180.0 / math.pi)
 
 
 def _pick_number(self, other, larger: bool) -> Tensor:
@@ -780,24 +780,24 @@ def _pick_number(self, other, larger: bool) -> Tensor:
     return where(a_nan & ~b_nan, b, where(b_nan & ~a_nan, self, picked))
 
 
-def fmax(self, other) -> Tensor:
-    return _pick_number(self, other, True)
+def fmax(input, other) -> Tensor:
+    return _pick_number(input, other, True)
 
 
-def fmin(self, other) -> Tensor:
-    return _pick_number(self, other, False)
+def fmin(input, other) -> Tensor:
+    return _pick_number(input, other, False)
 
 
-def heaviside(self, values) -> Tensor:
+def heaviside(input, values) -> Tensor:
     """0 where x < 0, ``values`` where x == 0, 1 where x > 0 (not differentiable, as in PyTorch)."""
-    xp = self._backend.xp
+    xp = input._backend.xp
     v = values._data if isinstance(values, Tensor) else values
-    return Tensor._wrap(xp.heaviside(self._data, v).astype(self.dtype), self._backend)
+    return Tensor._wrap(xp.heaviside(input._data, v).astype(input.dtype), input._backend)
 
 
-def isposinf(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isposinf(self._data), self._backend)
+def isposinf(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isposinf(input._data), input._backend)
 
 
-def isneginf(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isneginf(self._data), self._backend)
+def isneginf(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isneginf(input._data), input._backend)
