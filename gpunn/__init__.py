@@ -216,7 +216,6 @@ from gpunn.ops.reduce import (
     min,
     nanmean,
     nansum,
-    norm,
     prod,
     searchsorted,
     sort,
@@ -227,6 +226,9 @@ from gpunn.ops.reduce import (
     unique,
     var,
     var_mean,
+)
+from gpunn.ops.reduce import (
+    norm_function as norm,
 )
 from gpunn.ops.shape import (
     argwhere,

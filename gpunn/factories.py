@@ -136,24 +136,28 @@ def from_numpy(ndarray: np.ndarray, *, backend=None) -> Tensor:
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
 
 
-def from_dlpack(obj, backend=None) -> Tensor:
+def from_dlpack(ext_tensor, *, device=None, copy=None, backend=None) -> Tensor:
     """A tensor sharing memory with any DLPack producer (a torch tensor, CuPy or NumPy array...).
 
-    The backend follows the producer's device (CPU -> numpy, CUDA -> cupy) unless ``backend`` is given;
-    asking for a backend on another device raises instead of copying silently."""
+    The backend follows the producer's device (CPU -> numpy, CUDA -> cupy) unless ``device`` (or gpunn's
+    ``backend``) is given; asking for another device raises instead of copying silently. ``copy=True``
+    returns a copy; ``copy=False`` and None share the memory."""
+    obj = ext_tensor
     if not hasattr(obj, "__dlpack__"):
         raise TypeError(f"from_dlpack(): {type(obj).__name__} does not support the DLPack protocol")
     device_type = obj.__dlpack_device__()[0] if hasattr(obj, "__dlpack_device__") else _DLPACK_CPU
     natural = "numpy" if device_type == _DLPACK_CPU else "cupy" if device_type == _DLPACK_CUDA else None
     if natural is None:
         raise RuntimeError(f"from_dlpack(): unsupported DLPack device type {device_type}")
-    be = backend_for(natural) if backend is None else backend_for(backend)
+    be = backend_for(natural) if backend is None and device is None else _backend_arg(backend, device)
     if be.name != natural:
         raise RuntimeError(
             f"from_dlpack(): the data lives on {'the CPU' if natural == 'numpy' else 'a GPU'} "
-            f"but backend {be.name!r} was asked for; move it with .to('{be.name}') after import"
+            f"but {'device ' + str(device) if device is not None else 'backend ' + repr(be.name)} was asked for; "
+            "move it with .to() after import"
         )
-    return Tensor._wrap(be.xp.from_dlpack(obj), be)
+    out = Tensor._wrap(be.xp.from_dlpack(obj), be)
+    return out.clone() if copy else out
 
 
 def _float_dtype(dtype):

@@ -153,3 +153,62 @@ def test_edge_pads_take_no_fill_value_like_torch(name):
     for L in (gpunn, torch):
         with pytest.raises(TypeError):
             getattr(L.nn, name)(1, 0.5)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda L, x, y: L.exp(input=x),
+        lambda L, x, y: L.sum(input=x, dim=1, keepdim=True),
+        lambda L, x, y: L.mm(input=x, mat2=y.T),
+        lambda L, x, y: L.matmul(input=x, other=y.T),
+        lambda L, x, y: L.dot(input=x[0], tensor=y[0]),
+        lambda L, x, y: L.swapaxes(x, axis0=0, axis1=1),
+        lambda L, x, y: L.split(tensor=x, split_size_or_sections=2, dim=1)[1],
+        lambda L, x, y: L.true_divide(input=x, other=y),
+        lambda L, x, y: L.broadcast_to(x[0], size=(2, 3, 4)),
+        lambda L, x, y: L.norm(x, 2, 1, False, None, L.float64),  # PyTorch's fifth slot is out=
+        lambda L, x, y: L.cdist(x, y, 1.5, "donot_use_mm_for_euclid_dist"),
+        lambda L, x, y: L.gather(x, 1, L.tensor([[0, 2], [1, 1], [3, 0]]), sparse_grad=False),
+        lambda L, x, y: L.clamp(input=x, min=-0.5, max=0.5),
+    ],
+)
+def test_op_keywords_like_torch(rng, call):
+    x, y = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    ours = call(gpunn, gpunn.tensor(x), gpunn.tensor(y))
+    ref = call(torch, torch.tensor(x), torch.tensor(y))
+    assert str(ours.dtype) == str(ref.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-12)
+
+
+def test_searchsorted_keywords_like_torch(rng):
+    seq, vals = np.sort(rng.standard_normal(9)), rng.standard_normal(5)
+    ours = gpunn.searchsorted(sorted_sequence=gpunn.tensor(seq), input=gpunn.tensor(vals), right=True)
+    ref = torch.searchsorted(sorted_sequence=torch.tensor(seq), input=torch.tensor(vals), right=True)
+    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+    with pytest.raises(NotImplementedError, match="out="):
+        gpunn.searchsorted(gpunn.tensor(seq), gpunn.tensor(vals), out=gpunn.zeros(5))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda x: gpunn.norm(x, 2, 1, False, gpunn.zeros(3)), "out="),
+        (lambda x: gpunn.gather(x, 1, gpunn.tensor([[0], [1], [2]]), sparse_grad=True), "sparse_grad"),
+        (lambda x: gpunn.cdist(x, x, compute_mode="fastest"), "compute_mode"),
+    ],
+)
+def test_unsupported_op_keywords_raise_naming_them(call, match):
+    with pytest.raises((NotImplementedError, ValueError), match=match):
+        call(gpunn.ones(3, 4))
+
+
+def test_from_dlpack_torch_keywords(rng):
+    src = torch.tensor(rng.standard_normal((3, 4)))
+    shared = gpunn.from_dlpack(ext_tensor=src, device="cpu")
+    copied = gpunn.from_dlpack(src, copy=True)
+    src[0, 0] = 123.0
+    assert shared[0, 0].item() == 123.0 and copied[0, 0].item() != 123.0
+    if not gpunn.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            gpunn.from_dlpack(src, device="cuda")

@@ -322,9 +322,9 @@ def logical_or(input, other):
 subtract, multiply, divide = sub, mul, div
 
 
-def true_divide(dividend, divisor) -> Tensor:
-    """dividend / divisor, always true division (``div`` without a rounding mode)."""
-    return div(dividend, divisor)
+def true_divide(input, other) -> Tensor:  # noqa: A002
+    """input / other, always true division (``div`` without a rounding mode)."""
+    return div(input, other)
 
 
 def outer(input, vec2) -> Tensor:

@@ -188,6 +188,15 @@ def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     return sum(input.abs() ** p, dim, keepdim) ** (1.0 / p)
 
 
+def norm_function(input, p="fro", dim=None, keepdim: bool = False, out=None, dtype=None) -> Tensor:  # noqa: A002
+    """``gpunn.norm``: PyTorch's function has ``out`` in the fifth slot, where the method ``Tensor.norm`` has
+    ``dtype``; out= is refused."""
+    from gpunn.ops.shape import no_out
+
+    no_out("norm", out)
+    return norm(input, p, dim, keepdim, dtype)
+
+
 def _take_along(self: Tensor, idx, axis: int, keepdim: bool, op: str) -> Tensor:
     """values = x[..., idx, ...] along ``axis`` (idx has x's ndim); the gradient is scattered back."""
     xp = self._backend.xp
@@ -554,9 +563,9 @@ def dist(input, other, p: float = 2) -> Tensor:
     return norm(input - other, p)
 
 
-def searchsorted(sorted_sequence, values, *, out_int32: bool = False, right: bool = False, side=None, sorter=None,
+def searchsorted(sorted_sequence, input, *, out_int32: bool = False, right: bool = False, side=None, sorter=None,
                  out=None):  # fmt: skip
-    """For each of ``values``, the index where it would be inserted into ``sorted_sequence`` (1-D, or one
+    """For each value of ``input``, the index where it would be inserted into ``sorted_sequence`` (1-D, or one
     row per leading index) to keep it sorted (``right``/``side='right'``: after equal values)."""
     from gpunn.ops.shape import no_out
 
@@ -566,7 +575,7 @@ def searchsorted(sorted_sequence, values, *, out_int32: bool = False, right: boo
     xp, be = sorted_sequence._backend.xp, sorted_sequence._backend
     side = side or ("right" if right else "left")
     seq = sorted_sequence._data
-    vals = values._data if isinstance(values, Tensor) else xp.asarray(values)
+    vals = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if seq.ndim == 1:
         out = xp.searchsorted(seq, vals, side=side)
     else:

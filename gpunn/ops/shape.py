@@ -126,7 +126,9 @@ def transpose(input, dim0: int, dim1: int) -> Tensor:
     return permute(input, dims)
 
 
-swapaxes = transpose
+def swapaxes(input, axis0: int, axis1: int) -> Tensor:  # noqa: A002
+    """``transpose`` under NumPy's name and argument names, as PyTorch has it."""
+    return transpose(input, axis0, axis1)
 
 
 def T(input) -> Tensor:  # noqa: N802  (bound as a property)
@@ -868,8 +870,8 @@ def column_stack(tensors) -> Tensor:
     return hstack([t.reshape(-1, 1) if t.ndim < 2 else t for t in tensors])
 
 
-def broadcast_to(input, shape) -> Tensor:  # noqa: A002
-    return expand(input, *_shape_args((shape,) if isinstance(shape, int) else tuple(shape)))
+def broadcast_to(input, size) -> Tensor:  # noqa: A002
+    return expand(input, *_shape_args((size,) if isinstance(size, int) else tuple(size)))
 
 
 def broadcast_tensors(*tensors) -> tuple:
