@@ -148,6 +148,7 @@ TORCH_DOCUMENTED = {
     # where the docstring's names are not the ones PyTorch's argument parser takes (its TypeError lists
     # those): the parser's
     "torch.true_divide": "(input, other, *, out=None)",
+    "F.one_hot": "(input, num_classes=-1)",
     "torch.broadcast_to": "(input, size)",
     "torch.searchsorted": "(sorted_sequence, input, *, out_int32=False, right=False, side=None, out=None, sorter=None)",
     # C builtins without a docstring signature, as PyTorch's docs give them

@@ -1117,17 +1117,17 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
 __all__ += ["batch_norm", "dropout2d", "adaptive_avg_pool2d", "elu", "gelu", "softplus"]
 
 
-def one_hot(tensor, num_classes: int = -1) -> Tensor:
-    """int64 ``(*tensor.shape, num_classes)`` with a 1 at each class index; ``num_classes=-1``: max + 1."""
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"one_hot(): argument 'tensor' must be a gpunn Tensor, got {type(tensor).__name__}")
-    if tensor.dtype != np.int64:
-        raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {tensor.dtype}")
-    xp, t = tensor._backend.xp, tensor._data
+def one_hot(input, num_classes: int = -1) -> Tensor:  # noqa: A002
+    """int64 ``(*input.shape, num_classes)`` with a 1 at each class index; ``num_classes=-1``: max + 1."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"one_hot(): argument 'input' must be a gpunn Tensor, got {type(input).__name__}")
+    if input.dtype != np.int64:
+        raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {input.dtype}")
+    xp, t = input._backend.xp, input._data
     if not isinstance(num_classes, (int, np.integer)) or num_classes < -1:
         raise RuntimeError(f"one_hot: num_classes must be a non-negative int or -1, got {num_classes!r}")
     if t.size == 0 and num_classes <= 0:  # PyTorch's check, num_classes=0 included
-        raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        raise RuntimeError("Can not infer total number of classes from empty input.")
     if num_classes == -1:
         num_classes = int(t.max()) + 1
     if t.size:
@@ -1137,7 +1137,7 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
         if hi >= num_classes:
             raise RuntimeError(f"Class values must be smaller than num_classes ({hi} >= {num_classes})")
     out = (t[..., None] == xp.arange(int(num_classes))).astype(np.int64)
-    return Tensor._wrap(out, tensor._backend)
+    return Tensor._wrap(out, input._backend)
 
 
 __all__ += ["silu", "one_hot"]
