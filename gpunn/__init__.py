@@ -131,6 +131,7 @@ from gpunn.ops.arith import (
     sub,
     subtract,
     tensordot,
+    true_divide,
     vdot,
     xlogy,
 )
@@ -215,7 +216,6 @@ from gpunn.ops.reduce import (
     min,
     nanmean,
     nansum,
-    norm,
     prod,
     searchsorted,
     sort,
@@ -226,6 +226,9 @@ from gpunn.ops.reduce import (
     unique,
     var,
     var_mean,
+)
+from gpunn.ops.reduce import (
+    norm_function as norm,
 )
 from gpunn.ops.shape import (
     argwhere,
@@ -239,6 +242,7 @@ from gpunn.ops.shape import (
     clone,
     column_stack,
     concat,
+    concatenate,
     diag,
     diagonal,
     diff,
@@ -287,7 +291,7 @@ from gpunn.ops.shape import (
 from gpunn.tensor import Tensor
 
 sgn = sign
-negative, absolute, true_divide, concatenate = neg, abs, div, cat
+negative, absolute = neg, abs
 greater, less, greater_equal, less_equal, not_equal = gt, lt, ge, le, ne
 moveaxis = movedim
 float = float32  # noqa: A001  (torch.float, torch.int, torch.bool: dtype names, as in PyTorch)

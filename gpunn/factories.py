@@ -7,7 +7,7 @@ import numpy as np
 
 from gpunn.backend import Backend, backend_for, get_backend
 from gpunn.dtypes import _infer_dtype, as_dtype, default_float
-from gpunn.ops.shape import cat, concat, stack, where  # noqa: F401  (joining ops live with the shape ops)
+from gpunn.ops.shape import cat, concat, no_out, stack, where  # noqa: F401  (joining ops live with the shape ops)
 from gpunn.tensor import Tensor, _owned_copy
 
 __all__ = [
@@ -72,10 +72,11 @@ def _finish(data, be, requires_grad):
     return t
 
 
-def tensor(data, dtype=None, requires_grad: bool = False, backend=None, device=None, pin_memory=False) -> Tensor:
+def tensor(data, dtype=None, requires_grad: bool = False, *, device=None, pin_memory=False, backend=None) -> Tensor:
     """A new tensor holding a copy of ``data`` (lists, scalars, NumPy arrays, tensors).
 
-    Python floats become float32 and ints int64, as in PyTorch; arrays keep their dtype."""
+    Python floats become float32 and ints int64, as in PyTorch; arrays keep their dtype. ``pin_memory`` is
+    accepted and has no effect (page-locking only speeds host-to-GPU copies; the values are the same)."""
     be = _backend_arg(backend, device)
     dtype = None if dtype is None else as_dtype(dtype)
     if isinstance(data, Tensor):
@@ -113,7 +114,7 @@ def tensor(data, dtype=None, requires_grad: bool = False, backend=None, device=N
     return _finish(arr, be, requires_grad)
 
 
-def as_tensor(data, dtype=None, backend=None, device=None) -> Tensor:
+def as_tensor(data, dtype=None, *, device=None, backend=None) -> Tensor:
     """Like ``tensor`` but shares memory with a NumPy array (or tensor) when it can."""
     be = _backend_arg(backend, device)
     dtype = None if dtype is None else as_dtype(dtype)
@@ -124,59 +125,69 @@ def as_tensor(data, dtype=None, backend=None, device=None) -> Tensor:
     return Tensor._wrap(be.asarray(data, dtype=dtype), be)
 
 
-def from_numpy(array: np.ndarray, backend=None) -> Tensor:
+def from_numpy(ndarray: np.ndarray, *, backend=None) -> Tensor:
     """A tensor from a NumPy array: shares its memory on the numpy backend, copies to the GPU otherwise."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"from_numpy(): expected a numpy.ndarray, got {type(array).__name__}")
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"from_numpy(): expected a numpy.ndarray, got {type(ndarray).__name__}")
     be = _backend_arg(backend)
-    return Tensor._wrap(be.asarray(array), be)
+    return Tensor._wrap(be.asarray(ndarray), be)
 
 
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
 
 
-def from_dlpack(obj, backend=None) -> Tensor:
+def from_dlpack(ext_tensor, *, device=None, copy=None, backend=None) -> Tensor:
     """A tensor sharing memory with any DLPack producer (a torch tensor, CuPy or NumPy array...).
 
-    The backend follows the producer's device (CPU -> numpy, CUDA -> cupy) unless ``backend`` is given;
-    asking for a backend on another device raises instead of copying silently."""
+    The backend follows the producer's device (CPU -> numpy, CUDA -> cupy) unless ``device`` (or gpunn's
+    ``backend``) is given; asking for another device raises instead of copying silently. ``copy=True``
+    returns a copy; ``copy=False`` and None share the memory."""
+    obj = ext_tensor
     if not hasattr(obj, "__dlpack__"):
         raise TypeError(f"from_dlpack(): {type(obj).__name__} does not support the DLPack protocol")
     device_type = obj.__dlpack_device__()[0] if hasattr(obj, "__dlpack_device__") else _DLPACK_CPU
     natural = "numpy" if device_type == _DLPACK_CPU else "cupy" if device_type == _DLPACK_CUDA else None
     if natural is None:
         raise RuntimeError(f"from_dlpack(): unsupported DLPack device type {device_type}")
-    be = backend_for(natural) if backend is None else backend_for(backend)
+    be = backend_for(natural) if backend is None and device is None else _backend_arg(backend, device)
     if be.name != natural:
         raise RuntimeError(
             f"from_dlpack(): the data lives on {'the CPU' if natural == 'numpy' else 'a GPU'} "
-            f"but backend {be.name!r} was asked for; move it with .to('{be.name}') after import"
+            f"but {'device ' + str(device) if device is not None else 'backend ' + repr(be.name)} was asked for; "
+            "move it with .to() after import"
         )
-    return Tensor._wrap(be.xp.from_dlpack(obj), be)
+    out = Tensor._wrap(be.xp.from_dlpack(obj), be)
+    return out.clone() if copy else out
 
 
 def _float_dtype(dtype):
     return default_float if dtype is None else as_dtype(dtype)
 
 
-def zeros(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
-    _no_out(out, generator)
+def zeros(*size, out=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False, backend=None,
+          generator=None) -> Tensor:  # fmt: skip
+    _unsupported("zeros", out, generator, layout)
     be = _backend_arg(backend, device)
     return _finish(be.xp.zeros(_shape(size), dtype=_float_dtype(dtype)), be, requires_grad)
 
 
-def ones(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
-    _no_out(out, generator)
+def ones(*size, out=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False, backend=None,
+         generator=None) -> Tensor:  # fmt: skip
+    _unsupported("ones", out, generator, layout)
     be = _backend_arg(backend, device)
     return _finish(be.xp.ones(_shape(size), dtype=_float_dtype(dtype)), be, requires_grad)
 
 
-def empty(*size, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+def empty(*size, out=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+          memory_format=None, backend=None) -> Tensor:  # fmt: skip
     """Zeros (gpunn never hands out uninitialised memory)."""
+    _unsupported("empty", out, None, layout)
     return zeros(*size, dtype=dtype, requires_grad=requires_grad, backend=backend, device=device)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+def full(size, fill_value, dtype=None, requires_grad=False, *, out=None, layout=None, device=None, pin_memory=False,
+         backend=None) -> Tensor:  # fmt: skip
+    _unsupported("full", out, None, layout)
     be = _backend_arg(backend, device)
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
@@ -186,25 +197,26 @@ def full(size, fill_value, dtype=None, requires_grad=False, backend=None, device
     return _finish(be.xp.full(_shape((size,)), fill_value, dtype=dtype), be, requires_grad)
 
 
-def randn(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
+def randn(*size, generator=None, out=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+          backend=None) -> Tensor:  # fmt: skip
     """Standard normal samples from the backend's seeded generator."""
-    _no_out(out, generator)
+    _unsupported("randn", out, generator, layout)
     be = _backend_arg(backend, device)
     return _finish(be.randn(_shape(size), _float_dtype(dtype)), be, requires_grad)
 
 
-def rand(*size, dtype=None, requires_grad=False, backend=None, device=None, out=None, generator=None) -> Tensor:
+def rand(*size, generator=None, out=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+         backend=None) -> Tensor:  # fmt: skip
     """Uniform samples on [0, 1) from the backend's seeded generator."""
-    _no_out(out, generator)
+    _unsupported("rand", out, generator, layout)
     be = _backend_arg(backend, device)
     return _finish(be.rand(_shape(size), _float_dtype(dtype)), be, requires_grad)
 
 
-def randint(
-    low, high=None, size=(), dtype=None, backend=None, device=None, generator=None, requires_grad=False
-) -> Tensor:
+def randint(low, high=None, size=(), *, generator=None, out=None, dtype=None, layout=None, device=None,
+            requires_grad=False, pin_memory=False, backend=None) -> Tensor:  # fmt: skip
     """Integers uniform on [low, high) (int64 unless ``dtype``): ``randint(10, (3,))``, ``randint(2, 5, (3,))``."""
-    _no_out(None, generator)
+    _unsupported("randint", out, generator, layout)
     if high is None:
         low, high = 0, low
     elif isinstance(high, (tuple, list)) and size == ():  # randint(high, size)
@@ -218,9 +230,10 @@ def randint(
     return _finish(data, be, requires_grad)
 
 
-def randperm(n, *, dtype=None, requires_grad=False, backend=None, device=None, generator=None, out=None) -> Tensor:
+def randperm(n, *, generator=None, out=None, dtype=None, layout=None, device=None, requires_grad=False,
+             pin_memory=False, backend=None) -> Tensor:  # fmt: skip
     """A random permutation of 0..n-1 (int64 unless ``dtype``) from the backend's seeded generator."""
-    _no_out(out, generator)
+    _unsupported("randperm", out, generator, layout)
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
         raise RuntimeError(f"randperm: n must be a non-negative int, got {n!r}")
     be = _backend_arg(backend, device)
@@ -228,7 +241,10 @@ def randperm(n, *, dtype=None, requires_grad=False, backend=None, device=None, g
     return _finish(data, be, requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, *, out=None, layout=None, device=None,
+           pin_memory=False, backend=None) -> Tensor:  # fmt: skip
+    """start, start + step, ... below end (``arange(end)`` from 0); int64 unless a bound is a float."""
+    _unsupported("arange", out, None, layout)
     if end is None:
         start, end = 0, start
     if step == 0:
@@ -240,13 +256,18 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False, backend=Non
     return _finish(be.xp.arange(start, end, step, dtype=dtype), be, requires_grad)
 
 
-def eye(n, m=None, dtype=None, backend=None, device=None, requires_grad=False) -> Tensor:
+def eye(n, m=None, dtype=None, *, out=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+        backend=None) -> Tensor:  # fmt: skip
+    """The n x m (n x n) identity."""
+    _unsupported("eye", out, None, layout)
     be = _backend_arg(backend, device)
     return _finish(be.xp.eye(n, m, dtype=_float_dtype(dtype)), be, requires_grad)
 
 
-def linspace(start, end, steps: int, dtype=None, requires_grad=False, backend=None, device=None) -> Tensor:
+def linspace(start, end, steps: int, dtype=None, requires_grad=False, *, out=None, layout=None, device=None,
+             pin_memory=False, backend=None) -> Tensor:  # fmt: skip
     """``steps`` evenly spaced values from start to end inclusive (float32 by default)."""
+    _unsupported("linspace", out, None, layout)
     if steps < 0:
         raise RuntimeError("linspace(): number of steps must be non-negative")
     be = _backend_arg(backend, device)
@@ -254,18 +275,19 @@ def linspace(start, end, steps: int, dtype=None, requires_grad=False, backend=No
     return _finish(be.asarray(data), be, requires_grad)
 
 
-def logspace(
-    start, end, steps: int, base: float = 10.0, dtype=None, requires_grad=False, backend=None, device=None
-) -> Tensor:
+def logspace(start, end, steps: int, base: float = 10.0, dtype=None, requires_grad=False, *, out=None, layout=None,
+             device=None, pin_memory=False, backend=None) -> Tensor:  # fmt: skip
     """``base ** linspace(start, end, steps)``."""
+    _unsupported("logspace", out, None, layout)
     be = _backend_arg(backend, device)
     data = np.logspace(float(start), float(end), int(steps), base=base, dtype=np.float64).astype(_float_dtype(dtype))
     return _finish(be.asarray(data), be, requires_grad)
 
 
-def normal(mean=0.0, std=1.0, size=None, *, dtype=None, backend=None, device=None, generator=None) -> Tensor:
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None, layout=None, device=None,
+           requires_grad=False, pin_memory=False, backend=None) -> Tensor:  # fmt: skip
     """Samples of N(mean, std^2): numbers with ``size``, or tensors of means/stds (broadcast)."""
-    _no_out(None, generator)
+    _unsupported("normal", out, generator, layout)
     if isinstance(mean, Tensor) or isinstance(std, Tensor):
         ref = mean if isinstance(mean, Tensor) else std
         shape = np.broadcast_shapes(getattr(mean, "shape", ()), getattr(std, "shape", ()))
@@ -274,53 +296,72 @@ def normal(mean=0.0, std=1.0, size=None, *, dtype=None, backend=None, device=Non
     if size is None:
         raise TypeError("normal(): with number mean and std, give size=")
     be = _backend_arg(backend, device)
-    return Tensor._wrap(
-        be.normal(_shape((size,)) if not isinstance(size, int) else (size,), mean, std, _float_dtype(dtype)), be
-    )
+    data = be.normal(_shape((size,)) if not isinstance(size, int) else (size,), mean, std, _float_dtype(dtype))
+    return _finish(data, be, requires_grad)
 
 
-def _no_out(out, generator) -> None:
-    if out is not None:
-        raise NotImplementedError("the out= argument is not supported by gpunn factories")
+def _unsupported(fname: str, out=None, generator=None, layout=None) -> None:
+    """PyTorch factory keywords gpunn takes but cannot honour: each raises naming itself (never ignored)."""
+    no_out(fname, out)
     if generator is not None:
-        raise NotImplementedError("generator= is not supported by gpunn; seed with gpunn.manual_seed")
+        raise NotImplementedError(f"{fname}(): generator= is not supported by gpunn; seed with gpunn.manual_seed")
+    if layout is not None:
+        raise NotImplementedError(f"{fname}(): layout={layout!r} is not supported by gpunn (dense tensors only)")
 
 
-def _like(t: Tensor, fn, dtype, requires_grad, device=None):
-    dtype = t.dtype if dtype is None else as_dtype(dtype)
-    be = t._backend if device is None else _backend_arg(None, device)
-    return _finish(fn(be, t.shape, dtype), be, requires_grad)
+# ``*_like(input, ...)``: input's shape, and its dtype and device unless given. ``memory_format`` is accepted
+# and has no effect: gpunn's new tensors are always contiguous, which changes no value.
+def _like(input: Tensor, fn, dtype, requires_grad, device=None, fname="", generator=None, layout=None):  # noqa: A002
+    _unsupported(fname, None, generator, layout)
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{fname}(): argument 'input' must be a gpunn Tensor, got {type(input).__name__}")
+    dtype = input.dtype if dtype is None else as_dtype(dtype)
+    be = input._backend if device is None else _backend_arg(None, device)
+    return _finish(fn(be, input.shape, dtype), be, requires_grad)
 
 
-def zeros_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
-    return _like(t, lambda be, s, d: be.xp.zeros(s, dtype=d), dtype, requires_grad, device)
+def zeros_like(input, dtype=None, requires_grad=False, device=None, memory_format=None, *, layout=None,  # noqa: A002
+               pin_memory=False) -> Tensor:  # fmt: skip
+    return _like(input, lambda be, s, d: be.xp.zeros(s, dtype=d), dtype, requires_grad, device, "zeros_like",
+                 layout=layout)  # fmt: skip
 
 
-def ones_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
-    return _like(t, lambda be, s, d: be.xp.ones(s, dtype=d), dtype, requires_grad, device)
+def ones_like(input, dtype=None, requires_grad=False, device=None, memory_format=None, *, layout=None,  # noqa: A002
+              pin_memory=False) -> Tensor:  # fmt: skip
+    return _like(input, lambda be, s, d: be.xp.ones(s, dtype=d), dtype, requires_grad, device, "ones_like",
+                 layout=layout)  # fmt: skip
 
 
-def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
-    return _like(t, lambda be, s, d: be.xp.full(s, fill_value, dtype=d), dtype, requires_grad, device)
+def full_like(input, fill_value, dtype=None, requires_grad=False, device=None, memory_format=None, *,  # noqa: A002
+              layout=None, pin_memory=False) -> Tensor:  # fmt: skip
+    return _like(input, lambda be, s, d: be.xp.full(s, fill_value, dtype=d), dtype, requires_grad, device,
+                 "full_like", layout=layout)  # fmt: skip
 
 
-def randn_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
-    return _like(t, lambda be, s, d: be.randn(s, d), dtype, requires_grad, device)
+def randn_like(input, dtype=None, requires_grad=False, device=None, memory_format=None, *, generator=None,  # noqa: A002
+               layout=None, pin_memory=False) -> Tensor:  # fmt: skip
+    return _like(input, lambda be, s, d: be.randn(s, d), dtype, requires_grad, device, "randn_like", generator,
+                 layout)  # fmt: skip
 
 
-def rand_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
-    return _like(t, lambda be, s, d: be.rand(s, d), dtype, requires_grad, device)
+def rand_like(input, dtype=None, requires_grad=False, device=None, memory_format=None, *, generator=None,  # noqa: A002
+              layout=None, pin_memory=False) -> Tensor:  # fmt: skip
+    return _like(input, lambda be, s, d: be.rand(s, d), dtype, requires_grad, device, "rand_like", generator,
+                 layout)  # fmt: skip
 
 
-def empty_like(t: Tensor, dtype=None, requires_grad=False, device=None, memory_format=None) -> Tensor:
-    return zeros_like(t, dtype, requires_grad, device)
+def empty_like(input, dtype=None, requires_grad=False, device=None, memory_format=None, *, layout=None,  # noqa: A002
+               pin_memory=False) -> Tensor:  # fmt: skip
+    return zeros_like(input, dtype, requires_grad, device, layout=layout)
 
 
-def randint_like(t: Tensor, low, high=None, dtype=None, device=None) -> Tensor:
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, layout=None, device=None,  # noqa: A002
+                 requires_grad=False, memory_format=None, pin_memory=False) -> Tensor:  # fmt: skip
+    """Integers uniform on [low, high) in input's shape (and dtype unless ``dtype``): ``randint_like(t, 10)``."""
     if high is None:
         low, high = 0, low
-    be = t._backend if device is None else _backend_arg(None, device)
-    return Tensor._wrap(be.randint(low, high, t.shape).astype(t.dtype if dtype is None else as_dtype(dtype)), be)
+    return _like(input, lambda be, s, d: be.randint(low, high, s).astype(d), dtype, requires_grad, device,
+                 "randint_like", generator, layout)  # fmt: skip
 
 
 def multinomial(input, num_samples: int, replacement: bool = False, *, generator=None, out=None) -> Tensor:  # noqa: A002
@@ -328,7 +369,7 @@ def multinomial(input, num_samples: int, replacement: bool = False, *, generator
     weights, not necessarily normalised), drawn from the backend's seeded generator: with ``replacement``
     by inverting each row's CDF, without it by the exponential race (the categories ordered by E / w,
     E ~ Exp(1): the same distribution as drawing one at a time and removing it)."""
-    _no_out(out, generator)
+    _unsupported("multinomial", out, generator)
     if not isinstance(input, Tensor):
         raise TypeError(f"multinomial(): argument 'input' must be a gpunn Tensor, got {type(input).__name__}")
     if input.ndim not in (1, 2) or input.dtype.kind != "f":
@@ -361,7 +402,7 @@ def multinomial(input, num_samples: int, replacement: bool = False, *, generator
 def bernoulli(input, p=None, *, generator=None, out=None) -> Tensor:  # noqa: A002
     """0/1 samples, 1 with probability ``input`` (or ``p``) per element, in input's dtype, from the backend's
     seeded generator. Not differentiable."""
-    _no_out(out, generator)
+    _unsupported("bernoulli", out, generator)
     if not isinstance(input, Tensor) or input.dtype.kind != "f":
         raise RuntimeError("bernoulli: expected a floating-point tensor of probabilities")
     be = input._backend

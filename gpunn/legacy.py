@@ -67,20 +67,20 @@ def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
 
 
-def is_floating_point(t: Tensor) -> bool:
-    return t.dtype.kind == "f"
+def is_floating_point(input: Tensor) -> bool:  # noqa: A002
+    return input.dtype.kind == "f"
 
 
-def numel(t: Tensor) -> int:
-    return t.numel()
+def numel(input: Tensor) -> int:  # noqa: A002
+    return input.numel()
 
 
 def get_default_dtype():
     return dtypes.default_float
 
 
-def set_default_dtype(dtype) -> None:
-    if dtypes.as_dtype(dtype) != dtypes.float32:
+def set_default_dtype(d, /) -> None:
+    if dtypes.as_dtype(d) != dtypes.float32:
         raise NotImplementedError(
             "set_default_dtype: gpunn's default float dtype is float32 and can't be changed; "
             "pass dtype= to the factories instead"

@@ -6,6 +6,8 @@ each a thin module over its ``F`` function.
 
 from __future__ import annotations
 
+import warnings
+
 import gpunn.nn.functional as F
 from gpunn.nn.module import Module
 
@@ -156,8 +158,18 @@ class LogSoftmax(Module):
 class Hardtanh(Module):
     """x clamped to [min_val, max_val]."""
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False, min_value=None,
+                 max_value=None) -> None:  # fmt: skip
         super().__init__()
+        # PyTorch's deprecated spellings, with its FutureWarning
+        if min_value is not None:
+            warnings.warn("keyword argument `min_value` is deprecated and renamed to `min_val`", FutureWarning,
+                          stacklevel=2)  # fmt: skip
+            min_val = min_value
+        if max_value is not None:
+            warnings.warn("keyword argument `max_value` is deprecated and renamed to `max_val`", FutureWarning,
+                          stacklevel=2)  # fmt: skip
+            max_val = max_value
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
         if max_val <= min_val:
             raise AssertionError("Hardtanh: max_val must be greater than min_val")

@@ -15,6 +15,7 @@ import numpy as np
 from gpunn.backend.reference import ACTIVATIONS, REDUCTIONS
 from gpunn.dtypes import _is_float, check_broadcast
 from gpunn.grad_mode import is_grad_enabled
+from gpunn.ops import pointwise as _pointwise
 from gpunn.ops.pointwise import (  # noqa: F401
     _implicit_dim,
     celu,
@@ -26,7 +27,6 @@ from gpunn.ops.pointwise import (  # noqa: F401
     hardswish,
     hardtanh,
     leaky_relu,
-    log_softmax,
     logsigmoid,
     mish,
     prelu,
@@ -35,8 +35,6 @@ from gpunn.ops.pointwise import (  # noqa: F401
     selu,
     sigmoid,
     silu,
-    softmax,
-    softmin,
     softplus,
     softshrink,
     softsign,
@@ -75,6 +73,23 @@ __all__ = [
 # ------------------------------------------------------------------------------------------------
 # argument checks
 # ------------------------------------------------------------------------------------------------
+# PyTorch's functional softmax family has an internal ``_stacklevel`` in the third slot, so that
+# ``F.softmax(x, 1, 3, dtype)`` binds as there; the Tensor methods (``x.softmax(dim, dtype)``) do not.
+def softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:  # noqa: A002
+    """exp(x - max) / sum(exp(x - max)) along ``dim`` (see ``gpunn.ops.pointwise.softmax``)."""
+    return _pointwise.softmax(input, dim, dtype)
+
+
+def log_softmax(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:  # noqa: A002
+    """x - max - log(sum(exp(x - max))) along ``dim`` (see ``gpunn.ops.pointwise.log_softmax``)."""
+    return _pointwise.log_softmax(input, dim, dtype)
+
+
+def softmin(input, dim: int | None = None, _stacklevel: int = 3, dtype=None) -> Tensor:  # noqa: A002
+    """softmax(-x) along ``dim``."""
+    return _pointwise.softmin(input, dim, dtype)
+
+
 def _tensor(x, fname: str, argname: str = "input") -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{fname}(): argument '{argname}' must be a gpunn Tensor, got {type(x).__name__}")
@@ -91,6 +106,26 @@ def _float_tensor(x, fname: str, argname: str = "input") -> Tensor:
 def _check_reduction(reduction: str, fname: str, allowed=REDUCTIONS) -> None:
     if reduction not in allowed:
         raise ValueError(f"{fname}(): reduction must be one of {allowed}, got {reduction!r}")
+
+
+def _legacy_reduction(size_average, reduce, reduction: str) -> str:
+    """PyTorch's deprecated ``size_average``/``reduce`` pair, mapped to a ``reduction`` as PyTorch does (with its
+    UserWarning): both None keep ``reduction``; else reduce=False gives 'none', size_average=False 'sum', and
+    anything else 'mean' (so ``MSELoss(size_average=False)`` sums)."""
+    if size_average is None and reduce is None:
+        return reduction
+    if reduce is not None and not reduce:
+        legacy = "none"
+    elif size_average is not None and not size_average:
+        legacy = "sum"
+    else:
+        legacy = "mean"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{legacy}' instead.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return legacy
 
 
 def _same_shape(input: Tensor, target: Tensor, fname: str) -> None:  # noqa: A002
@@ -166,7 +201,7 @@ def _conv_padding(padding, kernel_size, stride, dilation, fname: str):
 # ------------------------------------------------------------------------------------------------
 # linear (+ fused activation)
 # ------------------------------------------------------------------------------------------------
-def linear(input, weight, bias=None, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
+def linear(input, weight, bias=None, *, activation: str | None = None, negative_slope: float = 0.01) -> Tensor:  # noqa: A002
     """y = act(x @ W.T + b).  x: (*, in), W: (out, in), b: (out,)  ->  (*, out).
 
     ``activation`` in {None, 'relu', 'leaky_relu', 'sigmoid', 'tanh'} is applied inside the backend's
@@ -645,7 +680,9 @@ def cross_entropy(
     input,
     target,
     weight=None,
+    size_average=None,
     ignore_index: int = -100,
+    reduce=None,
     reduction: str = "mean",  # noqa: A002
     label_smoothing: float = 0.0,
 ) -> Tensor:
@@ -656,6 +693,7 @@ def cross_entropy(
     Non-finite logits give a NaN loss (documented, as in PyTorch); out-of-range labels raise ValueError
     (on the cupy backend at the next host read, e.g. ``loss.item()``, as PyTorch's CUDA errors surface).
     """
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "cross_entropy")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy(): label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -681,9 +719,11 @@ def cross_entropy(
     return input._result(loss, (input,), backward, "CrossEntropyBackward", saved=())
 
 
-def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean") -> Tensor:  # noqa: A002
+def nll_loss(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,  # noqa: A002
+             reduction: str = "mean") -> Tensor:  # fmt: skip
     """Negative log-likelihood: loss_i = -w[y_i] * input[i, y_i] (input holds log-probabilities);
     'mean' divides by the sum of the weights of the non-ignored targets."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "nll_loss")
     logp, t, c = _class_targets(input, target, "nll_loss")
     be = input._backend
@@ -716,27 +756,46 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
     return input._result(xp.asarray(loss, dtype=logp.dtype), (input,), backward, "NllLossBackward", saved=())
 
 
-def mse_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
-    """mean((input - target)^2)."""
+def _weighted_reduce(loss: Tensor, weight, reduction: str, fname: str, normalize: bool) -> Tensor:
+    """A pointwise regression loss times a per-element ``weight`` (input's shape), reduced as PyTorch: 'mean' is
+    sum(w loss) / sum(w) for MSE and L1 (``normalize``), mean(w loss) for Huber."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if not isinstance(weight, Tensor):
+        weight = _target_like(loss, weight, fname)
+    if weight.shape != loss.shape:
+        raise ValueError(f"{fname}(): weight shape {weight.shape} must match the input's {loss.shape}")
+    weighted = loss * weight
+    if reduction == "mean" and normalize:
+        return weighted.sum() / weight.sum()
+    return _reduce(weighted, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> Tensor:  # noqa: A002
+    """mean((input - target)^2); with ``weight`` (input's shape) 'mean' is sum(w d^2) / sum(w)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "mse_loss")
     _float_tensor(input, "mse_loss")
     target = _target_like(input, target, "mse_loss")
     _broadcast_target(input, target)
     diff = input - target
-    return _reduce(diff * diff, reduction)
+    return _weighted_reduce(diff * diff, weight, reduction, "mse_loss", normalize=True)
 
 
-def l1_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
-    """mean(|input - target|)."""
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> Tensor:  # noqa: A002
+    """mean(|input - target|); with ``weight`` (input's shape) 'mean' is sum(w |d|) / sum(w)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "l1_loss")
     _float_tensor(input, "l1_loss")
     target = _target_like(input, target, "l1_loss")
     _broadcast_target(input, target)
-    return _reduce((input - target).abs(), reduction)
+    return _weighted_reduce((input - target).abs(), weight, reduction, "l1_loss", normalize=True)
 
 
-def binary_cross_entropy(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,  # noqa: A002
+                         reduction: str = "mean") -> Tensor:  # fmt: skip
     """-w [y log x + (1 - y) log(1 - x)], logs clamped at -100 as in PyTorch; input must be in [0, 1]."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "binary_cross_entropy")
     _float_tensor(input, "binary_cross_entropy")
     target = _target_like(input, target, "binary_cross_entropy")
@@ -773,10 +832,13 @@ def binary_cross_entropy_with_logits(
     input,
     target,
     weight=None,
+    size_average=None,
+    reduce=None,
     reduction: str = "mean",  # noqa: A002
     pos_weight=None,
 ) -> Tensor:
     """BCE on logits, stably: (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), times weight."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "binary_cross_entropy_with_logits")
     _float_tensor(input, "binary_cross_entropy_with_logits")
     fname = "binary_cross_entropy_with_logits"
@@ -814,9 +876,12 @@ def multi_margin_loss(
     p: int = 1,
     margin: float = 1.0,
     weight=None,  # noqa: A002
+    size_average=None,
+    reduce=None,
     reduction: str = "mean",
 ) -> Tensor:
     """Multiclass hinge (SVM) loss: loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "multi_margin_loss")
     if p not in (1, 2):
         raise ValueError(f"multi_margin_loss(): only p == 1 and p == 2 are supported, got p={p}")
@@ -848,15 +913,18 @@ def multi_margin_loss(
     return input._result(xp.asarray(loss, dtype=x2.dtype), (input,), backward, "MultiMarginLossBackward", saved=())
 
 
-def kl_div(input, target, reduction: str = "mean", log_target: bool = False) -> Tensor:  # noqa: A002
+def kl_div(input, target, size_average=None, reduce=None, reduction: str = "mean",  # noqa: A002
+           log_target: bool = False) -> Tensor:  # fmt: skip
     """KL(target || q) with input = log q: sum target * (log target - input).
 
     reduction 'batchmean' divides by the batch size (the mathematical KL); 'mean' by the element count."""
+    legacy = size_average is not None or reduce is not None
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "kl_div", REDUCTIONS + ("batchmean",))
     _float_tensor(input, "kl_div")
     target = _target_like(input, target, "kl_div")
     _broadcast_target(input, target, warn=False)
-    if reduction == "mean":
+    if reduction == "mean" and not legacy:  # PyTorch warns only when 'mean' is asked for by name
         warnings.warn(
             "kl_div(): reduction='mean' divides the sum by the number of elements; reduction='batchmean' divides "
             "it by the batch size, which is the KL divergence (PyTorch warns alike)",
@@ -1049,17 +1117,17 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:  # noqa: A002
 __all__ += ["batch_norm", "dropout2d", "adaptive_avg_pool2d", "elu", "gelu", "softplus"]
 
 
-def one_hot(tensor, num_classes: int = -1) -> Tensor:
-    """int64 ``(*tensor.shape, num_classes)`` with a 1 at each class index; ``num_classes=-1``: max + 1."""
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"one_hot(): argument 'tensor' must be a gpunn Tensor, got {type(tensor).__name__}")
-    if tensor.dtype != np.int64:
-        raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {tensor.dtype}")
-    xp, t = tensor._backend.xp, tensor._data
+def one_hot(input, num_classes: int = -1) -> Tensor:  # noqa: A002
+    """int64 ``(*input.shape, num_classes)`` with a 1 at each class index; ``num_classes=-1``: max + 1."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"one_hot(): argument 'input' must be a gpunn Tensor, got {type(input).__name__}")
+    if input.dtype != np.int64:
+        raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {input.dtype}")
+    xp, t = input._backend.xp, input._data
     if not isinstance(num_classes, (int, np.integer)) or num_classes < -1:
         raise RuntimeError(f"one_hot: num_classes must be a non-negative int or -1, got {num_classes!r}")
     if t.size == 0 and num_classes <= 0:  # PyTorch's check, num_classes=0 included
-        raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        raise RuntimeError("Can not infer total number of classes from empty input.")
     if num_classes == -1:
         num_classes = int(t.max()) + 1
     if t.size:
@@ -1069,7 +1137,7 @@ def one_hot(tensor, num_classes: int = -1) -> Tensor:
         if hi >= num_classes:
             raise RuntimeError(f"Class values must be smaller than num_classes ({hi} >= {num_classes})")
     out = (t[..., None] == xp.arange(int(num_classes))).astype(np.int64)
-    return Tensor._wrap(out, tensor._backend)
+    return Tensor._wrap(out, input._backend)
 
 
 __all__ += ["silu", "one_hot"]
@@ -1194,8 +1262,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 __all__ += ["layer_norm"]
 
 
-def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) -> Tensor:  # noqa: A002
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean",  # noqa: A002
+                   beta: float = 1.0) -> Tensor:  # fmt: skip
     """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (d = input - target); beta = 0 is the L1 loss."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "smooth_l1_loss")
     _float_tensor(input, "smooth_l1_loss")
     if beta < 0:
@@ -1209,8 +1279,9 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0) ->
     return _reduce(where(ad < beta, d * d * (0.5 / beta), ad - 0.5 * beta), reduction)
 
 
-def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Tensor:  # noqa: A002
-    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target)."""
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None) -> Tensor:  # noqa: A002
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta) (d = input - target); ``weight`` (input's shape)
+    scales each element ('mean' stays the plain mean, as PyTorch)."""
     _check_reduction(reduction, "huber_loss")
     _float_tensor(input, "huber_loss")
     if delta <= 0:
@@ -1219,7 +1290,8 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0) -> Te
     _broadcast_target(input, target)
     d = input - target
     ad = d.abs()
-    return _reduce(where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta), reduction)
+    loss = where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta)
+    return _weighted_reduce(loss, weight, reduction, "huber_loss", normalize=False)
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -1594,29 +1666,36 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
 __all__ += ["scaled_dot_product_attention"]
 
 
-def margin_ranking_loss(input1, input2, target, margin: float = 0.0, reduction: str = "mean") -> Tensor:
+def margin_ranking_loss(input1, input2, target, margin: float = 0.0, size_average=None, reduce=None,
+                        reduction: str = "mean") -> Tensor:  # fmt: skip
     """max(0, -y (x1 - x2) + margin), y in {1, -1}."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "margin_ranking_loss")
     return _reduce((-target * (input1 - input2) + margin).clamp_min(0), reduction)
 
 
-def hinge_embedding_loss(input, target, margin: float = 1.0, reduction: str = "mean") -> Tensor:  # noqa: A002
+def hinge_embedding_loss(input, target, margin: float = 1.0, size_average=None, reduce=None,  # noqa: A002
+                         reduction: str = "mean") -> Tensor:  # fmt: skip
     """x where y == 1, max(0, margin - x) where y == -1."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "hinge_embedding_loss")
     margin_part = (margin - input).clamp_min(0)
     loss = where(target == 1, input, 0.0) + where(target == -1, margin_part, 0.0)
     return _reduce(loss, reduction)
 
 
-def soft_margin_loss(input, target, reduction: str = "mean") -> Tensor:  # noqa: A002
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:  # noqa: A002
     """log(1 + exp(-y x)), averaged over elements."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "soft_margin_loss")
     return _reduce(softplus(-target * input, threshold=1e30), reduction)
 
 
-def cosine_embedding_loss(input1, input2, target, margin: float = 0.0, reduction: str = "mean") -> Tensor:
+def cosine_embedding_loss(input1, input2, target, margin: float = 0.0, size_average=None, reduce=None,
+                          reduction: str = "mean") -> Tensor:  # fmt: skip
     """1 - cos(x1, x2) where y == 1, max(0, cos(x1, x2) - margin) where y == -1 (cos over dim -1, eps 1e-8
     on the squared norms, as PyTorch)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "cosine_embedding_loss")
     eps = 1e-12
     prod = (input1 * input2).sum(-1)
@@ -1627,9 +1706,11 @@ def cosine_embedding_loss(input1, input2, target, margin: float = 0.0, reduction
 
 
 def triplet_margin_loss(anchor, positive, negative, margin: float = 1.0, p: float = 2, eps: float = 1e-6,
-                        swap: bool = False, reduction: str = "mean") -> Tensor:  # fmt: skip
+                        swap: bool = False, size_average=None, reduce=None,
+                        reduction: str = "mean") -> Tensor:  # fmt: skip
     """max(0, d(a, p) - d(a, n) + margin) with d the pairwise p-norm distance (``swap``: d(a, n) is the smaller
     of d(a, n) and d(p, n))."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "triplet_margin_loss")
     d_pos = pairwise_distance(anchor, positive, p, eps)
     d_neg = pairwise_distance(anchor, negative, p, eps)
@@ -1640,10 +1721,12 @@ def triplet_margin_loss(anchor, positive, negative, margin: float = 1.0, p: floa
     return _reduce((d_pos - d_neg + margin).clamp_min(0), reduction)
 
 
-def multilabel_soft_margin_loss(input, target, weight=None, reduction: str = "mean") -> Tensor:  # noqa: A002
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None,  # noqa: A002
+                                reduction: str = "mean") -> Tensor:  # fmt: skip
     """-mean over classes of y log sigmoid(x) + (1 - y) log sigmoid(-x) (times ``weight``), per sample."""
     from gpunn.ops.pointwise import logsigmoid
 
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "multilabel_soft_margin_loss")
     loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
     if weight is not None:
@@ -1654,6 +1737,7 @@ def multilabel_soft_margin_loss(input, target, weight=None, reduction: str = "me
 def poisson_nll_loss(input, target, log_input: bool = True, full: bool = False, size_average=None, eps: float = 1e-8,  # noqa: A002
                      reduce=None, reduction: str = "mean") -> Tensor:  # fmt: skip
     """exp(x) - y x (``log_input``) or x - y log(x + eps); ``full`` adds Stirling's term for y > 1."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction, "poisson_nll_loss")
     loss = input.exp() - target * input if log_input else input - target * (input + eps).log()
     if full:

@@ -36,7 +36,7 @@ class Linear(Module):
     (32, 200)
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         if in_features < 0 or out_features < 0:
             raise ValueError(f"Linear: in_features and out_features must be >= 0, got {in_features}, {out_features}")
@@ -48,6 +48,8 @@ class Linear(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        if device is not None:  # as PyTorch's factory kwargs: the same as .to(device) after construction
+            self.to(device)
 
     def reset_parameters(self) -> None:
         """PyTorch's default init (see the class docstring)."""

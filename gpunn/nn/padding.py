@@ -52,17 +52,24 @@ class ZeroPad2d(_Pad):
         return f"{self.padding}"
 
 
-class ReflectionPad1d(_Pad):
+class _EdgePad(_Pad):
+    """Reflection and replication take only ``padding`` (a second argument raises, as in PyTorch)."""
+
+    def __init__(self, padding) -> None:
+        super().__init__(padding)
+
+
+class ReflectionPad1d(_EdgePad):
     _mode = "reflect"
 
 
-class ReflectionPad2d(_Pad):
+class ReflectionPad2d(_EdgePad):
     _sides, _mode = 4, "reflect"
 
 
-class ReplicationPad1d(_Pad):
+class ReplicationPad1d(_EdgePad):
     _mode = "replicate"
 
 
-class ReplicationPad2d(_Pad):
+class ReplicationPad2d(_EdgePad):
     _sides, _mode = 4, "replicate"

@@ -8,64 +8,68 @@ from gpunn.dtypes import _coerce, _is_float, default_float
 from gpunn.tensor import Tensor, _check_same_backend, _unbroadcast
 
 
-def add(self, other, alpha=1) -> Tensor:
-    """self + alpha * other (broadcasting)."""
-    b = self._operand(other, "add")
+def add(input, other, alpha=1) -> Tensor:
+    """input + alpha * other (broadcasting)."""
+    b = input._operand(other, "add")
     if alpha != 1:
         b = mul(b, alpha)
-    a_data, b_data = _coerce(self._data, b._data)
+    a_data, b_data = _coerce(input._data, b._data)
     out = a_data + b_data
-    sa, sb = self.shape, b.shape
-    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)), "AddBackward0", saved=())
+    sa, sb = input.shape, b.shape
+    return input._result(
+        out, (input, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)), "AddBackward0", saved=()
+    )
 
 
-def sub(self, other, alpha=1) -> Tensor:
-    """self - alpha * other (broadcasting)."""
-    b = self._operand(other, "sub")
+def sub(input, other, alpha=1) -> Tensor:
+    """input - alpha * other (broadcasting)."""
+    b = input._operand(other, "sub")
     if alpha != 1:
         b = mul(b, alpha)
-    if self.dtype == np.bool_ or b.dtype == np.bool_:
+    if input.dtype == np.bool_ or b.dtype == np.bool_:
         raise RuntimeError(
             "Subtraction, the `-` operator, with a bool tensor is not supported; use `^` or logical_xor() instead"
         )
-    a_data, b_data = _coerce(self._data, b._data)
+    a_data, b_data = _coerce(input._data, b._data)
     out = a_data - b_data
-    sa, sb = self.shape, b.shape
-    return self._result(out, (self, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward0", saved=())
+    sa, sb = input.shape, b.shape
+    return input._result(
+        out, (input, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(-g, sb)), "SubBackward0", saved=()
+    )
 
 
-def rsub(self, other) -> Tensor:
-    return sub(self._operand(other, "sub"), self)
+def rsub(input, other) -> Tensor:
+    return sub(input._operand(other, "sub"), input)
 
 
-def mul(self, other) -> Tensor:
-    """self * other (broadcasting); d/dself = other, d/dother = self."""
-    b = self._operand(other, "mul")
-    a_data, b_data = _coerce(self._data, b._data)
+def mul(input, other) -> Tensor:
+    """input * other (broadcasting); d/dself = other, d/dother = input."""
+    b = input._operand(other, "mul")
+    a_data, b_data = _coerce(input._data, b._data)
     out = a_data * b_data
 
     def backward(g):
-        ga = _unbroadcast(g * b_data, a_data.shape) if self.requires_grad else None
+        ga = _unbroadcast(g * b_data, a_data.shape) if input.requires_grad else None
         gb = _unbroadcast(g * a_data, b_data.shape) if b.requires_grad else None
         return ga, gb
 
-    saved = (b if self.requires_grad else None, self if b.requires_grad else None)
-    return self._result(out, (self, b), backward, "MulBackward0", saved=saved)
+    saved = (b if input.requires_grad else None, input if b.requires_grad else None)
+    return input._result(out, (input, b), backward, "MulBackward0", saved=saved)
 
 
-def div(self, other, rounding_mode=None) -> Tensor:
-    """self / other (true division: integers give float32); ``rounding_mode`` 'floor' or 'trunc'."""
-    b = self._operand(other, "div")
+def div(input, other, rounding_mode=None) -> Tensor:
+    """input / other (true division: integers give float32); ``rounding_mode`` 'floor' or 'trunc'."""
+    b = input._operand(other, "div")
     if rounding_mode is not None:
         if rounding_mode not in ("floor", "trunc"):
             raise ValueError(f"div(): rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
         from gpunn.ops.pointwise import floor, trunc
 
-        if not _is_float(self.dtype) and not _is_float(b.dtype):  # integer division stays integer
-            q = _int_divide(*_coerce(self._data, b._data), rounding_mode)
-            return Tensor._wrap(q, self._backend)
-        return (floor if rounding_mode == "floor" else trunc)(div(self, b))
-    a_data, b_data = _coerce(self._data, b._data)
+        if not _is_float(input.dtype) and not _is_float(b.dtype):  # integer division stays integer
+            q = _int_divide(*_coerce(input._data, b._data), rounding_mode)
+            return Tensor._wrap(q, input._backend)
+        return (floor if rounding_mode == "floor" else trunc)(div(input, b))
+    a_data, b_data = _coerce(input._data, b._data)
     if not _is_float(a_data.dtype) and not _is_float(b_data.dtype):  # int / int -> float32
         a_data, b_data = a_data.astype(default_float), b_data.astype(default_float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -73,11 +77,11 @@ def div(self, other, rounding_mode=None) -> Tensor:
 
     def backward(g):
         with np.errstate(divide="ignore", invalid="ignore"):
-            ga = _unbroadcast(g / b_data, a_data.shape) if self.requires_grad else None
+            ga = _unbroadcast(g / b_data, a_data.shape) if input.requires_grad else None
             gb = _unbroadcast(-g * out / b_data, b_data.shape) if b.requires_grad else None
         return ga, gb
 
-    return self._result(out, (self, b), backward, "DivBackward0", saved=(b,), saves_output=b.requires_grad)
+    return input._result(out, (input, b), backward, "DivBackward0", saved=(b,), saves_output=b.requires_grad)
 
 
 def _int_divide(a, b, mode):
@@ -89,40 +93,40 @@ def _int_divide(a, b, mode):
     return q
 
 
-def rdiv(self, other) -> Tensor:
-    return div(self._operand(other, "div"), self)
+def rdiv(input, other) -> Tensor:
+    return div(input._operand(other, "div"), input)
 
 
-def floor_divide(self, other) -> Tensor:
-    return div(self, other, rounding_mode="floor")
+def floor_divide(input, other) -> Tensor:
+    return div(input, other, rounding_mode="floor")
 
 
-def remainder(self, other) -> Tensor:
-    """self - floor(self / other) * other (Python's sign convention, as PyTorch)."""
-    b = self._operand(other, "remainder")
-    a_data, b_data = _coerce(self._data, b._data)
+def remainder(input, other) -> Tensor:
+    """input - floor(input / other) * other (Python's sign convention, as PyTorch)."""
+    b = input._operand(other, "remainder")
+    a_data, b_data = _coerce(input._data, b._data)
     if not _is_float(a_data.dtype):
-        return Tensor._wrap(a_data % b_data, self._backend)
+        return Tensor._wrap(a_data % b_data, input._backend)
     from gpunn.ops.pointwise import floor
 
-    return sub(self, mul(floor(div(self, b)).detach(), b))  # d/dself 1, d/dother -floor(self / other)
+    return sub(input, mul(floor(div(input, b)).detach(), b))  # d/dself 1, d/dother -floor(input / other)
 
 
-def neg(self) -> Tensor:
-    if self.dtype == np.bool_:
+def neg(input) -> Tensor:
+    if input.dtype == np.bool_:
         raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported; use `~` instead")
-    return self._result(-self._data, (self,), lambda g: (-g,), "NegBackward0", saved=())
+    return input._result(-input._data, (input,), lambda g: (-g,), "NegBackward0", saved=())
 
 
-def pos(self) -> Tensor:
-    return self
+def pos(input) -> Tensor:
+    return input
 
 
-def pow(self, exponent) -> Tensor:  # noqa: A001
-    """self ** exponent (a number or a tensor; both broadcast)."""
-    if isinstance(self, (int, float)):  # gpunn.pow(2, t)
-        return pow(exponent._operand(self, "pow"), exponent)
-    x = self._data
+def pow(input, exponent) -> Tensor:  # noqa: A001
+    """input ** exponent (a number or a tensor; both broadcast)."""
+    if isinstance(input, (int, float)):  # gpunn.pow(2, t)
+        return pow(exponent._operand(input, "pow"), exponent)
+    x = input._data
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
         p = exponent
         if isinstance(p, float) and not _is_float(x.dtype):  # int tensor ** 0.5 -> float32
@@ -132,24 +136,24 @@ def pow(self, exponent) -> Tensor:  # noqa: A001
         with np.errstate(divide="ignore", invalid="ignore"):
             out = x ** x.dtype.type(p) if _is_float(x.dtype) else x**p
         if p == 0:  # d/dx x^0 = 0 everywhere, including x = 0 (not 0 * inf), as in PyTorch
-            xp = self._backend.xp  # zeros, not g * 0 (NaN for an inf or NaN g)
-            return self._result(out, (self,), lambda g: (xp.zeros_like(g),), "PowBackward0", saved=())
+            xp = input._backend.xp  # zeros, not g * 0 (NaN for an inf or NaN g)
+            return input._result(out, (input,), lambda g: (xp.zeros_like(g),), "PowBackward0", saved=())
 
         def backward_scalar(g):
             with np.errstate(divide="ignore", invalid="ignore"):
                 return (g * p * x ** x.dtype.type(p - 1),)
 
-        return self._result(out, (self,), backward_scalar, "PowBackward0")
-    e = self._operand(exponent, "pow")
+        return input._result(out, (input,), backward_scalar, "PowBackward0")
+    e = input._operand(exponent, "pow")
     x, e_data = _coerce(x, e._data)  # 2.5 ** int_tensor -> float32, as in PyTorch
     with np.errstate(divide="ignore", invalid="ignore"):
         out = x**e_data
-    xp = self._backend.xp
+    xp = input._backend.xp
 
     def backward(g):
         gx = ge = None
         with np.errstate(divide="ignore", invalid="ignore"):
-            if self.requires_grad:
+            if input.requires_grad:
                 gx = g * e_data * x ** (e_data - 1)
                 gx = _unbroadcast(xp.where(e_data == 0, 0, gx), x.shape)  # torch: 0 where e == 0
             if e.requires_grad:  # PyTorch's: g * x^e log x, 0 where x == 0 and e >= 0 (NaN for x < 0)
@@ -157,27 +161,29 @@ def pow(self, exponent) -> Tensor:  # noqa: A001
                 ge = _unbroadcast(ge, e.shape)
         return gx, ge
 
-    return self._result(out, (self, e), backward, "PowBackward1", saves_output=e.requires_grad)
+    return input._result(out, (input, e), backward, "PowBackward1", saves_output=e.requires_grad)
 
 
-def rpow(self, base) -> Tensor:
-    return pow(self._operand(base, "pow"), self)
+def rpow(input, base) -> Tensor:
+    return pow(input._operand(base, "pow"), input)
 
 
-def matmul(self, other) -> Tensor:
+def matmul(input, other) -> Tensor:
     """Matrix product with NumPy/PyTorch broadcasting of batch dims; 1-D operands are vectors."""
-    b = self._operand(other, "matmul")
-    if self.dtype != b.dtype:  # PyTorch's matmul does not promote: int @ float and float32 @ float64 raise
-        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {self.dtype} and {b.dtype}")
-    a_data, b_data = self._data, b._data
+    b = input._operand(other, "matmul")
+    if input.dtype != b.dtype:  # PyTorch's matmul does not promote: int @ float and float32 @ float64 raise
+        raise RuntimeError(
+            f"matmul: expected both operands to have the same dtype, but got {input.dtype} and {b.dtype}"
+        )
+    a_data, b_data = input._data, b._data
     if a_data.ndim == 0 or b_data.ndim == 0:
         raise RuntimeError("matmul: both arguments need at least 1 dimension, got a 0-d tensor")
     if a_data.shape[-1] != b_data.shape[-2 if b_data.ndim > 1 else 0]:
         raise RuntimeError(
-            f"matmul: shapes {self.shape} and {b.shape} can't be multiplied "
+            f"matmul: shapes {input.shape} and {b.shape} can't be multiplied "
             f"({a_data.shape[-1]} != {b_data.shape[-2 if b_data.ndim > 1 else 0]})"
         )
-    be = self._backend
+    be = input._backend
     out = be.matmul(a_data, b_data)
     xp = be.xp
 
@@ -190,7 +196,7 @@ def matmul(self, other) -> Tensor:
         if a_data.ndim == 1:
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
-        if self.requires_grad:
+        if input.requires_grad:
             ga = be.matmul(g2, xp.swapaxes(b2, -1, -2))
             ga = _unbroadcast(ga, a2.shape).reshape(a_data.shape)
         if b.requires_grad:
@@ -198,30 +204,30 @@ def matmul(self, other) -> Tensor:
             gb = _unbroadcast(gb, b2.shape).reshape(b_data.shape)
         return ga, gb
 
-    saved = (b if self.requires_grad else None, self if b.requires_grad else None)
-    return self._result(out, (self, b), backward, "MmBackward0", saved=saved)
+    saved = (b if input.requires_grad else None, input if b.requires_grad else None)
+    return input._result(out, (input, b), backward, "MmBackward0", saved=saved)
 
 
-def rmatmul(self, other) -> Tensor:
-    return matmul(self._operand(other, "matmul"), self)
+def rmatmul(input, other) -> Tensor:
+    return matmul(input._operand(other, "matmul"), input)
 
 
-def mm(self, other) -> Tensor:
-    if self.ndim != 2 or getattr(other, "ndim", 0) != 2:
-        raise RuntimeError(f"mm(): both arguments must be 2-D, got {self.ndim}-D and {getattr(other, 'ndim', 0)}-D")
-    return matmul(self, other)
+def mm(input, mat2) -> Tensor:  # noqa: A002
+    if input.ndim != 2 or getattr(mat2, "ndim", 0) != 2:
+        raise RuntimeError(f"mm(): both arguments must be 2-D, got {input.ndim}-D and {getattr(mat2, 'ndim', 0)}-D")
+    return matmul(input, mat2)
 
 
-def bmm(self, other) -> Tensor:
-    if self.ndim != 3 or getattr(other, "ndim", 0) != 3:
+def bmm(input, mat2) -> Tensor:  # noqa: A002
+    if input.ndim != 3 or getattr(mat2, "ndim", 0) != 3:
         raise RuntimeError("bmm(): both arguments must be 3-D (batch, n, m)")
-    return matmul(self, other)
+    return matmul(input, mat2)
 
 
-def dot(self, other) -> Tensor:
-    if self.ndim != 1 or getattr(other, "ndim", 0) != 1:
+def dot(input, tensor) -> Tensor:  # noqa: A002
+    if input.ndim != 1 or getattr(tensor, "ndim", 0) != 1:
         raise RuntimeError("dot(): 1D tensors expected")
-    return matmul(self, other)
+    return matmul(input, tensor)
 
 
 # -- comparisons and logic (no gradient) --------------------------------------------------------------
@@ -230,44 +236,44 @@ def _compare(self, other, fn, op):
     return Tensor._wrap(fn(*_coerce(self._data, b._data)), self._backend)
 
 
-def eq(self, other):
-    return _compare(self, other, lambda a, b: a == b, "eq")
+def eq(input, other):
+    return _compare(input, other, lambda a, b: a == b, "eq")
 
 
-def ne(self, other):
-    return _compare(self, other, lambda a, b: a != b, "ne")
+def ne(input, other):
+    return _compare(input, other, lambda a, b: a != b, "ne")
 
 
-def lt(self, other):
-    return _compare(self, other, lambda a, b: a < b, "lt")
+def lt(input, other):
+    return _compare(input, other, lambda a, b: a < b, "lt")
 
 
-def le(self, other):
-    return _compare(self, other, lambda a, b: a <= b, "le")
+def le(input, other):
+    return _compare(input, other, lambda a, b: a <= b, "le")
 
 
-def gt(self, other):
-    return _compare(self, other, lambda a, b: a > b, "gt")
+def gt(input, other):
+    return _compare(input, other, lambda a, b: a > b, "gt")
 
 
-def ge(self, other):
-    return _compare(self, other, lambda a, b: a >= b, "ge")
+def ge(input, other):
+    return _compare(input, other, lambda a, b: a >= b, "ge")
 
 
-def equal(self, other) -> bool:
+def equal(input, other) -> bool:
     """True when both have the same shape and elements (``torch.equal``)."""
-    return self.shape == other.shape and bool((self._data == other._data).all())
+    return input.shape == other.shape and bool((input._data == other._data).all())
 
 
-def isclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False):
-    b = self._operand(other, "isclose")
+def isclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+    b = input._operand(other, "isclose")
     return Tensor._wrap(
-        self._backend.xp.isclose(self._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan), self._backend
+        input._backend.xp.isclose(input._data, b._data, rtol=rtol, atol=atol, equal_nan=equal_nan), input._backend
     )
 
 
-def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
-    return bool(isclose(self, other, rtol, atol, equal_nan)._data.all())
+def allclose(input, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
+    return bool(isclose(input, other, rtol, atol, equal_nan)._data.all())
 
 
 def _logic(self, other, fn, op):
@@ -279,49 +285,54 @@ def _logic(self, other, fn, op):
     return Tensor._wrap(fn(self._data, b._data), self._backend)
 
 
-def bitwise_and(self, other):
-    return _logic(self, other, lambda a, b: a & b, "and")
+def bitwise_and(input, other):
+    return _logic(input, other, lambda a, b: a & b, "and")
 
 
-def bitwise_or(self, other):
-    return _logic(self, other, lambda a, b: a | b, "or")
+def bitwise_or(input, other):
+    return _logic(input, other, lambda a, b: a | b, "or")
 
 
-def bitwise_xor(self, other):
-    return _logic(self, other, lambda a, b: a ^ b, "xor")
+def bitwise_xor(input, other):
+    return _logic(input, other, lambda a, b: a ^ b, "xor")
 
 
-def bitwise_not(self):
-    if _is_float(self.dtype):
+def bitwise_not(input):
+    if _is_float(input.dtype):
         raise RuntimeError("~ (bitwise_not) needs an integer or bool tensor")
-    return Tensor._wrap(~self._data, self._backend)
+    return Tensor._wrap(~input._data, input._backend)
 
 
-def logical_not(self):
-    return Tensor._wrap(self._backend.xp.logical_not(self._data), self._backend)
+def logical_not(input):
+    return Tensor._wrap(input._backend.xp.logical_not(input._data), input._backend)
 
 
-def logical_and(self, other):
+def logical_and(input, other):
     return Tensor._wrap(
-        self._backend.xp.logical_and(self._data, self._operand(other, "logical_and")._data), self._backend
+        input._backend.xp.logical_and(input._data, input._operand(other, "logical_and")._data), input._backend
     )
 
 
-def logical_or(self, other):
+def logical_or(input, other):
     return Tensor._wrap(
-        self._backend.xp.logical_or(self._data, self._operand(other, "logical_or")._data), self._backend
+        input._backend.xp.logical_or(input._data, input._operand(other, "logical_or")._data), input._backend
     )
 
 
-subtract, multiply, divide, true_divide = sub, mul, div, div
+subtract, multiply, divide = sub, mul, div
 
 
-def outer(self, vec2) -> Tensor:
+def true_divide(input, other) -> Tensor:  # noqa: A002
+    """input / other, always true division (``div`` without a rounding mode)."""
+    return div(input, other)
+
+
+def outer(input, vec2) -> Tensor:
     """The outer product of two 1-D tensors: out[i, j] = a[i] b[j]."""
-    b = self._operand(vec2, "outer")
-    if self.ndim != 1 or b.ndim != 1:
-        raise RuntimeError(f"outer: expected two 1-D tensors, got shapes {self.shape} and {b.shape}")
-    return mul(self.reshape(-1, 1), b.reshape(1, -1))
+    b = input._operand(vec2, "outer")
+    if input.ndim != 1 or b.ndim != 1:
+        raise RuntimeError(f"outer: expected two 1-D tensors, got shapes {input.shape} and {b.shape}")
+    return mul(input.reshape(-1, 1), b.reshape(1, -1))
 
 
 def einsum(equation: str, *operands) -> Tensor:
@@ -392,11 +403,11 @@ def einsum(equation: str, *operands) -> Tensor:
     return first._result(xp.asarray(out), tuple(operands), backward, "EinsumBackward0")
 
 
-def atan2(self, other) -> Tensor:
-    """The angle of (other, self) (``atan2(y, x)``), broadcasting; gradients x / r^2 and -y / r^2."""
-    b = self._operand(other, "atan2")
-    xp = self._backend.xp
-    y, x = _coerce(self._data, b._data)
+def atan2(input, other) -> Tensor:
+    """The angle of (other, input) (``atan2(y, x)``), broadcasting; gradients x / r^2 and -y / r^2."""
+    b = input._operand(other, "atan2")
+    xp = input._backend.xp
+    y, x = _coerce(input._data, b._data)
     if not _is_float(y.dtype):
         y, x = y.astype(default_float), x.astype(default_float)
     out = xp.arctan2(y, x)
@@ -404,107 +415,113 @@ def atan2(self, other) -> Tensor:
     def backward(g):
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = x * x + y * y
-            gy = _unbroadcast(g * x / r2, self.shape) if self.requires_grad else None
+            gy = _unbroadcast(g * x / r2, input.shape) if input.requires_grad else None
             gx = _unbroadcast(-g * y / r2, b.shape) if b.requires_grad else None
         return gy, gx
 
-    return self._result(out, (self, b), backward, "Atan2Backward0")
+    return input._result(out, (input, b), backward, "Atan2Backward0")
 
 
-def fmod(self, other) -> Tensor:
+def fmod(input, other) -> Tensor:
     """C's remainder: the sign of the dividend (``remainder``/``%`` takes the divisor's); gradient 1 for
-    self, -trunc(self / other) for other."""
-    b = self._operand(other, "fmod")
-    xp = self._backend.xp
-    a_data, b_data = _coerce(self._data, b._data)
+    input, -trunc(input / other) for other."""
+    b = input._operand(other, "fmod")
+    xp = input._backend.xp
+    a_data, b_data = _coerce(input._data, b._data)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = xp.fmod(a_data, b_data)
     if not _is_float(out.dtype):
-        return Tensor._wrap(out, self._backend)
+        return Tensor._wrap(out, input._backend)
 
     def backward(g):
         with np.errstate(divide="ignore", invalid="ignore"):
-            ga = _unbroadcast(g, self.shape) if self.requires_grad else None
+            ga = _unbroadcast(g, input.shape) if input.requires_grad else None
             gb = _unbroadcast(-g * xp.trunc(a_data / b_data), b.shape) if b.requires_grad else None
         return ga, gb
 
-    return self._result(out, (self, b), backward, "FmodBackward0")
+    return input._result(out, (input, b), backward, "FmodBackward0")
 
 
-def logaddexp(self, other) -> Tensor:
+def logaddexp(input, other) -> Tensor:
     """log(exp(a) + exp(b)) without overflow (composite)."""
     from gpunn.ops.pointwise import maximum
 
-    b = self._operand(other, "logaddexp")
-    m = maximum(self.detach(), b.detach())
+    b = input._operand(other, "logaddexp")
+    m = maximum(input.detach(), b.detach())
     m = m.masked_fill(~m.isfinite(), 0.0)
-    return ((self - m).exp() + (b - m).exp()).log() + m
+    return ((input - m).exp() + (b - m).exp()).log() + m
 
 
-def lerp(self, end, weight) -> Tensor:
-    """self + weight (end - self) (composite; ``weight`` a number or a tensor)."""
-    return add(self, mul(sub(self._operand(end, "lerp"), self), weight))
+def lerp(input, end, weight) -> Tensor:
+    """input + weight (end - input) (composite; ``weight`` a number or a tensor)."""
+    return add(input, mul(sub(input._operand(end, "lerp"), input), weight))
 
 
-def addcmul(self, tensor1, tensor2, value=1) -> Tensor:
-    """self + value * tensor1 * tensor2 (composite)."""
-    return add(self, mul(mul(self._operand(tensor1, "addcmul"), tensor2), value))
+def addcmul(input, tensor1, tensor2, value=1) -> Tensor:
+    """input + value * tensor1 * tensor2 (composite)."""
+    return add(input, mul(mul(input._operand(tensor1, "addcmul"), tensor2), value))
 
 
-def addcdiv(self, tensor1, tensor2, value=1) -> Tensor:
-    """self + value * tensor1 / tensor2 (composite)."""
-    return add(self, mul(div(self._operand(tensor1, "addcdiv"), tensor2), value))
+def addcdiv(input, tensor1, tensor2, value=1) -> Tensor:
+    """input + value * tensor1 / tensor2 (composite)."""
+    return add(input, mul(div(input._operand(tensor1, "addcdiv"), tensor2), value))
 
 
-def addmm(self, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
-    """beta * self + alpha * (mat1 @ mat2) (composite; beta = 0 ignores self, NaN included, as PyTorch)."""
-    prod = mm(self._operand(mat1, "addmm"), mat2)
+def addmm(input, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    """beta * input + alpha * (mat1 @ mat2) (composite; beta = 0 ignores input, NaN included, as PyTorch)."""
+    prod = mm(input._operand(mat1, "addmm"), mat2)
     if alpha != 1:
         prod = mul(prod, alpha)
-    if beta == 0:  # self only has to broadcast to the product's shape
-        np.broadcast_shapes(self.shape, prod.shape)
+    if beta == 0:  # input only has to broadcast to the product's shape
+        np.broadcast_shapes(input.shape, prod.shape)
         return prod
-    return add(mul(self, beta) if beta != 1 else self, prod)
+    return add(mul(input, beta) if beta != 1 else input, prod)
 
 
-def logical_xor(self, other) -> Tensor:
-    b = self._operand(other, "logical_xor")
-    return Tensor._wrap(self._backend.xp.logical_xor(self._data, b._data), self._backend)
+def logical_xor(input, other) -> Tensor:
+    b = input._operand(other, "logical_xor")
+    return Tensor._wrap(input._backend.xp.logical_xor(input._data, b._data), input._backend)
 
 
-def cdist(x1, x2, p: float = 2.0, compute_mode=None) -> Tensor:
-    """Pairwise p-norm distances between the rows of x1 (*, P, M) and x2 (*, R, M): (*, P, R) (composite)."""
+_CDIST_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist", "donot_use_mm_for_euclid_dist")
+
+
+def cdist(x1, x2, p: float = 2.0, compute_mode="use_mm_for_euclid_dist_if_necessary") -> Tensor:
+    """Pairwise p-norm distances between the rows of x1 (*, P, M) and x2 (*, R, M): (*, P, R) (composite).
+    ``compute_mode`` picks PyTorch's algorithm; gpunn always takes the direct difference (the exact one)."""
+    if compute_mode is not None and compute_mode not in _CDIST_MODES:
+        raise ValueError(f"cdist: {compute_mode} is not a valid value for compute_mode")
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"cdist: expected (*, P, M) and (*, R, M) with the same M, got {x1.shape} and {x2.shape}")
     return (x1.unsqueeze(-2) - x2.unsqueeze(-3)).norm(p, dim=-1)
 
 
-def mv(self, vec) -> Tensor:
+def mv(input, vec) -> Tensor:
     """Matrix (n, m) times vector (m,)."""
-    if self.ndim != 2 or vec.ndim != 1:
-        raise RuntimeError(f"mv: expected a matrix and a vector, got shapes {self.shape} and {vec.shape}")
-    return matmul(self, vec)
+    if input.ndim != 2 or vec.ndim != 1:
+        raise RuntimeError(f"mv: expected a matrix and a vector, got shapes {input.shape} and {vec.shape}")
+    return matmul(input, vec)
 
 
-def hypot(self, other) -> Tensor:
+def hypot(input, other) -> Tensor:
     """sqrt(a^2 + b^2) (composite)."""
-    b = self._operand(other, "hypot")
-    return (self * self + b * b).sqrt()
+    b = input._operand(other, "hypot")
+    return (input * input + b * b).sqrt()
 
 
-def xlogy(self, other) -> Tensor:
-    """self * log(other), 0 where self == 0 (unless other is NaN), as PyTorch."""
+def xlogy(input, other) -> Tensor:
+    """input * log(other), 0 where input == 0 (unless other is NaN), as PyTorch."""
     from gpunn.ops.shape import where
 
-    b = self._operand(other, "xlogy")
-    zero = (self == 0) & ~b.isnan()
-    return where(zero, 0.0, self * b.log())
+    b = input._operand(other, "xlogy")
+    zero = (input == 0) & ~b.isnan()
+    return where(zero, 0.0, input * b.log())
 
 
-def float_power(self, exponent) -> Tensor:
-    """self ** exponent in float64."""
+def float_power(input, exponent) -> Tensor:
+    """input ** exponent in float64."""
     e = exponent.astype(np.float64) if isinstance(exponent, Tensor) else float(exponent)
-    return pow(self.astype(np.float64), e)
+    return pow(input.astype(np.float64), e)
 
 
 def tensordot(a, b, dims=2) -> Tensor:
@@ -524,23 +541,23 @@ def tensordot(a, b, dims=2) -> Tensor:
     return einsum(f"{''.join(sa)},{''.join(sb)}->{''.join(out)}", a, b)
 
 
-def inner(self, other) -> Tensor:
+def inner(input, other) -> Tensor:
     """Sum of products over the last dims (scalars multiply)."""
-    b = self._operand(other, "inner")
-    if self.ndim == 0 or b.ndim == 0:
-        return mul(self, b)
-    return tensordot(self, b, ([-1], [-1]))
+    b = input._operand(other, "inner")
+    if input.ndim == 0 or b.ndim == 0:
+        return mul(input, b)
+    return tensordot(input, b, ([-1], [-1]))
 
 
-def vdot(self, other) -> Tensor:
+def vdot(input, other) -> Tensor:
     """The dot product of two 1-D tensors."""
-    return dot(self, other)
+    return dot(input, other)
 
 
-def kron(self, other) -> Tensor:
+def kron(input, other) -> Tensor:
     """The Kronecker product (same rank, or the lower-rank one padded with leading 1s)."""
-    b = self._operand(other, "kron")
-    a = self
+    b = input._operand(other, "kron")
+    a = input
     n = max(a.ndim, b.ndim)
     a = a.reshape((1,) * (n - a.ndim) + a.shape)
     b = b.reshape((1,) * (n - b.ndim) + b.shape)
@@ -549,12 +566,12 @@ def kron(self, other) -> Tensor:
     return mul(a.reshape(inter_a), b.reshape(inter_b)).reshape(tuple(x * y for x, y in zip(a.shape, b.shape)))
 
 
-def baddbmm(self, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
-    """beta * self + alpha * (batch1 @ batch2), batched (composite; beta = 0 ignores self)."""
-    prod = bmm(self._operand(batch1, "baddbmm"), batch2)
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    """beta * input + alpha * (batch1 @ batch2), batched (composite; beta = 0 ignores input)."""
+    prod = bmm(input._operand(batch1, "baddbmm"), batch2)
     if alpha != 1:
         prod = mul(prod, alpha)
     if beta == 0:
-        np.broadcast_shapes(self.shape, prod.shape)
+        np.broadcast_shapes(input.shape, prod.shape)
         return prod
-    return add(mul(self, beta) if beta != 1 else self, prod)
+    return add(mul(input, beta) if beta != 1 else input, prod)

@@ -98,7 +98,7 @@ METHODS = {
     "__rmul__": arith.mul,
     "div": arith.div,
     "divide": arith.div,
-    "true_divide": arith.div,
+    "true_divide": arith.true_divide,
     "__truediv__": arith.div,
     "__rtruediv__": arith.rdiv,
     "floor_divide": arith.floor_divide,

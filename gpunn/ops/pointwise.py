@@ -33,72 +33,72 @@ def _unary(t: Tensor, fn, dfn, op: str, saves: str = "input"):
     return t._result(out, (t,), backward, op, saved=saved, saves_output=saves in ("output", "both"))
 
 
-def exp(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.exp(x), lambda g, x, y: g * y, "ExpBackward0", "output")
+def exp(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.exp(x), lambda g, x, y: g * y, "ExpBackward0", "output")
 
 
-def expm1(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.expm1(x), lambda g, x, y: g * (y + 1), "Expm1Backward0", "output")
+def expm1(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.expm1(x), lambda g, x, y: g * (y + 1), "Expm1Backward0", "output")
 
 
-def log(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.log(x), lambda g, x, y: _quiet_div(g, x), "LogBackward0")
+def log(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.log(x), lambda g, x, y: _quiet_div(g, x), "LogBackward0")
 
 
-def log2(self) -> Tensor:
+def log2(input) -> Tensor:
     return _unary(
-        self, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))), "Log2Backward0"
+        input, lambda xp, x: xp.log2(x), lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(2.0))), "Log2Backward0"
     )
 
 
-def log10(self) -> Tensor:
+def log10(input) -> Tensor:
     return _unary(
-        self,
+        input,
         lambda xp, x: xp.log10(x),
         lambda g, x, y: _quiet_div(g, x * x.dtype.type(math.log(10.0))),
         "Log10Backward0",
     )
 
 
-def log1p(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.log1p(x), lambda g, x, y: _quiet_div(g, 1 + x), "Log1PBackward0")
+def log1p(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.log1p(x), lambda g, x, y: _quiet_div(g, 1 + x), "Log1PBackward0")
 
 
-def sqrt(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.sqrt(x), lambda g, x, y: _quiet_div(g, 2 * y), "SqrtBackward0", "output")
+def sqrt(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.sqrt(x), lambda g, x, y: _quiet_div(g, 2 * y), "SqrtBackward0", "output")
 
 
-def rsqrt(self) -> Tensor:
-    return _unary(self, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0", "output")
+def rsqrt(input) -> Tensor:
+    return _unary(input, lambda xp, x: 1 / xp.sqrt(x), lambda g, x, y: -0.5 * g * y * y * y, "RsqrtBackward0", "output")
 
 
-def square(self) -> Tensor:
-    return self * self
+def square(input) -> Tensor:
+    return input * input
 
 
-def reciprocal(self) -> Tensor:
-    return _unary(self, lambda xp, x: 1 / x, lambda g, x, y: -g * y * y, "ReciprocalBackward0", "output")
+def reciprocal(input) -> Tensor:
+    return _unary(input, lambda xp, x: 1 / x, lambda g, x, y: -g * y * y, "ReciprocalBackward0", "output")
 
 
-def sin(self) -> Tensor:
-    xp = self._backend.xp
-    return _unary(self, lambda xp_, x: xp_.sin(x), lambda g, x, y: g * xp.cos(x), "SinBackward0")
+def sin(input) -> Tensor:
+    xp = input._backend.xp
+    return _unary(input, lambda xp_, x: xp_.sin(x), lambda g, x, y: g * xp.cos(x), "SinBackward0")
 
 
-def cos(self) -> Tensor:
-    xp = self._backend.xp
-    return _unary(self, lambda xp_, x: xp_.cos(x), lambda g, x, y: -g * xp.sin(x), "CosBackward0")
+def cos(input) -> Tensor:
+    xp = input._backend.xp
+    return _unary(input, lambda xp_, x: xp_.cos(x), lambda g, x, y: -g * xp.sin(x), "CosBackward0")
 
 
-def tan(self) -> Tensor:
-    return _unary(self, lambda xp, x: xp.tan(x), lambda g, x, y: g * (1 + y * y), "TanBackward0", "output")
+def tan(input) -> Tensor:
+    return _unary(input, lambda xp, x: xp.tan(x), lambda g, x, y: g * (1 + y * y), "TanBackward0", "output")
 
 
-def abs(self) -> Tensor:  # noqa: A001
-    xp = self._backend.xp
-    if not _is_float(self.dtype):
-        return Tensor._wrap(xp.abs(self._data), self._backend)
-    return _unary(self, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * _sign(xp, x), "AbsBackward0")
+def abs(input) -> Tensor:  # noqa: A001
+    xp = input._backend.xp
+    if not _is_float(input.dtype):
+        return Tensor._wrap(xp.abs(input._data), input._backend)
+    return _unary(input, lambda xp_, x: xp_.abs(x), lambda g, x, y: g * _sign(xp, x), "AbsBackward0")
 
 
 def _step_grad(xp):
@@ -112,23 +112,23 @@ def _sign(xp, x):
     return xp.where(xp.isnan(x), x.dtype.type(0), xp.sign(x))
 
 
-def sign(self) -> Tensor:
+def sign(input) -> Tensor:
     """-1, 0 or 1, and 0 for NaN as in PyTorch (NumPy gives NaN); gradient 0 everywhere."""
-    xp = self._backend.xp
-    if not _is_float(self.dtype):
-        return Tensor._wrap(xp.sign(self._data), self._backend)
+    xp = input._backend.xp
+    if not _is_float(input.dtype):
+        return Tensor._wrap(xp.sign(input._data), input._backend)
 
-    return _unary(self, lambda xp_, x: _sign(xp_, x), _step_grad(xp), "SignBackward0", "none")
+    return _unary(input, lambda xp_, x: _sign(xp_, x), _step_grad(xp), "SignBackward0", "none")
 
 
 def _rounding(name):
-    def op(self) -> Tensor:
-        if not _is_float(self.dtype):
-            return self.clone()
+    def op(input) -> Tensor:  # noqa: A002
+        if not _is_float(input.dtype):
+            return input.clone()
         return _unary(
-            self,
+            input,
             lambda xp, x: getattr(xp, name)(x),
-            _step_grad(self._backend.xp),
+            _step_grad(input._backend.xp),
             f"{name.capitalize()}Backward0",
             "none",
         )
@@ -143,15 +143,15 @@ ceil = _rounding("ceil")
 trunc = _rounding("trunc")
 
 
-def round(self, decimals: int = 0) -> Tensor:  # noqa: A001
+def round(input, decimals: int = 0) -> Tensor:  # noqa: A001
     """Round half to even (as PyTorch); gradient 0."""
-    if not _is_float(self.dtype):
-        return self.clone()
-    xp = self._backend.xp
-    return _unary(self, lambda xp_, x: xp_.round(x, decimals), _step_grad(xp), "RoundBackward0", "none")
+    if not _is_float(input.dtype):
+        return input.clone()
+    xp = input._backend.xp
+    return _unary(input, lambda xp_, x: xp_.round(x, decimals), _step_grad(xp), "RoundBackward0", "none")
 
 
-def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
+def clamp(input, min=None, max=None) -> Tensor:  # noqa: A002
     """min(max(x, min), max); gradient g inside [min, max], 0 outside and at NaN (a selection, as in PyTorch: an
     inf or NaN g outside gives 0). ``min``/``max`` may be tensors."""
     if min is None and max is None:
@@ -159,14 +159,14 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # tensor bounds get gradients too
         from gpunn.ops.shape import where
 
-        out = self
+        out = input
         if min is not None:
             out = where((out >= min) | isnan(out), out, min)  # NaN stays NaN, as in PyTorch
         if max is not None:
             out = where((out <= max) | isnan(out), out, max)
         return out
-    xp = self._backend.xp
-    x = self._data
+    xp = input._backend.xp
+    x = input._data
     lo = min._data if isinstance(min, Tensor) else min
     hi = max._data if isinstance(max, Tensor) else max
     out = x  # x where it is not beyond a bound (as PyTorch: NaN propagates, -0.0 stays -0.0)
@@ -185,15 +185,15 @@ def clamp(self, min=None, max=None) -> Tensor:  # noqa: A002
         inside = inside & (x <= hi)
     if inside.shape != out.shape:
         inside = xp.broadcast_to(inside, out.shape)
-    return self._result(out, (self,), lambda g: (xp.where(inside, g, g.dtype.type(0)),), "ClampBackward1", saved=())
+    return input._result(out, (input,), lambda g: (xp.where(inside, g, g.dtype.type(0)),), "ClampBackward1", saved=())
 
 
-def clamp_min(self, min) -> Tensor:  # noqa: A002
-    return clamp(self, min, None)
+def clamp_min(input, min) -> Tensor:  # noqa: A002
+    return clamp(input, min, None)
 
 
-def clamp_max(self, max) -> Tensor:  # noqa: A002
-    return clamp(self, None, max)
+def clamp_max(input, max) -> Tensor:  # noqa: A002
+    return clamp(input, None, max)
 
 
 def _pick(self, other, op: str, larger: bool) -> Tensor:
@@ -221,59 +221,61 @@ def _pick(self, other, op: str, larger: bool) -> Tensor:
     return self._result(out, (self, b), backward, "MaximumBackward0" if larger else "MinimumBackward0")
 
 
-def maximum(self, other) -> Tensor:
-    return _pick(self, other, "maximum", True)
+def maximum(input, other) -> Tensor:
+    return _pick(input, other, "maximum", True)
 
 
-def minimum(self, other) -> Tensor:
-    return _pick(self, other, "minimum", False)
+def minimum(input, other) -> Tensor:
+    return _pick(input, other, "minimum", False)
 
 
 # -- activations ------------------------------------------------------------------------------------
-def relu(self, inplace: bool = False) -> Tensor:
+def relu(input, inplace: bool = False) -> Tensor:
     """max(x, 0) as PyTorch: 0 where x < 0, else x (NaN and -0.0 kept); gradient g, or 0 where the output <= 0."""
-    _tensor(self, "relu")
+    _tensor(input, "relu")
     if inplace:
-        return self.relu_()
-    be = self._backend
-    out = be.relu(self._data)
-    return self._result(
-        out, (self,), lambda g: (be.relu_backward(g, out),), "ReluBackward0", saved=(), saves_output=True
+        return input.relu_()
+    be = input._backend
+    out = be.relu(input._data)
+    return input._result(
+        out, (input,), lambda g: (be.relu_backward(g, out),), "ReluBackward0", saved=(), saves_output=True
     )
 
 
-def leaky_relu(self, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """x if x > 0 else negative_slope * x."""
-    _float(self, "leaky_relu")
+    _float(input, "leaky_relu")
     if inplace:
-        return self._inplace("leaky_relu_", lambda t: leaky_relu(t, negative_slope))
-    x = self._data
-    xp = self._backend.xp
+        return input._inplace("leaky_relu_", lambda t: leaky_relu(t, negative_slope))
+    x = input._data
+    xp = input._backend.xp
     slope = x.dtype.type(negative_slope)
     out = xp.where(x > 0, x, x * slope)
-    return self._result(out, (self,), lambda g: (xp.where(x > 0, g, g * slope),), "LeakyReluBackward0")
+    return input._result(out, (input,), lambda g: (xp.where(x > 0, g, g * slope),), "LeakyReluBackward0")
 
 
-def sigmoid(self) -> Tensor:
+def sigmoid(input) -> Tensor:
     """1 / (1 + exp(-x)), computed without overflow; gradient y (1 - y)."""
-    _tensor(self, "sigmoid")
-    out = activation_forward(self._backend.xp, _as_float(self).copy(), "sigmoid")
-    return self._result(out, (self,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", saved=(), saves_output=True)
+    _tensor(input, "sigmoid")
+    out = activation_forward(input._backend.xp, _as_float(input).copy(), "sigmoid")
+    return input._result(
+        out, (input,), lambda g: (g * out * (1 - out),), "SigmoidBackward0", saved=(), saves_output=True
+    )
 
 
-def tanh(self) -> Tensor:
+def tanh(input) -> Tensor:
     """tanh(x); gradient 1 - y^2."""
-    _tensor(self, "tanh")
-    return _unary(self, lambda xp, x: xp.tanh(x), lambda g, x, y: g * (1 - y * y), "TanhBackward0", "output")
+    _tensor(input, "tanh")
+    return _unary(input, lambda xp, x: xp.tanh(x), lambda g, x, y: g * (1 - y * y), "TanhBackward0", "output")
 
 
-def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+def elu(input, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """x if x > 0 else alpha * (exp(x) - 1); gradient g * alpha * exp(x) where x <= 0, else g (NaN passes g, as in
     PyTorch)."""
-    _float(self, "elu")
+    _float(input, "elu")
     if inplace:
-        return self._inplace("elu_", lambda t: elu(t, alpha))
-    xp = self._backend.xp
+        return input._inplace("elu_", lambda t: elu(t, alpha))
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         return xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(x))
@@ -281,7 +283,7 @@ def elu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     def bwd(g, x, y):
         return xp.where(x <= 0, g * x.dtype.type(alpha) * xp.exp(x), g)
 
-    return _unary(self, fwd, bwd, "EluBackward0")
+    return _unary(input, fwd, bwd, "EluBackward0")
 
 
 def _erf(xp, x):
@@ -302,11 +304,11 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def gelu(self, approximate: str = "none") -> Tensor:
+def gelu(input, approximate: str = "none") -> Tensor:
     """x * Phi(x) (``approximate='none'``, Phi the standard normal CDF: (1 + erf(x / sqrt 2)) / 2) or
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (``'tanh'``); gradients written out below."""
-    _float(self, "gelu")
-    xp = self._backend.xp
+    _float(input, "gelu")
+    xp = input._backend.xp
     if approximate == "none":
 
         def fwd(xp_, x):
@@ -317,7 +319,7 @@ def gelu(self, approximate: str = "none") -> Tensor:
             pdf = xp.exp(x * x * x.dtype.type(-0.5)) * x.dtype.type(_INV_SQRT_2PI)
             return g * (cdf + x * pdf)
 
-        return _unary(self, fwd, bwd, "GeluBackward0")
+        return _unary(input, fwd, bwd, "GeluBackward0")
     if approximate == "tanh":
 
         def inner_tanh(x):
@@ -330,16 +332,16 @@ def gelu(self, approximate: str = "none") -> Tensor:
             half = x.dtype.type(0.5)
             return g * (half * (1 + t) + half * x * (1 - t * t) * k * (1 + 3 * c * x * x))
 
-        return _unary(self, lambda xp_, x: x.dtype.type(0.5) * x * (1 + inner_tanh(x)), bwd_tanh, "GeluBackward0")
+        return _unary(input, lambda xp_, x: x.dtype.type(0.5) * x * (1 + inner_tanh(x)), bwd_tanh, "GeluBackward0")
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
-def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+def softplus(input, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (linear there, as in PyTorch);
     gradient sigmoid(beta x) (1 above the threshold)."""
-    _float(self, "softplus")
+    _float(input, "softplus")
     b, th = float(beta), float(threshold)
-    xp = self._backend.xp
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         bx = x * x.dtype.type(b)
@@ -349,15 +351,15 @@ def softplus(self, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
         bx = x * x.dtype.type(b)
         return g * xp.where(bx > th, x.dtype.type(1), activation_forward(xp, bx, "sigmoid"))
 
-    return _unary(self, fwd, bwd, "SoftplusBackward0")
+    return _unary(input, fwd, bwd, "SoftplusBackward0")
 
 
-def silu(self, inplace: bool = False) -> Tensor:
+def silu(input, inplace: bool = False) -> Tensor:
     """x * sigmoid(x) (the swish); gradient s (1 + x (1 - s)) with s = sigmoid(x)."""
-    _float(self, "silu")
+    _float(input, "silu")
     if inplace:
-        return self._inplace("silu_", lambda t: silu(t))
-    xp = self._backend.xp
+        return input._inplace("silu_", lambda t: silu(t))
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         return x * activation_forward(xp, x.copy(), "sigmoid")
@@ -366,18 +368,18 @@ def silu(self, inplace: bool = False) -> Tensor:
         s = activation_forward(xp, x.copy(), "sigmoid")
         return g * (s * (1 + x * (1 - s)))
 
-    return _unary(self, fwd, bwd, "SiluBackward0")
+    return _unary(input, fwd, bwd, "SiluBackward0")
 
 
-def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+def hardtanh(input, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
     """x clamped to [min_val, max_val] (NaN and -0.0 kept); gradient g strictly inside, 0 at and beyond the
     bounds (a NaN input passes g, as in PyTorch)."""
-    _tensor(self, "hardtanh")
+    _tensor(input, "hardtanh")
     if inplace:
-        return self._inplace("hardtanh_", lambda t: hardtanh(t, min_val, max_val))
+        return input._inplace("hardtanh_", lambda t: hardtanh(t, min_val, max_val))
     if min_val > max_val:
         raise ValueError("hardtanh: min_val cannot be greater than max_val")
-    xp = self._backend.xp
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         lo, hi = x.dtype.type(min_val), x.dtype.type(max_val)
@@ -386,12 +388,12 @@ def hardtanh(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = 
     def bwd(g, x, y):
         return xp.where((x <= min_val) | (x >= max_val), g.dtype.type(0), g)
 
-    return _unary(self, fwd, bwd, "HardtanhBackward0")
+    return _unary(input, fwd, bwd, "HardtanhBackward0")
 
 
-def relu6(self, inplace: bool = False) -> Tensor:
+def relu6(input, inplace: bool = False) -> Tensor:
     """min(max(x, 0), 6): hardtanh(x, 0, 6)."""
-    return hardtanh(self, 0.0, 6.0, inplace)
+    return hardtanh(input, 0.0, 6.0, inplace)
 
 
 def _elu_family(self, alpha: float, scale: float, input_scale: float, op: str) -> Tensor:
@@ -415,28 +417,28 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
-def selu(self, inplace: bool = False) -> Tensor:
+def selu(input, inplace: bool = False) -> Tensor:
     """scale * elu(x, alpha) with PyTorch's constants (alpha 1.6733, scale 1.0507)."""
     if inplace:
-        return self._inplace("selu_", selu)
-    return _elu_family(self, _SELU_ALPHA, _SELU_SCALE, 1.0, "EluBackward0")
+        return input._inplace("selu_", selu)
+    return _elu_family(input, _SELU_ALPHA, _SELU_SCALE, 1.0, "EluBackward0")
 
 
-def celu(self, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+def celu(input, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """x if x > 0 else alpha (exp(x / alpha) - 1)."""
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: celu's alpha must not be 0")
     if inplace:
-        return self._inplace("celu_", lambda t: celu(t, alpha))
-    return _elu_family(self, alpha, 1.0, 1.0 / alpha, "EluBackward0")
+        return input._inplace("celu_", lambda t: celu(t, alpha))
+    return _elu_family(input, alpha, 1.0, 1.0 / alpha, "EluBackward0")
 
 
-def mish(self, inplace: bool = False) -> Tensor:
+def mish(input, inplace: bool = False) -> Tensor:
     """x tanh(softplus(x)); gradient tanh(sp) + x sigmoid(x) (1 - tanh(sp)^2)."""
-    _float(self, "mish")
+    _float(input, "mish")
     if inplace:
-        return self._inplace("mish_", mish)
-    xp = self._backend.xp
+        return input._inplace("mish_", mish)
+    xp = input._backend.xp
 
     def tanh_sp(x):
         return xp.tanh(xp.where(x > 20, x, xp.log1p(xp.exp(xp.minimum(x, 20)))))
@@ -445,15 +447,15 @@ def mish(self, inplace: bool = False) -> Tensor:
         t = tanh_sp(x)
         return g * (t + x * activation_forward(xp, x.copy(), "sigmoid") * (1 - t * t))
 
-    return _unary(self, lambda xp_, x: x * tanh_sp(x), bwd, "MishBackward0")
+    return _unary(input, lambda xp_, x: x * tanh_sp(x), bwd, "MishBackward0")
 
 
-def hardswish(self, inplace: bool = False) -> Tensor:
+def hardswish(input, inplace: bool = False) -> Tensor:
     """x relu6(x + 3) / 6; gradient 0 up to -3, g (x / 3 + 1/2) in (-3, 3), g from 3 (a NaN input passes g)."""
-    _float(self, "hardswish")
+    _float(input, "hardswish")
     if inplace:
-        return self._inplace("hardswish_", hardswish)
-    xp = self._backend.xp
+        return input._inplace("hardswish_", hardswish)
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         t = x.dtype.type
@@ -463,15 +465,15 @@ def hardswish(self, inplace: bool = False) -> Tensor:
         t = x.dtype.type
         return xp.where(x <= -3, t(0), xp.where(x < 3, g * (x / t(3) + t(0.5)), g))
 
-    return _unary(self, fwd, bwd, "HardswishBackward0")
+    return _unary(input, fwd, bwd, "HardswishBackward0")
 
 
-def hardsigmoid(self, inplace: bool = False) -> Tensor:
+def hardsigmoid(input, inplace: bool = False) -> Tensor:
     """relu6(x + 3) / 6; gradient g / 6 strictly inside (-3, 3), else 0."""
-    _float(self, "hardsigmoid")
+    _float(input, "hardsigmoid")
     if inplace:
-        return self._inplace("hardsigmoid_", hardsigmoid)
-    xp = self._backend.xp
+        return input._inplace("hardsigmoid_", hardsigmoid)
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         t = x.dtype.type
@@ -480,7 +482,7 @@ def hardsigmoid(self, inplace: bool = False) -> Tensor:
     def bwd(g, x, y):  # PyTorch multiplies by 1/6 rounded to float32, in float64 too
         return xp.where((x > -3) & (x < 3), g * g.dtype.type(np.float32(1 / 6)), g.dtype.type(0))
 
-    return _unary(self, fwd, bwd, "HardsigmoidBackward0")
+    return _unary(input, fwd, bwd, "HardsigmoidBackward0")
 
 
 def _shrink(self, lambd: float, soft: bool, op: str) -> Tensor:
@@ -502,19 +504,19 @@ def _shrink(self, lambd: float, soft: bool, op: str) -> Tensor:
     return _unary(self, fwd, bwd, op)
 
 
-def softshrink(self, lambd: float = 0.5) -> Tensor:
+def softshrink(input, lambd: float = 0.5) -> Tensor:
     """x - lambd above lambd, x + lambd below -lambd, 0 between; gradient g outside [-lambd, lambd] (NaN too)."""
-    return _shrink(self, lambd, True, "SoftshrinkBackward0")
+    return _shrink(input, lambd, True, "SoftshrinkBackward0")
 
 
-def hardshrink(self, lambd: float = 0.5) -> Tensor:
+def hardshrink(input, lambd: float = 0.5) -> Tensor:
     """x outside [-lambd, lambd], 0 inside; gradient likewise."""
-    return _shrink(self, lambd, False, "HardshrinkBackward0")
+    return _shrink(input, lambd, False, "HardshrinkBackward0")
 
 
-def threshold(self, threshold: float, value: float, inplace: bool = False) -> Tensor:
+def threshold(input, threshold: float, value: float, inplace: bool = False) -> Tensor:
     """``value`` where x <= threshold, else x (NaN kept); gradient 0 there, else g."""
-    return _threshold(self, threshold, value, inplace)
+    return _threshold(input, threshold, value, inplace)
 
 
 def _threshold(self, th: float, value: float, inplace: bool) -> Tensor:
@@ -529,10 +531,10 @@ def _threshold(self, th: float, value: float, inplace: bool) -> Tensor:
     return _unary(self, fwd, lambda g, x, y: xp.where(x <= th, g.dtype.type(0), g), "ThresholdBackward0")
 
 
-def logsigmoid(self) -> Tensor:
+def logsigmoid(input) -> Tensor:
     """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), without overflow; gradient g sigmoid(-x)."""
-    _float(self, "logsigmoid")
-    xp = self._backend.xp
+    _float(input, "logsigmoid")
+    xp = input._backend.xp
 
     def fwd(xp_, x):
         return xp.minimum(x, x.dtype.type(0)) - xp.log1p(xp.exp(-xp.abs(x)))
@@ -540,54 +542,54 @@ def logsigmoid(self) -> Tensor:
     def bwd(g, x, y):
         return g * activation_forward(xp, -x, "sigmoid")
 
-    return _unary(self, fwd, bwd, "LogSigmoidBackward0")
+    return _unary(input, fwd, bwd, "LogSigmoidBackward0")
 
 
-def softsign(self) -> Tensor:
+def softsign(input) -> Tensor:
     """x / (1 + |x|) (composite, as in PyTorch)."""
-    _float(self, "softsign")
-    return self / (abs(self) + 1)
+    _float(input, "softsign")
+    return input / (abs(input) + 1)
 
 
-def tanhshrink(self) -> Tensor:
+def tanhshrink(input) -> Tensor:
     """x - tanh(x) (composite, as in PyTorch)."""
-    _float(self, "tanhshrink")
-    return self - tanh(self)
+    _float(input, "tanhshrink")
+    return input - tanh(input)
 
 
-def softmin(self, dim: int | None = None, dtype=None) -> Tensor:
+def softmin(input, dim: int | None = None, dtype=None) -> Tensor:
     """softmax(-x) along ``dim``."""
     if dim is None:
-        dim = _implicit_dim(self.ndim, "softmin")
-    return softmax(-self, dim, dtype)
+        dim = _implicit_dim(input.ndim, "softmin")
+    return softmax(-input, dim, dtype)
 
 
-def glu(self, dim: int = -1) -> Tensor:
+def glu(input, dim: int = -1) -> Tensor:
     """a * sigmoid(b), a and b the two halves of x along ``dim`` (its size must be even)."""
-    _float(self, "glu")
-    axis = self._dim(dim, "glu")
-    if self.shape[axis] % 2:
-        raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {self.shape[axis]}")
-    a, b = self.chunk(2, axis)
+    _float(input, "glu")
+    axis = input._dim(dim, "glu")
+    if input.shape[axis] % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {axis} is size {input.shape[axis]}")
+    a, b = input.chunk(2, axis)
     return a * sigmoid(b)
 
 
-def prelu(self, weight) -> Tensor:
+def prelu(input, weight) -> Tensor:
     """x where x > 0, else weight * x; ``weight`` has 1 element or one per channel (dim 1)."""
-    _float(self, "prelu")
+    _float(input, "prelu")
     from gpunn.ops.shape import where
 
     w = weight
     if w.numel() != 1:
-        if self.ndim < 2 or w.numel() != self.shape[1]:
+        if input.ndim < 2 or w.numel() != input.shape[1]:
             raise RuntimeError(
                 f"Mismatch of parameter numbers and input channel size. Found parameter numbers = {w.numel()} "
-                f"and channel size = {self.shape[1] if self.ndim > 1 else 1}."
+                f"and channel size = {input.shape[1] if input.ndim > 1 else 1}."
             )
-        w = w.reshape((1, -1) + (1,) * (self.ndim - 2))
-    elif self.ndim:
+        w = w.reshape((1, -1) + (1,) * (input.ndim - 2))
+    elif input.ndim:
         w = w.reshape(())
-    return where(self > 0, self, w * self)
+    return where(input > 0, input, w * input)
 
 
 def _tensor(t, fname: str):
@@ -614,21 +616,21 @@ def _implicit_dim(ndim: int, fname: str) -> int:
     return 0 if ndim in (0, 1, 3) else 1
 
 
-def softmax(self, dim: int | None = None, dtype=None) -> Tensor:
+def softmax(input, dim: int | None = None, dtype=None) -> Tensor:
     """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
     if dtype is not None:
-        self = self.astype(dtype)
-    _float(self, "softmax")
-    dim = _implicit_dim(self.ndim, "softmax") if dim is None else self._dim(dim, "softmax")
-    xp = self._backend.xp
-    x = self._data
+        input = input.astype(dtype)
+    _float(input, "softmax")
+    dim = _implicit_dim(input.ndim, "softmax") if dim is None else input._dim(dim, "softmax")
+    xp = input._backend.xp
+    x = input._data
     if x.size == 0:  # as PyTorch: an empty result (a max over nothing would fail)
-        return self._result(x.copy(), (self,), lambda g: (g * 0,), "SoftmaxBackward0", saved=())
+        return input._result(x.copy(), (input,), lambda g: (g * 0,), "SoftmaxBackward0", saved=())
     e = xp.exp(x - x.max(axis=dim, keepdims=True))
     y = e / e.sum(axis=dim, keepdims=True)
-    return self._result(
+    return input._result(
         y,
-        (self,),
+        (input,),
         lambda g: (y * (g - (g * y).sum(axis=dim, keepdims=True)),),
         "SoftmaxBackward0",
         saved=(),
@@ -636,21 +638,21 @@ def softmax(self, dim: int | None = None, dtype=None) -> Tensor:
     )
 
 
-def log_softmax(self, dim: int | None = None, dtype=None) -> Tensor:
+def log_softmax(input, dim: int | None = None, dtype=None) -> Tensor:
     """x - logsumexp(x) along ``dim``; backward g - softmax(x) * sum(g)."""
     if dtype is not None:
-        self = self.astype(dtype)
-    _float(self, "log_softmax")
-    dim = _implicit_dim(self.ndim, "log_softmax") if dim is None else self._dim(dim, "log_softmax")
-    xp = self._backend.xp
-    x = self._data
+        input = input.astype(dtype)
+    _float(input, "log_softmax")
+    dim = _implicit_dim(input.ndim, "log_softmax") if dim is None else input._dim(dim, "log_softmax")
+    xp = input._backend.xp
+    x = input._data
     if x.size == 0:  # as PyTorch: an empty result (a max over nothing would fail)
-        return self._result(x.copy(), (self,), lambda g: (g * 0,), "LogSoftmaxBackward0", saved=())
+        return input._result(x.copy(), (input,), lambda g: (g * 0,), "LogSoftmaxBackward0", saved=())
     shifted = x - x.max(axis=dim, keepdims=True)
     y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-    return self._result(
+    return input._result(
         y,
-        (self,),
+        (input,),
         lambda g: (g - xp.exp(y) * g.sum(axis=dim, keepdims=True),),
         "LogSoftmaxBackward0",
         saved=(),
@@ -658,31 +660,31 @@ def log_softmax(self, dim: int | None = None, dtype=None) -> Tensor:
     )
 
 
-def logsumexp(self, dim, keepdim: bool = False) -> Tensor:
+def logsumexp(input, dim, keepdim: bool = False) -> Tensor:
     """log(sum(exp(x))) along ``dim``, stably."""
-    _float(self, "logsumexp")
-    m = self.detach().amax(dim, keepdim=True)
+    _float(input, "logsumexp")
+    m = input.detach().amax(dim, keepdim=True)
     m = m.masked_fill(~m.isfinite(), 0.0)
-    out = (self - m).exp().sum(dim, keepdim=True).log() + m
+    out = (input - m).exp().sum(dim, keepdim=True).log() + m
     return (
         out
         if keepdim
         else out.squeeze(dim)
         if isinstance(dim, int)
-        else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in {d % self.ndim for d in dim}))
+        else out.reshape(tuple(n for i, n in enumerate(out.shape) if i not in {d % input.ndim for d in dim}))
     )
 
 
-def isfinite(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isfinite(self._data), self._backend)
+def isfinite(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isfinite(input._data), input._backend)
 
 
-def isnan(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isnan(self._data), self._backend)
+def isnan(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isnan(input._data), input._backend)
 
 
-def isinf(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isinf(self._data), self._backend)
+def isinf(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isinf(input._data), input._backend)
 
 
 clip = clamp
@@ -692,10 +694,10 @@ clip = clamp
 def _math(name: str, fwd, dfn, saves: str = "input", doc: str = ""):
     """A float op ``fwd(xp, x)`` with derivative ``dfn(xp, g, x, y)`` (x: input, y: output)."""
 
-    def op(self) -> Tensor:
-        _tensor(self, name)
-        xp = self._backend.xp
-        return _unary(self, fwd, lambda g, x, y: dfn(xp, g, x, y), f"{name.capitalize()}Backward0", saves)
+    def op(input) -> Tensor:  # noqa: A002
+        _tensor(input, name)
+        xp = input._backend.xp
+        return _unary(input, fwd, lambda g, x, y: dfn(xp, g, x, y), f"{name.capitalize()}Backward0", saves)
 
     op.__name__ = name
     op.__doc__ = doc
@@ -728,44 +730,44 @@ exp2 = _math(
 frac = _math("frac", lambda xp, x: x - xp.trunc(x), lambda xp, g, x, y: g, "none", doc="x - trunc(x); gradient 1.")
 
 
-def erf(self) -> Tensor:
+def erf(input) -> Tensor:
     """The error function; gradient 2 / sqrt(pi) exp(-x^2)."""
-    _tensor(self, "erf")
-    xp = self._backend.xp
+    _tensor(input, "erf")
+    xp = input._backend.xp
     two_over_sqrt_pi = 2.0 / math.sqrt(math.pi)
     return _unary(
-        self,
+        input,
         lambda xp_, x: _erf(xp, x),
         lambda g, x, y: g * x.dtype.type(two_over_sqrt_pi) * xp.exp(-x * x),
         "ErfBackward0",
     )
 
 
-def nan_to_num(self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
+def nan_to_num(input, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None) -> Tensor:
     """NaN -> ``nan``, +inf -> ``posinf`` (the dtype's max by default), -inf -> ``neginf`` (its lowest);
     gradient g where x is finite, else 0 (g times the finite mask, as PyTorch)."""
-    _tensor(self, "nan_to_num")
-    xp = self._backend.xp
-    if not _is_float(self.dtype):
-        return self.clone()
+    _tensor(input, "nan_to_num")
+    xp = input._backend.xp
+    if not _is_float(input.dtype):
+        return input.clone()
 
     def fwd(xp_, x):
         return xp.nan_to_num(x, nan=nan, posinf=posinf, neginf=neginf)
 
-    return _unary(self, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")
+    return _unary(input, fwd, lambda g, x, y: g * xp.isfinite(x), "NanToNumBackward0")
 
 
-def signbit(self) -> Tensor:
+def signbit(input) -> Tensor:
     """True where the sign bit is set (negative values, -0.0, negative NaN)."""
-    return Tensor._wrap(self._backend.xp.signbit(self._data), self._backend)
+    return Tensor._wrap(input._backend.xp.signbit(input._data), input._backend)
 
 
-def deg2rad(self) -> Tensor:
-    return self * (math.pi / 180.0)
+def deg2rad(input) -> Tensor:
+    return input * (math.pi / 180.0)
 
 
-def rad2deg(self) -> Tensor:
-    return self * (180.0 / math.pi)
+def rad2deg(input) -> Tensor:
+    return input * (180.0 / math.pi)
 
 
 def _pick_number(self, other, larger: bool) -> Tensor:
@@ -778,24 +780,24 @@ def _pick_number(self, other, larger: bool) -> Tensor:
     return where(a_nan & ~b_nan, b, where(b_nan & ~a_nan, self, picked))
 
 
-def fmax(self, other) -> Tensor:
-    return _pick_number(self, other, True)
+def fmax(input, other) -> Tensor:
+    return _pick_number(input, other, True)
 
 
-def fmin(self, other) -> Tensor:
-    return _pick_number(self, other, False)
+def fmin(input, other) -> Tensor:
+    return _pick_number(input, other, False)
 
 
-def heaviside(self, values) -> Tensor:
+def heaviside(input, values) -> Tensor:
     """0 where x < 0, ``values`` where x == 0, 1 where x > 0 (not differentiable, as in PyTorch)."""
-    xp = self._backend.xp
+    xp = input._backend.xp
     v = values._data if isinstance(values, Tensor) else values
-    return Tensor._wrap(xp.heaviside(self._data, v).astype(self.dtype), self._backend)
+    return Tensor._wrap(xp.heaviside(input._data, v).astype(input.dtype), input._backend)
 
 
-def isposinf(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isposinf(self._data), self._backend)
+def isposinf(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isposinf(input._data), input._backend)
 
 
-def isneginf(self) -> Tensor:
-    return Tensor._wrap(self._backend.xp.isneginf(self._data), self._backend)
+def isneginf(input) -> Tensor:
+    return Tensor._wrap(input._backend.xp.isneginf(input._data), input._backend)

@@ -68,51 +68,51 @@ def _expand_back(xp, g, axes, keepdim):
 
 
 @numpy_aliases
-def sum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:  # noqa: A001
+def sum(input, dim=None, keepdim: bool = False, dtype=None) -> Tensor:  # noqa: A001
     """Sum over ``dim`` (all elements when None); bool/int tensors sum to int64, as in PyTorch."""
-    axes = _axes(self, dim)
-    x = self._data
+    axes = _axes(input, dim)
+    x = input._data
     if dtype is not None:
         x = x.astype(as_dtype(dtype))
     elif not _is_float(x.dtype):
         x = x.astype(int64)
-    if self.ndim == 0:
+    if input.ndim == 0:
         axes = None
     out = x.sum(axis=axes, keepdims=keepdim)
-    shape = self.shape
-    xp = self._backend.xp
+    shape = input.shape
+    xp = input._backend.xp
 
     def backward(g):
         return (xp.broadcast_to(_expand_back(xp, g, axes, keepdim), shape),)
 
-    return self._result(out, (self,), backward, "SumBackward0", saved=())
+    return input._result(out, (input,), backward, "SumBackward0", saved=())
 
 
 @numpy_aliases
-def mean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def mean(input, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     if dtype is not None:
-        self = self.astype(dtype)
-    if not _is_float(self.dtype):
+        input = input.astype(dtype)
+    if not _is_float(input.dtype):
         raise RuntimeError(
             f"mean(): could not infer output dtype. Input dtype must be either a floating point "
-            f"or complex dtype. Got: {self.dtype}"
+            f"or complex dtype. Got: {input.dtype}"
         )
-    axes = _axes(self, dim)
-    count = self._data.size if axes is None else math.prod(self.shape[a] for a in axes)
-    return sum(self, dim, keepdim) / float(count) if count else sum(self, dim, keepdim) * math.nan
+    axes = _axes(input, dim)
+    count = input._data.size if axes is None else math.prod(input.shape[a] for a in axes)
+    return sum(input, dim, keepdim) / float(count) if count else sum(input, dim, keepdim) * math.nan
 
 
 @numpy_aliases
-def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def prod(input, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """Product over ``dim`` (or all); the gradient is the product of the other elements (exact with zeros)."""
     if dtype is not None:
-        self = self.astype(dtype)
-    xp = self._backend.xp
-    x = self._data if dim is not None else self._data.reshape(-1)
-    axis = 0 if dim is None else self._dim(dim, "prod")
+        input = input.astype(dtype)
+    xp = input._backend.xp
+    x = input._data if dim is not None else input._data.reshape(-1)
+    axis = 0 if dim is None else input._dim(dim, "prod")
     out = x.prod(axis=axis, keepdims=keepdim and dim is not None)
     if not _is_float(x.dtype):
-        return Tensor._wrap(out.astype(int64), self._backend)
+        return Tensor._wrap(out.astype(int64), input._backend)
 
     def backward(g):
         # d prod / d x_i = prod of the others = (exclusive cumprod from the left) * (from the right)
@@ -125,22 +125,22 @@ def prod(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
             xp.flip(xp.concatenate([ones, xp.cumprod(rev[head], axis=axis)], axis=axis), axis=axis) if n > 1 else ones
         )
         gk = g if (keepdim and dim is not None) else xp.expand_dims(g, axis)
-        return ((gk * left * right).reshape(self.shape),)
+        return ((gk * left * right).reshape(input.shape),)
 
-    return self._result(out, (self,), backward, "ProdBackward0")
+    return input._result(out, (input,), backward, "ProdBackward0")
 
 
 @numpy_aliases
-def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+def var(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
     """Variance with Bessel's correction by default (``correction=1``; ``unbiased=False`` is 0)."""
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
     if isinstance(dim, bool):  # var(True): the old positional 'unbiased'
         dim, correction = None, 1 if dim else 0
-    _need_float(self, "var")
-    axes = _axes(self, dim)
-    n = self.numel() if axes is None else math.prod(self.shape[a] for a in axes)
-    centered = self - mean(self, dim, keepdim=True)
+    _need_float(input, "var")
+    axes = _axes(input, dim)
+    n = input.numel() if axes is None else math.prod(input.shape[a] for a in axes)
+    centered = input - mean(input, dim, keepdim=True)
     return (
         sum(centered * centered, dim, keepdim) / float(n - correction)
         if n - correction > 0
@@ -149,8 +149,8 @@ def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None
 
 
 @numpy_aliases
-def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
-    return var(self, dim, unbiased, keepdim, correction=correction).sqrt()
+def std(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> Tensor:
+    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
 
 
 def _need_float(t, op):
@@ -159,15 +159,15 @@ def _need_float(t, op):
 
 
 @numpy_aliases
-def norm(self, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def norm(input, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """Vector p-norm over ``dim`` (all elements by default): p in {'fro', 2, 1, inf, -inf, other > 0}."""
     if dtype is not None:
-        self = self.astype(dtype)
-    _need_float(self, "norm")
+        input = input.astype(dtype)
+    _need_float(input, "norm")
     if p in ("fro", 2, 2.0):
-        axes = _axes(self, dim)
-        xp = self._backend.xp
-        x = self._data
+        axes = _axes(input, dim)
+        xp = input._backend.xp
+        x = input._data
         out = xp.sqrt((x * x).sum(axis=axes, keepdims=keepdim))
 
         def backward(g):
@@ -176,16 +176,25 @@ def norm(self, p="fro", dim=None, keepdim: bool = False, dtype=None) -> Tensor:
             with np.errstate(divide="ignore", invalid="ignore"):
                 return (xp.where(o == 0, 0, gk * x / o),)  # 0 at the zero vector, as PyTorch
 
-        return self._result(out, (self,), backward, "NormBackward1", saves_output=True)
+        return input._result(out, (input,), backward, "NormBackward1", saves_output=True)
     if p in (1, 1.0):
-        return sum(self.abs(), dim, keepdim)
+        return sum(input.abs(), dim, keepdim)
     if p in (math.inf, "inf"):
-        return amax(self.abs(), dim, keepdim)
+        return amax(input.abs(), dim, keepdim)
     if p in (-math.inf, "-inf"):
-        return amin(self.abs(), dim, keepdim)
+        return amin(input.abs(), dim, keepdim)
     if isinstance(p, str):
         raise NotImplementedError(f"norm(p={p!r}): only vector norms ('fro', 1, 2, inf, numbers) are supported")
-    return sum(self.abs() ** p, dim, keepdim) ** (1.0 / p)
+    return sum(input.abs() ** p, dim, keepdim) ** (1.0 / p)
+
+
+def norm_function(input, p="fro", dim=None, keepdim: bool = False, out=None, dtype=None) -> Tensor:  # noqa: A002
+    """``gpunn.norm``: PyTorch's function has ``out`` in the fifth slot, where the method ``Tensor.norm`` has
+    ``dtype``; out= is refused."""
+    from gpunn.ops.shape import no_out
+
+    no_out("norm", out)
+    return norm(input, p, dim, keepdim, dtype)
 
 
 def _take_along(self: Tensor, idx, axis: int, keepdim: bool, op: str) -> Tensor:
@@ -249,98 +258,98 @@ def _extremum(self, dim, keepdim, find_max: bool):
     return (MaxMin if find_max else MinResult)(values, indices)
 
 
-def max(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+def max(input, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
     """Largest element; with ``dim``: a named tuple ``(values, indices)``; with a tensor: elementwise max."""
     dim = axis if dim is None else dim
-    return _extremum(self, dim, keepdim if keepdims is None else keepdims, True)
+    return _extremum(input, dim, keepdim if keepdims is None else keepdims, True)
 
 
-def min(self, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
+def min(input, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):  # noqa: A001
     dim = axis if dim is None else dim
-    return _extremum(self, dim, keepdim if keepdims is None else keepdims, False)
+    return _extremum(input, dim, keepdim if keepdims is None else keepdims, False)
 
 
 @numpy_aliases
-def amax(self, dim=None, keepdim: bool = False) -> Tensor:
+def amax(input, dim=None, keepdim: bool = False) -> Tensor:
     if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
-        return max(self)
+        return max(input)
     if isinstance(dim, (tuple, list)):
-        out = self
-        for d in sorted((self._dim(d, "amax") for d in dim), reverse=True):
+        out = input
+        for d in sorted((input._dim(d, "amax") for d in dim), reverse=True):
             out = max(out, d, keepdim).values
         return out
-    return max(self, dim, keepdim).values
+    return max(input, dim, keepdim).values
 
 
 @numpy_aliases
-def amin(self, dim=None, keepdim: bool = False) -> Tensor:
+def amin(input, dim=None, keepdim: bool = False) -> Tensor:
     if dim is None:
-        return min(self)
+        return min(input)
     if isinstance(dim, (tuple, list)):
-        out = self
-        for d in sorted((self._dim(d, "amin") for d in dim), reverse=True):
+        out = input
+        for d in sorted((input._dim(d, "amin") for d in dim), reverse=True):
             out = min(out, d, keepdim).values
         return out
-    return min(self, dim, keepdim).values
+    return min(input, dim, keepdim).values
 
 
 @numpy_aliases
-def argmax(self, dim=None, keepdim: bool = False) -> Tensor:
+def argmax(input, dim=None, keepdim: bool = False) -> Tensor:
     if dim is None:
-        return Tensor._wrap(self._data.argmax().astype(int64), self._backend)
-    return max(self, dim, keepdim).indices
+        return Tensor._wrap(input._data.argmax().astype(int64), input._backend)
+    return max(input, dim, keepdim).indices
 
 
 @numpy_aliases
-def argmin(self, dim=None, keepdim: bool = False) -> Tensor:
+def argmin(input, dim=None, keepdim: bool = False) -> Tensor:
     if dim is None:
-        return Tensor._wrap(self._data.argmin().astype(int64), self._backend)
-    return min(self, dim, keepdim).indices
+        return Tensor._wrap(input._data.argmin().astype(int64), input._backend)
+    return min(input, dim, keepdim).indices
 
 
 @numpy_aliases
-def cumsum(self, dim, dtype=None) -> Tensor:
+def cumsum(input, dim, dtype=None) -> Tensor:
     """Running sum along ``dim``; the gradient is the reversed running sum of the output gradient."""
-    xp = self._backend.xp
-    axis = self._dim(dim, "cumsum")
-    x = self._data.astype(as_dtype(dtype)) if dtype is not None else self._data
+    xp = input._backend.xp
+    axis = input._dim(dim, "cumsum")
+    x = input._data.astype(as_dtype(dtype)) if dtype is not None else input._data
     if not _is_float(x.dtype):
         x = x.astype(int64)
-    out = xp.cumsum(x, axis=axis) if self.ndim else x.copy()
+    out = xp.cumsum(x, axis=axis) if input.ndim else x.copy()
 
     def backward(g):
         return (xp.flip(xp.cumsum(xp.flip(g, axis), axis=axis), axis) if g.ndim else g,)
 
-    return self._result(out, (self,), backward, "CumsumBackward0", saved=())
+    return input._result(out, (input,), backward, "CumsumBackward0", saved=())
 
 
 @numpy_aliases
-def any(self, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
+def any(input, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
     return Tensor._wrap(
-        self._data.astype(bool).any(axis=_axes(self, dim) if self.ndim else None, keepdims=keepdim), self._backend
+        input._data.astype(bool).any(axis=_axes(input, dim) if input.ndim else None, keepdims=keepdim), input._backend
     )
 
 
 @numpy_aliases
-def all(self, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
+def all(input, dim=None, keepdim: bool = False) -> Tensor:  # noqa: A001
     return Tensor._wrap(
-        self._data.astype(bool).all(axis=_axes(self, dim) if self.ndim else None, keepdims=keepdim), self._backend
+        input._data.astype(bool).all(axis=_axes(input, dim) if input.ndim else None, keepdims=keepdim), input._backend
     )
 
 
-def count_nonzero(self, dim=None) -> Tensor:
-    return sum(self != 0, dim)
+def count_nonzero(input, dim=None) -> Tensor:
+    return sum(input != 0, dim)
 
 
-def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
+def sort(input, dim: int = -1, descending: bool = False, stable: bool = False):
     """Sorted values and their indices along ``dim`` (a named tuple); NaN sorts last, as in PyTorch."""
-    xp = self._backend.xp
-    if self.ndim == 0:
-        return SortResult(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
-    axis = self._dim(dim, "sort")
-    idx = _argsort(xp, self._data, axis, descending)
-    values = _take_along(self, idx, axis, True, "SortBackward0")
-    return SortResult(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+    xp = input._backend.xp
+    if input.ndim == 0:
+        return SortResult(input.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), input._backend))
+    axis = input._dim(dim, "sort")
+    idx = _argsort(xp, input._data, axis, descending)
+    values = _take_along(input, idx, axis, True, "SortBackward0")
+    return SortResult(values, Tensor._wrap(idx.astype(np.int64), input._backend))
 
 
 def _argsort(xp, x, axis, descending):
@@ -352,70 +361,70 @@ def _argsort(xp, x, axis, descending):
     return xp.argsort(key, axis=axis, **stable)
 
 
-def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
-    return sort(self, dim, descending, stable).indices
+def argsort(input, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+    return sort(input, dim, descending, stable).indices
 
 
-def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):  # noqa: A002
+def topk(input, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):  # noqa: A002
     """The ``k`` largest (or smallest) elements along ``dim`` and their indices, sorted."""
-    axis = self._dim(dim, "topk")
-    n = self.shape[axis] if self.ndim else 1
+    axis = input._dim(dim, "topk")
+    n = input.shape[axis] if input.ndim else 1
     if not 0 <= k <= n:
         raise RuntimeError(f"topk(): k ({k}) is out of range for dimension {dim} of size {n}")
-    xp = self._backend.xp
-    idx = _argsort(xp, self._data, axis, largest)
+    xp = input._backend.xp
+    idx = _argsort(xp, input._data, axis, largest)
     idx = idx[(slice(None),) * axis + (slice(0, k),)]
-    values = _take_along(self, idx, axis, True, "TopkBackward0")
-    return TopkResult(values, Tensor._wrap(idx.astype(np.int64), self._backend))
+    values = _take_along(input, idx, axis, True, "TopkBackward0")
+    return TopkResult(values, Tensor._wrap(idx.astype(np.int64), input._backend))
 
 
-def unique(self, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):  # noqa: A002
+def unique(input, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):  # noqa: A002
     """The distinct values (sorted; slices along ``dim`` when given), with the inverse indices (each element's
     position in them, input-shaped) and/or the counts when asked, as PyTorch returns them. Not differentiable."""
-    xp, be = self._backend.xp, self._backend
-    axis = None if dim is None else self._dim(dim, "unique")
-    vals, inverse, counts = xp.unique(self._data, return_inverse=True, return_counts=True, axis=axis)
+    xp, be = input._backend.xp, input._backend
+    axis = None if dim is None else input._dim(dim, "unique")
+    vals, inverse, counts = xp.unique(input._data, return_inverse=True, return_counts=True, axis=axis)
     out = [Tensor._wrap(vals, be)]
     if return_inverse:
-        inv_shape = self.shape if axis is None else (self.shape[axis],)
+        inv_shape = input.shape if axis is None else (input.shape[axis],)
         out.append(Tensor._wrap(inverse.reshape(inv_shape).astype(np.int64), be))
     if return_counts:
         out.append(Tensor._wrap(counts.astype(np.int64), be))
     return out[0] if len(out) == 1 else tuple(out)
 
 
-def bincount(self, weights=None, minlength: int = 0) -> Tensor:
+def bincount(input, weights=None, minlength: int = 0) -> Tensor:
     """How many times each value 0..max occurs in the 1-D non-negative integer tensor (at least ``minlength``
     bins); with ``weights`` the sum of the weights instead (in the weights' float dtype). Not differentiable."""
-    xp = self._backend.xp
-    if self.ndim != 1 or self.dtype.kind not in "iu":
-        raise RuntimeError(f"bincount only supports 1-d non-negative integral inputs, got {self.dtype} {self.shape}")
-    x = self._data
+    xp = input._backend.xp
+    if input.ndim != 1 or input.dtype.kind not in "iu":
+        raise RuntimeError(f"bincount only supports 1-d non-negative integral inputs, got {input.dtype} {input.shape}")
+    x = input._data
     if x.size and int(x.min()) < 0:
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs (got a negative value)")
     if minlength < 0:
         raise RuntimeError("minlength should be >= 0")
     if weights is None:
-        return Tensor._wrap(xp.bincount(x, minlength=minlength).astype(np.int64), self._backend)
-    w = weights._data if isinstance(weights, Tensor) else self._backend.asarray(weights)
+        return Tensor._wrap(xp.bincount(x, minlength=minlength).astype(np.int64), input._backend)
+    w = weights._data if isinstance(weights, Tensor) else input._backend.asarray(weights)
     if w.shape != x.shape:
         raise RuntimeError(
             f"bincount: weights should be 1-d and have the same length as input ({w.shape} vs {x.shape})"
         )
     dtype = w.dtype if w.dtype.kind == "f" else np.float64
-    return Tensor._wrap(xp.bincount(x, weights=w, minlength=minlength).astype(dtype), self._backend)
+    return Tensor._wrap(xp.bincount(x, weights=w, minlength=minlength).astype(dtype), input._backend)
 
 
-def cumprod(self, dim, dtype=None) -> Tensor:
+def cumprod(input, dim, dtype=None) -> Tensor:
     """Running product along ``dim``. Gradient (exact with zeros): dx_k = P_k S_k with P_k the product of the
     entries before k and S_k = g_k + x_{k+1} S_{k+1} (the later outputs' gradients, run back along dim)."""
-    xp = self._backend.xp
-    axis = self._dim(dim, "cumprod")
-    x = self._data.astype(as_dtype(dtype)) if dtype is not None else self._data
+    xp = input._backend.xp
+    axis = input._dim(dim, "cumprod")
+    x = input._data.astype(as_dtype(dtype)) if dtype is not None else input._data
     if not _is_float(x.dtype):
-        return Tensor._wrap(xp.cumprod(x.astype(int64), axis=axis), self._backend)
-    if self.ndim == 0:
-        return self._result(x.copy(), (self,), lambda g: (g,), "CumprodBackward0")
+        return Tensor._wrap(xp.cumprod(x.astype(int64), axis=axis), input._backend)
+    if input.ndim == 0:
+        return input._result(x.copy(), (input,), lambda g: (g,), "CumprodBackward0")
     out = xp.cumprod(x, axis=axis)
 
     def backward(g):
@@ -426,27 +435,27 @@ def cumprod(self, dim, dtype=None) -> Tensor:
         s[n - 1] = gm[n - 1]
         for k in range(n - 2, -1, -1):
             s[k] = gm[k] + xm[k + 1] * s[k + 1]
-        return (xp.moveaxis(before * s, 0, axis).astype(self.dtype, copy=False),)
+        return (xp.moveaxis(before * s, 0, axis).astype(input.dtype, copy=False),)
 
-    return self._result(out, (self,), backward, "CumprodBackward0")
+    return input._result(out, (input,), backward, "CumprodBackward0")
 
 
 MedianResult = _return_type("median", "MedianResult")
 
 
-def median(self, dim=None, keepdim: bool = False):
+def median(input, dim=None, keepdim: bool = False):
     """The lower median (the ((n - 1) // 2)-th smallest; NaN if the values hold one), as PyTorch; with ``dim``
     a named tuple (values, indices). The gradient goes to the chosen element."""
-    xp = self._backend.xp
+    xp = input._backend.xp
     if dim is None:
-        flat = self.reshape(-1)
+        flat = input.reshape(-1)
         if flat.numel() == 0:
             raise IndexError("median() input tensor cannot be empty")
         return median(flat, 0).values
-    axis = self._dim(dim, "median")
-    if self.ndim == 0:
-        return MedianResult(self.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), self._backend))
-    x = self._data
+    axis = input._dim(dim, "median")
+    if input.ndim == 0:
+        return MedianResult(input.clone(), Tensor._wrap(xp.zeros((), dtype=np.int64), input._backend))
+    x = input._data
     n = x.shape[axis]
     order = xp.argsort(x, axis=axis, kind="stable")  # NaN last
     k = (n - 1) // 2
@@ -455,40 +464,40 @@ def median(self, dim=None, keepdim: bool = False):
         n_nan = xp.isnan(x).sum(axis=axis, keepdims=True)
         first_nan = xp.take_along_axis(order, xp.minimum(n - n_nan, n - 1), axis=axis)
         pick = xp.where(n_nan > 0, first_nan, pick)
-    values = _take_along(self, pick, axis, keepdim, "MedianBackward1")
-    indices = Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), self._backend)
+    values = _take_along(input, pick, axis, keepdim, "MedianBackward1")
+    indices = Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), input._backend)
     return MedianResult(values, indices)
 
 
-def std_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
+def std_mean(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
     """(std, mean) over ``dim``."""
-    return std(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)
+    return std(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
 
 
-def var_mean(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
+def var_mean(input, dim=None, unbiased=None, keepdim: bool = False, *, correction=None) -> tuple:
     """(var, mean) over ``dim``."""
-    return var(self, dim, unbiased, keepdim, correction=correction), mean(self, dim, keepdim)
+    return var(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
 
 
-def nansum(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def nansum(input, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """sum with NaN counted as 0."""
-    return sum(self.masked_fill(self.isnan(), 0.0) if _is_float(self.dtype) else self, dim, keepdim, dtype=dtype)
+    return sum(input.masked_fill(input.isnan(), 0.0) if _is_float(input.dtype) else input, dim, keepdim, dtype=dtype)
 
 
-def nanmean(self, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def nanmean(input, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     """mean over the non-NaN elements."""
-    _need_float(self, "nanmean")
-    valid = ~self.isnan()
-    return nansum(self, dim, keepdim, dtype) / sum(valid, dim, keepdim).astype(self.dtype)
+    _need_float(input, "nanmean")
+    valid = ~input.isnan()
+    return nansum(input, dim, keepdim, dtype) / sum(valid, dim, keepdim).astype(input.dtype)
 
 
 AminmaxResult = namedtuple("aminmax", ["min", "max"])
 AminmaxResult.__qualname__ = "AminmaxResult"
 
 
-def aminmax(self, *, dim=None, keepdim: bool = False):
+def aminmax(input, *, dim=None, keepdim: bool = False):
     """(amin, amax) over ``dim`` (all elements by default), a named tuple (min, max)."""
-    return AminmaxResult(amin(self, dim, keepdim), amax(self, dim, keepdim))
+    return AminmaxResult(amin(input, dim, keepdim), amax(input, dim, keepdim))
 
 
 CummaxResult = _return_type("cummax", "CummaxResult")
@@ -515,48 +524,52 @@ def _cumextreme(self, dim: int, larger: bool):
     return (CummaxResult if larger else CumminResult)(values, Tensor._wrap(idx, self._backend))
 
 
-def cummax(self, dim: int):
-    return _cumextreme(self, dim, True)
+def cummax(input, dim: int):
+    return _cumextreme(input, dim, True)
 
 
-def cummin(self, dim: int):
-    return _cumextreme(self, dim, False)
+def cummin(input, dim: int):
+    return _cumextreme(input, dim, False)
 
 
-def logcumsumexp(self, dim: int) -> Tensor:
+def logcumsumexp(input, dim: int) -> Tensor:
     """log(cumsum(exp(x))) along ``dim``, stably (composite)."""
-    _need_float(self, "logcumsumexp")
-    m = self.detach().amax(dim, keepdim=True)
+    _need_float(input, "logcumsumexp")
+    m = input.detach().amax(dim, keepdim=True)
     m = m.masked_fill(~m.isfinite(), 0.0)
-    return (self - m).exp().cumsum(dim).log() + m
+    return (input - m).exp().cumsum(dim).log() + m
 
 
 KthvalueResult = _return_type("kthvalue", "KthvalueResult")
 
 
-def kthvalue(self, k: int, dim: int = -1, keepdim: bool = False):
+def kthvalue(input, k: int, dim: int = -1, keepdim: bool = False):
     """The k-th smallest element (1-based) along ``dim`` and its index."""
-    xp = self._backend.xp
-    axis = self._dim(dim, "kthvalue")
-    n = self.shape[axis] if self.ndim else 1
+    xp = input._backend.xp
+    axis = input._dim(dim, "kthvalue")
+    n = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= n:
         raise IndexError(f"kthvalue(): selected number k out of range for dimension {dim}")
-    order = xp.argsort(self._data, axis=axis, kind="stable")
+    order = xp.argsort(input._data, axis=axis, kind="stable")
     pick = xp.take(order, [k - 1], axis=axis)
-    values = _take_along(self, pick, axis, keepdim, "KthvalueBackward0")
+    values = _take_along(input, pick, axis, keepdim, "KthvalueBackward0")
     return KthvalueResult(
-        values, Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), self._backend)
+        values, Tensor._wrap((pick if keepdim else pick.squeeze(axis)).astype(np.int64), input._backend)
     )
 
 
-def dist(self, other, p: float = 2) -> Tensor:
-    """||self - other||_p over all elements (broadcast)."""
-    return norm(self - other, p)
+def dist(input, other, p: float = 2) -> Tensor:
+    """||input - other||_p over all elements (broadcast)."""
+    return norm(input - other, p)
 
 
-def searchsorted(sorted_sequence, input, *, out_int32: bool = False, right: bool = False, side=None, sorter=None):  # noqa: A002
+def searchsorted(sorted_sequence, input, *, out_int32: bool = False, right: bool = False, side=None, sorter=None,
+                 out=None):  # fmt: skip
     """For each value of ``input``, the index where it would be inserted into ``sorted_sequence`` (1-D, or one
     row per leading index) to keep it sorted (``right``/``side='right'``: after equal values)."""
+    from gpunn.ops.shape import no_out
+
+    no_out("searchsorted", out)
     if sorter is not None:
         raise NotImplementedError("searchsorted(sorter=...) is not supported by gpunn")
     xp, be = sorted_sequence._backend.xp, sorted_sequence._backend
