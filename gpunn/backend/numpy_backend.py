@@ -319,7 +319,8 @@ class NumpyBackend(Backend):
         maximize=False,
         first_step=False,
     ):
-        if dampening != 0 or nesterov or not _flat_contiguous(param, grad, momentum_buf):
+        bufs = () if momentum_buf is None else (momentum_buf,)  # (None: SGD without momentum)
+        if dampening != 0 or nesterov or (momentum != 0 and not bufs) or not _flat_contiguous(param, grad, *bufs):
             return reference.sgd_step(
                 np,
                 param,

@@ -220,6 +220,8 @@ def sgd_step(
         g = g + momentum * buf (nesterov) or buf
         param -= lr * g
     """
+    if momentum != 0 and momentum_buf is None:
+        raise ValueError("sgd_step(): momentum != 0 needs a momentum_buf")
     dt = param.dtype.type
     g = -grad if maximize else grad
     if weight_decay != 0:

@@ -47,10 +47,12 @@ def _bufs(rng, n, dtype, k):
 )
 def test_sgd_step_equals_reference(rng, threads, dtype, n, opts):
     p, g, buf = _bufs(rng, n, dtype, 3)
-    p2, g2, buf2 = p.copy(), g.copy(), buf.copy()
+    if opts.get("momentum", 0.0) == 0.0:  # (gpunn.optim.SGD passes no buffer then: the kernels run all the same)
+        buf = None
+    p2, g2, buf2 = p.copy(), g.copy(), None if buf is None else buf.copy()
     NumpyBackend().sgd_step(p, g, buf, lr=0.03, **opts)
     reference.sgd_step(np, p2, g2, buf2, lr=0.03, **opts)
-    assert np.array_equal(p, p2) and np.array_equal(buf, buf2) and np.array_equal(g, g2)
+    assert np.array_equal(p, p2) and np.array_equal(g, g2) and (buf is None or np.array_equal(buf, buf2))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -497,3 +499,17 @@ def test_a_job_in_flight_at_a_fork_is_not_run_by_the_childs_workers(monkeypatch,
                 os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_sgd_without_momentum_runs_the_flat_kernel(rng, monkeypatch, kernels):
+    """gpunn.optim.SGD passes no momentum buffer when momentum is 0; the fused kernel runs (not the reference)."""
+    ran = []
+    real = numpy_backend._run_flat
+    monkeypatch.setattr(numpy_backend, "_run_flat", lambda name, *a, **k: ran.append(name) or real(name, *a, **k))
+    p, g = _bufs(rng, 1000, np.float32, 2)
+    p2 = p.copy()
+    NumpyBackend().sgd_step(p, g, None, lr=0.1, weight_decay=0.01)
+    reference.sgd_step(np, p2, g.copy(), None, lr=0.1, weight_decay=0.01)
+    assert ran == ["sgd_step"] and np.array_equal(p, p2)
+    with pytest.raises(ValueError, match="needs a momentum_buf"):
+        NumpyBackend().sgd_step(p, g, None, lr=0.1, momentum=0.9)
