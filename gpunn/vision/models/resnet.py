@@ -353,7 +353,7 @@ def _legacy_weights(weights_enum, args: tuple, weights, kwargs: dict):
             f"Using {', '.join(repr(n) for n in names)} as positional parameter(s) is deprecated since 0.13 and may be "
             f"removed in the future. Please use keyword parameter(s) instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         weights = args[0]
         if len(args) == 2:
@@ -367,7 +367,7 @@ def _legacy_weights(weights_enum, args: tuple, weights, kwargs: dict):
             "The parameter 'pretrained' is deprecated since 0.13 and may be removed in the future, please use "
             "'weights' instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     elif weights is not None and not isinstance(weights, (str, WeightsEnum)):
         legacy, weights = weights, None
@@ -380,7 +380,7 @@ def _legacy_weights(weights_enum, args: tuple, weights, kwargs: dict):
     )
     if legacy:
         msg += f" You can also use `weights={weights_enum.__name__}.DEFAULT` to get the most up-to-date weights."
-    warnings.warn(msg, UserWarning, stacklevel=3)
+    warnings.warn(msg, UserWarning, stacklevel=4)
     return meaning, progress
 
 
