@@ -120,6 +120,8 @@ def test_state_dict_keys_shapes_and_order_are_torchvisions(name):
         {"Block": "Bottleneck" if CONFIGS[name][0] else "BasicBlock"}.get(type(m).__name__, type(m).__name__)
         for m in theirs.modules()
     ][1:]
+    block = "Bottleneck" if CONFIGS[name][0] else "BasicBlock"
+    assert repr(ours) == repr(theirs).replace("Block(", block + "(").replace("Net(", "ResNet(", 1)  # every option
 
 
 @pytest.mark.parametrize(
