@@ -186,17 +186,9 @@ class ResNet(nn.Module):
             )
         ]
         self.inplanes = planes * block.expansion
-        for _ in range(1, blocks):
-            layers.append(
-                block(
-                    self.inplanes,
-                    planes,
-                    groups=self.groups,
-                    base_width=self.base_width,
-                    dilation=self.dilation,
-                    norm_layer=norm_layer,
-                )  # fmt: skip
-            )
+        for _ in range(1, blocks):  # the stage's dilation from the second block on
+            kwargs = {"groups": self.groups, "base_width": self.base_width, "dilation": self.dilation}
+            layers.append(block(self.inplanes, planes, norm_layer=norm_layer, **kwargs))
         return nn.Sequential(*layers)
 
     def _forward_impl(self, x):
