@@ -24,6 +24,10 @@ def test_the_section_lists_the_issue_names():
         "transforms.RandomHorizontalFlip",
         "transforms.RandomAffine",
         "transforms.Lambda",
+        "models.resnet18",
+        "models.resnet152",
+        "models.ResNet",
+        "models.ResNet18_Weights",
     ):
         assert name in NAMES
 

@@ -16,3 +16,12 @@ def test_data_and_vision_suites_on_the_emulated_cupy_backend(tmp_path):
     suites = ["tests/vision/test_transforms.py", "tests/vision/test_datasets.py", "tests/utils"]
     # the CLI test trains a model (its Numba accuracy kernel needs a real driver)
     emulator.run_pytest(tmp_path, "cupy", [*suites, "-k", "not cli"], timeout=900)
+
+
+@pytest.mark.slow
+@emulator.available
+def test_resnet_on_the_emulated_cupy_backend(tmp_path):
+    """The ResNet parity tests for resnet18 (float64 and float32, stage by stage in training mode), the checkpoint
+    load and the siamese surgery with the model on the cupy backend: its conv, pooling and batch-norm paths."""
+    select = "resnet18 and (forward or each_block) or checkpoint or siamese or zero_init"
+    emulator.run_pytest(tmp_path, "cupy", ["tests/vision/test_models.py", "-k", select], timeout=900)
