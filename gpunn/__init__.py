@@ -314,6 +314,7 @@ _LAZY = (
     "linalg",
     "distributions",
 )
+_MATMUL_PRECISION = ("get_float32_matmul_precision", "set_float32_matmul_precision")
 
 
 def __getattr__(name):
@@ -330,6 +331,10 @@ def __getattr__(name):
         from gpunn.autograd import gradcheck
 
         return gradcheck
+    if name in _MATMUL_PRECISION:
+        from gpunn.backends import cuda
+
+        return getattr(cuda, name)
     if name == "Generator":
         from gpunn.data.sampler import Generator
 
