@@ -87,7 +87,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite: boo
         return total
     xp = total._backend.xp
     coef = xp.minimum(float(max_norm) / (total._data + total._data.dtype.type(1e-6)), total._data.dtype.type(1.0))
-    with no_grad():
+    # inf * 0 -> NaN is the documented result (a GradScaler's overflow step meets it), not a NumPy warning
+    with no_grad(), np.errstate(invalid="ignore"):
         for g in grads:
             g._data *= coef.astype(g.dtype)
             g._bump_version("clip_grad_norm_")
