@@ -313,7 +313,10 @@ _LAZY = (
     "backends",
     "linalg",
     "distributions",
+    "amp",
+    "cpu",
 )
+_AUTOCAST = ("autocast", "is_autocast_enabled", "get_autocast_dtype")
 _MATMUL_PRECISION = ("get_float32_matmul_precision", "set_float32_matmul_precision")
 
 
@@ -331,6 +334,10 @@ def __getattr__(name):
         from gpunn.autograd import gradcheck
 
         return gradcheck
+    if name in _AUTOCAST:
+        from gpunn.amp import autocast_mode
+
+        return getattr(autocast_mode, name)
     if name in _MATMUL_PRECISION:
         from gpunn.backends import cuda
 

@@ -56,3 +56,12 @@ def manual_seed(seed: int) -> None:
 
 
 manual_seed_all = manual_seed
+
+
+def __getattr__(name):
+    # gpunn.cuda.amp (PyTorch's deprecated AMP spellings) loads on first use
+    if name == "amp":
+        import importlib
+
+        return importlib.import_module("gpunn.cuda.amp")
+    raise AttributeError(f"module 'gpunn.cuda' has no attribute {name!r}")
