@@ -22,7 +22,14 @@ import warnings
 
 import numpy as np
 
-__all__ = ["autocast", "is_autocast_available", "is_autocast_enabled", "get_autocast_dtype"]
+__all__ = [
+    "autocast",
+    "is_autocast_available",
+    "is_autocast_enabled",
+    "get_autocast_dtype",
+    "custom_fwd",
+    "custom_bwd",
+]
 
 
 class _MissingDtype:
@@ -190,3 +197,44 @@ class autocast:  # noqa: N801  (PyTorch's name)
                 return func(*args, **kwargs)
 
         return run_under_autocast
+
+
+def custom_fwd(fwd=None, *, device_type: str, cast_inputs=None):
+    """``@custom_fwd(device_type=...)`` on an autograd Function's ``forward``: records the autocast state for
+    ``custom_bwd``. Inside an enabled region with ``cast_inputs``, forward runs with autocast disabled and its
+    floating tensors of that device type cast, as PyTorch; gpunn's enabled regions are only for device types it
+    has no tensors on, so there is nothing to cast."""
+    if not isinstance(device_type, str):
+        raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+    if fwd is None:
+        return functools.partial(custom_fwd, device_type=device_type, cast_inputs=cast_inputs)
+    kind = _device_type(device_type)
+
+    @functools.wraps(fwd)
+    def decorate_fwd(*args, **kwargs):
+        ctx = args[0]
+        ctx._dtype = _state.dtype.get(kind, _DEFAULT_DTYPE[kind])
+        enabled = _state.enabled.get(kind, False)
+        ctx._fwd_used_autocast = enabled and cast_inputs is None
+        if enabled and cast_inputs is not None:
+            with autocast(device_type, enabled=False):
+                return fwd(*args, **kwargs)
+        return fwd(*args, **kwargs)
+
+    return decorate_fwd
+
+
+def custom_bwd(bwd=None, *, device_type: str):
+    """``@custom_bwd(device_type=...)`` on ``backward``: runs it under the autocast state its forward saw."""
+    if not isinstance(device_type, str):
+        raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+    if bwd is None:
+        return functools.partial(custom_bwd, device_type=device_type)
+
+    @functools.wraps(bwd)
+    def decorate_bwd(*args, **kwargs):
+        ctx = args[0]
+        with autocast(device_type, enabled=ctx._fwd_used_autocast, dtype=ctx._dtype):
+            return bwd(*args, **kwargs)
+
+    return decorate_bwd

@@ -12,7 +12,7 @@ import numpy as np
 
 from gpunn.amp import autocast_mode, grad_scaler
 
-__all__ = ["autocast", "GradScaler"]
+__all__ = ["autocast", "GradScaler", "custom_fwd", "custom_bwd"]
 
 
 class autocast(autocast_mode.autocast):  # noqa: N801  (PyTorch's name)
@@ -44,3 +44,25 @@ class GradScaler(grad_scaler.GradScaler):
         )
         self._warn_stacklevel = 3  # the warnings below name the script's line, not this file's
         super().__init__("cuda", init_scale, growth_factor, backoff_factor, growth_interval, enabled)
+
+
+def custom_fwd(fwd=None, *, cast_inputs=None):
+    """Deprecated spelling of ``gpunn.amp.custom_fwd(device_type="cuda")`` (FutureWarning, as PyTorch)."""
+    warnings.warn(
+        "`gpunn.cuda.amp.custom_fwd(args...)` is deprecated (as in PyTorch). "
+        "Please use `gpunn.amp.custom_fwd(args..., device_type='cuda')` instead.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return autocast_mode.custom_fwd(fwd, device_type="cuda", cast_inputs=cast_inputs)
+
+
+def custom_bwd(bwd):
+    """Deprecated spelling of ``gpunn.amp.custom_bwd(device_type="cuda")`` (FutureWarning, as PyTorch)."""
+    warnings.warn(
+        "`gpunn.cuda.amp.custom_bwd(args...)` is deprecated (as in PyTorch). "
+        "Please use `gpunn.amp.custom_bwd(args..., device_type='cuda')` instead.",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return autocast_mode.custom_bwd(bwd, device_type="cuda")

@@ -165,3 +165,46 @@ def test_autocast_defaults_and_queries_outside_any_region():
     assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     with pytest.raises(NotImplementedError, match="bfloat16"):
         gpunn.get_autocast_dtype("cpu")
+
+
+def _scaled_function(L, fwd_decorator, bwd_decorator, seen):
+    class Twice(L.autograd.Function):
+        @staticmethod
+        @fwd_decorator
+        def forward(ctx, x):
+            seen.append(("forward", L.is_autocast_enabled("mps")))
+            return x * 2
+
+        @staticmethod
+        @bwd_decorator
+        def backward(ctx, grad):
+            seen.append(("backward", L.is_autocast_enabled("mps")))
+            return grad * 2
+
+    return Twice
+
+
+@pytest.mark.parametrize("cast_inputs", [None, "float32"])
+def test_custom_fwd_and_bwd_record_and_replay_the_autocast_state_as_torch(cast_inputs):
+    seen = {}
+    for L in (gpunn, torch):
+        seen[L] = []
+        fwd = L.amp.custom_fwd(device_type="mps", cast_inputs=None if cast_inputs is None else L.float32)
+        Twice = _scaled_function(L, fwd, L.amp.custom_bwd(device_type="mps"), seen[L])
+        x = L.ones(3, requires_grad=True)
+        with L.autocast("mps"):
+            y = Twice.apply(x)
+        y.sum().backward()
+        assert x.grad.tolist() == [2.0, 2.0, 2.0]
+    assert seen[gpunn] == seen[torch] == [("forward", cast_inputs is None), ("backward", cast_inputs is None)]
+
+
+def test_deprecated_custom_fwd_and_bwd_warn_and_pass_gradients():
+    for L in (gpunn, torch):
+        with pytest.warns(FutureWarning, match="deprecated"):
+            fwd = L.cuda.amp.custom_fwd(cast_inputs=L.float32)
+        with pytest.warns(FutureWarning, match="deprecated"):
+            Twice = _scaled_function(L, fwd, L.cuda.amp.custom_bwd, [])
+        x = L.ones(3, requires_grad=True)
+        Twice.apply(x).sum().backward()
+        assert x.grad.tolist() == [2.0, 2.0, 2.0]

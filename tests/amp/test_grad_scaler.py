@@ -95,6 +95,30 @@ def test_training_run_matches_torch_scale_history_skips_and_parameters(rng, dtyp
         assert_close(p.detach().numpy(), q.detach().numpy(), dtype, tol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+def test_two_optimizers_skip_separately_and_update_backs_off_for_either(rng):
+    """The inf is in the first layer: its optimizer skips, the second layer's steps; the scale backs off once."""
+    nets = _models(rng)
+    x = rng.standard_normal((9, 7)).astype(np.float32)
+    seen = {}
+    for L, device in ((gpunn, DEVICE), (torch, "cpu")):
+        net, scaler, calls = nets[L], L.amp.GradScaler(device, init_scale=64.0, growth_interval=1), ([], [])
+        first = _counting(L.optim.SGD(net[0].parameters(), lr=0.1), calls[0])
+        second = _counting(L.optim.Adam(net[2].parameters(), lr=0.01), calls[1])
+        for poisoned in (True, False):
+            scaler.scale(net(L.tensor(x)).square().mean()).backward()
+            if poisoned:
+                with L.no_grad():
+                    net[0].bias.grad[0] = float("inf")
+            returned = (scaler.step(first), scaler.step(second))
+            scaler.update()
+            first.zero_grad()
+            second.zero_grad()
+            seen.setdefault(L, []).append((returned, scaler.get_scale(), len(calls[0]), len(calls[1])))
+    assert seen[gpunn] == seen[torch] == [((None, "stepped"), 32.0, 0, 1), (("stepped", "stepped"), 64.0, 1, 2)]
+    for p, q in zip(nets[gpunn].parameters(), nets[torch].parameters()):
+        assert_close(p.detach().numpy(), q.detach().numpy(), tol=1e-5)
+
+
 def test_unscale_divides_the_gradients_by_the_float32_scale_as_torch(rng):
     nets = _models(rng)
     x = rng.standard_normal((9, 7)).astype(np.float32)

@@ -50,6 +50,7 @@ def test_op_suites_on_the_emulated_cupy_backend(tmp_path):
         "tests/nn/test_attention.py",
         "tests/test_distributions.py",
         "tests/optim",
+        "tests/amp",
         "tests/kernels/test_cupy_linear_choice.py",
     ]
     emulator.run_pytest(tmp_path, "cupy", suites)
