@@ -335,6 +335,34 @@ def promotion_with_bools_and_0dim(torch, nn, F, optim):
     return [(o.numpy(), str(o.dtype).split(".")[-1]) for o in outs]
 
 
+def amp_training_recipe(torch, nn, F, optim):
+    """PyTorch's AMP recipe as device-agnostic scripts write it (cudnn.benchmark, autocast and GradScaler on when
+    CUDA is there; here both libraries warn and disable them, float32), then an enabled CPU GradScaler."""
+    import warnings
+
+    torch.backends.cudnn.benchmark = True
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _model(torch, nn).to(device)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for scaler, amp_device in ((torch.cuda.amp.GradScaler(), "cuda"), (torch.amp.GradScaler("cpu", 1024.0), None)):
+            for _ in range(3):
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp_device == "cuda"):
+                    loss = F.cross_entropy(model(x), y)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                results.append((loss.item(), scaler.get_scale(), scaler.is_enabled(), scaler.state_dict()))
+    torch.backends.cudnn.benchmark = False
+    return results, [p.detach().numpy() for p in model.parameters()]
+
+
 IDIOMS = [
     promotion_with_bools_and_0dim,
     tutorial_polynomial_autograd,
@@ -353,6 +381,7 @@ IDIOMS = [
     typed_constructors,
     autograd_idioms,
     inplace_relu_and_residual,
+    amp_training_recipe,
 ]
 
 
@@ -373,7 +402,7 @@ def _same(a, b, where=""):
 
 @pytest.mark.parametrize("idiom", IDIOMS, ids=[f.__name__ for f in IDIOMS])
 def test_idiom_gives_pytorchs_answer(idiom):
-    if gpunn.get_backend().name != "numpy" and idiom in (model_to_device, accelerator_device):
+    if gpunn.get_backend().name != "numpy" and idiom in (model_to_device, accelerator_device, amp_training_recipe):
         pytest.skip("compares the cpu device with CPU PyTorch")
     libs = _libs()
     expected = idiom(*libs["torch"])
