@@ -15,6 +15,7 @@ __all__ = [
     "manual_seed",
     "manual_seed_all",
     "why_unavailable",
+    "is_bf16_supported",
 ]
 
 
@@ -25,6 +26,12 @@ def is_available() -> bool:
 def why_unavailable() -> str:
     """Why ``is_available()`` is False ('' when it is True)."""
     return cupy_available()[1]
+
+
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    """False: gpunn has no bfloat16 dtype on any device (PyTorch's CPU build answers False too), so scripts that
+    pick their AMP dtype with this query take float16."""
+    return False
 
 
 def device_count() -> int:

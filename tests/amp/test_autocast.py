@@ -208,3 +208,7 @@ def test_deprecated_custom_fwd_and_bwd_warn_and_pass_gradients():
         x = L.ones(3, requires_grad=True)
         Twice.apply(x).sum().backward()
         assert x.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_bf16_query_scripts_pick_their_amp_dtype_with():
+    assert gpunn.cuda.is_bf16_supported() is False and torch.cuda.is_bf16_supported() is False
