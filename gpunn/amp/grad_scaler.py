@@ -4,7 +4,8 @@
 ``1/s`` once per step and records whether any was inf/NaN; ``step(optimizer)`` skips ``optimizer.step()`` when
 one was; ``update()`` then sets ``s <- s * backoff_factor`` after a skipped step, ``s <- s * growth_factor`` after
 ``growth_interval`` clean steps in a row (each result rounded to float32, a growth to inf ignored), as PyTorch.
-The scale lives on the host (a Python float holding a float32 value): one device read per ``step``.
+The scale lives on the host (a Python float holding a float32 value): one device read per optimizer and
+step (the inf/NaN flag), none in ``scale`` or ``update``.
 
 Device 'cuda' where ``gpunn.cuda.is_available()`` is False warns and disables the scaler, as PyTorch: then
 ``scale`` returns its input, ``step`` is ``optimizer.step()``, ``get_scale()`` is 1.0 and ``state_dict()`` {}.
@@ -154,7 +155,10 @@ class GradScaler:
 
     @staticmethod
     def _found_inf(state) -> bool:
-        return not all(bool(finite.item()) for finite in state["found_inf_per_device"].values())
+        """Whether this optimizer's unscale_ met an inf/NaN: read from the device once, kept for update()."""
+        if "found_inf" not in state:
+            state["found_inf"] = not all(bool(finite.item()) for finite in state["found_inf_per_device"].values())
+        return state["found_inf"]
 
     def step(self, optimizer, *args, **kwargs):
         """Unscale (unless ``unscale_`` ran), then ``optimizer.step(*args, **kwargs)`` unless a gradient was

@@ -6,6 +6,7 @@ Runs on the emulated cupy backend too (GPUNN_TEST_BACKEND=cupy): there the gpunn
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 
@@ -287,3 +288,35 @@ def test_deprecated_cpu_spelling_warns_and_is_enabled():
         with pytest.warns(FutureWarning, match="deprecated"):
             scaler = L.cpu.amp.GradScaler(init_scale=4.0)
         assert scaler.is_enabled() and scaler.get_scale() == 4.0
+
+
+@pytest.mark.skipif(
+    os.environ.get("GPUNN_KERNEL_EMULATOR") != "1", reason="counts come from the kernel emulator's CuPy stand-in"
+)
+def test_one_device_read_per_step_and_none_in_scale_or_update(rng):
+    """On the (emulated) cupy backend: scale() and update() never read the device; step() reads the inf/NaN flag
+    once (beyond what optimizer.step itself reads)."""
+    import cupy
+
+    net = _models(rng)[gpunn]
+    opt = gpunn.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    scaler = gpunn.amp.GradScaler("cuda")
+    x = gpunn.tensor(rng.standard_normal((9, 7)).astype(np.float32))
+    reads = []
+    for _ in range(3):
+        loss = net(x).square().mean()
+        cupy.reset_counters()
+        scaled = scaler.scale(loss)
+        reads.append(cupy.counters["d2h"])
+        scaled.backward()
+        cupy.reset_counters()
+        opt.step()
+        own = cupy.counters["d2h"]
+        cupy.reset_counters()
+        scaler.step(opt)
+        reads.append(cupy.counters["d2h"] - own)
+        cupy.reset_counters()
+        scaler.update()
+        reads.append(cupy.counters["d2h"])
+        opt.zero_grad()
+    assert reads == [0, 1, 0] * 3
