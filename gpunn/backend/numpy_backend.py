@@ -258,9 +258,8 @@ def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list |
     return True
 
 
-_FLAT_CHUNK = (
-    1 << 16
-)  # elements of a chunk of a flat step on the GEMM's workers (~35 us of Adam; a late worker takes fewer)
+# elements of a chunk of a flat step on the GEMM's workers (~35 us of Adam; a late worker takes fewer)
+_FLAT_CHUNK = 1 << 16
 
 
 def _flat_on_workers(nk, name: str, n: int, args: tuple) -> bool:
