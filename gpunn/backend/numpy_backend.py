@@ -253,6 +253,8 @@ def _run_flat(name: str, n: int, *args, work: int | None = None, returns: list |
 
         if not isinstance(exc, NumbaError):
             raise
+        if any(isinstance(a, np.ndarray) and not a.flags.writeable for a in args):
+            return False  # (a kernel writing a read-only array fails to type: the NumPy code raises; kernels stay on)
         _numba_failed(exc)
         return False
     return True

@@ -513,3 +513,16 @@ def test_sgd_without_momentum_runs_the_flat_kernel(rng, monkeypatch, kernels):
     assert ran == ["sgd_step"] and np.array_equal(p, p2)
     with pytest.raises(ValueError, match="needs a momentum_buf"):
         NumpyBackend().sgd_step(p, g, None, lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("n", [1000, (1 << 19) + 5])
+def test_a_step_on_a_read_only_parameter_raises_and_keeps_the_kernels_on(rng, monkeypatch, kernels, n):
+    """Numba cannot compile a write into a read-only array: that is the caller's error (NumPy's ValueError),
+    not a broken kernel -- the kernels must stay on for the next step (they were all turned off, with a
+    warning that Numba was unavailable)."""
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "2")
+    p, g, m = _bufs(rng, n, np.float32, 3)
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        NumpyBackend().sgd_step(p, g, m, lr=0.1, momentum=0.9)
+    assert (numpy_backend._numba() is not None) == (kernels == "numba")
