@@ -132,3 +132,15 @@ def parity(
 
 def _as_tuple(x) -> tuple:
     return tuple(x) if isinstance(x, tuple) else (x,)
+
+
+def train_step(model, loss_fn, opt, x, y, step=None):
+    """One training step: the captured ``step(x, y)`` when given, else the eager zero_grad, forward, backward
+    and optimizer step; the loss."""
+    if step is not None:
+        return step(x, y)
+    opt.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss

@@ -321,17 +321,14 @@ _CHUNK_BODIES = {
     "adadelta_step": (_adadelta_chunk, 4, 5, 2),
     "rmsprop_step": (_rmsprop_chunk, 5, 6, 4),
 }
-CHUNK_KERNELS = frozenset(_CHUNK_BODIES)
 _chunk_functions: dict = {}  # name -> the compiled chunk function (numba.cfunc)
 
 
 def chunk_function(name: str) -> int:
-    """The address of the chunk function of flat kernel ``name`` (compiled or loaded on first use; one at a
-    time, under the launch lock); 0 when it has none."""
+    """The address of the chunk function of flat kernel ``name`` (one ``pack`` took; compiled or loaded on
+    first use, one at a time, under the launch lock)."""
     fn = _chunk_functions.get(name)
     if fn is None:
-        if name not in _CHUNK_BODIES:
-            return 0
         with _launch_lock:
             fn = _chunk_functions.get(name) or cfunc(_CHUNK_SIG, cache=True)(_CHUNK_BODIES[name][0])
             _chunk_functions[name] = fn
@@ -340,11 +337,13 @@ def chunk_function(name: str) -> int:
 
 def pack(name: str, n: int, chunk: int, kernel_args: tuple):
     """(args, scalars): the int64 args array of ``name``'s chunk function over n elements in chunks of
-    ``chunk``, and the float32 scalars it points at (keep both alive while the job runs); None when the
-    arguments are not float32 contiguous arrays, float32 scalars and bools in the kernel's order, or an
-    array the kernel writes (every one but the second, the gradient) is read-only: a chunk function sees
-    addresses only and would write it (into an immutable bytes object, or a crash on a read-only mapping),
-    where the kernel's own dispatch refuses it."""
+    ``chunk``, and the float32 scalars it points at (keep both alive while the job runs); None when ``name``
+    has no chunk function, the arguments are not float32 contiguous arrays, float32 scalars and bools in the
+    kernel's order, or an array the kernel writes (every one but the second, the gradient) is read-only: a
+    chunk function sees addresses only and would write it (into an immutable bytes object, or a crash on a
+    read-only mapping), where the kernel's own dispatch refuses it."""
+    if name not in _CHUNK_BODIES:  # (a flat kernel without a chunk function)
+        return None
     _, arrays, scalars, flags = _CHUNK_BODIES[name]
     if len(kernel_args) != arrays + scalars + flags:
         return None

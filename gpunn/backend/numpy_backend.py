@@ -272,7 +272,7 @@ def _flat_on_workers(nk, name: str, n: int, args: tuple) -> bool:
     threads = min(num_threads(), _GEMM_MAX_WORKERS + 1)
     if threads < 2 or _load_gemm() is None:
         return False
-    packed = nk.pack(name, n, _FLAT_CHUNK, args) if name in nk.CHUNK_KERNELS else None
+    packed = nk.pack(name, n, _FLAT_CHUNK, args)
     if packed is None:
         return False
     fn = nk.chunk_function(name)

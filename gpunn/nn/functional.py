@@ -1057,8 +1057,13 @@ def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = Fals
         )
     if not training or p == 0.0:
         return x_t
-    if inplace:
-        return x_t._inplace("dropout2d_", lambda t: dropout2d(t, p, training))
+    if inplace:  # (the checks and warnings above, once)
+        return x_t._inplace("dropout2d_", _feature_dropout, p)
+    return _feature_dropout(x_t, p)
+
+
+def _feature_dropout(x_t: Tensor, p: float) -> Tensor:
+    """x times a mask of one draw per entry of the first two dims (0 < p <= 1, training)."""
     be = x_t._backend
     mshape = x_t.shape[:2] + (1,) * (x_t.ndim - 2)
     if p == 1.0:

@@ -21,6 +21,7 @@ import pytest
 import gpunn
 from gpunn import nn, optim, train
 from gpunn.train import CaptureError, compile_step
+from tests.helpers import train_step
 
 pytestmark = pytest.mark.gpu
 EMULATED = os.environ.get("GPUNN_KERNEL_EMULATOR") == "1"
@@ -78,13 +79,7 @@ def _run(make, shape, opt_kind, captured, cupy, steps=50):
         counts, losses = [], []
         for x, y in data:
             cupy.reset_counters()
-            if captured:
-                loss = step(x, y)
-            else:
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
+            loss = train_step(model, loss_fn, opt, x, y, step)
             counts.append(dict(cupy.counters))
             losses.append(loss)
             sched.step()
@@ -407,13 +402,7 @@ def _changed_mid_run(captured, before, make, shape, loss_fn=None, steps=10, seed
         for i, (x, y) in enumerate(data):
             before(i, model)
             try:
-                if captured:
-                    loss = step(x, y)
-                else:
-                    opt.zero_grad()
-                    loss = loss_fn(model(x), y)
-                    loss.backward()
-                    opt.step()
+                loss = train_step(model, loss_fn, opt, x, y, step)
             except NotImplementedError as exc:
                 return str(exc)
             losses.append(float(loss))

@@ -15,6 +15,7 @@ import gpunn
 import gpunn.nn.functional as F
 from gpunn import nn, optim
 from gpunn.train import CaptureError, capture, compile_step
+from tests.helpers import train_step
 
 
 def mlp(dropout=0.2, k=784, h=64):
@@ -61,13 +62,7 @@ def train_run(make, opt_name, data, captured, loss_fn=None, before_step=None, **
     for i, (x, y) in enumerate(data):
         if before_step is not None:
             before_step(i, model, opt)
-        if captured:
-            loss = step(x, y)
-        else:
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
+        loss = train_step(model, loss_fn, opt, x, y, step)
         losses.append(None if loss is None else float(loss.item()))
     params = [p._backend.to_numpy(p._data).copy() for p in model.parameters()]
     grads = [None if p.grad is None else p._backend.to_numpy(p.grad._data).copy() for p in model.parameters()]
