@@ -557,12 +557,10 @@ def worker_spin(ctrl, counters, spins):
 @njit(**_KERNEL)
 def launch(job, seq, ctrls, counters, work, need):
     """Post job number ``seq`` to the workers (one row of ``ctrls`` each; worker w's scratch is
-    work[(w + 1) need:], the caller's work[:need]); return the bit mask of the workers that were asleep
-    (unused: NumpyBackend wakes the sleeping workers before it posts a job; one that fell asleep since
-    sleeps through this job)."""
+    work[(w + 1) need:], the caller's work[:need]). NumpyBackend wakes the sleeping workers before it posts
+    a job (sleeping_workers); one that fell asleep since sleeps through this job."""
     _atomic_store(counters, FINISHED, 0)
     _atomic_store(counters, NEXT, seq << 32)
-    asleep = 0
     for w in range(ctrls.shape[0]):
         ctrl = ctrls[w]
         for f in range(JOB_FIELDS):  # a loop, not a slice assignment: that pulls in Numba's shape-error
@@ -570,9 +568,6 @@ def launch(job, seq, ctrls, counters, work, need):
         ctrl[JOB + W_ADDR] = work.ctypes.data + 4 * need * (w + 1)
         ctrl[JOB + W_LEN] = need
         _atomic_store(ctrl, SEQ, seq)
-        if _atomic_load(ctrl, STATE) == 1:
-            asleep |= 1 << w
-    return asleep
 
 
 @njit(**_KERNEL)
