@@ -248,11 +248,12 @@ def rmsprop_step(
 # core. The Python pool of parallel_chunks sleeps between calls, and Linux often wakes a sleeping helper on
 # the caller's own core (measured on this 2-core VM, Adam over 2M parameters after a 20 ms pause: in about
 # half the rounds both threads ran on one core, 1.2 ms a step instead of 0.6).
-# A chunk function is a C function ``void f(int64 *args, int64 i)`` that runs its kernel over chunk i;
-# ``args`` is the int64 array made by ``pack``: [n, chunk, address of the float32 scalars, the arrays'
+# A chunk function is a C function ``void f(int64 *args, int64 i, float *work, int64 work_len)`` (the GEMM's
+# takes scratch; these do not) that runs its kernel over chunk i; ``args`` is the int64 array made by
+# ``pack``: [n, chunk, address of the float32 scalars, the arrays'
 # addresses, the flags], in the order of the kernel's arguments after (lo, hi) -- every flat kernel takes
 # its arrays, then its scalars, then its flags. Each is compiled (or loaded from the cache) on first use.
-_CHUNK_SIG = types.void(types.CPointer(types.int64), types.int64)
+_CHUNK_SIG = types.void(types.CPointer(types.int64), types.int64, types.CPointer(types.float32), types.int64)
 _ARGS = 3  # args[_ARGS:]: the array addresses, then the flags
 
 
@@ -266,7 +267,7 @@ def _f32_pointer(typingctx, address):
     return types.CPointer(types.float32)(types.int64), codegen
 
 
-@njit(**_FLAT)
+@njit(inline="always")
 def _chunk_args(args, i, count):
     """(lo, hi, float32 scalars, args as an array of ``count`` int64) of chunk i."""
     t = carray(args, count)
@@ -274,40 +275,40 @@ def _chunk_args(args, i, count):
     return lo, min(t[0], lo + t[1]), carray(_f32_pointer(t[2]), 16), t
 
 
-@njit(**_FLAT)
+@njit(inline="always")
 def _f32(t, k):
     """Array k of a chunk's args (n float32 elements)."""
     return carray(_f32_pointer(t[_ARGS + k]), t[0])
 
 
-def _sgd_chunk(args, i):
+def _sgd_chunk(args, i, work, work_len):  # (no scratch)
     lo, hi, s, t = _chunk_args(args, i, _ARGS + 7)
     f = _ARGS + 3
     sgd_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), s[0], s[1], s[2], t[f] != 0, t[f + 1] != 0,
              t[f + 2] != 0, t[f + 3] != 0)  # fmt: skip
 
 
-def _adam_chunk(args, i):
+def _adam_chunk(args, i, work, work_len):  # (no scratch)
     lo, hi, s, t = _chunk_args(args, i, _ARGS + 9)
     f = _ARGS + 5
     adam_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), _f32(t, 3), _f32(t, 4), s[0], s[1], s[2], s[3], s[4],
               s[5], s[6], s[7], s[8], t[f] != 0, t[f + 1] != 0, t[f + 2] != 0, t[f + 3] != 0)  # fmt: skip
 
 
-def _adagrad_chunk(args, i):
+def _adagrad_chunk(args, i, work, work_len):  # (no scratch)
     lo, hi, s, t = _chunk_args(args, i, _ARGS + 5)
     f = _ARGS + 3
     adagrad_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), s[0], s[1], s[2], t[f] != 0, t[f + 1] != 0)
 
 
-def _adadelta_chunk(args, i):
+def _adadelta_chunk(args, i, work, work_len):  # (no scratch)
     lo, hi, s, t = _chunk_args(args, i, _ARGS + 6)
     f = _ARGS + 4
     adadelta_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), _f32(t, 3), s[0], s[1], s[2], s[3], s[4],
                   t[f] != 0, t[f + 1] != 0)  # fmt: skip
 
 
-def _rmsprop_chunk(args, i):
+def _rmsprop_chunk(args, i, work, work_len):  # (no scratch)
     lo, hi, s, t = _chunk_args(args, i, _ARGS + 9)
     f = _ARGS + 5
     rmsprop_step(lo, hi, _f32(t, 0), _f32(t, 1), _f32(t, 2), _f32(t, 3), _f32(t, 4), s[0], s[1], s[2], s[3], s[4],
@@ -374,7 +375,7 @@ def pack(name: str, n: int, chunk: int, kernel_args: tuple):
 # both cores busy where a prange launch often did not: its workers sleep between launches and one woke
 # too late for a sub-millisecond kernel (measured: the small CNN's step 5% faster). Each kernel calls a
 # plain function per plane (written inside a prange body the same loops compiled 3-5x slower).
-@njit(cache=True)
+@njit(inline="always")
 def _max_pool_plane(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
     h, w = x.shape
     oh, ow = y.shape
@@ -397,7 +398,7 @@ def _max_pool_plane(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
                 arg[r, c] = k_best
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _max_pool_2x2(x, y, arg, need_arg):
     """_max_pool_plane of 2x2 windows, stride 2, no padding, over all the planes (C-contiguous) as one loop over
     their output rows: the geometry known to the compiler (the general loop with run-time window bounds is
@@ -445,7 +446,7 @@ def max_pool_forward(x, y, arg, kh, kw, sh, sw, ph, pw, need_arg):
         _max_pool_plane(x[p], y[p], arg[p] if need_arg else arg[0], kh, kw, sh, sw, ph, pw, need_arg)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _max_pool_plane_backward(dy, arg, dx, kw, sh, sw, ph, pw, disjoint):
     oh, ow = dy.shape
     h, w = dx.shape
@@ -464,7 +465,7 @@ def _max_pool_plane_backward(dy, arg, dx, kw, sh, sw, ph, pw, disjoint):
                 dx[r * sh + i - ph, c * sw + k - i * kw - pw] += dy[r, c]
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _max_pool_backward_2x2(dy, arg, dx):
     """max_pool_backward of 2x2 windows, stride 2, no padding, over all the planes: dx (C-contiguous) zeroed in
     one flat pass, then each window's gradient stored at its winner (measured 4x faster than storing each
@@ -497,7 +498,7 @@ def max_pool_backward(dy, arg, dx, kh, kw, sh, sw, ph, pw):
         _max_pool_plane_backward(dy[p], arg[p], dx[p], kw, sh, sw, ph, pw, disjoint)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _avg_pool_plane(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
     h, w = x.shape
     oh, ow = y.shape
@@ -521,7 +522,7 @@ def avg_pool_forward(x, y, divisor, zero, kh, kw, sh, sw, ph, pw):
         _avg_pool_plane(x[p], y[p], divisor, zero, kh, kw, sh, sw, ph, pw)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _avg_pool_plane_backward(dy, dx, divisor, kh, kw, sh, sw, ph, pw):
     oh, ow = dy.shape
     h, w = dx.shape
@@ -573,7 +574,7 @@ def relu_backward(g, y, dx):
 # Numba checks every index for a negative value (wraparound) unless it is a range() variable; a checked
 # index keeps LLVM from vectorizing the loop. So the copies below index 1-D slices with the bare loop
 # variable (measured: im2col 1.5x, col2im 1.4-2x faster than indexing the 6-D arrays directly).
-@njit(cache=True)
+@njit(inline="always")
 def _fill(d, lo, hi, v):
     """d[lo:hi] = v."""
     s = d[lo:hi]
@@ -581,7 +582,7 @@ def _fill(d, lo, hi, v):
         s[k] = v
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _copy_rows(src, s0, s_row, dst, d0, d_row, rows, count, step):
     """dst[d0 + r d_row + q] = src[s0 + r s_row + q step] for r < rows, q < count."""
     for r in range(rows):
@@ -611,7 +612,7 @@ def im2col(x, cols, sh, sw, ph, pw):
         _im2col_rows(x, cols, sh, sw, ph, pw)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _im2col_inside(x, cols, sh, sw):
     """im2col without padding: every row copy lies inside x."""
     n_img, ch, h, w = x.shape
@@ -637,7 +638,7 @@ def _im2col_inside(x, cols, sh, sw):
                         d[q] = s[q * sw]
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _tap_bounds(i, j, sh, sw, ph, pw, h, w, oh, ow):
     """(r0, r1, q0, q1): the outputs of tap (i, j) whose input lies inside the H x W plane: rows [r0, r1),
     columns [q0, q1) (empty ranges where the tap sees only padding)."""
@@ -648,7 +649,7 @@ def _tap_bounds(i, j, sh, sw, ph, pw, h, w, oh, ow):
     return r0, r1, q0, q1
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _im2col_flat(x, cols, ph, pw):
     """im2col of stride 1, OW == W: one shifted run per tap and image, then the padding's cells zeroed."""
     n_img, ch, h, w = x.shape
@@ -681,7 +682,7 @@ def _im2col_flat(x, cols, ph, pw):
                 _fill(d, r * ow + q1, r * ow + ow, zero)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _im2col_rows(x, cols, sh, sw, ph, pw):
     """im2col of any geometry, row by row, the padding's cells zeroed."""
     n_img, ch, h, w = x.shape
@@ -784,7 +785,7 @@ def col2im(dcols, dx, sh, sw, ph, pw):
                 d[q] = s[q]
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _col2im_flat(dcols, dx, ph, pw):
     """col2im of stride 1, OW == W (see there)."""
     ch, kh, kw, n_img, oh, ow = dcols.shape
@@ -919,7 +920,7 @@ def conv_grad_weight_by_image(x, dy, y, acc, dacc, kh, kw, sh, sw, ph, pw, relu,
             _dw_chunk(src, c2, p0, min(plane, p0 + _DW_CHUNK), acc, dacc, need_db)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(inline="always")
 def _taps_into(w2, c2, out, o0, o1, t0, t1, first):
     """out[o, :] (= 0 when first) + w2[o, t] * c2[t, :] for t in [t0, t1) in order, rows o in [o0, o1): one
     pass over up to 4 rows and 3 taps (each product rounded, then added: the plain dot's order)."""
@@ -937,7 +938,7 @@ def _taps_into(w2, c2, out, o0, o1, t0, t1, first):
                     d[p] = d[p] + wt * ct[p]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(inline="always")
 def _taps_4x3(w2, c2, out, o, t, first):
     """_taps_into of rows o..o+3 and taps t..t+2 in one pass: 3 column loads and 4 loads/stores of out per 12
     products, all in the vectorized loop over the image's outputs."""
@@ -1021,7 +1022,7 @@ _EXP_MIN = np.float32(-87.0)  # below this e^x is under float32's normal range: 
 _CE = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
-@njit(**_CE)
+@njit(inline="always")
 def _row_max_bits(bits):
     """(the float32 bits of the row's maximum, finite): ``bits`` is the row viewed as int32."""
     key_max = -2147483648

@@ -29,11 +29,12 @@ from __future__ import annotations
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, types
+from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from gpunn.backend.numba_cpu import _f32_pointer  # (an intrinsic: inlined, so a change to it needs a cache refresh)
+# (_f32_pointer is an intrinsic: inlined, so a change to it needs a cache refresh)
+from gpunn.backend.numba_cpu import _CHUNK_SIG, _f32_pointer
 
 MR = 6  # rows of C per micro-kernel call
 NR = 64  # columns of C per micro-kernel call (4 vectors of 16 float32)
@@ -305,7 +306,7 @@ def _gemm(a, sai, sap, m, k, b, sbp, sbn, n, c, ldc, work):
             j0 += width
 
 
-@njit(**_KERNEL)
+@njit(inline="always")
 def _swapped(m, k, n, sap, sbn):
     """Whether a product whose b has strided rows and a contiguous ones (x @ W.T) is cheaper as c.T =
     b.T @ a.T (transposing a, k m elements, and the result, m n) than by transposing b (k n)."""
@@ -315,14 +316,15 @@ def _swapped(m, k, n, sap, sbn):
 # A job: the product as addresses and element strides, and how it is cut into chunks, in an int64 array.
 # A chunk is a range of whole 16-column panels of c (WIDE) or of whole MR-row panels; every element of c is
 # computed the same way whichever chunk, thread or thread count computes it.
-# A job of another kind names a chunk function instead (FN: its address, ARGS: its argument; see run_chunks).
+# Every job names the chunk function that runs a chunk (FN: its address, ARGS: its first argument): for a
+# product, product_chunk and the job itself; for a flat step, its chunk function and args (see run_chunks).
 A_ADDR, SAI, SAP, M, K, B_ADDR, SBP, SBN, N, C_ADDR, LDC, W_ADDR, W_LEN, WIDE, UNIT, PER_CHUNK, CHUNKS, FN, ARGS = (
     range(19)
 )
 JOB_FIELDS = 19
 
 
-@njit(**_KERNEL)
+@njit(inline="always")
 def _work_size(m, k, n, sap, sbn):
     """Elements of the float32 scratch of an (m, k) @ (k, n) product (see _product)."""
     extra = 0
@@ -377,7 +379,7 @@ def plan(a, b, c, threads, chunks_per_thread, t):
     return max(_work_size(span, k, n, t[SAP], t[SBN]), _work_size(last, k, n, t[SAP], t[SBN]))
 
 
-@njit(**_KERNEL)
+@njit(inline="always")  # (inlined where it is called: compiled once, with the chunk function)
 def _product(a_addr, sai, sap, m, k, b_addr, sbp, sbn, n, c_addr, ldc, work):
     a = carray(_f32_pointer(a_addr), (m - 1) * sai + (k - 1) * sap + 1)
     b = carray(_f32_pointer(b_addr), (k - 1) * sbp + (n - 1) * sbn + 1)
@@ -390,42 +392,27 @@ def _product(a_addr, sai, sap, m, k, b_addr, sbp, sbn, n, c_addr, ldc, work):
         _gemm(a, sai, sap, m, k, b, sbp, sbn, n, c, ldc, work)
 
 
-@njit(**_KERNEL)
-def _chunk(t, i, work):
-    """Chunk ``i`` of the job ``t``, on the calling thread."""
+def _product_chunk(args, i, work, work_len):
+    """Chunk ``i`` of the product job at ``args`` (its JOB_FIELDS fields), on the calling thread, with
+    ``work_len`` floats of scratch at ``work``: the GEMM's chunk function (its address is the jobs' FN)."""
+    t = carray(args, JOB_FIELDS)
+    w = carray(work, work_len)
     size = t[N] if t[WIDE] else t[M]
     lo = i * t[PER_CHUNK] * t[UNIT]
     hi = min(size, lo + t[PER_CHUNK] * t[UNIT])
     if t[WIDE]:
-        _product(
-            t[A_ADDR],
-            t[SAI],
-            t[SAP],
-            t[M],
-            t[K],
-            t[B_ADDR] + 4 * lo * t[SBN],
-            t[SBP],
-            t[SBN],
-            hi - lo,
-            t[C_ADDR] + 4 * lo,
-            t[LDC],
-            work,
-        )
+        _product(t[A_ADDR], t[SAI], t[SAP], t[M], t[K], t[B_ADDR] + 4 * lo * t[SBN], t[SBP], t[SBN], hi - lo,
+                 t[C_ADDR] + 4 * lo, t[LDC], w)  # fmt: skip
     else:
-        _product(
-            t[A_ADDR] + 4 * lo * t[SAI],
-            t[SAI],
-            t[SAP],
-            hi - lo,
-            t[K],
-            t[B_ADDR],
-            t[SBP],
-            t[SBN],
-            t[N],
-            t[C_ADDR] + 4 * lo * t[LDC],
-            t[LDC],
-            work,
-        )
+        _product(t[A_ADDR] + 4 * lo * t[SAI], t[SAI], t[SAP], hi - lo, t[K], t[B_ADDR], t[SBP], t[SBN], t[N],
+                 t[C_ADDR] + 4 * lo * t[LDC], t[LDC], w)  # fmt: skip
+
+
+# The GEMM's chunk function, compiled (or loaded from the cache) with this module: the workers and product
+# call it through its address, as they call the flat steps' chunk functions, so the GEMM is compiled once,
+# not again inside each kernel that runs a product (Numba re-optimises every callee it links into a caller:
+# that was ~4 s of a cold first compile).
+product_chunk = cfunc(_CHUNK_SIG, **_KERNEL)(_product_chunk)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,7 +433,8 @@ def _chunk(t, i, work):
 SEQ, STATE, JOB = 0, 8, 16  # a worker's control array (each field on its own cache line)
 CONTROL_SIZE = JOB + JOB_FIELDS
 NEXT, FINISHED = 0, 8  # the shared counters array
-COUNTERS_SIZE = 16
+PRODUCT_CHUNK = 16  # ... and there, product_chunk's address (set by NumpyBackend; 0: product takes no job)
+COUNTERS_SIZE = 24
 
 
 @intrinsic
@@ -483,7 +471,7 @@ def _yield(typingctx):
     return types.void(), codegen
 
 
-@njit(**_KERNEL)
+@njit(inline="always")
 def _idle(round_):
     if round_ % 64 == 63:
         _yield()
@@ -491,7 +479,7 @@ def _idle(round_):
         _pause()
 
 
-@njit(**_KERNEL)
+@njit(inline="always")
 def _claim(counters, seq, chunks):
     """The next unclaimed chunk of job ``seq``, or -1 when none is left (or a newer job was posted)."""
     while True:
@@ -504,15 +492,18 @@ def _claim(counters, seq, chunks):
 
 
 @intrinsic
-def _call_chunk(typingctx, fn, args, i):
-    """The C function at address ``fn``, ``void fn(int64 *args, int64 i)`` (a numba.cfunc), called."""
+def _call_chunk(typingctx, fn, args, i, work):
+    """The C function at address ``fn``, ``void fn(int64 *args, int64 i, float *work, int64 work_len)`` (a
+    numba.cfunc of signature numba_cpu._CHUNK_SIG), called with the float32 array ``work``'s data and size."""
 
     def codegen(context, builder, signature, a):
-        fnty = ir.FunctionType(ir.VoidType(), [_I64.as_pointer(), _I64])
-        builder.call(builder.inttoptr(a[0], fnty.as_pointer()), [builder.inttoptr(a[1], _I64.as_pointer()), a[2]])
+        fnty = ir.FunctionType(ir.VoidType(), [_I64.as_pointer(), _I64, _F32.as_pointer(), _I64])
+        w = context.make_array(signature.args[3])(context, builder, a[3])
+        call = [builder.inttoptr(a[1], _I64.as_pointer()), a[2], w.data, w.nitems]
+        builder.call(builder.inttoptr(a[0], fnty.as_pointer()), call)
         return context.get_dummy_value()
 
-    return types.void(types.int64, types.int64, types.int64), codegen
+    return types.void(types.int64, types.int64, types.int64, work), codegen
 
 
 @njit(**_KERNEL)
@@ -521,10 +512,7 @@ def _run_chunks(t, counters, seq, work):
         i = _claim(counters, seq, t[CHUNKS])
         if i < 0:
             return
-        if t[FN]:
-            _call_chunk(t[FN], t[ARGS], i)
-        else:
-            _chunk(t, i, work)
+        _call_chunk(t[FN], t[ARGS], i, work)
         _atomic_add(counters, FINISHED, 1)
 
 
@@ -585,7 +573,7 @@ def run_job(job, counters, seq, work):
 def run_alone(job, work):
     """Every chunk of the job, in order, on the calling thread."""
     for i in range(job[CHUNKS]):
-        _chunk(job, i, work)
+        _call_chunk(job[FN], job[ARGS], i, work)
 
 
 @njit(**_KERNEL)  # (compiled or loaded on its first call)
@@ -625,10 +613,11 @@ def product(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, 
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
     if m * n * k < parallel_min:
         threads = 1
-    job = np.zeros(JOB_FIELDS, np.int64)  # (FN 0: a product)
+    job = np.zeros(JOB_FIELDS, np.int64)
     need = plan(a, b, c, threads, chunks_per_thread, job)
-    if need < 0 or need * threads > work.size:
+    if need < 0 or need * threads > work.size or counters[PRODUCT_CHUNK] == 0:
         return False
+    job[FN], job[ARGS] = counters[PRODUCT_CHUNK], job.ctypes.data  # (the workers read the job here: it outlives them)
     if threads > 1:
         seq = seq_box[0] + 1
         seq_box[0] = seq
@@ -718,7 +707,7 @@ C_X, C_M, C_K, C_N, C_W, C_B, C_Z, C_RELU, C_DZ, C_DX, C_DW, C_DB = range(12)
 CHAIN_FIELDS = 12
 
 
-@njit(**_KERNEL)
+@njit(inline="always")
 def _f32_2d(address, rows, cols):
     return carray(_f32_pointer(address), (rows, cols))
 

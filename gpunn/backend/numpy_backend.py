@@ -63,7 +63,8 @@ def _forget_pool() -> None:
     _gemm_lock, _blas_lock = threading.Lock(), threading.Lock()  # (another thread may have held one at the fork)
     _gemm_workers.clear()
     if _gemm_counters is not None:  # another thread's job may have been in flight: its unclaimed chunks,
-        _gemm_counters[:] = 0  # numbered >= 1, must not be claimed by the child's new workers (NEXT's number 0)
+        _gemm_counters[: _gemm_module.PRODUCT_CHUNK] = 0  # numbered >= 1, must not be claimed by the child's
+        # new workers (NEXT's number 0)
 
 
 if hasattr(os, "register_at_fork"):
@@ -1113,6 +1114,7 @@ def _gemm_worker_pool(count: int) -> tuple:
     gemm = _gemm_module
     if _gemm_ctrls is None:  # allocated once: a running worker keeps its row
         _gemm_counters = np.zeros(gemm.COUNTERS_SIZE, np.int64)
+        _gemm_counters[gemm.PRODUCT_CHUNK] = gemm.product_chunk.address
         _gemm_ctrls = np.zeros((_GEMM_MAX_WORKERS, gemm.CONTROL_SIZE), np.int64)
     while len(_gemm_workers) < count:
         wake = threading.Event()
