@@ -24,14 +24,20 @@ so no two threads write one element and the result does not depend on the thread
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, types
+from numba import carray, njit, types
 from numba.extending import intrinsic
+
+try:
+    import fcntl
+except ImportError:  # (not a POSIX system)
+    fcntl = None
 
 # launch() compiles a kernel on its first call; one launch at a time keeps two threads from compiling it at once.
 _launch_lock = threading.Lock()
@@ -70,6 +76,81 @@ def launch(kernel, *args):
     """kernel(*args), one launch at a time in this process (the first call of a kernel compiles it)."""
     with _launch_lock:
         return kernel(*args)
+
+
+# ----------------------------------------------------------------------------------------------
+# the on-disk cache, shared by processes
+# ----------------------------------------------------------------------------------------------
+def _shared_cache_class():
+    """Numba's on-disk cache of a function, each load and save holding an exclusive lock on the cache
+    directory's ``gpunn-numba.lock`` (flock): Numba rewrites a function's cache index whole at each save
+    (and writes it before the data), so two processes saving different signatures of one function at once
+    -- numba_ahead's helper and this process, MPI ranks starting together -- could lose or mislabel an
+    entry, or one load an entry whose data another is still writing. None where there is no flock or
+    Numba's cache is laid out otherwise (then the helper of numba_ahead is off)."""
+    try:
+        from numba.core.caching import FunctionCache
+
+        FunctionCache.load_overload, FunctionCache.save_overload, FunctionCache._impl_class  # noqa: B018
+    except (ImportError, AttributeError):
+        return None
+    if fcntl is None:
+        return None
+
+    class SharedCache(FunctionCache):
+        def load_overload(self, sig, target_context):
+            with self._locked():
+                return super().load_overload(sig, target_context)
+
+        def save_overload(self, sig, data):
+            with self._locked():
+                super().save_overload(sig, data)
+
+        @contextlib.contextmanager
+        def _locked(self):
+            try:
+                self._impl.locator.ensure_cache_path()
+                fd = os.open(os.path.join(self._cache_path, "gpunn-numba.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:  # (an unwritable cache: Numba's own calls meet it too)
+                yield
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # (releases the lock)
+
+    return SharedCache
+
+
+SharedCache = _shared_cache_class()
+SHARED_CACHE = SharedCache is not None
+
+
+def share_cache(namespace: dict) -> None:
+    """Give every cached dispatcher of ``namespace`` (a kernel module's globals) a SharedCache."""
+    if SharedCache is None:
+        return
+    from numba.core.caching import FunctionCache
+    from numba.core.registry import CPUDispatcher
+
+    for obj in list(namespace.values()):
+        if isinstance(obj, CPUDispatcher) and type(getattr(obj, "_cache", None)) is FunctionCache:
+            obj._cache = SharedCache(obj.py_func)
+
+
+def cached_cfunc(sig, fn, **options):
+    """numba.cfunc(sig, cache=True, **options)(fn), its cache a SharedCache: compiled, or loaded from the cache."""
+    from numba.core import sigutils
+    from numba.core.ccallback import CFunc
+
+    options = {k: v for k, v in options.items() if k != "cache"}
+    res = CFunc(fn, sigutils.normalize_signature(sig), locals={}, options=options)
+    res.enable_caching()
+    if SharedCache is not None:
+        res._cache = SharedCache(fn)
+    res.compile()
+    return res
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,7 +412,7 @@ def chunk_function(name: str) -> int:
     fn = _chunk_functions.get(name)
     if fn is None:
         with _launch_lock:
-            fn = _chunk_functions.get(name) or cfunc(_CHUNK_SIG, cache=True)(_CHUNK_BODIES[name][0])
+            fn = _chunk_functions.get(name) or cached_cfunc(_CHUNK_SIG, _CHUNK_BODIES[name][0])
             _chunk_functions[name] = fn
     return fn.address
 
@@ -1101,3 +1182,6 @@ def softmax_cross_entropy_rows(lo, hi, logits, target, grad, nll, row_scale, ign
             g[j] = g[j] * f
         g[t] = (e_t / s - np.float32(1)) * row_scale
     return bad
+
+
+share_cache(globals())

@@ -29,12 +29,12 @@ from __future__ import annotations
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit, types
+from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 # (_f32_pointer is an intrinsic: inlined, so a change to it needs a cache refresh)
-from gpunn.backend.numba_cpu import _CHUNK_SIG, _f32_pointer
+from gpunn.backend.numba_cpu import _CHUNK_SIG, _f32_pointer, cached_cfunc, share_cache
 
 MR = 6  # rows of C per micro-kernel call
 NR = 64  # columns of C per micro-kernel call (4 vectors of 16 float32)
@@ -338,7 +338,10 @@ def _work_size(m, k, n, sap, sbn):
 _OPERAND = types.Array(types.float32, 2, "A", readonly=True)  # a and b: read only (a writable array converts)
 
 
-@njit(types.int64(_OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64[::1]), **_KERNEL)
+_PLAN_SIG = types.int64(_OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64[::1])
+
+
+@njit(**_KERNEL)  # (one signature, _PLAN_SIG: see load)
 def plan(a, b, c, threads, chunks_per_thread, t):
     """Describe c = a @ b in the job ``t`` for ``threads`` threads (about ``chunks_per_thread`` chunks each:
     of 16-column panels, or of MR-row panels when the product is narrow); return the float32 scratch each
@@ -408,11 +411,19 @@ def _product_chunk(args, i, work, work_len):
                  t[C_ADDR] + 4 * lo * t[LDC], t[LDC], w)  # fmt: skip
 
 
-# The GEMM's chunk function, compiled (or loaded from the cache) with this module: the workers and product
-# call it through its address, as they call the flat steps' chunk functions, so the GEMM is compiled once,
-# not again inside each kernel that runs a product (Numba re-optimises every callee it links into a caller:
-# that was ~4 s of a cold first compile).
-product_chunk = cfunc(_CHUNK_SIG, **_KERNEL)(_product_chunk)
+_product_chunk_cfunc = None
+
+
+def product_chunk_address() -> int:
+    """The address of the GEMM's chunk function (a numba.cfunc of _product_chunk, compiled or loaded from the
+    cache on the first call): the workers and product call it through its address, as they call the flat
+    steps' chunk functions, so the GEMM is compiled once, not again inside each kernel that runs a product
+    (Numba re-optimises every callee it links into a caller: that was ~4 s of a cold first compile). Its own
+    compile unit, so a helper process can compile it while this one compiles the rest (numba_ahead)."""
+    global _product_chunk_cfunc
+    if _product_chunk_cfunc is None:
+        _product_chunk_cfunc = cached_cfunc(_CHUNK_SIG, _product_chunk, **_KERNEL)
+    return _product_chunk_cfunc.address
 
 
 # ----------------------------------------------------------------------------------------------
@@ -516,9 +527,9 @@ def _run_chunks(t, counters, seq, work):
         _atomic_add(counters, FINISHED, 1)
 
 
-# The entry points: product (below; one signature, compiled or loaded from the cache when this module is
-# imported, with plan, launch, run_job and run_alone inside it), worker_spin (compiled or loaded on a
-# worker's first call) and run_chunks (on the first large float32 optimizer step).
+# The entry points: product (below; one signature, compiled or loaded from the cache by load, with launch,
+# run_job and run_alone inside it), worker_spin (compiled or loaded on a worker's first call) and run_chunks
+# (on the first large float32 optimizer step).
 @njit(**_KERNEL)
 def worker_spin(ctrl, counters, spins):
     _atomic_store(ctrl, STATE, 0)
@@ -598,13 +609,13 @@ def run_chunks(fn, args, chunks, threads, ctrls, counters, seq_box):
 # and GEMM calls from Python (~5 us of dispatch each): the same products -- planned as NumpyBackend.matmul
 # plans them, so the same bits whatever the split -- and the same elementwise operations in the same order
 # as reference.linear_act / linear_act_backward, so the results equal the eager step's bit for bit.
-@njit(
-    types.boolean(
-        _OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64, types.int64[:, ::1],
-        types.int64[::1], types.int64[::1], types.float32[::1],
-    ),
-    **_KERNEL,
+_PRODUCT_SIG = types.boolean(
+    _OPERAND, _OPERAND, types.float32[:, :], types.int64, types.int64, types.int64, types.int64[:, ::1],
+    types.int64[::1], types.int64[::1], types.float32[::1],
 )  # fmt: skip
+
+
+@njit(**_KERNEL)  # (one signature, _PRODUCT_SIG: see load)
 def product(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, seq_box, work):
     """c = a @ b: planned, then split over ``threads`` threads (the caller and the workers of ``ctrls``,
     which must be awake to take part; the GEMM lock held) from ``parallel_min`` multiply-adds, else run on
@@ -628,12 +639,8 @@ def product(a, b, c, threads, parallel_min, chunks_per_thread, ctrls, counters, 
     return True
 
 
-# x, w and the bias are read only: any layout, read-only arrays too (a writable one converts)
-_RO2, _RO1 = "Array(float32, 2, 'A', readonly=True)", "Array(float32, 1, 'A', readonly=True)"
-_LINEAR_SIG = (
-    f"boolean({_RO2}, {_RO2}, {_RO1}, float32[:, ::1], boolean, boolean, "
-    "int64, int64, int64, int64[:, ::1], int64[::1], int64[::1], float32[::1])"
-)
+# x and w are read only: any layout, read-only arrays too (a writable one converts)
+_RO2 = "Array(float32, 2, 'A', readonly=True)"
 
 
 @njit(**_KERNEL)
@@ -653,12 +660,14 @@ def linear_forward(x, w, bias, z, has_bias, relu, threads, parallel_min, chunks,
     return True
 
 
-@njit(
+_LINEAR_BACKWARD_SIG = (
     f"boolean(float32[:, ::1], float32[:, ::1], float32[:, ::1], {_RO2}, {_RO2}, float32[:, ::1], "
     "float32[:, ::1], float32[::1], boolean, boolean, boolean, boolean, int64, int64, int64, int64[:, ::1], "
-    "int64[::1], int64[::1], float32[::1])",
-    **_KERNEL,
+    "int64[::1], int64[::1], float32[::1])"
 )
+
+
+@njit(**_KERNEL)  # (one signature, _LINEAR_BACKWARD_SIG: see load)
 def linear_backward(
     dy,
     y,
@@ -758,3 +767,23 @@ def sleeping_workers(ctrls):
         if _atomic_load(ctrls[w], STATE) == 1:
             mask |= 1 << w
     return mask
+
+
+_loaded = False
+
+
+def load() -> None:
+    """Compile, or load from the cache, the entry points of one signature -- plan, product, linear_backward --
+    and take no other signature from then on (an argument of another layout converts, as with a signature
+    in the decorator). NumpyBackend calls this once before its first product; importing this module
+    compiles nothing (so a helper process may import it to compile product_chunk alone: numba_ahead)."""
+    global _loaded
+    if _loaded:  # (a second call: NumpyBackend's threads may ask at once)
+        return
+    for fn, sig in ((plan, _PLAN_SIG), (product, _PRODUCT_SIG), (linear_backward, _LINEAR_BACKWARD_SIG)):
+        fn.compile(sig)
+        fn.disable_compile()
+    _loaded = True
+
+
+share_cache(globals())

@@ -53,6 +53,7 @@ _pool: ThreadPoolExecutor | None = None  # the worker threads of parallel_for, m
 _pool_workers = 0
 _pool_lock = threading.Lock()
 _numba_module = None  # gpunn.backend.numba_cpu once imported; False after it failed
+_ahead = None  # gpunn.backend.numba_ahead, imported with numba_cpu: a helper process compiling kernels ahead
 
 
 def _forget_pool() -> None:
@@ -179,7 +180,7 @@ def parallel_chunks(fn, n: int, pieces: int | None = None) -> None:
 
 def _numba():
     """gpunn.backend.numba_cpu, imported on first call; None when GPUNN_NUMBA=0 or Numba failed."""
-    global _numba_module
+    global _numba_module, _ahead
     if os.environ.get("GPUNN_NUMBA", "1").strip() == "0" or _numba_module is False:
         return None
     if _numba_module is None:
@@ -188,6 +189,9 @@ def _numba():
         except Exception as exc:  # not installed, or a broken install raising at import
             _numba_failed(exc)
             return None
+        from gpunn.backend import numba_ahead
+
+        _ahead = numba_ahead
         _numba_module = numba_cpu
     return _numba_module
 
@@ -775,6 +779,8 @@ class NumpyBackend(Backend):
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         ckk, L = c * kh * kw, oh * ow
+        if need_grad:  # (on a cold cache, the backward kernels compile in a helper process meanwhile)
+            _ahead.ask("conv_backward:" + x.dtype.name)
         # the first image's columns through _run_kernel: compiles the kernel, or on failure the NumPy path runs
         if _run_kernel("im2col", x[:1], np.empty((c, kh, kw, 1, oh, ow), x.dtype), sh, sw, ph, pw) is _FAILED:
             return super().conv2d_forward(x, weight, bias, stride, padding, act, negative_slope, need_grad)
@@ -818,6 +824,7 @@ class NumpyBackend(Backend):
         _, x, W2, (kh, kw), y, (sh, sw), (ph, pw), act, negative_slope = saved
         n, c, h, w = x.shape
         nk = _numba_module  # the forward ran the kernels: they are loaded
+        _ahead.wait("conv_backward")
         _, oc, oh, ow = y.shape
         ckk, L = W2.shape[1], oh * ow
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
@@ -873,6 +880,8 @@ class NumpyBackend(Backend):
         n, c, h, w = x.shape
         oh, ow = reference.conv_out_size(h, kh, sh, ph), reference.conv_out_size(w, kw, sw, pw)
         planes = np.ascontiguousarray(x).reshape(n * c, h, w)
+        if need_grad:  # (on a cold cache, the backward kernel compiles in a helper process meanwhile)
+            _ahead.ask(f"{mode}_pool_backward:{x.dtype.name}")
         y = np.empty((n * c, oh, ow), dtype=x.dtype)
         geometry = (kh, kw, sh, sw, ph, pw)
         if mode == "max":
@@ -904,6 +913,7 @@ class NumpyBackend(Backend):
             return super().pool2d_backward(dy, saved)
         tag, (n, c, h, w), extra, geometry = saved
         nk = numba_kernels() or _numba_module  # the forward ran the kernels: they are loaded
+        _ahead.wait(tag[6:] + "_pool_backward")
         dy = np.ascontiguousarray(dy, dtype=extra.dtype if tag == "numba-avg" else dy.dtype)
         dy3 = dy.reshape(n * c, dy.shape[2], dy.shape[3])
         dx = np.empty((n * c, h, w), dtype=dy.dtype)
@@ -979,6 +989,12 @@ def _load_gemm():
         try:
             with nk._launch_lock:  # loads (or the first time compiles) the kernels, once
                 from gpunn.backend import numba_gemm
+
+                if numba_gemm.AVAILABLE:  # (on a cold cache, the chunk function compiles in the helper meanwhile)
+                    _ahead.ask("product_chunk")
+                    numba_gemm.load()
+                    _ahead.wait("product_chunk")
+                    numba_gemm.product_chunk_address()
         except Exception as exc:  # llvmlite or Numba unable to build the kernel: NumPy's BLAS runs
             _gemm_module = False
             warnings.warn(
@@ -1114,7 +1130,7 @@ def _gemm_worker_pool(count: int) -> tuple:
     gemm = _gemm_module
     if _gemm_ctrls is None:  # allocated once: a running worker keeps its row
         _gemm_counters = np.zeros(gemm.COUNTERS_SIZE, np.int64)
-        _gemm_counters[gemm.PRODUCT_CHUNK] = gemm.product_chunk.address
+        _gemm_counters[gemm.PRODUCT_CHUNK] = gemm.product_chunk_address()
         _gemm_ctrls = np.zeros((_GEMM_MAX_WORKERS, gemm.CONTROL_SIZE), np.int64)
     while len(_gemm_workers) < count:
         wake = threading.Event()
