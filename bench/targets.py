@@ -14,9 +14,12 @@ implementation: median, min and max over the rounds (at least 5), and the ratio 
 each peer's median. Each peer runs at its best: PyTorch's Adam with ``fused=True`` and with
 ``foreach=True`` are both reported, and the target ratio is against the faster.
 
-Cold start (workload ``cold``): in fresh processes, the time of ``import gpunn``; and of the small
-CNN's first training step and its steady-state step, first with an empty Numba cache directory (the
-kernels compile) and then again with the cache it left (later runs: only loading).
+Cold start (workload ``cold``): in fresh processes, the time of ``import gpunn``; of the small CNN's
+first training step and its steady-state step, first with an empty Numba cache directory (the kernels
+compile; with numba_ahead's helper process, and again with it off) and then again with the cache it
+left (later runs: only loading); and of ``make train``'s command (``gpunn train --dataset mnist-sample
+--model mlp``, the issue's measure) with an empty cache and then a warm one: the difference is what its
+first run pays to compile.
 """
 
 from __future__ import annotations
@@ -403,16 +406,35 @@ def cold_start(rounds: int) -> dict:
         ).stdout.splitlines()
         return json.loads(out[1]) if profile else [float(v) for v in out[0].split()]
 
+    def train(cache: str) -> float:  # make train's command, wall seconds
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            cmd = [sys.executable, "-m", "gpunn.cli", "train", "--dataset", "mnist-sample", "--model", "mlp"]
+            cmd += ["--out", out]
+            subprocess.run(cmd, env={**env, "NUMBA_CACHE_DIR": cache}, capture_output=True, check=True, timeout=600)
+            return time.perf_counter() - t0
+
     result = {"work": "cold_start"}
+    with tempfile.TemporaryDirectory() as cache:
+        train_cold = train(cache)
+        train_warm = [train(cache) for _ in range(3)]
+    result["make_train_s"] = {
+        "cold_cache": train_cold,
+        "warm_cache_median": statistics.median(train_warm),
+        "compile (cold - warm)": train_cold - statistics.median(train_warm),
+    }
+    with tempfile.TemporaryDirectory() as cache:
+        serial = run({"NUMBA_CACHE_DIR": cache, "GPUNN_COMPILE_AHEAD": "0"})
     with tempfile.TemporaryDirectory() as cache:
         cold = run({"NUMBA_CACHE_DIR": cache})
         warm = [run({"NUMBA_CACHE_DIR": cache}) for _ in range(rounds)]
-    with tempfile.TemporaryDirectory() as cache:  # where the cold first step's time goes
-        profile = run({"NUMBA_CACHE_DIR": cache}, profile=True)
+    with tempfile.TemporaryDirectory() as cache:  # where the cold first step's time goes (all in this process)
+        profile = run({"NUMBA_CACHE_DIR": cache, "GPUNN_COMPILE_AHEAD": "0"}, profile=True)
     nonumba = [run({"GPUNN_NUMBA": "0"}) for _ in range(rounds)]
     imports = [w[0] for w in warm + nonumba]
     result["import_gpunn_s"] = {"median_s": statistics.median(imports), "min_s": min(imports), "max_s": max(imports)}
     result["cnn_first_step_cold_cache_s"] = cold[1]
+    result["cnn_first_step_cold_cache_helper_off_s (GPUNN_COMPILE_AHEAD=0)"] = serial[1]
     result["cnn_steady_step_s"] = cold[2]
     firsts = [w[1] for w in warm]
     result["cnn_first_step_warm_cache_s"] = {
@@ -434,7 +456,7 @@ def cold_start(rounds: int) -> dict:
         "numba": statistics.median(w[5] for w in warm),
         "numba_off": statistics.median(w[5] for w in nonumba),
     }
-    result["cold_compile_s_by_kernel (a separate cold run; each outermost compile, callees included)"] = {
+    result["cold_compile_s_by_kernel (a separate cold run, helper off; each outermost compile, callees included)"] = {
         k: round(v, 3) for k, v in profile.items()
     }
     return result

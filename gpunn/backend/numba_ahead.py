@@ -58,7 +58,7 @@ class _Helper:
     def read(self, timeout: float) -> None:
         """Take the reports it wrote within ``timeout`` seconds; at the end of its output, reap it."""
         fd = self.proc.stdout.fileno()
-        if not select.select([fd], [], [], max(0.0, timeout))[0]:
+        if not _readable(fd, timeout):
             return
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -68,20 +68,22 @@ class _Helper:
         *lines, self._buf = self._buf.split(b"\n")
         self.done.update(line[5:].decode() for line in lines if line.startswith(b"done "))
 
-    def close(self, kill: bool = False) -> None:
+    def close(self) -> None:
+        """Close its pipes: it finishes the task it is compiling and exits (it is never killed: a process
+        killed while Numba saves a kernel could leave the cache's index naming an older kernel's data)."""
         self.closed = True
         for f in (self.proc.stdin, self.proc.stdout):
             try:
                 f.close()
             except OSError:
                 pass
-        if kill and self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # (it does not read its input: stopped)
-            self.proc.kill()
-            self.proc.wait()
+        self.proc.poll()  # (reaped if it has exited; else the interpreter reaps it later)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()  # (poll, not select: any descriptor number)
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
 def enabled() -> bool:
@@ -90,6 +92,8 @@ def enabled() -> bool:
     return (
         os.name == "posix"
         and bool(sys.executable)
+        and os.path.basename(sys.executable).lower().startswith("python")  # (not an embedding program)
+        and hasattr(select, "poll")
         and os.environ.get("GPUNN_COMPILE_AHEAD", "1").strip() != "0"
         and numba_cpu.SHARED_CACHE  # (the two processes' loads and saves take turns)
     )
@@ -110,9 +114,11 @@ def ask(*tasks: str) -> None:
         tasks = [t for t in tasks if not _cached(t)]
         if not tasks:
             return
-        if _helper is not None and not _helper.closed and _helper.send(tasks):
-            _pending.update((t, _helper) for t in tasks)
-            return
+        if _helper is not None and not _helper.closed:
+            if _helper.send(tasks):
+                _pending.update((t, _helper) for t in tasks)
+                return
+            _helper.close()
         helper = _start(tasks)
         if helper is not None:
             _helper = helper
@@ -134,24 +140,31 @@ def wait(kernels: str) -> None:
             while task not in helper.done and not helper.closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    helper.close(kill=True)
+                    helper.close()
                     break
-                helper.read(left)
+                try:
+                    helper.read(left)
+                except OSError:  # (its output unreadable: given up)
+                    helper.close()
             for t in [t for t, h in _pending.items() if h is helper and (t in helper.done or helper.closed)]:
                 del _pending[t]
             _pending.pop(task, None)
 
 
 def _start(tasks: list):
-    """A new helper process given ``tasks``, or None where it cannot start."""
-    import gpunn
+    """A new helper process given ``tasks``, or None where it cannot start. It imports the modules this
+    process imported (this process's sys.path, nothing of the working directory's first) and uses its
+    Numba cache directory."""
+    import json
+
+    from numba.core import config
 
     env = dict(os.environ, GPUNN_COMPILE_AHEAD="0")  # (the helper's own kernels start no helper)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(gpunn.__file__)))  # where this gpunn is imported from
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["NUMBA_CACHE_DIR"] = config.CACHE_DIR or ""
+    code = f"import sys; sys.path[:] = {json.dumps(sys.path)}; from gpunn.backend.numba_ahead import main; main()"
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gpunn.backend.numba_ahead"],
+            [sys.executable, "-c", code],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -162,16 +175,16 @@ def _start(tasks: list):
         return None
     helper = _Helper(proc)
     if not helper.send(tasks):
-        helper.close(kill=True)
+        helper.close()
         return None
     return helper
 
 
 def _stop() -> None:
-    """At exit: stop the helper (a task it had not finished compiles again in the next cold process)."""
+    """At exit: close the helper's pipes (it finishes its current task, then exits)."""
     global _helper
     if _helper is not None and not _helper.closed:
-        _helper.close(kill=True)
+        _helper.close()
     _helper = None
     _pending.clear()
 
@@ -257,7 +270,7 @@ def main() -> None:
     process then compiles it and meets the error itself)."""
     fd = sys.stdin.fileno()
     buf = b""
-    while select.select([fd], [], [], _IDLE_S)[0]:
+    while _readable(fd, _IDLE_S):
         chunk = os.read(fd, 4096)
         if not chunk:
             return

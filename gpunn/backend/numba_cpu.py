@@ -83,11 +83,12 @@ def launch(kernel, *args):
 # ----------------------------------------------------------------------------------------------
 def _shared_cache_class():
     """Numba's on-disk cache of a function, each load and save holding an exclusive lock on the cache
-    directory's ``gpunn-numba.lock`` (flock): Numba rewrites a function's cache index whole at each save
-    (and writes it before the data), so two processes saving different signatures of one function at once
-    -- numba_ahead's helper and this process, MPI ranks starting together -- could lose or mislabel an
-    entry, or one load an entry whose data another is still writing. None where there is no flock or
-    Numba's cache is laid out otherwise (then the helper of numba_ahead is off)."""
+    directory's ``gpunn-numba.lock`` (a POSIX record lock, lockf: unlike flock, a forked child does not
+    inherit it; within a process Numba's compiler lock already makes loads and saves take turns). Numba
+    rewrites a function's cache index whole at each save, and writes it before the data, so two processes
+    saving different signatures of one function at once -- numba_ahead's helper and this process, MPI ranks
+    starting together -- could lose or mislabel an entry, or one load an entry whose data another is still
+    writing. None where there is no fcntl or Numba's cache is laid out otherwise (the helper is then off)."""
     try:
         from numba.core.caching import FunctionCache
 
@@ -115,7 +116,11 @@ def _shared_cache_class():
                 yield
                 return
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX)
+                except OSError:  # (a file system without locks, NFS without lockd: unlocked, and no helper)
+                    global SHARED_CACHE
+                    SHARED_CACHE = False
                 yield
             finally:
                 os.close(fd)  # (releases the lock)

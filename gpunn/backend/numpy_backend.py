@@ -1003,9 +1003,10 @@ def _load_gemm():
                 stacklevel=3,
             )
             return None
+        if numba_gemm.AVAILABLE:  # the workers' control arrays (the chunk function's address in them) first:
+            with _gemm_lock:  # another thread takes the module as soon as it is published
+                _gemm_worker_pool(0, numba_gemm)
         _gemm_module = numba_gemm if numba_gemm.AVAILABLE else False
-        if _gemm_module:
-            _gemm_worker_pool(0)  # the workers' control arrays, before any call passes them
     return _gemm_module or None
 
 
@@ -1122,12 +1123,12 @@ def _leave_cpu(cpu: int) -> None:
         pass
 
 
-def _gemm_worker_pool(count: int) -> tuple:
+def _gemm_worker_pool(count: int, module=None) -> tuple:
     """(control arrays (count, CONTROL_SIZE), their Events) of ``count`` GEMM workers (called under
     _gemm_lock): daemon threads, each spinning in numba_gemm's worker_spin for a while after a job, then
     asleep on its Event until the next."""
     global _gemm_counters, _gemm_ctrls
-    gemm = _gemm_module
+    gemm = module or _gemm_module
     if _gemm_ctrls is None:  # allocated once: a running worker keeps its row
         _gemm_counters = np.zeros(gemm.COUNTERS_SIZE, np.int64)
         _gemm_counters[gemm.PRODUCT_CHUNK] = gemm.product_chunk_address()
