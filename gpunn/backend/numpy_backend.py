@@ -64,8 +64,9 @@ def _forget_pool() -> None:
     _gemm_lock, _blas_lock = threading.Lock(), threading.Lock()  # (another thread may have held one at the fork)
     _gemm_workers.clear()
     if _gemm_counters is not None:  # another thread's job may have been in flight: its unclaimed chunks,
-        _gemm_counters[: _gemm_module.PRODUCT_CHUNK] = 0  # numbered >= 1, must not be claimed by the child's
-        # new workers (NEXT's number 0)
+        gemm = sys.modules["gpunn.backend.numba_gemm"]  # (imported: it made the counters; maybe not published)
+        _gemm_counters[: gemm.PRODUCT_CHUNK] = 0  # numbered >= 1, must not be claimed by the child's new
+        # workers (NEXT's number 0); the chunk function's address stays
 
 
 if hasattr(os, "register_at_fork"):
