@@ -16,7 +16,7 @@ calls (the argument types of NumpyBackend's calls; tests/backend/test_numba_ahea
 real training step), so waiting for it saves this process the compile.
 
 ``GPUNN_COMPILE_AHEAD=0`` turns the helper off (every kernel compiles in this process, one after another);
-it runs on POSIX systems only (this process reads the helper's reports with ``select``). Importing this
+it runs on POSIX systems only (this process reads the helper's reports with ``poll``). Importing this
 module imports neither Numba nor the kernels.
 """
 
@@ -128,7 +128,7 @@ def ask(*tasks: str) -> None:
 def wait(kernels: str) -> None:
     """Return once no task of ``kernels`` (a task's name before its ':', any dtype) is pending: each compiled
     into the cache by the helper, or given up (the helper exited without it, or took over _TIMEOUT_S for
-    it: then it is stopped, and the caller compiles)."""
+    it: then its pipes are closed, and the caller compiles)."""
     if not _pending:  # (the common case: nothing pending)
         return
     with _lock:
